@@ -1,0 +1,388 @@
+//! One function per command; each returns the exit code.
+
+use crate::Exit;
+use crate::args::{Cli, Command, GraphFormat, InputArgs, Output};
+use crate::diagnostics::{eprint_all, plural};
+use indexmap::IndexMap;
+use runbook_core::diag::{Diagnostic, Source};
+use runbook_core::inputs;
+use runbook_core::kind::Registry;
+use runbook_core::library::{self, Library, LoadError};
+use runbook_core::model::{InputSpec, Playbook};
+use runbook_core::validate::Loaded;
+use serde_json::Value as Json;
+
+pub(crate) fn dispatch(cli: Cli) -> Exit {
+    let lib = Library::new(&cli.playbooks);
+    let registry = crate::registry::registry();
+    match cli.command {
+        Command::List => list(&lib, &registry),
+        Command::Show { playbook } => show(&lib, &registry, &playbook),
+        Command::Validate { targets } => validate(&lib, &registry, &targets),
+        Command::Plan { playbook, inputs, output } => plan(&lib, &registry, &playbook, &inputs, output),
+        Command::Graph { playbook, format } => graph(&lib, &registry, &playbook, format),
+        Command::Schema { kind } => schema(&registry, kind.as_deref()),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "runbook", &mut std::io::stdout());
+            Exit::Ok
+        }
+    }
+}
+
+/// Loads a playbook, printing every diagnostic; `None` means exit 2.
+fn load(lib: &Library, registry: &Registry, spec: &str) -> Option<Loaded> {
+    let located = match lib.locate(spec) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return None;
+        }
+    };
+    match library::load(&located, registry) {
+        Ok(loaded) => {
+            eprint_all(&loaded.source, &loaded.warnings);
+            Some(loaded)
+        }
+        Err(LoadError::Library(e)) => {
+            eprintln!("error: {e}");
+            None
+        }
+        Err(LoadError::Invalid(inv)) => {
+            eprint_all(&inv.source, &inv.diagnostics);
+            eprintln!("error: `{}` is invalid: {}; nothing was run", inv.source.name, plural(inv.error_count(), "error"));
+            None
+        }
+    }
+}
+
+fn list(lib: &Library, registry: &Registry) -> Exit {
+    let entries = match lib.entries() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e} (hint: pass `--playbooks DIR` or set RUNBOOK_PLAYBOOKS)");
+            return Exit::Invalid;
+        }
+    };
+    let width = entries.iter().map(|e| e.name.len()).max().unwrap_or(4).max(4);
+    println!("{:width$}  {:8}  DESCRIPTION", "NAME", "VERSION");
+    let mut invalid = 0;
+    for e in &entries {
+        let desc = match lib.locate(&e.name).map(|l| library::load(&l, registry)) {
+            Ok(Ok(l)) => l.playbook.description.as_deref().and_then(|d| d.lines().next()).unwrap_or("").to_owned(),
+            Ok(Err(LoadError::Invalid(inv))) => {
+                invalid += 1;
+                format!("(invalid: {}; see `runbook validate {}`)", plural(inv.error_count(), "error"), e.name)
+            }
+            Ok(Err(LoadError::Library(err))) | Err(err) => {
+                invalid += 1;
+                format!("({err})")
+            }
+        };
+        let versions = if e.versions.len() > 1 { format!("v{} (+{})", e.latest(), e.versions.len() - 1) } else { format!("v{}", e.latest()) };
+        println!("{:width$}  {:8}  {desc}", e.name, versions);
+    }
+    if invalid > 0 { Exit::Invalid } else { Exit::Ok }
+}
+
+fn show(lib: &Library, registry: &Registry, spec: &str) -> Exit {
+    let Some(loaded) = load(lib, registry, spec) else { return Exit::Invalid };
+    let pb = &loaded.playbook;
+    println!("{} v{}  ({})", pb.name, pb.version, loaded.source.name);
+    if let Some(d) = &pb.description {
+        println!("\n{}", d.trim_end());
+    }
+    if !pb.inputs.is_empty() {
+        println!("\ninputs:");
+        let width = pb.inputs.keys().map(String::len).max().unwrap_or(0);
+        for (name, spec) in &pb.inputs {
+            println!("  {name:width$}  {}", describe_input(spec));
+        }
+    }
+    if !pb.secrets.is_empty() {
+        println!("\nsecrets: {}", pb.secrets.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "));
+    }
+    if let Some(lock) = &pb.lock {
+        println!("\nlock: {lock}");
+    }
+    if let Some(o) = &pb.objectives {
+        let mut parts = Vec::new();
+        if let Some(r) = &o.rto {
+            parts.push(format!("RTO {r}"));
+        }
+        if let Some(r) = &o.rpo {
+            parts.push(format!("RPO {r}"));
+        }
+        if let Some(l) = &o.latency {
+            for (k, v) in [("p50", &l.p50), ("p95", &l.p95), ("p99", &l.p99)] {
+                if let Some(v) = v {
+                    parts.push(format!("{k} {v}"));
+                }
+            }
+            if let Some(e) = l.max_error_rate {
+                parts.push(format!("errors < {}%", e * 100.0));
+            }
+        }
+        println!("\nobjectives: {}", parts.join(", "));
+    }
+    println!("\nsteps:");
+    outline(&pb.steps, 1);
+    for (label, steps) in [("on_failure", &pb.on_failure), ("finally", &pb.finally)] {
+        if !steps.is_empty() {
+            println!("\n{label}:");
+            outline(steps, 1);
+        }
+    }
+    Exit::Ok
+}
+
+fn describe_input(spec: &InputSpec) -> String {
+    let mut parts = vec![spec.ty.as_str().to_owned()];
+    if spec.required && spec.default.is_none() {
+        parts.push("required".to_owned());
+    }
+    if let Some(d) = &spec.default {
+        parts.push(format!("default {}", runbook_core::template::scalar_text(d)));
+    }
+    if let Some(p) = &spec.pattern {
+        parts.push(format!("pattern {p}"));
+    }
+    if let Some(v) = &spec.values {
+        parts.push(format!("one of {}", v.iter().map(runbook_core::template::scalar_text).collect::<Vec<_>>().join("|")));
+    }
+    let mut line = parts.join(", ");
+    if let Some(d) = &spec.description {
+        line.push_str(&format!("  {d}"));
+    }
+    line
+}
+
+fn outline(steps: &[runbook_core::model::Step], depth: usize) {
+    for s in steps {
+        let pad = "  ".repeat(depth);
+        let what = match (&s.uses, &s.for_each) {
+            (Some(u), None) => u.clone(),
+            (Some(u), Some(_)) => format!("{u}, for each {}", s.as_.as_deref().unwrap_or("item")),
+            (None, Some(_)) => format!("group, for each {}", s.as_.as_deref().unwrap_or("item")),
+            (None, None) => "group".to_owned(),
+        };
+        println!("{pad}- {} ({what})", s.display_name());
+        outline(s.children(), depth + 1);
+    }
+}
+
+fn validate(lib: &Library, registry: &Registry, specs: &[String]) -> Exit {
+    let specs: Vec<String> = if specs.is_empty() {
+        match lib.entries() {
+            Ok(entries) => entries
+                .iter()
+                .flat_map(|e| e.versions.iter().map(move |v| format!("{}@{v}", e.name)))
+                .collect(),
+            Err(e) => {
+                eprintln!("error: {e} (hint: pass `--playbooks DIR` or set RUNBOOK_PLAYBOOKS)");
+                return Exit::Invalid;
+            }
+        }
+    } else {
+        specs.to_vec()
+    };
+    let (mut ok, mut bad) = (0, 0);
+    for spec in &specs {
+        let located = match lib.locate(spec) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: {e}");
+                bad += 1;
+                continue;
+            }
+        };
+        match library::load(&located, registry) {
+            Ok(l) => {
+                eprint_all(&l.source, &l.warnings);
+                let warn = if l.warnings.is_empty() { String::new() } else { format!(" ({})", plural(l.warnings.len(), "warning")) };
+                println!("ok    {} v{}  {}{warn}", l.playbook.name, l.playbook.version, l.source.name);
+                ok += 1;
+            }
+            Err(LoadError::Library(e)) => {
+                eprintln!("error: {e}");
+                bad += 1;
+            }
+            Err(LoadError::Invalid(inv)) => {
+                eprint_all(&inv.source, &inv.diagnostics);
+                println!("FAIL  {}  {}", inv.source.name, plural(inv.error_count(), "error"));
+                bad += 1;
+            }
+        }
+    }
+    println!("{} valid, {} invalid", ok, bad);
+    if bad > 0 { Exit::Invalid } else { Exit::Ok }
+}
+
+/// Reads `--inputs FILE` and `--set`, and checks them against the playbook.
+fn resolve_inputs(pb: &Playbook, args: &InputArgs) -> Option<IndexMap<String, Json>> {
+    let mut given: IndexMap<String, Json> = IndexMap::new();
+    let mut file_source: Option<(Source, runbook_core::parse::Node)> = None;
+    if let Some(path) = &args.inputs_file {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: cannot read inputs file `{}`: {e}", path.display());
+                return None;
+            }
+        };
+        let source = Source::new(path.display().to_string(), text);
+        let node = match runbook_core::parse::parse(&source.text) {
+            Ok(n) => n,
+            Err(diags) => {
+                eprint_all(&source, &diags);
+                return None;
+            }
+        };
+        let Some(entries) = node.entries() else {
+            let d = Diagnostic::error("inputs-file", "an inputs file is a mapping of input names to values", Some(node.span)).hint("write `name: value` lines");
+            eprint_all(&source, &[d]);
+            return None;
+        };
+        for (k, v) in entries {
+            given.insert(k.name.clone(), v.to_json());
+        }
+        file_source = Some((source, node));
+    }
+    for s in &args.set {
+        match inputs::parse_set(s) {
+            Ok((k, v)) => {
+                given.insert(k, v);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return None;
+            }
+        }
+    }
+    match inputs::resolve(pb, &given) {
+        Ok(v) => Some(v),
+        Err(errors) => {
+            for e in &errors {
+                let from_file = !args.set.iter().any(|s| s.split_once('=').map(|(k, _)| k.trim()) == Some(e.name.as_str()));
+                match (&file_source, from_file) {
+                    (Some((source, node)), true) if node.get(&e.name).is_some() => {
+                        let span = node.get(&e.name).map(|n| n.span);
+                        let d = Diagnostic::error("input", format!("input `{}`: {}", e.name, e.message), span).label("this value").maybe_hint(e.hint.clone());
+                        eprint_all(source, &[d]);
+                    }
+                    _ => eprintln!("error: {e}"),
+                }
+            }
+            eprintln!("error: {} for `{}`; nothing was run", plural(errors.len(), "invalid input"), pb.name);
+            None
+        }
+    }
+}
+
+fn plan(lib: &Library, registry: &Registry, spec: &str, args: &InputArgs, output: Output) -> Exit {
+    let Some(loaded) = load(lib, registry, spec) else { return Exit::Invalid };
+    let Some(inputs) = resolve_inputs(&loaded.playbook, args) else { return Exit::Invalid };
+    let pctx = runbook_engine::plan::PlanContext {
+        env: std::env::vars().collect(),
+        user: std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned()),
+    };
+    let plan = runbook_engine::plan::plan(&loaded.playbook, &inputs, registry, &pctx);
+    match output {
+        Output::Text => print!("{}", crate::plan_text::render(&plan)),
+        Output::Json => match serde_json::to_string_pretty(&plan) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Exit::Invalid;
+            }
+        },
+    }
+    Exit::Ok
+}
+
+fn graph(lib: &Library, registry: &Registry, spec: &str, format: GraphFormat) -> Exit {
+    let Some(loaded) = load(lib, registry, spec) else { return Exit::Invalid };
+    let format = match format {
+        GraphFormat::Dot => runbook_engine::graph::Format::Dot,
+        GraphFormat::Mermaid => runbook_engine::graph::Format::Mermaid,
+    };
+    print!("{}", runbook_engine::graph::render(&loaded.playbook, format));
+    Exit::Ok
+}
+
+/// The playbook schema with each kind's `with:` schema attached by `uses`, so
+/// editors check parameters too.
+pub(crate) fn full_schema(registry: &Registry) -> Json {
+    let mut schema = runbook_core::validate::base_schema();
+    let mut rules = Vec::new();
+    for kind in registry.kinds() {
+        let mut params = kind.params_schema();
+        // Sub-schemas are referenced from the kind's own `$defs`; lift them.
+        let defs = params.as_object_mut().and_then(|o| o.remove("$defs"));
+        if let Some(Json::Object(defs)) = defs {
+            for (name, def) in defs {
+                let key = format!("{}.{name}", kind.name());
+                if let Some(all) = schema.get_mut("$defs").and_then(Json::as_object_mut) {
+                    all.insert(key, def);
+                }
+            }
+        }
+        let params = rewrite_refs(params, kind.name());
+        if let Some(o) = params.as_object() {
+            let mut o = o.clone();
+            o.remove("$schema");
+            o.remove("title");
+            rules.push(serde_json::json!({
+                "if": { "properties": { "uses": { "const": kind.name() } }, "required": ["uses"] },
+                "then": { "properties": { "with": Json::Object(o) } },
+            }));
+        }
+    }
+    if let Some(step) = schema.pointer_mut("/$defs/Step").and_then(Json::as_object_mut) {
+        step.insert("allOf".to_owned(), Json::Array(rules));
+    }
+    schema
+}
+
+fn rewrite_refs(v: Json, kind: &str) -> Json {
+    match v {
+        Json::Object(m) => Json::Object(
+            m.into_iter()
+                .map(|(k, v)| {
+                    if k == "$ref" {
+                        if let Some(name) = v.as_str().and_then(|s| s.strip_prefix("#/$defs/")) {
+                            return (k, Json::String(format!("#/$defs/{kind}.{name}")));
+                        }
+                    }
+                    (k, rewrite_refs(v, kind))
+                })
+                .collect(),
+        ),
+        Json::Array(a) => Json::Array(a.into_iter().map(|v| rewrite_refs(v, kind)).collect()),
+        other => other,
+    }
+}
+
+fn schema(registry: &Registry, kind: Option<&str>) -> Exit {
+    let schema = match kind {
+        None => full_schema(registry),
+        Some(k) => match registry.get(k) {
+            Some(kind) => kind.params_schema(),
+            None => {
+                let hint = runbook_core::diag::suggestion(k, registry.names()).unwrap_or_else(|| format!("known kinds: {}", registry.names().collect::<Vec<_>>().join(", ")));
+                eprintln!("error: unknown step kind `{k}` (hint: {hint})");
+                return Exit::Invalid;
+            }
+        },
+    };
+    match serde_json::to_string_pretty(&schema) {
+        Ok(s) => {
+            println!("{s}");
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Exit::Invalid
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! The `runbook` binary: argument parsing, output, and the wiring of step kinds.
+//!
+//! A key design decision: this crate holds no logic of its own beyond turning
+//! arguments into calls and results into text. The language lives in
+//! `runbook-core`, planning and execution in `runbook-engine`, and each step kind
+//! in its `runbook-step-*` crate, registered in [`registry::registry`], the one
+//! place a newcomer reads to find every kind.
+//!
+//! Exit codes (DESIGN.md §6): 0 succeeded, 1 run failed, 2 invalid input or
+//! playbook (nothing ran), 3 interrupted or waiting, 4 lock held.
+
+mod args;
+mod commands;
+mod diagnostics;
+mod plan_text;
+mod registry;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// What a command ended with; the process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// Everything went as asked.
+    Ok = 0,
+    /// A run failed.
+    #[allow(dead_code)]
+    Failed = 1,
+    /// Invalid input or playbook: nothing ran, nothing changed.
+    Invalid = 2,
+}
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    let code = commands::dispatch(cli);
+    ExitCode::from(code as u8)
+}

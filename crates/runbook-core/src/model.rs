@@ -1,0 +1,417 @@
+//! The playbook model for `apiVersion: runbook/v1`.
+//!
+//! These types are the single source of truth for the format: the JSON Schema
+//! in `schemas/playbook.v1.json` is generated from them, the loader checks a
+//! playbook's structure against that schema, and only then deserializes it.
+//! Doc comments on fields become the schema's descriptions, which editors show
+//! as people type.
+//!
+//! Values that may be templated (`concurrency: "{{inputs.batch}}"`) are typed to
+//! accept a template string in their schema; durations are kept as text here and
+//! checked, with their location, by the validator.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+/// The only `apiVersion` this build understands.
+pub const API_VERSION: &str = "runbook/v1";
+
+/// A playbook: a versioned, typed procedure made of steps.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "runbook playbook (runbook/v1)")]
+pub struct Playbook {
+    /// Always `runbook/v1`.
+    #[serde(rename = "apiVersion")]
+    pub api_version: ApiVersion,
+    /// The playbook's name, as used by `runbook run NAME`; the folder name in the library.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_-]*$"))]
+    pub name: String,
+    /// The version; must match the file name `v<N>.yaml`.
+    #[schemars(range(min = 1))]
+    pub version: u32,
+    /// What the playbook does, shown by `list`, `show` and `plan`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Typed inputs, given with `--set name=value` or `--inputs FILE`.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub inputs: IndexMap<String, InputSpec>,
+    /// Secrets resolved at run time (from the environment or a file), masked in all output and never stored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretSpec>,
+    /// A lock key (templated): at most one active run holds each rendered key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
+    /// Recovery and latency objectives, measured and reported by drills.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objectives: Option<Objectives>,
+    /// Defaults applied to every step that does not set them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<Defaults>,
+    /// The steps, run top to bottom unless `needs` says otherwise.
+    pub steps: Vec<Step>,
+    /// Run when the playbook fails, before `finally`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_failure: Vec<Step>,
+    /// Always run at the end, whatever happened.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finally: Vec<Step>,
+}
+
+/// The format version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ApiVersion {
+    /// Version 1 of the playbook format.
+    #[serde(rename = "runbook/v1")]
+    V1,
+}
+
+/// The type of an input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InputType {
+    /// Text.
+    String,
+    /// A whole number.
+    Integer,
+    /// Any number.
+    Number,
+    /// `true` or `false`.
+    Boolean,
+    /// A duration with a unit: `30s`, `5m`, `1h30m`.
+    Duration,
+    /// A list of values.
+    List,
+    /// A mapping of names to values.
+    Map,
+    /// One of the `values` listed.
+    Enum,
+}
+
+impl InputType {
+    /// The name as written in playbooks.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InputType::String => "string",
+            InputType::Integer => "integer",
+            InputType::Number => "number",
+            InputType::Boolean => "boolean",
+            InputType::Duration => "duration",
+            InputType::List => "list",
+            InputType::Map => "map",
+            InputType::Enum => "enum",
+        }
+    }
+}
+
+/// A declared input.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// The input's type; values are checked against it before anything runs.
+    #[serde(rename = "type")]
+    pub ty: InputType,
+    /// What the input is for, shown by `show` and `plan`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The run refuses to start without it (an input with a default is never missing).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+    /// The value used when none is given; must match the type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Json>,
+    /// A regular expression a string value must match (anchor it with `^...$`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// The smallest value (numbers, durations) or length (lists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<Bound>,
+    /// The largest value (numbers, durations) or length (lists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<Bound>,
+    /// The allowed values (required for `enum`, optional for others).
+    #[serde(default, alias = "allowed", skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<Json>>,
+    /// The type of each item of a `list` input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<InputType>,
+}
+
+/// A bound of an input: a number, or a duration for `duration` inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Bound {
+    /// A number (or a list length).
+    Number(f64),
+    /// A duration such as `30s`.
+    Duration(String),
+}
+
+/// A secret: a name, resolved from the environment variable of that name, or a
+/// full form naming the variable or file to read it from.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum SecretSpec {
+    /// `DATABASE_URL`: read from the environment variable of that name.
+    Name(String),
+    /// `{ name: db, env: PROD_DB_URL }` or `{ name: db, file: /run/secrets/db }`.
+    Full(SecretSource),
+}
+
+/// Where a secret comes from.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// The name used in templates: `{{secrets.NAME}}`.
+    pub name: String,
+    /// The environment variable to read (default: the name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// A file to read instead (trailing newline removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+impl SecretSpec {
+    /// The name used in templates.
+    pub fn name(&self) -> &str {
+        match self {
+            SecretSpec::Name(n) => n,
+            SecretSpec::Full(s) => &s.name,
+        }
+    }
+}
+
+/// Objectives a run is measured against.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Objectives {
+    /// Recovery time objective: the longest acceptable time to recover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto: Option<String>,
+    /// Recovery point objective: the most data (as time) that may be lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo: Option<String>,
+    /// Latency and error-rate objectives, e.g. `{ p95: 100ms, max_error_rate: 0.001 }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyObjective>,
+}
+
+/// A latency objective.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyObjective {
+    /// Median latency, e.g. `50ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50: Option<String>,
+    /// 95th percentile latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95: Option<String>,
+    /// 99th percentile latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99: Option<String>,
+    /// The largest acceptable fraction of failed requests (0.001 = 0.1%).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_rate: Option<f64>,
+}
+
+/// Defaults for every step.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// The default step timeout, e.g. `10m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// The default retry policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+}
+
+/// One step: a call of a step kind (`uses` + `with`), or a group of steps
+/// (`steps`), optionally repeated for each item of a list (`for_each`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// A unique id, used by `needs`, templates (`steps.<id>`), logs and resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"))]
+    pub id: Option<String>,
+    /// A human name for plans and progress (default: the id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The step kind: `shell`, `ssh`, `http-check`, `lb`, `pg`, `sleep`, `wait`, `approve`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses: Option<String>,
+    /// The kind's parameters, checked against its schema.
+    #[serde(default, rename = "with", skip_serializing_if = "Option::is_none")]
+    pub with: Option<serde_json::Map<String, Json>>,
+    /// The steps (by id, in the same list) this one waits for; `[]` starts it at once.
+    /// Without `needs`, a step runs after the step before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs: Option<Vec<String>>,
+    /// A condition; when it renders `false` the step is skipped (and recorded as skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// The longest the step may take, e.g. `5m`; the step is killed after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// How to retry a failed step: `retry: 3` or the full form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+    /// A failure of this step does not fail the run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continue_on_error: bool,
+    /// Repeat the step (or group) for each item: a template giving a list, or a literal list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<ForEach>,
+    /// The name of the item variable in templates (default `item`).
+    #[serde(default, rename = "as", skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    pub as_: Option<String>,
+    /// How many items run at once: a count, a percentage (`25%`), or a ramp (`[1, 25%, 100%]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
+    /// How many items may fail before the rest are not started: a count or a percentage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failures: Option<CountOrPercent>,
+    /// A group: these steps run as one unit (once per item with `for_each`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<Step>>,
+    /// Steps run when this step (or, for a group, any of its steps) fails.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_failure: Vec<Step>,
+    /// Compensation: run, in reverse completion order, for each completed step when the run fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<OneOrMany<Step>>,
+    /// Named outputs computed from templates after the step (or group) succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<IndexMap<String, String>>,
+    /// Whether running the step twice is safe; decides what resume does with a step
+    /// that was in flight. Defaults to what the kind declares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotent: Option<bool>,
+}
+
+impl Step {
+    /// True for a group (`steps:`), false for a call of a kind.
+    pub fn is_group(&self) -> bool {
+        self.steps.is_some()
+    }
+
+    /// The name shown in plans: `name`, else `id`, else the kind.
+    pub fn display_name(&self) -> &str {
+        self.name
+            .as_deref()
+            .or(self.id.as_deref())
+            .or(self.uses.as_deref())
+            .unwrap_or("step")
+    }
+
+    /// The nested steps of a group (empty for a call).
+    pub fn children(&self) -> &[Step] {
+        self.steps.as_deref().unwrap_or(&[])
+    }
+
+    /// The compensation steps.
+    pub fn undo_steps(&self) -> &[Step] {
+        match &self.undo {
+            None => &[],
+            Some(OneOrMany::One(s)) => std::slice::from_ref(&**s),
+            Some(OneOrMany::Many(v)) => v,
+        }
+    }
+}
+
+/// One item or a list of them.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    /// A single item.
+    One(Box<T>),
+    /// A list.
+    Many(Vec<T>),
+}
+
+/// A retry policy: `retry: 3` (attempts) or the full form.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Retry {
+    /// The number of attempts, with the default delay.
+    Attempts(u32),
+    /// The full form.
+    Full(RetrySpec),
+}
+
+/// The full retry policy.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// How many attempts in all (1 = no retry).
+    #[schemars(range(min = 1))]
+    pub attempts: u32,
+    /// The pause before the second attempt, e.g. `3s` (default `1s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<String>,
+    /// How the delay grows: `fixed`, `exponential` (x2), or a factor such as `1.5`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Backoff>,
+    /// The longest delay between attempts, e.g. `1m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delay: Option<String>,
+    /// A condition on the step's outputs; the step is retried until it renders `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
+
+/// How retry delays grow.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Backoff {
+    /// A named policy.
+    Named(BackoffName),
+    /// A factor applied to the delay after each attempt.
+    Factor(f64),
+}
+
+/// A named backoff policy.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackoffName {
+    /// The same delay every time.
+    Fixed,
+    /// The delay doubles after each attempt.
+    Exponential,
+}
+
+/// What `for_each` iterates over.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ForEach {
+    /// A template that renders to a list: `"{{inputs.hosts}}"`.
+    Template(String),
+    /// A literal list.
+    List(Vec<Json>),
+}
+
+/// How many `for_each` items run at once.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Concurrency {
+    /// A fixed count, a percentage or a template: `2`, `"25%"`, `"{{inputs.batch}}"`.
+    One(CountOrPercent),
+    /// A ramp: the first batch runs with the first value, the next with the second,
+    /// and so on, the last value holding for the rest: `[1, 25%, 100%]`.
+    Ramp(Vec<CountOrPercent>),
+}
+
+/// A count (`2`) or a text: a percentage (`"25%"`) or a template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum CountOrPercent {
+    /// A count.
+    Count(u32),
+    /// `"25%"` or a template rendering to a count or a percentage.
+    Text(String),
+}

@@ -1,0 +1,504 @@
+//! Templates: Handlebars in strict mode, with the rules of the playbook format.
+//!
+//! - **Types survive**: a value that is exactly one `{{path}}` takes the JSON value
+//!   at that path (a list stays a list). A single helper call (`{{len inputs.hosts}}`)
+//!   renders to text that is then read as a YAML scalar (`3` is an integer).
+//!   Anything else renders to a string.
+//! - **Shell fields** (the fields a kind runs through a shell) insert `{{x}}`
+//!   shell-quoted, through Handlebars' escape function; `{{{x}}}` inserts raw text
+//!   and is flagged by `validate`. A shell field is always rendered as text, so an
+//!   input can never become shell code by being the whole command.
+//! - **Conditions** must render `true` or `false`; anything else is an error.
+//! - **Strict**: an undefined reference is an error, never an empty string.
+//!
+//! [`references`] walks a template's AST so `validate` can check every path
+//! before anything runs.
+
+use handlebars::template::{Parameter, Template, TemplateElement};
+use handlebars::{
+    Context, Handlebars, Helper, HelperResult, Output, PathSeg, RenderContext, RenderErrorReason,
+};
+use serde_json::Value as Json;
+use thiserror::Error;
+
+/// True if the text contains a template expression.
+pub fn is_template(s: &str) -> bool {
+    s.contains("{{")
+}
+
+/// How expressions are inserted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// As they are.
+    Plain,
+    /// Shell-quoted (`{{x}}`), for fields that a shell runs.
+    Shell,
+}
+
+/// A template that failed to compile or render.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum TemplateError {
+    /// The text is not a valid template.
+    #[error("template syntax error: {message}")]
+    Syntax {
+        /// What the parser said.
+        message: String,
+        /// 1-based line and column inside the template text, when known.
+        pos: Option<(usize, usize)>,
+    },
+    /// A path is not defined.
+    #[error("undefined reference `{0}`")]
+    Undefined(String),
+    /// A condition rendered something other than `true` or `false`.
+    #[error("condition rendered `{0}`, which is neither `true` nor `false`")]
+    NotBoolean(String),
+    /// Any other rendering failure.
+    #[error("template error: {0}")]
+    Render(String),
+}
+
+/// Quotes a value for a POSIX shell, leaving plain words as they are.
+pub fn shell_quote(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c);
+    if s.is_empty() {
+        "''".to_owned()
+    } else if s.chars().all(safe) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The helpers available in templates besides Handlebars' built-ins.
+pub const EXTRA_HELPERS: &[&str] = &["json", "join", "default"];
+
+/// Every helper name a template may call.
+pub fn helper_names() -> impl Iterator<Item = &'static str> {
+    [
+        "eq", "ne", "gt", "gte", "lt", "lte", "and", "or", "not", "len", "if", "unless", "each",
+        "with", "lookup",
+    ]
+    .into_iter()
+    .chain(EXTRA_HELPERS.iter().copied())
+}
+
+/// Compiles and renders templates. Cheap to share; build one per process.
+pub struct Renderer {
+    plain: Handlebars<'static>,
+    shell: Handlebars<'static>,
+}
+
+impl std::fmt::Debug for Renderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Renderer")
+    }
+}
+
+impl Default for Renderer {
+    fn default() -> Self {
+        Renderer::new()
+    }
+}
+
+fn json_helper(h: &Helper<'_>, _: &Handlebars<'_>, _: &Context, _: &mut RenderContext<'_, '_>, out: &mut dyn Output) -> HelperResult {
+    let v = h.param(0).map(|p| p.value().clone()).unwrap_or(Json::Null);
+    out.write(&v.to_string())?;
+    Ok(())
+}
+
+fn join_helper(h: &Helper<'_>, _: &Handlebars<'_>, _: &Context, _: &mut RenderContext<'_, '_>, out: &mut dyn Output) -> HelperResult {
+    let sep = h.param(1).and_then(|p| p.value().as_str()).unwrap_or(",");
+    let items = h.param(0).map(|p| p.value().clone()).unwrap_or(Json::Null);
+    let text = match items {
+        Json::Array(v) => v.iter().map(scalar_text).collect::<Vec<_>>().join(sep),
+        other => scalar_text(&other),
+    };
+    out.write(&text)?;
+    Ok(())
+}
+
+fn default_helper(h: &Helper<'_>, _: &Handlebars<'_>, _: &Context, _: &mut RenderContext<'_, '_>, out: &mut dyn Output) -> HelperResult {
+    let v = h.param(0).map(|p| p.value().clone()).unwrap_or(Json::Null);
+    let v = match v {
+        Json::Null => h.param(1).map(|p| p.value().clone()).unwrap_or(Json::Null),
+        Json::String(s) if s.is_empty() => h.param(1).map(|p| p.value().clone()).unwrap_or(Json::Null),
+        other => other,
+    };
+    out.write(&scalar_text(&v))?;
+    Ok(())
+}
+
+/// The text of a value as it is inserted into a string.
+pub fn scalar_text(v: &Json) -> String {
+    match v {
+        Json::String(s) => s.clone(),
+        Json::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+impl Renderer {
+    /// A renderer with the playbook helpers.
+    pub fn new() -> Self {
+        let build = |mode: Mode| {
+            let mut hb = Handlebars::new();
+            hb.set_strict_mode(true);
+            hb.set_prevent_indent(true);
+            match mode {
+                Mode::Plain => hb.register_escape_fn(handlebars::no_escape),
+                Mode::Shell => hb.register_escape_fn(shell_quote),
+            }
+            hb.register_helper("json", Box::new(json_helper));
+            hb.register_helper("join", Box::new(join_helper));
+            hb.register_helper("default", Box::new(default_helper));
+            hb
+        };
+        Renderer {
+            plain: build(Mode::Plain),
+            shell: build(Mode::Shell),
+        }
+    }
+
+    /// Renders a text to a string.
+    pub fn render_str(&self, text: &str, ctx: &Json, mode: Mode) -> Result<String, TemplateError> {
+        if !is_template(text) {
+            return Ok(text.to_owned());
+        }
+        let hb = match mode {
+            Mode::Plain => &self.plain,
+            Mode::Shell => &self.shell,
+        };
+        hb.render_template(text, ctx).map_err(render_error)
+    }
+
+    /// Renders a text to a typed value (see the module docs).
+    pub fn render_value(&self, text: &str, ctx: &Json, mode: Mode) -> Result<Json, TemplateError> {
+        if !is_template(text) {
+            return Ok(Json::String(text.to_owned()));
+        }
+        if mode == Mode::Plain {
+            let tpl = compile(text)?;
+            match single_expression(&tpl) {
+                Some(Single::Path(segs)) => {
+                    return lookup(ctx, &segs)
+                        .cloned()
+                        .ok_or_else(|| TemplateError::Undefined(segs.join(".")));
+                }
+                Some(Single::Helper) => {
+                    let s = self.render_str(text, ctx, mode)?;
+                    return Ok(scalar_from_text(&s));
+                }
+                None => {}
+            }
+        }
+        self.render_str(text, ctx, mode).map(Json::String)
+    }
+
+    /// Renders a condition, which must come out `true` or `false`.
+    pub fn condition(&self, text: &str, ctx: &Json) -> Result<bool, TemplateError> {
+        let out = self.render_str(text, ctx, Mode::Plain)?;
+        match out.trim() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            other => Err(TemplateError::NotBoolean(other.to_owned())),
+        }
+    }
+
+    /// Renders every string inside a JSON value (a step's `with:`), typed; strings
+    /// at `shell_fields` (JSON pointers) are rendered in shell mode.
+    pub fn render_tree(&self, value: &Json, ctx: &Json, shell_fields: &[&str]) -> Result<Json, (String, TemplateError)> {
+        self.render_tree_at(value, ctx, shell_fields, &mut String::new())
+    }
+
+    fn render_tree_at(
+        &self,
+        value: &Json,
+        ctx: &Json,
+        shell_fields: &[&str],
+        at: &mut String,
+    ) -> Result<Json, (String, TemplateError)> {
+        Ok(match value {
+            Json::String(s) => {
+                let mode = if shell_fields.contains(&at.as_str()) { Mode::Shell } else { Mode::Plain };
+                self.render_value(s, ctx, mode).map_err(|e| (at.clone(), e))?
+            }
+            Json::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    let len = at.len();
+                    at.push_str(&format!("/{i}"));
+                    out.push(self.render_tree_at(item, ctx, shell_fields, at)?);
+                    at.truncate(len);
+                }
+                Json::Array(out)
+            }
+            Json::Object(map) => {
+                let mut out = serde_json::Map::with_capacity(map.len());
+                for (k, v) in map {
+                    let len = at.len();
+                    at.push('/');
+                    at.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                    out.insert(k.clone(), self.render_tree_at(v, ctx, shell_fields, at)?);
+                    at.truncate(len);
+                }
+                Json::Object(out)
+            }
+            other => other.clone(),
+        })
+    }
+}
+
+fn render_error(e: handlebars::RenderError) -> TemplateError {
+    match e.reason() {
+        RenderErrorReason::MissingVariable(Some(path)) => TemplateError::Undefined(path.clone()),
+        RenderErrorReason::TemplateError(t) => TemplateError::Syntax {
+            message: t.reason().to_string(),
+            pos: t.pos(),
+        },
+        RenderErrorReason::HelperNotFound(h) => TemplateError::Render(format!("unknown helper `{h}`")),
+        other => TemplateError::Render(other.to_string()),
+    }
+}
+
+/// Reads text as a YAML plain scalar: `3` is an integer, `true` a boolean.
+pub fn scalar_from_text(s: &str) -> Json {
+    use crate::parse::{Value, resolve_plain};
+    match resolve_plain(s.trim()) {
+        Value::Int(i) => Json::from(i),
+        Value::Float(f) => serde_json::Number::from_f64(f).map_or(Json::String(s.to_owned()), Json::Number),
+        Value::Bool(b) => Json::Bool(b),
+        _ => Json::String(s.to_owned()),
+    }
+}
+
+/// Compiles a template.
+pub fn compile(text: &str) -> Result<Template, TemplateError> {
+    Template::compile(text).map_err(|e| TemplateError::Syntax {
+        message: e.reason().to_string(),
+        pos: e.pos(),
+    })
+}
+
+enum Single {
+    Path(Vec<String>),
+    Helper,
+}
+
+/// If the whole template (ignoring surrounding whitespace) is one `{{...}}`.
+fn single_expression(t: &Template) -> Option<Single> {
+    let mut found = None;
+    for el in &t.elements {
+        match el {
+            TemplateElement::RawString(s) if s.trim().is_empty() => {}
+            TemplateElement::Expression(h) if found.is_none() => {
+                found = Some(if h.params.is_empty() && h.hash.is_empty() {
+                    match &h.name {
+                        Parameter::Path(handlebars::Path::Relative((segs, _))) => {
+                            Single::Path(named_segments(segs)?)
+                        }
+                        Parameter::Name(n) if !helper_names().any(|h| h == n) => {
+                            Single::Path(split_path(n))
+                        }
+                        _ => return None,
+                    }
+                } else {
+                    Single::Helper
+                });
+            }
+            _ => return None,
+        }
+    }
+    found
+}
+
+fn named_segments(segs: &[PathSeg]) -> Option<Vec<String>> {
+    segs.iter()
+        .map(|s| match s {
+            PathSeg::Named(n) => Some(n.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn split_path(raw: &str) -> Vec<String> {
+    raw.split(['.', '/'])
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_start_matches('[').trim_end_matches(']').to_owned())
+        .collect()
+}
+
+/// Follows path segments into a JSON value (array items by index).
+pub fn lookup<'a>(mut v: &'a Json, segs: &[String]) -> Option<&'a Json> {
+    for s in segs {
+        v = match v {
+            Json::Object(m) => m.get(s)?,
+            Json::Array(a) => a.get(s.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(v)
+}
+
+/// A path a template reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// The path's segments: `["steps", "build", "outputs", "stdout"]`.
+    pub segments: Vec<String>,
+    /// The path as written.
+    pub raw: String,
+    /// Inside an `each`/`with` block, where unqualified paths are relative.
+    pub in_block: bool,
+}
+
+/// What a template reads and calls.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Every path it reads.
+    pub references: Vec<Reference>,
+    /// Every helper it calls.
+    pub helpers: Vec<String>,
+    /// True if it has a raw `{{{...}}}` insertion.
+    pub raw_insertion: bool,
+}
+
+/// Lists what a compiled template reads, calls and inserts raw.
+pub fn usage(t: &Template) -> Usage {
+    let mut u = Usage::default();
+    walk(&t.elements, false, &mut u);
+    u
+}
+
+fn walk(elements: &[TemplateElement], in_block: bool, u: &mut Usage) {
+    for el in elements {
+        match el {
+            TemplateElement::Expression(h) => walk_helper(h, in_block, u),
+            TemplateElement::HtmlExpression(h) => {
+                u.raw_insertion = true;
+                walk_helper(h, in_block, u);
+            }
+            TemplateElement::HelperBlock(h) => walk_helper(h, in_block, u),
+            _ => {}
+        }
+    }
+}
+
+fn walk_helper(h: &handlebars::template::HelperTemplate, in_block: bool, u: &mut Usage) {
+    let is_call = !h.params.is_empty() || !h.hash.is_empty() || h.block;
+    match &h.name {
+        Parameter::Name(n) if is_call || helper_names().any(|x| x == n) => u.helpers.push(n.clone()),
+        Parameter::Name(n) => push_ref(split_path(n), n, in_block, u),
+        Parameter::Path(p) => walk_param(&Parameter::Path(p.clone()), in_block, u),
+        Parameter::Subexpression(s) => walk(std::slice::from_ref(s.as_element()), in_block, u),
+        _ => {}
+    }
+    for p in h.params.iter().chain(h.hash.values()) {
+        walk_param(p, in_block, u);
+    }
+    let changes_context = matches!(&h.name, Parameter::Name(n) if n == "each" || n == "with");
+    for t in h.template.iter().chain(h.inverse.iter()) {
+        walk(&t.elements, in_block || changes_context, u);
+    }
+}
+
+fn walk_param(p: &Parameter, in_block: bool, u: &mut Usage) {
+    match p {
+        Parameter::Path(handlebars::Path::Relative((segs, raw))) => match named_segments(segs) {
+            Some(names) if !names.is_empty() => push_ref(names, raw, in_block, u),
+            _ => {}
+        },
+        Parameter::Name(n) => push_ref(split_path(n), n, in_block, u),
+        Parameter::Subexpression(s) => walk(std::slice::from_ref(s.as_element()), in_block, u),
+        _ => {}
+    }
+}
+
+fn push_ref(segments: Vec<String>, raw: &str, in_block: bool, u: &mut Usage) {
+    if segments.is_empty() || segments[0] == "this" {
+        return;
+    }
+    u.references.push(Reference {
+        segments,
+        raw: raw.to_owned(),
+        in_block,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx() -> Json {
+        json!({
+            "inputs": { "hosts": ["web1", "web2"], "batch": 2, "release": "v42", "msg": "it's; rm -rf /" },
+            "steps": { "build": { "status": "succeeded", "outputs": { "ok": true } } },
+        })
+    }
+
+    #[test]
+    fn single_path_keeps_its_type() {
+        let r = Renderer::new();
+        assert_eq!(r.render_value("{{inputs.hosts}}", &ctx(), Mode::Plain), Ok(json!(["web1", "web2"])));
+        assert_eq!(r.render_value(" {{inputs.batch}} ", &ctx(), Mode::Plain), Ok(json!(2)));
+        assert_eq!(r.render_value("{{len inputs.hosts}}", &ctx(), Mode::Plain), Ok(json!(2)));
+        assert_eq!(r.render_value("n={{inputs.batch}}", &ctx(), Mode::Plain), Ok(json!("n=2")));
+    }
+
+    #[test]
+    fn shell_mode_quotes_and_never_types() {
+        let r = Renderer::new();
+        assert_eq!(r.render_str("echo {{inputs.msg}}", &ctx(), Mode::Shell), Ok(r"echo 'it'\''s; rm -rf /'".to_owned()));
+        assert_eq!(r.render_str("deploy {{inputs.release}}", &ctx(), Mode::Shell), Ok("deploy v42".to_owned()));
+        assert_eq!(r.render_value("{{inputs.msg}}", &ctx(), Mode::Shell), Ok(json!(r"'it'\''s; rm -rf /'")));
+        assert_eq!(r.render_str("{{{inputs.msg}}}", &ctx(), Mode::Shell), Ok("it's; rm -rf /".to_owned()));
+    }
+
+    #[test]
+    fn strict_mode_rejects_undefined() {
+        let r = Renderer::new();
+        assert_eq!(r.render_value("{{inputs.nope}}", &ctx(), Mode::Plain), Err(TemplateError::Undefined("inputs.nope".into())));
+        assert!(matches!(r.render_str("x {{inputs.nope}}", &ctx(), Mode::Plain), Err(TemplateError::Undefined(_))));
+    }
+
+    #[test]
+    fn conditions_must_be_boolean() {
+        let r = Renderer::new();
+        assert_eq!(r.condition("{{and (eq inputs.batch 2) steps.build.outputs.ok}}", &ctx()), Ok(true));
+        assert_eq!(r.condition("{{gt (len inputs.hosts) 5}}", &ctx()), Ok(false));
+        assert_eq!(r.condition("{{inputs.release}}", &ctx()), Err(TemplateError::NotBoolean("v42".into())));
+    }
+
+    #[test]
+    fn usage_finds_paths_helpers_and_raw() {
+        let t = compile("{{#if (eq inputs.env \"prod\")}}{{steps.a.outputs.x}}{{/if}} {{{inputs.cmd}}} {{#each inputs.hosts}}{{this}} {{name}}{{/each}}").expect("compiles");
+        let u = usage(&t);
+        let paths: Vec<_> = u.references.iter().map(|r| (r.segments.join("."), r.in_block)).collect();
+        assert_eq!(
+            paths,
+            vec![
+                ("inputs.env".to_owned(), false),
+                ("steps.a.outputs.x".to_owned(), false),
+                ("inputs.cmd".to_owned(), false),
+                ("inputs.hosts".to_owned(), false),
+                ("name".to_owned(), true),
+            ]
+        );
+        assert!(u.raw_insertion);
+        assert!(u.helpers.contains(&"eq".to_owned()));
+    }
+
+    #[test]
+    fn dashes_in_ids_are_paths() {
+        let r = Renderer::new();
+        let c = json!({"steps": {"wait-drained": {"outputs": {"n": 0}}}});
+        assert_eq!(r.render_value("{{steps.wait-drained.outputs.n}}", &c, Mode::Plain), Ok(json!(0)));
+    }
+
+    #[test]
+    fn shell_quote_cases() {
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("web-1.example.com"), "web-1.example.com");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("$(id)"), "'$(id)'");
+    }
+}

@@ -1,0 +1,13 @@
+//! Planning and executing playbooks.
+//!
+//! This crate owns the order in which steps run ([`order`]), what a run would do
+//! before it does it ([`plan`]), and the step graph for humans ([`graph`]). The
+//! durable executor (journal, resume, cancellation) lands here too.
+//!
+//! A key design decision: the engine never names a step kind. It reaches kinds
+//! only through `runbook_core::kind::Registry`, so adding a kind never touches
+//! this crate, and it never depends on a `runbook-step-*` crate.
+
+pub mod graph;
+pub mod order;
+pub mod plan;

@@ -1,0 +1,499 @@
+//! `plan`: exactly what a run would do, computed without doing any of it.
+//!
+//! Every step in execution order, with its parameters rendered from the inputs,
+//! the outputs of earlier steps shown as typed placeholders
+//! (`<steps.build.outputs.stdout: string>`), each step marked read, write or
+//! unknown, parallel stages visible, and `for_each` expanded when its list is
+//! known before the run (it depends only on inputs). Conditions that depend
+//! only on inputs are decided here; the others are shown as decided at run time.
+
+use crate::order::execution_order;
+use indexmap::IndexMap;
+use runbook_core::kind::{Effect, Registry};
+use runbook_core::model::{Concurrency, CountOrPercent, ForEach, Playbook, Retry, Step};
+use runbook_core::template::{self, Mode, Renderer, TemplateError};
+use serde::Serialize;
+use serde_json::{Value as Json, json};
+
+/// The whole plan of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// The playbook's name.
+    pub playbook: String,
+    /// Its version.
+    pub version: u32,
+    /// What it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The inputs the run would start with (defaults applied).
+    pub inputs: IndexMap<String, Json>,
+    /// The lock key, rendered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
+    /// Defaults for every step (timeout, retry), in words.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub defaults: Vec<String>,
+    /// The steps, in execution order.
+    pub steps: Vec<PlanStep>,
+    /// Run if the playbook fails.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub on_failure: Vec<PlanStep>,
+    /// Run at the end whatever happens.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub finally: Vec<PlanStep>,
+}
+
+/// What the plan knows about a step's condition.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "decided")]
+pub enum When {
+    /// No condition, or it is true already.
+    Runs,
+    /// The condition is false: the step will be skipped.
+    Skipped {
+        /// The condition.
+        condition: String,
+    },
+    /// Depends on earlier steps: decided during the run.
+    AtRunTime {
+        /// The condition.
+        condition: String,
+    },
+}
+
+/// How a `for_each` step will fan out.
+#[derive(Debug, Clone, Serialize)]
+pub struct FanOut {
+    /// The item variable.
+    pub var: String,
+    /// The items, when known before the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<Json>>,
+    /// The expression that gives them, when not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
+    /// Concurrency as written or rendered (`1`, `25%`, `[1, 25%, 100%]`).
+    pub concurrency: String,
+    /// Failures tolerated before the rest are not started.
+    pub max_failures: String,
+}
+
+/// One step of the plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanStep {
+    /// The step path, e.g. `roll[web2].deploy`; what logs and resume use.
+    pub path: String,
+    /// The name to show.
+    pub name: String,
+    /// The stage within its list; steps with the same stage run in parallel.
+    pub stage: usize,
+    /// Ids of the siblings it waits for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// The kind, for calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uses: Option<String>,
+    /// Read, write or unknown, for calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effect: Option<Effect>,
+    /// Whether resume may safely run it again.
+    pub idempotent: bool,
+    /// What the call will do, in one line.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Its parameters, rendered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub with: Option<Json>,
+    /// Its condition.
+    pub when: When,
+    /// Timeout, retry and continue_on_error, in words.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policy: Vec<String>,
+    /// Fan-out, for `for_each` steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<FanOut>,
+    /// The group's steps (per item when the items are known).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<PlanStep>,
+    /// Run if this step fails.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub on_failure: Vec<PlanStep>,
+    /// Compensation if the run fails after this step completed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub undo: Vec<PlanStep>,
+    /// Problems found while planning (a template that cannot render yet).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// Facts about the run the plan is for.
+#[derive(Debug, Clone, Default)]
+pub struct PlanContext {
+    /// The environment the templates' `env.*` reads.
+    pub env: IndexMap<String, String>,
+    /// The user the run would be recorded under.
+    pub user: String,
+}
+
+/// Plans a run of `playbook` with already-checked `inputs`.
+pub fn plan(playbook: &Playbook, inputs: &IndexMap<String, Json>, registry: &Registry, pctx: &PlanContext) -> Plan {
+    let secrets: serde_json::Map<String, Json> = playbook
+        .secrets
+        .iter()
+        .map(|s| (s.name().to_owned(), Json::String(format!("<secret {}>", s.name()))))
+        .collect();
+    let ctx = json!({
+        "inputs": inputs,
+        "env": pctx.env,
+        "secrets": secrets,
+        "steps": {},
+        "run": { "id": "<run id>", "user": pctx.user, "started_at": "<run start>" },
+        "playbook": { "name": playbook.name, "version": playbook.version },
+    });
+    let planner = Planner {
+        registry,
+        renderer: Renderer::new(),
+    };
+    let lock = playbook.lock.as_ref().map(|l| planner.text(l, &ctx).unwrap_or_else(|e| format!("{l} ({e})")));
+    Plan {
+        playbook: playbook.name.clone(),
+        version: playbook.version,
+        description: playbook.description.clone(),
+        inputs: inputs.clone(),
+        lock,
+        defaults: playbook.defaults.as_ref().map_or_else(Vec::new, |d| {
+            planner.policy(&Step { timeout: d.timeout.clone(), retry: d.retry.clone(), ..Step::default() })
+        }),
+        steps: planner.list(&playbook.steps, &ctx, ""),
+        on_failure: planner.list(&playbook.on_failure, &ctx, "on_failure"),
+        finally: planner.list(&playbook.finally, &ctx, "finally"),
+    }
+}
+
+struct Planner<'a> {
+    registry: &'a Registry,
+    renderer: Renderer,
+}
+
+/// True if a template reads only what is known before the run.
+fn known_before_run(text: &str) -> bool {
+    match template::compile(text) {
+        Ok(t) => template::usage(&t)
+            .references
+            .iter()
+            .all(|r| !matches!(r.segments[0].as_str(), "steps")),
+        Err(_) => false,
+    }
+}
+
+/// A placeholder for a value only known during the run.
+fn placeholder(path: &str, ty: &str) -> Json {
+    Json::String(format!("<{path}: {ty}>"))
+}
+
+/// Inserts `value` at the dotted `path`, creating objects on the way.
+fn insert_at(ctx: &mut Json, path: &str, value: Json) {
+    let mut node = ctx;
+    let segs: Vec<&str> = path.split('.').collect();
+    for (i, seg) in segs.iter().enumerate() {
+        if !node.is_object() {
+            *node = Json::Object(Default::default());
+        }
+        let Json::Object(map) = node else { return };
+        if i + 1 == segs.len() {
+            map.insert((*seg).to_owned(), value);
+            return;
+        }
+        node = map.entry((*seg).to_owned()).or_insert_with(|| Json::Object(Default::default()));
+    }
+}
+
+impl Planner<'_> {
+    /// Renders with placeholders standing in for step results.
+    fn render<T>(&self, ctx: &Json, f: impl Fn(&Json) -> Result<T, TemplateError>) -> Result<T, TemplateError> {
+        let mut ctx = ctx.clone();
+        for _ in 0..32 {
+            match f(&ctx) {
+                Err(TemplateError::Undefined(path)) if path.starts_with("steps.") => {
+                    let ty = self.output_type(&path);
+                    insert_at(&mut ctx, &path, placeholder(&path, ty));
+                }
+                other => return other,
+            }
+        }
+        f(&ctx)
+    }
+
+    fn output_type(&self, path: &str) -> &'static str {
+        let segs: Vec<&str> = path.split('.').collect();
+        match segs.as_slice() {
+            ["steps", _, "status"] => "status",
+            ["steps", _, "outputs", name] => self
+                .registry
+                .kinds()
+                .flat_map(|k| k.outputs().iter())
+                .find(|o| o.name == *name)
+                .map_or("any", |o| o.ty.as_str()),
+            _ => "any",
+        }
+    }
+
+    fn text(&self, text: &str, ctx: &Json) -> Result<String, TemplateError> {
+        self.render(ctx, |c| self.renderer.render_str(text, c, Mode::Plain))
+    }
+
+    fn list(&self, steps: &[Step], ctx: &Json, prefix: &str) -> Vec<PlanStep> {
+        let (order, stage) = execution_order(steps);
+        let deps = crate::order::dependencies(steps);
+        order
+            .into_iter()
+            .enumerate()
+            .map(|(n, i)| {
+                let step = &steps[i];
+                let seg = step.id.clone().unwrap_or_else(|| format!("{}", n + 1));
+                let path = if prefix.is_empty() { seg } else { format!("{prefix}.{seg}") };
+                let mut p = self.step(step, ctx, &path);
+                p.stage = stage[i];
+                p.after = deps[i].iter().filter_map(|&j| steps[j].id.clone()).collect();
+                p
+            })
+            .collect()
+    }
+
+    fn step(&self, step: &Step, ctx: &Json, path: &str) -> PlanStep {
+        let mut p = PlanStep {
+            path: path.to_owned(),
+            name: step.display_name().to_owned(),
+            stage: 1,
+            after: Vec::new(),
+            uses: step.uses.clone(),
+            effect: None,
+            idempotent: step.idempotent.unwrap_or(false),
+            description: String::new(),
+            with: None,
+            when: When::Runs,
+            policy: self.policy(step),
+            for_each: None,
+            children: Vec::new(),
+            on_failure: Vec::new(),
+            undo: Vec::new(),
+            notes: Vec::new(),
+        };
+        if let Some(cond) = &step.when {
+            p.when = self.when(cond, ctx, &mut p.notes);
+        }
+        if let Some(each) = &step.for_each {
+            let var = step.as_.clone().unwrap_or_else(|| "item".to_owned());
+            let items = match each {
+                ForEach::List(items) => Some(items.clone()),
+                ForEach::Template(t) if known_before_run(t) => match self.renderer.render_value(t, ctx, Mode::Plain) {
+                    Ok(Json::Array(items)) => Some(items),
+                    Ok(other) => {
+                        p.notes.push(format!("`for_each` rendered {other}, not a list"));
+                        None
+                    }
+                    Err(e) => {
+                        p.notes.push(format!("`for_each`: {e}"));
+                        None
+                    }
+                },
+                ForEach::Template(_) => None,
+            };
+            let expression = match each {
+                ForEach::Template(t) if items.is_none() => Some(t.clone()),
+                _ => None,
+            };
+            p.for_each = Some(FanOut {
+                var: var.clone(),
+                concurrency: step.concurrency.as_ref().map_or("all at once".to_owned(), |c| self.concurrency(c, ctx)),
+                max_failures: step.max_failures.as_ref().map_or("0".to_owned(), |m| self.count(m, ctx)),
+                items: items.clone(),
+                expression,
+            });
+            match items {
+                Some(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        let mut ictx = ctx.clone();
+                        insert_at(&mut ictx, &var, item.clone());
+                        let ipath = format!("{path}[{}]", item_key(item, i));
+                        p.children.push(self.item(step, &ictx, &ipath));
+                    }
+                }
+                None => {
+                    let mut ictx = ctx.clone();
+                    insert_at(&mut ictx, &var, placeholder(&var, "item"));
+                    p.children.push(self.item(step, &ictx, &format!("{path}[<{var}>]")));
+                }
+            }
+            return p;
+        } else {
+            let body = self.body(step, ctx, path);
+            p.uses = body.uses;
+            p.effect = body.effect;
+            p.idempotent = body.idempotent;
+            p.description = body.description;
+            p.with = body.with;
+            p.children = body.children;
+            p.notes.extend(body.notes);
+        }
+        p.on_failure = self.list(&step.on_failure, ctx, &format!("{path}.on_failure"));
+        p.undo = self.list(step.undo_steps(), ctx, &format!("{path}.undo"));
+        p
+    }
+
+    /// One item of a `for_each`: the body, with its own handlers (they run per item).
+    fn item(&self, step: &Step, ctx: &Json, path: &str) -> PlanStep {
+        let mut p = self.body(step, ctx, path);
+        p.on_failure = self.list(&step.on_failure, ctx, &format!("{path}.on_failure"));
+        p.undo = self.list(step.undo_steps(), ctx, &format!("{path}.undo"));
+        p
+    }
+
+    /// The call or group itself (once per item for `for_each`).
+    fn body(&self, step: &Step, ctx: &Json, path: &str) -> PlanStep {
+        let mut p = PlanStep {
+            path: path.to_owned(),
+            name: path.rsplit('.').next().unwrap_or(path).to_owned(),
+            stage: 1,
+            after: Vec::new(),
+            uses: step.uses.clone(),
+            effect: None,
+            idempotent: step.idempotent.unwrap_or(false),
+            description: String::new(),
+            with: None,
+            when: When::Runs,
+            policy: Vec::new(),
+            for_each: None,
+            children: Vec::new(),
+            on_failure: Vec::new(),
+            undo: Vec::new(),
+            notes: Vec::new(),
+        };
+        if let Some(kind) = step.uses.as_deref().and_then(|u| self.registry.get(u)) {
+            let with = Json::Object(step.with.clone().unwrap_or_default());
+            let rendered = match self.render(ctx, |c| self.renderer.render_tree(&with, c, kind.shell_fields()).map_err(|(_, e)| e)) {
+                Ok(r) => r,
+                Err(e) => {
+                    p.notes.push(format!("cannot render `with` yet: {e}"));
+                    with
+                }
+            };
+            p.effect = Some(self.effect(kind.as_ref(), &rendered));
+            p.idempotent = step.idempotent.unwrap_or_else(|| kind.idempotent(&rendered));
+            p.description = kind.describe(&rendered);
+            p.with = Some(rendered);
+        }
+        if let Some(children) = &step.steps {
+            p.children = self.list(children, ctx, path);
+        }
+        p
+    }
+
+    /// A kind's effect, combined with the effects of the calls nested in it
+    /// (a `wait` that polls a shell command can do whatever that command does).
+    fn effect(&self, kind: &dyn runbook_core::kind::StepKind, with: &Json) -> Effect {
+        let mut effect = kind.effect(with);
+        for ptr in kind.nested_steps() {
+            let Some(nested) = with.pointer(ptr) else { continue };
+            let Some(k) = nested.get("uses").and_then(Json::as_str).and_then(|u| self.registry.get(u)) else { continue };
+            let inner = self.effect(k.as_ref(), nested.get("with").unwrap_or(&Json::Null));
+            effect = match (effect, inner) {
+                (Effect::Write, _) | (_, Effect::Write) => Effect::Write,
+                (Effect::Unknown, _) | (_, Effect::Unknown) => Effect::Unknown,
+                _ => Effect::Read,
+            };
+        }
+        effect
+    }
+
+    fn when(&self, cond: &str, ctx: &Json, notes: &mut Vec<String>) -> When {
+        if !known_before_run(cond) {
+            return When::AtRunTime { condition: cond.to_owned() };
+        }
+        match self.renderer.condition(cond, ctx) {
+            Ok(true) => When::Runs,
+            Ok(false) => When::Skipped { condition: cond.to_owned() },
+            Err(e) => {
+                notes.push(format!("`when`: {e}"));
+                When::AtRunTime { condition: cond.to_owned() }
+            }
+        }
+    }
+
+    fn count(&self, c: &CountOrPercent, ctx: &Json) -> String {
+        match c {
+            CountOrPercent::Count(n) => n.to_string(),
+            CountOrPercent::Text(t) => self.text(t, ctx).unwrap_or_else(|_| t.clone()),
+        }
+    }
+
+    fn concurrency(&self, c: &Concurrency, ctx: &Json) -> String {
+        match c {
+            Concurrency::One(c) => self.count(c, ctx),
+            Concurrency::Ramp(r) => format!("ramp [{}]", r.iter().map(|c| self.count(c, ctx)).collect::<Vec<_>>().join(", ")),
+        }
+    }
+
+    fn policy(&self, step: &Step) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(t) = &step.timeout {
+            out.push(format!("timeout {t}"));
+        }
+        match &step.retry {
+            Some(Retry::Attempts(n)) if *n > 1 => out.push(format!("{n} attempts")),
+            Some(Retry::Full(r)) if r.attempts > 1 || r.until.is_some() => {
+                let mut s = format!("{} attempts", r.attempts);
+                if let Some(d) = &r.delay {
+                    s.push_str(&format!(", {d} apart"));
+                }
+                if r.backoff.is_some() {
+                    s.push_str(", backing off");
+                }
+                if let Some(u) = &r.until {
+                    s.push_str(&format!(", until {u}"));
+                }
+                out.push(s);
+            }
+            _ => {}
+        }
+        if step.continue_on_error {
+            out.push("failure does not fail the run".to_owned());
+        }
+        out
+    }
+}
+
+/// The key of a `for_each` item in step paths: a string item itself, an object's
+/// `name` or `id`, else its position.
+pub fn item_key(item: &Json, index: usize) -> String {
+    match item {
+        Json::String(s) => s.clone(),
+        Json::Number(n) => n.to_string(),
+        Json::Object(m) => m
+            .get("name")
+            .or_else(|| m.get("id"))
+            .map(template::scalar_text)
+            .unwrap_or_else(|| index.to_string()),
+        _ => index.to_string(),
+    }
+}
+
+impl Plan {
+    /// Counts calls by effect over the whole plan: (read, write, unknown).
+    pub fn effects(&self) -> (usize, usize, usize) {
+        fn walk(steps: &[PlanStep], acc: &mut (usize, usize, usize)) {
+            for s in steps {
+                match s.effect {
+                    Some(Effect::Read) => acc.0 += 1,
+                    Some(Effect::Write) => acc.1 += 1,
+                    Some(Effect::Unknown) => acc.2 += 1,
+                    None => {}
+                }
+                walk(&s.children, acc);
+            }
+        }
+        let mut acc = (0, 0, 0);
+        walk(&self.steps, &mut acc);
+        acc
+    }
+}
