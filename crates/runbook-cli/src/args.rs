@@ -8,7 +8,13 @@ use std::path::PathBuf;
 #[command(name = "runbook", version, about, long_about = None, propagate_version = true)]
 pub(crate) struct Cli {
     /// The playbook library folder (holds `<name>/v<N>.yaml`).
-    #[arg(long, global = true, env = "RUNBOOK_PLAYBOOKS", default_value = "playbooks", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "RUNBOOK_PLAYBOOKS",
+        default_value = "playbooks",
+        value_name = "DIR"
+    )]
     pub(crate) playbooks: PathBuf,
 
     #[command(subcommand)]

@@ -19,7 +19,11 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
         Command::List => list(&lib, &registry),
         Command::Show { playbook } => show(&lib, &registry, &playbook),
         Command::Validate { targets } => validate(&lib, &registry, &targets),
-        Command::Plan { playbook, inputs, output } => plan(&lib, &registry, &playbook, &inputs, output),
+        Command::Plan {
+            playbook,
+            inputs,
+            output,
+        } => plan(&lib, &registry, &playbook, &inputs, output),
         Command::Graph { playbook, format } => graph(&lib, &registry, &playbook, format),
         Command::Schema { kind } => schema(&registry, kind.as_deref()),
         Command::Completions { shell } => {
@@ -50,7 +54,11 @@ fn load(lib: &Library, registry: &Registry, spec: &str) -> Option<Loaded> {
         }
         Err(LoadError::Invalid(inv)) => {
             eprint_all(&inv.source, &inv.diagnostics);
-            eprintln!("error: `{}` is invalid: {}; nothing was run", inv.source.name, plural(inv.error_count(), "error"));
+            eprintln!(
+                "error: `{}` is invalid: {}; nothing was run",
+                inv.source.name,
+                plural(inv.error_count(), "error")
+            );
             None
         }
     }
@@ -69,24 +77,40 @@ fn list(lib: &Library, registry: &Registry) -> Exit {
     let mut invalid = 0;
     for e in &entries {
         let desc = match lib.locate(&e.name).map(|l| library::load(&l, registry)) {
-            Ok(Ok(l)) => l.playbook.description.as_deref().and_then(|d| d.lines().next()).unwrap_or("").to_owned(),
+            Ok(Ok(l)) => l
+                .playbook
+                .description
+                .as_deref()
+                .and_then(|d| d.lines().next())
+                .unwrap_or("")
+                .to_owned(),
             Ok(Err(LoadError::Invalid(inv))) => {
                 invalid += 1;
-                format!("(invalid: {}; see `runbook validate {}`)", plural(inv.error_count(), "error"), e.name)
+                format!(
+                    "(invalid: {}; see `runbook validate {}`)",
+                    plural(inv.error_count(), "error"),
+                    e.name
+                )
             }
             Ok(Err(LoadError::Library(err))) | Err(err) => {
                 invalid += 1;
                 format!("({err})")
             }
         };
-        let versions = if e.versions.len() > 1 { format!("v{} (+{})", e.latest(), e.versions.len() - 1) } else { format!("v{}", e.latest()) };
+        let versions = if e.versions.len() > 1 {
+            format!("v{} (+{})", e.latest(), e.versions.len() - 1)
+        } else {
+            format!("v{}", e.latest())
+        };
         println!("{:width$}  {:8}  {desc}", e.name, versions);
     }
     if invalid > 0 { Exit::Invalid } else { Exit::Ok }
 }
 
 fn show(lib: &Library, registry: &Registry, spec: &str) -> Exit {
-    let Some(loaded) = load(lib, registry, spec) else { return Exit::Invalid };
+    let Some(loaded) = load(lib, registry, spec) else {
+        return Exit::Invalid;
+    };
     let pb = &loaded.playbook;
     println!("{} v{}  ({})", pb.name, pb.version, loaded.source.name);
     if let Some(d) = &pb.description {
@@ -100,7 +124,10 @@ fn show(lib: &Library, registry: &Registry, spec: &str) -> Exit {
         }
     }
     if !pb.secrets.is_empty() {
-        println!("\nsecrets: {}", pb.secrets.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "));
+        println!(
+            "\nsecrets: {}",
+            pb.secrets.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
+        );
     }
     if let Some(lock) = &pb.lock {
         println!("\nlock: {lock}");
@@ -148,7 +175,13 @@ fn describe_input(spec: &InputSpec) -> String {
         parts.push(format!("pattern {p}"));
     }
     if let Some(v) = &spec.values {
-        parts.push(format!("one of {}", v.iter().map(runbook_core::template::scalar_text).collect::<Vec<_>>().join("|")));
+        parts.push(format!(
+            "one of {}",
+            v.iter()
+                .map(runbook_core::template::scalar_text)
+                .collect::<Vec<_>>()
+                .join("|")
+        ));
     }
     let mut line = parts.join(", ");
     if let Some(d) = &spec.description {
@@ -199,8 +232,15 @@ fn validate(lib: &Library, registry: &Registry, specs: &[String]) -> Exit {
         match library::load(&located, registry) {
             Ok(l) => {
                 eprint_all(&l.source, &l.warnings);
-                let warn = if l.warnings.is_empty() { String::new() } else { format!(" ({})", plural(l.warnings.len(), "warning")) };
-                println!("ok    {} v{}  {}{warn}", l.playbook.name, l.playbook.version, l.source.name);
+                let warn = if l.warnings.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", plural(l.warnings.len(), "warning"))
+                };
+                println!(
+                    "ok    {} v{}  {}{warn}",
+                    l.playbook.name, l.playbook.version, l.source.name
+                );
                 ok += 1;
             }
             Err(LoadError::Library(e)) => {
@@ -239,7 +279,12 @@ fn resolve_inputs(pb: &Playbook, args: &InputArgs) -> Option<IndexMap<String, Js
             }
         };
         let Some(entries) = node.entries() else {
-            let d = Diagnostic::error("inputs-file", "an inputs file is a mapping of input names to values", Some(node.span)).hint("write `name: value` lines");
+            let d = Diagnostic::error(
+                "inputs-file",
+                "an inputs file is a mapping of input names to values",
+                Some(node.span),
+            )
+            .hint("write `name: value` lines");
             eprint_all(&source, &[d]);
             return None;
         };
@@ -263,25 +308,38 @@ fn resolve_inputs(pb: &Playbook, args: &InputArgs) -> Option<IndexMap<String, Js
         Ok(v) => Some(v),
         Err(errors) => {
             for e in &errors {
-                let from_file = !args.set.iter().any(|s| s.split_once('=').map(|(k, _)| k.trim()) == Some(e.name.as_str()));
+                let from_file = !args
+                    .set
+                    .iter()
+                    .any(|s| s.split_once('=').map(|(k, _)| k.trim()) == Some(e.name.as_str()));
                 match (&file_source, from_file) {
                     (Some((source, node)), true) if node.get(&e.name).is_some() => {
                         let span = node.get(&e.name).map(|n| n.span);
-                        let d = Diagnostic::error("input", format!("input `{}`: {}", e.name, e.message), span).label("this value").maybe_hint(e.hint.clone());
+                        let d = Diagnostic::error("input", format!("input `{}`: {}", e.name, e.message), span)
+                            .label("this value")
+                            .maybe_hint(e.hint.clone());
                         eprint_all(source, &[d]);
                     }
                     _ => eprintln!("error: {e}"),
                 }
             }
-            eprintln!("error: {} for `{}`; nothing was run", plural(errors.len(), "invalid input"), pb.name);
+            eprintln!(
+                "error: {} for `{}`; nothing was run",
+                plural(errors.len(), "invalid input"),
+                pb.name
+            );
             None
         }
     }
 }
 
 fn plan(lib: &Library, registry: &Registry, spec: &str, args: &InputArgs, output: Output) -> Exit {
-    let Some(loaded) = load(lib, registry, spec) else { return Exit::Invalid };
-    let Some(inputs) = resolve_inputs(&loaded.playbook, args) else { return Exit::Invalid };
+    let Some(loaded) = load(lib, registry, spec) else {
+        return Exit::Invalid;
+    };
+    let Some(inputs) = resolve_inputs(&loaded.playbook, args) else {
+        return Exit::Invalid;
+    };
     let pctx = runbook_engine::plan::PlanContext {
         env: std::env::vars().collect(),
         user: std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned()),
@@ -301,7 +359,9 @@ fn plan(lib: &Library, registry: &Registry, spec: &str, args: &InputArgs, output
 }
 
 fn graph(lib: &Library, registry: &Registry, spec: &str, format: GraphFormat) -> Exit {
-    let Some(loaded) = load(lib, registry, spec) else { return Exit::Invalid };
+    let Some(loaded) = load(lib, registry, spec) else {
+        return Exit::Invalid;
+    };
     let format = match format {
         GraphFormat::Dot => runbook_engine::graph::Format::Dot,
         GraphFormat::Mermaid => runbook_engine::graph::Format::Mermaid,
@@ -369,7 +429,8 @@ fn schema(registry: &Registry, kind: Option<&str>) -> Exit {
         Some(k) => match registry.get(k) {
             Some(kind) => kind.params_schema(),
             None => {
-                let hint = runbook_core::diag::suggestion(k, registry.names()).unwrap_or_else(|| format!("known kinds: {}", registry.names().collect::<Vec<_>>().join(", ")));
+                let hint = runbook_core::diag::suggestion(k, registry.names())
+                    .unwrap_or_else(|| format!("known kinds: {}", registry.names().collect::<Vec<_>>().join(", ")));
                 eprintln!("error: unknown step kind `{k}` (hint: {hint})");
                 return Exit::Invalid;
             }

@@ -46,7 +46,13 @@ pub(crate) fn render(plan: &Plan) -> String {
 fn flow(v: &serde_json::Value) -> String {
     use serde_json::Value as J;
     match v {
-        J::Object(m) => format!("{{{}}}", m.iter().map(|(k, v)| format!("{k}: {}", flow(v))).collect::<Vec<_>>().join(", ")),
+        J::Object(m) => format!(
+            "{{{}}}",
+            m.iter()
+                .map(|(k, v)| format!("{k}: {}", flow(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         J::Array(a) => format!("[{}]", a.iter().map(flow).collect::<Vec<_>>().join(", ")),
         J::String(s) if s.is_empty() || s.contains([':', ',', '{', '}', '[', ']', '#', '\n']) => format!("{s:?}"),
         other => scalar_text(other),
@@ -79,7 +85,10 @@ fn step(out: &mut String, s: &PlanStep, depth: usize, width: usize, parallel: bo
                 (None, Some(e)) => format!("{e} (known at run time)"),
                 (None, None) => "?".to_owned(),
             };
-            format!("for each {} in {items}; concurrency {}, max_failures {}", f.var, f.concurrency, f.max_failures)
+            format!(
+                "for each {} in {items}; concurrency {}, max_failures {}",
+                f.var, f.concurrency, f.max_failures
+            )
         }
         (Some(kind), None) => format!("{kind:10}  {}", s.description),
         (None, None) => "group".to_owned(),
@@ -131,7 +140,12 @@ fn step(out: &mut String, s: &PlanStep, depth: usize, width: usize, parallel: bo
                 let _ = writeln!(out, "{detail}{}", item.path);
                 if item.uses.is_some() {
                     let mut one = item.clone();
-                    one.name = item.path.rsplit('[').next().map(|k| format!("[{k}")).unwrap_or_default();
+                    one.name = item
+                        .path
+                        .rsplit('[')
+                        .next()
+                        .map(|k| format!("[{k}"))
+                        .unwrap_or_default();
                     step(out, &one, depth + 3, 0, false);
                 } else {
                     list(out, &item.children, depth + 3);

@@ -184,12 +184,7 @@ impl miette::Diagnostic for Located {
     fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
         let span = self.diagnostic.span?;
         let label = miette::LabeledSpan::new(
-            Some(
-                self.diagnostic
-                    .label
-                    .clone()
-                    .unwrap_or_else(|| "here".to_owned()),
-            ),
+            Some(self.diagnostic.label.clone().unwrap_or_else(|| "here".to_owned())),
             span.offset,
             span.len,
         );

@@ -75,9 +75,7 @@ pub fn yaml_value(raw: &str) -> Json {
 
 /// Parses a duration such as `30s`, `5m`, `1h30m`, `250ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| {
-        format!("`{s}` is not a duration ({e})")
-    })
+    humantime::parse_duration(s.trim()).map_err(|e| format!("`{s}` is not a duration ({e})"))
 }
 
 /// A short description of a JSON value's type, for messages.
@@ -112,7 +110,11 @@ pub fn check(name: &str, spec: &InputSpec, value: &Json) -> Result<Json, InputEr
         }
     }
     if let Some(allowed) = &spec.values {
-        let matches = |a: &Json| a == &v || (a.is_string() != v.is_string() && crate::template::scalar_text(a) == crate::template::scalar_text(&v));
+        let matches = |a: &Json| {
+            a == &v
+                || (a.is_string() != v.is_string()
+                    && crate::template::scalar_text(a) == crate::template::scalar_text(&v))
+        };
         if !allowed.iter().any(matches) {
             let list = allowed.iter().map(show).collect::<Vec<_>>().join(", ");
             let mut e = err(name, format!("{} is not one of the allowed values: {list}", show(&v)));
@@ -124,7 +126,8 @@ pub fn check(name: &str, spec: &InputSpec, value: &Json) -> Result<Json, InputEr
         }
     }
     if let (Some(pattern), Json::String(s)) = (&spec.pattern, &v) {
-        let re = regex::Regex::new(pattern).map_err(|e| err(name, format!("its `pattern` is not a valid regular expression: {e}")))?;
+        let re = regex::Regex::new(pattern)
+            .map_err(|e| err(name, format!("its `pattern` is not a valid regular expression: {e}")))?;
         if !re.is_match(s) {
             return Err(err(name, format!("`{s}` does not match the pattern `{pattern}`")));
         }
@@ -135,7 +138,10 @@ pub fn check(name: &str, spec: &InputSpec, value: &Json) -> Result<Json, InputEr
 
 fn coerce(name: &str, ty: InputType, value: &Json) -> Result<Json, InputError> {
     let wrong = || {
-        let mut e = err(name, format!("expected {}, found {} {}", describe(ty), json_type(value), show(value)));
+        let mut e = err(
+            name,
+            format!("expected {}, found {} {}", describe(ty), json_type(value), show(value)),
+        );
         e.hint = match (ty, value) {
             (InputType::List, Json::String(_)) => Some("write a list, e.g. `--set hosts=[web1,web2]`".to_owned()),
             (InputType::Duration, Json::Number(_)) => Some("durations have a unit: `30s`, `5m`, `1h`".to_owned()),
@@ -184,7 +190,9 @@ fn describe(ty: InputType) -> &'static str {
 pub fn bound_value(ty: InputType, b: &Bound) -> Result<f64, String> {
     match (ty, b) {
         (InputType::Duration, Bound::Duration(s)) => parse_duration(s).map(|d| d.as_secs_f64()),
-        (InputType::Duration, Bound::Number(_)) => Err("a bound of a duration input is a duration, such as `1s`".to_owned()),
+        (InputType::Duration, Bound::Number(_)) => {
+            Err("a bound of a duration input is a duration, such as `1s`".to_owned())
+        }
         (_, Bound::Number(n)) => Ok(*n),
         (_, Bound::Duration(s)) => Err(format!("`{s}` is not a number")),
     }
@@ -277,7 +285,10 @@ mod tests {
     #[test]
     fn set_values_are_yaml() {
         assert_eq!(parse_set("batch=2"), Ok(("batch".into(), json!(2))));
-        assert_eq!(parse_set("hosts=[web1, web2]"), Ok(("hosts".into(), json!(["web1", "web2"]))));
+        assert_eq!(
+            parse_set("hosts=[web1, web2]"),
+            Ok(("hosts".into(), json!(["web1", "web2"])))
+        );
         assert_eq!(parse_set("flag=no"), Ok(("flag".into(), json!("no"))));
         assert_eq!(parse_set("cmd=a=b"), Ok(("cmd".into(), json!("a=b"))));
         assert_eq!(parse_set("msg="), Ok(("msg".into(), json!(""))));
@@ -306,7 +317,10 @@ mod tests {
         );
         let mut n = spec(InputType::Integer);
         n.min = Some(Bound::Number(1.0));
-        assert_eq!(check("batch", &n, &json!(0)).map_err(|e| e.message), Err("`0` must be at least 1".into()));
+        assert_eq!(
+            check("batch", &n, &json!(0)).map_err(|e| e.message),
+            Err("`0` must be at least 1".into())
+        );
         let mut d = spec(InputType::Duration);
         d.max = Some(Bound::Duration("5m".into()));
         assert!(check("drain", &d, &json!("10m")).is_err());

@@ -12,10 +12,10 @@
 //! Loading is a pure function of text, so it is safe on untrusted input.
 
 pub mod diag;
+pub mod inputs;
 pub mod kind;
+pub mod library;
 pub mod model;
 pub mod parse;
 pub mod template;
-pub mod inputs;
-pub mod library;
 pub mod validate;

@@ -16,7 +16,9 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum LibraryError {
     /// The name is not a plain playbook name.
-    #[error("`{0}` is not a playbook name (hint: names use letters, digits, `-` and `_`; give a path ending in `.yaml` to run a file)")]
+    #[error(
+        "`{0}` is not a playbook name (hint: names use letters, digits, `-` and `_`; give a path ending in `.yaml` to run a file)"
+    )]
     BadName(String),
     /// No such playbook.
     #[error("no playbook `{name}` in `{dir}`{hint}")]
@@ -82,13 +84,17 @@ pub struct Library {
 /// True for a plain playbook name.
 pub fn is_valid_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         && name.len() <= 100
 }
 
 fn version_of(file_name: &str) -> Option<u32> {
-    let stem = file_name.strip_suffix(".yaml").or_else(|| file_name.strip_suffix(".yml"))?;
+    let stem = file_name
+        .strip_suffix(".yaml")
+        .or_else(|| file_name.strip_suffix(".yml"))?;
     let digits = stem.strip_prefix('v')?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.starts_with('0') {
         return None;
@@ -168,7 +174,10 @@ impl Library {
         }
         let dir = self.dir.join(name);
         if !dir.is_dir() {
-            let names: Vec<String> = self.entries().map(|e| e.into_iter().map(|e| e.name).collect()).unwrap_or_default();
+            let names: Vec<String> = self
+                .entries()
+                .map(|e| e.into_iter().map(|e| e.name).collect())
+                .unwrap_or_default();
             let hint = crate::diag::suggestion(name, names.iter().map(String::as_str))
                 .map(|h| format!(" (hint: {h})"))
                 .unwrap_or_else(|| " (hint: `runbook list` shows the library)".to_owned());
@@ -200,7 +209,11 @@ impl Library {
             },
         };
         let yaml = dir.join(format!("v{version}.yaml"));
-        let path = if yaml.exists() { yaml } else { dir.join(format!("v{version}.yml")) };
+        let path = if yaml.exists() {
+            yaml
+        } else {
+            dir.join(format!("v{version}.yml"))
+        };
         Ok(Located {
             path,
             expected: Expected {

@@ -65,10 +65,7 @@ pub struct Key {
 impl Node {
     /// The value under `key` if this is a mapping that has it.
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.entries()?
-            .iter()
-            .find(|(k, _)| k.name == key)
-            .map(|(_, v)| v)
+        self.entries()?.iter().find(|(k, _)| k.name == key).map(|(_, v)| v)
     }
 
     /// The key/value pairs if this is a mapping.
@@ -209,7 +206,12 @@ pub fn parse(text: &str) -> Result<Node, Vec<Diagnostic>> {
     if b.errors.is_empty() {
         Ok(root.unwrap_or(Node {
             value: Value::Null,
-            span: Span::default(),
+            span: Span {
+                offset: 0,
+                len: 0,
+                line: 1,
+                col: 1,
+            },
         }))
     } else {
         Err(b.errors)
@@ -270,8 +272,7 @@ impl<'a> Builder<'a> {
             Some(Ok(e)) => Ok(e),
             Some(Err(e)) => {
                 let span = self.pos.point(e.marker());
-                let mut d = Diagnostic::error("yaml", format!("invalid YAML: {}", e.info()), Some(span))
-                    .label("here");
+                let mut d = Diagnostic::error("yaml", format!("invalid YAML: {}", e.info()), Some(span)).label("here");
                 if e.info().contains("tab") {
                     d = d.hint("indent with spaces; YAML does not allow tabs for indentation");
                 }
@@ -279,7 +280,8 @@ impl<'a> Builder<'a> {
                 Err(Abort)
             }
             None => {
-                self.errors.push(Diagnostic::error("yaml", "unexpected end of YAML", None));
+                self.errors
+                    .push(Diagnostic::error("yaml", "unexpected end of YAML", None));
                 Err(Abort)
             }
         }
@@ -337,7 +339,8 @@ impl<'a> Builder<'a> {
                     Ok(Node { span: start, ..n })
                 }
                 None => {
-                    self.errors.push(Diagnostic::error("yaml", "unknown alias", Some(start)));
+                    self.errors
+                        .push(Diagnostic::error("yaml", "unknown alias", Some(start)));
                     Err(Abort)
                 }
             },
@@ -406,7 +409,10 @@ impl<'a> Builder<'a> {
                         Diagnostic::error(
                             "unquoted-template",
                             "a template must be quoted",
-                            Some(Span { len: end - start.offset, ..start }),
+                            Some(Span {
+                                len: end - start.offset,
+                                ..start
+                            }),
                         )
                         .label("YAML reads this as a nested mapping")
                         .hint(format!("write `\"{written}\"` with quotes")),
@@ -420,7 +426,8 @@ impl<'a> Builder<'a> {
                 Ok(node)
             }
             _ => {
-                self.errors.push(Diagnostic::error("yaml", "unexpected YAML structure", Some(start)));
+                self.errors
+                    .push(Diagnostic::error("yaml", "unexpected YAML structure", Some(start)));
                 Err(Abort)
             }
         }

@@ -5,9 +5,11 @@
 //!   renders to text that is then read as a YAML scalar (`3` is an integer).
 //!   Anything else renders to a string.
 //! - **Shell fields** (the fields a kind runs through a shell) insert `{{x}}`
-//!   shell-quoted, through Handlebars' escape function; `{{{x}}}` inserts raw text
-//!   and is flagged by `validate`. A shell field is always rendered as text, so an
-//!   input can never become shell code by being the whole command.
+//!   quoted for where it stands: as one word when unquoted (`deploy {{x}}`),
+//!   escaped for single quotes inside `'...'` and for double quotes inside
+//!   `"..."`, so a value can never end the quotes around it. `{{{x}}}` inserts raw
+//!   text and is flagged by `validate`. A shell field is always rendered as text,
+//!   so an input can never become shell code by being the whole command.
 //! - **Conditions** must render `true` or `false`; anything else is an error.
 //! - **Strict**: an undefined reference is an error, never an empty string.
 //!
@@ -15,9 +17,7 @@
 //! before anything runs.
 
 use handlebars::template::{Parameter, Template, TemplateElement};
-use handlebars::{
-    Context, Handlebars, Helper, HelperResult, Output, PathSeg, RenderContext, RenderErrorReason,
-};
+use handlebars::{Context, Handlebars, Helper, HelperResult, Output, PathSeg, RenderContext, RenderErrorReason};
 use serde_json::Value as Json;
 use thiserror::Error;
 
@@ -69,14 +69,75 @@ pub fn shell_quote(s: &str) -> String {
     }
 }
 
+/// Marks where an escaped value starts and ends in a shell field's first
+/// rendering; [`quote_marked`] then quotes each value for its position.
+const OPEN: char = '\u{E000}';
+const CLOSE: char = '\u{E001}';
+
+fn mark_value(v: &str) -> String {
+    let clean: String = v.chars().filter(|c| *c != OPEN && *c != CLOSE).collect();
+    format!("{OPEN}{clean}{CLOSE}")
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Quote {
+    None,
+    Single,
+    Double,
+}
+
+/// Replaces each marked value with its text quoted for the shell quoting state
+/// at that point: a quoted word outside quotes, `'\''` escapes inside single
+/// quotes, backslash escapes inside double quotes.
+fn quote_marked(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    let mut state = Quote::None;
+    let mut escaped = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == OPEN {
+            let value: String = chars.by_ref().take_while(|c| *c != CLOSE).collect();
+            match state {
+                Quote::None => out.push_str(&shell_quote(&value)),
+                Quote::Single => out.push_str(&value.replace('\'', r"'\''")),
+                Quote::Double => {
+                    for v in value.chars() {
+                        if matches!(v, '"' | '\\' | '$' | '`') {
+                            out.push('\\');
+                        }
+                        out.push(v);
+                    }
+                }
+            }
+            escaped = false;
+            continue;
+        }
+        out.push(c);
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        state = match (state, c) {
+            (Quote::None | Quote::Double, '\\') => {
+                escaped = true;
+                state
+            }
+            (Quote::None, '\'') => Quote::Single,
+            (Quote::None, '"') => Quote::Double,
+            (Quote::Single, '\'') | (Quote::Double, '"') => Quote::None,
+            (s, _) => s,
+        };
+    }
+    out
+}
+
 /// The helpers available in templates besides Handlebars' built-ins.
 pub const EXTRA_HELPERS: &[&str] = &["json", "join", "default"];
 
 /// Every helper name a template may call.
 pub fn helper_names() -> impl Iterator<Item = &'static str> {
     [
-        "eq", "ne", "gt", "gte", "lt", "lte", "and", "or", "not", "len", "if", "unless", "each",
-        "with", "lookup",
+        "eq", "ne", "gt", "gte", "lt", "lte", "and", "or", "not", "len", "if", "unless", "each", "with", "lookup",
     ]
     .into_iter()
     .chain(EXTRA_HELPERS.iter().copied())
@@ -100,13 +161,25 @@ impl Default for Renderer {
     }
 }
 
-fn json_helper(h: &Helper<'_>, _: &Handlebars<'_>, _: &Context, _: &mut RenderContext<'_, '_>, out: &mut dyn Output) -> HelperResult {
+fn json_helper(
+    h: &Helper<'_>,
+    _: &Handlebars<'_>,
+    _: &Context,
+    _: &mut RenderContext<'_, '_>,
+    out: &mut dyn Output,
+) -> HelperResult {
     let v = h.param(0).map(|p| p.value().clone()).unwrap_or(Json::Null);
     out.write(&v.to_string())?;
     Ok(())
 }
 
-fn join_helper(h: &Helper<'_>, _: &Handlebars<'_>, _: &Context, _: &mut RenderContext<'_, '_>, out: &mut dyn Output) -> HelperResult {
+fn join_helper(
+    h: &Helper<'_>,
+    _: &Handlebars<'_>,
+    _: &Context,
+    _: &mut RenderContext<'_, '_>,
+    out: &mut dyn Output,
+) -> HelperResult {
     let sep = h.param(1).and_then(|p| p.value().as_str()).unwrap_or(",");
     let items = h.param(0).map(|p| p.value().clone()).unwrap_or(Json::Null);
     let text = match items {
@@ -117,7 +190,13 @@ fn join_helper(h: &Helper<'_>, _: &Handlebars<'_>, _: &Context, _: &mut RenderCo
     Ok(())
 }
 
-fn default_helper(h: &Helper<'_>, _: &Handlebars<'_>, _: &Context, _: &mut RenderContext<'_, '_>, out: &mut dyn Output) -> HelperResult {
+fn default_helper(
+    h: &Helper<'_>,
+    _: &Handlebars<'_>,
+    _: &Context,
+    _: &mut RenderContext<'_, '_>,
+    out: &mut dyn Output,
+) -> HelperResult {
     let v = h.param(0).map(|p| p.value().clone()).unwrap_or(Json::Null);
     let v = match v {
         Json::Null => h.param(1).map(|p| p.value().clone()).unwrap_or(Json::Null),
@@ -146,7 +225,7 @@ impl Renderer {
             hb.set_prevent_indent(true);
             match mode {
                 Mode::Plain => hb.register_escape_fn(handlebars::no_escape),
-                Mode::Shell => hb.register_escape_fn(shell_quote),
+                Mode::Shell => hb.register_escape_fn(mark_value),
             }
             hb.register_helper("json", Box::new(json_helper));
             hb.register_helper("join", Box::new(join_helper));
@@ -168,7 +247,16 @@ impl Renderer {
             Mode::Plain => &self.plain,
             Mode::Shell => &self.shell,
         };
-        hb.render_template(text, ctx).map_err(render_error)
+        if mode == Mode::Shell && text.contains([OPEN, CLOSE]) {
+            return Err(TemplateError::Render(
+                "the command contains a reserved character (U+E000 or U+E001)".to_owned(),
+            ));
+        }
+        let out = hb.render_template(text, ctx).map_err(render_error)?;
+        Ok(match mode {
+            Mode::Plain => out,
+            Mode::Shell => quote_marked(&out),
+        })
     }
 
     /// Renders a text to a typed value (see the module docs).
@@ -206,7 +294,12 @@ impl Renderer {
 
     /// Renders every string inside a JSON value (a step's `with:`), typed; strings
     /// at `shell_fields` (JSON pointers) are rendered in shell mode.
-    pub fn render_tree(&self, value: &Json, ctx: &Json, shell_fields: &[&str]) -> Result<Json, (String, TemplateError)> {
+    pub fn render_tree(
+        &self,
+        value: &Json,
+        ctx: &Json,
+        shell_fields: &[&str],
+    ) -> Result<Json, (String, TemplateError)> {
         self.render_tree_at(value, ctx, shell_fields, &mut String::new())
     }
 
@@ -219,7 +312,11 @@ impl Renderer {
     ) -> Result<Json, (String, TemplateError)> {
         Ok(match value {
             Json::String(s) => {
-                let mode = if shell_fields.contains(&at.as_str()) { Mode::Shell } else { Mode::Plain };
+                let mode = if shell_fields.contains(&at.as_str()) {
+                    Mode::Shell
+                } else {
+                    Mode::Plain
+                };
                 self.render_value(s, ctx, mode).map_err(|e| (at.clone(), e))?
             }
             Json::Array(items) => {
@@ -293,12 +390,8 @@ fn single_expression(t: &Template) -> Option<Single> {
             TemplateElement::Expression(h) if found.is_none() => {
                 found = Some(if h.params.is_empty() && h.hash.is_empty() {
                     match &h.name {
-                        Parameter::Path(handlebars::Path::Relative((segs, _))) => {
-                            Single::Path(named_segments(segs)?)
-                        }
-                        Parameter::Name(n) if !helper_names().any(|h| h == n) => {
-                            Single::Path(split_path(n))
-                        }
+                        Parameter::Path(handlebars::Path::Relative((segs, _))) => Single::Path(named_segments(segs)?),
+                        Parameter::Name(n) if !helper_names().any(|h| h == n) => Single::Path(split_path(n)),
                         _ => return None,
                     }
                 } else {
@@ -438,41 +531,78 @@ mod tests {
     #[test]
     fn single_path_keeps_its_type() {
         let r = Renderer::new();
-        assert_eq!(r.render_value("{{inputs.hosts}}", &ctx(), Mode::Plain), Ok(json!(["web1", "web2"])));
+        assert_eq!(
+            r.render_value("{{inputs.hosts}}", &ctx(), Mode::Plain),
+            Ok(json!(["web1", "web2"]))
+        );
         assert_eq!(r.render_value(" {{inputs.batch}} ", &ctx(), Mode::Plain), Ok(json!(2)));
-        assert_eq!(r.render_value("{{len inputs.hosts}}", &ctx(), Mode::Plain), Ok(json!(2)));
-        assert_eq!(r.render_value("n={{inputs.batch}}", &ctx(), Mode::Plain), Ok(json!("n=2")));
+        assert_eq!(
+            r.render_value("{{len inputs.hosts}}", &ctx(), Mode::Plain),
+            Ok(json!(2))
+        );
+        assert_eq!(
+            r.render_value("n={{inputs.batch}}", &ctx(), Mode::Plain),
+            Ok(json!("n=2"))
+        );
     }
 
     #[test]
     fn shell_mode_quotes_and_never_types() {
         let r = Renderer::new();
-        assert_eq!(r.render_str("echo {{inputs.msg}}", &ctx(), Mode::Shell), Ok(r"echo 'it'\''s; rm -rf /'".to_owned()));
-        assert_eq!(r.render_str("deploy {{inputs.release}}", &ctx(), Mode::Shell), Ok("deploy v42".to_owned()));
-        assert_eq!(r.render_value("{{inputs.msg}}", &ctx(), Mode::Shell), Ok(json!(r"'it'\''s; rm -rf /'")));
-        assert_eq!(r.render_str("{{{inputs.msg}}}", &ctx(), Mode::Shell), Ok("it's; rm -rf /".to_owned()));
+        assert_eq!(
+            r.render_str("echo {{inputs.msg}}", &ctx(), Mode::Shell),
+            Ok(r"echo 'it'\''s; rm -rf /'".to_owned())
+        );
+        assert_eq!(
+            r.render_str("deploy {{inputs.release}}", &ctx(), Mode::Shell),
+            Ok("deploy v42".to_owned())
+        );
+        assert_eq!(
+            r.render_value("{{inputs.msg}}", &ctx(), Mode::Shell),
+            Ok(json!(r"'it'\''s; rm -rf /'"))
+        );
+        assert_eq!(
+            r.render_str("{{{inputs.msg}}}", &ctx(), Mode::Shell),
+            Ok("it's; rm -rf /".to_owned())
+        );
     }
 
     #[test]
     fn strict_mode_rejects_undefined() {
         let r = Renderer::new();
-        assert_eq!(r.render_value("{{inputs.nope}}", &ctx(), Mode::Plain), Err(TemplateError::Undefined("inputs.nope".into())));
-        assert!(matches!(r.render_str("x {{inputs.nope}}", &ctx(), Mode::Plain), Err(TemplateError::Undefined(_))));
+        assert_eq!(
+            r.render_value("{{inputs.nope}}", &ctx(), Mode::Plain),
+            Err(TemplateError::Undefined("inputs.nope".into()))
+        );
+        assert!(matches!(
+            r.render_str("x {{inputs.nope}}", &ctx(), Mode::Plain),
+            Err(TemplateError::Undefined(_))
+        ));
     }
 
     #[test]
     fn conditions_must_be_boolean() {
         let r = Renderer::new();
-        assert_eq!(r.condition("{{and (eq inputs.batch 2) steps.build.outputs.ok}}", &ctx()), Ok(true));
+        assert_eq!(
+            r.condition("{{and (eq inputs.batch 2) steps.build.outputs.ok}}", &ctx()),
+            Ok(true)
+        );
         assert_eq!(r.condition("{{gt (len inputs.hosts) 5}}", &ctx()), Ok(false));
-        assert_eq!(r.condition("{{inputs.release}}", &ctx()), Err(TemplateError::NotBoolean("v42".into())));
+        assert_eq!(
+            r.condition("{{inputs.release}}", &ctx()),
+            Err(TemplateError::NotBoolean("v42".into()))
+        );
     }
 
     #[test]
     fn usage_finds_paths_helpers_and_raw() {
         let t = compile("{{#if (eq inputs.env \"prod\")}}{{steps.a.outputs.x}}{{/if}} {{{inputs.cmd}}} {{#each inputs.hosts}}{{this}} {{name}}{{/each}}").expect("compiles");
         let u = usage(&t);
-        let paths: Vec<_> = u.references.iter().map(|r| (r.segments.join("."), r.in_block)).collect();
+        let paths: Vec<_> = u
+            .references
+            .iter()
+            .map(|r| (r.segments.join("."), r.in_block))
+            .collect();
         assert_eq!(
             paths,
             vec![
@@ -491,7 +621,28 @@ mod tests {
     fn dashes_in_ids_are_paths() {
         let r = Renderer::new();
         let c = json!({"steps": {"wait-drained": {"outputs": {"n": 0}}}});
-        assert_eq!(r.render_value("{{steps.wait-drained.outputs.n}}", &c, Mode::Plain), Ok(json!(0)));
+        assert_eq!(
+            r.render_value("{{steps.wait-drained.outputs.n}}", &c, Mode::Plain),
+            Ok(json!(0))
+        );
+    }
+
+    #[test]
+    fn values_cannot_escape_surrounding_quotes() {
+        let r = Renderer::new();
+        let c = json!({ "x": "$(id)'\"`" });
+        assert_eq!(
+            r.render_str("echo '{{x}}'", &c, Mode::Shell),
+            Ok(r#"echo '$(id)'\''"`'"#.to_owned())
+        );
+        assert_eq!(
+            r.render_str("echo \"{{x}}\"", &c, Mode::Shell),
+            Ok(r#"echo "\$(id)'\"\`""#.to_owned())
+        );
+        assert_eq!(
+            r.render_str("echo a{{x}}b", &c, Mode::Shell),
+            Ok(r#"echo a'$(id)'\''"`'b"#.to_owned())
+        );
     }
 
     #[test]

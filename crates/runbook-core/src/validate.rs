@@ -206,7 +206,14 @@ impl<'a> Check<'a> {
                     lenient: true,
                     ..Scope::default()
                 };
-                self.list(&List { pointer: format!("/{key}"), items }, &scope, false);
+                self.list(
+                    &List {
+                        pointer: format!("/{key}"),
+                        items,
+                    },
+                    &scope,
+                    false,
+                );
             }
         }
         if let Some(lock) = self.root.get("lock") {
@@ -232,7 +239,10 @@ impl<'a> Check<'a> {
         // A template where a number or a choice is expected is checked at run time.
         if let Json::String(s) = &**e.instance() {
             if template::is_template(s)
-                && matches!(e.kind(), K::Type { .. } | K::Enum { .. } | K::Pattern { .. } | K::Minimum { .. } | K::Maximum { .. })
+                && matches!(
+                    e.kind(),
+                    K::Type { .. } | K::Enum { .. } | K::Pattern { .. } | K::Minimum { .. } | K::Maximum { .. }
+                )
             {
                 return;
             }
@@ -247,12 +257,20 @@ impl<'a> Check<'a> {
         };
         let found = node.map_or("nothing", Node::type_name);
         let d = match e.kind() {
+            K::AnyOf { context } | K::OneOfNotValid { context } if one_of_constants(context).is_some() => {
+                let opts = one_of_constants(context).unwrap_or_default();
+                self.not_allowed(&field, node, span, &opts)
+            }
             K::AnyOf { context } | K::OneOfNotValid { context } => {
                 // Report the errors of the alternative that came closest: the one
                 // whose type matches, with the fewest complaints.
                 let best = context
                     .iter()
-                    .filter(|errs| !errs.iter().any(|x| x.instance_path() == e.instance_path() && matches!(x.kind(), K::Type { .. })))
+                    .filter(|errs| {
+                        !errs
+                            .iter()
+                            .any(|x| x.instance_path() == e.instance_path() && matches!(x.kind(), K::Type { .. }))
+                    })
                     .min_by_key(|errs| errs.len());
                 if let Some(errs) = best {
                     for x in errs {
@@ -272,7 +290,8 @@ impl<'a> Check<'a> {
                     let kspan = self.root.pointer_key_span(&ptr);
                     let context = describe_location(&at);
                     let hint = suggestion(name, allowed.iter().map(String::as_str)).or_else(|| {
-                        (!allowed.is_empty() && allowed.len() <= 12).then(|| format!("expected one of: {}", allowed.join(", ")))
+                        (!allowed.is_empty() && allowed.len() <= 12)
+                            .then(|| format!("expected one of: {}", allowed.join(", ")))
                     });
                     self.diags.push(
                         Diagnostic::error("unknown-key", format!("unknown key `{name}` {context}"), kspan)
@@ -287,7 +306,11 @@ impl<'a> Check<'a> {
                 let context = describe_location(&at);
                 let span = match node {
                     Some(n) if at.is_empty() => Some(Span { len: 0, ..n.span }),
-                    Some(n) => n.entries().and_then(|m| m.first()).map(|(k, _)| k.span).or(Some(n.span)),
+                    Some(n) => n
+                        .entries()
+                        .and_then(|m| m.first())
+                        .map(|(k, _)| k.span)
+                        .or(Some(n.span)),
                     None => None,
                 };
                 Diagnostic::error("missing-key", format!("missing required key `{name}` {context}"), span)
@@ -305,14 +328,7 @@ impl<'a> Check<'a> {
                     .as_array()
                     .map(|a| a.iter().map(template::scalar_text).collect())
                     .unwrap_or_default();
-                let given = node.map(|n| template::scalar_text(&n.to_json())).unwrap_or_default();
-                Diagnostic::error(
-                    "not-allowed",
-                    format!("{field} must be one of {}, found `{given}`", opts.iter().map(|o| format!("`{o}`")).collect::<Vec<_>>().join(", ")),
-                    span,
-                )
-                .label("not an allowed value")
-                .maybe_hint(suggestion(&given, opts.iter().map(String::as_str)))
+                self.not_allowed(&field, node, span, &opts)
             }
             K::Pattern { pattern } => {
                 let given = node.and_then(Node::as_str).unwrap_or_default();
@@ -321,16 +337,37 @@ impl<'a> Check<'a> {
                         format!("invalid {} `{given}`", if key == "id" { "step id" } else { "name" }),
                         "use letters, digits, `-` and `_`, starting with a letter or digit".to_owned(),
                     ),
-                    "as" => (format!("invalid variable name `{given}`"), "use letters, digits and `_`".to_owned()),
+                    "as" => (
+                        format!("invalid variable name `{given}`"),
+                        "use letters, digits and `_`".to_owned(),
+                    ),
                     _ => (format!("{field} `{given}` does not match `{pattern}`"), String::new()),
                 };
-                Diagnostic::error("pattern", msg, span).label("here").maybe_hint((!hint.is_empty()).then_some(hint))
+                Diagnostic::error("pattern", msg, span)
+                    .label("here")
+                    .maybe_hint((!hint.is_empty()).then_some(hint))
             }
-            K::Minimum { limit } => Diagnostic::error("range", format!("{field} must be at least {limit}"), span).label("too small"),
-            K::Maximum { limit } => Diagnostic::error("range", format!("{field} must be at most {limit}"), span).label("too large"),
+            K::Minimum { limit } => {
+                Diagnostic::error("range", format!("{field} must be at least {limit}"), span).label("too small")
+            }
+            K::Maximum { limit } => {
+                Diagnostic::error("range", format!("{field} must be at most {limit}"), span).label("too large")
+            }
             _ => Diagnostic::error("schema", format!("{field} is invalid: {e}"), span).label("here"),
         };
         self.diags.push(d);
+    }
+
+    fn not_allowed(&self, field: &str, node: Option<&Node>, span: Option<Span>, opts: &[String]) -> Diagnostic {
+        let given = node.map(|n| template::scalar_text(&n.to_json())).unwrap_or_default();
+        let list = opts.iter().map(|o| format!("`{o}`")).collect::<Vec<_>>().join(", ");
+        Diagnostic::error(
+            "not-allowed",
+            format!("{field} must be one of {list}, found `{given}`"),
+            span,
+        )
+        .label("not an allowed value")
+        .maybe_hint(suggestion(&given, opts.iter().map(String::as_str)))
     }
 
     // ---- pass 3: meaning ---------------------------------------------------
@@ -340,9 +377,13 @@ impl<'a> Check<'a> {
             if let Value::Int(v) = node.value {
                 if v != i64::from(want) {
                     self.diags.push(
-                        Diagnostic::error("version-mismatch", format!("`version: {v}` does not match the file name `v{want}.yaml`"), Some(node.span))
-                            .label(format!("the file says {want}"))
-                            .hint(format!("set `version: {want}` or rename the file to `v{v}.yaml`")),
+                        Diagnostic::error(
+                            "version-mismatch",
+                            format!("`version: {v}` does not match the file name `v{want}.yaml`"),
+                            Some(node.span),
+                        )
+                        .label(format!("the file says {want}"))
+                        .hint(format!("set `version: {want}` or rename the file to `v{v}.yaml`")),
                     );
                 }
             }
@@ -351,9 +392,13 @@ impl<'a> Check<'a> {
             if let Some(name) = node.as_str() {
                 if name != want {
                     self.diags.push(
-                        Diagnostic::error("name-mismatch", format!("`name: {name}` does not match its folder `{want}`"), Some(node.span))
-                            .label(format!("the folder says `{want}`"))
-                            .hint(format!("set `name: {want}` or move the file to `playbooks/{name}/`")),
+                        Diagnostic::error(
+                            "name-mismatch",
+                            format!("`name: {name}` does not match its folder `{want}`"),
+                            Some(node.span),
+                        )
+                        .label(format!("the folder says `{want}`"))
+                        .hint(format!("set `name: {want}` or move the file to `playbooks/{name}/`")),
                     );
                 }
             }
@@ -363,7 +408,14 @@ impl<'a> Check<'a> {
                 let name = s.as_str().or_else(|| s.get("name").and_then(Node::as_str));
                 if let Some(name) = name {
                     if self.secrets.iter().any(|x| x == name) {
-                        self.diags.push(Diagnostic::error("duplicate-secret", format!("secret `{name}` is declared twice"), Some(s.span)).label("again here"));
+                        self.diags.push(
+                            Diagnostic::error(
+                                "duplicate-secret",
+                                format!("secret `{name}` is declared twice"),
+                                Some(s.span),
+                            )
+                            .label("again here"),
+                        );
                     }
                     self.secrets.push(name.to_owned());
                 }
@@ -392,7 +444,9 @@ impl<'a> Check<'a> {
     }
 
     fn inputs(&mut self) {
-        let Some(entries) = self.root.get("inputs").and_then(Node::entries) else { return };
+        let Some(entries) = self.root.get("inputs").and_then(Node::entries) else {
+            return;
+        };
         for (key, node) in entries {
             self.inputs.push(key.name.clone());
             let Ok(spec) = serde_json::from_value::<InputSpec>(node.to_json()) else {
@@ -401,31 +455,52 @@ impl<'a> Check<'a> {
             if let Some(p) = node.get("pattern") {
                 if let Err(e) = regex::Regex::new(p.as_str().unwrap_or_default()) {
                     let first = e.to_string().lines().last().unwrap_or_default().trim().to_owned();
-                    self.diags.push(Diagnostic::error("bad-pattern", format!("`pattern` of input `{}` is not a valid regular expression: {first}", key.name), Some(p.span)).label("here"));
+                    self.diags.push(
+                        Diagnostic::error(
+                            "bad-pattern",
+                            format!(
+                                "`pattern` of input `{}` is not a valid regular expression: {first}",
+                                key.name
+                            ),
+                            Some(p.span),
+                        )
+                        .label("here"),
+                    );
                     continue;
                 }
             }
             if spec.ty == crate::model::InputType::Enum && spec.values.as_ref().is_none_or(Vec::is_empty) {
                 self.diags.push(
-                    Diagnostic::error("enum-values", format!("input `{}` is an `enum` without `values`", key.name), Some(key.span))
-                        .label("no values")
-                        .hint("list the allowed values: `values: [staging, prod]`"),
+                    Diagnostic::error(
+                        "enum-values",
+                        format!("input `{}` is an `enum` without `values`", key.name),
+                        Some(key.span),
+                    )
+                    .label("no values")
+                    .hint("list the allowed values: `values: [staging, prod]`"),
                 );
                 continue;
             }
             for b in ["min", "max"] {
                 if let (Some(n), Some(bound)) = (node.get(b), if b == "min" { &spec.min } else { &spec.max }) {
                     if let Err(m) = crate::inputs::bound_value(spec.ty, bound) {
-                        self.diags.push(Diagnostic::error("bad-bound", format!("`{b}` of input `{}`: {m}", key.name), Some(n.span)).label("here"));
+                        self.diags.push(
+                            Diagnostic::error("bad-bound", format!("`{b}` of input `{}`: {m}", key.name), Some(n.span))
+                                .label("here"),
+                        );
                     }
                 }
             }
             if let (Some(d), Some(default)) = (node.get("default"), &spec.default) {
                 if let Err(e) = crate::inputs::check(&key.name, &spec, default) {
                     self.diags.push(
-                        Diagnostic::error("bad-default", format!("the default of input `{}` is invalid: {}", key.name, e.message), Some(d.span))
-                            .label(format!("not a valid {}", spec.ty.as_str()))
-                            .maybe_hint(e.hint),
+                        Diagnostic::error(
+                            "bad-default",
+                            format!("the default of input `{}` is invalid: {}", key.name, e.message),
+                            Some(d.span),
+                        )
+                        .label(format!("not a valid {}", spec.ty.as_str()))
+                        .maybe_hint(e.hint),
                     );
                 }
             }
@@ -446,15 +521,25 @@ impl<'a> Check<'a> {
                 let sp = format!("{ptr}/{i}");
                 let id = step.get("id").and_then(Node::as_str).map(str::to_owned);
                 let for_each = step.get("for_each").is_some();
-                let inner = if for_each { id.clone().or_else(|| in_for_each.clone()) } else { in_for_each.clone() };
+                let inner = if for_each {
+                    id.clone().or_else(|| in_for_each.clone())
+                } else {
+                    in_for_each.clone()
+                };
                 if let Some(id) = &id {
                     if let Some(prev) = self.steps.get(id) {
-                        let line = self.root.pointer(&prev.pointer).and_then(|n| n.get("id")).map_or(0, |n| n.span.line);
+                        let line = self
+                            .root
+                            .pointer(&prev.pointer)
+                            .and_then(|n| n.get("id"))
+                            .map_or(0, |n| n.span.line);
                         let span = step.get("id").map(|n| n.span);
                         self.diags.push(
                             Diagnostic::error("duplicate-id", format!("duplicate step id `{id}`"), span)
                                 .label("used again here")
-                                .hint(format!("ids are unique across the playbook; `{id}` is first used on line {line}")),
+                                .hint(format!(
+                                    "ids are unique across the playbook; `{id}` is first used on line {line}"
+                                )),
                         );
                     } else {
                         let declared_outputs = step
@@ -468,14 +553,22 @@ impl<'a> Check<'a> {
                                 pointer: sp.clone(),
                                 uses: step.get("uses").and_then(Node::as_str).map(str::to_owned),
                                 declared_outputs,
-                                in_for_each: if for_each { Some(id.clone()) } else { in_for_each.clone() },
+                                in_for_each: if for_each {
+                                    Some(id.clone())
+                                } else {
+                                    in_for_each.clone()
+                                },
                             },
                         );
                     }
                 }
                 for key in ["steps", "on_failure", "undo"] {
                     if let Some(n) = step.get(key) {
-                        let handler_scope = if key == "steps" { inner.clone() } else { inner.clone().or_else(|| in_for_each.clone()) };
+                        let handler_scope = if key == "steps" {
+                            inner.clone()
+                        } else {
+                            inner.clone().or_else(|| in_for_each.clone())
+                        };
                         if n.items().is_some() {
                             lists.push((format!("{sp}/{key}"), n, handler_scope));
                         } else if key == "undo" && n.entries().is_some() {
@@ -491,7 +584,14 @@ impl<'a> Check<'a> {
     fn single_undo_id(&mut self, step: &Node, _ptr: &str) {
         if let Some(id) = step.get("id").and_then(Node::as_str) {
             if self.steps.contains_key(id) {
-                self.diags.push(Diagnostic::error("duplicate-id", format!("duplicate step id `{id}`"), step.get("id").map(|n| n.span)).label("used again here"));
+                self.diags.push(
+                    Diagnostic::error(
+                        "duplicate-id",
+                        format!("duplicate step id `{id}`"),
+                        step.get("id").map(|n| n.span),
+                    )
+                    .label("used again here"),
+                );
             }
         }
     }
@@ -506,9 +606,13 @@ impl<'a> Check<'a> {
             graph.add_node(i);
             if ids_required && ids[i].is_none() && step.entries().is_some() {
                 self.diags.push(
-                    Diagnostic::error("missing-id", "this step has no `id`", step.entries().and_then(|m| m.first()).map(|(k, _)| k.span))
-                        .label("add `id:` to this step")
-                        .hint("every step needs an id for `needs`, templates, logs and resume, e.g. `id: deploy`"),
+                    Diagnostic::error(
+                        "missing-id",
+                        "this step has no `id`",
+                        step.entries().and_then(|m| m.first()).map(|(k, _)| k.span),
+                    )
+                    .label("add `id:` to this step")
+                    .hint("every step needs an id for `needs`, templates, logs and resume, e.g. `id: deploy`"),
                 );
             }
             match step.get("needs") {
@@ -526,9 +630,16 @@ impl<'a> Check<'a> {
                                         Some("`needs` orders steps of one list; to wait for a step elsewhere, make the enclosing group need it".to_owned()),
                                     )
                                 } else {
-                                    (format!("`needs` names an unknown step `{name}`"), suggestion(name, sibling_ids.iter().copied()))
+                                    (
+                                        format!("`needs` names an unknown step `{name}`"),
+                                        suggestion(name, sibling_ids.iter().copied()),
+                                    )
                                 };
-                                self.diags.push(Diagnostic::error("unknown-need", msg, Some(n.span)).label("no such step here").maybe_hint(hint));
+                                self.diags.push(
+                                    Diagnostic::error("unknown-need", msg, Some(n.span))
+                                        .label("no such step here")
+                                        .maybe_hint(hint),
+                                );
                             }
                         }
                     }
@@ -545,13 +656,20 @@ impl<'a> Check<'a> {
             if scc.len() > 1 || self_loop {
                 let mut members: Vec<usize> = scc.clone();
                 members.sort_unstable();
-                let names: Vec<String> = members.iter().map(|&i| format!("`{}`", ids[i].unwrap_or("?"))).collect();
+                let names: Vec<String> = members
+                    .iter()
+                    .map(|&i| format!("`{}`", ids[i].unwrap_or("?")))
+                    .collect();
                 let first = members[0];
                 let span = list.items[first].get("needs").map(|n| n.span);
                 self.diags.push(
-                    Diagnostic::error("cycle", format!("`needs` makes a cycle: {} -> {}", names.join(" -> "), names[0]), span)
-                        .label("part of the cycle")
-                        .hint("remove one of these `needs` so the steps can be ordered"),
+                    Diagnostic::error(
+                        "cycle",
+                        format!("`needs` makes a cycle: {} -> {}", names.join(" -> "), names[0]),
+                        span,
+                    )
+                    .label("part of the cycle")
+                    .hint("remove one of these `needs` so the steps can be ordered"),
                 );
                 cyclic.extend(members);
             }
@@ -603,14 +721,22 @@ impl<'a> Check<'a> {
         let group = step.get("steps");
         match (uses, group) {
             (None, None) => self.diags.push(
-                Diagnostic::error("no-action", "a step needs `uses` (a step kind) or `steps` (a group)", head)
-                    .label("this step does nothing")
-                    .hint("add e.g. `uses: shell` with `with: { run: ... }`"),
+                Diagnostic::error(
+                    "no-action",
+                    "a step needs `uses` (a step kind) or `steps` (a group)",
+                    head,
+                )
+                .label("this step does nothing")
+                .hint("add e.g. `uses: shell` with `with: { run: ... }`"),
             ),
             (Some(u), Some(_)) => self.diags.push(
-                Diagnostic::error("uses-and-steps", "a step has either `uses` or `steps`, not both", Some(u.span))
-                    .label("`uses` here")
-                    .hint("move the call into the group as its own step"),
+                Diagnostic::error(
+                    "uses-and-steps",
+                    "a step has either `uses` or `steps`, not both",
+                    Some(u.span),
+                )
+                .label("`uses` here")
+                .hint("move the call into the group as its own step"),
             ),
             _ => {}
         }
@@ -618,16 +744,27 @@ impl<'a> Check<'a> {
             for key in ["as", "concurrency", "max_failures"] {
                 if let Some((k, _)) = step.entry(key) {
                     self.diags.push(
-                        Diagnostic::error("needs-for-each", format!("`{key}` only applies with `for_each`"), Some(k.span))
-                            .label("no `for_each` on this step")
-                            .hint(format!("add `for_each:` or remove `{key}`")),
+                        Diagnostic::error(
+                            "needs-for-each",
+                            format!("`{key}` only applies with `for_each`"),
+                            Some(k.span),
+                        )
+                        .label("no `for_each` on this step")
+                        .hint(format!("add `for_each:` or remove `{key}`")),
                     );
                 }
             }
         }
         if group.is_some() {
             if let Some((k, _)) = step.entry("with") {
-                self.diags.push(Diagnostic::error("with-on-group", "`with` applies to `uses`; a group has no parameters", Some(k.span)).label("on a group"));
+                self.diags.push(
+                    Diagnostic::error(
+                        "with-on-group",
+                        "`with` applies to `uses`; a group has no parameters",
+                        Some(k.span),
+                    )
+                    .label("on a group"),
+                );
             }
         }
 
@@ -675,9 +812,23 @@ impl<'a> Check<'a> {
         }
         if let Some(children) = group.and_then(Node::items) {
             if children.is_empty() {
-                self.diags.push(Diagnostic::error("empty-group", "a group needs at least one step", Some(group.map_or(Span::default(), |g| g.span))).label("empty"));
+                self.diags.push(
+                    Diagnostic::error(
+                        "empty-group",
+                        "a group needs at least one step",
+                        Some(group.map_or(Span::default(), |g| g.span)),
+                    )
+                    .label("empty"),
+                );
             }
-            self.list(&List { pointer: format!("{ptr}/steps"), items: children }, &inner, true);
+            self.list(
+                &List {
+                    pointer: format!("{ptr}/steps"),
+                    items: children,
+                },
+                &inner,
+                true,
+            );
         }
 
         let mut after = inner.clone();
@@ -690,11 +841,25 @@ impl<'a> Check<'a> {
         if let Some(items) = step.get("on_failure").and_then(Node::items) {
             let mut h = after.clone();
             h.lenient = true;
-            self.list(&List { pointer: format!("{ptr}/on_failure"), items }, &h, false);
+            self.list(
+                &List {
+                    pointer: format!("{ptr}/on_failure"),
+                    items,
+                },
+                &h,
+                false,
+            );
         }
         if let Some(u) = step.get("undo") {
             match u.items() {
-                Some(items) => self.list(&List { pointer: format!("{ptr}/undo"), items }, &after, false),
+                Some(items) => self.list(
+                    &List {
+                        pointer: format!("{ptr}/undo"),
+                        items,
+                    },
+                    &after,
+                    false,
+                ),
                 None => self.step(u, &format!("{ptr}/undo"), &after),
             }
         }
@@ -715,9 +880,20 @@ impl<'a> Check<'a> {
     fn call(&mut self, step: &Node, ptr: &str, kind: &str, kind_node: &Node, scope: &Scope) {
         let Some(k) = self.registry.get(kind).cloned() else {
             let hint = suggestion(kind, self.registry.names()).or_else(|| {
-                Some(format!("known kinds: {}", self.registry.names().collect::<Vec<_>>().join(", ")))
+                Some(format!(
+                    "known kinds: {}",
+                    self.registry.names().collect::<Vec<_>>().join(", ")
+                ))
             });
-            self.diags.push(Diagnostic::error("unknown-kind", format!("unknown step kind `{kind}`"), Some(kind_node.span)).label("not a known kind").maybe_hint(hint));
+            self.diags.push(
+                Diagnostic::error(
+                    "unknown-kind",
+                    format!("unknown step kind `{kind}`"),
+                    Some(kind_node.span),
+                )
+                .label("not a known kind")
+                .maybe_hint(hint),
+            );
             // Still check the templates inside `with`.
             if let Some(with) = step.get("with") {
                 self.strings(with, scope, false);
@@ -734,8 +910,12 @@ impl<'a> Check<'a> {
                     if let jsonschema::error::ValidationErrorKind::Required { property } = e.kind() {
                         let name = property.as_str().unwrap_or("?");
                         self.diags.push(
-                            Diagnostic::error("missing-key", format!("`{kind}` needs `with: {{ {name}: ... }}`"), Some(kind_node.span))
-                                .label(format!("`{name}` is missing")),
+                            Diagnostic::error(
+                                "missing-key",
+                                format!("`{kind}` needs `with: {{ {name}: ... }}`"),
+                                Some(kind_node.span),
+                            )
+                            .label(format!("`{name}` is missing")),
                         );
                         continue;
                     }
@@ -805,7 +985,11 @@ impl<'a> Check<'a> {
             Value::Str(s) if template::is_template(s) => {}
             Value::Str(s) => {
                 if let Err(m) = crate::inputs::parse_duration(s) {
-                    self.diags.push(Diagnostic::error("duration", m, Some(n.span)).label("not a duration").hint("durations look like `30s`, `5m`, `1h30m`, `250ms`"));
+                    self.diags.push(
+                        Diagnostic::error("duration", m, Some(n.span))
+                            .label("not a duration")
+                            .hint("durations look like `30s`, `5m`, `1h30m`, `250ms`"),
+                    );
                 }
             }
             // A bare number is a type error, reported (with a hint) by the schema pass.
@@ -816,7 +1000,9 @@ impl<'a> Check<'a> {
     fn count_or_percent(&mut self, n: &Node, key: &str) {
         let check = |s: &str| -> bool {
             template::is_template(s)
-                || s.strip_suffix('%').and_then(|p| p.trim().parse::<f64>().ok()).is_some_and(|p| p > 0.0 && p <= 100.0)
+                || s.strip_suffix('%')
+                    .and_then(|p| p.trim().parse::<f64>().ok())
+                    .is_some_and(|p| p > 0.0 && p <= 100.0)
         };
         let bad: Vec<&Node> = match &n.value {
             Value::Str(s) if !check(s) => vec![n],
@@ -825,9 +1011,16 @@ impl<'a> Check<'a> {
         };
         for b in bad {
             self.diags.push(
-                Diagnostic::error("count", format!("`{key}` must be a count or a percentage, found `{}`", b.as_str().unwrap_or("")), Some(b.span))
-                    .label("here")
-                    .hint("write a count such as `2` or a percentage such as `25%`"),
+                Diagnostic::error(
+                    "count",
+                    format!(
+                        "`{key}` must be a count or a percentage, found `{}`",
+                        b.as_str().unwrap_or("")
+                    ),
+                    Some(b.span),
+                )
+                .label("here")
+                .hint("write a count such as `2` or a percentage such as `25%`"),
             );
         }
     }
@@ -845,35 +1038,57 @@ impl<'a> Check<'a> {
                 self.diags.push(
                     Diagnostic::error("template-syntax", format!("invalid template: {msg}"), Some(node.span))
                         .label("in this template")
-                        .hint("templates look like `{{inputs.name}}` or `{{eq inputs.env \"prod\"}}`; check the braces"),
+                        .hint(
+                            "templates look like `{{inputs.name}}` or `{{eq inputs.env \"prod\"}}`; check the braces",
+                        ),
                 );
                 return;
             }
             Err(e) => {
-                self.diags.push(Diagnostic::error("template-syntax", e.to_string(), Some(node.span)));
+                self.diags
+                    .push(Diagnostic::error("template-syntax", e.to_string(), Some(node.span)));
                 return;
             }
         };
         let usage = template::usage(&tpl);
         if usage.raw_insertion && shell {
             self.diags.push(
-                Diagnostic::warning("raw-in-shell", "`{{{...}}}` inserts text unquoted into a shell command", Some(self.sub_span(node, "{{{")))
-                    .label("runs as shell code")
-                    .hint("use `{{...}}` to insert the value as one quoted word, unless the playbook means to run it"),
+                Diagnostic::warning(
+                    "raw-in-shell",
+                    "`{{{...}}}` inserts text unquoted into a shell command",
+                    Some(self.sub_span(node, "{{{")),
+                )
+                .label("runs as shell code")
+                .hint("use `{{...}}` to insert the value as one quoted word, unless the playbook means to run it"),
             );
         }
         for h in &usage.helpers {
             if !template::helper_names().any(|x| x == h) {
                 self.diags.push(
-                    Diagnostic::error("unknown-helper", format!("unknown template helper `{h}`"), Some(self.sub_span(node, h)))
-                        .label("not a helper")
-                        .maybe_hint(suggestion(h, template::helper_names())),
+                    Diagnostic::error(
+                        "unknown-helper",
+                        format!("unknown template helper `{h}`"),
+                        Some(self.sub_span(node, h)),
+                    )
+                    .label("not a helper")
+                    .maybe_hint(suggestion(h, template::helper_names())),
                 );
             }
         }
         for r in &usage.references {
             if let Some((msg, hint)) = self.reference(r, scope) {
-                self.diags.push(Diagnostic::error("undefined", msg, Some(self.sub_span(node, &r.raw))).label("here").maybe_hint(hint));
+                let label = if msg.contains("not guaranteed") {
+                    "may not have run yet"
+                } else if msg.contains("once per item") {
+                    "per-item result"
+                } else {
+                    "not defined"
+                };
+                self.diags.push(
+                    Diagnostic::error("undefined", msg, Some(self.sub_span(node, &r.raw)))
+                        .label(label)
+                        .maybe_hint(hint),
+                );
             }
         }
     }
@@ -892,7 +1107,8 @@ impl<'a> Check<'a> {
                 (!self.inputs.iter().any(|i| i == name)).then(|| {
                     (
                         format!("undefined input `{name}`"),
-                        suggestion(name, self.inputs.iter().map(String::as_str)).or_else(|| Some(format!("declare it under `inputs:`, e.g. `{name}: {{ type: string }}`"))),
+                        suggestion(name, self.inputs.iter().map(String::as_str))
+                            .or_else(|| Some(format!("declare it under `inputs:`, e.g. `{name}: {{ type: string }}`"))),
                     )
                 })
             }
@@ -901,7 +1117,8 @@ impl<'a> Check<'a> {
                 (!self.secrets.iter().any(|i| i == name)).then(|| {
                     (
                         format!("undefined secret `{name}`"),
-                        suggestion(name, self.secrets.iter().map(String::as_str)).or_else(|| Some(format!("declare it under `secrets:`, e.g. `secrets: [{name}]`"))),
+                        suggestion(name, self.secrets.iter().map(String::as_str))
+                            .or_else(|| Some(format!("declare it under `secrets:`, e.g. `secrets: [{name}]`"))),
                     )
                 })
             }
@@ -927,13 +1144,18 @@ impl<'a> Check<'a> {
     fn step_reference(&self, segs: &[String], scope: &Scope) -> Option<(String, Option<String>)> {
         let id = segs.get(1)?;
         let Some(info) = self.steps.get(id) else {
-            return Some((format!("unknown step `{id}`"), suggestion(id, self.steps.keys().map(String::as_str))));
+            return Some((
+                format!("unknown step `{id}`"),
+                suggestion(id, self.steps.keys().map(String::as_str)),
+            ));
         };
         if let Some(fe) = &info.in_for_each {
             if fe != id && !scope.for_each.contains(fe) {
                 return Some((
                     format!("step `{id}` runs once per item of `{fe}`; its results cannot be read outside that group"),
-                    Some(format!("give the group `{fe}` an `outputs:` mapping, or read the step from inside the group")),
+                    Some(format!(
+                        "give the group `{fe}` an `outputs:` mapping, or read the step from inside the group"
+                    )),
                 ));
             }
         }
@@ -945,9 +1167,15 @@ impl<'a> Check<'a> {
         }
         let field = segs.get(2)?;
         if !STEP_FIELDS.contains(&field.as_str()) {
-            return Some((format!("steps have no `{field}`"), suggestion(field, STEP_FIELDS.iter().copied()).or_else(|| Some("use `steps.<id>.outputs.<name>` or `steps.<id>.status`".to_owned()))));
+            return Some((
+                format!("steps have no `{field}`"),
+                suggestion(field, STEP_FIELDS.iter().copied())
+                    .or_else(|| Some("use `steps.<id>.outputs.<name>` or `steps.<id>.status`".to_owned())),
+            ));
         }
-        let (Some(out), "outputs") = (segs.get(3), field.as_str()) else { return None };
+        let (Some(out), "outputs") = (segs.get(3), field.as_str()) else {
+            return None;
+        };
         let mut known: Vec<&str> = info.declared_outputs.iter().map(String::as_str).collect();
         if let Some(k) = info.uses.as_deref().and_then(|u| self.registry.get(u)) {
             known.extend(k.outputs().iter().map(|o| o.name));
@@ -959,7 +1187,11 @@ impl<'a> Check<'a> {
             (
                 format!("step `{id}` ({what}) has no output `{out}`"),
                 suggestion(out, known.iter().copied()).or_else(|| {
-                    Some(if known.is_empty() { "declare it in the step's `outputs:`".to_owned() } else { format!("its outputs are: {}", known.join(", ")) })
+                    Some(if known.is_empty() {
+                        "declare it in the step's `outputs:`".to_owned()
+                    } else {
+                        format!("its outputs are: {}", known.join(", "))
+                    })
                 }),
             )
         })
@@ -969,7 +1201,9 @@ impl<'a> Check<'a> {
     fn sub_span(&self, node: &Node, needle: &str) -> Span {
         let s = node.span;
         let end = (s.offset + s.len.max(1)).min(self.text.len());
-        let Some(hay) = self.text.get(s.offset..end) else { return s };
+        let Some(hay) = self.text.get(s.offset..end) else {
+            return s;
+        };
         match hay.find(needle) {
             Some(i) if !hay[..i].contains('\n') => Span {
                 offset: s.offset + i,
@@ -1007,10 +1241,31 @@ fn type_kind(kind: &jsonschema::error::TypeKind) -> String {
     match kind {
         TypeKind::Single(t) => name(&t.to_string()).to_owned(),
         TypeKind::Multiple(set) => {
-            let names: Vec<&str> = set.iter().map(|t| t.to_string()).filter(|t| t != "null").map(|t| name(&t)).collect();
+            let names: Vec<&str> = set
+                .iter()
+                .map(|t| t.to_string())
+                .filter(|t| t != "null")
+                .map(|t| name(&t))
+                .collect();
             names.join(" or ")
         }
     }
+}
+
+/// The allowed values when every alternative is a single constant (how schemars
+/// writes an enum whose variants have doc comments).
+fn one_of_constants(context: &[Vec<jsonschema::ValidationError<'static>>]) -> Option<Vec<String>> {
+    use jsonschema::error::ValidationErrorKind as K;
+    context
+        .iter()
+        .map(|errs| match errs.as_slice() {
+            [e] => match e.kind() {
+                K::Constant { expected_value } => Some(template::scalar_text(expected_value)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }
 
 fn alternatives(context: &[Vec<jsonschema::ValidationError<'static>>]) -> String {
@@ -1026,14 +1281,33 @@ fn alternatives(context: &[Vec<jsonschema::ValidationError<'static>>]) -> String
             }
         }
     }
-    if out.is_empty() { "valid".to_owned() } else { out.join(" or ") }
+    if out.is_empty() {
+        "valid".to_owned()
+    } else {
+        out.join(" or ")
+    }
 }
 
 fn duration_hint(key: &str, node: Option<&Node>) -> Option<String> {
-    let durationish = ["timeout", "delay", "max_delay", "rto", "rpo", "p50", "p95", "p99", "duration", "interval"];
+    let durationish = [
+        "timeout",
+        "delay",
+        "max_delay",
+        "rto",
+        "rpo",
+        "p50",
+        "p95",
+        "p99",
+        "duration",
+        "interval",
+    ];
     match node.map(|n| &n.value) {
         Some(Value::Int(i)) if durationish.contains(&key) => Some(format!("durations have a unit: `{i}s`, `{i}m`")),
-        Some(Value::Map(_)) if node.and_then(|n| n.entries()).is_some_and(|m| m.len() == 1 && m[0].1.value == Value::Null) => {
+        Some(Value::Map(_))
+            if node
+                .and_then(|n| n.entries())
+                .is_some_and(|m| m.len() == 1 && m[0].1.value == Value::Null) =>
+        {
             Some("a template must be quoted: `\"{{...}}\"`".to_owned())
         }
         _ => None,
@@ -1061,7 +1335,9 @@ fn describe_location(ptr: &str) -> String {
         [.., "retry"] => "in `retry`".to_owned(),
         [.., "objectives"] | [.., "latency"] => "in `objectives`".to_owned(),
         [.., "defaults"] => "in `defaults`".to_owned(),
-        [.., list, i] if i.parse::<usize>().is_ok() && matches!(*list, "steps" | "on_failure" | "finally" | "undo") => "in a step".to_owned(),
+        [.., list, i] if i.parse::<usize>().is_ok() && matches!(*list, "steps" | "on_failure" | "finally" | "undo") => {
+            "in a step".to_owned()
+        }
         [.., "undo"] => "in a step".to_owned(),
         [.., last] => format!("in `{last}`"),
     }
@@ -1072,11 +1348,17 @@ fn describe_location(ptr: &str) -> String {
 fn allowed_keys(schema: &Json, schema_path: &str) -> Vec<String> {
     let mut node = schema;
     let segs: Vec<&str> = schema_path.split('/').skip(1).collect();
-    let Some((_, parents)) = segs.split_last() else { return Vec::new() };
+    let Some((_, parents)) = segs.split_last() else {
+        return Vec::new();
+    };
     for seg in parents {
         if *seg == "$ref" {
-            let Some(target) = node.get("$ref").and_then(Json::as_str) else { return Vec::new() };
-            let Some(found) = target.strip_prefix('#').and_then(|p| schema.pointer(p)) else { return Vec::new() };
+            let Some(target) = node.get("$ref").and_then(Json::as_str) else {
+                return Vec::new();
+            };
+            let Some(found) = target.strip_prefix('#').and_then(|p| schema.pointer(p)) else {
+                return Vec::new();
+            };
             node = found;
             continue;
         }

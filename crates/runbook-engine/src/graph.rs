@@ -36,7 +36,11 @@ pub fn render(playbook: &Playbook, format: Format) -> String {
     let mut out = String::new();
     match format {
         Format::Dot => {
-            let _ = writeln!(out, "digraph \"{}\" {{\n  rankdir=TB;\n  node [shape=box, style=rounded];", esc(&playbook.name));
+            let _ = writeln!(
+                out,
+                "digraph \"{}\" {{\n  rankdir=TB;\n  node [shape=box, style=rounded];",
+                esc(&playbook.name)
+            );
             dot_cluster(&root, &mut out, 1, true);
             for (a, b) in &edges {
                 let _ = writeln!(out, "  \"{}\" -> \"{}\";", esc(a), esc(b));
@@ -56,13 +60,21 @@ pub fn render(playbook: &Playbook, format: Format) -> String {
 
 fn key(prefix: &str, step: &Step, i: usize) -> String {
     let id = step.id.clone().unwrap_or_else(|| format!("#{}", i + 1));
-    if prefix.is_empty() { id } else { format!("{prefix}.{id}") }
+    if prefix.is_empty() {
+        id
+    } else {
+        format!("{prefix}.{id}")
+    }
 }
 
 /// Builds the cluster for a list, adding edges; returns it.
 fn cluster(steps: &[Step], prefix: &str, label: &str, edges: &mut Vec<(String, String)>) -> Cluster {
     let mut c = Cluster {
-        key: if prefix.is_empty() { "root".to_owned() } else { prefix.to_owned() },
+        key: if prefix.is_empty() {
+            "root".to_owned()
+        } else {
+            prefix.to_owned()
+        },
         label: label.to_owned(),
         nodes: Vec::new(),
         clusters: Vec::new(),
@@ -72,7 +84,11 @@ fn cluster(steps: &[Step], prefix: &str, label: &str, edges: &mut Vec<(String, S
         let k = key(prefix, step, i);
         if let Some(children) = &step.steps {
             let label = match &step.for_each {
-                Some(ForEach::Template(t)) => format!("{} (for each {} in {t})", step.display_name(), step.as_.as_deref().unwrap_or("item")),
+                Some(ForEach::Template(t)) => format!(
+                    "{} (for each {} in {t})",
+                    step.display_name(),
+                    step.as_.as_deref().unwrap_or("item")
+                ),
                 Some(ForEach::List(l)) => format!("{} (for each of {} items)", step.display_name(), l.len()),
                 None => step.display_name().to_owned(),
             };
@@ -133,13 +149,20 @@ fn esc(s: &str) -> String {
 }
 
 fn mid(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .collect()
 }
 
 fn dot_cluster(c: &Cluster, out: &mut String, depth: usize, root: bool) {
     let pad = "  ".repeat(depth);
     if !root {
-        let _ = writeln!(out, "{pad}subgraph \"cluster_{}\" {{\n{pad}  label=\"{}\";", esc(&c.key), esc(&c.label));
+        let _ = writeln!(
+            out,
+            "{pad}subgraph \"cluster_{}\" {{\n{pad}  label=\"{}\";",
+            esc(&c.key),
+            esc(&c.label)
+        );
     }
     let inner = if root { depth } else { depth + 1 };
     let ipad = "  ".repeat(inner);
@@ -162,7 +185,12 @@ fn mermaid_cluster(c: &Cluster, out: &mut String, depth: usize, root: bool) {
     let inner = if root { depth } else { depth + 1 };
     let ipad = "  ".repeat(inner);
     for n in &c.nodes {
-        let _ = writeln!(out, "{ipad}{}[\"{}\"]", mid(&n.key), n.label.replace("\\n", "<br/>").replace('"', "'"));
+        let _ = writeln!(
+            out,
+            "{ipad}{}[\"{}\"]",
+            mid(&n.key),
+            n.label.replace("\\n", "<br/>").replace('"', "'")
+        );
     }
     for sub in &c.clusters {
         mermaid_cluster(sub, out, inner, false);

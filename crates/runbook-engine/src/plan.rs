@@ -154,7 +154,10 @@ pub fn plan(playbook: &Playbook, inputs: &IndexMap<String, Json>, registry: &Reg
         registry,
         renderer: Renderer::new(),
     };
-    let lock = playbook.lock.as_ref().map(|l| planner.text(l, &ctx).unwrap_or_else(|e| format!("{l} ({e})")));
+    let lock = playbook
+        .lock
+        .as_ref()
+        .map(|l| planner.text(l, &ctx).unwrap_or_else(|e| format!("{l} ({e})")));
     Plan {
         playbook: playbook.name.clone(),
         version: playbook.version,
@@ -162,7 +165,11 @@ pub fn plan(playbook: &Playbook, inputs: &IndexMap<String, Json>, registry: &Reg
         inputs: inputs.clone(),
         lock,
         defaults: playbook.defaults.as_ref().map_or_else(Vec::new, |d| {
-            planner.policy(&Step { timeout: d.timeout.clone(), retry: d.retry.clone(), ..Step::default() })
+            planner.policy(&Step {
+                timeout: d.timeout.clone(),
+                retry: d.retry.clone(),
+                ..Step::default()
+            })
         }),
         steps: planner.list(&playbook.steps, &ctx, ""),
         on_failure: planner.list(&playbook.on_failure, &ctx, "on_failure"),
@@ -204,7 +211,9 @@ fn insert_at(ctx: &mut Json, path: &str, value: Json) {
             map.insert((*seg).to_owned(), value);
             return;
         }
-        node = map.entry((*seg).to_owned()).or_insert_with(|| Json::Object(Default::default()));
+        node = map
+            .entry((*seg).to_owned())
+            .or_insert_with(|| Json::Object(Default::default()));
     }
 }
 
@@ -251,7 +260,11 @@ impl Planner<'_> {
             .map(|(n, i)| {
                 let step = &steps[i];
                 let seg = step.id.clone().unwrap_or_else(|| format!("{}", n + 1));
-                let path = if prefix.is_empty() { seg } else { format!("{prefix}.{seg}") };
+                let path = if prefix.is_empty() {
+                    seg
+                } else {
+                    format!("{prefix}.{seg}")
+                };
                 let mut p = self.step(step, ctx, &path);
                 p.stage = stage[i];
                 p.after = deps[i].iter().filter_map(|&j| steps[j].id.clone()).collect();
@@ -305,8 +318,14 @@ impl Planner<'_> {
             };
             p.for_each = Some(FanOut {
                 var: var.clone(),
-                concurrency: step.concurrency.as_ref().map_or("all at once".to_owned(), |c| self.concurrency(c, ctx)),
-                max_failures: step.max_failures.as_ref().map_or("0".to_owned(), |m| self.count(m, ctx)),
+                concurrency: step
+                    .concurrency
+                    .as_ref()
+                    .map_or("all at once".to_owned(), |c| self.concurrency(c, ctx)),
+                max_failures: step
+                    .max_failures
+                    .as_ref()
+                    .map_or("0".to_owned(), |m| self.count(m, ctx)),
                 items: items.clone(),
                 expression,
             });
@@ -371,7 +390,11 @@ impl Planner<'_> {
         };
         if let Some(kind) = step.uses.as_deref().and_then(|u| self.registry.get(u)) {
             let with = Json::Object(step.with.clone().unwrap_or_default());
-            let rendered = match self.render(ctx, |c| self.renderer.render_tree(&with, c, kind.shell_fields()).map_err(|(_, e)| e)) {
+            let rendered = match self.render(ctx, |c| {
+                self.renderer
+                    .render_tree(&with, c, kind.shell_fields())
+                    .map_err(|(_, e)| e)
+            }) {
                 Ok(r) => r,
                 Err(e) => {
                     p.notes.push(format!("cannot render `with` yet: {e}"));
@@ -395,7 +418,13 @@ impl Planner<'_> {
         let mut effect = kind.effect(with);
         for ptr in kind.nested_steps() {
             let Some(nested) = with.pointer(ptr) else { continue };
-            let Some(k) = nested.get("uses").and_then(Json::as_str).and_then(|u| self.registry.get(u)) else { continue };
+            let Some(k) = nested
+                .get("uses")
+                .and_then(Json::as_str)
+                .and_then(|u| self.registry.get(u))
+            else {
+                continue;
+            };
             let inner = self.effect(k.as_ref(), nested.get("with").unwrap_or(&Json::Null));
             effect = match (effect, inner) {
                 (Effect::Write, _) | (_, Effect::Write) => Effect::Write,
@@ -408,14 +437,20 @@ impl Planner<'_> {
 
     fn when(&self, cond: &str, ctx: &Json, notes: &mut Vec<String>) -> When {
         if !known_before_run(cond) {
-            return When::AtRunTime { condition: cond.to_owned() };
+            return When::AtRunTime {
+                condition: cond.to_owned(),
+            };
         }
         match self.renderer.condition(cond, ctx) {
             Ok(true) => When::Runs,
-            Ok(false) => When::Skipped { condition: cond.to_owned() },
+            Ok(false) => When::Skipped {
+                condition: cond.to_owned(),
+            },
             Err(e) => {
                 notes.push(format!("`when`: {e}"));
-                When::AtRunTime { condition: cond.to_owned() }
+                When::AtRunTime {
+                    condition: cond.to_owned(),
+                }
             }
         }
     }
@@ -430,7 +465,10 @@ impl Planner<'_> {
     fn concurrency(&self, c: &Concurrency, ctx: &Json) -> String {
         match c {
             Concurrency::One(c) => self.count(c, ctx),
-            Concurrency::Ramp(r) => format!("ramp [{}]", r.iter().map(|c| self.count(c, ctx)).collect::<Vec<_>>().join(", ")),
+            Concurrency::Ramp(r) => format!(
+                "ramp [{}]",
+                r.iter().map(|c| self.count(c, ctx)).collect::<Vec<_>>().join(", ")
+            ),
         }
     }
 

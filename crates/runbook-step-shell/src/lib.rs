@@ -39,10 +39,26 @@ pub struct ShellParams {
 pub struct Shell;
 
 const OUTPUTS: &[OutputDecl] = &[
-    OutputDecl { name: "exit_code", ty: OutputType::Integer, doc: "the command's exit status" },
-    OutputDecl { name: "stdout", ty: OutputType::String, doc: "standard output, trailing newline removed" },
-    OutputDecl { name: "stderr", ty: OutputType::String, doc: "standard error, trailing newline removed" },
-    OutputDecl { name: "json", ty: OutputType::Any, doc: "standard output parsed as JSON (with `json: true`)" },
+    OutputDecl {
+        name: "exit_code",
+        ty: OutputType::Integer,
+        doc: "the command's exit status",
+    },
+    OutputDecl {
+        name: "stdout",
+        ty: OutputType::String,
+        doc: "standard output, trailing newline removed",
+    },
+    OutputDecl {
+        name: "stderr",
+        ty: OutputType::String,
+        doc: "standard error, trailing newline removed",
+    },
+    OutputDecl {
+        name: "json",
+        ty: OutputType::Any,
+        doc: "standard output parsed as JSON (with `json: true`)",
+    },
 ];
 
 impl StepKind for Shell {

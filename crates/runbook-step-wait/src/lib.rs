@@ -84,9 +84,21 @@ pub struct WaitParams {
 pub struct Wait;
 
 const WAIT_OUTPUTS: &[OutputDecl] = &[
-    OutputDecl { name: "waited", ty: OutputType::Number, doc: "seconds until the check held" },
-    OutputDecl { name: "attempts", ty: OutputType::Integer, doc: "how many times the check ran" },
-    OutputDecl { name: "outputs", ty: OutputType::Any, doc: "the outputs of the last check" },
+    OutputDecl {
+        name: "waited",
+        ty: OutputType::Number,
+        doc: "seconds until the check held",
+    },
+    OutputDecl {
+        name: "attempts",
+        ty: OutputType::Integer,
+        doc: "how many times the check ran",
+    },
+    OutputDecl {
+        name: "outputs",
+        ty: OutputType::Any,
+        doc: "the outputs of the last check",
+    },
 ];
 
 impl StepKind for Wait {

@@ -1,0 +1,201 @@
+//! The library and the read-only commands: list, show, validate, schema,
+//! completions; names that try to leave the library; and the promise that
+//! reading a playbook never runs any of it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+use support::{Run, workspace};
+
+const HELLO: &str = r#"apiVersion: runbook/v1
+name: hello
+version: 1
+description: Say hello.
+inputs:
+  who: { type: string, default: world }
+steps:
+  - { id: greet, uses: shell, with: { run: "echo hello {{inputs.who}}" } }
+"#;
+
+#[test]
+fn list_show_validate_a_library() {
+    let run = Run::new().playbook("hello", HELLO).file(
+        "playbooks/hello/v2.yaml",
+        &HELLO
+            .replace("version: 1", "version: 2")
+            .replace("Say hello.", "Say hello, v2."),
+    );
+    run.exec(["list"]).exit(0).stdout_has("hello  v2 (+1)   Say hello, v2.");
+    Run::new()
+        .playbook("hello", HELLO)
+        .args(["show", "hello"])
+        .run()
+        .exit(0)
+        .stdout_has("who  string, default world")
+        .stdout_has("- greet (shell)");
+    Run::new()
+        .playbook("hello", HELLO)
+        .args(["validate"])
+        .run()
+        .exit(0)
+        .stdout_has("1 valid, 0 invalid");
+}
+
+#[test]
+fn pinned_versions_and_paths() {
+    Run::new()
+        .playbook("hello", HELLO)
+        .file("playbooks/hello/v2.yaml", &HELLO.replace("version: 1", "version: 2"))
+        .args(["plan", "hello@1"])
+        .run()
+        .exit(0)
+        .stdout_has("plan: hello v1");
+    Run::new()
+        .playbook("hello", HELLO)
+        .args(["plan", "hello@3"])
+        .run()
+        .exit(2)
+        .stderr_has("playbook `hello` has no version 3 (hint: it has v1)");
+    Run::new()
+        .playbook("hello", HELLO)
+        .args(["plan", "playbooks/hello/v1.yaml"])
+        .run()
+        .exit(0)
+        .stdout_has("run `echo hello world`");
+    Run::new()
+        .playbook("hello", HELLO)
+        .args(["plan", "helo"])
+        .run()
+        .exit(2)
+        .stderr_has("no playbook `helo`")
+        .stderr_has("did you mean `hello`?");
+}
+
+#[test]
+fn names_cannot_leave_the_library() {
+    for bad in ["../hello", "hello/../../etc", "/etc/passwd", "..", "Hello", "hello@x"] {
+        Run::new()
+            .playbook("hello", HELLO)
+            .args(["plan", bad])
+            .run()
+            .exit(2)
+            .stderr_has("is not a playbook name");
+    }
+}
+
+#[test]
+fn library_folder_from_the_environment() {
+    let run = Run::new().playbook("hello", HELLO);
+    let dir = run.path().join("playbooks").display().to_string();
+    Run::new()
+        .env("RUNBOOK_PLAYBOOKS", &dir)
+        .args(["list"])
+        .run()
+        .exit(0)
+        .stdout_has("hello");
+    Run::new()
+        .args(["--playbooks", &dir, "list"])
+        .run()
+        .exit(0)
+        .stdout_has("hello");
+    Run::new()
+        .args(["list"])
+        .run()
+        .exit(2)
+        .stderr_has("hint: pass `--playbooks DIR`");
+}
+
+#[test]
+fn version_and_name_must_match_the_file() {
+    Run::new()
+        .file("playbooks/hello/v3.yaml", HELLO)
+        .file("playbooks/greet/v1.yaml", HELLO)
+        .args(["validate"])
+        .run()
+        .exit(2)
+        .stderr_has("`version: 1` does not match the file name `v3.yaml`")
+        .stderr_has("`name: hello` does not match its folder `greet`")
+        .stdout_has("0 valid, 2 invalid");
+}
+
+#[test]
+fn reading_a_playbook_never_runs_it() {
+    let run = Run::new();
+    let marker = run.path().join("ran");
+    let yaml = format!(
+        "apiVersion: runbook/v1\nname: trap\nversion: 1\nsteps:\n  - {{ id: a, uses: shell, with: {{ run: \"touch {m}\" }} }}\n  - id: b\n    for_each: [x]\n    steps:\n      - {{ id: c, uses: shell, with: {{ run: \"touch {m}\" }} }}\nfinally:\n  - {{ uses: shell, with: {{ run: \"touch {m}\" }} }}\n",
+        m = marker.display()
+    );
+    let run = run.playbook("trap", &yaml);
+    for args in [
+        vec!["validate"],
+        vec!["show", "trap"],
+        vec!["plan", "trap"],
+        vec!["graph", "trap"],
+        vec!["list"],
+    ] {
+        run.exec(args.clone()).exit(0);
+        assert!(!marker.exists(), "`runbook {}` ran a step", args.join(" "));
+    }
+    // Invalid input: exit 2 and, again, nothing ran.
+    let broken = Run::new().playbook(
+        "trap",
+        &yaml.replace("steps:\n  - { id: a", "steps:\n  - { id: a, neds: [x]"),
+    );
+    broken.exec(["plan", "trap"]).exit(2);
+    assert!(!marker.exists());
+}
+
+#[test]
+fn committed_schema_is_current() {
+    let out = Run::new().args(["schema"]).run().exit(0);
+    let committed =
+        std::fs::read_to_string(workspace().join("schemas/playbook.v1.json")).expect("schemas/playbook.v1.json");
+    assert!(
+        committed.trim() == out.stdout.trim(),
+        "schemas/playbook.v1.json is stale: regenerate it with `cargo run -q -p runbook-cli -- schema > schemas/playbook.v1.json`"
+    );
+}
+
+#[test]
+fn editors_see_the_same_rules() {
+    // The committed schema (what editors use) accepts the plan fixtures and
+    // rejects structural mistakes, including a kind's own parameters.
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(workspace().join("schemas/playbook.v1.json")).expect("schema"))
+            .expect("json");
+    let v = jsonschema::validator_for(&schema).expect("schema compiles");
+    for name in ["rolling-deploy", "dr-failover", "backup-verify"] {
+        let text =
+            std::fs::read_to_string(workspace().join(format!("tests/corpus/plans/{name}/v1.yaml"))).expect("fixture");
+        let node = runbook_core::parse::parse(&text).expect("yaml");
+        let errors: Vec<String> = v
+            .iter_errors(&node.to_json())
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{name}: {errors:?}");
+    }
+    let bad = serde_json::json!({"apiVersion": "runbook/v1", "name": "x", "version": 1, "steps": [{"id": "a", "uses": "shell", "with": {"cmd": "x"}}]});
+    assert!(
+        !v.is_valid(&bad),
+        "unknown `with` key of `shell` is caught by the editor schema"
+    );
+}
+
+#[test]
+fn schema_of_one_kind_and_completions() {
+    Run::new()
+        .args(["schema", "--kind", "shell"])
+        .run()
+        .exit(0)
+        .stdout_has("\"run\"");
+    Run::new()
+        .args(["schema", "--kind", "shel"])
+        .run()
+        .exit(2)
+        .stderr_has("did you mean `shell`?");
+    Run::new()
+        .args(["completions", "bash"])
+        .run()
+        .exit(0)
+        .stdout_has("_runbook()");
+}

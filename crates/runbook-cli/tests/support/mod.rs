@@ -1,0 +1,143 @@
+//! A harness that reads like a sentence:
+//! `Run::new().playbook("x", yaml).args(["plan", "x"]).run().exit(0).stdout_has("...")`.
+//!
+//! Each `Run` gets its own temporary library folder, removed on drop (also when
+//! the test panics), and runs the real `runbook` binary in it.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The workspace root, where `tests/corpus` and `schemas/` live.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+pub struct Run {
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    cwd: Option<PathBuf>,
+    env: Vec<(String, String)>,
+}
+
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn new() -> Self {
+        Run {
+            dir: tempfile::tempdir().expect("tempdir"),
+            args: Vec::new(),
+            cwd: None,
+            env: Vec::new(),
+        }
+    }
+
+    /// Adds `playbooks/<name>/v1.yaml`.
+    pub fn playbook(self, name: &str, yaml: &str) -> Self {
+        self.file(&format!("playbooks/{name}/v1.yaml"), yaml)
+    }
+
+    /// Adds any file under the run's folder.
+    pub fn file(self, rel: &str, text: &str) -> Self {
+        let path = self.dir.path().join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(|s| s.as_ref().to_owned()));
+        self
+    }
+
+    /// Runs in `dir` instead of the temporary folder (for the repository's own files).
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.to_owned(), v.to_owned()));
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn run(&self) -> Outcome {
+        self.exec(Vec::<String>::new())
+    }
+
+    /// Runs with extra arguments, leaving the `Run` reusable.
+    pub fn exec<I: IntoIterator<Item = S>, S: AsRef<str>>(&self, extra: I) -> Outcome {
+        let extra: Vec<String> = extra.into_iter().map(|s| s.as_ref().to_owned()).collect();
+        let cwd = self.cwd.clone().unwrap_or_else(|| self.dir.path().to_owned());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
+        cmd.args(&self.args)
+            .args(&extra)
+            .current_dir(&cwd)
+            .env_remove("RUNBOOK_PLAYBOOKS")
+            .env("NO_COLOR", "1")
+            .env("USER", "tester");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("runbook runs");
+        Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Outcome {
+    #[track_caller]
+    pub fn exit(self, code: i32) -> Self {
+        assert_eq!(
+            self.code, code,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stdout_has(self, text: &str) -> Self {
+        assert!(
+            self.stdout.contains(text),
+            "stdout lacks {text:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stderr_has(self, text: &str) -> Self {
+        assert!(
+            self.stderr.contains(text),
+            "stderr lacks {text:?}\n--- stderr\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stdout_lacks(self, text: &str) -> Self {
+        assert!(
+            !self.stdout.contains(text),
+            "stdout has {text:?}\n--- stdout\n{}",
+            self.stdout
+        );
+        self
+    }
+}
