@@ -60,6 +60,13 @@ pub(crate) enum Command {
         #[arg(long)]
         kind: Option<String>,
     },
+    /// Print generated reference documentation (the book's step reference).
+    #[command(hide = true)]
+    Docs {
+        /// What to print.
+        #[arg(value_enum)]
+        what: Docs,
+    },
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -92,4 +99,10 @@ pub(crate) enum GraphFormat {
     Dot,
     /// Mermaid flowchart.
     Mermaid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Docs {
+    /// The step kinds: parameters and outputs.
+    Steps,
 }

@@ -26,6 +26,12 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
         } => plan(&lib, &registry, &playbook, &inputs, output),
         Command::Graph { playbook, format } => graph(&lib, &registry, &playbook, format),
         Command::Schema { kind } => schema(&registry, kind.as_deref()),
+        Command::Docs {
+            what: crate::args::Docs::Steps,
+        } => {
+            print!("{}", crate::reference::steps(&registry));
+            Exit::Ok
+        }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "runbook", &mut std::io::stdout());

@@ -13,6 +13,7 @@ mod args;
 mod commands;
 mod diagnostics;
 mod plan_text;
+mod reference;
 mod registry;
 
 use clap::Parser;

@@ -199,3 +199,65 @@ fn schema_of_one_kind_and_completions() {
         .exit(0)
         .stdout_has("_runbook()");
 }
+
+#[test]
+fn committed_step_reference_is_current() {
+    let out = Run::new().args(["docs", "steps"]).run().exit(0);
+    let committed =
+        std::fs::read_to_string(workspace().join("book/src/reference/steps.md")).expect("book/src/reference/steps.md");
+    assert!(
+        committed == out.stdout,
+        "book/src/reference/steps.md is stale: regenerate it with `cargo run -q -p runbook-cli -- docs steps > book/src/reference/steps.md`"
+    );
+}
+
+#[test]
+fn wait_until_reads_the_check() {
+    let yaml = "apiVersion: runbook/v1\nname: w\nversion: 1\nsteps:\n  - id: w\n    uses: wait\n    with:\n      check: { uses: shell, with: { run: \"curl -s x\" } }\n      until: '{{eq check.outputs.exit_code 0}}'\n";
+    Run::new().playbook("w", yaml).args(["validate"]).run().exit(0);
+    let bad = yaml.replace("check.outputs", "chek.outputs");
+    Run::new()
+        .playbook("w", &bad)
+        .args(["validate"])
+        .run()
+        .exit(2)
+        .stderr_has("undefined name `chek`")
+        .stderr_has("did you mean `check`?");
+}
+
+#[test]
+fn what_a_step_may_read() {
+    // Everything below is allowed: a plain group's inner steps after the group,
+    // a sibling in the same for_each item, a step's own outputs in its handlers,
+    // `until` and `outputs`, and anything in `finally`.
+    let yaml = r#"apiVersion: runbook/v1
+name: reads
+version: 1
+steps:
+  - id: prep
+    steps:
+      - { id: inner, uses: shell, with: { run: "true" } }
+  - id: after-group
+    uses: shell
+    with: { run: "echo {{steps.inner.outputs.stdout}} {{steps.prep.status}}" }
+  - id: fan
+    for_each: [a, b]
+    outputs: { last: "{{steps.second.outputs.stdout}}" }
+    steps:
+      - { id: first, uses: shell, with: { run: "echo {{item}}" } }
+      - { id: second, uses: shell, with: { run: "echo {{steps.first.outputs.stdout}}" } }
+    on_failure:
+      - { uses: shell, with: { run: "echo {{item}} {{steps.first.status}}" } }
+  - id: polled
+    uses: shell
+    with: { run: "check" }
+    retry: { attempts: 3, until: "{{eq steps.polled.outputs.exit_code 0}}" }
+    undo: { uses: shell, with: { run: "undo {{steps.polled.outputs.stdout}}" } }
+  - id: reads-fan
+    uses: shell
+    with: { run: "echo {{steps.fan.outputs.last}}" }
+finally:
+  - { uses: shell, with: { run: "echo {{steps.polled.status}}" } }
+"#;
+    Run::new().playbook("reads", yaml).args(["validate"]).run().exit(0);
+}

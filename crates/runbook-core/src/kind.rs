@@ -177,6 +177,7 @@ pub fn schema_for<T: JsonSchema>() -> Json {
 #[derive(Clone, Default)]
 pub struct Registry {
     kinds: IndexMap<&'static str, Arc<dyn StepKind>>,
+    schemas: IndexMap<&'static str, Arc<Json>>,
     validators: IndexMap<&'static str, Arc<jsonschema::Validator>>,
 }
 
@@ -197,9 +198,11 @@ impl Registry {
     #[must_use]
     pub fn with(mut self, kind: impl StepKind) -> Self {
         let name = kind.name();
-        if let Ok(v) = jsonschema::validator_for(&kind.params_schema()) {
+        let schema = kind.params_schema();
+        if let Ok(v) = jsonschema::validator_for(&schema) {
             self.validators.insert(name, Arc::new(v));
         }
+        self.schemas.insert(name, Arc::new(schema));
         self.kinds.insert(name, Arc::new(kind));
         self
     }
@@ -207,6 +210,11 @@ impl Registry {
     /// The kind named `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn StepKind>> {
         self.kinds.get(name)
+    }
+
+    /// The params schema of `name`, computed once at registration.
+    pub fn params_schema(&self, name: &str) -> Option<&Json> {
+        self.schemas.get(name).map(|s| &**s)
     }
 
     /// The compiled params validator of `name`.

@@ -17,7 +17,10 @@
 //! before anything runs.
 
 use handlebars::template::{Parameter, Template, TemplateElement};
-use handlebars::{Context, Handlebars, Helper, HelperResult, Output, PathSeg, RenderContext, RenderErrorReason};
+use handlebars::{
+    Context, Handlebars, Helper, HelperResult, Output, PathSeg, RenderContext, RenderErrorReason, Renderable,
+    StringOutput,
+};
 use serde_json::Value as Json;
 use thiserror::Error;
 
@@ -143,6 +146,34 @@ pub fn helper_names() -> impl Iterator<Item = &'static str> {
     .chain(EXTRA_HELPERS.iter().copied())
 }
 
+/// The values templates read (`inputs`, `steps`, ...), prepared once for many
+/// renderings.
+#[derive(Debug, Clone)]
+pub struct Data(Context);
+
+impl Data {
+    /// Wraps a JSON object.
+    pub fn new(json: Json) -> Self {
+        Data(Context::from(json))
+    }
+
+    /// The values.
+    pub fn json(&self) -> &Json {
+        self.0.data()
+    }
+
+    /// The values, to change.
+    pub fn json_mut(&mut self) -> &mut Json {
+        self.0.data_mut()
+    }
+}
+
+impl From<Json> for Data {
+    fn from(json: Json) -> Self {
+        Data::new(json)
+    }
+}
+
 /// Compiles and renders templates. Cheap to share; build one per process.
 pub struct Renderer {
     plain: Handlebars<'static>,
@@ -239,10 +270,15 @@ impl Renderer {
     }
 
     /// Renders a text to a string.
-    pub fn render_str(&self, text: &str, ctx: &Json, mode: Mode) -> Result<String, TemplateError> {
+    pub fn render_str(&self, text: &str, data: &Data, mode: Mode) -> Result<String, TemplateError> {
         if !is_template(text) {
             return Ok(text.to_owned());
         }
+        let tpl = compile(text)?;
+        self.render_compiled(&tpl, text, data, mode)
+    }
+
+    fn render_compiled(&self, tpl: &Template, text: &str, data: &Data, mode: Mode) -> Result<String, TemplateError> {
         let hb = match mode {
             Mode::Plain => &self.plain,
             Mode::Shell => &self.shell,
@@ -252,7 +288,10 @@ impl Renderer {
                 "the command contains a reserved character (U+E000 or U+E001)".to_owned(),
             ));
         }
-        let out = hb.render_template(text, ctx).map_err(render_error)?;
+        let mut out = StringOutput::new();
+        let mut rc = RenderContext::new(None);
+        tpl.render(hb, &data.0, &mut rc, &mut out).map_err(render_error)?;
+        let out = out.into_string().map_err(|e| TemplateError::Render(e.to_string()))?;
         Ok(match mode {
             Mode::Plain => out,
             Mode::Shell => quote_marked(&out),
@@ -260,31 +299,31 @@ impl Renderer {
     }
 
     /// Renders a text to a typed value (see the module docs).
-    pub fn render_value(&self, text: &str, ctx: &Json, mode: Mode) -> Result<Json, TemplateError> {
+    pub fn render_value(&self, text: &str, data: &Data, mode: Mode) -> Result<Json, TemplateError> {
         if !is_template(text) {
             return Ok(Json::String(text.to_owned()));
         }
+        let tpl = compile(text)?;
         if mode == Mode::Plain {
-            let tpl = compile(text)?;
             match single_expression(&tpl) {
                 Some(Single::Path(segs)) => {
-                    return lookup(ctx, &segs)
+                    return lookup(data.json(), &segs)
                         .cloned()
                         .ok_or_else(|| TemplateError::Undefined(segs.join(".")));
                 }
                 Some(Single::Helper) => {
-                    let s = self.render_str(text, ctx, mode)?;
+                    let s = self.render_compiled(&tpl, text, data, mode)?;
                     return Ok(scalar_from_text(&s));
                 }
                 None => {}
             }
         }
-        self.render_str(text, ctx, mode).map(Json::String)
+        self.render_compiled(&tpl, text, data, mode).map(Json::String)
     }
 
     /// Renders a condition, which must come out `true` or `false`.
-    pub fn condition(&self, text: &str, ctx: &Json) -> Result<bool, TemplateError> {
-        let out = self.render_str(text, ctx, Mode::Plain)?;
+    pub fn condition(&self, text: &str, data: &Data) -> Result<bool, TemplateError> {
+        let out = self.render_str(text, data, Mode::Plain)?;
         match out.trim() {
             "true" => Ok(true),
             "false" => Ok(false),
@@ -297,7 +336,7 @@ impl Renderer {
     pub fn render_tree(
         &self,
         value: &Json,
-        ctx: &Json,
+        ctx: &Data,
         shell_fields: &[&str],
     ) -> Result<Json, (String, TemplateError)> {
         self.render_tree_at(value, ctx, shell_fields, &mut String::new())
@@ -306,7 +345,7 @@ impl Renderer {
     fn render_tree_at(
         &self,
         value: &Json,
-        ctx: &Json,
+        ctx: &Data,
         shell_fields: &[&str],
         at: &mut String,
     ) -> Result<Json, (String, TemplateError)> {
@@ -521,11 +560,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn ctx() -> Json {
-        json!({
+    fn ctx() -> Data {
+        Data::new(json!({
             "inputs": { "hosts": ["web1", "web2"], "batch": 2, "release": "v42", "msg": "it's; rm -rf /" },
             "steps": { "build": { "status": "succeeded", "outputs": { "ok": true } } },
-        })
+        }))
     }
 
     #[test]
@@ -620,7 +659,7 @@ mod tests {
     #[test]
     fn dashes_in_ids_are_paths() {
         let r = Renderer::new();
-        let c = json!({"steps": {"wait-drained": {"outputs": {"n": 0}}}});
+        let c = Data::new(json!({"steps": {"wait-drained": {"outputs": {"n": 0}}}}));
         assert_eq!(
             r.render_value("{{steps.wait-drained.outputs.n}}", &c, Mode::Plain),
             Ok(json!(0))
@@ -630,7 +669,7 @@ mod tests {
     #[test]
     fn values_cannot_escape_surrounding_quotes() {
         let r = Renderer::new();
-        let c = json!({ "x": "$(id)'\"`" });
+        let c = Data::new(json!({ "x": "$(id)'\"`" }));
         assert_eq!(
             r.render_str("echo '{{x}}'", &c, Mode::Shell),
             Ok(r#"echo '$(id)'\''"`'"#.to_owned())

@@ -21,7 +21,7 @@ use crate::parse::{Node, Value};
 use crate::template;
 use petgraph::graphmap::DiGraphMap;
 use serde_json::Value as Json;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 /// What the file's place in the library says the playbook must be.
@@ -62,6 +62,8 @@ impl Invalid {
 
 /// The template roots a playbook may read besides step and item variables.
 pub const ROOTS: &[&str] = &["inputs", "secrets", "env", "steps", "run", "playbook"];
+/// Guards walks up the step tree.
+const MAX_NESTING: usize = 256;
 /// What `steps.<id>` exposes.
 pub const STEP_FIELDS: &[&str] = &["outputs", "status"];
 /// What `run` exposes.
@@ -97,6 +99,8 @@ pub fn load(source: Source, expected: &Expected, registry: &Registry) -> Result<
         steps: HashMap::new(),
         inputs: Vec::new(),
         secrets: Vec::new(),
+        list_ids: HashMap::new(),
+        before: Vec::new(),
     };
     check.all(expected);
     let mut diagnostics = check.diags;
@@ -128,6 +132,11 @@ fn dedup(d: &mut Vec<Diagnostic>) {
 struct StepInfo {
     /// The JSON pointer of the step.
     pointer: String,
+    /// The list of siblings it is in, and its index there.
+    list: usize,
+    index: usize,
+    /// The step that owns that list (a group, or the step whose handler it is).
+    parent: Option<String>,
     /// The kind, for steps that call one.
     uses: Option<String>,
     /// Names declared in its `outputs:` mapping.
@@ -136,11 +145,21 @@ struct StepInfo {
     in_for_each: Option<String>,
 }
 
+/// One level of where a reader stands: a position in a list of siblings. The
+/// reader's own level comes first, then its enclosing group's, and so on.
+#[derive(Debug, Clone, Copy)]
+struct Level {
+    list: usize,
+    index: usize,
+    /// The step at this position has finished too (handlers, `until`, `outputs`).
+    include_self: bool,
+}
+
 /// What a step's templates may read.
 #[derive(Debug, Clone, Default)]
 struct Scope {
-    /// Step ids whose results are guaranteed to exist.
-    steps: BTreeSet<String>,
+    /// Where the reader stands, innermost first.
+    levels: Vec<Level>,
     /// Item variables of enclosing `for_each` groups, with the group's id.
     items: Vec<(String, String)>,
     /// The for_each groups the reader is inside.
@@ -157,12 +176,51 @@ struct Check<'a> {
     steps: HashMap<String, StepInfo>,
     inputs: Vec<String>,
     secrets: Vec<String>,
+    /// List ids by the pointer of the list.
+    list_ids: HashMap<String, usize>,
+    /// For each list, for each sibling, the siblings it is guaranteed to come after.
+    before: Vec<Vec<BitSet>>,
+}
+
+/// A small fixed-size bit set: which siblings come before a step.
+#[derive(Debug, Clone, Default)]
+struct BitSet(Vec<u64>);
+
+impl BitSet {
+    fn new(n: usize) -> Self {
+        BitSet(vec![0; n.div_ceil(64)])
+    }
+    fn insert(&mut self, i: usize) {
+        if let Some(w) = self.0.get_mut(i / 64) {
+            *w |= 1 << (i % 64);
+        }
+    }
+    fn contains(&self, i: usize) -> bool {
+        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+    fn union(&mut self, other: &BitSet) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a |= b;
+        }
+    }
 }
 
 /// One list of sibling steps and where it is.
 struct List<'n> {
     pointer: String,
     items: &'n [Node],
+    /// `undo: {step}` written as one mapping: the item's pointer is the list's.
+    single: bool,
+}
+
+impl List<'_> {
+    fn item_pointer(&self, i: usize) -> String {
+        if self.single {
+            self.pointer.clone()
+        } else {
+            format!("{}/{i}", self.pointer)
+        }
+    }
 }
 
 impl<'a> Check<'a> {
@@ -191,29 +249,21 @@ impl<'a> Check<'a> {
         let main = List {
             pointer: "/steps".to_owned(),
             items: steps,
+            single: false,
         };
         self.list(&main, &scope, true);
-        let all_main: BTreeSet<String> = self
-            .steps
-            .iter()
-            .filter(|(_, i)| i.pointer.starts_with("/steps/") && i.in_for_each.is_none())
-            .map(|(id, _)| id.clone())
-            .collect();
         for key in ["on_failure", "finally"] {
             if let Some(items) = self.root.get(key).and_then(Node::items) {
                 let scope = Scope {
-                    steps: all_main.clone(),
                     lenient: true,
                     ..Scope::default()
                 };
-                self.list(
-                    &List {
-                        pointer: format!("/{key}"),
-                        items,
-                    },
-                    &scope,
-                    false,
-                );
+                let list = List {
+                    pointer: format!("/{key}"),
+                    items,
+                    single: false,
+                };
+                self.list(&list, &scope, false);
             }
         }
         if let Some(lock) = self.root.get("lock") {
@@ -507,91 +557,89 @@ impl<'a> Check<'a> {
         }
     }
 
-    /// Records every step id (with duplicates reported) before references are checked.
+    /// Records every step id (with duplicates reported) and every list of
+    /// siblings, in source order, before references are checked.
     fn collect_ids(&mut self) {
-        let mut lists: Vec<(String, &Node, Option<String>)> = Vec::new();
+        let root = self.root;
         for key in ["steps", "on_failure", "finally"] {
-            if let Some(n) = self.root.get(key) {
-                lists.push((format!("/{key}"), n, None));
-            }
-        }
-        while let Some((ptr, node, in_for_each)) = lists.pop() {
-            let Some(items) = node.items() else { continue };
-            for (i, step) in items.iter().enumerate() {
-                let sp = format!("{ptr}/{i}");
-                let id = step.get("id").and_then(Node::as_str).map(str::to_owned);
-                let for_each = step.get("for_each").is_some();
-                let inner = if for_each {
-                    id.clone().or_else(|| in_for_each.clone())
-                } else {
-                    in_for_each.clone()
-                };
-                if let Some(id) = &id {
-                    if let Some(prev) = self.steps.get(id) {
-                        let line = self
-                            .root
-                            .pointer(&prev.pointer)
-                            .and_then(|n| n.get("id"))
-                            .map_or(0, |n| n.span.line);
-                        let span = step.get("id").map(|n| n.span);
-                        self.diags.push(
-                            Diagnostic::error("duplicate-id", format!("duplicate step id `{id}`"), span)
-                                .label("used again here")
-                                .hint(format!(
-                                    "ids are unique across the playbook; `{id}` is first used on line {line}"
-                                )),
-                        );
-                    } else {
-                        let declared_outputs = step
-                            .get("outputs")
-                            .and_then(Node::entries)
-                            .map(|m| m.iter().map(|(k, _)| k.name.clone()).collect())
-                            .unwrap_or_default();
-                        self.steps.insert(
-                            id.clone(),
-                            StepInfo {
-                                pointer: sp.clone(),
-                                uses: step.get("uses").and_then(Node::as_str).map(str::to_owned),
-                                declared_outputs,
-                                in_for_each: if for_each {
-                                    Some(id.clone())
-                                } else {
-                                    in_for_each.clone()
-                                },
-                            },
-                        );
-                    }
-                }
-                for key in ["steps", "on_failure", "undo"] {
-                    if let Some(n) = step.get(key) {
-                        let handler_scope = if key == "steps" {
-                            inner.clone()
-                        } else {
-                            inner.clone().or_else(|| in_for_each.clone())
-                        };
-                        if n.items().is_some() {
-                            lists.push((format!("{sp}/{key}"), n, handler_scope));
-                        } else if key == "undo" && n.entries().is_some() {
-                            // single-step form: visit it as a one-item list
-                            self.single_undo_id(n, &format!("{sp}/undo"));
-                        }
-                    }
-                }
+            if let Some(items) = root.get(key).and_then(Node::items) {
+                self.collect_list(&format!("/{key}"), items, false, None, None);
             }
         }
     }
 
-    fn single_undo_id(&mut self, step: &Node, _ptr: &str) {
-        if let Some(id) = step.get("id").and_then(Node::as_str) {
-            if self.steps.contains_key(id) {
-                self.diags.push(
-                    Diagnostic::error(
-                        "duplicate-id",
-                        format!("duplicate step id `{id}`"),
-                        step.get("id").map(|n| n.span),
-                    )
-                    .label("used again here"),
-                );
+    fn collect_list(
+        &mut self,
+        ptr: &str,
+        items: &'a [Node],
+        single: bool,
+        in_for_each: Option<String>,
+        parent: Option<String>,
+    ) {
+        let list = self.before.len();
+        self.before.push(Vec::new());
+        self.list_ids.insert(ptr.to_owned(), list);
+        for (i, step) in items.iter().enumerate() {
+            let sp = if single { ptr.to_owned() } else { format!("{ptr}/{i}") };
+            let id = step.get("id").and_then(Node::as_str).map(str::to_owned);
+            let for_each = step.get("for_each").is_some();
+            let inner = if for_each {
+                id.clone().or_else(|| in_for_each.clone())
+            } else {
+                in_for_each.clone()
+            };
+            if let Some(id) = &id {
+                if let Some(prev) = self.steps.get(id) {
+                    let line = self
+                        .root
+                        .pointer(&prev.pointer)
+                        .and_then(|n| n.get("id"))
+                        .map_or(0, |n| n.span.line);
+                    let span = step.get("id").map(|n| n.span);
+                    self.diags.push(
+                        Diagnostic::error("duplicate-id", format!("duplicate step id `{id}`"), span)
+                            .label("used again here")
+                            .hint(format!(
+                                "ids are unique across the playbook; `{id}` is first used on line {line}"
+                            )),
+                    );
+                } else {
+                    let declared_outputs = step
+                        .get("outputs")
+                        .and_then(Node::entries)
+                        .map(|m| m.iter().map(|(k, _)| k.name.clone()).collect())
+                        .unwrap_or_default();
+                    let info = StepInfo {
+                        pointer: sp.clone(),
+                        list,
+                        index: i,
+                        parent: parent.clone(),
+                        uses: step.get("uses").and_then(Node::as_str).map(str::to_owned),
+                        declared_outputs,
+                        in_for_each: if for_each {
+                            Some(id.clone())
+                        } else {
+                            in_for_each.clone()
+                        },
+                    };
+                    self.steps.insert(id.clone(), info);
+                }
+            }
+            if let Some(children) = step.get("steps").and_then(Node::items) {
+                self.collect_list(&format!("{sp}/steps"), children, false, inner.clone(), id.clone());
+            }
+            if let Some(handlers) = step.get("on_failure").and_then(Node::items) {
+                self.collect_list(&format!("{sp}/on_failure"), handlers, false, inner.clone(), id.clone());
+            }
+            if let Some(u) = step.get("undo") {
+                let (items, single) = match u.items() {
+                    Some(items) => (items, false),
+                    None => (std::slice::from_ref(u), true),
+                };
+                if single && u.entries().is_none() {
+                    continue;
+                }
+                self.collect_list(&format!("{sp}/undo"), items, single, inner.clone(), id.clone());
             }
         }
     }
@@ -674,42 +722,42 @@ impl<'a> Check<'a> {
                 cyclic.extend(members);
             }
         }
-        // What each sibling is guaranteed to come after.
-        let mut before: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); list.items.len()];
-        for (i, b) in before.iter_mut().enumerate() {
-            if cyclic.contains(&i) {
-                continue;
-            }
-            let mut dfs = petgraph::visit::Dfs::new(&graph, i);
-            while let Some(j) = dfs.next(&graph) {
-                if j != i {
-                    b.insert(j);
+        // What each sibling is guaranteed to come after: reachability over the
+        // `needs` graph, as bit sets built in topological order (linear in the
+        // number of edges times n/64, so a 10,000-step chain stays fast).
+        let n = list.items.len();
+        let mut before: Vec<BitSet> = vec![BitSet::new(n); n];
+        if cyclic.is_empty() {
+            if let Ok(order) = petgraph::algo::toposort(&graph, None) {
+                // Edges point from a step to what it waits for, so the reverse of
+                // a topological order visits what is waited for first.
+                for &i in order.iter().rev() {
+                    let mut b = BitSet::new(n);
+                    for j in graph.neighbors(i) {
+                        b.insert(j);
+                        b.union(&before[j]);
+                    }
+                    before[i] = b;
                 }
             }
+        }
+        let lid = self.list_ids.get(&list.pointer).copied();
+        if let Some(slot) = lid.and_then(|l| self.before.get_mut(l)) {
+            *slot = before;
         }
         for (i, step) in list.items.iter().enumerate() {
             let mut scope = outer.clone();
-            for &j in &before[i] {
-                if let Some(id) = ids[j] {
-                    self.add_visible(&mut scope, id);
-                }
+            if let Some(list) = lid {
+                scope.levels.insert(
+                    0,
+                    Level {
+                        list,
+                        index: i,
+                        include_self: false,
+                    },
+                );
             }
-            self.step(step, &format!("{}/{i}", list.pointer), &scope);
-        }
-    }
-
-    /// Makes a completed step (and, for a plain group, what is inside it) visible.
-    fn add_visible(&self, scope: &mut Scope, id: &str) {
-        scope.steps.insert(id.to_owned());
-        let Some(info) = self.steps.get(id) else { return };
-        if info.in_for_each.as_deref() == Some(id) {
-            return;
-        }
-        let prefix = format!("{}/steps/", info.pointer);
-        for (other, o) in &self.steps {
-            if o.pointer.starts_with(&prefix) && o.in_for_each == info.in_for_each {
-                scope.steps.insert(other.clone());
-            }
+            self.step(step, &list.item_pointer(i), &scope);
         }
     }
 
@@ -798,10 +846,7 @@ impl<'a> Check<'a> {
             self.template_field(t, &inner, false);
         }
         if let Some(r) = step.get("retry") {
-            let mut own = inner.clone();
-            if let Some(id) = &id {
-                self.add_self(&mut own, id);
-            }
+            let own = Self::after_self(&inner);
             self.retry(r, &own, Some(ptr));
         }
 
@@ -825,55 +870,77 @@ impl<'a> Check<'a> {
                 &List {
                     pointer: format!("{ptr}/steps"),
                     items: children,
+                    single: false,
                 },
                 &inner,
                 true,
             );
         }
 
-        let mut after = inner.clone();
-        if let Some(id) = &id {
-            self.add_self(&mut after, id);
-        }
+        let after = Self::after_self(&inner);
         if let Some(outputs) = step.get("outputs") {
             self.strings(outputs, &after, false);
         }
         if let Some(items) = step.get("on_failure").and_then(Node::items) {
-            let mut h = after.clone();
-            h.lenient = true;
-            self.list(
-                &List {
-                    pointer: format!("{ptr}/on_failure"),
-                    items,
-                },
-                &h,
-                false,
-            );
+            let handlers = Scope {
+                lenient: true,
+                ..after.clone()
+            };
+            let list = List {
+                pointer: format!("{ptr}/on_failure"),
+                items,
+                single: false,
+            };
+            self.list(&list, &handlers, false);
         }
         if let Some(u) = step.get("undo") {
-            match u.items() {
-                Some(items) => self.list(
-                    &List {
-                        pointer: format!("{ptr}/undo"),
-                        items,
-                    },
-                    &after,
-                    false,
-                ),
-                None => self.step(u, &format!("{ptr}/undo"), &after),
-            }
+            let (items, single) = match u.items() {
+                Some(items) => (items, false),
+                None => (std::slice::from_ref(u), true),
+            };
+            let list = List {
+                pointer: format!("{ptr}/undo"),
+                items,
+                single,
+            };
+            self.list(&list, &after, false);
         }
     }
 
-    fn add_self(&self, scope: &mut Scope, id: &str) {
-        scope.steps.insert(id.to_owned());
-        let Some(info) = self.steps.get(id) else { return };
-        let prefix = format!("{}/steps/", info.pointer);
-        for (other, o) in &self.steps {
-            if o.pointer.starts_with(&prefix) && o.in_for_each == info.in_for_each {
-                scope.steps.insert(other.clone());
+    /// The scope of what runs after the step itself finished (its handlers,
+    /// `retry.until`, `outputs:`): the step and what is inside it are done.
+    fn after_self(scope: &Scope) -> Scope {
+        let mut s = scope.clone();
+        if let Some(own) = s.levels.first_mut() {
+            own.include_self = true;
+        }
+        s
+    }
+
+    /// True if step `id` is guaranteed to have finished where the reader stands:
+    /// at some level of the reader's position, the target (or the group holding
+    /// it) is a sibling that the reader's position comes after.
+    fn finished_before(&self, id: &str, scope: &Scope) -> bool {
+        let mut chain = Vec::new();
+        let mut cur = self.steps.get(id);
+        while let Some(info) = cur {
+            chain.push((info.list, info.index));
+            cur = info.parent.as_deref().and_then(|p| self.steps.get(p));
+            if chain.len() > MAX_NESTING {
+                break;
             }
         }
+        for level in &scope.levels {
+            if let Some(&(_, index)) = chain.iter().find(|(l, _)| *l == level.list) {
+                return (level.include_self && index == level.index)
+                    || self
+                        .before
+                        .get(level.list)
+                        .and_then(|b| b.get(level.index))
+                        .is_some_and(|b| b.contains(index));
+            }
+        }
+        false
     }
 
     /// A call of a kind: the kind exists, `with` matches its schema, templates are sound.
@@ -903,7 +970,7 @@ impl<'a> Check<'a> {
         let with = step.get("with");
         let with_json = with.map_or(Json::Object(Default::default()), Node::to_json);
         if let Some(v) = self.registry.validator(kind) {
-            let schema = k.params_schema();
+            let schema = self.registry.params_schema(kind).cloned().unwrap_or(Json::Null);
             let errors: Vec<_> = v.iter_errors(&with_json).map(|e| e.to_owned()).collect();
             for e in errors {
                 if with.is_none() {
@@ -925,7 +992,10 @@ impl<'a> Check<'a> {
         }
         if let Some(with) = with {
             let shell: Vec<String> = k.shell_fields().iter().map(|f| format!("{ptr}/with{f}")).collect();
-            self.with_templates(with, &format!("{ptr}/with"), &shell, scope);
+            let mut own = scope.clone();
+            own.items
+                .extend(k.extra_roots().iter().map(|r| ((*r).to_owned(), String::new())));
+            self.with_templates(with, &format!("{ptr}/with"), &shell, &own);
             for nested in k.nested_steps() {
                 if let Some(n) = with.pointer(nested) {
                     let nested_ptr = format!("{ptr}/with{nested}");
@@ -1159,7 +1229,7 @@ impl<'a> Check<'a> {
                 ));
             }
         }
-        if !scope.lenient && !scope.steps.contains(id) {
+        if !scope.lenient && !self.finished_before(id, scope) {
             return Some((
                 format!("step `{id}` is not guaranteed to have run before this one"),
                 Some(format!("add `needs: [{id}]` (or move the step after `{id}`)")),

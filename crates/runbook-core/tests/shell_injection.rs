@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use proptest::prelude::*;
-use runbook_core::template::{Mode, Renderer};
+use runbook_core::template::{Data, Mode, Renderer};
 use serde_json::json;
 use std::process::Command;
 
@@ -25,7 +25,7 @@ proptest! {
     #[test]
     fn values_stay_data(v in "[ -~\\n\\t]{0,24}") {
         let r = Renderer::new();
-        let ctx = json!({ "inputs": { "v": v } });
+        let ctx = Data::new(json!({ "inputs": { "v": v } }));
         for (template, expected) in [
             ("printf '%s|' {{inputs.v}}", format!("{v}|")),
             ("printf '%s|' 'pre {{inputs.v}} post'", format!("pre {v} post|")),

@@ -11,7 +11,7 @@ use crate::order::execution_order;
 use indexmap::IndexMap;
 use runbook_core::kind::{Effect, Registry};
 use runbook_core::model::{Concurrency, CountOrPercent, ForEach, Playbook, Retry, Step};
-use runbook_core::template::{self, Mode, Renderer, TemplateError};
+use runbook_core::template::{self, Data, Mode, Renderer, TemplateError};
 use serde::Serialize;
 use serde_json::{Value as Json, json};
 
@@ -142,14 +142,14 @@ pub fn plan(playbook: &Playbook, inputs: &IndexMap<String, Json>, registry: &Reg
         .iter()
         .map(|s| (s.name().to_owned(), Json::String(format!("<secret {}>", s.name()))))
         .collect();
-    let ctx = json!({
+    let ctx = Data::new(json!({
         "inputs": inputs,
         "env": pctx.env,
         "secrets": secrets,
         "steps": {},
         "run": { "id": "<run id>", "user": pctx.user, "started_at": "<run start>" },
         "playbook": { "name": playbook.name, "version": playbook.version },
-    });
+    }));
     let planner = Planner {
         registry,
         renderer: Renderer::new(),
@@ -219,18 +219,19 @@ fn insert_at(ctx: &mut Json, path: &str, value: Json) {
 
 impl Planner<'_> {
     /// Renders with placeholders standing in for step results.
-    fn render<T>(&self, ctx: &Json, f: impl Fn(&Json) -> Result<T, TemplateError>) -> Result<T, TemplateError> {
-        let mut ctx = ctx.clone();
+    fn render<T>(&self, ctx: &Data, f: impl Fn(&Data) -> Result<T, TemplateError>) -> Result<T, TemplateError> {
+        let mut owned: Option<Data> = None;
         for _ in 0..32 {
-            match f(&ctx) {
+            match f(owned.as_ref().unwrap_or(ctx)) {
                 Err(TemplateError::Undefined(path)) if path.starts_with("steps.") => {
                     let ty = self.output_type(&path);
-                    insert_at(&mut ctx, &path, placeholder(&path, ty));
+                    let data = owned.get_or_insert_with(|| ctx.clone());
+                    insert_at(data.json_mut(), &path, placeholder(&path, ty));
                 }
                 other => return other,
             }
         }
-        f(&ctx)
+        f(owned.as_ref().unwrap_or(ctx))
     }
 
     fn output_type(&self, path: &str) -> &'static str {
@@ -247,11 +248,11 @@ impl Planner<'_> {
         }
     }
 
-    fn text(&self, text: &str, ctx: &Json) -> Result<String, TemplateError> {
+    fn text(&self, text: &str, ctx: &Data) -> Result<String, TemplateError> {
         self.render(ctx, |c| self.renderer.render_str(text, c, Mode::Plain))
     }
 
-    fn list(&self, steps: &[Step], ctx: &Json, prefix: &str) -> Vec<PlanStep> {
+    fn list(&self, steps: &[Step], ctx: &Data, prefix: &str) -> Vec<PlanStep> {
         let (order, stage) = execution_order(steps);
         let deps = crate::order::dependencies(steps);
         order
@@ -273,7 +274,7 @@ impl Planner<'_> {
             .collect()
     }
 
-    fn step(&self, step: &Step, ctx: &Json, path: &str) -> PlanStep {
+    fn step(&self, step: &Step, ctx: &Data, path: &str) -> PlanStep {
         let mut p = PlanStep {
             path: path.to_owned(),
             name: step.display_name().to_owned(),
@@ -333,14 +334,14 @@ impl Planner<'_> {
                 Some(items) => {
                     for (i, item) in items.iter().enumerate() {
                         let mut ictx = ctx.clone();
-                        insert_at(&mut ictx, &var, item.clone());
+                        insert_at(ictx.json_mut(), &var, item.clone());
                         let ipath = format!("{path}[{}]", item_key(item, i));
                         p.children.push(self.item(step, &ictx, &ipath));
                     }
                 }
                 None => {
                     let mut ictx = ctx.clone();
-                    insert_at(&mut ictx, &var, placeholder(&var, "item"));
+                    insert_at(ictx.json_mut(), &var, placeholder(&var, "item"));
                     p.children.push(self.item(step, &ictx, &format!("{path}[<{var}>]")));
                 }
             }
@@ -361,7 +362,7 @@ impl Planner<'_> {
     }
 
     /// One item of a `for_each`: the body, with its own handlers (they run per item).
-    fn item(&self, step: &Step, ctx: &Json, path: &str) -> PlanStep {
+    fn item(&self, step: &Step, ctx: &Data, path: &str) -> PlanStep {
         let mut p = self.body(step, ctx, path);
         p.on_failure = self.list(&step.on_failure, ctx, &format!("{path}.on_failure"));
         p.undo = self.list(step.undo_steps(), ctx, &format!("{path}.undo"));
@@ -369,7 +370,7 @@ impl Planner<'_> {
     }
 
     /// The call or group itself (once per item for `for_each`).
-    fn body(&self, step: &Step, ctx: &Json, path: &str) -> PlanStep {
+    fn body(&self, step: &Step, ctx: &Data, path: &str) -> PlanStep {
         let mut p = PlanStep {
             path: path.to_owned(),
             name: path.rsplit('.').next().unwrap_or(path).to_owned(),
@@ -435,7 +436,7 @@ impl Planner<'_> {
         effect
     }
 
-    fn when(&self, cond: &str, ctx: &Json, notes: &mut Vec<String>) -> When {
+    fn when(&self, cond: &str, ctx: &Data, notes: &mut Vec<String>) -> When {
         if !known_before_run(cond) {
             return When::AtRunTime {
                 condition: cond.to_owned(),
@@ -455,14 +456,14 @@ impl Planner<'_> {
         }
     }
 
-    fn count(&self, c: &CountOrPercent, ctx: &Json) -> String {
+    fn count(&self, c: &CountOrPercent, ctx: &Data) -> String {
         match c {
             CountOrPercent::Count(n) => n.to_string(),
             CountOrPercent::Text(t) => self.text(t, ctx).unwrap_or_else(|_| t.clone()),
         }
     }
 
-    fn concurrency(&self, c: &Concurrency, ctx: &Json) -> String {
+    fn concurrency(&self, c: &Concurrency, ctx: &Data) -> String {
         match c {
             Concurrency::One(c) => self.count(c, ctx),
             Concurrency::Ramp(r) => format!(

@@ -18,7 +18,7 @@ use serde_json::Value as Json;
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShellParams {
-    /// The command, run by `/bin/sh -c`. `{{x}}` inserts a value as one shell-quoted word.
+    /// The command, run by `/bin/sh -c`. `{{x}}` inserts a value quoted for where it stands (a word, or inside quotes).
     pub run: String,
     /// Environment variables added to the runner's environment.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
