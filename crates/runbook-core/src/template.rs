@@ -192,50 +192,43 @@ impl Default for Renderer {
     }
 }
 
-fn json_helper(
-    h: &Helper<'_>,
-    _: &Handlebars<'_>,
-    _: &Context,
-    _: &mut RenderContext<'_, '_>,
-    out: &mut dyn Output,
-) -> HelperResult {
-    let v = h.param(0).map(|p| p.value().clone()).unwrap_or(Json::Null);
-    out.write(&v.to_string())?;
-    Ok(())
+/// A helper that maps its parameters (missing ones are null) to the text it writes.
+fn helper(f: fn(&[Json]) -> String) -> impl handlebars::HelperDef + Send + Sync + 'static {
+    move |h: &Helper<'_>,
+          _: &Handlebars<'_>,
+          _: &Context,
+          _: &mut RenderContext<'_, '_>,
+          out: &mut dyn Output|
+          -> HelperResult {
+        let params: Vec<Json> = (0..2)
+            .map(|i| h.param(i).map_or(Json::Null, |p| p.value().clone()))
+            .collect();
+        out.write(&f(&params))?;
+        Ok(())
+    }
 }
 
-fn join_helper(
-    h: &Helper<'_>,
-    _: &Handlebars<'_>,
-    _: &Context,
-    _: &mut RenderContext<'_, '_>,
-    out: &mut dyn Output,
-) -> HelperResult {
-    let sep = h.param(1).and_then(|p| p.value().as_str()).unwrap_or(",");
-    let items = h.param(0).map(|p| p.value().clone()).unwrap_or(Json::Null);
-    let text = match items {
+/// `{{json value}}`: the value as JSON.
+fn json_text(p: &[Json]) -> String {
+    p[0].to_string()
+}
+
+/// `{{join list sep}}`: the items joined by `sep` (default `,`).
+fn join_text(p: &[Json]) -> String {
+    let sep = p[1].as_str().unwrap_or(",");
+    match &p[0] {
         Json::Array(v) => v.iter().map(scalar_text).collect::<Vec<_>>().join(sep),
-        other => scalar_text(&other),
-    };
-    out.write(&text)?;
-    Ok(())
+        other => scalar_text(other),
+    }
 }
 
-fn default_helper(
-    h: &Helper<'_>,
-    _: &Handlebars<'_>,
-    _: &Context,
-    _: &mut RenderContext<'_, '_>,
-    out: &mut dyn Output,
-) -> HelperResult {
-    let v = h.param(0).map(|p| p.value().clone()).unwrap_or(Json::Null);
-    let v = match v {
-        Json::Null => h.param(1).map(|p| p.value().clone()).unwrap_or(Json::Null),
-        Json::String(s) if s.is_empty() => h.param(1).map(|p| p.value().clone()).unwrap_or(Json::Null),
-        other => other,
-    };
-    out.write(&scalar_text(&v))?;
-    Ok(())
+/// `{{default value fallback}}`: the fallback when the value is null or empty.
+fn default_text(p: &[Json]) -> String {
+    match &p[0] {
+        Json::Null => scalar_text(&p[1]),
+        Json::String(s) if s.is_empty() => scalar_text(&p[1]),
+        other => scalar_text(other),
+    }
 }
 
 /// The text of a value as it is inserted into a string.
@@ -258,9 +251,9 @@ impl Renderer {
                 Mode::Plain => hb.register_escape_fn(handlebars::no_escape),
                 Mode::Shell => hb.register_escape_fn(mark_value),
             }
-            hb.register_helper("json", Box::new(json_helper));
-            hb.register_helper("join", Box::new(join_helper));
-            hb.register_helper("default", Box::new(default_helper));
+            hb.register_helper("json", Box::new(helper(json_text)));
+            hb.register_helper("join", Box::new(helper(join_text)));
+            hb.register_helper("default", Box::new(helper(default_text)));
             hb
         };
         Renderer {
@@ -681,6 +674,24 @@ mod tests {
         assert_eq!(
             r.render_str("echo a{{x}}b", &c, Mode::Shell),
             Ok(r#"echo a'$(id)'\''"`'b"#.to_owned())
+        );
+    }
+
+    #[test]
+    fn extra_helpers() {
+        let r = Renderer::new();
+        let c = Data::new(json!({ "hosts": ["a", "b"], "empty": "", "n": 3 }));
+        assert_eq!(
+            r.render_str("{{join hosts \" \"}}", &c, Mode::Plain),
+            Ok("a b".to_owned())
+        );
+        assert_eq!(
+            r.render_str("{{json hosts}}", &c, Mode::Plain),
+            Ok(r#"["a","b"]"#.to_owned())
+        );
+        assert_eq!(
+            r.render_str("{{default empty \"x\"}}-{{default n 1}}", &c, Mode::Plain),
+            Ok("x-3".to_owned())
         );
     }
 

@@ -112,32 +112,27 @@ fn cluster(steps: &[Step], prefix: &str, label: &str, edges: &mut Vec<(String, S
     c
 }
 
-/// The nodes an edge into this step attaches to.
+/// The nodes an edge into this step attaches to: a group's first steps.
 fn entries(step: &Step, k: &str) -> Vec<String> {
-    match &step.steps {
-        Some(children) => {
-            let deps = dependencies(children);
-            children
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| deps[*i].is_empty())
-                .flat_map(|(i, c)| entries(c, &key(k, c, i)))
-                .collect()
-        }
-        None => vec![k.to_owned()],
-    }
+    ends(step, k, &|deps, i| deps[i].is_empty())
 }
 
-/// The nodes an edge out of this step leaves from.
+/// The nodes an edge out of this step leaves from: a group's last steps.
 fn exits(step: &Step, k: &str) -> Vec<String> {
+    ends(step, k, &|deps, i| !deps.iter().any(|d| d.contains(&i)))
+}
+
+/// The leaf nodes at one end of a step: itself, or, for a group, recursively
+/// the children that `is_end` picks.
+fn ends(step: &Step, k: &str, is_end: &dyn Fn(&[Vec<usize>], usize) -> bool) -> Vec<String> {
     match &step.steps {
         Some(children) => {
             let deps = dependencies(children);
             children
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| !deps.iter().any(|d| d.contains(i)))
-                .flat_map(|(i, c)| exits(c, &key(k, c, i)))
+                .filter(|(i, _)| is_end(&deps, *i))
+                .flat_map(|(i, c)| ends(c, &key(k, c, i), is_end))
                 .collect()
         }
         None => vec![k.to_owned()],

@@ -126,6 +126,29 @@ pub struct PlanStep {
     pub notes: Vec<String>,
 }
 
+impl PlanStep {
+    fn new(path: &str, name: &str, step: &Step) -> Self {
+        PlanStep {
+            path: path.to_owned(),
+            name: name.to_owned(),
+            stage: 1,
+            after: Vec::new(),
+            uses: step.uses.clone(),
+            effect: None,
+            idempotent: step.idempotent.unwrap_or(false),
+            description: String::new(),
+            with: None,
+            when: When::Runs,
+            policy: Vec::new(),
+            for_each: None,
+            children: Vec::new(),
+            on_failure: Vec::new(),
+            undo: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+}
+
 /// Facts about the run the plan is for.
 #[derive(Debug, Clone, Default)]
 pub struct PlanContext {
@@ -275,24 +298,8 @@ impl Planner<'_> {
     }
 
     fn step(&self, step: &Step, ctx: &Data, path: &str) -> PlanStep {
-        let mut p = PlanStep {
-            path: path.to_owned(),
-            name: step.display_name().to_owned(),
-            stage: 1,
-            after: Vec::new(),
-            uses: step.uses.clone(),
-            effect: None,
-            idempotent: step.idempotent.unwrap_or(false),
-            description: String::new(),
-            with: None,
-            when: When::Runs,
-            policy: self.policy(step),
-            for_each: None,
-            children: Vec::new(),
-            on_failure: Vec::new(),
-            undo: Vec::new(),
-            notes: Vec::new(),
-        };
+        let mut p = PlanStep::new(path, step.display_name(), step);
+        p.policy = self.policy(step);
         if let Some(cond) = &step.when {
             p.when = self.when(cond, ctx, &mut p.notes);
         }
@@ -371,24 +378,7 @@ impl Planner<'_> {
 
     /// The call or group itself (once per item for `for_each`).
     fn body(&self, step: &Step, ctx: &Data, path: &str) -> PlanStep {
-        let mut p = PlanStep {
-            path: path.to_owned(),
-            name: path.rsplit('.').next().unwrap_or(path).to_owned(),
-            stage: 1,
-            after: Vec::new(),
-            uses: step.uses.clone(),
-            effect: None,
-            idempotent: step.idempotent.unwrap_or(false),
-            description: String::new(),
-            with: None,
-            when: When::Runs,
-            policy: Vec::new(),
-            for_each: None,
-            children: Vec::new(),
-            on_failure: Vec::new(),
-            undo: Vec::new(),
-            notes: Vec::new(),
-        };
+        let mut p = PlanStep::new(path, path.rsplit('.').next().unwrap_or(path), step);
         if let Some(kind) = step.uses.as_deref().and_then(|u| self.registry.get(u)) {
             let with = Json::Object(step.with.clone().unwrap_or_default());
             let rendered = match self.render(ctx, |c| {
