@@ -17,6 +17,10 @@ pub(crate) struct Cli {
     )]
     pub(crate) playbooks: PathBuf,
 
+    /// Where runs are recorded: a SQLite file (default: ~/.local/state/runbook/state.db).
+    #[arg(long, global = true, env = "RUNBOOK_STATE", value_name = "PATH")]
+    pub(crate) state: Option<PathBuf>,
+
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -45,6 +49,59 @@ pub(crate) enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+    },
+    /// Run a playbook, journalled so that it can be resumed.
+    Run {
+        /// `NAME`, `NAME@VERSION`, or a path to a `.yaml` file.
+        playbook: String,
+        #[command(flatten)]
+        inputs: InputArgs,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Continue an interrupted, failed or uncertain run where it stopped.
+    Resume {
+        /// The run id (a unique prefix is enough).
+        run: String,
+        /// Run this step again although it was in flight (you checked it did not take effect).
+        #[arg(long, value_name = "STEP")]
+        rerun: Vec<String>,
+        /// Record this in-flight step as done (you checked it took effect).
+        #[arg(long = "mark-done", value_name = "STEP")]
+        mark_done: Vec<String>,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Stop a run from another terminal (it records `cancelled`).
+    Cancel {
+        /// The run id (a unique prefix is enough).
+        run: String,
+    },
+    /// Recent runs, or one run's steps with state, attempts and durations.
+    Status {
+        /// The run id (a unique prefix is enough).
+        run: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// A run's step logs.
+    Logs {
+        /// The run id (a unique prefix is enough).
+        run: String,
+        /// Only this step (and what is inside it).
+        step: Option<String>,
+        /// Keep printing new lines until the run stops.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// The runs of one playbook, newest first.
+    History {
+        /// The playbook's name.
+        playbook: String,
+        /// How many runs.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
     },
     /// Print the step graph.
     Graph {
@@ -83,6 +140,17 @@ pub(crate) struct InputArgs {
     /// Read inputs from a YAML or JSON file (`--set` wins over it).
     #[arg(long = "inputs", value_name = "FILE")]
     pub(crate) inputs_file: Option<PathBuf>,
+}
+
+/// How a run executes and reports.
+#[derive(Debug, Args)]
+pub(crate) struct ExecArgs {
+    /// How many step calls may run at once.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub(crate) max_parallel: usize,
+    /// `text` (progress lines) or `json` (one JSON event per line).
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub(crate) output: Output,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -13,6 +13,7 @@ use runbook_core::validate::Loaded;
 use serde_json::Value as Json;
 
 pub(crate) fn dispatch(cli: Cli) -> Exit {
+    let state = cli.state.clone();
     let lib = Library::new(&cli.playbooks);
     let registry = crate::registry::registry();
     match cli.command {
@@ -24,6 +25,17 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
             inputs,
             output,
         } => plan(&lib, &registry, &playbook, &inputs, output),
+        Command::Run { playbook, inputs, exec } => crate::runs::run(state, &lib, &registry, &playbook, &inputs, &exec),
+        Command::Resume {
+            run,
+            rerun,
+            mark_done,
+            exec,
+        } => crate::runs::resume(state, &registry, &run, &rerun, &mark_done, &exec),
+        Command::Cancel { run } => crate::runs::cancel(state, &run),
+        Command::Status { run, output } => crate::history::status(state, run.as_deref(), output),
+        Command::Logs { run, step, follow } => crate::history::logs(state, &run, step.as_deref(), follow),
+        Command::History { playbook, limit } => crate::history::history(state, &playbook, limit),
         Command::Graph { playbook, format } => graph(&lib, &registry, &playbook, format),
         Command::Schema { kind } => schema(&registry, kind.as_deref()),
         Command::Docs {
@@ -41,7 +53,7 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
 }
 
 /// Loads a playbook, printing every diagnostic; `None` means exit 2.
-fn load(lib: &Library, registry: &Registry, spec: &str) -> Option<Loaded> {
+pub(crate) fn load(lib: &Library, registry: &Registry, spec: &str) -> Option<Loaded> {
     let located = match lib.locate(spec) {
         Ok(l) => l,
         Err(e) => {
@@ -265,7 +277,7 @@ fn validate(lib: &Library, registry: &Registry, specs: &[String]) -> Exit {
 }
 
 /// Reads `--inputs FILE` and `--set`, and checks them against the playbook.
-fn resolve_inputs(pb: &Playbook, args: &InputArgs) -> Option<IndexMap<String, Json>> {
+pub(crate) fn resolve_inputs(pb: &Playbook, args: &InputArgs) -> Option<IndexMap<String, Json>> {
     let mut given: IndexMap<String, Json> = IndexMap::new();
     let mut file_source: Option<(Source, runbook_core::parse::Node)> = None;
     if let Some(path) = &args.inputs_file {

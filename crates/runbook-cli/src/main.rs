@@ -12,9 +12,12 @@
 mod args;
 mod commands;
 mod diagnostics;
+mod history;
+mod observe;
 mod plan_text;
 mod reference;
 mod registry;
+mod runs;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -24,11 +27,14 @@ use std::process::ExitCode;
 pub(crate) enum Exit {
     /// Everything went as asked.
     Ok = 0,
-    /// A run failed.
-    #[allow(dead_code)]
+    /// A run failed (or was cancelled).
     Failed = 1,
     /// Invalid input or playbook: nothing ran, nothing changed.
     Invalid = 2,
+    /// Interrupted, uncertain or waiting: resumable.
+    Interrupted = 3,
+    /// Another process holds the run (or, later, a lock).
+    Locked = 4,
 }
 
 fn main() -> ExitCode {

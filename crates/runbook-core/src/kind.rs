@@ -14,6 +14,105 @@ use schemars::JsonSchema;
 use serde_json::Value as Json;
 use std::sync::Arc;
 
+pub use tokio_util::sync::CancellationToken;
+
+/// What a step produced: named JSON values under `steps.<id>.outputs`.
+pub type Outputs = serde_json::Map<String, Json>;
+
+/// Why a step failed, with whatever outputs it still produced (a command that
+/// exited 1 still has its `exit_code` and `stderr`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepError {
+    /// What went wrong, for a tired engineer: what happened and what to check.
+    pub message: String,
+    /// Outputs produced before the failure.
+    pub outputs: Outputs,
+    /// True when the step stopped because the run was cancelled.
+    pub cancelled: bool,
+}
+
+impl StepError {
+    /// A failure with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        StepError {
+            message: message.into(),
+            outputs: Outputs::new(),
+            cancelled: false,
+        }
+    }
+
+    /// A failure because the run was cancelled.
+    pub fn cancelled() -> Self {
+        StepError {
+            cancelled: true,
+            ..StepError::new("cancelled")
+        }
+    }
+
+    /// Attaches outputs.
+    #[must_use]
+    pub fn with_outputs(mut self, outputs: Outputs) -> Self {
+        self.outputs = outputs;
+        self
+    }
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Which stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// Where a step's log lines go. The engine's sink masks secrets before a line
+/// reaches the terminal or the store.
+pub trait LogSink: Send + Sync {
+    /// One line, without its newline.
+    fn line(&self, stream: LogStream, text: &str);
+}
+
+/// Runs a step call nested in another (e.g. `wait`'s `check`), through the
+/// registry, with the same context. Implemented by the engine.
+#[async_trait::async_trait]
+pub trait Nested: Send + Sync {
+    /// Runs `uses` with already-rendered `with`.
+    async fn call(&self, uses: &str, with: Json, ctx: &StepContext) -> Result<Outputs, StepError>;
+}
+
+/// What a running step is given.
+pub struct StepContext {
+    /// The run's id.
+    pub run_id: String,
+    /// The step path, e.g. `roll[web2].deploy`.
+    pub step: String,
+    /// Cancelled when the run is stopped; long steps must watch it.
+    pub cancel: CancellationToken,
+    /// Where log lines go.
+    pub log: Arc<dyn LogSink>,
+    /// The template data the step's `with:` was rendered from, for fields a kind
+    /// renders itself (`wait`'s `until`).
+    pub data: crate::template::Data,
+    /// Runs nested step calls.
+    pub nested: Arc<dyn Nested>,
+}
+
+impl std::fmt::Debug for StepContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepContext")
+            .field("run_id", &self.run_id)
+            .field("step", &self.step)
+            .finish()
+    }
+}
+
 /// What a step does to the world, as `plan` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -80,6 +179,7 @@ pub struct OutputDecl {
 }
 
 /// A step kind: what `uses:` names.
+#[async_trait::async_trait]
 pub trait StepKind: Send + Sync + 'static {
     /// The `uses` name, e.g. `shell`.
     fn name(&self) -> &'static str;
@@ -120,6 +220,21 @@ pub trait StepKind: Send + Sync + 'static {
 
     /// A one-line description of what this call will do, for `plan`.
     fn describe(&self, with: &Json) -> String;
+
+    /// JSON pointers (inside `with`) of fields the engine leaves unrendered,
+    /// because the kind renders them itself with its [`extra_roots`](Self::extra_roots).
+    fn deferred_fields(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Does it: `with` is rendered and valid against the schema. Must stop
+    /// promptly when `ctx.cancel` fires, leaving no process behind.
+    async fn run(&self, ctx: &StepContext, with: Json) -> Result<Outputs, StepError>;
+}
+
+/// Deserializes a kind's params from rendered `with:`, as a step error.
+pub fn params<T: serde::de::DeserializeOwned>(with: Json) -> Result<T, StepError> {
+    serde_json::from_value(with).map_err(|e| StepError::new(format!("invalid parameters: {e}")))
 }
 
 /// A scalar parameter value (an environment variable, a header): text, a number

@@ -8,6 +8,9 @@
 //! only through `runbook_core::kind::Registry`, so adding a kind never touches
 //! this crate, and it never depends on a `runbook-step-*` crate.
 
+pub mod exec;
 pub mod graph;
 pub mod order;
 pub mod plan;
+pub mod replay;
+pub mod secrets;

@@ -6,13 +6,14 @@
 use indexmap::IndexMap;
 use proptest::prelude::*;
 use runbook_core::diag::Source;
-use runbook_core::kind::{Effect, OutputDecl, OutputType, Registry, StepKind};
+use runbook_core::kind::{Effect, OutputDecl, OutputType, Outputs, Registry, StepContext, StepError, StepKind};
 use runbook_core::validate::{Expected, load};
 use serde_json::{Value as Json, json};
 
 /// A kind of this test's own (validation tests may build their own registry).
 struct Cmd;
 
+#[async_trait::async_trait]
 impl StepKind for Cmd {
     fn name(&self) -> &'static str {
         "shell"
@@ -41,6 +42,9 @@ impl StepKind for Cmd {
     }
     fn describe(&self, w: &Json) -> String {
         format!("run {}", w["run"])
+    }
+    async fn run(&self, _: &StepContext, _: Json) -> Result<Outputs, StepError> {
+        Err(StepError::new("loading never runs a step"))
     }
 }
 

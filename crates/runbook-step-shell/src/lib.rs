@@ -8,8 +8,12 @@
 //! the value shell-quoted; an input is data, never shell code, unless the
 //! playbook writes `{{{x}}}` (which `validate` flags).
 
+mod process;
+
 use indexmap::IndexMap;
-use runbook_core::kind::{Effect, OutputDecl, OutputType, Scalar, StepKind, one_line, schema_for};
+use runbook_core::kind::{
+    Effect, OutputDecl, OutputType, Outputs, Scalar, StepContext, StepError, StepKind, one_line, params, schema_for,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -61,6 +65,7 @@ const OUTPUTS: &[OutputDecl] = &[
     },
 ];
 
+#[async_trait::async_trait]
 impl StepKind for Shell {
     fn name(&self) -> &'static str {
         "shell"
@@ -93,6 +98,41 @@ impl StepKind for Shell {
     fn describe(&self, with: &Json) -> String {
         let run = with.get("run").and_then(Json::as_str).unwrap_or_default();
         format!("run `{}`", one_line(run, 100))
+    }
+
+    async fn run(&self, ctx: &StepContext, with: Json) -> Result<Outputs, StepError> {
+        let p: ShellParams = params(with)?;
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c").arg(&p.run);
+        for (k, v) in &p.env {
+            cmd.env(k, v.to_string());
+        }
+        if let Some(cwd) = &p.cwd {
+            cmd.current_dir(cwd);
+        }
+        let done = process::run(cmd, p.stdin.as_deref(), ctx).await?;
+        let mut out = Outputs::new();
+        out.insert("exit_code".into(), Json::from(done.code));
+        out.insert("stdout".into(), Json::String(done.stdout.clone()));
+        out.insert("stderr".into(), Json::String(done.stderr.clone()));
+        if done.code != 0 {
+            return Err(StepError::new(done.failure_message()).with_outputs(out));
+        }
+        if p.json {
+            match serde_json::from_str::<Json>(&done.stdout) {
+                Ok(v) => {
+                    out.insert("json".into(), v);
+                }
+                Err(e) => {
+                    return Err(StepError::new(format!(
+                        "`json: true` but standard output is not JSON ({e}); it starts with: {}",
+                        one_line(&done.stdout, 80)
+                    ))
+                    .with_outputs(out));
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

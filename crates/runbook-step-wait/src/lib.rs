@@ -8,10 +8,15 @@
 //! `until:`, until a condition over the last check (`check.outputs.*`,
 //! `check.status`) renders `true`.
 
-use runbook_core::kind::{Effect, NestedStep, OutputDecl, OutputType, StepKind, schema_for};
+use runbook_core::inputs::parse_duration;
+use runbook_core::kind::{
+    Effect, NestedStep, OutputDecl, OutputType, Outputs, StepContext, StepError, StepKind, params, schema_for,
+};
+use runbook_core::template::Renderer;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
+use std::time::{Duration, Instant};
 
 /// Pauses for a fixed time.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -31,6 +36,7 @@ const WAITED: &[OutputDecl] = &[OutputDecl {
     doc: "seconds actually waited",
 }];
 
+#[async_trait::async_trait]
 impl StepKind for Sleep {
     fn name(&self) -> &'static str {
         "sleep"
@@ -59,6 +65,36 @@ impl StepKind for Sleep {
     fn describe(&self, with: &Json) -> String {
         format!("sleep {}", with.get("duration").and_then(Json::as_str).unwrap_or("?"))
     }
+
+    async fn run(&self, ctx: &StepContext, with: Json) -> Result<Outputs, StepError> {
+        let p: SleepParams = params(with)?;
+        let d = duration("duration", &p.duration)?;
+        let start = Instant::now();
+        pause(ctx, d).await?;
+        Ok(waited(start))
+    }
+}
+
+fn duration(field: &str, text: &str) -> Result<Duration, StepError> {
+    parse_duration(text).map_err(|e| StepError::new(format!("`{field}`: {e}")))
+}
+
+/// Sleeps, but stops at once when the run is cancelled.
+async fn pause(ctx: &StepContext, d: Duration) -> Result<(), StepError> {
+    tokio::select! {
+        () = tokio::time::sleep(d) => Ok(()),
+        () = ctx.cancel.cancelled() => Err(StepError::cancelled()),
+    }
+}
+
+fn waited(start: Instant) -> Outputs {
+    let mut out = Outputs::new();
+    let secs = (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+    out.insert(
+        "waited".into(),
+        serde_json::Number::from_f64(secs).map_or(Json::Null, Json::Number),
+    );
+    out
 }
 
 /// Polls a check until it succeeds (or until a condition over it holds).
@@ -101,6 +137,7 @@ const WAIT_OUTPUTS: &[OutputDecl] = &[
     },
 ];
 
+#[async_trait::async_trait]
 impl StepKind for Wait {
     fn name(&self) -> &'static str {
         "wait"
@@ -143,4 +180,71 @@ impl StepKind for Wait {
             None => format!("poll `{kind}` every {every} until it succeeds (up to {up_to})"),
         }
     }
+
+    fn deferred_fields(&self) -> &'static [&'static str] {
+        &["/until"]
+    }
+
+    async fn run(&self, ctx: &StepContext, with: Json) -> Result<Outputs, StepError> {
+        let p: WaitParams = params(with)?;
+        let interval = duration("interval", p.interval.as_deref().unwrap_or("5s"))?;
+        let timeout = duration("timeout", p.timeout.as_deref().unwrap_or("5m"))?;
+        let renderer = Renderer::new();
+        let start = Instant::now();
+        let mut attempts = 0u64;
+        loop {
+            attempts += 1;
+            let result = ctx
+                .nested
+                .call(&p.check.uses, Json::Object(p.check.with.clone()), ctx)
+                .await;
+            let (status, outputs, error) = match result {
+                Ok(o) => ("succeeded", o, None),
+                Err(e) if e.cancelled => return Err(e),
+                Err(e) => ("failed", e.outputs, Some(e.message)),
+            };
+            let holds = match &p.until {
+                None => error.is_none(),
+                Some(cond) => {
+                    let mut data = ctx.data.clone();
+                    if let Json::Object(m) = data.json_mut() {
+                        m.insert(
+                            "check".into(),
+                            serde_json::json!({ "status": status, "outputs": outputs }),
+                        );
+                    }
+                    renderer
+                        .condition(cond, &data)
+                        .map_err(|e| StepError::new(format!("`until`: {e}")))?
+                }
+            };
+            if holds {
+                let mut out = waited(start);
+                out.insert("attempts".into(), Json::from(attempts));
+                out.insert("outputs".into(), Json::Object(outputs));
+                return Ok(out);
+            }
+            if start.elapsed() + interval > timeout {
+                let last = error.map_or_else(|| "the condition was false".to_owned(), |e| format!("last check: {e}"));
+                return Err(StepError::new(format!(
+                    "`{}` did not hold within {} ({attempts} attempts; {last})",
+                    p.check.uses,
+                    humantime_short(timeout)
+                ))
+                .with_outputs(outputs));
+            }
+            ctx.log.line(
+                runbook_core::kind::LogStream::Stdout,
+                &format!(
+                    "waiting: attempt {attempts} {}",
+                    if status == "failed" { "failed" } else { "not yet" }
+                ),
+            );
+            pause(ctx, interval).await?;
+        }
+    }
+}
+
+fn humantime_short(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
 }

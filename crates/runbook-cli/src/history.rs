@@ -1,0 +1,290 @@
+//! `status`, `logs` and `history`: reading runs back from the journal.
+
+use crate::Exit;
+use crate::args::Output;
+use crate::runs::open_store;
+use runbook_state::{Event, Recorded, RunRecord, RunStatus, Store, Stream};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().ok()
+}
+
+fn parse_time(s: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339(s).ok()
+}
+
+fn between(a: &str, b: &str) -> Option<Duration> {
+    parse_time(b)?.duration_since(parse_time(a)?).ok()
+}
+
+/// One step's story, from its events.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct StepRow {
+    pub(crate) step: String,
+    pub(crate) state: String,
+    pub(crate) attempts: u32,
+    pub(crate) duration_ms: Option<u128>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
+}
+
+/// Every step path in the order it first appeared, with its last state.
+pub(crate) fn steps(events: &[Recorded]) -> Vec<StepRow> {
+    let mut rows: Vec<StepRow> = Vec::new();
+    let mut first_start: Vec<Option<String>> = Vec::new();
+    let idx = |rows: &mut Vec<StepRow>, first: &mut Vec<Option<String>>, step: &str| -> usize {
+        match rows.iter().position(|r| r.step == step) {
+            Some(i) => i,
+            None => {
+                rows.push(StepRow {
+                    step: step.to_owned(),
+                    state: String::new(),
+                    attempts: 0,
+                    duration_ms: None,
+                    error: None,
+                });
+                first.push(None);
+                rows.len() - 1
+            }
+        }
+    };
+    for rec in events {
+        let at = &rec.at;
+        match &rec.event {
+            Event::StepStarted { step, attempt } => {
+                let i = idx(&mut rows, &mut first_start, step);
+                rows[i].state = "running".into();
+                rows[i].attempts = rows[i].attempts.max(*attempt);
+                first_start[i].get_or_insert_with(|| at.clone());
+            }
+            Event::StepSucceeded { step, .. } => {
+                let i = idx(&mut rows, &mut first_start, step);
+                rows[i].state = "succeeded".into();
+                rows[i].error = None;
+                rows[i].duration_ms = first_start[i]
+                    .as_deref()
+                    .and_then(|s| between(s, at))
+                    .map(|d| d.as_millis());
+            }
+            Event::StepFailed {
+                step,
+                error,
+                will_retry,
+                ..
+            } => {
+                let i = idx(&mut rows, &mut first_start, step);
+                rows[i].state = if *will_retry {
+                    "retrying".into()
+                } else {
+                    "failed".into()
+                };
+                rows[i].error = Some(error.clone());
+                rows[i].duration_ms = first_start[i]
+                    .as_deref()
+                    .and_then(|s| between(s, at))
+                    .map(|d| d.as_millis());
+            }
+            Event::StepSkipped { step, reason } => {
+                let i = idx(&mut rows, &mut first_start, step);
+                rows[i].state = "skipped".into();
+                rows[i].error = Some(reason.clone());
+            }
+            Event::StepInterrupted { step, .. } => {
+                let i = idx(&mut rows, &mut first_start, step);
+                rows[i].state = "interrupted".into();
+            }
+            _ => {}
+        }
+    }
+    rows
+}
+
+fn ms(d: Option<u128>) -> String {
+    d.map(|m| crate::observe::short(Duration::from_millis(u64::try_from(m).unwrap_or(u64::MAX))))
+        .unwrap_or_default()
+}
+
+fn table(runs: &[RunRecord]) {
+    println!(
+        "{:26}  {:20}  {:>3}  {:11}  {:24}  {:>8}  USER",
+        "RUN", "PLAYBOOK", "V", "STATUS", "STARTED", "TOOK"
+    );
+    for r in runs {
+        let took = if r.status == RunStatus::Running {
+            String::new()
+        } else {
+            ms(between(&r.created_at, &r.updated_at).map(|d| d.as_millis()))
+        };
+        println!(
+            "{:26}  {:20}  {:>3}  {:11}  {:24}  {:>8}  {}",
+            r.id,
+            r.playbook,
+            r.version,
+            r.status.as_str(),
+            r.created_at,
+            took,
+            r.user
+        );
+    }
+}
+
+pub(crate) fn status(state: Option<PathBuf>, run: Option<&str>, output: Output) -> Exit {
+    let Some(rt) = runtime() else { return Exit::Invalid };
+    rt.block_on(async {
+        let Some(store) = open_store(state).await else {
+            return Exit::Invalid;
+        };
+        let Some(id) = run else {
+            return match store.runs(None, 20).await {
+                Ok(runs) if output == Output::Json => {
+                    println!("{}", serde_json::to_string_pretty(&runs).unwrap_or_default());
+                    Exit::Ok
+                }
+                Ok(runs) => {
+                    table(&runs);
+                    Exit::Ok
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Exit::Invalid
+                }
+            };
+        };
+        let (record, events) = match store.run(id).await {
+            Ok(r) => match store.events(&r.id).await {
+                Ok(e) => (r, e),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Exit::Invalid;
+                }
+            },
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Exit::Invalid;
+            }
+        };
+        let rows = steps(&events);
+        let last_error = events.iter().rev().find_map(|r| match &r.event {
+            Event::RunFinished { error, .. } => error.clone(),
+            _ => None,
+        });
+        if output == Output::Json {
+            let v = serde_json::json!({ "run": record, "steps": rows, "error": last_error });
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            return Exit::Ok;
+        }
+        println!(
+            "run {}  {} v{}  {}",
+            record.id,
+            record.playbook,
+            record.version,
+            record.status.as_str()
+        );
+        println!("started {} by {}", record.created_at, record.user);
+        if let Some(pid) = record.pid {
+            println!("runner: process {pid}");
+        }
+        println!();
+        let width = rows.iter().map(|r| r.step.len()).max().unwrap_or(4).max(4);
+        println!(
+            "{:width$}  {:11}  {:>8}  {:>8}  NOTE",
+            "STEP", "STATE", "ATTEMPTS", "TOOK"
+        );
+        for r in &rows {
+            println!(
+                "{:width$}  {:11}  {:>8}  {:>8}  {}",
+                r.step,
+                r.state,
+                r.attempts,
+                ms(r.duration_ms),
+                r.error.as_deref().unwrap_or("")
+            );
+        }
+        for rec in &events {
+            if let Event::OperatorAction { action, step, who } = &rec.event {
+                println!(
+                    "{}  {who}: {action}{}",
+                    rec.at,
+                    step.as_deref().map(|s| format!(" {s}")).unwrap_or_default()
+                );
+            }
+        }
+        if let Some(e) = last_error {
+            println!("\n{}: {e}", record.status.as_str());
+        }
+        Exit::Ok
+    })
+}
+
+pub(crate) fn logs(state: Option<PathBuf>, run: &str, step: Option<&str>, follow: bool) -> Exit {
+    let Some(rt) = runtime() else { return Exit::Invalid };
+    rt.block_on(async {
+        let Some(store) = open_store(state).await else {
+            return Exit::Invalid;
+        };
+        let record = match store.run(run).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Exit::Invalid;
+            }
+        };
+        let mut after = 0;
+        loop {
+            match store.logs(&record.id, step, after).await {
+                Ok(lines) => {
+                    for (seq, l) in lines {
+                        after = seq;
+                        let mark = if l.stream == Stream::Stderr { "┃" } else { "│" };
+                        println!("{} {mark} {}", l.step, l.line);
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Exit::Invalid;
+                }
+            }
+            if !follow {
+                return Exit::Ok;
+            }
+            match store.run(&record.id).await {
+                Ok(r) if r.status == RunStatus::Running => {}
+                // One last read for lines written just before the end.
+                _ => {
+                    if let Ok(lines) = store.logs(&record.id, step, after).await {
+                        for (_, l) in lines {
+                            println!("{} │ {}", l.step, l.line);
+                        }
+                    }
+                    return Exit::Ok;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+}
+
+pub(crate) fn history(state: Option<PathBuf>, playbook: &str, limit: u32) -> Exit {
+    let Some(rt) = runtime() else { return Exit::Invalid };
+    rt.block_on(async {
+        let Some(store) = open_store(state).await else {
+            return Exit::Invalid;
+        };
+        match store.runs(Some(playbook), limit).await {
+            Ok(runs) => {
+                if runs.is_empty() {
+                    println!("no runs of `{playbook}` yet");
+                } else {
+                    table(&runs);
+                }
+                Exit::Ok
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Exit::Invalid
+            }
+        }
+    })
+}

@@ -1,0 +1,433 @@
+//! `run`, `resume` and `cancel`: starting, continuing and stopping runs.
+
+use crate::Exit;
+use crate::args::{ExecArgs, InputArgs, Output};
+use crate::commands::{load, resolve_inputs};
+use crate::diagnostics::plural;
+use indexmap::IndexMap;
+use runbook_core::diag::Source;
+use runbook_core::kind::Registry;
+use runbook_core::library::Library;
+use runbook_core::model::Playbook;
+use runbook_engine::exec::{self, Engine, Observer, RunInput, Signals};
+use runbook_engine::replay::{Prior, Replay};
+use runbook_engine::secrets::{self, Masker};
+use runbook_state::{Event, NewRun, RunStatus, SqliteStore, Store};
+use serde_json::Value as Json;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The user recorded as running a run or taking an operator action.
+pub(crate) fn user() -> String {
+    std::env::var("RUNBOOK_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+/// Opens the state store named by `--state`/`RUNBOOK_STATE`, else the default.
+pub(crate) async fn open_store(state: Option<PathBuf>) -> Option<Arc<SqliteStore>> {
+    let path = state.unwrap_or_else(runbook_state::default_path);
+    match SqliteStore::open(&path).await {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            eprintln!("error: {e} (hint: pass `--state PATH` or set RUNBOOK_STATE)");
+            None
+        }
+    }
+}
+
+/// A content hash of a playbook text (FNV-1a 64, hex): identifies the exact text
+/// a run executed; not a security boundary.
+fn hash(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+fn observer(output: Output) -> Arc<dyn Observer> {
+    match output {
+        Output::Text => Arc::new(crate::observe::Text::default()),
+        Output::Json => Arc::new(crate::observe::JsonLines),
+    }
+}
+
+fn env() -> IndexMap<String, String> {
+    std::env::vars().collect()
+}
+
+fn secrets_or_exit(pb: &Playbook, env: &IndexMap<String, String>) -> Option<IndexMap<String, String>> {
+    match secrets::resolve(pb, env) {
+        Ok(s) => Some(s),
+        Err(missing) => {
+            for m in &missing {
+                eprintln!("error: {}", m.message);
+            }
+            eprintln!(
+                "error: {} missing for `{}`; nothing was run",
+                plural(missing.len(), "secret"),
+                pb.name
+            );
+            None
+        }
+    }
+}
+
+/// First SIGINT/SIGTERM: stop gracefully. Second: kill.
+fn watch_signals(signals: &Signals) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let s = signals.clone();
+    tokio::spawn(async move {
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+            return;
+        };
+        let mut count = 0;
+        loop {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            count += 1;
+            if count == 1 {
+                eprintln!(
+                    "stopping: no new steps start; running steps are being stopped (interrupt again to kill now)"
+                );
+                s.stop.cancel();
+            } else {
+                eprintln!("killing running steps now");
+                s.kill.cancel();
+                break;
+            }
+        }
+    });
+}
+
+struct Execute<'a> {
+    store: Arc<SqliteStore>,
+    registry: &'a Registry,
+    playbook: &'a Playbook,
+    run_id: String,
+    inputs: IndexMap<String, Json>,
+    secrets: IndexMap<String, String>,
+    env: IndexMap<String, String>,
+    started_at: String,
+    replay: Replay,
+    exec: &'a ExecArgs,
+}
+
+async fn execute(x: Execute<'_>) -> Exit {
+    let observer = observer(x.exec.output);
+    let engine = Engine {
+        registry: x.registry.clone(),
+        store: x.store.clone(),
+        observer,
+    };
+    let _ = x.store.set_runner(&x.run_id, Some(std::process::id())).await;
+    let signals = Signals::default();
+    watch_signals(&signals);
+    let input = RunInput {
+        run_id: x.run_id.clone(),
+        playbook: x.playbook,
+        inputs: x.inputs,
+        secrets: x.secrets,
+        env: x.env,
+        user: user(),
+        started_at: x.started_at,
+        replay: x.replay,
+        max_parallel: x.exec.max_parallel,
+    };
+    let result = exec::execute(&engine, input, &signals).await;
+    let _ = x.store.set_runner(&x.run_id, None).await;
+    match result {
+        Ok(done) => {
+            let resumable = matches!(
+                done.status,
+                RunStatus::Interrupted | RunStatus::Failed | RunStatus::Uncertain
+            );
+            if resumable && x.exec.output == Output::Text {
+                eprintln!("hint: `runbook resume {}` continues this run", x.run_id);
+            }
+            match done.status {
+                RunStatus::Succeeded => Exit::Ok,
+                RunStatus::Failed | RunStatus::Cancelled => Exit::Failed,
+                RunStatus::Interrupted | RunStatus::Uncertain | RunStatus::Running => Exit::Interrupted,
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("hint: fix the state location, then `runbook resume {}`", x.run_id);
+            Exit::Interrupted
+        }
+    }
+}
+
+pub(crate) fn run(
+    state: Option<PathBuf>,
+    lib: &Library,
+    registry: &Registry,
+    spec: &str,
+    args: &InputArgs,
+    exec: &ExecArgs,
+) -> Exit {
+    let Some(loaded) = load(lib, registry, spec) else {
+        return Exit::Invalid;
+    };
+    let pb = &loaded.playbook;
+    let Some(inputs) = resolve_inputs(pb, args) else {
+        return Exit::Invalid;
+    };
+    let env = env();
+    let Some(secrets) = secrets_or_exit(pb, &env) else {
+        return Exit::Invalid;
+    };
+    let Some(rt) = runtime() else { return Exit::Invalid };
+    rt.block_on(async {
+        let Some(store) = open_store(state).await else {
+            return Exit::Invalid;
+        };
+        let masker = Masker::new(secrets.values().map(String::as_str));
+        let run_id = runbook_state::new_run_id();
+        let text = loaded.source.text.to_string();
+        let new = NewRun {
+            id: run_id.clone(),
+            playbook: pb.name.clone(),
+            version: pb.version,
+            hash: hash(&text),
+            text,
+            inputs: masker.json(&serde_json::json!(inputs)),
+            user: user(),
+        };
+        let first = Event::RunStarted { user: user() };
+        if let Err(e) = store.create_run(&new, &first).await {
+            eprintln!("error: {e}; nothing was run");
+            return Exit::Invalid;
+        }
+        observer(exec.output).event(&run_id, &first);
+        execute(Execute {
+            store,
+            registry,
+            playbook: pb,
+            run_id,
+            inputs,
+            secrets,
+            env,
+            started_at: runbook_state::now(),
+            replay: Replay::default(),
+            exec,
+        })
+        .await
+    })
+}
+
+/// True if `pid` is a live runbook process.
+fn alive(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains("runbook"))
+        .unwrap_or(false)
+}
+
+pub(crate) fn resume(
+    state: Option<PathBuf>,
+    registry: &Registry,
+    id: &str,
+    rerun: &[String],
+    mark_done: &[String],
+    exec: &ExecArgs,
+) -> Exit {
+    let Some(rt) = runtime() else { return Exit::Invalid };
+    rt.block_on(async {
+        let Some(store) = open_store(state).await else {
+            return Exit::Invalid;
+        };
+        let record = match store.run(id).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Exit::Invalid;
+            }
+        };
+        if !record.status.resumable() {
+            eprintln!(
+                "error: run {} finished as {}; it cannot be resumed (hint: start a new run with `runbook run {}`)",
+                record.id,
+                record.status.as_str(),
+                record.playbook
+            );
+            return Exit::Invalid;
+        }
+        if let Some(pid) = record.pid.filter(|p| alive(*p) && *p != std::process::id()) {
+            eprintln!(
+                "error: run {} is being executed by process {pid} (hint: `runbook cancel {}` stops it)",
+                record.id, record.id
+            );
+            return Exit::Locked;
+        }
+        // The run continues against the exact text it started with.
+        let source = Source::new(
+            format!("run {} ({} v{})", record.id, record.playbook, record.version),
+            record.text.clone(),
+        );
+        let expected = runbook_core::validate::Expected {
+            name: Some(record.playbook.clone()),
+            version: Some(record.version),
+        };
+        let loaded = match runbook_core::validate::load(source, &expected, registry) {
+            Ok(l) => l,
+            Err(inv) => {
+                crate::diagnostics::eprint_all(&inv.source, &inv.diagnostics);
+                eprintln!("error: the stored playbook no longer validates with this runbook; nothing was run");
+                return Exit::Invalid;
+            }
+        };
+        let events = match store.events(&record.id).await {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Exit::Invalid;
+            }
+        };
+        let replay = Replay::new(&events);
+        let in_flight = replay.in_flight();
+        for step in rerun.iter().chain(mark_done) {
+            if !in_flight.contains(step) {
+                let list = if in_flight.is_empty() {
+                    "none".to_owned()
+                } else {
+                    in_flight.join(", ")
+                };
+                eprintln!("error: step `{step}` was not in flight (steps in flight: {list}); nothing was run");
+                return Exit::Invalid;
+            }
+        }
+        let env = env();
+        let Some(secrets) = secrets_or_exit(&loaded.playbook, &env) else {
+            return Exit::Invalid;
+        };
+        let inputs: IndexMap<String, Json> = record
+            .inputs
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let who = user();
+        let obs = observer(exec.output);
+        let mut journal = vec![Event::RunResumed { user: who.clone() }];
+        for step in rerun {
+            journal.push(Event::OperatorAction {
+                action: "rerun".into(),
+                step: Some(step.clone()),
+                who: who.clone(),
+            });
+        }
+        for step in mark_done {
+            journal.push(Event::OperatorAction {
+                action: "mark-done".into(),
+                step: Some(step.clone()),
+                who: who.clone(),
+            });
+            let attempt = match replay.steps.get(step) {
+                Some(Prior::InFlight { attempt }) => *attempt,
+                _ => 0,
+            };
+            journal.push(Event::StepSucceeded {
+                step: step.clone(),
+                attempt,
+                outputs: serde_json::json!({}),
+            });
+        }
+        for e in &journal {
+            if let Err(err) = store.append(&record.id, e).await {
+                eprintln!("error: {err}; nothing was run");
+                return Exit::Invalid;
+            }
+            obs.event(&record.id, e);
+        }
+        let events = match store.events(&record.id).await {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Exit::Invalid;
+            }
+        };
+        execute(Execute {
+            store,
+            registry,
+            playbook: &loaded.playbook,
+            run_id: record.id.clone(),
+            inputs,
+            secrets,
+            env,
+            started_at: record.created_at.clone(),
+            replay: Replay::new(&events),
+            exec,
+        })
+        .await
+    })
+}
+
+pub(crate) fn cancel(state: Option<PathBuf>, id: &str) -> Exit {
+    let Some(rt) = runtime() else { return Exit::Invalid };
+    rt.block_on(async {
+        let Some(store) = open_store(state).await else {
+            return Exit::Invalid;
+        };
+        let record = match store.run(id).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Exit::Invalid;
+            }
+        };
+        if !record.status.resumable() {
+            eprintln!(
+                "error: run {} already finished as {}",
+                record.id,
+                record.status.as_str()
+            );
+            return Exit::Invalid;
+        }
+        let action = Event::OperatorAction {
+            action: "cancel".into(),
+            step: None,
+            who: user(),
+        };
+        if let Err(e) = store.append(&record.id, &action).await {
+            eprintln!("error: {e}");
+            return Exit::Invalid;
+        }
+        match record.pid.filter(|p| alive(*p)) {
+            Some(pid) => {
+                let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0));
+                if let Err(e) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM) {
+                    eprintln!("error: cannot signal process {pid}: {e}");
+                    return Exit::Failed;
+                }
+                println!("cancel requested: run {} is stopping (process {pid})", record.id);
+            }
+            None => {
+                // Nobody is executing it: record the end ourselves.
+                let done = Event::RunFinished {
+                    status: RunStatus::Cancelled,
+                    error: Some("cancelled by an operator".into()),
+                };
+                if let Err(e) = store.append(&record.id, &done).await {
+                    eprintln!("error: {e}");
+                    return Exit::Invalid;
+                }
+                println!("run {} cancelled", record.id);
+            }
+        }
+        Exit::Ok
+    })
+}

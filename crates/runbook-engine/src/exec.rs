@@ -1,0 +1,1335 @@
+//! The executor: runs a playbook's step DAG against a journal.
+//!
+//! Rules, in the order they matter to an operator:
+//! - **Nothing is lost.** A step's `step_started` is durable before its side
+//!   effect starts, and its `step_succeeded` (with outputs) is durable before any
+//!   step that depends on it starts. If the journal cannot be written, the run
+//!   stops.
+//! - **Resume** replays the journal: succeeded and skipped steps are not run
+//!   again and their outputs are restored; failed steps run again; a step that
+//!   was in flight runs again only if it is idempotent (or an operator said
+//!   `--rerun`), otherwise the run stops as `uncertain` and names it.
+//! - **Stopping** (Ctrl-C, SIGTERM, `runbook cancel`): no new step starts, running
+//!   ones are cancelled (SIGTERM to their process group, SIGKILL after a grace
+//!   period), `on_failure` and `finally` handlers run, and the run is recorded as
+//!   interrupted. A second signal kills everything at once.
+//! - **Failure**: the run's `on_failure` steps run, then each completed step's
+//!   `undo` in reverse completion order, then `finally`.
+//!
+//! Independent steps run concurrently in one task (`FuturesUnordered`); the
+//! steps themselves are child processes and sockets, so one thread is plenty.
+//! `--max-parallel` bounds how many calls run at once.
+
+use crate::order::dependencies;
+use crate::plan::item_key;
+use crate::replay::{Prior, Replay};
+use crate::secrets::Masker;
+use futures::future::LocalBoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use indexmap::IndexMap;
+use runbook_core::inputs::parse_duration;
+use runbook_core::kind::{
+    CancellationToken, LogSink, LogStream, Nested, Outputs, Registry, StepContext, StepError, StepKind,
+};
+use runbook_core::model::{Backoff, BackoffName, Concurrency, CountOrPercent, ForEach, Playbook, Retry, Step};
+use runbook_core::template::{self, Data, Mode, Renderer};
+use runbook_state::{Event, LogLine, RunStatus, Store, StoreError, Stream};
+use serde_json::{Value as Json, json};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Sees what happens, as it happens (progress lines, JSON events).
+pub trait Observer: Send + Sync {
+    /// An event, once it is durable in the journal.
+    fn event(&self, run: &str, event: &Event);
+    /// A log line of a step (secrets already masked).
+    fn log(&self, line: &LogLine);
+}
+
+/// An observer that sees nothing.
+#[derive(Debug, Default)]
+pub struct Quiet;
+
+impl Observer for Quiet {
+    fn event(&self, _: &str, _: &Event) {}
+    fn log(&self, _: &LogLine) {}
+}
+
+/// What the executor needs from its surroundings.
+#[derive(Clone)]
+pub struct Engine {
+    /// The step kinds.
+    pub registry: Registry,
+    /// The journal.
+    pub store: Arc<dyn Store>,
+    /// Who watches.
+    pub observer: Arc<dyn Observer>,
+}
+
+/// The two ways to stop a run.
+#[derive(Debug, Clone, Default)]
+pub struct Signals {
+    /// Stop gracefully: first Ctrl-C, SIGTERM, `runbook cancel`.
+    pub stop: CancellationToken,
+    /// Stop now: second Ctrl-C.
+    pub kill: CancellationToken,
+}
+
+/// One run to execute (new or resumed).
+#[derive(Debug)]
+pub struct RunInput<'a> {
+    /// The run's id (already created in the store).
+    pub run_id: String,
+    /// The playbook, parsed from the text stored with the run.
+    pub playbook: &'a Playbook,
+    /// Checked inputs.
+    pub inputs: IndexMap<String, Json>,
+    /// Resolved secrets (never stored).
+    pub secrets: IndexMap<String, String>,
+    /// The environment templates read as `env.*`.
+    pub env: IndexMap<String, String>,
+    /// Who runs it.
+    pub user: String,
+    /// When the run was first started.
+    pub started_at: String,
+    /// The journal so far (empty for a new run).
+    pub replay: Replay,
+    /// How many calls may run at once.
+    pub max_parallel: usize,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// The status recorded.
+    pub status: RunStatus,
+    /// Why, when it did not succeed.
+    pub error: Option<String>,
+}
+
+/// The executor could not keep its promises (the journal failed).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The journal could not be written; the run stopped.
+    #[error("the journal could not be written, so the run stopped: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// How a step (or a list of steps) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Succeeded,
+    Skipped,
+    /// Failed with `continue_on_error`.
+    Tolerated,
+    Failed(String),
+    Interrupted,
+    /// A non-idempotent step was in flight; an operator must decide.
+    Uncertain(String),
+}
+
+impl Outcome {
+    fn lets_dependents_run(&self) -> bool {
+        matches!(self, Outcome::Succeeded | Outcome::Skipped | Outcome::Tolerated)
+    }
+
+    fn rank(&self) -> u8 {
+        match self {
+            Outcome::Succeeded | Outcome::Skipped | Outcome::Tolerated => 0,
+            Outcome::Failed(_) => 1,
+            Outcome::Interrupted => 2,
+            Outcome::Uncertain(_) => 3,
+        }
+    }
+
+    /// The more serious of two outcomes (the first failure wins among failures).
+    fn merge(self, other: Outcome) -> Outcome {
+        if other.rank() > self.rank() { other } else { self }
+    }
+}
+
+/// Variables and step results visible at one level (the run, a for_each item).
+#[derive(Debug, Default)]
+struct Frame {
+    parent: Option<Rc<Frame>>,
+    vars: Vec<(String, Json)>,
+    results: RefCell<HashMap<String, Json>>,
+}
+
+impl Frame {
+    fn child(parent: &Rc<Frame>, var: &str, value: Json) -> Rc<Frame> {
+        Rc::new(Frame {
+            parent: Some(parent.clone()),
+            vars: vec![(var.to_owned(), value)],
+            results: RefCell::default(),
+        })
+    }
+
+    fn lookup(&self, id: &str) -> Option<Json> {
+        if let Some(r) = self.results.borrow().get(id) {
+            return Some(r.clone());
+        }
+        self.parent.as_ref().and_then(|p| p.lookup(id))
+    }
+
+    fn set(&self, id: Option<&str>, status: &str, outputs: &Json) {
+        if let Some(id) = id {
+            self.results
+                .borrow_mut()
+                .insert(id.to_owned(), json!({ "status": status, "outputs": outputs }));
+        }
+    }
+}
+
+/// Runs nested calls (`wait`'s `check`) through the registry.
+struct NestedRunner {
+    registry: Registry,
+}
+
+#[async_trait::async_trait]
+impl Nested for NestedRunner {
+    async fn call(&self, uses: &str, with: Json, ctx: &StepContext) -> Result<Outputs, StepError> {
+        let kind = self
+            .registry
+            .get(uses)
+            .ok_or_else(|| StepError::new(format!("unknown step kind `{uses}`")))?;
+        kind.run(ctx, with).await
+    }
+}
+
+/// Masks and forwards a step's log lines; the store gets them in batches.
+struct Sink {
+    step: String,
+    masker: Arc<Masker>,
+    observer: Arc<dyn Observer>,
+    buffer: Arc<Mutex<Vec<LogLine>>>,
+}
+
+impl LogSink for Sink {
+    fn line(&self, stream: LogStream, text: &str) {
+        let line = LogLine {
+            step: self.step.clone(),
+            at: runbook_state::now(),
+            stream: match stream {
+                LogStream::Stdout => Stream::Stdout,
+                LogStream::Stderr => Stream::Stderr,
+            },
+            line: self.masker.text(text),
+        };
+        self.observer.log(&line);
+        if let Ok(mut b) = self.buffer.lock() {
+            b.push(line);
+        }
+    }
+}
+
+struct Policy {
+    attempts: u32,
+    delay: Duration,
+    factor: f64,
+    max_delay: Option<Duration>,
+    until: Option<String>,
+}
+
+struct Exec<'a> {
+    engine: &'a Engine,
+    run_id: String,
+    playbook: &'a Playbook,
+    base: serde_json::Map<String, Json>,
+    masker: Arc<Masker>,
+    renderer: Renderer,
+    replay: Replay,
+    permits: tokio::sync::Semaphore,
+    logs: Arc<Mutex<Vec<LogLine>>>,
+    nested: Arc<NestedRunner>,
+    /// Completed steps with `undo`, in completion order.
+    undo: RefCell<Vec<(String, &'a Step, Rc<Frame>)>>,
+    /// Step ids each step's templates read, by step address.
+    refs: RefCell<HashMap<usize, Rc<Vec<String>>>>,
+    /// The first journal failure; once set, the run stops.
+    store_error: RefCell<Option<StoreError>>,
+    /// Stops everything when the journal fails.
+    abort: CancellationToken,
+}
+
+fn join_path(prefix: &str, seg: &str) -> String {
+    if prefix.is_empty() {
+        seg.to_owned()
+    } else {
+        format!("{prefix}.{seg}")
+    }
+}
+
+/// Runs (or resumes) a run to its end, recording everything in the journal.
+pub async fn execute(engine: &Engine, input: RunInput<'_>, signals: &Signals) -> Result<Finished, EngineError> {
+    let masker = Arc::new(Masker::new(input.secrets.values().map(String::as_str)));
+    let mut base = serde_json::Map::new();
+    base.insert("inputs".into(), json!(input.inputs));
+    base.insert("env".into(), json!(input.env));
+    base.insert("secrets".into(), json!(input.secrets));
+    base.insert(
+        "run".into(),
+        json!({ "id": input.run_id, "user": input.user, "started_at": input.started_at }),
+    );
+    base.insert(
+        "playbook".into(),
+        json!({ "name": input.playbook.name, "version": input.playbook.version }),
+    );
+    let exec = Exec {
+        engine,
+        run_id: input.run_id.clone(),
+        playbook: input.playbook,
+        base,
+        masker,
+        renderer: Renderer::new(),
+        replay: input.replay,
+        permits: tokio::sync::Semaphore::new(input.max_parallel.max(1)),
+        logs: Arc::new(Mutex::new(Vec::new())),
+        nested: Arc::new(NestedRunner {
+            registry: engine.registry.clone(),
+        }),
+        undo: RefCell::new(Vec::new()),
+        refs: RefCell::new(HashMap::new()),
+        store_error: RefCell::new(None),
+        abort: CancellationToken::new(),
+    };
+    // Log lines reach the store in batches, not one fsync each.
+    let flusher = {
+        let store = engine.store.clone();
+        let logs = exec.logs.clone();
+        let run = exec.run_id.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                flush(&*store, &run, &logs).await;
+            }
+        })
+    };
+    let result = exec.run(signals).await;
+    flusher.abort();
+    flush(&*engine.store, &exec.run_id, &exec.logs).await;
+    result
+}
+
+async fn flush(store: &dyn Store, run: &str, logs: &Mutex<Vec<LogLine>>) {
+    let batch = match logs.lock() {
+        Ok(mut b) => std::mem::take(&mut *b),
+        Err(_) => return,
+    };
+    // Logs are best effort; the journal is what must never be lost.
+    let _ = store.append_logs(run, &batch).await;
+}
+
+impl<'a> Exec<'a> {
+    async fn run(&self, signals: &Signals) -> Result<Finished, EngineError> {
+        let root = Rc::new(Frame::default());
+        let stop = signals.stop.child_token();
+        let aborted = {
+            let stop = stop.clone();
+            let abort = self.abort.clone();
+            async move {
+                abort.cancelled().await;
+                stop.cancel();
+            }
+        };
+        // The main steps, stoppable; a kill drops them at once (their process
+        // groups are killed as the futures drop).
+        let main = async {
+            tokio::select! {
+                o = self.run_list(&self.playbook.steps, &root, "", &stop, true) => o,
+                () = aborted => Outcome::Interrupted,
+            }
+        };
+        let outcome = tokio::select! {
+            o = main => Some(o),
+            () = signals.kill.cancelled() => None,
+        };
+        let Some(mut outcome) = outcome else {
+            return self
+                .finish(RunStatus::Interrupted, Some("killed (second interrupt)".into()))
+                .await;
+        };
+        // Handlers run on the kill token only: a graceful stop has already happened.
+        let handlers = &signals.kill;
+        let handler_phase = |steps: &'a [Step], prefix: &'static str| {
+            let root = root.clone();
+            async move {
+                tokio::select! {
+                    o = self.run_list(steps, &root, prefix, handlers, false) => Some(o),
+                    () = handlers.cancelled() => None,
+                }
+            }
+        };
+        match &outcome {
+            Outcome::Failed(_) | Outcome::Interrupted => {
+                if handler_phase(&self.playbook.on_failure, "on_failure").await.is_none() {
+                    return self
+                        .finish(RunStatus::Interrupted, Some("killed during on_failure".into()))
+                        .await;
+                }
+                if matches!(outcome, Outcome::Failed(_)) {
+                    let killed = tokio::select! {
+                        () = self.compensate(handlers) => false,
+                        () = handlers.cancelled() => true,
+                    };
+                    if killed {
+                        return self
+                            .finish(RunStatus::Interrupted, Some("killed during undo".into()))
+                            .await;
+                    }
+                }
+            }
+            _ => {}
+        }
+        if !matches!(outcome, Outcome::Uncertain(_)) {
+            match handler_phase(&self.playbook.finally, "finally").await {
+                None => {
+                    return self
+                        .finish(RunStatus::Interrupted, Some("killed during finally".into()))
+                        .await;
+                }
+                Some(Outcome::Failed(e)) if outcome.rank() == 0 => {
+                    outcome = Outcome::Failed(format!("a `finally` step failed: {e}"));
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(e) = self.store_error.borrow_mut().take() {
+            return Err(EngineError::Store(e));
+        }
+        let (status, error) = match outcome {
+            Outcome::Succeeded | Outcome::Skipped | Outcome::Tolerated => (RunStatus::Succeeded, None),
+            Outcome::Failed(e) => (RunStatus::Failed, Some(e)),
+            Outcome::Interrupted => {
+                if self.cancel_requested().await {
+                    (RunStatus::Cancelled, Some("cancelled by an operator".to_owned()))
+                } else {
+                    (
+                        RunStatus::Interrupted,
+                        Some("interrupted; `runbook resume` continues it".to_owned()),
+                    )
+                }
+            }
+            Outcome::Uncertain(step) => (
+                RunStatus::Uncertain,
+                Some(format!(
+                    "step `{step}` was running when the run stopped and is not idempotent, so it may or may not \
+                     have taken effect; check, then `runbook resume {} --rerun {step}` or `--mark-done {step}`",
+                    self.run_id
+                )),
+            ),
+        };
+        self.finish(status, error).await
+    }
+
+    async fn cancel_requested(&self) -> bool {
+        match self.engine.store.events(&self.run_id).await {
+            Ok(events) => Replay::new(&events).cancel_requested,
+            Err(_) => false,
+        }
+    }
+
+    async fn finish(&self, status: RunStatus, error: Option<String>) -> Result<Finished, EngineError> {
+        let error = error.map(|e| self.masker.text(&e));
+        let event = Event::RunFinished {
+            status,
+            error: error.clone(),
+        };
+        self.engine.store.append(&self.run_id, &event).await?;
+        self.engine.observer.event(&self.run_id, &event);
+        Ok(Finished { status, error })
+    }
+
+    /// Appends to the journal; on failure, remembers it and stops the run.
+    async fn journal(&self, event: Event) -> bool {
+        match self.engine.store.append(&self.run_id, &event).await {
+            Ok(_) => {
+                self.engine.observer.event(&self.run_id, &event);
+                true
+            }
+            Err(e) => {
+                self.store_error.borrow_mut().get_or_insert(e);
+                self.abort.cancel();
+                false
+            }
+        }
+    }
+
+    /// Runs a list of sibling steps as a DAG.
+    fn run_list<'b>(
+        &'b self,
+        steps: &'a [Step],
+        frame: &'b Rc<Frame>,
+        prefix: &'b str,
+        cancel: &'b CancellationToken,
+        restore: bool,
+    ) -> LocalBoxFuture<'b, Outcome> {
+        Box::pin(async move {
+            let deps = dependencies(steps);
+            #[derive(Clone, PartialEq)]
+            enum State {
+                Pending,
+                Running,
+                Done(Outcome),
+            }
+            let mut state = vec![State::Pending; steps.len()];
+            let mut running = FuturesUnordered::new();
+            let mut result = Outcome::Succeeded;
+            loop {
+                if result.rank() == 0 && !cancel.is_cancelled() {
+                    for i in 0..steps.len() {
+                        let ready = state[i] == State::Pending
+                            && deps[i]
+                                .iter()
+                                .all(|&j| matches!(&state[j], State::Done(o) if o.lets_dependents_run()));
+                        if ready {
+                            state[i] = State::Running;
+                            let seg = steps[i].id.clone().unwrap_or_else(|| format!("{}", i + 1));
+                            let path = join_path(prefix, &seg);
+                            let fut = self.run_step(&steps[i], frame, path, cancel, restore);
+                            running.push(async move { (i, fut.await) });
+                        }
+                    }
+                }
+                match running.next().await {
+                    None => break,
+                    Some((i, o)) => {
+                        result = result.merge(o.clone());
+                        state[i] = State::Done(o);
+                    }
+                }
+            }
+            if result.rank() == 0 && state.contains(&State::Pending) {
+                result = Outcome::Interrupted;
+            }
+            result
+        })
+    }
+
+    fn run_step<'b>(
+        &'b self,
+        step: &'a Step,
+        frame: &'b Rc<Frame>,
+        path: String,
+        cancel: &'b CancellationToken,
+        restore: bool,
+    ) -> LocalBoxFuture<'b, Outcome> {
+        Box::pin(async move {
+            let id = step.id.as_deref();
+            if restore {
+                match self.replay.steps.get(&path) {
+                    Some(Prior::Succeeded(outputs)) => {
+                        frame.set(id, "succeeded", outputs);
+                        if !step.undo_steps().is_empty() {
+                            self.undo.borrow_mut().push((path, step, frame.clone()));
+                        }
+                        return Outcome::Succeeded;
+                    }
+                    Some(Prior::Skipped) => {
+                        frame.set(id, "skipped", &json!({}));
+                        return Outcome::Skipped;
+                    }
+                    _ => {}
+                }
+            }
+            if step.for_each.is_some() {
+                return self.for_each(step, frame, &path, cancel, restore).await;
+            }
+            if let Some(skip) = self.when(step, frame, &path).await {
+                return skip;
+            }
+            let outcome = match &step.steps {
+                Some(children) => self.group(step, children, frame, &path, cancel, restore).await,
+                None => self.call(step, frame, &path, cancel, restore).await,
+            };
+            self.after(step, frame, &path, outcome, cancel).await
+        })
+    }
+
+    /// Evaluates `when`; `Some(outcome)` if the step does not run.
+    async fn when(&self, step: &'a Step, frame: &Rc<Frame>, path: &str) -> Option<Outcome> {
+        let cond = step.when.as_ref()?;
+        let data = self.data(step, frame);
+        match self.renderer.condition(cond, &data) {
+            Ok(true) => None,
+            Ok(false) => {
+                frame.set(step.id.as_deref(), "skipped", &json!({}));
+                let reason = format!("`when: {cond}` is false");
+                self.journal(Event::StepSkipped {
+                    step: path.to_owned(),
+                    reason,
+                })
+                .await;
+                Some(Outcome::Skipped)
+            }
+            Err(e) => {
+                let msg = self.masker.text(&format!("`when`: {e}"));
+                self.journal(Event::StepFailed {
+                    step: path.to_owned(),
+                    attempt: 0,
+                    error: msg.clone(),
+                    will_retry: false,
+                })
+                .await;
+                Some(Outcome::Failed(msg))
+            }
+        }
+    }
+
+    /// After a step or group: handlers, `continue_on_error`, undo bookkeeping.
+    async fn after(
+        &self,
+        step: &'a Step,
+        frame: &Rc<Frame>,
+        path: &str,
+        outcome: Outcome,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        match outcome {
+            Outcome::Succeeded => {
+                if !step.undo_steps().is_empty() {
+                    self.undo.borrow_mut().push((path.to_owned(), step, frame.clone()));
+                }
+                Outcome::Succeeded
+            }
+            Outcome::Failed(e) => {
+                self.handlers(step, frame, path, cancel).await;
+                if step.continue_on_error {
+                    Outcome::Tolerated
+                } else {
+                    Outcome::Failed(e)
+                }
+            }
+            Outcome::Interrupted => {
+                self.handlers(step, frame, path, cancel).await;
+                Outcome::Interrupted
+            }
+            other => other,
+        }
+    }
+
+    /// Runs a step's `on_failure` steps (not restorable: they run each time).
+    async fn handlers(&self, step: &'a Step, frame: &Rc<Frame>, path: &str, _cancel: &CancellationToken) {
+        if step.on_failure.is_empty() {
+            return;
+        }
+        // Handlers outlive a graceful stop; only the journal failing stops them.
+        let token = self.abort.child_token();
+        let prefix = format!("{path}.on_failure");
+        self.run_list(&step.on_failure, frame, &prefix, &token, false).await;
+    }
+
+    async fn group(
+        &self,
+        step: &'a Step,
+        children: &'a [Step],
+        frame: &Rc<Frame>,
+        path: &str,
+        cancel: &CancellationToken,
+        restore: bool,
+    ) -> Outcome {
+        let outcome = self.run_list(children, frame, path, cancel, restore).await;
+        self.conclude(step, frame, path, outcome).await
+    }
+
+    /// Records how a group (or a for_each item) ended, with its `outputs:`.
+    async fn conclude(&self, step: &'a Step, frame: &Rc<Frame>, path: &str, outcome: Outcome) -> Outcome {
+        match outcome {
+            Outcome::Succeeded | Outcome::Skipped | Outcome::Tolerated => {
+                let outputs = match self.declared_outputs(step, frame, Outputs::new()) {
+                    Ok(o) => o,
+                    Err(e) => return self.group_failed(step, frame, path, e).await,
+                };
+                let outputs = Json::Object(outputs);
+                frame.set(step.id.as_deref(), "succeeded", &outputs);
+                self.journal(Event::StepSucceeded {
+                    step: path.to_owned(),
+                    attempt: 1,
+                    outputs,
+                })
+                .await;
+                Outcome::Succeeded
+            }
+            Outcome::Failed(e) => self.group_failed(step, frame, path, e).await,
+            other => other,
+        }
+    }
+
+    async fn group_failed(&self, step: &'a Step, frame: &Rc<Frame>, path: &str, error: String) -> Outcome {
+        frame.set(step.id.as_deref(), "failed", &json!({}));
+        self.journal(Event::StepFailed {
+            step: path.to_owned(),
+            attempt: 1,
+            error: error.clone(),
+            will_retry: false,
+        })
+        .await;
+        Outcome::Failed(error)
+    }
+
+    /// Computes a step's `outputs:` mapping on top of `outputs`.
+    fn declared_outputs(&self, step: &'a Step, frame: &Rc<Frame>, mut outputs: Outputs) -> Result<Outputs, String> {
+        let Some(map) = &step.outputs else { return Ok(outputs) };
+        let data = self.data(step, frame);
+        for (name, tpl) in map {
+            let v = self
+                .renderer
+                .render_value(tpl, &data, Mode::Plain)
+                .map_err(|e| format!("output `{name}`: {e}"))?;
+            outputs.insert(name.clone(), self.masker.json(&v));
+        }
+        Ok(outputs)
+    }
+
+    async fn for_each(
+        &self,
+        step: &'a Step,
+        frame: &Rc<Frame>,
+        path: &str,
+        cancel: &CancellationToken,
+        restore: bool,
+    ) -> Outcome {
+        let items = match self.items(step, frame, path).await {
+            Ok(items) => items,
+            Err(e) => return self.group_failed(step, frame, path, e).await,
+        };
+        let var = step.as_.as_deref().unwrap_or("item");
+        let n = items.len();
+        let data = self.data(step, frame);
+        let ramp = match step
+            .concurrency
+            .as_ref()
+            .map(|c| self.concurrency(c, &data, n))
+            .transpose()
+        {
+            Ok(r) => r,
+            Err(e) => return self.group_failed(step, frame, path, e).await,
+        };
+        let max_failures = match step.max_failures.as_ref().map(|m| self.count(m, &data, n)).transpose() {
+            Ok(m) => m.unwrap_or(0),
+            Err(e) => return self.group_failed(step, frame, path, e).await,
+        };
+        // Unique keys for step paths: the item itself, its `name`/`id`, or its position.
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let keys: Vec<String> = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let k = item_key(item, i);
+                let count = seen.entry(k.clone()).or_default();
+                *count += 1;
+                if *count > 1 { format!("{k}#{i}") } else { k }
+            })
+            .collect();
+        let frames: Vec<Rc<Frame>> = items.iter().map(|it| Frame::child(frame, var, it.clone())).collect();
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
+        let mut failures = 0usize;
+        let mut next = 0usize;
+        let mut batch = 0usize;
+        let mut running = FuturesUnordered::new();
+        let mut stopped = false;
+        // A ramp runs in batches ([1, 25%, 100%]: a canary, a quarter, the
+        // rest); a single value is a sliding window of that many items.
+        let ramp = ramp.unwrap_or_else(|| vec![n.max(1)]);
+        let windowed = ramp.len() == 1;
+        loop {
+            let may_launch = !stopped && !cancel.is_cancelled() && failures <= max_failures;
+            if may_launch && next < n {
+                // How many to start now: fill the window, or start the next batch.
+                let room = if windowed {
+                    ramp[0].saturating_sub(running.len())
+                } else if running.is_empty() {
+                    batch += 1;
+                    ramp[(batch - 1).min(ramp.len() - 1)].max(1)
+                } else {
+                    0
+                };
+                for _ in 0..room {
+                    if next >= n {
+                        break;
+                    }
+                    let i = next;
+                    next += 1;
+                    let p = format!("{path}[{}]", keys[i]);
+                    let fut = self.item(step, &frames[i], p, cancel, restore);
+                    running.push(async move { (i, fut.await) });
+                }
+            }
+            match running.next().await {
+                None => break,
+                Some((i, o)) => {
+                    if matches!(o, Outcome::Failed(_)) {
+                        failures += 1;
+                    }
+                    if matches!(o, Outcome::Interrupted | Outcome::Uncertain(_)) {
+                        stopped = true;
+                    }
+                    outcomes[i] = Some(o);
+                }
+            }
+        }
+        let mut outcome = Outcome::Succeeded;
+        for o in outcomes.iter().flatten() {
+            if !matches!(o, Outcome::Failed(_)) {
+                outcome = outcome.merge(o.clone());
+            }
+        }
+        if outcome.rank() >= 2 {
+            return outcome;
+        }
+        if failures > max_failures {
+            let msg = format!(
+                "{failures} of {n} items failed (max_failures {max_failures}){}",
+                if next < n {
+                    format!("; {} items were not started", n - next)
+                } else {
+                    String::new()
+                }
+            );
+            return self.group_failed(step, frame, path, msg).await;
+        }
+        if next < n {
+            return Outcome::Interrupted;
+        }
+        // Each declared output becomes the list of its per-item values.
+        let mut outputs = Outputs::new();
+        let names: Vec<String> = step
+            .outputs
+            .as_ref()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for name in &names {
+            let values: Vec<Json> = frames
+                .iter()
+                .map(|f| {
+                    f.results
+                        .borrow()
+                        .get(&format!("#item:{}", step.id.as_deref().unwrap_or("")))
+                        .and_then(|r| r.pointer(&format!("/outputs/{name}")).cloned())
+                        .unwrap_or(Json::Null)
+                })
+                .collect();
+            outputs.insert(name.clone(), Json::Array(values));
+        }
+        let statuses: Vec<Json> = items
+            .iter()
+            .zip(&outcomes)
+            .map(|(item, o)| {
+                let status = match o {
+                    Some(Outcome::Failed(_)) => "failed",
+                    Some(Outcome::Skipped) => "skipped",
+                    _ => "succeeded",
+                };
+                json!({ "item": item, "status": status })
+            })
+            .collect();
+        outputs.insert("items".into(), Json::Array(statuses));
+        let outputs = Json::Object(outputs);
+        frame.set(step.id.as_deref(), "succeeded", &outputs);
+        self.journal(Event::StepSucceeded {
+            step: path.to_owned(),
+            attempt: 1,
+            outputs,
+        })
+        .await;
+        Outcome::Succeeded
+    }
+
+    /// The items of a `for_each`: as first resolved (on resume), else rendered now.
+    async fn items(&self, step: &'a Step, frame: &Rc<Frame>, path: &str) -> Result<Vec<Json>, String> {
+        if let Some(items) = self.replay.items.get(path) {
+            return Ok(items.clone());
+        }
+        let items = match &step.for_each {
+            Some(ForEach::List(items)) => items.clone(),
+            Some(ForEach::Template(t)) => {
+                let data = self.data(step, frame);
+                match self.renderer.render_value(t, &data, Mode::Plain) {
+                    Ok(Json::Array(items)) => items,
+                    Ok(other) => {
+                        return Err(format!(
+                            "`for_each` must give a list, but `{t}` gave {}",
+                            runbook_core::inputs::json_type(&other)
+                        ));
+                    }
+                    Err(e) => return Err(format!("`for_each`: {e}")),
+                }
+            }
+            None => Vec::new(),
+        };
+        let items: Vec<Json> = items.iter().map(|i| self.masker.json(i)).collect();
+        self.journal(Event::ItemsResolved {
+            step: path.to_owned(),
+            items: items.clone(),
+        })
+        .await;
+        Ok(items)
+    }
+
+    /// One item of a `for_each`.
+    fn item<'b>(
+        &'b self,
+        step: &'a Step,
+        frame: &'b Rc<Frame>,
+        path: String,
+        cancel: &'b CancellationToken,
+        restore: bool,
+    ) -> LocalBoxFuture<'b, Outcome> {
+        Box::pin(async move {
+            let key = format!("#item:{}", step.id.as_deref().unwrap_or(""));
+            if restore {
+                match self.replay.steps.get(&path) {
+                    Some(Prior::Succeeded(outputs)) => {
+                        frame.set(Some(&key), "succeeded", outputs);
+                        if step.steps.is_none() {
+                            frame.set(step.id.as_deref(), "succeeded", outputs);
+                        }
+                        return Outcome::Succeeded;
+                    }
+                    Some(Prior::Skipped) => return Outcome::Skipped,
+                    _ => {}
+                }
+            }
+            if let Some(skip) = self.when(step, frame, &path).await {
+                return skip;
+            }
+            let outcome = match &step.steps {
+                Some(children) => {
+                    let o = self.run_list(children, frame, &path, cancel, restore).await;
+                    match o {
+                        Outcome::Succeeded | Outcome::Skipped | Outcome::Tolerated => {
+                            match self.declared_outputs(step, frame, Outputs::new()) {
+                                Ok(out) => {
+                                    let out = Json::Object(out);
+                                    frame.set(Some(&key), "succeeded", &out);
+                                    self.journal(Event::StepSucceeded {
+                                        step: path.clone(),
+                                        attempt: 1,
+                                        outputs: out,
+                                    })
+                                    .await;
+                                    Outcome::Succeeded
+                                }
+                                Err(e) => Outcome::Failed(e),
+                            }
+                        }
+                        Outcome::Failed(e) => {
+                            self.journal(Event::StepFailed {
+                                step: path.clone(),
+                                attempt: 1,
+                                error: e.clone(),
+                                will_retry: false,
+                            })
+                            .await;
+                            Outcome::Failed(e)
+                        }
+                        other => other,
+                    }
+                }
+                None => {
+                    let o = self.call(step, frame, &path, cancel, restore).await;
+                    if o == Outcome::Succeeded {
+                        if let Some(r) = step.id.as_deref().and_then(|id| frame.lookup(id)) {
+                            frame.results.borrow_mut().insert(key, r);
+                        }
+                    }
+                    o
+                }
+            };
+            match outcome {
+                Outcome::Failed(e) => {
+                    self.handlers(step, frame, &path, cancel).await;
+                    if step.continue_on_error {
+                        Outcome::Tolerated
+                    } else {
+                        Outcome::Failed(e)
+                    }
+                }
+                Outcome::Interrupted => {
+                    self.handlers(step, frame, &path, cancel).await;
+                    Outcome::Interrupted
+                }
+                Outcome::Succeeded => {
+                    if !step.undo_steps().is_empty() {
+                        self.undo.borrow_mut().push((path, step, frame.clone()));
+                    }
+                    Outcome::Succeeded
+                }
+                other => other,
+            }
+        })
+    }
+
+    /// A call of a kind, with retries and a timeout.
+    async fn call(
+        &self,
+        step: &'a Step,
+        frame: &Rc<Frame>,
+        path: &str,
+        cancel: &CancellationToken,
+        restore: bool,
+    ) -> Outcome {
+        let id = step.id.as_deref();
+        let Some(kind) = step.uses.as_deref().and_then(|u| self.engine.registry.get(u)).cloned() else {
+            return self
+                .call_failed(
+                    frame,
+                    id,
+                    path,
+                    0,
+                    format!("unknown step kind `{}`", step.uses.as_deref().unwrap_or("?")),
+                )
+                .await;
+        };
+        let data = self.data(step, frame);
+        let with = match self.render_with(step, kind.as_ref(), &data) {
+            Ok(w) => w,
+            Err(e) => return self.call_failed(frame, id, path, 0, e).await,
+        };
+        let idempotent = step.idempotent.unwrap_or_else(|| kind.idempotent(&with));
+        if restore {
+            if let Some(Prior::InFlight { .. }) = self.replay.steps.get(path) {
+                if !idempotent && !self.replay.rerun.contains(path) {
+                    return Outcome::Uncertain(path.to_owned());
+                }
+            }
+        }
+        let policy = match self.policy(step) {
+            Ok(p) => p,
+            Err(e) => return self.call_failed(frame, id, path, 0, e).await,
+        };
+        let timeout = match self.timeout(step, &data) {
+            Ok(t) => t,
+            Err(e) => return self.call_failed(frame, id, path, 0, e).await,
+        };
+        let first = self.replay.attempts.get(path).copied().unwrap_or(0) + 1;
+        let mut delay = policy.delay;
+        for n in 0..policy.attempts {
+            let attempt = first + n;
+            let Ok(permit) = self.permits.acquire().await else {
+                return Outcome::Interrupted;
+            };
+            if cancel.is_cancelled() {
+                return Outcome::Interrupted;
+            }
+            if !self
+                .journal(Event::StepStarted {
+                    step: path.to_owned(),
+                    attempt,
+                })
+                .await
+            {
+                return Outcome::Interrupted;
+            }
+            let ctx = StepContext {
+                run_id: self.run_id.clone(),
+                step: path.to_owned(),
+                cancel: cancel.child_token(),
+                log: Arc::new(Sink {
+                    step: path.to_owned(),
+                    masker: self.masker.clone(),
+                    observer: self.engine.observer.clone(),
+                    buffer: self.logs.clone(),
+                }),
+                data: data.clone(),
+                nested: self.nested.clone(),
+            };
+            let run = kind.run(&ctx, with.clone());
+            let result = match timeout {
+                Some(t) => match tokio::time::timeout(t, run).await {
+                    Ok(r) => r,
+                    Err(_) => Err(StepError::new(format!(
+                        "timed out after {}; its processes were killed",
+                        humantime::format_duration(t)
+                    ))),
+                },
+                None => run.await,
+            };
+            drop(permit);
+            let result = match result {
+                Ok(outputs) => self.check_until(step, frame, &policy, outputs),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(outputs) => {
+                    let outputs = match self.declared_outputs(step, frame, outputs) {
+                        Ok(o) => Json::Object(o),
+                        Err(e) => return self.call_failed(frame, id, path, attempt, e).await,
+                    };
+                    let outputs = self.masker.json(&outputs);
+                    frame.set(id, "succeeded", &outputs);
+                    if !self
+                        .journal(Event::StepSucceeded {
+                            step: path.to_owned(),
+                            attempt,
+                            outputs,
+                        })
+                        .await
+                    {
+                        return Outcome::Interrupted;
+                    }
+                    return Outcome::Succeeded;
+                }
+                Err(e) if e.cancelled => {
+                    frame.set(id, "interrupted", &self.masker.json(&Json::Object(e.outputs)));
+                    self.journal(Event::StepInterrupted {
+                        step: path.to_owned(),
+                        attempt,
+                    })
+                    .await;
+                    return Outcome::Interrupted;
+                }
+                Err(e) => {
+                    let message = self.masker.text(&e.message);
+                    let will_retry = n + 1 < policy.attempts && !cancel.is_cancelled();
+                    frame.set(id, "failed", &self.masker.json(&Json::Object(e.outputs)));
+                    self.journal(Event::StepFailed {
+                        step: path.to_owned(),
+                        attempt,
+                        error: message.clone(),
+                        will_retry,
+                    })
+                    .await;
+                    if !will_retry {
+                        return Outcome::Failed(format!("step `{path}` failed: {message}"));
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = cancel.cancelled() => return Outcome::Interrupted,
+                    }
+                    let next = delay.mul_f64(policy.factor);
+                    delay = policy.max_delay.map_or(next, |m| next.min(m));
+                }
+            }
+        }
+        Outcome::Failed(format!("step `{path}` failed"))
+    }
+
+    /// Fails a call before or without running it (bad template, bad policy).
+    async fn call_failed(
+        &self,
+        frame: &Rc<Frame>,
+        id: Option<&str>,
+        path: &str,
+        attempt: u32,
+        error: String,
+    ) -> Outcome {
+        let error = self.masker.text(&error);
+        frame.set(id, "failed", &json!({}));
+        self.journal(Event::StepFailed {
+            step: path.to_owned(),
+            attempt,
+            error: error.clone(),
+            will_retry: false,
+        })
+        .await;
+        Outcome::Failed(format!("step `{path}` failed: {error}"))
+    }
+
+    /// `retry.until`: a succeeded attempt whose condition is false counts as failed.
+    fn check_until(
+        &self,
+        step: &'a Step,
+        frame: &Rc<Frame>,
+        policy: &Policy,
+        outputs: Outputs,
+    ) -> Result<Outputs, StepError> {
+        let Some(until) = &policy.until else { return Ok(outputs) };
+        frame.set(step.id.as_deref(), "succeeded", &Json::Object(outputs.clone()));
+        let data = self.data(step, frame);
+        match self.renderer.condition(until, &data) {
+            Ok(true) => Ok(outputs),
+            Ok(false) => Err(StepError::new(format!("`until: {until}` is not yet true")).with_outputs(outputs)),
+            Err(e) => Err(StepError::new(format!("`until`: {e}")).with_outputs(outputs)),
+        }
+    }
+
+    /// Renders `with:`, leaving the kind's deferred fields as written.
+    fn render_with(&self, step: &Step, kind: &dyn StepKind, data: &Data) -> Result<Json, String> {
+        let mut with = Json::Object(step.with.clone().unwrap_or_default());
+        let mut deferred = Vec::new();
+        for ptr in kind.deferred_fields() {
+            if let Some(v) = with.pointer_mut(ptr) {
+                deferred.push((*ptr, v.take()));
+            }
+        }
+        let mut rendered = self
+            .renderer
+            .render_tree(&with, data, kind.shell_fields())
+            .map_err(|(at, e)| format!("`with{at}`: {e}"))?;
+        for (ptr, v) in deferred {
+            if let Some(slot) = rendered.pointer_mut(ptr) {
+                *slot = v;
+            }
+        }
+        Ok(rendered)
+    }
+
+    fn policy(&self, step: &Step) -> Result<Policy, String> {
+        let retry = step
+            .retry
+            .as_ref()
+            .or(self.playbook.defaults.as_ref().and_then(|d| d.retry.as_ref()));
+        let mut p = Policy {
+            attempts: 1,
+            delay: Duration::from_secs(1),
+            factor: 1.0,
+            max_delay: None,
+            until: None,
+        };
+        match retry {
+            None => {}
+            Some(Retry::Attempts(n)) => p.attempts = (*n).max(1),
+            Some(Retry::Full(r)) => {
+                p.attempts = r.attempts.max(1);
+                if let Some(d) = &r.delay {
+                    p.delay = parse_duration(d).map_err(|e| format!("`retry.delay`: {e}"))?;
+                }
+                if let Some(d) = &r.max_delay {
+                    p.max_delay = Some(parse_duration(d).map_err(|e| format!("`retry.max_delay`: {e}"))?);
+                }
+                p.factor = match &r.backoff {
+                    None | Some(Backoff::Named(BackoffName::Fixed)) => 1.0,
+                    Some(Backoff::Named(BackoffName::Exponential)) => 2.0,
+                    Some(Backoff::Factor(f)) if f.is_finite() && *f >= 1.0 => *f,
+                    Some(Backoff::Factor(f)) => return Err(format!("`retry.backoff` must be at least 1, got {f}")),
+                };
+                p.until = r.until.clone();
+            }
+        }
+        Ok(p)
+    }
+
+    fn timeout(&self, step: &Step, data: &Data) -> Result<Option<Duration>, String> {
+        let Some(t) = step
+            .timeout
+            .as_ref()
+            .or(self.playbook.defaults.as_ref().and_then(|d| d.timeout.as_ref()))
+        else {
+            return Ok(None);
+        };
+        let text = self
+            .renderer
+            .render_str(t, data, Mode::Plain)
+            .map_err(|e| format!("`timeout`: {e}"))?;
+        parse_duration(&text).map(Some).map_err(|e| format!("`timeout`: {e}"))
+    }
+
+    fn count(&self, c: &CountOrPercent, data: &Data, n: usize) -> Result<usize, String> {
+        let text = match c {
+            CountOrPercent::Count(k) => return Ok(*k as usize),
+            CountOrPercent::Text(t) => self
+                .renderer
+                .render_str(t, data, Mode::Plain)
+                .map_err(|e| e.to_string())?,
+        };
+        let text = text.trim();
+        if let Some(p) = text.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| format!("`{text}` is not a percentage"))?;
+            return Ok(((p / 100.0) * n as f64).ceil() as usize);
+        }
+        text.parse()
+            .map_err(|_| format!("`{text}` is not a count or a percentage"))
+    }
+
+    fn concurrency(&self, c: &Concurrency, data: &Data, n: usize) -> Result<Vec<usize>, String> {
+        let one = |c: &CountOrPercent| self.count(c, data, n).map(|k| k.max(1));
+        match c {
+            Concurrency::One(c) => Ok(vec![one(c)?]),
+            Concurrency::Ramp(r) if r.is_empty() => Ok(vec![n.max(1)]),
+            Concurrency::Ramp(r) => {
+                let mut v = r.iter().map(one).collect::<Result<Vec<_>, _>>()?;
+                // A one-value ramp is still batches, not a window.
+                if v.len() == 1 {
+                    v.push(v[0]);
+                }
+                Ok(v)
+            }
+        }
+    }
+
+    /// Compensation: each completed step's `undo`, in reverse completion order.
+    async fn compensate(&self, token: &CancellationToken) {
+        let done: Vec<(String, &'a Step, Rc<Frame>)> = self.undo.borrow().iter().rev().cloned().collect();
+        for (path, step, frame) in done {
+            let prefix = format!("{path}.undo");
+            self.run_list(step.undo_steps(), &frame, &prefix, token, false).await;
+        }
+    }
+
+    /// The template data for a step: the run's values, the item variables in
+    /// scope, and the results of the steps its templates read.
+    fn data(&self, step: &Step, frame: &Frame) -> Data {
+        let mut m = self.base.clone();
+        let mut chain = Vec::new();
+        let mut f = Some(frame);
+        while let Some(x) = f {
+            chain.push(x);
+            f = x.parent.as_deref();
+        }
+        for x in chain.iter().rev() {
+            for (k, v) in &x.vars {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        let mut steps = serde_json::Map::new();
+        for id in self.refs(step).iter() {
+            if let Some(r) = frame.lookup(id) {
+                steps.insert(id.clone(), r);
+            }
+        }
+        m.insert("steps".into(), Json::Object(steps));
+        Data::new(Json::Object(m))
+    }
+
+    /// The step ids a step's own templates read (cached per step).
+    fn refs(&self, step: &Step) -> Rc<Vec<String>> {
+        let key = std::ptr::from_ref(step) as usize;
+        if let Some(r) = self.refs.borrow().get(&key) {
+            return r.clone();
+        }
+        let mut texts: Vec<&str> = Vec::new();
+        fn strings<'x>(v: &'x Json, out: &mut Vec<&'x str>) {
+            match v {
+                Json::String(s) => out.push(s),
+                Json::Array(a) => a.iter().for_each(|x| strings(x, out)),
+                Json::Object(m) => m.values().for_each(|x| strings(x, out)),
+                _ => {}
+            }
+        }
+        if let Some(w) = &step.with {
+            w.values().for_each(|v| strings(v, &mut texts));
+        }
+        texts.extend(step.when.as_deref());
+        texts.extend(step.timeout.as_deref());
+        if let Some(ForEach::Template(t)) = &step.for_each {
+            texts.push(t);
+        }
+        if let Some(Retry::Full(r)) = &step.retry {
+            texts.extend(r.until.as_deref());
+        }
+        if let Some(o) = &step.outputs {
+            texts.extend(o.values().map(String::as_str));
+        }
+        let mut ids: Vec<String> = Vec::new();
+        for t in texts.into_iter().filter(|t| template::is_template(t)) {
+            if let Ok(tpl) = template::compile(t) {
+                for r in template::usage(&tpl).references {
+                    if r.segments[0] == "steps" {
+                        if let Some(id) = r.segments.get(1) {
+                            if !ids.contains(id) {
+                                ids.push(id.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let ids = Rc::new(ids);
+        self.refs.borrow_mut().insert(key, ids.clone());
+        ids
+    }
+}

@@ -1,0 +1,188 @@
+//! Reading a run's journal back: what each step path last did, so that resume
+//! skips what finished and decides about what was in flight.
+
+use runbook_state::{Event, Recorded, RunStatus};
+use serde_json::Value as Json;
+use std::collections::{HashMap, HashSet};
+
+/// The last known state of a step path.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prior {
+    /// Finished well; its outputs are restored, it does not run again.
+    Succeeded(Json),
+    /// Skipped by `when`; it stays skipped.
+    Skipped,
+    /// Failed (all attempts); it runs again.
+    Failed,
+    /// Started and never finished: the process died, or the run was stopped
+    /// while it ran. Its effect is unknown.
+    InFlight {
+        /// The attempt that was running.
+        attempt: u32,
+    },
+}
+
+/// Everything resume needs from a journal.
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    /// Per step path.
+    pub steps: HashMap<String, Prior>,
+    /// The highest attempt seen per step path.
+    pub attempts: HashMap<String, u32>,
+    /// `for_each` lists as first resolved.
+    pub items: HashMap<String, Vec<Json>>,
+    /// Paths an operator said to run again although they were in flight.
+    pub rerun: HashSet<String>,
+    /// How the run last ended, if it did and was not resumed since.
+    pub finished: Option<RunStatus>,
+    /// Someone asked for the run to be cancelled.
+    pub cancel_requested: bool,
+}
+
+impl Replay {
+    /// Replays events in order.
+    pub fn new(events: &[Recorded]) -> Replay {
+        let mut r = Replay::default();
+        for rec in events {
+            match &rec.event {
+                Event::RunStarted { .. } | Event::RunResumed { .. } => {
+                    r.finished = None;
+                    r.cancel_requested = false;
+                }
+                Event::StepStarted { step, attempt } => {
+                    r.rerun.remove(step);
+                    r.steps.insert(step.clone(), Prior::InFlight { attempt: *attempt });
+                    let a = r.attempts.entry(step.clone()).or_default();
+                    *a = (*a).max(*attempt);
+                }
+                Event::StepSucceeded { step, outputs, .. } => {
+                    r.steps.insert(step.clone(), Prior::Succeeded(outputs.clone()));
+                }
+                Event::StepFailed { step, .. } => {
+                    r.steps.insert(step.clone(), Prior::Failed);
+                }
+                Event::StepSkipped { step, .. } => {
+                    r.steps.insert(step.clone(), Prior::Skipped);
+                }
+                Event::StepInterrupted { step, attempt } => {
+                    r.steps.insert(step.clone(), Prior::InFlight { attempt: *attempt });
+                }
+                Event::ItemsResolved { step, items } => {
+                    r.items.entry(step.clone()).or_insert_with(|| items.clone());
+                }
+                Event::OperatorAction { action, step, .. } => match (action.as_str(), step) {
+                    ("rerun", Some(s)) => {
+                        r.rerun.insert(s.clone());
+                    }
+                    ("cancel", _) => r.cancel_requested = true,
+                    _ => {}
+                },
+                Event::RunFinished { status, .. } => r.finished = Some(*status),
+            }
+        }
+        r
+    }
+
+    /// Step paths that were in flight.
+    pub fn in_flight(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .steps
+            .iter()
+            .filter(|(_, p)| matches!(p, Prior::InFlight { .. }))
+            .map(|(k, _)| k.clone())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rec(seq: i64, event: Event) -> Recorded {
+        Recorded {
+            seq,
+            at: String::new(),
+            event,
+        }
+    }
+
+    #[test]
+    fn last_word_wins_and_operator_decisions_apply_once() {
+        let events = vec![
+            rec(1, Event::RunStarted { user: "a".into() }),
+            rec(
+                2,
+                Event::StepStarted {
+                    step: "a".into(),
+                    attempt: 1,
+                },
+            ),
+            rec(
+                3,
+                Event::StepSucceeded {
+                    step: "a".into(),
+                    attempt: 1,
+                    outputs: json!({"x": 1}),
+                },
+            ),
+            rec(
+                4,
+                Event::StepStarted {
+                    step: "b".into(),
+                    attempt: 1,
+                },
+            ),
+            rec(
+                5,
+                Event::StepFailed {
+                    step: "b".into(),
+                    attempt: 1,
+                    error: "e".into(),
+                    will_retry: true,
+                },
+            ),
+            rec(
+                6,
+                Event::StepStarted {
+                    step: "b".into(),
+                    attempt: 2,
+                },
+            ),
+            rec(
+                7,
+                Event::RunFinished {
+                    status: RunStatus::Interrupted,
+                    error: None,
+                },
+            ),
+            rec(8, Event::RunResumed { user: "a".into() }),
+            rec(
+                9,
+                Event::OperatorAction {
+                    action: "rerun".into(),
+                    step: Some("b".into()),
+                    who: "a".into(),
+                },
+            ),
+        ];
+        let r = Replay::new(&events);
+        assert_eq!(r.steps["a"], Prior::Succeeded(json!({"x": 1})));
+        assert_eq!(r.steps["b"], Prior::InFlight { attempt: 2 });
+        assert_eq!(r.attempts["b"], 2);
+        assert!(r.rerun.contains("b"));
+        assert_eq!(r.finished, None);
+        // Once the step starts again, the decision is used up.
+        let mut more = events.clone();
+        more.push(rec(
+            10,
+            Event::StepStarted {
+                step: "b".into(),
+                attempt: 3,
+            },
+        ));
+        assert!(!Replay::new(&more).rerun.contains("b"));
+    }
+}

@@ -1,0 +1,123 @@
+//! Secrets: resolved from the environment or a file when a run starts or
+//! resumes (never stored), and masked wherever they could appear: log lines,
+//! outputs, errors, events, the journal.
+
+use aho_corasick::AhoCorasick;
+use indexmap::IndexMap;
+use runbook_core::model::{Playbook, SecretSpec};
+use serde_json::Value as Json;
+
+/// What replaces a secret value.
+pub const MASK: &str = "***";
+
+/// A secret that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingSecret {
+    /// The secret's name.
+    pub name: String,
+    /// Why, with what to do.
+    pub message: String,
+}
+
+/// Reads every secret a playbook declares. `env` is the environment to read.
+pub fn resolve(
+    playbook: &Playbook,
+    env: &IndexMap<String, String>,
+) -> Result<IndexMap<String, String>, Vec<MissingSecret>> {
+    let mut out = IndexMap::new();
+    let mut missing = Vec::new();
+    for spec in &playbook.secrets {
+        let name = spec.name().to_owned();
+        let value = match spec {
+            SecretSpec::Name(n) => env
+                .get(n)
+                .cloned()
+                .ok_or_else(|| format!("secret `{n}` is not set (hint: export {n}=... before running)")),
+            SecretSpec::Full(s) => match (&s.file, &s.env) {
+                (Some(path), _) => std::fs::read_to_string(path)
+                    .map(|v| v.strip_suffix('\n').unwrap_or(&v).to_owned())
+                    .map_err(|e| format!("secret `{}`: cannot read `{path}`: {e}", s.name)),
+                (None, var) => {
+                    let var = var.as_deref().unwrap_or(&s.name);
+                    env.get(var).cloned().ok_or_else(|| {
+                        format!("secret `{}` is not set (hint: export {var}=... before running)", s.name)
+                    })
+                }
+            },
+        };
+        match value {
+            Ok(v) if v.is_empty() => missing.push(MissingSecret {
+                message: format!("secret `{name}` is empty"),
+                name,
+            }),
+            Ok(v) => {
+                out.insert(name, v);
+            }
+            Err(message) => missing.push(MissingSecret { name, message }),
+        }
+    }
+    if missing.is_empty() { Ok(out) } else { Err(missing) }
+}
+
+/// Replaces every occurrence of any secret value with [`MASK`].
+#[derive(Debug, Clone)]
+pub struct Masker {
+    matcher: Option<AhoCorasick>,
+}
+
+impl Masker {
+    /// A masker for these values (empty ones are ignored). Longer values are
+    /// matched first, so a secret containing another is masked whole.
+    pub fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Masker {
+        let mut values: Vec<&str> = values.into_iter().filter(|v| !v.is_empty()).collect();
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        values.dedup();
+        let matcher = (!values.is_empty())
+            .then(|| {
+                aho_corasick::AhoCorasickBuilder::new()
+                    .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                    .build(&values)
+                    .ok()
+            })
+            .flatten();
+        Masker { matcher }
+    }
+
+    /// Masks a text.
+    pub fn text(&self, s: &str) -> String {
+        match &self.matcher {
+            Some(m) => m.replace_all(s, &vec![MASK; m.patterns_len()]),
+            None => s.to_owned(),
+        }
+    }
+
+    /// Masks every string in a JSON value (keys included).
+    pub fn json(&self, v: &Json) -> Json {
+        if self.matcher.is_none() {
+            return v.clone();
+        }
+        match v {
+            Json::String(s) => Json::String(self.text(s)),
+            Json::Array(a) => Json::Array(a.iter().map(|x| self.json(x)).collect()),
+            Json::Object(m) => Json::Object(m.iter().map(|(k, x)| (self.text(k), self.json(x))).collect()),
+            other => other.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn masks_everywhere_longest_first() {
+        let m = Masker::new(["hunter2", "hunter2-extended", ""]);
+        assert_eq!(m.text("pw=hunter2-extended and hunter2"), "pw=*** and ***");
+        assert_eq!(
+            m.json(&json!({"a": ["x hunter2 y"], "hunter2": 1})),
+            json!({"a": ["x *** y"], "***": 1})
+        );
+        assert_eq!(Masker::new([]).text("hunter2"), "hunter2");
+    }
+}

@@ -1,0 +1,252 @@
+//! The journal's vocabulary: what happened to a run, one event at a time.
+//!
+//! Step addresses are paths: `deploy`, `roll[web2].deploy`,
+//! `roll[web2].on_failure.1`, `finally.1`, so that resume works per item.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Executing (or its runner died; see `runbook status`).
+    Running,
+    /// Every step succeeded (or was skipped, or failed with `continue_on_error`).
+    Succeeded,
+    /// A step failed; handlers ran.
+    Failed,
+    /// Stopped by a signal; resumable.
+    Interrupted,
+    /// Stopped because a non-idempotent step may or may not have taken effect;
+    /// an operator answers with `resume --rerun STEP` or `--mark-done STEP`.
+    Uncertain,
+    /// Stopped by `runbook cancel`; not resumable.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// The word used in tables and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Uncertain => "uncertain",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// True if the run can continue with `resume`.
+    pub fn resumable(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Running | RunStatus::Failed | RunStatus::Interrupted | RunStatus::Uncertain
+        )
+    }
+
+    /// Parses the stored word.
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        Some(match s {
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "failed" => RunStatus::Failed,
+            "interrupted" => RunStatus::Interrupted,
+            "uncertain" => RunStatus::Uncertain,
+            "cancelled" => RunStatus::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// One thing that happened to a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The run began.
+    RunStarted {
+        /// Who started it.
+        user: String,
+    },
+    /// A later process took the run up again.
+    RunResumed {
+        /// Who resumed it.
+        user: String,
+    },
+    /// A step (attempt) began; recorded before its side effect starts.
+    StepStarted {
+        /// The step path.
+        step: String,
+        /// 1-based attempt.
+        attempt: u32,
+    },
+    /// A step succeeded; recorded before anything that depends on it starts.
+    StepSucceeded {
+        /// The step path.
+        step: String,
+        /// The attempt that succeeded.
+        attempt: u32,
+        /// Its outputs (secrets masked).
+        outputs: Json,
+    },
+    /// An attempt failed.
+    StepFailed {
+        /// The step path.
+        step: String,
+        /// The attempt.
+        attempt: u32,
+        /// Why (secrets masked).
+        error: String,
+        /// Another attempt follows.
+        will_retry: bool,
+    },
+    /// The step did not run.
+    StepSkipped {
+        /// The step path.
+        step: String,
+        /// Why.
+        reason: String,
+    },
+    /// The step was running when the run was stopped: its effect is unknown.
+    StepInterrupted {
+        /// The step path.
+        step: String,
+        /// The attempt.
+        attempt: u32,
+    },
+    /// A `for_each` list as resolved when the fan-out started; resume reuses it.
+    ItemsResolved {
+        /// The step path of the `for_each` step.
+        step: String,
+        /// The items.
+        items: Vec<Json>,
+    },
+    /// A person decided something about the run.
+    OperatorAction {
+        /// `rerun`, `mark-done`, `cancel`.
+        action: String,
+        /// The step it concerns.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+        /// Who.
+        who: String,
+    },
+    /// The run stopped, for good or until resumed.
+    RunFinished {
+        /// How it ended.
+        status: RunStatus,
+        /// Why, when it did not succeed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+}
+
+impl Event {
+    /// The run status this event moves the run to, if any.
+    pub fn status(&self) -> Option<RunStatus> {
+        match self {
+            Event::RunStarted { .. } | Event::RunResumed { .. } => Some(RunStatus::Running),
+            Event::RunFinished { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The event's name, as in its JSON `event` field.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::RunStarted { .. } => "run_started",
+            Event::RunResumed { .. } => "run_resumed",
+            Event::StepStarted { .. } => "step_started",
+            Event::StepSucceeded { .. } => "step_succeeded",
+            Event::StepFailed { .. } => "step_failed",
+            Event::StepSkipped { .. } => "step_skipped",
+            Event::StepInterrupted { .. } => "step_interrupted",
+            Event::ItemsResolved { .. } => "items_resolved",
+            Event::OperatorAction { .. } => "operator_action",
+            Event::RunFinished { .. } => "run_finished",
+        }
+    }
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recorded {
+    /// Its place in the journal (1, 2, ...).
+    pub seq: i64,
+    /// When it was recorded (RFC 3339).
+    pub at: String,
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// What a new run starts with.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// Its id.
+    pub id: String,
+    /// The playbook's name.
+    pub playbook: String,
+    /// Its version.
+    pub version: u32,
+    /// The exact playbook text the run executes.
+    pub text: String,
+    /// A hash of that text.
+    pub hash: String,
+    /// The inputs (never secrets).
+    pub inputs: Json,
+    /// Who started it.
+    pub user: String,
+}
+
+/// A stored run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    /// Its id.
+    pub id: String,
+    /// The playbook's name.
+    pub playbook: String,
+    /// Its version.
+    pub version: u32,
+    /// The exact playbook text.
+    #[serde(skip)]
+    pub text: String,
+    /// A hash of the text.
+    pub hash: String,
+    /// The inputs.
+    pub inputs: Json,
+    /// Where it stands.
+    pub status: RunStatus,
+    /// Who started it.
+    pub user: String,
+    /// When it was created.
+    pub created_at: String,
+    /// When its status last changed.
+    pub updated_at: String,
+    /// The process executing it, while one is.
+    pub pid: Option<u32>,
+}
+
+/// Which output stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// One line a step printed (secrets masked).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// The step path.
+    pub step: String,
+    /// When.
+    pub at: String,
+    /// Which stream.
+    pub stream: Stream,
+    /// The text, without its newline.
+    pub line: String,
+}

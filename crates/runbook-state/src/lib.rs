@@ -1,0 +1,104 @@
+//! Where runs live: runs, their append-only journal, step logs and operator
+//! actions, behind the [`Store`] trait.
+//!
+//! A key design decision: the journal is the source of truth. Every state a run
+//! can be in is derived by replaying its events; the `status` column of a run is
+//! a cache updated in the same transaction as the event that changes it. An
+//! append returns only once the event is durable (SQLite in WAL mode with
+//! `synchronous=FULL`), which is what lets the engine promise that a finished
+//! step is recorded before anything that depends on it starts.
+//!
+//! This crate knows nothing of playbooks or step kinds; it stores text and JSON.
+//! It must never depend on the engine or on a step crate.
+
+mod journal;
+mod sqlite;
+
+pub use sqlite::default_path;
+
+pub use journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus, Stream};
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+/// A store failure.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The database said no.
+    #[error("state database `{path}`: {source}")]
+    Db {
+        /// Where the state lives.
+        path: String,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The state folder or file could not be prepared.
+    #[error("state location `{path}`: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored event could not be read back.
+    #[error("run `{run}`, journal entry {seq}: {message}")]
+    Corrupt {
+        /// The run.
+        run: String,
+        /// The entry.
+        seq: i64,
+        /// What is wrong.
+        message: String,
+    },
+    /// No such run.
+    #[error("no run `{0}` (hint: `runbook status` lists runs)")]
+    NoRun(String),
+    /// A run id prefix matches several runs.
+    #[error("`{0}` matches several runs; give more of the id")]
+    Ambiguous(String),
+}
+
+/// A result of the store.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Runs, journals and logs.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Records a new run (and its `run_started` event) durably.
+    async fn create_run(&self, run: &NewRun, first: &Event) -> Result<()>;
+
+    /// Appends an event to a run's journal, durably, updating the run's status
+    /// when the event changes it. Returns the event's sequence number.
+    async fn append(&self, run: &str, event: &Event) -> Result<i64>;
+
+    /// Every event of a run, in order.
+    async fn events(&self, run: &str) -> Result<Vec<Recorded>>;
+
+    /// A run by id or unique id prefix.
+    async fn run(&self, id: &str) -> Result<RunRecord>;
+
+    /// The latest runs, newest first, optionally of one playbook.
+    async fn runs(&self, playbook: Option<&str>, limit: u32) -> Result<Vec<RunRecord>>;
+
+    /// Records which process is executing a run (so `cancel` can reach it).
+    async fn set_runner(&self, run: &str, pid: Option<u32>) -> Result<()>;
+
+    /// Appends step log lines (batched; not fsynced one by one).
+    async fn append_logs(&self, run: &str, lines: &[LogLine]) -> Result<()>;
+
+    /// Log lines of a run, optionally of one step, after sequence `after`.
+    async fn logs(&self, run: &str, step: Option<&str>, after: i64) -> Result<Vec<(i64, LogLine)>>;
+}
+
+/// A new sortable run id.
+pub fn new_run_id() -> String {
+    ulid::Ulid::new().to_string().to_lowercase()
+}
+
+/// Now, as RFC 3339 with milliseconds.
+pub fn now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}

@@ -1,0 +1,489 @@
+//! The SQLite backend: one file, WAL mode, `synchronous=FULL`, created with
+//! owner-only permissions.
+
+use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus, Stream};
+use crate::{Result, Store, StoreError, now};
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Versioned schema changes, applied in order, each once.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    "CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        playbook TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        inputs TEXT NOT NULL,
+        status TEXT NOT NULL,
+        user TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        pid INTEGER
+    );
+    CREATE INDEX runs_by_playbook ON runs (playbook, id);
+    CREATE TABLE journal (
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        seq INTEGER NOT NULL,
+        at TEXT NOT NULL,
+        event TEXT NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    );
+    CREATE TABLE logs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        step TEXT NOT NULL,
+        at TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        line TEXT NOT NULL
+    );
+    CREATE INDEX logs_by_run ON logs (run_id, step, seq);",
+)];
+
+/// Runs in one SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    path: String,
+}
+
+impl SqliteStore {
+    /// Opens (creating with 0700/0600 permissions if needed) the store at `path`,
+    /// and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<SqliteStore> {
+        prepare_file(path)?;
+        let shown = path.display().to_string();
+        let db = |source| StoreError::Db {
+            path: shown.clone(),
+            source,
+        };
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        // One connection: the runner writes from one task, and SQLite
+        // serialises writers anyway.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(db)?;
+        let store = SqliteStore { pool, path: shown };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    fn db(&self, source: sqlx::Error) -> StoreError {
+        StoreError::Db {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut conn = self.pool.acquire().await.map_err(|e| self.db(e))?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| self.db(e))?;
+        for (version, sql) in MIGRATIONS {
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| self.db(e))?;
+            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                .bind(version)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(|e| self.db(e))?;
+            if done.is_none() {
+                let applied = async {
+                    sqlx::raw_sql(sql).execute(&mut *conn).await?;
+                    sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
+                        .bind(version)
+                        .bind(now())
+                        .execute(&mut *conn)
+                        .await
+                };
+                if let Err(e) = applied.await {
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    return Err(self.db(e));
+                }
+            }
+            sqlx::query("COMMIT")
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| self.db(e))?;
+        }
+        Ok(())
+    }
+
+    /// The file.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+/// Creates the folder (0700) and the file (0600) before SQLite opens it, so the
+/// state is never readable by other users, not even for an instant.
+fn prepare_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let io = |p: &Path, source| StoreError::Io {
+        path: p.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| io(dir, e))?;
+        }
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io(path, e))?;
+    Ok(())
+}
+
+/// The default state file: `$XDG_STATE_HOME/runbook/state.db`, else
+/// `~/.local/state/runbook/state.db`.
+pub fn default_path() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("runbook/state.db")
+}
+
+fn record(row: &sqlx::sqlite::SqliteRow) -> std::result::Result<RunRecord, sqlx::Error> {
+    let status: String = row.try_get("status")?;
+    let inputs: String = row.try_get("inputs")?;
+    let version: i64 = row.try_get("version")?;
+    let pid: Option<i64> = row.try_get("pid")?;
+    Ok(RunRecord {
+        id: row.try_get("id")?,
+        playbook: row.try_get("playbook")?,
+        version: u32::try_from(version).unwrap_or(0),
+        text: row.try_get("text")?,
+        hash: row.try_get("hash")?,
+        inputs: serde_json::from_str(&inputs).unwrap_or(serde_json::Value::Null),
+        status: RunStatus::parse(&status).unwrap_or(RunStatus::Running),
+        user: row.try_get("user")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        pid: pid.and_then(|p| u32::try_from(p).ok()),
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_run(&self, run: &NewRun, first: &Event) -> Result<()> {
+        let mut conn = self.pool.acquire().await.map_err(|e| self.db(e))?;
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| self.db(e))?;
+        let at = now();
+        let result = async {
+            sqlx::query(
+                "INSERT INTO runs (id, playbook, version, text, hash, inputs, status, user, created_at, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&run.id)
+            .bind(&run.playbook)
+            .bind(i64::from(run.version))
+            .bind(&run.text)
+            .bind(&run.hash)
+            .bind(run.inputs.to_string())
+            .bind(RunStatus::Running.as_str())
+            .bind(&run.user)
+            .bind(&at)
+            .bind(&at)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query("INSERT INTO journal (run_id, seq, at, event) VALUES (?, 1, ?, ?)")
+                .bind(&run.id)
+                .bind(&at)
+                .bind(serde_json::to_string(first).unwrap_or_default())
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("COMMIT").execute(&mut *conn).await
+        };
+        if let Err(e) = result.await {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            return Err(self.db(e));
+        }
+        Ok(())
+    }
+
+    async fn append(&self, run: &str, event: &Event) -> Result<i64> {
+        let mut conn = self.pool.acquire().await.map_err(|e| self.db(e))?;
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| self.db(e))?;
+        let at = now();
+        let result = async {
+            let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM journal WHERE run_id = ?")
+                .bind(run)
+                .fetch_one(&mut *conn)
+                .await?;
+            sqlx::query("INSERT INTO journal (run_id, seq, at, event) VALUES (?, ?, ?, ?)")
+                .bind(run)
+                .bind(seq)
+                .bind(&at)
+                .bind(serde_json::to_string(event).unwrap_or_default())
+                .execute(&mut *conn)
+                .await?;
+            if let Some(status) = event.status() {
+                sqlx::query("UPDATE runs SET status = ?, updated_at = ? WHERE id = ?")
+                    .bind(status.as_str())
+                    .bind(&at)
+                    .bind(run)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            sqlx::query("COMMIT").execute(&mut *conn).await?;
+            Ok::<i64, sqlx::Error>(seq)
+        };
+        match result.await {
+            Ok(seq) => Ok(seq),
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                Err(self.db(e))
+            }
+        }
+    }
+
+    async fn events(&self, run: &str) -> Result<Vec<Recorded>> {
+        let rows = sqlx::query("SELECT seq, at, event FROM journal WHERE run_id = ? ORDER BY seq")
+            .bind(run)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        rows.iter()
+            .map(|row| {
+                let seq: i64 = row.try_get("seq").map_err(|e| self.db(e))?;
+                let text: String = row.try_get("event").map_err(|e| self.db(e))?;
+                let event = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    run: run.to_owned(),
+                    seq,
+                    message: e.to_string(),
+                })?;
+                Ok(Recorded {
+                    seq,
+                    at: row.try_get("at").map_err(|e| self.db(e))?,
+                    event,
+                })
+            })
+            .collect()
+    }
+
+    async fn run(&self, id: &str) -> Result<RunRecord> {
+        // An id prefix is enough, as with git commits; `%` and `_` are not id characters.
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(StoreError::NoRun(id.to_owned()));
+        }
+        let rows = sqlx::query("SELECT * FROM runs WHERE id LIKE ? ORDER BY id LIMIT 2")
+            .bind(format!("{}%", id.to_lowercase()))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        match rows.as_slice() {
+            [] => Err(StoreError::NoRun(id.to_owned())),
+            [one] => record(one).map_err(|e| self.db(e)),
+            _ => Err(StoreError::Ambiguous(id.to_owned())),
+        }
+    }
+
+    async fn runs(&self, playbook: Option<&str>, limit: u32) -> Result<Vec<RunRecord>> {
+        let rows = match playbook {
+            Some(p) => {
+                sqlx::query("SELECT * FROM runs WHERE playbook = ? ORDER BY id DESC LIMIT ?")
+                    .bind(p)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            None => {
+                sqlx::query("SELECT * FROM runs ORDER BY id DESC LIMIT ?")
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(|e| self.db(e))?;
+        rows.iter().map(|r| record(r).map_err(|e| self.db(e))).collect()
+    }
+
+    async fn set_runner(&self, run: &str, pid: Option<u32>) -> Result<()> {
+        sqlx::query("UPDATE runs SET pid = ? WHERE id = ?")
+            .bind(pid.map(i64::from))
+            .bind(run)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
+    async fn append_logs(&self, run: &str, lines: &[LogLine]) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
+        for l in lines {
+            let stream = match l.stream {
+                Stream::Stdout => "stdout",
+                Stream::Stderr => "stderr",
+            };
+            sqlx::query("INSERT INTO logs (run_id, step, at, stream, line) VALUES (?, ?, ?, ?, ?)")
+                .bind(run)
+                .bind(&l.step)
+                .bind(&l.at)
+                .bind(stream)
+                .bind(&l.line)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+        }
+        tx.commit().await.map_err(|e| self.db(e))
+    }
+
+    async fn logs(&self, run: &str, step: Option<&str>, after: i64) -> Result<Vec<(i64, LogLine)>> {
+        let rows = sqlx::query(
+            "SELECT seq, step, at, stream, line FROM logs
+             WHERE run_id = ? AND seq > ? AND (? IS NULL OR step = ? OR step LIKE ? ESCAPE '\\')
+             ORDER BY seq",
+        )
+        .bind(run)
+        .bind(after)
+        .bind(step)
+        .bind(step)
+        .bind(step.map(|s| format!("{}.%", s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.db(e))?;
+        rows.iter()
+            .map(|r| {
+                let stream: String = r.try_get("stream").map_err(|e| self.db(e))?;
+                Ok((
+                    r.try_get("seq").map_err(|e| self.db(e))?,
+                    LogLine {
+                        step: r.try_get("step").map_err(|e| self.db(e))?,
+                        at: r.try_get("at").map_err(|e| self.db(e))?,
+                        stream: if stream == "stderr" {
+                            Stream::Stderr
+                        } else {
+                            Stream::Stdout
+                        },
+                        line: r.try_get("line").map_err(|e| self.db(e))?,
+                    },
+                ))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn journal_round_trip_and_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state/runbook.db");
+        let store = SqliteStore::open(&path).await.expect("opens");
+        let mode = std::fs::metadata(&path).expect("file").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dmode = std::fs::metadata(path.parent().expect("dir"))
+            .expect("dir")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dmode, 0o700);
+
+        let id = crate::new_run_id();
+        let run = NewRun {
+            id: id.clone(),
+            playbook: "p".into(),
+            version: 1,
+            text: "x".into(),
+            hash: "h".into(),
+            inputs: json!({"a": 1}),
+            user: "me".into(),
+        };
+        store
+            .create_run(&run, &Event::RunStarted { user: "me".into() })
+            .await
+            .expect("create");
+        store
+            .append(
+                &id,
+                &Event::StepStarted {
+                    step: "a".into(),
+                    attempt: 1,
+                },
+            )
+            .await
+            .expect("append");
+        let seq = store
+            .append(
+                &id,
+                &Event::RunFinished {
+                    status: RunStatus::Succeeded,
+                    error: None,
+                },
+            )
+            .await
+            .expect("append");
+        assert_eq!(seq, 3);
+        let events = store.events(&id).await.expect("events");
+        assert_eq!(events.len(), 3);
+        assert_eq!(
+            events[1].event,
+            Event::StepStarted {
+                step: "a".into(),
+                attempt: 1
+            }
+        );
+        let rec = store.run(&id[..10]).await.expect("by prefix");
+        assert_eq!(rec.status, RunStatus::Succeeded);
+        assert!(matches!(store.run("zzz").await, Err(StoreError::NoRun(_))));
+        assert!(matches!(store.run("a%").await, Err(StoreError::NoRun(_))));
+
+        // Reopening keeps everything and does not re-apply migrations.
+        drop(store);
+        let store = SqliteStore::open(&path).await.expect("reopens");
+        assert_eq!(store.events(&id).await.expect("events").len(), 3);
+        store
+            .append_logs(
+                &id,
+                &[LogLine {
+                    step: "roll[a].x".into(),
+                    at: now(),
+                    stream: Stream::Stdout,
+                    line: "hi".into(),
+                }],
+            )
+            .await
+            .expect("logs");
+        assert_eq!(store.logs(&id, Some("roll[a]"), 0).await.expect("logs").len(), 1);
+        assert_eq!(store.logs(&id, Some("roll"), 0).await.expect("logs").len(), 0);
+    }
+}
