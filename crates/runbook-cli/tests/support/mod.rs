@@ -76,6 +76,26 @@ impl Run {
         self.exec(Vec::<String>::new())
     }
 
+    /// Starts the binary in the background with extra arguments.
+    pub fn spawn<I: IntoIterator<Item = S>, S: AsRef<str>>(&self, extra: I) -> std::process::Child {
+        let extra: Vec<String> = extra.into_iter().map(|s| s.as_ref().to_owned()).collect();
+        let cwd = self.cwd.clone().unwrap_or_else(|| self.dir.path().to_owned());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
+        cmd.args(&self.args)
+            .args(&extra)
+            .current_dir(&cwd)
+            .env_remove("RUNBOOK_PLAYBOOKS")
+            .env("NO_COLOR", "1")
+            .env("USER", "tester")
+            .env("RUNBOOK_STATE", self.dir.path().join("state.db"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.spawn().expect("runbook starts")
+    }
+
     /// Runs with extra arguments, leaving the `Run` reusable.
     pub fn exec<I: IntoIterator<Item = S>, S: AsRef<str>>(&self, extra: I) -> Outcome {
         let extra: Vec<String> = extra.into_iter().map(|s| s.as_ref().to_owned()).collect();
@@ -86,7 +106,8 @@ impl Run {
             .current_dir(&cwd)
             .env_remove("RUNBOOK_PLAYBOOKS")
             .env("NO_COLOR", "1")
-            .env("USER", "tester");
+            .env("USER", "tester")
+            .env("RUNBOOK_STATE", self.dir.path().join("state.db"));
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -100,6 +121,21 @@ impl Run {
 }
 
 impl Outcome {
+    /// The run id printed by `run` (first line: `run <id> started`).
+    pub fn run_id(&self) -> String {
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("run ").and_then(|r| r.strip_suffix(" started")))
+            .map(str::to_owned)
+            .or_else(|| {
+                self.stdout.lines().find_map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                    v["run"].as_str().map(str::to_owned)
+                })
+            })
+            .unwrap_or_else(|| panic!("no run id in\n{}", self.stdout))
+    }
+
     #[track_caller]
     pub fn exit(self, code: i32) -> Self {
         assert_eq!(
