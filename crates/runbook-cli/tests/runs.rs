@@ -1,0 +1,423 @@
+//! Running playbooks: what an operator sees happen. Each test runs the real
+//! binary against a playbook of its own, with a state file of its own.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+use std::time::Duration;
+use support::Run;
+
+const HEAD: &str = "apiVersion: runbook/v1\nname: t\nversion: 1\n";
+
+fn lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn status_json(run: &Run, id: &str) -> serde_json::Value {
+    let out = run.exec(["status", id, "--output", "json"]).exit(0);
+    serde_json::from_str(&out.stdout).expect("status json")
+}
+
+fn step<'a>(v: &'a serde_json::Value, path: &str) -> &'a serde_json::Value {
+    v["steps"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["step"] == path))
+        .unwrap_or_else(|| panic!("no step `{path}` in {v:#}"))
+}
+
+/// True if the process is still running. A zombie is dead: it was killed and
+/// only waits to be reaped by PID 1 (which, in some sandboxes, never reaps).
+fn pid_alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn retry_with_backoff_until_it_works() {
+    let run = Run::new();
+    let n = run.path().join("n");
+    let yaml = format!(
+        "{HEAD}steps:\n  - id: flaky\n    uses: shell\n    with: {{ run: \"c=$(cat {n} 2>/dev/null || echo 0); c=$((c+1)); echo $c > {n}; test $c -ge 3\" }}\n    retry: {{ attempts: 5, delay: 10ms, backoff: exponential, max_delay: 50ms }}\n",
+        n = n.display()
+    );
+    let run = run.playbook("t", &yaml);
+    let out = run.exec(["run", "t"]).exit(0).stdout_has("▶ flaky (attempt 3)");
+    let v = status_json(&run, &out.run_id());
+    assert_eq!(step(&v, "flaky")["attempts"], 3);
+    assert_eq!(step(&v, "flaky")["state"], "succeeded");
+}
+
+#[test]
+fn retry_gives_up_after_its_attempts() {
+    let yaml = format!(
+        "{HEAD}steps:\n  - {{ id: never, uses: shell, retry: 2, with: {{ run: \"echo nope >&2; exit 7\" }} }}\n  - {{ id: after, uses: shell, with: {{ run: \"true\" }} }}\n"
+    );
+    let run = Run::new().playbook("t", &yaml);
+    let out = run
+        .exec(["run", "t"])
+        .exit(1)
+        .stdout_has("✗ never")
+        .stdout_has("exited with status 7: nope, will retry")
+        .stdout_lacks("▶ after");
+    let v = status_json(&run, &out.run_id());
+    assert_eq!(step(&v, "never")["attempts"], 2);
+    assert_eq!(v["run"]["status"], "failed");
+}
+
+#[test]
+fn retry_until_a_condition_on_outputs() {
+    let run = Run::new();
+    let n = run.path().join("n");
+    let yaml = format!(
+        "{HEAD}steps:\n  - id: poll\n    uses: shell\n    with: {{ run: \"c=$(cat {n} 2>/dev/null || echo 0); c=$((c+1)); echo $c > {n}; echo $c\" }}\n    retry: {{ attempts: 6, delay: 10ms, until: \"{{{{gte steps.poll.outputs.stdout 4}}}}\" }}\n  - {{ id: show, uses: shell, with: {{ run: \"echo got {{{{steps.poll.outputs.stdout}}}}\" }} }}\n",
+        n = n.display()
+    );
+    let run = run.playbook("t", &yaml);
+    run.exec(["run", "t"]).exit(0).stdout_has("show │ got 4");
+}
+
+#[test]
+fn a_timeout_kills_the_whole_process_group() {
+    let run = Run::new();
+    let pidfile = run.path().join("grandchild");
+    let yaml = format!(
+        "{HEAD}steps:\n  - id: hang\n    uses: shell\n    timeout: 300ms\n    with: {{ run: \"sh -c 'sleep 300 & echo $! > {p}; wait' ; echo never\" }}\n",
+        p = pidfile.display()
+    );
+    let run = run.playbook("t", &yaml);
+    run.exec(["run", "t"])
+        .exit(1)
+        .stdout_has("timed out after 300ms; its processes were killed");
+    let pid = std::fs::read_to_string(&pidfile).expect("grandchild pid");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!pid_alive(&pid), "grandchild {pid} survived the timeout");
+}
+
+#[test]
+fn when_false_skips_and_dependents_still_run() {
+    let yaml = format!(
+        "{HEAD}inputs:\n  env: {{ type: string, default: staging }}\nsteps:\n  - {{ id: prod-only, uses: shell, when: '{{{{eq inputs.env \"prod\"}}}}', with: {{ run: \"echo prod\" }} }}\n  - {{ id: next, uses: shell, with: {{ run: \"echo status={{{{steps.prod-only.status}}}}\" }} }}\n"
+    );
+    let run = Run::new().playbook("t", &yaml);
+    let out = run
+        .exec(["run", "t"])
+        .exit(0)
+        .stdout_has("↷ prod-only skipped: `when: {{eq inputs.env \"prod\"}}` is false")
+        .stdout_has("next │ status=skipped");
+    let v = status_json(&run, &out.run_id());
+    assert_eq!(step(&v, "prod-only")["state"], "skipped");
+    run.exec(["run", "t", "--set", "env=prod"])
+        .exit(0)
+        .stdout_has("prod-only │ prod");
+}
+
+#[test]
+fn continue_on_error_keeps_going() {
+    let yaml = format!(
+        "{HEAD}steps:\n  - {{ id: optional, uses: shell, continue_on_error: true, with: {{ run: \"exit 3\" }} }}\n  - {{ id: next, uses: shell, with: {{ run: \"echo ran\" }} }}\n"
+    );
+    let run = Run::new().playbook("t", &yaml);
+    let out = run.exec(["run", "t"]).exit(0).stdout_has("next │ ran");
+    assert_eq!(step(&status_json(&run, &out.run_id()), "optional")["state"], "failed");
+}
+
+#[test]
+fn handlers_undo_in_reverse_and_finally() {
+    let run = Run::new();
+    let m = run.path().join("m");
+    let mark = |s: &str| format!("echo {s} >> {}", m.display());
+    let yaml = format!(
+        "{HEAD}steps:\n\
+         \x20 - {{ id: a, uses: shell, with: {{ run: \"{}\" }}, undo: {{ uses: shell, with: {{ run: \"{}\" }} }} }}\n\
+         \x20 - {{ id: b, uses: shell, with: {{ run: \"{}\" }}, undo: [{{ uses: shell, with: {{ run: \"{}\" }} }}] }}\n\
+         \x20 - id: c\n    uses: shell\n    with: {{ run: \"{}; exit 1\" }}\n    on_failure:\n      - {{ uses: shell, with: {{ run: \"{} {{{{steps.c.status}}}}\" }} }}\n\
+         on_failure:\n  - {{ uses: shell, with: {{ run: \"{}\" }} }}\n\
+         finally:\n  - {{ uses: shell, with: {{ run: \"{}\" }} }}\n",
+        mark("a"),
+        mark("undo-a"),
+        mark("b"),
+        mark("undo-b"),
+        mark("c"),
+        mark("c-failed"),
+        mark("run-failed"),
+        mark("finally"),
+    );
+    let run = run.playbook("t", &yaml);
+    run.exec(["run", "t"]).exit(1);
+    assert_eq!(
+        lines(&m),
+        [
+            "a",
+            "b",
+            "c",
+            "c-failed failed",
+            "run-failed",
+            "undo-b",
+            "undo-a",
+            "finally"
+        ]
+    );
+}
+
+#[test]
+fn finally_runs_on_success_and_its_failure_fails_the_run() {
+    let yaml = format!(
+        "{HEAD}steps:\n  - {{ id: a, uses: shell, with: {{ run: \"true\" }} }}\nfinally:\n  - {{ uses: shell, with: {{ run: \"exit 4\" }} }}\n"
+    );
+    Run::new()
+        .playbook("t", &yaml)
+        .exec(["run", "t"])
+        .exit(1)
+        .stdout_has("a `finally` step failed");
+}
+
+#[test]
+fn max_failures_is_exceeded_only_past_the_limit() {
+    let body = |limit: &str| {
+        format!(
+            "{HEAD}steps:\n  - id: fan\n    for_each: [ok1, bad1, ok2, bad2]\n    max_failures: {limit}\n    steps:\n      - {{ id: x, uses: shell, with: {{ run: \"case {{{{item}}}} in bad*) exit 1;; esac\" }} }}\n"
+        )
+    };
+    // 2 of 4 failed: 50% tolerates it, 1 does not.
+    Run::new().playbook("t", &body("\"50%\"")).exec(["run", "t"]).exit(0);
+    Run::new()
+        .playbook("t", &body("1"))
+        .exec(["run", "t"])
+        .exit(1)
+        .stdout_has("2 of 4 items failed (max_failures 1)");
+}
+
+#[test]
+fn a_ramp_runs_a_canary_first_and_stops_on_failure() {
+    let run = Run::new();
+    let m = run.path().join("m");
+    let yaml = format!(
+        "{HEAD}steps:\n  - id: roll\n    for_each: [h1, h2, h3, h4, h5]\n    concurrency: [1, 2, 100%]\n    steps:\n      - {{ id: x, uses: shell, with: {{ run: \"echo start-{{{{item}}}} >> {m}; sleep 0.05; echo end-{{{{item}}}} >> {m}\" }} }}\n",
+        m = m.display()
+    );
+    let run = run.playbook("t", &yaml);
+    run.exec(["run", "t"]).exit(0);
+    let l = lines(&m);
+    // The canary runs alone; the next batch of two only starts after it.
+    assert_eq!(&l[..2], ["start-h1", "end-h1"]);
+    let pos = |s: &str| l.iter().position(|x| x == s).expect(s);
+    assert!(
+        pos("start-h2") < pos("end-h3") && pos("start-h3") < pos("end-h2"),
+        "h2 and h3 ran together: {l:?}"
+    );
+    assert!(
+        pos("end-h2") < pos("start-h4") && pos("end-h3") < pos("start-h4"),
+        "batch 3 waited: {l:?}"
+    );
+
+    // With a failing canary and max_failures 0, nothing else starts.
+    let bad = yaml.replace(
+        "echo start-{{item}}",
+        "test {{item}} != h1 || exit 1; echo start-{{item}}",
+    );
+    let run2 = Run::new().playbook("t", &bad);
+    run2.exec(["run", "t"])
+        .exit(1)
+        .stdout_has("1 of 5 items failed (max_failures 0); 4 items were not started");
+}
+
+#[test]
+fn parallel_branches_and_outputs_flow() {
+    let yaml = format!(
+        "{HEAD}steps:\n  - {{ id: a, uses: shell, with: {{ run: \"echo '{{\\\"v\\\": [1, 2]}}'\", json: true }} }}\n  - {{ id: b, uses: shell, needs: [a], with: {{ run: \"echo {{{{len steps.a.outputs.json.v}}}}\" }} }}\n  - {{ id: c, uses: shell, needs: [a], with: {{ run: \"echo c\" }} }}\n  - {{ id: d, uses: shell, needs: [b, c], with: {{ run: \"echo {{{{steps.b.outputs.stdout}}}}-{{{{steps.c.outputs.stdout}}}}\" }} }}\n"
+    );
+    Run::new()
+        .playbook("t", &yaml)
+        .exec(["run", "t"])
+        .exit(0)
+        .stdout_has("d │ 2-c");
+}
+
+#[test]
+fn json_events_one_per_line() {
+    let yaml = format!("{HEAD}steps:\n  - {{ id: a, uses: shell, with: {{ run: \"echo hi\" }} }}\n");
+    let out = Run::new()
+        .playbook("t", &yaml)
+        .exec(["run", "t", "--output", "json"])
+        .exit(0);
+    let events: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["run_started", "step_started", "log", "step_succeeded", "run_finished"]
+    );
+    assert_eq!(events[2]["line"], "hi");
+    assert_eq!(events[3]["outputs"]["stdout"], "hi");
+    assert_eq!(events[4]["status"], "succeeded");
+    assert!(events.iter().all(|e| e["run"].is_string() || e["event"] == "log"));
+}
+
+#[test]
+fn stdin_env_cwd_and_logs() {
+    let run = Run::new();
+    let yaml = format!(
+        "{HEAD}steps:\n  - {{ id: a, uses: shell, with: {{ run: \"cat; echo $GREETING; pwd\", stdin: \"from stdin\\n\", env: {{ GREETING: hello }}, cwd: {} }} }}\n",
+        run.path().display()
+    );
+    let run = run.playbook("t", &yaml);
+    let out = run.exec(["run", "t"]).exit(0);
+    let logs = run.exec(["logs", &out.run_id()]).exit(0);
+    assert_eq!(
+        logs.stdout,
+        format!("a │ from stdin\na │ hello\na │ {}\n", run.path().display())
+    );
+}
+
+#[test]
+fn finished_runs_cannot_be_resumed_and_history_lists_runs() {
+    let yaml = format!("{HEAD}steps:\n  - {{ id: a, uses: shell, with: {{ run: \"true\" }} }}\n");
+    let run = Run::new().playbook("t", &yaml);
+    let id = run.exec(["run", "t"]).exit(0).run_id();
+    run.exec(["resume", &id])
+        .exit(2)
+        .stderr_has("finished as succeeded; it cannot be resumed");
+    run.exec(["history", "t"])
+        .exit(0)
+        .stdout_has(&id)
+        .stdout_has("succeeded");
+    run.exec(["status"]).exit(0).stdout_has(&id);
+    run.exec(["resume", "nosuchrun"])
+        .exit(2)
+        .stderr_has("no run `nosuchrun`");
+}
+
+#[test]
+fn cancel_from_another_process() {
+    let run = Run::new();
+    let pidfile = run.path().join("child");
+    let yaml = format!(
+        "{HEAD}steps:\n  - {{ id: long, uses: shell, with: {{ run: \"echo $$ > {p}; sleep 300\" }} }}\n  - {{ id: never, uses: shell, with: {{ run: \"true\" }} }}\n",
+        p = pidfile.display()
+    );
+    let run = run.playbook("t", &yaml);
+    let child = run.spawn(["run", "t"]);
+    let mut waited = 0;
+    while !pidfile.exists() && waited < 100 {
+        std::thread::sleep(Duration::from_millis(50));
+        waited += 1;
+    }
+    let runs = run.exec(["status", "--output", "json"]).exit(0);
+    let v: serde_json::Value = serde_json::from_str(&runs.stdout).expect("json");
+    let id = v[0]["id"].as_str().expect("run id").to_owned();
+    run.exec(["cancel", &id]).exit(0).stdout_has("cancel requested");
+    let out = child.wait_with_output().expect("waits");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("run ") && stdout.contains("cancelled"), "{stdout}");
+    let pid = std::fs::read_to_string(&pidfile).expect("pid");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!pid_alive(&pid), "the step's process {pid} survived the cancel");
+    let v = status_json(&run, &id);
+    assert_eq!(v["run"]["status"], "cancelled");
+    assert_eq!(step(&v, "long")["state"], "interrupted");
+    run.exec(["resume", &id]).exit(2).stderr_has("finished as cancelled");
+}
+
+#[test]
+fn ctrl_c_stops_cleanly_runs_handlers_and_resumes() {
+    let run = Run::new();
+    let m = run.path().join("m");
+    let go = run.path().join("go");
+    let yaml = format!(
+        "{HEAD}steps:\n  - {{ id: a, uses: shell, with: {{ run: \"echo a >> {m}\" }} }}\n  - {{ id: b, uses: shell, idempotent: true, with: {{ run: \"echo b-start >> {m}; while [ ! -f {go} ]; do sleep 0.05; done; echo b >> {m}\" }} }}\n  - {{ id: c, uses: shell, with: {{ run: \"echo c >> {m}\" }} }}\nfinally:\n  - {{ uses: shell, with: {{ run: \"echo finally >> {m}\" }} }}\n",
+        m = m.display(),
+        go = go.display()
+    );
+    let run = run.playbook("t", &yaml);
+    let child = run.spawn(["run", "t"]);
+    let mut waited = 0;
+    while !lines(&m).contains(&"b-start".to_owned()) && waited < 200 {
+        std::thread::sleep(Duration::from_millis(25));
+        waited += 1;
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("signal");
+    let out = child.wait_with_output().expect("waits");
+    assert_eq!(out.status.code(), Some(3), "interrupted exits 3");
+    assert_eq!(lines(&m), ["a", "b-start", "finally"]);
+    // Nothing of the step is left running.
+    std::thread::sleep(Duration::from_millis(100));
+    let ps = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .expect("ps");
+    let marker = go.display().to_string();
+    assert!(
+        !String::from_utf8_lossy(&ps.stdout).contains(&marker),
+        "a process of the step survived Ctrl-C"
+    );
+    let id = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("run ")
+                .and_then(|r| r.strip_suffix(" started"))
+                .map(str::to_owned)
+        })
+        .expect("id");
+    assert_eq!(status_json(&run, &id)["run"]["status"], "interrupted");
+    // Resume: `a` is not redone, `b` (idempotent, in flight) runs again, then the rest.
+    std::fs::write(&m, "").expect("reset");
+    std::fs::write(&go, "").expect("go");
+    run.exec(["resume", &id]).exit(0);
+    assert_eq!(lines(&m), ["b-start", "b", "c", "finally"]);
+}
+
+#[test]
+fn secrets_never_reach_logs_outputs_errors_or_the_journal() {
+    // A property over several secret values, some with shell and regex
+    // metacharacters: whatever the step prints, returns or fails with, the
+    // secret is masked on the terminal, in `logs`, in `status`, and in the
+    // bytes of the state file.
+    for secret in ["hunter2-pw", "p@$$ w0rd!", "a.b*c[d]", "x'y\"z", "Zm9vYmFy=="] {
+        let yaml = format!(
+            "{HEAD}secrets: [TOKEN]\nsteps:\n  - {{ id: leak, uses: shell, with: {{ run: \"echo out $T; echo err $T >&2; echo '{{\\\"k\\\": \\\"'$T'\\\"}}'\", json: false, env: {{ T: \"{{{{secrets.TOKEN}}}}\" }} }} }}\n  - {{ id: fail, uses: shell, with: {{ run: \"echo fail {{{{secrets.TOKEN}}}} >&2; exit 1\" }} }}\n"
+        );
+        let run = Run::new().playbook("t", &yaml).env("TOKEN", secret);
+        let out = run.exec(["run", "t"]).exit(1);
+        assert!(
+            !out.stdout.contains(secret) && !out.stderr.contains(secret),
+            "terminal shows {secret:?}:\n{}",
+            out.stdout
+        );
+        assert!(out.stdout.contains("***"), "nothing was masked:\n{}", out.stdout);
+        let id = out.run_id();
+        let logs = run.exec(["logs", &id]).exit(0);
+        assert!(
+            !logs.stdout.contains(secret) && logs.stdout.contains("leak │ out ***"),
+            "{}",
+            logs.stdout
+        );
+        let status = run.exec(["status", &id, "--output", "json"]).exit(0);
+        assert!(!status.stdout.contains(secret), "{}", status.stdout);
+        let events = run.exec(["run", "t", "--output", "json"]).exit(1);
+        assert!(!events.stdout.contains(secret), "{}", events.stdout);
+        for file in ["state.db", "state.db-wal"] {
+            let bytes = std::fs::read(run.path().join(file)).unwrap_or_default();
+            let needle = secret.as_bytes();
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{file} contains {secret:?}"
+            );
+        }
+    }
+}
