@@ -421,3 +421,26 @@ fn secrets_never_reach_logs_outputs_errors_or_the_journal() {
         }
     }
 }
+
+#[test]
+fn wait_polls_until_the_check_holds_or_times_out() {
+    let run = Run::new();
+    let flag = run.path().join("ready");
+    let yaml = format!(
+        "{HEAD}steps:\n  - {{ id: later, uses: shell, needs: [], with: {{ run: \"sleep 0.3; echo 7 > {f}\" }} }}\n  - id: ready\n    uses: wait\n    needs: []\n    with:\n      check: {{ uses: shell, with: {{ run: \"cat {f}\" }} }}\n      until: '{{{{eq check.outputs.stdout \"7\"}}}}'\n      interval: 50ms\n      timeout: 5s\n  - {{ id: pause, uses: sleep, with: {{ duration: 10ms }} }}\n",
+        f = flag.display()
+    );
+    let run = run.playbook("t", &yaml);
+    let out = run.exec(["run", "t"]).exit(0);
+    let v = status_json(&run, &out.run_id());
+    assert_eq!(step(&v, "ready")["state"], "succeeded");
+    std::fs::remove_file(&flag).expect("flag");
+    let never = yaml
+        .replace("sleep 0.3; echo 7", "sleep 0.05; echo 6")
+        .replace("timeout: 5s", "timeout: 300ms");
+    Run::new()
+        .playbook("t", &never)
+        .exec(["run", "t"])
+        .exit(1)
+        .stdout_has("`shell` did not hold within 0.3s");
+}

@@ -108,7 +108,35 @@ impl Masker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
+
+    proptest! {
+        /// Wherever secrets appear in a line (alone, repeated, adjacent,
+        /// overlapping each other), the masked line contains none of them.
+        #[test]
+        fn no_masked_line_contains_a_secret(
+            secrets in proptest::collection::vec("[A-Za-z0-9!@#%^&()=+-]{4,16}", 1..4),
+            parts in proptest::collection::vec(("[ -~]{0,12}", 0..4usize), 0..8),
+        ) {
+            let m = Masker::new(secrets.iter().map(String::as_str));
+            let mut line = String::new();
+            for (text, which) in &parts {
+                line.push_str(text);
+                if let Some(s) = secrets.get(*which) {
+                    line.push_str(s);
+                }
+            }
+            let masked = m.text(&line);
+            for s in &secrets {
+                prop_assert!(!masked.contains(s.as_str()), "{:?} still in {:?}", s, masked);
+            }
+            let j = m.json(&json!({ "k": [line.clone()], line.clone(): 1 }));
+            for s in &secrets {
+                prop_assert!(!j.to_string().contains(s.as_str()));
+            }
+        }
+    }
 
     #[test]
     fn masks_everywhere_longest_first() {

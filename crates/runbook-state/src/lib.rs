@@ -74,6 +74,16 @@ pub trait Store: Send + Sync {
     /// when the event changes it. Returns the event's sequence number.
     async fn append(&self, run: &str, event: &Event) -> Result<i64>;
 
+    /// Appends several events in one durable transaction (group commit), in
+    /// order. Returns the sequence number of the last.
+    async fn append_all(&self, run: &str, events: &[Event]) -> Result<i64> {
+        let mut last = 0;
+        for e in events {
+            last = self.append(run, e).await?;
+        }
+        Ok(last)
+    }
+
     /// Every event of a run, in order.
     async fn events(&self, run: &str) -> Result<Vec<Recorded>>;
 

@@ -231,25 +231,44 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, run: &str, event: &Event) -> Result<i64> {
+        self.append_all(run, std::slice::from_ref(event)).await
+    }
+
+    async fn append_all(&self, run: &str, events: &[Event]) -> Result<i64> {
+        const INSERT: &str = "INSERT INTO journal (run_id, seq, at, event)
+             VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM journal WHERE run_id = ?1), ?2, ?3)
+             RETURNING seq";
+        let at = now();
+        if let [event] = events {
+            if event.status().is_none() {
+                // One statement is one atomic, durable transaction: the common
+                // case costs a single round trip and a single fsync.
+                return sqlx::query_scalar(INSERT)
+                    .bind(run)
+                    .bind(&at)
+                    .bind(serde_json::to_string(event).unwrap_or_default())
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(|e| self.db(e));
+            }
+        }
+        // Several events, or one that changes the run's status: one transaction.
         let mut conn = self.pool.acquire().await.map_err(|e| self.db(e))?;
         sqlx::query("BEGIN IMMEDIATE")
             .execute(&mut *conn)
             .await
             .map_err(|e| self.db(e))?;
-        let at = now();
         let result = async {
-            let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM journal WHERE run_id = ?")
-                .bind(run)
-                .fetch_one(&mut *conn)
-                .await?;
-            sqlx::query("INSERT INTO journal (run_id, seq, at, event) VALUES (?, ?, ?, ?)")
-                .bind(run)
-                .bind(seq)
-                .bind(&at)
-                .bind(serde_json::to_string(event).unwrap_or_default())
-                .execute(&mut *conn)
-                .await?;
-            if let Some(status) = event.status() {
+            let mut seq = 0;
+            for event in events {
+                seq = sqlx::query_scalar(INSERT)
+                    .bind(run)
+                    .bind(&at)
+                    .bind(serde_json::to_string(event).unwrap_or_default())
+                    .fetch_one(&mut *conn)
+                    .await?;
+            }
+            if let Some(status) = events.iter().rev().find_map(Event::status) {
                 sqlx::query("UPDATE runs SET status = ?, updated_at = ? WHERE id = ?")
                     .bind(status.as_str())
                     .bind(&at)

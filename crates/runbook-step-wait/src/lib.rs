@@ -81,6 +81,14 @@ fn duration(field: &str, text: &str) -> Result<Duration, StepError> {
 
 /// Sleeps, but stops at once when the run is cancelled.
 async fn pause(ctx: &StepContext, d: Duration) -> Result<(), StepError> {
+    if d.is_zero() {
+        // The timer wheel's resolution is 1 ms; a zero pause must not wait for it.
+        return if ctx.cancel.is_cancelled() {
+            Err(StepError::cancelled())
+        } else {
+            Ok(())
+        };
+    }
     tokio::select! {
         () = tokio::time::sleep(d) => Ok(()),
         () = ctx.cancel.cancelled() => Err(StepError::cancelled()),
