@@ -444,3 +444,21 @@ fn wait_polls_until_the_check_holds_or_times_out() {
         .exit(1)
         .stdout_has("`shell` did not hold within 0.3s");
 }
+
+#[test]
+fn nested_shell_commands_quote_inputs_too() {
+    // `wait` runs its `check` through a shell: an input inserted there is data,
+    // exactly as in a top-level `shell` step.
+    let run = Run::new();
+    let pwned = run.path().join("pwned");
+    let yaml = format!(
+        "{HEAD}inputs:\n  name: {{ type: string }}\nsteps:\n  - id: w\n    uses: wait\n    with:\n      check: {{ uses: shell, with: {{ run: \"echo {{{{inputs.name}}}}\" }} }}\n      timeout: 2s\n"
+    );
+    let run = run.playbook("t", &yaml);
+    let evil = format!("x; touch {}", pwned.display());
+    run.exec(["run", "t", "--set", &format!("name={evil}")]).exit(0);
+    assert!(!pwned.exists(), "an input ran as shell code inside a nested check");
+    run.exec(["plan", "t", "--set", &format!("name={evil}")])
+        .exit(0)
+        .stdout_has(&format!("echo 'x; touch {}'", pwned.display()));
+}

@@ -337,6 +337,29 @@ impl Registry {
         self.validators.get(name).map(|v| &**v)
     }
 
+    /// The JSON pointers (inside `with`) of every field a shell runs for a call of
+    /// `kind`, including the shell fields of nested calls (`wait`'s `check`), so
+    /// that `{{x}}` is quoted wherever a shell will see it.
+    pub fn shell_pointers(&self, kind: &str, with: &Json) -> Vec<String> {
+        let mut out = Vec::new();
+        self.collect_shell_pointers(kind, with, "", &mut out, 0);
+        out
+    }
+
+    fn collect_shell_pointers(&self, kind: &str, with: &Json, prefix: &str, out: &mut Vec<String>, depth: usize) {
+        let Some(k) = self.get(kind) else { return };
+        out.extend(k.shell_fields().iter().map(|f| format!("{prefix}{f}")));
+        if depth > 8 {
+            return;
+        }
+        for nested in k.nested_steps() {
+            let Some(call) = with.pointer(nested) else { continue };
+            let Some(uses) = call.get("uses").and_then(Json::as_str) else { continue };
+            let inner = call.get("with").cloned().unwrap_or(Json::Null);
+            self.collect_shell_pointers(uses, &inner, &format!("{prefix}{nested}/with"), out, depth + 1);
+        }
+    }
+
     /// Every kind's name, in registration order.
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.kinds.keys().copied()

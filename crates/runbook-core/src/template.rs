@@ -324,6 +324,32 @@ impl Renderer {
         }
     }
 
+    /// Renders a step's `with:` for its kind: strings at `shell` pointers in shell
+    /// mode, and the `deferred` pointers (fields the kind renders itself, such as
+    /// `wait`'s `until`) left exactly as written.
+    pub fn render_params(
+        &self,
+        with: &Json,
+        data: &Data,
+        shell: &[&str],
+        deferred: &[&str],
+    ) -> Result<Json, (String, TemplateError)> {
+        let mut with = with.clone();
+        let mut kept = Vec::new();
+        for ptr in deferred {
+            if let Some(v) = with.pointer_mut(ptr) {
+                kept.push((*ptr, v.take()));
+            }
+        }
+        let mut rendered = self.render_tree(&with, data, shell)?;
+        for (ptr, v) in kept {
+            if let Some(slot) = rendered.pointer_mut(ptr) {
+                *slot = v;
+            }
+        }
+        Ok(rendered)
+    }
+
     /// Renders every string inside a JSON value (a step's `with:`), typed; strings
     /// at `shell_fields` (JSON pointers) are rendered in shell mode.
     pub fn render_tree(

@@ -1262,23 +1262,12 @@ impl<'a> Exec<'a> {
 
     /// Renders `with:`, leaving the kind's deferred fields as written.
     fn render_with(&self, step: &Step, kind: &dyn StepKind, data: &Data) -> Result<Json, String> {
-        let mut with = Json::Object(step.with.clone().unwrap_or_default());
-        let mut deferred = Vec::new();
-        for ptr in kind.deferred_fields() {
-            if let Some(v) = with.pointer_mut(ptr) {
-                deferred.push((*ptr, v.take()));
-            }
-        }
-        let mut rendered = self
-            .renderer
-            .render_tree(&with, data, kind.shell_fields())
-            .map_err(|(at, e)| format!("`with{at}`: {e}"))?;
-        for (ptr, v) in deferred {
-            if let Some(slot) = rendered.pointer_mut(ptr) {
-                *slot = v;
-            }
-        }
-        Ok(rendered)
+        let with = Json::Object(step.with.clone().unwrap_or_default());
+        let shell = self.engine.registry.shell_pointers(kind.name(), &with);
+        let shell: Vec<&str> = shell.iter().map(String::as_str).collect();
+        self.renderer
+            .render_params(&with, data, &shell, kind.deferred_fields())
+            .map_err(|(at, e)| format!("`with{at}`: {e}"))
     }
 
     fn policy(&self, step: &Step) -> Result<Policy, String> {

@@ -381,9 +381,11 @@ impl Planner<'_> {
         let mut p = PlanStep::new(path, path.rsplit('.').next().unwrap_or(path), step);
         if let Some(kind) = step.uses.as_deref().and_then(|u| self.registry.get(u)) {
             let with = Json::Object(step.with.clone().unwrap_or_default());
+            let shell = self.registry.shell_pointers(kind.name(), &with);
+            let shell: Vec<&str> = shell.iter().map(String::as_str).collect();
             let rendered = match self.render(ctx, |c| {
                 self.renderer
-                    .render_tree(&with, c, kind.shell_fields())
+                    .render_params(&with, c, &shell, kind.deferred_fields())
                     .map_err(|(_, e)| e)
             }) {
                 Ok(r) => r,

@@ -1,22 +1,34 @@
 //! Running a local command so that nothing outlives it.
 //!
 //! The command gets a process group of its own. Its output is streamed line by
-//! line to the step log. When it exits, whatever it left running in its group is
-//! killed (so its pipes close and no orphan remains); when the step is cancelled,
-//! the group gets SIGTERM, then SIGKILL after a grace period; and when the step's
-//! future is dropped (a timeout, or a second Ctrl-C), a guard kills the group at
-//! once. A daemon meant to outlive its step must leave the group (`setsid`) or be
-//! started by a service manager.
+//! line to the step log. When it exits:
+//! - if nothing else is left in its group, the step is done at once;
+//! - otherwise the stragglers get [`SETTLE`] to finish or to leave the group (a
+//!   daemon started with `setsid cmd &` does exactly that), then what remains in
+//!   the group is killed, so no orphan is left behind;
+//! - output is read until the pipes close, or for at most [`DRAIN`] after that (a
+//!   detached daemon that kept our stdout must not hold the step open).
+//!
+//! When the step is cancelled, the group gets SIGTERM, then SIGKILL after
+//! [`GRACE`]; when the step's future is dropped (a timeout, or a second Ctrl-C), a
+//! guard kills the group at once. A daemon meant to outlive its step must leave the
+//! group (`setsid`) or be started by a service manager.
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use runbook_core::kind::{LogStream, StepContext, StepError};
 use std::process::Stdio;
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// How long a cancelled command gets between SIGTERM and SIGKILL.
 pub(crate) const GRACE: Duration = Duration::from_secs(5);
+/// How long processes left in the group after the command exits may take to end
+/// or to leave the group before they are killed.
+pub(crate) const SETTLE: Duration = Duration::from_millis(300);
+/// How long output is still read after the command exited and its group is gone.
+pub(crate) const DRAIN: Duration = Duration::from_millis(500);
 /// The most output kept for the `stdout`/`stderr` outputs (the log keeps all).
 const KEEP: usize = 1 << 20;
 /// Lines of stderr quoted in a failure message.
@@ -55,6 +67,21 @@ impl GroupGuard {
             let _ = killpg(pgid, sig);
         }
     }
+
+    /// True if any process is still in the group.
+    fn occupied(&self) -> bool {
+        self.pgid.is_some_and(|pgid| killpg(pgid, None::<Signal>).is_ok())
+    }
+
+    /// After the command exited: give what it left in the group a moment to end
+    /// or detach, then kill the rest.
+    async fn settle(&self) {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        while self.occupied() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.signal(Signal::SIGKILL);
+    }
 }
 
 impl Drop for GroupGuard {
@@ -88,42 +115,85 @@ pub(crate) async fn run(
             let _ = pipe.shutdown().await;
         });
     }
-    let out = child.stdout.take();
-    let err = child.stderr.take();
-    let read_out = collect(out, LogStream::Stdout, ctx);
-    let read_err = collect(err, LogStream::Stderr, ctx);
-    let status = async {
-        let status = child.wait().await;
-        // The main process is gone: end whatever it left in its group, so the
-        // pipes close and nothing is orphaned.
-        guard.signal(Signal::SIGKILL);
-        status
-    };
-    let finished = async { tokio::join!(status, read_out, read_err) };
-    tokio::pin!(finished);
-    let (status, stdout, stderr) = tokio::select! {
-        r = &mut finished => r,
-        () = ctx.cancel.cancelled() => {
-            guard.signal(Signal::SIGTERM);
-            if tokio::time::timeout(GRACE, &mut finished).await.is_err() {
-                guard.signal(Signal::SIGKILL);
-                let _ = tokio::time::timeout(Duration::from_secs(2), &mut finished).await;
+    let (out, err) = (child.stdout.take(), child.stderr.take());
+    let kept_out = Mutex::new(String::new());
+    let kept_err = Mutex::new(String::new());
+    let status = {
+        let work = async {
+            let reading = async {
+                tokio::join!(
+                    collect(out, LogStream::Stdout, ctx, &kept_out),
+                    collect(err, LogStream::Stderr, ctx, &kept_err)
+                );
+            };
+            let mut reading = std::pin::pin!(reading);
+            let mut read_all = false;
+            // 1. Until the command exits, reading meanwhile.
+            let status = {
+                let mut wait = std::pin::pin!(child.wait());
+                loop {
+                    tokio::select! {
+                        s = &mut wait => break s,
+                        () = &mut reading, if !read_all => read_all = true,
+                    }
+                }
+            };
+            // 2. Let what it left in its group end or detach, then kill the rest.
+            {
+                let mut settle = std::pin::pin!(guard.settle());
+                loop {
+                    tokio::select! {
+                        () = &mut settle => break,
+                        () = &mut reading, if !read_all => read_all = true,
+                    }
+                }
             }
-            return Err(StepError::cancelled());
-        }
+            // 3. Whatever is still buffered, for a bounded time.
+            if !read_all {
+                let _ = tokio::time::timeout(DRAIN, &mut reading).await;
+            }
+            status
+        };
+        let mut work = std::pin::pin!(work);
+        let status = tokio::select! {
+            s = &mut work => s,
+            () = ctx.cancel.cancelled() => {
+                guard.signal(Signal::SIGTERM);
+                if tokio::time::timeout(GRACE, &mut work).await.is_err() {
+                    guard.signal(Signal::SIGKILL);
+                    let _ = tokio::time::timeout(Duration::from_secs(2), &mut work).await;
+                }
+                return Err(StepError::cancelled());
+            }
+        };
+        status
     };
     let status = status.map_err(|e| StepError::new(format!("waiting for the command failed: {e}")))?;
     use std::os::unix::process::ExitStatusExt;
     let code = status.code().unwrap_or_else(|| -status.signal().unwrap_or(0));
-    Ok(Done { code, stdout, stderr })
+    let text = |m: Mutex<String>| {
+        let mut s = m.into_inner().unwrap_or_default();
+        if s.ends_with('\n') {
+            s.pop();
+        }
+        s
+    };
+    Ok(Done {
+        code,
+        stdout: text(kept_out),
+        stderr: text(kept_err),
+    })
 }
 
-/// Streams lines to the log and keeps the first [`KEEP`] bytes, trailing
-/// newline removed.
-async fn collect<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>, stream: LogStream, ctx: &StepContext) -> String {
-    let Some(pipe) = pipe else { return String::new() };
+/// Streams lines to the log and keeps the first [`KEEP`] bytes in `kept`.
+async fn collect<R: tokio::io::AsyncRead + Unpin>(
+    pipe: Option<R>,
+    stream: LogStream,
+    ctx: &StepContext,
+    kept: &Mutex<String>,
+) {
+    let Some(pipe) = pipe else { return };
     let mut reader = BufReader::new(pipe);
-    let mut kept = String::new();
     let mut buf = Vec::new();
     loop {
         buf.clear();
@@ -134,15 +204,13 @@ async fn collect<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>, stream: LogSt
                 let line = line.strip_suffix('\n').unwrap_or(&line);
                 let line = line.strip_suffix('\r').unwrap_or(line);
                 ctx.log.line(stream, line);
-                if kept.len() < KEEP {
-                    kept.push_str(line);
-                    kept.push('\n');
+                if let Ok(mut k) = kept.lock() {
+                    if k.len() < KEEP {
+                        k.push_str(line);
+                        k.push('\n');
+                    }
                 }
             }
         }
     }
-    if kept.ends_with('\n') {
-        kept.pop();
-    }
-    kept
 }
