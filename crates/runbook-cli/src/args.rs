@@ -151,6 +151,9 @@ pub(crate) struct ExecArgs {
     /// `text` (progress lines) or `json` (one JSON event per line).
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub(crate) output: Output,
+    /// No live progress bars, only lines (they are off anyway when stdout is not a terminal).
+    #[arg(long)]
+    pub(crate) no_progress: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

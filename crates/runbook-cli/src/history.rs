@@ -183,8 +183,15 @@ pub(crate) fn status(state: Option<PathBuf>, run: Option<&str>, output: Output) 
             record.status.as_str()
         );
         println!("started {} by {}", record.created_at, record.user);
-        if let Some(pid) = record.pid {
-            println!("runner: process {pid}");
+        match (record.status, record.pid) {
+            (RunStatus::Running, Some(pid)) if crate::runs::alive(pid) => println!("runner: process {pid}"),
+            (RunStatus::Running, _) => {
+                println!(
+                    "its runner is gone (killed or crashed): `runbook resume {}` continues it",
+                    record.id
+                );
+            }
+            _ => {}
         }
         println!();
         let width = rows.iter().map(|r| r.step.len()).max().unwrap_or(4).max(4);

@@ -12,10 +12,84 @@ use std::io::Write;
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// Progress lines for people.
+/// Progress lines for people: on a terminal, live bars for running steps and
+/// fan-outs above the lines; elsewhere, the lines alone.
 #[derive(Default)]
 pub(crate) struct Text {
     started: Mutex<HashMap<String, Instant>>,
+    live: Option<Live>,
+}
+
+/// The live part: one spinner per running step, one n/m bar per fan-out.
+struct Live {
+    multi: indicatif::MultiProgress,
+    bars: Mutex<HashMap<String, indicatif::ProgressBar>>,
+}
+
+impl Text {
+    /// Live bars when stdout is a terminal and `--no-progress` was not given.
+    pub(crate) fn new(progress: bool) -> Text {
+        use std::io::IsTerminal;
+        let live = (progress && std::io::stdout().is_terminal()).then(|| Live {
+            multi: indicatif::MultiProgress::new(),
+            bars: Mutex::new(HashMap::new()),
+        });
+        Text {
+            started: Mutex::default(),
+            live,
+        }
+    }
+
+    fn out(&self, line: &str) {
+        match &self.live {
+            Some(live) => {
+                let _ = live.multi.println(line);
+            }
+            None => out(line),
+        }
+    }
+
+    fn bar_start(&self, step: &str, total: Option<u64>) {
+        let Some(live) = &self.live else { return };
+        let bar = match total {
+            Some(n) => {
+                let b = live.multi.add(indicatif::ProgressBar::new(n));
+                b.set_style(
+                    indicatif::ProgressStyle::with_template("  {prefix} {bar:20} {pos}/{len} {elapsed}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                b
+            }
+            None => {
+                let b = live.multi.add(indicatif::ProgressBar::new_spinner());
+                b.set_style(
+                    indicatif::ProgressStyle::with_template("  {spinner} {prefix} {elapsed}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                );
+                b.enable_steady_tick(std::time::Duration::from_millis(120));
+                b
+            }
+        };
+        bar.set_prefix(step.to_owned());
+        if let Ok(mut bars) = live.bars.lock() {
+            bars.insert(step.to_owned(), bar);
+        }
+    }
+
+    fn bar_end(&self, step: &str) {
+        let Some(live) = &self.live else { return };
+        let Ok(mut bars) = live.bars.lock() else { return };
+        if let Some(b) = bars.remove(step) {
+            b.finish_and_clear();
+            live.multi.remove(&b);
+        }
+        // A finished item moves its fan-out's bar: `roll[web2]` belongs to `roll`.
+        if let Some(parent) = step.strip_suffix(']').and_then(|s| s.rsplit_once('[')).map(|(p, _)| p) {
+            if let Some(b) = bars.get(parent) {
+                b.inc(1);
+            }
+        }
+    }
 }
 
 fn out(line: &str) {
@@ -34,8 +108,8 @@ impl Observer for Text {
                 .unwrap_or_default()
         };
         match event {
-            Event::RunStarted { .. } => out(&format!("run {run} started")),
-            Event::RunResumed { .. } => out(&format!("run {run} resumed")),
+            Event::RunStarted { .. } => self.out(&format!("run {run} started")),
+            Event::RunResumed { .. } => self.out(&format!("run {run} resumed")),
             Event::StepStarted { step, attempt } => {
                 if let Ok(mut m) = self.started.lock() {
                     m.insert(step.clone(), Instant::now());
@@ -45,9 +119,12 @@ impl Observer for Text {
                 } else {
                     String::new()
                 };
-                out(&format!("▶ {step}{again}"));
+                self.out(&format!("▶ {step}{again}"));
             }
-            Event::StepSucceeded { step, .. } => out(&format!("✓ {step}{}", took(step))),
+            Event::StepSucceeded { step, .. } => {
+                self.bar_end(step);
+                self.out(&format!("✓ {step}{}", took(step)));
+            }
             Event::StepFailed {
                 step,
                 error,
@@ -55,21 +132,37 @@ impl Observer for Text {
                 ..
             } => {
                 let retry = if *will_retry { ", will retry" } else { "" };
-                out(&format!("✗ {step}{}: {error}{retry}", took(step)));
+                self.out(&format!("✗ {step}{}: {error}{retry}", took(step)));
             }
-            Event::StepSkipped { step, reason } => out(&format!("↷ {step} skipped: {reason}")),
-            Event::StepInterrupted { step, .. } => out(&format!("■ {step} interrupted{}", took(step))),
-            Event::ItemsResolved { step, items } => out(&format!("  {step}: {} items", items.len())),
+            Event::StepSkipped { step, reason } => {
+                self.bar_end(step);
+                self.out(&format!("↷ {step} skipped: {reason}"));
+            }
+            Event::StepInterrupted { step, .. } => {
+                self.bar_end(step);
+                self.out(&format!("■ {step} interrupted{}", took(step)));
+            }
+            Event::ItemsResolved { step, items } => {
+                self.bar_start(step, Some(items.len() as u64));
+                self.out(&format!("  {step}: {} items", items.len()));
+            }
             Event::OperatorAction { action, step, who } => {
-                out(&format!(
+                self.out(&format!(
                     "  {who}: {action}{}",
                     step.as_deref().map(|s| format!(" {s}")).unwrap_or_default()
                 ));
             }
             Event::RunFinished { status, error } => {
+                if let Some(live) = &self.live {
+                    if let Ok(mut bars) = live.bars.lock() {
+                        for (_, b) in bars.drain() {
+                            b.finish_and_clear();
+                        }
+                    }
+                }
                 let why = error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
                 let mark = if *status == RunStatus::Succeeded { "✓" } else { "✗" };
-                out(&format!("{mark} run {run} {}{why}", status.as_str()));
+                self.out(&format!("{mark} run {run} {}{why}", status.as_str()));
             }
         }
     }
@@ -79,7 +172,7 @@ impl Observer for Text {
             Stream::Stdout => "│",
             Stream::Stderr => "┃",
         };
-        out(&format!("  {} {mark} {}", line.step, line.line));
+        self.out(&format!("  {} {mark} {}", line.step, line.line));
     }
 }
 

@@ -57,9 +57,9 @@ fn hash(text: &str) -> String {
     format!("{h:016x}")
 }
 
-fn observer(output: Output) -> Arc<dyn Observer> {
+fn observer(output: Output, progress: bool) -> Arc<dyn Observer> {
     match output {
-        Output::Text => Arc::new(crate::observe::Text::default()),
+        Output::Text => Arc::new(crate::observe::Text::new(progress)),
         Output::Json => Arc::new(crate::observe::JsonLines),
     }
 }
@@ -128,7 +128,7 @@ struct Execute<'a> {
 }
 
 async fn execute(x: Execute<'_>) -> Exit {
-    let observer = observer(x.exec.output);
+    let observer = observer(x.exec.output, !x.exec.no_progress);
     let engine = Engine {
         registry: x.registry.clone(),
         store: x.store.clone(),
@@ -214,7 +214,7 @@ pub(crate) fn run(
             eprintln!("error: {e}; nothing was run");
             return Exit::Invalid;
         }
-        observer(exec.output).event(&run_id, &first);
+        observer(exec.output, false).event(&run_id, &first);
         execute(Execute {
             store,
             registry,
@@ -232,7 +232,7 @@ pub(crate) fn run(
 }
 
 /// True if `pid` is a live runbook process.
-fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| String::from_utf8_lossy(&c).contains("runbook"))
         .unwrap_or(false)
@@ -321,7 +321,7 @@ pub(crate) fn resume(
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default();
         let who = user();
-        let obs = observer(exec.output);
+        let obs = observer(exec.output, false);
         let mut journal = vec![Event::RunResumed { user: who.clone() }];
         for step in rerun {
             journal.push(Event::OperatorAction {

@@ -354,7 +354,9 @@ impl Registry {
         }
         for nested in k.nested_steps() {
             let Some(call) = with.pointer(nested) else { continue };
-            let Some(uses) = call.get("uses").and_then(Json::as_str) else { continue };
+            let Some(uses) = call.get("uses").and_then(Json::as_str) else {
+                continue;
+            };
             let inner = call.get("with").cloned().unwrap_or(Json::Null);
             self.collect_shell_pointers(uses, &inner, &format!("{prefix}{nested}/with"), out, depth + 1);
         }
