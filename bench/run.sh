@@ -35,7 +35,7 @@ chmod +x "$out/floor.sh"
 
 # Each measured run gets a fresh state file on the same disk as the work tree.
 export RUNBOOK_PLAYBOOKS=$out/pb
-hyperfine --warmup 1 --runs 5 --export-markdown "$out/results.md" \
+hyperfine --warmup 2 --runs 10 --export-markdown "$out/results.md" \
   --prepare "rm -f $out/state.db*" \
   -n "bash: fork sh -c true x$N (floor)" "$out/floor.sh" \
   -n "runbook: $N shell steps" "RUNBOOK_STATE=$out/state.db $bin run chain-shell --output json > /dev/null" \

@@ -228,15 +228,8 @@ pub(crate) fn status(state: Option<PathBuf>, run: Option<&str>, output: Output) 
 pub(crate) fn logs(state: Option<PathBuf>, run: &str, step: Option<&str>, follow: bool) -> Exit {
     let Some(rt) = runtime() else { return Exit::Invalid };
     rt.block_on(async {
-        let Some(store) = open_store(state).await else {
+        let Some((store, record)) = crate::runs::open_run(state, run).await else {
             return Exit::Invalid;
-        };
-        let record = match store.run(run).await {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Exit::Invalid;
-            }
         };
         let mut after = 0;
         loop {

@@ -46,6 +46,18 @@ pub(crate) async fn open_store(state: Option<PathBuf>) -> Option<Arc<SqliteStore
     }
 }
 
+/// Opens the store and finds a run by id or prefix, printing why not.
+pub(crate) async fn open_run(state: Option<PathBuf>, id: &str) -> Option<(Arc<SqliteStore>, runbook_state::RunRecord)> {
+    let store = open_store(state).await?;
+    match store.run(id).await {
+        Ok(r) => Some((store, r)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            None
+        }
+    }
+}
+
 /// A content hash of a playbook text (FNV-1a 64, hex): identifies the exact text
 /// a run executed; not a security boundary.
 fn hash(text: &str) -> String {
@@ -248,15 +260,8 @@ pub(crate) fn resume(
 ) -> Exit {
     let Some(rt) = runtime() else { return Exit::Invalid };
     rt.block_on(async {
-        let Some(store) = open_store(state).await else {
+        let Some((store, record)) = open_run(state, id).await else {
             return Exit::Invalid;
-        };
-        let record = match store.run(id).await {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Exit::Invalid;
-            }
         };
         if !record.status.resumable() {
             eprintln!(
@@ -379,15 +384,8 @@ pub(crate) fn resume(
 pub(crate) fn cancel(state: Option<PathBuf>, id: &str) -> Exit {
     let Some(rt) = runtime() else { return Exit::Invalid };
     rt.block_on(async {
-        let Some(store) = open_store(state).await else {
+        let Some((store, record)) = open_run(state, id).await else {
             return Exit::Invalid;
-        };
-        let record = match store.run(id).await {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Exit::Invalid;
-            }
         };
         if !record.status.resumable() {
             eprintln!(

@@ -76,33 +76,13 @@ impl Run {
         self.exec(Vec::<String>::new())
     }
 
-    /// Starts the binary in the background with extra arguments.
-    pub fn spawn<I: IntoIterator<Item = S>, S: AsRef<str>>(&self, extra: I) -> std::process::Child {
-        let extra: Vec<String> = extra.into_iter().map(|s| s.as_ref().to_owned()).collect();
+    /// The command for the binary with extra arguments, in this run's folder,
+    /// with its own state file.
+    fn command<I: IntoIterator<Item = S>, S: AsRef<str>>(&self, extra: I) -> Command {
         let cwd = self.cwd.clone().unwrap_or_else(|| self.dir.path().to_owned());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
         cmd.args(&self.args)
-            .args(&extra)
-            .current_dir(&cwd)
-            .env_remove("RUNBOOK_PLAYBOOKS")
-            .env("NO_COLOR", "1")
-            .env("USER", "tester")
-            .env("RUNBOOK_STATE", self.dir.path().join("state.db"))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        cmd.spawn().expect("runbook starts")
-    }
-
-    /// Runs with extra arguments, leaving the `Run` reusable.
-    pub fn exec<I: IntoIterator<Item = S>, S: AsRef<str>>(&self, extra: I) -> Outcome {
-        let extra: Vec<String> = extra.into_iter().map(|s| s.as_ref().to_owned()).collect();
-        let cwd = self.cwd.clone().unwrap_or_else(|| self.dir.path().to_owned());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
-        cmd.args(&self.args)
-            .args(&extra)
+            .args(extra.into_iter().map(|s| s.as_ref().to_owned()))
             .current_dir(&cwd)
             .env_remove("RUNBOOK_PLAYBOOKS")
             .env("NO_COLOR", "1")
@@ -111,6 +91,21 @@ impl Run {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
+        cmd
+    }
+
+    /// Starts the binary in the background with extra arguments.
+    pub fn spawn<I: IntoIterator<Item = S>, S: AsRef<str>>(&self, extra: I) -> std::process::Child {
+        self.command(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("runbook starts")
+    }
+
+    /// Runs with extra arguments, leaving the `Run` reusable.
+    pub fn exec<I: IntoIterator<Item = S>, S: AsRef<str>>(&self, extra: I) -> Outcome {
+        let mut cmd = self.command(extra);
         let out = cmd.output().expect("runbook runs");
         Outcome {
             code: out.status.code().unwrap_or(-1),
