@@ -488,7 +488,7 @@ impl<'a> Check<'a> {
                 self.duration(t);
             }
             if let Some(r) = d.get("retry") {
-                self.retry(r, &Scope::default(), None);
+                self.retry(r, &Scope::default());
             }
         }
     }
@@ -847,7 +847,7 @@ impl<'a> Check<'a> {
         }
         if let Some(r) = step.get("retry") {
             let own = Self::after_self(&inner);
-            self.retry(r, &own, Some(ptr));
+            self.retry(r, &own);
         }
 
         if let Some(kind_node) = uses {
@@ -1039,7 +1039,7 @@ impl<'a> Check<'a> {
         }
     }
 
-    fn retry(&mut self, r: &Node, scope: &Scope, _ptr: Option<&str>) {
+    fn retry(&mut self, r: &Node, scope: &Scope) {
         for key in ["delay", "max_delay"] {
             if let Some(n) = r.get(key) {
                 self.duration(n);

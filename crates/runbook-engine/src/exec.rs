@@ -665,7 +665,7 @@ impl<'a> Exec<'a> {
                 Some(children) => self.group(step, children, frame, &path, cancel, restore).await,
                 None => self.call(step, frame, &path, cancel, restore).await,
             };
-            self.after(step, frame, &path, outcome, cancel).await
+            self.after(step, frame, &path, outcome).await
         })
     }
 
@@ -698,14 +698,7 @@ impl<'a> Exec<'a> {
     }
 
     /// After a step or group: handlers, `continue_on_error`, undo bookkeeping.
-    async fn after(
-        &self,
-        step: &'a Step,
-        frame: &Rc<Frame>,
-        path: &str,
-        outcome: Outcome,
-        cancel: &CancellationToken,
-    ) -> Outcome {
+    async fn after(&self, step: &'a Step, frame: &Rc<Frame>, path: &str, outcome: Outcome) -> Outcome {
         match outcome {
             Outcome::Succeeded => {
                 if !step.undo_steps().is_empty() {
@@ -714,7 +707,7 @@ impl<'a> Exec<'a> {
                 Outcome::Succeeded
             }
             Outcome::Failed(e) => {
-                self.handlers(step, frame, path, cancel).await;
+                self.handlers(step, frame, path).await;
                 if step.continue_on_error {
                     Outcome::Tolerated
                 } else {
@@ -722,7 +715,7 @@ impl<'a> Exec<'a> {
                 }
             }
             Outcome::Interrupted => {
-                self.handlers(step, frame, path, cancel).await;
+                self.handlers(step, frame, path).await;
                 Outcome::Interrupted
             }
             other => other,
@@ -730,7 +723,7 @@ impl<'a> Exec<'a> {
     }
 
     /// Runs a step's `on_failure` steps (not restorable: they run each time).
-    async fn handlers(&self, step: &'a Step, frame: &Rc<Frame>, path: &str, _cancel: &CancellationToken) {
+    async fn handlers(&self, step: &'a Step, frame: &Rc<Frame>, path: &str) {
         if step.on_failure.is_empty() {
             return;
         }
@@ -1051,27 +1044,7 @@ impl<'a> Exec<'a> {
                     o
                 }
             };
-            match outcome {
-                Outcome::Failed(e) => {
-                    self.handlers(step, frame, &path, cancel).await;
-                    if step.continue_on_error {
-                        Outcome::Tolerated
-                    } else {
-                        Outcome::Failed(e)
-                    }
-                }
-                Outcome::Interrupted => {
-                    self.handlers(step, frame, &path, cancel).await;
-                    Outcome::Interrupted
-                }
-                Outcome::Succeeded => {
-                    if !step.undo_steps().is_empty() {
-                        self.undo.borrow_mut().push((path, step, frame.clone()));
-                    }
-                    Outcome::Succeeded
-                }
-                other => other,
-            }
+            self.after(step, frame, &path, outcome).await
         })
     }
 
