@@ -8,4 +8,5 @@ pub(crate) fn registry() -> Registry {
         .with(runbook_step_shell::Shell)
         .with(runbook_step_wait::Sleep)
         .with(runbook_step_wait::Wait)
+        .with(runbook_step_http::HttpCheck::default())
 }

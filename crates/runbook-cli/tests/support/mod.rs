@@ -172,3 +172,42 @@ impl Outcome {
         self
     }
 }
+
+/// The lab's HTTP app (`tests/lab/app.py`) on a loopback port, stopped on drop
+/// (also when the test panics).
+pub struct App {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl App {
+    pub fn start() -> App {
+        use std::io::BufRead;
+        let mut child = Command::new("python3")
+            .arg(workspace().join("tests/lab/app.py"))
+            .args(["--bind", "127.0.0.1", "--port", "0", "--version", "v7"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 is needed for the lab app: apt-get install python3 (scripts/setup does it)");
+        let out = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(out).read_line(&mut line).expect("app starts");
+        let port = line
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|p| p.parse().ok())
+            .expect("app prints its port");
+        App { child, port }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
