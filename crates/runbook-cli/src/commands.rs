@@ -400,6 +400,8 @@ pub(crate) fn full_schema(registry: &Registry) -> Json {
         if let Some(Json::Object(defs)) = defs {
             for (name, def) in defs {
                 let key = format!("{}.{name}", kind.name());
+                // Definitions refer to each other: rename those references too.
+                let def = rewrite_refs(def, kind.name());
                 if let Some(all) = schema.get_mut("$defs").and_then(Json::as_object_mut) {
                     all.insert(key, def);
                 }
