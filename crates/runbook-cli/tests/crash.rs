@@ -86,7 +86,7 @@ struct Seen {
     doubled_idempotent: usize,
 }
 
-fn trial(seed: u64, seen: &mut Seen) {
+fn trial(seed: u64, span: Duration, seen: &mut Seen) {
     let run = Run::new();
     let markers = run.path().join("markers");
     let (yaml, expected) = playbook(&markers.display().to_string());
@@ -103,7 +103,10 @@ fn trial(seed: u64, seen: &mut Seen) {
         // Kill in most rounds (fewer as rounds go on, so the run can finish).
         let kill = round < 6 && rng.below(4) != 0;
         if kill {
-            std::thread::sleep(Duration::from_millis(rng.below(900)));
+            // Somewhere in the run's expected span, so most kills land mid-run
+            // whatever the machine's speed.
+            let at = 0.1 + 0.8 * (rng.below(1000) as f64 / 1000.0);
+            std::thread::sleep(span.mul_f64(at));
             let _ = child.kill();
             kills += 1;
             seen.kills += 1;
@@ -190,9 +193,17 @@ fn trial(seed: u64, seen: &mut Seen) {
 #[test]
 fn killed_runs_resume_without_losing_or_redoing_work() {
     // 26 trials, each with up to 6 kills (seeded: a failing seed reproduces).
+    // Calibrate: how long an uninterrupted run takes on this machine, now.
+    let calibration = Run::new();
+    let markers = calibration.path().join("markers");
+    let (yaml, _) = playbook(&markers.display().to_string());
+    let calibration = calibration.playbook("crash", &yaml);
+    let start = std::time::Instant::now();
+    calibration.exec(["run", "crash"]).exit(0);
+    let span = start.elapsed();
     let mut seen = Seen::default();
     for seed in 1..=26 {
-        trial(seed, &mut seen);
+        trial(seed, span, &mut seen);
     }
     eprintln!("crash test exercised: {seen:?}");
     // The test must have done what it claims: killed runs part-way, met
