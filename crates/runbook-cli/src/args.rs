@@ -17,6 +17,10 @@ pub(crate) struct Cli {
     )]
     pub(crate) playbooks: PathBuf,
 
+    /// The inventory of hosts and groups (default: ./inventory.yaml if it exists).
+    #[arg(long, global = true, env = "RUNBOOK_INVENTORY", value_name = "FILE")]
+    pub(crate) inventory: Option<PathBuf>,
+
     /// Where runs are recorded: a SQLite file (default: ~/.local/state/runbook/state.db).
     #[arg(long, global = true, env = "RUNBOOK_STATE", value_name = "PATH")]
     pub(crate) state: Option<PathBuf>,
@@ -111,6 +115,8 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
+    /// List the inventory's hosts and groups.
+    Inventory,
     /// Print the JSON Schema of playbooks (or of one step kind's `with:`).
     Schema {
         /// Print only this kind's `with:` schema.

@@ -14,6 +14,7 @@ use serde_json::Value as Json;
 
 pub(crate) fn dispatch(cli: Cli) -> Exit {
     let state = cli.state.clone();
+    let inventory = cli.inventory.clone();
     let lib = Library::new(&cli.playbooks);
     let registry = crate::registry::registry();
     match cli.command {
@@ -24,14 +25,33 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
             playbook,
             inputs,
             output,
-        } => plan(&lib, &registry, &playbook, &inputs, output),
-        Command::Run { playbook, inputs, exec } => crate::runs::run(state, &lib, &registry, &playbook, &inputs, &exec),
+        } => {
+            let Some(inv) = load_inventory(inventory.as_deref()) else {
+                return Exit::Invalid;
+            };
+            plan(&lib, &registry, &playbook, &inputs, output, &inv)
+        }
+        Command::Inventory => match load_inventory(inventory.as_deref()) {
+            Some(inv) => list_inventory(&inv),
+            None => Exit::Invalid,
+        },
+        Command::Run { playbook, inputs, exec } => {
+            let Some(inv) = load_inventory(inventory.as_deref()) else {
+                return Exit::Invalid;
+            };
+            crate::runs::run(state, &lib, &registry, &playbook, &inputs, &exec, &inv)
+        }
         Command::Resume {
             run,
             rerun,
             mark_done,
             exec,
-        } => crate::runs::resume(state, &registry, &run, &rerun, &mark_done, &exec),
+        } => {
+            let Some(inv) = load_inventory(inventory.as_deref()) else {
+                return Exit::Invalid;
+            };
+            crate::runs::resume(state, &registry, &run, &rerun, &mark_done, &exec, &inv)
+        }
         Command::Cancel { run } => crate::runs::cancel(state, &run),
         Command::Status { run, output } => crate::history::status(state, run.as_deref(), output),
         Command::Logs { run, step, follow } => crate::history::logs(state, &run, step.as_deref(), follow),
@@ -351,7 +371,76 @@ pub(crate) fn resolve_inputs(pb: &Playbook, args: &InputArgs) -> Option<IndexMap
     }
 }
 
-fn plan(lib: &Library, registry: &Registry, spec: &str, args: &InputArgs, output: Output) -> Exit {
+/// Reads the inventory: the file given, else `./inventory.yaml` if it exists,
+/// else an empty one. `None` (after printing why) means exit 2.
+pub(crate) fn load_inventory(path: Option<&std::path::Path>) -> Option<runbook_core::inventory::Inventory> {
+    let default = std::path::Path::new("inventory.yaml");
+    let path = match path {
+        Some(p) => p,
+        None if default.exists() => default,
+        None => return Some(Default::default()),
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read inventory `{}`: {e}", path.display());
+            return None;
+        }
+    };
+    let source = Source::new(path.display().to_string(), text);
+    match runbook_core::inventory::load(&source) {
+        Ok(inv) => Some(inv),
+        Err(diags) => {
+            eprint_all(&source, &diags);
+            eprintln!(
+                "error: inventory `{}` is invalid: {}; nothing was run",
+                path.display(),
+                plural(diags.len(), "error")
+            );
+            None
+        }
+    }
+}
+
+fn list_inventory(inv: &runbook_core::inventory::Inventory) -> Exit {
+    if inv.hosts.is_empty() {
+        println!("no hosts (hint: write inventory.yaml or pass `--inventory FILE`)");
+        return Exit::Ok;
+    }
+    let width = inv.hosts.keys().map(String::len).max().unwrap_or(4).max(4);
+    println!(
+        "{:width$}  {:24}  {:12}  {:>5}  {:12}  GROUPS",
+        "HOST", "ADDRESS", "USER", "PORT", "JUMP"
+    );
+    for name in inv.hosts.keys() {
+        let Some((address, s, _)) = inv.resolved(name) else {
+            continue;
+        };
+        println!(
+            "{name:width$}  {address:24}  {:12}  {:>5}  {:12}  {}",
+            s.user.as_deref().unwrap_or("-"),
+            s.port.map_or("-".to_owned(), |p| p.to_string()),
+            s.jump.as_deref().unwrap_or("-"),
+            inv.groups_of(name).join(", ")
+        );
+    }
+    if !inv.groups.is_empty() {
+        println!();
+        for (g, members) in &inv.groups {
+            println!("{g}: {}", members.join(", "));
+        }
+    }
+    Exit::Ok
+}
+
+fn plan(
+    lib: &Library,
+    registry: &Registry,
+    spec: &str,
+    args: &InputArgs,
+    output: Output,
+    inventory: &runbook_core::inventory::Inventory,
+) -> Exit {
     let Some(loaded) = load(lib, registry, spec) else {
         return Exit::Invalid;
     };
@@ -361,6 +450,7 @@ fn plan(lib: &Library, registry: &Registry, spec: &str, args: &InputArgs, output
     let pctx = runbook_engine::plan::PlanContext {
         env: std::env::vars().collect(),
         user: std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned()),
+        inventory: inventory.to_template(),
     };
     let plan = runbook_engine::plan::plan(&loaded.playbook, &inputs, registry, &pctx);
     match output {

@@ -134,6 +134,7 @@ struct Execute<'a> {
     inputs: IndexMap<String, Json>,
     secrets: IndexMap<String, String>,
     env: IndexMap<String, String>,
+    inventory: Json,
     started_at: String,
     replay: Replay,
     exec: &'a ExecArgs,
@@ -155,6 +156,7 @@ async fn execute(x: Execute<'_>) -> Exit {
         inputs: x.inputs,
         secrets: x.secrets,
         env: x.env,
+        inventory: x.inventory,
         user: user(),
         started_at: x.started_at,
         replay: x.replay,
@@ -192,6 +194,7 @@ pub(crate) fn run(
     spec: &str,
     args: &InputArgs,
     exec: &ExecArgs,
+    inventory: &runbook_core::inventory::Inventory,
 ) -> Exit {
     let Some(loaded) = load(lib, registry, spec) else {
         return Exit::Invalid;
@@ -235,6 +238,7 @@ pub(crate) fn run(
             inputs,
             secrets,
             env,
+            inventory: inventory.to_template(),
             started_at: runbook_state::now(),
             replay: Replay::default(),
             exec,
@@ -257,6 +261,7 @@ pub(crate) fn resume(
     rerun: &[String],
     mark_done: &[String],
     exec: &ExecArgs,
+    inventory: &runbook_core::inventory::Inventory,
 ) -> Exit {
     let Some(rt) = runtime() else { return Exit::Invalid };
     rt.block_on(async {
@@ -373,6 +378,7 @@ pub(crate) fn resume(
             inputs,
             secrets,
             env,
+            inventory: inventory.to_template(),
             started_at: record.created_at.clone(),
             replay: Replay::new(&events),
             exec,

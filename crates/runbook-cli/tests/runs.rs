@@ -200,7 +200,7 @@ fn a_ramp_runs_a_canary_first_and_stops_on_failure() {
     let run = Run::new();
     let m = run.path().join("m");
     let yaml = format!(
-        "{HEAD}steps:\n  - id: roll\n    for_each: [h1, h2, h3, h4, h5]\n    concurrency: [1, 2, 100%]\n    steps:\n      - {{ id: x, uses: shell, with: {{ run: \"echo start-{{{{item}}}} >> {m}; sleep 0.05; echo end-{{{{item}}}} >> {m}\" }} }}\n",
+        "{HEAD}steps:\n  - id: roll\n    for_each: [h1, h2, h3, h4, h5]\n    concurrency: [1, 2, 100%]\n    steps:\n      - {{ id: x, uses: shell, with: {{ run: \"echo start-{{{{item}}}} >> {m}; sleep 0.4; echo end-{{{{item}}}} >> {m}\" }} }}\n",
         m = m.display()
     );
     let run = run.playbook("t", &yaml);

@@ -13,6 +13,7 @@
 
 pub mod diag;
 pub mod inputs;
+pub mod inventory;
 pub mod kind;
 pub mod library;
 pub mod model;

@@ -61,7 +61,7 @@ impl Invalid {
 }
 
 /// The template roots a playbook may read besides step and item variables.
-pub const ROOTS: &[&str] = &["inputs", "secrets", "env", "steps", "run", "playbook"];
+pub const ROOTS: &[&str] = &["inputs", "secrets", "env", "steps", "run", "playbook", "inventory"];
 /// Guards walks up the step tree.
 const MAX_NESTING: usize = 256;
 /// What `steps.<id>` exposes.
@@ -83,6 +83,39 @@ fn playbook_schema() -> &'static (Json, Option<jsonschema::Validator>) {
 /// The JSON Schema of the playbook format (without per-kind `with:` schemas).
 pub fn base_schema() -> Json {
     playbook_schema().0.clone()
+}
+
+/// Checks any located document against a JSON Schema, with the playbook
+/// validator's wording and spans (used for inventories and schedules).
+pub fn structure(root: &Node, schema: &Json) -> Vec<Diagnostic> {
+    let Ok(validator) = jsonschema::validator_for(schema) else {
+        return vec![Diagnostic::error(
+            "schema",
+            "internal: the schema does not compile",
+            None,
+        )];
+    };
+    let registry = Registry::new();
+    let mut check = Check {
+        registry: &registry,
+        text: "",
+        root,
+        diags: Vec::new(),
+        steps: HashMap::new(),
+        inputs: Vec::new(),
+        secrets: Vec::new(),
+        list_ids: HashMap::new(),
+        before: Vec::new(),
+    };
+    let json = root.to_json();
+    let errors: Vec<_> = validator.iter_errors(&json).map(|e| e.to_owned()).collect();
+    for e in errors {
+        check.schema_error(&e, schema, "");
+    }
+    let mut diags = check.diags;
+    diags.sort_by_key(|d| d.span.map(|s| (s.offset, s.len)));
+    dedup(&mut diags);
+    diags
 }
 
 /// Loads and validates a playbook.
@@ -1192,7 +1225,8 @@ impl<'a> Check<'a> {
                     )
                 })
             }
-            "env" => None,
+            // The environment and the inventory are only known when the run starts.
+            "env" | "inventory" => None,
             "run" => field_check(second, RUN_FIELDS, "run"),
             "playbook" => field_check(second, PLAYBOOK_FIELDS, "playbook"),
             "steps" => self.step_reference(segs, scope),

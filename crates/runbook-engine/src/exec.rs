@@ -101,6 +101,8 @@ pub struct RunInput<'a> {
     pub secrets: IndexMap<String, String>,
     /// The environment templates read as `env.*`.
     pub env: IndexMap<String, String>,
+    /// What templates see as `inventory` (null without one).
+    pub inventory: Json,
     /// Who runs it.
     pub user: String,
     /// When the run was first started.
@@ -364,6 +366,7 @@ pub async fn execute(engine: &Engine, input: RunInput<'_>, signals: &Signals) ->
         "playbook".into(),
         json!({ "name": input.playbook.name, "version": input.playbook.version }),
     );
+    base.insert("inventory".into(), input.inventory.clone());
     let store_error = Arc::new(Mutex::new(None));
     let abort = CancellationToken::new();
     let (writer, writer_task) = spawn_writer(

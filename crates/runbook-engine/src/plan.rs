@@ -156,6 +156,8 @@ pub struct PlanContext {
     pub env: IndexMap<String, String>,
     /// The user the run would be recorded under.
     pub user: String,
+    /// What templates see as `inventory` (null without one).
+    pub inventory: Json,
 }
 
 /// Plans a run of `playbook` with already-checked `inputs`.
@@ -172,6 +174,7 @@ pub fn plan(playbook: &Playbook, inputs: &IndexMap<String, Json>, registry: &Reg
         "steps": {},
         "run": { "id": "<run id>", "user": pctx.user, "started_at": "<run start>" },
         "playbook": { "name": playbook.name, "version": playbook.version },
+        "inventory": pctx.inventory,
     }));
     let planner = Planner {
         registry,
