@@ -9,4 +9,5 @@ pub(crate) fn registry() -> Registry {
         .with(runbook_step_wait::Sleep)
         .with(runbook_step_wait::Wait)
         .with(runbook_step_http::HttpCheck::default())
+        .with(runbook_step_ssh::Ssh::default())
 }

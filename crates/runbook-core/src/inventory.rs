@@ -56,6 +56,9 @@ pub struct HostSettings {
     /// Trust a host key seen for the first time (never a changed one). Default: strict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accept_new_host_keys: Option<bool>,
+    /// A known_hosts file to check host keys against, besides the user's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts: Option<String>,
 }
 
 /// One host.
@@ -85,6 +88,7 @@ impl Inventory {
             key: s.key.clone().or_else(|| d.key.clone()),
             jump: s.jump.clone().or_else(|| d.jump.clone()),
             accept_new_host_keys: s.accept_new_host_keys.or(d.accept_new_host_keys),
+            known_hosts: s.known_hosts.clone().or_else(|| d.known_hosts.clone()),
         };
         Some((h.address.clone().unwrap_or_else(|| name.to_owned()), settings, &h.vars))
     }
@@ -114,6 +118,8 @@ impl Inventory {
                         "port": s.port,
                         "key": s.key,
                         "jump": s.jump,
+                        "accept_new_host_keys": s.accept_new_host_keys.unwrap_or(false),
+                        "known_hosts": s.known_hosts,
                         "vars": vars,
                         "groups": self.groups_of(name),
                     }),

@@ -230,6 +230,10 @@ pub trait StepKind: Send + Sync + 'static {
     /// Does it: `with` is rendered and valid against the schema. Must stop
     /// promptly when `ctx.cancel` fires, leaving no process behind.
     async fn run(&self, ctx: &StepContext, with: Json) -> Result<Outputs, StepError>;
+
+    /// Releases what the kind keeps for the run (connections); called once when
+    /// the run ends, however it ends.
+    async fn close(&self) {}
 }
 
 /// Deserializes a kind's params from rendered `with:`, as a step error.

@@ -409,6 +409,10 @@ pub async fn execute(engine: &Engine, input: RunInput<'_>, signals: &Signals) ->
         })
     };
     let result = exec.run(signals).await;
+    // Connections the kinds kept for this run (ssh masters) end with it.
+    for kind in engine.registry.kinds() {
+        kind.close().await;
+    }
     flusher.abort();
     flush(&*engine.store, &exec.run_id, &exec.logs).await;
     // Closing the queue lets the writer finish what is queued and stop.

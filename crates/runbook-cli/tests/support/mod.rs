@@ -211,3 +211,103 @@ impl Drop for App {
         let _ = self.child.wait();
     }
 }
+
+/// A real sshd on a loopback address, with a host key, a client key and a
+/// known_hosts made for it; killed on drop (also when the test panics).
+pub struct Sshd {
+    child: std::process::Child,
+    pub dir: tempfile::TempDir,
+    pub address: String,
+    pub port: u16,
+}
+
+fn keygen(path: &Path) {
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen is needed: apt-get install openssh-client (scripts/setup does it)")
+        .success();
+    assert!(ok, "ssh-keygen failed");
+}
+
+impl Sshd {
+    pub fn start(address: &str) -> Sshd {
+        let sshd = Path::new("/usr/sbin/sshd");
+        assert!(
+            sshd.exists(),
+            "sshd is needed for the lab: apt-get install openssh-server (scripts/setup does it)"
+        );
+        // sshd's privilege separation folder; the package creates it at boot.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        keygen(&d.join("host_key"));
+        keygen(&d.join("client_key"));
+        std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).expect("authorized_keys");
+        let port = std::net::TcpListener::bind((address, 0))
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        std::fs::write(
+            d.join("sshd_config"),
+            format!(
+                "Port {port}\nListenAddress {address}\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\nAuthorizedKeysFile {d}/authorized_keys\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n\
+                 StrictModes no\nUsePAM no\nLogLevel INFO\nMaxSessions 10\n",
+                d = d.display()
+            ),
+        )
+        .expect("config");
+        let log = std::fs::File::create(d.join("sshd.log")).expect("log");
+        let child = Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stderr(log)
+            .spawn()
+            .expect("sshd starts");
+        let host_pub = std::fs::read_to_string(d.join("host_key.pub")).expect("host key");
+        std::fs::write(d.join("known_hosts"), format!("[{address}]:{port} {host_pub}")).expect("known_hosts");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect((address, port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(30));
+        }
+        Sshd {
+            child,
+            dir,
+            address: address.to_owned(),
+            port,
+        }
+    }
+
+    /// An inventory entry (YAML flow mapping) for this host.
+    pub fn inventory_entry(&self) -> String {
+        let d = self.dir.path();
+        format!(
+            "{{ address: \"{}\", port: {}, user: {}, key: \"{}/client_key\", known_hosts: \"{}/known_hosts\" }}",
+            self.address,
+            self.port,
+            std::env::var("USER").unwrap_or_else(|_| "root".into()),
+            d.display(),
+            d.display()
+        )
+    }
+
+    /// How many logins sshd accepted.
+    pub fn logins(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("sshd.log"))
+            .unwrap_or_default()
+            .matches("Accepted publickey")
+            .count()
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

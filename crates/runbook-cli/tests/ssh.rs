@@ -1,0 +1,139 @@
+//! The `ssh` kind against real sshd processes on loopback addresses: commands
+//! on several hosts in parallel, env and stdin, exit codes, host keys, an
+//! unreachable host, and one authentication per host per run.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+use support::{Run, Sshd};
+
+const HEAD: &str = "apiVersion: runbook/v1\nname: t\nversion: 1\n";
+
+fn user() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "root".into())
+}
+
+fn lab(hosts: &[(&str, &Sshd)]) -> String {
+    let mut inv = String::from("hosts:\n");
+    for (name, s) in hosts {
+        inv.push_str(&format!("  {name}: {}\n", s.inventory_entry()));
+    }
+    inv.push_str(&format!(
+        "groups:\n  web: [{}]\n",
+        hosts.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+    ));
+    inv
+}
+
+#[test]
+fn commands_on_several_hosts_with_env_and_stdin() {
+    let a = Sshd::start("127.0.0.1");
+    let b = Sshd::start("127.0.0.2");
+    let yaml = format!(
+        "{HEAD}steps:\n  - id: roll\n    for_each: \"{{{{inventory.groups.web}}}}\"\n    as: host\n    concurrency: 2\n    steps:\n      - {{ id: hi, uses: ssh, with: {{ host: \"{{{{host}}}}\", run: \"echo $GREETING from $SSH_CONNECTION; cat\", env: {{ GREETING: \"hello {{{{host}}}}\" }}, stdin: \"piped in\\n\" }} }}\n"
+    );
+    let run = Run::new()
+        .file("inventory.yaml", &lab(&[("web1", &a), ("web2", &b)]))
+        .playbook("t", &yaml);
+    let out = run.exec(["run", "t"]).exit(0);
+    for (name, s) in [("web1", &a), ("web2", &b)] {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.contains(&format!("roll[{name}].hi │ hello {name} from")))
+            .unwrap_or_else(|| panic!("no output from {name}:\n{}", out.stdout));
+        // $SSH_CONNECTION names the server address: the command ran on that host.
+        assert!(line.contains(&format!(" {} {}", s.address, s.port)), "{line}");
+        assert!(
+            out.stdout.contains(&format!("roll[{name}].hi │ piped in")),
+            "{}",
+            out.stdout
+        );
+    }
+}
+
+#[test]
+fn one_authentication_per_host_per_run() {
+    let a = Sshd::start("127.0.0.3");
+    let mut steps = String::new();
+    for i in 1..=5 {
+        steps.push_str(&format!(
+            "  - {{ id: s{i}, uses: ssh, with: {{ host: web1, run: \"echo {i}\" }} }}\n"
+        ));
+    }
+    let run = Run::new()
+        .file("inventory.yaml", &lab(&[("web1", &a)]))
+        .playbook("t", &format!("{HEAD}steps:\n{steps}"));
+    run.exec(["run", "t"]).exit(0).stdout_has("s5 │ 5");
+    assert_eq!(a.logins(), 1, "5 steps on one host must share one SSH login");
+    // The master is closed when the run ends: no ssh process of ours is left.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let ps = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .expect("ps");
+    let leftover = String::from_utf8_lossy(&ps.stdout)
+        .lines()
+        .filter(|l| l.starts_with("ssh ") && l.contains(&a.port.to_string()))
+        .count();
+    assert_eq!(leftover, 0, "an ssh master outlived the run");
+}
+
+#[test]
+fn failures_say_what_happened() {
+    let a = Sshd::start("127.0.0.4");
+    let inv = lab(&[("web1", &a)]);
+    // A command that fails: its exit code and the tail of its stderr.
+    let yaml = format!(
+        "{HEAD}steps:\n  - {{ id: x, uses: ssh, with: {{ host: web1, run: \"echo bad thing >&2; exit 3\" }} }}\n"
+    );
+    Run::new()
+        .file("inventory.yaml", &inv)
+        .playbook("t", &yaml)
+        .exec(["run", "t"])
+        .exit(1)
+        .stdout_has(&format!("{}@127.0.0.4:{}: command exited 3: bad thing", user(), a.port));
+    // A host whose key is not the one in known_hosts.
+    let other = Sshd::start("127.0.0.5");
+    let swapped = inv.replace(
+        &format!("{}/known_hosts", a.dir.path().display()),
+        &format!("{}/wrong_known_hosts", a.dir.path().display()),
+    );
+    let other_pub = std::fs::read_to_string(other.dir.path().join("host_key.pub")).expect("pub");
+    std::fs::write(
+        a.dir.path().join("wrong_known_hosts"),
+        format!("[127.0.0.4]:{} {other_pub}", a.port),
+    )
+    .expect("write");
+    Run::new()
+        .file("inventory.yaml", &swapped)
+        .playbook("t", &yaml.replace("echo bad thing >&2; exit 3", "true"))
+        .exec(["run", "t"])
+        .exit(1)
+        .stdout_has("host key mismatch");
+    // A host nobody listens on.
+    let dead = inv.replace(&format!("port: {}", a.port), "port: 9");
+    Run::new()
+        .file("inventory.yaml", &dead)
+        .playbook("t", &yaml.replace("echo bad thing >&2; exit 3", "true"))
+        .exec(["run", "t"])
+        .exit(1)
+        .stdout_has("unreachable");
+}
+
+#[test]
+fn inputs_are_data_on_the_remote_shell_too() {
+    let a = Sshd::start("127.0.0.6");
+    let pwned = a.dir.path().join("pwned");
+    let yaml = format!(
+        "{HEAD}inputs:\n  release: {{ type: string }}\nsteps:\n  - {{ id: x, uses: ssh, with: {{ host: web1, run: \"echo deploying {{{{inputs.release}}}}; echo 'quoted: {{{{inputs.release}}}}'\" }} }}\n"
+    );
+    let evil = format!("v1; touch {}", pwned.display());
+    Run::new()
+        .file("inventory.yaml", &lab(&[("web1", &a)]))
+        .playbook("t", &yaml)
+        .exec(["run", "t", "--set", &format!("release={evil}")])
+        .exit(0)
+        .stdout_has(&format!("x │ deploying {evil}"))
+        .stdout_has(&format!("x │ quoted: {evil}"));
+    assert!(!pwned.exists(), "an input ran as shell code on the remote host");
+}

@@ -1,0 +1,495 @@
+//! The `ssh` step kind: a command on a remote host, through the system OpenSSH
+//! client, multiplexed.
+//!
+//! A key design decision: we drive the operator's own `ssh` (the openssh crate,
+//! native mux) rather than an SSH library, so `~/.ssh/config`, the agent, keys,
+//! certificates and ProxyJump bastions work exactly as they do by hand. One
+//! ControlMaster per destination per run is opened on first use, reused by every
+//! step on that host, and closed when the run ends. Host keys are checked
+//! strictly against known_hosts unless the inventory says `accept_new_host_keys`.
+//!
+//! This crate depends only on `runbook-core`, never on the engine.
+
+use indexmap::IndexMap;
+use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
+use runbook_core::kind::{
+    Effect, LogStream, OutputDecl, OutputType, Outputs, Scalar, StepContext, StepError, StepKind, one_line, params,
+    schema_for,
+};
+use runbook_core::template::shell_quote;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{Mutex, Semaphore};
+
+/// Runs a command on a remote host over SSH.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SshParams {
+    /// An inventory host name, or `[user@]host[:port]`.
+    pub host: String,
+    /// The command, run by `sh -c` on the host. `{{x}}` inserts a value quoted for where it stands.
+    pub run: String,
+    /// Environment variables set for the command.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub env: IndexMap<String, Scalar>,
+    /// Text written to the command's standard input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
+    /// Run it with `sudo -n` (no password prompt: sudo must be allowed without one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sudo: bool,
+    /// The longest the command may take, e.g. `5m` (the step's `timeout` also applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Parse standard output as JSON into the `json` output.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub json: bool,
+}
+
+/// Where and how to connect, resolved from the inventory or the `host` text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Target {
+    address: String,
+    user: Option<String>,
+    port: Option<u16>,
+    key: Option<String>,
+    jump: Option<String>,
+    known_hosts: Option<String>,
+    accept_new: bool,
+}
+
+impl Target {
+    fn shown(&self) -> String {
+        let user = self.user.as_deref().map(|u| format!("{u}@")).unwrap_or_default();
+        let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
+        format!("{user}{}{port}", self.address)
+    }
+}
+
+/// `[user@]host[:port]`.
+fn parse_destination(text: &str) -> (Option<String>, String, Option<u16>) {
+    let (user, rest) = match text.split_once('@') {
+        Some((u, r)) => (Some(u.to_owned()), r),
+        None => (None, text),
+    };
+    match rest.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => match p.parse() {
+            Ok(port) => (user, h.to_owned(), Some(port)),
+            Err(_) => (user, rest.to_owned(), None),
+        },
+        _ => (user, rest.to_owned(), None),
+    }
+}
+
+fn resolve(host: &str, inventory: &Json) -> Target {
+    let hosts = inventory.get("hosts");
+    let entry = hosts.and_then(|h| h.get(host));
+    let s = |v: Option<&Json>, k: &str| v.and_then(|e| e.get(k)).and_then(Json::as_str).map(str::to_owned);
+    match entry {
+        Some(e) => {
+            // A jump host may itself be an inventory host.
+            let jump = s(Some(e), "jump").map(|j| match hosts.and_then(|h| h.get(&j)) {
+                Some(je) => {
+                    let user = s(Some(je), "user").map(|u| format!("{u}@")).unwrap_or_default();
+                    let port = je
+                        .get("port")
+                        .and_then(Json::as_u64)
+                        .map(|p| format!(":{p}"))
+                        .unwrap_or_default();
+                    format!("{user}{}{port}", s(Some(je), "address").unwrap_or(j))
+                }
+                None => j,
+            });
+            Target {
+                address: s(Some(e), "address").unwrap_or_else(|| host.to_owned()),
+                user: s(Some(e), "user"),
+                port: e.get("port").and_then(Json::as_u64).and_then(|p| u16::try_from(p).ok()),
+                key: s(Some(e), "key"),
+                jump,
+                known_hosts: s(Some(e), "known_hosts"),
+                accept_new: e.get("accept_new_host_keys").and_then(Json::as_bool).unwrap_or(false),
+            }
+        }
+        None => {
+            let (user, address, port) = parse_destination(host);
+            Target {
+                address,
+                user,
+                port,
+                key: None,
+                jump: None,
+                known_hosts: None,
+                accept_new: false,
+            }
+        }
+    }
+}
+
+/// The most connection set-ups in flight at once (each is a TCP + SSH handshake).
+const SETUPS: usize = 16;
+/// The most commands at once on one host (below sshd's default MaxSessions 10).
+const PER_HOST: usize = 8;
+/// Lines of stderr quoted in a failure message.
+const TAIL: usize = 5;
+
+/// One host's connection and command slots.
+struct Conn {
+    session: Mutex<Option<Arc<Session>>>,
+    slots: Semaphore,
+}
+
+/// The `ssh` kind.
+pub struct Ssh {
+    conns: std::sync::Mutex<HashMap<Target, Arc<Conn>>>,
+    setups: Semaphore,
+}
+
+impl Default for Ssh {
+    fn default() -> Self {
+        Ssh {
+            conns: std::sync::Mutex::new(HashMap::new()),
+            setups: Semaphore::new(SETUPS),
+        }
+    }
+}
+
+impl std::fmt::Debug for Ssh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ssh")
+    }
+}
+
+/// Says which of the usual things went wrong, from what ssh printed.
+fn classify(target: &Target, e: &openssh::Error) -> String {
+    let mut chain = vec![e.to_string()];
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = src {
+        chain.push(s.to_string());
+        src = s.source();
+    }
+    let all = chain.join(": ");
+    let low = all.to_lowercase();
+    let who = target.shown();
+    if low.contains("host key verification failed") || low.contains("identification has changed") {
+        if low.contains("identification has changed") {
+            format!(
+                "{who}: host key mismatch: the host's key is not the one in known_hosts (possible man-in-the-middle; if the host was rebuilt, update known_hosts)"
+            )
+        } else {
+            format!(
+                "{who}: host key not trusted: it is not in known_hosts (add it, or set `accept_new_host_keys: true` for this host in the inventory)"
+            )
+        }
+    } else if low.contains("permission denied") || low.contains("too many authentication failures") {
+        format!(
+            "{who}: authentication refused (check the user, the key or the agent): {}",
+            last_line(&all)
+        )
+    } else if low.contains("connection refused")
+        || low.contains("no route to host")
+        || low.contains("could not resolve")
+        || low.contains("name or service not known")
+        || low.contains("network is unreachable")
+        || low.contains("timed out")
+    {
+        format!("{who}: unreachable: {}", last_line(&all))
+    } else {
+        format!("{who}: ssh failed: {}", last_line(&all))
+    }
+}
+
+fn last_line(s: &str) -> String {
+    s.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(s)
+        .trim()
+        .to_owned()
+}
+
+impl Ssh {
+    fn conn(&self, target: &Target) -> Result<Arc<Conn>, StepError> {
+        let mut conns = self
+            .conns
+            .lock()
+            .map_err(|_| StepError::new("ssh connection table poisoned"))?;
+        Ok(conns
+            .entry(target.clone())
+            .or_insert_with(|| {
+                Arc::new(Conn {
+                    session: Mutex::new(None),
+                    slots: Semaphore::new(PER_HOST),
+                })
+            })
+            .clone())
+    }
+
+    /// The host's master connection, opened on first use.
+    async fn session(&self, target: &Target, conn: &Conn) -> Result<Arc<Session>, StepError> {
+        let mut slot = conn.session.lock().await;
+        if let Some(s) = slot.as_ref() {
+            return Ok(s.clone());
+        }
+        let _setup = self
+            .setups
+            .acquire()
+            .await
+            .map_err(|_| StepError::new("ssh shutting down"))?;
+        let mut b = SessionBuilder::default();
+        b.known_hosts_check(if target.accept_new {
+            KnownHosts::Add
+        } else {
+            KnownHosts::Strict
+        })
+        .connect_timeout(Duration::from_secs(10))
+        .server_alive_interval(Duration::from_secs(15))
+        .control_directory(std::env::temp_dir());
+        if let Some(u) = &target.user {
+            b.user(u.clone());
+        }
+        if let Some(p) = target.port {
+            b.port(p);
+        }
+        if let Some(k) = &target.key {
+            b.keyfile(k);
+        }
+        if let Some(j) = &target.jump {
+            b.jump_hosts([j.as_str()]);
+        }
+        if let Some(k) = &target.known_hosts {
+            b.user_known_hosts_file(k);
+        }
+        let session = b
+            .connect_mux(&target.address)
+            .await
+            .map_err(|e| StepError::new(classify(target, &e)))?;
+        let session = Arc::new(session);
+        *slot = Some(session.clone());
+        Ok(session)
+    }
+}
+
+const OUTPUTS: &[OutputDecl] = &[
+    OutputDecl {
+        name: "exit_code",
+        ty: OutputType::Integer,
+        doc: "the remote command's exit status",
+    },
+    OutputDecl {
+        name: "stdout",
+        ty: OutputType::String,
+        doc: "standard output, trailing newline removed",
+    },
+    OutputDecl {
+        name: "stderr",
+        ty: OutputType::String,
+        doc: "standard error, trailing newline removed",
+    },
+    OutputDecl {
+        name: "json",
+        ty: OutputType::Any,
+        doc: "standard output parsed as JSON (with `json: true`)",
+    },
+    OutputDecl {
+        name: "host",
+        ty: OutputType::String,
+        doc: "where it ran, `user@address:port`",
+    },
+];
+
+async fn collect<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>, stream: LogStream, ctx: &StepContext) -> String {
+    let Some(pipe) = pipe else { return String::new() };
+    let mut lines = BufReader::new(pipe).lines();
+    let mut kept = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        ctx.log.line(stream, &line);
+        if kept.len() < 1 << 20 {
+            kept.push_str(&line);
+            kept.push('\n');
+        }
+    }
+    if kept.ends_with('\n') {
+        kept.pop();
+    }
+    kept
+}
+
+#[async_trait::async_trait]
+impl StepKind for Ssh {
+    fn name(&self) -> &'static str {
+        "ssh"
+    }
+
+    fn summary(&self) -> &'static str {
+        "run a command on a remote host through the system OpenSSH client, multiplexed"
+    }
+
+    fn params_schema(&self) -> Json {
+        schema_for::<SshParams>()
+    }
+
+    fn shell_fields(&self) -> &'static [&'static str] {
+        &["/run"]
+    }
+
+    fn effect(&self, _with: &Json) -> Effect {
+        Effect::Unknown
+    }
+
+    fn idempotent(&self, _with: &Json) -> bool {
+        false
+    }
+
+    fn outputs(&self) -> &'static [OutputDecl] {
+        OUTPUTS
+    }
+
+    fn describe(&self, with: &Json) -> String {
+        let host = with.get("host").and_then(Json::as_str).unwrap_or("?");
+        let run = with.get("run").and_then(Json::as_str).unwrap_or_default();
+        let sudo = if with.get("sudo").and_then(Json::as_bool).unwrap_or(false) {
+            "sudo "
+        } else {
+            ""
+        };
+        format!("on {host}: {sudo}`{}`", one_line(run, 100))
+    }
+
+    async fn run(&self, ctx: &StepContext, with: Json) -> Result<Outputs, StepError> {
+        let p: SshParams = params(with)?;
+        let inventory = ctx.data.json().get("inventory").cloned().unwrap_or(Json::Null);
+        let target = resolve(&p.host, &inventory);
+        let conn = self.conn(&target)?;
+        let _slot = conn
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| StepError::new("ssh shutting down"))?;
+        let session = tokio::select! {
+            s = self.session(&target, &conn) => s?,
+            () = ctx.cancel.cancelled() => return Err(StepError::cancelled()),
+        };
+        // The remote command: exports, then the script, by `sh -c`, quoted once
+        // for the remote login shell.
+        let mut script = String::new();
+        for (k, v) in &p.env {
+            script.push_str(&format!("export {k}={}; ", shell_quote(&v.to_string())));
+        }
+        script.push_str(&p.run);
+        let line = if p.sudo {
+            format!("sudo -n -- sh -c {}", shell_quote(&script))
+        } else {
+            format!("sh -c {}", shell_quote(&script))
+        };
+        let mut cmd = Session::to_raw_command(session.clone(), line);
+        cmd.stdin(if p.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().await.map_err(|e| StepError::new(classify(&target, &e)))?;
+        if let (Some(text), Some(mut pipe)) = (p.stdin.clone(), child.stdin().take()) {
+            tokio::spawn(async move {
+                let _ = pipe.write_all(text.as_bytes()).await;
+                let _ = pipe.shutdown().await;
+            });
+        }
+        let out = child.stdout().take();
+        let err = child.stderr().take();
+        let limit = match &p.timeout {
+            Some(t) => {
+                Some(runbook_core::inputs::parse_duration(t).map_err(|e| StepError::new(format!("`timeout`: {e}")))?)
+            }
+            None => None,
+        };
+        let work = async {
+            let (o, e) = tokio::join!(
+                collect(out, LogStream::Stdout, ctx),
+                collect(err, LogStream::Stderr, ctx)
+            );
+            (child.wait().await, o, e)
+        };
+        let (status, stdout, stderr) = tokio::select! {
+            r = work => r,
+            () = ctx.cancel.cancelled() => return Err(StepError::cancelled()),
+            () = async { match limit { Some(l) => tokio::time::sleep(l).await, None => std::future::pending().await } } => {
+                return Err(StepError::new(format!("{}: timed out after {}", target.shown(), p.timeout.as_deref().unwrap_or("?"))));
+            }
+        };
+        let status = status.map_err(|e| StepError::new(classify(&target, &e)))?;
+        let code = status.code().unwrap_or(-1);
+        let mut outputs = Outputs::new();
+        outputs.insert("exit_code".into(), Json::from(code));
+        outputs.insert("stdout".into(), Json::String(stdout.clone()));
+        outputs.insert("stderr".into(), Json::String(stderr.clone()));
+        outputs.insert("host".into(), Json::String(target.shown()));
+        if code != 0 {
+            let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+            let tail = lines[lines.len().saturating_sub(TAIL)..].join(" | ");
+            let msg = if tail.is_empty() {
+                format!("{}: command exited {code}", target.shown())
+            } else {
+                format!("{}: command exited {code}: {tail}", target.shown())
+            };
+            return Err(StepError::new(msg).with_outputs(outputs));
+        }
+        if p.json {
+            match serde_json::from_str::<Json>(&stdout) {
+                Ok(v) => {
+                    outputs.insert("json".into(), v);
+                }
+                Err(e) => {
+                    return Err(
+                        StepError::new(format!("`json: true` but standard output is not JSON ({e})"))
+                            .with_outputs(outputs),
+                    );
+                }
+            }
+        }
+        Ok(outputs)
+    }
+
+    async fn close(&self) {
+        let conns: Vec<Arc<Conn>> = match self.conns.lock() {
+            Ok(mut c) => c.drain().map(|(_, v)| v).collect(),
+            Err(_) => return,
+        };
+        for c in conns {
+            let session = c.session.lock().await.take();
+            if let Some(s) = session.and_then(|s| Arc::try_unwrap(s).ok()) {
+                let _ = s.close().await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn destinations_and_inventory() {
+        assert_eq!(
+            parse_destination("deploy@10.0.0.1:2222"),
+            (Some("deploy".into()), "10.0.0.1".into(), Some(2222))
+        );
+        assert_eq!(parse_destination("web1"), (None, "web1".into(), None));
+        let inv = json!({"hosts": {
+            "web1": {"address": "127.0.1.1", "user": "deploy", "port": 2222, "jump": "bastion", "key": "/k"},
+            "bastion": {"address": "b.example.com", "user": "ops", "port": 22}
+        }});
+        let t = resolve("web1", &inv);
+        assert_eq!(t.shown(), "deploy@127.0.1.1:2222");
+        assert_eq!(t.jump.as_deref(), Some("ops@b.example.com:22"));
+        assert!(!t.accept_new);
+        assert_eq!(resolve("root@h:22", &inv).shown(), "root@h:22");
+    }
+}
