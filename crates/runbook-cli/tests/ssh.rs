@@ -91,7 +91,11 @@ fn failures_say_what_happened() {
         .playbook("t", &yaml)
         .exec(["run", "t"])
         .exit(1)
-        .stdout_has(&format!("{}@127.0.0.4:{}: command exited 3: bad thing", user(), a.port));
+        .stdout_has(&format!(
+            "{}@127.0.0.4:{}: exited with status 3: bad thing",
+            user(),
+            a.port
+        ));
     // A host whose key is not the one in known_hosts.
     let other = Sshd::start("127.0.0.5");
     let swapped = inv.replace(

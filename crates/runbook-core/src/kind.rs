@@ -275,6 +275,24 @@ pub struct NestedStep {
     pub with: serde_json::Map<String, Json>,
 }
 
+/// Why a command failed, in one line: `exited with status 3: <last lines of
+/// stderr>` (or `killed by signal 9`, for a negative code).
+pub fn exit_message(code: i32, stderr: &str) -> String {
+    const TAIL: usize = 5;
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(TAIL)..].join(" | ");
+    let what = if code < 0 {
+        format!("killed by signal {}", -code)
+    } else {
+        format!("exited with status {code}")
+    };
+    if tail.is_empty() {
+        what
+    } else {
+        format!("{what}: {tail}")
+    }
+}
+
 /// The first line of a command, shortened for one-line descriptions.
 pub fn one_line(text: &str, max: usize) -> String {
     let mut lines = text.trim().lines();

@@ -31,8 +31,6 @@ pub(crate) const SETTLE: Duration = Duration::from_millis(300);
 pub(crate) const DRAIN: Duration = Duration::from_millis(500);
 /// The most output kept for the `stdout`/`stderr` outputs (the log keeps all).
 const KEEP: usize = 1 << 20;
-/// Lines of stderr quoted in a failure message.
-const TAIL: usize = 5;
 
 /// A finished command.
 pub(crate) struct Done {
@@ -44,14 +42,7 @@ pub(crate) struct Done {
 impl Done {
     /// `exited with status 2: <last lines of stderr>`.
     pub(crate) fn failure_message(&self) -> String {
-        let lines: Vec<&str> = self.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-        let tail = &lines[lines.len().saturating_sub(TAIL)..];
-        match (self.code, tail.is_empty()) {
-            (c, true) if c < 0 => format!("killed by signal {}", -c),
-            (c, true) => format!("exited with status {c}"),
-            (c, false) if c < 0 => format!("killed by signal {}: {}", -c, tail.join(" | ")),
-            (c, false) => format!("exited with status {c}: {}", tail.join(" | ")),
-        }
+        runbook_core::kind::exit_message(self.code, &self.stderr)
     }
 }
 

@@ -134,8 +134,6 @@ fn resolve(host: &str, inventory: &Json) -> Target {
 const SETUPS: usize = 16;
 /// The most commands at once on one host (below sshd's default MaxSessions 10).
 const PER_HOST: usize = 8;
-/// Lines of stderr quoted in a failure message.
-const TAIL: usize = 5;
 
 /// One host's connection and command slots.
 struct Conn {
@@ -431,13 +429,11 @@ impl StepKind for Ssh {
         outputs.insert("stderr".into(), Json::String(stderr.clone()));
         outputs.insert("host".into(), Json::String(target.shown()));
         if code != 0 {
-            let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-            let tail = lines[lines.len().saturating_sub(TAIL)..].join(" | ");
-            let msg = if tail.is_empty() {
-                format!("{}: command exited {code}", target.shown())
-            } else {
-                format!("{}: command exited {code}: {tail}", target.shown())
-            };
+            let msg = format!(
+                "{}: {}",
+                target.shown(),
+                runbook_core::kind::exit_message(code, &stderr)
+            );
             return Err(StepError::new(msg).with_outputs(outputs));
         }
         if p.json {
