@@ -141,3 +141,71 @@ fn inputs_are_data_on_the_remote_shell_too() {
         .stdout_has(&format!("x │ quoted: {evil}"));
     assert!(!pwned.exists(), "an input ran as shell code on the remote host");
 }
+
+#[test]
+fn ctrl_c_leaves_no_ssh_process_behind() {
+    let a = Sshd::start("127.0.0.7");
+    let run = Run::new();
+    let started = run.path().join("started");
+    let yaml = format!(
+        "{HEAD}steps:\n  - {{ id: mark, uses: shell, with: {{ run: \"true\" }} }}\n  - {{ id: long, uses: ssh, with: {{ host: web1, run: \"touch {s}; sleep 317\" }} }}\n",
+        s = started.display()
+    );
+    let run = run.file("inventory.yaml", &lab(&[("web1", &a)])).playbook("t", &yaml);
+    let child = run.spawn(["run", "t"]);
+    for _ in 0..200 {
+        if started.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(started.exists(), "the remote command never started");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("signal");
+    let out = child.wait_with_output().expect("waits");
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stdout));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let ps = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .expect("ps");
+    let ours: Vec<String> = String::from_utf8_lossy(&ps.stdout)
+        .lines()
+        .filter(|l| l.starts_with("ssh ") && l.contains(&a.port.to_string()))
+        .map(str::to_owned)
+        .collect();
+    assert!(ours.is_empty(), "ssh processes left behind after Ctrl-C: {ours:?}");
+    // The remote command is stopped too, not just the channel closed.
+    assert!(
+        !String::from_utf8_lossy(&ps.stdout).lines().any(|l| l == "sleep 317"),
+        "the remote command kept running after Ctrl-C"
+    );
+}
+
+#[test]
+fn a_timeout_stops_the_remote_command() {
+    let a = Sshd::start("127.0.0.8");
+    let yaml = format!(
+        "{HEAD}steps:
+  - {{ id: long, uses: ssh, with: {{ host: web1, run: \"sleep 318\", timeout: 500ms }} }}
+"
+    );
+    Run::new()
+        .file("inventory.yaml", &lab(&[("web1", &a)]))
+        .playbook("t", &yaml)
+        .exec(["run", "t"])
+        .exit(1)
+        .stdout_has("timed out after 500ms; the remote command was stopped");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let ps = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .expect("ps");
+    assert!(
+        !String::from_utf8_lossy(&ps.stdout).lines().any(|l| l == "sleep 318"),
+        "the remote command kept running after the timeout"
+    );
+}

@@ -130,6 +130,16 @@ fn resolve(host: &str, inventory: &Json) -> Target {
     }
 }
 
+/// The first line the remote wrapper writes to stderr: its process group and pid,
+/// so that a cancelled or timed-out command can be stopped on the host too.
+const MARKER: &str = "runbook-remote-pgid ";
+/// What runs first on the host: report the process group (from /proc on Linux,
+/// else the shell's pid), then the script.
+const PRELUDE: &str = "read -r _ _ _ _ rb_pgid _ < /proc/$$/stat 2>/dev/null || rb_pgid=$$; \
+echo \"runbook-remote-pgid $rb_pgid $$\" >&2; ";
+/// How long a stopped remote command gets between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_secs(5);
+
 /// The most connection set-ups in flight at once (each is a TCP + SSH handshake).
 const SETUPS: usize = 16;
 /// The most commands at once on one host (below sshd's default MaxSessions 10).
@@ -300,11 +310,28 @@ const OUTPUTS: &[OutputDecl] = &[
     },
 ];
 
-async fn collect<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>, stream: LogStream, ctx: &StepContext) -> String {
+/// The remote process group and pid, once the wrapper has reported them.
+type RemoteIds = std::sync::Mutex<Option<(i64, i64)>>;
+
+async fn collect<R: tokio::io::AsyncRead + Unpin>(
+    pipe: Option<R>,
+    stream: LogStream,
+    ctx: &StepContext,
+    ids: Option<&RemoteIds>,
+) -> String {
     let Some(pipe) = pipe else { return String::new() };
     let mut lines = BufReader::new(pipe).lines();
     let mut kept = String::new();
     while let Ok(Some(line)) = lines.next_line().await {
+        if let (Some(ids), Some(rest)) = (ids, line.strip_prefix(MARKER)) {
+            let mut parts = rest.split_whitespace().filter_map(|p| p.parse::<i64>().ok());
+            if let (Some(pgid), Some(pid), Ok(mut slot)) = (parts.next(), parts.next(), ids.lock()) {
+                if slot.is_none() {
+                    *slot = Some((pgid, pid));
+                    continue;
+                }
+            }
+        }
         ctx.log.line(stream, &line);
         if kept.len() < 1 << 20 {
             kept.push_str(&line);
@@ -315,6 +342,20 @@ async fn collect<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>, stream: LogSt
         kept.pop();
     }
     kept
+}
+
+/// Sends a signal to a remote process group (or, failing that, the process).
+async fn signal_remote(session: &Arc<Session>, pgid: i64, pid: i64, sig: &str, sudo: bool) {
+    // `kill -SIG -PGID`, without `--`: dash's builtin rejects `--`.
+    let kill = format!("kill -{sig} -{pgid} 2>/dev/null || kill -{sig} {pid} 2>/dev/null");
+    let line = if sudo {
+        format!("sudo -n -- sh -c {}", shell_quote(&kill))
+    } else {
+        format!("sh -c {}", shell_quote(&kill))
+    };
+    let mut cmd = Session::to_raw_command(session.clone(), line);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let _ = tokio::time::timeout(Duration::from_secs(5), cmd.status()).await;
 }
 
 #[async_trait::async_trait]
@@ -374,7 +415,7 @@ impl StepKind for Ssh {
         };
         // The remote command: exports, then the script, by `sh -c`, quoted once
         // for the remote login shell.
-        let mut script = String::new();
+        let mut script = String::from(PRELUDE);
         for (k, v) in &p.env {
             script.push_str(&format!("export {k}={}; ", shell_quote(&v.to_string())));
         }
@@ -407,18 +448,46 @@ impl StepKind for Ssh {
             }
             None => None,
         };
-        let work = async {
-            let (o, e) = tokio::join!(
-                collect(out, LogStream::Stdout, ctx),
-                collect(err, LogStream::Stderr, ctx)
-            );
-            (child.wait().await, o, e)
-        };
-        let (status, stdout, stderr) = tokio::select! {
-            r = work => r,
-            () = ctx.cancel.cancelled() => return Err(StepError::cancelled()),
-            () = async { match limit { Some(l) => tokio::time::sleep(l).await, None => std::future::pending().await } } => {
-                return Err(StepError::new(format!("{}: timed out after {}", target.shown(), p.timeout.as_deref().unwrap_or("?"))));
+        let ids: RemoteIds = std::sync::Mutex::new(None);
+        let (status, stdout, stderr) = {
+            let work = async {
+                let (o, e) = tokio::join!(
+                    collect(out, LogStream::Stdout, ctx, None),
+                    collect(err, LogStream::Stderr, ctx, Some(&ids))
+                );
+                (child.wait().await, o, e)
+            };
+            let mut work = std::pin::pin!(work);
+            let deadline = async {
+                match limit {
+                    Some(l) => tokio::time::sleep(l).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let stopped = tokio::select! {
+                r = &mut work => Ok(r),
+                () = ctx.cancel.cancelled() => Err(StepError::cancelled()),
+                () = deadline => Err(StepError::new(format!(
+                    "{}: timed out after {}; the remote command was stopped",
+                    target.shown(),
+                    p.timeout.as_deref().unwrap_or("?")
+                ))),
+            };
+            match stopped {
+                Ok(r) => r,
+                Err(e) => {
+                    // Closing the channel does not stop a command without a
+                    // terminal: signal its process group on the host.
+                    let remote = ids.lock().ok().and_then(|g| *g);
+                    if let Some((pgid, pid)) = remote {
+                        signal_remote(&session, pgid, pid, "TERM", p.sudo).await;
+                        if tokio::time::timeout(GRACE, &mut work).await.is_err() {
+                            signal_remote(&session, pgid, pid, "KILL", p.sudo).await;
+                            let _ = tokio::time::timeout(Duration::from_secs(2), &mut work).await;
+                        }
+                    }
+                    return Err(e);
+                }
             }
         };
         let status = status.map_err(|e| StepError::new(classify(&target, &e)))?;
