@@ -59,15 +59,6 @@ pub trait Observer: Send + Sync {
     fn log(&self, line: &LogLine);
 }
 
-/// An observer that sees nothing.
-#[derive(Debug, Default)]
-pub struct Quiet;
-
-impl Observer for Quiet {
-    fn event(&self, _: &str, _: &Event) {}
-    fn log(&self, _: &LogLine) {}
-}
-
 /// What the executor needs from its surroundings.
 #[derive(Clone)]
 pub struct Engine {
