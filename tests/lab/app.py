@@ -3,19 +3,40 @@
 Django service (/health/, /health/ready/, /version/) plus endpoints that tests use
 to make it slow, fail or flap.
 
-    python3 tests/lab/app.py --bind 127.0.0.1 --port 0 [--version v1]
+    python3 tests/lab/app.py --bind 127.0.0.1 --port 0 [--version v1] [--root /srv/app --name web1]
 
-Prints `listening <port>` once it accepts connections. Standard library only.
+With `--root`, the release served is read from ROOT/current/VERSION on every
+request (a deploy switches the `current` link), and /health/ready/ answers 503
+while ROOT/MAINTENANCE exists. Prints `listening <port>` once it accepts
+connections. Standard library only.
 """
 import argparse
 import json
+import os
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-STATE = {"version": "v0", "flaky": 0}
+STATE = {"version": "v0", "flaky": 0, "root": None, "name": None}
 LOCK = threading.Lock()
+
+
+def version():
+    """The release served: the `current` link's VERSION under --root, else --version."""
+    root = STATE["root"]
+    if root:
+        try:
+            with open(os.path.join(root, "current", "VERSION")) as f:
+                return f.read().strip()
+        except OSError:
+            return "unknown"
+    return STATE["version"]
+
+
+def in_maintenance():
+    root = STATE["root"]
+    return bool(root) and os.path.exists(os.path.join(root, "MAINTENANCE"))
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -29,7 +50,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("X-Release", STATE["version"])
+        self.send_header("X-Release", version())
+        if STATE["name"]:
+            self.send_header("X-Host", STATE["name"])
         for k, v in (extra or {}).items():
             self.send_header(k, v)
         self.end_headers()
@@ -44,9 +67,11 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/health/":
             return self.send(200, {"status": "healthy"})
         if path == "/health/ready/":
+            if in_maintenance():
+                return self.send(503, {"status": "maintenance"})
             return self.send(200, {"status": "ready", "checks": {"database": "ok", "cache": "ok"}})
         if path == "/version/":
-            return self.send(200, {"version": STATE["version"]})
+            return self.send(200, {"version": version(), "host": STATE["name"]})
         if path.startswith("/status/"):
             code = int(path.rsplit("/", 1)[1] or 500)
             return self.send(code, {"status": code})
@@ -71,8 +96,10 @@ def main():
     ap.add_argument("--bind", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--version", default="v0")
+    ap.add_argument("--root", default=None)
+    ap.add_argument("--name", default=None)
     a = ap.parse_args()
-    STATE["version"] = a.version
+    STATE.update(version=a.version, root=a.root, name=a.name)
     srv = ThreadingHTTPServer((a.bind, a.port), Handler)
     srv.daemon_threads = True
     print(f"listening {srv.server_address[1]}", flush=True)

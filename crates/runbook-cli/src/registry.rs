@@ -10,4 +10,6 @@ pub(crate) fn registry() -> Registry {
         .with(runbook_step_wait::Wait)
         .with(runbook_step_http::HttpCheck::default())
         .with(runbook_step_ssh::Ssh::default())
+        .with(runbook_step_lb::Lb)
+        .with(runbook_step_pg::Pg)
 }

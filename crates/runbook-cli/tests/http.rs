@@ -15,14 +15,7 @@ fn check(with: &str) -> String {
 }
 
 fn outputs(run: &Run, id: &str) -> serde_json::Value {
-    let out = run.exec(["run", "t", "--output", "json"]);
-    let _ = id;
-    out.stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|e| e["event"] == "step_succeeded" && e["step"] == "c")
-        .map(|e| e["outputs"].clone())
-        .unwrap_or(serde_json::Value::Null)
+    run.exec(["run", "t", "--output", "json"]).outputs_of(id)
 }
 
 #[test]

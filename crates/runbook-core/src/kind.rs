@@ -310,6 +310,24 @@ pub fn schema_for<T: JsonSchema>() -> Json {
     serde_json::to_value(schemars::schema_for!(T)).unwrap_or(Json::Null)
 }
 
+/// Adds to a params schema the fields each `action` needs, so `validate`
+/// reports a missing one before anything runs: each rule is (actions, fields).
+pub fn require_by_action(mut schema: Json, rules: &[(&[&str], &[&str])]) -> Json {
+    let rules: Vec<Json> = rules
+        .iter()
+        .map(|(actions, fields)| {
+            serde_json::json!({
+                "if": {"properties": {"action": {"enum": actions}}, "required": ["action"]},
+                "then": {"required": fields}
+            })
+        })
+        .collect();
+    if let Some(obj) = schema.as_object_mut() {
+        obj.insert("allOf".into(), Json::Array(rules));
+    }
+    schema
+}
+
 /// The kinds a binary knows, by `uses` name.
 #[derive(Clone, Default)]
 pub struct Registry {

@@ -58,9 +58,21 @@ struct Target {
     user: Option<String>,
     port: Option<u16>,
     key: Option<String>,
-    jump: Option<String>,
+    jump: Option<Jump>,
     known_hosts: Option<String>,
     accept_new: bool,
+}
+
+/// A bastion between runbook and the host.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Jump {
+    /// `[user@]host[:port]` or a `Host` of the operator's ssh config, passed to
+    /// `ssh -J` as it is.
+    Named(String),
+    /// An inventory host: its user, port, key and known_hosts reach the jump
+    /// connection through a Host block of a per-run ssh config file (see
+    /// `jump_config`), since `ssh -J` passes no `-i` or `-o` on to it.
+    Inventory { name: String, target: Box<Target> },
 }
 
 impl Target {
@@ -87,6 +99,11 @@ fn parse_destination(text: &str) -> (Option<String>, String, Option<u16>) {
 }
 
 fn resolve(host: &str, inventory: &Json) -> Target {
+    resolve_hop(host, inventory, 0)
+}
+
+/// Resolves `host`; `depth` stops a jump chain that loops.
+fn resolve_hop(host: &str, inventory: &Json, depth: usize) -> Target {
     let hosts = inventory.get("hosts");
     let entry = hosts.and_then(|h| h.get(host));
     let s = |v: Option<&Json>, k: &str| v.and_then(|e| e.get(k)).and_then(Json::as_str).map(str::to_owned);
@@ -94,16 +111,11 @@ fn resolve(host: &str, inventory: &Json) -> Target {
         Some(e) => {
             // A jump host may itself be an inventory host.
             let jump = s(Some(e), "jump").map(|j| match hosts.and_then(|h| h.get(&j)) {
-                Some(je) => {
-                    let user = s(Some(je), "user").map(|u| format!("{u}@")).unwrap_or_default();
-                    let port = je
-                        .get("port")
-                        .and_then(Json::as_u64)
-                        .map(|p| format!(":{p}"))
-                        .unwrap_or_default();
-                    format!("{user}{}{port}", s(Some(je), "address").unwrap_or(j))
-                }
-                None => j,
+                Some(_) if depth < 4 => Jump::Inventory {
+                    target: Box::new(resolve_hop(&j, inventory, depth + 1)),
+                    name: j,
+                },
+                _ => Jump::Named(j),
             });
             Target {
                 address: s(Some(e), "address").unwrap_or_else(|| host.to_owned()),
@@ -155,6 +167,8 @@ struct Conn {
 pub struct Ssh {
     conns: std::sync::Mutex<HashMap<Target, Arc<Conn>>>,
     setups: Semaphore,
+    /// Per-run ssh config files (jump hosts from the inventory), removed on drop.
+    config_dir: std::sync::Mutex<Option<tempfile::TempDir>>,
 }
 
 impl Default for Ssh {
@@ -162,6 +176,7 @@ impl Default for Ssh {
         Ssh {
             conns: std::sync::Mutex::new(HashMap::new()),
             setups: Semaphore::new(SETUPS),
+            config_dir: std::sync::Mutex::new(None),
         }
     }
 }
@@ -220,7 +235,76 @@ fn last_line(s: &str) -> String {
         .to_owned()
 }
 
+/// The `Host` alias of an inventory jump host in the per-run ssh config.
+fn jump_alias(name: &str) -> String {
+    let safe: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .collect();
+    format!("runbook-jump-{safe}")
+}
+
+/// The ssh config for a connection through an inventory jump host: a Host block
+/// per bastion of the chain (ssh passes `-F` on to the jump connection, but not
+/// `-i` or `-o`), then the operator's own configuration, which `-F` would
+/// otherwise skip.
+fn jump_config_text(name: &str, hop: &Target) -> String {
+    let mut out = String::from("# written by runbook for one run\n");
+    let mut next = Some((name, hop));
+    while let Some((name, hop)) = next {
+        out.push_str(&format!("Host {}\n  HostName {}\n", jump_alias(name), hop.address));
+        if let Some(u) = &hop.user {
+            out.push_str(&format!("  User {u}\n"));
+        }
+        if let Some(p) = hop.port {
+            out.push_str(&format!("  Port {p}\n"));
+        }
+        if let Some(k) = &hop.key {
+            out.push_str(&format!("  IdentityFile \"{k}\"\n"));
+        }
+        if let Some(k) = &hop.known_hosts {
+            out.push_str(&format!("  UserKnownHostsFile \"{k}\"\n"));
+        }
+        let check = if hop.accept_new { "accept-new" } else { "yes" };
+        out.push_str(&format!("  StrictHostKeyChecking {check}\n"));
+        next = match &hop.jump {
+            Some(Jump::Named(j)) => {
+                out.push_str(&format!("  ProxyJump {j}\n"));
+                None
+            }
+            Some(Jump::Inventory { name, target }) => {
+                out.push_str(&format!("  ProxyJump {}\n", jump_alias(name)));
+                Some((name.as_str(), target.as_ref()))
+            }
+            None => None,
+        };
+    }
+    out.push_str("Host *\n  Include ~/.ssh/config\n  Include /etc/ssh/ssh_config\n");
+    out
+}
+
 impl Ssh {
+    /// Writes the ssh config for a jump through inventory host `name`, in this
+    /// run's private folder, and returns its path.
+    fn jump_config(&self, name: &str, hop: &Target) -> Result<std::path::PathBuf, StepError> {
+        let mut dir = self
+            .config_dir
+            .lock()
+            .map_err(|_| StepError::new("ssh config folder poisoned"))?;
+        if dir.is_none() {
+            let made = tempfile::Builder::new()
+                .prefix("runbook-ssh-")
+                .tempdir()
+                .map_err(|e| StepError::new(format!("cannot create a folder for ssh config: {e}")))?;
+            *dir = Some(made);
+        }
+        let folder = dir.as_ref().map(|d| d.path().to_owned()).unwrap_or_default();
+        let path = folder.join(format!("{}.conf", jump_alias(name)));
+        std::fs::write(&path, jump_config_text(name, hop))
+            .map_err(|e| StepError::new(format!("cannot write {}: {e}", path.display())))?;
+        Ok(path)
+    }
+
     fn conn(&self, target: &Target) -> Result<Arc<Conn>, StepError> {
         let mut conns = self
             .conns
@@ -266,8 +350,15 @@ impl Ssh {
         if let Some(k) = &target.key {
             b.keyfile(k);
         }
-        if let Some(j) = &target.jump {
-            b.jump_hosts([j.as_str()]);
+        match &target.jump {
+            Some(Jump::Named(j)) => {
+                b.jump_hosts([j.as_str()]);
+            }
+            Some(Jump::Inventory { name, target: hop }) => {
+                let config = self.jump_config(name, hop)?;
+                b.config_file(config).jump_hosts([jump_alias(name)]);
+            }
+            None => {}
         }
         if let Some(k) = &target.known_hosts {
             b.user_known_hosts_file(k);
@@ -553,7 +644,26 @@ mod tests {
         }});
         let t = resolve("web1", &inv);
         assert_eq!(t.shown(), "deploy@127.0.1.1:2222");
-        assert_eq!(t.jump.as_deref(), Some("ops@b.example.com:22"));
+        match &t.jump {
+            Some(Jump::Inventory { name, target }) => {
+                assert_eq!(name, "bastion");
+                assert_eq!(target.shown(), "ops@b.example.com:22");
+                let text = jump_config_text(name, target);
+                assert!(text.contains("Host runbook-jump-bastion\n  HostName b.example.com\n  User ops\n  Port 22\n"));
+                assert!(text.contains("StrictHostKeyChecking yes"));
+                assert!(text.ends_with("Host *\n  Include ~/.ssh/config\n  Include /etc/ssh/ssh_config\n"));
+            }
+            other => panic!("jump {other:?}"),
+        }
+        // A jump chain that loops ends as a plain name instead of recursing forever.
+        let looped = json!({"hosts": {"a": {"jump": "b"}, "b": {"jump": "a"}}});
+        let mut hop = resolve("a", &looped);
+        let mut hops = 0;
+        while let Some(Jump::Inventory { target, .. }) = hop.jump.clone() {
+            hop = *target;
+            hops += 1;
+        }
+        assert!(hops <= 5, "{hops}");
         assert!(!t.accept_new);
         assert_eq!(resolve("root@h:22", &inv).shown(), "root@h:22");
     }

@@ -131,6 +131,16 @@ impl Outcome {
             .unwrap_or_else(|| panic!("no run id in\n{}", self.stdout))
     }
 
+    /// The outputs of step `id` from `--output json` events (Null if it did not succeed).
+    pub fn outputs_of(&self, id: &str) -> serde_json::Value {
+        self.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["event"] == "step_succeeded" && e["step"] == id)
+            .map(|e| e["outputs"].clone())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
     #[track_caller]
     pub fn exit(self, code: i32) -> Self {
         assert_eq!(
@@ -309,5 +319,239 @@ impl Drop for Sshd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The multi-host lab (`tests/lab/lab.py`): `n` hosts, each with its own sshd in
+/// its own mount namespace (a private /srv/app), the lab app, and HAProxy in
+/// front. Stopped on drop, also when the test panics; if the test process dies
+/// outright, the lab sees its standard input close and stops itself.
+pub struct Lab {
+    child: std::process::Child,
+    pub dir: tempfile::TempDir,
+    pub info: serde_json::Value,
+}
+
+impl Lab {
+    pub fn start(hosts: usize) -> Lab {
+        Lab::start_with(&["--hosts", &hosts.to_string()])
+    }
+
+    /// A PostgreSQL primary and streaming standby, no hosts.
+    pub fn postgres() -> Lab {
+        Lab::start_with(&["--hosts", "0", "--postgres"])
+    }
+
+    pub fn start_with(args: &[&str]) -> Lab {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = Command::new("python3")
+            .arg(workspace().join("tests/lab/lab.py"))
+            .args(["up", "--watch-stdin"])
+            .args(args)
+            .arg("--dir")
+            .arg(dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 is needed for the lab: apt-get install python3 (scripts/setup does it)");
+        let out = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(out).read_line(&mut line).expect("lab starts");
+        let info: serde_json::Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the lab did not start (its error is above; scripts/setup installs what it needs)");
+            }
+        };
+        Lab { child, dir, info }
+    }
+
+    /// The inventory the lab wrote (hosts web1..webN, group `web`).
+    pub fn inventory(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("inventory.yaml")).expect("inventory")
+    }
+
+    pub fn host(&self, i: usize) -> &serde_json::Value {
+        &self.info["hosts"][i]
+    }
+
+    /// How many logins host `i`'s sshd accepted.
+    pub fn logins(&self, i: usize) -> usize {
+        let log = self.host(i)["sshd_log"].as_str().expect("log");
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .matches("Accepted publickey")
+            .count()
+    }
+
+    /// What host `i`'s app serves at `path`.
+    pub fn get(&self, i: usize, path: &str) -> String {
+        let h = self.host(i);
+        http_get(
+            h["address"].as_str().expect("address"),
+            h["app_port"].as_u64().expect("port") as u16,
+            path,
+        )
+    }
+
+    /// What HAProxy serves at `path`.
+    pub fn get_via_lb(&self, path: &str) -> String {
+        http_get(
+            "127.0.0.1",
+            self.info["haproxy"]["port"].as_u64().expect("lb port") as u16,
+            path,
+        )
+    }
+
+    /// A HAProxy runtime API command, over its unix socket.
+    pub fn haproxy(&self, command: &str) -> String {
+        use std::io::{Read, Write};
+        let sock = self.info["haproxy"]["socket"].as_str().expect("socket");
+        let mut s = std::os::unix::net::UnixStream::connect(sock).expect("haproxy socket");
+        s.write_all(format!("{command}\n").as_bytes()).expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        out
+    }
+}
+
+impl Lab {
+    /// `psql` as the superuser on the primary or the standby; its output
+    /// (unaligned, tuples only).
+    pub fn psql(&self, server: &str, sql: &str) -> String {
+        let pg = &self.info["postgres"];
+        let out = Command::new(format!("{}/psql", pg["bin"].as_str().unwrap()))
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(pg[server]["dsn"].as_str().unwrap())
+            .args(["-c", sql])
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    pub fn dsn(&self, server: &str) -> String {
+        self.info["postgres"][server]["dsn"].as_str().unwrap().to_owned()
+    }
+}
+
+/// A plain HTTP/1.0 GET; the body.
+pub fn http_get(address: &str, port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect((address, port)).expect("connect");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or(out)
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Closing stdin asks the lab to stop everything it started; wait for it.
+        drop(self.child.stdin.take());
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A bounded HTTP load: `threads` clients each sending GET `path` to
+/// 127.0.0.1:`port` back to back (one request per connection), counting
+/// successes (2xx), HTTP errors and connection errors, until stopped.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(u64, u64, u64)>>,
+}
+
+/// What a [`Load`] saw.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LoadCount {
+    pub ok: u64,
+    pub http_errors: u64,
+    pub connection_errors: u64,
+}
+
+impl Load {
+    pub fn start(port: u16, path: &str, threads: usize) -> Load {
+        use std::io::{Read, Write};
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|_| {
+                let stop = stop.clone();
+                let path = path.to_owned();
+                std::thread::spawn(move || {
+                    let (mut ok, mut bad, mut conn) = (0, 0, 0);
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                            conn += 1;
+                            continue;
+                        };
+                        let mut out = String::new();
+                        if write!(s, "GET {path} HTTP/1.0\r\n\r\n").is_err() || s.read_to_string(&mut out).is_err() {
+                            conn += 1;
+                        } else if out.starts_with("HTTP/1.0 2") || out.starts_with("HTTP/1.1 2") {
+                            ok += 1;
+                        } else {
+                            bad += 1;
+                        }
+                    }
+                    (ok, bad, conn)
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    pub fn stop(self) -> LoadCount {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut c = LoadCount::default();
+        for t in self.threads {
+            let (ok, bad, conn) = t.join().expect("load thread");
+            c.ok += ok;
+            c.http_errors += bad;
+            c.connection_errors += conn;
+        }
+        c
+    }
+}
+
+impl Lab {
+    /// HAProxy's view of one server: (admin state bits, operational state,
+    /// current sessions), from the runtime API.
+    pub fn server_state(&self, backend: &str, server: &str) -> (u32, u32, u64) {
+        let state = self.haproxy(&format!("show servers state {backend}"));
+        let line = state
+            .lines()
+            .find(|l| l.split(' ').nth(3) == Some(server))
+            .unwrap_or_else(|| panic!("no {server} in\n{state}"));
+        let f: Vec<&str> = line.split(' ').collect();
+        let stat = self.haproxy(&format!("show stat {backend} 4 -1"));
+        let head: Vec<&str> = stat
+            .lines()
+            .next()
+            .unwrap()
+            .trim_start_matches("# ")
+            .split(',')
+            .collect();
+        let scur = head.iter().position(|c| *c == "scur").unwrap();
+        let sessions = stat
+            .lines()
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .find(|r| r.get(1) == Some(&server))
+            .map(|r| r[scur].parse().unwrap_or(0))
+            .unwrap_or(0);
+        (f[6].parse().unwrap(), f[5].parse().unwrap(), sessions)
     }
 }

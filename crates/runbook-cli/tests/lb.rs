@@ -1,0 +1,182 @@
+//! The `lb` kind against a real HAProxy (the lab's): drain under load with
+//! sessions falling to 0 before `wait-drained` returns, out of and back into
+//! rotation, a blue-green switch, idempotent re-runs, and the reload caveat.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+use support::{Lab, Load, Run};
+
+fn socket(lab: &Lab) -> String {
+    lab.info["haproxy"]["socket"].as_str().unwrap().to_owned()
+}
+
+fn drain_playbook(lab: &Lab) -> String {
+    format!(
+        r#"apiVersion: runbook/v1
+name: drain
+version: 1
+steps:
+  - id: drain
+    uses: lb
+    with: {{ action: drain, backend: app, server: web1, socket: "{s}" }}
+  - id: drained
+    uses: lb
+    needs: [drain]
+    with: {{ action: wait-drained, backend: app, server: web1, socket: "{s}", interval: 50ms, timeout: 30s }}
+"#,
+        s = socket(lab)
+    )
+}
+
+#[test]
+fn drain_waits_until_the_server_has_no_sessions() {
+    let lab = Lab::start(2);
+    let port = lab.info["haproxy"]["port"].as_u64().unwrap() as u16;
+    // Slow requests keep sessions open on both servers.
+    let load = Load::start(port, "/slow/400", 6);
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = lab.server_state("app", "web1").2;
+        if seen > 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(seen > 0, "the load reaches web1 before the drain");
+    let run = Run::new().playbook("drain", &drain_playbook(&lab));
+    let out = run.exec(["run", "drain"]).exit(0);
+    // The moment wait-drained returned, web1 had no sessions, and it takes none.
+    let (admin, _, sessions) = lab.server_state("app", "web1");
+    assert_eq!(sessions, 0, "{}", out.stdout);
+    assert_eq!(admin & 0x08, 0x08, "web1 is in drain");
+    assert!(out.stdout.contains("app/web1: ready -> drain"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("waiting: "),
+        "it had sessions to wait for:\n{}",
+        out.stdout
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        lab.server_state("app", "web1").2,
+        0,
+        "no new sessions on a drained server"
+    );
+    let count = load.stop();
+    assert_eq!(
+        count.http_errors + count.connection_errors,
+        0,
+        "a drain loses no request: {count:?}"
+    );
+    assert!(count.ok > 10, "{count:?}");
+    // Draining a drained server again succeeds and changes nothing.
+    run.exec(["run", "drain"])
+        .exit(0)
+        .stdout_has("app/web1: drain -> drain");
+}
+
+#[test]
+fn out_of_rotation_and_back_until_healthy() {
+    let lab = Lab::start(2);
+    let yaml = format!(
+        r#"apiVersion: runbook/v1
+name: cycle
+version: 1
+steps:
+  - {{ id: out, uses: lb, with: {{ action: deregister, backend: app, server: web2, socket: "{s}" }} }}
+  - id: only-web1
+    uses: http-check
+    needs: [out]
+    with: {{ url: "http://127.0.0.1:{port}/version/", samples: 6, expect: {{ json: {{ host: web1 }} }} }}
+  - {{ id: back, uses: lb, needs: [only-web1], with: {{ action: register, backend: app, server: web2, socket: "{s}" }} }}
+  - {{ id: healthy, uses: lb, needs: [back], with: {{ action: wait-healthy, backend: app, server: web2, socket: "{s}", interval: 50ms, timeout: 20s }} }}
+  - {{ id: status, uses: lb, needs: [healthy], with: {{ action: status, backend: app, socket: "{s}", config: "{cfg}" }} }}
+"#,
+        s = socket(&lab),
+        port = lab.info["haproxy"]["port"],
+        cfg = lab.info["haproxy"]["config"].as_str().unwrap(),
+    );
+    let out = Run::new()
+        .playbook("cycle", &yaml)
+        .exec(["run", "cycle", "--output", "json"])
+        .exit(0);
+    let (admin, op, _) = lab.server_state("app", "web2");
+    assert_eq!((admin, op), (0, 2), "web2 is ready and up again");
+    // status lists both servers; the lab's haproxy.cfg keeps state over reloads.
+    let status = out.outputs_of("status");
+    let servers = status["servers"].as_array().expect("servers");
+    assert_eq!(servers.len(), 2, "{status}");
+    assert!(
+        servers.iter().all(|s| s["state"] == "ready" && s["health"] == "up"),
+        "{status}"
+    );
+    assert!(status.get("warning").is_none(), "{status}");
+}
+
+#[test]
+fn status_warns_when_runtime_changes_would_be_lost_on_reload() {
+    let lab = Lab::start(1);
+    let run = Run::new().file("haproxy.cfg", "global\n  maxconn 10\ndefaults\n  mode http\n");
+    let yaml = format!(
+        "apiVersion: runbook/v1\nname: s\nversion: 1\nsteps:\n  - {{ id: s, uses: lb, with: {{ action: status, backend: app, socket: \"{}\", config: \"{}/haproxy.cfg\" }} }}\n",
+        socket(&lab),
+        run.path().display()
+    );
+    run.playbook("s", &yaml)
+        .exec(["run", "s"])
+        .exit(0)
+        .stdout_has("web1: ready up")
+        .stdout_has(
+            "no server-state-file: runtime changes (drain, maint, weights, maps) are lost when HAProxy reloads",
+        );
+}
+
+#[test]
+fn blue_green_switch_moves_traffic_and_is_idempotent() {
+    let lab = Lab::start(2);
+    let bg = lab.info["haproxy"]["bluegreen_port"].as_u64().unwrap() as u16;
+    let host = || {
+        let body = support::http_get("127.0.0.1", bg, "/version/");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["host"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(host(), "web1", "blue serves first");
+    let yaml = format!(
+        "apiVersion: runbook/v1\nname: bg\nversion: 1\ninputs:\n  to: {{ type: string }}\nsteps:\n  - {{ id: switch, uses: lb, with: {{ action: switch, backend: app, socket: \"{}\", map: \"{}\", to: \"{{{{inputs.to}}}}\" }} }}\n",
+        socket(&lab),
+        lab.info["haproxy"]["map"].as_str().unwrap()
+    );
+    let run = Run::new().playbook("bg", &yaml);
+    run.exec(["run", "bg", "--set", "to=green"])
+        .exit(0)
+        .stdout_has("traffic: blue -> green");
+    for _ in 0..4 {
+        assert_eq!(host(), "web2", "green serves after the switch");
+    }
+    run.exec(["run", "bg", "--set", "to=green"])
+        .exit(0)
+        .stdout_has("traffic: green -> green");
+    run.exec(["run", "bg", "--set", "to=blue"]).exit(0);
+    assert_eq!(host(), "web1", "and back");
+}
+
+#[test]
+fn a_missing_server_or_backend_is_named() {
+    let lab = Lab::start(1);
+    let yaml = format!(
+        "apiVersion: runbook/v1\nname: m\nversion: 1\nsteps:\n  - {{ id: d, uses: lb, with: {{ action: drain, backend: app, server: web7, socket: \"{}\" }} }}\n",
+        socket(&lab)
+    );
+    Run::new()
+        .playbook("m", &yaml)
+        .exec(["run", "m"])
+        .exit(1)
+        .stdout_has("haproxy app has no server `web7` (it has: web1)");
+    // A drain without `server` is refused before anything runs.
+    Run::new()
+        .playbook("n", "apiVersion: runbook/v1\nname: n\nversion: 1\nsteps:\n  - { id: d, uses: lb, with: { action: drain, backend: app } }\n")
+        .exec(["validate", "n"])
+        .exit(2)
+        .stderr_has("server");
+}

@@ -1,0 +1,465 @@
+//! The `lb` step kind: taking servers in and out of a load balancer pool safely.
+//!
+//! Actions (`register`, `deregister`, `drain`, `ready`, `wait-drained`,
+//! `wait-healthy`, `switch`, `status`) are written once, over the [`Driver`]
+//! trait; a driver only reads a pool and changes one server. Every action is
+//! idempotent (draining a drained server succeeds and says nothing changed) and
+//! reports the server's state before and after.
+//!
+//! Drivers: `haproxy` (our own runtime API client, [`haproxy`]).
+//!
+//! This crate depends only on `runbook-core`, never on the engine.
+
+mod haproxy;
+
+use runbook_core::inputs::parse_duration;
+use runbook_core::kind::{
+    Effect, LogStream, OutputDecl, OutputType, Outputs, StepContext, StepError, StepKind, params, require_by_action,
+    schema_for,
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json, json};
+use std::time::{Duration, Instant};
+
+/// Changes or reads a load balancer pool.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LbParams {
+    /// Which load balancer: `haproxy` (runtime API).
+    #[serde(default)]
+    pub driver: DriverName,
+    /// What to do.
+    pub action: Action,
+    /// The server (HAProxy server name). Needed by every action but `status` and `switch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// HAProxy: the backend holding the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// HAProxy: the runtime API, a unix socket path or `host:port` (default `/run/haproxy/admin.sock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<String>,
+    /// HAProxy: haproxy.cfg, read to tell whether runtime changes survive a reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// `switch` with HAProxy: the map file that `use_backend` reads (as loaded in haproxy.cfg).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<String>,
+    /// `switch` with HAProxy: the key in the map (default `active`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `switch`: where traffic goes afterwards (HAProxy: the backend name the map points to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// `wait-drained` and `wait-healthy`: the longest to wait (default `5m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// `wait-drained` and `wait-healthy`: how often to look (default `500ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+}
+
+/// The load balancer driver.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DriverName {
+    /// HAProxy through its runtime API.
+    #[default]
+    Haproxy,
+}
+
+/// An `lb` action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Put the server in the pool (HAProxy: state ready).
+    Register,
+    /// Take the server out of the pool at once (HAProxy: state maint).
+    Deregister,
+    /// Stop new sessions to the server; current ones finish (HAProxy: state drain).
+    Drain,
+    /// Let the server take traffic again (HAProxy: state ready).
+    Ready,
+    /// Wait until the server has no sessions left.
+    WaitDrained,
+    /// Wait until the load balancer itself reports the server healthy.
+    WaitHealthy,
+    /// Blue-green: send the traffic to `to`.
+    Switch,
+    /// Report every server of the pool.
+    Status,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Register => "register",
+            Action::Deregister => "deregister",
+            Action::Drain => "drain",
+            Action::Ready => "ready",
+            Action::WaitDrained => "wait-drained",
+            Action::WaitHealthy => "wait-healthy",
+            Action::Switch => "switch",
+            Action::Status => "status",
+        }
+    }
+}
+
+/// Whether a server takes new traffic, as the operator set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admin {
+    Ready,
+    Drain,
+    Maint,
+}
+
+impl Admin {
+    fn as_str(self) -> &'static str {
+        match self {
+            Admin::Ready => "ready",
+            Admin::Drain => "drain",
+            Admin::Maint => "maint",
+        }
+    }
+}
+
+/// Whether the load balancer's own health check passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Health {
+    Up,
+    Down,
+    /// The load balancer does not check this server.
+    Unchecked,
+}
+
+/// One server of a pool, as the driver sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Server {
+    name: String,
+    admin: Admin,
+    health: Health,
+    /// Sessions on the server, including queued ones.
+    sessions: u64,
+    weight: Option<u32>,
+    /// The driver's own words for the state (HAProxy's status column).
+    detail: String,
+}
+
+impl Server {
+    fn to_json(&self) -> Json {
+        json!({
+            "server": self.name,
+            "state": self.admin.as_str(),
+            "health": match self.health { Health::Up => "up", Health::Down => "down", Health::Unchecked => "unchecked" },
+            "sessions": self.sessions,
+            "weight": self.weight,
+            "detail": self.detail,
+        })
+    }
+}
+
+/// What a load balancer must offer; the actions are built on it.
+#[async_trait::async_trait]
+pub(crate) trait Driver: Send + Sync {
+    /// The pool, for messages (`haproxy app`).
+    fn pool(&self) -> String;
+    /// Every server of the pool.
+    async fn servers(&self) -> Result<Vec<Server>, String>;
+    /// Sets one server's admin state.
+    async fn set(&self, server: &str, admin: Admin) -> Result<(), String>;
+    /// Blue-green: points the traffic at `to`; returns (before, after).
+    async fn switch(&self, map: Option<&str>, key: Option<&str>, to: &str) -> Result<(String, String), String>;
+    /// A warning about the pool's configuration, if any (HAProxy's reload caveat).
+    fn caveat(&self) -> Option<String>;
+}
+
+/// The `lb` kind.
+#[derive(Debug, Default)]
+pub struct Lb;
+
+const OUTPUTS: &[OutputDecl] = &[
+    OutputDecl {
+        name: "state",
+        ty: OutputType::String,
+        doc: "the server's state afterwards: ready, drain or maint",
+    },
+    OutputDecl {
+        name: "health",
+        ty: OutputType::String,
+        doc: "the load balancer's health check afterwards: up, down or unchecked",
+    },
+    OutputDecl {
+        name: "sessions",
+        ty: OutputType::Integer,
+        doc: "sessions on the server afterwards (with queued ones)",
+    },
+    OutputDecl {
+        name: "before",
+        ty: OutputType::Any,
+        doc: "the server (or, for switch, the target) before the action",
+    },
+    OutputDecl {
+        name: "after",
+        ty: OutputType::Any,
+        doc: "the server (or, for switch, the target) after the action",
+    },
+    OutputDecl {
+        name: "changed",
+        ty: OutputType::Boolean,
+        doc: "false when the server was already as asked",
+    },
+    OutputDecl {
+        name: "servers",
+        ty: OutputType::List,
+        doc: "status: every server of the pool",
+    },
+    OutputDecl {
+        name: "waited_ms",
+        ty: OutputType::Integer,
+        doc: "wait-drained and wait-healthy: how long it took",
+    },
+    OutputDecl {
+        name: "warning",
+        ty: OutputType::String,
+        doc: "status: a configuration risk, e.g. changes lost on reload",
+    },
+];
+
+fn driver(p: &LbParams) -> Result<Box<dyn Driver>, StepError> {
+    match p.driver {
+        DriverName::Haproxy => Ok(Box::new(haproxy::HaProxy {
+            socket: p.socket.clone().unwrap_or_else(|| "/run/haproxy/admin.sock".to_owned()),
+            backend: p
+                .backend
+                .clone()
+                .ok_or_else(|| StepError::new("the haproxy driver needs `backend`"))?,
+            config: p.config.clone(),
+        })),
+    }
+}
+
+async fn find(d: &dyn Driver, server: &str) -> Result<Server, StepError> {
+    let all = d.servers().await.map_err(StepError::new)?;
+    let names: Vec<String> = all.iter().map(|s| s.name.clone()).collect();
+    all.into_iter().find(|s| s.name == server).ok_or_else(|| {
+        StepError::new(format!(
+            "{} has no server `{server}` (it has: {})",
+            d.pool(),
+            names.join(", ")
+        ))
+    })
+}
+
+fn server_outputs(before: &Server, after: &Server) -> Outputs {
+    let mut out = Outputs::new();
+    out.insert("state".into(), json!(after.admin.as_str()));
+    out.insert("health".into(), after.to_json()["health"].clone());
+    out.insert("sessions".into(), json!(after.sessions));
+    out.insert("before".into(), before.to_json());
+    out.insert("after".into(), after.to_json());
+    out.insert("changed".into(), json!(before.admin != after.admin));
+    out
+}
+
+fn duration(field: &str, text: Option<&str>, default: Duration) -> Result<Duration, StepError> {
+    match text {
+        Some(t) => parse_duration(t).map_err(|e| StepError::new(format!("`{field}`: {e}"))),
+        None => Ok(default),
+    }
+}
+
+#[async_trait::async_trait]
+impl StepKind for Lb {
+    fn name(&self) -> &'static str {
+        "lb"
+    }
+
+    fn summary(&self) -> &'static str {
+        "Drains, enables, waits on and switches load balancer servers (HAProxy runtime API)"
+    }
+
+    fn params_schema(&self) -> Json {
+        let server_actions: &[&str] = &[
+            "register",
+            "deregister",
+            "drain",
+            "ready",
+            "wait-drained",
+            "wait-healthy",
+        ];
+        require_by_action(
+            schema_for::<LbParams>(),
+            &[(server_actions, &["server"]), (&["switch"], &["to"])],
+        )
+    }
+
+    fn effect(&self, with: &Json) -> Effect {
+        match with.get("action").and_then(Json::as_str) {
+            Some("status" | "wait-drained" | "wait-healthy") => Effect::Read,
+            _ => Effect::Write,
+        }
+    }
+
+    fn idempotent(&self, _with: &Json) -> bool {
+        true
+    }
+
+    fn outputs(&self) -> &'static [OutputDecl] {
+        OUTPUTS
+    }
+
+    fn describe(&self, with: &Json) -> String {
+        let s = |k: &str| with.get(k).and_then(Json::as_str).unwrap_or("?");
+        let driver = with.get("driver").and_then(Json::as_str).unwrap_or("haproxy");
+        let pool = with.get("backend").and_then(Json::as_str).unwrap_or("?");
+        match s("action") {
+            "status" => format!("{driver}: status of {pool}"),
+            "switch" => format!("{driver}: switch traffic to {}", s("to")),
+            action => format!("{driver}: {action} {pool}/{}", s("server")),
+        }
+    }
+
+    async fn run(&self, ctx: &StepContext, with: Json) -> Result<Outputs, StepError> {
+        let p: LbParams = params(with)?;
+        let d = driver(&p)?;
+        let work = act(ctx, &p, d.as_ref());
+        tokio::select! {
+            r = work => r,
+            () = ctx.cancel.cancelled() => Err(StepError::cancelled()),
+        }
+    }
+}
+
+async fn act(ctx: &StepContext, p: &LbParams, d: &dyn Driver) -> Result<Outputs, StepError> {
+    let say = |text: String| ctx.log.line(LogStream::Stdout, &text);
+    let server = || {
+        p.server
+            .as_deref()
+            .ok_or_else(|| StepError::new(format!("`{}` needs `server`", p.action.as_str())))
+    };
+    let target = match p.action {
+        Action::Register | Action::Ready => Some(Admin::Ready),
+        Action::Deregister => Some(Admin::Maint),
+        Action::Drain => Some(Admin::Drain),
+        _ => None,
+    };
+    if let Some(admin) = target {
+        let name = server()?;
+        let before = find(d, name).await?;
+        if before.admin != admin {
+            d.set(name, admin).await.map_err(StepError::new)?;
+        }
+        let after = find(d, name).await?;
+        say(format!(
+            "{}/{name}: {} -> {} ({} sessions)",
+            d.pool(),
+            before.admin.as_str(),
+            after.admin.as_str(),
+            after.sessions
+        ));
+        return Ok(server_outputs(&before, &after));
+    }
+    match p.action {
+        Action::Status => {
+            let all = d.servers().await.map_err(StepError::new)?;
+            for s in &all {
+                say(format!(
+                    "{}: {} {} sessions={} ({})",
+                    s.name,
+                    s.admin.as_str(),
+                    s.to_json()["health"].as_str().unwrap_or(""),
+                    s.sessions,
+                    s.detail
+                ));
+            }
+            let mut out = Outputs::new();
+            out.insert("servers".into(), Json::Array(all.iter().map(Server::to_json).collect()));
+            if let Some(w) = d.caveat() {
+                say(format!("warning: {w}"));
+                out.insert("warning".into(), json!(w));
+            }
+            Ok(out)
+        }
+        Action::Switch => {
+            let to = p.to.as_deref().ok_or_else(|| StepError::new("`switch` needs `to`"))?;
+            let (before, after) = d
+                .switch(p.map.as_deref(), p.key.as_deref(), to)
+                .await
+                .map_err(StepError::new)?;
+            say(format!(
+                "traffic: {} -> {after}",
+                if before.is_empty() { "(unset)" } else { &before }
+            ));
+            let mut out = Outputs::new();
+            out.insert("before".into(), json!({ "target": before }));
+            out.insert("after".into(), json!({ "target": after }));
+            out.insert("changed".into(), json!(before != after));
+            Ok(out)
+        }
+        Action::WaitDrained | Action::WaitHealthy => {
+            let name = server()?;
+            let timeout = duration("timeout", p.timeout.as_deref(), Duration::from_secs(300))?;
+            let every = duration("interval", p.interval.as_deref(), Duration::from_millis(500))?;
+            let start = Instant::now();
+            let first = find(d, name).await?;
+            let mut last_said = None;
+            loop {
+                let now = find(d, name).await?;
+                let done = match p.action {
+                    Action::WaitDrained => now.sessions == 0,
+                    _ => now.admin == Admin::Ready && now.health != Health::Down,
+                };
+                if done {
+                    let mut out = server_outputs(&first, &now);
+                    out.insert("changed".into(), json!(false));
+                    out.insert(
+                        "waited_ms".into(),
+                        json!(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)),
+                    );
+                    say(format!(
+                        "{}/{name}: {} after {:.1}s",
+                        d.pool(),
+                        if p.action == Action::WaitDrained {
+                            "drained"
+                        } else {
+                            "healthy"
+                        },
+                        start.elapsed().as_secs_f64()
+                    ));
+                    return Ok(out);
+                }
+                if p.action == Action::WaitDrained && now.admin == Admin::Ready {
+                    return Err(StepError::new(format!(
+                        "{}/{name} is still taking new traffic (state ready): drain it first",
+                        d.pool()
+                    )));
+                }
+                if start.elapsed() >= timeout {
+                    let why = match p.action {
+                        Action::WaitDrained => format!("{} sessions left", now.sessions),
+                        _ => format!("state {}, {}", now.admin.as_str(), now.detail),
+                    };
+                    return Err(StepError::new(format!(
+                        "{}/{name} not {} after {}: {why}",
+                        d.pool(),
+                        if p.action == Action::WaitDrained {
+                            "drained"
+                        } else {
+                            "healthy"
+                        },
+                        p.timeout.as_deref().unwrap_or("5m")
+                    ))
+                    .with_outputs(server_outputs(&first, &now)));
+                }
+                let line = format!("{} sessions, {}", now.sessions, now.detail);
+                if last_said.as_ref() != Some(&line) {
+                    say(format!("{}/{name}: waiting: {line}", d.pool()));
+                    last_said = Some(line);
+                }
+                tokio::time::sleep(every).await;
+            }
+        }
+        _ => Err(StepError::new("unhandled action")),
+    }
+}

@@ -1,0 +1,608 @@
+//! The `pg` step kind: PostgreSQL as an operator drives it during deploys,
+//! backups, restore tests and failovers.
+//!
+//! Queries go through tokio-postgres; a cancelled or timed-out step cancels its
+//! query on the server (a cancel request, as psql's Ctrl-C), so nothing keeps
+//! running in `pg_stat_activity`. Dumps and restores run the real `pg_dump` and
+//! `pg_restore`, with the connection passed in `PG*` variables so the password
+//! never appears in a command line, a log or the journal. Every action that
+//! changes something says whether it did (`changed`), so re-runs are safe.
+//!
+//! This crate depends only on `runbook-core`, never on the engine.
+
+mod conn;
+mod tools;
+
+use conn::Db;
+use runbook_core::inputs::parse_duration;
+use runbook_core::kind::{
+    Effect, LogStream, OutputDecl, OutputType, Outputs, StepContext, StepError, StepKind, one_line, params,
+    require_by_action, schema_for,
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json, json};
+use std::time::{Duration, Instant};
+
+/// Talks to PostgreSQL.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PgParams {
+    /// What to do.
+    pub action: Action,
+    /// The connection, `postgres://user:pass@host:port/db` or `host=... dbname=...`.
+    /// Take it from a secret (`{{secrets.db}}`): it is masked everywhere.
+    pub dsn: String,
+    /// query, assert, exec: the SQL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<String>,
+    /// query and assert: the most rows kept as output (default 1000); more are dropped and `truncated` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rows: Option<u64>,
+    /// assert: what must hold of the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Expect>,
+    /// dump, verify-dump, restore: the dump file (a folder when `jobs` is set on dump).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// dump and restore: parallel jobs (dump then writes the directory format).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<u32>,
+    /// create-db, drop-db: the database to create or drop; terminate-idle: only
+    /// sessions on it; every other action: connect to it instead of the dsn's
+    /// (restore: the target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// create-db: the template database (default template1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// replication: refuse (fail) when the standby is behind by more bytes than this, e.g. `16MB`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lag_bytes: Option<String>,
+    /// replication: refuse (fail) when the standby is behind by more time than this, e.g. `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lag: Option<String>,
+    /// terminate-idle: only sessions idle for longer than this, e.g. `10m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub older_than: Option<String>,
+    /// terminate-idle: only sessions of this user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// terminate-idle: list who would be terminated, terminate nobody.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// The longest the action may take: the query is cancelled on the server
+    /// after it (default: none for queries, 60s for promote and wait-ready).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Where pg_dump and pg_restore are (default: PATH, then the newest /usr/lib/postgresql/*/bin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bin_dir: Option<String>,
+    /// A CA certificate (PEM) to trust for TLS, besides the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+}
+
+/// A `pg` action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Run a query; its rows become the `rows` output (typed JSON).
+    Query,
+    /// Run a query and fail unless `expect` holds.
+    Assert,
+    /// Run statements (no rows); `affected` counts changed rows.
+    Exec,
+    /// pg_dump the database of `dsn` into `file` (custom format; directory with `jobs`).
+    Dump,
+    /// Check that `file` is a readable dump (pg_restore --list).
+    VerifyDump,
+    /// pg_restore `file` into the database of `dsn` (--clean --if-exists --no-owner).
+    Restore,
+    /// Create `database` unless it exists.
+    CreateDb,
+    /// Drop `database` if it exists, ending its sessions.
+    DropDb,
+    /// Promote the standby of `dsn` and wait until it accepts writes.
+    Promote,
+    /// Measure replication lag; fail beyond `max_lag_bytes` / `max_lag`.
+    Replication,
+    /// Terminate sessions idle for longer than `older_than`.
+    TerminateIdle,
+    /// Wait until the server accepts connections and queries.
+    WaitReady,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Query => "query",
+            Action::Assert => "assert",
+            Action::Exec => "exec",
+            Action::Dump => "dump",
+            Action::VerifyDump => "verify-dump",
+            Action::Restore => "restore",
+            Action::CreateDb => "create-db",
+            Action::DropDb => "drop-db",
+            Action::Promote => "promote",
+            Action::Replication => "replication",
+            Action::TerminateIdle => "terminate-idle",
+            Action::WaitReady => "wait-ready",
+        }
+    }
+}
+
+/// What `assert` checks; every field given must hold.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// The exact number of rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// At least this many rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_rows: Option<u64>,
+    /// At most this many rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rows: Option<u64>,
+    /// The first column of the first row equals this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Json>,
+}
+
+const OUTPUTS: &[OutputDecl] = &[
+    OutputDecl {
+        name: "rows",
+        ty: OutputType::List,
+        doc: "query, assert: the rows, as JSON objects",
+    },
+    OutputDecl {
+        name: "row_count",
+        ty: OutputType::Integer,
+        doc: "query, assert: how many rows the query returned",
+    },
+    OutputDecl {
+        name: "value",
+        ty: OutputType::Any,
+        doc: "query, assert: the first column of the first row",
+    },
+    OutputDecl {
+        name: "truncated",
+        ty: OutputType::Boolean,
+        doc: "query, assert: more rows than max_rows were returned",
+    },
+    OutputDecl {
+        name: "affected",
+        ty: OutputType::Integer,
+        doc: "exec: rows changed",
+    },
+    OutputDecl {
+        name: "file",
+        ty: OutputType::String,
+        doc: "dump: the file written",
+    },
+    OutputDecl {
+        name: "size_bytes",
+        ty: OutputType::Integer,
+        doc: "dump, verify-dump: the dump's size",
+    },
+    OutputDecl {
+        name: "entries",
+        ty: OutputType::Integer,
+        doc: "verify-dump: entries in the dump's table of contents",
+    },
+    OutputDecl {
+        name: "tables",
+        ty: OutputType::Integer,
+        doc: "verify-dump: tables with data in the dump",
+    },
+    OutputDecl {
+        name: "changed",
+        ty: OutputType::Boolean,
+        doc: "create-db, drop-db, promote: false when it was already so",
+    },
+    OutputDecl {
+        name: "timeline",
+        ty: OutputType::Integer,
+        doc: "promote: the new timeline",
+    },
+    OutputDecl {
+        name: "lsn",
+        ty: OutputType::String,
+        doc: "promote, replication: the current WAL position",
+    },
+    OutputDecl {
+        name: "lag_bytes",
+        ty: OutputType::Integer,
+        doc: "replication: how far the standby's replay is behind, in bytes",
+    },
+    OutputDecl {
+        name: "lag_seconds",
+        ty: OutputType::Number,
+        doc: "replication: how far the standby's replay is behind, in seconds",
+    },
+    OutputDecl {
+        name: "standbys",
+        ty: OutputType::List,
+        doc: "replication: each standby (from a primary) or this standby",
+    },
+    OutputDecl {
+        name: "terminated",
+        ty: OutputType::List,
+        doc: "terminate-idle: the sessions ended (or that would be, with dry_run)",
+    },
+    OutputDecl {
+        name: "in_recovery",
+        ty: OutputType::Boolean,
+        doc: "wait-ready, replication: whether the server is a standby",
+    },
+    OutputDecl {
+        name: "waited_ms",
+        ty: OutputType::Integer,
+        doc: "wait-ready: how long it took",
+    },
+];
+
+/// The `pg` kind.
+#[derive(Debug, Default)]
+pub struct Pg;
+
+fn duration(field: &str, text: Option<&str>) -> Result<Option<Duration>, StepError> {
+    text.map(|t| parse_duration(t).map_err(|e| StepError::new(format!("`{field}`: {e}"))))
+        .transpose()
+}
+
+/// `16MB`, `512kB`, `1GB` or a number of bytes.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("`{text}` is not a size like 16MB"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1 << 10,
+        "mb" | "m" => 1 << 20,
+        "gb" | "g" => 1 << 30,
+        other => return Err(format!("unknown size unit `{other}` (use B, kB, MB or GB)")),
+    };
+    Ok(n.saturating_mul(mult))
+}
+
+fn needs<'a>(p: &'a PgParams, field: &str, v: &'a Option<String>) -> Result<&'a str, StepError> {
+    v.as_deref()
+        .ok_or_else(|| StepError::new(format!("`{}` needs `{field}`", p.action.as_str())))
+}
+
+#[async_trait::async_trait]
+impl StepKind for Pg {
+    fn name(&self) -> &'static str {
+        "pg"
+    }
+
+    fn summary(&self) -> &'static str {
+        "PostgreSQL: queries and gates, dump/verify/restore, create/drop, promote, replication lag, idle sessions"
+    }
+
+    fn params_schema(&self) -> Json {
+        require_by_action(
+            schema_for::<PgParams>(),
+            &[
+                (&["query", "assert", "exec"][..], &["sql"][..]),
+                (&["assert"], &["expect"]),
+                (&["dump", "verify-dump", "restore"], &["file"]),
+                (&["create-db", "drop-db"], &["database"]),
+                (&["terminate-idle"], &["older_than"]),
+            ],
+        )
+    }
+
+    fn effect(&self, with: &Json) -> Effect {
+        match with.get("action").and_then(Json::as_str) {
+            Some("query" | "assert" | "verify-dump" | "replication" | "wait-ready") => Effect::Read,
+            Some("terminate-idle") if with.get("dry_run").and_then(Json::as_bool) == Some(true) => Effect::Read,
+            Some("dump") => Effect::Write,
+            Some("exec") => Effect::Unknown,
+            _ => Effect::Write,
+        }
+    }
+
+    fn idempotent(&self, with: &Json) -> bool {
+        // Statements of `exec` may not be; every other action is.
+        with.get("action").and_then(Json::as_str) != Some("exec")
+    }
+
+    fn outputs(&self) -> &'static [OutputDecl] {
+        OUTPUTS
+    }
+
+    fn describe(&self, with: &Json) -> String {
+        let s = |k: &str| with.get(k).and_then(Json::as_str).unwrap_or("?");
+        match s("action") {
+            "query" | "assert" | "exec" => format!("{}: {}", s("action"), one_line(s("sql"), 100)),
+            "dump" => format!("pg_dump to {}", s("file")),
+            "verify-dump" => format!("pg_restore --list {}", s("file")),
+            "restore" => format!("pg_restore {} (--clean --if-exists --no-owner)", s("file")),
+            "create-db" | "drop-db" => format!("{} {}", s("action"), s("database")),
+            "terminate-idle" => format!(
+                "terminate sessions idle longer than {}{}",
+                s("older_than"),
+                if with.get("dry_run").and_then(Json::as_bool) == Some(true) {
+                    " (dry run: list only)"
+                } else {
+                    ""
+                }
+            ),
+            "replication" => {
+                let mut d = String::from("replication lag");
+                if let Some(b) = with.get("max_lag_bytes").and_then(Json::as_str) {
+                    d.push_str(&format!(", refuse beyond {b}"));
+                }
+                if let Some(t) = with.get("max_lag").and_then(Json::as_str) {
+                    d.push_str(&format!(", refuse beyond {t}"));
+                }
+                d
+            }
+            other => other.to_owned(),
+        }
+    }
+
+    async fn run(&self, ctx: &StepContext, with: Json) -> Result<Outputs, StepError> {
+        let p: PgParams = params(with)?;
+        let say = |text: String| ctx.log.line(LogStream::Stdout, &text);
+        match p.action {
+            Action::Dump | Action::VerifyDump | Action::Restore => tools::run(ctx, &p).await,
+            Action::WaitReady => wait_ready(ctx, &p).await,
+            _ => {
+                let db = Db::connect(&p.dsn, connect_to(&p), p.ca_file.as_deref(), &ctx.cancel).await?;
+                let limit = duration("timeout", p.timeout.as_deref())?;
+                let work = act(&db, &p, &say);
+                db.guard(work, limit, &ctx.cancel).await
+            }
+        }
+    }
+}
+
+/// The database to connect to instead of the dsn's, if any: `database` names
+/// the object of create-db, drop-db and terminate-idle, not where to connect.
+pub(crate) fn connect_to(p: &PgParams) -> Option<&str> {
+    match p.action {
+        Action::CreateDb | Action::DropDb | Action::TerminateIdle => None,
+        _ => p.database.as_deref(),
+    }
+}
+
+async fn act(db: &Db, p: &PgParams, say: &(dyn Fn(String) + Sync)) -> Result<Outputs, StepError> {
+    let mut out = Outputs::new();
+    match p.action {
+        Action::Query | Action::Assert => {
+            let sql = needs(p, "sql", &p.sql)?;
+            let cap = p.max_rows.unwrap_or(1000);
+            let (rows, total) = db.rows(sql, cap).await?;
+            let value = rows
+                .first()
+                .and_then(|r| r.as_object())
+                .and_then(|o| o.values().next())
+                .cloned()
+                .unwrap_or(Json::Null);
+            out.insert("row_count".into(), json!(total));
+            out.insert("truncated".into(), json!(total > cap));
+            out.insert("value".into(), value.clone());
+            out.insert("rows".into(), Json::Array(rows));
+            if total > cap {
+                say(format!("{total} rows; kept the first {cap} (max_rows)"));
+            } else {
+                say(format!("{total} rows"));
+            }
+            if p.action == Action::Assert {
+                let e = p.expect.clone().unwrap_or_default();
+                let mut fails = Vec::new();
+                if let Some(n) = e.rows.filter(|n| *n != total) {
+                    fails.push(format!("expected {n} rows, got {total}"));
+                }
+                if let Some(n) = e.min_rows.filter(|n| total < *n) {
+                    fails.push(format!("expected at least {n} rows, got {total}"));
+                }
+                if let Some(n) = e.max_rows.filter(|n| total > *n) {
+                    fails.push(format!("expected at most {n} rows, got {total}"));
+                }
+                if let Some(v) = e.value.as_ref().filter(|v| !same_value(v, &value)) {
+                    fails.push(format!("expected the value {v}, got {value}"));
+                }
+                if !fails.is_empty() {
+                    return Err(StepError::new(format!("assertion failed: {}", fails.join("; "))).with_outputs(out));
+                }
+            }
+        }
+        Action::Exec => {
+            let affected = db.exec(needs(p, "sql", &p.sql)?).await?;
+            say(format!("{affected} rows affected"));
+            out.insert("affected".into(), json!(affected));
+        }
+        Action::CreateDb | Action::DropDb => {
+            let name = needs(p, "database", &p.database)?;
+            let exists = db.database_exists(name).await?;
+            let create = p.action == Action::CreateDb;
+            let changed = exists != create;
+            if changed && create {
+                let template = p.template.as_deref().unwrap_or("template1");
+                db.exec(&format!(
+                    "CREATE DATABASE {} TEMPLATE {}",
+                    conn::ident(name),
+                    conn::ident(template)
+                ))
+                .await?;
+            } else if changed {
+                db.exec(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", conn::ident(name)))
+                    .await?;
+            }
+            say(format!(
+                "database {name}: {}",
+                match (create, changed) {
+                    (true, true) => "created",
+                    (true, false) => "already there",
+                    (false, true) => "dropped",
+                    (false, false) => "already gone",
+                }
+            ));
+            out.insert("changed".into(), json!(changed));
+        }
+        Action::Promote => {
+            let wait = duration("timeout", p.timeout.as_deref())?.unwrap_or(Duration::from_secs(60));
+            let (changed, timeline, lsn) = db.promote(wait).await?;
+            say(format!(
+                "{} (timeline {timeline}, at {lsn})",
+                if changed {
+                    "promoted: now accepts writes"
+                } else {
+                    "already a primary"
+                }
+            ));
+            out.insert("changed".into(), json!(changed));
+            out.insert("timeline".into(), json!(timeline));
+            out.insert("lsn".into(), json!(lsn));
+        }
+        Action::Replication => {
+            let lag = db.replication().await?;
+            for s in &lag.standbys {
+                say(format!(
+                    "{}: {} bytes behind, {:.1}s{}",
+                    s["name"].as_str().unwrap_or("standby"),
+                    s["lag_bytes"],
+                    s["lag_seconds"].as_f64().unwrap_or(0.0),
+                    if s["replay_paused"] == json!(true) {
+                        " (replay paused)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            out.insert("in_recovery".into(), json!(lag.in_recovery));
+            out.insert("lsn".into(), json!(lag.lsn));
+            out.insert("lag_bytes".into(), json!(lag.bytes));
+            out.insert("lag_seconds".into(), json!(lag.seconds));
+            out.insert("standbys".into(), Json::Array(lag.standbys.clone()));
+            let mut refuse = Vec::new();
+            if let Some(max) = p.max_lag_bytes.as_deref() {
+                let max = parse_bytes(max).map_err(|e| StepError::new(format!("`max_lag_bytes`: {e}")))?;
+                if lag.bytes > max {
+                    refuse.push(format!("{} bytes behind > max_lag_bytes {}", lag.bytes, max));
+                }
+            }
+            if let Some(max) = duration("max_lag", p.max_lag.as_deref())? {
+                if lag.seconds > max.as_secs_f64() {
+                    refuse.push(format!(
+                        "{:.1}s behind > max_lag {}",
+                        lag.seconds,
+                        p.max_lag.as_deref().unwrap_or("")
+                    ));
+                }
+            }
+            if !refuse.is_empty() {
+                return Err(StepError::new(format!(
+                    "replication lag too high: {}; failing over now would lose the writes it has not replayed",
+                    refuse.join(", ")
+                ))
+                .with_outputs(out));
+            }
+        }
+        Action::TerminateIdle => {
+            let older = duration("older_than", p.older_than.as_deref())?
+                .ok_or_else(|| StepError::new("`terminate-idle` needs `older_than`"))?;
+            let sessions = db
+                .terminate_idle(older, p.database.as_deref(), p.user.as_deref(), p.dry_run)
+                .await?;
+            for s in &sessions {
+                say(format!(
+                    "{} pid {} {}@{} idle {:.0}s from {}",
+                    if p.dry_run { "would terminate" } else { "terminated" },
+                    s["pid"],
+                    s["user"].as_str().unwrap_or("?"),
+                    s["database"].as_str().unwrap_or("?"),
+                    s["idle_seconds"].as_f64().unwrap_or(0.0),
+                    s["client"].as_str().unwrap_or("local"),
+                ));
+            }
+            if sessions.is_empty() {
+                say("no session idle that long".to_owned());
+            }
+            out.insert("terminated".into(), Json::Array(sessions));
+        }
+        Action::Dump | Action::VerifyDump | Action::Restore | Action::WaitReady => {
+            return Err(StepError::new("internal: action dispatched to the wrong place"));
+        }
+    }
+    Ok(out)
+}
+
+/// `expect.value` against a value from PostgreSQL: equal as JSON, or as text
+/// (`value: 42` matches a bigint, `value: "t"` a boolean shown as text, etc.).
+fn same_value(want: &Json, got: &Json) -> bool {
+    let text = |v: &Json| match v {
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    want == got || text(want) == text(got)
+}
+
+async fn wait_ready(ctx: &StepContext, p: &PgParams) -> Result<Outputs, StepError> {
+    let limit = duration("timeout", p.timeout.as_deref())?.unwrap_or(Duration::from_secs(60));
+    let start = Instant::now();
+    loop {
+        let last = match Db::connect(&p.dsn, connect_to(p), p.ca_file.as_deref(), &ctx.cancel).await {
+            Ok(db) => match db.in_recovery().await {
+                Ok(rec) => {
+                    let mut out = Outputs::new();
+                    out.insert("in_recovery".into(), json!(rec));
+                    out.insert(
+                        "waited_ms".into(),
+                        json!(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)),
+                    );
+                    ctx.log.line(
+                        LogStream::Stdout,
+                        &format!(
+                            "ready after {:.1}s ({})",
+                            start.elapsed().as_secs_f64(),
+                            if rec { "standby" } else { "primary" }
+                        ),
+                    );
+                    return Ok(out);
+                }
+                Err(e) => e.message,
+            },
+            Err(e) if e.cancelled => return Err(e),
+            Err(e) => e.message,
+        };
+        if start.elapsed() >= limit {
+            return Err(StepError::new(format!(
+                "not ready after {}: {last}",
+                p.timeout.as_deref().unwrap_or("60s")
+            )));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            () = ctx.cancel.cancelled() => return Err(StepError::cancelled()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("16MB"), Ok(16 << 20));
+        assert_eq!(parse_bytes("512kB"), Ok(512 << 10));
+        assert_eq!(parse_bytes("100"), Ok(100));
+        assert!(parse_bytes("12 parsecs").is_err());
+        assert!(parse_bytes("MB").is_err());
+    }
+
+    #[test]
+    fn values_compare_as_json_or_text() {
+        assert!(same_value(&json!(42), &json!(42)));
+        assert!(same_value(&json!("42"), &json!(42)));
+        assert!(same_value(&json!(true), &json!(true)));
+        assert!(!same_value(&json!(41), &json!(42)));
+    }
+}

@@ -1,0 +1,220 @@
+//! `dump`, `verify-dump` and `restore`: the real pg_dump and pg_restore. The
+//! connection reaches them through `PG*` variables, never the command line, so
+//! the password does not show in `ps` or in the log.
+
+use crate::conn::{parse_dsn, shown};
+use crate::{Action, PgParams};
+use runbook_core::kind::{LogStream, Outputs, StepContext, StepError};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// `name` in `bin_dir`, else on PATH, else in the newest /usr/lib/postgresql/*/bin.
+fn find_tool(name: &str, bin_dir: Option<&str>) -> Result<PathBuf, StepError> {
+    if let Some(dir) = bin_dir {
+        let p = Path::new(dir).join(name);
+        return if p.exists() {
+            Ok(p)
+        } else {
+            Err(StepError::new(format!("{name} is not in `bin_dir` {dir}")))
+        };
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.exists()))
+        .unwrap_or_default();
+    if let Some(p) = on_path {
+        return Ok(p);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin").join(name))))
+        .filter(|(_, p)| p.exists())
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, p)| p).ok_or_else(|| {
+        StepError::new(format!(
+            "{name} not found on PATH or in /usr/lib/postgresql/*/bin: install postgresql-client, or set `bin_dir`"
+        ))
+    })
+}
+
+fn size_of(path: &Path) -> u64 {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| size_of(&e.path()))
+            .sum(),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
+}
+
+pub(crate) async fn run(ctx: &StepContext, p: &PgParams) -> Result<Outputs, StepError> {
+    let file = p
+        .file
+        .clone()
+        .ok_or_else(|| StepError::new(format!("`{}` needs `file`", p.action.as_str())))?;
+    let mut config = parse_dsn(&p.dsn)?;
+    if let Some(d) = crate::connect_to(p) {
+        config.dbname(d);
+    }
+    let (tool, args): (&str, Vec<String>) = match p.action {
+        Action::Dump => {
+            let mut a = vec!["--no-password".into(), "-f".into(), file.clone()];
+            match p.jobs {
+                Some(j) if j > 1 => a.extend(["-Fd".into(), "-j".into(), j.to_string()]),
+                _ => a.push("-Fc".into()),
+            }
+            ("pg_dump", a)
+        }
+        Action::VerifyDump => ("pg_restore", vec!["--list".into(), file.clone()]),
+        _ => {
+            let db = config
+                .get_dbname()
+                .ok_or_else(|| StepError::new("`restore` needs a database in `dsn` (the target)"))?;
+            let mut a: Vec<String> = vec![
+                "--no-password".into(),
+                "--clean".into(),
+                "--if-exists".into(),
+                "--no-owner".into(),
+                "--exit-on-error".into(),
+                "-d".into(),
+                db.to_owned(),
+            ];
+            if let Some(j) = p.jobs.filter(|j| *j > 1) {
+                a.extend(["-j".into(), j.to_string()]);
+            }
+            a.push(file.clone());
+            ("pg_restore", a)
+        }
+    };
+    let path = find_tool(tool, p.bin_dir.as_deref())?;
+    let mut cmd = tokio::process::Command::new(&path);
+    cmd.args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for k in [
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGPASSWORD",
+        "PGDATABASE",
+        "PGSERVICE",
+        "PGSSLMODE",
+    ] {
+        cmd.env_remove(k);
+    }
+    if let Some(h) = config.get_hosts().first() {
+        match h {
+            tokio_postgres::config::Host::Tcp(h) => cmd.env("PGHOST", h),
+            tokio_postgres::config::Host::Unix(p) => cmd.env("PGHOST", p),
+        };
+    }
+    if let Some(port) = config.get_ports().first() {
+        cmd.env("PGPORT", port.to_string());
+    }
+    if let Some(u) = config.get_user() {
+        cmd.env("PGUSER", u);
+    }
+    if let Some(pw) = config.get_password() {
+        cmd.env("PGPASSWORD", String::from_utf8_lossy(pw).into_owned());
+    }
+    if let Some(d) = config.get_dbname() {
+        cmd.env("PGDATABASE", d);
+    }
+    let mode = match config.get_ssl_mode() {
+        tokio_postgres::config::SslMode::Disable => "disable",
+        tokio_postgres::config::SslMode::Require => "require",
+        _ => "prefer",
+    };
+    cmd.env("PGSSLMODE", mode);
+    if let Some(ca) = &p.ca_file {
+        cmd.env("PGSSLROOTCERT", ca);
+    }
+    ctx.log.line(
+        LogStream::Stdout,
+        &format!("{} {} (connection {})", path.display(), args.join(" "), shown(&config)),
+    );
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| StepError::new(format!("cannot start {}: {e}", path.display())))?;
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let read_out = async {
+        let mut lines = Vec::new();
+        if let Some(o) = stdout {
+            let mut r = BufReader::new(o).lines();
+            while let Ok(Some(l)) = r.next_line().await {
+                lines.push(l);
+            }
+        }
+        lines
+    };
+    let read_err = async {
+        let mut tail: Vec<String> = Vec::new();
+        if let Some(e) = stderr {
+            let mut r = BufReader::new(e).lines();
+            while let Ok(Some(l)) = r.next_line().await {
+                ctx.log.line(LogStream::Stderr, &l);
+                tail.push(l);
+            }
+        }
+        tail
+    };
+    let work = async {
+        let (out, err) = tokio::join!(read_out, read_err);
+        (child.wait().await, out, err)
+    };
+    let (status, out, err) = tokio::select! {
+        r = work => r,
+        // Dropping the child kills it (kill_on_drop).
+        () = ctx.cancel.cancelled() => return Err(StepError::cancelled()),
+    };
+    let status = status.map_err(|e| StepError::new(format!("{tool}: {e}")))?;
+    if !status.success() {
+        return Err(StepError::new(format!(
+            "{tool} {}",
+            runbook_core::kind::exit_message(status.code().unwrap_or(-1), &err.join("\n"))
+        )));
+    }
+    let mut outputs = Outputs::new();
+    let size = size_of(Path::new(&file));
+    outputs.insert("file".into(), json!(file));
+    outputs.insert("size_bytes".into(), json!(size));
+    match p.action {
+        Action::Dump => {
+            ctx.log.line(LogStream::Stdout, &format!("wrote {file} ({size} bytes)"));
+        }
+        Action::VerifyDump => {
+            let entries: Vec<&String> = out
+                .iter()
+                .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+                .collect();
+            let tables = entries.iter().filter(|l| l.contains(" TABLE DATA ")).count();
+            if entries.is_empty() {
+                return Err(StepError::new(format!("{file} is a dump with nothing in it")).with_outputs(outputs));
+            }
+            ctx.log.line(
+                LogStream::Stdout,
+                &format!(
+                    "{file}: {} entries, {tables} tables with data, {size} bytes",
+                    entries.len()
+                ),
+            );
+            outputs.insert("entries".into(), json!(entries.len()));
+            outputs.insert("tables".into(), json!(tables));
+        }
+        _ => {
+            ctx.log
+                .line(LogStream::Stdout, &format!("restored {file} into {}", shown(&config)));
+        }
+    }
+    Ok(outputs)
+}

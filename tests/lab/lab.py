@@ -1,0 +1,428 @@
+#!/usr/bin/env python3
+"""The lab: N app hosts on loopback, each with its own sshd, its own /srv/app and
+a real HTTP app, and HAProxy in front of them. For the tests (which start it
+through the Rust harness) and for you:
+
+    sudo python3 tests/lab/lab.py up --dir /tmp/lab --hosts 3
+
+prints where everything is, writes DIR/lab.json and DIR/inventory.yaml, and stays
+in the foreground until Ctrl-C, SIGTERM or (with --watch-stdin) the end of its
+standard input; then it stops everything it started, by PID.
+
+Each host `webN`:
+- listens on its own loopback address 127.0.<B>.<N> (all of 127/8 reaches `lo`);
+- runs sshd in a mount namespace of its own, where /srv/app is the host's folder
+  DIR/hosts/webN/app (releases/<version>/, a `current` link, bin/deploy), so
+  `ssh webN ls /srv/app` differs per host as on real machines;
+- runs tests/lab/app.py in that namespace, serving the release that
+  /srv/app/current points to.
+HAProxy listens on 127.0.0.1:<lb_port> with backend `app` (one server per host,
+health-checked on /health/), on 127.0.0.1:<bluegreen_port> with backends `blue`
+(the first half of the hosts) and `green` (the rest) chosen by the `active` key
+of DIR/bluegreen.map, and its runtime API on DIR/haproxy.sock and on
+127.0.0.1:<admin_port>. A server-state-file is configured (DIR/haproxy.state).
+
+With `--postgres`, a PostgreSQL 15 primary and a streaming standby
+(pg_basebackup -R) on loopback ports, run as the `postgres` user from
+/usr/lib/postgresql/15/bin (or $PG_BIN), with a seeded `finance` database
+(accounts, transactions) owned by role `app`; their DSNs are in lab.json.
+
+`--bare` is for benchmarks: sshd only (several addresses per sshd, --per-sshd),
+no app or HAProxy. In every mode, root's dotfiles are hidden on the hosts. Needs root (namespaces, sshd), python3,
+openssh-server and haproxy: scripts/setup installs them.
+"""
+import argparse
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SSHD = "/usr/sbin/sshd"
+DEPLOY = """#!/bin/sh
+# deploy RELEASE: unpack a release and point `current` at it (the lab's stand-in
+# for the real deploy script of the reference runbook).
+set -eu
+release="$1"
+root=/srv/app
+mkdir -p "$root/releases/$release"
+printf '%s\\n' "$release" > "$root/releases/$release/VERSION"
+ln -sfn "releases/$release" "$root/current.new"
+mv -T "$root/current.new" "$root/current"
+echo "deployed $release on $(cat "$root/NAME")"
+"""
+
+
+# Lab hosts are clean machines: in each host's namespace, the dotfiles of this
+# machine's root (a pyenv init in ~/.bashrc costs 100 ms per command, as bash
+# sources it under sshd) are hidden.
+CLEAN = 'for f in /root/.bashrc /root/.profile /root/.bash_profile; do [ -f "$f" ] && mount --bind /dev/null "$f"; done; '
+
+
+def die(msg):
+    print(f"lab: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def free_port(addresses):
+    """A TCP port free on every address."""
+    for _ in range(200):
+        port = random.randint(20000, 59000)
+        socks = []
+        try:
+            for a in addresses:
+                s = socket.socket()
+                s.bind((a, port))
+                socks.append(s)
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    die("no free port")
+
+
+def wait_listening(address, port, proc, what, timeout=15.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            die(f"{what} exited with {proc.returncode} before listening on {address}:{port}")
+        try:
+            socket.create_connection((address, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.03)
+    die(f"{what} did not listen on {address}:{port} within {timeout}s")
+
+
+def keygen(path):
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "runbook-lab", "-f", path], check=True)
+
+
+class Lab:
+    def __init__(self, a):
+        self.a = a
+        self.dir = os.path.abspath(a.dir)
+        self.procs = []  # (what, Popen), stopped in reverse order
+        self.hosts = []
+        self.info = {}
+
+    def spawn(self, what, argv, log):
+        out = open(log, "ab")
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        self.procs.append((what, p))
+        return p
+
+    def sshd_config(self, name, addresses, port, host_key):
+        d = self.dir
+        path = f"{d}/hosts/{name}/sshd_config"
+        listen = "".join(f"ListenAddress {a}\n" for a in addresses)
+        with open(path, "w") as f:
+            f.write(
+                f"Port {port}\n{listen}HostKey {host_key}\nPidFile none\n"
+                f"AuthorizedKeysFile {d}/authorized_keys\n"
+                "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
+                "PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nLogLevel INFO\n"
+                # The benchmark opens 20 connections at once against one sshd.
+                "MaxSessions 16\nMaxStartups 200\nAllowAgentForwarding yes\nAllowTcpForwarding yes\n"
+            )
+        return path
+
+    def up(self):
+        a = self.a
+        if os.geteuid() != 0:
+            die("the lab needs root (mount namespaces, sshd on many addresses); run it with sudo")
+        for tool, pkg in [(SSHD, "openssh-server"), ("ssh-keygen", "openssh-client"), ("unshare", "util-linux")]:
+            if not shutil.which(tool):
+                die(f"{tool} is missing: apt-get install {pkg} (scripts/setup does it)")
+        if not a.bare and not a.no_haproxy and not shutil.which("haproxy"):
+            die("haproxy is missing: apt-get install haproxy (scripts/setup does it)")
+        os.makedirs(f"{self.dir}/hosts", exist_ok=True)
+        os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation folder
+        os.makedirs("/srv", exist_ok=True)  # mount point for each host's private /srv
+        keygen(f"{self.dir}/client_key")
+        shutil.copy(f"{self.dir}/client_key.pub", f"{self.dir}/authorized_keys")
+        block = a.block if a.block is not None else random.randint(16, 250)
+        names = [f"web{i}" for i in range(1, a.hosts + 1)]
+        addrs = [f"127.0.{block + (i - 1) // 250}.{(i - 1) % 250 + 1}" for i in range(1, a.hosts + 1)]
+        ssh_port = free_port(addrs)
+        app_port = free_port(addrs)
+        known = []
+        groups = [list(range(i, min(i + a.per_sshd, a.hosts))) for i in range(0, a.hosts, a.per_sshd)] if a.bare else [[i] for i in range(a.hosts)]
+        for members in groups:
+            lead = names[members[0]]
+            hd = f"{self.dir}/hosts/{lead}"
+            os.makedirs(hd, exist_ok=True)
+            keygen(f"{hd}/host_key")
+            host_pub = open(f"{hd}/host_key.pub").read().strip()
+            for m in members:
+                known.append(f"[{addrs[m]}]:{ssh_port} {host_pub}")
+            cfg = self.sshd_config(lead, [addrs[m] for m in members], ssh_port, f"{hd}/host_key")
+            sshd = [SSHD, "-D", "-e", "-f", cfg]
+            if a.bare:
+                sshd = ["unshare", "-m", "--propagation", "private", "sh", "-c", CLEAN + 'exec "$@"', "sh"] + sshd
+                self.spawn(f"sshd {lead}", sshd, f"{hd}/sshd.log")
+            else:
+                app = f"{hd}/app"
+                os.makedirs(f"{app}/bin", exist_ok=True)
+                with open(f"{app}/NAME", "w") as f:
+                    f.write(lead + "\n")
+                with open(f"{app}/bin/deploy", "w") as f:
+                    f.write(DEPLOY)
+                os.chmod(f"{app}/bin/deploy", 0o755)
+                os.makedirs(f"{app}/releases/{a.release}", exist_ok=True)
+                with open(f"{app}/releases/{a.release}/VERSION", "w") as f:
+                    f.write(a.release + "\n")
+                if not os.path.lexists(f"{app}/current"):
+                    os.symlink(f"releases/{a.release}", f"{app}/current")
+                # A private mount namespace: a tmpfs on /srv, the host's folder on /srv/app.
+                wrap = CLEAN + 'mount -t tmpfs lab /srv && mkdir /srv/app && mount --bind "$1" /srv/app && shift && exec "$@"'
+                sshd = ["unshare", "-m", "--propagation", "private", "sh", "-c", wrap, "sh", app] + sshd
+                p = self.spawn(f"sshd {lead}", sshd, f"{hd}/sshd.log")
+            for m in members:
+                self.hosts.append({"name": names[m], "address": addrs[m], "ssh_port": ssh_port, "dir": hd, "sshd_log": f"{hd}/sshd.log"})
+        with open(f"{self.dir}/known_hosts", "w") as f:
+            f.write("\n".join(known) + "\n")
+        for (what, p), h in zip([x for x in self.procs if x[0].startswith("sshd")], [self.hosts[g[0]] for g in groups]):
+            wait_listening(h["address"], ssh_port, p, what)
+        if a.postgres:
+            self.postgres()
+        if not a.bare:
+            for (what, p), h in zip([x for x in self.procs if x[0].startswith("sshd")], self.hosts):
+                h["app_port"] = app_port
+                h["sshd_pid"] = p.pid
+                app = [
+                    "nsenter", "-t", str(p.pid), "-m", sys.executable, f"{HERE}/app.py",
+                    "--bind", h["address"], "--port", str(app_port), "--root", "/srv/app", "--name", h["name"],
+                ]
+                ap = self.spawn(f"app {h['name']}", app, f"{h['dir']}/app.log")
+                h["app_pid"] = ap.pid
+            for h in self.hosts:
+                wait_listening(h["address"], app_port, dict(self.procs)[f"app {h['name']}"], f"app {h['name']}")
+            if not a.no_haproxy and self.hosts:
+                self.haproxy()
+        self.write_info(ssh_port)
+
+    def haproxy(self):
+        d = self.dir
+        lb_port = free_port(["127.0.0.1"])
+        admin_port = free_port(["127.0.0.1"])
+        def servers_of(hosts):
+            return "".join(f"    server {h['name']} {h['address']}:{h['app_port']} check\n" for h in hosts)
+
+        servers = servers_of(self.hosts)
+        # Blue-green: the first half of the hosts is blue, the rest green; the
+        # map's `active` key picks the backend of the `bluegreen` frontend.
+        half = max(1, len(self.hosts) // 2)
+        blue, green = self.hosts[:half], self.hosts[half:] or self.hosts[:half]
+        bg_port = free_port(["127.0.0.1"])
+        with open(f"{d}/bluegreen.map", "w") as f:
+            f.write("active blue\n")
+        cfg = f"""global
+    stats socket {d}/haproxy.sock mode 600 level admin
+    stats socket ipv4@127.0.0.1:{admin_port} level admin
+    server-state-file {d}/haproxy.state
+    maxconn 2000
+
+defaults
+    mode http
+    load-server-state-from-file global
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    option redispatch
+    retries 2
+
+frontend web
+    bind 127.0.0.1:{lb_port}
+    default_backend app
+
+frontend bluegreen
+    bind 127.0.0.1:{bg_port}
+    use_backend %[str(active),map({d}/bluegreen.map,blue)]
+
+backend app
+    balance roundrobin
+    option httpchk GET /health/
+    default-server inter 300ms fall 2 rise 2
+{servers}
+backend blue
+    option httpchk GET /health/
+    default-server inter 300ms fall 2 rise 2
+{servers_of(blue)}
+backend green
+    option httpchk GET /health/
+    default-server inter 300ms fall 2 rise 2
+{servers_of(green)}"""
+        with open(f"{d}/haproxy.cfg", "w") as f:
+            f.write(cfg)
+        p = self.spawn("haproxy", ["haproxy", "-db", "-f", f"{d}/haproxy.cfg"], f"{d}/haproxy.log")
+        wait_listening("127.0.0.1", lb_port, p, "haproxy")
+        self.info["haproxy"] = {
+            "port": lb_port,
+            "admin_port": admin_port,
+            "socket": f"{d}/haproxy.sock",
+            "config": f"{d}/haproxy.cfg",
+            "state_file": f"{d}/haproxy.state",
+            "backend": "app",
+            "bluegreen_port": bg_port,
+            "map": f"{d}/bluegreen.map",
+            "blue": [h["name"] for h in blue],
+            "green": [h["name"] for h in green],
+            "pid": p.pid,
+        }
+
+    def as_postgres(self, argv):
+        return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"] + argv
+
+    def pg_wait(self, port, proc, what):
+        end = time.time() + 30
+        while time.time() < end:
+            if proc.poll() is not None:
+                die(f"{what} exited with {proc.returncode}; see {self.dir}/pg/{what}.log")
+            r = subprocess.run([f"{self.pg_bin}/pg_isready", "-q", "-h", "127.0.0.1", "-p", str(port)])
+            if r.returncode == 0:
+                return
+            time.sleep(0.1)
+        die(f"{what} not ready on port {port} after 30s; see {self.dir}/pg/{what}.log")
+
+    def postgres(self):
+        self.pg_bin = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
+        if not os.path.exists(f"{self.pg_bin}/postgres"):
+            die(f"PostgreSQL server binaries are not in {self.pg_bin}: apt-get install postgresql-15 (or set PG_BIN)")
+        try:
+            import pwd
+            pwd.getpwnam("postgres")
+        except KeyError:
+            die("there is no `postgres` user to run PostgreSQL as: apt-get install postgresql-15 creates it")
+        d = f"{self.dir}/pg"
+        os.chmod(self.dir, 0o755)
+        os.makedirs(d, exist_ok=True)
+        shutil.chown(d, "postgres", "postgres")
+        password = secrets.token_hex(12)
+        app_password = secrets.token_hex(12)
+        pwfile = f"{d}/pw"
+        with open(pwfile, "w") as f:
+            f.write(password + "\n")
+        shutil.chown(pwfile, "postgres", "postgres")
+        os.chmod(pwfile, 0o600)
+        primary, standby = free_port(["127.0.0.1"]), free_port(["127.0.0.1"])
+        run = lambda argv, **kw: subprocess.run(self.as_postgres(argv), check=True, stdout=subprocess.DEVNULL, **kw)
+        run([f"{self.pg_bin}/initdb", "--no-sync", "-D", f"{d}/primary", "-U", "postgres", "--pwfile", pwfile,
+             "--auth-local=trust", "--auth-host=scram-sha-256"])
+        os.unlink(pwfile)
+        with open(f"{d}/primary/pg_hba.conf", "a") as f:
+            f.write("host replication all 127.0.0.1/32 scram-sha-256\n")
+
+        def server(name, port):
+            argv = [f"{self.pg_bin}/postgres", "-D", f"{d}/{name}", "-p", str(port), "-k", d,
+                    "-c", "listen_addresses=127.0.0.1", "-c", "wal_level=replica", "-c", "max_wal_senders=5",
+                    "-c", "hot_standby=on", "-c", "wal_keep_size=128MB", "-c", "fsync=off",
+                    "-c", "shared_buffers=32MB", "-c", "max_connections=50", "-c", f"cluster_name=lab-{name}"]
+            p = self.spawn(f"postgres {name}", self.as_postgres(argv), f"{d}/{name}.log")
+            self.pg_wait(port, p, name)
+            return p
+
+        p1 = server("primary", primary)
+        seed = f"""
+CREATE ROLE app LOGIN PASSWORD '{app_password}';
+CREATE DATABASE finance OWNER app;
+\\c finance
+SET ROLE app;
+CREATE TABLE accounts (id serial PRIMARY KEY, name text NOT NULL, balance numeric(12,2) NOT NULL DEFAULT 0);
+CREATE TABLE transactions (id bigserial PRIMARY KEY, account_id int REFERENCES accounts, amount numeric(12,2), at timestamptz DEFAULT now());
+INSERT INTO accounts (name, balance) SELECT 'account ' || g, g * 10 FROM generate_series(1, 200) g;
+INSERT INTO transactions (account_id, amount) SELECT 1 + g % 200, g FROM generate_series(1, 5000) g;
+"""
+        run([f"{self.pg_bin}/psql", "-q", "-v", "ON_ERROR_STOP=1", "-h", d, "-p", str(primary), "-U", "postgres", "-d", "postgres"],
+            input=seed.encode())
+        env = dict(os.environ, PGPASSWORD=password)
+        run([f"{self.pg_bin}/pg_basebackup", "-D", f"{d}/standby", "-R", "-h", "127.0.0.1", "-p", str(primary),
+             "-U", "postgres", "-X", "stream", "-c", "fast"], env=env)
+        p2 = server("standby", standby)
+        dsn = lambda user, pw, port, db: f"postgres://{user}:{pw}@127.0.0.1:{port}/{db}"
+        self.info["postgres"] = {
+            "bin": self.pg_bin,
+            "socket_dir": d,
+            "password": password,
+            "app_password": app_password,
+            "primary": {"port": primary, "pid": p1.pid, "data": f"{d}/primary",
+                        "dsn": dsn("postgres", password, primary, "finance"),
+                        "app_dsn": dsn("app", app_password, primary, "finance")},
+            "standby": {"port": standby, "pid": p2.pid, "data": f"{d}/standby",
+                        "dsn": dsn("postgres", password, standby, "finance"),
+                        "app_dsn": dsn("app", app_password, standby, "finance")},
+        }
+
+    def write_info(self, ssh_port):
+        d = self.dir
+        self.info.update(dir=d, hosts=self.hosts, ssh_port=ssh_port, key=f"{d}/client_key", known_hosts=f"{d}/known_hosts", pid=os.getpid())
+        user = "root"
+        lines = ["# The lab's hosts (written by tests/lab/lab.py).", "defaults:", f"  user: {user}", f"  port: {ssh_port}",
+                 f'  key: "{d}/client_key"', f'  known_hosts: "{d}/known_hosts"', "hosts:"]
+        for h in self.hosts:
+            lines.append(f"  {h['name']}:")
+            lines.append(f'    address: "{h["address"]}"')
+            if "app_port" in h:
+                lines.append(f"    vars: {{ app_port: {h['app_port']} }}")
+        lines += ["groups:", "  web: [" + ", ".join(h["name"] for h in self.hosts) + "]", ""]
+        with open(f"{d}/inventory.yaml", "w") as f:
+            f.write("\n".join(lines))
+        self.info["inventory"] = f"{d}/inventory.yaml"
+        with open(f"{d}/lab.json", "w") as f:
+            json.dump(self.info, f, indent=2)
+
+    def down(self):
+        for what, p in reversed(self.procs):
+            if p.poll() is None:
+                p.terminate()
+        end = time.time() + 3
+        for what, p in reversed(self.procs):
+            try:
+                p.wait(timeout=max(0.05, end - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="bring the lab up and keep it up until stopped")
+    up.add_argument("--dir", required=True, help="folder for keys, configs, logs, inventory.yaml and lab.json")
+    up.add_argument("--hosts", type=int, default=3)
+    up.add_argument("--release", default="v1", help="the release each host starts with")
+    up.add_argument("--block", type=int, default=None, help="third octet of the hosts' addresses (random by default)")
+    up.add_argument("--bare", action="store_true", help="sshd only, for benchmarks")
+    up.add_argument("--per-sshd", type=int, default=16, help="addresses per sshd with --bare")
+    up.add_argument("--no-haproxy", action="store_true")
+    up.add_argument("--postgres", action="store_true", help="a PostgreSQL primary and streaming standby")
+    up.add_argument("--watch-stdin", action="store_true", help="stop when standard input closes (for test harnesses)")
+    a = ap.parse_args()
+    lab = Lab(a)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        lab.up()
+        print(json.dumps(lab.info), flush=True)
+        if sys.stderr.isatty():
+            print(f"lab up: {len(lab.hosts)} hosts; inventory {lab.info['inventory']}; Ctrl-C stops it", file=sys.stderr)
+        if a.watch_stdin:
+            threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+        while not stop.wait(0.5):
+            pass
+    finally:
+        lab.down()
+
+
+if __name__ == "__main__":
+    main()
