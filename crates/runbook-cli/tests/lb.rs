@@ -180,3 +180,62 @@ fn a_missing_server_or_backend_is_named() {
         .exit(2)
         .stderr_has("server");
 }
+
+#[test]
+fn aws_elbv2_register_deregister_and_switch_against_moto() {
+    let moto = support::Moto::start();
+    let aws = moto.fixture(&["setup"]);
+    let (blue, green, listener) = (
+        aws["blue"].as_str().unwrap(),
+        aws["green"].as_str().unwrap(),
+        aws["listener"].as_str().unwrap(),
+    );
+    let step = |id: &str, needs: &str, with: &str| {
+        format!(
+            "  - {{ id: {id}, uses: lb, {needs} with: {{ driver: aws-elbv2, endpoint: \"{}\", region: us-east-1, target_group: \"{blue}\", port: 8000, {with} }} }}\n",
+            moto.endpoint
+        )
+    };
+    let mut yaml = String::from("apiVersion: runbook/v1\nname: elb\nversion: 1\nsteps:\n");
+    yaml.push_str(&step("in", "", "action: register, server: 10.0.1.10"));
+    yaml.push_str(&step(
+        "healthy",
+        "needs: [in],",
+        "action: wait-healthy, server: 10.0.1.10, timeout: 30s",
+    ));
+    let run = Run::new()
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .playbook("elb", &yaml);
+    run.exec(["run", "elb"])
+        .exit(0)
+        .stdout_has("10.0.1.10: maint -> ready")
+        .stdout_has("healthy after");
+    let shown = moto.fixture(&["show", blue, listener]);
+    assert_eq!(shown["targets"], serde_json::json!(["10.0.1.10:8000=healthy"]));
+
+    // Out again, waiting until ELB reports it unused; twice (idempotent).
+    let mut out_yaml = String::from("apiVersion: runbook/v1\nname: out\nversion: 1\nsteps:\n");
+    out_yaml.push_str(&step("out", "", "action: deregister, server: 10.0.1.10"));
+    let run = run.playbook("out", &out_yaml);
+    run.exec(["run", "out"]).exit(0).stdout_has("10.0.1.10: ready -> maint");
+    assert_eq!(
+        moto.fixture(&["show", blue, listener])["targets"],
+        serde_json::json!([])
+    );
+    run.exec(["run", "out"]).exit(0).stdout_has("10.0.1.10: maint -> maint");
+
+    // Blue-green: the listener forwards to green, then stays there.
+    let mut sw = String::from("apiVersion: runbook/v1\nname: sw\nversion: 1\nsteps:\n");
+    sw.push_str(&step(
+        "switch",
+        "",
+        &format!("action: switch, listener: \"{listener}\", to: \"{green}\""),
+    ));
+    let run = run.playbook("sw", &sw);
+    run.exec(["run", "sw", "--output", "json"]).exit(0);
+    assert_eq!(moto.fixture(&["show", blue, listener])["listener_forwards_to"], green);
+    let again = run.exec(["run", "sw", "--output", "json"]).exit(0);
+    assert_eq!(again.outputs_of("switch")["changed"], false);
+}

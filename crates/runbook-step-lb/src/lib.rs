@@ -6,10 +6,13 @@
 //! idempotent (draining a drained server succeeds and says nothing changed) and
 //! reports the server's state before and after.
 //!
-//! Drivers: `haproxy` (our own runtime API client, [`haproxy`]).
+//! Drivers: `haproxy` (our own runtime API client, [`haproxy`]) and, with the
+//! `aws` feature, `aws-elbv2` (the official SDK, `elbv2`).
 //!
 //! This crate depends only on `runbook-core`, never on the engine.
 
+#[cfg(feature = "aws")]
+mod elbv2;
 mod haproxy;
 
 use runbook_core::inputs::parse_duration;
@@ -26,12 +29,13 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LbParams {
-    /// Which load balancer: `haproxy` (runtime API).
+    /// Which load balancer: `haproxy` (runtime API) or `aws-elbv2`.
     #[serde(default)]
     pub driver: DriverName,
     /// What to do.
     pub action: Action,
-    /// The server (HAProxy server name). Needed by every action but `status` and `switch`.
+    /// The server: a HAProxy server name, or an ELB target (instance id or IP).
+    /// Needed by every action but `status` and `switch`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
     /// HAProxy: the backend holding the server.
@@ -52,6 +56,21 @@ pub struct LbParams {
     /// `switch`: where traffic goes afterwards (HAProxy: the backend name the map points to).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
+    /// aws-elbv2: the target group ARN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_group: Option<String>,
+    /// aws-elbv2: the target's port (when the target group needs one per target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// aws-elbv2 `switch`: the listener ARN whose default action is switched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener: Option<String>,
+    /// aws-elbv2: the region (default: the standard chain, AWS_REGION or the profile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// aws-elbv2: an endpoint URL instead of AWS's (a local moto server, a VPC endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     /// `wait-drained` and `wait-healthy`: the longest to wait (default `5m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
@@ -67,6 +86,9 @@ pub enum DriverName {
     /// HAProxy through its runtime API.
     #[default]
     Haproxy,
+    /// An AWS ALB/NLB target group (the official SDK).
+    #[serde(rename = "aws-elbv2")]
+    AwsElbv2,
 }
 
 /// An `lb` action.
@@ -166,6 +188,18 @@ pub(crate) trait Driver: Send + Sync {
     fn pool(&self) -> String;
     /// Every server of the pool.
     async fn servers(&self) -> Result<Vec<Server>, String>;
+    /// One server; by default, found among [`Driver::servers`].
+    async fn server(&self, name: &str) -> Result<Server, String> {
+        let all = self.servers().await?;
+        let names: Vec<String> = all.iter().map(|s| s.name.clone()).collect();
+        all.into_iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| format!("{} has no server `{name}` (it has: {})", self.pool(), names.join(", ")))
+    }
+    /// Whether the server has nothing left in flight; by default, no sessions.
+    fn drained(&self, s: &Server) -> bool {
+        s.sessions == 0
+    }
     /// Sets one server's admin state.
     async fn set(&self, server: &str, admin: Admin) -> Result<(), String>;
     /// Blue-green: points the traffic at `to`; returns (before, after).
@@ -226,8 +260,25 @@ const OUTPUTS: &[OutputDecl] = &[
     },
 ];
 
-fn driver(p: &LbParams) -> Result<Box<dyn Driver>, StepError> {
+async fn driver(p: &LbParams) -> Result<Box<dyn Driver>, StepError> {
     match p.driver {
+        #[cfg(feature = "aws")]
+        DriverName::AwsElbv2 => Ok(Box::new(
+            elbv2::Elbv2::new(
+                p.target_group
+                    .clone()
+                    .ok_or_else(|| StepError::new("the aws-elbv2 driver needs `target_group` (an ARN)"))?,
+                p.port,
+                p.listener.clone(),
+                p.region.clone(),
+                p.endpoint.clone(),
+            )
+            .await,
+        )),
+        #[cfg(not(feature = "aws"))]
+        DriverName::AwsElbv2 => Err(StepError::new(
+            "this runbook was built without the aws-elbv2 driver (cargo feature `aws` of runbook-step-lb)",
+        )),
         DriverName::Haproxy => Ok(Box::new(haproxy::HaProxy {
             socket: p.socket.clone().unwrap_or_else(|| "/run/haproxy/admin.sock".to_owned()),
             backend: p
@@ -240,15 +291,7 @@ fn driver(p: &LbParams) -> Result<Box<dyn Driver>, StepError> {
 }
 
 async fn find(d: &dyn Driver, server: &str) -> Result<Server, StepError> {
-    let all = d.servers().await.map_err(StepError::new)?;
-    let names: Vec<String> = all.iter().map(|s| s.name.clone()).collect();
-    all.into_iter().find(|s| s.name == server).ok_or_else(|| {
-        StepError::new(format!(
-            "{} has no server `{server}` (it has: {})",
-            d.pool(),
-            names.join(", ")
-        ))
-    })
+    d.server(server).await.map_err(StepError::new)
 }
 
 fn server_outputs(before: &Server, after: &Server) -> Outputs {
@@ -276,7 +319,7 @@ impl StepKind for Lb {
     }
 
     fn summary(&self) -> &'static str {
-        "Drains, enables, waits on and switches load balancer servers (HAProxy runtime API)"
+        "Drains, enables, waits on and switches load balancer servers (HAProxy runtime API, AWS ELBv2)"
     }
 
     fn params_schema(&self) -> Json {
@@ -312,7 +355,11 @@ impl StepKind for Lb {
     fn describe(&self, with: &Json) -> String {
         let s = |k: &str| with.get(k).and_then(Json::as_str).unwrap_or("?");
         let driver = with.get("driver").and_then(Json::as_str).unwrap_or("haproxy");
-        let pool = with.get("backend").and_then(Json::as_str).unwrap_or("?");
+        let pool = with
+            .get("backend")
+            .or_else(|| with.get("target_group"))
+            .and_then(Json::as_str)
+            .unwrap_or("?");
         match s("action") {
             "status" => format!("{driver}: status of {pool}"),
             "switch" => format!("{driver}: switch traffic to {}", s("to")),
@@ -322,7 +369,7 @@ impl StepKind for Lb {
 
     async fn run(&self, ctx: &StepContext, with: Json) -> Result<Outputs, StepError> {
         let p: LbParams = params(with)?;
-        let d = driver(&p)?;
+        let d = driver(&p).await?;
         let work = act(ctx, &p, d.as_ref());
         tokio::select! {
             r = work => r,
@@ -407,7 +454,7 @@ async fn act(ctx: &StepContext, p: &LbParams, d: &dyn Driver) -> Result<Outputs,
             loop {
                 let now = find(d, name).await?;
                 let done = match p.action {
-                    Action::WaitDrained => now.sessions == 0,
+                    Action::WaitDrained => d.drained(&now),
                     _ => now.admin == Admin::Ready && now.health != Health::Down,
                 };
                 if done {

@@ -555,3 +555,60 @@ impl Lab {
         (f[6].parse().unwrap(), f[5].parse().unwrap(), sessions)
     }
 }
+
+/// A local moto server (AWS APIs) on a loopback port, from the venv that
+/// scripts/setup makes in tests/lab/.venv; killed on drop.
+pub struct Moto {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let venv = workspace().join("tests/lab/.venv/bin");
+        assert!(
+            venv.join("moto_server").exists(),
+            "moto is needed for the aws-elbv2 tests: run scripts/setup (it installs moto[server] into tests/lab/.venv)"
+        );
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let child = Command::new(venv.join("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Runs tests/lab/moto_fixture.py with the venv's python; its JSON answer.
+    pub fn fixture(&self, args: &[&str]) -> serde_json::Value {
+        let out = Command::new(workspace().join("tests/lab/.venv/bin/python"))
+            .arg(workspace().join("tests/lab/moto_fixture.py"))
+            .arg(args[0])
+            .arg(&self.endpoint)
+            .args(&args[1..])
+            .output()
+            .expect("fixture runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("fixture JSON")
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
