@@ -25,7 +25,8 @@ of DIR/bluegreen.map, and its runtime API on DIR/haproxy.sock and on
 With `--postgres`, a PostgreSQL 15 primary and a streaming standby
 (pg_basebackup -R) on loopback ports, run as the `postgres` user from
 /usr/lib/postgresql/15/bin (or $PG_BIN), with a seeded `finance` database
-(accounts, transactions) owned by role `app`; their DSNs are in lab.json.
+(accounts, transactions) owned by role `app`, TLS on with a certificate from
+the lab's own CA (DIR/pg/tls/ca.crt); their DSNs are in lab.json.
 
 `--bare` is for benchmarks: sshd only (several addresses per sshd, --per-sshd),
 no app or HAProxy. In every mode, root's dotfiles are hidden on the hosts. Needs root (namespaces, sshd), python3,
@@ -296,6 +297,8 @@ backend green
 
     def postgres(self):
         self.pg_bin = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
+        if not shutil.which("openssl"):
+            die("openssl is missing (the lab's PostgreSQL certificates): apt-get install openssl (scripts/setup does it)")
         if not os.path.exists(f"{self.pg_bin}/postgres"):
             die(f"PostgreSQL server binaries are not in {self.pg_bin}: apt-get install postgresql-15 (or set PG_BIN)")
         try:
@@ -315,6 +318,20 @@ backend green
         shutil.chown(pwfile, "postgres", "postgres")
         os.chmod(pwfile, 0o600)
         primary, standby = free_port(["127.0.0.1"]), free_port(["127.0.0.1"])
+        # TLS: a CA of the lab's and a certificate for 127.0.0.1 signed by it.
+        tls = f"{d}/tls"
+        os.makedirs(tls, exist_ok=True)
+        ossl = lambda *argv: subprocess.run(["openssl", *argv], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=runbook lab CA",
+             "-keyout", f"{tls}/ca.key", "-out", f"{tls}/ca.crt")
+        ossl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", f"{tls}/server.key", "-out", f"{tls}/server.csr")
+        with open(f"{tls}/ext", "w") as f:
+            f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+        ossl("x509", "-req", "-in", f"{tls}/server.csr", "-CA", f"{tls}/ca.crt", "-CAkey", f"{tls}/ca.key", "-CAcreateserial",
+             "-days", "2", "-extfile", f"{tls}/ext", "-out", f"{tls}/server.crt")
+        for f in ("server.key", "server.crt"):
+            shutil.chown(f"{tls}/{f}", "postgres", "postgres")
+            os.chmod(f"{tls}/{f}", 0o600)
         run = lambda argv, **kw: subprocess.run(self.as_postgres(argv), check=True, stdout=subprocess.DEVNULL, **kw)
         run([f"{self.pg_bin}/initdb", "--no-sync", "-D", f"{d}/primary", "-U", "postgres", "--pwfile", pwfile,
              "--auth-local=trust", "--auth-host=scram-sha-256"])
@@ -326,7 +343,8 @@ backend green
             argv = [f"{self.pg_bin}/postgres", "-D", f"{d}/{name}", "-p", str(port), "-k", d,
                     "-c", "listen_addresses=127.0.0.1", "-c", "wal_level=replica", "-c", "max_wal_senders=5",
                     "-c", "hot_standby=on", "-c", "wal_keep_size=128MB", "-c", "fsync=off",
-                    "-c", "shared_buffers=32MB", "-c", "max_connections=50", "-c", f"cluster_name=lab-{name}"]
+                    "-c", "shared_buffers=32MB", "-c", "max_connections=50", "-c", f"cluster_name=lab-{name}",
+                    "-c", "ssl=on", "-c", f"ssl_cert_file={tls}/server.crt", "-c", f"ssl_key_file={tls}/server.key"]
             p = self.spawn(f"postgres {name}", self.as_postgres(argv), f"{d}/{name}.log")
             self.pg_wait(port, p, name)
             return p
@@ -348,10 +366,14 @@ INSERT INTO transactions (account_id, amount) SELECT 1 + g % 200, g FROM generat
         run([f"{self.pg_bin}/pg_basebackup", "-D", f"{d}/standby", "-R", "-h", "127.0.0.1", "-p", str(primary),
              "-U", "postgres", "-X", "stream", "-c", "fast"], env=env)
         p2 = server("standby", standby)
-        dsn = lambda user, pw, port, db: f"postgres://{user}:{pw}@127.0.0.1:{port}/{db}"
+        # Plain DSNs say sslmode=disable: runbook verifies certificates whenever
+        # it uses TLS, and the lab's CA is not in the system store (tests that
+        # want TLS use ca_file).
+        dsn = lambda user, pw, port, db: f"postgres://{user}:{pw}@127.0.0.1:{port}/{db}?sslmode=disable"
         self.info["postgres"] = {
             "bin": self.pg_bin,
             "socket_dir": d,
+            "ca_file": f"{tls}/ca.crt",
             "password": password,
             "app_password": app_password,
             "primary": {"port": primary, "pid": p1.pid, "data": f"{d}/primary",

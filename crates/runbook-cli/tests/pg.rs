@@ -268,3 +268,29 @@ fn queries_give_typed_rows_and_a_cap() {
     );
     assert_eq!(o["value"], 1);
 }
+
+#[test]
+fn tls_is_verified_against_the_ca() {
+    let lab = Lab::postgres();
+    let dsn = lab.dsn("primary").replace("sslmode=disable", "sslmode=require");
+    let ca = lab.info["postgres"]["ca_file"].as_str().unwrap().to_owned();
+    let yaml = |ca: &str| {
+        format!(
+            "name: tls\nversion: 1\napiVersion: runbook/v1\nsecrets: [DSN]\nsteps:\n  - {{ id: q, uses: pg, with: {{ action: query, dsn: \"{{{{secrets.DSN}}}}\", sql: \"SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()\"{ca} }} }}\n"
+        )
+    };
+    let run = Run::new().env("DSN", &dsn);
+    // The lab's CA is not in the system store: without `ca_file` the server is not trusted.
+    let run = run.playbook("tls", &yaml(""));
+    let out = run.exec(["run", "tls"]).exit(1);
+    assert!(
+        out.stdout.contains("invalid peer certificate: UnknownIssuer") && out.stdout.contains("pass `ca_file`"),
+        "{}",
+        out.stdout
+    );
+    let out = run
+        .playbook("tls", &yaml(&format!(", ca_file: \"{ca}\"")))
+        .exec(["run", "tls", "--output", "json"])
+        .exit(0);
+    assert_eq!(out.outputs_of("q")["value"], true, "the session is encrypted");
+}

@@ -86,7 +86,13 @@ fn pg_error(what: &str, e: &tokio_postgres::Error) -> StepError {
         chain.push(s.to_string());
         src = s.source();
     }
-    StepError::new(format!("{what}: {}", chain.join(": ")))
+    let all = chain.join(": ");
+    let hint = if all.contains("certificate") {
+        " (the server's certificate is not trusted: pass `ca_file` with its CA, or put sslmode=disable in the DSN to connect without TLS)"
+    } else {
+        ""
+    };
+    StepError::new(format!("{what}: {all}{hint}"))
 }
 
 /// Lag as measured from a primary (every streaming standby) or a standby.
