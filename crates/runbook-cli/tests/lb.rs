@@ -173,6 +173,15 @@ fn a_missing_server_or_backend_is_named() {
         .exec(["run", "m"])
         .exit(1)
         .stdout_has("haproxy app has no server `web7` (it has: web1)");
+    let yaml = format!(
+        "apiVersion: runbook/v1\nname: b\nversion: 1\nsteps:\n  - {{ id: s, uses: lb, with: {{ action: status, backend: api, socket: \"{}\" }} }}\n",
+        socket(&lab)
+    );
+    Run::new()
+        .playbook("b", &yaml)
+        .exec(["run", "b"])
+        .exit(1)
+        .stdout_has("HAProxy has no backend `api`");
     // A drain without `server` is refused before anything runs.
     Run::new()
         .playbook("n", "apiVersion: runbook/v1\nname: n\nversion: 1\nsteps:\n  - { id: d, uses: lb, with: { action: drain, backend: app } }\n")

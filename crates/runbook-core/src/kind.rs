@@ -310,6 +310,12 @@ pub fn schema_for<T: JsonSchema>() -> Json {
     serde_json::to_value(schemars::schema_for!(T)).unwrap_or(Json::Null)
 }
 
+/// A duration parameter (`30s`, `5m`), if given; the error names the field.
+pub fn duration_param(field: &str, text: Option<&str>) -> Result<Option<std::time::Duration>, StepError> {
+    text.map(|t| crate::inputs::parse_duration(t).map_err(|e| StepError::new(format!("`{field}`: {e}"))))
+        .transpose()
+}
+
 /// Adds to a params schema the fields each `action` needs, so `validate`
 /// reports a missing one before anything runs: each rule is (actions, fields).
 pub fn require_by_action(mut schema: Json, rules: &[(&[&str], &[&str])]) -> Json {

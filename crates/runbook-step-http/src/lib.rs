@@ -384,10 +384,8 @@ impl StepKind for HttpCheck {
 
     async fn run(&self, ctx: &StepContext, with: Json) -> Result<Outputs, StepError> {
         let p: HttpParams = params(with)?;
-        let timeout = match &p.timeout {
-            Some(t) => parse_duration(t).map_err(|e| StepError::new(format!("`timeout`: {e}")))?,
-            None => Duration::from_secs(10),
-        };
+        let timeout =
+            runbook_core::kind::duration_param("timeout", p.timeout.as_deref())?.unwrap_or(Duration::from_secs(10));
         let slo = p.slo.clone().unwrap_or_default();
         let limits: Vec<(&str, f64, Duration)> = [
             ("p50", 0.50, &slo.p50),

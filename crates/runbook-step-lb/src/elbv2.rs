@@ -85,7 +85,8 @@ fn server_of(id: &str, state: Option<&TargetHealthStateEnum>, reason: &str) -> S
         name: id.to_owned(),
         admin,
         health,
-        sessions: u64::from(admin == Admin::Drain),
+        // ELB does not say how many connections a target still has.
+        sessions: None,
         weight: None,
         detail: format!(
             "{}{}",

@@ -194,7 +194,7 @@ impl Driver for HaProxy {
                     name,
                     admin: admin_of(admin),
                     health,
-                    sessions: sessions + queued,
+                    sessions: Some(sessions + queued),
                     weight: Some(weight),
                     detail: status,
                 }

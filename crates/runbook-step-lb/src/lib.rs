@@ -15,10 +15,9 @@
 mod elbv2;
 mod haproxy;
 
-use runbook_core::inputs::parse_duration;
 use runbook_core::kind::{
-    Effect, LogStream, OutputDecl, OutputType, Outputs, StepContext, StepError, StepKind, params, require_by_action,
-    schema_for,
+    Effect, LogStream, OutputDecl, OutputType, Outputs, StepContext, StepError, StepKind, duration_param, params,
+    require_by_action, schema_for,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -155,14 +154,25 @@ pub(crate) enum Health {
     Unchecked,
 }
 
+impl Health {
+    fn as_str(self) -> &'static str {
+        match self {
+            Health::Up => "up",
+            Health::Down => "down",
+            Health::Unchecked => "unchecked",
+        }
+    }
+}
+
 /// One server of a pool, as the driver sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct Server {
     name: String,
     admin: Admin,
     health: Health,
-    /// Sessions on the server, including queued ones.
-    sessions: u64,
+    /// Sessions on the server, including queued ones; None where the load
+    /// balancer does not count them (AWS ELB).
+    sessions: Option<u64>,
     weight: Option<u32>,
     /// The driver's own words for the state (HAProxy's status column).
     detail: String,
@@ -173,11 +183,19 @@ impl Server {
         json!({
             "server": self.name,
             "state": self.admin.as_str(),
-            "health": match self.health { Health::Up => "up", Health::Down => "down", Health::Unchecked => "unchecked" },
+            "health": self.health.as_str(),
             "sessions": self.sessions,
             "weight": self.weight,
             "detail": self.detail,
         })
+    }
+
+    /// `3 sessions`, or the driver's words where sessions are not counted.
+    fn load(&self) -> String {
+        match self.sessions {
+            Some(n) => format!("{n} sessions"),
+            None => self.detail.clone(),
+        }
     }
 }
 
@@ -198,7 +216,7 @@ pub(crate) trait Driver: Send + Sync {
     }
     /// Whether the server has nothing left in flight; by default, no sessions.
     fn drained(&self, s: &Server) -> bool {
-        s.sessions == 0
+        s.sessions == Some(0)
     }
     /// Sets one server's admin state.
     async fn set(&self, server: &str, admin: Admin) -> Result<(), String>;
@@ -226,7 +244,7 @@ const OUTPUTS: &[OutputDecl] = &[
     OutputDecl {
         name: "sessions",
         ty: OutputType::Integer,
-        doc: "sessions on the server afterwards (with queued ones)",
+        doc: "sessions on the server afterwards, with queued ones (null where not counted: aws-elbv2)",
     },
     OutputDecl {
         name: "before",
@@ -297,19 +315,12 @@ async fn find(d: &dyn Driver, server: &str) -> Result<Server, StepError> {
 fn server_outputs(before: &Server, after: &Server) -> Outputs {
     let mut out = Outputs::new();
     out.insert("state".into(), json!(after.admin.as_str()));
-    out.insert("health".into(), after.to_json()["health"].clone());
+    out.insert("health".into(), json!(after.health.as_str()));
     out.insert("sessions".into(), json!(after.sessions));
     out.insert("before".into(), before.to_json());
     out.insert("after".into(), after.to_json());
     out.insert("changed".into(), json!(before.admin != after.admin));
     out
-}
-
-fn duration(field: &str, text: Option<&str>, default: Duration) -> Result<Duration, StepError> {
-    match text {
-        Some(t) => parse_duration(t).map_err(|e| StepError::new(format!("`{field}`: {e}"))),
-        None => Ok(default),
-    }
 }
 
 #[async_trait::async_trait]
@@ -385,38 +396,20 @@ async fn act(ctx: &StepContext, p: &LbParams, d: &dyn Driver) -> Result<Outputs,
             .as_deref()
             .ok_or_else(|| StepError::new(format!("`{}` needs `server`", p.action.as_str())))
     };
-    let target = match p.action {
-        Action::Register | Action::Ready => Some(Admin::Ready),
-        Action::Deregister => Some(Admin::Maint),
-        Action::Drain => Some(Admin::Drain),
-        _ => None,
-    };
-    if let Some(admin) = target {
-        let name = server()?;
-        let before = find(d, name).await?;
-        if before.admin != admin {
-            d.set(name, admin).await.map_err(StepError::new)?;
-        }
-        let after = find(d, name).await?;
-        say(format!(
-            "{}/{name}: {} -> {} ({} sessions)",
-            d.pool(),
-            before.admin.as_str(),
-            after.admin.as_str(),
-            after.sessions
-        ));
-        return Ok(server_outputs(&before, &after));
-    }
     match p.action {
+        Action::Register | Action::Ready => set_state(d, server()?, Admin::Ready, &say).await,
+        Action::Deregister => set_state(d, server()?, Admin::Maint, &say).await,
+        Action::Drain => set_state(d, server()?, Admin::Drain, &say).await,
+        Action::WaitDrained | Action::WaitHealthy => wait(d, p, server()?, &say).await,
         Action::Status => {
             let all = d.servers().await.map_err(StepError::new)?;
             for s in &all {
                 say(format!(
-                    "{}: {} {} sessions={} ({})",
+                    "{}: {} {} {} ({})",
                     s.name,
                     s.admin.as_str(),
-                    s.to_json()["health"].as_str().unwrap_or(""),
-                    s.sessions,
+                    s.health.as_str(),
+                    s.load(),
                     s.detail
                 ));
             }
@@ -444,69 +437,83 @@ async fn act(ctx: &StepContext, p: &LbParams, d: &dyn Driver) -> Result<Outputs,
             out.insert("changed".into(), json!(before != after));
             Ok(out)
         }
-        Action::WaitDrained | Action::WaitHealthy => {
-            let name = server()?;
-            let timeout = duration("timeout", p.timeout.as_deref(), Duration::from_secs(300))?;
-            let every = duration("interval", p.interval.as_deref(), Duration::from_millis(500))?;
-            let start = Instant::now();
-            let first = find(d, name).await?;
-            let mut last_said = None;
-            loop {
-                let now = find(d, name).await?;
-                let done = match p.action {
-                    Action::WaitDrained => d.drained(&now),
-                    _ => now.admin == Admin::Ready && now.health != Health::Down,
-                };
-                if done {
-                    let mut out = server_outputs(&first, &now);
-                    out.insert("changed".into(), json!(false));
-                    out.insert(
-                        "waited_ms".into(),
-                        json!(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)),
-                    );
-                    say(format!(
-                        "{}/{name}: {} after {:.1}s",
-                        d.pool(),
-                        if p.action == Action::WaitDrained {
-                            "drained"
-                        } else {
-                            "healthy"
-                        },
-                        start.elapsed().as_secs_f64()
-                    ));
-                    return Ok(out);
-                }
-                if p.action == Action::WaitDrained && now.admin == Admin::Ready {
-                    return Err(StepError::new(format!(
-                        "{}/{name} is still taking new traffic (state ready): drain it first",
-                        d.pool()
-                    )));
-                }
-                if start.elapsed() >= timeout {
-                    let why = match p.action {
-                        Action::WaitDrained => format!("{} sessions left", now.sessions),
-                        _ => format!("state {}, {}", now.admin.as_str(), now.detail),
-                    };
-                    return Err(StepError::new(format!(
-                        "{}/{name} not {} after {}: {why}",
-                        d.pool(),
-                        if p.action == Action::WaitDrained {
-                            "drained"
-                        } else {
-                            "healthy"
-                        },
-                        p.timeout.as_deref().unwrap_or("5m")
-                    ))
-                    .with_outputs(server_outputs(&first, &now)));
-                }
-                let line = format!("{} sessions, {}", now.sessions, now.detail);
-                if last_said.as_ref() != Some(&line) {
-                    say(format!("{}/{name}: waiting: {line}", d.pool()));
-                    last_said = Some(line);
-                }
-                tokio::time::sleep(every).await;
-            }
+    }
+}
+
+/// Puts a server in `admin` state unless it already is; before and after.
+async fn set_state(
+    d: &dyn Driver,
+    name: &str,
+    admin: Admin,
+    say: &(dyn Fn(String) + Sync),
+) -> Result<Outputs, StepError> {
+    let before = find(d, name).await?;
+    if before.admin != admin {
+        d.set(name, admin).await.map_err(StepError::new)?;
+    }
+    let after = find(d, name).await?;
+    say(format!(
+        "{}/{name}: {} -> {} ({})",
+        d.pool(),
+        before.admin.as_str(),
+        after.admin.as_str(),
+        after.load()
+    ));
+    Ok(server_outputs(&before, &after))
+}
+
+/// `wait-drained` and `wait-healthy`: polls the server until it is there.
+async fn wait(d: &dyn Driver, p: &LbParams, name: &str, say: &(dyn Fn(String) + Sync)) -> Result<Outputs, StepError> {
+    let drain = p.action == Action::WaitDrained;
+    let goal = if drain { "drained" } else { "healthy" };
+    let timeout = duration_param("timeout", p.timeout.as_deref())?.unwrap_or(Duration::from_secs(300));
+    let every = duration_param("interval", p.interval.as_deref())?.unwrap_or(Duration::from_millis(500));
+    let start = Instant::now();
+    let first = find(d, name).await?;
+    let mut now = first.clone();
+    let mut last_said = None;
+    loop {
+        let done = if drain {
+            d.drained(&now)
+        } else {
+            now.admin == Admin::Ready && now.health != Health::Down
+        };
+        if done {
+            let mut out = server_outputs(&first, &now);
+            out.insert("changed".into(), json!(false));
+            out.insert(
+                "waited_ms".into(),
+                json!(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)),
+            );
+            say(format!(
+                "{}/{name}: {goal} after {:.1}s",
+                d.pool(),
+                start.elapsed().as_secs_f64()
+            ));
+            return Ok(out);
         }
-        _ => Err(StepError::new("unhandled action")),
+        if drain && now.admin == Admin::Ready {
+            return Err(StepError::new(format!(
+                "{}/{name} is still taking new traffic (state ready): drain it first",
+                d.pool()
+            )));
+        }
+        if start.elapsed() >= timeout {
+            return Err(StepError::new(format!(
+                "{}/{name} not {goal} after {}: state {}, {}",
+                d.pool(),
+                p.timeout.as_deref().unwrap_or("5m"),
+                now.admin.as_str(),
+                now.load()
+            ))
+            .with_outputs(server_outputs(&first, &now)));
+        }
+        let line = format!("{}, {}", now.load(), now.detail);
+        if last_said.as_ref() != Some(&line) {
+            say(format!("{}/{name}: waiting: {line}", d.pool()));
+            last_said = Some(line);
+        }
+        tokio::time::sleep(every).await;
+        now = find(d, name).await?;
     }
 }

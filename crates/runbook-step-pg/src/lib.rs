@@ -14,10 +14,9 @@ mod conn;
 mod tools;
 
 use conn::Db;
-use runbook_core::inputs::parse_duration;
 use runbook_core::kind::{
-    Effect, LogStream, OutputDecl, OutputType, Outputs, StepContext, StepError, StepKind, one_line, params,
-    require_by_action, schema_for,
+    Effect, LogStream, OutputDecl, OutputType, Outputs, StepContext, StepError, StepKind, duration_param, one_line,
+    params, require_by_action, schema_for,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -247,11 +246,6 @@ const OUTPUTS: &[OutputDecl] = &[
 #[derive(Debug, Default)]
 pub struct Pg;
 
-fn duration(field: &str, text: Option<&str>) -> Result<Option<Duration>, StepError> {
-    text.map(|t| parse_duration(t).map_err(|e| StepError::new(format!("`{field}`: {e}"))))
-        .transpose()
-}
-
 /// `16MB`, `512kB`, `1GB` or a number of bytes.
 fn parse_bytes(text: &str) -> Result<u64, String> {
     let t = text.trim();
@@ -354,7 +348,11 @@ impl StepKind for Pg {
             Action::WaitReady => wait_ready(ctx, &p).await,
             _ => {
                 let db = Db::connect(&p.dsn, connect_to(&p), p.ca_file.as_deref(), &ctx.cancel).await?;
-                let limit = duration("timeout", p.timeout.as_deref())?;
+                // promote's `timeout` is pg_promote's own wait, which returns false when it passes.
+                let limit = match p.action {
+                    Action::Promote => None,
+                    _ => duration_param("timeout", p.timeout.as_deref())?,
+                };
                 let work = act(&db, &p, &say);
                 db.guard(work, limit, &ctx.cancel).await
             }
@@ -447,7 +445,7 @@ async fn act(db: &Db, p: &PgParams, say: &(dyn Fn(String) + Sync)) -> Result<Out
             out.insert("changed".into(), json!(changed));
         }
         Action::Promote => {
-            let wait = duration("timeout", p.timeout.as_deref())?.unwrap_or(Duration::from_secs(60));
+            let wait = duration_param("timeout", p.timeout.as_deref())?.unwrap_or(Duration::from_secs(60));
             let (changed, timeline, lsn) = db.promote(wait).await?;
             say(format!(
                 "{} (timeline {timeline}, at {lsn})",
@@ -488,7 +486,7 @@ async fn act(db: &Db, p: &PgParams, say: &(dyn Fn(String) + Sync)) -> Result<Out
                     refuse.push(format!("{} bytes behind > max_lag_bytes {}", lag.bytes, max));
                 }
             }
-            if let Some(max) = duration("max_lag", p.max_lag.as_deref())? {
+            if let Some(max) = duration_param("max_lag", p.max_lag.as_deref())? {
                 if lag.seconds > max.as_secs_f64() {
                     refuse.push(format!(
                         "{:.1}s behind > max_lag {}",
@@ -506,7 +504,7 @@ async fn act(db: &Db, p: &PgParams, say: &(dyn Fn(String) + Sync)) -> Result<Out
             }
         }
         Action::TerminateIdle => {
-            let older = duration("older_than", p.older_than.as_deref())?
+            let older = duration_param("older_than", p.older_than.as_deref())?
                 .ok_or_else(|| StepError::new("`terminate-idle` needs `older_than`"))?;
             let sessions = db
                 .terminate_idle(older, p.database.as_deref(), p.user.as_deref(), p.dry_run)
@@ -545,7 +543,7 @@ fn same_value(want: &Json, got: &Json) -> bool {
 }
 
 async fn wait_ready(ctx: &StepContext, p: &PgParams) -> Result<Outputs, StepError> {
-    let limit = duration("timeout", p.timeout.as_deref())?.unwrap_or(Duration::from_secs(60));
+    let limit = duration_param("timeout", p.timeout.as_deref())?.unwrap_or(Duration::from_secs(60));
     let start = Instant::now();
     loop {
         let last = match Db::connect(&p.dsn, connect_to(p), p.ca_file.as_deref(), &ctx.cancel).await {

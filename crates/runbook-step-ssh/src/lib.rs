@@ -533,12 +533,7 @@ impl StepKind for Ssh {
         }
         let out = child.stdout().take();
         let err = child.stderr().take();
-        let limit = match &p.timeout {
-            Some(t) => {
-                Some(runbook_core::inputs::parse_duration(t).map_err(|e| StepError::new(format!("`timeout`: {e}")))?)
-            }
-            None => None,
-        };
+        let limit = runbook_core::kind::duration_param("timeout", p.timeout.as_deref())?;
         let ids: RemoteIds = std::sync::Mutex::new(None);
         let (status, stdout, stderr) = {
             let work = async {
