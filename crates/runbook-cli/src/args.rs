@@ -53,6 +53,11 @@ pub(crate) enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// Also look, read-only, at what the steps would touch (the sessions
+        /// terminate-idle would end, a server's state before a drain). Needs the
+        /// playbook's secrets and access to the systems.
+        #[arg(long)]
+        live: bool,
     },
     /// Run a playbook, journalled so that it can be resumed.
     Run {

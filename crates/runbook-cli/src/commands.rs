@@ -25,11 +25,12 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
             playbook,
             inputs,
             output,
+            live,
         } => {
             let Some(inv) = load_inventory(inventory.as_deref()) else {
                 return Exit::Invalid;
             };
-            plan(&lib, &registry, &playbook, &inputs, output, &inv)
+            plan(&lib, &registry, &playbook, &inputs, (output, live), &inv)
         }
         Command::Inventory => match load_inventory(inventory.as_deref()) {
             Some(inv) => list_inventory(&inv),
@@ -438,7 +439,7 @@ fn plan(
     registry: &Registry,
     spec: &str,
     args: &InputArgs,
-    output: Output,
+    (output, live): (Output, bool),
     inventory: &runbook_core::inventory::Inventory,
 ) -> Exit {
     let Some(loaded) = load(lib, registry, spec) else {
@@ -452,7 +453,10 @@ fn plan(
         user: std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned()),
         inventory: inventory.to_template(),
     };
-    let plan = runbook_engine::plan::plan(&loaded.playbook, &inputs, registry, &pctx);
+    let mut plan = runbook_engine::plan::plan(&loaded.playbook, &inputs, registry, &pctx);
+    if live && !crate::runs::look(&mut plan, &loaded.playbook, registry) {
+        return Exit::Invalid;
+    }
     match output {
         Output::Text => print!("{}", crate::plan_text::render(&plan)),
         Output::Json => match serde_json::to_string_pretty(&plan) {

@@ -134,6 +134,9 @@ fn step(out: &mut String, s: &PlanStep, depth: usize, width: usize, parallel: bo
     for n in &s.notes {
         let _ = writeln!(out, "{detail}note: {n}");
     }
+    for l in &s.live {
+        let _ = writeln!(out, "{detail}live: {l}");
+    }
     match &s.for_each {
         Some(_) => {
             for item in &s.children {

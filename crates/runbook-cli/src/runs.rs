@@ -97,6 +97,26 @@ fn secrets_or_exit(pb: &Playbook, env: &IndexMap<String, String>) -> Option<Inde
     }
 }
 
+/// `plan --live`: resolves the secrets and lets the kinds look at what the
+/// steps would touch. False (after saying why) when a secret is missing.
+pub(crate) fn look(plan: &mut runbook_engine::plan::Plan, pb: &Playbook, registry: &Registry) -> bool {
+    let Some(secrets) = secrets_or_exit(pb, &env()) else {
+        return false;
+    };
+    let Some(rt) = runtime() else { return false };
+    rt.block_on(async {
+        let cancel = runbook_core::kind::CancellationToken::new();
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop.cancel();
+            }
+        });
+        runbook_engine::plan::preview(plan, registry, &secrets, &cancel).await;
+    });
+    true
+}
+
 /// First SIGINT/SIGTERM: stop gracefully. Second: kill.
 fn watch_signals(signals: &Signals) {
     use tokio::signal::unix::{SignalKind, signal};

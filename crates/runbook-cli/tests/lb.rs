@@ -95,10 +95,14 @@ steps:
         port = lab.info["haproxy"]["port"],
         cfg = lab.info["haproxy"]["config"].as_str().unwrap(),
     );
-    let out = Run::new()
-        .playbook("cycle", &yaml)
-        .exec(["run", "cycle", "--output", "json"])
-        .exit(0);
+    let run = Run::new().playbook("cycle", &yaml);
+    // plan --live shows where each server stands now, and changes nothing.
+    run.exec(["plan", "cycle", "--live"])
+        .exit(0)
+        .stdout_has("live: now: web2: ready up")
+        .stdout_has("live: now: web1: ready up");
+    assert_eq!(lab.server_state("app", "web2").0, 0, "plan --live left web2 ready");
+    let out = run.exec(["run", "cycle", "--output", "json"]).exit(0);
     let (admin, op, _) = lab.server_state("app", "web2");
     assert_eq!((admin, op), (0, 2), "web2 is ready and up again");
     // status lists both servers; the lab's haproxy.cfg keeps state over reloads.
@@ -168,9 +172,11 @@ fn a_missing_server_or_backend_is_named() {
         "apiVersion: runbook/v1\nname: m\nversion: 1\nsteps:\n  - {{ id: d, uses: lb, with: {{ action: drain, backend: app, server: web7, socket: \"{}\" }} }}\n",
         socket(&lab)
     );
-    Run::new()
-        .playbook("m", &yaml)
-        .exec(["run", "m"])
+    let run = Run::new().playbook("m", &yaml);
+    run.exec(["plan", "m", "--live"])
+        .exit(0)
+        .stdout_has("live: cannot look: haproxy app has no server `web7`");
+    run.exec(["run", "m"])
         .exit(1)
         .stdout_has("haproxy app has no server `web7` (it has: web1)");
     let yaml = format!(

@@ -213,7 +213,27 @@ fn terminate_idle_lists_then_ends_only_idle_sessions() {
         "name: idle\n{HEAD}inputs:\n  dry: {{ type: boolean, default: true }}\nsteps:\n  - {{ id: t, uses: pg, with: {{ action: terminate-idle, dsn: \"{{{{secrets.PRIMARY_DSN}}}}\", older_than: 1s, user: app, dry_run: \"{{{{inputs.dry}}}}\" }} }}\n"
     );
     let run = run.playbook("idle", &yaml);
-    run.exec(["plan", "idle"]).exit(0).stdout_has("(dry run: list only)");
+    run.exec(["plan", "idle"])
+        .exit(0)
+        .stdout_has("(dry run: list only)")
+        .stdout_lacks("live:");
+    // plan --live names the session a real run would end, and ends nothing.
+    let pid = lab.psql(
+        "primary",
+        "SELECT pid FROM pg_stat_activity WHERE usename = 'app' AND state = 'idle'",
+    );
+    let password = lab.info["postgres"]["password"].as_str().unwrap();
+    run.exec(["plan", "idle", "--live", "--set", "dry=false"])
+        .exit(0)
+        .stdout_has(&format!("live: would terminate pid {pid} app@finance"))
+        .stdout_lacks(password);
+    assert_eq!(idle_count(), "1", "plan --live ends nothing");
+    // Without the secret it cannot look, and says which one is missing.
+    Run::new()
+        .playbook("idle", &yaml)
+        .exec(["plan", "idle", "--live"])
+        .exit(2)
+        .stderr_has("secret `PRIMARY_DSN` is not set");
     run.exec(["run", "idle"])
         .exit(0)
         .stdout_has("would terminate pid")

@@ -231,6 +231,20 @@ pub trait StepKind: Send + Sync + 'static {
     /// promptly when `ctx.cancel` fires, leaving no process behind.
     async fn run(&self, ctx: &StepContext, with: Json) -> Result<Outputs, StepError>;
 
+    /// Whether [`preview`](Self::preview) has something to show for these params.
+    fn can_preview(&self, with: &Json) -> bool {
+        let _ = with;
+        false
+    }
+
+    /// Looks, read-only, at what this call would touch, for `plan --live`: the
+    /// sessions `terminate-idle` would end, a server's state before a drain.
+    /// `with` is rendered, secrets included. `Ok(None)`: nothing to show.
+    async fn preview(&self, with: Json, cancel: &CancellationToken) -> Result<Option<Vec<String>>, StepError> {
+        let _ = (with, cancel);
+        Ok(None)
+    }
+
     /// Releases what the kind keeps for the run (connections); called once when
     /// the run ends, however it ends.
     async fn close(&self) {}

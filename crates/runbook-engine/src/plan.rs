@@ -124,6 +124,9 @@ pub struct PlanStep {
     /// Problems found while planning (a template that cannot render yet).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// What the step would touch, looked up read-only by `plan --live`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub live: Vec<String>,
 }
 
 impl PlanStep {
@@ -145,6 +148,7 @@ impl PlanStep {
             on_failure: Vec::new(),
             undo: Vec::new(),
             notes: Vec::new(),
+            live: Vec::new(),
         }
     }
 }
@@ -200,6 +204,75 @@ pub fn plan(playbook: &Playbook, inputs: &IndexMap<String, Json>, registry: &Reg
         steps: planner.list(&playbook.steps, &ctx, ""),
         on_failure: planner.list(&playbook.on_failure, &ctx, "on_failure"),
         finally: planner.list(&playbook.finally, &ctx, "finally"),
+    }
+}
+
+/// `plan --live`: asks each call's kind to look, read-only, at what it would
+/// touch (see `StepKind::preview`), with the real secrets put in place of the
+/// plan's `<secret NAME>` placeholders. Whatever a kind reports is masked.
+/// Calls that read outputs of earlier steps cannot be looked at yet and say so.
+pub async fn preview(
+    plan: &mut Plan,
+    registry: &Registry,
+    secrets: &IndexMap<String, String>,
+    cancel: &runbook_core::kind::CancellationToken,
+) {
+    let masker = crate::secrets::Masker::new(secrets.values().map(String::as_str));
+    let fill = |v: &Json| with_secrets(v, secrets);
+    let mut pending: Vec<&mut PlanStep> = Vec::new();
+    for list in [&mut plan.steps, &mut plan.on_failure, &mut plan.finally] {
+        pending.extend(list.iter_mut());
+    }
+    while let Some(step) = pending.pop() {
+        if !matches!(step.when, When::Skipped { .. }) {
+            look(step, registry, &fill, &masker, cancel).await;
+        }
+        for list in [&mut step.children, &mut step.on_failure, &mut step.undo] {
+            pending.extend(list.iter_mut());
+        }
+    }
+}
+
+async fn look(
+    step: &mut PlanStep,
+    registry: &Registry,
+    fill: &impl Fn(&Json) -> Json,
+    masker: &crate::secrets::Masker,
+    cancel: &runbook_core::kind::CancellationToken,
+) {
+    let (Some(kind), Some(with)) = (step.uses.as_deref().and_then(|u| registry.get(u)), &step.with) else {
+        return;
+    };
+    if !kind.can_preview(with) {
+        return;
+    }
+    let with = fill(with);
+    if !step.notes.is_empty() || with.to_string().contains("<steps.") {
+        step.live
+            .push("cannot look yet: reads outputs of earlier steps".to_owned());
+        return;
+    }
+    step.live = match kind.preview(with, cancel).await {
+        Ok(Some(lines)) if lines.is_empty() => vec!["nothing".to_owned()],
+        Ok(Some(lines)) => lines.iter().map(|l| masker.text(l)).collect(),
+        Ok(None) => Vec::new(),
+        Err(e) => vec![format!("cannot look: {}", masker.text(&e.message))],
+    };
+}
+
+/// `with` with each `<secret NAME>` placeholder replaced by the secret's value.
+fn with_secrets(v: &Json, secrets: &IndexMap<String, String>) -> Json {
+    match v {
+        Json::String(s) if s.contains("<secret ") => {
+            let mut s = s.clone();
+            for (name, value) in secrets {
+                s = s.replace(&format!("<secret {name}>"), value);
+            }
+            Json::String(s)
+        }
+        Json::Array(a) => Json::Array(a.iter().map(|x| with_secrets(x, secrets)).collect()),
+        Json::Object(m) => Json::Object(m.iter().map(|(k, x)| (k.clone(), with_secrets(x, secrets))).collect()),
+        other => other.clone(),
     }
 }
 

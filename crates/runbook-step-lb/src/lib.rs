@@ -16,8 +16,8 @@ mod elbv2;
 mod haproxy;
 
 use runbook_core::kind::{
-    Effect, LogStream, OutputDecl, OutputType, Outputs, StepContext, StepError, StepKind, duration_param, params,
-    require_by_action, schema_for,
+    CancellationToken, Effect, LogStream, OutputDecl, OutputType, Outputs, StepContext, StepError, StepKind,
+    duration_param, params, require_by_action, schema_for,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -179,6 +179,18 @@ pub(crate) struct Server {
 }
 
 impl Server {
+    /// `web1: ready up 3 sessions (UP)`, as status and `plan --live` show it.
+    fn line(&self) -> String {
+        format!(
+            "{}: {} {} {} ({})",
+            self.name,
+            self.admin.as_str(),
+            self.health.as_str(),
+            self.load(),
+            self.detail
+        )
+    }
+
     fn to_json(&self) -> Json {
         json!({
             "server": self.name,
@@ -378,6 +390,34 @@ impl StepKind for Lb {
         }
     }
 
+    fn can_preview(&self, with: &Json) -> bool {
+        with.get("action").and_then(Json::as_str) != Some("switch")
+    }
+
+    async fn preview(&self, with: Json, cancel: &CancellationToken) -> Result<Option<Vec<String>>, StepError> {
+        let p: LbParams = params(with)?;
+        if p.action == Action::Switch {
+            return Ok(None);
+        }
+        let d = driver(&p).await?;
+        let look = async {
+            let all = d.servers().await.map_err(StepError::new)?;
+            let lines = all
+                .iter()
+                .filter(|s| p.server.as_deref().is_none_or(|name| s.name == name))
+                .map(|s| format!("now: {}", s.line()))
+                .collect::<Vec<_>>();
+            match (&p.server, lines.is_empty()) {
+                (Some(name), true) => Err(StepError::new(format!("{} has no server `{name}`", d.pool()))),
+                _ => Ok(Some(lines)),
+            }
+        };
+        tokio::select! {
+            r = look => r,
+            () = cancel.cancelled() => Err(StepError::cancelled()),
+        }
+    }
+
     async fn run(&self, ctx: &StepContext, with: Json) -> Result<Outputs, StepError> {
         let p: LbParams = params(with)?;
         let d = driver(&p).await?;
@@ -404,14 +444,7 @@ async fn act(ctx: &StepContext, p: &LbParams, d: &dyn Driver) -> Result<Outputs,
         Action::Status => {
             let all = d.servers().await.map_err(StepError::new)?;
             for s in &all {
-                say(format!(
-                    "{}: {} {} {} ({})",
-                    s.name,
-                    s.admin.as_str(),
-                    s.health.as_str(),
-                    s.load(),
-                    s.detail
-                ));
+                say(s.line());
             }
             let mut out = Outputs::new();
             out.insert("servers".into(), Json::Array(all.iter().map(Server::to_json).collect()));

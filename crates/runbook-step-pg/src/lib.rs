@@ -15,8 +15,8 @@ mod tools;
 
 use conn::Db;
 use runbook_core::kind::{
-    Effect, LogStream, OutputDecl, OutputType, Outputs, StepContext, StepError, StepKind, duration_param, one_line,
-    params, require_by_action, schema_for,
+    CancellationToken, Effect, LogStream, OutputDecl, OutputType, Outputs, StepContext, StepError, StepKind,
+    duration_param, one_line, params, require_by_action, schema_for,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -340,6 +340,17 @@ impl StepKind for Pg {
         }
     }
 
+    fn can_preview(&self, with: &Json) -> bool {
+        matches!(
+            with.get("action").and_then(Json::as_str),
+            Some("terminate-idle" | "replication")
+        )
+    }
+
+    async fn preview(&self, with: Json, cancel: &CancellationToken) -> Result<Option<Vec<String>>, StepError> {
+        preview(params(with)?, cancel).await
+    }
+
     async fn run(&self, ctx: &StepContext, with: Json) -> Result<Outputs, StepError> {
         let p: PgParams = params(with)?;
         let say = |text: String| ctx.log.line(LogStream::Stdout, &text);
@@ -358,6 +369,33 @@ impl StepKind for Pg {
             }
         }
     }
+}
+
+/// How long a `plan --live` look may take when the step sets no timeout.
+const PREVIEW_LIMIT: Duration = Duration::from_secs(10);
+
+/// `plan --live`: what terminate-idle would end and how far replication lags,
+/// looked up read-only (terminate-idle as a dry run).
+async fn preview(p: PgParams, cancel: &CancellationToken) -> Result<Option<Vec<String>>, StepError> {
+    let mut p = match p.action {
+        Action::TerminateIdle | Action::Replication => p,
+        _ => return Ok(None),
+    };
+    p.dry_run = true;
+    let db = Db::connect(&p.dsn, connect_to(&p), p.ca_file.as_deref(), cancel).await?;
+    let limit = duration_param("timeout", p.timeout.as_deref())?.unwrap_or(PREVIEW_LIMIT);
+    let lines = std::sync::Mutex::new(Vec::new());
+    let say = |text: String| {
+        if let Ok(mut l) = lines.lock() {
+            l.push(text);
+        }
+    };
+    let result = db.guard(act(&db, &p, &say), Some(limit), cancel).await;
+    let mut lines = lines.into_inner().unwrap_or_default();
+    if let Err(e) = result {
+        lines.push(format!("would fail now: {e}"));
+    }
+    Ok(Some(lines))
 }
 
 /// The database to connect to instead of the dsn's, if any: `database` names
