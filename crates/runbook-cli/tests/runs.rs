@@ -462,3 +462,52 @@ fn nested_shell_commands_quote_inputs_too() {
         .exit(0)
         .stdout_has(&format!("echo 'x; touch {}'", pwned.display()));
 }
+
+#[test]
+fn resume_restart_runs_a_rolled_back_item_again_from_its_first_step() {
+    let run = Run::new();
+    let dir = run.path().to_path_buf();
+    let log = dir.join("log");
+    let broken = dir.join("broken-b");
+    std::fs::write(&broken, "").unwrap();
+    // Per host: deploy, check; a failed check rolls the host back.
+    let yaml = format!(
+        r#"{HEAD}steps:
+  - id: roll
+    for_each: [a, b, c]
+    as: host
+    concurrency: 1
+    resume: restart
+    steps:
+      - {{ id: deploy, uses: shell, with: {{ run: "echo deploy-{{{{host}}}} >> {log}" }} }}
+      - {{ id: check, uses: shell, with: {{ run: "test ! -e {dir}/broken-{{{{host}}}}" }} }}
+    on_failure:
+      - {{ uses: shell, with: {{ run: "echo rollback-{{{{host}}}} >> {log}" }} }}
+"#,
+        log = log.display(),
+        dir = dir.display()
+    );
+    let run = run.playbook("t", &yaml);
+    run.exec(["plan", "t"])
+        .exit(0)
+        .stdout_has("resume: starts again from its first step once its on_failure ran");
+    let id = run.exec(["run", "t"]).exit(1).run_id();
+    assert_eq!(lines(&log), ["deploy-a", "deploy-b", "rollback-b"]);
+    std::fs::remove_file(&broken).unwrap();
+    run.exec(["resume", &id]).exit(0);
+    // b was rolled back, so it is deployed again; a is not.
+    assert_eq!(
+        lines(&log),
+        ["deploy-a", "deploy-b", "rollback-b", "deploy-b", "deploy-c"]
+    );
+    // On a call, `resume` is refused before anything runs.
+    Run::new()
+        .playbook(
+            "c",
+            &format!("{HEAD}steps:\n  - {{ id: x, uses: shell, resume: restart, with: {{ run: \"true\" }} }}\n")
+                .replace("name: t", "name: c"),
+        )
+        .exec(["validate", "c"])
+        .exit(2)
+        .stderr_has("`resume` applies to groups");
+}

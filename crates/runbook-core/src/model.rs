@@ -292,6 +292,21 @@ pub struct Step {
     /// that was in flight. Defaults to what the kind declares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotent: Option<bool>,
+    /// For a group: what resume does once the group's `on_failure` steps have run
+    /// (they usually roll it back). `continue` (default): run the failed step
+    /// again. `restart`: run the whole group again from its first step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ResumePolicy>,
+}
+
+/// What resume does with a group whose `on_failure` steps ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ResumePolicy {
+    /// Run the failed step again; what succeeded stays done.
+    Continue,
+    /// Run the whole group again from its first step: its handlers undid it.
+    Restart,
 }
 
 impl Step {

@@ -836,6 +836,15 @@ impl<'a> Check<'a> {
                 }
             }
         }
+        if group.is_none() {
+            if let Some((k, _)) = step.entry("resume") {
+                self.diags.push(
+                    Diagnostic::error("resume-on-call", "`resume` applies to groups (`steps:`)", Some(k.span))
+                        .label("on a call")
+                        .hint("a call that failed always runs again on resume; remove `resume`"),
+                );
+            }
+        }
         if group.is_some() {
             if let Some((k, _)) = step.entry("with") {
                 self.diags.push(

@@ -41,7 +41,9 @@ use runbook_core::inputs::parse_duration;
 use runbook_core::kind::{
     CancellationToken, LogSink, LogStream, Nested, Outputs, Registry, StepContext, StepError, StepKind,
 };
-use runbook_core::model::{Backoff, BackoffName, Concurrency, CountOrPercent, ForEach, Playbook, Retry, Step};
+use runbook_core::model::{
+    Backoff, BackoffName, Concurrency, CountOrPercent, ForEach, Playbook, ResumePolicy, Retry, Step,
+};
 use runbook_core::template::{self, Data, Mode, Renderer};
 use runbook_state::{Event, LogLine, RunStatus, Store, StoreError, Stream};
 use serde_json::{Value as Json, json};
@@ -740,8 +742,16 @@ impl<'a> Exec<'a> {
         cancel: &CancellationToken,
         restore: bool,
     ) -> Outcome {
+        let restore = restore && !self.restarts(step, path);
         let outcome = self.run_list(children, frame, path, cancel, restore).await;
         self.conclude(step, frame, path, outcome).await
+    }
+
+    /// Whether resume runs this group (or item) again from its first step:
+    /// `resume: restart` and its `on_failure` steps ran in an earlier attempt.
+    fn restarts(&self, step: &Step, path: &str) -> bool {
+        let handlers = format!("{path}.on_failure.");
+        step.resume == Some(ResumePolicy::Restart) && self.replay.steps.keys().any(|k| k.starts_with(&handlers))
     }
 
     /// Records how a group (or a for_each item) ended, with its `outputs:`.
@@ -1003,6 +1013,7 @@ impl<'a> Exec<'a> {
             }
             let outcome = match &step.steps {
                 Some(children) => {
+                    let restore = restore && !self.restarts(step, &path);
                     let o = self.run_list(children, frame, &path, cancel, restore).await;
                     match o {
                         Outcome::Succeeded | Outcome::Skipped | Outcome::Tolerated => {

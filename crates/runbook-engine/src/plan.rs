@@ -10,7 +10,7 @@
 use crate::order::execution_order;
 use indexmap::IndexMap;
 use runbook_core::kind::{Effect, Registry};
-use runbook_core::model::{Concurrency, CountOrPercent, ForEach, Playbook, Retry, Step};
+use runbook_core::model::{Concurrency, CountOrPercent, ForEach, Playbook, ResumePolicy, Retry, Step};
 use runbook_core::template::{self, Data, Mode, Renderer, TemplateError};
 use serde::Serialize;
 use serde_json::{Value as Json, json};
@@ -565,6 +565,9 @@ impl Planner<'_> {
         }
         if step.continue_on_error {
             out.push("failure does not fail the run".to_owned());
+        }
+        if step.resume == Some(ResumePolicy::Restart) {
+            out.push("resume: starts again from its first step once its on_failure ran".to_owned());
         }
         out
     }
