@@ -6,17 +6,26 @@ to make it slow, fail or flap.
     python3 tests/lab/app.py --bind 127.0.0.1 --port 0 [--version v1] [--root /srv/app --name web1]
 
 With `--root`, the release served is read from ROOT/current/VERSION on every
-request (a deploy switches the `current` link), and /health/ready/ answers 503
-while ROOT/MAINTENANCE exists. Prints `listening <port>` once it accepts
-connections. Standard library only.
+request (a deploy switches the `current` link); a release with a BROKEN file
+fails /health/ (500) and /health/ready/, as a release that does not start well
+would; /health/ready/ answers 503 while ROOT/MAINTENANCE exists, and, when
+ROOT/config/env names DATABASE_URL and REDIS_URL, checks both for real (the
+database must accept writes) and answers 503 with the failed check otherwise.
+SIGTERM stops accepting, lets requests in flight finish, then exits.
+Prints `listening <port>` once it accepts connections. The readiness checks need
+psycopg (the lab's venv); everything else is the standard library.
 """
 import argparse
 import json
 import os
+import signal
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import stack  # noqa: E402
 
 STATE = {"version": "v0", "flaky": 0, "root": None, "name": None}
 LOCK = threading.Lock()
@@ -34,6 +43,22 @@ def version():
     return STATE["version"]
 
 
+def broken():
+    root = STATE["root"]
+    return bool(root) and os.path.exists(os.path.join(root, "current", "BROKEN"))
+
+
+def readiness():
+    """(ok, checks): the database and the cache, when the host is configured."""
+    root = STATE["root"]
+    env = stack.read_env(root) if root else {}
+    if "DATABASE_URL" not in env and "REDIS_URL" not in env:
+        return True, {"database": "not configured", "cache": "not configured"}
+    db_ok, db = stack.check_db(env.get("DATABASE_URL"))
+    cache_ok, cache = stack.check_redis(env.get("REDIS_URL"))
+    return db_ok and cache_ok, {"database": db, "cache": cache}
+
+
 def in_maintenance():
     root = STATE["root"]
     return bool(root) and os.path.exists(os.path.join(root, "MAINTENANCE"))
@@ -41,6 +66,9 @@ def in_maintenance():
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # An idle keep-alive connection is closed after this, so that a SIGTERM
+    # (which waits for the connections in flight) ends promptly.
+    timeout = 2
 
     def log_message(self, *args):  # quiet: tests read stdout
         pass
@@ -65,11 +93,16 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         path = self.path.split("?", 1)[0]
         if path == "/health/":
+            if broken():
+                return self.send(500, {"status": "unhealthy", "release": version()})
             return self.send(200, {"status": "healthy"})
         if path == "/health/ready/":
             if in_maintenance():
                 return self.send(503, {"status": "maintenance"})
-            return self.send(200, {"status": "ready", "checks": {"database": "ok", "cache": "ok"}})
+            if broken():
+                return self.send(503, {"status": "unhealthy", "release": version()})
+            ok, checks = readiness()
+            return self.send(200 if ok else 503, {"status": "ready" if ok else "not ready", "checks": checks})
         if path == "/version/":
             return self.send(200, {"version": version(), "host": STATE["name"]})
         if path.startswith("/status/"):
@@ -98,12 +131,25 @@ def main():
     ap.add_argument("--version", default="v0")
     ap.add_argument("--root", default=None)
     ap.add_argument("--name", default=None)
+    ap.add_argument("--pidfile", default=None)
     a = ap.parse_args()
     STATE.update(version=a.version, root=a.root, name=a.name)
     srv = ThreadingHTTPServer((a.bind, a.port), Handler)
-    srv.daemon_threads = True
+    # Requests in flight are finished on SIGTERM: server_close joins them.
+    srv.daemon_threads = False
+    srv.block_on_close = True
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=srv.shutdown, daemon=True).start())
+    if a.pidfile:
+        with open(a.pidfile, "w") as f:
+            f.write(f"{os.getpid()}\n")
     print(f"listening {srv.server_address[1]}", flush=True)
     srv.serve_forever()
+    srv.server_close()
+    if a.pidfile:
+        try:
+            os.unlink(a.pidfile)
+        except OSError:
+            pass
 
 
 if __name__ == "__main__":

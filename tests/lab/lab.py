@@ -46,18 +46,125 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+VENV = os.path.join(HERE, ".venv")
 SSHD = "/usr/sbin/sshd"
 DEPLOY = """#!/bin/sh
 # deploy RELEASE: unpack a release and point `current` at it (the lab's stand-in
-# for the real deploy script of the reference runbook).
+# for the real deploy script of the reference runbook). A release is copied
+# afresh from the lab's artifact store ({artifacts}/RELEASE) when it is there,
+# else made with just its VERSION. Prints the release it replaced.
 set -eu
 release="$1"
 root=/srv/app
-mkdir -p "$root/releases/$release"
-printf '%s\\n' "$release" > "$root/releases/$release/VERSION"
+previous=$(basename "$(readlink "$root/current" 2>/dev/null || echo none)")
+rm -rf "$root/releases/$release.new"
+if [ -d "{artifacts}/$release" ]; then
+  cp -a "{artifacts}/$release" "$root/releases/$release.new"
+else
+  mkdir -p "$root/releases/$release.new"
+fi
+printf '%s\\n' "$release" > "$root/releases/$release.new/VERSION"
+rm -rf "$root/releases/$release"
+mv -T "$root/releases/$release.new" "$root/releases/$release"
 ln -sfn "releases/$release" "$root/current.new"
 mv -T "$root/current.new" "$root/current"
-echo "deployed $release on $(cat "$root/NAME")"
+echo "$previous" > "$root/PREVIOUS"
+echo "deployed $release on $(cat "$root/NAME") (was $previous)"
+"""
+
+
+# app start|stop|restart|status, on each host: the lab's stand-in for
+# `systemctl ... django-finance`. A process is alive when /proc says so and it
+# is not a zombie (some sandboxes' PID 1 never reaps).
+APP_CTL = """#!/bin/sh
+# app start|stop|restart|status: the app server (Daphne in production).
+# stop lets requests in flight finish (SIGTERM), then waits up to 30 s.
+set -eu
+root=/srv/app
+pidfile=$root/run/app.pid
+alive() {{ [ -f "$pidfile" ] && p=$(cat "$pidfile") && [ -e "/proc/$p" ] && [ "$(sed 's/.*) //' "/proc/$p/stat" | cut -c1)" != Z ]; }}
+case "${{1:-status}}" in
+start)
+  if alive; then echo "app is already running (pid $(cat "$pidfile"))"; exit 0; fi
+  mkdir -p "$root/run"
+  setsid {py} {here}/app.py --bind {addr} --port {port} --root "$root" --name {name} --pidfile "$pidfile" >>"$root/run/app.log" 2>&1 </dev/null &
+  i=0
+  while ! curl -s -o /dev/null --max-time 1 http://{addr}:{port}/version/; do
+    i=$((i+1)); [ $i -lt 150 ] || {{ echo "app did not start; see $root/run/app.log" >&2; exit 1; }}
+    sleep 0.1
+  done
+  echo "app started (pid $(cat "$pidfile")) on {addr}:{port}";;
+stop)
+  if ! alive; then echo "app is not running"; exit 0; fi
+  p=$(cat "$pidfile"); kill -TERM "$p"
+  i=0
+  while alive; do
+    i=$((i+1)); [ $i -lt 300 ] || {{ kill -KILL "$p"; echo "app killed after 30 s" >&2; break; }}
+    sleep 0.1
+  done
+  rm -f "$pidfile"; echo "app stopped";;
+restart) "$0" stop; "$0" start;;
+status) if alive; then echo "app is running (pid $(cat "$pidfile"))"; else echo "app is stopped"; exit 3; fi;;
+*) echo "usage: app start|stop|restart|status" >&2; exit 2;;
+esac
+"""
+
+# celery start|stop-beat|stop-workers|status, on hosts of a --stack lab: the
+# Celery worker and beat on the lab's Redis (tests/lab/tasks.py).
+CELERY_CTL = """#!/bin/sh
+# celery start|stop-beat|stop-workers [TIMEOUT]|status: this host's Celery worker
+# and beat. stop-workers is a warm shutdown through the broker (`celery control
+# shutdown`): the worker finishes the tasks it runs, then exits.
+set -eu
+root=/srv/app
+run=$root/run/celery
+set -a; . "$root/config/env"; set +a
+export LAB_CELERY_DIR=$run PYTHONPATH={here}
+cd {here}
+celery={venv}/bin/celery
+alive() {{ [ -f "$1" ] && p=$(cat "$1") && [ -e "/proc/$p" ] && [ "$(sed 's/.*) //' "/proc/$p/stat" | cut -c1)" != Z ]; }}
+wait_gone() {{
+  i=0
+  while alive "$1"; do
+    i=$((i+1)); [ $i -lt $(($2 * 10)) ] || {{ echo "$3 still running after $2 s" >&2; exit 1; }}
+    sleep 0.1
+  done
+  rm -f "$1"
+}}
+case "${{1:-status}}" in
+start)
+  mkdir -p "$run"
+  if ! alive "$run/worker.pid"; then
+    : > "$run/worker.log"
+    setsid $celery -A tasks worker -l INFO --concurrency=2 -n worker@{name} --pidfile="$run/worker.pid" >>"$run/worker.log" 2>&1 </dev/null &
+  fi
+  if ! alive "$run/beat.pid"; then
+    setsid $celery -A tasks beat -l INFO -s "$run/beat-schedule" --pidfile="$run/beat.pid" >>"$run/beat.log" 2>&1 </dev/null &
+  fi
+  i=0
+  until grep -q "ready" "$run/worker.log" 2>/dev/null && [ -f "$run/beat.pid" ]; do
+    i=$((i+1)); [ $i -lt 300 ] || {{ echo "celery did not start; see $run/worker.log" >&2; exit 1; }}
+    sleep 0.1
+  done
+  echo "celery worker and beat running";;
+stop-beat)
+  if alive "$run/beat.pid"; then kill -TERM "$(cat "$run/beat.pid")"; wait_gone "$run/beat.pid" 30 beat; fi
+  echo "beat stopped";;
+stop-workers)
+  if alive "$run/worker.pid"; then
+    $celery -A tasks control shutdown -d worker@{name} --timeout 2 >/dev/null 2>&1 || true  # it does not reply
+    wait_gone "$run/worker.pid" "${{2:-60}}" worker
+  fi
+  echo "workers stopped";;
+status)
+  for w in worker beat; do if alive "$run/$w.pid"; then echo "$w running"; else echo "$w stopped"; fi; done;;
+*) echo "usage: celery start|stop-beat|stop-workers [TIMEOUT]|status" >&2; exit 2;;
+esac
+"""
+
+# manage: the app's manage.py (tests/lab/manage.py) on this host.
+MANAGE = """#!/bin/sh
+exec {py} {here}/manage.py --root /srv/app "$@"
 """
 
 
@@ -176,9 +283,7 @@ class Lab:
                 os.makedirs(f"{app}/bin", exist_ok=True)
                 with open(f"{app}/NAME", "w") as f:
                     f.write(lead + "\n")
-                with open(f"{app}/bin/deploy", "w") as f:
-                    f.write(DEPLOY)
-                os.chmod(f"{app}/bin/deploy", 0o755)
+                self.script(f"{app}/bin/deploy", DEPLOY.format(artifacts=f"{self.dir}/artifacts"))
                 os.makedirs(f"{app}/releases/{a.release}", exist_ok=True)
                 with open(f"{app}/releases/{a.release}/VERSION", "w") as f:
                     f.write(a.release + "\n")
@@ -196,21 +301,68 @@ class Lab:
             wait_listening(h["address"], ssh_port, p, what)
         if a.postgres:
             self.postgres()
+        if a.stack:
+            self.redis()
         if not a.bare:
+            os.makedirs(f"{self.dir}/artifacts", exist_ok=True)
             for (what, p), h in zip([x for x in self.procs if x[0].startswith("sshd")], self.hosts):
                 h["app_port"] = app_port
                 h["sshd_pid"] = p.pid
-                app = [
-                    "nsenter", "-t", str(p.pid), "-m", sys.executable, f"{HERE}/app.py",
-                    "--bind", h["address"], "--port", str(app_port), "--root", "/srv/app", "--name", h["name"],
-                ]
-                ap = self.spawn(f"app {h['name']}", app, f"{h['dir']}/app.log")
-                h["app_pid"] = ap.pid
+                self.host_scripts(h, app_port)
+            # Each host's app (and, in a --stack lab, web1's Celery worker and
+            # beat) is started the way an operator would: by its script, inside
+            # the host. They are stopped by their pidfiles.
             for h in self.hosts:
-                wait_listening(h["address"], app_port, dict(self.procs)[f"app {h['name']}"], f"app {h['name']}")
+                self.in_host(h, "/srv/app/bin/app", "start")
+                h["app_pidfile"] = f"{h['dir']}/app/run/app.pid"
+            if a.stack and self.hosts:
+                h = self.hosts[0]
+                self.in_host(h, "/srv/app/bin/celery", "start")
+                self.info["celery"] = {"host": h["name"], "dir": f"{h['dir']}/app/run/celery", "venv": VENV}
             if not a.no_haproxy and self.hosts:
                 self.haproxy()
         self.write_info(ssh_port)
+
+    def script(self, path, text):
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, 0o755)
+
+    def host_scripts(self, h, port):
+        """bin/app, bin/manage (and bin/celery, config/env in a --stack lab)."""
+        app = f"{h['dir']}/app"
+        py = f"{VENV}/bin/python" if os.path.exists(f"{VENV}/bin/python") else sys.executable
+        if self.a.stack and py == sys.executable:
+            die(f"the lab's venv ({VENV}) is missing: scripts/setup makes it (psycopg, celery)")
+        fill = dict(py=py, here=HERE, addr=h["address"], port=port, name=h["name"], venv=VENV)
+        self.script(f"{app}/bin/app", APP_CTL.format(**fill))
+        self.script(f"{app}/bin/manage", MANAGE.format(**fill))
+        if self.a.stack:
+            self.script(f"{app}/bin/celery", CELERY_CTL.format(**fill))
+            os.makedirs(f"{app}/config", exist_ok=True)
+            with open(f"{app}/config/env", "w") as f:
+                f.write(f"DATABASE_URL={self.info['postgres']['primary']['app_dsn']}\n"
+                        f"REDIS_URL={self.info['redis']['url']}\n")
+            with open(f"{app}/releases/{self.a.release}/MIGRATION", "w") as f:
+                f.write("0005_seed\n")
+
+    def in_host(self, h, *argv):
+        """Runs a command inside host h's mount namespace, as its sshd sees it."""
+        r = subprocess.run(["nsenter", "-t", str(h["sshd_pid"]), "-m", *argv], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+        if r.returncode != 0:
+            die(f"{' '.join(argv)} failed on {h['name']}: {r.stdout.strip()}")
+
+    def redis(self):
+        if not shutil.which("redis-server"):
+            die("redis-server is missing: apt-get install redis-server (scripts/setup does it)")
+        port = free_port(["127.0.0.1"])
+        d = f"{self.dir}/redis"
+        os.makedirs(d, exist_ok=True)
+        p = self.spawn("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", d, "--protected-mode", "no"], f"{d}/redis.log")
+        wait_listening("127.0.0.1", port, p, "redis")
+        self.info["redis"] = {"port": port, "url": f"redis://127.0.0.1:{port}/0", "pid": p.pid}
 
     def haproxy(self):
         d = self.dir
@@ -359,6 +511,9 @@ CREATE TABLE accounts (id serial PRIMARY KEY, name text NOT NULL, balance numeri
 CREATE TABLE transactions (id bigserial PRIMARY KEY, account_id int REFERENCES accounts, amount numeric(12,2), at timestamptz DEFAULT now());
 INSERT INTO accounts (name, balance) SELECT 'account ' || g, g * 10 FROM generate_series(1, 200) g;
 INSERT INTO transactions (account_id, amount) SELECT 1 + g % 200, g FROM generate_series(1, 5000) g;
+CREATE TABLE django_migrations (id serial PRIMARY KEY, app text NOT NULL, name text NOT NULL, applied timestamptz NOT NULL DEFAULT now());
+INSERT INTO django_migrations (app, name) VALUES ('finance', '0001_initial'), ('finance', '0002_accounts_balance'),
+  ('finance', '0003_transactions'), ('finance', '0004_transactions_at'), ('finance', '0005_seed');
 """
         run([f"{self.pg_bin}/psql", "-q", "-v", "ON_ERROR_STOP=1", "-h", d, "-p", str(primary), "-U", "postgres", "-d", "postgres"],
             input=seed.encode())
@@ -403,6 +558,16 @@ INSERT INTO transactions (account_id, amount) SELECT 1 + g % 200, g FROM generat
             json.dump(self.info, f, indent=2)
 
     def down(self):
+        # What the hosts' scripts started (apps, Celery), by their pidfiles; a
+        # Celery worker's pool processes go with it (SIGKILL to its group).
+        for h in self.hosts:
+            run = f"{h['dir']}/app/run"
+            for pidfile in (f"{run}/app.pid", f"{run}/celery/beat.pid", f"{run}/celery/worker.pid"):
+                try:
+                    pid = int(open(pidfile).read().strip())
+                    os.killpg(pid, signal.SIGKILL)
+                except (OSError, ValueError):
+                    pass
         for what, p in reversed(self.procs):
             if p.poll() is None:
                 p.terminate()
@@ -427,8 +592,11 @@ def main():
     up.add_argument("--per-sshd", type=int, default=16, help="addresses per sshd with --bare")
     up.add_argument("--no-haproxy", action="store_true")
     up.add_argument("--postgres", action="store_true", help="a PostgreSQL primary and streaming standby")
+    up.add_argument("--stack", action="store_true",
+                    help="the whole service: --postgres, Redis, each host configured for both, Celery on web1")
     up.add_argument("--watch-stdin", action="store_true", help="stop when standard input closes (for test harnesses)")
     a = ap.parse_args()
+    a.postgres = a.postgres or a.stack
     lab = Lab(a)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
