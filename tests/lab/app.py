@@ -7,8 +7,8 @@ to make it slow, fail or flap.
 
 With `--root`, the release served is read from ROOT/current/VERSION on every
 request (a deploy switches the `current` link); a release with a BROKEN file
-fails /health/ (500) and /health/ready/, as a release that does not start well
-would; /health/ready/ answers 503 while ROOT/MAINTENANCE exists, and, when
+(empty, or naming this host) fails /health/ (500) and /health/ready/, as a
+release that does not start well would; /health/ready/ answers 503 while ROOT/MAINTENANCE exists, and, when
 ROOT/config/env names DATABASE_URL and REDIS_URL, checks both for real (the
 database must accept writes) and answers 503 with the failed check otherwise.
 SIGTERM stops accepting, lets requests in flight finish, then exits.
@@ -44,8 +44,17 @@ def version():
 
 
 def broken():
+    """The release is broken here: current/BROKEN exists and is empty (broken
+    everywhere) or names this host on a line of its own."""
     root = STATE["root"]
-    return bool(root) and os.path.exists(os.path.join(root, "current", "BROKEN"))
+    if not root:
+        return False
+    try:
+        with open(os.path.join(root, "current", "BROKEN")) as f:
+            names = f.read().split()
+    except OSError:
+        return False
+    return not names or STATE["name"] in names
 
 
 def readiness():

@@ -52,7 +52,8 @@ DEPLOY = """#!/bin/sh
 # deploy RELEASE: unpack a release and point `current` at it (the lab's stand-in
 # for the real deploy script of the reference runbook). A release is copied
 # afresh from the lab's artifact store ({artifacts}/RELEASE) when it is there,
-# else made with just its VERSION. Prints the release it replaced.
+# else made with just its VERSION. Remembers the release it replaced in
+# PREVIOUS (what a rollback goes back to) and logs each deploy in deploys.log.
 set -eu
 release="$1"
 root=/srv/app
@@ -69,6 +70,7 @@ mv -T "$root/releases/$release.new" "$root/releases/$release"
 ln -sfn "releases/$release" "$root/current.new"
 mv -T "$root/current.new" "$root/current"
 echo "$previous" > "$root/PREVIOUS"
+echo "$release" >> "$root/deploys.log"
 echo "deployed $release on $(cat "$root/NAME") (was $previous)"
 """
 

@@ -2,7 +2,8 @@
 //!
 //! - **Types survive**: a value that is exactly one `{{path}}` takes the JSON value
 //!   at that path (a list stays a list). A single helper call (`{{len inputs.hosts}}`)
-//!   renders to text that is then read as a YAML scalar (`3` is an integer).
+//!   keeps the type of its result (a `lookup` that finds a list gives the list);
+//!   text results are read as YAML scalars (`3` is an integer).
 //!   Anything else renders to a string.
 //! - **Shell fields** (the fields a kind runs through a shell) insert `{{x}}`
 //!   quoted for where it stands: as one word when unquoted (`deploy {{x}}`),
@@ -305,6 +306,9 @@ impl Renderer {
                         .ok_or_else(|| TemplateError::Undefined(segs.join(".")));
                 }
                 Some(Single::Helper) => {
+                    if let Some(v) = self.typed_helper(text, data)? {
+                        return Ok(v);
+                    }
                     let s = self.render_compiled(&tpl, text, data, mode)?;
                     return Ok(scalar_from_text(&s));
                 }
@@ -312,6 +316,25 @@ impl Renderer {
             }
         }
         self.render_compiled(&tpl, text, data, mode).map(Json::String)
+    }
+
+    /// The value of a text that is one helper call, keeping its type: a
+    /// `lookup` that finds a list gives the list. Text results are read as YAML
+    /// scalars. `None` when the text is not a plain `{{helper ...}}`.
+    fn typed_helper(&self, text: &str, data: &Data) -> Result<Option<Json>, TemplateError> {
+        let Some(expr) = text.trim().strip_prefix("{{").and_then(|t| t.strip_suffix("}}")) else {
+            return Ok(None);
+        };
+        if expr.starts_with(['{', '~', '#', '/', '!', '>', '^']) || expr.ends_with('~') {
+            return Ok(None);
+        }
+        let wrapped = format!("{{{{json ({})}}}}", expr.trim());
+        let Ok(tpl) = compile(&wrapped) else { return Ok(None) };
+        let out = self.render_compiled(&tpl, &wrapped, data, Mode::Plain)?;
+        Ok(serde_json::from_str::<Json>(&out).ok().map(|v| match v {
+            Json::String(s) => scalar_from_text(&s),
+            other => other,
+        }))
     }
 
     /// Renders a condition, which must come out `true` or `false`.

@@ -588,6 +588,13 @@ impl<'a> Exec<'a> {
         restore: bool,
     ) -> LocalBoxFuture<'b, Outcome> {
         Box::pin(async move {
+            // A step that has not run reads as `pending` (so a handler can ask
+            // whether the deploy ran before it rolls back).
+            for id in steps.iter().filter_map(|s| s.id.as_deref()) {
+                if !frame.results.borrow().contains_key(id) {
+                    frame.set(Some(id), "pending", &json!({}));
+                }
+            }
             let deps = dependencies(steps);
             #[derive(Clone, PartialEq)]
             enum State {

@@ -337,6 +337,12 @@ impl Lab {
         Lab::start_with(&["--hosts", &hosts.to_string()])
     }
 
+    /// The whole service (`--stack`): `hosts` app hosts configured for the
+    /// PostgreSQL primary (with its standby) and Redis, Celery on web1, HAProxy.
+    pub fn stack(hosts: usize) -> Lab {
+        Lab::start_with(&["--hosts", &hosts.to_string(), "--stack"])
+    }
+
     /// A PostgreSQL primary and streaming standby, no hosts.
     pub fn postgres() -> Lab {
         Lab::start_with(&["--hosts", "0", "--postgres"])
@@ -419,6 +425,46 @@ impl Lab {
 }
 
 impl Lab {
+    /// `runbook` on the repository's playbooks with the lab's inventory, a state
+    /// file of its own, and the lab's superuser DSNs as secrets.
+    pub fn runbook(&self) -> Run {
+        let run = Run::new()
+            .cwd(workspace())
+            .args(["--inventory", self.info["inventory"].as_str().unwrap()]);
+        match self.info.get("postgres") {
+            Some(pg) => run
+                .env("PRIMARY_DSN", pg["primary"]["dsn"].as_str().unwrap())
+                .env("STANDBY_DSN", pg["standby"]["dsn"].as_str().unwrap()),
+            None => run,
+        }
+    }
+
+    /// `--set KEY=VALUE` for each input of a library playbook that points it at
+    /// the lab: its HAProxy, its app port, and the hosts' scripts for the
+    /// commands that are systemctl and git in production.
+    pub fn sets(&self, keys: &[&str]) -> Vec<String> {
+        let mut out = Vec::new();
+        for k in keys {
+            let v = match *k {
+                "lb_socket" => self.info["haproxy"]["socket"].as_str().unwrap().to_owned(),
+                "app_port" => self.host(0)["app_port"].to_string(),
+                "deploy_cmd" => "/srv/app/bin/deploy \"$RELEASE\"".to_owned(),
+                "restart_cmd" => "/srv/app/bin/app restart".to_owned(),
+                "rollback_cmd" => "/srv/app/bin/deploy \"$(cat /srv/app/PREVIOUS)\"".to_owned(),
+                other => panic!("the lab has no value for input `{other}`"),
+            };
+            out.push("--set".to_owned());
+            out.push(format!("{k}={v}"));
+        }
+        out
+    }
+
+    /// A file of host `i`'s /srv/app, as the host sees it.
+    pub fn host_file(&self, i: usize, rel: &str) -> String {
+        let dir = self.host(i)["dir"].as_str().unwrap();
+        std::fs::read_to_string(format!("{dir}/app/{rel}")).unwrap_or_default()
+    }
+
     /// `psql` as the superuser on the primary or the standby; its output
     /// (unaligned, tuples only).
     pub fn psql(&self, server: &str, sql: &str) -> String {
