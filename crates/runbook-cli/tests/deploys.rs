@@ -29,15 +29,7 @@ fn rolling_deploy_under_load_serves_the_release_everywhere_with_no_failed_reques
     let port = lab.info["haproxy"]["port"].as_u64().unwrap() as u16;
     let load = Load::start(port, "/version/", 4);
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let run = lab.runbook();
-    let mut args = vec![
-        "run".to_owned(),
-        "rolling-deploy".to_owned(),
-        "--set".into(),
-        "release=v2".into(),
-    ];
-    args.extend(lab.sets(ROLLING));
-    let out = run.exec(&args);
+    let out = lab.play(&lab.runbook(), "rolling-deploy", ROLLING, &["release=v2"]);
     std::thread::sleep(std::time::Duration::from_millis(300));
     let count = load.stop();
     let out = out.exit(0);
@@ -65,14 +57,7 @@ fn a_host_that_fails_its_health_gate_is_rolled_back_and_left_out_then_resume_fin
     std::fs::create_dir_all(&artifacts).unwrap();
     std::fs::write(artifacts.join("BROKEN"), "web2\n").unwrap();
     let run = lab.runbook();
-    let mut args = vec![
-        "run".to_owned(),
-        "rolling-deploy".to_owned(),
-        "--set".into(),
-        "release=v3".into(),
-    ];
-    args.extend(lab.sets(ROLLING));
-    let out = run.exec(&args).exit(1);
+    let out = lab.play(&run, "rolling-deploy", ROLLING, &["release=v3"]).exit(1);
     let id = out.run_id();
     // web1 was done; web2 is back on v1 and out of rotation; web3 was not touched.
     assert_eq!(versions(&lab, 3), ["v3", "v1", "v1"], "{}", out.stdout);

@@ -18,10 +18,7 @@
 //! before anything runs.
 
 use handlebars::template::{Parameter, Template, TemplateElement};
-use handlebars::{
-    Context, Handlebars, Helper, HelperResult, Output, PathSeg, RenderContext, RenderErrorReason, Renderable,
-    StringOutput,
-};
+use handlebars::{Context, Handlebars, Helper, PathSeg, RenderContext, RenderErrorReason, Renderable, StringOutput};
 use serde_json::Value as Json;
 use thiserror::Error;
 
@@ -193,19 +190,23 @@ impl Default for Renderer {
     }
 }
 
-/// A helper that maps its parameters (missing ones are null) to the text it writes.
-fn helper(f: fn(&[Json]) -> String) -> impl handlebars::HelperDef + Send + Sync + 'static {
-    move |h: &Helper<'_>,
-          _: &Handlebars<'_>,
-          _: &Context,
-          _: &mut RenderContext<'_, '_>,
-          out: &mut dyn Output|
-          -> HelperResult {
+/// A helper that maps its parameters (missing ones are null) to a text. The
+/// text is a value, so handlebars escapes it like any other: in a shell field it
+/// is quoted for where it stands (`{{{...}}}` alone inserts it raw).
+struct TextHelper(fn(&[Json]) -> String);
+
+impl handlebars::HelperDef for TextHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<handlebars::ScopedJson<'rc>, handlebars::RenderError> {
         let params: Vec<Json> = (0..2)
             .map(|i| h.param(i).map_or(Json::Null, |p| p.value().clone()))
             .collect();
-        out.write(&f(&params))?;
-        Ok(())
+        Ok(handlebars::ScopedJson::Derived(Json::String((self.0)(&params))))
     }
 }
 
@@ -252,9 +253,9 @@ impl Renderer {
                 Mode::Plain => hb.register_escape_fn(handlebars::no_escape),
                 Mode::Shell => hb.register_escape_fn(mark_value),
             }
-            hb.register_helper("json", Box::new(helper(json_text)));
-            hb.register_helper("join", Box::new(helper(join_text)));
-            hb.register_helper("default", Box::new(helper(default_text)));
+            hb.register_helper("json", Box::new(TextHelper(json_text)));
+            hb.register_helper("join", Box::new(TextHelper(join_text)));
+            hb.register_helper("default", Box::new(TextHelper(default_text)));
             hb
         };
         Renderer {

@@ -440,23 +440,46 @@ impl Lab {
     }
 
     /// `--set KEY=VALUE` for each input of a library playbook that points it at
-    /// the lab: its HAProxy, its app port, and the hosts' scripts for the
-    /// commands that are systemctl and git in production.
+    /// the lab (lab.json's `inputs`: its HAProxy, its app port, and the hosts'
+    /// scripts for the commands that are systemctl and git in production).
     pub fn sets(&self, keys: &[&str]) -> Vec<String> {
         let mut out = Vec::new();
         for k in keys {
-            let v = match *k {
-                "lb_socket" => self.info["haproxy"]["socket"].as_str().unwrap().to_owned(),
-                "app_port" => self.host(0)["app_port"].to_string(),
-                "deploy_cmd" => "/srv/app/bin/deploy \"$RELEASE\"".to_owned(),
-                "restart_cmd" => "/srv/app/bin/app restart".to_owned(),
-                "rollback_cmd" => "/srv/app/bin/deploy \"$(cat /srv/app/PREVIOUS)\"".to_owned(),
-                other => panic!("the lab has no value for input `{other}`"),
-            };
+            let v = &self.info["inputs"][k];
+            let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+            assert!(v != "null", "the lab has no value for input `{k}`");
             out.push("--set".to_owned());
             out.push(format!("{k}={v}"));
         }
         out
+    }
+
+    /// `runbook run PLAYBOOK` with the lab's values for `keys` and `KEY=VALUE`
+    /// pairs of the test's own.
+    pub fn play(&self, run: &Run, playbook: &str, keys: &[&str], sets: &[&str]) -> Outcome {
+        let mut args = vec!["run".to_owned(), playbook.to_owned()];
+        for s in sets {
+            args.push("--set".to_owned());
+            args.push((*s).to_owned());
+        }
+        args.extend(self.sets(keys));
+        run.exec(&args)
+    }
+
+    /// Runs a command inside host `i` (its mount namespace, as ssh sees it); its
+    /// standard output.
+    pub fn in_host(&self, i: usize, script: &str) -> String {
+        let pid = self.host(i)["sshd_pid"].to_string();
+        let out = Command::new("nsenter")
+            .args(["-t", &pid, "-m", "sh", "-c", script])
+            .output()
+            .expect("nsenter");
+        assert!(
+            out.status.success(),
+            "{script} on host {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// A file of host `i`'s /srv/app, as the host sees it.
