@@ -8,7 +8,9 @@ to make it slow, fail or flap.
 With `--root`, the release served is read from ROOT/current/VERSION on every
 request (a deploy switches the `current` link); a release with a BROKEN file
 (empty, or naming this host) fails /health/ (500) and /health/ready/, as a
-release that does not start well would; /health/ready/ answers 503 while ROOT/MAINTENANCE exists, and, when
+release that does not start well would; a release with SLOW_MS answers that
+much later (a release that breaks a latency objective); 5xx answers are logged
+as ERROR lines; /health/ready/ answers 503 while ROOT/MAINTENANCE exists, and, when
 ROOT/config/env names DATABASE_URL and REDIS_URL, checks both for real (the
 database must accept writes) and answers 503 with the failed check otherwise.
 SIGTERM stops accepting, lets requests in flight finish, then exits.
@@ -68,6 +70,19 @@ def readiness():
     return db_ok and cache_ok, {"database": db, "cache": cache}
 
 
+def slow_ms():
+    """Milliseconds every answer is delayed by: the release's SLOW_MS file, for
+    a release that is slower than its latency objective."""
+    root = STATE["root"]
+    if not root:
+        return 0
+    try:
+        with open(os.path.join(root, "current", "SLOW_MS")) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
 def in_maintenance():
     root = STATE["root"]
     return bool(root) and os.path.exists(os.path.join(root, "MAINTENANCE"))
@@ -83,6 +98,12 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def send(self, code, payload, extra=None):
+        delay = slow_ms()
+        if delay:
+            time.sleep(delay / 1000.0)
+        if code >= 500:
+            # Like the production app's log: one ERROR line per failed request.
+            print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ERROR {self.command} {self.path} -> {code}", flush=True)
         body = json.dumps(payload).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
@@ -133,6 +154,15 @@ class Handler(BaseHTTPRequestHandler):
         return self.send(200, {"method": "POST", "body": data, "content_type": self.headers.get("Content-Type")})
 
 
+class Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        # A client that hangs up (a health check, a test's load) is not an
+        # error of the app: only real errors reach the log.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bind", default="127.0.0.1")
@@ -143,7 +173,7 @@ def main():
     ap.add_argument("--pidfile", default=None)
     a = ap.parse_args()
     STATE.update(version=a.version, root=a.root, name=a.name)
-    srv = ThreadingHTTPServer((a.bind, a.port), Handler)
+    srv = Server((a.bind, a.port), Handler)
     # Requests in flight are finished on SIGTERM: server_close joins them.
     srv.daemon_threads = False
     srv.block_on_close = True

@@ -114,7 +114,7 @@ esac
 # celery start|stop-beat|stop-workers|status, on hosts of a --stack lab: the
 # Celery worker and beat on the lab's Redis (tests/lab/tasks.py).
 CELERY_CTL = """#!/bin/sh
-# celery start|stop-beat|stop-workers [TIMEOUT]|status: this host's Celery worker
+# celery start|start-worker|start-beat|stop-beat|stop-workers [TIMEOUT]|status: this host's Celery worker
 # and beat. stop-workers is a warm shutdown through the broker (`celery control
 # shutdown`): the worker finishes the tasks it runs, then exits.
 set -eu
@@ -133,22 +133,32 @@ wait_gone() {{
   done
   rm -f "$1"
 }}
-case "${{1:-status}}" in
-start)
-  mkdir -p "$run"
-  if ! alive "$run/worker.pid"; then
-    : > "$run/worker.log"
-    setsid $celery -A tasks worker -l INFO --concurrency=2 -n worker@{name} --pidfile="$run/worker.pid" >>"$run/worker.log" 2>&1 </dev/null &
-  fi
-  if ! alive "$run/beat.pid"; then
-    setsid $celery -A tasks beat -l INFO -s "$run/beat-schedule" --pidfile="$run/beat.pid" >>"$run/beat.log" 2>&1 </dev/null &
-  fi
+start_worker() {{
+  if alive "$run/worker.pid"; then echo "worker already running"; return 0; fi
+  : > "$run/worker.log"
+  setsid $celery -A tasks worker -l INFO --concurrency=2 -n worker@{name} --pidfile="$run/worker.pid" >>"$run/worker.log" 2>&1 </dev/null &
   i=0
-  until grep -q "ready" "$run/worker.log" 2>/dev/null && [ -f "$run/beat.pid" ]; do
-    i=$((i+1)); [ $i -lt 300 ] || {{ echo "celery did not start; see $run/worker.log" >&2; exit 1; }}
+  until grep -q "ready" "$run/worker.log" 2>/dev/null; do
+    i=$((i+1)); [ $i -lt 300 ] || {{ echo "the worker did not start; see $run/worker.log" >&2; exit 1; }}
     sleep 0.1
   done
-  echo "celery worker and beat running";;
+  echo "worker running"
+}}
+start_beat() {{
+  if alive "$run/beat.pid"; then echo "beat already running"; return 0; fi
+  setsid $celery -A tasks beat -l INFO -s "$run/beat-schedule" --pidfile="$run/beat.pid" >>"$run/beat.log" 2>&1 </dev/null &
+  i=0
+  until alive "$run/beat.pid"; do
+    i=$((i+1)); [ $i -lt 300 ] || {{ echo "beat did not start; see $run/beat.log" >&2; exit 1; }}
+    sleep 0.1
+  done
+  echo "beat running"
+}}
+mkdir -p "$run"
+case "${{1:-status}}" in
+start) start_worker; start_beat;;
+start-worker) start_worker;;
+start-beat) start_beat;;
 stop-beat)
   if alive "$run/beat.pid"; then kill -TERM "$(cat "$run/beat.pid")"; wait_gone "$run/beat.pid" 30 beat; fi
   echo "beat stopped";;
@@ -158,9 +168,10 @@ stop-workers)
     wait_gone "$run/worker.pid" "${{2:-60}}" worker
   fi
   echo "workers stopped";;
+ping) $celery -A tasks inspect ping -d worker@{name} --timeout 3;;
 status)
   for w in worker beat; do if alive "$run/$w.pid"; then echo "$w running"; else echo "$w stopped"; fi; done;;
-*) echo "usage: celery start|stop-beat|stop-workers [TIMEOUT]|status" >&2; exit 2;;
+*) echo "usage: celery start|start-worker|start-beat|stop-beat|stop-workers [TIMEOUT]|status" >&2; exit 2;;
 esac
 """
 
@@ -552,12 +563,55 @@ INSERT INTO django_migrations (app, name) VALUES ('finance', '0001_initial'), ('
             lines.append(f'    address: "{h["address"]}"')
             if "app_port" in h:
                 lines.append(f"    vars: {{ app_port: {h['app_port']} }}")
-        lines += ["groups:", "  web: [" + ", ".join(h["name"] for h in self.hosts) + "]", ""]
+        names = lambda hs: "[" + ", ".join(h["name"] for h in hs) + "]"
+        lines += ["groups:", "  web: " + names(self.hosts)]
+        if "haproxy" in self.info:
+            # The blue-green halves, as HAProxy's backends `blue` and `green` have them.
+            for colour in ("blue", "green"):
+                lines.append(f"  {colour}: [" + ", ".join(self.info["haproxy"][colour]) + "]")
+        if "celery" in self.info:
+            lines.append(f"  workers: [{self.info['celery']['host']}]")
+        lines.append("")
         with open(f"{d}/inventory.yaml", "w") as f:
             f.write("\n".join(lines))
         self.info["inventory"] = f"{d}/inventory.yaml"
+        self.info["inputs"] = self.playbook_inputs()
         with open(f"{d}/lab.json", "w") as f:
             json.dump(self.info, f, indent=2)
+
+    def playbook_inputs(self):
+        """The values of the library playbooks' inputs that point them at this
+        lab: its HAProxy, its app port, and the hosts' scripts where production
+        uses systemctl, git, manage.py and celery."""
+        bin = "/srv/app/bin"
+        out = {
+            "deploy_cmd": f'{bin}/deploy "$RELEASE"',
+            "rollback_cmd": f'{bin}/deploy "$(cat /srv/app/PREVIOUS)"',
+            "restart_cmd": f"{bin}/app restart",
+            "start_app_cmd": f"{bin}/app start",
+            "stop_app_cmd": f"{bin}/app stop",
+            "start_worker_cmd": f"{bin}/celery start-worker",
+            "start_beat_cmd": f"{bin}/celery start-beat",
+            "stop_beat_cmd": f"{bin}/celery stop-beat",
+            "stop_workers_cmd": f"{bin}/celery stop-workers 60",
+            "worker_check_cmd": f"{bin}/celery ping",
+            "db_check_cmd": f"{bin}/manage check-db",
+            "cache_check_cmd": f"{bin}/manage check-redis",
+            "migrate_check_cmd": f"{bin}/manage migrate --check",
+            "migrate_cmd": f"{bin}/manage migrate",
+            "collectstatic_cmd": f"{bin}/manage collectstatic",
+            "log_file": "/srv/app/run/app.log",
+        }
+        if self.hosts and "app_port" in self.hosts[0]:
+            out["app_port"] = self.hosts[0]["app_port"]
+        if "haproxy" in self.info:
+            out["lb_socket"] = self.info["haproxy"]["socket"]
+            out["bluegreen_map"] = self.info["haproxy"]["map"]
+            out["bluegreen_url"] = f"http://127.0.0.1:{self.info['haproxy']['bluegreen_port']}"
+            out["lb_url"] = f"http://127.0.0.1:{self.info['haproxy']['port']}"
+        if "redis" in self.info:
+            out["redis_url"] = self.info["redis"]["url"]
+        return out
 
     def down(self):
         # What the hosts' scripts started (apps, Celery), by their pidfiles; a
