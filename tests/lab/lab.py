@@ -600,6 +600,8 @@ INSERT INTO django_migrations (app, name) VALUES ('finance', '0001_initial'), ('
             "migrate_check_cmd": f"{bin}/manage migrate --check",
             "migrate_cmd": f"{bin}/manage migrate",
             "collectstatic_cmd": f"{bin}/manage collectstatic",
+            "showmigrations_cmd": f"{bin}/manage showmigrations",
+            "migrate_to_cmd": f'{bin}/manage migrate "$APP" "$MIGRATION"',
             "log_file": "/srv/app/run/app.log",
         }
         if self.hosts and "app_port" in self.hosts[0]:

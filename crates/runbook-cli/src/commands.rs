@@ -335,6 +335,14 @@ pub(crate) fn resolve_inputs(pb: &Playbook, args: &InputArgs) -> Option<IndexMap
     for s in &args.set {
         match inputs::parse_set(s) {
             Ok((k, v)) => {
+                // A string input takes the text as typed: `--set migration=0005`
+                // is "0005", not the number 5.
+                let v = match (pb.inputs.get(&k), s.split_once('=')) {
+                    (Some(spec), Some((_, raw))) if spec.ty == runbook_core::model::InputType::String => {
+                        Json::String(raw.to_owned())
+                    }
+                    _ => v,
+                };
                 given.insert(k, v);
             }
             Err(e) => {

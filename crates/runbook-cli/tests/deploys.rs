@@ -82,3 +82,116 @@ fn a_host_that_fails_its_health_gate_is_rolled_back_and_left_out_then_resume_fin
         assert_eq!(lab.server_state("app", host).0, 0, "{host} in rotation");
     }
 }
+
+const BLUE_GREEN: &[&str] = &[
+    "lb_socket",
+    "app_port",
+    "deploy_cmd",
+    "restart_cmd",
+    "migrate_cmd",
+    "bluegreen_map",
+    "bluegreen_url",
+];
+
+fn via_bluegreen(lab: &Lab) -> String {
+    let port = lab.info["haproxy"]["bluegreen_port"].as_u64().unwrap() as u16;
+    support::http_get("127.0.0.1", port, "/version/")
+}
+
+#[test]
+fn blue_green_switches_after_warm_up_and_bake_and_switches_back_when_the_bake_fails() {
+    let lab = Lab::stack(2); // blue: web1, green: web2
+    let run = lab.runbook();
+    let bake = ["bake_samples=20", "bake_rate=20", "p95=200ms"];
+    let sets = |release: &str| {
+        let mut v = vec![format!("release={release}")];
+        v.extend(bake.iter().map(|s| (*s).to_owned()));
+        v
+    };
+    let args = sets("v2");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = lab.play(&run, "blue-green", BLUE_GREEN, &args).exit(0);
+    assert!(via_bluegreen(&lab).contains("\"v2\""), "{}", out.stdout);
+    assert!(via_bluegreen(&lab).contains("web2"), "traffic is on green");
+    assert_eq!(
+        versions(&lab, 2),
+        ["v1", "v2"],
+        "blue keeps the old release for a switch back"
+    );
+    assert!(
+        lab.haproxy(&format!("show map {}", lab.info["haproxy"]["map"].as_str().unwrap()))
+            .contains("active green")
+    );
+
+    // Back to blue for the next release; v3 answers slower than the p95 objective.
+    let out = lab.play(
+        &run,
+        "blue-green",
+        BLUE_GREEN,
+        &["release=v1", "from=green", "to=blue", "bake_samples=5", "bake_rate=20"],
+    );
+    out.exit(0);
+    assert!(via_bluegreen(&lab).contains("web1"));
+    let slow = lab.dir.path().join("artifacts/v3");
+    std::fs::create_dir_all(&slow).unwrap();
+    std::fs::write(slow.join("SLOW_MS"), "300").unwrap();
+    let args = sets("v3");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = lab.play(&run, "blue-green", BLUE_GREEN, &args).exit(1);
+    let out = out.stdout_has("p95").stdout_has("switch-back");
+    // The switch happened and was undone: users are on blue's release again.
+    assert!(via_bluegreen(&lab).contains("web1"), "{}", out.stdout);
+    assert!(via_bluegreen(&lab).contains("\"v1\""));
+}
+
+#[test]
+fn app_rollback_puts_every_instance_back_on_the_named_release() {
+    let lab = Lab::stack(2);
+    let run = lab.runbook();
+    lab.play(&run, "rolling-deploy", ROLLING, &["release=v2"]).exit(0);
+    assert_eq!(versions(&lab, 2), ["v2", "v2"]);
+    lab.play(
+        &run,
+        "app-rollback",
+        &["lb_socket", "app_port", "deploy_cmd", "restart_cmd"],
+        &["to=v1"],
+    )
+    .exit(0);
+    assert_eq!(versions(&lab, 2), ["v1", "v1"]);
+    for host in ["web1", "web2"] {
+        assert_eq!(lab.server_state("app", host).0, 0, "{host} in rotation");
+    }
+}
+
+#[test]
+fn db_rollback_needs_its_confirmation_then_unapplies_the_later_migrations() {
+    let lab = Lab::stack(1);
+    let run = lab.runbook();
+    // The schema is at 0007 (accounts.note and transactions.memo exist).
+    lab.in_host(0, "/srv/app/bin/manage migrate finance 0007");
+    let columns = || {
+        lab.psql(
+            "primary",
+            "SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns WHERE table_name IN ('accounts', 'transactions') AND column_name IN ('note', 'memo')",
+        )
+    };
+    assert_eq!(columns(), "memo,note");
+    let keys = &["showmigrations_cmd", "migrate_to_cmd"];
+    lab.play(&run, "db-rollback", keys, &["migration=0005", "confirm=0006"])
+        .exit(1)
+        .stdout_has("not approved");
+    assert_eq!(columns(), "memo,note", "nothing changed without the approval");
+    lab.play(&run, "db-rollback", keys, &["migration=0005", "confirm=0005"])
+        .exit(0)
+        .stdout_has("Unapplying finance.0007_transaction_memo... OK")
+        .stdout_has("Unapplying finance.0006_account_note... OK")
+        .stdout_has("[ ] 0006_account_note");
+    assert_eq!(columns(), "");
+    assert_eq!(
+        lab.psql(
+            "primary",
+            "SELECT max(name) FROM django_migrations WHERE app = 'finance'"
+        ),
+        "0005_seed"
+    );
+}

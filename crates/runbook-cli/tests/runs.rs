@@ -511,3 +511,15 @@ fn resume_restart_runs_a_rolled_back_item_again_from_its_first_step() {
         .exit(2)
         .stderr_has("`resume` applies to groups");
 }
+
+#[test]
+fn a_string_input_takes_set_text_as_typed() {
+    let yaml = format!(
+        "{HEAD}inputs:\n  v: {{ type: string }}\n  n: {{ type: integer, default: 1 }}\nsteps:\n  - {{ id: a, uses: shell, with: {{ run: \"echo v={{{{inputs.v}}}} n={{{{inputs.n}}}}\" }} }}\n"
+    );
+    Run::new()
+        .playbook("t", &yaml)
+        .exec(["run", "t", "--set", "v=0005", "--set", "n=0005"])
+        .exit(0)
+        .stdout_has("v=0005 n=5");
+}

@@ -311,9 +311,11 @@ async fn driver(p: &LbParams) -> Result<Box<dyn Driver>, StepError> {
         )),
         DriverName::Haproxy => Ok(Box::new(haproxy::HaProxy {
             socket: p.socket.clone().unwrap_or_else(|| "/run/haproxy/admin.sock".to_owned()),
+            // A switch rewrites a map; it names no backend of its own.
             backend: p
                 .backend
                 .clone()
+                .or_else(|| (p.action == Action::Switch).then(String::new))
                 .ok_or_else(|| StepError::new("the haproxy driver needs `backend`"))?,
             config: p.config.clone(),
         })),
