@@ -557,7 +557,7 @@ INSERT INTO django_migrations (app, name) VALUES ('finance', '0001_initial'), ('
         self.info.update(dir=d, hosts=self.hosts, ssh_port=ssh_port, key=f"{d}/client_key", known_hosts=f"{d}/known_hosts", pid=os.getpid())
         user = "root"
         lines = ["# The lab's hosts (written by tests/lab/lab.py).", "defaults:", f"  user: {user}", f"  port: {ssh_port}",
-                 f'  key: "{d}/client_key"', f'  known_hosts: "{d}/known_hosts"', "hosts:"]
+                 f'  key: "{d}/client_key"', f'  known_hosts: "{d}/known_hosts"', "hosts:" if self.hosts else "hosts: {}"]
         for h in self.hosts:
             lines.append(f"  {h['name']}:")
             lines.append(f'    address: "{h["address"]}"')

@@ -55,6 +55,10 @@ pub struct PgParams {
     /// create-db: the template database (default template1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// restore: the role that owns what is restored (pg_restore `--role`:
+    /// objects are created after `SET ROLE`); without it, the DSN's user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
     /// replication: refuse (fail) when the standby is behind by more bytes than this, e.g. `16MB`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_lag_bytes: Option<String>,

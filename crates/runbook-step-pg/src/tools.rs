@@ -89,6 +89,9 @@ pub(crate) async fn run(ctx: &StepContext, p: &PgParams) -> Result<Outputs, Step
             if let Some(j) = p.jobs.filter(|j| *j > 1) {
                 a.extend(["-j".into(), j.to_string()]);
             }
+            if let Some(role) = &p.role {
+                a.push(format!("--role={role}"));
+            }
             a.push(file.clone());
             ("pg_restore", a)
         }

@@ -1,0 +1,155 @@
+//! The backup, restore and disaster-recovery playbooks of the library against
+//! the lab's PostgreSQL primary and standby (and, for the ones that touch the
+//! app, its hosts and HAProxy).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+use support::Lab;
+
+fn dumps(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn backup_dumps_verifies_copies_off_the_host_and_prunes_by_age() {
+    let lab = Lab::postgres();
+    let backups = lab.dir.path().join("backups");
+    let offsite = lab.dir.path().join("offsite");
+    std::fs::create_dir_all(&backups).unwrap();
+    std::fs::create_dir_all(&offsite).unwrap();
+    // An old dump past retention, and a recent one within it.
+    let old = backups.join("finance-20260101T000000Z.dump");
+    let recent = backups.join("finance-20261120T000000Z.dump");
+    for f in [&old, &recent] {
+        std::fs::write(f, "old").unwrap();
+    }
+    let touch = |f: &std::path::Path, when: &str| {
+        assert!(
+            std::process::Command::new("touch")
+                .args(["-d", when])
+                .arg(f)
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    touch(&old, "40 days ago");
+    touch(&recent, "6 days ago");
+    let run = lab.runbook();
+    let out = lab
+        .play(
+            &run,
+            "backup",
+            &[],
+            &[
+                &format!("dir={}", backups.display()),
+                "retention_days=30",
+                &format!("copy_cmd=cp \"$FILE\" {}/", offsite.display()),
+            ],
+        )
+        .exit(0)
+        .stdout_has("deleted ")
+        .stdout_has("kept 2 dumps");
+    let kept = dumps(&backups);
+    assert_eq!(kept.len(), 2, "{kept:?}\n{}", out.stdout);
+    assert!(!old.exists(), "the 40-day-old dump is gone");
+    assert!(recent.exists(), "the 6-day-old dump is kept");
+    let new = kept.iter().find(|f| !f.starts_with("finance-20261120")).unwrap();
+    assert_eq!(dumps(&offsite), [new.clone()], "the new dump was copied off the host");
+    // The dump is real: pg_restore lists the tables.
+    let list = std::process::Command::new(format!("{}/pg_restore", lab.info["postgres"]["bin"].as_str().unwrap()))
+        .arg("--list")
+        .arg(backups.join(new))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&list.stdout).contains("TABLE DATA public transactions"));
+}
+
+fn scratch_exists(lab: &Lab) -> String {
+    lab.psql(
+        "primary",
+        "SELECT count(*) FROM pg_database WHERE datname = 'finance_restore_test'",
+    )
+}
+
+#[test]
+fn restore_test_restores_the_latest_backup_reports_rto_rpo_and_always_drops_the_scratch_db() {
+    let lab = Lab::postgres();
+    let backups = lab.dir.path().join("backups");
+    let run = lab.runbook();
+    let dir = format!("dir={}", backups.display());
+    lab.play(&run, "backup", &[], &[&dir, "copy_cmd=true"]).exit(0);
+    let out = lab
+        .play(
+            &run,
+            "restore-test",
+            &[],
+            &[&dir, "verify_table=transactions", "min_rows=5000"],
+        )
+        .exit(0)
+        .stdout_has("transactions: 5000 rows")
+        .stdout_has("RTO measured")
+        .stdout_has("RPO: the backup is");
+    let report = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("rto_seconds"))
+        .unwrap()
+        .to_owned();
+    assert!(report.contains("rpo_seconds"), "{report}");
+    assert_eq!(scratch_exists(&lab), "0", "the scratch database is dropped");
+    // Verification fails (fewer rows than required): still dropped, run fails.
+    lab.play(
+        &run,
+        "restore-test",
+        &[],
+        &[&dir, "verify_table=transactions", "min_rows=9999"],
+    )
+    .exit(1)
+    .stdout_has("transactions has 5000 rows after the restore, fewer than 9999");
+    assert_eq!(scratch_exists(&lab), "0", "dropped also when verification fails");
+}
+
+#[test]
+fn full_restore_puts_the_backup_back_and_the_app_up_on_the_matching_release() {
+    let lab = Lab::stack(2);
+    let backups = lab.dir.path().join("backups");
+    let run = lab.runbook();
+    let dir = format!("dir={}", backups.display());
+    lab.play(&run, "backup", &[], &[&dir, "copy_cmd=true"]).exit(0);
+    let file = backups.join(dumps(&backups).pop().unwrap());
+    // The data is damaged after the backup.
+    lab.psql("primary", "DELETE FROM transactions WHERE id > 1000");
+    let keys = &["app_port", "stop_app_cmd", "deploy_cmd", "start_app_cmd"];
+    let file = format!("file={}", file.display());
+    lab.play(&run, "full-restore", keys, &[&file, "release=v1", "confirm=prod"])
+        .exit(1)
+        .stdout_has("not approved");
+    assert_eq!(
+        lab.psql("primary", "SELECT count(*) FROM transactions"),
+        "1000",
+        "nothing changed"
+    );
+    lab.play(&run, "full-restore", keys, &[&file, "release=v1", "confirm=finance"])
+        .exit(0);
+    assert_eq!(lab.psql("primary", "SELECT count(*) FROM transactions"), "5000");
+    assert_eq!(
+        lab.psql(
+            "primary",
+            "SELECT tableowner FROM pg_tables WHERE tablename = 'transactions'"
+        ),
+        "app",
+        "the app still owns its tables"
+    );
+    for i in 0..2 {
+        assert!(lab.get(i, "/health/ready/").contains("\"ready\""));
+    }
+}
