@@ -63,7 +63,7 @@ fn backup_dumps_verifies_copies_off_the_host_and_prunes_by_age() {
     assert!(!old.exists(), "the 40-day-old dump is gone");
     assert!(recent.exists(), "the 6-day-old dump is kept");
     let new = kept.iter().find(|f| !f.starts_with("finance-20261120")).unwrap();
-    assert_eq!(dumps(&offsite), [new.clone()], "the new dump was copied off the host");
+    assert_eq!(dumps(&offsite), std::slice::from_ref(new), "the new dump was copied off the host");
     // The dump is real: pg_restore lists the tables.
     let list = std::process::Command::new(format!("{}/pg_restore", lab.info["postgres"]["bin"].as_str().unwrap()))
         .arg("--list")
