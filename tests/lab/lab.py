@@ -603,6 +603,7 @@ INSERT INTO django_migrations (app, name) VALUES ('finance', '0001_initial'), ('
             "showmigrations_cmd": f"{bin}/manage showmigrations",
             "migrate_to_cmd": f'{bin}/manage migrate "$APP" "$MIGRATION"',
             "log_file": "/srv/app/run/app.log",
+            "repoint_cmd": 'f=/srv/app/config/env; { grep -v "^DATABASE_URL=" "$f"; echo "DATABASE_URL=$DATABASE_URL"; } > "$f.new" && mv "$f.new" "$f"',
         }
         if self.hosts and "app_port" in self.hosts[0]:
             out["app_port"] = self.hosts[0]["app_port"]

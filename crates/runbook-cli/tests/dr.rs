@@ -63,7 +63,11 @@ fn backup_dumps_verifies_copies_off_the_host_and_prunes_by_age() {
     assert!(!old.exists(), "the 40-day-old dump is gone");
     assert!(recent.exists(), "the 6-day-old dump is kept");
     let new = kept.iter().find(|f| !f.starts_with("finance-20261120")).unwrap();
-    assert_eq!(dumps(&offsite), std::slice::from_ref(new), "the new dump was copied off the host");
+    assert_eq!(
+        dumps(&offsite),
+        std::slice::from_ref(new),
+        "the new dump was copied off the host"
+    );
     // The dump is real: pg_restore lists the tables.
     let list = std::process::Command::new(format!("{}/pg_restore", lab.info["postgres"]["bin"].as_str().unwrap()))
         .arg("--list")
@@ -152,4 +156,87 @@ fn full_restore_puts_the_backup_back_and_the_app_up_on_the_matching_release() {
     for i in 0..2 {
         assert!(lab.get(i, "/health/ready/").contains("\"ready\""));
     }
+}
+
+const FAILOVER: &[&str] = &["app_port", "lb_url", "repoint_cmd", "restart_cmd"];
+
+fn database_urls(lab: &Lab, hosts: usize) -> Vec<String> {
+    (0..hosts)
+        .map(|i| {
+            lab.host_file(i, "config/env")
+                .lines()
+                .find_map(|l| l.strip_prefix("DATABASE_URL="))
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn dr_failover_refuses_beyond_the_lag_gate_then_promotes_repoints_and_serves() {
+    let lab = Lab::stack(2);
+    let standby_app = lab.info["postgres"]["standby"]["app_dsn"].as_str().unwrap().to_owned();
+    let primary_app = lab.info["postgres"]["primary"]["app_dsn"].as_str().unwrap().to_owned();
+    let run = lab.runbook().env("NEW_DATABASE_URL", &standby_app);
+    // The standby is behind: replay paused while the primary writes.
+    lab.psql("standby", "SELECT pg_wal_replay_pause()");
+    lab.psql(
+        "primary",
+        "CREATE TABLE filler AS SELECT g, repeat('x', 1000) AS pad FROM generate_series(1, 20000) g",
+    );
+    lab.play(&run, "dr-failover", FAILOVER, &["max_lag_bytes=1MB"])
+        .exit(1)
+        .stdout_has("replication lag too high");
+    assert_eq!(
+        lab.psql("standby", "SELECT pg_is_in_recovery()"),
+        "t",
+        "nothing was promoted"
+    );
+    assert_eq!(
+        lab.psql("primary", "SHOW default_transaction_read_only"),
+        "off",
+        "nothing was fenced"
+    );
+    assert_eq!(database_urls(&lab, 2), [primary_app.clone(), primary_app.clone()]);
+
+    // Caught up: the failover goes through.
+    lab.psql("standby", "SELECT pg_wal_replay_resume()");
+    let caught_up = || lab.psql("standby", "SELECT pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()") == "t";
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !caught_up() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = lab.play(&run, "dr-failover", FAILOVER, &["max_lag_bytes=1MB"]).exit(0);
+    let out = out.stdout_has("RTO measured");
+    assert_eq!(
+        lab.psql("standby", "SELECT pg_is_in_recovery()"),
+        "f",
+        "the standby is the primary now"
+    );
+    assert_eq!(
+        lab.psql("standby", "SELECT count(*) FROM runbook_dr_check"),
+        "1",
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        lab.psql("standby", "SELECT count(*) FROM filler"),
+        "20000",
+        "no write was lost"
+    );
+    assert_eq!(
+        lab.psql("primary", "SHOW default_transaction_read_only"),
+        "on",
+        "the old primary is fenced"
+    );
+    assert_eq!(database_urls(&lab, 2), [standby_app.clone(), standby_app.clone()]);
+    // The app is ready against the new primary (its readiness needs a writable database).
+    for i in 0..2 {
+        assert!(lab.get(i, "/health/ready/").contains("\"ready\""));
+    }
+    assert!(lab.get_via_lb("/health/ready/").contains("\"ready\""));
+    assert!(
+        !out.stdout
+            .contains(lab.info["postgres"]["app_password"].as_str().unwrap())
+    );
 }
