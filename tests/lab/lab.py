@@ -169,6 +169,7 @@ stop-workers)
   fi
   echo "workers stopped";;
 ping) $celery -A tasks inspect ping -d worker@{name} --timeout 3;;
+inspect) $celery -A tasks inspect active -d worker@{name} --timeout 3 && $celery -A tasks inspect reserved -d worker@{name} --timeout 3;;
 status)
   for w in worker beat; do if alive "$run/$w.pid"; then echo "$w running"; else echo "$w stopped"; fi; done;;
 *) echo "usage: celery start|start-worker|start-beat|stop-beat|stop-workers [TIMEOUT]|status" >&2; exit 2;;
@@ -595,6 +596,7 @@ INSERT INTO django_migrations (app, name) VALUES ('finance', '0001_initial'), ('
             "stop_beat_cmd": f"{bin}/celery stop-beat",
             "stop_workers_cmd": f"{bin}/celery stop-workers 60",
             "worker_check_cmd": f"{bin}/celery ping",
+            "worker_inspect_cmd": f"{bin}/celery inspect",
             "db_check_cmd": f"{bin}/manage check-db",
             "cache_check_cmd": f"{bin}/manage check-redis",
             "migrate_check_cmd": f"{bin}/manage migrate --check",

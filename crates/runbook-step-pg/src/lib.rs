@@ -68,7 +68,7 @@ pub struct PgParams {
     /// terminate-idle: only sessions idle for longer than this, e.g. `10m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub older_than: Option<String>,
-    /// terminate-idle: only sessions of this user.
+    /// terminate-idle: only sessions of this user (empty: every user).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// terminate-idle: list who would be terminated, terminate nobody.
@@ -375,6 +375,18 @@ impl StepKind for Pg {
     }
 }
 
+/// How many rows of a query the log shows (the outputs keep up to `max_rows`).
+const SHOWN_ROWS: usize = 20;
+
+/// A value as one cell of a logged row: text unquoted, on one line.
+fn cell(v: &Json) -> String {
+    match v {
+        Json::String(s) => one_line(s, 120),
+        Json::Null => "null".to_owned(),
+        other => other.to_string(),
+    }
+}
+
 /// How long a `plan --live` look may take when the step sets no timeout.
 const PREVIEW_LIMIT: Duration = Duration::from_secs(10);
 
@@ -424,6 +436,14 @@ async fn act(db: &Db, p: &PgParams, say: &(dyn Fn(String) + Sync)) -> Result<Out
                 .and_then(|o| o.values().next())
                 .cloned()
                 .unwrap_or(Json::Null);
+            // The first rows, one line each, as a person at the console would
+            // read them in psql.
+            for row in rows.iter().take(SHOWN_ROWS) {
+                if let Some(o) = row.as_object() {
+                    let cells: Vec<String> = o.iter().map(|(k, v)| format!("{k}={}", cell(v))).collect();
+                    say(cells.join("  "));
+                }
+            }
             out.insert("row_count".into(), json!(total));
             out.insert("truncated".into(), json!(total > cap));
             out.insert("value".into(), value.clone());
@@ -549,7 +569,12 @@ async fn act(db: &Db, p: &PgParams, say: &(dyn Fn(String) + Sync)) -> Result<Out
             let older = duration_param("older_than", p.older_than.as_deref())?
                 .ok_or_else(|| StepError::new("`terminate-idle` needs `older_than`"))?;
             let sessions = db
-                .terminate_idle(older, p.database.as_deref(), p.user.as_deref(), p.dry_run)
+                .terminate_idle(
+                    older,
+                    p.database.as_deref().filter(|d| !d.is_empty()),
+                    p.user.as_deref().filter(|u| !u.is_empty()),
+                    p.dry_run,
+                )
                 .await?;
             for s in &sessions {
                 say(format!(
