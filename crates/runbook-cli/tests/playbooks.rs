@@ -1,6 +1,7 @@
-//! The playbook library in `playbooks/`: every playbook validates, and each
-//! runs for real (here: `hello-service`, whose effect is a service that answered
-//! and is gone afterwards).
+//! The playbook library in `playbooks/`: every playbook validates, the plan of
+//! each is a snapshot (against a production-shaped inventory, with the
+//! production defaults), and `hello-service` runs here for real (the others run
+//! against the lab in deploys.rs, operations.rs, dr.rs and incidents.rs).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -56,4 +57,58 @@ fn hello_service_runs_for_real() {
             .trim(),
         "a2"
     );
+}
+
+/// Every playbook of the library, with the inputs it requires.
+const LIBRARY: &[(&str, &[&str])] = &[
+    ("app-rollback", &["to=v41"]),
+    ("backup", &[]),
+    ("blue-green", &["release=v42"]),
+    ("db-connections-exhausted", &[]),
+    ("db-rollback", &["migration=0005", "confirm=0005"]),
+    ("dr-failover", &[]),
+    ("full-restore", &["file=/var/backups/django-finance/finance-20261126T020000Z.dump", "confirm=finance", "release=v41"]),
+    ("graceful-shutdown", &[]),
+    ("health-check", &[]),
+    ("hello-service", &[]),
+    ("high-error-rate", &[]),
+    ("high-latency", &[]),
+    ("preflight", &[]),
+    ("restore-test", &[]),
+    ("rolling-deploy", &["release=v42"]),
+    ("startup", &[]),
+    ("verify-startup", &[]),
+];
+
+#[test]
+fn every_playbook_is_in_the_snapshot_list() {
+    let mut on_disk: Vec<String> = std::fs::read_dir(workspace().join("playbooks"))
+        .expect("playbooks/")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let listed: Vec<&str> = LIBRARY.iter().map(|(n, _)| *n).collect();
+    assert_eq!(on_disk, listed, "add new playbooks to LIBRARY");
+}
+
+#[test]
+fn the_plan_of_every_playbook() {
+    for (name, sets) in LIBRARY {
+        let mut args = vec![
+            "--inventory".to_owned(),
+            "tests/fixtures/production-inventory.yaml".to_owned(),
+            "plan".to_owned(),
+            (*name).to_owned(),
+        ];
+        for s in *sets {
+            args.push("--set".to_owned());
+            args.push((*s).to_owned());
+        }
+        let out = Run::new().cwd(workspace()).args(args).run().exit(0);
+        // A plan that could not render a step says so; none of the library's may.
+        assert!(!out.stdout.contains("note: cannot render"), "{name}:\n{}", out.stdout);
+        insta::assert_snapshot!(format!("plan-{name}"), out.stdout);
+    }
 }
