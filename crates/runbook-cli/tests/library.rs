@@ -212,6 +212,29 @@ fn committed_step_reference_is_current() {
 }
 
 #[test]
+fn committed_playbook_reference_is_current() {
+    let committed = std::fs::read_to_string(workspace().join("book/src/reference/playbooks.md"))
+        .expect("book/src/reference/playbooks.md");
+    let mut dirs: Vec<String> = std::fs::read_dir(workspace().join("playbooks"))
+        .expect("playbooks/")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    dirs.sort();
+    for name in dirs {
+        let out = Run::new()
+            .cwd(workspace())
+            .args(["--playbooks", "playbooks", "show", &name])
+            .run()
+            .exit(0);
+        assert!(
+            committed.contains(&format!("## {name}\n\n```text\n{}```", out.stdout)),
+            "book/src/reference/playbooks.md is stale for `{name}`: run scripts/regen"
+        );
+    }
+}
+
+#[test]
 fn wait_until_reads_the_check() {
     let yaml = "apiVersion: runbook/v1\nname: w\nversion: 1\nsteps:\n  - id: w\n    uses: wait\n    with:\n      check: { uses: shell, with: { run: \"curl -s x\" } }\n      until: '{{eq check.outputs.exit_code 0}}'\n";
     Run::new().playbook("w", yaml).args(["validate"]).run().exit(0);

@@ -67,7 +67,14 @@ const LIBRARY: &[(&str, &[&str])] = &[
     ("db-connections-exhausted", &[]),
     ("db-rollback", &["migration=0005", "confirm=0005"]),
     ("dr-failover", &[]),
-    ("full-restore", &["file=/var/backups/django-finance/finance-20261126T020000Z.dump", "confirm=finance", "release=v41"]),
+    (
+        "full-restore",
+        &[
+            "file=/var/backups/django-finance/finance-20261126T020000Z.dump",
+            "confirm=finance",
+            "release=v41",
+        ],
+    ),
     ("graceful-shutdown", &[]),
     ("health-check", &[]),
     ("hello-service", &[]),
