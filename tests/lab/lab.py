@@ -176,6 +176,40 @@ status)
 esac
 """
 
+# ctl stop|start|rebuild NODE [FROM], on the runner: the lab's two database
+# hosts, `primary` and `standby`, for DR drills.
+PG_CTL = """#!/bin/sh
+# ctl stop NODE | start NODE | rebuild NODE FROM | role NODE: the lab's database
+# hosts (primary, standby). rebuild wipes NODE and makes it a streaming standby
+# of FROM (pg_basebackup -R), then starts it.
+set -eu
+d={d}
+bin={bin}
+port() {{ case "$1" in primary) echo {primary};; standby) echo {standby};; *) echo "no database host $1 (primary, standby)" >&2; exit 2;; esac; }}
+as_pg() {{ setpriv --reuid=postgres --regid=postgres --init-groups -- env PGPASSFILE=$d/pgpass "$@"; }}
+running() {{ as_pg $bin/pg_ctl -D "$d/$1" status >/dev/null 2>&1; }}
+stop() {{ if running "$1"; then as_pg $bin/pg_ctl -D "$d/$1" -m fast -w stop >/dev/null; fi; echo "$1 stopped"; }}
+start() {{
+  if ! running "$1"; then as_pg $bin/pg_ctl -D "$d/$1" -w -t 60 -l "$d/$1.ctl.log" start >/dev/null; fi
+  echo "$1 running on port $(port "$1")"
+}}
+case "${{1:-}}" in
+stop) port "$2" >/dev/null; stop "$2";;
+start) port "$2" >/dev/null; start "$2";;
+rebuild)
+  port "$2" >/dev/null; from=$(port "$3")
+  stop "$2"
+  rm -rf "$d/$2"
+  as_pg $bin/pg_basebackup -D "$d/$2" -R -h 127.0.0.1 -p "$from" -U postgres -X stream -c fast
+  # What the copy carried over from FROM that is not this node's: a fence, FROM's settings.
+  sed -i '/default_transaction_read_only/d' "$d/$2/postgresql.auto.conf"
+  cat "$d/settings-$2" >> "$d/$2/postgresql.conf"
+  start "$2"
+  echo "$2 rebuilt as a standby of $3";;
+*) echo "usage: ctl stop|start NODE | rebuild NODE FROM" >&2; exit 2;;
+esac
+"""
+
 # manage: the app's manage.py (tests/lab/manage.py) on this host.
 MANAGE = """#!/bin/sh
 exec {py} {here}/manage.py --root /srv/app "$@"
@@ -505,12 +539,21 @@ backend green
         with open(f"{d}/primary/pg_hba.conf", "a") as f:
             f.write("host replication all 127.0.0.1/32 scram-sha-256\n")
 
+        # Each node's settings live in its own postgresql.conf (appended last, so
+        # they win over what pg_basebackup copied from the other node): `ctl`
+        # can then stop, start and rebuild nodes with plain pg_ctl.
+        ports = {"primary": primary, "standby": standby}
+        settings = lambda name: (
+            f"\n# lab settings of {name}\nport = {ports[name]}\nunix_socket_directories = '{d}'\n"
+            "listen_addresses = '127.0.0.1'\nwal_level = replica\nmax_wal_senders = 5\nhot_standby = on\n"
+            "wal_keep_size = 128MB\nfsync = off\nshared_buffers = 32MB\nmax_connections = 50\n"
+            f"cluster_name = 'lab-{name}'\nssl = on\nssl_cert_file = '{tls}/server.crt'\nssl_key_file = '{tls}/server.key'\n"
+        )
+
         def server(name, port):
-            argv = [f"{self.pg_bin}/postgres", "-D", f"{d}/{name}", "-p", str(port), "-k", d,
-                    "-c", "listen_addresses=127.0.0.1", "-c", "wal_level=replica", "-c", "max_wal_senders=5",
-                    "-c", "hot_standby=on", "-c", "wal_keep_size=128MB", "-c", "fsync=off",
-                    "-c", "shared_buffers=32MB", "-c", "max_connections=50", "-c", f"cluster_name=lab-{name}",
-                    "-c", "ssl=on", "-c", f"ssl_cert_file={tls}/server.crt", "-c", f"ssl_key_file={tls}/server.key"]
+            with open(f"{d}/{name}/postgresql.conf", "a") as f:
+                f.write(settings(name))
+            argv = [f"{self.pg_bin}/postgres", "-D", f"{d}/{name}"]
             p = self.spawn(f"postgres {name}", self.as_postgres(argv), f"{d}/{name}.log")
             self.pg_wait(port, p, name)
             return p
@@ -535,6 +578,18 @@ INSERT INTO django_migrations (app, name) VALUES ('finance', '0001_initial'), ('
         run([f"{self.pg_bin}/pg_basebackup", "-D", f"{d}/standby", "-R", "-h", "127.0.0.1", "-p", str(primary),
              "-U", "postgres", "-X", "stream", "-c", "fast"], env=env)
         p2 = server("standby", standby)
+        # The database hosts' controls for DR drills: stop a node (the failure),
+        # start it, or rebuild it as a streaming standby of the other.
+        pgpass = f"{d}/pgpass"
+        with open(pgpass, "w") as f:
+            f.write(f"127.0.0.1:*:*:postgres:{password}\n")
+        shutil.chown(pgpass, "postgres", "postgres")
+        os.chmod(pgpass, 0o600)
+        with open(f"{d}/settings-primary", "w") as f:
+            f.write(settings("primary"))
+        with open(f"{d}/settings-standby", "w") as f:
+            f.write(settings("standby"))
+        self.script(f"{d}/ctl", PG_CTL.format(d=d, bin=self.pg_bin, primary=primary, standby=standby))
         # Plain DSNs say sslmode=disable: runbook verifies certificates whenever
         # it uses TLS, and the lab's CA is not in the system store (tests that
         # want TLS use ca_file).
@@ -616,9 +671,22 @@ INSERT INTO django_migrations (app, name) VALUES ('finance', '0001_initial'), ('
             out["lb_url"] = f"http://127.0.0.1:{self.info['haproxy']['port']}"
         if "redis" in self.info:
             out["redis_url"] = self.info["redis"]["url"]
+        if "postgres" in self.info:
+            ctl = f"{self.dir}/pg/ctl"
+            out["fail_primary_cmd"] = f"{ctl} stop primary"
+            out["rebuild_primary_cmd"] = f"{ctl} rebuild primary standby"
+            out["rebuild_standby_cmd"] = f"{ctl} rebuild standby primary"
         return out
 
     def down(self):
+        # Database nodes that `ctl` started are not the lab's children: stop
+        # every node that has a postmaster (immediate shutdown).
+        for node in ("primary", "standby"):
+            try:
+                pid = int(open(f"{self.dir}/pg/{node}/postmaster.pid").readline().strip())
+                os.kill(pid, signal.SIGQUIT)
+            except (OSError, ValueError):
+                pass
         # What the hosts' scripts started (apps, Celery), by their pidfiles; a
         # Celery worker's pool processes go with it (SIGKILL to its group).
         for h in self.hosts:

@@ -66,6 +66,7 @@ const LIBRARY: &[(&str, &[&str])] = &[
     ("blue-green", &["release=v42"]),
     ("db-connections-exhausted", &[]),
     ("db-rollback", &["migration=0005", "confirm=0005"]),
+    ("dr-drill", &[]),
     ("dr-failover", &[]),
     (
         "full-restore",
