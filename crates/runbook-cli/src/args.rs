@@ -81,6 +81,20 @@ pub(crate) enum Command {
         #[command(flatten)]
         exec: ExecArgs,
     },
+    /// Approve the step a run waits at, and continue the run.
+    Approve {
+        #[command(flatten)]
+        answer: AnswerArgs,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Reject the step a run waits at: the run fails (its handlers run).
+    Reject {
+        #[command(flatten)]
+        answer: AnswerArgs,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
     /// Stop a run from another terminal (it records `cancelled`).
     Cancel {
         /// The run id (a unique prefix is enough).
@@ -165,6 +179,27 @@ pub(crate) struct ExecArgs {
     /// No live progress bars, only lines (they are off anyway when stdout is not a terminal).
     #[arg(long)]
     pub(crate) no_progress: bool,
+    /// Approve every `approve` step as the current user, without waiting
+    /// (refused where the step names other approvers).
+    #[arg(long)]
+    pub(crate) yes: bool,
+}
+
+/// Who answers an approval, and about what.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct AnswerArgs {
+    /// The run id (a unique prefix is enough).
+    pub(crate) run: String,
+    /// Who answers (default: $RUNBOOK_USER, else $USER).
+    #[arg(long = "as", value_name = "NAME")]
+    pub(crate) who: Option<String>,
+    /// Why; recorded in the journal and shown by `status`.
+    #[arg(long)]
+    pub(crate) comment: Option<String>,
+    /// The plan hash you reviewed (`runbook status RUN` shows it): refused if
+    /// the run's differs.
+    #[arg(long, value_name = "HASH")]
+    pub(crate) plan_hash: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

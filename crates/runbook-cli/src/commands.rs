@@ -53,6 +53,18 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
             };
             crate::runs::resume(state, &registry, &run, &rerun, &mark_done, &exec, &inv)
         }
+        Command::Approve { answer, exec } => {
+            let Some(inv) = load_inventory(inventory.as_deref()) else {
+                return Exit::Invalid;
+            };
+            crate::runs::answer(state, &registry, &answer, true, &exec, &inv)
+        }
+        Command::Reject { answer, exec } => {
+            let Some(inv) = load_inventory(inventory.as_deref()) else {
+                return Exit::Invalid;
+            };
+            crate::runs::answer(state, &registry, &answer, false, &exec, &inv)
+        }
         Command::Cancel { run } => crate::runs::cancel(state, &run),
         Command::Status { run, output } => crate::history::status(state, run.as_deref(), output),
         Command::Logs { run, step, follow } => crate::history::logs(state, &run, step.as_deref(), follow),

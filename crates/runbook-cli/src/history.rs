@@ -95,6 +95,11 @@ pub(crate) fn steps(events: &[Recorded]) -> Vec<StepRow> {
                 let i = idx(&mut rows, &mut first_start, step);
                 rows[i].state = "interrupted".into();
             }
+            Event::StepWaiting { step, message, .. } => {
+                let i = idx(&mut rows, &mut first_start, step);
+                rows[i].state = "waiting".into();
+                rows[i].error = Some(message.clone());
+            }
             _ => {}
         }
     }
@@ -170,8 +175,9 @@ pub(crate) fn status(state: Option<PathBuf>, run: Option<&str>, output: Output) 
             Event::RunFinished { error, .. } => error.clone(),
             _ => None,
         });
+        let plan = crate::runs::plan_hash(&record);
         if output == Output::Json {
-            let v = serde_json::json!({ "run": record, "steps": rows, "error": last_error });
+            let v = serde_json::json!({ "run": record, "plan_hash": plan, "steps": rows, "error": last_error });
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             return Exit::Ok;
         }
@@ -183,6 +189,10 @@ pub(crate) fn status(state: Option<PathBuf>, run: Option<&str>, output: Output) 
             record.status.as_str()
         );
         println!("started {} by {}", record.created_at, record.user);
+        println!(
+            "plan hash {plan} (the text {} and the inputs {})",
+            record.hash, record.inputs
+        );
         match (record.status, record.pid) {
             (RunStatus::Running, Some(pid)) if crate::runs::alive(pid) => println!("runner: process {pid}"),
             (RunStatus::Running, _) => {
@@ -210,11 +220,19 @@ pub(crate) fn status(state: Option<PathBuf>, run: Option<&str>, output: Output) 
             );
         }
         for rec in &events {
-            if let Event::OperatorAction { action, step, who } = &rec.event {
+            if let Event::OperatorAction {
+                action,
+                step,
+                who,
+                comment,
+                ..
+            } = &rec.event
+            {
                 println!(
-                    "{}  {who}: {action}{}",
+                    "{}  {who}: {action}{}{}",
                     rec.at,
-                    step.as_deref().map(|s| format!(" {s}")).unwrap_or_default()
+                    step.as_deref().map(|s| format!(" {s}")).unwrap_or_default(),
+                    comment.as_deref().map(|c| format!(" ({c})")).unwrap_or_default()
                 );
             }
         }

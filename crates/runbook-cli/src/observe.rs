@@ -146,10 +146,21 @@ impl Observer for Text {
                 self.bar_start(step, Some(items.len() as u64));
                 self.out(&format!("  {step}: {} items", items.len()));
             }
-            Event::OperatorAction { action, step, who } => {
+            Event::StepWaiting { step, message, .. } => {
+                self.bar_end(step);
+                self.out(&format!("⏸ {step} waits for an approval: {message}"));
+            }
+            Event::OperatorAction {
+                action,
+                step,
+                who,
+                comment,
+                ..
+            } => {
                 self.out(&format!(
-                    "  {who}: {action}{}",
-                    step.as_deref().map(|s| format!(" {s}")).unwrap_or_default()
+                    "  {who}: {action}{}{}",
+                    step.as_deref().map(|s| format!(" {s}")).unwrap_or_default(),
+                    comment.as_deref().map(|c| format!(" ({c})")).unwrap_or_default()
                 ));
             }
             Event::RunFinished { status, error } => {
@@ -161,7 +172,11 @@ impl Observer for Text {
                     }
                 }
                 let why = error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
-                let mark = if *status == RunStatus::Succeeded { "✓" } else { "✗" };
+                let mark = match status {
+                    RunStatus::Succeeded => "✓",
+                    RunStatus::Waiting => "⏸",
+                    _ => "✗",
+                };
                 self.out(&format!("{mark} run {run} {}{why}", status.as_str()));
             }
         }

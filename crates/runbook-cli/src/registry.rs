@@ -12,4 +12,5 @@ pub(crate) fn registry() -> Registry {
         .with(runbook_step_ssh::Ssh::default())
         .with(runbook_step_lb::Lb)
         .with(runbook_step_pg::Pg)
+        .with(runbook_step_approve::Approve)
 }

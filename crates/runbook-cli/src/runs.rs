@@ -1,7 +1,7 @@
 //! `run`, `resume` and `cancel`: starting, continuing and stopping runs.
 
 use crate::Exit;
-use crate::args::{ExecArgs, InputArgs, Output};
+use crate::args::{AnswerArgs, ExecArgs, InputArgs, Output};
 use crate::commands::{load, resolve_inputs};
 use crate::diagnostics::plural;
 use indexmap::IndexMap;
@@ -181,6 +181,7 @@ async fn execute(x: Execute<'_>) -> Exit {
         started_at: x.started_at,
         replay: x.replay,
         max_parallel: x.exec.max_parallel,
+        auto_approve: x.exec.yes.then(user),
     };
     let result = exec::execute(&engine, input, &signals).await;
     let _ = x.store.set_runner(&x.run_id, None).await;
@@ -196,7 +197,9 @@ async fn execute(x: Execute<'_>) -> Exit {
             match done.status {
                 RunStatus::Succeeded => Exit::Ok,
                 RunStatus::Failed | RunStatus::Cancelled => Exit::Failed,
-                RunStatus::Interrupted | RunStatus::Uncertain | RunStatus::Running => Exit::Interrupted,
+                RunStatus::Interrupted | RunStatus::Uncertain | RunStatus::Running | RunStatus::Waiting => {
+                    Exit::Interrupted
+                }
             }
         }
         Err(e) => {
@@ -274,12 +277,58 @@ pub(crate) fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// The plan an approval is bound to: the run's playbook text (its hash) and its
+/// inputs, hashed together.
+pub(crate) fn plan_hash(record: &runbook_state::RunRecord) -> String {
+    hash(&format!("{}\n{}", record.hash, record.inputs))
+}
+
+/// `approve` / `reject`: records the answer for the step(s) the run waits at,
+/// then continues the run (a rejected step fails, and its handlers run).
+pub(crate) fn answer(
+    state: Option<PathBuf>,
+    registry: &Registry,
+    args: &AnswerArgs,
+    approve: bool,
+    exec: &ExecArgs,
+    inventory: &runbook_core::inventory::Inventory,
+) -> Exit {
+    let who = args.who.clone().unwrap_or_else(user);
+    let answer = Answer {
+        approve,
+        who,
+        comment: args.comment.clone(),
+        plan_hash: args.plan_hash.clone(),
+    };
+    continue_run(state, registry, &args.run, (&[], &[]), Some(&answer), exec, inventory)
+}
+
+/// An answer to an approval.
+struct Answer {
+    approve: bool,
+    who: String,
+    comment: Option<String>,
+    plan_hash: Option<String>,
+}
+
 pub(crate) fn resume(
     state: Option<PathBuf>,
     registry: &Registry,
     id: &str,
     rerun: &[String],
     mark_done: &[String],
+    exec: &ExecArgs,
+    inventory: &runbook_core::inventory::Inventory,
+) -> Exit {
+    continue_run(state, registry, id, (rerun, mark_done), None, exec, inventory)
+}
+
+fn continue_run(
+    state: Option<PathBuf>,
+    registry: &Registry,
+    id: &str,
+    (rerun, mark_done): (&[String], &[String]),
+    answer: Option<&Answer>,
     exec: &ExecArgs,
     inventory: &runbook_core::inventory::Inventory,
 ) -> Exit {
@@ -353,11 +402,51 @@ pub(crate) fn resume(
         let who = user();
         let obs = observer(exec.output, false);
         let mut journal = vec![Event::RunResumed { user: who.clone() }];
+        if let Some(a) = answer {
+            let waiting: Vec<String> = {
+                let mut w: Vec<String> = replay
+                    .steps
+                    .iter()
+                    .filter(|(_, p)| matches!(p, Prior::Waiting))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                w.sort();
+                w
+            };
+            if record.status != RunStatus::Waiting || waiting.is_empty() {
+                eprintln!(
+                    "error: run {} is not waiting for an approval (it is {}); nothing was recorded",
+                    record.id,
+                    record.status.as_str()
+                );
+                return Exit::Invalid;
+            }
+            let bound = plan_hash(&record);
+            if let Some(reviewed) = a.plan_hash.as_deref().filter(|h| *h != bound) {
+                eprintln!(
+                    "error: you reviewed plan {reviewed}, but run {} runs plan {bound}; nothing was recorded \
+                     (hint: `runbook status {}` shows what it runs)",
+                    record.id, record.id
+                );
+                return Exit::Invalid;
+            }
+            for step in waiting {
+                journal.push(Event::OperatorAction {
+                    action: if a.approve { "approve" } else { "reject" }.into(),
+                    step: Some(step),
+                    who: a.who.clone(),
+                    comment: a.comment.clone(),
+                    plan_hash: Some(bound.clone()),
+                });
+            }
+        }
         for step in rerun {
             journal.push(Event::OperatorAction {
                 action: "rerun".into(),
                 step: Some(step.clone()),
                 who: who.clone(),
+                comment: None,
+                plan_hash: None,
             });
         }
         for step in mark_done {
@@ -365,6 +454,8 @@ pub(crate) fn resume(
                 action: "mark-done".into(),
                 step: Some(step.clone()),
                 who: who.clone(),
+                comment: None,
+                plan_hash: None,
             });
             let attempt = match replay.steps.get(step) {
                 Some(Prior::InFlight { attempt }) => *attempt,
@@ -425,6 +516,8 @@ pub(crate) fn cancel(state: Option<PathBuf>, id: &str) -> Exit {
             action: "cancel".into(),
             step: None,
             who: user(),
+            comment: None,
+            plan_hash: None,
         };
         if let Err(e) = store.append(&record.id, &action).await {
             eprintln!("error: {e}");

@@ -164,7 +164,7 @@ fn app_rollback_puts_every_instance_back_on_the_named_release() {
 }
 
 #[test]
-fn db_rollback_needs_its_confirmation_then_unapplies_the_later_migrations() {
+fn db_rollback_waits_for_an_approval_then_unapplies_the_later_migrations() {
     let lab = Lab::stack(1);
     let run = lab.runbook();
     // The schema is at 0007 (accounts.note and transactions.memo exist).
@@ -177,11 +177,22 @@ fn db_rollback_needs_its_confirmation_then_unapplies_the_later_migrations() {
     };
     assert_eq!(columns(), "memo,note");
     let keys = &["showmigrations_cmd", "migrate_to_cmd"];
-    lab.play(&run, "db-rollback", keys, &["migration=0005", "confirm=0006"])
+    // It waits for an approval; a rejection changes nothing.
+    let id = lab
+        .play(&run, "db-rollback", keys, &["migration=0005", "approvers=[alice]"])
+        .exit(3)
+        .stdout_has("[X] 0007_transaction_memo")
+        .stdout_has("waits for an approval")
+        .run_id();
+    run.exec(["reject", &id, "--as", "alice", "--comment", "wrong migration"])
         .exit(1)
-        .stdout_has("not approved");
+        .stdout_has("rejected by alice: wrong migration");
     assert_eq!(columns(), "memo,note", "nothing changed without the approval");
-    lab.play(&run, "db-rollback", keys, &["migration=0005", "confirm=0005"])
+    let id = lab
+        .play(&run, "db-rollback", keys, &["migration=0005", "approvers=[alice]"])
+        .exit(3)
+        .run_id();
+    run.exec(["approve", &id, "--as", "alice"])
         .exit(0)
         .stdout_has("Unapplying finance.0007_transaction_memo... OK")
         .stdout_has("Unapplying finance.0006_account_note... OK")

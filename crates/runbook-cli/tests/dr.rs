@@ -134,16 +134,20 @@ fn full_restore_puts_the_backup_back_and_the_app_up_on_the_matching_release() {
     lab.psql("primary", "DELETE FROM transactions WHERE id > 1000");
     let keys = &["app_port", "stop_app_cmd", "deploy_cmd", "start_app_cmd"];
     let file = format!("file={}", file.display());
-    lab.play(&run, "full-restore", keys, &[&file, "release=v1", "confirm=prod"])
-        .exit(1)
-        .stdout_has("not approved");
+    let id = lab
+        .play(&run, "full-restore", keys, &[&file, "release=v1"])
+        .exit(3)
+        .stdout_has("waits for an approval: restore finance from")
+        .run_id();
     assert_eq!(
         lab.psql("primary", "SELECT count(*) FROM transactions"),
         "1000",
-        "nothing changed"
+        "nothing changed yet"
     );
-    lab.play(&run, "full-restore", keys, &[&file, "release=v1", "confirm=finance"])
-        .exit(0);
+    for i in 0..2 {
+        assert!(lab.get(i, "/health/ready/").contains("\"ready\""), "the app still runs");
+    }
+    run.exec(["approve", &id, "--as", "oncall"]).exit(0);
     assert_eq!(lab.psql("primary", "SELECT count(*) FROM transactions"), "5000");
     assert_eq!(
         lab.psql(

@@ -62,7 +62,7 @@ fn high_latency_finds_the_slow_query_and_the_celery_queue() {
 }
 
 #[test]
-fn db_connections_exhausted_lists_idle_sessions_and_ends_them_only_when_approved() {
+fn db_connections_exhausted_lists_idle_sessions_and_ends_them_only_after_an_approval() {
     let lab = Lab::postgres();
     let pg = &lab.info["postgres"];
     let idle: Vec<std::process::Child> = (0..2)
@@ -93,14 +93,20 @@ fn db_connections_exhausted_lists_idle_sessions_and_ends_them_only_when_approved
     let out = out.stdout_has("would terminate pid").stdout_has("skipped");
     assert_eq!(out.stdout.matches("would terminate pid").count(), 2, "{}", out.stdout);
     assert_eq!(idle_app(), "2", "listed, not ended");
-    lab.play(
-        &run,
-        "db-connections-exhausted",
-        &[],
-        &["older_than=1s", "user=app", "terminate=true"],
-    )
-    .exit(0)
-    .stdout_has("terminated pid");
+    let id = lab
+        .play(
+            &run,
+            "db-connections-exhausted",
+            &[],
+            &["older_than=1s", "user=app", "terminate=true"],
+        )
+        .exit(3)
+        .stdout_has("waits for an approval: end the sessions idle for longer than 1s")
+        .run_id();
+    assert_eq!(idle_app(), "2", "nothing ended before the approval");
+    run.exec(["approve", &id, "--as", "dba"])
+        .exit(0)
+        .stdout_has("terminated pid");
     assert_eq!(idle_app(), "0");
     for mut c in idle {
         let _ = c.kill();

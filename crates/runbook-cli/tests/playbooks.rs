@@ -65,14 +65,13 @@ const LIBRARY: &[(&str, &[&str])] = &[
     ("backup", &[]),
     ("blue-green", &["release=v42"]),
     ("db-connections-exhausted", &[]),
-    ("db-rollback", &["migration=0005", "confirm=0005"]),
+    ("db-rollback", &["migration=0005"]),
     ("dr-drill", &[]),
     ("dr-failover", &[]),
     (
         "full-restore",
         &[
             "file=/var/backups/django-finance/finance-20261126T020000Z.dump",
-            "confirm=finance",
             "release=v41",
         ],
     ),

@@ -523,3 +523,120 @@ fn a_string_input_takes_set_text_as_typed() {
         .exit(0)
         .stdout_has("v=0005 n=5");
 }
+
+/// A playbook with an approval between two steps; its recheck gate holds while
+/// `gate` exists.
+fn approval_playbook(dir: &std::path::Path, timeout: &str, approvers: &str) -> String {
+    format!(
+        r#"{HEAD}steps:
+  - {{ id: before, uses: shell, with: {{ run: "echo before" }} }}
+  - id: ok
+    uses: approve
+    with:
+      message: "unapply the migrations?"
+      timeout: {timeout}
+      approvers: {approvers}
+      recheck:
+        - {{ uses: shell, with: {{ run: "test -e {gate}" }} }}
+  - {{ id: after, uses: shell, with: {{ run: "echo after, approved by {{{{steps.ok.outputs.approved_by}}}}" }} }}
+on_failure:
+  - {{ id: cleanup, uses: shell, with: {{ run: "echo cleaned up" }} }}
+"#,
+        gate = dir.join("gate").display()
+    )
+}
+
+#[test]
+fn an_approval_waits_then_another_process_approves_and_the_run_continues() {
+    let run = Run::new();
+    std::fs::write(run.path().join("gate"), "").unwrap();
+    let yaml = approval_playbook(run.path(), "1h", "[alice, bob]");
+    let run = run.playbook("t", &yaml);
+    let out = run
+        .exec(["run", "t"])
+        .exit(3)
+        .stdout_has("⏸ ok waits for an approval: unapply the migrations? (approvers: alice, bob)")
+        .stdout_lacks("after");
+    let id = out.run_id();
+    let v = status_json(&run, &id);
+    assert_eq!(v["run"]["status"], "waiting");
+    assert_eq!(step(&v, "ok")["state"], "waiting");
+    let plan = v["plan_hash"].as_str().unwrap().to_owned();
+    // Not an approver: recorded, but the run keeps waiting.
+    run.exec(["approve", &id, "--as", "mallory"])
+        .exit(3)
+        .stdout_has("mallory may not approve this");
+    // A plan other than the one reviewed: refused, nothing recorded.
+    run.exec(["approve", &id, "--as", "alice", "--plan-hash", "0000"])
+        .exit(2)
+        .stderr_has("you reviewed plan 0000");
+    run.exec([
+        "approve",
+        &id,
+        "--as",
+        "alice",
+        "--comment",
+        "lag checked",
+        "--plan-hash",
+        &plan,
+    ])
+    .exit(0)
+    .stdout_has("alice: approve ok (lag checked)")
+    .stdout_has("after, approved by alice");
+    run.exec(["status", &id])
+        .exit(0)
+        .stdout_has("alice: approve ok (lag checked)");
+    // Nothing is left to approve.
+    run.exec(["approve", &id]).exit(2).stderr_has("finished as succeeded");
+}
+
+#[test]
+fn a_rejection_fails_the_run_and_runs_its_handlers() {
+    let run = Run::new();
+    std::fs::write(run.path().join("gate"), "").unwrap();
+    let yaml = approval_playbook(run.path(), "1h", "[]");
+    let run = run.playbook("t", &yaml);
+    let id = run.exec(["run", "t"]).exit(3).run_id();
+    run.exec(["reject", &id, "--as", "bob", "--comment", "not during the sale"])
+        .exit(1)
+        .stdout_has("rejected by bob: not during the sale")
+        .stdout_has("cleaned up")
+        .stdout_lacks("after,");
+}
+
+#[test]
+fn an_approval_expires_and_a_gate_is_rechecked_after_it() {
+    // Expired: the answer comes after the timeout; the run fails.
+    let run = Run::new();
+    std::fs::write(run.path().join("gate"), "").unwrap();
+    let yaml = approval_playbook(run.path(), "1s", "[]");
+    let run = run.playbook("t", &yaml);
+    let id = run.exec(["run", "t"]).exit(3).run_id();
+    std::thread::sleep(Duration::from_millis(1500));
+    run.exec(["approve", &id, "--as", "alice"])
+        .exit(1)
+        .stdout_has("came after the question expired")
+        .stdout_lacks("after,");
+
+    // The gate changed while the approver read: the approval does not carry the run.
+    let run = Run::new();
+    let gate = run.path().join("gate");
+    std::fs::write(&gate, "").unwrap();
+    let yaml = approval_playbook(run.path(), "1h", "[]");
+    let run = run.playbook("t", &yaml);
+    let id = run.exec(["run", "t"]).exit(3).run_id();
+    std::fs::remove_file(&gate).unwrap();
+    run.exec(["approve", &id, "--as", "alice"])
+        .exit(1)
+        .stdout_has("approved by alice, but gate 1 (`shell`) no longer holds")
+        .stdout_lacks("after,");
+
+    // --yes approves as the current user, where the approvers allow it.
+    let run = Run::new();
+    std::fs::write(run.path().join("gate"), "").unwrap();
+    let yaml = approval_playbook(run.path(), "1h", "[]");
+    let run = run.playbook("t", &yaml);
+    run.exec(["run", "t", "--yes"])
+        .exit(0)
+        .stdout_has("after, approved by tester");
+}

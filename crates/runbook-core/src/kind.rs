@@ -29,6 +29,16 @@ pub struct StepError {
     pub outputs: Outputs,
     /// True when the step stopped because the run was cancelled.
     pub cancelled: bool,
+    /// Set when the step waits for a person's answer: the run pauses as
+    /// `waiting` (the message says what is asked) instead of failing.
+    pub waiting: Option<Box<Waiting>>,
+}
+
+/// A question a step waits on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    /// When it expires (RFC 3339), if it does.
+    pub expires_at: Option<String>,
 }
 
 impl StepError {
@@ -38,6 +48,15 @@ impl StepError {
             message: message.into(),
             outputs: Outputs::new(),
             cancelled: false,
+            waiting: None,
+        }
+    }
+
+    /// The step waits for a person's answer to `question` (until `expires_at`).
+    pub fn waiting(question: impl Into<String>, expires_at: Option<String>) -> Self {
+        StepError {
+            waiting: Some(Box::new(Waiting { expires_at })),
+            ..StepError::new(question)
         }
     }
 
@@ -87,6 +106,30 @@ pub trait Nested: Send + Sync {
     async fn call(&self, uses: &str, with: Json, ctx: &StepContext) -> Result<Outputs, StepError>;
 }
 
+/// A person's answer to a step that waited (an approval), from the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Approved (true) or rejected.
+    pub approved: bool,
+    /// Who answered.
+    pub who: String,
+    /// What they said.
+    pub comment: Option<String>,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+/// What an approval step can know about its question and its answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Approval {
+    /// The answer recorded for this step, if any.
+    pub decision: Option<Decision>,
+    /// When the step first waited (RFC 3339), if it did.
+    pub waiting_since: Option<String>,
+    /// `--yes`: approve as this user without asking.
+    pub auto_approve: Option<String>,
+}
+
 /// What a running step is given.
 pub struct StepContext {
     /// The run's id.
@@ -102,6 +145,8 @@ pub struct StepContext {
     pub data: crate::template::Data,
     /// Runs nested step calls.
     pub nested: Arc<dyn Nested>,
+    /// Answers of people to this step (approvals).
+    pub approval: Approval,
 }
 
 impl std::fmt::Debug for StepContext {

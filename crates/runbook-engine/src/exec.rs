@@ -39,7 +39,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use indexmap::IndexMap;
 use runbook_core::inputs::parse_duration;
 use runbook_core::kind::{
-    CancellationToken, LogSink, LogStream, Nested, Outputs, Registry, StepContext, StepError, StepKind,
+    Approval, CancellationToken, LogSink, LogStream, Nested, Outputs, Registry, StepContext, StepError, StepKind,
 };
 use runbook_core::model::{
     Backoff, BackoffName, Concurrency, CountOrPercent, ForEach, Playbook, ResumePolicy, Retry, Step,
@@ -104,6 +104,8 @@ pub struct RunInput<'a> {
     pub replay: Replay,
     /// How many calls may run at once.
     pub max_parallel: usize,
+    /// `--yes`: approval steps approve as this user without waiting.
+    pub auto_approve: Option<String>,
 }
 
 /// How a run ended.
@@ -132,6 +134,8 @@ enum Outcome {
     Tolerated,
     Failed(String),
     Interrupted,
+    /// A step waits for a person's answer (path, question).
+    Waiting(String, String),
     /// A non-idempotent step was in flight; an operator must decide.
     Uncertain(String),
 }
@@ -145,8 +149,9 @@ impl Outcome {
         match self {
             Outcome::Succeeded | Outcome::Skipped | Outcome::Tolerated => 0,
             Outcome::Failed(_) => 1,
-            Outcome::Interrupted => 2,
-            Outcome::Uncertain(_) => 3,
+            Outcome::Waiting(..) => 2,
+            Outcome::Interrupted => 3,
+            Outcome::Uncertain(_) => 4,
         }
     }
 
@@ -248,6 +253,7 @@ struct Exec<'a> {
     masker: Arc<Masker>,
     renderer: Renderer,
     replay: Replay,
+    auto_approve: Option<String>,
     permits: tokio::sync::Semaphore,
     logs: Arc<Mutex<Vec<LogLine>>>,
     nested: Arc<NestedRunner>,
@@ -377,6 +383,7 @@ pub async fn execute(engine: &Engine, input: RunInput<'_>, signals: &Signals) ->
         masker,
         renderer: Renderer::new(),
         replay: input.replay,
+        auto_approve: input.auto_approve,
         permits: tokio::sync::Semaphore::new(input.max_parallel.max(1)),
         logs: Arc::new(Mutex::new(Vec::new())),
         nested: Arc::new(NestedRunner {
@@ -484,7 +491,9 @@ impl<'a> Exec<'a> {
             }
             _ => {}
         }
-        if !matches!(outcome, Outcome::Uncertain(_)) {
+        // A run that is paused (uncertain, waiting for an answer) is not over:
+        // `finally` runs when it ends.
+        if !matches!(outcome, Outcome::Uncertain(_) | Outcome::Waiting(..)) {
             match handler_phase(&self.playbook.finally, "finally").await {
                 None => {
                     return self
@@ -513,6 +522,14 @@ impl<'a> Exec<'a> {
                     )
                 }
             }
+            Outcome::Waiting(step, question) => (
+                RunStatus::Waiting,
+                Some(format!(
+                    "step `{step}` waits for an approval: {question} (hint: `runbook approve {id}` or \
+                     `runbook reject {id}`)",
+                    id = self.run_id
+                )),
+            ),
             Outcome::Uncertain(step) => (
                 RunStatus::Uncertain,
                 Some(format!(
@@ -888,7 +905,7 @@ impl<'a> Exec<'a> {
                     if matches!(o, Outcome::Failed(_)) {
                         failures += 1;
                     }
-                    if matches!(o, Outcome::Interrupted | Outcome::Uncertain(_)) {
+                    if matches!(o, Outcome::Interrupted | Outcome::Uncertain(_) | Outcome::Waiting(..)) {
                         stopped = true;
                     }
                     outcomes[i] = Some(o);
@@ -1146,6 +1163,11 @@ impl<'a> Exec<'a> {
                 }),
                 data: data.clone(),
                 nested: self.nested.clone(),
+                approval: Approval {
+                    decision: self.replay.decisions.get(path).cloned(),
+                    waiting_since: self.replay.waiting.get(path).map(|(at, _)| at.clone()),
+                    auto_approve: self.auto_approve.clone(),
+                },
             };
             let run = kind.run(&ctx, with.clone());
             let result = match timeout {
@@ -1177,6 +1199,16 @@ impl<'a> Exec<'a> {
                         outputs,
                     });
                     return Outcome::Succeeded;
+                }
+                Err(e) if e.waiting.is_some() => {
+                    let question = self.masker.text(&e.message);
+                    frame.set(id, "waiting", &json!({}));
+                    self.journal_soon(Event::StepWaiting {
+                        step: path.to_owned(),
+                        message: question.clone(),
+                        expires_at: e.waiting.as_ref().and_then(|w| w.expires_at.clone()),
+                    });
+                    return Outcome::Waiting(path.to_owned(), question);
                 }
                 Err(e) if e.cancelled => {
                     frame.set(id, "interrupted", &self.masker.json(&Json::Object(e.outputs)));

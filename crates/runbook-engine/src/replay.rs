@@ -14,6 +14,8 @@ pub enum Prior {
     Skipped,
     /// Failed (all attempts); it runs again.
     Failed,
+    /// Waited for a person's answer; it runs again (and finds the answer).
+    Waiting,
     /// Started and never finished: the process died, or the run was stopped
     /// while it ran. Its effect is unknown.
     InFlight {
@@ -37,6 +39,10 @@ pub struct Replay {
     pub finished: Option<RunStatus>,
     /// Someone asked for the run to be cancelled.
     pub cancel_requested: bool,
+    /// Answers to steps that waited (approvals), by step path; the last wins.
+    pub decisions: HashMap<String, runbook_core::kind::Decision>,
+    /// When each step first waited (RFC 3339), and when its question expires.
+    pub waiting: HashMap<String, (String, Option<String>)>,
 }
 
 impl Replay {
@@ -67,12 +73,35 @@ impl Replay {
                 Event::StepInterrupted { step, attempt } => {
                     r.steps.insert(step.clone(), Prior::InFlight { attempt: *attempt });
                 }
+                Event::StepWaiting { step, expires_at, .. } => {
+                    r.steps.insert(step.clone(), Prior::Waiting);
+                    r.waiting
+                        .entry(step.clone())
+                        .or_insert_with(|| (rec.at.clone(), expires_at.clone()));
+                }
                 Event::ItemsResolved { step, items } => {
                     r.items.entry(step.clone()).or_insert_with(|| items.clone());
                 }
-                Event::OperatorAction { action, step, .. } => match (action.as_str(), step) {
+                Event::OperatorAction {
+                    action,
+                    step,
+                    who,
+                    comment,
+                    ..
+                } => match (action.as_str(), step) {
                     ("rerun", Some(s)) => {
                         r.rerun.insert(s.clone());
+                    }
+                    (verdict @ ("approve" | "reject"), Some(s)) => {
+                        r.decisions.insert(
+                            s.clone(),
+                            runbook_core::kind::Decision {
+                                approved: verdict == "approve",
+                                who: who.clone(),
+                                comment: comment.clone(),
+                                at: rec.at.clone(),
+                            },
+                        );
                     }
                     ("cancel", _) => r.cancel_requested = true,
                     _ => {}
@@ -165,6 +194,8 @@ mod tests {
                     action: "rerun".into(),
                     step: Some("b".into()),
                     who: "a".into(),
+                    comment: None,
+                    plan_hash: None,
                 },
             ),
         ];

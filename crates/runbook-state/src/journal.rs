@@ -23,6 +23,8 @@ pub enum RunStatus {
     Uncertain,
     /// Stopped by `runbook cancel`; not resumable.
     Cancelled,
+    /// Paused at an approval: `runbook approve` (or `reject`) answers it.
+    Waiting,
 }
 
 impl RunStatus {
@@ -35,6 +37,7 @@ impl RunStatus {
             RunStatus::Interrupted => "interrupted",
             RunStatus::Uncertain => "uncertain",
             RunStatus::Cancelled => "cancelled",
+            RunStatus::Waiting => "waiting",
         }
     }
 
@@ -42,7 +45,7 @@ impl RunStatus {
     pub fn resumable(self) -> bool {
         matches!(
             self,
-            RunStatus::Running | RunStatus::Failed | RunStatus::Interrupted | RunStatus::Uncertain
+            RunStatus::Running | RunStatus::Failed | RunStatus::Interrupted | RunStatus::Uncertain | RunStatus::Waiting
         )
     }
 
@@ -55,6 +58,7 @@ impl RunStatus {
             "interrupted" => RunStatus::Interrupted,
             "uncertain" => RunStatus::Uncertain,
             "cancelled" => RunStatus::Cancelled,
+            "waiting" => RunStatus::Waiting,
             _ => return None,
         })
     }
@@ -115,6 +119,16 @@ pub enum Event {
         /// The attempt.
         attempt: u32,
     },
+    /// The step needs a person's answer (an approval); the run pauses.
+    StepWaiting {
+        /// The step path.
+        step: String,
+        /// What the person is asked (secrets masked).
+        message: String,
+        /// When the question expires (RFC 3339), if it does.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<String>,
+    },
     /// A `for_each` list as resolved when the fan-out started; resume reuses it.
     ItemsResolved {
         /// The step path of the `for_each` step.
@@ -124,13 +138,20 @@ pub enum Event {
     },
     /// A person decided something about the run.
     OperatorAction {
-        /// `rerun`, `mark-done`, `cancel`.
+        /// `rerun`, `mark-done`, `cancel`, `approve`, `reject`, `unlock`.
         action: String,
         /// The step it concerns.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         step: Option<String>,
         /// Who.
         who: String,
+        /// What they said (approvals).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+        /// The plan they answered for (approvals): the run's playbook hash and
+        /// inputs, hashed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plan_hash: Option<String>,
     },
     /// The run stopped, for good or until resumed.
     RunFinished {
@@ -162,6 +183,7 @@ impl Event {
             Event::StepFailed { .. } => "step_failed",
             Event::StepSkipped { .. } => "step_skipped",
             Event::StepInterrupted { .. } => "step_interrupted",
+            Event::StepWaiting { .. } => "step_waiting",
             Event::ItemsResolved { .. } => "items_resolved",
             Event::OperatorAction { .. } => "operator_action",
             Event::RunFinished { .. } => "run_finished",
