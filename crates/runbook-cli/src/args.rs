@@ -95,6 +95,21 @@ pub(crate) enum Command {
         #[command(flatten)]
         exec: ExecArgs,
     },
+    /// The playbook locks held now: key, run, user, process, since, expiry.
+    Locks {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Free a lock whose holder cannot free it (journalled on the holder's run).
+    Unlock {
+        /// The lock key, as `runbook locks` shows it.
+        key: String,
+        /// Required: freeing a lock lets another run start while the holder may
+        /// still be changing things.
+        #[arg(long)]
+        force: bool,
+    },
     /// Stop a run from another terminal (it records `cancelled`).
     Cancel {
         /// The run id (a unique prefix is enough).
@@ -183,6 +198,14 @@ pub(crate) struct ExecArgs {
     /// (refused where the step names other approvers).
     #[arg(long)]
     pub(crate) yes: bool,
+    /// When the playbook's lock is held by another run, wait up to this long
+    /// for it (e.g. `10m`) instead of exiting 4.
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) wait_lock: Option<String>,
+    /// How long the lock outlives its runner if the runner dies (it is renewed
+    /// every third of this while the run executes).
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub(crate) lock_ttl: String,
 }
 
 /// Who answers an approval, and about what.

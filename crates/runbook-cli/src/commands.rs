@@ -66,6 +66,8 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
             crate::runs::answer(state, &registry, &answer, false, &exec, &inv)
         }
         Command::Cancel { run } => crate::runs::cancel(state, &run),
+        Command::Locks { output } => crate::locks::list(state, output),
+        Command::Unlock { key, force } => crate::locks::unlock(state, &key, force),
         Command::Status { run, output } => crate::history::status(state, run.as_deref(), output),
         Command::Logs { run, step, follow } => crate::history::logs(state, &run, step.as_deref(), follow),
         Command::History { playbook, limit } => crate::history::history(state, &playbook, limit),

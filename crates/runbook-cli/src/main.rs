@@ -13,6 +13,7 @@ mod args;
 mod commands;
 mod diagnostics;
 mod history;
+mod locks;
 mod observe;
 mod plan_text;
 mod reference;
@@ -33,7 +34,7 @@ pub(crate) enum Exit {
     Invalid = 2,
     /// Interrupted, uncertain or waiting: resumable.
     Interrupted = 3,
-    /// Another process holds the run (or, later, a lock).
+    /// Another process holds the run, or another run holds its lock.
     Locked = 4,
 }
 

@@ -16,6 +16,7 @@ use runbook_state::{Event, NewRun, RunStatus, SqliteStore, Store};
 use serde_json::Value as Json;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The user recorded as running a run or taking an operator action.
 pub(crate) fn user() -> String {
@@ -24,7 +25,7 @@ pub(crate) fn user() -> String {
         .unwrap_or_else(|_| "unknown".to_owned())
 }
 
-fn runtime() -> Option<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
     match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => Some(rt),
         Err(e) => {
@@ -158,9 +159,34 @@ struct Execute<'a> {
     started_at: String,
     replay: Replay,
     exec: &'a ExecArgs,
+    /// The run holds its playbook's lock: renew it while running, then give it back.
+    locked: bool,
 }
 
 async fn execute(x: Execute<'_>) -> Exit {
+    let ttl = crate::locks::ttl(x.exec).unwrap_or(Duration::from_secs(30));
+    let heartbeat = x
+        .locked
+        .then(|| crate::locks::heartbeat(x.store.clone(), x.run_id.clone(), ttl));
+    let (store, run_id) = (x.store.clone(), x.run_id.clone());
+    let code = execute_inner(x).await;
+    if let Some(h) = heartbeat {
+        h.abort();
+        // A run waiting for an approval keeps its lock; any other stop frees it.
+        let waiting = matches!(store.run(&run_id).await, Ok(r) if r.status == RunStatus::Waiting);
+        let kept = if waiting {
+            store.renew_locks(&run_id, crate::locks::WAITING_TTL).await
+        } else {
+            store.release_locks(&run_id).await
+        };
+        if let Err(e) = kept {
+            eprintln!("warning: the run's lock: {e} (it expires by itself)");
+        }
+    }
+    code
+}
+
+async fn execute_inner(x: Execute<'_>) -> Exit {
     let observer = observer(x.exec.output, !x.exec.no_progress);
     let engine = Engine {
         registry: x.registry.clone(),
@@ -230,6 +256,13 @@ pub(crate) fn run(
     let Some(secrets) = secrets_or_exit(pb, &env) else {
         return Exit::Invalid;
     };
+    let lock = match crate::locks::key(pb, &inputs, &env) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("error: {e}; nothing was run");
+            return Exit::Invalid;
+        }
+    };
     let Some(rt) = runtime() else { return Exit::Invalid };
     rt.block_on(async {
         let Some(store) = open_store(state).await else {
@@ -237,6 +270,11 @@ pub(crate) fn run(
         };
         let masker = Masker::new(secrets.values().map(String::as_str));
         let run_id = runbook_state::new_run_id();
+        if let Some(key) = &lock {
+            if let Err(code) = crate::locks::acquire(&store, key, &run_id, exec).await {
+                return code;
+            }
+        }
         let text = loaded.source.text.to_string();
         let new = NewRun {
             id: run_id.clone(),
@@ -249,6 +287,7 @@ pub(crate) fn run(
         };
         let first = Event::RunStarted { user: user() };
         if let Err(e) = store.create_run(&new, &first).await {
+            let _ = store.release_locks(&run_id).await;
             eprintln!("error: {e}; nothing was run");
             return Exit::Invalid;
         }
@@ -265,6 +304,7 @@ pub(crate) fn run(
             started_at: runbook_state::now(),
             replay: Replay::default(),
             exec,
+            locked: lock.is_some(),
         })
         .await
     })
@@ -399,6 +439,15 @@ fn continue_run(
             .as_object()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default();
+        // The run takes its lock again (it may have been freed when it stopped),
+        // once what was asked is known to be valid.
+        let lock = match crate::locks::key(&loaded.playbook, &inputs, &env) {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("error: {e}; nothing was run");
+                return Exit::Invalid;
+            }
+        };
         let who = user();
         let obs = observer(exec.output, false);
         let mut journal = vec![Event::RunResumed { user: who.clone() }];
@@ -467,6 +516,11 @@ fn continue_run(
                 outputs: serde_json::json!({}),
             });
         }
+        if let Some(key) = &lock {
+            if let Err(code) = crate::locks::acquire(&store, key, &record.id, exec).await {
+                return code;
+            }
+        }
         for e in &journal {
             if let Err(err) = store.append(&record.id, e).await {
                 eprintln!("error: {err}; nothing was run");
@@ -493,6 +547,7 @@ fn continue_run(
             started_at: record.created_at.clone(),
             replay: Replay::new(&events),
             exec,
+            locked: lock.is_some(),
         })
         .await
     })

@@ -1,5 +1,5 @@
-//! Where runs live: runs, their append-only journal, step logs and operator
-//! actions, behind the [`Store`] trait.
+//! Where runs live: runs, their append-only journal, step logs, operator
+//! actions and the leases of `lock:` keys, behind the [`Store`] trait.
 //!
 //! A key design decision: the journal is the source of truth. Every state a run
 //! can be in is derived by replaying its events; the `status` column of a run is
@@ -17,6 +17,7 @@ mod sqlite;
 pub use sqlite::default_path;
 
 pub use journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus, Stream};
+// `Lock` and `LockHolder` are defined below with the trait.
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -101,6 +102,53 @@ pub trait Store: Send + Sync {
 
     /// Log lines of a run, optionally of one step, after sequence `after`.
     async fn logs(&self, run: &str, step: Option<&str>, after: i64) -> Result<Vec<(i64, LogLine)>>;
+
+    /// Takes the lease on `key` for `holder` until `ttl` from now, atomically
+    /// across processes. A lease past its expiry is free; a lease held by the
+    /// same run is renewed. Returns the other holder when the key is taken.
+    async fn acquire_lock(&self, key: &str, holder: &LockHolder, ttl: std::time::Duration) -> Result<Option<Lock>>;
+
+    /// Extends every lease of a run to `ttl` from now (the heartbeat).
+    async fn renew_locks(&self, run: &str, ttl: std::time::Duration) -> Result<()>;
+
+    /// Gives back every lease of a run.
+    async fn release_locks(&self, run: &str) -> Result<()>;
+
+    /// Every lease, expired ones included (they are free to take).
+    async fn locks(&self) -> Result<Vec<Lock>>;
+
+    /// Removes the lease on `key`, whoever holds it; returns what it was.
+    async fn remove_lock(&self, key: &str) -> Result<Option<Lock>>;
+}
+
+/// Who takes a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    /// The run.
+    pub run_id: String,
+    /// Who runs it.
+    pub user: String,
+    /// The process executing it.
+    pub pid: Option<u32>,
+}
+
+/// A lease on a key (the playbook's `lock:`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Lock {
+    /// The key.
+    pub key: String,
+    /// The run holding it.
+    pub run_id: String,
+    /// Who runs that run.
+    pub user: String,
+    /// The process executing it, if one does.
+    pub pid: Option<u32>,
+    /// Since when (RFC 3339).
+    pub since: String,
+    /// Until when, unless renewed (RFC 3339).
+    pub expires_at: String,
+    /// True when past its expiry: free to take.
+    pub expired: bool,
 }
 
 /// A new sortable run id.

@@ -2,17 +2,18 @@
 //! owner-only permissions.
 
 use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus, Stream};
-use crate::{Result, Store, StoreError, now};
+use crate::{Lock, LockHolder, Result, Store, StoreError, now};
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Versioned schema changes, applied in order, each once.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE runs (
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE runs (
         id TEXT PRIMARY KEY,
         playbook TEXT NOT NULL,
         version INTEGER NOT NULL,
@@ -42,7 +43,42 @@ const MIGRATIONS: &[(i64, &str)] = &[(
         line TEXT NOT NULL
     );
     CREATE INDEX logs_by_run ON logs (run_id, step, seq);",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE locks (
+        key TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        user TEXT NOT NULL,
+        pid INTEGER,
+        since TEXT NOT NULL,
+        expires_unix_ms INTEGER NOT NULL
+    );
+    CREATE INDEX locks_by_run ON locks (run_id);",
+    ),
+];
+
+/// Milliseconds since the epoch.
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A lease as stored, with its expiry as text.
+fn lock_of(r: &sqlx::sqlite::SqliteRow, now_ms: i64) -> Lock {
+    let until: i64 = r.get(5);
+    let expires = SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(until).unwrap_or(0));
+    Lock {
+        key: r.get(0),
+        run_id: r.get(1),
+        user: r.get(2),
+        pid: r.get::<Option<i64>, _>(3).and_then(|p| u32::try_from(p).ok()),
+        since: r.get(4),
+        expires_at: humantime::format_rfc3339_seconds(expires).to_string(),
+        expired: until < now_ms,
+    }
+}
 
 /// Runs in one SQLite file.
 #[derive(Debug, Clone)]
@@ -359,6 +395,109 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn acquire_lock(&self, key: &str, holder: &LockHolder, ttl: Duration) -> Result<Option<Lock>> {
+        let now = unix_ms(SystemTime::now());
+        let until = now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        let mut conn = self.pool.acquire().await.map_err(|e| self.db(e))?;
+        // IMMEDIATE: the write lock is taken at BEGIN, so two processes cannot
+        // both see the key free.
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| self.db(e))?;
+        let work = async {
+            sqlx::query("DELETE FROM locks WHERE key = ? AND expires_unix_ms < ?")
+                .bind(key)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            let held = sqlx::query("SELECT key, run_id, user, pid, since, expires_unix_ms FROM locks WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await?;
+            match held.map(|r| lock_of(&r, now)) {
+                Some(other) if other.run_id != holder.run_id => Ok(Some(other)),
+                Some(_) => {
+                    sqlx::query("UPDATE locks SET expires_unix_ms = ?, pid = ? WHERE key = ?")
+                        .bind(until)
+                        .bind(holder.pid.map(i64::from))
+                        .bind(key)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(None)
+                }
+                None => {
+                    sqlx::query(
+                        "INSERT INTO locks (key, run_id, user, pid, since, expires_unix_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(key)
+                    .bind(&holder.run_id)
+                    .bind(&holder.user)
+                    .bind(holder.pid.map(i64::from))
+                    .bind(crate::now())
+                    .bind(until)
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok(None)
+                }
+            }
+        };
+        let result: std::result::Result<Option<Lock>, sqlx::Error> = work.await;
+        match result {
+            Ok(r) => {
+                sqlx::query("COMMIT")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                Ok(r)
+            }
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                Err(self.db(e))
+            }
+        }
+    }
+
+    async fn renew_locks(&self, run: &str, ttl: Duration) -> Result<()> {
+        let until = unix_ms(SystemTime::now()) + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        sqlx::query("UPDATE locks SET expires_unix_ms = ? WHERE run_id = ?")
+            .bind(until)
+            .bind(run)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
+    async fn release_locks(&self, run: &str) -> Result<()> {
+        sqlx::query("DELETE FROM locks WHERE run_id = ?")
+            .bind(run)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
+    async fn locks(&self) -> Result<Vec<Lock>> {
+        let now = unix_ms(SystemTime::now());
+        let rows = sqlx::query("SELECT key, run_id, user, pid, since, expires_unix_ms FROM locks ORDER BY key")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(rows.iter().map(|r| lock_of(r, now)).collect())
+    }
+
+    async fn remove_lock(&self, key: &str) -> Result<Option<Lock>> {
+        let now = unix_ms(SystemTime::now());
+        let row =
+            sqlx::query("DELETE FROM locks WHERE key = ? RETURNING key, run_id, user, pid, since, expires_unix_ms")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.db(e))?;
+        Ok(row.map(|r| lock_of(&r, now)))
+    }
+
     async fn append_logs(&self, run: &str, lines: &[LogLine]) -> Result<()> {
         if lines.is_empty() {
             return Ok(());
@@ -504,5 +643,40 @@ mod tests {
             .expect("logs");
         assert_eq!(store.logs(&id, Some("roll[a]"), 0).await.expect("logs").len(), 1);
         assert_eq!(store.logs(&id, Some("roll"), 0).await.expect("logs").len(), 0);
+    }
+    #[tokio::test]
+    async fn a_lease_is_held_until_released_or_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).await.unwrap();
+        let a = LockHolder {
+            run_id: "a".into(),
+            user: "alice".into(),
+            pid: Some(1),
+        };
+        let b = LockHolder {
+            run_id: "b".into(),
+            user: "bob".into(),
+            pid: Some(2),
+        };
+        let long = Duration::from_secs(60);
+        assert_eq!(store.acquire_lock("deploy/prod", &a, long).await.unwrap(), None);
+        let held = store.acquire_lock("deploy/prod", &b, long).await.unwrap().unwrap();
+        assert_eq!(
+            (held.run_id.as_str(), held.user.as_str(), held.expired),
+            ("a", "alice", false)
+        );
+        // The same run takes it again (resume); another key is free.
+        assert_eq!(store.acquire_lock("deploy/prod", &a, long).await.unwrap(), None);
+        assert_eq!(store.acquire_lock("db/failover", &b, long).await.unwrap(), None);
+        store.release_locks("a").await.unwrap();
+        assert_eq!(store.acquire_lock("deploy/prod", &b, long).await.unwrap(), None);
+        // An expired lease is free to take.
+        store.renew_locks("b", Duration::from_millis(0)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(store.locks().await.unwrap().iter().all(|l| l.expired));
+        assert_eq!(store.acquire_lock("deploy/prod", &a, long).await.unwrap(), None);
+        let removed = store.remove_lock("deploy/prod").await.unwrap().unwrap();
+        assert_eq!(removed.run_id, "a");
+        assert_eq!(store.locks().await.unwrap().len(), 1, "db/failover is still held");
     }
 }
