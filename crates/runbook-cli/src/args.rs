@@ -95,6 +95,15 @@ pub(crate) enum Command {
         #[command(flatten)]
         exec: ExecArgs,
     },
+    /// A run's report: timeline, steps, operator actions and approvals, and the
+    /// measured RTO/RPO against the playbook's objectives.
+    Report {
+        /// The run id (a unique prefix is enough).
+        run: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
+        format: ReportFormat,
+    },
     /// The playbook locks held now: key, run, user, process, since, expiry.
     Locks {
         /// Output format.
@@ -206,6 +215,23 @@ pub(crate) struct ExecArgs {
     /// every third of this while the run executes).
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     pub(crate) lock_ttl: String,
+    /// Write a report when the run stops: `junit=PATH`, `json=PATH`,
+    /// `markdown=PATH` or `html=PATH` (repeatable).
+    #[arg(long, value_name = "FORMAT=PATH")]
+    pub(crate) report: Vec<String>,
+}
+
+/// A report's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ReportFormat {
+    /// For people: Markdown.
+    Markdown,
+    /// For people: a self-contained HTML page.
+    Html,
+    /// For programs: JSON.
+    Json,
+    /// For CI: JUnit XML, one test case per step.
+    Junit,
 }
 
 /// Who answers an approval, and about what.

@@ -67,6 +67,7 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
         }
         Command::Cancel { run } => crate::runs::cancel(state, &run),
         Command::Locks { output } => crate::locks::list(state, output),
+        Command::Report { run, format } => crate::report::report(state, &registry, &run, format),
         Command::Unlock { key, force } => crate::locks::unlock(state, &key, force),
         Command::Status { run, output } => crate::history::status(state, run.as_deref(), output),
         Command::Logs { run, step, follow } => crate::history::logs(state, &run, step.as_deref(), follow),

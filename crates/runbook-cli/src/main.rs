@@ -18,6 +18,7 @@ mod observe;
 mod plan_text;
 mod reference;
 mod registry;
+mod report;
 mod runs;
 
 use clap::Parser;

@@ -30,7 +30,7 @@ impl Text {
     /// Live bars when stdout is a terminal and `--no-progress` was not given.
     pub(crate) fn new(progress: bool) -> Text {
         use std::io::IsTerminal;
-        let live = (progress && std::io::stdout().is_terminal()).then(|| Live {
+        let live = (progress && std::io::stdout().is_terminal() && !in_ci()).then(|| Live {
             multi: indicatif::MultiProgress::new(),
             bars: Mutex::new(HashMap::new()),
         });
@@ -192,6 +192,12 @@ impl Observer for Text {
 }
 
 /// `12ms`, `1.4s`, `2m03s`.
+/// True in a CI pipeline (`CI` set, as GitHub Actions, GitLab CI, Buildkite and
+/// Jenkins' plugins set it): plain lines, no live progress bars.
+pub(crate) fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
 pub(crate) fn short(d: std::time::Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {

@@ -161,6 +161,23 @@ struct Execute<'a> {
     exec: &'a ExecArgs,
     /// The run holds its playbook's lock: renew it while running, then give it back.
     locked: bool,
+    /// Reports to write when the run stops.
+    reports: Vec<(crate::args::ReportFormat, PathBuf)>,
+}
+
+/// `--report FORMAT=PATH` flags, checked before anything runs.
+fn reports(exec: &ExecArgs) -> Option<Vec<(crate::args::ReportFormat, PathBuf)>> {
+    let mut out = Vec::new();
+    for spec in &exec.report {
+        match crate::report::parse_spec(spec) {
+            Ok(r) => out.push(r),
+            Err(e) => {
+                eprintln!("error: {e}; nothing was run");
+                return None;
+            }
+        }
+    }
+    Some(out)
 }
 
 async fn execute(x: Execute<'_>) -> Exit {
@@ -169,7 +186,9 @@ async fn execute(x: Execute<'_>) -> Exit {
         .locked
         .then(|| crate::locks::heartbeat(x.store.clone(), x.run_id.clone(), ttl));
     let (store, run_id) = (x.store.clone(), x.run_id.clone());
+    let (registry, reports) = (x.registry.clone(), x.reports.clone());
     let code = execute_inner(x).await;
+    crate::report::write_all(store.as_ref(), &registry, &run_id, &reports).await;
     if let Some(h) = heartbeat {
         h.abort();
         // A run waiting for an approval keeps its lock; any other stop frees it.
@@ -256,6 +275,9 @@ pub(crate) fn run(
     let Some(secrets) = secrets_or_exit(pb, &env) else {
         return Exit::Invalid;
     };
+    let Some(wanted) = reports(exec) else {
+        return Exit::Invalid;
+    };
     let lock = match crate::locks::key(pb, &inputs, &env) {
         Ok(k) => k,
         Err(e) => {
@@ -305,6 +327,7 @@ pub(crate) fn run(
             replay: Replay::default(),
             exec,
             locked: lock.is_some(),
+            reports: wanted,
         })
         .await
     })
@@ -372,6 +395,9 @@ fn continue_run(
     exec: &ExecArgs,
     inventory: &runbook_core::inventory::Inventory,
 ) -> Exit {
+    let Some(wanted) = reports(exec) else {
+        return Exit::Invalid;
+    };
     let Some(rt) = runtime() else { return Exit::Invalid };
     rt.block_on(async {
         let Some((store, record)) = open_run(state, id).await else {
@@ -548,6 +574,7 @@ fn continue_run(
             replay: Replay::new(&events),
             exec,
             locked: lock.is_some(),
+            reports: wanted,
         })
         .await
     })

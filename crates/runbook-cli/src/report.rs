@@ -1,0 +1,597 @@
+//! Reports of a run, from its journal: JSON and JUnit XML for pipelines
+//! (`--report json=PATH`, `--report junit=PATH`), Markdown and HTML for people
+//! (`runbook report RUN --format ...`): the timeline, each step's state and
+//! duration, operator actions and approvals, and the measured recovery time and
+//! point against the playbook's `objectives`, with a verdict.
+//!
+//! Measured values come from step outputs named `rto_seconds` and
+//! `rpo_seconds` (directly or inside a `json` output); the last one recorded
+//! wins. The library's DR playbooks produce them.
+
+use crate::Exit;
+use crate::args::ReportFormat;
+use crate::history::{StepRow, steps};
+use crate::runs::{open_run, runtime};
+use runbook_core::kind::Registry;
+use runbook_state::{Event, LogLine, Recorded, RunRecord, Store};
+use serde::Serialize;
+use serde_json::Value as Json;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// Everything a report says.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    run: String,
+    playbook: String,
+    version: u32,
+    status: String,
+    user: String,
+    started: String,
+    finished: String,
+    duration_seconds: Option<f64>,
+    plan_hash: String,
+    inputs: Json,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    steps: Vec<StepRow>,
+    /// The last log lines of each step that did not succeed.
+    log_tails: std::collections::BTreeMap<String, Vec<String>>,
+    operator_actions: Vec<Action>,
+    objectives: Vec<Objective>,
+    timeline: Vec<Moment>,
+}
+
+/// How many log lines of a step that did not succeed a report keeps.
+const LOG_TAIL: usize = 20;
+
+/// A person's action on the run.
+#[derive(Debug, Serialize)]
+struct Action {
+    at: String,
+    who: String,
+    action: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comment: Option<String>,
+}
+
+/// One objective, measured.
+#[derive(Debug, Serialize)]
+struct Objective {
+    name: &'static str,
+    target: String,
+    target_seconds: Option<f64>,
+    measured_seconds: Option<f64>,
+    /// `met`, `missed`, or `not measured`.
+    verdict: &'static str,
+}
+
+/// One line of the timeline.
+#[derive(Debug, Serialize)]
+struct Moment {
+    at: String,
+    what: String,
+}
+
+fn seconds_between(a: &str, b: &str) -> Option<f64> {
+    let (a, b) = (humantime::parse_rfc3339(a).ok()?, humantime::parse_rfc3339(b).ok()?);
+    b.duration_since(a).ok().map(|d| d.as_secs_f64())
+}
+
+/// The last number recorded under `key` in a step's outputs (or their `json`).
+fn measured(events: &[Recorded], key: &str) -> Option<f64> {
+    events.iter().rev().find_map(|r| match &r.event {
+        Event::StepSucceeded { outputs, .. } => outputs
+            .get(key)
+            .or_else(|| outputs.get("json").and_then(|j| j.get(key)))
+            .and_then(Json::as_f64),
+        _ => None,
+    })
+}
+
+fn moment(event: &Event) -> Option<String> {
+    Some(match event {
+        Event::RunStarted { user } => format!("run started by {user}"),
+        Event::RunResumed { user } => format!("run resumed by {user}"),
+        Event::StepStarted { step, attempt } if *attempt > 1 => format!("{step} started (attempt {attempt})"),
+        Event::StepStarted { step, .. } => format!("{step} started"),
+        Event::StepSucceeded { step, .. } => format!("{step} succeeded"),
+        Event::StepFailed { step, error, .. } => format!("{step} failed: {error}"),
+        Event::StepSkipped { step, reason } => format!("{step} skipped: {reason}"),
+        Event::StepInterrupted { step, .. } => format!("{step} interrupted"),
+        Event::StepWaiting { step, message, .. } => format!("{step} waits for an approval: {message}"),
+        Event::OperatorAction {
+            action,
+            step,
+            who,
+            comment,
+            ..
+        } => format!(
+            "{who}: {action}{}{}",
+            step.as_deref().map(|s| format!(" {s}")).unwrap_or_default(),
+            comment.as_deref().map(|c| format!(" ({c})")).unwrap_or_default()
+        ),
+        Event::RunFinished { status, error } => format!(
+            "run {}{}",
+            status.as_str(),
+            error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+        ),
+        Event::ItemsResolved { .. } => return None,
+    })
+}
+
+impl Report {
+    pub(crate) fn build(record: &RunRecord, events: &[Recorded], logs: &[LogLine], registry: &Registry) -> Report {
+        let steps = steps(events);
+        let mut log_tails = std::collections::BTreeMap::new();
+        for s in steps.iter().filter(|s| s.state != "succeeded" && s.state != "skipped") {
+            let lines: Vec<&LogLine> = logs.iter().filter(|l| l.step == s.step).collect();
+            let tail: Vec<String> = lines[lines.len().saturating_sub(LOG_TAIL)..]
+                .iter()
+                .map(|l| l.line.clone())
+                .collect();
+            if !tail.is_empty() {
+                log_tails.insert(s.step.clone(), tail);
+            }
+        }
+        let finished = events
+            .last()
+            .map(|r| r.at.clone())
+            .unwrap_or_else(|| record.updated_at.clone());
+        let error = events.iter().rev().find_map(|r| match &r.event {
+            Event::RunFinished { error, .. } => error.clone(),
+            _ => None,
+        });
+        let operator_actions = events
+            .iter()
+            .filter_map(|r| match &r.event {
+                Event::OperatorAction {
+                    action,
+                    step,
+                    who,
+                    comment,
+                    ..
+                } => Some(Action {
+                    at: r.at.clone(),
+                    who: who.clone(),
+                    action: action.clone(),
+                    step: step.clone(),
+                    comment: comment.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        Report {
+            run: record.id.clone(),
+            playbook: record.playbook.clone(),
+            version: record.version,
+            status: record.status.as_str().to_owned(),
+            user: record.user.clone(),
+            started: record.created_at.clone(),
+            duration_seconds: seconds_between(&record.created_at, &finished),
+            finished,
+            plan_hash: crate::runs::plan_hash(record),
+            inputs: record.inputs.clone(),
+            error,
+            steps,
+            log_tails,
+            operator_actions,
+            objectives: objectives(record, events, registry),
+            timeline: events
+                .iter()
+                .filter_map(|r| moment(&r.event).map(|what| Moment { at: r.at.clone(), what }))
+                .collect(),
+        }
+    }
+
+    pub(crate) fn render(&self, format: ReportFormat) -> String {
+        match format {
+            ReportFormat::Json => serde_json::to_string_pretty(self).unwrap_or_default(),
+            ReportFormat::Junit => self.junit(),
+            ReportFormat::Markdown => self.markdown(),
+            ReportFormat::Html => self.html(),
+        }
+    }
+
+    /// One test case per step call (and per skipped step); failures carry the
+    /// error and the last log lines.
+    fn junit(&self) -> String {
+        let cases: Vec<&StepRow> = self
+            .steps
+            .iter()
+            .filter(|s| s.attempts > 0 || s.state == "skipped")
+            .collect();
+        let failures = cases.iter().filter(|s| s.state == "failed").count();
+        let skipped = cases.iter().filter(|s| s.state == "skipped").count();
+        let errors = cases
+            .iter()
+            .filter(|s| matches!(s.state.as_str(), "interrupted" | "waiting" | "running" | "retrying"))
+            .count();
+        let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        let _ = writeln!(
+            x,
+            "<testsuites name=\"runbook\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{:.3}\">",
+            cases.len(),
+            self.duration_seconds.unwrap_or(0.0)
+        );
+        let _ = writeln!(
+            x,
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{:.3}\" timestamp=\"{}\">",
+            xml(&format!("{} v{}", self.playbook, self.version)),
+            cases.len(),
+            self.duration_seconds.unwrap_or(0.0),
+            xml(&self.started)
+        );
+        let _ = writeln!(
+            x,
+            "    <properties><property name=\"run\" value=\"{}\"/><property name=\"status\" value=\"{}\"/><property name=\"plan_hash\" value=\"{}\"/></properties>",
+            xml(&self.run),
+            xml(&self.status),
+            xml(&self.plan_hash)
+        );
+        for s in cases {
+            let time = s.duration_ms.map_or(0.0, |m| m as f64 / 1000.0);
+            let _ = write!(
+                x,
+                "    <testcase classname=\"{}\" name=\"{}\" time=\"{time:.3}\"",
+                xml(&self.playbook),
+                xml(&s.step)
+            );
+            let message = xml(s.error.as_deref().unwrap_or(""));
+            let body = cdata(&match self.log_tails.get(&s.step) {
+                Some(tail) => format!(
+                    "{}\n--- last log lines ---\n{}",
+                    s.error.as_deref().unwrap_or(""),
+                    tail.join("\n")
+                ),
+                None => s.error.clone().unwrap_or_default(),
+            });
+            match s.state.as_str() {
+                "failed" => {
+                    let _ = writeln!(
+                        x,
+                        ">\n      <failure message=\"{message}\" type=\"step failed\">{body}</failure>\n    </testcase>"
+                    );
+                }
+                "skipped" => {
+                    let _ = writeln!(x, ">\n      <skipped message=\"{message}\"/>\n    </testcase>");
+                }
+                "succeeded" => {
+                    let _ = writeln!(x, "/>");
+                }
+                other => {
+                    let _ = writeln!(
+                        x,
+                        ">\n      <error message=\"{}\" type=\"{}\">{message}</error>\n    </testcase>",
+                        xml(&format!("the step is {other}: {}", s.error.as_deref().unwrap_or(""))),
+                        xml(other),
+                        message = body
+                    );
+                }
+            }
+        }
+        x.push_str("  </testsuite>\n</testsuites>\n");
+        x
+    }
+
+    fn markdown(&self) -> String {
+        let mut m = String::new();
+        let _ = writeln!(
+            m,
+            "# {} v{}: run {} {}\n",
+            self.playbook, self.version, self.run, self.status
+        );
+        let _ = writeln!(
+            m,
+            "| started | finished | took | by | plan hash |\n|---|---|---|---|---|"
+        );
+        let _ = writeln!(
+            m,
+            "| {} | {} | {} | {} | `{}` |\n",
+            self.started,
+            self.finished,
+            took(self.duration_seconds),
+            self.user,
+            self.plan_hash
+        );
+        if let Some(e) = &self.error {
+            let _ = writeln!(m, "**{}**: {}\n", self.status, md(e));
+        }
+        if !self.objectives.is_empty() {
+            let _ = writeln!(
+                m,
+                "## Objectives\n\n| objective | target | measured | verdict |\n|---|---|---|---|"
+            );
+            for o in &self.objectives {
+                let _ = writeln!(
+                    m,
+                    "| {} | {} | {} | **{}** |",
+                    o.name,
+                    o.target,
+                    o.measured_seconds.map_or("-".to_owned(), |s| format!("{s:.1} s")),
+                    o.verdict
+                );
+            }
+            m.push('\n');
+        }
+        let _ = writeln!(
+            m,
+            "## Steps\n\n| step | state | attempts | took | error |\n|---|---|---|---|---|"
+        );
+        for s in &self.steps {
+            let _ = writeln!(
+                m,
+                "| `{}` | {} | {} | {} | {} |",
+                s.step,
+                s.state,
+                s.attempts,
+                took(s.duration_ms.map(|ms| ms as f64 / 1000.0)),
+                md(s.error.as_deref().unwrap_or(""))
+            );
+        }
+        for (step, tail) in &self.log_tails {
+            let _ = writeln!(m, "\nLast log lines of `{step}`:\n\n```\n{}\n```", tail.join("\n"));
+        }
+        if !self.operator_actions.is_empty() {
+            let _ = writeln!(m, "\n## Operator actions and approvals\n");
+            for a in &self.operator_actions {
+                let _ = writeln!(
+                    m,
+                    "- {} **{}** {}{}{}",
+                    a.at,
+                    a.who,
+                    a.action,
+                    a.step.as_deref().map(|s| format!(" `{s}`")).unwrap_or_default(),
+                    a.comment.as_deref().map(|c| format!(": {}", md(c))).unwrap_or_default()
+                );
+            }
+        }
+        let _ = writeln!(m, "\n## Timeline\n");
+        for t in &self.timeline {
+            let _ = writeln!(m, "- {} {}", t.at, md(&t.what));
+        }
+        m
+    }
+
+    fn html(&self) -> String {
+        let mut h = String::from("<!doctype html>\n<html><head><meta charset=\"utf-8\">");
+        let _ = write!(
+            h,
+            "<title>{} v{} run {}</title><style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.met{{color:#070}}.missed,.failed{{color:#b00}}</style></head><body>",
+            xml(&self.playbook),
+            self.version,
+            xml(&self.run)
+        );
+        let _ = write!(
+            h,
+            "<h1>{} v{}: run {} <span class=\"{}\">{}</span></h1>",
+            xml(&self.playbook),
+            self.version,
+            xml(&self.run),
+            xml(&self.status),
+            xml(&self.status)
+        );
+        let _ = write!(
+            h,
+            "<p>started {} by {}, finished {}, took {}; plan hash <code>{}</code></p>",
+            xml(&self.started),
+            xml(&self.user),
+            xml(&self.finished),
+            took(self.duration_seconds),
+            xml(&self.plan_hash)
+        );
+        if let Some(e) = &self.error {
+            let _ = write!(h, "<p class=\"failed\">{}</p>", xml(e));
+        }
+        if !self.objectives.is_empty() {
+            h.push_str(
+                "<h2>Objectives</h2><table><tr><th>objective</th><th>target</th><th>measured</th><th>verdict</th></tr>",
+            );
+            for o in &self.objectives {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+                    o.name,
+                    xml(&o.target),
+                    o.measured_seconds.map_or("-".to_owned(), |s| format!("{s:.1} s")),
+                    o.verdict.replace(' ', "-"),
+                    o.verdict
+                );
+            }
+            h.push_str("</table>");
+        }
+        h.push_str(
+            "<h2>Steps</h2><table><tr><th>step</th><th>state</th><th>attempts</th><th>took</th><th>error</th></tr>",
+        );
+        for s in &self.steps {
+            let _ = write!(
+                h,
+                "<tr><td><code>{}</code></td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                xml(&s.step),
+                xml(&s.state),
+                xml(&s.state),
+                s.attempts,
+                took(s.duration_ms.map(|ms| ms as f64 / 1000.0)),
+                xml(s.error.as_deref().unwrap_or(""))
+            );
+        }
+        h.push_str("</table>");
+        for (step, tail) in &self.log_tails {
+            let _ = write!(
+                h,
+                "<h3>last log lines of <code>{}</code></h3><pre>{}</pre>",
+                xml(step),
+                xml(&tail.join("\n"))
+            );
+        }
+        if !self.operator_actions.is_empty() {
+            h.push_str("<h2>Operator actions and approvals</h2><ul>");
+            for a in &self.operator_actions {
+                let _ = write!(
+                    h,
+                    "<li>{} <b>{}</b> {} {} {}</li>",
+                    xml(&a.at),
+                    xml(&a.who),
+                    xml(&a.action),
+                    xml(a.step.as_deref().unwrap_or("")),
+                    xml(a.comment.as_deref().unwrap_or(""))
+                );
+            }
+            h.push_str("</ul>");
+        }
+        h.push_str("<h2>Timeline</h2><ul>");
+        for t in &self.timeline {
+            let _ = write!(h, "<li>{} {}</li>", xml(&t.at), xml(&t.what));
+        }
+        h.push_str("</ul></body></html>\n");
+        h
+    }
+}
+
+/// The playbook's RTO and RPO objectives against what the run measured.
+fn objectives(record: &RunRecord, events: &[Recorded], registry: &Registry) -> Vec<Objective> {
+    let source = runbook_core::diag::Source::new(format!("run {}", record.id), record.text.clone());
+    let Ok(loaded) = runbook_core::validate::load(source, &runbook_core::validate::Expected::default(), registry)
+    else {
+        return Vec::new();
+    };
+    let Some(obj) = &loaded.playbook.objectives else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (name, target, key) in [("RTO", &obj.rto, "rto_seconds"), ("RPO", &obj.rpo, "rpo_seconds")] {
+        let Some(target) = target else { continue };
+        let target_seconds = runbook_core::inputs::parse_duration(target)
+            .ok()
+            .map(|d| d.as_secs_f64());
+        let measured_seconds = measured(events, key);
+        let verdict = match (measured_seconds, target_seconds) {
+            (Some(m), Some(t)) if m <= t => "met",
+            (Some(_), Some(_)) => "missed",
+            _ => "not measured",
+        };
+        out.push(Objective {
+            name,
+            target: target.clone(),
+            target_seconds,
+            measured_seconds,
+            verdict,
+        });
+    }
+    out
+}
+
+fn took(s: Option<f64>) -> String {
+    s.map(|s| crate::observe::short(std::time::Duration::from_secs_f64(s.max(0.0))))
+        .unwrap_or_default()
+}
+
+/// Text escaped for XML and HTML.
+fn xml(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&apos;"),
+            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => o.push(' '),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// Text as an XML CDATA section (the log lines as they were, for JUnit
+/// consumers); control characters become spaces.
+fn cdata(s: &str) -> String {
+    let clean: String = s
+        .chars()
+        .map(|c| {
+            if (c as u32) < 0x20 && c != '\n' && c != '\t' {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    format!("<![CDATA[{}]]>", clean.replace("]]>", "]]]]><![CDATA[>"))
+}
+
+/// Text for a Markdown table cell: one line, pipes escaped.
+fn md(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+/// `runbook report RUN --format ...`: prints the report.
+pub(crate) fn report(state: Option<PathBuf>, registry: &Registry, id: &str, format: ReportFormat) -> Exit {
+    let Some(rt) = runtime() else { return Exit::Invalid };
+    rt.block_on(async {
+        let Some((store, record)) = open_run(state, id).await else {
+            return Exit::Invalid;
+        };
+        match (store.events(&record.id).await, store.logs(&record.id, None, 0).await) {
+            (Ok(events), Ok(logs)) => {
+                let logs: Vec<LogLine> = logs.into_iter().map(|(_, l)| l).collect();
+                print!("{}", Report::build(&record, &events, &logs, registry).render(format));
+                Exit::Ok
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("error: {e}");
+                Exit::Invalid
+            }
+        }
+    })
+}
+
+/// `--report FORMAT=PATH`: writes the reports once the run stops.
+pub(crate) async fn write_all(
+    store: &dyn Store,
+    registry: &Registry,
+    run_id: &str,
+    wanted: &[(ReportFormat, PathBuf)],
+) {
+    if wanted.is_empty() {
+        return;
+    }
+    let (record, events, logs) = match (
+        store.run(run_id).await,
+        store.events(run_id).await,
+        store.logs(run_id, None, 0).await,
+    ) {
+        (Ok(r), Ok(e), Ok(l)) => (r, e, l),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            eprintln!("warning: no report: {e}");
+            return;
+        }
+    };
+    let logs: Vec<LogLine> = logs.into_iter().map(|(_, l)| l).collect();
+    let report = Report::build(&record, &events, &logs, registry);
+    for (format, path) in wanted {
+        if let Err(e) = std::fs::write(path, report.render(*format)) {
+            eprintln!("warning: cannot write the report {}: {e}", path.display());
+        }
+    }
+}
+
+/// Parses `--report FORMAT=PATH`.
+pub(crate) fn parse_spec(spec: &str) -> Result<(ReportFormat, PathBuf), String> {
+    let (format, path) = spec
+        .split_once('=')
+        .ok_or_else(|| format!("--report {spec}: write FORMAT=PATH, e.g. junit=report.xml"))?;
+    let format = match format {
+        "junit" => ReportFormat::Junit,
+        "json" => ReportFormat::Json,
+        "markdown" => ReportFormat::Markdown,
+        "html" => ReportFormat::Html,
+        other => {
+            return Err(format!(
+                "--report {spec}: unknown format `{other}` (junit, json, markdown, html)"
+            ));
+        }
+    };
+    Ok((format, PathBuf::from(path)))
+}
