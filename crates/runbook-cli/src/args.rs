@@ -165,6 +165,9 @@ pub(crate) enum Command {
         /// Print only this kind's `with:` schema.
         #[arg(long)]
         kind: Option<String>,
+        /// Print the schema of `--output json` events instead.
+        #[arg(long, conflicts_with = "kind")]
+        events: bool,
     },
     /// Print generated reference documentation (the book's step reference).
     #[command(hide = true)]

@@ -73,7 +73,7 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
         Command::Logs { run, step, follow } => crate::history::logs(state, &run, step.as_deref(), follow),
         Command::History { playbook, limit } => crate::history::history(state, &playbook, limit),
         Command::Graph { playbook, format } => graph(&lib, &registry, &playbook, format),
-        Command::Schema { kind } => schema(&registry, kind.as_deref()),
+        Command::Schema { kind, events } => schema(&registry, kind.as_deref(), events),
         Command::Docs {
             what: crate::args::Docs::Steps,
         } => {
@@ -560,8 +560,9 @@ fn rewrite_refs(v: Json, kind: &str) -> Json {
     }
 }
 
-fn schema(registry: &Registry, kind: Option<&str>) -> Exit {
+fn schema(registry: &Registry, kind: Option<&str>, events: bool) -> Exit {
     let schema = match kind {
+        None if events => crate::observe::events_schema(),
         None => full_schema(registry),
         Some(k) => match registry.get(k) {
             Some(kind) => kind.params_schema(),

@@ -209,6 +209,49 @@ pub(crate) fn short(d: std::time::Duration) -> String {
     }
 }
 
+/// One line of `--output json`: a journal event with its run and time, or a
+/// step's log line. Only its schema is used (`runbook schema --events`).
+#[derive(serde::Serialize, schemars::JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum JsonLine {
+    /// A journal event.
+    Event {
+        #[serde(flatten)]
+        event: Event,
+        /// The run id.
+        run: String,
+        /// When it was printed (RFC 3339).
+        at: String,
+    },
+    /// A log line of a step.
+    Log {
+        #[serde(flatten)]
+        line: LogLine,
+        /// Always `log`.
+        event: LogTag,
+    },
+}
+
+/// The `event` of a log line.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+#[allow(dead_code)]
+enum LogTag {
+    /// A log line.
+    #[serde(rename = "log")]
+    Log,
+}
+
+/// The JSON Schema of one `--output json` line (schemas/events.v1.json).
+pub(crate) fn events_schema() -> serde_json::Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(JsonLine)).unwrap_or_default();
+    if let Some(m) = schema.as_object_mut() {
+        m.insert("title".into(), "runbook --output json: one line".into());
+        m.insert("$id".into(), "https://runbook.dev/schemas/events.v1.json".into());
+    }
+    schema
+}
+
 /// One JSON object per line.
 #[derive(Default)]
 pub(crate) struct JsonLines;

@@ -100,3 +100,62 @@ fn the_json_markdown_and_html_reports_give_the_verdict_on_the_objectives() {
         .exit(2)
         .stderr_has("unknown format `pdf`");
 }
+
+#[test]
+fn every_json_event_matches_the_committed_schema() {
+    let schema_text = std::fs::read_to_string(support::workspace().join("schemas/events.v1.json")).unwrap();
+    // The committed schema is the one the binary documents.
+    let printed = Run::new().args(["schema", "--events"]).run().exit(0);
+    assert_eq!(
+        printed.stdout, schema_text,
+        "schemas/events.v1.json is stale: run scripts/regen"
+    );
+    let schema: serde_json::Value = serde_json::from_str(&schema_text).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    // A run that logs, skips, fails, waits for an approval and is approved.
+    let run = Run::new().playbook(
+        "events",
+        r#"apiVersion: runbook/v1
+name: events
+version: 1
+steps:
+  - { id: hello, uses: shell, with: { run: "echo hello; echo oops >&2" } }
+  - { id: never, uses: shell, when: "{{eq 1 2}}", with: { run: "true" } }
+  - { id: flaky, uses: shell, continue_on_error: true, retry: { attempts: 2, delay: 10ms }, with: { run: "exit 3" } }
+  - { id: ok, uses: approve, with: { message: "go on?" } }
+"#,
+    );
+    let first = run.exec(["run", "events", "--output", "json"]).exit(3);
+    let id = first.run_id();
+    let second = run.exec(["approve", &id, "--as", "alice", "--output", "json"]).exit(0);
+    let mut kinds = std::collections::BTreeSet::new();
+    for line in first.stdout.lines().chain(second.stdout.lines()) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");
+        let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{line}: {errors:?}");
+        kinds.insert(v["event"].as_str().unwrap().to_owned());
+    }
+    for k in [
+        "run_started",
+        "step_started",
+        "step_succeeded",
+        "step_failed",
+        "step_skipped",
+        "step_waiting",
+        "operator_action",
+        "run_resumed",
+        "run_finished",
+        "log",
+    ] {
+        assert!(kinds.contains(k), "no `{k}` event seen: {kinds:?}");
+    }
+    // And the schema says no to what is not an event.
+    for bad in [
+        r#"{"event": "step_started", "run": "r", "at": "t"}"#,
+        r#"{"event": "launched", "run": "r", "at": "t"}"#,
+        r#"{"event": "log", "step": "a", "at": "t", "stream": "stdin", "line": "x"}"#,
+    ] {
+        let v: serde_json::Value = serde_json::from_str(bad).unwrap();
+        assert!(!validator.is_valid(&v), "{bad} passed");
+    }
+}
