@@ -104,6 +104,15 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
         format: ReportFormat,
     },
+    /// Run playbooks on cron schedules, with Prometheus metrics.
+    Daemon {
+        /// The schedules file (see the book: schedules).
+        #[arg(long, value_name = "FILE")]
+        schedules: PathBuf,
+        /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9464.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
+    },
     /// The playbook locks held now: key, run, user, process, since, expiry.
     Locks {
         /// Output format.

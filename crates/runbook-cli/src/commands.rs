@@ -67,6 +67,15 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
         }
         Command::Cancel { run } => crate::runs::cancel(state, &run),
         Command::Locks { output } => crate::locks::list(state, output),
+        Command::Daemon { schedules, metrics } => crate::daemon::daemon(
+            state,
+            &lib,
+            cli.playbooks.clone(),
+            inventory.clone(),
+            &registry,
+            &schedules,
+            metrics.as_deref(),
+        ),
         Command::Report { run, format } => crate::report::report(state, &registry, &run, format),
         Command::Unlock { key, force } => crate::locks::unlock(state, &key, force),
         Command::Status { run, output } => crate::history::status(state, run.as_deref(), output),
@@ -115,6 +124,19 @@ pub(crate) fn load(lib: &Library, registry: &Registry, spec: &str) -> Option<Loa
             );
             None
         }
+    }
+}
+
+/// Loads a playbook for a check that reports its own errors (the daemon's).
+pub(crate) fn load_quiet(lib: &Library, registry: &Registry, spec: &str) -> Result<Playbook, String> {
+    let located = lib.locate(spec).map_err(|e| e.to_string())?;
+    match library::load(&located, registry) {
+        Ok(loaded) => Ok(loaded.playbook),
+        Err(LoadError::Library(e)) => Err(e.to_string()),
+        Err(LoadError::Invalid(inv)) => Err(format!(
+            "playbook `{spec}` is invalid ({}; `runbook validate {spec}` shows them)",
+            plural(inv.error_count(), "error")
+        )),
     }
 }
 

@@ -112,18 +112,35 @@ fn ms(d: Option<u128>) -> String {
 }
 
 fn table(runs: &[RunRecord]) {
+    table_with_rto(runs, &[]);
+}
+
+/// The runs, with a column of measured RTO (DR drills) when any run has one.
+fn table_with_rto(runs: &[RunRecord], rto: &[Option<f64>]) {
+    let with_rto = rto.iter().any(Option::is_some);
     println!(
-        "{:26}  {:20}  {:>3}  {:11}  {:24}  {:>8}  USER",
-        "RUN", "PLAYBOOK", "V", "STATUS", "STARTED", "TOOK"
+        "{:26}  {:20}  {:>3}  {:11}  {:24}  {:>8}  {}USER",
+        "RUN",
+        "PLAYBOOK",
+        "V",
+        "STATUS",
+        "STARTED",
+        "TOOK",
+        if with_rto { "     RTO  " } else { "" }
     );
-    for r in runs {
+    for (i, r) in runs.iter().enumerate() {
+        let rto = match rto.get(i).copied().flatten() {
+            Some(v) if with_rto => format!("{v:>7.1}s  "),
+            _ if with_rto => format!("{:>8}  ", "-"),
+            _ => String::new(),
+        };
         let took = if r.status == RunStatus::Running {
             String::new()
         } else {
             ms(between(&r.created_at, &r.updated_at).map(|d| d.as_millis()))
         };
         println!(
-            "{:26}  {:20}  {:>3}  {:11}  {:24}  {:>8}  {}",
+            "{:26}  {:20}  {:>3}  {:11}  {:24}  {:>8}  {rto}{}",
             r.id,
             r.playbook,
             r.version,
@@ -171,10 +188,15 @@ pub(crate) fn status(state: Option<PathBuf>, run: Option<&str>, output: Output) 
             }
         };
         let rows = steps(&events);
-        let last_error = events.iter().rev().find_map(|r| match &r.event {
-            Event::RunFinished { error, .. } => error.clone(),
-            _ => None,
-        });
+        // How the run last stopped: an earlier stop's error is history.
+        let last_error = events
+            .iter()
+            .rev()
+            .find_map(|r| match &r.event {
+                Event::RunFinished { error, .. } => Some(error.clone()),
+                _ => None,
+            })
+            .flatten();
         let plan = crate::runs::plan_hash(&record);
         if output == Output::Json {
             let v = serde_json::json!({ "run": record, "plan_hash": plan, "steps": rows, "error": last_error });
@@ -295,7 +317,13 @@ pub(crate) fn history(state: Option<PathBuf>, playbook: &str, limit: u32) -> Exi
                 if runs.is_empty() {
                     println!("no runs of `{playbook}` yet");
                 } else {
-                    table(&runs);
+                    // The recovery time each run measured: a drill's trend.
+                    let mut rto = Vec::new();
+                    for r in &runs {
+                        let events = store.events(&r.id).await.unwrap_or_default();
+                        rto.push(crate::report::measured(&events, "rto_seconds"));
+                    }
+                    table_with_rto(&runs, &rto);
                 }
                 Exit::Ok
             }

@@ -75,13 +75,13 @@ struct Moment {
     what: String,
 }
 
-fn seconds_between(a: &str, b: &str) -> Option<f64> {
+pub(crate) fn seconds_between(a: &str, b: &str) -> Option<f64> {
     let (a, b) = (humantime::parse_rfc3339(a).ok()?, humantime::parse_rfc3339(b).ok()?);
     b.duration_since(a).ok().map(|d| d.as_secs_f64())
 }
 
 /// The last number recorded under `key` in a step's outputs (or their `json`).
-fn measured(events: &[Recorded], key: &str) -> Option<f64> {
+pub(crate) fn measured(events: &[Recorded], key: &str) -> Option<f64> {
     events.iter().rev().find_map(|r| match &r.event {
         Event::StepSucceeded { outputs, .. } => outputs
             .get(key)
@@ -140,10 +140,15 @@ impl Report {
             .last()
             .map(|r| r.at.clone())
             .unwrap_or_else(|| record.updated_at.clone());
-        let error = events.iter().rev().find_map(|r| match &r.event {
-            Event::RunFinished { error, .. } => error.clone(),
-            _ => None,
-        });
+        // How the run last stopped: an earlier stop's error is history.
+        let error = events
+            .iter()
+            .rev()
+            .find_map(|r| match &r.event {
+                Event::RunFinished { error, .. } => Some(error.clone()),
+                _ => None,
+            })
+            .flatten();
         let operator_actions = events
             .iter()
             .filter_map(|r| match &r.event {

@@ -88,6 +88,12 @@ fn the_json_markdown_and_html_reports_give_the_verdict_on_the_objectives() {
         .stdout_has("| RTO | 1m | 75.0 s | **missed** |")
         .stdout_has("| RPO | 1h | 0.0 s | **met** |")
         .stdout_has("| `verify` | succeeded | 1 |");
+    // history shows each run's measured RTO: a drill's trend.
+    run.exec(["history", "drill"])
+        .exit(0)
+        .stdout_has("     RTO  USER")
+        .stdout_has("   75.0s  ")
+        .stdout_has("   12.5s  ");
     let html = run.exec(["report", &id, "--format", "html"]).exit(0);
     let html = html.stdout_has("<td class=\"met\">met</td>");
     assert!(html.stdout.starts_with("<!doctype html>"));

@@ -1,0 +1,190 @@
+//! `runbook daemon`: cron schedules at seconds resolution fire playbooks, an
+//! overlapping fire is skipped, a webhook hears about each run, the metrics
+//! endpoint is scraped and parsed as Prometheus text, and a restart resumes the
+//! run the previous daemon had to stop.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+use std::io::{BufRead, Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::Run;
+
+const QUICK: &str = "apiVersion: runbook/v1\nname: quick\nversion: 1\nsteps:\n  - { id: hello, uses: shell, with: { run: \"echo hello\" } }\n";
+const SLOW: &str = "apiVersion: runbook/v1\nname: slow\nversion: 1\ninputs:\n  seconds: { type: duration, default: 3s }\nsteps:\n  - { id: work, uses: sleep, with: { duration: \"{{inputs.seconds}}\" } }\n  - { id: done, uses: shell, with: { run: \"echo done\" } }\n";
+
+/// A webhook receiver on loopback: the JSON bodies POSTed to it.
+fn webhook() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            if let Ok(v) = serde_json::from_slice(&body) {
+                g.lock().unwrap().push(v);
+            }
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    (url, got)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The daemon's metrics, parsed as Prometheus text; `None` until it listens.
+fn try_scrape(port: u16) -> Option<prometheus_parse::Scrape> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let body = text.split_once("\r\n\r\n")?.1;
+    Some(prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text format"))
+}
+
+fn scrape(port: u16) -> prometheus_parse::Scrape {
+    try_scrape(port).expect("the metrics endpoint answers")
+}
+
+fn value(scrape: &prometheus_parse::Scrape, name: &str, label: (&str, &str)) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && s.labels.get(label.0) == Some(label.1))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn sigterm(child: &std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+}
+
+#[test]
+fn schedules_fire_skip_overlaps_report_and_survive_a_restart() {
+    let (hook, got) = webhook();
+    let port = free_port();
+    let run = Run::new().playbook("quick", QUICK).playbook("slow", SLOW);
+    let schedules = format!(
+        "timezone: Europe/Paris\nschedules:\n  - {{ name: every-second, playbook: quick, cron: \"* * * * * *\", webhook: \"{hook}\" }}\n  - {{ name: slow-drill, playbook: slow, cron: \"* * * * * *\", overlap: skip, inputs: {{ seconds: 4s }} }}\n"
+    );
+    let run = run.file("schedules.yaml", &schedules);
+    let mut daemon = run.spawn([
+        "daemon",
+        "--schedules",
+        "schedules.yaml",
+        "--metrics",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    // It fires `quick` again and again, and skips `slow` while it runs.
+    until("two runs of quick and a skipped slow", Duration::from_secs(40), || {
+        let Some(s) = try_scrape(port) else { return false };
+        value(&s, "runbook_runs_total", ("schedule", "every-second")) >= 2.0
+            && value(&s, "runbook_schedule_skipped_total", ("schedule", "slow-drill")) >= 1.0
+    });
+    let s = scrape(port);
+    assert!(value(&s, "runbook_runs_total", ("status", "succeeded")) >= 2.0);
+    assert!(value(&s, "runbook_step_duration_seconds_count", ("playbook", "quick")) >= 2.0);
+    assert_eq!(value(&s, "runbook_runs_waiting_for_approval", ("", "")), 0.0);
+    // The webhook heard about each quick run, Slack-style.
+    until("a webhook call", Duration::from_secs(10), || {
+        !got.lock().unwrap().is_empty()
+    });
+    let first = got.lock().unwrap()[0].clone();
+    assert_eq!(first["schedule"], "every-second");
+    assert_eq!(first["status"], "succeeded");
+    assert!(first["text"].as_str().unwrap().contains("quick"), "{first}");
+
+    // Stop the daemon while `slow` runs: the run is left interrupted...
+    until("slow running", Duration::from_secs(20), || {
+        run.exec(["history", "slow"]).stdout.contains("running")
+    });
+    sigterm(&daemon);
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "the daemon stops cleanly");
+    let history = run.exec(["history", "slow"]).stdout;
+    let stopped = history
+        .lines()
+        .find(|l| l.contains("interrupted"))
+        .unwrap_or_else(|| panic!("no interrupted run: {history}"))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+
+    // ... and the next daemon resumes it to the end.
+    let schedules =
+        "schedules:\n  - { name: slow-drill, playbook: slow, cron: \"0 0 1 1 *\", inputs: { seconds: 4s } }\n";
+    let run = run.file("schedules.yaml", schedules);
+    let mut daemon = run.spawn(["daemon", "--schedules", "schedules.yaml"]);
+    until("the interrupted run finished", Duration::from_secs(40), || {
+        let h = run.exec(["history", "slow"]).stdout;
+        !h.contains("interrupted") && !h.contains("running")
+    });
+    sigterm(&daemon);
+    assert!(daemon.wait().unwrap().success());
+    // The very run that was stopped finished: resumed, its last step done.
+    let status = run.exec(["status", &stopped]).exit(0);
+    let status = status.stdout_has("slow v1  succeeded").stdout_lacks("interrupted;");
+    let work = status.stdout.lines().find(|l| l.starts_with("work ")).unwrap();
+    assert!(
+        work.split_whitespace().nth(2) == Some("2"),
+        "the sleep ran again after the restart: {work}"
+    );
+    assert!(
+        status
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("done ") && l.contains("succeeded"))
+    );
+}
+
+#[test]
+fn an_invalid_schedule_is_refused_before_anything_runs() {
+    let run = Run::new().playbook("quick", QUICK).file(
+        "schedules.yaml",
+        "schedules:\n  - { name: a, playbook: quick, cron: \"61 * * * *\" }\n  - { name: b, playbook: nope, cron: \"* * * * *\" }\n  - { name: c, playbook: quick, cron: \"* * * * *\", timezone: Mars/Olympus }\n  - { name: d, playbook: quick, cron: \"* * * * *\", inputs: { x: 1 } }\n",
+    );
+    let out = run.exec(["daemon", "--schedules", "schedules.yaml"]).exit(2);
+    out.stderr_has("schedule `a`: cron `61 * * * *`")
+        .stderr_has("schedule `b`:")
+        .stderr_has("schedule `c`: unknown time zone `Mars/Olympus`")
+        .stderr_has("schedule `d`: input `x`")
+        .stderr_has("the daemon did not start");
+}
