@@ -188,15 +188,7 @@ pub(crate) fn status(state: Option<PathBuf>, run: Option<&str>, output: Output) 
             }
         };
         let rows = steps(&events);
-        // How the run last stopped: an earlier stop's error is history.
-        let last_error = events
-            .iter()
-            .rev()
-            .find_map(|r| match &r.event {
-                Event::RunFinished { error, .. } => Some(error.clone()),
-                _ => None,
-            })
-            .flatten();
+        let last_error = crate::report::last_error(&events);
         let plan = crate::runs::plan_hash(&record);
         if output == Output::Json {
             let v = serde_json::json!({ "run": record, "plan_hash": plan, "steps": rows, "error": last_error });

@@ -80,6 +80,19 @@ pub(crate) fn seconds_between(a: &str, b: &str) -> Option<f64> {
     b.duration_since(a).ok().map(|d| d.as_secs_f64())
 }
 
+/// Why the run last stopped, if it was not a success; an earlier stop's error
+/// is history.
+pub(crate) fn last_error(events: &[Recorded]) -> Option<String> {
+    events
+        .iter()
+        .rev()
+        .find_map(|r| match &r.event {
+            Event::RunFinished { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+        .flatten()
+}
+
 /// The last number recorded under `key` in a step's outputs (or their `json`).
 pub(crate) fn measured(events: &[Recorded], key: &str) -> Option<f64> {
     events.iter().rev().find_map(|r| match &r.event {
@@ -140,15 +153,7 @@ impl Report {
             .last()
             .map(|r| r.at.clone())
             .unwrap_or_else(|| record.updated_at.clone());
-        // How the run last stopped: an earlier stop's error is history.
-        let error = events
-            .iter()
-            .rev()
-            .find_map(|r| match &r.event {
-                Event::RunFinished { error, .. } => Some(error.clone()),
-                _ => None,
-            })
-            .flatten();
+        let error = last_error(events);
         let operator_actions = events
             .iter()
             .filter_map(|r| match &r.event {
