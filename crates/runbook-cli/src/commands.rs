@@ -206,7 +206,7 @@ fn show(lib: &Library, registry: &Registry, spec: &str) -> Exit {
         );
     }
     if let Some(lock) = &pb.lock {
-        println!("\nlock: {lock}");
+        println!("\nlock: {}", lock.as_slice().join(", "));
     }
     if let Some(o) = &pb.objectives {
         let mut parts = Vec::new();

@@ -18,22 +18,34 @@ use std::time::{Duration, Instant};
 /// (the default expiry of an approval).
 pub(crate) const WAITING_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// The playbook's lock key, rendered from the inputs; `None` without `lock:`.
-pub(crate) fn key(
+/// The playbook's lock keys, rendered from the inputs, sorted and without
+/// repeats (every run takes them in the same order); empty without `lock:`.
+pub(crate) fn keys(
     pb: &Playbook,
     inputs: &IndexMap<String, Json>,
     env: &IndexMap<String, String>,
-) -> Result<Option<String>, String> {
-    let Some(template) = &pb.lock else { return Ok(None) };
+) -> Result<Vec<String>, String> {
+    let Some(templates) = &pb.lock else {
+        return Ok(Vec::new());
+    };
     let data = Data::new(json!({
         "inputs": inputs,
         "env": env,
         "playbook": { "name": pb.name, "version": pb.version },
     }));
-    Renderer::new()
-        .render_str(template, &data, Mode::Plain)
-        .map(Some)
-        .map_err(|e| format!("lock `{template}`: {e}"))
+    let renderer = Renderer::new();
+    let mut keys = templates
+        .as_slice()
+        .iter()
+        .map(|t| {
+            renderer
+                .render_str(t, &data, Mode::Plain)
+                .map_err(|e| format!("lock `{t}`: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
 }
 
 /// The lease's time to live, from `--lock-ttl`.
@@ -49,9 +61,26 @@ fn describe(l: &Lock) -> String {
     )
 }
 
+/// Takes every key for `run_id`, in order, each waiting up to `--wait-lock`;
+/// all or none (what was taken is given back on failure).
+pub(crate) async fn acquire_all(
+    store: &Arc<SqliteStore>,
+    keys: &[String],
+    run_id: &str,
+    exec: &ExecArgs,
+) -> Result<(), Exit> {
+    for key in keys {
+        if let Err(code) = acquire(store, key, run_id, exec).await {
+            let _ = store.release_locks(run_id).await;
+            return Err(code);
+        }
+    }
+    Ok(())
+}
+
 /// Takes the lock for `run_id`, waiting up to `--wait-lock`. On failure, says
 /// who holds it and returns the exit code (4, or 2 for a bad flag).
-pub(crate) async fn acquire(store: &Arc<SqliteStore>, key: &str, run_id: &str, exec: &ExecArgs) -> Result<(), Exit> {
+async fn acquire(store: &Arc<SqliteStore>, key: &str, run_id: &str, exec: &ExecArgs) -> Result<(), Exit> {
     let bad = |e: String| {
         eprintln!("error: {e}");
         Exit::Invalid

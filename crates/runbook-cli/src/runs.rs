@@ -278,7 +278,7 @@ pub(crate) fn run(
     let Some(wanted) = reports(exec) else {
         return Exit::Invalid;
     };
-    let lock = match crate::locks::key(pb, &inputs, &env) {
+    let lock = match crate::locks::keys(pb, &inputs, &env) {
         Ok(k) => k,
         Err(e) => {
             eprintln!("error: {e}; nothing was run");
@@ -292,10 +292,8 @@ pub(crate) fn run(
         };
         let masker = Masker::new(secrets.values().map(String::as_str));
         let run_id = runbook_state::new_run_id();
-        if let Some(key) = &lock {
-            if let Err(code) = crate::locks::acquire(&store, key, &run_id, exec).await {
-                return code;
-            }
+        if let Err(code) = crate::locks::acquire_all(&store, &lock, &run_id, exec).await {
+            return code;
         }
         let text = loaded.source.text.to_string();
         let new = NewRun {
@@ -326,7 +324,7 @@ pub(crate) fn run(
             started_at: runbook_state::now(),
             replay: Replay::default(),
             exec,
-            locked: lock.is_some(),
+            locked: !lock.is_empty(),
             reports: wanted,
         })
         .await
@@ -467,7 +465,7 @@ fn continue_run(
             .unwrap_or_default();
         // The run takes its lock again (it may have been freed when it stopped),
         // once what was asked is known to be valid.
-        let lock = match crate::locks::key(&loaded.playbook, &inputs, &env) {
+        let lock = match crate::locks::keys(&loaded.playbook, &inputs, &env) {
             Ok(k) => k,
             Err(e) => {
                 eprintln!("error: {e}; nothing was run");
@@ -542,10 +540,8 @@ fn continue_run(
                 outputs: serde_json::json!({}),
             });
         }
-        if let Some(key) = &lock {
-            if let Err(code) = crate::locks::acquire(&store, key, &record.id, exec).await {
-                return code;
-            }
+        if let Err(code) = crate::locks::acquire_all(&store, &lock, &record.id, exec).await {
+            return code;
         }
         for e in &journal {
             if let Err(err) = store.append(&record.id, e).await {
@@ -573,7 +569,7 @@ fn continue_run(
             started_at: record.created_at.clone(),
             replay: Replay::new(&events),
             exec,
-            locked: lock.is_some(),
+            locked: !lock.is_empty(),
             reports: wanted,
         })
         .await

@@ -130,3 +130,35 @@ fn a_lock_whose_holder_died_expires_by_its_ttl_and_unlock_is_journalled() {
     run.exec(["status", &id])
         .stdout_has("unlock (lock `deploy/prod` freed with --force)");
 }
+
+#[test]
+fn a_lease_on_a_target_is_shared_across_playbooks() {
+    // `deploy` holds its group and the database it migrates; `restore` needs
+    // only the database: it cannot start while `deploy` runs.
+    let run = Run::new()
+        .playbook(
+            "deploy",
+            "apiVersion: runbook/v1\nname: deploy\nversion: 1\ninputs:\n  db: { type: string, default: finance }\nlock: [\"deploy/web\", \"db/{{inputs.db}}\", \"db/{{inputs.db}}\"]\nsteps:\n  - { id: work, uses: sleep, with: { duration: 30s } }\n",
+        )
+        .playbook(
+            "restore",
+            "apiVersion: runbook/v1\nname: restore\nversion: 1\nlock: db/finance\nsteps:\n  - { id: work, uses: shell, with: { run: \"echo restored\" } }\n",
+        );
+    run.exec(["plan", "deploy"])
+        .exit(0)
+        .stdout_has("lock: deploy/web, db/finance, db/finance");
+    let mut deploy = run.spawn(["run", "deploy"]);
+    wait_for_lock(&run, "deploy/web");
+    let locks = run.exec(["locks"]).exit(0);
+    // Both keys, held by one run; the repeated key is taken once.
+    assert!(locks.stdout.contains("deploy/web"), "{}", locks.stdout);
+    assert_eq!(locks.stdout.matches("db/finance").count(), 1, "{}", locks.stdout);
+    assert_eq!(locks.stdout.lines().count(), 3, "{}", locks.stdout);
+    run.exec(["run", "restore"])
+        .exit(4)
+        .stderr_has("lock `db/finance` is held by run");
+    let _ = deploy.kill();
+    let _ = deploy.wait();
+    run.exec(["unlock", "db/finance", "--force"]).exit(0);
+    run.exec(["run", "restore"]).exit(0).stdout_has("restored");
+}

@@ -41,9 +41,11 @@ pub struct Playbook {
     /// Secrets resolved at run time (from the environment or a file), masked in all output and never stored.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretSpec>,
-    /// A lock key (templated): at most one active run holds each rendered key.
+    /// Lock keys (templated), one or a list: a run holds every rendered key
+    /// while it runs, and no other run holds any of them meanwhile (a
+    /// deployment group, a host, a database).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lock: Option<String>,
+    pub lock: Option<OneOrMany<String>>,
     /// Recovery and latency objectives, measured and reported by drills.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objectives: Option<Objectives>,
@@ -331,11 +333,7 @@ impl Step {
 
     /// The compensation steps.
     pub fn undo_steps(&self) -> &[Step] {
-        match &self.undo {
-            None => &[],
-            Some(OneOrMany::One(s)) => std::slice::from_ref(&**s),
-            Some(OneOrMany::Many(v)) => v,
-        }
+        self.undo.as_ref().map_or(&[], OneOrMany::as_slice)
     }
 }
 
@@ -347,6 +345,16 @@ pub enum OneOrMany<T> {
     One(Box<T>),
     /// A list.
     Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    /// The items, one or many.
+    pub fn as_slice(&self) -> &[T] {
+        match self {
+            OneOrMany::One(x) => std::slice::from_ref(&**x),
+            OneOrMany::Many(v) => v,
+        }
+    }
 }
 
 /// A retry policy: `retry: 3` (attempts) or the full form.

@@ -300,7 +300,14 @@ impl<'a> Check<'a> {
             }
         }
         if let Some(lock) = self.root.get("lock") {
-            self.template_field(lock, &Scope::default(), false);
+            match lock.items() {
+                Some(keys) => {
+                    for k in keys {
+                        self.template_field(k, &Scope::default(), false);
+                    }
+                }
+                None => self.template_field(lock, &Scope::default(), false),
+            }
         }
     }
 

@@ -27,7 +27,7 @@ pub struct Plan {
     pub description: Option<String>,
     /// The inputs the run would start with (defaults applied).
     pub inputs: IndexMap<String, Json>,
-    /// The lock key, rendered.
+    /// The lock keys, rendered (comma-separated).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lock: Option<String>,
     /// Defaults for every step (timeout, retry), in words.
@@ -184,10 +184,13 @@ pub fn plan(playbook: &Playbook, inputs: &IndexMap<String, Json>, registry: &Reg
         registry,
         renderer: Renderer::new(),
     };
-    let lock = playbook
-        .lock
-        .as_ref()
-        .map(|l| planner.text(l, &ctx).unwrap_or_else(|e| format!("{l} ({e})")));
+    let lock = playbook.lock.as_ref().map(|keys| {
+        keys.as_slice()
+            .iter()
+            .map(|l| planner.text(l, &ctx).unwrap_or_else(|e| format!("{l} ({e})")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
     Plan {
         playbook: playbook.name.clone(),
         version: playbook.version,
