@@ -165,6 +165,65 @@ struct Execute<'a> {
     reports: Vec<(crate::args::ReportFormat, PathBuf)>,
 }
 
+/// A person is at the keyboard: text output, stdin and stdout are terminals,
+/// and no CI.
+fn interactive(exec: &ExecArgs) -> bool {
+    use std::io::IsTerminal;
+    exec.output == Output::Text
+        && std::io::stdin().is_terminal()
+        && std::io::stdout().is_terminal()
+        && !crate::observe::in_ci()
+}
+
+/// Asks at the terminal about the step(s) the run waits at; records the
+/// answer and returns the journal to continue from, or `None` to leave the run
+/// waiting.
+async fn answer_at_terminal(store: &Arc<SqliteStore>, run_id: &str) -> Option<Vec<runbook_state::Recorded>> {
+    let record = store.run(run_id).await.ok()?;
+    if record.status != RunStatus::Waiting {
+        return None;
+    }
+    let events = store.events(run_id).await.ok()?;
+    let replay = Replay::new(&events);
+    let mut waiting: Vec<String> = replay
+        .steps
+        .iter()
+        .filter(|(_, p)| matches!(p, Prior::Waiting))
+        .map(|(k, _)| k.clone())
+        .collect();
+    waiting.sort();
+    if waiting.is_empty() {
+        return None;
+    }
+    let who = user();
+    eprint!(
+        "approve {} as {who}? [y = approve, n = reject, Enter = leave it waiting]: ",
+        waiting.join(", ")
+    );
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).ok()?;
+    let approve = match line.trim() {
+        "y" | "yes" => true,
+        "n" | "no" => false,
+        _ => return None,
+    };
+    let plan = plan_hash(&record);
+    let mut journal = vec![Event::RunResumed { user: who.clone() }];
+    for step in waiting {
+        journal.push(Event::OperatorAction {
+            action: if approve { "approve" } else { "reject" }.into(),
+            step: Some(step),
+            who: who.clone(),
+            comment: Some("answered at the terminal".into()),
+            plan_hash: Some(plan.clone()),
+        });
+    }
+    for e in &journal {
+        store.append(run_id, e).await.ok()?;
+    }
+    store.events(run_id).await.ok()
+}
+
 /// `--report FORMAT=PATH` flags, checked before anything runs.
 fn reports(exec: &ExecArgs) -> Option<Vec<(crate::args::ReportFormat, PathBuf)>> {
     let mut out = Vec::new();
@@ -187,7 +246,16 @@ async fn execute(x: Execute<'_>) -> Exit {
         .then(|| crate::locks::heartbeat(x.store.clone(), x.run_id.clone(), ttl));
     let (store, run_id) = (x.store.clone(), x.run_id.clone());
     let (registry, reports) = (x.registry.clone(), x.reports.clone());
-    let code = execute_inner(x).await;
+    let mut x = x;
+    let mut code = execute_inner(&x).await;
+    // At a terminal, a person can answer an approval right here.
+    while code == Exit::Interrupted && interactive(x.exec) {
+        let Some(events) = answer_at_terminal(&x.store, &x.run_id).await else {
+            break;
+        };
+        x.replay = Replay::new(&events);
+        code = execute_inner(&x).await;
+    }
     crate::report::write_all(store.as_ref(), &registry, &run_id, &reports).await;
     if let Some(h) = heartbeat {
         h.abort();
@@ -205,7 +273,7 @@ async fn execute(x: Execute<'_>) -> Exit {
     code
 }
 
-async fn execute_inner(x: Execute<'_>) -> Exit {
+async fn execute_inner(x: &Execute<'_>) -> Exit {
     let observer = observer(x.exec.output, !x.exec.no_progress);
     let engine = Engine {
         registry: x.registry.clone(),
@@ -218,13 +286,13 @@ async fn execute_inner(x: Execute<'_>) -> Exit {
     let input = RunInput {
         run_id: x.run_id.clone(),
         playbook: x.playbook,
-        inputs: x.inputs,
-        secrets: x.secrets,
-        env: x.env,
-        inventory: x.inventory,
+        inputs: x.inputs.clone(),
+        secrets: x.secrets.clone(),
+        env: x.env.clone(),
+        inventory: x.inventory.clone(),
         user: user(),
-        started_at: x.started_at,
-        replay: x.replay,
+        started_at: x.started_at.clone(),
+        replay: x.replay.clone(),
         max_parallel: x.exec.max_parallel,
         auto_approve: x.exec.yes.then(user),
     };

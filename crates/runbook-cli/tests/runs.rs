@@ -640,3 +640,40 @@ fn an_approval_expires_and_a_gate_is_rechecked_after_it() {
         .exit(0)
         .stdout_has("after, approved by tester");
 }
+
+#[test]
+fn at_a_terminal_an_approval_is_asked_and_answered_in_place() {
+    let run = Run::new();
+    std::fs::write(run.path().join("gate"), "").unwrap();
+    let yaml = approval_playbook(run.path(), "1h", "[]");
+    let run = run.playbook("t", &yaml);
+    // `script` gives runbook a terminal (a pty); "y" is typed at the question.
+    let cmd = format!(
+        "{} --state {} --playbooks {} run t",
+        env!("CARGO_BIN_EXE_runbook"),
+        run.path().join("state.db").display(),
+        run.path().join("playbooks").display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("CI")
+        .env("USER", "tester")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    {
+        use std::io::Write;
+        let stdin = child.stdin.as_mut().unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        stdin.write_all(b"y\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("approve ok as tester?"), "{text}");
+    assert!(text.contains("after, approved by tester"), "{text}");
+    // Without a terminal nobody is asked: the run waits (exit 3).
+    run.exec(["run", "t"]).exit(3).stdout_lacks("after,");
+}
