@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::Run;
 
-const QUICK: &str = "apiVersion: runbook/v1\nname: quick\nversion: 1\nsteps:\n  - { id: hello, uses: shell, with: { run: \"echo hello\" } }\n";
+const QUICK: &str = "apiVersion: runbook/v1\nname: quick\nversion: 1\nsteps:\n  - { id: hello, uses: shell, with: { json: true, run: \"echo '{\\\"rto_seconds\\\": 2.5}'\" } }\n";
 const SLOW: &str = "apiVersion: runbook/v1\nname: slow\nversion: 1\ninputs:\n  seconds: { type: duration, default: 3s }\nsteps:\n  - { id: work, uses: sleep, with: { duration: \"{{inputs.seconds}}\" } }\n  - { id: done, uses: shell, with: { run: \"echo done\" } }\n";
 
 /// A webhook receiver on loopback: the JSON bodies POSTed to it.
@@ -100,9 +100,12 @@ fn sigterm(child: &std::process::Child) {
 fn schedules_fire_skip_overlaps_report_and_survive_a_restart() {
     let (hook, got) = webhook();
     let port = free_port();
-    let run = Run::new().playbook("quick", QUICK).playbook("slow", SLOW);
+    let run = Run::new()
+        .playbook("quick", QUICK)
+        .playbook("slow", SLOW)
+        .playbook("steady", &SLOW.replace("name: slow", "name: steady"));
     let schedules = format!(
-        "timezone: Europe/Paris\nschedules:\n  - {{ name: every-second, playbook: quick, cron: \"* * * * * *\", webhook: \"{hook}\" }}\n  - {{ name: slow-drill, playbook: slow, cron: \"* * * * * *\", overlap: skip, inputs: {{ seconds: 4s }} }}\n"
+        "timezone: Europe/Paris\nschedules:\n  - {{ name: every-second, playbook: quick, cron: \"* * * * * *\", webhook: \"{hook}\" }}\n  - {{ name: slow-drill, playbook: slow, cron: \"* * * * * *\", overlap: skip, inputs: {{ seconds: 4s }} }}\n  - {{ name: queued, playbook: steady, cron: \"* * * * * *\", overlap: queue, inputs: {{ seconds: 1500ms }} }}\n"
     );
     let run = run.file("schedules.yaml", &schedules);
     let mut daemon = run.spawn([
@@ -117,11 +120,15 @@ fn schedules_fire_skip_overlaps_report_and_survive_a_restart() {
         let Some(s) = try_scrape(port) else { return false };
         value(&s, "runbook_runs_total", ("schedule", "every-second")) >= 2.0
             && value(&s, "runbook_schedule_skipped_total", ("schedule", "slow-drill")) >= 1.0
+            && value(&s, "runbook_runs_total", ("schedule", "queued")) >= 2.0
     });
     let s = scrape(port);
     assert!(value(&s, "runbook_runs_total", ("status", "succeeded")) >= 2.0);
     assert!(value(&s, "runbook_step_duration_seconds_count", ("playbook", "quick")) >= 2.0);
     assert_eq!(value(&s, "runbook_runs_waiting_for_approval", ("", "")), 0.0);
+    assert_eq!(value(&s, "runbook_last_rto_seconds", ("playbook", "quick")), 2.5);
+    // A `queue` schedule runs its fires one after the other; none is dropped.
+    assert_eq!(value(&s, "runbook_schedule_skipped_total", ("schedule", "queued")), 0.0);
     // The webhook heard about each quick run, Slack-style.
     until("a webhook call", Duration::from_secs(10), || {
         !got.lock().unwrap().is_empty()

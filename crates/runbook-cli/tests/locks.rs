@@ -73,7 +73,7 @@ fn two_racing_runs_of_one_lock_never_overlap() {
 #[test]
 fn wait_lock_waits_for_the_holder_to_finish() {
     let run = Run::new();
-    let yaml = locked(&run, 1.0);
+    let yaml = locked(&run, 3.0);
     let run = run.playbook("t", &yaml);
     let a = run.spawn(["run", "t", "--set", "tag=a"]);
     wait_for_lock(&run, "deploy/prod");

@@ -563,9 +563,22 @@ impl StepKind for Ssh {
                 Ok(r) => r,
                 Err(e) => {
                     // Closing the channel does not stop a command without a
-                    // terminal: signal its process group on the host.
-                    let remote = ids.lock().ok().and_then(|g| *g);
-                    if let Some((pgid, pid)) = remote {
+                    // terminal: signal its process group on the host. Its ids
+                    // may still be in the pipe, unread (a loaded machine): let
+                    // the readers catch up first.
+                    let known = || ids.lock().ok().and_then(|g| *g);
+                    let until = tokio::time::Instant::now() + Duration::from_millis(500);
+                    let mut ended = false;
+                    while known().is_none() && tokio::time::Instant::now() < until {
+                        tokio::select! {
+                            _ = &mut work => {
+                                ended = true;
+                                break;
+                            }
+                            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                        }
+                    }
+                    if let Some((pgid, pid)) = known().filter(|_| !ended) {
                         signal_remote(&session, pgid, pid, "TERM", p.sudo).await;
                         if tokio::time::timeout(GRACE, &mut work).await.is_err() {
                             signal_remote(&session, pgid, pid, "KILL", p.sudo).await;
