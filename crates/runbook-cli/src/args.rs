@@ -113,6 +113,11 @@ pub(crate) enum Command {
         #[arg(long, value_name = "ADDR")]
         metrics: Option<String>,
     },
+    /// The state store: `runbook state migrate` brings its schema up to date.
+    State {
+        #[command(subcommand)]
+        action: StateAction,
+    },
     /// The playbook locks held now: key, run, user, process, since, expiry.
     Locks {
         /// Output format.
@@ -244,6 +249,13 @@ pub(crate) enum ReportFormat {
     Json,
     /// For CI: JUnit XML, one test case per step.
     Junit,
+}
+
+/// What to do with the state store.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub(crate) enum StateAction {
+    /// Apply the schema migrations (SQLite file or PostgreSQL) and print the version.
+    Migrate,
 }
 
 /// Who answers an approval, and about what.

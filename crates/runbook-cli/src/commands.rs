@@ -67,6 +67,9 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
         }
         Command::Cancel { run } => crate::runs::cancel(state, &run),
         Command::Locks { output } => crate::locks::list(state, output),
+        Command::State {
+            action: crate::args::StateAction::Migrate,
+        } => crate::runs::migrate(state),
         Command::Daemon { schedules, metrics } => crate::daemon::daemon(
             state,
             &lib,

@@ -20,7 +20,7 @@ use chrono_tz::Tz;
 use indexmap::IndexMap;
 use runbook_core::kind::Registry;
 use runbook_core::library::Library;
-use runbook_state::{RunStatus, SqliteStore, Store};
+use runbook_state::{RunStatus, Store};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use std::collections::BTreeMap;
@@ -442,7 +442,7 @@ fn run_args(s: &Schedule) -> Vec<String> {
 }
 
 /// The last run of this schedule, if a stopped daemon left it interrupted.
-async fn interrupted_run(store: &Arc<SqliteStore>, s: &Schedule) -> Option<String> {
+async fn interrupted_run(store: &Arc<dyn Store>, s: &Schedule) -> Option<String> {
     let runs = store.runs(Some(&s.spec.playbook), 20).await.ok()?;
     let last = runs.into_iter().find(|r| r.user == s.user())?;
     let dead = last.pid.is_none_or(|p| !crate::runs::alive(p));
@@ -533,7 +533,7 @@ fn start(
 
 /// Records how a schedule's run ended: metrics, and the webhook.
 async fn finished(
-    store: &Arc<SqliteStore>,
+    store: &Arc<dyn Store>,
     s: &mut Schedule,
     run: Option<String>,
     code: i32,
@@ -631,7 +631,7 @@ async fn shutdown_signal() {
 }
 
 /// A minimal HTTP server: `GET /metrics` in the Prometheus text format.
-async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Mutex<Metrics>>, store: Arc<SqliteStore>) {
+async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Mutex<Metrics>>, store: Arc<dyn Store>) {
     loop {
         let Ok((mut sock, _)) = listener.accept().await else {
             continue;

@@ -3,7 +3,7 @@
 use crate::Exit;
 use crate::args::Output;
 use crate::runs::open_store;
-use runbook_state::{Event, Recorded, RunRecord, RunStatus, Store, Stream};
+use runbook_state::{Event, Recorded, RunRecord, RunStatus, Stream};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 

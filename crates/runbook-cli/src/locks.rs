@@ -8,7 +8,7 @@ use crate::runs::{open_store, runtime, user};
 use indexmap::IndexMap;
 use runbook_core::model::Playbook;
 use runbook_core::template::{Data, Mode, Renderer};
-use runbook_state::{Event, Lock, LockHolder, SqliteStore, Store};
+use runbook_state::{Event, Lock, LockHolder, Store};
 use serde_json::{Value as Json, json};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -64,7 +64,7 @@ fn describe(l: &Lock) -> String {
 /// Takes every key for `run_id`, in order, each waiting up to `--wait-lock`;
 /// all or none (what was taken is given back on failure).
 pub(crate) async fn acquire_all(
-    store: &Arc<SqliteStore>,
+    store: &Arc<dyn Store>,
     keys: &[String],
     run_id: &str,
     exec: &ExecArgs,
@@ -80,7 +80,7 @@ pub(crate) async fn acquire_all(
 
 /// Takes the lock for `run_id`, waiting up to `--wait-lock`. On failure, says
 /// who holds it and returns the exit code (4, or 2 for a bad flag).
-async fn acquire(store: &Arc<SqliteStore>, key: &str, run_id: &str, exec: &ExecArgs) -> Result<(), Exit> {
+async fn acquire(store: &Arc<dyn Store>, key: &str, run_id: &str, exec: &ExecArgs) -> Result<(), Exit> {
     let bad = |e: String| {
         eprintln!("error: {e}");
         Exit::Invalid
@@ -121,7 +121,7 @@ async fn acquire(store: &Arc<SqliteStore>, key: &str, run_id: &str, exec: &ExecA
 }
 
 /// Renews the run's leases every third of the TTL until dropped.
-pub(crate) fn heartbeat(store: Arc<SqliteStore>, run_id: String, ttl: Duration) -> tokio::task::JoinHandle<()> {
+pub(crate) fn heartbeat(store: Arc<dyn Store>, run_id: String, ttl: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let every = (ttl / 3).max(Duration::from_millis(100));
         loop {

@@ -35,20 +35,50 @@ pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
-/// Opens the state store named by `--state`/`RUNBOOK_STATE`, else the default.
-pub(crate) async fn open_store(state: Option<PathBuf>) -> Option<Arc<SqliteStore>> {
+/// Opens the state store named by `--state`/`RUNBOOK_STATE`, else the default:
+/// a SQLite file, or PostgreSQL for a `postgres://` URL.
+pub(crate) async fn open_store(state: Option<PathBuf>) -> Option<Arc<dyn Store>> {
     let path = state.unwrap_or_else(runbook_state::default_path);
-    match SqliteStore::open(&path).await {
-        Ok(s) => Some(Arc::new(s)),
+    let text = path.to_string_lossy();
+    let opened: Result<Arc<dyn Store>, runbook_state::StoreError> =
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            runbook_state::PgStore::open(&text)
+                .await
+                .map(|s| Arc::new(s) as Arc<dyn Store>)
+        } else {
+            SqliteStore::open(&path).await.map(|s| Arc::new(s) as Arc<dyn Store>)
+        };
+    match opened {
+        Ok(s) => Some(s),
         Err(e) => {
-            eprintln!("error: {e} (hint: pass `--state PATH` or set RUNBOOK_STATE)");
+            eprintln!("error: {e} (hint: pass `--state PATH` or `--state postgres://...`, or set RUNBOOK_STATE)");
             None
         }
     }
 }
 
+/// `runbook state migrate`: opening the store applies its migrations.
+pub(crate) fn migrate(state: Option<PathBuf>) -> Exit {
+    let Some(rt) = runtime() else { return Exit::Invalid };
+    rt.block_on(async {
+        let Some(store) = open_store(state).await else {
+            return Exit::Invalid;
+        };
+        match store.schema_version().await {
+            Ok(v) => {
+                println!("state schema is up to date: version {v}");
+                Exit::Ok
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Exit::Invalid
+            }
+        }
+    })
+}
+
 /// Opens the store and finds a run by id or prefix, printing why not.
-pub(crate) async fn open_run(state: Option<PathBuf>, id: &str) -> Option<(Arc<SqliteStore>, runbook_state::RunRecord)> {
+pub(crate) async fn open_run(state: Option<PathBuf>, id: &str) -> Option<(Arc<dyn Store>, runbook_state::RunRecord)> {
     let store = open_store(state).await?;
     match store.run(id).await {
         Ok(r) => Some((store, r)),
@@ -148,7 +178,7 @@ fn watch_signals(signals: &Signals) {
 }
 
 struct Execute<'a> {
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     registry: &'a Registry,
     playbook: &'a Playbook,
     run_id: String,
@@ -178,7 +208,7 @@ fn interactive(exec: &ExecArgs) -> bool {
 /// Asks at the terminal about the step(s) the run waits at; records the
 /// answer and returns the journal to continue from, or `None` to leave the run
 /// waiting.
-async fn answer_at_terminal(store: &Arc<SqliteStore>, run_id: &str) -> Option<Vec<runbook_state::Recorded>> {
+async fn answer_at_terminal(store: &Arc<dyn Store>, run_id: &str) -> Option<Vec<runbook_state::Recorded>> {
     let record = store.run(run_id).await.ok()?;
     if record.status != RunStatus::Waiting {
         return None;

@@ -8,16 +8,25 @@
 //! `synchronous=FULL`), which is what lets the engine promise that a finished
 //! step is recorded before anything that depends on it starts.
 //!
+//! Two backends: a SQLite file (one machine; the default) and PostgreSQL
+//! (shared by a team's runners). One conformance suite checks both.
+//!
 //! This crate knows nothing of playbooks or step kinds; it stores text and JSON.
 //! It must never depend on the engine or on a step crate.
 
 mod journal;
+mod postgres;
+mod rows;
 mod sqlite;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 
 pub use sqlite::default_path;
 
 pub use journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus, Stream};
 // `Lock` and `LockHolder` are defined below with the trait.
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -119,6 +128,9 @@ pub trait Store: Send + Sync {
 
     /// Removes the lease on `key`, whoever holds it; returns what it was.
     async fn remove_lock(&self, key: &str) -> Result<Option<Lock>>;
+
+    /// The schema version in use (its migrations are applied on open).
+    async fn schema_version(&self) -> Result<i64>;
 }
 
 /// Who takes a lease.
@@ -149,6 +161,11 @@ pub struct Lock {
     pub expires_at: String,
     /// True when past its expiry: free to take.
     pub expired: bool,
+}
+
+/// Text matched literally by a SQL `LIKE ... ESCAPE '\'` pattern.
+pub(crate) fn like_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
 /// A new sortable run id.

@@ -2,10 +2,10 @@
 //! owner-only permissions.
 
 use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus, Stream};
-use crate::{Lock, LockHolder, Result, Store, StoreError, now};
+use crate::{Lock, LockHolder, Result, Store, StoreError, now, rows};
 use async_trait::async_trait;
+use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -57,28 +57,6 @@ const MIGRATIONS: &[(i64, &str)] = &[
     CREATE INDEX locks_by_run ON locks (run_id);",
     ),
 ];
-
-/// Milliseconds since the epoch.
-fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// A lease as stored, with its expiry as text.
-fn lock_of(r: &sqlx::sqlite::SqliteRow, now_ms: i64) -> Lock {
-    let until: i64 = r.get(5);
-    let expires = SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(until).unwrap_or(0));
-    Lock {
-        key: r.get(0),
-        run_id: r.get(1),
-        user: r.get(2),
-        pid: r.get::<Option<i64>, _>(3).and_then(|p| u32::try_from(p).ok()),
-        since: r.get(4),
-        expires_at: humantime::format_rfc3339_seconds(expires).to_string(),
-        expired: until < now_ms,
-    }
-}
 
 /// Runs in one SQLite file.
 #[derive(Debug, Clone)]
@@ -205,26 +183,6 @@ pub fn default_path() -> PathBuf {
     base.join("runbook/state.db")
 }
 
-fn record(row: &sqlx::sqlite::SqliteRow) -> std::result::Result<RunRecord, sqlx::Error> {
-    let status: String = row.try_get("status")?;
-    let inputs: String = row.try_get("inputs")?;
-    let version: i64 = row.try_get("version")?;
-    let pid: Option<i64> = row.try_get("pid")?;
-    Ok(RunRecord {
-        id: row.try_get("id")?,
-        playbook: row.try_get("playbook")?,
-        version: u32::try_from(version).unwrap_or(0),
-        text: row.try_get("text")?,
-        hash: row.try_get("hash")?,
-        inputs: serde_json::from_str(&inputs).unwrap_or(serde_json::Value::Null),
-        status: RunStatus::parse(&status).unwrap_or(RunStatus::Running),
-        user: row.try_get("user")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        pid: pid.and_then(|p| u32::try_from(p).ok()),
-    })
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_run(&self, run: &NewRun, first: &Event) -> Result<()> {
@@ -331,36 +289,20 @@ impl Store for SqliteStore {
             .await
             .map_err(|e| self.db(e))?;
         rows.iter()
-            .map(|row| {
-                let seq: i64 = row.try_get("seq").map_err(|e| self.db(e))?;
-                let text: String = row.try_get("event").map_err(|e| self.db(e))?;
-                let event = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-                    run: run.to_owned(),
-                    seq,
-                    message: e.to_string(),
-                })?;
-                Ok(Recorded {
-                    seq,
-                    at: row.try_get("at").map_err(|e| self.db(e))?,
-                    event,
-                })
-            })
+            .map(|row| rows::recorded(run, row, |e| self.db(e)))
             .collect()
     }
 
     async fn run(&self, id: &str) -> Result<RunRecord> {
-        // An id prefix is enough, as with git commits; `%` and `_` are not id characters.
-        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(StoreError::NoRun(id.to_owned()));
-        }
+        let pattern = rows::id_prefix(id)?;
         let rows = sqlx::query("SELECT * FROM runs WHERE id LIKE ? ORDER BY id LIMIT 2")
-            .bind(format!("{}%", id.to_lowercase()))
+            .bind(pattern)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.db(e))?;
         match rows.as_slice() {
             [] => Err(StoreError::NoRun(id.to_owned())),
-            [one] => record(one).map_err(|e| self.db(e)),
+            [one] => rows::record(one, "user").map_err(|e| self.db(e)),
             _ => Err(StoreError::Ambiguous(id.to_owned())),
         }
     }
@@ -382,7 +324,9 @@ impl Store for SqliteStore {
             }
         }
         .map_err(|e| self.db(e))?;
-        rows.iter().map(|r| record(r).map_err(|e| self.db(e))).collect()
+        rows.iter()
+            .map(|r| rows::record(r, "user").map_err(|e| self.db(e)))
+            .collect()
     }
 
     async fn set_runner(&self, run: &str, pid: Option<u32>) -> Result<()> {
@@ -396,8 +340,8 @@ impl Store for SqliteStore {
     }
 
     async fn acquire_lock(&self, key: &str, holder: &LockHolder, ttl: Duration) -> Result<Option<Lock>> {
-        let now = unix_ms(SystemTime::now());
-        let until = now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        let now = rows::unix_ms(SystemTime::now());
+        let until = rows::expiry(ttl);
         let mut conn = self.pool.acquire().await.map_err(|e| self.db(e))?;
         // IMMEDIATE: the write lock is taken at BEGIN, so two processes cannot
         // both see the key free.
@@ -415,7 +359,7 @@ impl Store for SqliteStore {
                 .bind(key)
                 .fetch_optional(&mut *conn)
                 .await?;
-            match held.map(|r| lock_of(&r, now)) {
+            match held.map(|r| rows::lock(&r, "user", now)).transpose()? {
                 Some(other) if other.run_id != holder.run_id => Ok(Some(other)),
                 Some(_) => {
                     sqlx::query("UPDATE locks SET expires_unix_ms = ?, pid = ? WHERE key = ?")
@@ -459,7 +403,7 @@ impl Store for SqliteStore {
     }
 
     async fn renew_locks(&self, run: &str, ttl: Duration) -> Result<()> {
-        let until = unix_ms(SystemTime::now()) + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        let until = rows::expiry(ttl);
         sqlx::query("UPDATE locks SET expires_unix_ms = ? WHERE run_id = ?")
             .bind(until)
             .bind(run)
@@ -479,23 +423,34 @@ impl Store for SqliteStore {
     }
 
     async fn locks(&self) -> Result<Vec<Lock>> {
-        let now = unix_ms(SystemTime::now());
+        let now = rows::unix_ms(SystemTime::now());
         let rows = sqlx::query("SELECT key, run_id, user, pid, since, expires_unix_ms FROM locks ORDER BY key")
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.db(e))?;
-        Ok(rows.iter().map(|r| lock_of(r, now)).collect())
+        rows.iter()
+            .map(|r| rows::lock(r, "user", now).map_err(|e| self.db(e)))
+            .collect()
+    }
+
+    async fn schema_version(&self) -> Result<i64> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.db(e))
     }
 
     async fn remove_lock(&self, key: &str) -> Result<Option<Lock>> {
-        let now = unix_ms(SystemTime::now());
+        let now = rows::unix_ms(SystemTime::now());
         let row =
             sqlx::query("DELETE FROM locks WHERE key = ? RETURNING key, run_id, user, pid, since, expires_unix_ms")
                 .bind(key)
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(|e| self.db(e))?;
-        Ok(row.map(|r| lock_of(&r, now)))
+        row.map(|r| rows::lock(&r, "user", now))
+            .transpose()
+            .map_err(|e| self.db(e))
     }
 
     async fn append_logs(&self, run: &str, lines: &[LogLine]) -> Result<()> {
@@ -524,35 +479,19 @@ impl Store for SqliteStore {
     async fn logs(&self, run: &str, step: Option<&str>, after: i64) -> Result<Vec<(i64, LogLine)>> {
         let rows = sqlx::query(
             "SELECT seq, step, at, stream, line FROM logs
-             WHERE run_id = ? AND seq > ? AND (? IS NULL OR step = ? OR step LIKE ? ESCAPE '\\')
+             WHERE run_id = ? AND seq > ? AND (? IS NULL OR step = ? OR step LIKE ? ESCAPE '\\' OR step LIKE ? ESCAPE '\\')
              ORDER BY seq",
         )
         .bind(run)
         .bind(after)
         .bind(step)
         .bind(step)
-        .bind(step.map(|s| format!("{}.%", s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))))
+        .bind(step.map(|s| format!("{}.%", crate::like_escape(s))))
+        .bind(step.map(|s| format!("{}[%", crate::like_escape(s))))
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.db(e))?;
-        rows.iter()
-            .map(|r| {
-                let stream: String = r.try_get("stream").map_err(|e| self.db(e))?;
-                Ok((
-                    r.try_get("seq").map_err(|e| self.db(e))?,
-                    LogLine {
-                        step: r.try_get("step").map_err(|e| self.db(e))?,
-                        at: r.try_get("at").map_err(|e| self.db(e))?,
-                        stream: if stream == "stderr" {
-                            Stream::Stderr
-                        } else {
-                            Stream::Stdout
-                        },
-                        line: r.try_get("line").map_err(|e| self.db(e))?,
-                    },
-                ))
-            })
-            .collect()
+        rows.iter().map(|r| rows::log_line(r).map_err(|e| self.db(e))).collect()
     }
 }
 
@@ -642,7 +581,9 @@ mod tests {
             .await
             .expect("logs");
         assert_eq!(store.logs(&id, Some("roll[a]"), 0).await.expect("logs").len(), 1);
-        assert_eq!(store.logs(&id, Some("roll"), 0).await.expect("logs").len(), 0);
+        // A for_each step includes its items, as a group includes its steps.
+        assert_eq!(store.logs(&id, Some("roll"), 0).await.expect("logs").len(), 1);
+        assert_eq!(store.logs(&id, Some("rol"), 0).await.expect("logs").len(), 0);
     }
     #[tokio::test]
     async fn a_lease_is_held_until_released_or_expired() {

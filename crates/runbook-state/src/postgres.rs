@@ -1,0 +1,420 @@
+//! The PostgreSQL backend: the same runs, journal, logs and leases as the
+//! SQLite file, in a database many runners share (`--state postgres://...`).
+//!
+//! Appends to a run's journal take the run's row lock (`SELECT ... FOR
+//! UPDATE`), so the sequence numbers of one run never race; every write is a
+//! committed transaction before the call returns. Schema changes are the
+//! versioned list in [`MIGRATIONS`], applied under an advisory lock so that
+//! two runners starting at once do not both migrate.
+
+use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus, Stream};
+use crate::{Lock, LockHolder, Result, Store, StoreError, now, rows};
+use async_trait::async_trait;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+/// Versioned schema changes, applied in order, each once.
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            playbook TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            text TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            inputs TEXT NOT NULL,
+            status TEXT NOT NULL,
+            run_user TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            pid BIGINT
+        );
+        CREATE INDEX runs_by_playbook ON runs (playbook, id);
+        CREATE TABLE journal (
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            seq BIGINT NOT NULL,
+            at TEXT NOT NULL,
+            event TEXT NOT NULL,
+            PRIMARY KEY (run_id, seq)
+        );
+        CREATE TABLE logs (
+            seq BIGSERIAL PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            step TEXT NOT NULL,
+            at TEXT NOT NULL,
+            stream TEXT NOT NULL,
+            line TEXT NOT NULL
+        );
+        CREATE INDEX logs_by_run ON logs (run_id, step, seq);",
+    ),
+    (
+        2,
+        "CREATE TABLE locks (
+            key TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            run_user TEXT NOT NULL,
+            pid BIGINT,
+            since TEXT NOT NULL,
+            expires_unix_ms BIGINT NOT NULL
+        );
+        CREATE INDEX locks_by_run ON locks (run_id);",
+    ),
+];
+
+/// An arbitrary, fixed key for the advisory lock taken while migrating.
+const MIGRATION_LOCK: i64 = 0x0072_756e_626f_6f6b; // "runbook"
+
+/// Runs in a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    shown: String,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user:pass@host:port/db`) and brings the
+    /// schema up to date. The password never appears in errors.
+    pub async fn open(url: &str) -> Result<PgStore> {
+        let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Db {
+            path: shown(url),
+            source: e,
+        })?;
+        let shown = format!(
+            "postgres://{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or("")
+        );
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Db {
+                path: shown.clone(),
+                source: e,
+            })?;
+        let store = PgStore { pool, shown };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    fn db(&self, source: sqlx::Error) -> StoreError {
+        StoreError::Db {
+            path: self.shown.clone(),
+            source,
+        }
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.db(e))?;
+        for (version, sql) in MIGRATIONS {
+            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+            if done.is_none() {
+                sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(|e| self.db(e))?;
+                sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                    .bind(version)
+                    .bind(now())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+            }
+        }
+        tx.commit().await.map_err(|e| self.db(e))
+    }
+}
+
+/// A connection string without its password, for messages.
+fn shown(url: &str) -> String {
+    match url.split_once('@') {
+        Some((_, rest)) => format!("postgres://***@{rest}"),
+        None => url.to_owned(),
+    }
+}
+
+const LOCK_COLUMNS: &str = "key, run_id, run_user, pid, since, expires_unix_ms";
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_run(&self, run: &NewRun, first: &Event) -> Result<()> {
+        let at = now();
+        let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
+        sqlx::query(
+            "INSERT INTO runs (id, playbook, version, text, hash, inputs, status, run_user, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+        )
+        .bind(&run.id)
+        .bind(&run.playbook)
+        .bind(i64::from(run.version))
+        .bind(&run.text)
+        .bind(&run.hash)
+        .bind(run.inputs.to_string())
+        .bind(RunStatus::Running.as_str())
+        .bind(&run.user)
+        .bind(&at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.db(e))?;
+        sqlx::query("INSERT INTO journal (run_id, seq, at, event) VALUES ($1, 1, $2, $3)")
+            .bind(&run.id)
+            .bind(&at)
+            .bind(serde_json::to_string(first).unwrap_or_default())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?;
+        tx.commit().await.map_err(|e| self.db(e))
+    }
+
+    async fn append(&self, run: &str, event: &Event) -> Result<i64> {
+        self.append_all(run, std::slice::from_ref(event)).await
+    }
+
+    async fn append_all(&self, run: &str, events: &[Event]) -> Result<i64> {
+        let at = now();
+        let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
+        // The run's row lock orders appends to one run.
+        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM runs WHERE id = $1 FOR UPDATE")
+            .bind(run)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?;
+        if exists.is_none() {
+            return Err(StoreError::NoRun(run.to_owned()));
+        }
+        let mut seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM journal WHERE run_id = $1")
+            .bind(run)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?;
+        for event in events {
+            seq += 1;
+            sqlx::query("INSERT INTO journal (run_id, seq, at, event) VALUES ($1, $2, $3, $4)")
+                .bind(run)
+                .bind(seq)
+                .bind(&at)
+                .bind(serde_json::to_string(event).unwrap_or_default())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+        }
+        if let Some(status) = events.iter().rev().find_map(Event::status) {
+            sqlx::query("UPDATE runs SET status = $1, updated_at = $2 WHERE id = $3")
+                .bind(status.as_str())
+                .bind(&at)
+                .bind(run)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+        }
+        tx.commit().await.map_err(|e| self.db(e))?;
+        Ok(seq)
+    }
+
+    async fn events(&self, run: &str) -> Result<Vec<Recorded>> {
+        let rows = sqlx::query("SELECT seq, at, event FROM journal WHERE run_id = $1 ORDER BY seq")
+            .bind(run)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        rows.iter()
+            .map(|row| rows::recorded(run, row, |e| self.db(e)))
+            .collect()
+    }
+
+    async fn run(&self, id: &str) -> Result<RunRecord> {
+        let pattern = rows::id_prefix(id)?;
+        let rows = sqlx::query("SELECT * FROM runs WHERE id LIKE $1 ORDER BY id LIMIT 2")
+            .bind(pattern)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        match rows.as_slice() {
+            [] => Err(StoreError::NoRun(id.to_owned())),
+            [one] => rows::record(one, "run_user").map_err(|e| self.db(e)),
+            _ => Err(StoreError::Ambiguous(id.to_owned())),
+        }
+    }
+
+    async fn runs(&self, playbook: Option<&str>, limit: u32) -> Result<Vec<RunRecord>> {
+        let rows =
+            sqlx::query("SELECT * FROM runs WHERE ($1::TEXT IS NULL OR playbook = $1) ORDER BY id DESC LIMIT $2")
+                .bind(playbook)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.db(e))?;
+        rows.iter()
+            .map(|r| rows::record(r, "run_user").map_err(|e| self.db(e)))
+            .collect()
+    }
+
+    async fn set_runner(&self, run: &str, pid: Option<u32>) -> Result<()> {
+        sqlx::query("UPDATE runs SET pid = $1 WHERE id = $2")
+            .bind(pid.map(i64::from))
+            .bind(run)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
+    async fn append_logs(&self, run: &str, lines: &[LogLine]) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
+        for l in lines {
+            let stream = match l.stream {
+                Stream::Stdout => "stdout",
+                Stream::Stderr => "stderr",
+            };
+            sqlx::query("INSERT INTO logs (run_id, step, at, stream, line) VALUES ($1, $2, $3, $4, $5)")
+                .bind(run)
+                .bind(&l.step)
+                .bind(&l.at)
+                .bind(stream)
+                .bind(&l.line)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+        }
+        tx.commit().await.map_err(|e| self.db(e))
+    }
+
+    async fn logs(&self, run: &str, step: Option<&str>, after: i64) -> Result<Vec<(i64, LogLine)>> {
+        let rows = sqlx::query(
+            "SELECT seq, step, at, stream, line FROM logs
+             WHERE run_id = $1 AND seq > $2 AND ($3::TEXT IS NULL OR step = $3 OR step LIKE $4 ESCAPE '\\' OR step LIKE $5 ESCAPE '\\')
+             ORDER BY seq",
+        )
+        .bind(run)
+        .bind(after)
+        .bind(step)
+        .bind(step.map(|s| format!("{}.%", crate::like_escape(s))))
+        .bind(step.map(|s| format!("{}[%", crate::like_escape(s))))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.db(e))?;
+        rows.iter().map(|r| rows::log_line(r).map_err(|e| self.db(e))).collect()
+    }
+
+    async fn acquire_lock(&self, key: &str, holder: &LockHolder, ttl: Duration) -> Result<Option<Lock>> {
+        let now = rows::unix_ms(SystemTime::now());
+        let until = rows::expiry(ttl);
+        let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
+        sqlx::query("DELETE FROM locks WHERE key = $1 AND expires_unix_ms < $2")
+            .bind(key)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?;
+        // Atomic across runners: the primary key decides who inserted first.
+        let taken = sqlx::query(
+            "INSERT INTO locks (key, run_id, run_user, pid, since, expires_unix_ms) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(&holder.run_id)
+        .bind(&holder.user)
+        .bind(holder.pid.map(i64::from))
+        .bind(crate::now())
+        .bind(until)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.db(e))?
+        .rows_affected()
+            == 1;
+        let result = if taken {
+            None
+        } else {
+            let row = sqlx::query(&format!("SELECT {LOCK_COLUMNS} FROM locks WHERE key = $1 FOR UPDATE"))
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+            let other = rows::lock(&row, "run_user", now).map_err(|e| self.db(e))?;
+            if other.run_id == holder.run_id {
+                sqlx::query("UPDATE locks SET expires_unix_ms = $1, pid = $2 WHERE key = $3")
+                    .bind(until)
+                    .bind(holder.pid.map(i64::from))
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                None
+            } else {
+                Some(other)
+            }
+        };
+        tx.commit().await.map_err(|e| self.db(e))?;
+        Ok(result)
+    }
+
+    async fn renew_locks(&self, run: &str, ttl: Duration) -> Result<()> {
+        let until = rows::expiry(ttl);
+        sqlx::query("UPDATE locks SET expires_unix_ms = $1 WHERE run_id = $2")
+            .bind(until)
+            .bind(run)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
+    async fn release_locks(&self, run: &str) -> Result<()> {
+        sqlx::query("DELETE FROM locks WHERE run_id = $1")
+            .bind(run)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
+    async fn locks(&self) -> Result<Vec<Lock>> {
+        let now = rows::unix_ms(SystemTime::now());
+        let rows = sqlx::query(&format!("SELECT {LOCK_COLUMNS} FROM locks ORDER BY key"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        rows.iter()
+            .map(|r| rows::lock(r, "run_user", now).map_err(|e| self.db(e)))
+            .collect()
+    }
+
+    async fn schema_version(&self) -> Result<i64> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.db(e))
+    }
+
+    async fn remove_lock(&self, key: &str) -> Result<Option<Lock>> {
+        let now = rows::unix_ms(SystemTime::now());
+        let row = sqlx::query(&format!("DELETE FROM locks WHERE key = $1 RETURNING {LOCK_COLUMNS}"))
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        row.map(|r| rows::lock(&r, "run_user", now))
+            .transpose()
+            .map_err(|e| self.db(e))
+    }
+}
