@@ -227,10 +227,22 @@ def die(msg):
     sys.exit(1)
 
 
+def ephemeral_low():
+    """The lowest port the kernel hands out to outgoing connections."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(addresses):
-    """A TCP port free on every address."""
+    """A TCP port free on every address, below the ephemeral range: a port
+    from that range can be taken by any outgoing connection (the tests' own
+    load) between choosing it and binding it."""
+    high = max(ephemeral_low() - 1, 20100)
     for _ in range(200):
-        port = random.randint(20000, 59000)
+        port = random.randint(20000, high)
         socks = []
         try:
             for a in addresses:
@@ -485,13 +497,15 @@ backend green
         return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"] + argv
 
     def pg_wait(self, port, proc, what):
+        """True once the node accepts connections; False if it exited (its
+        log says why); dies after 30 s."""
         end = time.time() + 30
         while time.time() < end:
             if proc.poll() is not None:
-                die(f"{what} exited with {proc.returncode}; see {self.dir}/pg/{what}.log")
+                return False
             r = subprocess.run([f"{self.pg_bin}/pg_isready", "-q", "-h", "127.0.0.1", "-p", str(port)])
             if r.returncode == 0:
-                return
+                return True
             time.sleep(0.1)
         die(f"{what} not ready on port {port} after 30s; see {self.dir}/pg/{what}.log")
 
@@ -550,15 +564,24 @@ backend green
             f"cluster_name = 'lab-{name}'\nssl = on\nssl_cert_file = '{tls}/server.crt'\nssl_key_file = '{tls}/server.key'\n"
         )
 
-        def server(name, port):
-            with open(f"{d}/{name}/postgresql.conf", "a") as f:
-                f.write(settings(name))
-            argv = [f"{self.pg_bin}/postgres", "-D", f"{d}/{name}"]
-            p = self.spawn(f"postgres {name}", self.as_postgres(argv), f"{d}/{name}.log")
-            self.pg_wait(port, p, name)
-            return p
+        def server(name):
+            # A free port can be taken by another lab between choosing it and
+            # binding it (tests run labs in parallel): then try another one.
+            for attempt in range(3):
+                with open(f"{d}/{name}/postgresql.conf", "a") as f:
+                    f.write(settings(name))
+                argv = [f"{self.pg_bin}/postgres", "-D", f"{d}/{name}"]
+                p = self.spawn(f"postgres {name}", self.as_postgres(argv), f"{d}/{name}.log")
+                if self.pg_wait(ports[name], p, name):
+                    return p
+                log = open(f"{d}/{name}.log", errors="replace").read()
+                if "could not bind" not in log and "already in use" not in log or attempt == 2:
+                    tail = "\n".join(log.strip().splitlines()[-5:])
+                    die(f"{name} exited with {p.returncode}: {tail}")
+                ports[name] = free_port(["127.0.0.1"])
 
-        p1 = server("primary", primary)
+        p1 = server("primary")
+        primary = ports["primary"]
         seed = f"""
 CREATE ROLE app LOGIN PASSWORD '{app_password}';
 CREATE DATABASE finance OWNER app;
@@ -577,7 +600,8 @@ INSERT INTO django_migrations (app, name) VALUES ('finance', '0001_initial'), ('
         env = dict(os.environ, PGPASSWORD=password)
         run([f"{self.pg_bin}/pg_basebackup", "-D", f"{d}/standby", "-R", "-h", "127.0.0.1", "-p", str(primary),
              "-U", "postgres", "-X", "stream", "-c", "fast"], env=env)
-        p2 = server("standby", standby)
+        p2 = server("standby")
+        standby = ports["standby"]
         # The database hosts' controls for DR drills: stop a node (the failure),
         # start it, or rebuild it as a streaming standby of the other.
         pgpass = f"{d}/pgpass"
