@@ -91,7 +91,7 @@ start)
   mkdir -p "$root/run"
   setsid {py} {here}/app.py --bind {addr} --port {port} --root "$root" --name {name} --pidfile "$pidfile" >>"$root/run/app.log" 2>&1 </dev/null &
   i=0
-  while ! curl -s -o /dev/null --max-time 1 http://{addr}:{port}/version/; do
+  while ! curl -s -o /dev/null --max-time 10 http://{addr}:{port}/version/; do
     i=$((i+1)); [ $i -lt 150 ] || {{ echo "app did not start; see $root/run/app.log" >&2; exit 1; }}
     sleep 0.1
   done
