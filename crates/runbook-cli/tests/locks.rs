@@ -38,11 +38,29 @@ fn log(run: &Run) -> Vec<(String, f64)> {
         .collect()
 }
 
-fn wait_for_lock(run: &Run, key: &str) {
-    let until = Instant::now() + Duration::from_secs(20);
-    while !run.exec(["locks"]).stdout.contains(key) {
-        assert!(Instant::now() < until, "the lock was never taken");
-        std::thread::sleep(Duration::from_millis(50));
+/// Waits until `holder` holds `key`; if it ended first, says how.
+fn wait_for_lock(run: &Run, key: &str, holder: &mut std::process::Child) {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let locks = run.exec(["locks"]);
+        if locks.stdout.contains(key) {
+            return;
+        }
+        if let Ok(Some(status)) = holder.try_wait() {
+            let mut out = String::new();
+            if let Some(mut o) = holder.stdout.take() {
+                use std::io::Read;
+                let _ = o.read_to_string(&mut out);
+            }
+            panic!("the holder ended ({status}) before taking `{key}`:\n{out}");
+        }
+        assert!(
+            Instant::now() < until,
+            "the lock was never taken: {}{}",
+            locks.stdout,
+            locks.stderr
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -75,8 +93,8 @@ fn wait_lock_waits_for_the_holder_to_finish() {
     let run = Run::new();
     let yaml = locked(&run, 3.0);
     let run = run.playbook("t", &yaml);
-    let a = run.spawn(["run", "t", "--set", "tag=a"]);
-    wait_for_lock(&run, "deploy/prod");
+    let mut a = run.spawn(["run", "t", "--set", "tag=a"]);
+    wait_for_lock(&run, "deploy/prod", &mut a);
     run.exec(["run", "t", "--set", "tag=b", "--wait-lock", "30s"])
         .exit(0)
         .stderr_has("waiting for lock `deploy/prod`");
@@ -92,7 +110,7 @@ fn a_lock_whose_holder_died_expires_by_its_ttl_and_unlock_is_journalled() {
     let yaml = locked(&run, 60.0);
     let run = run.playbook("t", &yaml);
     let mut a = run.spawn(["run", "t", "--set", "tag=a", "--lock-ttl", "2s"]);
-    wait_for_lock(&run, "deploy/prod");
+    wait_for_lock(&run, "deploy/prod", &mut a);
     let holder = run.exec(["locks"]).exit(0);
     let holder = holder.stdout_has("deploy/prod").stdout_has("tester");
     assert!(holder.stdout.contains(&a.id().to_string()), "{}", holder.stdout);
@@ -110,7 +128,7 @@ fn a_lock_whose_holder_died_expires_by_its_ttl_and_unlock_is_journalled() {
     let yaml = locked(&run, 60.0);
     let run = run.playbook("t", &yaml);
     let mut a = run.spawn(["run", "t", "--set", "tag=a"]);
-    wait_for_lock(&run, "deploy/prod");
+    wait_for_lock(&run, "deploy/prod", &mut a);
     run.exec(["unlock", "deploy/prod"]).exit(2).stderr_has("needs --force");
     run.exec(["unlock", "deploy/prod", "--force"])
         .exit(0)
@@ -148,7 +166,7 @@ fn a_lease_on_a_target_is_shared_across_playbooks() {
         .exit(0)
         .stdout_has("lock: deploy/web, db/finance, db/finance");
     let mut deploy = run.spawn(["run", "deploy"]);
-    wait_for_lock(&run, "deploy/web");
+    wait_for_lock(&run, "deploy/web", &mut deploy);
     let locks = run.exec(["locks"]).exit(0);
     // Both keys, held by one run; the repeated key is taken once.
     assert!(locks.stdout.contains("deploy/web"), "{}", locks.stdout);

@@ -58,6 +58,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
 ];
 
+/// SQLITE_BUSY: another connection holds the lock.
+fn is_locked(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("5"))
+}
+
 /// Runs in one SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -67,8 +72,23 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating with 0700/0600 permissions if needed) the store at `path`,
-    /// and brings its schema up to date.
+    /// and brings its schema up to date. Two processes opening a new file at
+    /// once can find it locked while the other sets it up (WAL mode is set
+    /// without waiting): that is retried for up to 10 s.
     pub async fn open(path: &Path) -> Result<SqliteStore> {
+        let mut tries = 0;
+        loop {
+            match Self::open_once(path).await {
+                Err(StoreError::Db { source, .. }) if tries < 100 && is_locked(&source) => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn open_once(path: &Path) -> Result<SqliteStore> {
         prepare_file(path)?;
         let shown = path.display().to_string();
         let db = |source| StoreError::Db {
@@ -103,6 +123,20 @@ impl SqliteStore {
 
     async fn migrate(&self) -> Result<()> {
         let mut conn = self.pool.acquire().await.map_err(|e| self.db(e))?;
+        // Up to date (the usual case): no write lock at all, so read-only
+        // commands never queue behind a runner, nor a runner behind them.
+        let latest = MIGRATIONS.iter().map(|(v, _)| *v).max().unwrap_or(0);
+        let current: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(version) FROM schema_migrations WHERE EXISTS \
+             (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations')",
+        )
+        .fetch_optional(&mut *conn)
+        .await
+        .ok()
+        .flatten();
+        if current == Some(latest) {
+            return Ok(());
+        }
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
         )
