@@ -193,7 +193,7 @@ impl Metrics {
         h.2 += 1;
     }
 
-    fn render(&self, waiting: usize) -> String {
+    fn render(&self, waiting: u64) -> String {
         use std::fmt::Write as _;
         let mut o = String::new();
         let label = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
@@ -274,13 +274,11 @@ impl Metrics {
     }
 }
 
-/// Something that happened to a schedule's run.
-enum Done {
-    Exited {
-        schedule: usize,
-        run: Option<String>,
-        code: i32,
-    },
+/// A schedule's run ended: which schedule, the run (if it got an id), the exit code.
+struct Done {
+    schedule: usize,
+    run: Option<String>,
+    code: i32,
 }
 
 /// Paths and flags the children are started with.
@@ -360,8 +358,8 @@ pub(crate) fn daemon(
                 .unwrap_or(Duration::from_secs(3600));
             tokio::select! {
                 () = &mut stop => break,
-                Some(Done::Exited { schedule, run, code }) = rx.recv() => {
-                    finished(&store, &mut scheds[schedule], run, code, &metrics_data).await;
+                Some(Done { schedule, run, code }) = rx.recv() => {
+                    finished(&store, &scheds[schedule], run, code, &metrics_data).await;
                     let s = &mut scheds[schedule];
                     s.running = None;
                     if s.queued > 0 {
@@ -414,8 +412,8 @@ pub(crate) fn daemon(
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while left > 0 {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(Done::Exited { schedule, run, code })) => {
-                    finished(&store, &mut scheds[schedule], run, code, &metrics_data).await;
+                Ok(Some(Done { schedule, run, code })) => {
+                    finished(&store, &scheds[schedule], run, code, &metrics_data).await;
                     left -= 1;
                 }
                 _ => break,
@@ -522,7 +520,7 @@ fn start(
             }
         }
         let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
-        let _ = tx.send(Done::Exited {
+        let _ = tx.send(Done {
             schedule: index,
             run,
             code,
@@ -532,13 +530,7 @@ fn start(
 }
 
 /// Records how a schedule's run ended: metrics, and the webhook.
-async fn finished(
-    store: &Arc<dyn Store>,
-    s: &mut Schedule,
-    run: Option<String>,
-    code: i32,
-    metrics: &Arc<Mutex<Metrics>>,
-) {
+async fn finished(store: &Arc<dyn Store>, s: &Schedule, run: Option<String>, code: i32, metrics: &Arc<Mutex<Metrics>>) {
     let record = match &run {
         Some(id) => store.run(id).await.ok(),
         None => None,
@@ -643,11 +635,7 @@ async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Mutex<Met
             let request = String::from_utf8_lossy(&buf[..n]);
             let path = request.split_whitespace().nth(1).unwrap_or("/");
             let (status, body) = if path == "/metrics" {
-                let waiting = store
-                    .runs(None, 10_000)
-                    .await
-                    .map(|r| r.iter().filter(|r| r.status == RunStatus::Waiting).count())
-                    .unwrap_or(0);
+                let waiting = store.count_runs(RunStatus::Waiting).await.unwrap_or(0);
                 let text = metrics.lock().map(|m| m.render(waiting)).unwrap_or_default();
                 ("200 OK", text)
             } else {

@@ -214,14 +214,7 @@ async fn answer_at_terminal(store: &Arc<dyn Store>, run_id: &str) -> Option<Vec<
         return None;
     }
     let events = store.events(run_id).await.ok()?;
-    let replay = Replay::new(&events);
-    let mut waiting: Vec<String> = replay
-        .steps
-        .iter()
-        .filter(|(_, p)| matches!(p, Prior::Waiting))
-        .map(|(k, _)| k.clone())
-        .collect();
-    waiting.sort();
+    let waiting = Replay::new(&events).waiting();
     if waiting.is_empty() {
         return None;
     }
@@ -237,20 +230,15 @@ async fn answer_at_terminal(store: &Arc<dyn Store>, run_id: &str) -> Option<Vec<
         "n" | "no" => false,
         _ => return None,
     };
-    let plan = plan_hash(&record);
-    let mut journal = vec![Event::RunResumed { user: who.clone() }];
-    for step in waiting {
-        journal.push(Event::OperatorAction {
-            action: if approve { "approve" } else { "reject" }.into(),
-            step: Some(step),
-            who: who.clone(),
-            comment: Some("answered at the terminal".into()),
-            plan_hash: Some(plan.clone()),
-        });
-    }
-    for e in &journal {
-        store.append(run_id, e).await.ok()?;
-    }
+    let answer = Answer {
+        approve,
+        who: who.clone(),
+        comment: Some("answered at the terminal".into()),
+        plan_hash: None,
+    };
+    let mut journal = vec![Event::RunResumed { user: who }];
+    journal.extend(answer.events(&waiting, &plan_hash(&record)));
+    store.append_all(run_id, &journal).await.ok()?;
     store.events(run_id).await.ok()
 }
 
@@ -467,7 +455,25 @@ struct Answer {
     approve: bool,
     who: String,
     comment: Option<String>,
+    /// The plan the answerer reviewed, if they said.
     plan_hash: Option<String>,
+}
+
+impl Answer {
+    /// The journal entries that record it for each waiting step, bound to the
+    /// run's plan.
+    fn events(&self, waiting: &[String], plan: &str) -> Vec<Event> {
+        waiting
+            .iter()
+            .map(|step| Event::OperatorAction {
+                action: if self.approve { "approve" } else { "reject" }.into(),
+                step: Some(step.clone()),
+                who: self.who.clone(),
+                comment: self.comment.clone(),
+                plan_hash: Some(plan.to_owned()),
+            })
+            .collect()
+    }
 }
 
 pub(crate) fn resume(
@@ -574,16 +580,7 @@ fn continue_run(
         let obs = observer(exec.output, false);
         let mut journal = vec![Event::RunResumed { user: who.clone() }];
         if let Some(a) = answer {
-            let waiting: Vec<String> = {
-                let mut w: Vec<String> = replay
-                    .steps
-                    .iter()
-                    .filter(|(_, p)| matches!(p, Prior::Waiting))
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                w.sort();
-                w
-            };
+            let waiting = replay.waiting();
             if record.status != RunStatus::Waiting || waiting.is_empty() {
                 eprintln!(
                     "error: run {} is not waiting for an approval (it is {}); nothing was recorded",
@@ -601,15 +598,7 @@ fn continue_run(
                 );
                 return Exit::Invalid;
             }
-            for step in waiting {
-                journal.push(Event::OperatorAction {
-                    action: if a.approve { "approve" } else { "reject" }.into(),
-                    step: Some(step),
-                    who: a.who.clone(),
-                    comment: a.comment.clone(),
-                    plan_hash: Some(bound.clone()),
-                });
-            }
+            journal.extend(a.events(&waiting, &bound));
         }
         for step in rerun {
             journal.push(Event::OperatorAction {

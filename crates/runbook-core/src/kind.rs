@@ -352,6 +352,18 @@ pub fn exit_message(code: i32, stderr: &str) -> String {
     }
 }
 
+/// An error with every cause under it, joined by `: ` (libraries often keep
+/// the useful part, "connection refused", in a source).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = vec![e.to_string()];
+    let mut src = e.source();
+    while let Some(s) = src {
+        chain.push(s.to_string());
+        src = s.source();
+    }
+    chain.join(": ")
+}
+
 /// The first line of a command, shortened for one-line descriptions.
 pub fn one_line(text: &str, max: usize) -> String {
     let mut lines = text.trim().lines();

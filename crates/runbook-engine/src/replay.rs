@@ -114,10 +114,19 @@ impl Replay {
 
     /// Step paths that were in flight.
     pub fn in_flight(&self) -> Vec<String> {
+        self.paths(|p| matches!(p, Prior::InFlight { .. }))
+    }
+
+    /// Step paths that wait for a person's answer.
+    pub fn waiting(&self) -> Vec<String> {
+        self.paths(|p| matches!(p, Prior::Waiting))
+    }
+
+    fn paths(&self, which: impl Fn(&Prior) -> bool) -> Vec<String> {
         let mut v: Vec<String> = self
             .steps
             .iter()
-            .filter(|(_, p)| matches!(p, Prior::InFlight { .. }))
+            .filter(|(_, p)| which(p))
             .map(|(k, _)| k.clone())
             .collect();
         v.sort();

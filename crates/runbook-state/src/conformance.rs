@@ -74,6 +74,8 @@ pub async fn check(store: &dyn Store) -> Result<(), String> {
         matches!(&events[2].event, Event::StepSucceeded { outputs, .. } if outputs["x"] == 1),
         "outputs come back as stored"
     );
+    let done = store.count_runs(RunStatus::Succeeded).await.map_err(e)?;
+    ensure!(done >= 1, "count_runs counts the succeeded run, got {done}");
     let rec = store.run(&a.id[..10]).await.map_err(e)?;
     ensure!(rec.status == RunStatus::Succeeded, "status follows run_finished");
     ensure!(

@@ -103,6 +103,9 @@ pub trait Store: Send + Sync {
     /// The latest runs, newest first, optionally of one playbook.
     async fn runs(&self, playbook: Option<&str>, limit: u32) -> Result<Vec<RunRecord>>;
 
+    /// How many runs are in `status` (for metrics; reads no run text).
+    async fn count_runs(&self, status: RunStatus) -> Result<u64>;
+
     /// Records which process is executing a run (so `cancel` can reach it).
     async fn set_runner(&self, run: &str, pid: Option<u32>) -> Result<()>;
 

@@ -363,6 +363,15 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn count_runs(&self, status: RunStatus) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE status = ?")
+            .bind(status.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn set_runner(&self, run: &str, pid: Option<u32>) -> Result<()> {
         sqlx::query("UPDATE runs SET pid = ? WHERE id = ?")
             .bind(pid.map(i64::from))

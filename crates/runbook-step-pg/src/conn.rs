@@ -80,13 +80,7 @@ fn pg_error(what: &str, e: &tokio_postgres::Error) -> StepError {
         }
         return StepError::new(m);
     }
-    let mut chain = vec![e.to_string()];
-    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    while let Some(s) = src {
-        chain.push(s.to_string());
-        src = s.source();
-    }
-    let all = chain.join(": ");
+    let all = runbook_core::kind::error_chain(e);
     let hint = if all.contains("certificate") {
         " (the server's certificate is not trusted: pass `ca_file` with its CA, or put sslmode=disable in the DSN to connect without TLS)"
     } else {

@@ -189,13 +189,7 @@ impl std::fmt::Debug for Ssh {
 
 /// Says which of the usual things went wrong, from what ssh printed.
 fn classify(target: &Target, e: &openssh::Error) -> String {
-    let mut chain = vec![e.to_string()];
-    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    while let Some(s) = src {
-        chain.push(s.to_string());
-        src = s.source();
-    }
-    let all = chain.join(": ");
+    let all = runbook_core::kind::error_chain(e);
     let low = all.to_lowercase();
     let who = target.shown();
     if low.contains("host key verification failed") || low.contains("identification has changed") {
