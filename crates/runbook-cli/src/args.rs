@@ -67,6 +67,34 @@ pub(crate) enum Command {
         inputs: InputArgs,
         #[command(flatten)]
         exec: ExecArgs,
+        /// Queue the run for `runbook worker`s instead of running it here
+        /// (needs PostgreSQL state). Prints the run id.
+        #[arg(long)]
+        submit: bool,
+    },
+    /// Execute queued runs (`run --submit`) from the shared state, and take over
+    /// the runs of workers that died.
+    Worker {
+        /// This worker's name, shown in `status` and `history` (default: HOST:PID).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// How many runs it executes at once.
+        #[arg(long, default_value_t = 4, value_name = "N")]
+        concurrency: usize,
+        /// How long its hold on a run lasts without a heartbeat; another worker
+        /// takes the run over after that.
+        #[arg(long, default_value = "15s", value_name = "DURATION")]
+        lease_ttl: String,
+        /// How often an idle worker looks for runs whose worker died (new
+        /// submissions wake it at once).
+        #[arg(long, default_value = "1s", value_name = "DURATION")]
+        poll: String,
+        /// Exit once there is nothing to claim and nothing running.
+        #[arg(long)]
+        exit_when_idle: bool,
+        /// How it reports what its runs do.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Continue an interrupted, failed or uncertain run where it stopped.
     Resume {

@@ -36,11 +36,43 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
             Some(inv) => list_inventory(&inv),
             None => Exit::Invalid,
         },
-        Command::Run { playbook, inputs, exec } => {
+        Command::Run {
+            playbook,
+            inputs,
+            exec,
+            submit: true,
+        } => crate::runs::submit(state, &lib, &registry, &playbook, &inputs, &exec),
+        Command::Run {
+            playbook,
+            inputs,
+            exec,
+            submit: false,
+        } => {
             let Some(inv) = load_inventory(inventory.as_deref()) else {
                 return Exit::Invalid;
             };
             crate::runs::run(state, &lib, &registry, &playbook, &inputs, &exec, &inv)
+        }
+        Command::Worker {
+            name,
+            concurrency,
+            lease_ttl,
+            poll,
+            exit_when_idle,
+            output,
+        } => {
+            let Some(inv) = load_inventory(inventory.as_deref()) else {
+                return Exit::Invalid;
+            };
+            let options = crate::worker::Options {
+                name,
+                concurrency,
+                lease_ttl,
+                poll,
+                exit_when_idle,
+                output,
+            };
+            crate::worker::worker(state, &registry, &options, &inv)
         }
         Command::Resume {
             run,

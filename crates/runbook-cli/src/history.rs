@@ -28,6 +28,9 @@ pub(crate) struct StepRow {
     pub(crate) duration_ms: Option<u128>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
+    /// The worker that last started it (runs of the queue).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) runner: Option<String>,
 }
 
 /// Every step path in the order it first appeared, with its last state.
@@ -44,17 +47,21 @@ pub(crate) fn steps(events: &[Recorded]) -> Vec<StepRow> {
                     attempts: 0,
                     duration_ms: None,
                     error: None,
+                    runner: None,
                 });
                 first.push(None);
                 rows.len() - 1
             }
         }
     };
+    let mut runner: Option<&String> = None;
     for rec in events {
         let at = &rec.at;
         match &rec.event {
+            Event::RunStarted { runner: r, .. } | Event::RunResumed { runner: r, .. } => runner = r.as_ref(),
             Event::StepStarted { step, attempt } => {
                 let i = idx(&mut rows, &mut first_start, step);
+                rows[i].runner = runner.cloned();
                 rows[i].state = "running".into();
                 rows[i].attempts = rows[i].attempts.max(*attempt);
                 first_start[i].get_or_insert_with(|| at.clone());
@@ -112,21 +119,38 @@ fn ms(d: Option<u128>) -> String {
 }
 
 fn table(runs: &[RunRecord]) {
-    table_with_rto(runs, &[]);
+    table_with(runs, &[], &[]);
 }
 
-/// The runs, with a column of measured RTO (DR drills) when any run has one.
-fn table_with_rto(runs: &[RunRecord], rto: &[Option<f64>]) {
+/// The workers that ran a run, in the order they took it.
+fn runners(events: &[Recorded]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for rec in events {
+        if let Event::RunStarted { runner: Some(r), .. } | Event::RunResumed { runner: Some(r), .. } = &rec.event {
+            if out.last() != Some(r) {
+                out.push(r.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The runs, with a column of measured RTO (DR drills) when any run has one,
+/// and of the workers that ran them when any did.
+fn table_with(runs: &[RunRecord], rto: &[Option<f64>], by: &[Vec<String>]) {
     let with_rto = rto.iter().any(Option::is_some);
+    let with_runners = by.iter().any(|r| !r.is_empty());
     println!(
-        "{:26}  {:20}  {:>3}  {:11}  {:24}  {:>8}  {}USER",
+        "{:26}  {:20}  {:>3}  {:11}  {:24}  {:>8}  {}{}{}",
         "RUN",
         "PLAYBOOK",
         "V",
         "STATUS",
         "STARTED",
         "TOOK",
-        if with_rto { "     RTO  " } else { "" }
+        if with_rto { "     RTO  " } else { "" },
+        if with_runners { "USER    " } else { "USER" },
+        if with_runners { "  RUNNERS" } else { "" }
     );
     for (i, r) in runs.iter().enumerate() {
         let rto = match rto.get(i).copied().flatten() {
@@ -134,20 +158,28 @@ fn table_with_rto(runs: &[RunRecord], rto: &[Option<f64>]) {
             _ if with_rto => format!("{:>8}  ", "-"),
             _ => String::new(),
         };
-        let took = if r.status == RunStatus::Running {
+        let runners = match by.get(i) {
+            Some(names) if with_runners => format!("  {}", names.join(" → ")),
+            _ => String::new(),
+        };
+        let took = if matches!(r.status, RunStatus::Running | RunStatus::Queued) {
             String::new()
         } else {
             ms(between(&r.created_at, &r.updated_at).map(|d| d.as_millis()))
         };
+        let user = if with_runners {
+            format!("{:8}", r.user)
+        } else {
+            r.user.clone()
+        };
         println!(
-            "{:26}  {:20}  {:>3}  {:11}  {:24}  {:>8}  {rto}{}",
+            "{:26}  {:20}  {:>3}  {:11}  {:24}  {:>8}  {rto}{user}{runners}",
             r.id,
             r.playbook,
             r.version,
             r.status.as_str(),
             r.created_at,
             took,
-            r.user
         );
     }
 }
@@ -207,7 +239,17 @@ pub(crate) fn status(state: Option<PathBuf>, run: Option<&str>, output: Output) 
             "plan hash {plan} (the text {} and the inputs {})",
             record.hash, record.inputs
         );
+        let held = crate::runs::held_by_worker(&record);
         match (record.status, record.pid) {
+            _ if held.is_some() => println!(
+                "runner: worker {} (lease until {})",
+                held.unwrap_or("?"),
+                record.lease_until.as_deref().unwrap_or("?")
+            ),
+            (RunStatus::Running | RunStatus::Interrupted, _) if record.submitted => {
+                println!("its worker is gone: another worker takes it over when its lease expires (`runbook worker`)")
+            }
+            (RunStatus::Queued, _) => println!("queued: the next free `runbook worker` runs it"),
             (RunStatus::Running, Some(pid)) if crate::runs::alive(pid) => println!("runner: process {pid}"),
             (RunStatus::Running, _) => {
                 println!(
@@ -219,13 +261,21 @@ pub(crate) fn status(state: Option<PathBuf>, run: Option<&str>, output: Output) 
         }
         println!();
         let width = rows.iter().map(|r| r.step.len()).max().unwrap_or(4).max(4);
+        // Which worker ran each step, for runs of the queue.
+        let by = rows.iter().filter_map(|r| r.runner.as_ref()).map(String::len).max();
+        let runner_head = by
+            .map(|w| format!("{:w$}  ", "RUNNER", w = w.max(6)))
+            .unwrap_or_default();
         println!(
-            "{:width$}  {:11}  {:>8}  {:>8}  NOTE",
+            "{:width$}  {:11}  {:>8}  {:>8}  {runner_head}NOTE",
             "STEP", "STATE", "ATTEMPTS", "TOOK"
         );
         for r in &rows {
+            let runner = by
+                .map(|w| format!("{:w$}  ", r.runner.as_deref().unwrap_or("-"), w = w.max(6)))
+                .unwrap_or_default();
             println!(
-                "{:width$}  {:11}  {:>8}  {:>8}  {}",
+                "{:width$}  {:11}  {:>8}  {:>8}  {runner}{}",
                 r.step,
                 r.state,
                 r.attempts,
@@ -310,12 +360,13 @@ pub(crate) fn history(state: Option<PathBuf>, playbook: &str, limit: u32) -> Exi
                     println!("no runs of `{playbook}` yet");
                 } else {
                     // The recovery time each run measured: a drill's trend.
-                    let mut rto = Vec::new();
+                    let (mut rto, mut by) = (Vec::new(), Vec::new());
                     for r in &runs {
                         let events = store.events(&r.id).await.unwrap_or_default();
                         rto.push(crate::report::measured(&events, "rto_seconds"));
+                        by.push(runners(&events));
                     }
-                    table_with_rto(&runs, &rto);
+                    table_with(&runs, &rto, &by);
                 }
                 Exit::Ok
             }

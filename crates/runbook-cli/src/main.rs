@@ -21,6 +21,7 @@ mod reference;
 mod registry;
 mod report;
 mod runs;
+mod worker;
 
 use clap::Parser;
 use std::process::ExitCode;

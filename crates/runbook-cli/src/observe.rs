@@ -18,6 +18,8 @@ use std::time::Instant;
 pub(crate) struct Text {
     started: Mutex<HashMap<String, Instant>>,
     live: Option<Live>,
+    /// Put before every line (a worker's runs interleave: the run's id).
+    prefix: String,
 }
 
 /// The live part: one spinner per running step, one n/m bar per fan-out.
@@ -37,6 +39,16 @@ impl Text {
         Text {
             started: Mutex::default(),
             live,
+            prefix: String::new(),
+        }
+    }
+
+    /// Every line starts with `prefix` (no live bars).
+    pub(crate) fn prefixed(prefix: String) -> Text {
+        Text {
+            started: Mutex::default(),
+            live: None,
+            prefix,
         }
     }
 
@@ -45,7 +57,8 @@ impl Text {
             Some(live) => {
                 let _ = live.multi.println(line);
             }
-            None => out(line),
+            None if self.prefix.is_empty() => out(line),
+            None => out(&format!("{}{line}", self.prefix)),
         }
     }
 
@@ -108,8 +121,11 @@ impl Observer for Text {
                 .unwrap_or_default()
         };
         match event {
-            Event::RunStarted { .. } => self.out(&format!("run {run} started")),
-            Event::RunResumed { .. } => self.out(&format!("run {run} resumed")),
+            Event::RunQueued { .. } => self.out(&format!("run {run} queued")),
+            Event::RunStarted { runner: None, .. } => self.out(&format!("run {run} started")),
+            Event::RunResumed { runner: None, .. } => self.out(&format!("run {run} resumed")),
+            Event::RunStarted { runner: Some(w), .. } => self.out(&format!("run {run} started on worker {w}")),
+            Event::RunResumed { runner: Some(w), .. } => self.out(&format!("run {run} taken up by worker {w}")),
             Event::StepStarted { step, attempt } => {
                 if let Ok(mut m) = self.started.lock() {
                     m.insert(step.clone(), Instant::now());
@@ -191,13 +207,13 @@ impl Observer for Text {
     }
 }
 
-/// `12ms`, `1.4s`, `2m03s`.
 /// True in a CI pipeline (`CI` set, as GitHub Actions, GitLab CI, Buildkite and
 /// Jenkins' plugins set it): plain lines, no live progress bars.
 pub(crate) fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
+/// `12ms`, `1.4s`, `2m03s`.
 pub(crate) fn short(d: std::time::Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {

@@ -104,10 +104,16 @@ pub(crate) fn measured(events: &[Recorded], key: &str) -> Option<f64> {
     })
 }
 
+/// " on worker W" when a worker ran it.
+fn on(runner: Option<&str>) -> String {
+    runner.map(|r| format!(" on worker {r}")).unwrap_or_default()
+}
+
 fn moment(event: &Event) -> Option<String> {
     Some(match event {
-        Event::RunStarted { user } => format!("run started by {user}"),
-        Event::RunResumed { user } => format!("run resumed by {user}"),
+        Event::RunQueued { user } => format!("run submitted by {user}"),
+        Event::RunStarted { user, runner } => format!("run started by {user}{}", on(runner.as_deref())),
+        Event::RunResumed { user, runner } => format!("run resumed by {user}{}", on(runner.as_deref())),
         Event::StepStarted { step, attempt } if *attempt > 1 => format!("{step} started (attempt {attempt})"),
         Event::StepStarted { step, .. } => format!("{step} started"),
         Event::StepSucceeded { step, .. } => format!("{step} succeeded"),

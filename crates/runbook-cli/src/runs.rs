@@ -100,14 +100,22 @@ fn hash(text: &str) -> String {
     format!("{h:016x}")
 }
 
-fn observer(output: Output, progress: bool) -> Arc<dyn Observer> {
+pub(crate) fn observer(output: Output, progress: bool) -> Arc<dyn Observer> {
     match output {
         Output::Text => Arc::new(crate::observe::Text::new(progress)),
         Output::Json => Arc::new(crate::observe::JsonLines),
     }
 }
 
-fn env() -> IndexMap<String, String> {
+/// A worker's observer: text lines start with the run's `label`.
+pub(crate) fn observer_for(output: Output, label: Option<&str>) -> Arc<dyn Observer> {
+    match (output, label) {
+        (Output::Text, Some(label)) => Arc::new(crate::observe::Text::prefixed(label.to_owned())),
+        _ => observer(output, false),
+    }
+}
+
+pub(crate) fn env() -> IndexMap<String, String> {
     std::env::vars().collect()
 }
 
@@ -148,8 +156,15 @@ pub(crate) fn look(plan: &mut runbook_engine::plan::Plan, pb: &Playbook, registr
     true
 }
 
+/// Signals for a run in this process, stopped by Ctrl-C and SIGTERM.
+fn watched_signals() -> Signals {
+    let signals = Signals::default();
+    watch_signals(&signals);
+    signals
+}
+
 /// First SIGINT/SIGTERM: stop gracefully. Second: kill.
-fn watch_signals(signals: &Signals) {
+pub(crate) fn watch_signals(signals: &Signals) {
     use tokio::signal::unix::{SignalKind, signal};
     let s = signals.clone();
     tokio::spawn(async move {
@@ -177,22 +192,28 @@ fn watch_signals(signals: &Signals) {
     });
 }
 
-struct Execute<'a> {
-    store: Arc<dyn Store>,
-    registry: &'a Registry,
-    playbook: &'a Playbook,
-    run_id: String,
-    inputs: IndexMap<String, Json>,
-    secrets: IndexMap<String, String>,
-    env: IndexMap<String, String>,
-    inventory: Json,
-    started_at: String,
-    replay: Replay,
-    exec: &'a ExecArgs,
+pub(crate) struct Execute<'a> {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) registry: &'a Registry,
+    pub(crate) playbook: &'a Playbook,
+    pub(crate) run_id: String,
+    pub(crate) inputs: IndexMap<String, Json>,
+    pub(crate) secrets: IndexMap<String, String>,
+    pub(crate) env: IndexMap<String, String>,
+    pub(crate) inventory: Json,
+    pub(crate) started_at: String,
+    pub(crate) replay: Replay,
+    pub(crate) exec: &'a ExecArgs,
     /// The run holds its playbook's lock: renew it while running, then give it back.
-    locked: bool,
+    pub(crate) locked: bool,
     /// Reports to write when the run stops.
-    reports: Vec<(crate::args::ReportFormat, PathBuf)>,
+    pub(crate) reports: Vec<(crate::args::ReportFormat, PathBuf)>,
+    /// What stops the run: this process's signals, or its worker.
+    pub(crate) signals: Signals,
+    /// May ask at the terminal (approvals).
+    pub(crate) interactive: bool,
+    /// Put before each line of text output (a worker's runs interleave).
+    pub(crate) label: Option<String>,
 }
 
 /// A person is at the keyboard: text output, stdin and stdout are terminals,
@@ -236,7 +257,10 @@ async fn answer_at_terminal(store: &Arc<dyn Store>, run_id: &str) -> Option<Vec<
         comment: Some("answered at the terminal".into()),
         plan_hash: None,
     };
-    let mut journal = vec![Event::RunResumed { user: who }];
+    let mut journal = vec![Event::RunResumed {
+        user: who,
+        runner: None,
+    }];
     journal.extend(answer.events(&waiting, &plan_hash(&record)));
     store.append_all(run_id, &journal).await.ok()?;
     store.events(run_id).await.ok()
@@ -257,7 +281,7 @@ fn reports(exec: &ExecArgs) -> Option<Vec<(crate::args::ReportFormat, PathBuf)>>
     Some(out)
 }
 
-async fn execute(x: Execute<'_>) -> Exit {
+pub(crate) async fn execute(x: Execute<'_>) -> Exit {
     let ttl = crate::locks::ttl(x.exec).unwrap_or(Duration::from_secs(30));
     let heartbeat = x
         .locked
@@ -267,7 +291,7 @@ async fn execute(x: Execute<'_>) -> Exit {
     let mut x = x;
     let mut code = execute_inner(&x).await;
     // At a terminal, a person can answer an approval right here.
-    while code == Exit::Interrupted && interactive(x.exec) {
+    while code == Exit::Interrupted && x.interactive {
         let Some(events) = answer_at_terminal(&x.store, &x.run_id).await else {
             break;
         };
@@ -292,15 +316,16 @@ async fn execute(x: Execute<'_>) -> Exit {
 }
 
 async fn execute_inner(x: &Execute<'_>) -> Exit {
-    let observer = observer(x.exec.output, !x.exec.no_progress);
+    let observer = match &x.label {
+        Some(label) => observer_for(x.exec.output, Some(label)),
+        None => observer(x.exec.output, !x.exec.no_progress),
+    };
     let engine = Engine {
         registry: x.registry.clone(),
         store: x.store.clone(),
         observer,
     };
     let _ = x.store.set_runner(&x.run_id, Some(std::process::id())).await;
-    let signals = Signals::default();
-    watch_signals(&signals);
     let input = RunInput {
         run_id: x.run_id.clone(),
         playbook: x.playbook,
@@ -314,7 +339,7 @@ async fn execute_inner(x: &Execute<'_>) -> Exit {
         max_parallel: x.exec.max_parallel,
         auto_approve: x.exec.yes.then(user),
     };
-    let result = exec::execute(&engine, input, &signals).await;
+    let result = exec::execute(&engine, input, &x.signals).await;
     let _ = x.store.set_runner(&x.run_id, None).await;
     match result {
         Ok(done) => {
@@ -328,10 +353,17 @@ async fn execute_inner(x: &Execute<'_>) -> Exit {
             match done.status {
                 RunStatus::Succeeded => Exit::Ok,
                 RunStatus::Failed | RunStatus::Cancelled => Exit::Failed,
-                RunStatus::Interrupted | RunStatus::Uncertain | RunStatus::Running | RunStatus::Waiting => {
-                    Exit::Interrupted
-                }
+                RunStatus::Interrupted
+                | RunStatus::Uncertain
+                | RunStatus::Running
+                | RunStatus::Waiting
+                | RunStatus::Queued => Exit::Interrupted,
             }
+        }
+        Err(runbook_engine::exec::EngineError::Store(e @ runbook_state::StoreError::Fenced { .. })) => {
+            // Another worker owns the run now; this one wrote nothing more.
+            eprintln!("{}stopped: {e}", x.label.as_deref().unwrap_or(""));
+            Exit::Interrupted
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -391,7 +423,10 @@ pub(crate) fn run(
             inputs: masker.json(&serde_json::json!(inputs)),
             user: user(),
         };
-        let first = Event::RunStarted { user: user() };
+        let first = Event::RunStarted {
+            user: user(),
+            runner: None,
+        };
         if let Err(e) = store.create_run(&new, &first).await {
             let _ = store.release_locks(&run_id).await;
             eprintln!("error: {e}; nothing was run");
@@ -412,9 +447,100 @@ pub(crate) fn run(
             exec,
             locked: !lock.is_empty(),
             reports: wanted,
+            signals: watched_signals(),
+            interactive: interactive(exec),
+            label: None,
         })
         .await
     })
+}
+
+/// `run --submit`: checks everything `run` checks except the secrets (they
+/// are the worker's), then queues the run for the workers.
+pub(crate) fn submit(
+    state: Option<PathBuf>,
+    lib: &Library,
+    registry: &Registry,
+    spec: &str,
+    args: &InputArgs,
+    exec: &ExecArgs,
+) -> Exit {
+    let Some(loaded) = load(lib, registry, spec) else {
+        return Exit::Invalid;
+    };
+    let pb = &loaded.playbook;
+    let Some(inputs) = resolve_inputs(pb, args) else {
+        return Exit::Invalid;
+    };
+    if let Err(e) = crate::locks::keys(pb, &inputs, &env()) {
+        eprintln!("error: {e}; nothing was queued");
+        return Exit::Invalid;
+    }
+    let Some(rt) = runtime() else { return Exit::Invalid };
+    rt.block_on(async {
+        let Some(store) = open_store(state).await else {
+            return Exit::Invalid;
+        };
+        let run_id = runbook_state::new_run_id();
+        let text = loaded.source.text.to_string();
+        let new = NewRun {
+            id: run_id.clone(),
+            playbook: pb.name.clone(),
+            version: pb.version,
+            hash: hash(&text),
+            text,
+            inputs: serde_json::json!(inputs),
+            user: user(),
+        };
+        let first = Event::RunQueued { user: user() };
+        if let Err(e) = store.create_run(&new, &first).await {
+            eprintln!("error: {e}; nothing was queued");
+            return Exit::Invalid;
+        }
+        match exec.output {
+            Output::Json => observer(Output::Json, false).event(&run_id, &first),
+            Output::Text => {
+                println!("{run_id}");
+                eprintln!("queued: a `runbook worker` runs it (hint: `runbook status {run_id}`)");
+            }
+        }
+        Exit::Ok
+    })
+}
+
+/// The playbook a run executes: the exact text it started with, validated
+/// again by this runbook. `None` after printing why.
+pub(crate) fn load_stored(
+    record: &runbook_state::RunRecord,
+    registry: &Registry,
+) -> Result<runbook_core::validate::Loaded, String> {
+    let source = Source::new(
+        format!("run {} ({} v{})", record.id, record.playbook, record.version),
+        record.text.clone(),
+    );
+    let expected = runbook_core::validate::Expected {
+        name: Some(record.playbook.clone()),
+        version: Some(record.version),
+    };
+    runbook_core::validate::load(source, &expected, registry).map_err(|inv| {
+        crate::diagnostics::eprint_all(&inv.source, &inv.diagnostics);
+        "the stored playbook no longer validates with this runbook".to_owned()
+    })
+}
+
+/// The inputs a run was started with.
+pub(crate) fn stored_inputs(record: &runbook_state::RunRecord) -> IndexMap<String, Json> {
+    record
+        .inputs
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
+/// True if a worker holds the run's lease now (by this machine's clock).
+pub(crate) fn held_by_worker(record: &runbook_state::RunRecord) -> Option<&str> {
+    let until = humantime::parse_rfc3339(record.lease_until.as_deref()?).ok()?;
+    (until > std::time::SystemTime::now()).then_some(record.worker.as_deref().unwrap_or("?"))
 }
 
 /// True if `pid` is a live runbook process.
@@ -521,20 +647,18 @@ fn continue_run(
             );
             return Exit::Locked;
         }
+        if let Some(worker) = held_by_worker(&record) {
+            eprintln!(
+                "error: run {} is being executed by worker {worker} (hint: `runbook cancel {}` stops it)",
+                record.id, record.id
+            );
+            return Exit::Locked;
+        }
         // The run continues against the exact text it started with.
-        let source = Source::new(
-            format!("run {} ({} v{})", record.id, record.playbook, record.version),
-            record.text.clone(),
-        );
-        let expected = runbook_core::validate::Expected {
-            name: Some(record.playbook.clone()),
-            version: Some(record.version),
-        };
-        let loaded = match runbook_core::validate::load(source, &expected, registry) {
+        let loaded = match load_stored(&record, registry) {
             Ok(l) => l,
-            Err(inv) => {
-                crate::diagnostics::eprint_all(&inv.source, &inv.diagnostics);
-                eprintln!("error: the stored playbook no longer validates with this runbook; nothing was run");
+            Err(e) => {
+                eprintln!("error: {e}; nothing was run");
                 return Exit::Invalid;
             }
         };
@@ -559,14 +683,16 @@ fn continue_run(
             }
         }
         let env = env();
-        let Some(secrets) = secrets_or_exit(&loaded.playbook, &env) else {
-            return Exit::Invalid;
+        // A worker resolves a submitted run's secrets in its own environment.
+        let secrets = if record.submitted {
+            IndexMap::new()
+        } else {
+            let Some(secrets) = secrets_or_exit(&loaded.playbook, &env) else {
+                return Exit::Invalid;
+            };
+            secrets
         };
-        let inputs: IndexMap<String, Json> = record
-            .inputs
-            .as_object()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
+        let inputs = stored_inputs(&record);
         // The run takes its lock again (it may have been freed when it stopped),
         // once what was asked is known to be valid.
         let lock = match crate::locks::keys(&loaded.playbook, &inputs, &env) {
@@ -578,7 +704,15 @@ fn continue_run(
         };
         let who = user();
         let obs = observer(exec.output, false);
-        let mut journal = vec![Event::RunResumed { user: who.clone() }];
+        // A submitted run goes back to the queue: a worker continues it.
+        let mut journal = vec![if record.submitted {
+            Event::RunQueued { user: who.clone() }
+        } else {
+            Event::RunResumed {
+                user: who.clone(),
+                runner: None,
+            }
+        }];
         if let Some(a) = answer {
             let waiting = replay.waiting();
             if record.status != RunStatus::Waiting || waiting.is_empty() {
@@ -627,6 +761,22 @@ fn continue_run(
                 outputs: serde_json::json!({}),
             });
         }
+        if record.submitted {
+            if let Err(err) = store.append_all(&record.id, &journal).await {
+                eprintln!("error: {err}; nothing was recorded");
+                return Exit::Invalid;
+            }
+            for e in &journal {
+                obs.event(&record.id, e);
+            }
+            if exec.output == Output::Text {
+                eprintln!(
+                    "run {} is queued again: a `runbook worker` continues it (hint: `runbook status {}`)",
+                    record.id, record.id
+                );
+            }
+            return Exit::Ok;
+        }
         if let Err(code) = crate::locks::acquire_all(&store, &lock, &record.id, exec).await {
             return code;
         }
@@ -658,9 +808,47 @@ fn continue_run(
             exec,
             locked: !lock.is_empty(),
             reports: wanted,
+            signals: watched_signals(),
+            interactive: interactive(exec),
+            label: None,
         })
         .await
     })
+}
+
+/// Cancels a run of the queue: its worker stops it at its next heartbeat; a
+/// run no worker holds ends at once.
+async fn cancel_submitted(store: &dyn Store, record: &runbook_state::RunRecord, action: Event) -> Exit {
+    let done = Event::RunFinished {
+        status: RunStatus::Cancelled,
+        error: Some("cancelled by an operator".into()),
+    };
+    let (result, said) = match held_by_worker(record) {
+        Some(worker) => {
+            let asked = match store.append(&record.id, &action).await {
+                Ok(_) => store.request_cancel(&record.id).await,
+                Err(e) => Err(e),
+            };
+            (
+                asked,
+                format!("cancel requested: worker {worker} is stopping run {}", record.id),
+            )
+        }
+        None => (
+            store.append_all(&record.id, &[action, done]).await.map(|_| ()),
+            format!("run {} cancelled", record.id),
+        ),
+    };
+    match result {
+        Ok(()) => {
+            println!("{said}");
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Exit::Invalid
+        }
+    }
 }
 
 pub(crate) fn cancel(state: Option<PathBuf>, id: &str) -> Exit {
@@ -669,7 +857,7 @@ pub(crate) fn cancel(state: Option<PathBuf>, id: &str) -> Exit {
         let Some((store, record)) = open_run(state, id).await else {
             return Exit::Invalid;
         };
-        if !record.status.resumable() {
+        if !record.status.resumable() && record.status != RunStatus::Queued {
             eprintln!(
                 "error: run {} already finished as {}",
                 record.id,
@@ -684,6 +872,9 @@ pub(crate) fn cancel(state: Option<PathBuf>, id: &str) -> Exit {
             comment: None,
             plan_hash: None,
         };
+        if record.submitted {
+            return cancel_submitted(store.as_ref(), &record, action).await;
+        }
         if let Err(e) = store.append(&record.id, &action).await {
             eprintln!("error: {e}");
             return Exit::Invalid;

@@ -459,6 +459,11 @@ impl<'a> Exec<'a> {
                 .finish(RunStatus::Interrupted, Some("killed (second interrupt)".into()))
                 .await;
         };
+        // The journal failed (the store is unreachable, or a worker lost its
+        // lease): nothing more can be recorded, so no handler runs either.
+        if let Some(e) = self.take_store_error() {
+            return Err(EngineError::Store(e));
+        }
         // Handlers run on the kill token only: a graceful stop has already happened.
         let handlers = &signals.kill;
         let handler_phase = |steps: &'a [Step], prefix: &'static str| {

@@ -51,6 +51,7 @@ impl Replay {
         let mut r = Replay::default();
         for rec in events {
             match &rec.event {
+                Event::RunQueued { .. } => {}
                 Event::RunStarted { .. } | Event::RunResumed { .. } => {
                     r.finished = None;
                     r.cancel_requested = false;
@@ -150,7 +151,13 @@ mod tests {
     #[test]
     fn last_word_wins_and_operator_decisions_apply_once() {
         let events = vec![
-            rec(1, Event::RunStarted { user: "a".into() }),
+            rec(
+                1,
+                Event::RunStarted {
+                    user: "a".into(),
+                    runner: None,
+                },
+            ),
             rec(
                 2,
                 Event::StepStarted {
@@ -196,7 +203,13 @@ mod tests {
                     error: None,
                 },
             ),
-            rec(8, Event::RunResumed { user: "a".into() }),
+            rec(
+                8,
+                Event::RunResumed {
+                    user: "a".into(),
+                    runner: None,
+                },
+            ),
             rec(
                 9,
                 Event::OperatorAction {

@@ -32,7 +32,13 @@ pub async fn check(store: &dyn Store) -> Result<(), String> {
     // Runs and their journal.
     let a = new_run("deploy");
     store
-        .create_run(&a, &Event::RunStarted { user: "alice".into() })
+        .create_run(
+            &a,
+            &Event::RunStarted {
+                user: "alice".into(),
+                runner: None,
+            },
+        )
         .await
         .map_err(e)?;
     let seq = store
@@ -92,7 +98,13 @@ pub async fn check(store: &dyn Store) -> Result<(), String> {
     );
     ensure!(
         store
-            .append("nope", &Event::RunResumed { user: "x".into() })
+            .append(
+                "nope",
+                &Event::RunResumed {
+                    user: "x".into(),
+                    runner: None
+                }
+            )
             .await
             .is_err(),
         "appending to an unknown run fails"
@@ -100,7 +112,13 @@ pub async fn check(store: &dyn Store) -> Result<(), String> {
     // Listing.
     let b = new_run("backup");
     store
-        .create_run(&b, &Event::RunStarted { user: "bob".into() })
+        .create_run(
+            &b,
+            &Event::RunStarted {
+                user: "bob".into(),
+                runner: None,
+            },
+        )
         .await
         .map_err(e)?;
     let deploys = store.runs(Some("deploy"), 10).await.map_err(e)?;

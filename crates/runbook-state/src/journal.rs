@@ -25,6 +25,8 @@ pub enum RunStatus {
     Cancelled,
     /// Paused at an approval: `runbook approve` (or `reject`) answers it.
     Waiting,
+    /// Submitted with `run --submit`; a `runbook worker` will claim it.
+    Queued,
 }
 
 impl RunStatus {
@@ -38,6 +40,7 @@ impl RunStatus {
             RunStatus::Uncertain => "uncertain",
             RunStatus::Cancelled => "cancelled",
             RunStatus::Waiting => "waiting",
+            RunStatus::Queued => "queued",
         }
     }
 
@@ -59,6 +62,7 @@ impl RunStatus {
             "uncertain" => RunStatus::Uncertain,
             "cancelled" => RunStatus::Cancelled,
             "waiting" => RunStatus::Waiting,
+            "queued" => RunStatus::Queued,
             _ => return None,
         })
     }
@@ -68,15 +72,27 @@ impl RunStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
+    /// The run was submitted to the queue (`run --submit`); a worker starts it.
+    RunQueued {
+        /// Who submitted it.
+        user: String,
+    },
     /// The run began.
     RunStarted {
         /// Who started it.
         user: String,
+        /// The worker executing it (`runbook worker --name`); absent when the
+        /// run executes in the process that started it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        runner: Option<String>,
     },
     /// A later process took the run up again.
     RunResumed {
         /// Who resumed it.
         user: String,
+        /// The worker that took it up, as in `run_started`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        runner: Option<String>,
     },
     /// A step (attempt) began; recorded before its side effect starts.
     StepStarted {
@@ -167,6 +183,7 @@ impl Event {
     /// The run status this event moves the run to, if any.
     pub fn status(&self) -> Option<RunStatus> {
         match self {
+            Event::RunQueued { .. } => Some(RunStatus::Queued),
             Event::RunStarted { .. } | Event::RunResumed { .. } => Some(RunStatus::Running),
             Event::RunFinished { status, .. } => Some(*status),
             _ => None,
@@ -176,6 +193,7 @@ impl Event {
     /// The event's name, as in its JSON `event` field.
     pub fn name(&self) -> &'static str {
         match self {
+            Event::RunQueued { .. } => "run_queued",
             Event::RunStarted { .. } => "run_started",
             Event::RunResumed { .. } => "run_resumed",
             Event::StepStarted { .. } => "step_started",
@@ -248,6 +266,14 @@ pub struct RunRecord {
     pub updated_at: String,
     /// The process executing it, while one is.
     pub pid: Option<u32>,
+    /// Submitted to the queue: workers execute it (PostgreSQL state only).
+    pub submitted: bool,
+    /// The worker holding (or that last held) its lease.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// Until when that lease runs (RFC 3339) while a worker holds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<String>,
 }
 
 /// Which output stream a log line came from.

@@ -14,6 +14,7 @@
 //! This crate knows nothing of playbooks or step kinds; it stores text and JSON.
 //! It must never depend on the engine or on a step crate.
 
+mod fenced;
 mod journal;
 mod postgres;
 mod rows;
@@ -26,6 +27,7 @@ pub use sqlite::default_path;
 
 pub use journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus, Stream};
 // `Lock` and `LockHolder` are defined below with the trait.
+pub use fenced::Fenced;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -69,6 +71,22 @@ pub enum StoreError {
     /// A run id prefix matches several runs.
     #[error("`{0}` matches several runs; give more of the id")]
     Ambiguous(String),
+    /// A worker's lease on a run is gone (expired, or another worker took the
+    /// run over): it may not write to the run again.
+    #[error("run `{run}`: worker `{worker}` no longer holds its lease (epoch {epoch}); {now}")]
+    Fenced {
+        /// The run.
+        run: String,
+        /// The worker that tried to write.
+        worker: String,
+        /// The lease epoch it held.
+        epoch: i64,
+        /// Who holds the run now, or that the lease expired.
+        now: String,
+    },
+    /// This backend cannot do that.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// A result of the store.
@@ -134,6 +152,75 @@ pub trait Store: Send + Sync {
 
     /// The schema version in use (its migrations are applied on open).
     async fn schema_version(&self) -> Result<i64>;
+
+    // The work queue (`run --submit`, `runbook worker`): PostgreSQL only.
+
+    /// Claims one run for `worker`, skipping runs other workers are claiming:
+    /// a queued run, or a submitted run whose worker's lease expired (its
+    /// runner died). The lease's epoch goes up by one with every claim.
+    async fn claim(&self, worker: &str, ttl: std::time::Duration) -> Result<Option<Lease>> {
+        let _ = (worker, ttl);
+        Err(queue_unsupported())
+    }
+
+    /// Extends a lease to `ttl` from now (the heartbeat). `None` when the
+    /// lease is lost (expired or taken over): the worker must stop. Otherwise
+    /// whether an operator asked for the run to be cancelled.
+    async fn renew_lease(&self, lease: &Lease, ttl: std::time::Duration) -> Result<Option<bool>> {
+        let _ = (lease, ttl);
+        Err(queue_unsupported())
+    }
+
+    /// Gives a lease back (the run stopped, or its worker is shutting down):
+    /// a run that is not over can be claimed again at once.
+    async fn release_lease(&self, lease: &Lease) -> Result<()> {
+        let _ = lease;
+        Err(queue_unsupported())
+    }
+
+    /// Appends events like [`Store::append_all`], in the same transaction as a
+    /// check that `lease` is still held: fails with [`StoreError::Fenced`]
+    /// otherwise, writing nothing.
+    async fn append_leased(&self, lease: &Lease, events: &[Event]) -> Result<i64> {
+        let _ = (lease, events);
+        Err(queue_unsupported())
+    }
+
+    /// Appends log lines, fenced like [`Store::append_leased`].
+    async fn append_logs_leased(&self, lease: &Lease, lines: &[LogLine]) -> Result<()> {
+        let _ = (lease, lines);
+        Err(queue_unsupported())
+    }
+
+    /// Asks the worker executing a submitted run to cancel it (it sees the
+    /// request at its next heartbeat).
+    async fn request_cancel(&self, run: &str) -> Result<()> {
+        let _ = run;
+        Err(queue_unsupported())
+    }
+
+    /// Waits up to `timeout` for work to be submitted (or just sleeps).
+    async fn wait_for_work(&self, timeout: std::time::Duration) {
+        tokio::time::sleep(timeout).await;
+    }
+}
+
+pub(crate) fn queue_unsupported() -> StoreError {
+    StoreError::Unsupported(
+        "the work queue needs shared state: PostgreSQL (hint: `--state postgres://...` or RUNBOOK_STATE)".into(),
+    )
+}
+
+/// A worker's hold on a run: valid while unexpired and while the run's epoch
+/// is still this one. Every write the worker makes is checked against it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The run.
+    pub run_id: String,
+    /// The worker.
+    pub worker: String,
+    /// Which claim of the run this is (1 for the first).
+    pub epoch: i64,
 }
 
 /// Who takes a lease.

@@ -8,7 +8,7 @@
 //! two runners starting at once do not both migrate.
 
 use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus, Stream};
-use crate::{Lock, LockHolder, Result, Store, StoreError, now, rows};
+use crate::{Lease, Lock, LockHolder, Result, Store, StoreError, now, rows};
 use async_trait::async_trait;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -62,7 +62,25 @@ const MIGRATIONS: &[(i64, &str)] = &[
         );
         CREATE INDEX locks_by_run ON locks (run_id);",
     ),
+    (
+        3,
+        "ALTER TABLE runs ADD COLUMN submitted BOOLEAN NOT NULL DEFAULT FALSE;
+        ALTER TABLE runs ADD COLUMN worker TEXT;
+        ALTER TABLE runs ADD COLUMN lease_epoch BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE runs ADD COLUMN lease_until BIGINT;
+        ALTER TABLE runs ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT FALSE;
+        ALTER TABLE journal ADD COLUMN lease_epoch BIGINT;
+        CREATE INDEX runs_claimable ON runs (id)
+            WHERE submitted AND status IN ('queued', 'running', 'interrupted');",
+    ),
 ];
+
+/// The database server's clock in milliseconds since the epoch: leases are
+/// compared against one clock, whatever the workers' clocks say.
+const NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+
+/// The channel `run --submit` notifies and idle workers listen on.
+const QUEUE_CHANNEL: &str = "runbook_queue";
 
 /// An arbitrary, fixed key for the advisory lock taken while migrating.
 const MIGRATION_LOCK: i64 = 0x0072_756e_626f_6f6b; // "runbook"
@@ -72,6 +90,8 @@ const MIGRATION_LOCK: i64 = 0x0072_756e_626f_6f6b; // "runbook"
 pub struct PgStore {
     pool: PgPool,
     shown: String,
+    /// Notifications of submitted runs, opened by the first idle wait.
+    listener: std::sync::Arc<tokio::sync::Mutex<Option<sqlx::postgres::PgListener>>>,
 }
 
 impl PgStore {
@@ -97,7 +117,11 @@ impl PgStore {
                 path: shown.clone(),
                 source: e,
             })?;
-        let store = PgStore { pool, shown };
+        let store = PgStore {
+            pool,
+            shown,
+            listener: std::sync::Arc::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -107,6 +131,104 @@ impl PgStore {
             path: self.shown.clone(),
             source,
         }
+    }
+
+    /// Appends in one transaction under the run's row lock, first checking
+    /// `lease` when one is given (the worker's fence).
+    async fn append_checked(&self, run: &str, events: &[Event], lease: Option<&Lease>) -> Result<i64> {
+        let at = now();
+        let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
+        // The run's row lock orders appends to one run, and holds the lease
+        // still while the fence is checked and the events are written.
+        match lease {
+            Some(lease) => self.fence(&mut tx, lease, "FOR UPDATE").await?,
+            None => {
+                let exists: Option<String> = sqlx::query_scalar("SELECT id FROM runs WHERE id = $1 FOR UPDATE")
+                    .bind(run)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                if exists.is_none() {
+                    return Err(StoreError::NoRun(run.to_owned()));
+                }
+            }
+        }
+        let mut seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM journal WHERE run_id = $1")
+            .bind(run)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?;
+        for event in events {
+            seq += 1;
+            // Which lease wrote it: an audit that no two workers interleaved.
+            sqlx::query("INSERT INTO journal (run_id, seq, at, event, lease_epoch) VALUES ($1, $2, $3, $4, $5)")
+                .bind(run)
+                .bind(seq)
+                .bind(&at)
+                .bind(serde_json::to_string(event).unwrap_or_default())
+                .bind(lease.map(|l| l.epoch))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+        }
+        if let Some(status) = events.iter().rev().find_map(Event::status) {
+            sqlx::query("UPDATE runs SET status = $1, updated_at = $2 WHERE id = $3")
+                .bind(status.as_str())
+                .bind(&at)
+                .bind(run)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+            if status == RunStatus::Queued {
+                self.notify(&mut tx, run).await?;
+            }
+        }
+        tx.commit().await.map_err(|e| self.db(e))?;
+        Ok(seq)
+    }
+
+    /// Wakes idle workers when the transaction commits.
+    async fn notify(&self, tx: &mut sqlx::PgConnection, run: &str) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(QUEUE_CHANNEL)
+            .bind(run)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
+    /// Fails with [`StoreError::Fenced`] unless `lease` is the run's current,
+    /// unexpired lease; locks the run's row (`lock`) until the transaction ends.
+    async fn fence(&self, tx: &mut sqlx::PgConnection, lease: &Lease, lock: &str) -> Result<()> {
+        let row: Option<(Option<String>, i64, Option<i64>, i64)> = sqlx::query_as(&format!(
+            "SELECT worker, lease_epoch, lease_until, {NOW_MS} FROM runs WHERE id = $1 {lock}"
+        ))
+        .bind(&lease.run_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| self.db(e))?;
+        let Some((worker, epoch, until, now)) = row else {
+            return Err(StoreError::NoRun(lease.run_id.clone()));
+        };
+        let ours = worker.as_deref() == Some(lease.worker.as_str()) && epoch == lease.epoch;
+        let live = until.is_some_and(|u| u >= now);
+        if ours && live {
+            return Ok(());
+        }
+        Err(StoreError::Fenced {
+            run: lease.run_id.clone(),
+            worker: lease.worker.clone(),
+            epoch: lease.epoch,
+            now: if ours {
+                "the lease expired".to_owned()
+            } else {
+                format!(
+                    "worker `{}` holds it now (epoch {epoch})",
+                    worker.as_deref().unwrap_or("?")
+                )
+            },
+        })
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -150,16 +272,40 @@ fn shown(url: &str) -> String {
     }
 }
 
+async fn insert_logs(
+    tx: &mut sqlx::PgConnection,
+    run: &str,
+    lines: &[LogLine],
+) -> std::result::Result<(), sqlx::Error> {
+    for l in lines {
+        let stream = match l.stream {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        };
+        sqlx::query("INSERT INTO logs (run_id, step, at, stream, line) VALUES ($1, $2, $3, $4, $5)")
+            .bind(run)
+            .bind(&l.step)
+            .bind(&l.at)
+            .bind(stream)
+            .bind(&l.line)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
 const LOCK_COLUMNS: &str = "key, run_id, run_user, pid, since, expires_unix_ms";
 
 #[async_trait]
 impl Store for PgStore {
     async fn create_run(&self, run: &NewRun, first: &Event) -> Result<()> {
         let at = now();
+        // A run submitted to the queue is executed by the workers.
+        let submitted = matches!(first, Event::RunQueued { .. });
         let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
         sqlx::query(
-            "INSERT INTO runs (id, playbook, version, text, hash, inputs, status, run_user, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+            "INSERT INTO runs (id, playbook, version, text, hash, inputs, status, run_user, created_at, updated_at, submitted)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)",
         )
         .bind(&run.id)
         .bind(&run.playbook)
@@ -167,9 +313,10 @@ impl Store for PgStore {
         .bind(&run.text)
         .bind(&run.hash)
         .bind(run.inputs.to_string())
-        .bind(RunStatus::Running.as_str())
+        .bind(first.status().unwrap_or(RunStatus::Running).as_str())
         .bind(&run.user)
         .bind(&at)
+        .bind(submitted)
         .execute(&mut *tx)
         .await
         .map_err(|e| self.db(e))?;
@@ -180,6 +327,9 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| self.db(e))?;
+        if submitted {
+            self.notify(&mut tx, &run.id).await?;
+        }
         tx.commit().await.map_err(|e| self.db(e))
     }
 
@@ -188,44 +338,7 @@ impl Store for PgStore {
     }
 
     async fn append_all(&self, run: &str, events: &[Event]) -> Result<i64> {
-        let at = now();
-        let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
-        // The run's row lock orders appends to one run.
-        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM runs WHERE id = $1 FOR UPDATE")
-            .bind(run)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| self.db(e))?;
-        if exists.is_none() {
-            return Err(StoreError::NoRun(run.to_owned()));
-        }
-        let mut seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM journal WHERE run_id = $1")
-            .bind(run)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| self.db(e))?;
-        for event in events {
-            seq += 1;
-            sqlx::query("INSERT INTO journal (run_id, seq, at, event) VALUES ($1, $2, $3, $4)")
-                .bind(run)
-                .bind(seq)
-                .bind(&at)
-                .bind(serde_json::to_string(event).unwrap_or_default())
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.db(e))?;
-        }
-        if let Some(status) = events.iter().rev().find_map(Event::status) {
-            sqlx::query("UPDATE runs SET status = $1, updated_at = $2 WHERE id = $3")
-                .bind(status.as_str())
-                .bind(&at)
-                .bind(run)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.db(e))?;
-        }
-        tx.commit().await.map_err(|e| self.db(e))?;
-        Ok(seq)
+        self.append_checked(run, events, None).await
     }
 
     async fn events(&self, run: &str) -> Result<Vec<Recorded>> {
@@ -290,21 +403,7 @@ impl Store for PgStore {
             return Ok(());
         }
         let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
-        for l in lines {
-            let stream = match l.stream {
-                Stream::Stdout => "stdout",
-                Stream::Stderr => "stderr",
-            };
-            sqlx::query("INSERT INTO logs (run_id, step, at, stream, line) VALUES ($1, $2, $3, $4, $5)")
-                .bind(run)
-                .bind(&l.step)
-                .bind(&l.at)
-                .bind(stream)
-                .bind(&l.line)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.db(e))?;
-        }
+        insert_logs(&mut tx, run, lines).await.map_err(|e| self.db(e))?;
         tx.commit().await.map_err(|e| self.db(e))
     }
 
@@ -425,5 +524,103 @@ impl Store for PgStore {
         row.map(|r| rows::lock(&r, "run_user", now))
             .transpose()
             .map_err(|e| self.db(e))
+    }
+
+    async fn claim(&self, worker: &str, ttl: Duration) -> Result<Option<Lease>> {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        // SKIP LOCKED: workers claiming at once each get a different run, and
+        // none waits for another's transaction.
+        let row: Option<(String, i64)> = sqlx::query_as(&format!(
+            "WITH next AS (
+                SELECT id FROM runs
+                WHERE submitted AND status IN ('queued', 'running', 'interrupted')
+                  AND (lease_until IS NULL OR lease_until < {NOW_MS})
+                ORDER BY id LIMIT 1
+                FOR UPDATE SKIP LOCKED)
+             UPDATE runs SET worker = $1, lease_epoch = runs.lease_epoch + 1,
+                 lease_until = {NOW_MS} + $2, cancel_requested = FALSE
+             FROM next WHERE runs.id = next.id
+             RETURNING runs.id, runs.lease_epoch"
+        ))
+        .bind(worker)
+        .bind(ttl_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.db(e))?;
+        Ok(row.map(|(run_id, epoch)| Lease {
+            run_id,
+            worker: worker.to_owned(),
+            epoch,
+        }))
+    }
+
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<bool>> {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        // An expired lease stays lost, even if nobody has taken the run yet.
+        sqlx::query_scalar(&format!(
+            "UPDATE runs SET lease_until = {NOW_MS} + $4
+             WHERE id = $1 AND worker = $2 AND lease_epoch = $3 AND lease_until >= {NOW_MS}
+             RETURNING cancel_requested"
+        ))
+        .bind(&lease.run_id)
+        .bind(&lease.worker)
+        .bind(lease.epoch)
+        .bind(ttl_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.db(e))
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<()> {
+        sqlx::query("UPDATE runs SET lease_until = NULL WHERE id = $1 AND worker = $2 AND lease_epoch = $3")
+            .bind(&lease.run_id)
+            .bind(&lease.worker)
+            .bind(lease.epoch)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
+    async fn append_leased(&self, lease: &Lease, events: &[Event]) -> Result<i64> {
+        self.append_checked(&lease.run_id, events, Some(lease)).await
+    }
+
+    async fn append_logs_leased(&self, lease: &Lease, lines: &[LogLine]) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
+        self.fence(&mut tx, lease, "FOR SHARE").await?;
+        insert_logs(&mut tx, &lease.run_id, lines)
+            .await
+            .map_err(|e| self.db(e))?;
+        tx.commit().await.map_err(|e| self.db(e))
+    }
+
+    async fn request_cancel(&self, run: &str) -> Result<()> {
+        sqlx::query("UPDATE runs SET cancel_requested = TRUE WHERE id = $1")
+            .bind(run)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
+    async fn wait_for_work(&self, timeout: Duration) {
+        let mut slot = self.listener.lock().await;
+        if slot.is_none() {
+            if let Ok(mut l) = sqlx::postgres::PgListener::connect_with(&self.pool).await {
+                if l.listen(QUEUE_CHANNEL).await.is_ok() {
+                    *slot = Some(l);
+                }
+            }
+        }
+        match slot.as_mut() {
+            Some(l) => {
+                if let Ok(Err(_)) = tokio::time::timeout(timeout, l.recv()).await {
+                    // The connection broke: listen again next time.
+                    *slot = None;
+                }
+            }
+            None => tokio::time::sleep(timeout).await,
+        }
     }
 }

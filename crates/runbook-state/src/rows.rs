@@ -14,6 +14,12 @@ pub(crate) fn unix_ms(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the epoch, as RFC 3339.
+pub(crate) fn rfc3339_ms(ms: i64) -> String {
+    let t = SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
 /// A lease's expiry `ttl` from now, in milliseconds since the epoch.
 pub(crate) fn expiry(ttl: Duration) -> i64 {
     unix_ms(SystemTime::now()) + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2)
@@ -35,8 +41,13 @@ where
     &'static str: ColumnIndex<R>,
     String: Decode<'r, R::Database> + Type<R::Database>,
     i64: Decode<'r, R::Database> + Type<R::Database>,
+    bool: Decode<'r, R::Database> + Type<R::Database>,
 {
     let status: String = row.try_get("status")?;
+    // The queue's columns exist only where the queue does (PostgreSQL).
+    let submitted: bool = row.try_get("submitted").unwrap_or(false);
+    let worker: Option<String> = row.try_get("worker").unwrap_or(None);
+    let lease_until: Option<i64> = row.try_get("lease_until").unwrap_or(None);
     let inputs: String = row.try_get("inputs")?;
     let version: i64 = row.try_get("version")?;
     let pid: Option<i64> = row.try_get("pid")?;
@@ -52,6 +63,9 @@ where
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         pid: pid.and_then(|p| u32::try_from(p).ok()),
+        submitted,
+        worker,
+        lease_until: lease_until.map(rfc3339_ms),
     })
 }
 

@@ -220,6 +220,9 @@ pub fn default_path() -> PathBuf {
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_run(&self, run: &NewRun, first: &Event) -> Result<()> {
+        if matches!(first, Event::RunQueued { .. }) {
+            return Err(crate::queue_unsupported());
+        }
         let mut conn = self.pool.acquire().await.map_err(|e| self.db(e))?;
         sqlx::query("BEGIN IMMEDIATE")
             .execute(&mut *conn)
@@ -569,7 +572,13 @@ mod tests {
             user: "me".into(),
         };
         store
-            .create_run(&run, &Event::RunStarted { user: "me".into() })
+            .create_run(
+                &run,
+                &Event::RunStarted {
+                    user: "me".into(),
+                    runner: None,
+                },
+            )
             .await
             .expect("create");
         store

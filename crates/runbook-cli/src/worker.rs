@@ -1,0 +1,294 @@
+//! `runbook worker`: executes the runs of the shared queue (`run --submit`).
+//!
+//! A worker claims a run with a lease (`Store::claim`, `FOR UPDATE SKIP
+//! LOCKED` in PostgreSQL), renews it with a heartbeat while the run executes in
+//! this process, and writes to the run only through [`Fenced`], which checks
+//! the lease in every write's transaction. A worker that dies stops renewing;
+//! once its lease expires another worker claims the run and continues it
+//! through the resume path, with the usual policy for the step that was in
+//! flight (rerun if idempotent, otherwise the run stops as uncertain). A worker
+//! that stalled past its lease can never write to the run again: its next write
+//! is refused, and its heartbeat kills the steps it still had running.
+
+use crate::Exit;
+use crate::args::{ExecArgs, Output};
+use crate::runs::{Execute, env, execute, load_stored, open_store, runtime, stored_inputs, user, watch_signals};
+use runbook_core::inputs::parse_duration;
+use runbook_core::inventory::Inventory;
+use runbook_core::kind::Registry;
+use runbook_engine::exec::Signals;
+use runbook_engine::replay::Replay;
+use runbook_state::{Event, Fenced, Lease, RunStatus, Store, StoreError};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// `runbook worker` flags.
+pub(crate) struct Options {
+    pub(crate) name: Option<String>,
+    pub(crate) concurrency: usize,
+    pub(crate) lease_ttl: String,
+    pub(crate) poll: String,
+    pub(crate) exit_when_idle: bool,
+    pub(crate) output: Output,
+}
+
+/// What every run of this worker shares.
+#[derive(Clone)]
+struct Worker {
+    name: String,
+    store: Arc<dyn Store>,
+    registry: Registry,
+    inventory: serde_json::Value,
+    ttl: Duration,
+    output: Output,
+}
+
+/// `HOST:PID`.
+fn default_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "worker".to_owned());
+    format!("{host}:{}", std::process::id())
+}
+
+pub(crate) fn worker(state: Option<PathBuf>, registry: &Registry, options: &Options, inventory: &Inventory) -> Exit {
+    let durations = parse_duration(&options.lease_ttl)
+        .map_err(|e| format!("--lease-ttl: {e}"))
+        .and_then(|ttl| Ok((ttl, parse_duration(&options.poll).map_err(|e| format!("--poll: {e}"))?)));
+    let (ttl, poll) = match durations {
+        Ok((ttl, _)) if ttl < Duration::from_secs(1) => {
+            eprintln!("error: --lease-ttl must be at least 1s, got {}", options.lease_ttl);
+            return Exit::Invalid;
+        }
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Invalid;
+        }
+    };
+    let name = options.name.clone().unwrap_or_else(default_name);
+    let Some(rt) = runtime() else { return Exit::Invalid };
+    // Runs execute on this thread (the engine's futures are not Send).
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async {
+        let Some(store) = open_store(state).await else {
+            return Exit::Invalid;
+        };
+        let w = Worker {
+            name,
+            store,
+            registry: registry.clone(),
+            inventory: inventory.to_template(),
+            ttl,
+            output: options.output,
+        };
+        serve(&w, options.concurrency.max(1), poll, options.exit_when_idle).await
+    })
+}
+
+/// Claims and executes runs until stopped (or idle, with `--exit-when-idle`).
+async fn serve(w: &Worker, concurrency: usize, poll: Duration, exit_when_idle: bool) -> Exit {
+    let signals = Signals::default();
+    watch_signals(&signals);
+    eprintln!(
+        "worker {}: claiming runs ({concurrency} at once, lease {})",
+        w.name,
+        crate::observe::short(w.ttl)
+    );
+    let mut running = tokio::task::JoinSet::new();
+    let mut failing_since: Option<Instant> = None;
+    while !signals.stop.is_cancelled() {
+        let mut claimed = false;
+        while running.len() < concurrency && !signals.stop.is_cancelled() {
+            match w.store.claim(&w.name, w.ttl).await {
+                Ok(Some(lease)) => {
+                    claimed = true;
+                    failing_since = None;
+                    let run = Signals {
+                        stop: signals.stop.child_token(),
+                        kill: signals.kill.child_token(),
+                    };
+                    running.spawn_local(take(w.clone(), lease, run));
+                }
+                Ok(None) => {
+                    failing_since = None;
+                    break;
+                }
+                Err(e @ StoreError::Unsupported(_)) => {
+                    eprintln!("error: {e}");
+                    return Exit::Invalid;
+                }
+                Err(e) => {
+                    // The database may come back; the runs in hand go on.
+                    eprintln!("worker {}: cannot claim: {e}; trying again", w.name);
+                    failing_since.get_or_insert_with(Instant::now);
+                    break;
+                }
+            }
+        }
+        if exit_when_idle && !claimed && running.is_empty() && failing_since.is_none() {
+            break;
+        }
+        tokio::select! {
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+            () = w.store.wait_for_work(poll), if running.len() < concurrency => {}
+            () = signals.stop.cancelled() => {}
+        }
+    }
+    // A graceful stop: each run stops its steps, records where it stopped and
+    // gives its lease back, so another worker continues it at once.
+    while running.join_next().await.is_some() {}
+    eprintln!("worker {}: stopped", w.name);
+    Exit::Ok
+}
+
+/// Executes one claimed run while its heartbeat renews the lease.
+async fn take(w: Worker, lease: Lease, signals: Signals) {
+    let heartbeat = tokio::task::spawn_local(heartbeat(w.clone(), lease.clone(), signals.clone()));
+    let store: Arc<dyn Store> = Arc::new(Fenced::new(w.store.clone(), lease.clone()));
+    if let Err(e) = continue_claimed(&w, &store, &lease, signals).await {
+        eprintln!("[{}] {e}", short_id(&lease.run_id));
+    }
+    heartbeat.abort();
+    if let Err(e) = w.store.release_lease(&lease).await {
+        eprintln!(
+            "[{}] cannot give the lease back ({e}); it expires by itself",
+            short_id(&lease.run_id)
+        );
+    }
+}
+
+fn short_id(run: &str) -> &str {
+    run.get(run.len().saturating_sub(8)..).unwrap_or(run)
+}
+
+/// Renews the lease every third of its time to live. A lost lease (expired,
+/// or taken over) kills the run's steps at once: the run is someone else's.
+/// An operator's `cancel` stops the run gracefully.
+async fn heartbeat(w: Worker, lease: Lease, signals: Signals) {
+    let mut renewed = Instant::now();
+    loop {
+        tokio::time::sleep(w.ttl / 3).await;
+        match w.store.renew_lease(&lease, w.ttl).await {
+            Ok(Some(cancel)) => {
+                renewed = Instant::now();
+                if cancel {
+                    signals.stop.cancel();
+                }
+            }
+            Ok(None) => break,
+            Err(e) if renewed.elapsed() < w.ttl => {
+                eprintln!("[{}] cannot renew the lease: {e}", short_id(&lease.run_id));
+            }
+            Err(_) => break,
+        }
+    }
+    eprintln!(
+        "[{}] worker {} lost its lease on run {} (epoch {}); stopping its steps",
+        short_id(&lease.run_id),
+        w.name,
+        lease.run_id,
+        lease.epoch
+    );
+    signals.kill.cancel();
+}
+
+/// Ends a run that cannot execute here, saying why in its journal.
+async fn fail(store: &Arc<dyn Store>, run: &str, first: &Event, error: String) -> Result<(), String> {
+    let done = Event::RunFinished {
+        status: RunStatus::Failed,
+        error: Some(error.clone()),
+    };
+    store
+        .append_all(run, &[first.clone(), done])
+        .await
+        .map_err(|e| e.to_string())?;
+    Err(error)
+}
+
+/// Starts or continues a claimed run through the resume path. A run that
+/// cannot execute here (it no longer validates, a secret is missing on this
+/// worker) fails with the reason in its journal.
+async fn continue_claimed(w: &Worker, store: &Arc<dyn Store>, lease: &Lease, signals: Signals) -> Result<(), String> {
+    let record = store.run(&lease.run_id).await.map_err(|e| e.to_string())?;
+    if !matches!(
+        record.status,
+        RunStatus::Queued | RunStatus::Running | RunStatus::Interrupted
+    ) {
+        // It ended (cancelled) between the claim and now.
+        return Ok(());
+    }
+    let events = store.events(&record.id).await.map_err(|e| e.to_string())?;
+    let started = events.iter().any(|r| matches!(r.event, Event::RunStarted { .. }));
+    let first = if started {
+        Event::RunResumed {
+            user: user(),
+            runner: Some(w.name.clone()),
+        }
+    } else {
+        Event::RunStarted {
+            user: user(),
+            runner: Some(w.name.clone()),
+        }
+    };
+    let label = format!("[{}] ", short_id(&record.id));
+    let fail = |error: String| fail(store, &record.id, &first, error);
+    let loaded = match load_stored(&record, &w.registry) {
+        Ok(l) => l,
+        Err(e) => return fail(format!("{e} (worker {})", w.name)).await,
+    };
+    let pb = &loaded.playbook;
+    let env = env();
+    let secrets = match runbook_engine::secrets::resolve(pb, &env) {
+        Ok(s) => s,
+        Err(missing) => {
+            let names: Vec<String> = missing.iter().map(|m| m.message.clone()).collect();
+            return fail(format!("on worker {}: {}", w.name, names.join("; "))).await;
+        }
+    };
+    let inputs = stored_inputs(&record);
+    let lock = match crate::locks::keys(pb, &inputs, &env) {
+        Ok(k) => k,
+        Err(e) => return fail(e).await,
+    };
+    let exec = ExecArgs {
+        max_parallel: 8,
+        output: w.output,
+        no_progress: true,
+        yes: false,
+        // The lease is renewed while the run waits for its lock.
+        wait_lock: Some("365d".into()),
+        lock_ttl: "30s".into(),
+        report: Vec::new(),
+    };
+    if crate::locks::acquire_all(store, &lock, &record.id, &exec)
+        .await
+        .is_err()
+    {
+        return Err(format!("cannot take the lock of run {}", record.id));
+    }
+    store.append(&record.id, &first).await.map_err(|e| e.to_string())?;
+    crate::runs::observer_for(w.output, Some(&label)).event(&record.id, &first);
+    let events = store.events(&record.id).await.map_err(|e| e.to_string())?;
+    execute(Execute {
+        store: store.clone(),
+        registry: &w.registry,
+        playbook: pb,
+        run_id: record.id.clone(),
+        inputs,
+        secrets,
+        env,
+        inventory: w.inventory.clone(),
+        started_at: record.created_at.clone(),
+        replay: Replay::new(&events),
+        exec: &exec,
+        locked: !lock.is_empty(),
+        reports: Vec::new(),
+        signals,
+        interactive: false,
+        label: Some(label),
+    })
+    .await;
+    Ok(())
+}
