@@ -239,6 +239,10 @@ pub(crate) fn status(state: Option<PathBuf>, run: Option<&str>, output: Output) 
             "plan hash {plan} (the text {} and the inputs {})",
             record.hash, record.inputs
         );
+        let by = runners(&events);
+        if !by.is_empty() {
+            println!("workers: {}", by.join(" → "));
+        }
         let held = crate::runs::held_by_worker(&record);
         match (record.status, record.pid) {
             _ if held.is_some() => println!(

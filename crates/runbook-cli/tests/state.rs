@@ -6,16 +6,10 @@
 mod support;
 use support::{Lab, Run};
 
-/// A fresh database on the lab's primary for runbook's state; its URL.
-fn state_db(lab: &Lab, name: &str) -> String {
-    lab.psql("primary", &format!("CREATE DATABASE {name}"));
-    lab.dsn("primary").replace("/finance?", &format!("/{name}?"))
-}
-
 #[test]
 fn postgres_passes_the_store_conformance_suite() {
     let lab = Lab::postgres();
-    let url = state_db(&lab, "runbook_conformance");
+    let url = lab.state_db("runbook_conformance");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -24,6 +18,9 @@ fn postgres_passes_the_store_conformance_suite() {
         let store = runbook_state::PgStore::open(&url).await.expect("opens and migrates");
         if let Err(msg) = runbook_state::conformance::check(&store).await {
             panic!("PostgreSQL does not conform: {msg}");
+        }
+        if let Err(msg) = runbook_state::conformance::check_queue(&store).await {
+            panic!("PostgreSQL's work queue does not conform: {msg}");
         }
         // Opening again (another runner) finds the schema in place.
         let again = runbook_state::PgStore::open(&url).await.expect("opens twice");
@@ -34,7 +31,7 @@ fn postgres_passes_the_store_conformance_suite() {
 #[test]
 fn runs_approvals_and_locks_through_postgres() {
     let lab = Lab::postgres();
-    let url = state_db(&lab, "runbook_state");
+    let url = lab.state_db("runbook_state");
     let password = lab.info["postgres"]["password"].as_str().unwrap().to_owned();
     let run = Run::new()
         .env("RUNBOOK_STATE", &url)

@@ -1,7 +1,7 @@
 //! The behaviour every [`Store`] backend must have, as one suite run against
 //! SQLite (unit tests) and PostgreSQL (the CLI's tests, against a real server).
 
-use crate::{Event, LockHolder, LogLine, NewRun, RunStatus, Store, StoreError, Stream, new_run_id};
+use crate::{Event, Lease, LockHolder, LogLine, NewRun, RunStatus, Store, StoreError, Stream, new_run_id};
 use std::time::Duration;
 
 macro_rules! ensure {
@@ -28,7 +28,7 @@ fn new_run(playbook: &str) -> NewRun {
 pub async fn check(store: &dyn Store) -> Result<(), String> {
     let e = |x: StoreError| x.to_string();
     let version = store.schema_version().await.map_err(e)?;
-    ensure!(version == 2, "schema version 2 after open, got {version}");
+    ensure!(version >= 2, "schema version 2 or later after open, got {version}");
     // Runs and their journal.
     let a = new_run("deploy");
     store
@@ -221,6 +221,160 @@ pub async fn check(store: &dyn Store) -> Result<(), String> {
     Ok(())
 }
 
+/// The work queue's behaviour, for a backend that has one (PostgreSQL):
+/// claims, heartbeats, fencing, takeover and cancellation.
+pub async fn check_queue(store: &dyn Store) -> Result<(), String> {
+    let e = |x: StoreError| x.to_string();
+    let queued = |who: &str| Event::RunQueued { user: who.into() };
+    let step = |n: u32| Event::StepStarted {
+        step: "s".into(),
+        attempt: n,
+    };
+    let fenced = |r: Result<i64, StoreError>| matches!(r, Err(StoreError::Fenced { .. }));
+    // Nothing to claim yet: a claim finds nothing (other tests' runs aside,
+    // every run here is made by this check).
+    let a = new_run("queued");
+    store.create_run(&a, &queued("alice")).await.map_err(e)?;
+    let rec = store.run(&a.id).await.map_err(e)?;
+    ensure!(
+        rec.status == RunStatus::Queued && rec.submitted,
+        "a submitted run is queued, got {:?} (submitted: {})",
+        rec.status,
+        rec.submitted
+    );
+    ensure!(
+        store.count_runs(RunStatus::Queued).await.map_err(e)? >= 1,
+        "queued runs are counted"
+    );
+    let w1 = store.claim("w1", Duration::from_secs(30)).await.map_err(e)?;
+    let Some(w1) = w1 else {
+        return Err("a queued run is claimed".into());
+    };
+    ensure!(
+        w1.run_id == a.id && w1.epoch == 1,
+        "the first claim is epoch 1 of the run: {w1:?}"
+    );
+    ensure!(
+        store.claim("w2", Duration::from_secs(30)).await.map_err(e)?.is_none(),
+        "a held run is not claimed again"
+    );
+    let rec = store.run(&a.id).await.map_err(e)?;
+    ensure!(
+        rec.worker.as_deref() == Some("w1") && rec.lease_until.is_some(),
+        "the run shows its worker and lease: {:?} {:?}",
+        rec.worker,
+        rec.lease_until
+    );
+    // Writes under the lease go through; a wrong epoch or worker is refused.
+    let started = Event::RunStarted {
+        user: "w".into(),
+        runner: Some("w1".into()),
+    };
+    store.append_leased(&w1, &[started, step(1)]).await.map_err(e)?;
+    let stale = Lease { epoch: 0, ..w1.clone() };
+    ensure!(
+        fenced(store.append_leased(&stale, &[step(2)]).await),
+        "an old epoch is fenced"
+    );
+    let other = Lease {
+        worker: "w9".into(),
+        ..w1.clone()
+    };
+    ensure!(
+        fenced(store.append_leased(&other, &[step(2)]).await),
+        "another worker is fenced"
+    );
+    // The heartbeat, and a cancel request seen through it.
+    ensure!(
+        store.renew_lease(&w1, Duration::from_secs(30)).await.map_err(e)? == Some(false),
+        "a held lease renews"
+    );
+    store.request_cancel(&a.id).await.map_err(e)?;
+    // The last renewal is short, so that the lease expires soon.
+    ensure!(
+        store.renew_lease(&w1, Duration::from_millis(500)).await.map_err(e)? == Some(true),
+        "the heartbeat reports a cancel request"
+    );
+    // The lease expires: its holder can neither renew nor write, even before
+    // anyone takes the run over; then another worker claims the next epoch.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    ensure!(
+        store
+            .renew_lease(&w1, Duration::from_secs(1))
+            .await
+            .map_err(e)?
+            .is_none(),
+        "an expired lease does not renew"
+    );
+    ensure!(
+        fenced(store.append_leased(&w1, &[step(2)]).await),
+        "an expired lease is fenced"
+    );
+    let logs = [LogLine {
+        step: "s".into(),
+        at: crate::now(),
+        stream: Stream::Stdout,
+        line: "late".into(),
+    }];
+    ensure!(
+        matches!(
+            store.append_logs_leased(&w1, &logs).await,
+            Err(StoreError::Fenced { .. })
+        ),
+        "an expired lease writes no logs"
+    );
+    let Some(w2) = store.claim("w2", Duration::from_secs(30)).await.map_err(e)? else {
+        return Err("a run whose lease expired is taken over".into());
+    };
+    ensure!(w2.run_id == a.id && w2.epoch == 2, "takeover is epoch 2: {w2:?}");
+    store.append_logs_leased(&w2, &logs).await.map_err(e)?;
+    // Given back while not over (a worker shutting down): claimable at once.
+    store.release_lease(&w2).await.map_err(e)?;
+    ensure!(
+        fenced(store.append_leased(&w2, &[step(2)]).await),
+        "a released lease is fenced"
+    );
+    let Some(w3) = store.claim("w3", Duration::from_secs(30)).await.map_err(e)? else {
+        return Err("a released run is claimed again".into());
+    };
+    ensure!(w3.epoch == 3, "the third claim is epoch 3: {w3:?}");
+    // A finished run is never claimed again.
+    let done = Event::RunFinished {
+        status: RunStatus::Succeeded,
+        error: None,
+    };
+    store.append_leased(&w3, &[done]).await.map_err(e)?;
+    store.release_lease(&w3).await.map_err(e)?;
+    ensure!(
+        store.claim("w4", Duration::from_secs(30)).await.map_err(e)?.is_none(),
+        "a finished run is not claimed"
+    );
+    // Workers claiming at once get different runs.
+    let (b, c) = (new_run("queued"), new_run("queued"));
+    store.create_run(&b, &queued("bob")).await.map_err(e)?;
+    store.create_run(&c, &queued("bob")).await.map_err(e)?;
+    let (x, y) = tokio::join!(
+        store.claim("wx", Duration::from_secs(30)),
+        store.claim("wy", Duration::from_secs(30))
+    );
+    let (Some(x), Some(y)) = (x.map_err(e)?, y.map_err(e)?) else {
+        return Err("two workers each claim one of two queued runs".into());
+    };
+    ensure!(x.run_id != y.run_id, "two workers never claim the same run");
+    // Runs not submitted to the queue are never claimed.
+    let local = new_run("local");
+    let started = Event::RunStarted {
+        user: "carol".into(),
+        runner: None,
+    };
+    store.create_run(&local, &started).await.map_err(e)?;
+    ensure!(
+        store.claim("wz", Duration::from_secs(30)).await.map_err(e)?.is_none(),
+        "a run started in its own process is not the queue's"
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[tokio::test]
@@ -232,5 +386,21 @@ mod tests {
         if let Err(msg) = super::check(&store).await {
             panic!("{msg}");
         }
+    }
+
+    #[tokio::test]
+    async fn sqlite_has_no_queue_and_says_so() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = crate::SqliteStore::open(&dir.path().join("s.db"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let queued = crate::Event::RunQueued { user: "a".into() };
+        let err = crate::Store::create_run(&store, &super::new_run("q"), &queued).await;
+        let Err(err) = err else {
+            panic!("SQLite accepted a submitted run");
+        };
+        assert!(err.to_string().contains("PostgreSQL"), "{err}");
+        let claim = crate::Store::claim(&store, "w", std::time::Duration::from_secs(1)).await;
+        assert!(matches!(claim, Err(crate::StoreError::Unsupported(_))), "{claim:?}");
     }
 }

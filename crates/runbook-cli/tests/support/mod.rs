@@ -103,6 +103,18 @@ impl Run {
             .expect("runbook starts")
     }
 
+    /// Starts the binary in the background, its output going to `log` (a
+    /// long-lived process that must never block on a full pipe).
+    pub fn spawn_logged<I: IntoIterator<Item = S>, S: AsRef<str>>(&self, extra: I, log: &Path) -> std::process::Child {
+        let out = std::fs::File::create(log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        self.command(extra)
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("runbook starts")
+    }
+
     /// Runs with extra arguments, leaving the `Run` reusable.
     pub fn exec<I: IntoIterator<Item = S>, S: AsRef<str>>(&self, extra: I) -> Outcome {
         let mut cmd = self.command(extra);
@@ -491,10 +503,19 @@ impl Lab {
     /// `psql` as the superuser on the primary or the standby; its output
     /// (unaligned, tuples only).
     pub fn psql(&self, server: &str, sql: &str) -> String {
+        self.psql_in(server, "finance", sql)
+    }
+
+    /// `psql` as the superuser in database `db`.
+    pub fn psql_in(&self, server: &str, db: &str, sql: &str) -> String {
         let pg = &self.info["postgres"];
+        let dsn = pg[server]["dsn"]
+            .as_str()
+            .unwrap()
+            .replace("/finance?", &format!("/{db}?"));
         let out = Command::new(format!("{}/psql", pg["bin"].as_str().unwrap()))
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
-            .arg(pg[server]["dsn"].as_str().unwrap())
+            .arg(dsn)
             .args(["-c", sql])
             .output()
             .expect("psql");
@@ -504,6 +525,12 @@ impl Lab {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// A fresh database on the primary for runbook's own state; its URL.
+    pub fn state_db(&self, name: &str) -> String {
+        self.psql("primary", &format!("CREATE DATABASE {name}"));
+        self.dsn("primary").replace("/finance?", &format!("/{name}?"))
     }
 
     pub fn dsn(&self, server: &str) -> String {

@@ -1,0 +1,430 @@
+//! The work queue against a real PostgreSQL (the lab's): `run --submit`,
+//! `runbook worker` processes sharing the runs, a worker killed with SIGKILL
+//! mid-run (twice), a worker paused with SIGSTOP past its lease, and the resume
+//! path for a submitted run (approvals, uncertain steps, cancel).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+use support::{Lab, Run};
+
+/// A step that leaves a marker line `RUN STEP` when it finishes.
+fn marker_step(id: &str, needs: Option<&str>, work: &str) -> String {
+    let needs = needs.map(|n| format!("    needs: [{n}]\n")).unwrap_or_default();
+    format!(
+        "  - id: {id}\n    uses: shell\n    idempotent: true\n{needs}    with:\n      run: '{work}; echo \"$RUN {id}\" >> \"$DIR/markers\"'\n      env: {{ RUN: \"{{{{ run.id }}}}\", DIR: \"{{{{ inputs.dir }}}}\" }}\n"
+    )
+}
+
+fn playbook(name: &str, steps: &[String]) -> String {
+    format!(
+        "apiVersion: runbook/v1\nname: {name}\nversion: 1\ninputs:\n  dir: {{ type: string }}\nsteps:\n{}",
+        steps.concat()
+    )
+}
+
+/// Worker processes, killed (SIGKILL) when the test ends, even on a panic.
+struct Workers {
+    logs: PathBuf,
+    running: HashMap<String, Child>,
+}
+
+impl Workers {
+    fn new(run: &Run) -> Workers {
+        Workers {
+            logs: run.path().to_owned(),
+            running: HashMap::new(),
+        }
+    }
+
+    fn start(&mut self, run: &Run, name: &str, lease: &str) {
+        let args = [
+            "worker",
+            "--name",
+            name,
+            "--lease-ttl",
+            lease,
+            "--poll",
+            "200ms",
+            "--concurrency",
+            "2",
+        ];
+        let child = run.spawn_logged(args, &self.logs.join(format!("{name}.log")));
+        self.running.insert(name.to_owned(), child);
+    }
+
+    fn pid(&self, name: &str) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(i32::try_from(self.running[name].id()).unwrap())
+    }
+
+    fn signal(&self, name: &str, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(self.pid(name), signal).unwrap();
+    }
+
+    fn kill(&mut self, name: &str) {
+        let mut child = self.running.remove(name).expect("a running worker");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.logs.join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    fn logs(&self) -> String {
+        let mut names: Vec<&String> = self.running.keys().collect();
+        names.sort();
+        names
+            .iter()
+            .map(|n| format!("--- {n}\n{}", self.log(n)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in self.running.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits until `sql` (a count in the state database) reaches `n`.
+fn wait_count(lab: &Lab, db: &str, sql: &str, n: usize, limit: Duration, workers: &Workers) -> usize {
+    let until = Instant::now() + limit;
+    loop {
+        let got: usize = lab.psql_in("primary", db, sql).parse().unwrap();
+        if got >= n {
+            return got;
+        }
+        assert!(
+            Instant::now() < until,
+            "{sql}: {got}, waited for {n}\n{}",
+            workers.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every run's journal, written under lease epochs that never go back: no
+/// worker wrote after another took the run over. Also, every entry after the
+/// submission was written under a lease.
+fn assert_fenced_journals(lab: &Lab, db: &str) {
+    let rows = lab.psql_in(
+        "primary",
+        db,
+        "SELECT run_id, string_agg(COALESCE(lease_epoch::text, '-'), ',' ORDER BY seq) FROM journal GROUP BY run_id",
+    );
+    for row in rows.lines() {
+        let (run, epochs) = row.split_once('|').unwrap();
+        let epochs: Vec<&str> = epochs.split(',').collect();
+        assert_eq!(epochs[0], "-", "run {run}: the submission is not a worker's write");
+        let numbers: Vec<i64> = epochs[1..]
+            .iter()
+            .map(|e| {
+                e.parse()
+                    .unwrap_or_else(|_| panic!("run {run}: an unfenced write: {epochs:?}"))
+            })
+            .collect();
+        assert!(
+            numbers.windows(2).all(|w| w[0] <= w[1]),
+            "run {run}: a worker wrote after its run was taken over: epochs {numbers:?}"
+        );
+    }
+}
+
+#[test]
+fn three_workers_share_sixty_runs_and_survive_two_sigkills() {
+    let lab = Lab::postgres();
+    let db = "runbook_chaos";
+    let url = lab.state_db(db);
+    let steps = [
+        marker_step("one", None, "sleep 0.2"),
+        marker_step("two", Some("one"), "sleep 0.2"),
+        marker_step("three", Some("two"), "sleep 0.2"),
+    ];
+    let run = Run::new()
+        .env("RUNBOOK_STATE", &url)
+        .playbook("markers", &playbook("markers", &steps));
+    let dir = run.path().display().to_string();
+    let total = 60;
+    let mut ids = Vec::new();
+    for _ in 0..total {
+        let out = run
+            .exec(["run", "markers", "--submit", "--set", &format!("dir={dir}")])
+            .exit(0);
+        ids.push(out.stdout.trim().to_owned());
+    }
+    let count = |status: &str| format!("SELECT count(*) FROM runs WHERE status = '{status}'");
+    assert_eq!(lab.psql_in("primary", db, &count("queued")), total.to_string());
+    let mut workers = Workers::new(&run);
+    for name in ["w1", "w2", "w3"] {
+        workers.start(&run, name, "3s");
+    }
+    // Twice: once some runs are done, SIGKILL a worker that holds a run mid-way,
+    // and start a fresh one in its place.
+    let mut orphaned = Vec::new();
+    for (done, fresh) in [(12, "w4"), (30, "w5")] {
+        wait_count(&lab, db, &count("succeeded"), done, Duration::from_secs(120), &workers);
+        let live: Vec<String> = workers.running.keys().map(|n| format!("'{n}'")).collect();
+        let victim = lab.psql_in(
+            "primary",
+            db,
+            &format!(
+                "SELECT worker FROM runs WHERE status = 'running' AND lease_until IS NOT NULL \
+                 AND worker IN ({}) ORDER BY id LIMIT 1",
+                live.join(", ")
+            ),
+        );
+        assert!(!victim.is_empty(), "no worker had a run in hand\n{}", workers.logs());
+        workers.kill(&victim);
+        let held = lab.psql_in(
+            "primary",
+            db,
+            &format!("SELECT id FROM runs WHERE worker = '{victim}' AND status = 'running'"),
+        );
+        orphaned.extend(held.lines().map(|id| (id.to_owned(), victim.clone())));
+        workers.start(&run, fresh, "3s");
+    }
+    // Every run finishes.
+    wait_count(&lab, db, &count("succeeded"), total, Duration::from_secs(180), &workers);
+    assert!(!orphaned.is_empty(), "the kills hit no run mid-way");
+    // The runs the dead workers held were taken over by others.
+    for (id, victim) in &orphaned {
+        let status = run.exec(["status", id]).exit(0);
+        assert!(
+            status.stdout.contains("succeeded") && status.stdout.contains(victim.as_str()),
+            "{}",
+            status.stdout
+        );
+        let took_over = lab.psql_in(
+            "primary",
+            db,
+            &format!(
+                "SELECT count(*) FROM journal WHERE run_id = '{id}' AND event::json->>'event' = 'run_resumed' \
+                 AND event::json->>'runner' <> '{victim}'"
+            ),
+        );
+        assert_ne!(took_over, "0", "run {id} of {victim} was not taken over");
+    }
+    let history = run.exec(["history", "markers", "--limit", "100"]).exit(0);
+    assert!(history.stdout.contains(" → "), "{}", history.stdout);
+    // Markers: a step that ran under one lease left exactly one; a step in
+    // flight at a kill (started under two leases) at most two.
+    let markers = std::fs::read_to_string(run.path().join("markers")).unwrap();
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    for line in markers.lines() {
+        let (id, step) = line.split_once(' ').unwrap();
+        *seen.entry((id.to_owned(), step.to_owned())).or_default() += 1;
+    }
+    let leases = lab.psql_in(
+        "primary",
+        db,
+        "SELECT run_id, event::json->>'step', count(DISTINCT lease_epoch) FROM journal \
+         WHERE event::json->>'event' = 'step_started' GROUP BY 1, 2",
+    );
+    let mut starts: HashMap<(String, String), usize> = HashMap::new();
+    for row in leases.lines() {
+        let f: Vec<&str> = row.split('|').collect();
+        starts.insert((f[0].to_owned(), f[1].to_owned()), f[2].parse().unwrap());
+    }
+    let mut twice = 0;
+    for id in &ids {
+        for step in ["one", "two", "three"] {
+            let key = (id.clone(), step.to_owned());
+            let n = seen.get(&key).copied().unwrap_or(0);
+            match starts.get(&key).copied().unwrap_or(0) {
+                1 => assert_eq!(n, 1, "run {id} step {step}: {n} markers"),
+                _ => {
+                    assert!(
+                        (1..=2).contains(&n),
+                        "run {id} step {step} (in flight at a kill): {n} markers"
+                    );
+                    twice += usize::from(n == 2);
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{} runs taken over; {twice} steps in flight at a kill ran twice",
+        orphaned.len()
+    );
+    assert_fenced_journals(&lab, db);
+    // No run is left with a live lease, and nothing is queued.
+    assert_eq!(
+        lab.psql_in("primary", db, "SELECT count(*) FROM runs WHERE status <> 'succeeded'"),
+        "0"
+    );
+}
+
+#[test]
+fn a_worker_paused_past_its_lease_never_writes_again() {
+    let lab = Lab::postgres();
+    let db = "runbook_stall";
+    let url = lab.state_db(db);
+    let steps = [
+        marker_step("work", None, "sleep 3"),
+        marker_step("after", Some("work"), "true"),
+    ];
+    let run = Run::new()
+        .env("RUNBOOK_STATE", &url)
+        .playbook("slow", &playbook("slow", &steps));
+    let dir = run.path().display().to_string();
+    let id = run
+        .exec(["run", "slow", "--submit", "--set", &format!("dir={dir}")])
+        .exit(0)
+        .stdout
+        .trim()
+        .to_owned();
+    let mut workers = Workers::new(&run);
+    workers.start(&run, "stalled", "2s");
+    let started = "SELECT count(*) FROM journal WHERE event::json->>'event' = 'step_started'";
+    wait_count(&lab, db, started, 1, Duration::from_secs(60), &workers);
+    // Paused mid-step, past its lease; a healthy worker takes the run over.
+    workers.signal("stalled", nix::sys::signal::Signal::SIGSTOP);
+    workers.start(&run, "healthy", "2s");
+    let taken = format!("SELECT count(*) FROM runs WHERE id = '{id}' AND worker = 'healthy'");
+    wait_count(&lab, db, &taken, 1, Duration::from_secs(60), &workers);
+    let epoch_one = "SELECT count(*) FROM journal WHERE lease_epoch = 1";
+    let before = lab.psql_in("primary", db, epoch_one);
+    // Continued while the healthy worker executes the run: the stalled one's
+    // step has ended meanwhile, and it tries to record that.
+    workers.signal("stalled", nix::sys::signal::Signal::SIGCONT);
+    let done = format!("SELECT count(*) FROM runs WHERE id = '{id}' AND status = 'succeeded'");
+    wait_count(&lab, db, &done, 1, Duration::from_secs(60), &workers);
+    let until = Instant::now() + Duration::from_secs(20);
+    while !workers.log("stalled").contains("lease") {
+        assert!(Instant::now() < until, "{}", workers.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stalled = workers.log("stalled");
+    assert!(
+        stalled.contains("lost its lease") || stalled.contains("no longer holds its lease"),
+        "{stalled}"
+    );
+    assert_eq!(
+        lab.psql_in("primary", db, epoch_one),
+        before,
+        "the paused worker wrote to the journal after losing its lease\n{stalled}"
+    );
+    // The step's success is recorded once, by the worker that holds the run.
+    let succeeded = lab.psql_in(
+        "primary",
+        db,
+        "SELECT lease_epoch FROM journal WHERE event::json->>'event' = 'step_succeeded' AND event::json->>'step' = 'work'",
+    );
+    assert_eq!(succeeded, "2");
+    assert_fenced_journals(&lab, db);
+    let status = run.exec(["status", &id]).exit(0);
+    assert!(
+        status.stdout.contains("stalled") && status.stdout.contains("healthy"),
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn submitted_runs_are_approved_resumed_and_cancelled_through_the_queue() {
+    let lab = Lab::postgres();
+    let db = "runbook_resume";
+    let url = lab.state_db(db);
+    let run = Run::new()
+        .env("RUNBOOK_STATE", &url)
+        .playbook(
+            "gated",
+            "apiVersion: runbook/v1\nname: gated\nversion: 1\nsteps:\n  - { id: ok, uses: approve, with: { message: \"go?\" } }\n  - { id: b, uses: shell, needs: [ok], with: { run: \"echo approved-and-done\" } }\n",
+        )
+        .playbook(
+            "once",
+            "apiVersion: runbook/v1\nname: once\nversion: 1\nsteps:\n  - { id: charge, uses: shell, with: { run: \"sleep 20\" } }\n  - { id: after, uses: shell, needs: [charge], with: { run: \"echo after\" } }\n",
+        );
+    // Submitting needs shared state: SQLite says so, and queues nothing.
+    Run::new()
+        .playbook("once", "apiVersion: runbook/v1\nname: once\nversion: 1\nsteps:\n  - { id: a, uses: shell, with: { run: \"true\" } }\n")
+        .exec(["run", "once", "--submit"])
+        .exit(2)
+        .stderr_has("PostgreSQL");
+    let mut workers = Workers::new(&run);
+    workers.start(&run, "first", "2s");
+    // An approval answered from another machine goes back to the queue.
+    let gated = run.exec(["run", "gated", "--submit"]).exit(0).stdout.trim().to_owned();
+    let status = |id: &str, s: &str| format!("SELECT count(*) FROM runs WHERE id = '{id}' AND status = '{s}'");
+    wait_count(
+        &lab,
+        db,
+        &status(&gated, "waiting"),
+        1,
+        Duration::from_secs(60),
+        &workers,
+    );
+    run.exec(["approve", &gated, "--as", "alice"])
+        .exit(0)
+        .stderr_has("queued again");
+    wait_count(
+        &lab,
+        db,
+        &status(&gated, "succeeded"),
+        1,
+        Duration::from_secs(60),
+        &workers,
+    );
+    run.exec(["status", &gated]).exit(0).stdout_has("alice: approve ok");
+    run.exec(["logs", &gated]).exit(0).stdout_has("approved-and-done");
+    // A non-idempotent step in flight when its worker dies: the worker that
+    // takes over stops the run as uncertain, for an operator.
+    let once = run.exec(["run", "once", "--submit"]).exit(0).stdout.trim().to_owned();
+    let charging =
+        format!("SELECT count(*) FROM journal WHERE run_id = '{once}' AND event::json->>'event' = 'step_started'");
+    wait_count(&lab, db, &charging, 1, Duration::from_secs(60), &workers);
+    run.exec(["resume", &once])
+        .exit(4)
+        .stderr_has("being executed by worker first");
+    workers.kill("first");
+    workers.start(&run, "second", "2s");
+    wait_count(
+        &lab,
+        db,
+        &status(&once, "uncertain"),
+        1,
+        Duration::from_secs(60),
+        &workers,
+    );
+    run.exec(["status", &once]).exit(0).stdout_has("--mark-done charge");
+    run.exec(["resume", &once, "--mark-done", "charge"])
+        .exit(0)
+        .stderr_has("queued again");
+    wait_count(
+        &lab,
+        db,
+        &status(&once, "succeeded"),
+        1,
+        Duration::from_secs(60),
+        &workers,
+    );
+    run.exec(["logs", &once, "after"]).exit(0).stdout_has("after");
+    // Cancel reaches the worker through its heartbeat.
+    let long = run.exec(["run", "once", "--submit"]).exit(0).stdout.trim().to_owned();
+    let charging = charging.replace(&once, &long);
+    wait_count(&lab, db, &charging, 1, Duration::from_secs(60), &workers);
+    run.exec(["cancel", &long])
+        .exit(0)
+        .stdout_has("cancel requested: worker second");
+    wait_count(
+        &lab,
+        db,
+        &status(&long, "cancelled"),
+        1,
+        Duration::from_secs(30),
+        &workers,
+    );
+    // A queued run nobody holds is cancelled at once.
+    workers.kill("second");
+    let queued = run.exec(["run", "once", "--submit"]).exit(0).stdout.trim().to_owned();
+    run.exec(["cancel", &queued]).exit(0).stdout_has("cancelled");
+    run.exec(["status", &queued]).exit(0).stdout_has("cancelled");
+}
