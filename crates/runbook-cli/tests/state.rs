@@ -70,3 +70,28 @@ fn runs_approvals_and_locks_through_postgres() {
     let bad = bad.exit(2);
     assert!(!bad.stderr.contains(&password), "{}", bad.stderr);
 }
+
+#[test]
+fn the_state_database_is_reached_over_verified_tls() {
+    let lab = Lab::postgres();
+    let url = lab
+        .state_db("runbook_tls")
+        .replace("sslmode=disable", "sslmode=verify-full");
+    let ca = lab.info["postgres"]["ca_file"].as_str().unwrap();
+    let run = Run::new().playbook(
+        "t",
+        "apiVersion: runbook/v1\nname: t\nversion: 1\nsteps:\n  - { id: a, uses: shell, with: { run: \"echo over-tls\" } }\n",
+    );
+    // Trusting the lab's CA, the server's certificate verifies (verify-full
+    // refuses a connection without TLS or with a wrong name).
+    let trusted = format!("{url}&sslrootcert={ca}");
+    run.exec(["--state", &trusted, "state", "migrate"]).exit(0);
+    let id = run.exec(["--state", &trusted, "run", "t"]).exit(0).run_id();
+    run.exec(["--state", &trusted, "status", &id])
+        .exit(0)
+        .stdout_has("succeeded");
+    // Without the CA, the certificate is refused and nothing runs.
+    run.exec(["--state", &url, "run", "t"])
+        .exit(2)
+        .stderr_has("certificate");
+}
