@@ -40,14 +40,11 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
             playbook,
             inputs,
             exec,
-            submit: true,
-        } => crate::runs::submit(state, &lib, &registry, &playbook, &inputs, &exec),
-        Command::Run {
-            playbook,
-            inputs,
-            exec,
-            submit: false,
+            submit,
         } => {
+            if submit {
+                return crate::runs::submit(state, &lib, &registry, &playbook, &inputs, &exec);
+            }
             let Some(inv) = load_inventory(inventory.as_deref()) else {
                 return Exit::Invalid;
             };

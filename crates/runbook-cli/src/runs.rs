@@ -373,6 +373,18 @@ async fn execute_inner(x: &Execute<'_>) -> Exit {
     }
 }
 
+/// The playbook and its inputs, checked; `None` after printing why (exit 2).
+fn load_with_inputs(
+    lib: &Library,
+    registry: &Registry,
+    spec: &str,
+    args: &InputArgs,
+) -> Option<(runbook_core::validate::Loaded, IndexMap<String, Json>)> {
+    let loaded = load(lib, registry, spec)?;
+    let inputs = resolve_inputs(&loaded.playbook, args)?;
+    Some((loaded, inputs))
+}
+
 pub(crate) fn run(
     state: Option<PathBuf>,
     lib: &Library,
@@ -382,13 +394,10 @@ pub(crate) fn run(
     exec: &ExecArgs,
     inventory: &runbook_core::inventory::Inventory,
 ) -> Exit {
-    let Some(loaded) = load(lib, registry, spec) else {
+    let Some((loaded, inputs)) = load_with_inputs(lib, registry, spec, args) else {
         return Exit::Invalid;
     };
     let pb = &loaded.playbook;
-    let Some(inputs) = resolve_inputs(pb, args) else {
-        return Exit::Invalid;
-    };
     let env = env();
     let Some(secrets) = secrets_or_exit(pb, &env) else {
         return Exit::Invalid;
@@ -413,16 +422,7 @@ pub(crate) fn run(
         if let Err(code) = crate::locks::acquire_all(&store, &lock, &run_id, exec).await {
             return code;
         }
-        let text = loaded.source.text.to_string();
-        let new = NewRun {
-            id: run_id.clone(),
-            playbook: pb.name.clone(),
-            version: pb.version,
-            hash: hash(&text),
-            text,
-            inputs: masker.json(&serde_json::json!(inputs)),
-            user: user(),
-        };
+        let new = new_run(&loaded, &run_id, masker.json(&serde_json::json!(inputs)));
         let first = Event::RunStarted {
             user: user(),
             runner: None,
@@ -455,6 +455,20 @@ pub(crate) fn run(
     })
 }
 
+/// A run of the exact text loaded, with its inputs (secrets masked).
+fn new_run(loaded: &runbook_core::validate::Loaded, id: &str, inputs: Json) -> NewRun {
+    let text = loaded.source.text.to_string();
+    NewRun {
+        id: id.to_owned(),
+        playbook: loaded.playbook.name.clone(),
+        version: loaded.playbook.version,
+        hash: hash(&text),
+        text,
+        inputs,
+        user: user(),
+    }
+}
+
 /// `run --submit`: checks everything `run` checks except the secrets (they
 /// are the worker's), then queues the run for the workers.
 pub(crate) fn submit(
@@ -465,13 +479,10 @@ pub(crate) fn submit(
     args: &InputArgs,
     exec: &ExecArgs,
 ) -> Exit {
-    let Some(loaded) = load(lib, registry, spec) else {
+    let Some((loaded, inputs)) = load_with_inputs(lib, registry, spec, args) else {
         return Exit::Invalid;
     };
     let pb = &loaded.playbook;
-    let Some(inputs) = resolve_inputs(pb, args) else {
-        return Exit::Invalid;
-    };
     if let Err(e) = crate::locks::keys(pb, &inputs, &env()) {
         eprintln!("error: {e}; nothing was queued");
         return Exit::Invalid;
@@ -482,16 +493,7 @@ pub(crate) fn submit(
             return Exit::Invalid;
         };
         let run_id = runbook_state::new_run_id();
-        let text = loaded.source.text.to_string();
-        let new = NewRun {
-            id: run_id.clone(),
-            playbook: pb.name.clone(),
-            version: pb.version,
-            hash: hash(&text),
-            text,
-            inputs: serde_json::json!(inputs),
-            user: user(),
-        };
+        let new = new_run(&loaded, &run_id, serde_json::json!(inputs));
         let first = Event::RunQueued { user: user() };
         if let Err(e) = store.create_run(&new, &first).await {
             eprintln!("error: {e}; nothing was queued");

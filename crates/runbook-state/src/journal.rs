@@ -286,6 +286,16 @@ pub enum Stream {
     Stderr,
 }
 
+impl Stream {
+    /// The stored word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
 /// One line a step printed (secrets masked).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LogLine {

@@ -7,7 +7,7 @@
 //! versioned list in [`MIGRATIONS`], applied under an advisory lock so that
 //! two runners starting at once do not both migrate.
 
-use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus, Stream};
+use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus};
 use crate::{Lease, Lock, LockHolder, Result, Store, StoreError, now, rows};
 use async_trait::async_trait;
 use sqlx::PgPool;
@@ -278,10 +278,7 @@ async fn insert_logs(
     lines: &[LogLine],
 ) -> std::result::Result<(), sqlx::Error> {
     for l in lines {
-        let stream = match l.stream {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        };
+        let stream = l.stream.as_str();
         sqlx::query("INSERT INTO logs (run_id, step, at, stream, line) VALUES ($1, $2, $3, $4, $5)")
             .bind(run)
             .bind(&l.step)

@@ -1,7 +1,7 @@
 //! The SQLite backend: one file, WAL mode, `synchronous=FULL`, created with
 //! owner-only permissions.
 
-use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus, Stream};
+use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus};
 use crate::{Lock, LockHolder, Result, Store, StoreError, now, rows};
 use async_trait::async_trait;
 use sqlx::SqlitePool;
@@ -505,10 +505,7 @@ impl Store for SqliteStore {
         }
         let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
         for l in lines {
-            let stream = match l.stream {
-                Stream::Stdout => "stdout",
-                Stream::Stderr => "stderr",
-            };
+            let stream = l.stream.as_str();
             sqlx::query("INSERT INTO logs (run_id, step, at, stream, line) VALUES (?, ?, ?, ?, ?)")
                 .bind(run)
                 .bind(&l.step)
@@ -544,6 +541,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Stream;
     use serde_json::json;
 
     #[tokio::test(flavor = "current_thread")]
