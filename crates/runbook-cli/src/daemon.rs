@@ -193,7 +193,7 @@ impl Metrics {
         h.2 += 1;
     }
 
-    fn render(&self, waiting: u64) -> String {
+    fn render(&self, waiting: u64, queued: u64) -> String {
         use std::fmt::Write as _;
         let mut o = String::new();
         let label = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
@@ -270,6 +270,12 @@ impl Metrics {
         );
         let _ = writeln!(o, "# TYPE runbook_runs_waiting_for_approval gauge");
         let _ = writeln!(o, "runbook_runs_waiting_for_approval {waiting}");
+        let _ = writeln!(
+            o,
+            "# HELP runbook_runs_queued Runs submitted and not yet claimed by a worker (the queue's depth)."
+        );
+        let _ = writeln!(o, "# TYPE runbook_runs_queued gauge");
+        let _ = writeln!(o, "runbook_runs_queued {queued}");
         o
     }
 }
@@ -636,7 +642,8 @@ async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Mutex<Met
             let path = request.split_whitespace().nth(1).unwrap_or("/");
             let (status, body) = if path == "/metrics" {
                 let waiting = store.count_runs(RunStatus::Waiting).await.unwrap_or(0);
-                let text = metrics.lock().map(|m| m.render(waiting)).unwrap_or_default();
+                let queued = store.count_runs(RunStatus::Queued).await.unwrap_or(0);
+                let text = metrics.lock().map(|m| m.render(waiting, queued)).unwrap_or_default();
                 ("200 OK", text)
             } else {
                 ("404 Not Found", "try /metrics\n".to_owned())

@@ -125,7 +125,11 @@ fn schedules_fire_skip_overlaps_report_and_survive_a_restart() {
     let s = scrape(port);
     assert!(value(&s, "runbook_runs_total", ("status", "succeeded")) >= 2.0);
     assert!(value(&s, "runbook_step_duration_seconds_count", ("playbook", "quick")) >= 2.0);
-    assert_eq!(value(&s, "runbook_runs_waiting_for_approval", ("", "")), 0.0);
+    // Gauges of the whole state: present, and nothing waits or is queued here.
+    for gauge in ["runbook_runs_waiting_for_approval", "runbook_runs_queued"] {
+        assert!(s.samples.iter().any(|x| x.metric == gauge), "no {gauge}");
+        assert_eq!(value(&s, gauge, ("", "")), 0.0);
+    }
     assert_eq!(value(&s, "runbook_last_rto_seconds", ("playbook", "quick")), 2.5);
     // A `queue` schedule runs its fires one after the other; none is dropped.
     assert_eq!(value(&s, "runbook_schedule_skipped_total", ("schedule", "queued")), 0.0);

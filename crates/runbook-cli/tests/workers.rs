@@ -41,6 +41,10 @@ impl Workers {
     }
 
     fn start(&mut self, run: &Run, name: &str, lease: &str) {
+        self.start_with(run, name, lease, "2");
+    }
+
+    fn start_with(&mut self, run: &Run, name: &str, lease: &str, concurrency: &str) {
         let args = [
             "worker",
             "--name",
@@ -50,7 +54,7 @@ impl Workers {
             "--poll",
             "200ms",
             "--concurrency",
-            "2",
+            concurrency,
         ];
         let child = run.spawn_logged(args, &self.logs.join(format!("{name}.log")));
         self.running.insert(name.to_owned(), child);
@@ -427,4 +431,46 @@ fn submitted_runs_are_approved_resumed_and_cancelled_through_the_queue() {
     let queued = run.exec(["run", "once", "--submit"]).exit(0).stdout.trim().to_owned();
     run.exec(["cancel", &queued]).exit(0).stdout_has("cancelled");
     run.exec(["status", &queued]).exit(0).stdout_has("cancelled");
+}
+
+#[test]
+fn a_playbook_lock_holds_across_workers() {
+    let lab = Lab::postgres();
+    let db = "runbook_queue_locks";
+    let url = lab.state_db(db);
+    let run = Run::new().env("RUNBOOK_STATE", &url).playbook(
+        "locked",
+        "apiVersion: runbook/v1\nname: locked\nversion: 1\nlock: db/primary\ninputs:\n  dir: { type: string }\nsteps:\n  - id: work\n    uses: shell\n    with:\n      run: 'echo \"start $RUN\" >> \"$DIR/markers\"; sleep 1; echo \"end $RUN\" >> \"$DIR/markers\"'\n      env: { RUN: \"{{ run.id }}\", DIR: \"{{ inputs.dir }}\" }\n",
+    );
+    let dir = run.path().display().to_string();
+    for _ in 0..3 {
+        run.exec(["run", "locked", "--submit", "--set", &format!("dir={dir}")])
+            .exit(0);
+    }
+    let mut workers = Workers::new(&run);
+    // One run at a time each: both workers hold a run from the start.
+    workers.start_with(&run, "left", "3s", "1");
+    workers.start_with(&run, "right", "3s", "1");
+    let done = "SELECT count(*) FROM runs WHERE status = 'succeeded'";
+    wait_count(&lab, db, done, 3, Duration::from_secs(60), &workers);
+    // Both workers had runs, yet the runs never overlapped: each ended before
+    // the next one started.
+    let markers = std::fs::read_to_string(run.path().join("markers")).unwrap();
+    let lines: Vec<&str> = markers.lines().collect();
+    assert_eq!(lines.len(), 6, "{markers}");
+    for pair in lines.chunks(2) {
+        let (start, end) = (pair[0], pair[1]);
+        assert!(
+            start.starts_with("start ") && end == start.replacen("start", "end", 1),
+            "runs overlapped under one lock:\n{markers}"
+        );
+    }
+    let both = lab.psql_in(
+        "primary",
+        db,
+        "SELECT count(DISTINCT event::json->>'runner') FROM journal WHERE event::json->>'event' = 'run_started'",
+    );
+    let log = workers.logs();
+    assert!(log.contains("waiting for lock `db/primary`"), "{log}");
+    assert_eq!(both, "2", "{log}");
 }
