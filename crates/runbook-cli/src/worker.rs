@@ -262,11 +262,16 @@ async fn continue_claimed(w: &Worker, store: &Arc<dyn Store>, lease: &Lease, sig
         lock_ttl: "30s".into(),
         report: Vec::new(),
     };
-    if crate::locks::acquire_all(store, &lock, &record.id, &exec)
-        .await
-        .is_err()
-    {
-        return Err(format!("cannot take the lock of run {}", record.id));
+    // Waiting for the lock ends when the worker stops or loses the lease: the
+    // run stays as it was, for the next claim.
+    let taken = tokio::select! {
+        r = crate::locks::acquire_all(store, &lock, &record.id, &exec) => r.is_ok(),
+        () = signals.stop.cancelled() => false,
+        () = signals.kill.cancelled() => false,
+    };
+    if !taken {
+        let _ = store.release_locks(&record.id).await;
+        return Err(format!("run {} did not get its lock; the next claim tries again", record.id));
     }
     store.append(&record.id, &first).await.map_err(|e| e.to_string())?;
     crate::runs::observer_for(w.output, Some(&label)).event(&record.id, &first);

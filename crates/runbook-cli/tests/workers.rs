@@ -474,3 +474,47 @@ fn a_playbook_lock_holds_across_workers() {
     assert!(log.contains("waiting for lock `db/primary`"), "{log}");
     assert_eq!(both, "2", "{log}");
 }
+
+#[test]
+fn a_stopped_worker_hands_its_runs_back_at_once() {
+    let lab = Lab::postgres();
+    let db = "runbook_queue_stop";
+    let url = lab.state_db(db);
+    let steps = [marker_step("work", None, "sleep 2")];
+    let run = Run::new()
+        .env("RUNBOOK_STATE", &url)
+        .playbook("slow", &playbook("slow", &steps));
+    // Without PostgreSQL there is no queue to serve.
+    Run::new()
+        .exec(["worker", "--exit-when-idle"])
+        .exit(2)
+        .stderr_has("PostgreSQL");
+    let dir = run.path().display().to_string();
+    let id = run
+        .exec(["run", "slow", "--submit", "--set", &format!("dir={dir}")])
+        .exit(0)
+        .stdout
+        .trim()
+        .to_owned();
+    let mut workers = Workers::new(&run);
+    // Long leases: only a lease given back lets another worker in quickly.
+    workers.start(&run, "polite", "60s");
+    let started = "SELECT count(*) FROM journal WHERE event::json->>'event' = 'step_started'";
+    wait_count(&lab, db, started, 1, Duration::from_secs(60), &workers);
+    workers.signal("polite", nix::sys::signal::Signal::SIGTERM);
+    let mut polite = workers.running.remove("polite").unwrap();
+    assert!(polite.wait().unwrap().success(), "{}", workers.log("polite"));
+    let row = lab.psql_in(
+        "primary",
+        db,
+        &format!("SELECT status, lease_until IS NULL FROM runs WHERE id = '{id}'"),
+    );
+    assert_eq!(row, "interrupted|t", "{}", workers.log("polite"));
+    let asked = Instant::now();
+    workers.start(&run, "next", "60s");
+    let done = format!("SELECT count(*) FROM runs WHERE id = '{id}' AND status = 'succeeded'");
+    wait_count(&lab, db, &done, 1, Duration::from_secs(30), &workers);
+    // Well before the 60 s lease would have expired.
+    assert!(asked.elapsed() < Duration::from_secs(30));
+    run.exec(["status", &id]).exit(0).stdout_has("workers: polite → next");
+}
