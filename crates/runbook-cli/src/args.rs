@@ -71,6 +71,11 @@ pub(crate) enum Command {
         /// (needs PostgreSQL state). Prints the run id.
         #[arg(long)]
         submit: bool,
+        /// With `--submit`: follow the run until it stops, printing its events
+        /// and logs, and exit with its code (0 succeeded, 1 failed, 3 waiting
+        /// or uncertain). Ctrl-C stops following, not the run.
+        #[arg(long, requires = "submit")]
+        wait: bool,
     },
     /// Execute queued runs (`run --submit`) from the shared state, and take over
     /// the runs of workers that died.

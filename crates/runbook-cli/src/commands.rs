@@ -41,9 +41,10 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
             inputs,
             exec,
             submit,
+            wait,
         } => {
             if submit {
-                return crate::runs::submit(state, &lib, &registry, &playbook, &inputs, &exec);
+                return crate::runs::submit(state, &lib, &registry, &playbook, (&inputs, &exec), wait);
             }
             let Some(inv) = load_inventory(inventory.as_deref()) else {
                 return Exit::Invalid;

@@ -10,13 +10,15 @@ use runbook_state::{Event, LogLine, RunStatus, Stream};
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::SystemTime;
 
 /// Progress lines for people: on a terminal, live bars for running steps and
 /// fan-outs above the lines; elsewhere, the lines alone.
 #[derive(Default)]
 pub(crate) struct Text {
-    started: Mutex<HashMap<String, Instant>>,
+    started: Mutex<HashMap<String, SystemTime>>,
+    /// When the event being shown happened, if not now (a followed run).
+    clock: Mutex<Option<SystemTime>>,
     live: Option<Live>,
     /// Put before every line (a worker's runs interleave: the run's id).
     prefix: String,
@@ -38,6 +40,7 @@ impl Text {
         });
         Text {
             started: Mutex::default(),
+            clock: Mutex::default(),
             live,
             prefix: String::new(),
         }
@@ -47,8 +50,27 @@ impl Text {
     pub(crate) fn prefixed(prefix: String) -> Text {
         Text {
             started: Mutex::default(),
+            clock: Mutex::default(),
             live: None,
             prefix,
+        }
+    }
+
+    /// The time the event being shown happened.
+    fn now(&self) -> SystemTime {
+        self.clock.lock().ok().and_then(|c| *c).unwrap_or_else(SystemTime::now)
+    }
+
+    /// Shows an event recorded earlier (a run followed from the journal), with
+    /// durations from the recorded times.
+    pub(crate) fn recorded(&self, run: &str, rec: &runbook_state::Recorded) {
+        let at = humantime::parse_rfc3339(&rec.at).ok();
+        if let Ok(mut c) = self.clock.lock() {
+            *c = at;
+        }
+        self.event(run, &rec.event);
+        if let Ok(mut c) = self.clock.lock() {
+            *c = None;
         }
     }
 
@@ -117,7 +139,10 @@ impl Observer for Text {
             self.started
                 .lock()
                 .ok()
-                .and_then(|m| m.get(step).map(|t| format!(" ({})", short(t.elapsed()))))
+                .and_then(|m| {
+                    let took = self.now().duration_since(*m.get(step)?).unwrap_or_default();
+                    Some(format!(" ({})", short(took)))
+                })
                 .unwrap_or_default()
         };
         match event {
@@ -128,7 +153,7 @@ impl Observer for Text {
             Event::RunResumed { runner: Some(w), .. } => self.out(&format!("run {run} taken up by worker {w}")),
             Event::StepStarted { step, attempt } => {
                 if let Ok(mut m) = self.started.lock() {
-                    m.insert(step.clone(), Instant::now());
+                    m.insert(step.clone(), self.now());
                 }
                 let again = if *attempt > 1 {
                     format!(" (attempt {attempt})")
@@ -272,14 +297,26 @@ pub(crate) fn events_schema() -> serde_json::Value {
 #[derive(Default)]
 pub(crate) struct JsonLines;
 
-impl Observer for JsonLines {
-    fn event(&self, run: &str, event: &Event) {
+impl JsonLines {
+    /// An event recorded earlier (a run followed from the journal), with the
+    /// time it was recorded.
+    pub(crate) fn recorded(run: &str, rec: &runbook_state::Recorded) {
+        Self::print(run, &rec.event, &rec.at);
+    }
+
+    fn print(run: &str, event: &Event, at: &str) {
         let mut v = serde_json::to_value(event).unwrap_or_default();
         if let Some(m) = v.as_object_mut() {
             m.insert("run".into(), run.into());
-            m.insert("at".into(), runbook_state::now().into());
+            m.insert("at".into(), at.into());
         }
         out(&v.to_string());
+    }
+}
+
+impl Observer for JsonLines {
+    fn event(&self, run: &str, event: &Event) {
+        Self::print(run, event, &runbook_state::now());
     }
 
     fn log(&self, line: &LogLine) {

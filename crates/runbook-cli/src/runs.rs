@@ -350,15 +350,7 @@ async fn execute_inner(x: &Execute<'_>) -> Exit {
             if resumable && x.exec.output == Output::Text {
                 eprintln!("hint: `runbook resume {}` continues this run", x.run_id);
             }
-            match done.status {
-                RunStatus::Succeeded => Exit::Ok,
-                RunStatus::Failed | RunStatus::Cancelled => Exit::Failed,
-                RunStatus::Interrupted
-                | RunStatus::Uncertain
-                | RunStatus::Running
-                | RunStatus::Waiting
-                | RunStatus::Queued => Exit::Interrupted,
-            }
+            exit_for(done.status)
         }
         Err(runbook_engine::exec::EngineError::Store(e @ runbook_state::StoreError::Fenced { .. })) => {
             // Another worker owns the run now; this one wrote nothing more.
@@ -476,8 +468,8 @@ pub(crate) fn submit(
     lib: &Library,
     registry: &Registry,
     spec: &str,
-    args: &InputArgs,
-    exec: &ExecArgs,
+    (args, exec): (&InputArgs, &ExecArgs),
+    wait: bool,
 ) -> Exit {
     let Some((loaded, inputs)) = load_with_inputs(lib, registry, spec, args) else {
         return Exit::Invalid;
@@ -506,8 +498,81 @@ pub(crate) fn submit(
                 eprintln!("queued: a `runbook worker` runs it (hint: `runbook status {run_id}`)");
             }
         }
+        if wait {
+            return follow(store.as_ref(), &run_id, exec.output).await;
+        }
         Exit::Ok
     })
+}
+
+/// The exit code of a run that stopped as `status`.
+fn exit_for(status: RunStatus) -> Exit {
+    match status {
+        RunStatus::Succeeded => Exit::Ok,
+        RunStatus::Failed | RunStatus::Cancelled => Exit::Failed,
+        RunStatus::Interrupted | RunStatus::Uncertain | RunStatus::Running | RunStatus::Waiting | RunStatus::Queued => {
+            Exit::Interrupted
+        }
+    }
+}
+
+/// `run --submit --wait`: prints a submitted run's events and logs as its
+/// workers record them, until it stops for good or for a person (an approval,
+/// an uncertain step); then its exit code. A run interrupted by a worker's
+/// shutdown is not stopped: another worker continues it.
+async fn follow(store: &dyn Store, run_id: &str, output: Output) -> Exit {
+    let text = crate::observe::Text::new(false);
+    let show = |rec: &runbook_state::Recorded| match output {
+        Output::Text => text.recorded(run_id, rec),
+        Output::Json => crate::observe::JsonLines::recorded(run_id, rec),
+    };
+    let obs = observer(output, false);
+    let (mut seen, mut after) = (1, 0);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let status = match store.run(run_id).await {
+            Ok(r) => r.status,
+            Err(e) => {
+                eprintln!("error: {e} (hint: `runbook status {run_id}` once the state is back)");
+                return Exit::Interrupted;
+            }
+        };
+        // Read after the status, so the last ones are never missed; shown in
+        // the order they happened.
+        let lines = store.logs(run_id, None, after).await.unwrap_or_default();
+        let events = store.events(run_id).await.unwrap_or_default();
+        let from = seen;
+        let mut events = events.iter().filter(|r| r.seq > from).peekable();
+        let mut lines = lines.iter().peekable();
+        loop {
+            let event_first = match (events.peek(), lines.peek()) {
+                (Some(e), Some((_, l))) => e.at <= l.at,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if event_first {
+                if let Some(rec) = events.next() {
+                    show(rec);
+                    seen = rec.seq;
+                }
+            } else if let Some((seq, line)) = lines.next() {
+                obs.log(line);
+                after = *seq;
+            }
+        }
+        if !matches!(status, RunStatus::Queued | RunStatus::Running | RunStatus::Interrupted) {
+            return exit_for(status);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = &mut ctrl_c => {
+                eprintln!("stopped following; the run goes on (hint: `runbook status {run_id}`)");
+                return Exit::Interrupted;
+            }
+        }
+    }
 }
 
 /// The playbook a run executes: the exact text it started with, validated

@@ -271,7 +271,10 @@ async fn continue_claimed(w: &Worker, store: &Arc<dyn Store>, lease: &Lease, sig
     };
     if !taken {
         let _ = store.release_locks(&record.id).await;
-        return Err(format!("run {} did not get its lock; the next claim tries again", record.id));
+        return Err(format!(
+            "run {} did not get its lock; the next claim tries again",
+            record.id
+        ));
     }
     store.append(&record.id, &first).await.map_err(|e| e.to_string())?;
     crate::runs::observer_for(w.output, Some(&label)).event(&record.id, &first);

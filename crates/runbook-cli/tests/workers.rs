@@ -344,6 +344,14 @@ fn submitted_runs_are_approved_resumed_and_cancelled_through_the_queue() {
             "apiVersion: runbook/v1\nname: gated\nversion: 1\nsteps:\n  - { id: ok, uses: approve, with: { message: \"go?\" } }\n  - { id: b, uses: shell, needs: [ok], with: { run: \"echo approved-and-done\" } }\n",
         )
         .playbook(
+            "hello",
+            "apiVersion: runbook/v1\nname: hello\nversion: 1\nsteps:\n  - { id: a, uses: shell, with: { run: \"echo hello-from-a-worker\" } }\n",
+        )
+        .playbook(
+            "broken",
+            "apiVersion: runbook/v1\nname: broken\nversion: 1\nsteps:\n  - { id: a, uses: shell, with: { run: \"exit 7\" } }\n",
+        )
+        .playbook(
             "once",
             "apiVersion: runbook/v1\nname: once\nversion: 1\nsteps:\n  - { id: charge, uses: shell, with: { run: \"sleep 20\" } }\n  - { id: after, uses: shell, needs: [charge], with: { run: \"echo after\" } }\n",
         );
@@ -356,16 +364,15 @@ fn submitted_runs_are_approved_resumed_and_cancelled_through_the_queue() {
     let mut workers = Workers::new(&run);
     workers.start(&run, "first", "2s");
     // An approval answered from another machine goes back to the queue.
-    let gated = run.exec(["run", "gated", "--submit"]).exit(0).stdout.trim().to_owned();
+    // `--wait` follows the run on its worker and exits with its code: 3 while
+    // it waits for a person.
+    let waited = run
+        .exec(["run", "gated", "--submit", "--wait"])
+        .exit(3)
+        .stdout_has("waits for an approval: go?");
+    let gated = waited.stdout.lines().next().unwrap().to_owned();
     let status = |id: &str, s: &str| format!("SELECT count(*) FROM runs WHERE id = '{id}' AND status = '{s}'");
-    wait_count(
-        &lab,
-        db,
-        &status(&gated, "waiting"),
-        1,
-        Duration::from_secs(60),
-        &workers,
-    );
+    assert_eq!(lab.psql_in("primary", db, &status(&gated, "waiting")), "1");
     run.exec(["approve", &gated, "--as", "alice"])
         .exit(0)
         .stderr_has("queued again");
@@ -379,6 +386,14 @@ fn submitted_runs_are_approved_resumed_and_cancelled_through_the_queue() {
     );
     run.exec(["status", &gated]).exit(0).stdout_has("alice: approve ok");
     run.exec(["logs", &gated]).exit(0).stdout_has("approved-and-done");
+    // Success is 0 with the steps' output; a failure is 1 with the error.
+    run.exec(["run", "hello", "--submit", "--wait"])
+        .exit(0)
+        .stdout_has("hello-from-a-worker")
+        .stdout_has("succeeded");
+    run.exec(["run", "broken", "--submit", "--wait"])
+        .exit(1)
+        .stdout_has("exited with status 7");
     // A non-idempotent step in flight when its worker dies: the worker that
     // takes over stops the run as uncertain, for an operator.
     let once = run.exec(["run", "once", "--submit"]).exit(0).stdout.trim().to_owned();
