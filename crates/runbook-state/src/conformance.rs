@@ -328,6 +328,35 @@ pub async fn check_queue(store: &dyn Store) -> Result<(), String> {
     };
     ensure!(w2.run_id == a.id && w2.epoch == 2, "takeover is epoch 2: {w2:?}");
     store.append_logs_leased(&w2, &logs).await.map_err(e)?;
+    // The run's `lock:` leases: the new worker's, which the old one can
+    // neither renew nor free.
+    let holder = LockHolder {
+        run_id: a.id.clone(),
+        user: "w2".into(),
+        pid: None,
+    };
+    let key = format!("queue/{}", a.id);
+    ensure!(
+        store
+            .acquire_lock(&key, &holder, Duration::from_secs(30))
+            .await
+            .map_err(e)?
+            .is_none(),
+        "the new worker takes the run's lock"
+    );
+    store.release_locks_leased(&w1).await.map_err(e)?;
+    store
+        .renew_locks_leased(&w1, Duration::from_millis(1))
+        .await
+        .map_err(e)?;
+    let held = store.locks().await.map_err(e)?;
+    ensure!(
+        held.iter().any(|l| l.key == key && !l.expired),
+        "a worker that lost the run freed or shortened its new worker's lock: {held:?}"
+    );
+    store.release_locks_leased(&w2).await.map_err(e)?;
+    let held = store.locks().await.map_err(e)?;
+    ensure!(!held.iter().any(|l| l.key == key), "the holder frees the run's lock");
     // Given back while not over (a worker shutting down): claimable at once.
     store.release_lease(&w2).await.map_err(e)?;
     ensure!(

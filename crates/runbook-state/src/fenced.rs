@@ -1,7 +1,8 @@
 //! The store as a worker sees it while it holds a run's lease: every journal
 //! and log write to that run is checked against the lease in the write's own
 //! transaction, so a worker that stalled past its lease (or was taken over)
-//! can never write to the run again. Reads and lock leases pass through.
+//! can never write to the run again, nor renew or free the run's `lock:`
+//! leases (its new worker holds them under the same run). Reads pass through.
 
 use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus};
 use crate::{Lease, Lock, LockHolder, Result, Store, StoreError};
@@ -86,11 +87,13 @@ impl Store for Fenced {
     }
 
     async fn renew_locks(&self, run: &str, ttl: Duration) -> Result<()> {
-        self.inner.renew_locks(run, ttl).await
+        self.check(run)?;
+        self.inner.renew_locks_leased(&self.lease, ttl).await
     }
 
     async fn release_locks(&self, run: &str) -> Result<()> {
-        self.inner.release_locks(run).await
+        self.check(run)?;
+        self.inner.release_locks_leased(&self.lease).await
     }
 
     async fn locks(&self) -> Result<Vec<Lock>> {

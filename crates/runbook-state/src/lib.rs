@@ -192,6 +192,21 @@ pub trait Store: Send + Sync {
         Err(queue_unsupported())
     }
 
+    /// Extends the run's `lock:` leases like [`Store::renew_locks`], only while
+    /// `lease` holds the run (a stalled worker cannot keep them).
+    async fn renew_locks_leased(&self, lease: &Lease, ttl: std::time::Duration) -> Result<()> {
+        let _ = (lease, ttl);
+        Err(queue_unsupported())
+    }
+
+    /// Gives back the run's `lock:` leases like [`Store::release_locks`], only
+    /// while `lease` holds the run: a worker that lost the run cannot free the
+    /// locks the run's new worker holds.
+    async fn release_locks_leased(&self, lease: &Lease) -> Result<()> {
+        let _ = lease;
+        Err(queue_unsupported())
+    }
+
     /// Asks the worker executing a submitted run to cancel it (it sees the
     /// request at its next heartbeat).
     async fn request_cancel(&self, run: &str) -> Result<()> {

@@ -79,6 +79,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
 /// compared against one clock, whatever the workers' clocks say.
 const NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
 
+/// True while worker `$2` holds run `$1` at epoch `$3` (the fence, as a
+/// condition of a statement on another table).
+const HOLDS: &str = "SELECT 1 FROM runs WHERE id = $1 AND worker = $2 AND lease_epoch = $3";
+
 /// The channel `run --submit` notifies and idle workers listen on.
 const QUEUE_CHANNEL: &str = "runbook_queue";
 
@@ -590,6 +594,31 @@ impl Store for PgStore {
             .await
             .map_err(|e| self.db(e))?;
         tx.commit().await.map_err(|e| self.db(e))
+    }
+
+    async fn renew_locks_leased(&self, lease: &Lease, ttl: Duration) -> Result<()> {
+        sqlx::query(&format!(
+            "UPDATE locks SET expires_unix_ms = $4 WHERE run_id = $1 AND EXISTS ({HOLDS})"
+        ))
+        .bind(&lease.run_id)
+        .bind(&lease.worker)
+        .bind(lease.epoch)
+        .bind(rows::expiry(ttl))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
+    async fn release_locks_leased(&self, lease: &Lease) -> Result<()> {
+        sqlx::query(&format!("DELETE FROM locks WHERE run_id = $1 AND EXISTS ({HOLDS})"))
+            .bind(&lease.run_id)
+            .bind(&lease.worker)
+            .bind(lease.epoch)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(())
     }
 
     async fn request_cancel(&self, run: &str) -> Result<()> {
