@@ -4,8 +4,10 @@
 //!
 //! Each fire runs `runbook run` as a child process with `--output json`: the
 //! same journal, locks, approvals and resume as a run from a terminal, and a
-//! crash of one run cannot take the daemon down. The daemon reads the child's
-//! events for its metrics. Policies, as documented in the book:
+//! crash of one run cannot take the daemon down. With `submit: true` the child
+//! is `runbook run --submit --wait`: the run executes on the queue's workers and
+//! outlives the daemon, and the child only follows it. The daemon reads the
+//! child's events for its metrics. Policies, as documented in the book:
 //! - overlap: `skip` (default) drops a fire while the schedule's previous run
 //!   is still running; `queue` runs it after (at most [`MAX_QUEUED`] waiting);
 //! - missed fires while the daemon was down are not run: at start, each
@@ -66,6 +68,10 @@ struct ScheduleSpec {
     /// Approve `approve` steps as the daemon (`--yes`).
     #[serde(default)]
     yes: bool,
+    /// Queue each fire for the `runbook worker`s (PostgreSQL state) and follow
+    /// it (`run --submit --wait`), instead of running it in a child here.
+    #[serde(default)]
+    submit: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -112,7 +118,7 @@ fn load(path: &Path, lib: &Library, registry: &Registry) -> Result<Vec<Schedule>
     })?;
     let file: SchedulesFile = serde_json::from_value(node.to_json()).map_err(|e| {
         vec![format!(
-            "{shown}: {e} (hint: a schedule has name, playbook, cron, and optionally timezone, inputs, overlap: skip|queue, webhook, yes)"
+            "{shown}: {e} (hint: a schedule has name, playbook, cron, and optionally timezone, inputs, overlap: skip|queue, webhook, yes, submit)"
         )]
     })?;
     let mut errors = Vec::new();
@@ -137,6 +143,12 @@ fn load(path: &Path, lib: &Library, registry: &Registry) -> Result<Vec<Schedule>
                 continue;
             }
         };
+        if spec.submit && spec.yes {
+            errors.push(format!(
+                "{what}: `yes` cannot approve runs executed by workers (hint: answer them with `runbook approve`, \
+                 or drop `submit`)"
+            ));
+        }
         let cron = match croner::Cron::new(&spec.cron).with_seconds_optional().parse() {
             Ok(c) => c,
             Err(e) => {
@@ -442,11 +454,18 @@ fn run_args(s: &Schedule) -> Vec<String> {
     if s.spec.yes {
         args.push("--yes".to_owned());
     }
+    if s.spec.submit {
+        args.extend(["--submit".to_owned(), "--wait".to_owned()]);
+    }
     args
 }
 
 /// The last run of this schedule, if a stopped daemon left it interrupted.
 async fn interrupted_run(store: &Arc<dyn Store>, s: &Schedule) -> Option<String> {
+    // A run on the workers was not stopped with the daemon: they continue it.
+    if s.spec.submit {
+        return None;
+    }
     let runs = store.runs(Some(&s.spec.playbook), 20).await.ok()?;
     let last = runs.into_iter().find(|r| r.user == s.user())?;
     let dead = last.pid.is_none_or(|p| !crate::runs::alive(p));

@@ -533,3 +533,52 @@ fn a_stopped_worker_hands_its_runs_back_at_once() {
     assert!(asked.elapsed() < Duration::from_secs(30));
     run.exec(["status", &id]).exit(0).stdout_has("workers: polite → next");
 }
+
+#[test]
+fn the_daemon_submits_its_schedules_to_the_workers() {
+    let lab = Lab::postgres();
+    let db = "runbook_queue_daemon";
+    let url = lab.state_db(db);
+    let steps = [marker_step("drill", None, "true")];
+    let run = Run::new()
+        .env("RUNBOOK_STATE", &url)
+        .playbook("drill", &playbook("drill", &steps));
+    let dir = run.path().display().to_string();
+    // `yes` cannot answer for a worker: refused before anything runs.
+    let refused = run.file(
+        "bad.yaml",
+        &format!(
+            "schedules:\n  - {{ name: d, playbook: drill, cron: \"* * * * * *\", inputs: {{ dir: \"{dir}\" }}, submit: true, yes: true }}\n"
+        ),
+    );
+    refused
+        .exec(["daemon", "--schedules", "bad.yaml"])
+        .exit(2)
+        .stderr_has("cannot approve runs executed by workers");
+    let run = refused.file(
+        "schedules.yaml",
+        &format!(
+            "schedules:\n  - {{ name: every-second, playbook: drill, cron: \"* * * * * *\", inputs: {{ dir: \"{dir}\" }}, submit: true }}\n"
+        ),
+    );
+    run.exec(["state", "migrate"]).exit(0);
+    let mut workers = Workers::new(&run);
+    workers.start(&run, "drill-runner", "3s");
+    let daemon = run.spawn(["daemon", "--schedules", "schedules.yaml"]);
+    let by_worker = "SELECT count(*) FROM runs r WHERE status = 'succeeded' AND submitted \
+                     AND worker = 'drill-runner' AND run_user = 'daemon/every-second'";
+    let waited = std::panic::catch_unwind(|| {
+        wait_count(&lab, db, by_worker, 2, Duration::from_secs(60), &workers);
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(daemon.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = daemon.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(waited.is_ok(), "{stderr}");
+    assert!(stderr.contains("--submit --wait"), "{stderr}");
+    let markers = std::fs::read_to_string(run.path().join("markers")).unwrap();
+    assert!(markers.lines().count() >= 2, "{markers}");
+}
