@@ -101,6 +101,12 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// The workers of the shared state: alive, stopped or gone, and the runs
+    /// each holds.
+    Workers {
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Continue an interrupted, failed or uncertain run where it stopped.
     Resume {
         /// The run id (a unique prefix is enough).

@@ -96,6 +96,7 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
             crate::runs::answer(state, &registry, &answer, false, &exec, &inv)
         }
         Command::Cancel { run } => crate::runs::cancel(state, &run),
+        Command::Workers { output } => crate::worker::list(state, output),
         Command::Locks { output } => crate::locks::list(state, output),
         Command::State {
             action: crate::args::StateAction::Migrate,

@@ -18,7 +18,7 @@ use runbook_core::inventory::Inventory;
 use runbook_core::kind::Registry;
 use runbook_engine::exec::Signals;
 use runbook_engine::replay::Replay;
-use runbook_state::{Event, Fenced, Lease, RunStatus, Store, StoreError};
+use runbook_state::{Event, Fenced, Lease, RunStatus, Store, StoreError, WorkerInfo};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,12 +44,60 @@ struct Worker {
     output: Output,
 }
 
+/// This machine's name.
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "worker".to_owned())
+}
+
 /// `HOST:PID`.
 fn default_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "worker".to_owned());
-    format!("{host}:{}", std::process::id())
+    format!("{}:{}", host(), std::process::id())
+}
+
+/// `runbook workers`: the workers of the shared state, whether each is alive,
+/// and how many runs each holds.
+pub(crate) fn list(state: Option<PathBuf>, output: Output) -> Exit {
+    let Some(rt) = runtime() else { return Exit::Invalid };
+    rt.block_on(async {
+        let Some(store) = open_store(state).await else {
+            return Exit::Invalid;
+        };
+        let workers = match store.workers().await {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Exit::Invalid;
+            }
+        };
+        if output == Output::Json {
+            println!("{}", serde_json::to_string_pretty(&workers).unwrap_or_default());
+            return Exit::Ok;
+        }
+        if workers.is_empty() {
+            println!("no worker has served this state yet (hint: `runbook worker`)");
+            return Exit::Ok;
+        }
+        let width = workers.iter().map(|w| w.name.len()).max().unwrap_or(4).max(4);
+        println!(
+            "{:width$}  {:8}  {:>4}  {:20}  {:>8}  {:24}  LAST SEEN",
+            "NAME", "STATE", "RUNS", "HOST", "PID", "STARTED"
+        );
+        for w in &workers {
+            println!(
+                "{:width$}  {:8}  {:>4}  {:20}  {:>8}  {:24}  {}",
+                w.name,
+                w.state,
+                format!("{}/{}", w.running, w.concurrency),
+                w.host,
+                w.pid,
+                w.started_at,
+                w.seen_at
+            );
+        }
+        Exit::Ok
+    })
 }
 
 pub(crate) fn worker(state: Option<PathBuf>, registry: &Registry, options: &Options, inventory: &Inventory) -> Exit {
@@ -71,20 +119,49 @@ pub(crate) fn worker(state: Option<PathBuf>, registry: &Registry, options: &Opti
     let Some(rt) = runtime() else { return Exit::Invalid };
     // Runs execute on this thread (the engine's futures are not Send).
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, async {
+    let code = local.block_on(&rt, async {
         let Some(store) = open_store(state).await else {
             return Exit::Invalid;
         };
+        let me = WorkerInfo {
+            name: name.clone(),
+            host: host(),
+            pid: std::process::id(),
+            concurrency: u32::try_from(options.concurrency.max(1)).unwrap_or(u32::MAX),
+            ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+        };
+        if let Err(e) = store.worker_seen(&me, false).await {
+            eprintln!("error: {e}");
+            return Exit::Invalid;
+        }
+        // Heard of every third of the lease time, for `runbook workers`.
+        let presence = {
+            let (store, me) = (store.clone(), me.clone());
+            tokio::task::spawn_local(async move {
+                loop {
+                    tokio::time::sleep(ttl / 3).await;
+                    let _ = store.worker_seen(&me, false).await;
+                }
+            })
+        };
         let w = Worker {
             name,
-            store,
+            store: store.clone(),
             registry: registry.clone(),
             inventory: inventory.to_template(),
             ttl,
             output: options.output,
         };
-        serve(&w, options.concurrency.max(1), poll, options.exit_when_idle).await
-    })
+        let code = serve(&w, options.concurrency.max(1), poll, options.exit_when_idle).await;
+        presence.abort();
+        let _ = store.worker_seen(&me, true).await;
+        code
+    });
+    // Tasks left in the set (aborted heartbeats) hold the store: they must be
+    // dropped where its connections can still hand themselves back.
+    let _inside = rt.enter();
+    drop(local);
+    code
 }
 
 /// Claims and executes runs until stopped (or idle, with `--exit-when-idle`).

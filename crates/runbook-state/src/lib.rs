@@ -87,6 +87,9 @@ pub enum StoreError {
     /// This backend cannot do that.
     #[error("{0}")]
     Unsupported(String),
+    /// Someone else already has it (a live worker's name).
+    #[error("{0}")]
+    Taken(String),
 }
 
 /// A result of the store.
@@ -214,6 +217,18 @@ pub trait Store: Send + Sync {
         Err(queue_unsupported())
     }
 
+    /// Records that a worker is alive (or, with `stopped`, that it stopped),
+    /// for `runbook workers`. Fails when another live worker has the name.
+    async fn worker_seen(&self, worker: &WorkerInfo, stopped: bool) -> Result<()> {
+        let _ = (worker, stopped);
+        Err(queue_unsupported())
+    }
+
+    /// The workers that ever served this state, with the runs each holds now.
+    async fn workers(&self) -> Result<Vec<WorkerRow>> {
+        Err(queue_unsupported())
+    }
+
     /// Waits up to `timeout` for work to be submitted (or just sleeps).
     async fn wait_for_work(&self, timeout: std::time::Duration) {
         tokio::time::sleep(timeout).await;
@@ -224,6 +239,42 @@ pub(crate) fn queue_unsupported() -> StoreError {
     StoreError::Unsupported(
         "the work queue needs shared state: PostgreSQL (hint: `--state postgres://...` or RUNBOOK_STATE)".into(),
     )
+}
+
+/// A worker as it registers itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerInfo {
+    /// Its name (`--name`), unique among live workers.
+    pub name: String,
+    /// The machine.
+    pub host: String,
+    /// Its process.
+    pub pid: u32,
+    /// Runs at once.
+    pub concurrency: u32,
+    /// Its lease time to live: silent for longer than that, it is gone.
+    pub ttl_ms: i64,
+}
+
+/// A worker as `runbook workers` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WorkerRow {
+    /// Its name.
+    pub name: String,
+    /// The machine.
+    pub host: String,
+    /// Its process.
+    pub pid: u32,
+    /// Runs at once.
+    pub concurrency: u32,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// When it was last heard of (RFC 3339).
+    pub seen_at: String,
+    /// `alive`, `stopped` (said so) or `gone` (silent past its lease time).
+    pub state: String,
+    /// The runs it holds a live lease on.
+    pub running: u32,
 }
 
 /// A worker's hold on a run: valid while unexpired and while the run's epoch

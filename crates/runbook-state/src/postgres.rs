@@ -8,7 +8,7 @@
 //! two runners starting at once do not both migrate.
 
 use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus};
-use crate::{Lease, Lock, LockHolder, Result, Store, StoreError, now, rows};
+use crate::{Lease, Lock, LockHolder, Result, Store, StoreError, WorkerInfo, WorkerRow, now, rows};
 use async_trait::async_trait;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -72,6 +72,19 @@ const MIGRATIONS: &[(i64, &str)] = &[
         ALTER TABLE journal ADD COLUMN lease_epoch BIGINT;
         CREATE INDEX runs_claimable ON runs (id)
             WHERE submitted AND status IN ('queued', 'running', 'interrupted');",
+    ),
+    (
+        4,
+        "CREATE TABLE workers (
+            name TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid BIGINT NOT NULL,
+            concurrency BIGINT NOT NULL,
+            ttl_ms BIGINT NOT NULL,
+            started_at TEXT NOT NULL,
+            seen_unix_ms BIGINT NOT NULL,
+            stopped BOOLEAN NOT NULL DEFAULT FALSE
+        );",
     ),
 ];
 
@@ -145,7 +158,13 @@ impl PgStore {
         // The run's row lock orders appends to one run, and holds the lease
         // still while the fence is checked and the events are written.
         match lease {
-            Some(lease) => self.fence(&mut tx, lease, "FOR UPDATE").await?,
+            Some(lease) => {
+                if let Err(e) = self.fence(&mut tx, lease, "FOR UPDATE").await {
+                    // At once: the row lock must not outlive the refusal.
+                    let _ = tx.rollback().await;
+                    return Err(e);
+                }
+            }
             None => {
                 let exists: Option<String> = sqlx::query_scalar("SELECT id FROM runs WHERE id = $1 FOR UPDATE")
                     .bind(run)
@@ -589,7 +608,10 @@ impl Store for PgStore {
 
     async fn append_logs_leased(&self, lease: &Lease, lines: &[LogLine]) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
-        self.fence(&mut tx, lease, "FOR SHARE").await?;
+        if let Err(e) = self.fence(&mut tx, lease, "FOR SHARE").await {
+            let _ = tx.rollback().await;
+            return Err(e);
+        }
         insert_logs(&mut tx, &lease.run_id, lines)
             .await
             .map_err(|e| self.db(e))?;
@@ -619,6 +641,78 @@ impl Store for PgStore {
             .await
             .map_err(|e| self.db(e))?;
         Ok(())
+    }
+
+    async fn worker_seen(&self, w: &WorkerInfo, stopped: bool) -> Result<()> {
+        // A new worker (or one seen again) takes the name unless another live
+        // process has it: same name, other host or process, not stopped, heard
+        // of within its lease time.
+        let recorded = sqlx::query(&format!(
+            "INSERT INTO workers (name, host, pid, concurrency, ttl_ms, started_at, seen_unix_ms, stopped)
+             VALUES ($1, $2, $3, $4, $5, $6, {NOW_MS}, $7)
+             ON CONFLICT (name) DO UPDATE SET host = $2, pid = $3, concurrency = $4, ttl_ms = $5,
+                 started_at = CASE WHEN workers.pid = $3 AND workers.host = $2 THEN workers.started_at ELSE $6 END,
+                 seen_unix_ms = {NOW_MS}, stopped = $7
+             WHERE (workers.pid = $3 AND workers.host = $2) OR workers.stopped
+                OR workers.seen_unix_ms + workers.ttl_ms < {NOW_MS}"
+        ))
+        .bind(&w.name)
+        .bind(&w.host)
+        .bind(i64::from(w.pid))
+        .bind(i64::from(w.concurrency))
+        .bind(w.ttl_ms)
+        .bind(now())
+        .bind(stopped)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.db(e))?
+        .rows_affected();
+        if recorded == 1 {
+            return Ok(());
+        }
+        let (host, pid): (String, i64) = sqlx::query_as("SELECT host, pid FROM workers WHERE name = $1")
+            .bind(&w.name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        Err(StoreError::Taken(format!(
+            "a live worker is already named `{}` (process {pid} on {host}); give this one another --name",
+            w.name
+        )))
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerRow>> {
+        let rows: Vec<(String, String, i64, i64, i64, String, i64, bool, i64, i64)> = sqlx::query_as(&format!(
+            "SELECT w.name, w.host, w.pid, w.concurrency, w.ttl_ms, w.started_at, w.seen_unix_ms, w.stopped,
+                    (SELECT count(*) FROM runs r WHERE r.worker = w.name AND r.lease_until >= {NOW_MS}),
+                    {NOW_MS}
+             FROM workers w ORDER BY w.name"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.db(e))?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(name, host, pid, concurrency, ttl, started_at, seen, stopped, running, now)| WorkerRow {
+                    name,
+                    host,
+                    pid: u32::try_from(pid).unwrap_or(0),
+                    concurrency: u32::try_from(concurrency).unwrap_or(0),
+                    started_at,
+                    seen_at: rows::rfc3339_ms(seen),
+                    state: if stopped {
+                        "stopped"
+                    } else if seen + ttl < now {
+                        "gone"
+                    } else {
+                        "alive"
+                    }
+                    .to_owned(),
+                    running: u32::try_from(running).unwrap_or(0),
+                },
+            )
+            .collect())
     }
 
     async fn request_cancel(&self, run: &str) -> Result<()> {
