@@ -390,6 +390,18 @@ pub async fn check_queue(store: &dyn Store) -> Result<(), String> {
         return Err("two workers each claim one of two queued runs".into());
     };
     ensure!(x.run_id != y.run_id, "two workers never claim the same run");
+    // An operator cancels a run its worker holds: the worker's journal writes
+    // are refused from then on (its last log lines are still kept).
+    let cancelled = Event::RunFinished {
+        status: RunStatus::Cancelled,
+        error: None,
+    };
+    store.append(&x.run_id, &cancelled).await.map_err(e)?;
+    ensure!(
+        fenced(store.append_leased(&x, &[step(1)]).await),
+        "a worker never writes past a cancelled run's end"
+    );
+    store.append_logs_leased(&x, &logs).await.map_err(e)?;
     // Runs not submitted to the queue are never claimed.
     let local = new_run("local");
     let started = Event::RunStarted {

@@ -159,7 +159,7 @@ impl PgStore {
         // still while the fence is checked and the events are written.
         match lease {
             Some(lease) => {
-                if let Err(e) = self.fence(&mut tx, lease, "FOR UPDATE").await {
+                if let Err(e) = self.fence(&mut tx, lease, true).await {
                     // At once: the row lock must not outlive the refusal.
                     let _ = tx.rollback().await;
                     return Err(e);
@@ -222,34 +222,42 @@ impl PgStore {
     }
 
     /// Fails with [`StoreError::Fenced`] unless `lease` is the run's current,
-    /// unexpired lease; locks the run's row (`lock`) until the transaction ends.
-    async fn fence(&self, tx: &mut sqlx::PgConnection, lease: &Lease, lock: &str) -> Result<()> {
-        let row: Option<(Option<String>, i64, Option<i64>, i64)> = sqlx::query_as(&format!(
-            "SELECT worker, lease_epoch, lease_until, {NOW_MS} FROM runs WHERE id = $1 {lock}"
+    /// unexpired lease, and locks the run's row until the transaction ends.
+    /// For a `journal` write, the run must also still be open to a worker
+    /// (queued, running or interrupted): an operator who cancelled it, or a
+    /// run already over, is never written past. Log lines, which can trail the
+    /// run's end, only need the lease.
+    async fn fence(&self, tx: &mut sqlx::PgConnection, lease: &Lease, journal: bool) -> Result<()> {
+        let lock = if journal { "FOR UPDATE" } else { "FOR SHARE" };
+        let row: Option<(Option<String>, i64, Option<i64>, i64, String)> = sqlx::query_as(&format!(
+            "SELECT worker, lease_epoch, lease_until, {NOW_MS}, status FROM runs WHERE id = $1 {lock}"
         ))
         .bind(&lease.run_id)
         .fetch_optional(&mut *tx)
         .await
         .map_err(|e| self.db(e))?;
-        let Some((worker, epoch, until, now)) = row else {
+        let Some((worker, epoch, until, now, status)) = row else {
             return Err(StoreError::NoRun(lease.run_id.clone()));
         };
         let ours = worker.as_deref() == Some(lease.worker.as_str()) && epoch == lease.epoch;
         let live = until.is_some_and(|u| u >= now);
-        if ours && live {
+        let open = !journal || matches!(status.as_str(), "queued" | "running" | "interrupted");
+        if ours && live && open {
             return Ok(());
         }
         Err(StoreError::Fenced {
             run: lease.run_id.clone(),
             worker: lease.worker.clone(),
             epoch: lease.epoch,
-            now: if ours {
-                "the lease expired".to_owned()
-            } else {
+            now: if !ours {
                 format!(
                     "worker `{}` holds it now (epoch {epoch})",
                     worker.as_deref().unwrap_or("?")
                 )
+            } else if !live {
+                "the lease expired".to_owned()
+            } else {
+                format!("the run is {status}")
             },
         })
     }
@@ -608,7 +616,7 @@ impl Store for PgStore {
 
     async fn append_logs_leased(&self, lease: &Lease, lines: &[LogLine]) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
-        if let Err(e) = self.fence(&mut tx, lease, "FOR SHARE").await {
+        if let Err(e) = self.fence(&mut tx, lease, false).await {
             let _ = tx.rollback().await;
             return Err(e);
         }
