@@ -96,6 +96,10 @@ const NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
 /// condition of a statement on another table).
 const HOLDS: &str = "SELECT 1 FROM runs WHERE id = $1 AND worker = $2 AND lease_epoch = $3";
 
+/// A run's lease as the fence reads it: worker, epoch, expiry, the
+/// database's now, and the run's status.
+type LeaseRow = (Option<String>, i64, Option<i64>, i64, String);
+
 /// The channel `run --submit` notifies and idle workers listen on.
 const QUEUE_CHANNEL: &str = "runbook_queue";
 
@@ -229,7 +233,7 @@ impl PgStore {
     /// run's end, only need the lease.
     async fn fence(&self, tx: &mut sqlx::PgConnection, lease: &Lease, journal: bool) -> Result<()> {
         let lock = if journal { "FOR UPDATE" } else { "FOR SHARE" };
-        let row: Option<(Option<String>, i64, Option<i64>, i64, String)> = sqlx::query_as(&format!(
+        let row: Option<LeaseRow> = sqlx::query_as(&format!(
             "SELECT worker, lease_epoch, lease_until, {NOW_MS}, status FROM runs WHERE id = $1 {lock}"
         ))
         .bind(&lease.run_id)
