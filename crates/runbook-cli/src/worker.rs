@@ -174,14 +174,15 @@ async fn serve(w: &Worker, concurrency: usize, poll: Duration, exit_when_idle: b
         crate::observe::short(w.ttl)
     );
     let mut running = tokio::task::JoinSet::new();
-    let mut failing_since: Option<Instant> = None;
+    // The database refused the last claim: not idle, whatever `--exit-when-idle`.
+    let mut failing = false;
     while !signals.stop.is_cancelled() {
         let mut claimed = false;
         while running.len() < concurrency && !signals.stop.is_cancelled() {
             match w.store.claim(&w.name, w.ttl).await {
                 Ok(Some(lease)) => {
                     claimed = true;
-                    failing_since = None;
+                    failing = false;
                     let run = Signals {
                         stop: signals.stop.child_token(),
                         kill: signals.kill.child_token(),
@@ -189,7 +190,7 @@ async fn serve(w: &Worker, concurrency: usize, poll: Duration, exit_when_idle: b
                     running.spawn_local(take(w.clone(), lease, run));
                 }
                 Ok(None) => {
-                    failing_since = None;
+                    failing = false;
                     break;
                 }
                 Err(e @ StoreError::Unsupported(_)) => {
@@ -199,12 +200,12 @@ async fn serve(w: &Worker, concurrency: usize, poll: Duration, exit_when_idle: b
                 Err(e) => {
                     // The database may come back; the runs in hand go on.
                     eprintln!("worker {}: cannot claim: {e}; trying again", w.name);
-                    failing_since.get_or_insert_with(Instant::now);
+                    failing = true;
                     break;
                 }
             }
         }
-        if exit_when_idle && !claimed && running.is_empty() && failing_since.is_none() {
+        if exit_when_idle && !claimed && running.is_empty() && !failing {
             break;
         }
         tokio::select! {
