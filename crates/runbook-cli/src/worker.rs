@@ -248,7 +248,14 @@ async fn heartbeat(w: Worker, lease: Lease, signals: Signals) {
     let mut renewed = Instant::now();
     loop {
         tokio::time::sleep(w.ttl / 3).await;
-        match w.store.renew_lease(&lease, w.ttl).await {
+        // An unreachable database must not hold the heartbeat past the lease.
+        let renewal = tokio::time::timeout(w.ttl / 3, w.store.renew_lease(&lease, w.ttl)).await;
+        let renewal = renewal.unwrap_or_else(|_| {
+            Err(StoreError::Unsupported(
+                "the state database did not answer in time".into(),
+            ))
+        });
+        match renewal {
             Ok(Some(cancel)) => {
                 renewed = Instant::now();
                 if cancel {

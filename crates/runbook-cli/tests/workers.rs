@@ -624,3 +624,61 @@ fn the_daemon_submits_its_schedules_to_the_workers() {
     let markers = std::fs::read_to_string(run.path().join("markers")).unwrap();
     assert!(markers.lines().count() >= 2, "{markers}");
 }
+
+#[test]
+fn a_worker_rides_out_a_database_outage() {
+    let lab = Lab::postgres();
+    let db = "runbook_queue_outage";
+    let url = lab.state_db(db);
+    let steps = [
+        marker_step("work", None, "sleep 2"),
+        marker_step("after", Some("work"), "true"),
+    ];
+    let run = Run::new()
+        .env("RUNBOOK_STATE", &url)
+        .playbook("slow", &playbook("slow", &steps));
+    let dir = run.path().display().to_string();
+    let id = run
+        .exec(["run", "slow", "--submit", "--set", &format!("dir={dir}")])
+        .exit(0)
+        .stdout
+        .trim()
+        .to_owned();
+    let mut workers = Workers::new(&run);
+    workers.start(&run, "steady", "2s");
+    let started = "SELECT count(*) FROM journal WHERE event::json->>'event' = 'step_started'";
+    wait_count(&lab, db, started, 1, Duration::from_secs(60), &workers);
+    // The state database goes away mid-step, for longer than the lease.
+    let ctl = format!("{}/pg/ctl", lab.info["dir"].as_str().unwrap());
+    let sh = |what: &str| {
+        let out = std::process::Command::new(&ctl)
+            .args([what, "primary"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ctl {what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh("stop");
+    std::thread::sleep(Duration::from_secs(4));
+    sh("start");
+    // The worker lived through it, took the run up again and finished it.
+    let done = format!("SELECT count(*) FROM runs WHERE id = '{id}' AND status = 'succeeded'");
+    wait_count(&lab, db, &done, 1, Duration::from_secs(60), &workers);
+    let steady = workers.running.get_mut("steady").unwrap();
+    assert!(steady.try_wait().unwrap().is_none(), "{}", workers.log("steady"));
+    let log = workers.log("steady");
+    // Its heartbeat could not renew the lease, so it stopped the run's steps;
+    // once the database was back, the run was claimed again (a new epoch).
+    assert!(log.contains("cannot renew the lease"), "{log}");
+    assert!(log.contains("lost its lease"), "{log}");
+    assert_fenced_journals(&lab, db);
+    let markers = std::fs::read_to_string(run.path().join("markers")).unwrap();
+    assert_eq!(
+        markers.lines().filter(|l| l.ends_with(" after")).count(),
+        1,
+        "{markers}\n{log}"
+    );
+}

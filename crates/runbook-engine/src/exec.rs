@@ -265,6 +265,11 @@ struct Exec<'a> {
     writer: tokio::sync::mpsc::UnboundedSender<Msg>,
     /// Events queued since the last awaited commit (bounded, see `journal_soon`).
     queued: std::cell::Cell<usize>,
+    /// Events sent to the writer so far.
+    sent: std::cell::Cell<u64>,
+    /// Events the writer has committed so far: a step whose dependencies'
+    /// results are not yet among them waits for them to be.
+    durable: Arc<std::sync::atomic::AtomicU64>,
     /// The first journal failure; once set, the run stops.
     store_error: Arc<Mutex<Option<StoreError>>>,
     /// Stops everything when the journal fails.
@@ -291,8 +296,8 @@ fn spawn_writer(
     store: Arc<dyn Store>,
     observer: Arc<dyn Observer>,
     run: String,
-    error: Arc<Mutex<Option<StoreError>>>,
-    abort: CancellationToken,
+    (error, abort): (Arc<Mutex<Option<StoreError>>>, CancellationToken),
+    durable: Arc<std::sync::atomic::AtomicU64>,
 ) -> (tokio::sync::mpsc::UnboundedSender<Msg>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Msg>();
     let task = tokio::spawn(async move {
@@ -312,7 +317,11 @@ fn spawn_writer(
             let ok = events.is_empty()
                 || (!failed
                     && match store.append_all(&run, &events).await {
-                        Ok(_) => true,
+                        Ok(_) => {
+                            let n = u64::try_from(events.len()).unwrap_or(u64::MAX);
+                            durable.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                            true
+                        }
                         Err(e) => {
                             if let Ok(mut slot) = error.lock() {
                                 slot.get_or_insert(e);
@@ -368,12 +377,13 @@ pub async fn execute(engine: &Engine, input: RunInput<'_>, signals: &Signals) ->
     base.insert("inventory".into(), input.inventory.clone());
     let store_error = Arc::new(Mutex::new(None));
     let abort = CancellationToken::new();
+    let durable = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (writer, writer_task) = spawn_writer(
         engine.store.clone(),
         engine.observer.clone(),
         input.run_id.clone(),
-        store_error.clone(),
-        abort.clone(),
+        (store_error.clone(), abort.clone()),
+        durable.clone(),
     );
     let exec = Exec {
         engine,
@@ -393,6 +403,8 @@ pub async fn execute(engine: &Engine, input: RunInput<'_>, signals: &Signals) ->
         refs: RefCell::new(HashMap::new()),
         writer,
         queued: std::cell::Cell::new(0),
+        sent: std::cell::Cell::new(0),
+        durable,
         store_error,
         abort,
     };
@@ -579,6 +591,7 @@ impl<'a> Exec<'a> {
         if self.writer.send(Msg::Event(event, Some(ack))).is_err() {
             return false;
         }
+        self.sent.set(self.sent.get() + 1);
         let ok = done.await.unwrap_or(false);
         self.queued.set(0);
         ok
@@ -596,8 +609,21 @@ impl<'a> Exec<'a> {
     /// Queues an event; it is committed with the next awaited one, or as soon
     /// as the executor waits for anything.
     fn journal_soon(&self, event: Event) {
-        let _ = self.writer.send(Msg::Event(event, None));
+        if self.writer.send(Msg::Event(event, None)).is_ok() {
+            self.sent.set(self.sent.get() + 1);
+        }
         self.queued.set(self.queued.get() + 1);
+    }
+
+    /// Waits until the first `n` events sent are durable; false if the
+    /// journal failed first (then nothing that depends on them may start).
+    async fn durable(&self, n: u64) -> bool {
+        let committed = || self.durable.load(std::sync::atomic::Ordering::SeqCst);
+        if committed() >= n {
+            return true;
+        }
+        self.sync().await;
+        committed() >= n
     }
 
     /// Runs a list of sibling steps as a DAG.
@@ -1151,6 +1177,13 @@ impl<'a> Exec<'a> {
                 // If the runner dies before this is written, resume simply runs
                 // the step again, which its idempotence allows.
                 self.journal_soon(started);
+                // But what it depends on must be on disk before it acts: all
+                // that was queued before it (one commit, shared by the steps
+                // starting together). A step that only looks need not wait.
+                let before = self.sent.get().saturating_sub(1);
+                if kind.effect(&with) != runbook_core::kind::Effect::Read && !self.durable(before).await {
+                    return Outcome::Interrupted;
+                }
             } else if !self.journal(started).await {
                 // A step whose effect must not happen twice starts only once its
                 // start (and everything before it) is durable.
