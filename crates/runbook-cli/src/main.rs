@@ -4,7 +4,9 @@
 //! arguments into calls and results into text. The language lives in
 //! `runbook-core`, planning and execution in `runbook-engine`, and each step kind
 //! in its `runbook-step-*` crate, registered in [`registry::registry`], the one
-//! place a newcomer reads to find every kind.
+//! place a newcomer reads to find every kind. The two long-running commands
+//! live here too: `daemon` (schedules) and `worker` (the queue's claims,
+//! heartbeats and takeovers), both executing runs through the same engine.
 //!
 //! Exit codes (DESIGN.md §6): 0 succeeded, 1 run failed, 2 invalid input or
 //! playbook (nothing ran), 3 interrupted or waiting, 4 lock held.

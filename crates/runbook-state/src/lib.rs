@@ -11,6 +11,11 @@
 //! Two backends: a SQLite file (one machine; the default) and PostgreSQL
 //! (shared by a team's runners). One conformance suite checks both.
 //!
+//! PostgreSQL also holds the work queue: submitted runs, the leases workers
+//! claim them with (an epoch raised by every claim), the workers' registry,
+//! and the fence ([`Fenced`]) that checks a worker's lease inside every write
+//! it makes to a run, so a worker that lost its lease never writes again.
+//!
 //! This crate knows nothing of playbooks or step kinds; it stores text and JSON.
 //! It must never depend on the engine or on a step crate.
 
