@@ -682,3 +682,43 @@ fn a_worker_rides_out_a_database_outage() {
         "{markers}\n{log}"
     );
 }
+
+#[test]
+fn secrets_come_from_the_worker_and_never_reach_the_database() {
+    let lab = Lab::postgres();
+    let db = "runbook_queue_secrets";
+    let url = lab.state_db(db);
+    let secret = "s3cr3t-v4lue-of-the-worker";
+    let run = Run::new().env("RUNBOOK_STATE", &url).playbook(
+        "secretive",
+        "apiVersion: runbook/v1\nname: secretive\nversion: 1\nsecrets: [QUEUE_TOKEN]\nsteps:\n  - id: use\n    uses: shell\n    with:\n      run: 'echo \"token=$T\"'\n      env: { T: \"{{ secrets.QUEUE_TOKEN }}\" }\n",
+    );
+    // The submitter needs no secret; a worker without it fails the run, saying which.
+    let mut workers = Workers::new(&run);
+    workers.start(&run, "bare", "3s");
+    run.exec(["run", "secretive", "--submit", "--wait"])
+        .exit(1)
+        .stdout_has("QUEUE_TOKEN")
+        .stdout_has("on worker bare");
+    workers.kill("bare");
+    // A worker that has it runs the step; the value is masked in what it
+    // prints and never written to the shared database.
+    let keyed = Run::new().env("RUNBOOK_STATE", &url).env("QUEUE_TOKEN", secret);
+    workers.start(&keyed, "keyed", "3s");
+    let out = run
+        .exec(["run", "secretive", "--submit", "--wait"])
+        .exit(0)
+        .stdout_has("token=");
+    assert!(!out.stdout.contains(secret), "{}", out.stdout);
+    assert!(!workers.log("keyed").contains(secret), "{}", workers.log("keyed"));
+    let leaked = lab.psql_in(
+        "primary",
+        db,
+        &format!(
+            "SELECT (SELECT count(*) FROM journal WHERE event LIKE '%{secret}%') + \
+             (SELECT count(*) FROM logs WHERE line LIKE '%{secret}%') + \
+             (SELECT count(*) FROM runs WHERE inputs LIKE '%{secret}%' OR text LIKE '%{secret}%')"
+        ),
+    );
+    assert_eq!(leaked, "0");
+}
