@@ -98,6 +98,41 @@ impl Drop for Workers {
     }
 }
 
+/// One submitted run (`work`, then `after`) whose first step a worker (lease
+/// 2 s) has started.
+struct Scene {
+    workers: Workers,
+    run: Run,
+    id: String,
+    lab: Lab,
+}
+
+impl Scene {
+    fn slow_run_started(db: &str, work: &str, worker: &str) -> Scene {
+        let lab = Lab::postgres();
+        let url = lab.state_db(db);
+        let steps = [
+            marker_step("work", None, work),
+            marker_step("after", Some("work"), "true"),
+        ];
+        let run = Run::new()
+            .env("RUNBOOK_STATE", &url)
+            .playbook("slow", &playbook("slow", &steps));
+        let dir = run.path().display().to_string();
+        let id = run
+            .exec(["run", "slow", "--submit", "--set", &format!("dir={dir}")])
+            .exit(0)
+            .stdout
+            .trim()
+            .to_owned();
+        let mut workers = Workers::new(&run);
+        workers.start(&run, worker, "2s");
+        let started = "SELECT count(*) FROM journal WHERE event::json->>'event' = 'step_started'";
+        wait_count(&lab, db, started, 1, Duration::from_secs(60), &workers);
+        Scene { workers, run, id, lab }
+    }
+}
+
 /// Waits until `sql` (a count in the state database) reaches `n`.
 fn wait_count(lab: &Lab, db: &str, sql: &str, n: usize, limit: Duration, workers: &Workers) -> usize {
     let until = Instant::now() + limit;
@@ -298,27 +333,14 @@ fn three_workers_share_sixty_runs_and_survive_two_sigkills() {
 
 #[test]
 fn a_worker_paused_past_its_lease_never_writes_again() {
-    let lab = Lab::postgres();
+    // Bound in this order so that the workers are dropped (killed) first.
+    let Scene {
+        lab,
+        id,
+        run,
+        mut workers,
+    } = Scene::slow_run_started("runbook_stall", "sleep 3", "stalled");
     let db = "runbook_stall";
-    let url = lab.state_db(db);
-    let steps = [
-        marker_step("work", None, "sleep 3"),
-        marker_step("after", Some("work"), "true"),
-    ];
-    let run = Run::new()
-        .env("RUNBOOK_STATE", &url)
-        .playbook("slow", &playbook("slow", &steps));
-    let dir = run.path().display().to_string();
-    let id = run
-        .exec(["run", "slow", "--submit", "--set", &format!("dir={dir}")])
-        .exit(0)
-        .stdout
-        .trim()
-        .to_owned();
-    let mut workers = Workers::new(&run);
-    workers.start(&run, "stalled", "2s");
-    let started = "SELECT count(*) FROM journal WHERE event::json->>'event' = 'step_started'";
-    wait_count(&lab, db, started, 1, Duration::from_secs(60), &workers);
     // Paused mid-step, past its lease; a healthy worker takes the run over.
     workers.signal("stalled", nix::sys::signal::Signal::SIGSTOP);
     workers.start(&run, "healthy", "2s");
@@ -627,27 +649,14 @@ fn the_daemon_submits_its_schedules_to_the_workers() {
 
 #[test]
 fn a_worker_rides_out_a_database_outage() {
-    let lab = Lab::postgres();
+    // Bound in this order so that the workers are dropped (killed) first.
+    let Scene {
+        lab,
+        id,
+        run,
+        mut workers,
+    } = Scene::slow_run_started("runbook_queue_outage", "sleep 2", "steady");
     let db = "runbook_queue_outage";
-    let url = lab.state_db(db);
-    let steps = [
-        marker_step("work", None, "sleep 2"),
-        marker_step("after", Some("work"), "true"),
-    ];
-    let run = Run::new()
-        .env("RUNBOOK_STATE", &url)
-        .playbook("slow", &playbook("slow", &steps));
-    let dir = run.path().display().to_string();
-    let id = run
-        .exec(["run", "slow", "--submit", "--set", &format!("dir={dir}")])
-        .exit(0)
-        .stdout
-        .trim()
-        .to_owned();
-    let mut workers = Workers::new(&run);
-    workers.start(&run, "steady", "2s");
-    let started = "SELECT count(*) FROM journal WHERE event::json->>'event' = 'step_started'";
-    wait_count(&lab, db, started, 1, Duration::from_secs(60), &workers);
     // The state database goes away mid-step, for longer than the lease.
     let ctl = format!("{}/pg/ctl", lab.info["dir"].as_str().unwrap());
     let sh = |what: &str| {
