@@ -243,19 +243,17 @@ pub(crate) fn status(state: Option<PathBuf>, run: Option<&str>, output: Output) 
         if !by.is_empty() {
             println!("workers: {}", by.join(" → "));
         }
-        let held = crate::runs::held_by_worker(&record);
-        match (record.status, record.pid) {
-            _ if held.is_some() => println!(
-                "runner: worker {} (lease until {})",
-                held.unwrap_or("?"),
+        match (record.status, record.pid, crate::runs::held_by_worker(&record)) {
+            (_, _, Some(worker)) => println!(
+                "runner: worker {worker} (lease until {})",
                 record.lease_until.as_deref().unwrap_or("?")
             ),
-            (RunStatus::Running | RunStatus::Interrupted, _) if record.submitted => {
+            (RunStatus::Running | RunStatus::Interrupted, _, _) if record.submitted => {
                 println!("its worker is gone: another worker takes it over when its lease expires (`runbook worker`)")
             }
-            (RunStatus::Queued, _) => println!("queued: the next free `runbook worker` runs it"),
-            (RunStatus::Running, Some(pid)) if crate::runs::alive(pid) => println!("runner: process {pid}"),
-            (RunStatus::Running, _) => {
+            (RunStatus::Queued, _, _) => println!("queued: the next free `runbook worker` runs it"),
+            (RunStatus::Running, Some(pid), _) if crate::runs::alive(pid) => println!("runner: process {pid}"),
+            (RunStatus::Running, _, _) => {
                 println!(
                     "its runner is gone (killed or crashed): `runbook resume {}` continues it",
                     record.id

@@ -100,18 +100,13 @@ fn hash(text: &str) -> String {
     format!("{h:016x}")
 }
 
-pub(crate) fn observer(output: Output, progress: bool) -> Arc<dyn Observer> {
-    match output {
-        Output::Text => Arc::new(crate::observe::Text::new(progress)),
-        Output::Json => Arc::new(crate::observe::JsonLines),
-    }
-}
-
-/// A worker's observer: text lines start with the run's `label`.
-pub(crate) fn observer_for(output: Output, label: Option<&str>) -> Arc<dyn Observer> {
+/// What shows a run's progress: text (live bars with `progress`, each line
+/// starting with `label` when a worker's runs interleave) or JSON lines.
+pub(crate) fn observer(output: Output, progress: bool, label: Option<&str>) -> Arc<dyn Observer> {
     match (output, label) {
         (Output::Text, Some(label)) => Arc::new(crate::observe::Text::prefixed(label.to_owned())),
-        _ => observer(output, false),
+        (Output::Text, None) => Arc::new(crate::observe::Text::new(progress)),
+        (Output::Json, _) => Arc::new(crate::observe::JsonLines),
     }
 }
 
@@ -316,10 +311,7 @@ pub(crate) async fn execute(x: Execute<'_>) -> Exit {
 }
 
 async fn execute_inner(x: &Execute<'_>) -> Exit {
-    let observer = match &x.label {
-        Some(label) => observer_for(x.exec.output, Some(label)),
-        None => observer(x.exec.output, !x.exec.no_progress),
-    };
+    let observer = observer(x.exec.output, !x.exec.no_progress, x.label.as_deref());
     let engine = Engine {
         registry: x.registry.clone(),
         store: x.store.clone(),
@@ -424,7 +416,7 @@ pub(crate) fn run(
             eprintln!("error: {e}; nothing was run");
             return Exit::Invalid;
         }
-        observer(exec.output, false).event(&run_id, &first);
+        observer(exec.output, false, None).event(&run_id, &first);
         execute(Execute {
             store,
             registry,
@@ -492,7 +484,7 @@ pub(crate) fn submit(
             return Exit::Invalid;
         }
         match exec.output {
-            Output::Json => observer(Output::Json, false).event(&run_id, &first),
+            Output::Json => observer(Output::Json, false, None).event(&run_id, &first),
             Output::Text => {
                 println!("{run_id}");
                 eprintln!("queued: a `runbook worker` runs it (hint: `runbook status {run_id}`)");
@@ -526,7 +518,10 @@ async fn follow(store: &dyn Store, run_id: &str, output: Output) -> Exit {
         Output::Text => text.recorded(run_id, rec),
         Output::Json => crate::observe::JsonLines::recorded(run_id, rec),
     };
-    let obs = observer(output, false);
+    let show_line = |line: &runbook_state::LogLine| match output {
+        Output::Text => text.log(line),
+        Output::Json => crate::observe::JsonLines.log(line),
+    };
     let (mut seen, mut after) = (1, 0);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -541,9 +536,8 @@ async fn follow(store: &dyn Store, run_id: &str, output: Output) -> Exit {
         // Read after the status, so the last ones are never missed; shown in
         // the order they happened.
         let lines = store.logs(run_id, None, after).await.unwrap_or_default();
-        let events = store.events(run_id).await.unwrap_or_default();
-        let from = seen;
-        let mut events = events.iter().filter(|r| r.seq > from).peekable();
+        let events = store.events_after(run_id, seen).await.unwrap_or_default();
+        let mut events = events.iter().peekable();
         let mut lines = lines.iter().peekable();
         loop {
             let event_first = match (events.peek(), lines.peek()) {
@@ -558,7 +552,7 @@ async fn follow(store: &dyn Store, run_id: &str, output: Output) -> Exit {
                     seen = rec.seq;
                 }
             } else if let Some((seq, line)) = lines.next() {
-                obs.log(line);
+                show_line(line);
                 after = *seq;
             }
         }
@@ -576,7 +570,7 @@ async fn follow(store: &dyn Store, run_id: &str, output: Output) -> Exit {
 }
 
 /// The playbook a run executes: the exact text it started with, validated
-/// again by this runbook. `None` after printing why.
+/// again by this runbook; why not (its diagnostics already printed).
 pub(crate) fn load_stored(
     record: &runbook_state::RunRecord,
     registry: &Registry,
@@ -770,7 +764,7 @@ fn continue_run(
             }
         };
         let who = user();
-        let obs = observer(exec.output, false);
+        let obs = observer(exec.output, false, None);
         // A submitted run goes back to the queue: a worker continues it.
         let mut journal = vec![if record.submitted {
             Event::RunQueued { user: who.clone() }

@@ -362,7 +362,7 @@ async fn continue_claimed(w: &Worker, store: &Arc<dyn Store>, lease: &Lease, sig
         ));
     }
     store.append(&record.id, &first).await.map_err(|e| e.to_string())?;
-    crate::runs::observer_for(w.output, Some(&label)).event(&record.id, &first);
+    crate::runs::observer(w.output, false, Some(&label)).event(&record.id, &first);
     let events = store.events(&record.id).await.map_err(|e| e.to_string())?;
     execute(Execute {
         store: store.clone(),

@@ -263,8 +263,6 @@ struct Exec<'a> {
     refs: RefCell<HashMap<usize, Rc<Vec<String>>>>,
     /// The journal writer's queue.
     writer: tokio::sync::mpsc::UnboundedSender<Msg>,
-    /// Events queued since the last awaited commit (bounded, see `journal_soon`).
-    queued: std::cell::Cell<usize>,
     /// Events sent to the writer so far.
     sent: std::cell::Cell<u64>,
     /// Events the writer has committed so far: a step whose dependencies'
@@ -402,7 +400,6 @@ pub async fn execute(engine: &Engine, input: RunInput<'_>, signals: &Signals) ->
         undo: RefCell::new(Vec::new()),
         refs: RefCell::new(HashMap::new()),
         writer,
-        queued: std::cell::Cell::new(0),
         sent: std::cell::Cell::new(0),
         durable,
         store_error,
@@ -592,9 +589,7 @@ impl<'a> Exec<'a> {
             return false;
         }
         self.sent.set(self.sent.get() + 1);
-        let ok = done.await.unwrap_or(false);
-        self.queued.set(0);
-        ok
+        done.await.unwrap_or(false)
     }
 
     /// Waits until everything queued is durable.
@@ -603,7 +598,6 @@ impl<'a> Exec<'a> {
         if self.writer.send(Msg::Sync(ack)).is_ok() {
             let _ = done.await;
         }
-        self.queued.set(0);
     }
 
     /// Queues an event; it is committed with the next awaited one, or as soon
@@ -612,7 +606,13 @@ impl<'a> Exec<'a> {
         if self.writer.send(Msg::Event(event, None)).is_ok() {
             self.sent.set(self.sent.get() + 1);
         }
-        self.queued.set(self.queued.get() + 1);
+    }
+
+    /// Events sent but not yet durable.
+    fn backlog(&self) -> u64 {
+        self.sent
+            .get()
+            .saturating_sub(self.durable.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     /// Waits until the first `n` events sent are durable; false if the
@@ -1166,7 +1166,7 @@ impl<'a> Exec<'a> {
             }
             // Steps that never wait (no-ops) would otherwise queue the whole run
             // in memory; bound what is not yet durable.
-            if self.queued.get() >= 256 {
+            if self.backlog() >= 256 {
                 self.sync().await;
             }
             let started = Event::StepStarted {

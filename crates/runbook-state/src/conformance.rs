@@ -76,6 +76,12 @@ pub async fn check(store: &dyn Store) -> Result<(), String> {
         events.iter().map(|r| r.seq).collect::<Vec<_>>() == [1, 2, 3, 4],
         "sequence numbers in order"
     );
+    let tail = store.events_after(&a.id, 2).await.map_err(e)?;
+    ensure!(
+        tail.iter().map(|r| r.seq).collect::<Vec<_>>() == [3, 4],
+        "events after seq 2 are 3 and 4, got {:?}",
+        tail.iter().map(|r| r.seq).collect::<Vec<_>>()
+    );
     ensure!(
         matches!(&events[2].event, Event::StepSucceeded { outputs, .. } if outputs["x"] == 1),
         "outputs come back as stored"

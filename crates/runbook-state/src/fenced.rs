@@ -38,8 +38,8 @@ impl Fenced {
 
 #[async_trait]
 impl Store for Fenced {
-    async fn create_run(&self, run: &NewRun, _first: &Event) -> Result<()> {
-        self.check(&run.id)?;
+    /// A worker continues runs; it never creates one.
+    async fn create_run(&self, _run: &NewRun, _first: &Event) -> Result<()> {
         Err(StoreError::Unsupported("a worker does not create runs".into()))
     }
 

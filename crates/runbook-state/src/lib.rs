@@ -123,6 +123,14 @@ pub trait Store: Send + Sync {
     /// Every event of a run, in order.
     async fn events(&self, run: &str) -> Result<Vec<Recorded>>;
 
+    /// The events of a run after sequence number `after`, in order (for
+    /// following a run without reading its whole journal each time).
+    async fn events_after(&self, run: &str, after: i64) -> Result<Vec<Recorded>> {
+        let mut all = self.events(run).await?;
+        all.retain(|r| r.seq > after);
+        Ok(all)
+    }
+
     /// A run by id or unique id prefix.
     async fn run(&self, id: &str) -> Result<RunRecord>;
 

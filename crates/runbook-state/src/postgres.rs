@@ -374,8 +374,13 @@ impl Store for PgStore {
     }
 
     async fn events(&self, run: &str) -> Result<Vec<Recorded>> {
-        let rows = sqlx::query("SELECT seq, at, event FROM journal WHERE run_id = $1 ORDER BY seq")
+        self.events_after(run, 0).await
+    }
+
+    async fn events_after(&self, run: &str, after: i64) -> Result<Vec<Recorded>> {
+        let rows = sqlx::query("SELECT seq, at, event FROM journal WHERE run_id = $1 AND seq > $2 ORDER BY seq")
             .bind(run)
+            .bind(after)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.db(e))?;
