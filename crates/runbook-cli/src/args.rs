@@ -115,8 +115,13 @@ pub(crate) enum Command {
         #[arg(long, value_name = "STEP")]
         rerun: Vec<String>,
         /// Record this in-flight step as done (you checked it took effect).
+        /// `--rerun STEP` takes the decision back while it has not run again.
         #[arg(long = "mark-done", value_name = "STEP")]
         mark_done: Vec<String>,
+        /// An output of a step marked done, as later steps will read it
+        /// (`deploy.stdout=v42`); required for each output they read.
+        #[arg(long = "set-output", value_name = "STEP.NAME=VALUE")]
+        set_output: Vec<String>,
         #[command(flatten)]
         exec: ExecArgs,
     },
@@ -176,6 +181,9 @@ pub(crate) enum Command {
     Cancel {
         /// The run id (a unique prefix is enough).
         run: String,
+        /// How the `finally` steps of a run that waited are shown.
+        #[command(flatten)]
+        exec: ExecArgs,
     },
     /// Recent runs, or one run's steps with state, attempts and durations.
     Status {

@@ -76,12 +76,19 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
             run,
             rerun,
             mark_done,
+            set_output,
             exec,
         } => {
             let Some(inv) = load_inventory(inventory.as_deref()) else {
                 return Exit::Invalid;
             };
-            crate::runs::resume(state, &registry, &run, &rerun, &mark_done, &exec, &inv)
+            let decisions = crate::runs::Decisions {
+                rerun: &rerun,
+                mark_done: &mark_done,
+                set_output: &set_output,
+                ..crate::runs::Decisions::default()
+            };
+            crate::runs::resume(state, &registry, &run, &decisions, &exec, &inv)
         }
         Command::Approve { answer, exec } => {
             let Some(inv) = load_inventory(inventory.as_deref()) else {
@@ -95,7 +102,12 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
             };
             crate::runs::answer(state, &registry, &answer, false, &exec, &inv)
         }
-        Command::Cancel { run } => crate::runs::cancel(state, &run),
+        Command::Cancel { run, exec } => {
+            let Some(inv) = load_inventory(inventory.as_deref()) else {
+                return Exit::Invalid;
+            };
+            crate::runs::cancel(state, &registry, &run, &exec, &inv)
+        }
         Command::Workers { output } => crate::worker::list(state, output),
         Command::Locks { output } => crate::locks::list(state, output),
         Command::State {
@@ -380,6 +392,7 @@ pub(crate) fn resolve_inputs(pb: &Playbook, args: &InputArgs) -> Option<IndexMap
                 return None;
             }
         };
+        let text = inputs::join_surrogate_escapes(&text).into_owned();
         let source = Source::new(path.display().to_string(), text);
         let node = match runbook_core::parse::parse(&source.text) {
             Ok(n) => n,

@@ -102,6 +102,10 @@ pub(crate) fn steps(events: &[Recorded]) -> Vec<StepRow> {
                 let i = idx(&mut rows, &mut first_start, step);
                 rows[i].state = "interrupted".into();
             }
+            Event::StepUndone { step } => {
+                let i = idx(&mut rows, &mut first_start, step);
+                rows[i].state = "undone".into();
+            }
             Event::StepWaiting { step, message, .. } => {
                 let i = idx(&mut rows, &mut first_start, step);
                 rows[i].state = "waiting".into();

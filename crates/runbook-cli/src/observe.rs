@@ -183,6 +183,7 @@ impl Observer for Text {
                 self.bar_end(step);
                 self.out(&format!("■ {step} interrupted{}", took(step)));
             }
+            Event::StepUndone { step } => self.out(&format!("↺ {step} undone (it runs again on resume)")),
             Event::ItemsResolved { step, items } => {
                 self.bar_start(step, Some(items.len() as u64));
                 self.out(&format!("  {step}: {} items", items.len()));

@@ -120,6 +120,7 @@ fn moment(event: &Event) -> Option<String> {
         Event::StepFailed { step, error, .. } => format!("{step} failed: {error}"),
         Event::StepSkipped { step, reason } => format!("{step} skipped: {reason}"),
         Event::StepInterrupted { step, .. } => format!("{step} interrupted"),
+        Event::StepUndone { step } => format!("{step} undone"),
         Event::StepWaiting { step, message, .. } => format!("{step} waits for an approval: {message}"),
         Event::OperatorAction {
             action,

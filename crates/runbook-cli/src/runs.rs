@@ -634,11 +634,15 @@ pub(crate) fn answer(
         comment: args.comment.clone(),
         plan_hash: args.plan_hash.clone(),
     };
-    continue_run(state, registry, &args.run, (&[], &[]), Some(&answer), exec, inventory)
+    let decisions = Decisions {
+        answer: Some(&answer),
+        ..Decisions::default()
+    };
+    continue_run(state, registry, &args.run, &decisions, exec, inventory)
 }
 
 /// An answer to an approval.
-struct Answer {
+pub(crate) struct Answer {
     approve: bool,
     who: String,
     comment: Option<String>,
@@ -663,24 +667,37 @@ impl Answer {
     }
 }
 
+/// What an operator decided about a run being continued.
+#[derive(Default)]
+pub(crate) struct Decisions<'a> {
+    /// `--rerun STEP`: run in-flight (or marked-done) steps again.
+    pub(crate) rerun: &'a [String],
+    /// `--mark-done STEP`: record in-flight steps as done.
+    pub(crate) mark_done: &'a [String],
+    /// `--set-output STEP.NAME=VALUE`: outputs of steps marked done.
+    pub(crate) set_output: &'a [String],
+    /// `approve` / `reject`.
+    pub(crate) answer: Option<&'a Answer>,
+    /// `cancel` of a run nobody executes: only its handlers run.
+    pub(crate) cancel: bool,
+}
+
 pub(crate) fn resume(
     state: Option<PathBuf>,
     registry: &Registry,
     id: &str,
-    rerun: &[String],
-    mark_done: &[String],
+    decisions: &Decisions<'_>,
     exec: &ExecArgs,
     inventory: &runbook_core::inventory::Inventory,
 ) -> Exit {
-    continue_run(state, registry, id, (rerun, mark_done), None, exec, inventory)
+    continue_run(state, registry, id, decisions, exec, inventory)
 }
 
 fn continue_run(
     state: Option<PathBuf>,
     registry: &Registry,
     id: &str,
-    (rerun, mark_done): (&[String], &[String]),
-    answer: Option<&Answer>,
+    decisions: &Decisions<'_>,
     exec: &ExecArgs,
     inventory: &runbook_core::inventory::Inventory,
 ) -> Exit {
@@ -715,6 +732,113 @@ fn continue_run(
             );
             return Exit::Locked;
         }
+        let run = Continue {
+            store: &store,
+            registry,
+            decisions,
+            exec,
+            inventory,
+            wanted,
+        };
+        if record.submitted {
+            return run.claimed(record).await;
+        }
+        // Take the run atomically: of two resumes started together, one runs it
+        // and the other is told who does, before either records anything.
+        let me = std::process::id();
+        let claimed = store.claim_runner(&record.id, me, record.pid).await;
+        let record = match (claimed, store.run(&record.id).await) {
+            (Ok(true), Ok(now)) if now.status.resumable() => now,
+            (Ok(true), Ok(now)) => {
+                let _ = store.set_runner(&now.id, None).await;
+                eprintln!(
+                    "error: run {} finished as {} meanwhile; it cannot be resumed",
+                    now.id,
+                    now.status.as_str()
+                );
+                return Exit::Invalid;
+            }
+            (Ok(false), now) => {
+                let by = now
+                    .ok()
+                    .and_then(|r| r.pid)
+                    .map_or("another process".to_owned(), |p| format!("process {p}"));
+                eprintln!(
+                    "error: run {} is being executed by {by} (hint: `runbook cancel {}` stops it)",
+                    record.id, record.id
+                );
+                return Exit::Locked;
+            }
+            (Err(e), _) | (Ok(true), Err(e)) => {
+                let _ = store.set_runner(&record.id, None).await;
+                eprintln!("error: {e}; nothing was run");
+                return Exit::Invalid;
+            }
+        };
+        let id = record.id.clone();
+        let code = run.claimed(record).await;
+        // Whatever happened, this process no longer runs it.
+        let _ = store.set_runner(&id, None).await;
+        code
+    })
+}
+
+/// `--set-output STEP.NAME=VALUE` flags, by step path.
+fn set_outputs(flags: &[String]) -> Result<IndexMap<String, serde_json::Map<String, Json>>, String> {
+    let mut out: IndexMap<String, serde_json::Map<String, Json>> = IndexMap::new();
+    for flag in flags {
+        let parsed = flag.split_once('=').and_then(|(key, value)| {
+            let (step, name) = key.rsplit_once('.')?;
+            (!step.is_empty() && !name.is_empty()).then_some((step, name, value))
+        });
+        let Some((step, name, value)) = parsed else {
+            return Err(format!(
+                "`--set-output {flag}` is not STEP.NAME=VALUE (e.g. `--set-output deploy.stdout=v42`)"
+            ));
+        };
+        out.entry(step.to_owned())
+            .or_default()
+            .insert(name.to_owned(), Json::String(value.to_owned()));
+    }
+    Ok(out)
+}
+
+/// The step id at the end of a step path (`roll[web1].deploy` → `deploy`).
+fn step_id(path: &str) -> &str {
+    let last = path.rsplit('.').next().unwrap_or(path);
+    last.split('[').next().unwrap_or(last)
+}
+
+/// Continuing a run: what it needs besides the run.
+struct Continue<'a> {
+    store: &'a Arc<dyn Store>,
+    registry: &'a Registry,
+    decisions: &'a Decisions<'a>,
+    exec: &'a ExecArgs,
+    inventory: &'a runbook_core::inventory::Inventory,
+    wanted: Vec<(crate::args::ReportFormat, PathBuf)>,
+}
+
+impl Continue<'_> {
+    /// Continues a run this process has claimed (or a submitted run, which
+    /// goes back to the queue).
+    async fn claimed(self, record: runbook_state::RunRecord) -> Exit {
+        let Continue {
+            store,
+            registry,
+            decisions,
+            exec,
+            inventory,
+            wanted,
+        } = self;
+        let Decisions {
+            rerun,
+            mark_done,
+            set_output,
+            answer,
+            cancel,
+        } = *decisions;
+        let store = store.clone();
         // The run continues against the exact text it started with.
         let loaded = match load_stored(&record, registry) {
             Ok(l) => l,
@@ -732,14 +856,76 @@ fn continue_run(
         };
         let replay = Replay::new(&events);
         let in_flight = replay.in_flight();
-        for step in rerun.iter().chain(mark_done) {
+        let list = |paths: &[String]| {
+            if paths.is_empty() {
+                "none".to_owned()
+            } else {
+                paths.join(", ")
+            }
+        };
+        for step in mark_done {
             if !in_flight.contains(step) {
-                let list = if in_flight.is_empty() {
-                    "none".to_owned()
-                } else {
-                    in_flight.join(", ")
-                };
-                eprintln!("error: step `{step}` was not in flight (steps in flight: {list}); nothing was run");
+                eprintln!(
+                    "error: step `{step}` was not in flight (steps in flight: {}); nothing was run",
+                    list(&in_flight)
+                );
+                return Exit::Invalid;
+            }
+        }
+        // `--rerun` also takes back a `--mark-done` the step has not run since.
+        for step in rerun {
+            if !in_flight.contains(step) && !replay.marked_done.contains(step) {
+                let mut marked: Vec<String> = replay.marked_done.iter().cloned().collect();
+                marked.sort();
+                eprintln!(
+                    "error: step `{step}` was not in flight nor marked done (in flight: {}; marked done: {}); \
+                     nothing was run",
+                    list(&in_flight),
+                    list(&marked)
+                );
+                return Exit::Invalid;
+            }
+        }
+        let mut given = match set_outputs(set_output) {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("error: {e}; nothing was run");
+                return Exit::Invalid;
+            }
+        };
+        if let Some(step) = given.keys().find(|s| !mark_done.contains(s)) {
+            eprintln!(
+                "error: `--set-output` names `{step}`, which is not marked done here (hint: add `--mark-done {step}`); nothing was run"
+            );
+            return Exit::Invalid;
+        }
+        // A step marked done has the outputs the operator gives; every output a
+        // later step reads must be given, or that step would fail on it.
+        let steps = loaded.playbook.all_steps();
+        for step in mark_done {
+            let have = given.get(step);
+            let missing: Vec<String> = runbook_core::template::outputs_read(steps.iter().copied(), step_id(step))
+                .into_iter()
+                .filter(|name| match have {
+                    None => true,
+                    Some(h) => name != "*" && !h.contains_key(name),
+                })
+                .collect();
+            if !missing.is_empty() {
+                let example = missing.iter().find(|n| *n != "*").map_or("NAME", String::as_str);
+                eprintln!(
+                    "error: later steps read {} of `{step}`, which it would not have once marked done; nothing was \
+                     run (hint: give each with `--set-output {step}.{example}=VALUE`)",
+                    missing
+                        .iter()
+                        .map(|n| if n == "*" {
+                            "all outputs".to_owned()
+                        } else {
+                            format!("output `{n}`")
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
                 return Exit::Invalid;
             }
         }
@@ -774,6 +960,15 @@ fn continue_run(
                 runner: None,
             }
         }];
+        if cancel {
+            journal.push(Event::OperatorAction {
+                action: "cancel".into(),
+                step: None,
+                who: who.clone(),
+                comment: None,
+                plan_hash: None,
+            });
+        }
         if let Some(a) = answer {
             let waiting = replay.waiting();
             if record.status != RunStatus::Waiting || waiting.is_empty() {
@@ -819,7 +1014,7 @@ fn continue_run(
             journal.push(Event::StepSucceeded {
                 step: step.clone(),
                 attempt,
-                outputs: serde_json::json!({}),
+                outputs: Json::Object(given.shift_remove(step).unwrap_or_default()),
             });
         }
         if record.submitted {
@@ -841,11 +1036,12 @@ fn continue_run(
         if let Err(code) = crate::locks::acquire_all(&store, &lock, &record.id, exec).await {
             return code;
         }
+        // One transaction: the decisions are recorded together or not at all.
+        if let Err(err) = store.append_all(&record.id, &journal).await {
+            eprintln!("error: {err}; nothing was run");
+            return Exit::Invalid;
+        }
         for e in &journal {
-            if let Err(err) = store.append(&record.id, e).await {
-                eprintln!("error: {err}; nothing was run");
-                return Exit::Invalid;
-            }
             obs.event(&record.id, e);
         }
         let events = match store.events(&record.id).await {
@@ -869,12 +1065,20 @@ fn continue_run(
             exec,
             locked: !lock.is_empty(),
             reports: wanted,
-            signals: watched_signals(),
-            interactive: interactive(exec),
+            signals: if cancel {
+                // Stopped before it starts: what finished is restored, no step
+                // starts, and the handlers (`finally`) run.
+                let signals = watched_signals();
+                signals.stop.cancel();
+                signals
+            } else {
+                watched_signals()
+            },
+            interactive: interactive(exec) && !cancel,
             label: None,
         })
         .await
-    })
+    }
 }
 
 /// Cancels a run of the queue: its worker stops it at its next heartbeat; a
@@ -912,12 +1116,45 @@ async fn cancel_submitted(store: &dyn Store, record: &runbook_state::RunRecord, 
     }
 }
 
-pub(crate) fn cancel(state: Option<PathBuf>, id: &str) -> Exit {
+/// `runbook cancel`: a run being executed is signalled; a run nobody
+/// executes ends at once, after its deferred `finally` steps (a run that
+/// waits for an approval or a decision has not run them yet).
+pub(crate) fn cancel(
+    state: Option<PathBuf>,
+    registry: &Registry,
+    id: &str,
+    exec: &ExecArgs,
+    inventory: &runbook_core::inventory::Inventory,
+) -> Exit {
     let Some(rt) = runtime() else { return Exit::Invalid };
-    rt.block_on(async {
-        let Some((store, record)) = open_run(state, id).await else {
-            return Exit::Invalid;
+    let done = rt.block_on(async {
+        let Some((store, record)) = open_run(state.clone(), id).await else {
+            return Some(Exit::Invalid);
         };
+        if matches!(record.status, RunStatus::Waiting | RunStatus::Uncertain)
+            && !record.submitted
+            && !record.pid.is_some_and(alive)
+        {
+            return None;
+        }
+        Some(cancel_now(store.as_ref(), &record).await)
+    });
+    drop(rt);
+    done.unwrap_or_else(|| {
+        let decisions = Decisions {
+            cancel: true,
+            ..Decisions::default()
+        };
+        match continue_run(state, registry, id, &decisions, exec, inventory) {
+            // The run ended as asked: cancelled, after its handlers.
+            Exit::Failed => Exit::Ok,
+            other => other,
+        }
+    })
+}
+
+async fn cancel_now(store: &dyn Store, record: &runbook_state::RunRecord) -> Exit {
+    {
         if !record.status.resumable() && record.status != RunStatus::Queued {
             eprintln!(
                 "error: run {} already finished as {}",
@@ -934,7 +1171,7 @@ pub(crate) fn cancel(state: Option<PathBuf>, id: &str) -> Exit {
             plan_hash: None,
         };
         if record.submitted {
-            return cancel_submitted(store.as_ref(), &record, action).await;
+            return cancel_submitted(store, record, action).await;
         }
         if let Err(e) = store.append(&record.id, &action).await {
             eprintln!("error: {e}");
@@ -963,5 +1200,5 @@ pub(crate) fn cancel(state: Option<PathBuf>, id: &str) -> Exit {
             }
         }
         Exit::Ok
-    })
+    }
 }

@@ -100,10 +100,12 @@ fn show(v: &Json) -> String {
 
 /// Checks one value against its spec, returning the value coerced to the type.
 pub fn check(name: &str, spec: &InputSpec, value: &Json) -> Result<Json, InputError> {
-    let v = coerce(name, spec.ty, value)?;
-    if let (Some(items), Json::Array(list)) = (spec.items, &v) {
-        for (i, item) in list.iter().enumerate() {
-            coerce(name, items, item).map_err(|e| InputError {
+    let mut v = coerce(name, spec.ty, value)?;
+    // Each item takes the item type, as a `--set` value does (`[1, 2]` for a
+    // list of strings is `["1", "2"]`).
+    if let (Some(items), Json::Array(list)) = (spec.items, &mut v) {
+        for (i, item) in list.iter_mut().enumerate() {
+            *item = coerce(name, items, item).map_err(|e| InputError {
                 message: format!("item {} {}", i + 1, e.message),
                 ..e
             })?;
@@ -263,6 +265,39 @@ pub fn resolve(playbook: &Playbook, given: &IndexMap<String, Json>) -> Result<In
     if errors.is_empty() { Ok(out) } else { Err(errors) }
 }
 
+/// A size: `16MB`, `512kB`, `1GB` (powers of 1024, as PostgreSQL writes
+/// them) or a number of bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("`{text}` is not a size like 16MB"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" | "kib" => 1 << 10,
+        "mb" | "m" | "mib" => 1 << 20,
+        "gb" | "g" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit `{other}` (use B, kB, MB or GB)")),
+    };
+    Ok(n.saturating_mul(mult))
+}
+
+/// JSON writes a character beyond U+FFFF as a surrogate pair (`"\ud83d\ude00"`),
+/// which YAML does not accept; this rewrites each pair as YAML's `\U0001f600`
+/// so that an inputs file written by a JSON tool reads as it was meant.
+pub fn join_surrogate_escapes(text: &str) -> std::borrow::Cow<'_, str> {
+    static PAIR: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"\\u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})")
+            .expect("a constant pattern")
+    });
+    PAIR.replace_all(text, |c: &regex::Captures<'_>| {
+        let hi = u32::from_str_radix(&c[1], 16).unwrap_or(0xD800);
+        let lo = u32::from_str_radix(&c[2], 16).unwrap_or(0xDC00);
+        let code = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+        format!("\\U{code:08x}")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,5 +363,21 @@ mod tests {
         e.values = Some(vec![json!("staging"), json!("prod")]);
         let err = check("env", &e, &json!("prd")).expect_err("not allowed");
         assert_eq!(err.hint.as_deref(), Some("did you mean `prod`?"));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("16MB"), Ok(16 << 20));
+        assert_eq!(parse_size("512kB"), Ok(512 << 10));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("MB").is_err());
+    }
+
+    #[test]
+    fn surrogate_pairs_from_json_read_as_one_character() {
+        let text = join_surrogate_escapes(r#"{"x": "\ud83d\ude00!"}"#);
+        let node = crate::parse::parse(&text).expect("parses");
+        assert_eq!(node.to_json()["x"], "\u{1F600}!");
     }
 }

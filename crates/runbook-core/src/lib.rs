@@ -18,5 +18,6 @@ pub mod kind;
 pub mod library;
 pub mod model;
 pub mod parse;
+pub mod shell;
 pub mod template;
 pub mod validate;

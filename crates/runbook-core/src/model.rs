@@ -335,6 +335,58 @@ impl Step {
     pub fn undo_steps(&self) -> &[Step] {
         self.undo.as_ref().map_or(&[], OneOrMany::as_slice)
     }
+
+    /// The texts of the step's own fields that may hold templates (`with:`
+    /// values at any depth, `when`, `timeout`, `for_each`, `retry.until`,
+    /// `outputs:`), not those of the steps inside it.
+    pub fn texts(&self) -> Vec<&str> {
+        fn strings<'x>(v: &'x Json, out: &mut Vec<&'x str>) {
+            match v {
+                Json::String(s) => out.push(s),
+                Json::Array(a) => a.iter().for_each(|x| strings(x, out)),
+                Json::Object(m) => m.values().for_each(|x| strings(x, out)),
+                _ => {}
+            }
+        }
+        let mut texts = Vec::new();
+        if let Some(w) = &self.with {
+            w.values().for_each(|v| strings(v, &mut texts));
+        }
+        texts.extend(self.when.as_deref());
+        texts.extend(self.timeout.as_deref());
+        if let Some(ForEach::Template(t)) = &self.for_each {
+            texts.push(t);
+        }
+        if let Some(Retry::Full(r)) = &self.retry {
+            texts.extend(r.until.as_deref());
+        }
+        if let Some(o) = &self.outputs {
+            texts.extend(o.values().map(String::as_str));
+        }
+        texts
+    }
+
+    /// This step and every step inside it (group, `on_failure`, `undo`), in
+    /// document order.
+    pub fn walk(&self) -> Vec<&Step> {
+        let mut out = vec![self];
+        for s in self.children().iter().chain(&self.on_failure).chain(self.undo_steps()) {
+            out.extend(s.walk());
+        }
+        out
+    }
+}
+
+impl Playbook {
+    /// Every step of the playbook, handlers included, in document order.
+    pub fn all_steps(&self) -> Vec<&Step> {
+        self.steps
+            .iter()
+            .chain(&self.on_failure)
+            .chain(&self.finally)
+            .flat_map(Step::walk)
+            .collect()
+    }
 }
 
 /// One item or a list of them.

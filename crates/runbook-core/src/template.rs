@@ -58,78 +58,12 @@ pub enum TemplateError {
     Render(String),
 }
 
-/// Quotes a value for a POSIX shell, leaving plain words as they are.
-pub fn shell_quote(s: &str) -> String {
-    let safe = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c);
-    if s.is_empty() {
-        "''".to_owned()
-    } else if s.chars().all(safe) {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
-}
-
-/// Marks where an escaped value starts and ends in a shell field's first
-/// rendering; [`quote_marked`] then quotes each value for its position.
-const OPEN: char = '\u{E000}';
-const CLOSE: char = '\u{E001}';
+pub use crate::shell::quote as shell_quote;
+use crate::shell::{CLOSE, OPEN, quote_marked};
 
 fn mark_value(v: &str) -> String {
     let clean: String = v.chars().filter(|c| *c != OPEN && *c != CLOSE).collect();
     format!("{OPEN}{clean}{CLOSE}")
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Quote {
-    None,
-    Single,
-    Double,
-}
-
-/// Replaces each marked value with its text quoted for the shell quoting state
-/// at that point: a quoted word outside quotes, `'\''` escapes inside single
-/// quotes, backslash escapes inside double quotes.
-fn quote_marked(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    let mut state = Quote::None;
-    let mut escaped = false;
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == OPEN {
-            let value: String = chars.by_ref().take_while(|c| *c != CLOSE).collect();
-            match state {
-                Quote::None => out.push_str(&shell_quote(&value)),
-                Quote::Single => out.push_str(&value.replace('\'', r"'\''")),
-                Quote::Double => {
-                    for v in value.chars() {
-                        if matches!(v, '"' | '\\' | '$' | '`') {
-                            out.push('\\');
-                        }
-                        out.push(v);
-                    }
-                }
-            }
-            escaped = false;
-            continue;
-        }
-        out.push(c);
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        state = match (state, c) {
-            (Quote::None | Quote::Double, '\\') => {
-                escaped = true;
-                state
-            }
-            (Quote::None, '\'') => Quote::Single,
-            (Quote::None, '"') => Quote::Double,
-            (Quote::Single, '\'') | (Quote::Double, '"') => Quote::None,
-            (s, _) => s,
-        };
-    }
-    out
 }
 
 /// The helpers available in templates besides Handlebars' built-ins.
@@ -289,7 +223,7 @@ impl Renderer {
         let out = out.into_string().map_err(|e| TemplateError::Render(e.to_string()))?;
         Ok(match mode {
             Mode::Plain => out,
-            Mode::Shell => quote_marked(&out),
+            Mode::Shell => quote_marked(&out).map_err(|r| TemplateError::Render(r.to_string()))?,
         })
     }
 
@@ -585,6 +519,30 @@ fn walk_param(p: &Parameter, in_block: bool, u: &mut Usage) {
         Parameter::Subexpression(s) => walk(std::slice::from_ref(s.as_element()), in_block, u),
         _ => {}
     }
+}
+
+/// The outputs of step `id` that these steps' templates read
+/// (`steps.<id>.outputs.<name>`); `*` when one reads them all.
+pub fn outputs_read<'s>(steps: impl IntoIterator<Item = &'s crate::model::Step>, id: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for step in steps {
+        for text in step.texts().into_iter().filter(|t| is_template(t)) {
+            let Ok(tpl) = compile(text) else { continue };
+            for r in usage(&tpl).references {
+                if r.segments.first().map(String::as_str) != Some("steps")
+                    || r.segments.get(1).map(String::as_str) != Some(id)
+                    || r.segments.get(2).map(String::as_str) != Some("outputs")
+                {
+                    continue;
+                }
+                let name = r.segments.get(3).cloned().unwrap_or_else(|| "*".to_owned());
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    names
 }
 
 fn push_ref(segments: Vec<String>, raw: &str, in_block: bool, u: &mut Usage) {

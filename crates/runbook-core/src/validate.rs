@@ -863,6 +863,30 @@ impl<'a> Check<'a> {
                     .label("on a group"),
                 );
             }
+            // A group is not retried or timed as a unit: say so rather than
+            // accept and ignore it.
+            for (key, hint) in [
+                (
+                    "timeout",
+                    "put `timeout` on the steps inside, or set `defaults: { timeout: ... }` for all of them",
+                ),
+                (
+                    "retry",
+                    "put `retry` on the steps inside that may fail; to run the whole group again, use `resume: restart`",
+                ),
+            ] {
+                if let Some((k, _)) = step.entry(key) {
+                    self.diags.push(
+                        Diagnostic::error(
+                            "group-policy",
+                            format!("`{key}` applies to calls (`uses`), not to a group (`steps:`)"),
+                            Some(k.span),
+                        )
+                        .label("on a group")
+                        .hint(hint),
+                    );
+                }
+            }
         }
 
         // Templates that run before the step, with the step's own scope.
@@ -1181,6 +1205,16 @@ impl<'a> Check<'a> {
                 .hint("use `{{...}}` to insert the value as one quoted word, unless the playbook means to run it"),
             );
         }
+        if shell {
+            for r in crate::shell::refusals(text) {
+                let at = nth_mustache(text, r.value).map_or(node.span, |m| self.sub_span(node, m));
+                self.diags.push(
+                    Diagnostic::error("unsafe-in-shell", r.message, Some(at))
+                        .label("no quoting keeps this value data here")
+                        .hint(r.hint),
+                );
+            }
+        }
         for h in &usage.helpers {
             if !template::helper_names().any(|x| x == h) {
                 self.diags.push(
@@ -1297,6 +1331,20 @@ impl<'a> Check<'a> {
             return None;
         };
         let mut known: Vec<&str> = info.declared_outputs.iter().map(String::as_str).collect();
+        // A fan-out's result, read from outside it, is its declared outputs
+        // (a list each) and `items` (each item and how it ended).
+        if info.in_for_each.as_deref() == Some(id.as_str()) && !scope.for_each.contains(id) {
+            known.push("items");
+            return (!known.contains(&out.as_str())).then(|| {
+                (
+                    format!("step `{id}` (a `for_each`) has no output `{out}` outside its items"),
+                    Some(format!(
+                        "outside the fan-out it has: {} (each declared output is a list, one value per item)",
+                        known.join(", ")
+                    )),
+                )
+            });
+        }
         if let Some(k) = info.uses.as_deref().and_then(|u| self.registry.get(u)) {
             known.extend(k.outputs().iter().map(|o| o.name));
         } else if info.uses.is_some() {
@@ -1501,4 +1549,32 @@ fn allowed_keys(schema: &Json, schema_path: &str) -> Vec<String> {
         .and_then(Json::as_object)
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default()
+}
+
+/// The text of the `n`-th value insertion (`{{...}}`, not a block or a raw
+/// insertion) in a template, as written.
+fn nth_mustache(text: &str, n: usize) -> Option<&str> {
+    let mut rest = text;
+    let mut offset = 0;
+    let mut seen = 0;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start..];
+        let (close, len) = if after.starts_with("{{{") {
+            ("}}}", 3)
+        } else {
+            ("}}", 2)
+        };
+        let end = after[len..].find(close)? + len + close.len();
+        let inner = after[len..end - close.len()].trim_start_matches('~').trim_start();
+        if len == 2 && !inner.starts_with(['#', '/', '^', '!', '>']) && inner.trim() != "else" {
+            if seen == n {
+                let from = offset + start;
+                return text.get(from..from + end);
+            }
+            seen += 1;
+        }
+        offset += start + end;
+        rest = &after[end..];
+    }
+    None
 }

@@ -136,8 +136,8 @@ enum Outcome {
     Interrupted,
     /// A step waits for a person's answer (path, question).
     Waiting(String, String),
-    /// A non-idempotent step was in flight; an operator must decide.
-    Uncertain(String),
+    /// Non-idempotent steps were in flight; an operator must decide.
+    Uncertain(Vec<String>),
 }
 
 impl Outcome {
@@ -155,9 +155,17 @@ impl Outcome {
         }
     }
 
-    /// The more serious of two outcomes (the first failure wins among failures).
+    /// The more serious of two outcomes (the first failure wins among
+    /// failures; every uncertain step is named).
     fn merge(self, other: Outcome) -> Outcome {
-        if other.rank() > self.rank() { other } else { self }
+        match (self, other) {
+            (Outcome::Uncertain(mut a), Outcome::Uncertain(b)) => {
+                a.extend(b);
+                Outcome::Uncertain(a)
+            }
+            (this, other) if other.rank() > this.rank() => other,
+            (this, _) => this,
+        }
     }
 }
 
@@ -257,8 +265,8 @@ struct Exec<'a> {
     permits: tokio::sync::Semaphore,
     logs: Arc<Mutex<Vec<LogLine>>>,
     nested: Arc<NestedRunner>,
-    /// Completed steps with `undo`, in completion order.
-    undo: RefCell<Vec<(String, &'a Step, Rc<Frame>)>>,
+    /// Completed steps with `undo`, with the order they completed in.
+    undo: RefCell<Vec<Done<'a>>>,
     /// Step ids each step's templates read, by step address.
     refs: RefCell<HashMap<usize, Rc<Vec<String>>>>,
     /// The journal writer's queue.
@@ -272,6 +280,23 @@ struct Exec<'a> {
     store_error: Arc<Mutex<Option<StoreError>>>,
     /// Stops everything when the journal fails.
     abort: CancellationToken,
+}
+
+/// A completed step that has an `undo`.
+#[derive(Clone)]
+struct Done<'a> {
+    /// Where it completed in the journal (restored steps), or after
+    /// everything restored, in completion order (steps of this process).
+    order: (i64, usize),
+    path: String,
+    step: &'a Step,
+    frame: Rc<Frame>,
+}
+
+/// True if a step or anything inside it has an `undo`: resume walks into it
+/// (rather than restoring it whole) so that each completed part can be undone.
+fn has_undo(step: &Step) -> bool {
+    !step.undo_steps().is_empty() || step.steps.as_deref().unwrap_or_default().iter().any(has_undo)
 }
 
 /// Tells an awaiting appender whether its batch was committed.
@@ -479,7 +504,7 @@ impl<'a> Exec<'a> {
             let root = root.clone();
             async move {
                 tokio::select! {
-                    o = self.run_list(steps, &root, prefix, handlers, false) => Some(o),
+                    o = self.run_handlers(steps, &root, prefix, handlers) => Some(o),
                     () = handlers.cancelled() => None,
                 }
             }
@@ -544,14 +569,24 @@ impl<'a> Exec<'a> {
                     id = self.run_id
                 )),
             ),
-            Outcome::Uncertain(step) => (
-                RunStatus::Uncertain,
-                Some(format!(
-                    "step `{step}` was running when the run stopped and is not idempotent, so it may or may not \
-                     have taken effect; check, then `runbook resume {} --rerun {step}` or `--mark-done {step}`",
-                    self.run_id
-                )),
-            ),
+            Outcome::Uncertain(steps) => {
+                let names = steps.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ");
+                let (one, verb) = if steps.len() == 1 {
+                    ("step", "was")
+                } else {
+                    ("steps", "were")
+                };
+                let first = steps.first().map_or("STEP", String::as_str);
+                (
+                    RunStatus::Uncertain,
+                    Some(format!(
+                        "{one} {names} {verb} running when the run stopped and not idempotent, so each may or may \
+                         not have taken effect; check, then `runbook resume {} --rerun {first}` or `--mark-done \
+                         {first}` for each",
+                        self.run_id
+                    )),
+                )
+            }
         };
         self.finish(status, error).await
     }
@@ -564,6 +599,9 @@ impl<'a> Exec<'a> {
     }
 
     async fn finish(&self, status: RunStatus, error: Option<String>) -> Result<Finished, EngineError> {
+        if status == RunStatus::Interrupted {
+            self.interrupt_in_flight().await;
+        }
         let error = error.map(|e| self.masker.text(&e));
         let event = Event::RunFinished {
             status,
@@ -575,6 +613,29 @@ impl<'a> Exec<'a> {
             }
         }
         Ok(Finished { status, error })
+    }
+
+    /// Steps killed without a word (a second interrupt dropped them) are
+    /// recorded interrupted, so `status` never shows them running.
+    async fn interrupt_in_flight(&self) {
+        self.sync().await;
+        let Ok(events) = self.engine.store.events(&self.run_id).await else {
+            return;
+        };
+        let mut last: IndexMap<&str, &Event> = IndexMap::new();
+        for rec in &events {
+            if let Some(step) = rec.event.step() {
+                last.insert(step, &rec.event);
+            }
+        }
+        for (step, event) in last {
+            if let Event::StepStarted { attempt, .. } = event {
+                self.journal_soon(Event::StepInterrupted {
+                    step: step.to_owned(),
+                    attempt: *attempt,
+                });
+            }
+        }
     }
 
     fn take_store_error(&self) -> Option<StoreError> {
@@ -635,6 +696,32 @@ impl<'a> Exec<'a> {
         cancel: &'b CancellationToken,
         restore: bool,
     ) -> LocalBoxFuture<'b, Outcome> {
+        self.run_steps(steps, frame, prefix, cancel, restore, false)
+    }
+
+    /// Runs a handler list (`on_failure`, `undo`, `finally`): every step runs
+    /// once, in order, whatever the steps before it did.
+    async fn run_handlers(
+        &self,
+        steps: &'a [Step],
+        frame: &Rc<Frame>,
+        prefix: &str,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        self.run_steps(steps, frame, prefix, cancel, false, true).await
+    }
+
+    /// A list of sibling steps as a DAG; with `keep_going`, a step starts once
+    /// the steps it follows have ended, however they ended.
+    fn run_steps<'b>(
+        &'b self,
+        steps: &'a [Step],
+        frame: &'b Rc<Frame>,
+        prefix: &'b str,
+        cancel: &'b CancellationToken,
+        restore: bool,
+        keep_going: bool,
+    ) -> LocalBoxFuture<'b, Outcome> {
         Box::pin(async move {
             // A step that has not run reads as `pending` (so a handler can ask
             // whether the deploy ran before it rolls back).
@@ -654,19 +741,26 @@ impl<'a> Exec<'a> {
             let mut running = FuturesUnordered::new();
             let mut result = Outcome::Succeeded;
             loop {
-                if result.rank() == 0 && !cancel.is_cancelled() {
+                if keep_going || result.rank() == 0 {
                     for i in 0..steps.len() {
                         let ready = state[i] == State::Pending
-                            && deps[i]
-                                .iter()
-                                .all(|&j| matches!(&state[j], State::Done(o) if o.lets_dependents_run()));
-                        if ready {
-                            state[i] = State::Running;
-                            let seg = steps[i].id.clone().unwrap_or_else(|| format!("{}", i + 1));
-                            let path = join_path(prefix, &seg);
-                            let fut = self.run_step(&steps[i], frame, path, cancel, restore);
-                            running.push(async move { (i, fut.await) });
+                            && deps[i].iter().all(|&j| match &state[j] {
+                                State::Done(o) => keep_going || o.lets_dependents_run(),
+                                _ => false,
+                            });
+                        if !ready {
+                            continue;
                         }
+                        let seg = steps[i].id.clone().unwrap_or_else(|| format!("{}", i + 1));
+                        let path = join_path(prefix, &seg);
+                        // Once stopped, only what already finished is restored
+                        // (so that handlers see its results); nothing new starts.
+                        if cancel.is_cancelled() && !(restore && self.finished_before(&steps[i], &path)) {
+                            continue;
+                        }
+                        state[i] = State::Running;
+                        let fut = self.run_step(&steps[i], frame, path, cancel, restore);
+                        running.push(async move { (i, fut.await) });
                     }
                 }
                 match running.next().await {
@@ -684,6 +778,39 @@ impl<'a> Exec<'a> {
         })
     }
 
+    /// True if the journal has the step finished (succeeded or skipped).
+    fn finished_before(&self, step: &Step, path: &str) -> bool {
+        match self.replay.steps.get(path) {
+            Some(Prior::Succeeded(_)) => !(has_undo(step) && (step.steps.is_some() || step.for_each.is_some())),
+            Some(Prior::Skipped) => true,
+            _ => false,
+        }
+    }
+
+    /// Remembers a completed step whose `undo` a failure of the run would run.
+    fn completed(&self, path: &str, step: &'a Step, frame: &Rc<Frame>) {
+        if step.undo_steps().is_empty() {
+            return;
+        }
+        let mut undo = self.undo.borrow_mut();
+        let order = match self.replay.succeeded_seq.get(path) {
+            Some(seq) => (*seq, 0),
+            None => (i64::MAX, undo.len()),
+        };
+        undo.push(Done {
+            order,
+            path: path.to_owned(),
+            step,
+            frame: frame.clone(),
+        });
+    }
+
+    /// True if the journal already has this success (a part of the run that
+    /// resume walked into); it is not recorded twice.
+    fn recorded(&self, path: &str, restore: bool) -> bool {
+        restore && matches!(self.replay.steps.get(path), Some(Prior::Succeeded(_)))
+    }
+
     fn run_step<'b>(
         &'b self,
         step: &'a Step,
@@ -696,11 +823,12 @@ impl<'a> Exec<'a> {
             let id = step.id.as_deref();
             if restore {
                 match self.replay.steps.get(&path) {
+                    // A composite with an `undo` inside is walked into, so each
+                    // completed part is known (and can be undone).
+                    Some(Prior::Succeeded(_)) if !self.finished_before(step, &path) => {}
                     Some(Prior::Succeeded(outputs)) => {
                         frame.set(id, "succeeded", outputs);
-                        if !step.undo_steps().is_empty() {
-                            self.undo.borrow_mut().push((path, step, frame.clone()));
-                        }
+                        self.completed(&path, step, frame);
                         return Outcome::Succeeded;
                     }
                     Some(Prior::Skipped) => {
@@ -711,7 +839,12 @@ impl<'a> Exec<'a> {
                 }
             }
             if step.for_each.is_some() {
-                return self.for_each(step, frame, &path, cancel, restore).await;
+                // `continue_on_error` applies to the fan-out as a whole, once
+                // `max_failures` has judged it.
+                return match self.for_each(step, frame, &path, cancel, restore).await {
+                    Outcome::Failed(_) if step.continue_on_error => Outcome::Tolerated,
+                    other => other,
+                };
             }
             if let Some(skip) = self.when(step, frame, &path).await {
                 return skip;
@@ -720,7 +853,7 @@ impl<'a> Exec<'a> {
                 Some(children) => self.group(step, children, frame, &path, cancel, restore).await,
                 None => self.call(step, frame, &path, cancel, restore).await,
             };
-            self.after(step, frame, &path, outcome).await
+            self.after(step, frame, &path, outcome, true).await
         })
     }
 
@@ -752,18 +885,17 @@ impl<'a> Exec<'a> {
         }
     }
 
-    /// After a step or group: handlers, `continue_on_error`, undo bookkeeping.
-    async fn after(&self, step: &'a Step, frame: &Rc<Frame>, path: &str, outcome: Outcome) -> Outcome {
+    /// After a step, group or item: handlers, `continue_on_error` (not for an
+    /// item: its failure counts against `max_failures`), undo bookkeeping.
+    async fn after(&self, step: &'a Step, frame: &Rc<Frame>, path: &str, outcome: Outcome, tolerate: bool) -> Outcome {
         match outcome {
             Outcome::Succeeded => {
-                if !step.undo_steps().is_empty() {
-                    self.undo.borrow_mut().push((path.to_owned(), step, frame.clone()));
-                }
+                self.completed(path, step, frame);
                 Outcome::Succeeded
             }
             Outcome::Failed(e) => {
                 self.handlers(step, frame, path).await;
-                if step.continue_on_error {
+                if tolerate && step.continue_on_error {
                     Outcome::Tolerated
                 } else {
                     Outcome::Failed(e)
@@ -785,7 +917,7 @@ impl<'a> Exec<'a> {
         // Handlers outlive a graceful stop; only the journal failing stops them.
         let token = self.abort.child_token();
         let prefix = format!("{path}.on_failure");
-        self.run_list(&step.on_failure, frame, &prefix, &token, false).await;
+        self.run_handlers(&step.on_failure, frame, &prefix, &token).await;
     }
 
     async fn group(
@@ -803,10 +935,23 @@ impl<'a> Exec<'a> {
     }
 
     /// Whether resume runs this group (or item) again from its first step:
-    /// `resume: restart` and its `on_failure` steps ran in an earlier attempt.
+    /// `resume: restart`, and the last thing it did was fail and run its
+    /// `on_failure` steps. A later interruption (a step of the restarted
+    /// attempt in flight) resumes like any other.
     fn restarts(&self, step: &Step, path: &str) -> bool {
+        if step.resume != Some(ResumePolicy::Restart) {
+            return false;
+        }
         let handlers = format!("{path}.on_failure.");
-        step.resume == Some(ResumePolicy::Restart) && self.replay.steps.keys().any(|k| k.starts_with(&handlers))
+        let (mut handled, mut other) = (None, None);
+        for (k, seq) in &self.replay.last_seq {
+            if k.starts_with(&handlers) {
+                handled = handled.max(Some(*seq));
+            } else if k == path || k.starts_with(&format!("{path}.")) || k.starts_with(&format!("{path}[")) {
+                other = other.max(Some(*seq));
+            }
+        }
+        handled.is_some() && handled > other
     }
 
     /// Records how a group (or a for_each item) ended, with its `outputs:`.
@@ -819,11 +964,13 @@ impl<'a> Exec<'a> {
                 };
                 let outputs = Json::Object(outputs);
                 frame.set(step.id.as_deref(), "succeeded", &outputs);
-                self.journal_soon(Event::StepSucceeded {
-                    step: path.to_owned(),
-                    attempt: 1,
-                    outputs,
-                });
+                if !self.recorded(path, true) {
+                    self.journal_soon(Event::StepSucceeded {
+                        step: path.to_owned(),
+                        attempt: 1,
+                        outputs,
+                    });
+                }
                 Outcome::Succeeded
             }
             Outcome::Failed(e) => self.group_failed(step, frame, path, e).await,
@@ -1001,11 +1148,13 @@ impl<'a> Exec<'a> {
         outputs.insert("items".into(), Json::Array(statuses));
         let outputs = Json::Object(outputs);
         frame.set(step.id.as_deref(), "succeeded", &outputs);
-        self.journal_soon(Event::StepSucceeded {
-            step: path.to_owned(),
-            attempt: 1,
-            outputs,
-        });
+        if !self.recorded(path, restore) {
+            self.journal_soon(Event::StepSucceeded {
+                step: path.to_owned(),
+                attempt: 1,
+                outputs,
+            });
+        }
         Outcome::Succeeded
     }
 
@@ -1051,12 +1200,15 @@ impl<'a> Exec<'a> {
         Box::pin(async move {
             let key = format!("#item:{}", step.id.as_deref().unwrap_or(""));
             if restore {
+                let walk_in = step.steps.as_deref().unwrap_or_default().iter().any(has_undo);
                 match self.replay.steps.get(&path) {
+                    Some(Prior::Succeeded(_)) if walk_in => {}
                     Some(Prior::Succeeded(outputs)) => {
                         frame.set(Some(&key), "succeeded", outputs);
                         if step.steps.is_none() {
                             frame.set(step.id.as_deref(), "succeeded", outputs);
                         }
+                        self.completed(&path, step, frame);
                         return Outcome::Succeeded;
                     }
                     Some(Prior::Skipped) => return Outcome::Skipped,
@@ -1076,11 +1228,13 @@ impl<'a> Exec<'a> {
                                 Ok(out) => {
                                     let out = Json::Object(out);
                                     frame.set(Some(&key), "succeeded", &out);
-                                    self.journal_soon(Event::StepSucceeded {
-                                        step: path.clone(),
-                                        attempt: 1,
-                                        outputs: out,
-                                    });
+                                    if !self.recorded(&path, restore) {
+                                        self.journal_soon(Event::StepSucceeded {
+                                            step: path.clone(),
+                                            attempt: 1,
+                                            outputs: out,
+                                        });
+                                    }
                                     Outcome::Succeeded
                                 }
                                 Err(e) => Outcome::Failed(e),
@@ -1108,7 +1262,7 @@ impl<'a> Exec<'a> {
                     o
                 }
             };
-            self.after(step, frame, &path, outcome).await
+            self.after(step, frame, &path, outcome, false).await
         })
     }
 
@@ -1142,7 +1296,7 @@ impl<'a> Exec<'a> {
         if restore {
             if let Some(Prior::InFlight { .. }) = self.replay.steps.get(path) {
                 if !idempotent && !self.replay.rerun.contains(path) {
-                    return Outcome::Uncertain(path.to_owned());
+                    return Outcome::Uncertain(vec![path.to_owned()]);
                 }
             }
         }
@@ -1212,7 +1366,7 @@ impl<'a> Exec<'a> {
                 Some(t) => match tokio::time::timeout(t, run).await {
                     Ok(r) => r,
                     Err(_) => Err(StepError::new(format!(
-                        "timed out after {}; its processes were killed",
+                        "timed out after {}; the step was stopped (a local command's whole session is killed)",
                         humantime::format_duration(t)
                     ))),
                 },
@@ -1412,12 +1566,22 @@ impl<'a> Exec<'a> {
         }
     }
 
-    /// Compensation: each completed step's `undo`, in reverse completion order.
+    /// Compensation: each completed step's `undo`, in reverse completion
+    /// order (as the journal has it, across resumes). A step whose undo
+    /// succeeded is recorded `undone`: a resume runs it again.
     async fn compensate(&self, token: &CancellationToken) {
-        let done: Vec<(String, &'a Step, Rc<Frame>)> = self.undo.borrow().iter().rev().cloned().collect();
-        for (path, step, frame) in done {
-            let prefix = format!("{path}.undo");
-            self.run_list(step.undo_steps(), &frame, &prefix, token, false).await;
+        let mut done: Vec<Done<'a>> = self.undo.borrow().clone();
+        done.sort_by_key(|d| d.order);
+        for d in done.into_iter().rev() {
+            let prefix = format!("{}.undo", d.path);
+            if self
+                .run_handlers(d.step.undo_steps(), &d.frame, &prefix, token)
+                .await
+                .rank()
+                == 0
+            {
+                self.journal_soon(Event::StepUndone { step: d.path });
+            }
         }
     }
 
@@ -1452,29 +1616,7 @@ impl<'a> Exec<'a> {
         if let Some(r) = self.refs.borrow().get(&key) {
             return r.clone();
         }
-        let mut texts: Vec<&str> = Vec::new();
-        fn strings<'x>(v: &'x Json, out: &mut Vec<&'x str>) {
-            match v {
-                Json::String(s) => out.push(s),
-                Json::Array(a) => a.iter().for_each(|x| strings(x, out)),
-                Json::Object(m) => m.values().for_each(|x| strings(x, out)),
-                _ => {}
-            }
-        }
-        if let Some(w) = &step.with {
-            w.values().for_each(|v| strings(v, &mut texts));
-        }
-        texts.extend(step.when.as_deref());
-        texts.extend(step.timeout.as_deref());
-        if let Some(ForEach::Template(t)) = &step.for_each {
-            texts.push(t);
-        }
-        if let Some(Retry::Full(r)) = &step.retry {
-            texts.extend(r.until.as_deref());
-        }
-        if let Some(o) = &step.outputs {
-            texts.extend(o.values().map(String::as_str));
-        }
+        let texts = step.texts();
         let mut ids: Vec<String> = Vec::new();
         for t in texts.into_iter().filter(|t| template::is_template(t)) {
             if let Ok(tpl) = template::compile(t) {

@@ -43,6 +43,13 @@ pub struct Replay {
     pub decisions: HashMap<String, runbook_core::kind::Decision>,
     /// When each step first waited (RFC 3339), and when its question expires.
     pub waiting: HashMap<String, (String, Option<String>)>,
+    /// The journal position of each step path's latest event.
+    pub last_seq: HashMap<String, i64>,
+    /// The journal position of each step path's latest success (the order in
+    /// which undo takes completed steps back).
+    pub succeeded_seq: HashMap<String, i64>,
+    /// Paths an operator marked done (a decision that `--rerun` can undo).
+    pub marked_done: HashSet<String>,
 }
 
 impl Replay {
@@ -50,6 +57,9 @@ impl Replay {
     pub fn new(events: &[Recorded]) -> Replay {
         let mut r = Replay::default();
         for rec in events {
+            if let Some(step) = rec.event.step() {
+                r.last_seq.insert(step.to_owned(), rec.seq);
+            }
             match &rec.event {
                 Event::RunQueued { .. } => {}
                 Event::RunStarted { .. } | Event::RunResumed { .. } => {
@@ -58,12 +68,19 @@ impl Replay {
                 }
                 Event::StepStarted { step, attempt } => {
                     r.rerun.remove(step);
+                    r.marked_done.remove(step);
                     r.steps.insert(step.clone(), Prior::InFlight { attempt: *attempt });
                     let a = r.attempts.entry(step.clone()).or_default();
                     *a = (*a).max(*attempt);
                 }
                 Event::StepSucceeded { step, outputs, .. } => {
                     r.steps.insert(step.clone(), Prior::Succeeded(outputs.clone()));
+                    r.succeeded_seq.insert(step.clone(), rec.seq);
+                }
+                // Its effect was taken back: it runs again.
+                Event::StepUndone { step } => {
+                    r.steps.insert(step.clone(), Prior::Failed);
+                    r.succeeded_seq.remove(step);
                 }
                 Event::StepFailed { step, .. } => {
                     r.steps.insert(step.clone(), Prior::Failed);
@@ -92,6 +109,14 @@ impl Replay {
                 } => match (action.as_str(), step) {
                     ("rerun", Some(s)) => {
                         r.rerun.insert(s.clone());
+                        // Undoing a `--mark-done`: the step runs again.
+                        if r.marked_done.remove(s) {
+                            r.steps.insert(s.clone(), Prior::Failed);
+                            r.succeeded_seq.remove(s);
+                        }
+                    }
+                    ("mark-done", Some(s)) => {
+                        r.marked_done.insert(s.clone());
                     }
                     (verdict @ ("approve" | "reject"), Some(s)) => {
                         r.decisions.insert(

@@ -139,6 +139,22 @@ pub async fn check(store: &dyn Store) -> Result<(), String> {
     ensure!(store.run(&b.id).await.map_err(e)?.pid == Some(4242), "the runner's pid");
     store.set_runner(&b.id, None).await.map_err(e)?;
     ensure!(store.run(&b.id).await.map_err(e)?.pid.is_none(), "no runner");
+    // Claiming a run is a compare-and-set: the second of two claims from the
+    // same previous runner loses; a claim over a (dead) runner names it.
+    ensure!(
+        store.claim_runner(&b.id, 7, None).await.map_err(e)?,
+        "the first claim wins"
+    );
+    ensure!(
+        !store.claim_runner(&b.id, 8, None).await.map_err(e)?,
+        "the second claim loses"
+    );
+    ensure!(store.run(&b.id).await.map_err(e)?.pid == Some(7), "the winner runs it");
+    ensure!(
+        store.claim_runner(&b.id, 8, Some(7)).await.map_err(e)?,
+        "a claim over a dead runner"
+    );
+    store.set_runner(&b.id, None).await.map_err(e)?;
     // Logs, by step (and its children) and after a position.
     let line = |step: &str, text: &str| LogLine {
         step: step.into(),

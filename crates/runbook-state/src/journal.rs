@@ -135,6 +135,12 @@ pub enum Event {
         /// The attempt.
         attempt: u32,
     },
+    /// A succeeded step's `undo` ran (the run failed): its effect was taken
+    /// back, so a resume runs the step again.
+    StepUndone {
+        /// The step path.
+        step: String,
+    },
     /// The step needs a person's answer (an approval); the run pauses.
     StepWaiting {
         /// The step path.
@@ -190,6 +196,25 @@ impl Event {
         }
     }
 
+    /// The step path it is about, if any.
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            Event::StepStarted { step, .. }
+            | Event::StepSucceeded { step, .. }
+            | Event::StepFailed { step, .. }
+            | Event::StepSkipped { step, .. }
+            | Event::StepInterrupted { step, .. }
+            | Event::StepUndone { step }
+            | Event::StepWaiting { step, .. }
+            | Event::ItemsResolved { step, .. } => Some(step),
+            Event::OperatorAction { step, .. } => step.as_deref(),
+            Event::RunQueued { .. }
+            | Event::RunStarted { .. }
+            | Event::RunResumed { .. }
+            | Event::RunFinished { .. } => None,
+        }
+    }
+
     /// The event's name, as in its JSON `event` field.
     pub fn name(&self) -> &'static str {
         match self {
@@ -201,6 +226,7 @@ impl Event {
             Event::StepFailed { .. } => "step_failed",
             Event::StepSkipped { .. } => "step_skipped",
             Event::StepInterrupted { .. } => "step_interrupted",
+            Event::StepUndone { .. } => "step_undone",
             Event::StepWaiting { .. } => "step_waiting",
             Event::ItemsResolved { .. } => "items_resolved",
             Event::OperatorAction { .. } => "operator_action",

@@ -143,6 +143,11 @@ pub trait Store: Send + Sync {
     /// Records which process is executing a run (so `cancel` can reach it).
     async fn set_runner(&self, run: &str, pid: Option<u32>) -> Result<()>;
 
+    /// Takes a run for process `pid` if its runner is still `previous` (none,
+    /// or a process found dead), atomically: of two processes that resume the
+    /// same run at once, exactly one gets `true`.
+    async fn claim_runner(&self, run: &str, pid: u32, previous: Option<u32>) -> Result<bool>;
+
     /// Appends step log lines (batched; not fsynced one by one).
     async fn append_logs(&self, run: &str, lines: &[LogLine]) -> Result<()>;
 

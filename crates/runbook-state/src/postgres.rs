@@ -435,6 +435,17 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn claim_runner(&self, run: &str, pid: u32, previous: Option<u32>) -> Result<bool> {
+        let done = sqlx::query("UPDATE runs SET pid = $1 WHERE id = $2 AND pid IS NOT DISTINCT FROM $3")
+            .bind(i64::from(pid))
+            .bind(run)
+            .bind(previous.map(i64::from))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn append_logs(&self, run: &str, lines: &[LogLine]) -> Result<()> {
         if lines.is_empty() {
             return Ok(());

@@ -390,6 +390,17 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn claim_runner(&self, run: &str, pid: u32, previous: Option<u32>) -> Result<bool> {
+        let done = sqlx::query("UPDATE runs SET pid = ? WHERE id = ? AND pid IS ?")
+            .bind(i64::from(pid))
+            .bind(run)
+            .bind(previous.map(i64::from))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn acquire_lock(&self, key: &str, holder: &LockHolder, ttl: Duration) -> Result<Option<Lock>> {
         let now = rows::unix_ms(SystemTime::now());
         let until = rows::expiry(ttl);

@@ -250,21 +250,7 @@ const OUTPUTS: &[OutputDecl] = &[
 #[derive(Debug, Default)]
 pub struct Pg;
 
-/// `16MB`, `512kB`, `1GB` or a number of bytes.
-fn parse_bytes(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("`{text}` is not a size like 16MB"))?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" | "k" => 1 << 10,
-        "mb" | "m" => 1 << 20,
-        "gb" | "g" => 1 << 30,
-        other => return Err(format!("unknown size unit `{other}` (use B, kB, MB or GB)")),
-    };
-    Ok(n.saturating_mul(mult))
-}
+use runbook_core::inputs::parse_size as parse_bytes;
 
 fn needs<'a>(p: &'a PgParams, field: &str, v: &'a Option<String>) -> Result<&'a str, StepError> {
     v.as_deref()
@@ -653,15 +639,6 @@ async fn wait_ready(ctx: &StepContext, p: &PgParams) -> Result<Outputs, StepErro
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_bytes("16MB"), Ok(16 << 20));
-        assert_eq!(parse_bytes("512kB"), Ok(512 << 10));
-        assert_eq!(parse_bytes("100"), Ok(100));
-        assert!(parse_bytes("12 parsecs").is_err());
-        assert!(parse_bytes("MB").is_err());
-    }
 
     #[test]
     fn values_compare_as_json_or_text() {

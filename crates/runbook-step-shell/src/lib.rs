@@ -36,6 +36,9 @@ pub struct ShellParams {
     /// Parse standard output as JSON into the `json` output.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub json: bool,
+    /// The most of each stream kept for the `stdout`/`stderr` outputs, e.g. `8MB` (default 1MB). The log keeps everything; `stdout_truncated` says when the output was cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output: Option<String>,
 }
 
 /// The `shell` kind.
@@ -62,6 +65,16 @@ const OUTPUTS: &[OutputDecl] = &[
         name: "json",
         ty: OutputType::Any,
         doc: "standard output parsed as JSON (with `json: true`)",
+    },
+    OutputDecl {
+        name: "stdout_truncated",
+        ty: OutputType::Boolean,
+        doc: "true if standard output was longer than `max_output` and `stdout` holds only its start",
+    },
+    OutputDecl {
+        name: "stderr_truncated",
+        ty: OutputType::Boolean,
+        doc: "true if standard error was longer than `max_output`",
     },
 ];
 
@@ -110,13 +123,27 @@ impl StepKind for Shell {
         if let Some(cwd) = &p.cwd {
             cmd.current_dir(cwd);
         }
-        let done = process::run(cmd, p.stdin.as_deref(), ctx).await?;
+        let keep = match &p.max_output {
+            None => process::KEEP,
+            Some(text) => runbook_core::inputs::parse_size(text)
+                .map_err(|e| StepError::new(format!("`max_output`: {e}")))
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX))?,
+        };
+        let done = process::run(cmd, p.stdin.as_deref(), keep, ctx).await?;
         let mut out = Outputs::new();
         out.insert("exit_code".into(), Json::from(done.code));
         out.insert("stdout".into(), Json::String(done.stdout.clone()));
         out.insert("stderr".into(), Json::String(done.stderr.clone()));
+        out.insert("stdout_truncated".into(), Json::Bool(done.stdout_cut));
+        out.insert("stderr_truncated".into(), Json::Bool(done.stderr_cut));
         if done.code != 0 {
             return Err(StepError::new(done.failure_message()).with_outputs(out));
+        }
+        if p.json && done.stdout_cut {
+            return Err(StepError::new(format!(
+                "`json: true` but standard output is longer than the {keep} bytes kept (hint: raise `max_output`)"
+            ))
+            .with_outputs(out));
         }
         if p.json {
             match serde_json::from_str::<Json>(&done.stdout) {

@@ -1,7 +1,9 @@
 //! Running a local command so that nothing outlives it.
 //!
-//! The command gets a process group of its own. Its output is streamed line by
-//! line to the step log. When it exits:
+//! The command gets a session of its own (through util-linux's `setsid`, which
+//! execs in place; a process group where there is none), so a process it starts
+//! that makes its own group (`timeout 300 cmd`) is still found and killed. Its
+//! output is streamed line by line to the step log. When it exits:
 //! - if nothing else is left in its group, the step is done at once;
 //! - otherwise the stragglers get [`SETTLE`] to finish or to leave the group (a
 //!   daemon started with `setsid cmd &` does exactly that), then what remains in
@@ -29,14 +31,19 @@ pub(crate) const GRACE: Duration = Duration::from_secs(5);
 pub(crate) const SETTLE: Duration = Duration::from_millis(300);
 /// How long output is still read after the command exited and its group is gone.
 pub(crate) const DRAIN: Duration = Duration::from_millis(500);
-/// The most output kept for the `stdout`/`stderr` outputs (the log keeps all).
-const KEEP: usize = 1 << 20;
+/// The most output kept for the `stdout`/`stderr` outputs by default (the
+/// log keeps all of it); `max_output` changes it.
+pub(crate) const KEEP: usize = 1 << 20;
 
 /// A finished command.
 pub(crate) struct Done {
     pub(crate) code: i32,
     pub(crate) stdout: String,
     pub(crate) stderr: String,
+    /// More standard output came than was kept.
+    pub(crate) stdout_cut: bool,
+    /// More standard error came than was kept.
+    pub(crate) stderr_cut: bool,
 }
 
 impl Done {
@@ -46,9 +53,11 @@ impl Done {
     }
 }
 
-/// Kills the process group when dropped, unless disarmed.
+/// Kills the command's process group and session when dropped.
 struct GroupGuard {
     pgid: Option<Pid>,
+    /// The command leads a session of its own.
+    session: bool,
 }
 
 impl GroupGuard {
@@ -56,12 +65,19 @@ impl GroupGuard {
         if let Some(pgid) = self.pgid {
             // ESRCH (already gone) is the normal case once it has exited.
             let _ = killpg(pgid, sig);
+            if self.session {
+                for pid in session_members(pgid) {
+                    let _ = nix::sys::signal::kill(pid, sig);
+                }
+            }
         }
     }
 
-    /// True if any process is still in the group.
+    /// True if any process is still in the group (or the session).
     fn occupied(&self) -> bool {
-        self.pgid.is_some_and(|pgid| killpg(pgid, None::<Signal>).is_ok())
+        self.pgid.is_some_and(|pgid| {
+            killpg(pgid, None::<Signal>).is_ok() || (self.session && !session_members(pgid).is_empty())
+        })
     }
 
     /// After the command exited: give what it left in the group a moment to end
@@ -81,22 +97,76 @@ impl Drop for GroupGuard {
     }
 }
 
-/// Runs `cmd` in its own process group, streaming its output to the step log.
+/// The live processes of session `sid` (from /proc; empty where there is none).
+fn session_members(sid: Pid) -> Vec<Pid> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                // After `(comm)`: state, ppid, pgrp, session. A zombie is dead.
+                let mut f = stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace();
+                let state = f.next();
+                f.nth(2).and_then(|s| s.parse::<i32>().ok()) == Some(sid.as_raw()) && state != Some("Z")
+            })
+        })
+        .map(Pid::from_raw)
+        .collect()
+}
+
+/// Where util-linux's `setsid` is, if it is.
+fn setsid_program() -> Option<&'static str> {
+    ["/usr/bin/setsid", "/bin/setsid"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+}
+
+/// The same command, started in a session of its own: `setsid` (not a group
+/// leader here, so it does not fork) makes the session and execs the command.
+fn in_session(cmd: &tokio::process::Command, setsid: &str) -> tokio::process::Command {
+    let std = cmd.as_std();
+    let mut wrapped = tokio::process::Command::new(setsid);
+    wrapped.arg(std.get_program()).args(std.get_args());
+    for (k, v) in std.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    if let Some(dir) = std.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    wrapped
+}
+
+/// Runs `cmd` in its own session (or process group), streaming its output to
+/// the step log and keeping up to `keep` bytes of each stream.
 pub(crate) async fn run(
-    mut cmd: tokio::process::Command,
+    cmd: tokio::process::Command,
     stdin: Option<&str>,
+    keep: usize,
     ctx: &StepContext,
 ) -> Result<Done, StepError> {
+    let session = setsid_program();
+    let mut cmd = match session {
+        Some(setsid) => in_session(&cmd, setsid),
+        None => {
+            let mut cmd = cmd;
+            cmd.process_group(0);
+            cmd
+        }
+    };
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
         .kill_on_drop(true);
     let mut child = cmd
         .spawn()
         .map_err(|e| StepError::new(format!("cannot start `/bin/sh`: {e}")))?;
     let guard = GroupGuard {
         pgid: child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw),
+        session: session.is_some(),
     };
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
         let text = text.to_owned();
@@ -107,8 +177,8 @@ pub(crate) async fn run(
         });
     }
     let (out, err) = (child.stdout.take(), child.stderr.take());
-    let kept_out = Mutex::new(String::new());
-    let kept_err = Mutex::new(String::new());
+    let kept_out = Mutex::new(Kept::new(keep));
+    let kept_err = Mutex::new(Kept::new(keep));
     let status = {
         let work = async {
             let reading = async {
@@ -162,26 +232,79 @@ pub(crate) async fn run(
     let status = status.map_err(|e| StepError::new(format!("waiting for the command failed: {e}")))?;
     use std::os::unix::process::ExitStatusExt;
     let code = status.code().unwrap_or_else(|| -status.signal().unwrap_or(0));
-    let text = |m: Mutex<String>| {
-        let mut s = m.into_inner().unwrap_or_default();
+    let text = |m: Mutex<Kept>, name: &str| {
+        let kept = m.into_inner().unwrap_or_else(|_| Kept::new(0));
+        if kept.cut {
+            ctx.log.line(
+                LogStream::Stderr,
+                &format!(
+                    "runbook: the `{name}` output keeps the first {} bytes; the log above has all of it (raise \
+                     `max_output` to keep more)",
+                    kept.limit
+                ),
+            );
+        }
+        let mut s = kept.text;
         if s.ends_with('\n') {
             s.pop();
         }
-        s
+        (s, kept.cut)
     };
+    let (stdout, stdout_cut) = text(kept_out, "stdout");
+    let (stderr, stderr_cut) = text(kept_err, "stderr");
     Ok(Done {
         code,
-        stdout: text(kept_out),
-        stderr: text(kept_err),
+        stdout,
+        stderr,
+        stdout_cut,
+        stderr_cut,
     })
 }
 
-/// Streams lines to the log and keeps the first [`KEEP`] bytes in `kept`.
+/// The part of a stream kept for the step's outputs.
+struct Kept {
+    text: String,
+    limit: usize,
+    cut: bool,
+}
+
+impl Kept {
+    fn new(limit: usize) -> Self {
+        Kept {
+            text: String::new(),
+            limit,
+            cut: false,
+        }
+    }
+
+    /// Keeps a line while there is room; a NUL byte (which no later command
+    /// could take as an argument) becomes U+FFFD.
+    fn push(&mut self, line: &str) {
+        if self.cut {
+            return;
+        }
+        let room = self.limit.saturating_sub(self.text.len());
+        let line = line.replace('\0', "\u{FFFD}");
+        if line.len() + 1 > room {
+            let mut end = room.min(line.len());
+            while !line.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.text.push_str(&line[..end]);
+            self.cut = true;
+            return;
+        }
+        self.text.push_str(&line);
+        self.text.push('\n');
+    }
+}
+
+/// Streams lines to the log and keeps what fits in `kept`.
 async fn collect<R: tokio::io::AsyncRead + Unpin>(
     pipe: Option<R>,
     stream: LogStream,
     ctx: &StepContext,
-    kept: &Mutex<String>,
+    kept: &Mutex<Kept>,
 ) {
     let Some(pipe) = pipe else { return };
     let mut reader = BufReader::new(pipe);
@@ -196,10 +319,7 @@ async fn collect<R: tokio::io::AsyncRead + Unpin>(
                 let line = line.strip_suffix('\r').unwrap_or(line);
                 ctx.log.line(stream, line);
                 if let Ok(mut k) = kept.lock() {
-                    if k.len() < KEEP {
-                        k.push_str(line);
-                        k.push('\n');
-                    }
+                    k.push(line);
                 }
             }
         }

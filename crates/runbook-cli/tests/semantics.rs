@@ -1,0 +1,321 @@
+//! The engine's rules probed the way a skeptical operator would: small
+//! playbooks of local `shell`, `sleep` and `approve` steps, with marker files
+//! that show what ran and how often. Each test is named after the rule it
+//! holds the engine to (book/src/language.md, runs.md, templates.md).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+use support::Run;
+
+const HEAD: &str = "apiVersion: runbook/v1\nname: t\nversion: 1\n";
+
+fn count(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path).unwrap_or_default().lines().count()
+}
+
+fn status_json(run: &Run, id: &str) -> serde_json::Value {
+    let out = run.exec(["status", id, "--output", "json"]).exit(0);
+    serde_json::from_str(&out.stdout).expect("status json")
+}
+
+/// runs.md: "A run is executed by one process at a time."
+#[test]
+fn two_resumes_started_together_run_the_run_once() {
+    for _ in 0..4 {
+        let run = Run::new();
+        let (flag, marks) = (run.path().join("flag"), run.path().join("marks"));
+        let yaml = format!(
+            "{HEAD}steps:\n  - {{ id: s1, uses: shell, with: {{ run: \"test -f {flag}\" }} }}\n  - {{ id: s2, uses: shell, with: {{ run: \"echo once >> {marks}; sleep 0.3\" }} }}\n",
+            flag = flag.display(),
+            marks = marks.display()
+        );
+        let run = run.playbook("t", &yaml);
+        let id = run.exec(["run", "t"]).exit(1).run_id();
+        std::fs::write(&flag, "").unwrap();
+        let a = run.spawn(["resume", &id]);
+        let b = run.spawn(["resume", &id]);
+        let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+        let mut codes = [a.status.code(), b.status.code()];
+        codes.sort();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&a.stderr),
+            String::from_utf8_lossy(&b.stderr)
+        );
+        // Either one ran it and the other was told it is being run (4), or the
+        // second came after the first had finished it (2: nothing to resume).
+        assert!(
+            codes == [Some(0), Some(4)] || codes == [Some(0), Some(2)],
+            "exit codes {codes:?}\n{said}"
+        );
+        assert_eq!(count(&marks), 1, "s2 ran once\n{said}");
+        let v = status_json(&run, &id);
+        assert_eq!(v["run"]["status"], "succeeded", "{v:#}");
+    }
+}
+
+/// Starts `run` (arguments `args`), waits until `marker` exists (a step is
+/// under way), then kills the runbook process with SIGKILL.
+fn kill_when(run: &Run, args: &[&str], marker: &std::path::Path) -> String {
+    let child = run.spawn(args);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !marker.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never appeared",
+            marker.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// templates.md: "An input value is data in every shell context."
+#[test]
+fn input_values_stay_data_in_nested_shell_contexts() {
+    let run = Run::new();
+    let p = run.path().join("P");
+    let yaml = format!(
+        "{HEAD}inputs:\n  x: {{ type: string }}\nsteps:\n  - id: nested\n    uses: shell\n    with:\n      run: |\n        echo \"r: $(echo {{{{inputs.x}}}})\"\n        echo hi # {{{{inputs.x}}}}\n        cat <<EOF\n        h: {{{{inputs.x}}}}\n        EOF\n        case {{{{inputs.x}}}} in {{{{inputs.x}}}}) echo matched;; esac\n"
+    );
+    let run = run.playbook("t", &yaml);
+    let value = format!("hi; touch {p}\ntouch {p} `touch {p}` $(touch {p})", p = p.display());
+    let out = run.exec(["run", "t", "--set", &format!("x={value}")]).exit(0);
+    assert!(!p.exists(), "the value ran as code\n{}", out.stdout);
+    let first = value.lines().next().unwrap();
+    assert!(out.stdout.contains(&format!("r: {first}")), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(&format!("h: {first}")),
+        "heredoc text without added quotes\n{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("matched"), "{}", out.stdout);
+}
+
+/// templates.md: "A context where no quoting keeps a value data is refused."
+#[test]
+fn values_in_backticks_and_parameter_expansions_are_refused_before_anything_runs() {
+    let run = Run::new();
+    let yaml = format!(
+        "{HEAD}inputs:\n  x: {{ type: string }}\nsteps:\n  - {{ id: a, uses: shell, with: {{ run: \"touch ran; echo `echo {{{{inputs.x}}}}`\" }} }}\n  - {{ id: b, uses: shell, with: {{ run: \"echo ${{HOME:-{{{{inputs.x}}}}}}\" }} }}\n"
+    );
+    let run = run.playbook("t", &yaml);
+    run.exec(["validate", "t"])
+        .exit(2)
+        .stderr_has("a value inside backticks cannot be quoted safely")
+        .stderr_has("use `$(...)` instead of backticks")
+        .stderr_has("a value inside `${...}` cannot be quoted safely")
+        .stderr_has("t/v1.yaml:7:63")
+        .stderr_has("t/v1.yaml:8:54");
+    run.exec(["run", "t", "--set", "x=1"]).exit(2);
+    assert!(!run.path().join("ran").exists(), "nothing runs");
+}
+
+/// runs.md: "`resume: restart` applies to the failure whose handlers ran,
+/// never to a later interruption."
+#[test]
+fn restart_applies_only_to_the_failure_whose_handlers_ran() {
+    let run = Run::new();
+    let (flag, first, second) = (
+        run.path().join("flag"),
+        run.path().join("first"),
+        run.path().join("second"),
+    );
+    let yaml = format!(
+        "{HEAD}steps:\n  - id: roll\n    for_each: [a]\n    resume: restart\n    steps:\n      - {{ id: s1, uses: shell, with: {{ run: \"echo s1 >> {first}\" }} }}\n      - {{ id: s2, uses: shell, with: {{ run: \"test -f {flag} || exit 1; echo s2 >> {second}; sleep 2\" }} }}\n    on_failure:\n      - {{ uses: shell, with: {{ run: \"echo handled\" }} }}\n",
+        first = first.display(),
+        second = second.display(),
+        flag = flag.display()
+    );
+    let run = run.playbook("t", &yaml);
+    let id = run.exec(["run", "t"]).exit(1).run_id();
+    std::fs::write(&flag, "").unwrap();
+    // The failure's handlers ran: the item starts again from its first step,
+    // and is killed while its non-idempotent s2 runs.
+    kill_when(&run, &["resume", &id], &second);
+    assert_eq!(lines(&first).len(), 2, "s1 ran again once");
+    // A later interruption resumes like any other: s2 was in flight.
+    run.exec(["resume", &id]).exit(3).stdout_has("roll[a].s2");
+    assert_eq!(lines(&first).len(), 2, "no third restart");
+    assert_eq!(lines(&second).len(), 1, "s2 did not run again");
+}
+
+/// language.md: "`undo` runs in reverse completion order, across resumes,
+/// once per completed item of a `for_each`."
+#[test]
+fn undo_after_a_resume_runs_in_reverse_completion_order_for_every_item() {
+    let run = Run::new();
+    let undo = run.path().join("undo");
+    let yaml = format!(
+        "{HEAD}steps:\n  - {{ id: ua, uses: shell, with: {{ run: \"true\" }}, undo: {{ uses: shell, with: {{ run: \"echo ua >> {u}\" }} }} }}\n  - id: fe\n    for_each: [x, y]\n    concurrency: 1\n    uses: shell\n    with: {{ run: \"true\" }}\n    undo: {{ uses: shell, with: {{ run: \"echo fe-{{{{item}}}} >> {u}\" }} }}\n  - {{ id: ub, uses: shell, with: {{ run: \"true\" }}, undo: {{ uses: shell, with: {{ run: \"echo ub >> {u}\" }} }} }}\n  - {{ id: gate, uses: approve, with: {{ message: go? }} }}\n",
+        u = undo.display()
+    );
+    let run = run.playbook("t", &yaml);
+    let id = run.exec(["run", "t"]).exit(3).run_id();
+    run.exec(["reject", &id]).exit(1);
+    assert_eq!(lines(&undo), ["ub", "fe-y", "fe-x", "ua"]);
+}
+
+/// runs.md: "A step whose `undo` ran runs again on resume."
+#[test]
+fn resume_after_undo_runs_the_undone_steps_again() {
+    let run = Run::new();
+    let (flag, marks) = (run.path().join("flag"), run.path().join("marks"));
+    let yaml = format!(
+        "{HEAD}steps:\n  - {{ id: a, uses: shell, with: {{ run: \"echo a >> {m}\" }}, undo: {{ uses: shell, with: {{ run: \"echo undo-a >> {m}\" }} }} }}\n  - {{ id: b, uses: shell, with: {{ run: \"test -f {f}\" }} }}\n",
+        m = marks.display(),
+        f = flag.display()
+    );
+    let run = run.playbook("t", &yaml);
+    let id = run.exec(["run", "t"]).exit(1).stdout_has("a undone").run_id();
+    std::fs::write(&flag, "").unwrap();
+    run.exec(["resume", &id]).exit(0);
+    assert_eq!(lines(&marks), ["a", "undo-a", "a"], "the effect is back");
+}
+
+/// language.md: "`continue_on_error` on a `for_each` tolerates the fan-out's
+/// failure once `max_failures` has judged it."
+#[test]
+fn continue_on_error_on_a_for_each_keeps_max_failures() {
+    let run = Run::new();
+    let marks = run.path().join("marks");
+    let yaml = format!(
+        "{HEAD}steps:\n  - id: fe\n    for_each: [1, 2, 3, 4]\n    concurrency: 1\n    max_failures: 0\n    continue_on_error: true\n    uses: shell\n    with: {{ run: \"echo {{{{item}}}} >> {m}; test {{{{item}}}} != 1\" }}\n  - {{ id: after, uses: shell, with: {{ run: \"echo after\" }} }}\n",
+        m = marks.display()
+    );
+    let run = run.playbook("t", &yaml);
+    let out = run.exec(["run", "t", "--output", "json"]).exit(0);
+    assert_eq!(lines(&marks), ["1"], "no item starts past the threshold");
+    let failed = out
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|e| e["event"] == "step_failed" && e["step"] == "fe");
+    assert!(failed, "the fan-out is recorded failed\n{}", out.stdout);
+    assert!(out.outputs_of("after").is_object(), "the run went on");
+}
+
+/// language.md: "`timeout` and `retry` apply to calls, not to groups."
+#[test]
+fn timeout_and_retry_on_a_group_are_refused() {
+    let yaml = format!(
+        "{HEAD}steps:\n  - id: g\n    timeout: 1s\n    retry: 2\n    steps:\n      - {{ id: c, uses: shell, with: {{ run: \"true\" }} }}\n"
+    );
+    Run::new()
+        .playbook("t", &yaml)
+        .exec(["validate", "t"])
+        .exit(2)
+        .stderr_has("`timeout` applies to calls (`uses`), not to a group")
+        .stderr_has("`retry` applies to calls (`uses`), not to a group")
+        .stderr_has("t/v1.yaml:6:");
+}
+
+/// language.md: "Every `finally` step runs once per run end, whatever the
+/// others did" (and so does every `on_failure` step).
+#[test]
+fn every_finally_and_on_failure_step_runs_whatever_the_others_did() {
+    let run = Run::new();
+    let marks = run.path().join("marks");
+    let m = marks.display();
+    let yaml = format!(
+        "{HEAD}steps:\n  - {{ id: s, uses: shell, with: {{ run: \"exit 1\" }} }}\non_failure:\n  - {{ id: o1, uses: shell, with: {{ run: \"exit 1\" }} }}\n  - {{ id: o2, uses: shell, with: {{ run: \"echo o2 >> {m}\" }} }}\nfinally:\n  - {{ id: f1, uses: shell, with: {{ run: \"exit 1\" }} }}\n  - {{ id: f2, uses: shell, with: {{ run: \"echo f2 >> {m}\" }} }}\n  - {{ id: f3, uses: shell, with: {{ run: \"echo f3 >> {m}\" }} }}\n"
+    );
+    let run = run.playbook("t", &yaml);
+    let id = run.exec(["run", "t"]).exit(1).run_id();
+    assert_eq!(lines(&marks), ["o2", "f2", "f3"]);
+    let v = status_json(&run, &id);
+    let states: Vec<(String, String)> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap().to_owned(),
+                s["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (step, state) in [
+        ("finally.f1", "failed"),
+        ("finally.f2", "succeeded"),
+        ("finally.f3", "succeeded"),
+    ] {
+        assert!(
+            states.contains(&(step.to_owned(), state.to_owned())),
+            "{step} {state} in {states:?}"
+        );
+    }
+}
+
+/// runs.md: "Cancelling a run that waits runs its `finally` steps."
+#[test]
+fn cancel_of_a_waiting_run_runs_finally() {
+    let run = Run::new();
+    let marks = run.path().join("marks");
+    let yaml = format!(
+        "{HEAD}steps:\n  - {{ id: a, uses: shell, with: {{ run: \"echo a >> {m}\" }} }}\n  - {{ id: gate, uses: approve, with: {{ message: go? }} }}\n  - {{ id: b, uses: shell, with: {{ run: \"echo b >> {m}\" }} }}\nfinally:\n  - {{ id: f, uses: shell, with: {{ run: \"echo 'f {{{{steps.a.status}}}}' >> {m}\" }} }}\n",
+        m = marks.display()
+    );
+    let run = run.playbook("t", &yaml);
+    let id = run.exec(["run", "t"]).exit(3).run_id();
+    run.exec(["cancel", &id]).exit(0).stdout_has("cancelled");
+    assert_eq!(lines(&marks), ["a", "f succeeded"], "finally ran once, b never");
+    assert_eq!(status_json(&run, &id)["run"]["status"], "cancelled");
+}
+
+/// runs.md: "`--mark-done` takes the outputs later steps read, and `--rerun`
+/// takes the decision back."
+#[test]
+fn mark_done_asks_for_the_outputs_later_steps_read_and_rerun_takes_it_back() {
+    let run = Run::new();
+    let (started, marks) = (run.path().join("started"), run.path().join("marks"));
+    let yaml = format!(
+        "{HEAD}steps:\n  - {{ id: s2, uses: shell, with: {{ run: \"touch {st}; sleep 2; echo v1\" }} }}\n  - {{ id: s3, uses: shell, with: {{ run: \"test {{{{steps.s2.outputs.stdout}}}} = v1 && echo ok >> {m}\" }} }}\n",
+        st = started.display(),
+        m = marks.display()
+    );
+    let run = run.playbook("t", &yaml);
+    let out = kill_when(&run, &["run", "t"], &started);
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("run ").and_then(|r| r.strip_suffix(" started")))
+        .unwrap()
+        .to_owned();
+    run.exec(["resume", &id]).exit(3).stdout_has("`s2`");
+    run.exec(["resume", &id, "--mark-done", "s2"])
+        .exit(2)
+        .stderr_has("output `stdout` of `s2`")
+        .stderr_has("--set-output s2.stdout=VALUE");
+    assert!(!marks.exists(), "nothing ran");
+    // A wrong value: s3 reads it and fails.
+    run.exec(["resume", &id, "--mark-done", "s2", "--set-output", "s2.stdout=v0"])
+        .exit(1);
+    assert!(!marks.exists());
+    // The decision is taken back: s2 runs again, s3 reads its real output.
+    run.exec(["resume", &id, "--rerun", "s2"]).exit(0);
+    assert_eq!(lines(&marks), ["ok"]);
+}
+
+/// runs.md: "`steps.<for_each>.outputs.items` lists each item and how it
+/// ended."
+#[test]
+fn validate_accepts_the_items_of_a_for_each() {
+    let yaml = format!(
+        "{HEAD}steps:\n  - {{ id: fe, for_each: [a, b], uses: shell, with: {{ run: \"echo {{{{item}}}}\" }} }}\n  - {{ id: n, uses: shell, with: {{ run: \"echo {{{{len steps.fe.outputs.items}}}}\" }} }}\n"
+    );
+    let run = Run::new().playbook("t", &yaml);
+    run.exec(["validate", "t"]).exit(0);
+    let out = run.exec(["run", "t", "--output", "json"]).exit(0);
+    assert_eq!(out.outputs_of("n")["stdout"], "2");
+}
