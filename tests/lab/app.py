@@ -139,6 +139,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(200 if ok else 503, {"status": "ready" if ok else "not ready", "checks": checks})
         if path == "/version/":
             return self.send(200, {"version": version(), "host": STATE["name"]})
+        # Another shape of the same fact, as other services write it.
+        if path == "/api/build":
+            return self.send(200, {"build": {"release": version(), "host": STATE["name"]}})
         if path.startswith("/status/"):
             code = int(path.rsplit("/", 1)[1] or 500)
             return self.send(code, {"status": code})

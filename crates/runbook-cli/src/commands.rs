@@ -287,7 +287,7 @@ fn show(lib: &Library, registry: &Registry, spec: &str) -> Exit {
 
 fn describe_input(spec: &InputSpec) -> String {
     let mut parts = vec![spec.ty.as_str().to_owned()];
-    if spec.required && spec.default.is_none() {
+    if spec.is_required() {
         parts.push("required".to_owned());
     }
     if let Some(d) = &spec.default {

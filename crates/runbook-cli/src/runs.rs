@@ -389,6 +389,20 @@ pub(crate) fn run(
     let Some(wanted) = reports(exec) else {
         return Exit::Invalid;
     };
+    // Every template known at start renders now, or nothing runs.
+    let data = runbook_engine::precheck::start_data(pb, &inputs, &env, &secrets, &inventory.to_template(), &user());
+    let refused = runbook_engine::precheck::check(pb, registry, &data);
+    if !refused.is_empty() {
+        let masker = Masker::new(secrets.values().map(String::as_str));
+        for r in &refused {
+            eprintln!("error: {}", masker.text(&r.to_string()));
+        }
+        eprintln!(
+            "error: {} cannot render with these inputs, secrets and inventory; nothing was run",
+            plural(refused.len(), "template")
+        );
+        return Exit::Invalid;
+    }
     let lock = match crate::locks::keys(pb, &inputs, &env) {
         Ok(k) => k,
         Err(e) => {

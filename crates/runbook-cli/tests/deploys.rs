@@ -220,3 +220,49 @@ fn db_rollback_waits_for_an_approval_then_unapplies_the_later_migrations() {
         "0005_seed"
     );
 }
+
+#[test]
+fn rolling_deploy_without_a_release_is_refused_and_touches_nothing() {
+    let lab = Lab::stack(3);
+    let out = lab.play(&lab.runbook(), "rolling-deploy", ROLLING, &[]).exit(2);
+    assert!(out.stderr.contains("input `release`: is required"), "{}", out.stderr);
+    assert!(out.stderr.contains("nothing was run"), "{}", out.stderr);
+    for (i, host) in ["web1", "web2", "web3"].iter().enumerate() {
+        let (admin, op, _) = lab.server_state("app", host);
+        assert_eq!((admin, op), (0, 2), "{host} still in rotation and UP");
+        assert!(deploys(&lab, i).is_empty(), "{host} untouched");
+    }
+    assert_eq!(versions(&lab, 3), ["v1", "v1", "v1"]);
+}
+
+#[test]
+fn the_release_gate_reads_the_endpoint_and_field_the_inputs_name() {
+    let lab = Lab::stack(2);
+    let run = lab.runbook();
+    let shape = ["release=v2", "version_path=/api/build", "version_field=build.release"];
+    let out = lab.play(&run, "rolling-deploy", ROLLING, &shape).exit(0);
+    assert_eq!(versions(&lab, 2), ["v2", "v2"], "{}", out.stdout);
+    // A field the answer does not have fails the gate on the first host, which
+    // is rolled back and left out; the second is not touched.
+    let wrong = ["release=v3", "version_path=/api/build", "version_field=release"];
+    let out = lab.play(&run, "rolling-deploy", ROLLING, &wrong).exit(1);
+    assert!(out.stdout.contains("JSON has no `release`"), "{}", out.stdout);
+    assert_eq!(versions(&lab, 2), ["v2", "v2"]);
+    assert_eq!(deploys(&lab, 1), ["v2"], "web2 untouched by the failed run");
+    // Without a version endpoint, the gate is skipped, and plan says so.
+    let plan = run
+        .exec([
+            "plan",
+            "rolling-deploy",
+            "--set",
+            "release=v4",
+            "--set",
+            "version_path=",
+        ])
+        .exit(0);
+    assert!(
+        plan.stdout.contains("serving") && plan.stdout.contains("skipped"),
+        "{}",
+        plan.stdout
+    );
+}

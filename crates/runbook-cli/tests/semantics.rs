@@ -319,3 +319,224 @@ fn validate_accepts_the_items_of_a_for_each() {
     let out = run.exec(["run", "t", "--output", "json"]).exit(0);
     assert_eq!(out.outputs_of("n")["stdout"], "2");
 }
+
+/// language.md (shell): "`stdout` keeps `max_output` (1MB by default) and
+/// says when it was cut."
+#[test]
+fn shell_output_beyond_max_output_is_marked_and_the_limit_is_configurable() {
+    let big = "python3 -c 'import json; print(json.dumps([\\\"x\\\" * 100] * 17000))'";
+    let yaml = format!(
+        "{HEAD}steps:\n  - {{ id: cut, uses: shell, with: {{ run: \"{big}\" }} }}\n  - {{ id: kept, uses: shell, with: {{ run: \"{big}\", json: true, max_output: 4MB }} }}\n  - {{ id: says, uses: shell, with: {{ run: \"echo {{{{steps.cut.outputs.stdout_truncated}}}} {{{{len steps.kept.outputs.json}}}}\" }} }}\n  - {{ id: refused, uses: shell, with: {{ run: \"{big}\", json: true }} }}\n"
+    );
+    let run = Run::new().playbook("t", &yaml);
+    let out = run
+        .exec(["run", "t", "--output", "json"])
+        .exit(1)
+        .stdout_has("longer than the 1048576 bytes kept (hint: raise `max_output`)");
+    assert_eq!(out.outputs_of("says")["stdout"], "true 17000");
+    assert_eq!(out.outputs_of("cut")["stdout"].as_str().map(str::len), Some(1 << 20));
+}
+
+/// language.md: "A timeout stops the step; a local command's whole session
+/// is killed, also what made a process group of its own."
+#[test]
+fn a_timeout_kills_what_the_command_started_in_its_own_process_group() {
+    let run = Run::new();
+    let pidfile = run.path().join("pid");
+    let yaml = format!(
+        "{HEAD}steps:\n  - {{ id: slow, uses: shell, timeout: 1s, with: {{ run: \"timeout 300 sh -c 'echo $$ > {p}; exec sleep 307'\" }} }}\n",
+        p = pidfile.display()
+    );
+    let run = run.playbook("t", &yaml);
+    run.exec(["run", "t"]).exit(1).stdout_has("timed out after 1s");
+    let pid = std::fs::read_to_string(&pidfile).unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    let alive = stat
+        .rsplit(')')
+        .next()
+        .is_some_and(|r| !r.trim_start().starts_with('Z'));
+    assert!(!alive, "sleep 307 (pid {}) outlived its step", pid.trim());
+}
+
+/// runs.md: "An output is data for the next step, whatever bytes it holds."
+#[test]
+fn a_nul_byte_in_an_output_does_not_break_the_next_step() {
+    let yaml = format!(
+        "{HEAD}steps:\n  - {{ id: a, uses: shell, with: {{ run: \"printf 'x\\\\000y'\" }} }}\n  - {{ id: b, uses: shell, with: {{ run: \"echo got {{{{steps.a.outputs.stdout}}}}\" }} }}\n"
+    );
+    let out = Run::new()
+        .playbook("t", &yaml)
+        .exec(["run", "t", "--output", "json"])
+        .exit(0);
+    assert_eq!(out.outputs_of("b")["stdout"], "got x\u{FFFD}y");
+}
+
+/// language.md (inputs): "A list's items take its `items` type, from any
+/// source"; an inputs file written by a JSON tool reads as meant.
+#[test]
+fn list_items_take_their_type_and_json_inputs_files_keep_every_character() {
+    let run = Run::new();
+    let file = run.path().join("inputs.json");
+    std::fs::write(&file, "{\"hosts\": [1, 2], \"note\": \"\\ud83d\\ude00 ok\"}").unwrap();
+    let yaml = format!(
+        "{HEAD}inputs:\n  hosts: {{ type: list, items: string }}\n  note: {{ type: string }}\nsteps:\n  - {{ id: a, uses: shell, with: {{ run: \"echo {{{{json inputs.hosts}}}} {{{{inputs.note}}}}\" }} }}\n"
+    );
+    let out = run
+        .playbook("t", &yaml)
+        .exec(["run", "t", "--inputs", file.to_str().unwrap(), "--output", "json"])
+        .exit(0);
+    assert_eq!(out.outputs_of("a")["stdout"], "[\"1\",\"2\"] \u{1F600} ok");
+}
+
+/// runs.md: "A second Ctrl-C kills the running steps; they are recorded
+/// interrupted."
+#[test]
+fn after_a_second_interrupt_status_shows_the_killed_step_interrupted() {
+    let run = Run::new();
+    let started = run.path().join("started");
+    let yaml = format!(
+        "{HEAD}steps:\n  - {{ id: stubborn, uses: shell, with: {{ run: \"trap '' TERM; touch {s}; sleep 20\" }} }}\n",
+        s = started.display()
+    );
+    let run = run.playbook("t", &yaml);
+    let child = run.spawn(["run", "t"]);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    while !started.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let id = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("run ")
+                .and_then(|r| r.strip_suffix(" started"))
+                .map(str::to_owned)
+        })
+        .unwrap();
+    let v = status_json(&run, &id);
+    let row = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "stubborn")
+        .cloned();
+    assert_eq!(
+        row.map(|r| r["state"].clone()),
+        Some(serde_json::json!("interrupted")),
+        "{v:#}"
+    );
+}
+
+/// runs.md: "Resume stops as `uncertain` and names every non-idempotent step
+/// that was in flight."
+#[test]
+fn uncertain_names_every_item_that_was_in_flight() {
+    let run = Run::new();
+    let marks = run.path().join("marks");
+    let yaml = format!(
+        "{HEAD}steps:\n  - id: fe\n    for_each: [a, b]\n    concurrency: 2\n    uses: shell\n    with: {{ run: \"echo {{{{item}}}} >> {m}; sleep 2\" }}\n",
+        m = marks.display()
+    );
+    let run = run.playbook("t", &yaml);
+    let child = run.spawn(["run", "t"]);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    while lines(&marks).len() < 2 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let id = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("run ")
+                .and_then(|r| r.strip_suffix(" started"))
+                .map(str::to_owned)
+        })
+        .unwrap();
+    run.exec(["resume", &id])
+        .exit(3)
+        .stdout_has("`fe[a]`")
+        .stdout_has("`fe[b]`");
+}
+
+/// language.md (inputs): "An input without a `default` is required unless it
+/// says `required: false`; a run or plan without one is refused."
+#[test]
+fn an_input_without_a_default_is_required() {
+    let run = Run::new();
+    let marks = run.path().join("marks");
+    let yaml = format!(
+        "{HEAD}inputs:\n  release: {{ type: string, description: the release to deploy }}\n  note: {{ type: string, required: false }}\n  batch: {{ type: integer }}\nsteps:\n  - {{ id: a, uses: shell, with: {{ run: \"echo ran >> {m}\" }} }}\n",
+        m = marks.display()
+    );
+    let run = run.playbook("t", &yaml);
+    for cmd in ["run", "plan"] {
+        run.exec([cmd, "t"])
+            .exit(2)
+            .stderr_has("input `release`: is required (a string: the release to deploy)")
+            .stderr_has("input `batch`: is required (an integer)")
+            .stderr_has("--set release=");
+    }
+    assert!(!marks.exists(), "nothing ran");
+    run.exec(["run", "t", "--set", "release=v2", "--set", "batch=1"])
+        .exit(0);
+}
+
+/// language.md: "Every template known at start renders before the first step
+/// starts; one that cannot refuses the run, naming the step and field."
+#[test]
+fn a_template_that_cannot_render_at_start_refuses_the_run_before_anything_changes() {
+    let run = Run::new();
+    let marks = run.path().join("marks");
+    let inventory = run.path().join("inventory.yaml");
+    std::fs::write(
+        &inventory,
+        "hosts:\n  web1: { address: 127.0.0.1 }\ngroups:\n  web: [web1]\n",
+    )
+    .unwrap();
+    let yaml = format!(
+        "{HEAD}inputs:\n  group: {{ type: string, default: workers }}\n  n: {{ type: string, default: x }}\nsteps:\n  - {{ id: first, uses: shell, with: {{ run: \"echo first >> {m}\" }} }}\n  - id: each\n    for_each: \"{{{{lookup inventory.groups inputs.group}}}}\"\n    uses: shell\n    with: {{ run: \"echo {{{{item}}}}\" }}\n  - {{ id: math, uses: shell, with: {{ run: \"echo $(( {{{{inputs.n}}}} + 1 ))\" }} }}\n  - {{ id: later, uses: shell, with: {{ run: \"echo {{{{steps.first.outputs.stdout}}}}\" }} }}\n",
+        m = marks.display()
+    );
+    let run = run.playbook("t", &yaml);
+    run.exec(["--inventory", inventory.to_str().unwrap(), "run", "t"])
+        .exit(2)
+        .stderr_has("step `each`, `for_each`: the inventory has no group `workers`; its groups are: web")
+        .stderr_has("step `math`, `with.run`: ")
+        .stderr_has("must be an integer")
+        .stderr_has("nothing was run");
+    assert!(!marks.exists(), "no step ran");
+    run.exec([
+        "--inventory",
+        inventory.to_str().unwrap(),
+        "run",
+        "t",
+        "--set",
+        "group=web",
+        "--set",
+        "n=41",
+    ])
+    .exit(0);
+}
+
+/// language.md: "A handler can tell a step that never acted from one that
+/// acted and failed (`steps.ID.acted`)."
+#[test]
+fn a_handler_knows_whether_the_step_it_compensates_ever_acted() {
+    let run = Run::new();
+    let marks = run.path().join("marks");
+    let m = marks.display();
+    // `deploy` reads an output `probe` does not have: it fails before acting.
+    let yaml = format!(
+        "{HEAD}inputs:\n  fail_in: {{ type: string }}\nsteps:\n  - {{ id: probe, uses: shell, with: {{ run: \"echo '{{\\\"a\\\": 1}}'\", json: true }} }}\n  - id: deploy\n    uses: shell\n    with: {{ run: \"echo deployed >> {m}; test {{{{inputs.fail_in}}}} != deploy && echo {{{{#if (eq inputs.fail_in 'render')}}}}{{{{steps.probe.outputs.json.b}}}}{{{{/if}}}}\" }}\n    on_failure:\n      - {{ id: rollback, when: \"{{{{steps.deploy.acted}}}}\", uses: shell, with: {{ run: \"echo rolled-back >> {m}\" }} }}\n"
+    );
+    let run = run.playbook("t", &yaml);
+    run.exec(["run", "t", "--set", "fail_in=render"]).exit(1);
+    assert!(!marks.exists(), "never acted, never rolled back");
+    run.exec(["run", "t", "--set", "fail_in=deploy"]).exit(1);
+    assert_eq!(lines(&marks), ["deployed", "rolled-back"]);
+}

@@ -247,8 +247,12 @@ pub fn resolve(playbook: &Playbook, given: &IndexMap<String, Json>) -> Result<In
         let value = match (given.get(name), &spec.default) {
             (Some(v), _) => v,
             (None, Some(d)) => d,
-            (None, None) if spec.required => {
-                let mut e = err(name, format!("is required ({})", describe(spec.ty)));
+            (None, None) if spec.is_required() => {
+                let what = match &spec.description {
+                    Some(d) => format!("{}: {d}", describe(spec.ty)),
+                    None => describe(spec.ty).to_owned(),
+                };
+                let mut e = err(name, format!("is required ({what})"));
                 e.hint = Some(format!("pass `--set {name}=...`"));
                 errors.push(e);
                 continue;
@@ -307,7 +311,7 @@ mod tests {
         InputSpec {
             ty,
             description: None,
-            required: false,
+            required: Some(false),
             default: None,
             pattern: None,
             min: None,

@@ -118,9 +118,11 @@ pub struct InputSpec {
     /// What the input is for, shown by `show` and `plan`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// The run refuses to start without it (an input with a default is never missing).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub required: bool,
+    /// Whether a run refuses to start without it. An input without a
+    /// `default` is required unless it says `required: false`; an input with a
+    /// default is never missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<bool>,
     /// The value used when none is given; must match the type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<Json>,
@@ -139,6 +141,13 @@ pub struct InputSpec {
     /// The type of each item of a `list` input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<InputType>,
+}
+
+impl InputSpec {
+    /// A run must be given it: no default, and not `required: false`.
+    pub fn is_required(&self) -> bool {
+        self.default.is_none() && self.required != Some(false)
+    }
 }
 
 /// A bound of an input: a number, or a duration for `duration` inputs.

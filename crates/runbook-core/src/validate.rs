@@ -65,7 +65,7 @@ pub const ROOTS: &[&str] = &["inputs", "secrets", "env", "steps", "run", "playbo
 /// Guards walks up the step tree.
 const MAX_NESTING: usize = 256;
 /// What `steps.<id>` exposes.
-pub const STEP_FIELDS: &[&str] = &["outputs", "status"];
+pub const STEP_FIELDS: &[&str] = &["outputs", "status", "acted"];
 /// What `run` exposes.
 pub const RUN_FIELDS: &[&str] = &["id", "user", "started_at"];
 /// What `playbook` exposes.

@@ -193,11 +193,22 @@ impl Frame {
         self.parent.as_ref().and_then(|p| p.lookup(id))
     }
 
+    /// Records a step's result as templates read it: its status, its
+    /// outputs, and whether its action ever began (`acted`): a step that has
+    /// not run, was skipped, or failed before its action began (its
+    /// parameters did not render) did not act, so a handler can tell "never
+    /// touched it" from "touched it and failed".
     fn set(&self, id: Option<&str>, status: &str, outputs: &Json) {
+        let acted = !matches!(status, "pending" | "skipped");
+        self.set_acted(id, status, outputs, acted);
+    }
+
+    fn set_acted(&self, id: Option<&str>, status: &str, outputs: &Json, acted: bool) {
         if let Some(id) = id {
-            self.results
-                .borrow_mut()
-                .insert(id.to_owned(), json!({ "status": status, "outputs": outputs }));
+            self.results.borrow_mut().insert(
+                id.to_owned(),
+                json!({ "status": status, "outputs": outputs, "acted": acted }),
+            );
         }
     }
 }
@@ -1445,7 +1456,8 @@ impl<'a> Exec<'a> {
         error: String,
     ) -> Outcome {
         let error = self.masker.text(&error);
-        frame.set(id, "failed", &json!({}));
+        // Its action never began.
+        frame.set_acted(id, "failed", &json!({}), false);
         self.journal_soon(Event::StepFailed {
             step: path.to_owned(),
             attempt,

@@ -1,8 +1,9 @@
 //! Planning and executing playbooks.
 //!
 //! This crate owns the order in which steps run ([`order`]), what a run would do
-//! before it does it ([`plan`]), and the step graph for humans ([`graph`]). The
-//! durable executor (journal, resume, cancellation) lands here too.
+//! before it does it ([`plan`]), the templates checked before a run starts
+//! ([`precheck`]), the step graph for humans ([`graph`]), and the durable
+//! executor ([`exec`]: journal, resume, cancellation, handlers).
 //!
 //! A key design decision: the engine never names a step kind. It reaches kinds
 //! only through `runbook_core::kind::Registry`, so adding a kind never touches
@@ -12,5 +13,6 @@ pub mod exec;
 pub mod graph;
 pub mod order;
 pub mod plan;
+pub mod precheck;
 pub mod replay;
 pub mod secrets;

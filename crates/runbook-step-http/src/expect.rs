@@ -23,6 +23,21 @@ pub struct Expect {
     /// Headers that must be present, each with a regular expression its value must match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<IndexMap<String, String>>,
+    /// Values at paths of the JSON body, for a path that an input names: each
+    /// `{ path: build.release, equals: v42 }` (a dotted path; a number selects
+    /// a list item).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldExpect>,
+}
+
+/// A value the JSON body must have at a path.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FieldExpect {
+    /// A dotted path into the body: `version`, `build.release`, `items.0.tag`.
+    pub path: String,
+    /// The value it must have (numbers by value; a text matches a number or a boolean written the same way).
+    pub equals: Json,
 }
 
 /// An expected status.
@@ -44,6 +59,7 @@ pub(crate) struct Checker {
     json: Option<Json>,
     body: Option<regex::Regex>,
     headers: Vec<(String, regex::Regex)>,
+    fields: Vec<FieldExpect>,
 }
 
 fn range(text: &str) -> Result<(u16, u16), String> {
@@ -94,6 +110,7 @@ impl Expect {
             json: self.json.clone(),
             body,
             headers,
+            fields: self.fields.clone(),
         })
     }
 }
@@ -129,6 +146,31 @@ impl Checker {
             }
             subset(want, json, "")?;
         }
+        for f in &self.fields {
+            if json.is_null() {
+                return Err(format!("expected a JSON body, got: {}", snippet(body)));
+            }
+            let got = f
+                .path
+                .split('.')
+                .filter(|s| !s.is_empty())
+                .try_fold(json, |v, seg| match v {
+                    Json::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+                    other => other.get(seg),
+                });
+            match got {
+                None => return Err(format!("JSON has no `{}` (expected {})", f.path, show(&f.equals))),
+                Some(g) if same(&f.equals, g) => {}
+                Some(g) => {
+                    return Err(format!(
+                        "JSON at `{}` is {}, expected {}",
+                        f.path,
+                        show(g),
+                        show(&f.equals)
+                    ));
+                }
+            }
+        }
         if let Some(re) = &self.body {
             if !re.is_match(body) {
                 return Err(format!("body does not match /{}/: {}", re.as_str(), snippet(body)));
@@ -156,6 +198,16 @@ fn show(v: &Json) -> String {
         format!("{}…", s.chars().take(120).collect::<String>())
     } else {
         s
+    }
+}
+
+/// Equal as an operator means it: numbers by value, and a text equal to a
+/// scalar written the same way (`"42"` and `42`, from a templated input).
+fn same(want: &Json, got: &Json) -> bool {
+    match (want, got) {
+        (Json::Number(a), Json::Number(b)) => a.as_f64() == b.as_f64(),
+        (Json::String(a), Json::Number(_) | Json::Bool(_)) => *a == got.to_string(),
+        (a, b) => a == b,
     }
 }
 
@@ -204,6 +256,23 @@ mod tests {
         let mut h = serde_json::Map::new();
         h.insert("content-type".into(), json!("application/json"));
         e.compile()?.check(status, &h, body, &json)
+    }
+
+    #[test]
+    fn fields_at_a_path() {
+        let body = r#"{"build": {"release": "v42", "n": 3}, "items": [{"tag": "a"}]}"#;
+        let e = |path: &str, v: Json| json!({ "fields": [{ "path": path, "equals": v }] });
+        assert!(check(e("build.release", json!("v42")), 200, body).is_ok());
+        assert!(check(e("build.n", json!("3")), 200, body).is_ok());
+        assert!(check(e("items.0.tag", json!("a")), 200, body).is_ok());
+        assert_eq!(
+            check(e("build.release", json!("v41")), 200, body),
+            Err("JSON at `build.release` is \"v42\", expected \"v41\"".into())
+        );
+        assert_eq!(
+            check(e("version", json!("v42")), 200, body),
+            Err("JSON has no `version` (expected \"v42\")".into())
+        );
     }
 
     #[test]
