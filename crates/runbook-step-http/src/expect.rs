@@ -206,7 +206,7 @@ fn show(v: &Json) -> String {
 fn same(want: &Json, got: &Json) -> bool {
     match (want, got) {
         (Json::Number(a), Json::Number(b)) => a.as_f64() == b.as_f64(),
-        (Json::String(a), Json::Number(_) | Json::Bool(_)) => *a == got.to_string(),
+        (Json::String(a), Json::Number(_) | Json::Bool(_)) => a.as_str() == got.to_string().as_str(),
         (a, b) => a == b,
     }
 }
