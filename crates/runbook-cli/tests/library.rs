@@ -284,3 +284,40 @@ finally:
 "#;
     Run::new().playbook("reads", yaml).args(["validate"]).run().exit(0);
 }
+
+/// Every playbook that changes the app fleet takes the same lock key, and
+/// every playbook that changes the database the same key per cluster, so two
+/// of them never run at once on the same target.
+#[test]
+fn playbooks_that_change_one_target_share_its_lock_key() {
+    let run = Run::new().cwd(support::workspace());
+    let lock = |name: &str, sets: &[&str]| -> String {
+        let mut args = vec!["--playbooks".to_owned(), "playbooks".to_owned(), "plan".to_owned(), name.to_owned()];
+        for s in sets {
+            args.push("--set".to_owned());
+            args.push((*s).to_owned());
+        }
+        args.extend(["--output".to_owned(), "json".to_owned()]);
+        let out = run.exec(&args).exit(0);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        v["lock"].as_str().unwrap_or_default().to_owned()
+    };
+    for (name, sets) in [
+        ("rolling-deploy", &["release=v2"][..]),
+        ("blue-green", &["release=v2"][..]),
+        ("app-rollback", &["to=v1"][..]),
+        ("startup", &[][..]),
+        ("graceful-shutdown", &[][..]),
+    ] {
+        assert_eq!(lock(name, sets), "fleet/app", "{name}");
+        let mut other = sets.to_vec();
+        other.push("fleet=billing");
+        assert_eq!(lock(name, &other), "fleet/billing", "{name}");
+    }
+    for name in ["dr-failover", "dr-drill"] {
+        assert!(lock(name, &[]).split(", ").eq(["db/main", "fleet/app"]), "{name}");
+    }
+    for (name, sets) in [("db-rollback", &["migration=0005"][..]), ("full-restore", &["file=/tmp/x.dump", "release=v1"][..])] {
+        assert_eq!(lock(name, sets), "db/main", "{name}");
+    }
+}
