@@ -112,7 +112,10 @@ fn blue_green_switches_after_warm_up_and_bake_and_switches_back_when_the_bake_fa
     };
     let args = sets("v2");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = lab.play(&run, "blue-green", BLUE_GREEN, &args).exit(0);
+    // The migration waits for a person; --yes answers for a pipeline.
+    let waits = lab.play(&run, "blue-green", BLUE_GREEN, &args).exit(3);
+    assert!(waits.stdout.contains("approve-migrate"), "{}", waits.stdout);
+    let out = run.exec(["approve", &waits.run_id()]).exit(0);
     assert!(via_bluegreen(&lab).contains("\"v2\""), "{}", out.stdout);
     assert!(via_bluegreen(&lab).contains("web2"), "traffic is on green");
     assert_eq!(
@@ -126,11 +129,24 @@ fn blue_green_switches_after_warm_up_and_bake_and_switches_back_when_the_bake_fa
     );
 
     // Back to blue for the next release; v3 answers slower than the p95 objective.
+    // Live is green now: a release "to green" is refused before anything is
+    // touched.
+    let out = lab
+        .play(&run, "blue-green", BLUE_GREEN, &["release=v9", "--yes"])
+        .exit(1);
+    assert!(
+        out.stdout.contains("traffic goes to `green`, not `blue`"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(versions(&lab, 2), ["v1", "v2"], "no colour was touched");
+    assert!(via_bluegreen(&lab).contains("web2"), "users still on green");
     let out = lab.play(
         &run,
         "blue-green",
         BLUE_GREEN,
         &[
+            "--yes",
             "release=v1",
             "from=green",
             "to=blue",
@@ -149,7 +165,7 @@ fn blue_green_switches_after_warm_up_and_bake_and_switches_back_when_the_bake_fa
             &run,
             "blue-green",
             BLUE_GREEN,
-            &["release=v3", "bake_samples=3", "bake_rate=20", "p95=1s"],
+            &["--yes", "release=v3", "bake_samples=3", "bake_rate=20", "p95=1s"],
         )
         .exit(1);
     let out = out.stdout_has("p95").stdout_has("switch-back");

@@ -292,7 +292,12 @@ finally:
 fn playbooks_that_change_one_target_share_its_lock_key() {
     let run = Run::new().cwd(support::workspace());
     let lock = |name: &str, sets: &[&str]| -> String {
-        let mut args = vec!["--playbooks".to_owned(), "playbooks".to_owned(), "plan".to_owned(), name.to_owned()];
+        let mut args = vec![
+            "--playbooks".to_owned(),
+            "playbooks".to_owned(),
+            "plan".to_owned(),
+            name.to_owned(),
+        ];
         for s in sets {
             args.push("--set".to_owned());
             args.push((*s).to_owned());
@@ -317,7 +322,10 @@ fn playbooks_that_change_one_target_share_its_lock_key() {
     for name in ["dr-failover", "dr-drill"] {
         assert!(lock(name, &[]).split(", ").eq(["db/main", "fleet/app"]), "{name}");
     }
-    for (name, sets) in [("db-rollback", &["migration=0005"][..]), ("full-restore", &["file=/tmp/x.dump", "release=v1"][..])] {
+    for (name, sets) in [
+        ("db-rollback", &["migration=0005"][..]),
+        ("full-restore", &["file=/tmp/x.dump", "release=v1"][..]),
+    ] {
         assert_eq!(lock(name, sets), "db/main", "{name}");
     }
 }

@@ -95,7 +95,7 @@ fn a_timeout_kills_the_whole_process_group() {
     let run = run.playbook("t", &yaml);
     run.exec(["run", "t"])
         .exit(1)
-        .stdout_has("timed out after 300ms; its processes were killed");
+        .stdout_has("timed out after 300ms; the step was stopped (a local command's whole session is killed)");
     let pid = std::fs::read_to_string(&pidfile).expect("grandchild pid");
     std::thread::sleep(Duration::from_millis(100));
     assert!(!pid_alive(&pid), "grandchild {pid} survived the timeout");

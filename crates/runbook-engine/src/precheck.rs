@@ -180,11 +180,7 @@ impl Checker<'_> {
         }
         match value {
             Json::String(s) if template::is_template(s) && known(s, roots) => {
-                let mode = if shell.contains(&at) {
-                    Mode::Shell
-                } else {
-                    Mode::Plain
-                };
+                let mode = if shell.contains(&at) { Mode::Shell } else { Mode::Plain };
                 if let Err(e) = self.renderer.render_value(s, data, mode) {
                     let field = format!("with{}", at.replace('/', "."));
                     self.refuse(path, &field, describe(&e));

@@ -196,11 +196,11 @@ impl Driver for Elbv2 {
         Ok(())
     }
 
-    async fn switch(&self, _map: Option<&str>, _key: Option<&str>, to: &str) -> Result<(String, String), String> {
+    async fn active(&self, _map: Option<&str>, _key: Option<&str>) -> Result<String, String> {
         let listener = self
             .listener
             .as_deref()
-            .ok_or("aws-elbv2 `switch` needs `listener` (the listener ARN)")?;
+            .ok_or("aws-elbv2 needs `listener` (the listener ARN)")?;
         let out = self
             .client
             .describe_listeners()
@@ -208,13 +208,21 @@ impl Driver for Elbv2 {
             .send()
             .await
             .map_err(|e| sdk("DescribeListeners", e))?;
-        let before = out
+        Ok(out
             .listeners()
             .first()
             .and_then(|l| l.default_actions().first())
             .and_then(|a| a.target_group_arn())
             .unwrap_or("")
-            .to_owned();
+            .to_owned())
+    }
+
+    async fn switch(&self, map: Option<&str>, key: Option<&str>, to: &str) -> Result<(String, String), String> {
+        let listener = self
+            .listener
+            .as_deref()
+            .ok_or("aws-elbv2 `switch` needs `listener` (the listener ARN)")?;
+        let before = self.active(map, key).await?;
         if before != to {
             let action = Action::builder()
                 .r#type(ActionTypeEnum::Forward)

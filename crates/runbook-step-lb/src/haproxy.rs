@@ -54,6 +54,20 @@ impl HaProxy {
     }
 
     /// A command that answers nothing on success and an error text otherwise.
+    /// The value of `key` in `map` (as loaded by haproxy.cfg), if set.
+    async fn map_value(&self, map: &str, key: &str) -> Result<Option<String>, String> {
+        let shown = self.command(&format!("show map {map}")).await?;
+        if shown.to_lowercase().contains("unknown map") {
+            return Err(format!("HAProxy has no map `{map}` (it must be loaded by haproxy.cfg)"));
+        }
+        // Lines are `<id> <key> <value>`.
+        Ok(shown.lines().find_map(|l| {
+            let mut f = l.split_whitespace();
+            let _id = f.next()?;
+            (f.next()? == key).then(|| f.next().unwrap_or("").to_owned())
+        }))
+    }
+
     async fn checked(&self, line: &str) -> Result<(), String> {
         let answer = self.command(line).await?;
         let answer = answer.trim();
@@ -212,19 +226,15 @@ impl Driver for HaProxy {
             .await
     }
 
+    async fn active(&self, map: Option<&str>, key: Option<&str>) -> Result<String, String> {
+        let map = map.ok_or("haproxy needs `map` (the map file that `use_backend` reads)")?;
+        Ok(self.map_value(map, key.unwrap_or("active")).await?.unwrap_or_default())
+    }
+
     async fn switch(&self, map: Option<&str>, key: Option<&str>, to: &str) -> Result<(String, String), String> {
         let map = map.ok_or("haproxy `switch` needs `map` (the map file that `use_backend` reads)")?;
         let key = key.unwrap_or("active");
-        let shown = self.command(&format!("show map {map}")).await?;
-        if shown.to_lowercase().contains("unknown map") {
-            return Err(format!("HAProxy has no map `{map}` (it must be loaded by haproxy.cfg)"));
-        }
-        // Lines are `<id> <key> <value>`.
-        let before = shown.lines().find_map(|l| {
-            let mut f = l.split_whitespace();
-            let _id = f.next()?;
-            (f.next()? == key).then(|| f.next().unwrap_or("").to_owned())
-        });
+        let before = self.map_value(map, key).await?;
         match &before {
             Some(v) if v == to => {}
             Some(_) => self.checked(&format!("set map {map} {key} {to}")).await?,

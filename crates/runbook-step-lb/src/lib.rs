@@ -52,6 +52,9 @@ pub struct LbParams {
     /// `switch` with HAProxy: the key in the map (default `active`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// `switch` and `active`: where traffic must go now: `switch` refuses, changing nothing, unless it goes to `from` (or already to `to`); `active` fails unless it goes to `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
     /// `switch`: where traffic goes afterwards (HAProxy: the backend name the map points to).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
@@ -106,8 +109,10 @@ pub enum Action {
     WaitDrained,
     /// Wait until the load balancer itself reports the server healthy.
     WaitHealthy,
-    /// Blue-green: send the traffic to `to`.
+    /// Blue-green: send the traffic to `to` (with `from`: only if it goes to `from` or already to `to`).
     Switch,
+    /// Blue-green: read where the traffic goes now (the `target` output); with `from`, fail unless it goes there.
+    Active,
     /// Report every server of the pool.
     Status,
 }
@@ -122,6 +127,7 @@ impl Action {
             Action::WaitDrained => "wait-drained",
             Action::WaitHealthy => "wait-healthy",
             Action::Switch => "switch",
+            Action::Active => "active",
             Action::Status => "status",
         }
     }
@@ -232,6 +238,8 @@ pub(crate) trait Driver: Send + Sync {
     }
     /// Sets one server's admin state.
     async fn set(&self, server: &str, admin: Admin) -> Result<(), String>;
+    /// Blue-green: where the traffic goes now (empty when unset).
+    async fn active(&self, map: Option<&str>, key: Option<&str>) -> Result<String, String>;
     /// Blue-green: points the traffic at `to`; returns (before, after).
     async fn switch(&self, map: Option<&str>, key: Option<&str>, to: &str) -> Result<(String, String), String>;
     /// A warning about the pool's configuration, if any (HAProxy's reload caveat).
@@ -315,7 +323,7 @@ async fn driver(p: &LbParams) -> Result<Box<dyn Driver>, StepError> {
             backend: p
                 .backend
                 .clone()
-                .or_else(|| (p.action == Action::Switch).then(String::new))
+                .or_else(|| matches!(p.action, Action::Switch | Action::Active).then(String::new))
                 .ok_or_else(|| StepError::new("the haproxy driver needs `backend`"))?,
             config: p.config.clone(),
         })),
@@ -364,7 +372,7 @@ impl StepKind for Lb {
 
     fn effect(&self, with: &Json) -> Effect {
         match with.get("action").and_then(Json::as_str) {
-            Some("status" | "wait-drained" | "wait-healthy") => Effect::Read,
+            Some("status" | "active" | "wait-drained" | "wait-healthy") => Effect::Read,
             _ => Effect::Write,
         }
     }
@@ -387,18 +395,23 @@ impl StepKind for Lb {
             .unwrap_or("?");
         match s("action") {
             "status" => format!("{driver}: status of {pool}"),
+            "switch" if with.get("from").is_some() => {
+                format!("{driver}: switch traffic from {} to {}", s("from"), s("to"))
+            }
             "switch" => format!("{driver}: switch traffic to {}", s("to")),
+            "active" if with.get("from").is_some() => format!("{driver}: check traffic goes to {}", s("from")),
+            "active" => format!("{driver}: where traffic goes"),
             action => format!("{driver}: {action} {pool}/{}", s("server")),
         }
     }
 
     fn can_preview(&self, with: &Json) -> bool {
-        with.get("action").and_then(Json::as_str) != Some("switch")
+        !matches!(with.get("action").and_then(Json::as_str), Some("switch" | "active"))
     }
 
     async fn preview(&self, with: Json, cancel: &CancellationToken) -> Result<Option<Vec<String>>, StepError> {
         let p: LbParams = params(with)?;
-        if p.action == Action::Switch {
+        if matches!(p.action, Action::Switch | Action::Active) {
             return Ok(None);
         }
         let d = driver(&p).await?;
@@ -456,8 +469,40 @@ async fn act(ctx: &StepContext, p: &LbParams, d: &dyn Driver) -> Result<Outputs,
             }
             Ok(out)
         }
+        Action::Active => {
+            let now = d
+                .active(p.map.as_deref(), p.key.as_deref())
+                .await
+                .map_err(StepError::new)?;
+            say(format!(
+                "traffic goes to {}",
+                if now.is_empty() { "(unset)" } else { &now }
+            ));
+            if let Some(from) = p.from.as_deref().filter(|f| *f != now) {
+                return Err(StepError::new(format!(
+                    "traffic goes to `{}`, not `{from}`: refusing, so that nothing live is touched (hint: set \
+                     `from` to the live side)",
+                    if now.is_empty() { "(unset)" } else { &now }
+                )));
+            }
+            let mut out = Outputs::new();
+            out.insert("target".into(), json!(now));
+            Ok(out)
+        }
         Action::Switch => {
             let to = p.to.as_deref().ok_or_else(|| StepError::new("`switch` needs `to`"))?;
+            if let Some(from) = p.from.as_deref() {
+                let now = d
+                    .active(p.map.as_deref(), p.key.as_deref())
+                    .await
+                    .map_err(StepError::new)?;
+                if now != from && now != to {
+                    return Err(StepError::new(format!(
+                        "traffic goes to `{now}`, neither `{from}` nor `{to}`: refusing to switch (someone else \
+                         changed it)"
+                    )));
+                }
+            }
             let (before, after) = d
                 .switch(p.map.as_deref(), p.key.as_deref(), to)
                 .await

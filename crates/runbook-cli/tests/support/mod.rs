@@ -471,7 +471,10 @@ impl Lab {
     pub fn play(&self, run: &Run, playbook: &str, keys: &[&str], sets: &[&str]) -> Outcome {
         let mut args = vec!["run".to_owned(), playbook.to_owned()];
         for s in sets {
-            args.push("--set".to_owned());
+            // A flag (`--yes`) goes as it is; anything else is an input.
+            if !s.starts_with("--") {
+                args.push("--set".to_owned());
+            }
             args.push((*s).to_owned());
         }
         args.extend(self.sets(keys));
