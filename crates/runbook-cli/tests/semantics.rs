@@ -540,3 +540,32 @@ fn a_handler_knows_whether_the_step_it_compensates_ever_acted() {
     run.exec(["run", "t", "--set", "fail_in=deploy"]).exit(1);
     assert_eq!(lines(&marks), ["deployed", "rolled-back"]);
 }
+
+/// language.md: "A literal duration or size in `with:` is checked before
+/// anything runs; a templated one when the run starts."
+#[test]
+fn durations_and_sizes_are_checked_before_anything_runs() {
+    let run = Run::new();
+    let marks = run.path().join("marks");
+    let bad = format!(
+        "{HEAD}steps:\n  - {{ id: a, uses: shell, with: {{ run: \"echo a >> {m}\" }} }}\n  - {{ id: nap, uses: sleep, with: {{ duration: \"ten seconds\" }} }}\n",
+        m = marks.display()
+    );
+    let run = run.playbook("t", &bad);
+    run.exec(["validate", "t"])
+        .exit(2)
+        .stderr_has("`duration`: `ten seconds` is not a duration")
+        .stderr_has("t/v1.yaml:6:");
+    run.exec(["run", "t"]).exit(2);
+    let templated = format!(
+        "{HEAD}inputs:\n  d: {{ type: string }}\nsteps:\n  - {{ id: a, uses: shell, with: {{ run: \"echo a >> {m}\" }} }}\n  - {{ id: nap, uses: sleep, with: {{ duration: \"{{{{inputs.d}}}}\" }} }}\n",
+        m = marks.display()
+    );
+    let run = run.playbook("t", &templated);
+    run.exec(["validate", "t"]).exit(0);
+    run.exec(["run", "t", "--set", "d=soon"])
+        .exit(2)
+        .stderr_has("step `nap`, `with.duration`: `soon` is not a duration");
+    assert!(!marks.exists(), "nothing ran");
+    run.exec(["run", "t", "--set", "d=10ms"]).exit(0);
+}

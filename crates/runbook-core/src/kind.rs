@@ -381,6 +381,22 @@ pub fn schema_for<T: JsonSchema>() -> Json {
     serde_json::to_value(schemars::schema_for!(T)).unwrap_or(Json::Null)
 }
 
+/// A validator of a kind's `with:` that also checks the formats its fields
+/// declare: a literal `duration` (`30s`, `1h30m`) or `size` (`16MB`) is
+/// checked before anything runs; a template is checked when it renders.
+fn params_validator(schema: &Json) -> Result<jsonschema::Validator, jsonschema::ValidationError<'static>> {
+    let templated = |s: &str| crate::template::is_template(s);
+    jsonschema::options()
+        .should_validate_formats(true)
+        .with_format("duration", move |s: &str| {
+            templated(s) || crate::inputs::parse_duration(s).is_ok()
+        })
+        .with_format("size", move |s: &str| {
+            templated(s) || crate::inputs::parse_size(s).is_ok()
+        })
+        .build(schema)
+}
+
 /// A duration parameter (`30s`, `5m`), if given; the error names the field.
 pub fn duration_param(field: &str, text: Option<&str>) -> Result<Option<std::time::Duration>, StepError> {
     text.map(|t| crate::inputs::parse_duration(t).map_err(|e| StepError::new(format!("`{field}`: {e}"))))
@@ -431,7 +447,7 @@ impl Registry {
     pub fn with(mut self, kind: impl StepKind) -> Self {
         let name = kind.name();
         let schema = kind.params_schema();
-        if let Ok(v) = jsonschema::validator_for(&schema) {
+        if let Ok(v) = params_validator(&schema) {
             self.validators.insert(name, Arc::new(v));
         }
         self.schemas.insert(name, Arc::new(schema));
@@ -452,6 +468,26 @@ impl Registry {
     /// The compiled params validator of `name`.
     pub(crate) fn validator(&self, name: &str) -> Option<&jsonschema::Validator> {
         self.validators.get(name).map(|v| &**v)
+    }
+
+    /// What is wrong with a rendered `with:` of `kind` (types, formats such as
+    /// durations): each as (`with.FIELD`, why).
+    pub fn check_params(&self, kind: &str, with: &Json) -> Vec<(String, String)> {
+        let Some(v) = self.validator(kind) else {
+            return Vec::new();
+        };
+        v.iter_errors(with)
+            .map(|e| {
+                let at = format!("with{}", e.instance_path().as_str().replace('/', "."));
+                let why = match e.kind() {
+                    jsonschema::error::ValidationErrorKind::Format { format } => {
+                        format!("`{}` is not a {format}", crate::template::scalar_text(e.instance()))
+                    }
+                    _ => e.to_string(),
+                };
+                (at, why)
+            })
+            .collect()
     }
 
     /// The JSON pointers (inside `with`) of every field a shell runs for a call of

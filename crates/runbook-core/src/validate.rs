@@ -407,6 +407,17 @@ impl<'a> Check<'a> {
                     .label(format!("`{name}` is missing"))
                     .maybe_hint(required_hint(name))
             }
+            K::Format { format } => {
+                let text = template::scalar_text(e.instance());
+                let (what, hint) = match format.as_str() {
+                    "duration" => ("a duration", "write a duration such as `30s`, `5m`, `1h30m` or `250ms`"),
+                    "size" => ("a size", "write a size such as `16MB`, `512kB` or a number of bytes"),
+                    _ => ("valid", "check the value"),
+                };
+                Diagnostic::error("format", format!("{field}: `{text}` is not {what}"), span)
+                    .label(format!("not {what}"))
+                    .hint(hint)
+            }
             K::Type { kind } => {
                 let expected = type_kind(kind);
                 Diagnostic::error("type", format!("{field} must be {expected}, found {found}"), span)

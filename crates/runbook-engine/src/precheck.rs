@@ -71,6 +71,16 @@ fn known(text: &str, roots: &HashSet<String>) -> bool {
     }
 }
 
+/// True if every template in a `with:` reads only what is known at start.
+fn all_known(v: &Json, roots: &HashSet<String>) -> bool {
+    match v {
+        Json::String(s) => !template::is_template(s) || known(s, roots),
+        Json::Array(a) => a.iter().all(|x| all_known(x, roots)),
+        Json::Object(m) => m.values().all(|x| all_known(x, roots)),
+        _ => true,
+    }
+}
+
 impl Checker<'_> {
     fn refuse(&mut self, step: &str, field: &str, message: String) {
         self.out.push(Refused {
@@ -158,7 +168,18 @@ impl Checker<'_> {
                 let with = Json::Object(with.clone());
                 let shell = self.registry.shell_pointers(kind.name(), &with);
                 let deferred = kind.deferred_fields();
+                let before = self.out.len();
                 self.params(&with, String::new(), data, roots, path, (&shell, deferred));
+                // All of it known now: the rendered parameters must fit the
+                // kind (a duration input that is not a duration).
+                if self.out.len() == before && all_known(&with, roots) {
+                    let shell: Vec<&str> = shell.iter().map(String::as_str).collect();
+                    if let Ok(rendered) = self.renderer.render_params(&with, data, &shell, deferred) {
+                        for (field, why) in self.registry.check_params(uses, &rendered) {
+                            self.refuse(path, &field, why);
+                        }
+                    }
+                }
             }
         }
         self.list(step.children(), data, roots, path);

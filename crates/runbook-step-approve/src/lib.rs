@@ -32,6 +32,7 @@ pub struct ApproveParams {
     /// How long the question stays open, e.g. `1h` (default `24h`). An answer
     /// after it is refused and the run fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "duration"))]
     pub timeout: Option<String>,
     /// Who may approve (user names, as `--as` or `$RUNBOOK_USER`/`$USER` give
     /// them); anyone when empty.

@@ -48,6 +48,7 @@ pub struct HttpParams {
     pub json: Option<Json>,
     /// Time allowed for each request, e.g. `5s` (default `10s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "duration"))]
     pub timeout: Option<String>,
     /// TLS options.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,12 +121,15 @@ pub struct Tls {
 pub struct Slo {
     /// Median latency limit, e.g. `50ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "duration"))]
     pub p50: Option<String>,
     /// 95th percentile limit, e.g. `100ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "duration"))]
     pub p95: Option<String>,
     /// 99th percentile limit, e.g. `200ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "duration"))]
     pub p99: Option<String>,
     /// The largest tolerated fraction of failed requests (`0.001` = 0.1%). Without
     /// it, every sample must pass.

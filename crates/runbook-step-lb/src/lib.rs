@@ -75,9 +75,11 @@ pub struct LbParams {
     pub endpoint: Option<String>,
     /// `wait-drained` and `wait-healthy`: the longest to wait (default `5m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "duration"))]
     pub timeout: Option<String>,
     /// `wait-drained` and `wait-healthy`: how often to look (default `500ms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "duration"))]
     pub interval: Option<String>,
 }
 

@@ -61,12 +61,15 @@ pub struct PgParams {
     pub role: Option<String>,
     /// replication: refuse (fail) when the standby is behind by more bytes than this, e.g. `16MB`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "size"))]
     pub max_lag_bytes: Option<String>,
     /// replication: refuse (fail) when the standby is behind by more time than this, e.g. `30s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "duration"))]
     pub max_lag: Option<String>,
     /// terminate-idle: only sessions idle for longer than this, e.g. `10m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "duration"))]
     pub older_than: Option<String>,
     /// terminate-idle: only sessions of this user (empty: every user).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,6 +80,7 @@ pub struct PgParams {
     /// The longest the action may take: the query is cancelled on the server
     /// after it (default: none for queries, 60s for promote and wait-ready).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "duration"))]
     pub timeout: Option<String>,
     /// Where pg_dump and pg_restore are (default: PATH, then the newest /usr/lib/postgresql/*/bin).
     #[serde(default, skip_serializing_if = "Option::is_none")]

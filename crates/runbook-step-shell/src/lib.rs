@@ -38,6 +38,7 @@ pub struct ShellParams {
     pub json: bool,
     /// The most of each stream kept for the `stdout`/`stderr` outputs, e.g. `8MB` (default 1MB). The log keeps everything; `stdout_truncated` says when the output was cut.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "size"))]
     pub max_output: Option<String>,
 }
 

@@ -45,6 +45,7 @@ pub struct SshParams {
     pub sudo: bool,
     /// The longest the command may take, e.g. `5m` (the step's `timeout` also applies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "duration"))]
     pub timeout: Option<String>,
     /// Parse standard output as JSON into the `json` output.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 #[serde(deny_unknown_fields)]
 pub struct SleepParams {
     /// How long: `30s`, `5m`, `250ms`.
+    #[schemars(extend("format" = "duration"))]
     pub duration: String,
 }
 
@@ -117,9 +118,11 @@ pub struct WaitParams {
     pub until: Option<String>,
     /// Time between attempts (default `5s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "duration"))]
     pub interval: Option<String>,
     /// Give up after this long (default `5m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "duration"))]
     pub timeout: Option<String>,
 }
 
