@@ -122,6 +122,10 @@ pub(crate) enum Command {
         /// (`deploy.stdout=v42`); required for each output they read.
         #[arg(long = "set-output", value_name = "STEP.NAME=VALUE")]
         set_output: Vec<String>,
+        /// Continue on the playbook file's current text (the run's own text by
+        /// default), once it is checked to agree with every step already done.
+        #[arg(long = "to-current")]
+        to_current: bool,
         #[command(flatten)]
         exec: ExecArgs,
     },

@@ -77,6 +77,7 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
             rerun,
             mark_done,
             set_output,
+            to_current,
             exec,
         } => {
             let Some(inv) = load_inventory(inventory.as_deref()) else {
@@ -86,6 +87,8 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
                 rerun: &rerun,
                 mark_done: &mark_done,
                 set_output: &set_output,
+                to_current,
+                library: Some(&lib),
                 ..crate::runs::Decisions::default()
             };
             crate::runs::resume(state, &registry, &run, &decisions, &exec, &inv)

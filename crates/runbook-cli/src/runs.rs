@@ -694,6 +694,12 @@ pub(crate) struct Decisions<'a> {
     pub(crate) answer: Option<&'a Answer>,
     /// `cancel` of a run nobody executes: only its handlers run.
     pub(crate) cancel: bool,
+    /// `--to-current`: continue on the playbook file's current text, once it
+    /// agrees with what already ran.
+    pub(crate) to_current: bool,
+    /// The library, to tell whether the playbook file changed since the run
+    /// started.
+    pub(crate) library: Option<&'a Library>,
 }
 
 pub(crate) fn resume(
@@ -851,6 +857,8 @@ impl Continue<'_> {
             set_output,
             answer,
             cancel,
+            to_current,
+            library,
         } = *decisions;
         let store = store.clone();
         // The run continues against the exact text it started with.
@@ -869,6 +877,40 @@ impl Continue<'_> {
             }
         };
         let replay = Replay::new(&events);
+        // The playbook file may have changed since the run started: say so, and
+        // with `--to-current` continue on the new text if it agrees with what ran.
+        let mut upgraded: Option<(String, String)> = None;
+        let current = library.and_then(|lib| current_text(lib, &record));
+        let loaded = match current {
+            Some((path, text)) if hash(&text) != record.hash => {
+                if !to_current {
+                    eprintln!(
+                        "note: {} changed since run {} started; the run continues on the text it started with \
+                         (hint: `--to-current` continues on the new text, once it agrees with what already ran)",
+                        path.display(),
+                        record.id
+                    );
+                    loaded
+                } else {
+                    match upgrade(&loaded, &path, &text, &replay, registry, &record) {
+                        Ok(new) => {
+                            upgraded = Some((record.hash.clone(), hash(&text)));
+                            eprintln!(
+                                "run {} continues on the current text of {} (checked against the steps already done)",
+                                record.id,
+                                path.display()
+                            );
+                            new
+                        }
+                        Err(why) => {
+                            eprintln!("error: {why}; nothing was run");
+                            return Exit::Invalid;
+                        }
+                    }
+                }
+            }
+            _ => loaded,
+        };
         let in_flight = replay.in_flight();
         let list = |paths: &[String]| {
             if paths.is_empty() {
@@ -974,6 +1016,15 @@ impl Continue<'_> {
                 runner: None,
             }
         }];
+        if let Some((old, new)) = &upgraded {
+            journal.push(Event::OperatorAction {
+                action: "to-current".into(),
+                step: None,
+                who: who.clone(),
+                comment: Some(format!("playbook text {old} -> {new}")),
+                plan_hash: None,
+            });
+        }
         if cancel {
             journal.push(Event::OperatorAction {
                 action: "cancel".into(),
@@ -1030,6 +1081,15 @@ impl Continue<'_> {
                 attempt,
                 outputs: Json::Object(given.shift_remove(step).unwrap_or_default()),
             });
+        }
+        if upgraded.is_some() {
+            if let Err(e) = store
+                .replace_text(&record.id, &loaded.source.text, &hash(&loaded.source.text))
+                .await
+            {
+                eprintln!("error: {e}; nothing was run");
+                return Exit::Invalid;
+            }
         }
         if record.submitted {
             if let Err(err) = store.append_all(&record.id, &journal).await {
@@ -1093,6 +1153,104 @@ impl Continue<'_> {
         })
         .await
     }
+}
+
+/// The current file of a run's playbook (same name and version) and its text.
+fn current_text(lib: &Library, record: &runbook_state::RunRecord) -> Option<(PathBuf, String)> {
+    let located = lib.locate(&format!("{}@{}", record.playbook, record.version)).ok()?;
+    let text = std::fs::read_to_string(&located.path).ok()?;
+    Some((located.path, text))
+}
+
+/// The step at a step path (`roll[web1].deploy`, `finally.notify`).
+fn step_at<'p>(pb: &'p Playbook, path: &str) -> Option<&'p runbook_core::model::Step> {
+    let mut segs = path.split('.').peekable();
+    let mut list: &[runbook_core::model::Step] = match segs.peek() {
+        Some(&"on_failure") => {
+            segs.next();
+            &pb.on_failure
+        }
+        Some(&"finally") => {
+            segs.next();
+            &pb.finally
+        }
+        _ => &pb.steps,
+    };
+    let mut found = None;
+    while let Some(seg) = segs.next() {
+        let id = seg.split('[').next().unwrap_or(seg);
+        let step = match id.parse::<usize>() {
+            Ok(n) => list.get(n.checked_sub(1)?)?,
+            Err(_) => list.iter().find(|s| s.id.as_deref() == Some(id))?,
+        };
+        found = Some(step);
+        list = match segs.peek() {
+            Some(&"on_failure") => {
+                segs.next();
+                &step.on_failure
+            }
+            Some(&"undo") => {
+                segs.next();
+                step.undo_steps()
+            }
+            _ => step.children(),
+        };
+    }
+    found
+}
+
+/// The new text of a run's playbook, loaded, if every step the run already
+/// finished is the same in it (its definition, children included) and it
+/// takes the run's inputs; else what differs.
+fn upgrade(
+    old: &runbook_core::validate::Loaded,
+    path: &std::path::Path,
+    text: &str,
+    replay: &Replay,
+    registry: &Registry,
+    record: &runbook_state::RunRecord,
+) -> Result<runbook_core::validate::Loaded, String> {
+    let source = Source::new(path.display().to_string(), text.to_owned());
+    let expected = runbook_core::validate::Expected {
+        name: Some(record.playbook.clone()),
+        version: Some(record.version),
+    };
+    let new = runbook_core::validate::load(source, &expected, registry).map_err(|inv| {
+        crate::diagnostics::eprint_all(&inv.source, &inv.diagnostics);
+        format!("the current text of {} does not validate", path.display())
+    })?;
+    let mut done: Vec<&String> = replay
+        .steps
+        .iter()
+        .filter(|(_, p)| matches!(p, Prior::Succeeded(_) | Prior::Skipped))
+        .map(|(k, _)| k)
+        .collect();
+    done.sort();
+    let mut differ = Vec::new();
+    for step in done {
+        let before = step_at(&old.playbook, step).map(serde_json::to_value);
+        let after = step_at(&new.playbook, step).map(serde_json::to_value);
+        match (before, after) {
+            (Some(Ok(a)), Some(Ok(b))) if a == b => {}
+            (_, None) => differ.push(format!("`{step}` is gone")),
+            _ => differ.push(format!("`{step}` changed")),
+        }
+    }
+    if !differ.is_empty() {
+        return Err(format!(
+            "the current text of {} changes steps this run already finished: {}",
+            path.display(),
+            differ.join(", ")
+        ));
+    }
+    if let Err(errors) = runbook_core::inputs::resolve(&new.playbook, &stored_inputs(record)) {
+        let why: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        return Err(format!(
+            "the current text does not take this run's inputs: {}",
+            why.join("; ")
+        ));
+    }
+    Ok(new)
 }
 
 /// Cancels a run of the queue: its worker stops it at its next heartbeat; a

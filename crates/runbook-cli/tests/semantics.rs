@@ -569,3 +569,34 @@ fn durations_and_sizes_are_checked_before_anything_runs() {
     assert!(!marks.exists(), "nothing ran");
     run.exec(["run", "t", "--set", "d=10ms"]).exit(0);
 }
+
+/// runs.md: "`resume` says when the playbook file changed since the run
+/// started; `--to-current` continues on the new text only if it agrees with
+/// what already ran."
+#[test]
+fn resume_says_the_playbook_changed_and_to_current_checks_what_already_ran() {
+    let run = Run::new();
+    let marks = run.path().join("marks");
+    let m = marks.display();
+    let v1 = format!(
+        "{HEAD}steps:\n  - {{ id: s1, uses: shell, with: {{ run: \"echo s1 >> {m}\" }} }}\n  - {{ id: s2, uses: shell, with: {{ run: \"exitt 0\" }} }}\n"
+    );
+    let run = run.playbook("t", &v1);
+    let id = run.exec(["run", "t"]).exit(1).run_id();
+    // The operator fixes the typo; a plain resume still runs the text it started with.
+    let fixed = v1.replace("exitt 0", &format!("echo s2 >> {m}"));
+    let run = run.playbook("t", &fixed);
+    run.exec(["resume", &id])
+        .exit(1)
+        .stderr_has("changed since run")
+        .stderr_has("--to-current");
+    // A text that changes a step already done is refused, naming it.
+    let other = fixed.replace("echo s1", "echo S1");
+    let run = run.playbook("t", &other);
+    run.exec(["resume", &id, "--to-current"])
+        .exit(2)
+        .stderr_has("changes steps this run already finished: `s1` changed");
+    let run = run.playbook("t", &fixed);
+    run.exec(["resume", &id, "--to-current"]).exit(0);
+    assert_eq!(lines(&marks), ["s1", "s2"], "s1 once, then the fixed s2");
+}

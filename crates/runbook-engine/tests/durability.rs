@@ -88,6 +88,9 @@ impl Store for Refusing {
     async fn set_runner(&self, run: &str, pid: Option<u32>) -> Result<(), StoreError> {
         self.0.set_runner(run, pid).await
     }
+    async fn replace_text(&self, run: &str, text: &str, hash: &str) -> Result<(), StoreError> {
+        self.0.replace_text(run, text, hash).await
+    }
     async fn claim_runner(&self, run: &str, pid: u32, previous: Option<u32>) -> Result<bool, StoreError> {
         self.0.claim_runner(run, pid, previous).await
     }

@@ -139,6 +139,13 @@ pub async fn check(store: &dyn Store) -> Result<(), String> {
     ensure!(store.run(&b.id).await.map_err(e)?.pid == Some(4242), "the runner's pid");
     store.set_runner(&b.id, None).await.map_err(e)?;
     ensure!(store.run(&b.id).await.map_err(e)?.pid.is_none(), "no runner");
+    // A run's text can be replaced (resume --to-current).
+    store.replace_text(&b.id, "new text", "h2").await.map_err(e)?;
+    let replaced = store.run(&b.id).await.map_err(e)?;
+    ensure!(
+        replaced.text == "new text" && replaced.hash == "h2",
+        "the text is replaced"
+    );
     // Claiming a run is a compare-and-set: the second of two claims from the
     // same previous runner loses; a claim over a (dead) runner names it.
     ensure!(

@@ -73,6 +73,11 @@ impl Store for Fenced {
         self.check(run)
     }
 
+    async fn replace_text(&self, run: &str, text: &str, hash: &str) -> Result<()> {
+        self.check(run)?;
+        self.inner.replace_text(run, text, hash).await
+    }
+
     /// The lease is the claim: only its holder gets here.
     async fn claim_runner(&self, run: &str, _pid: u32, _previous: Option<u32>) -> Result<bool> {
         self.check(run).map(|()| true)

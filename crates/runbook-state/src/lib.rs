@@ -143,6 +143,10 @@ pub trait Store: Send + Sync {
     /// Records which process is executing a run (so `cancel` can reach it).
     async fn set_runner(&self, run: &str, pid: Option<u32>) -> Result<()>;
 
+    /// Replaces the playbook text a run executes (`resume --to-current`, once
+    /// the new text is known to agree with what already ran).
+    async fn replace_text(&self, run: &str, text: &str, hash: &str) -> Result<()>;
+
     /// Takes a run for process `pid` if its runner is still `previous` (none,
     /// or a process found dead), atomically: of two processes that resume the
     /// same run at once, exactly one gets `true`.

@@ -435,6 +435,17 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn replace_text(&self, run: &str, text: &str, hash: &str) -> Result<()> {
+        sqlx::query("UPDATE runs SET text = $1, hash = $2 WHERE id = $3")
+            .bind(text)
+            .bind(hash)
+            .bind(run)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
     async fn claim_runner(&self, run: &str, pid: u32, previous: Option<u32>) -> Result<bool> {
         let done = sqlx::query("UPDATE runs SET pid = $1 WHERE id = $2 AND pid IS NOT DISTINCT FROM $3")
             .bind(i64::from(pid))

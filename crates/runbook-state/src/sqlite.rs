@@ -390,6 +390,17 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn replace_text(&self, run: &str, text: &str, hash: &str) -> Result<()> {
+        sqlx::query("UPDATE runs SET text = ?, hash = ? WHERE id = ?")
+            .bind(text)
+            .bind(hash)
+            .bind(run)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
     async fn claim_runner(&self, run: &str, pid: u32, previous: Option<u32>) -> Result<bool> {
         let done = sqlx::query("UPDATE runs SET pid = ? WHERE id = ? AND pid IS ?")
             .bind(i64::from(pid))
