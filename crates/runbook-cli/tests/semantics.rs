@@ -73,6 +73,15 @@ fn kill_when(run: &Run, args: &[&str], marker: &std::path::Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The id of the run a `run` printed it started (`run <id> started`).
+fn started_id(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("run ").and_then(|r| r.strip_suffix(" started")))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no run id in\n{stdout}"))
+}
+
 fn lines(path: &std::path::Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -287,11 +296,7 @@ fn mark_done_asks_for_the_outputs_later_steps_read_and_rerun_takes_it_back() {
     );
     let run = run.playbook("t", &yaml);
     let out = kill_when(&run, &["run", "t"], &started);
-    let id = out
-        .lines()
-        .find_map(|l| l.strip_prefix("run ").and_then(|r| r.strip_suffix(" started")))
-        .unwrap()
-        .to_owned();
+    let id = started_id(&out);
     run.exec(["resume", &id]).exit(3).stdout_has("`s2`");
     run.exec(["resume", &id, "--mark-done", "s2"])
         .exit(2)
@@ -409,14 +414,7 @@ fn after_a_second_interrupt_status_shows_the_killed_step_interrupted() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(3));
-    let id = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("run ")
-                .and_then(|r| r.strip_suffix(" started"))
-                .map(str::to_owned)
-        })
-        .unwrap();
+    let id = started_id(&String::from_utf8_lossy(&out.stdout));
     let v = status_json(&run, &id);
     let row = v["steps"]
         .as_array()
@@ -449,14 +447,7 @@ fn uncertain_names_every_item_that_was_in_flight() {
     }
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
     let out = child.wait_with_output().unwrap();
-    let id = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("run ")
-                .and_then(|r| r.strip_suffix(" started"))
-                .map(str::to_owned)
-        })
-        .unwrap();
+    let id = started_id(&String::from_utf8_lossy(&out.stdout));
     run.exec(["resume", &id])
         .exit(3)
         .stdout_has("`fe[a]`")
