@@ -162,7 +162,7 @@ fn full_restore_puts_the_backup_back_and_the_app_up_on_the_matching_release() {
     }
 }
 
-const FAILOVER: &[&str] = &["app_port", "lb_url", "repoint_cmd", "restart_cmd"];
+const FAILOVER: &[&str] = &["app_port", "lb_url", "lb_socket", "repoint_cmd", "restart_cmd"];
 
 fn database_urls(lab: &Lab, hosts: usize) -> Vec<String> {
     (0..hosts)
@@ -188,7 +188,7 @@ fn dr_failover_refuses_beyond_the_lag_gate_then_promotes_repoints_and_serves() {
         "primary",
         "CREATE TABLE filler AS SELECT g, repeat('x', 1000) AS pad FROM generate_series(1, 20000) g",
     );
-    lab.play(&run, "dr-failover", FAILOVER, &["max_lag_bytes=1MB"])
+    lab.play(&run, "dr-failover", FAILOVER, &["max_lag_bytes=1MB", "--yes"])
         .exit(1)
         .stdout_has("replication lag too high");
     assert_eq!(
@@ -210,8 +210,18 @@ fn dr_failover_refuses_beyond_the_lag_gate_then_promotes_repoints_and_serves() {
     while !caught_up() && std::time::Instant::now() < until {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let out = lab.play(&run, "dr-failover", FAILOVER, &["max_lag_bytes=1MB"]).exit(0);
-    let out = out.stdout_has("RTO measured");
+    // Users are served throughout: the instances are repointed one at a time,
+    // each drained first.
+    let port = lab.info["haproxy"]["port"].as_u64().unwrap() as u16;
+    let load = support::Load::start(port, "/health/", 4);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = lab.play(&run, "dr-failover", FAILOVER, &["max_lag_bytes=1MB", "--yes"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let count = load.stop();
+    let out = out.exit(0).stdout_has("RTO measured").stdout_has("replayed");
+    assert_eq!(count.http_errors, 0, "{count:?}");
+    assert_eq!(count.connection_errors, 0, "{count:?}");
+    assert!(count.ok > 50, "the load ran throughout: {count:?}");
     assert_eq!(
         lab.psql("standby", "SELECT pg_is_in_recovery()"),
         "f",
@@ -264,7 +274,18 @@ fn dr_drill_fails_over_loses_nothing_and_fails_back_to_where_it_started() {
         "repoint_cmd",
         "restart_cmd",
     ];
-    let out = lab.play(&run, "dr-drill", keys, &[]).exit(0);
+    // The simulated failure waits for a person: nothing is stopped without one.
+    let waiting = lab
+        .play(&run, "dr-drill", keys, &[])
+        .exit(3)
+        .stdout_has("approve-failure");
+    assert_eq!(
+        lab.psql("primary", "SELECT pg_is_in_recovery()"),
+        "f",
+        "the primary still runs"
+    );
+    run.exec(["cancel", &waiting.run_id()]).exit(0);
+    let out = lab.play(&run, "dr-drill", keys, &["--yes"]).exit(0);
     // The outage was seen, the failover served traffic, the marker survived.
     let out = out
         .stdout_has("✓ outage")
