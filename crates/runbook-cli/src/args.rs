@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// runbook: operational runbooks as versioned, resumable YAML playbooks.
 #[derive(Debug, Parser)]
-#[command(name = "runbook", version, about, long_about = None, propagate_version = true)]
+#[command(name = "runbook", version, long_about = None, propagate_version = true)]
 pub(crate) struct Cli {
     /// The playbook library folder (holds `<name>/v<N>.yaml`).
     #[arg(

@@ -8,7 +8,7 @@
 //! live here too: `daemon` (schedules) and `worker` (the queue's claims,
 //! heartbeats and takeovers), both executing runs through the same engine.
 //!
-//! Exit codes (DESIGN.md §6): 0 succeeded, 1 run failed, 2 invalid input or
+//! Exit codes (book/src/cli.md): 0 succeeded, 1 run failed, 2 invalid input or
 //! playbook (nothing ran), 3 interrupted or waiting, 4 lock held.
 
 mod args;

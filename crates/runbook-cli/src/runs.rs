@@ -18,11 +18,23 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The user recorded as running a run or taking an operator action.
+/// The user recorded as running a run or taking an operator action:
+/// `$RUNBOOK_USER`, else `$USER`, else the operating system's name for this
+/// process's user (containers, cron and systemd set no `$USER`).
 pub(crate) fn user() -> String {
     std::env::var("RUNBOOK_USER")
         .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "unknown".to_owned())
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            let uid = nix::unistd::getuid();
+            nix::unistd::User::from_uid(uid)
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .or_else(|| Some(format!("uid {uid}")))
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {

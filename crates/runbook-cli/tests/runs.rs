@@ -677,3 +677,15 @@ fn at_a_terminal_an_approval_is_asked_and_answered_in_place() {
     // Without a terminal nobody is asked: the run waits (exit 3).
     run.exec(["run", "t"]).exit(3).stdout_lacks("after,");
 }
+
+#[test]
+fn without_user_in_the_environment_the_operating_system_names_who_ran_it() {
+    let run = Run::new().unset("USER").unset("RUNBOOK_USER").playbook(
+        "t",
+        &format!("{HEAD}steps:\n  - {{ id: a, uses: shell, with: {{ run: \"true\" }} }}\n"),
+    );
+    let id = run.exec(["run", "t"]).exit(0).run_id();
+    let v = status_json(&run, &id);
+    let os_user = String::from_utf8(std::process::Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+    assert_eq!(v["run"]["user"], os_user.trim(), "{v:#}");
+}

@@ -364,6 +364,11 @@ impl Renderer {
 fn render_error(e: handlebars::RenderError) -> TemplateError {
     match e.reason() {
         RenderErrorReason::MissingVariable(Some(path)) => TemplateError::Undefined(path.clone()),
+        // Strict mode's word for a `lookup` (or a subexpression) that found nothing.
+        RenderErrorReason::MissingVariable(None) => TemplateError::Render(
+            "a `lookup` found nothing: the key is not there (check the name, e.g. the inventory group or host)"
+                .to_owned(),
+        ),
         RenderErrorReason::TemplateError(t) => TemplateError::Syntax {
             message: t.reason().to_string(),
             pos: t.pos(),
@@ -683,6 +688,17 @@ mod tests {
             r.render_str("echo a{{x}}b", &c, Mode::Shell),
             Ok(r#"echo a'$(id)'\''"`'b"#.to_owned())
         );
+    }
+
+    #[test]
+    fn a_lookup_that_finds_nothing_says_so_in_words() {
+        let r = Renderer::new();
+        let e = r
+            .render_value("{{lookup inputs.hosts 7}}", &ctx(), Mode::Plain)
+            .expect_err("nothing at 7");
+        let text = e.to_string();
+        assert!(text.contains("`lookup` found nothing"), "{text}");
+        assert!(!text.contains("strict mode"), "{text}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub struct Run {
     args: Vec<String>,
     cwd: Option<PathBuf>,
     env: Vec<(String, String)>,
+    unset: Vec<String>,
 }
 
 pub struct Outcome {
@@ -36,6 +37,7 @@ impl Run {
             args: Vec::new(),
             cwd: None,
             env: Vec::new(),
+            unset: Vec::new(),
         }
     }
 
@@ -68,6 +70,12 @@ impl Run {
         self
     }
 
+    /// Runs without the environment variable `k` (as cron or systemd would).
+    pub fn unset(mut self, k: &str) -> Self {
+        self.unset.push(k.to_owned());
+        self
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -90,6 +98,9 @@ impl Run {
             .env("RUNBOOK_STATE", self.dir.path().join("state.db"));
         for (k, v) in &self.env {
             cmd.env(k, v);
+        }
+        for k in &self.unset {
+            cmd.env_remove(k);
         }
         cmd
     }
