@@ -314,3 +314,63 @@ fn tls_is_verified_against_the_ca() {
         .exit(0);
     assert_eq!(out.outputs_of("q")["value"], true, "the session is encrypted");
 }
+
+/// The conventions every PostgreSQL operator relies on, as libpq applies them:
+/// a DSN without a password finds it in `PGPASSFILE` or `PGPASSWORD`; a
+/// `service=` comes from `PGSERVICEFILE`; a unix-socket DSN connects without
+/// TLS and without `sslmode=disable`.
+#[test]
+fn libpq_conventions_password_file_environment_service_and_unix_socket() {
+    let lab = Lab::postgres();
+    let pg = &lab.info["postgres"];
+    let port = pg["primary"]["port"].as_u64().unwrap();
+    let app_pw = pg["app_password"].as_str().unwrap();
+    let socket = pg["socket_dir"].as_str().unwrap();
+    let yaml = "name: q\napiVersion: runbook/v1\nversion: 1\nsecrets: [DSN]\nsteps:\n  - { id: q, uses: pg, with: { action: query, dsn: \"{{secrets.DSN}}\", sql: \"SELECT current_user::text AS who\" } }\n";
+    let no_password = format!("host=127.0.0.1 port={port} user=app dbname=finance sslmode=disable");
+    let who = |run: Run| -> serde_json::Value {
+        let out = run.playbook("q", yaml).exec(["run", "q", "--output", "json"]);
+        assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+        out.outputs_of("q")["value"].clone()
+    };
+    // Without any password the server refuses (it asks for one).
+    let out = Run::new()
+        .env("DSN", &no_password)
+        .env("PGPASSFILE", "/nonexistent")
+        .playbook("q", yaml)
+        .exec(["run", "q"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    // The password file (0600, as libpq requires).
+    let run = Run::new();
+    let passfile = run.path().join("pgpass");
+    std::fs::write(&passfile, format!("# lab\n127.0.0.1:{port}:finance:app:{app_pw}\n")).unwrap();
+    std::fs::set_permissions(&passfile, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let run = run
+        .env("DSN", &no_password)
+        .env("PGPASSFILE", passfile.to_str().unwrap());
+    assert_eq!(who(run), "app");
+    // PGPASSWORD.
+    let run = Run::new()
+        .env("DSN", &no_password)
+        .env("PGPASSFILE", "/nonexistent")
+        .env("PGPASSWORD", app_pw);
+    assert_eq!(who(run), "app");
+    // A connection service.
+    let run = Run::new();
+    let services = run.path().join("pg_service.conf");
+    std::fs::write(
+        &services,
+        format!("[lab]\nhost=127.0.0.1\nport={port}\nuser=app\ndbname=finance\npassword={app_pw}\nsslmode=disable\n"),
+    )
+    .unwrap();
+    let run = run
+        .env("DSN", "service=lab")
+        .env("PGSERVICEFILE", services.to_str().unwrap());
+    assert_eq!(who(run), "app");
+    // The unix socket (the lab trusts local connections), no sslmode needed.
+    let run = Run::new().env(
+        "DSN",
+        &format!("host={socket} port={port} user=postgres dbname=finance"),
+    );
+    assert_eq!(who(run), "postgres");
+}

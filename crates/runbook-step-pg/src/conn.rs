@@ -35,13 +35,37 @@ pub(crate) fn shown(config: &tokio_postgres::Config) -> String {
     format!("{host}:{port}/{}", config.get_dbname().unwrap_or("(default db)"))
 }
 
+/// Reads a DSN the way libpq does: a `service=` (or `$PGSERVICE`) from the
+/// service file, then `$PGHOST`, `$PGPORT`, `$PGUSER`, `$PGDATABASE`,
+/// `$PGPASSWORD` and `$PGSSLMODE` for what it leaves out, then the password
+/// file (`$PGPASSFILE`, else `~/.pgpass`) when there is still no password.
 pub(crate) fn parse_dsn(dsn: &str) -> Result<tokio_postgres::Config, StepError> {
-    // tokio-postgres' own message may quote the text: never show it.
-    tokio_postgres::Config::from_str(dsn).map_err(|_| {
+    let bad = || {
         StepError::new(
             "`dsn` is not a PostgreSQL connection string (postgres://user:pass@host:port/db or `host=... dbname=...`)",
         )
-    })
+    };
+    let uri = dsn.starts_with("postgres://") || dsn.starts_with("postgresql://");
+    let text = if uri {
+        dsn.to_owned()
+    } else {
+        crate::libpq::with_service(dsn).map_err(StepError::new)?
+    };
+    // tokio-postgres' own message may quote the text: never show it.
+    let mut config = tokio_postgres::Config::from_str(&text).map_err(|_| bad())?;
+    crate::libpq::apply_env(&mut config, &text);
+    if config.get_password().is_none() {
+        if let Some(pw) = crate::libpq::passfile_password(&config) {
+            config.password(pw);
+        }
+    }
+    Ok(config)
+}
+
+/// True if every host is a unix socket: libpq never uses TLS there.
+fn unix_only(config: &tokio_postgres::Config) -> bool {
+    let hosts = config.get_hosts();
+    !hosts.is_empty() && hosts.iter().all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)))
 }
 
 fn tls_config(ca_file: Option<&str>) -> Result<MakeRustlsConnect, StepError> {
@@ -118,7 +142,7 @@ impl Db {
         let shown = shown(&config);
         let what = format!("cannot connect to PostgreSQL at {shown}");
         let work = async {
-            if config.get_ssl_mode() == SslMode::Disable {
+            if config.get_ssl_mode() == SslMode::Disable || unix_only(&config) {
                 let (client, connection) = config.connect(NoTls).await.map_err(|e| pg_error(&what, &e))?;
                 tokio::spawn(connection);
                 Ok::<_, StepError>((client, None))

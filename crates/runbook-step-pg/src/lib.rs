@@ -7,10 +7,13 @@
 //! `pg_restore`, with the connection passed in `PG*` variables so the password
 //! never appears in a command line, a log or the journal. Every action that
 //! changes something says whether it did (`changed`), so re-runs are safe.
+//! A DSN is read the way libpq reads one ([`libpq`]): a `service=`, the `PG*`
+//! environment, the password file, and no TLS over a unix socket.
 //!
 //! This crate depends only on `runbook-core`, never on the engine.
 
 mod conn;
+mod libpq;
 mod tools;
 
 use conn::Db;
