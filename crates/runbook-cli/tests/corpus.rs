@@ -65,3 +65,45 @@ fn every_broken_playbook_gets_its_diagnostics_and_exit_2() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// A playbook with thousands of mistakes gets the first ones and a count, not
+/// hundreds of thousands of lines; a diagnostic on a very long line shows the
+/// part around its span, with the true line and column.
+#[test]
+fn many_diagnostics_are_capped_and_long_lines_clipped() {
+    let mut yaml = String::from("apiVersion: runbook/v1\nname: t\nversion: 1\nsteps:\n");
+    yaml.push_str(&format!(
+        "  - {{ id: long, uses: shell, with: {{ run: \"{}\", bogus: 1 }} }}\n",
+        "x".repeat(20_000)
+    ));
+    for i in 0..3000 {
+        yaml.push_str(&format!(
+            "  - {{ id: s{i}, uses: shelll, with: {{ run: \"true\" }} }}\n"
+        ));
+    }
+    let out = support::Run::new().playbook("t", &yaml).exec(["validate", "t"]).exit(2);
+    assert!(
+        out.stderr.contains("t/v1.yaml:5:20047: error: unknown key `bogus`"),
+        "{}",
+        &out.stderr[..2000.min(out.stderr.len())]
+    );
+    assert!(
+        out.stderr
+            .contains("(a line of 20058 characters, shown around the error)")
+    );
+    assert!(
+        out.stderr
+            .contains("2951 more diagnostics in playbooks/t/v1.yaml, not shown"),
+        "{}",
+        out.stderr.lines().last().unwrap_or("")
+    );
+    assert!(
+        out.stderr.lines().count() < 1000,
+        "{} lines",
+        out.stderr.lines().count()
+    );
+    assert!(
+        out.stderr.lines().all(|l| l.chars().count() < 400),
+        "no line is printed whole"
+    );
+}
