@@ -79,7 +79,7 @@ echo "deployed $release on $(cat "$root/NAME") (was $previous)"
 # `systemctl ... django-finance`. A process is alive when /proc says so and it
 # is not a zombie (some sandboxes' PID 1 never reaps).
 APP_CTL = """#!/bin/sh
-# app start|stop|restart|status: the app server (Daphne in production).
+# app start|stop|restart|kill|status: the app server (Daphne in production).
 # stop lets requests in flight finish (SIGTERM), then waits up to 30 s.
 set -eu
 root=/srv/app
@@ -106,8 +106,9 @@ stop)
   done
   rm -f "$pidfile"; echo "app stopped";;
 restart) "$0" stop; "$0" start;;
+kill) if alive; then kill -KILL "$(cat "$pidfile")"; fi; rm -f "$pidfile"; echo "app killed";;
 status) if alive; then echo "app is running (pid $(cat "$pidfile"))"; else echo "app is stopped"; exit 3; fi;;
-*) echo "usage: app start|stop|restart|status" >&2; exit 2;;
+*) echo "usage: app start|stop|restart|kill|status" >&2; exit 2;;
 esac
 """
 
@@ -168,6 +169,12 @@ stop-workers)
     wait_gone "$run/worker.pid" "${{2:-60}}" worker
   fi
   echo "workers stopped";;
+kill)
+  for w in worker beat; do
+    if alive "$run/$w.pid"; then kill -KILL "$(cat "$run/$w.pid")"; fi
+    rm -f "$run/$w.pid"
+  done
+  echo "worker and beat killed";;
 ping) $celery -A tasks inspect ping -d worker@{name} --timeout 3;;
 inspect) $celery -A tasks inspect active -d worker@{name} --timeout 3 && $celery -A tasks inspect reserved -d worker@{name} --timeout 3;;
 status)
@@ -678,6 +685,9 @@ INSERT INTO django_migrations (app, name) VALUES ('finance', '0001_initial'), ('
             "worker_inspect_cmd": f"{bin}/celery inspect",
             "db_check_cmd": f"{bin}/manage check-db",
             "cache_check_cmd": f"{bin}/manage check-redis",
+            "clear_cache_cmd": f"{bin}/manage clear-cache",
+            "kill_app_cmd": f"{bin}/app kill",
+            "kill_workers_cmd": f"{bin}/celery kill",
             "migrate_check_cmd": f"{bin}/manage migrate --check",
             "migrate_cmd": f"{bin}/manage migrate",
             "collectstatic_cmd": f"{bin}/manage collectstatic",

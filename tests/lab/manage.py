@@ -2,7 +2,7 @@
 """The lab app's manage.py: the subset of Django's management commands that the
 reference runbook uses, against the host's real PostgreSQL and Redis.
 
-    manage.py check-db | check-redis
+    manage.py check-db | check-redis | clear-cache
     manage.py showmigrations
     manage.py migrate [--check] [APP [MIGRATION]]
     manage.py collectstatic
@@ -77,6 +77,11 @@ def main():
     if a.command == "check-redis":
         ok, detail = stack.check_redis(env.get("REDIS_URL"))
         print(f"redis: {detail}")
+        return 0 if ok else 1
+    if a.command == "clear-cache":
+        # Django's cache.clear() on its Redis cache: FLUSHDB of the cache's database.
+        ok, detail = stack.redis_command(env.get("REDIS_URL"), "FLUSHDB")
+        print(f"cache: {'cleared' if ok else detail}")
         return 0 if ok else 1
     if a.command == "collectstatic":
         src = os.path.join(a.root, "current", "static")

@@ -60,3 +60,34 @@ def check_redis(url):
     if not reply.startswith(b"+PONG"):
         return False, f"unexpected reply {reply!r}"
     return True, "ok"
+
+
+def redis_command(url, *args):
+    """(ok, reply): one command to the Redis of `url`, on the database its path names."""
+    if not url:
+        return False, "REDIS_URL is not set"
+    u = urllib.parse.urlparse(url)
+    db = (u.path or "/0").lstrip("/") or "0"
+
+    def resp(*parts):
+        out = f"*{len(parts)}\r\n".encode()
+        for p in parts:
+            b = str(p).encode()
+            out += f"${len(b)}\r\n".encode() + b + b"\r\n"
+        return out
+
+    try:
+        with socket.create_connection((u.hostname or "127.0.0.1", u.port or 6379), timeout=5) as s:
+            s.sendall(resp("SELECT", db) + resp(*args))
+            reply = b""
+            while reply.count(b"\r\n") < 2:
+                chunk = s.recv(256)
+                if not chunk:
+                    break
+                reply += chunk
+    except OSError as e:
+        return False, f"{type(e).__name__}: {e}"
+    second = reply.split(b"\r\n")[1] if reply.count(b"\r\n") >= 2 else reply
+    if second.startswith(b"-"):
+        return False, second.decode(errors="replace")
+    return True, second.decode(errors="replace")

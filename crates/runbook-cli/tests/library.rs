@@ -313,6 +313,7 @@ fn playbooks_that_change_one_target_share_its_lock_key() {
         ("app-rollback", &["to=v1"][..]),
         ("startup", &[][..]),
         ("graceful-shutdown", &[][..]),
+        ("emergency-shutdown", &[][..]),
     ] {
         assert_eq!(lock(name, sets), "fleet/app", "{name}");
         let mut other = sets.to_vec();

@@ -157,3 +157,59 @@ fn graceful_shutdown_loses_no_work_and_startup_brings_everything_back() {
         .exit(1)
         .stdout_has("ERROR database connection lost");
 }
+
+#[test]
+fn emergency_shutdown_waits_for_an_approval_then_stops_everything_at_once() {
+    let lab = Lab::stack(2);
+    let run = lab.runbook();
+    let keys = &["lb_socket", "lb_url", "kill_app_cmd", "kill_workers_cmd"];
+    // Without an answer, nothing is touched.
+    let waiting = lab.play(&run, "emergency-shutdown", keys, &[]).exit(3);
+    for (i, host) in ["web1", "web2"].iter().enumerate() {
+        assert!(listening(&lab, i), "{host} still serves");
+        assert_eq!(lab.server_state("app", host).0, 0, "{host} still in rotation");
+    }
+    run.exec(["approve", &waiting.run_id()]).exit(0);
+    for (i, host) in ["web1", "web2"].iter().enumerate() {
+        assert!(!listening(&lab, i), "{host}'s app is killed");
+        assert_eq!(lab.server_state("app", host).0 & 1, 1, "{host} is in maintenance");
+    }
+    assert!(lab.in_host(0, "/srv/app/bin/celery status").contains("worker stopped"));
+    assert!(lab.in_host(0, "/srv/app/bin/celery status").contains("beat stopped"));
+    // Users are turned away at once, with a 503, not left to time out.
+    let lb = lab.info["haproxy"]["port"].as_u64().unwrap() as u16;
+    assert!(support::http_get("127.0.0.1", lb, "/health/").contains("503"));
+    // startup brings it back.
+    lab.play(&run, "startup", STARTUP, &[]).exit(0);
+    assert!(lab.get_via_lb("/health/ready/").contains("\"ready\""));
+}
+
+#[test]
+fn cache_clear_empties_the_cache_after_an_approval_and_users_are_served() {
+    let lab = Lab::stack(2);
+    let run = lab.runbook();
+    let url = lab.info["redis"]["url"].as_str().unwrap().to_owned();
+    let redis = |args: &[&str]| -> String {
+        let out = std::process::Command::new("redis-cli")
+            .arg("-u")
+            .arg(&url)
+            .args(args)
+            .output()
+            .expect("redis-cli (apt-get install redis-tools)");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    redis(&["SET", "views:home", "cached page"]);
+    let keys = &["lb_url", "clear_cache_cmd", "cache_check_cmd"];
+    let waiting = lab.play(&run, "cache-clear", keys, &[]).exit(3);
+    assert_eq!(
+        redis(&["GET", "views:home"]),
+        "cached page",
+        "nothing cleared without an answer"
+    );
+    run.exec(["cancel", &waiting.run_id()]).exit(0);
+    lab.play(&run, "cache-clear", keys, &["--yes"])
+        .exit(0)
+        .stdout_has("cache: cleared");
+    assert_eq!(redis(&["EXISTS", "views:home"]), "0", "the cache is empty");
+    assert!(lab.get_via_lb("/health/ready/").contains("\"ready\""));
+}

@@ -64,10 +64,12 @@ const LIBRARY: &[(&str, &[&str])] = &[
     ("app-rollback", &["to=v41"]),
     ("backup", &[]),
     ("blue-green", &["release=v42"]),
+    ("cache-clear", &[]),
     ("db-connections-exhausted", &[]),
     ("db-rollback", &["migration=0005"]),
     ("dr-drill", &[]),
     ("dr-failover", &[]),
+    ("emergency-shutdown", &[]),
     (
         "full-restore",
         &[
