@@ -132,7 +132,7 @@ fn full_restore_puts_the_backup_back_and_the_app_up_on_the_matching_release() {
     let file = backups.join(dumps(&backups).pop().unwrap());
     // The data is damaged after the backup.
     lab.psql("primary", "DELETE FROM transactions WHERE id > 1000");
-    let keys = &["app_port", "stop_app_cmd", "deploy_cmd", "start_app_cmd"];
+    let keys = &["app_port", "lb_url", "stop_app_cmd", "deploy_cmd", "start_app_cmd"];
     let file = format!("file={}", file.display());
     let id = lab
         .play(&run, "full-restore", keys, &[&file, "release=v1"])
@@ -147,7 +147,11 @@ fn full_restore_puts_the_backup_back_and_the_app_up_on_the_matching_release() {
     for i in 0..2 {
         assert!(lab.get(i, "/health/ready/").contains("\"ready\""), "the app still runs");
     }
-    run.exec(["approve", &id, "--as", "oncall"]).exit(0);
+    run.exec(["approve", &id, "--as", "oncall"])
+        .exit(0)
+        .stdout_has("✓ served");
+    // It ended only once users were served through HAProxy.
+    assert!(lab.get_via_lb("/health/ready/").contains("\"ready\""));
     assert_eq!(lab.psql("primary", "SELECT count(*) FROM transactions"), "5000");
     assert_eq!(
         lab.psql(

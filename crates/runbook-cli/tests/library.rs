@@ -323,10 +323,7 @@ fn playbooks_that_change_one_target_share_its_lock_key() {
     for name in ["dr-failover", "dr-drill"] {
         assert!(lock(name, &[]).split(", ").eq(["db/main", "fleet/app"]), "{name}");
     }
-    for (name, sets) in [
-        ("db-rollback", &["migration=0005"][..]),
-        ("full-restore", &["file=/tmp/x.dump", "release=v1"][..]),
-    ] {
-        assert_eq!(lock(name, sets), "db/main", "{name}");
-    }
+    assert_eq!(lock("db-rollback", &["migration=0005"]), "db/main");
+    let restore = lock("full-restore", &["file=/tmp/x.dump", "release=v1"]);
+    assert!(restore.split(", ").eq(["db/main", "fleet/app"]), "{restore}");
 }

@@ -95,6 +95,7 @@ fn listening(lab: &Lab, i: usize) -> bool {
 const SHUTDOWN: &[&str] = &["lb_socket", "stop_beat_cmd", "stop_workers_cmd", "stop_app_cmd"];
 const STARTUP: &[&str] = &[
     "lb_socket",
+    "lb_url",
     "app_port",
     "start_app_cmd",
     "start_worker_cmd",
