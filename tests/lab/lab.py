@@ -708,6 +708,7 @@ INSERT INTO django_migrations (app, name) VALUES ('finance', '0001_initial'), ('
         if "postgres" in self.info:
             ctl = f"{self.dir}/pg/ctl"
             out["fail_primary_cmd"] = f"{ctl} stop primary"
+            out["start_primary_cmd"] = f"{ctl} start primary"
             out["rebuild_primary_cmd"] = f"{ctl} rebuild primary standby"
             out["rebuild_standby_cmd"] = f"{ctl} rebuild standby primary"
         return out

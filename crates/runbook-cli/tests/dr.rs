@@ -320,3 +320,30 @@ fn dr_drill_fails_over_loses_nothing_and_fails_back_to_where_it_started() {
     assert_eq!(lab.psql("standby", "SELECT count(*) FROM runbook_dr_check"), "1");
     assert_eq!(lab.psql("primary", "SHOW default_transaction_read_only"), "off");
 }
+
+#[test]
+fn a_drill_that_fails_after_stopping_the_primary_starts_it_again() {
+    let lab = Lab::stack(2);
+    let pg = &lab.info["postgres"];
+    let run = lab
+        .runbook()
+        .env("PRIMARY_DATABASE_URL", pg["primary"]["app_dsn"].as_str().unwrap())
+        .env("STANDBY_DATABASE_URL", pg["standby"]["app_dsn"].as_str().unwrap());
+    // The failure injection stops the primary, then reports an error.
+    let stop = lab.info["inputs"]["fail_primary_cmd"].as_str().unwrap();
+    let fail = format!("fail_primary_cmd={stop}; exit 1");
+    let keys = &["app_port", "lb_url", "start_primary_cmd", "repoint_cmd", "restart_cmd"];
+    lab.play(&run, "dr-drill", keys, &["--yes", &fail])
+        .exit(1)
+        .stdout_has("✓ on_failure.restart-primary");
+    assert_eq!(
+        lab.psql("primary", "SELECT pg_is_in_recovery()"),
+        "f",
+        "the primary runs again"
+    );
+    assert_eq!(
+        lab.psql("standby", "SELECT pg_is_in_recovery()"),
+        "t",
+        "nothing was promoted"
+    );
+}
