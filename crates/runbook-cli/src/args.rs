@@ -73,7 +73,7 @@ pub(crate) enum Command {
         submit: bool,
         /// With `--submit`: follow the run until it stops, printing its events
         /// and logs, and exit with its code (0 succeeded, 1 failed, 3 waiting
-        /// or uncertain). Ctrl-C stops following, not the run.
+        /// for an approval, 5 uncertain). Ctrl-C stops following, not the run.
         #[arg(long, requires = "submit")]
         wait: bool,
     },

@@ -9,7 +9,8 @@
 //! heartbeats and takeovers), both executing runs through the same engine.
 //!
 //! Exit codes (book/src/cli.md): 0 succeeded, 1 run failed, 2 invalid input or
-//! playbook (nothing ran), 3 interrupted or waiting, 4 lock held.
+//! playbook (nothing ran), 3 waiting for an approval, 4 lock held, 5
+//! interrupted or uncertain (resume, or decide about a step in flight).
 
 mod args;
 mod commands;
@@ -37,10 +38,13 @@ pub(crate) enum Exit {
     Failed = 1,
     /// Invalid input or playbook: nothing ran, nothing changed.
     Invalid = 2,
-    /// Interrupted, uncertain or waiting: resumable.
-    Interrupted = 3,
+    /// The run waits for a person's answer (an approval): an expected pause.
+    Waiting = 3,
     /// Another process holds the run, or another run holds its lock.
     Locked = 4,
+    /// Interrupted or uncertain: it stopped before its end and needs a
+    /// `resume` (or a person's decision about a step in flight).
+    Interrupted = 5,
 }
 
 fn main() -> ExitCode {

@@ -298,7 +298,7 @@ pub(crate) async fn execute(x: Execute<'_>) -> Exit {
     let mut x = x;
     let mut code = execute_inner(&x).await;
     // At a terminal, a person can answer an approval right here.
-    while code == Exit::Interrupted && x.interactive {
+    while code == Exit::Waiting && x.interactive {
         let Some(events) = answer_at_terminal(&x.store, &x.run_id).await else {
             break;
         };
@@ -528,9 +528,8 @@ fn exit_for(status: RunStatus) -> Exit {
     match status {
         RunStatus::Succeeded => Exit::Ok,
         RunStatus::Failed | RunStatus::Cancelled => Exit::Failed,
-        RunStatus::Interrupted | RunStatus::Uncertain | RunStatus::Running | RunStatus::Waiting | RunStatus::Queued => {
-            Exit::Interrupted
-        }
+        RunStatus::Waiting => Exit::Waiting,
+        RunStatus::Interrupted | RunStatus::Uncertain | RunStatus::Running | RunStatus::Queued => Exit::Interrupted,
     }
 }
 

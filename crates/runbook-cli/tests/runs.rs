@@ -353,7 +353,7 @@ fn ctrl_c_stops_cleanly_runs_handlers_and_resumes() {
     )
     .expect("signal");
     let out = child.wait_with_output().expect("waits");
-    assert_eq!(out.status.code(), Some(3), "interrupted exits 3");
+    assert_eq!(out.status.code(), Some(5), "interrupted exits 5");
     assert_eq!(lines(&m), ["a", "b-start", "finally"]);
     // Nothing of the step is left running.
     std::thread::sleep(Duration::from_millis(100));

@@ -155,7 +155,7 @@ fn restart_applies_only_to_the_failure_whose_handlers_ran() {
     kill_when(&run, &["resume", &id], &second);
     assert_eq!(lines(&first).len(), 2, "s1 ran again once");
     // A later interruption resumes like any other: s2 was in flight.
-    run.exec(["resume", &id]).exit(3).stdout_has("roll[a].s2");
+    run.exec(["resume", &id]).exit(5).stdout_has("roll[a].s2");
     assert_eq!(lines(&first).len(), 2, "no third restart");
     assert_eq!(lines(&second).len(), 1, "s2 did not run again");
 }
@@ -297,7 +297,7 @@ fn mark_done_asks_for_the_outputs_later_steps_read_and_rerun_takes_it_back() {
     let run = run.playbook("t", &yaml);
     let out = kill_when(&run, &["run", "t"], &started);
     let id = started_id(&out);
-    run.exec(["resume", &id]).exit(3).stdout_has("`s2`");
+    run.exec(["resume", &id]).exit(5).stdout_has("`s2`");
     run.exec(["resume", &id, "--mark-done", "s2"])
         .exit(2)
         .stderr_has("output `stdout` of `s2`")
@@ -413,7 +413,7 @@ fn after_a_second_interrupt_status_shows_the_killed_step_interrupted() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(5));
     let id = started_id(&String::from_utf8_lossy(&out.stdout));
     let v = status_json(&run, &id);
     let row = v["steps"]
@@ -449,7 +449,7 @@ fn uncertain_names_every_item_that_was_in_flight() {
     let out = child.wait_with_output().unwrap();
     let id = started_id(&String::from_utf8_lossy(&out.stdout));
     run.exec(["resume", &id])
-        .exit(3)
+        .exit(5)
         .stdout_has("`fe[a]`")
         .stdout_has("`fe[b]`");
 }

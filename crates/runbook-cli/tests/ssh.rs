@@ -166,7 +166,7 @@ fn ctrl_c_leaves_no_ssh_process_behind() {
     )
     .expect("signal");
     let out = child.wait_with_output().expect("waits");
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stdout));
     std::thread::sleep(std::time::Duration::from_millis(300));
     let ps = std::process::Command::new("ps")
         .args(["-eo", "args"])
