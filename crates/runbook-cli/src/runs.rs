@@ -101,15 +101,14 @@ pub(crate) async fn open_run(state: Option<PathBuf>, id: &str) -> Option<(Arc<dy
     }
 }
 
-/// A content hash of a playbook text (FNV-1a 64, hex): identifies the exact text
-/// a run executed; not a security boundary.
+/// The SHA-256 of a text (hex): names the exact playbook text a run executes,
+/// and the plan an approval is bound to.
 fn hash(text: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// What shows a run's progress: text (live bars with `progress`, each line
