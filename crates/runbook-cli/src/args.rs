@@ -32,17 +32,28 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// List the playbooks of the library.
-    List,
+    List {
+        /// Output format (`json`: schemas/cli/list.json).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Show a playbook: description, inputs, secrets, objectives and steps.
     Show {
         /// `NAME`, `NAME@VERSION`, or a path to a `.yaml` file.
         playbook: String,
+        /// Output format (`json`: schemas/cli/show.json).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Check playbooks and report every problem (default: the whole library).
     Validate {
         /// `NAME`, `NAME@VERSION`, or paths to `.yaml` files.
         #[arg(value_name = "PLAYBOOK")]
         targets: Vec<String>,
+        /// Output format (`json`: every diagnostic with file, line and column,
+        /// for CI annotations; schemas/cli/validate.json).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Show exactly what a run would do, without doing any of it.
     Plan {
@@ -206,6 +217,9 @@ pub(crate) enum Command {
         /// Keep printing new lines until the run stops.
         #[arg(long, short)]
         follow: bool,
+        /// Output format (`json`: one `log` object a line, as in the events).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// The runs of one playbook, newest first.
     History {
@@ -214,6 +228,9 @@ pub(crate) enum Command {
         /// How many runs.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Output format (`json`: the runs, as `status --output json` lists them).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Print the step graph.
     Graph {
@@ -224,7 +241,11 @@ pub(crate) enum Command {
         format: GraphFormat,
     },
     /// List the inventory's hosts and groups.
-    Inventory,
+    Inventory {
+        /// Output format (`json`: schemas/cli/inventory.json).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Print the JSON Schema of playbooks (or of one step kind's `with:`).
     Schema {
         /// Print only this kind's `with:` schema.
@@ -233,6 +254,10 @@ pub(crate) enum Command {
         /// Print the schema of `--output json` events instead.
         #[arg(long, conflicts_with = "kind")]
         events: bool,
+        /// Print the schema of a command's `--output json` instead (list,
+        /// show, validate, inventory).
+        #[arg(long, value_name = "COMMAND", conflicts_with_all = ["kind", "events"])]
+        output_of: Option<String>,
     },
     /// Print generated reference documentation (the book's step reference).
     #[command(hide = true)]

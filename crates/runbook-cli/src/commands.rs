@@ -18,9 +18,9 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
     let lib = Library::new(&cli.playbooks);
     let registry = crate::registry::registry();
     match cli.command {
-        Command::List => list(&lib, &registry),
-        Command::Show { playbook } => show(&lib, &registry, &playbook),
-        Command::Validate { targets } => validate(&lib, &registry, &targets),
+        Command::List { output } => list(&lib, &registry, output),
+        Command::Show { playbook, output } => show(&lib, &registry, &playbook, output),
+        Command::Validate { targets, output } => validate(&lib, &registry, &targets, output),
         Command::Plan {
             playbook,
             inputs,
@@ -32,7 +32,11 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
             };
             plan(&lib, &registry, &playbook, &inputs, (output, live), &inv)
         }
-        Command::Inventory => match load_inventory(inventory.as_deref()) {
+        Command::Inventory { output } => match load_inventory(inventory.as_deref()) {
+            Some(inv) if output == Output::Json => {
+                crate::json_out::print(&inventory_json(&inv));
+                Exit::Ok
+            }
             Some(inv) => list_inventory(&inv),
             None => Exit::Invalid,
         },
@@ -128,10 +132,40 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
         Command::Report { run, format } => crate::report::report(state, &registry, &run, format),
         Command::Unlock { key, force } => crate::locks::unlock(state, &key, force),
         Command::Status { run, output } => crate::history::status(state, run.as_deref(), output),
-        Command::Logs { run, step, follow } => crate::history::logs(state, &run, step.as_deref(), follow),
-        Command::History { playbook, limit } => crate::history::history(state, &playbook, limit),
+        Command::Logs {
+            run,
+            step,
+            follow,
+            output,
+        } => crate::history::logs(state, &run, (step.as_deref(), follow), output),
+        Command::History {
+            playbook,
+            limit,
+            output,
+        } => crate::history::history(state, &playbook, limit, output),
         Command::Graph { playbook, format } => graph(&lib, &registry, &playbook, format),
-        Command::Schema { kind, events } => schema(&registry, kind.as_deref(), events),
+        Command::Schema {
+            kind,
+            events,
+            output_of: Some(command),
+        } => {
+            let _ = (kind, events);
+            match crate::json_out::schema_of(&command) {
+                Some(s) => {
+                    crate::json_out::print(&s);
+                    Exit::Ok
+                }
+                None => {
+                    eprintln!(
+                        "error: `{command}` has no JSON document of its own (hint: one of {}; `run`, `plan`, `status` \
+                         and the others print events: `runbook schema --events`)",
+                        crate::json_out::COMMANDS.join(", ")
+                    );
+                    Exit::Invalid
+                }
+            }
+        }
+        Command::Schema { kind, events, .. } => schema(&registry, kind.as_deref(), events),
         Command::Docs {
             what: crate::args::Docs::Steps,
         } => {
@@ -189,7 +223,7 @@ pub(crate) fn load_quiet(lib: &Library, registry: &Registry, spec: &str) -> Resu
     }
 }
 
-fn list(lib: &Library, registry: &Registry) -> Exit {
+fn list(lib: &Library, registry: &Registry, output: Output) -> Exit {
     let entries = match lib.entries() {
         Ok(e) => e,
         Err(e) => {
@@ -197,6 +231,37 @@ fn list(lib: &Library, registry: &Registry) -> Exit {
             return Exit::Invalid;
         }
     };
+    if output == Output::Json {
+        let playbooks: Vec<crate::json_out::ListEntry> = entries
+            .iter()
+            .map(|e| {
+                let loaded = lib.locate(&e.name).map(|l| library::load(&l, registry));
+                let (description, error) = match loaded {
+                    Ok(Ok(l)) => (
+                        l.playbook
+                            .description
+                            .as_deref()
+                            .and_then(|d| d.lines().next())
+                            .map(str::to_owned),
+                        None,
+                    ),
+                    Ok(Err(LoadError::Invalid(inv))) => (None, Some(plural(inv.error_count(), "error"))),
+                    Ok(Err(LoadError::Library(err))) | Err(err) => (None, Some(err.to_string())),
+                };
+                crate::json_out::ListEntry {
+                    name: e.name.clone(),
+                    versions: e.versions.clone(),
+                    latest: e.latest(),
+                    valid: error.is_none(),
+                    description,
+                    error,
+                }
+            })
+            .collect();
+        let invalid = playbooks.iter().any(|p| !p.valid);
+        crate::json_out::print(&crate::json_out::List { playbooks });
+        return if invalid { Exit::Invalid } else { Exit::Ok };
+    }
     let width = entries.iter().map(|e| e.name.len()).max().unwrap_or(4).max(4);
     println!("{:width$}  {:8}  DESCRIPTION", "NAME", "VERSION");
     let mut invalid = 0;
@@ -232,11 +297,24 @@ fn list(lib: &Library, registry: &Registry) -> Exit {
     if invalid > 0 { Exit::Invalid } else { Exit::Ok }
 }
 
-fn show(lib: &Library, registry: &Registry, spec: &str) -> Exit {
+fn show(lib: &Library, registry: &Registry, spec: &str, output: Output) -> Exit {
     let Some(loaded) = load(lib, registry, spec) else {
         return Exit::Invalid;
     };
     let pb = &loaded.playbook;
+    if output == Output::Json {
+        crate::json_out::print(&crate::json_out::Show {
+            file: loaded.source.name.clone(),
+            required_inputs: pb
+                .inputs
+                .iter()
+                .filter(|(_, s)| s.is_required())
+                .map(|(k, _)| k.clone())
+                .collect(),
+            playbook: pb.clone(),
+        });
+        return Exit::Ok;
+    }
     println!("{} v{}  ({})", pb.name, pb.version, loaded.source.name);
     if let Some(d) = &pb.description {
         println!("\n{}", d.trim_end());
@@ -329,7 +407,7 @@ fn outline(steps: &[runbook_core::model::Step], depth: usize) {
     }
 }
 
-fn validate(lib: &Library, registry: &Registry, specs: &[String]) -> Exit {
+fn validate(lib: &Library, registry: &Registry, specs: &[String], output: Output) -> Exit {
     let specs: Vec<String> = if specs.is_empty() {
         match lib.entries() {
             Ok(entries) => entries
@@ -344,43 +422,118 @@ fn validate(lib: &Library, registry: &Registry, specs: &[String]) -> Exit {
     } else {
         specs.to_vec()
     };
-    let (mut ok, mut bad) = (0, 0);
+    let json = output == Output::Json;
+    let mut files = Vec::new();
     for spec in &specs {
+        let checked = |file: Option<String>, valid: bool, diagnostics| crate::json_out::Checked {
+            target: spec.clone(),
+            file,
+            valid,
+            diagnostics,
+        };
         let located = match lib.locate(spec) {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("error: {e}");
-                bad += 1;
+                if !json {
+                    eprintln!("error: {e}");
+                }
+                let d = crate::json_out::Diag {
+                    severity: "error",
+                    code: "not-found".to_owned(),
+                    message: e.to_string(),
+                    file: spec.clone(),
+                    line: None,
+                    column: None,
+                    hint: None,
+                };
+                files.push(checked(None, false, vec![d]));
                 continue;
             }
         };
         match library::load(&located, registry) {
             Ok(l) => {
-                eprint_all(&l.source, &l.warnings);
-                let warn = if l.warnings.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", plural(l.warnings.len(), "warning"))
-                };
-                println!(
-                    "ok    {} v{}  {}{warn}",
-                    l.playbook.name, l.playbook.version, l.source.name
-                );
-                ok += 1;
+                let diags = l
+                    .warnings
+                    .iter()
+                    .map(|d| crate::json_out::Diag::of(&l.source, d))
+                    .collect();
+                if !json {
+                    eprint_all(&l.source, &l.warnings);
+                    let warn = if l.warnings.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", plural(l.warnings.len(), "warning"))
+                    };
+                    println!(
+                        "ok    {} v{}  {}{warn}",
+                        l.playbook.name, l.playbook.version, l.source.name
+                    );
+                }
+                files.push(checked(Some(l.source.name.clone()), true, diags));
             }
             Err(LoadError::Library(e)) => {
-                eprintln!("error: {e}");
-                bad += 1;
+                if !json {
+                    eprintln!("error: {e}");
+                }
+                let d = crate::json_out::Diag {
+                    severity: "error",
+                    code: "library".to_owned(),
+                    message: e.to_string(),
+                    file: located.path.display().to_string(),
+                    line: None,
+                    column: None,
+                    hint: None,
+                };
+                files.push(checked(Some(located.path.display().to_string()), false, vec![d]));
             }
             Err(LoadError::Invalid(inv)) => {
-                eprint_all(&inv.source, &inv.diagnostics);
-                println!("FAIL  {}  {}", inv.source.name, plural(inv.error_count(), "error"));
-                bad += 1;
+                if !json {
+                    eprint_all(&inv.source, &inv.diagnostics);
+                    println!("FAIL  {}  {}", inv.source.name, plural(inv.error_count(), "error"));
+                }
+                let diags = inv
+                    .diagnostics
+                    .iter()
+                    .map(|d| crate::json_out::Diag::of(&inv.source, d))
+                    .collect();
+                files.push(checked(Some(inv.source.name.clone()), false, diags));
             }
         }
     }
-    println!("{} valid, {} invalid", ok, bad);
-    if bad > 0 { Exit::Invalid } else { Exit::Ok }
+    let valid = files.iter().filter(|f| f.valid).count();
+    let invalid = files.len() - valid;
+    if json {
+        crate::json_out::print(&crate::json_out::Validate { files, valid, invalid });
+    } else {
+        println!("{valid} valid, {invalid} invalid");
+    }
+    if invalid > 0 { Exit::Invalid } else { Exit::Ok }
+}
+
+/// The inventory as `inventory --output json` prints it.
+fn inventory_json(inv: &runbook_core::inventory::Inventory) -> crate::json_out::Inventory {
+    let hosts = inv
+        .hosts
+        .keys()
+        .filter_map(|name| {
+            let (address, s, vars) = inv.resolved(name)?;
+            Some((
+                name.clone(),
+                crate::json_out::Host {
+                    address,
+                    user: s.user,
+                    port: s.port,
+                    jump: s.jump,
+                    groups: inv.groups_of(name).iter().map(|g| (*g).to_owned()).collect(),
+                    vars: vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                },
+            ))
+        })
+        .collect();
+    crate::json_out::Inventory {
+        hosts,
+        groups: inv.groups.clone(),
+    }
 }
 
 /// Reads `--inputs FILE` and `--set`, and checks them against the playbook.

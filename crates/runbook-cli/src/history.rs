@@ -313,7 +313,14 @@ pub(crate) fn status(state: Option<PathBuf>, run: Option<&str>, output: Output) 
     })
 }
 
-pub(crate) fn logs(state: Option<PathBuf>, run: &str, step: Option<&str>, follow: bool) -> Exit {
+pub(crate) fn logs(state: Option<PathBuf>, run: &str, (step, follow): (Option<&str>, bool), output: Output) -> Exit {
+    let print = |l: &runbook_state::LogLine| match output {
+        Output::Json => runbook_engine::exec::Observer::log(&crate::observe::JsonLines, l),
+        Output::Text => {
+            let mark = if l.stream == Stream::Stderr { "┃" } else { "│" };
+            println!("{} {mark} {}", l.step, l.line);
+        }
+    };
     let Some(rt) = runtime() else { return Exit::Invalid };
     rt.block_on(async {
         let Some((store, record)) = crate::runs::open_run(state, run).await else {
@@ -325,8 +332,7 @@ pub(crate) fn logs(state: Option<PathBuf>, run: &str, step: Option<&str>, follow
                 Ok(lines) => {
                     for (seq, l) in lines {
                         after = seq;
-                        let mark = if l.stream == Stream::Stderr { "┃" } else { "│" };
-                        println!("{} {mark} {}", l.step, l.line);
+                        print(&l);
                     }
                 }
                 Err(e) => {
@@ -343,7 +349,7 @@ pub(crate) fn logs(state: Option<PathBuf>, run: &str, step: Option<&str>, follow
                 _ => {
                     if let Ok(lines) = store.logs(&record.id, step, after).await {
                         for (_, l) in lines {
-                            println!("{} │ {}", l.step, l.line);
+                            print(&l);
                         }
                     }
                     return Exit::Ok;
@@ -354,13 +360,17 @@ pub(crate) fn logs(state: Option<PathBuf>, run: &str, step: Option<&str>, follow
     })
 }
 
-pub(crate) fn history(state: Option<PathBuf>, playbook: &str, limit: u32) -> Exit {
+pub(crate) fn history(state: Option<PathBuf>, playbook: &str, limit: u32, output: Output) -> Exit {
     let Some(rt) = runtime() else { return Exit::Invalid };
     rt.block_on(async {
         let Some(store) = open_store(state).await else {
             return Exit::Invalid;
         };
         match store.runs(Some(playbook), limit).await {
+            Ok(runs) if output == Output::Json => {
+                println!("{}", serde_json::to_string_pretty(&runs).unwrap_or_default());
+                Exit::Ok
+            }
             Ok(runs) => {
                 if runs.is_empty() {
                     println!("no runs of `{playbook}` yet");

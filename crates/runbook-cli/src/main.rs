@@ -17,6 +17,7 @@ mod commands;
 mod daemon;
 mod diagnostics;
 mod history;
+mod json_out;
 mod locks;
 mod observe;
 mod plan_text;

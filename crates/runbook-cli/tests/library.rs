@@ -327,3 +327,69 @@ fn playbooks_that_change_one_target_share_its_lock_key() {
     let restore = lock("full-restore", &["file=/tmp/x.dump", "release=v1"]);
     assert!(restore.split(", ").eq(["db/main", "fleet/app"]), "{restore}");
 }
+
+/// The schemas of the read-only commands' `--output json` are generated from
+/// their types; the committed copies must be current.
+#[test]
+fn committed_cli_schemas_are_current() {
+    for command in ["list", "show", "validate", "inventory"] {
+        let out = Run::new().args(["schema", "--output-of", command]).run().exit(0);
+        let path = format!("schemas/cli/{command}.json");
+        let committed = std::fs::read_to_string(workspace().join(&path)).unwrap_or_default();
+        assert!(
+            committed.trim() == out.stdout.trim(),
+            "{path} is stale: regenerate it with scripts/regen"
+        );
+    }
+}
+
+/// What each read-only command prints with `--output json` follows its
+/// committed schema, for a good library, a broken playbook and an inventory.
+#[test]
+fn json_output_of_the_read_commands_follows_its_schema() {
+    let check = |command: &str, stdout: &str| -> serde_json::Value {
+        let path = workspace().join(format!("schemas/cli/{command}.json"));
+        let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let doc: serde_json::Value =
+            serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{command}: not JSON ({e}): {stdout}"));
+        let v = jsonschema::validator_for(&schema).unwrap();
+        let errors: Vec<String> = v.iter_errors(&doc).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{command}: {errors:?}");
+        doc
+    };
+    let repo = Run::new().cwd(workspace());
+    let list = repo.exec(["list", "--output", "json"]).exit(0);
+    let doc = check("list", &list.stdout);
+    assert!(
+        doc["playbooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "rolling-deploy")
+    );
+    let show = repo.exec(["show", "rolling-deploy", "--output", "json"]).exit(0);
+    let doc = check("show", &show.stdout);
+    assert_eq!(doc["required_inputs"], serde_json::json!(["release"]));
+    let valid = repo.exec(["validate", "--output", "json"]).exit(0);
+    let doc = check("validate", &valid.stdout);
+    assert_eq!(doc["invalid"], 0);
+
+    // A broken playbook: each diagnostic with file, line and column, nothing on stderr.
+    let broken = Run::new()
+        .playbook("t", "apiVersion: runbook/v1\nname: t\nversion: 1\nsteps:\n  - { id: a, uses: shelll, with: { run: \"true\" } }\n")
+        .file("inventory.yaml", "hosts:\n  web1: { address: 10.0.0.1, user: deploy, port: 2222 }\ngroups:\n  web: [web1]\n");
+    let out = broken.exec(["validate", "t", "--output", "json"]).exit(2);
+    let doc = check("validate", &out.stdout);
+    let d = &doc["files"][0]["diagnostics"][0];
+    assert_eq!(
+        (d["code"].as_str(), d["line"].as_u64(), d["column"].as_u64()),
+        (Some("unknown-kind"), Some(5), Some(20)),
+        "{doc:#}"
+    );
+    assert_eq!(d["hint"], "did you mean `shell`?");
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+    let inv = broken.exec(["inventory", "--output", "json"]).exit(0);
+    let doc = check("inventory", &inv.stdout);
+    assert_eq!(doc["hosts"]["web1"]["port"], 2222);
+    assert_eq!(doc["hosts"]["web1"]["groups"], serde_json::json!(["web"]));
+}

@@ -689,3 +689,21 @@ fn without_user_in_the_environment_the_operating_system_names_who_ran_it() {
     let os_user = String::from_utf8(std::process::Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
     assert_eq!(v["run"]["user"], os_user.trim(), "{v:#}");
 }
+
+#[test]
+fn logs_and_history_speak_json_on_request() {
+    let run = Run::new().playbook(
+        "t",
+        &format!("{HEAD}steps:\n  - {{ id: a, uses: shell, with: {{ run: \"echo one; echo two >&2\" }} }}\n"),
+    );
+    let id = run.exec(["run", "t"]).exit(0).run_id();
+    let logs = run.exec(["logs", &id, "--output", "json"]).exit(0);
+    let lines: Vec<serde_json::Value> = logs.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "{}", logs.stdout);
+    assert!(lines.iter().all(|l| l["event"] == "log" && l["step"] == "a"));
+    assert!(lines.iter().any(|l| l["stream"] == "stderr" && l["line"] == "two"));
+    let history = run.exec(["history", "t", "--output", "json"]).exit(0);
+    let runs: serde_json::Value = serde_json::from_str(&history.stdout).unwrap();
+    assert_eq!(runs.as_array().map(Vec::len), Some(1));
+    assert_eq!(runs[0]["id"], id.as_str());
+}
