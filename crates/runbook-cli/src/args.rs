@@ -240,6 +240,9 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
+    /// Show where the library, the inventory and the state are, and which
+    /// setting (flag, environment, runbook.toml, default) said so.
+    Config,
     /// List the inventory's hosts and groups.
     Inventory {
         /// Output format (`json`: schemas/cli/inventory.json).

@@ -172,6 +172,8 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
             print!("{}", crate::reference::steps(&registry));
             Exit::Ok
         }
+        // Answered in main, where the settings' sources are known.
+        Command::Config => Exit::Ok,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "runbook", &mut std::io::stdout());

@@ -14,6 +14,7 @@
 
 mod args;
 mod commands;
+mod config;
 mod daemon;
 mod diagnostics;
 mod history;
@@ -27,7 +28,6 @@ mod report;
 mod runs;
 mod worker;
 
-use clap::Parser;
 use std::process::ExitCode;
 
 /// What a command ended with; the process exit code.
@@ -49,7 +49,19 @@ pub(crate) enum Exit {
 }
 
 fn main() -> ExitCode {
-    let cli = args::Cli::parse();
-    let code = commands::dispatch(cli);
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = args::Cli::command().get_matches();
+    let mut cli = args::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let settings = match config::apply(&mut cli, &matches) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(Exit::Invalid as u8);
+        }
+    };
+    let code = match cli.command {
+        args::Command::Config => config::show(&settings),
+        _ => commands::dispatch(cli),
+    };
     ExitCode::from(code as u8)
 }

@@ -393,3 +393,49 @@ fn json_output_of_the_read_commands_follows_its_schema() {
     assert_eq!(doc["hosts"]["web1"]["port"], 2222);
     assert_eq!(doc["hosts"]["web1"]["groups"], serde_json::json!(["web"]));
 }
+
+/// runbook.toml, found upward from the current folder, says where the library,
+/// inventory and state are; a flag or an environment variable wins over it;
+/// `runbook config` says which setting came from where.
+#[test]
+fn runbook_toml_sets_the_defaults_and_flags_and_environment_win() {
+    let run = Run::new()
+        .file(
+            "project/runbook.toml",
+            "playbooks = \"ops/playbooks\"\nstate = \"ops/state.db\"\n",
+        )
+        .file("project/ops/playbooks/hello/v1.yaml", HELLO)
+        .file("project/deep/er/.keep", "");
+    let here = run.path().join("project/deep/er");
+    let run = run.cwd(&here).unset("RUNBOOK_STATE");
+    let out = run.exec(["config"]).exit(0);
+    let root = run.path().join("project");
+    assert!(
+        out.stdout.contains(&format!(
+            "playbooks  {}  (file {})",
+            root.join("ops/playbooks").display(),
+            root.join("runbook.toml").display()
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("state      {}", root.join("ops/state.db").display())),
+        "{}",
+        out.stdout
+    );
+    run.exec(["list"]).exit(0).stdout_has("hello");
+    run.exec(["run", "hello"]).exit(0);
+    assert!(
+        root.join("ops/state.db").exists(),
+        "runs are recorded where the file says"
+    );
+    // A flag wins over the file.
+    run.exec(["--playbooks", "/nonexistent", "config"])
+        .exit(0)
+        .stdout_has("playbooks  /nonexistent  (flag)");
+    // A mistake in the file is an error, not a guess.
+    std::fs::write(root.join("runbook.toml"), "playbook = \"x\"\n").unwrap();
+    run.exec(["list"]).exit(2).stderr_has("unknown field `playbook`");
+}

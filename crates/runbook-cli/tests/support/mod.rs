@@ -95,6 +95,8 @@ impl Run {
             .env_remove("RUNBOOK_PLAYBOOKS")
             .env("NO_COLOR", "1")
             .env("USER", "tester")
+            // No user-level runbook.toml from the machine the tests run on.
+            .env("XDG_CONFIG_HOME", self.dir.path())
             .env("RUNBOOK_STATE", self.dir.path().join("state.db"));
         for (k, v) in &self.env {
             cmd.env(k, v);
