@@ -285,6 +285,11 @@ pub(crate) struct InputArgs {
     /// Read inputs from a YAML or JSON file (`--set` wins over it).
     #[arg(long = "inputs", value_name = "FILE")]
     pub(crate) inputs_file: Option<PathBuf>,
+    /// Only these hosts of the inventory, as Ansible's `--limit`: hosts or
+    /// groups separated by `:` or `,`; `!x` excludes, `&x` intersects
+    /// (`web:!web2`). Groups keep only the selected hosts.
+    #[arg(long, value_name = "PATTERN")]
+    pub(crate) limit: Option<String>,
 }
 
 /// How a run executes and reports.

@@ -27,7 +27,7 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
             output,
             live,
         } => {
-            let Some(inv) = load_inventory(inventory.as_deref()) else {
+            let Some(inv) = load_inventory(inventory.as_deref()).and_then(|i| limited(i, &inputs)) else {
                 return Exit::Invalid;
             };
             plan(&lib, &registry, &playbook, &inputs, (output, live), &inv)
@@ -50,7 +50,7 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
             if submit {
                 return crate::runs::submit(state, &lib, &registry, &playbook, (&inputs, &exec), wait);
             }
-            let Some(inv) = load_inventory(inventory.as_deref()) else {
+            let Some(inv) = load_inventory(inventory.as_deref()).and_then(|i| limited(i, &inputs)) else {
                 return Exit::Invalid;
             };
             crate::runs::run(state, &lib, &registry, &playbook, &inputs, &exec, &inv)
@@ -638,6 +638,23 @@ pub(crate) fn load_inventory(path: Option<&std::path::Path>) -> Option<runbook_c
             return None;
         }
     };
+    if runbook_core::ansible::is_ansible(path, &text) {
+        // An Ansible inventory, INI or YAML, read as it is.
+        let read = if runbook_core::ansible::is_ini(&text) {
+            runbook_core::ansible::from_ini(&text)
+        } else {
+            runbook_core::parse::parse(&text)
+                .map_err(|d| d.iter().map(|d| d.message.clone()).collect::<Vec<_>>().join("; "))
+                .and_then(|node| runbook_core::ansible::from_yaml(&node.to_json()))
+        };
+        return match read {
+            Ok(inv) => Some(inv),
+            Err(e) => {
+                eprintln!("error: Ansible inventory `{}`: {e}; nothing was run", path.display());
+                None
+            }
+        };
+    }
     let source = Source::new(path.display().to_string(), text);
     match runbook_core::inventory::load(&source) {
         Ok(inv) => Some(inv),
@@ -648,6 +665,18 @@ pub(crate) fn load_inventory(path: Option<&std::path::Path>) -> Option<runbook_c
                 path.display(),
                 plural(diags.len(), "error")
             );
+            None
+        }
+    }
+}
+
+/// The inventory restricted by `--limit`, if given; `None` after saying why.
+fn limited(inv: runbook_core::inventory::Inventory, args: &InputArgs) -> Option<runbook_core::inventory::Inventory> {
+    let Some(pattern) = &args.limit else { return Some(inv) };
+    match runbook_core::ansible::limit(&inv, pattern) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!("error: {e}; nothing was run");
             None
         }
     }

@@ -49,3 +49,41 @@ fn mistakes_are_located_and_nothing_runs() {
         .exit(2)
         .stderr_has("cannot read inventory `nope.yaml`");
 }
+
+/// An operator's Ansible inventory works as it is (INI here: groups, ranges,
+/// group vars, `ansible_host`), and `--limit` narrows a run to some hosts.
+#[test]
+fn an_ansible_inventory_and_limit() {
+    let ini = "[web]\nweb[1:3] ansible_host=127.0.0.1 ansible_user=deploy\n\n[web:vars]\nrole=front\n\n[prod:children]\nweb\n";
+    let yaml = "apiVersion: runbook/v1\nname: t\nversion: 1\nsteps:\n  - id: each\n    for_each: \"{{inventory.groups.prod}}\"\n    uses: shell\n    with: { run: \"echo {{item}} {{lookup (lookup inventory.hosts item) 'address'}} {{lookup (lookup (lookup inventory.hosts item) 'vars') 'role'}}\" }\n";
+    let run = Run::new().file("hosts.ini", ini).playbook("t", yaml);
+    let inv = run.path().join("hosts.ini");
+    let inv = inv.to_str().unwrap();
+    run.exec(["--inventory", inv, "inventory"])
+        .exit(0)
+        .stdout_has("web2")
+        .stdout_has("deploy");
+    let out = run
+        .exec([
+            "--inventory",
+            inv,
+            "run",
+            "t",
+            "--limit",
+            "prod:!web2",
+            "--output",
+            "json",
+        ])
+        .exit(0);
+    let said: Vec<String> = out
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "step_succeeded" && e["step"].as_str().is_some_and(|s| s.starts_with("each[")))
+        .map(|e| e["outputs"]["stdout"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(said, ["web1 127.0.0.1 front", "web3 127.0.0.1 front"], "{}", out.stdout);
+    run.exec(["--inventory", inv, "plan", "t", "--limit", "dbs"])
+        .exit(2)
+        .stderr_has("no host or group `dbs`");
+}

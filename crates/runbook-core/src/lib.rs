@@ -11,6 +11,7 @@
 //! through a [`Registry`](kind::Registry); the executor lives in `runbook-engine`.
 //! Loading is a pure function of text, so it is safe on untrusted input.
 
+pub mod ansible;
 pub mod diag;
 pub mod inputs;
 pub mod inventory;
