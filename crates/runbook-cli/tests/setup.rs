@@ -84,7 +84,7 @@ fn as_a_user_setup_installs_through_sudo() {
     assert_eq!(code, 0, "{stderr}");
     let lines: Vec<&str> = asked.lines().collect();
     assert_eq!(lines.first().copied(), Some("sudo apt-get"), "{asked}");
-    assert!(lines.iter().any(|l| *l == "sudo env"), "{asked}");
+    assert!(lines.contains(&"sudo env"), "{asked}");
     assert!(
         lines
             .iter()
