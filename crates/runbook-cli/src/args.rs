@@ -379,4 +379,6 @@ pub(crate) enum GraphFormat {
 pub(crate) enum Docs {
     /// The step kinds: parameters and outputs.
     Steps,
+    /// The man page (roff), for `man runbook`.
+    Man,
 }

@@ -172,6 +172,18 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
             print!("{}", crate::reference::steps(&registry));
             Exit::Ok
         }
+        Command::Docs {
+            what: crate::args::Docs::Man,
+        } => {
+            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            match page.render(&mut std::io::stdout()) {
+                Ok(()) => Exit::Ok,
+                Err(e) => {
+                    eprintln!("error: cannot write the man page: {e}");
+                    Exit::Failed
+                }
+            }
+        }
         // Answered in main, where the settings' sources are known.
         Command::Config => Exit::Ok,
         Command::Completions { shell } => {

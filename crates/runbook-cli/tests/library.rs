@@ -439,3 +439,16 @@ fn runbook_toml_sets_the_defaults_and_flags_and_environment_win() {
     std::fs::write(root.join("runbook.toml"), "playbook = \"x\"\n").unwrap();
     run.exec(["list"]).exit(2).stderr_has("unknown field `playbook`");
 }
+
+#[test]
+fn the_man_page_and_completions_come_from_the_command_line_definition() {
+    let man = Run::new().args(["docs", "man"]).run().exit(0);
+    assert!(
+        man.stdout.contains(".TH runbook 1"),
+        "{}",
+        &man.stdout[..200.min(man.stdout.len())]
+    );
+    assert!(man.stdout.contains("resume"));
+    let bash = Run::new().args(["completions", "bash"]).run().exit(0);
+    assert!(bash.stdout.contains("--to-current"), "completions know every flag");
+}
