@@ -699,23 +699,33 @@ fn list_inventory(inv: &runbook_core::inventory::Inventory) -> Exit {
         println!("no hosts (hint: write inventory.yaml or pass `--inventory FILE`)");
         return Exit::Ok;
     }
-    let width = inv.hosts.keys().map(String::len).max().unwrap_or(4).max(4);
-    println!(
-        "{:width$}  {:24}  {:12}  {:>5}  {:12}  GROUPS",
-        "HOST", "ADDRESS", "USER", "PORT", "JUMP"
+    use crate::table::Column;
+    let rows = inv
+        .hosts
+        .keys()
+        .filter_map(|name| {
+            let (address, s, _) = inv.resolved(name)?;
+            Some(vec![
+                name.clone(),
+                address,
+                s.user.unwrap_or_else(|| "-".to_owned()),
+                s.port.map_or("-".to_owned(), |p| p.to_string()),
+                s.jump.unwrap_or_else(|| "-".to_owned()),
+                inv.groups_of(name).join(", "),
+            ])
+        })
+        .collect();
+    crate::table::print(
+        &[
+            Column("HOST", false),
+            Column("ADDRESS", false),
+            Column("USER", false),
+            Column("PORT", true),
+            Column("JUMP", false),
+            Column("GROUPS", false),
+        ],
+        rows,
     );
-    for name in inv.hosts.keys() {
-        let Some((address, s, _)) = inv.resolved(name) else {
-            continue;
-        };
-        println!(
-            "{name:width$}  {address:24}  {:12}  {:>5}  {:12}  {}",
-            s.user.as_deref().unwrap_or("-"),
-            s.port.map_or("-".to_owned(), |p| p.to_string()),
-            s.jump.as_deref().unwrap_or("-"),
-            inv.groups_of(name).join(", ")
-        );
-    }
     if !inv.groups.is_empty() {
         println!();
         for (g, members) in &inv.groups {

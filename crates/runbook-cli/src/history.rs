@@ -142,50 +142,57 @@ fn runners(events: &[Recorded]) -> Vec<String> {
 /// The runs, with a column of measured RTO (DR drills) when any run has one,
 /// and of the workers that ran them when any did.
 fn table_with(runs: &[RunRecord], rto: &[Option<f64>], by: &[Vec<String>]) {
+    use crate::table::Column;
     let with_rto = rto.iter().any(Option::is_some);
     let with_runners = by.iter().any(|r| !r.is_empty());
-    println!(
-        "{:26}  {:20}  {:>3}  {:11}  {:24}  {:>8}  {}{}{}",
-        "RUN",
-        "PLAYBOOK",
-        "V",
-        "STATUS",
-        "STARTED",
-        "TOOK",
-        if with_rto { "     RTO  " } else { "" },
-        if with_runners { "USER    " } else { "USER" },
-        if with_runners { "  RUNNERS" } else { "" }
-    );
-    for (i, r) in runs.iter().enumerate() {
-        let rto = match rto.get(i).copied().flatten() {
-            Some(v) if with_rto => format!("{v:>7.1}s  "),
-            _ if with_rto => format!("{:>8}  ", "-"),
-            _ => String::new(),
-        };
-        let runners = match by.get(i) {
-            Some(names) if with_runners => format!("  {}", names.join(" → ")),
-            _ => String::new(),
-        };
-        let took = if matches!(r.status, RunStatus::Running | RunStatus::Queued) {
-            String::new()
-        } else {
-            ms(between(&r.created_at, &r.updated_at).map(|d| d.as_millis()))
-        };
-        let user = if with_runners {
-            format!("{:8}", r.user)
-        } else {
-            r.user.clone()
-        };
-        println!(
-            "{:26}  {:20}  {:>3}  {:11}  {:24}  {:>8}  {rto}{user}{runners}",
-            r.id,
-            r.playbook,
-            r.version,
-            r.status.as_str(),
-            r.created_at,
-            took,
-        );
+    let mut columns = vec![
+        Column("RUN", false),
+        Column("PLAYBOOK", false),
+        Column("V", true),
+        Column("STATUS", false),
+        Column("STARTED", false),
+        Column("TOOK", true),
+    ];
+    if with_rto {
+        columns.push(Column("RTO", true));
     }
+    columns.push(Column("USER", false));
+    if with_runners {
+        columns.push(Column("RUNNERS", false));
+    }
+    let rows = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let took = if matches!(r.status, RunStatus::Running | RunStatus::Queued) {
+                String::new()
+            } else {
+                ms(between(&r.created_at, &r.updated_at).map(|d| d.as_millis()))
+            };
+            let mut row = vec![
+                r.id.clone(),
+                r.playbook.clone(),
+                r.version.to_string(),
+                r.status.as_str().to_owned(),
+                r.created_at.clone(),
+                took,
+            ];
+            if with_rto {
+                row.push(
+                    rto.get(i)
+                        .copied()
+                        .flatten()
+                        .map_or("-".to_owned(), |v| format!("{v:.1}s")),
+                );
+            }
+            row.push(r.user.clone());
+            if with_runners {
+                row.push(by.get(i).map(|n| n.join(" → ")).unwrap_or_default());
+            }
+            row
+        })
+        .collect();
+    crate::table::print(&columns, rows);
 }
 
 pub(crate) fn status(state: Option<PathBuf>, run: Option<&str>, output: Output) -> Exit {

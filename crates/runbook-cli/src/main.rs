@@ -26,6 +26,7 @@ mod reference;
 mod registry;
 mod report;
 mod runs;
+mod table;
 mod worker;
 
 use std::process::ExitCode;

@@ -19,7 +19,7 @@ fn listed_with_defaults_and_groups() {
         .stdout_has("web1  127.0.1.1")
         .stdout_has("deploy")
         .stdout_has("2222")
-        .stdout_has("db1   127.0.2.1                 postgres")
+        .stdout_has("db1   127.0.2.1  postgres  2222  web1")
         .stdout_has("web: web1, web2");
 }
 
