@@ -20,6 +20,7 @@ use crate::runs::{open_store, runtime};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use indexmap::IndexMap;
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram};
 use runbook_core::kind::Registry;
 use runbook_core::library::Library;
 use runbook_state::{RunStatus, Store};
@@ -29,7 +30,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
 /// The most fires a `queue` schedule keeps waiting.
@@ -180,114 +181,148 @@ fn load(path: &Path, lib: &Library, registry: &Registry) -> Result<Vec<Schedule>
     if errors.is_empty() { Ok(out) } else { Err(errors) }
 }
 
-/// What the daemon counts, for `/metrics`.
-#[derive(Default)]
+/// A schedule's run, as `runbook_runs_total` labels it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct RunLabels {
+    playbook: String,
+    schedule: String,
+    status: String,
+}
+
+/// A schedule, as labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ScheduleLabels {
+    schedule: String,
+}
+
+/// A playbook, as labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct PlaybookLabels {
+    playbook: String,
+}
+
+type StepHistograms = Family<PlaybookLabels, Histogram, fn() -> Histogram>;
+
+/// What the daemon counts, for `/metrics` (prometheus-client's registry and
+/// its OpenMetrics text encoding).
 struct Metrics {
-    runs: BTreeMap<(String, String, String), u64>,
-    skipped: BTreeMap<String, u64>,
-    lock_waits: BTreeMap<String, u64>,
-    steps: BTreeMap<String, (Vec<u64>, f64, u64)>,
-    last_rto: BTreeMap<String, f64>,
+    registry: prometheus_client::registry::Registry,
+    runs: Family<RunLabels, Counter>,
+    skipped: Family<ScheduleLabels, Counter>,
+    lock_waits: Family<ScheduleLabels, Counter>,
+    steps: StepHistograms,
+    last_rto: Family<PlaybookLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    waiting: Gauge,
+    queued: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let runs = Family::default();
+        let skipped = Family::default();
+        let lock_waits = Family::default();
+        let steps: StepHistograms = Family::new_with_constructor(|| Histogram::new(BUCKETS.iter().copied()));
+        let last_rto = Family::default();
+        let (waiting, queued) = (Gauge::default(), Gauge::default());
+        registry.register(
+            "runbook_runs",
+            "Runs the daemon started that ended, by playbook, schedule and status",
+            runs.clone(),
+        );
+        registry.register(
+            "runbook_schedule_skipped",
+            "Fires dropped because the previous run still ran",
+            skipped.clone(),
+        );
+        registry.register(
+            "runbook_lock_waits",
+            "Runs that found their lock held (exit 4)",
+            lock_waits.clone(),
+        );
+        registry.register(
+            "runbook_step_duration_seconds",
+            "How long step calls took, by playbook",
+            steps.clone(),
+        );
+        registry.register(
+            "runbook_last_rto_seconds",
+            "The recovery time the last run of a playbook measured",
+            last_rto.clone(),
+        );
+        registry.register(
+            "runbook_runs_waiting_for_approval",
+            "Runs paused at an approval now",
+            waiting.clone(),
+        );
+        registry.register(
+            "runbook_runs_queued",
+            "Runs submitted and not yet claimed by a worker (the queue's depth)",
+            queued.clone(),
+        );
+        Metrics {
+            registry,
+            runs,
+            skipped,
+            lock_waits,
+            steps,
+            last_rto,
+            waiting,
+            queued,
+        }
+    }
 }
 
 impl Metrics {
     fn observe_step(&mut self, playbook: &str, seconds: f64) {
-        let h = self
-            .steps
-            .entry(playbook.to_owned())
-            .or_insert_with(|| (vec![0; BUCKETS.len()], 0.0, 0));
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if seconds <= *b {
-                h.0[i] += 1;
-            }
-        }
-        h.1 += seconds;
-        h.2 += 1;
+        self.steps
+            .get_or_create(&PlaybookLabels {
+                playbook: playbook.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    fn run_ended(&mut self, playbook: &str, schedule: &str, status: &str) {
+        self.runs
+            .get_or_create(&RunLabels {
+                playbook: playbook.to_owned(),
+                schedule: schedule.to_owned(),
+                status: status.to_owned(),
+            })
+            .inc();
+    }
+
+    fn skipped(&mut self, schedule: &str) {
+        self.skipped
+            .get_or_create(&ScheduleLabels {
+                schedule: schedule.to_owned(),
+            })
+            .inc();
+    }
+
+    fn lock_wait(&mut self, schedule: &str) {
+        self.lock_waits
+            .get_or_create(&ScheduleLabels {
+                schedule: schedule.to_owned(),
+            })
+            .inc();
+    }
+
+    fn rto(&mut self, playbook: &str, seconds: f64) {
+        self.last_rto
+            .get_or_create(&PlaybookLabels {
+                playbook: playbook.to_owned(),
+            })
+            .set(seconds);
     }
 
     fn render(&self, waiting: u64, queued: u64) -> String {
-        use std::fmt::Write as _;
+        self.waiting.set(i64::try_from(waiting).unwrap_or(i64::MAX));
+        self.queued.set(i64::try_from(queued).unwrap_or(i64::MAX));
         let mut o = String::new();
-        let label = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-        let _ = writeln!(
-            o,
-            "# HELP runbook_runs_total Runs the daemon started that ended, by playbook, schedule and status."
-        );
-        let _ = writeln!(o, "# TYPE runbook_runs_total counter");
-        for ((pb, sched, status), n) in &self.runs {
-            let _ = writeln!(
-                o,
-                "runbook_runs_total{{playbook=\"{}\",schedule=\"{}\",status=\"{}\"}} {n}",
-                label(pb),
-                label(sched),
-                label(status)
-            );
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut o, &self.registry) {
+            o = format!("# cannot encode the metrics: {e}\n");
         }
-        let _ = writeln!(
-            o,
-            "# HELP runbook_schedule_skipped_total Fires dropped because the previous run still ran."
-        );
-        let _ = writeln!(o, "# TYPE runbook_schedule_skipped_total counter");
-        for (s, n) in &self.skipped {
-            let _ = writeln!(o, "runbook_schedule_skipped_total{{schedule=\"{}\"}} {n}", label(s));
-        }
-        let _ = writeln!(
-            o,
-            "# HELP runbook_lock_waits_total Runs that found their lock held (exit 4)."
-        );
-        let _ = writeln!(o, "# TYPE runbook_lock_waits_total counter");
-        for (s, n) in &self.lock_waits {
-            let _ = writeln!(o, "runbook_lock_waits_total{{schedule=\"{}\"}} {n}", label(s));
-        }
-        let _ = writeln!(
-            o,
-            "# HELP runbook_step_duration_seconds How long step calls took, by playbook."
-        );
-        let _ = writeln!(o, "# TYPE runbook_step_duration_seconds histogram");
-        for (pb, (counts, sum, count)) in &self.steps {
-            for (b, n) in BUCKETS.iter().zip(counts) {
-                let _ = writeln!(
-                    o,
-                    "runbook_step_duration_seconds_bucket{{playbook=\"{}\",le=\"{b}\"}} {n}",
-                    label(pb)
-                );
-            }
-            let _ = writeln!(
-                o,
-                "runbook_step_duration_seconds_bucket{{playbook=\"{}\",le=\"+Inf\"}} {count}",
-                label(pb)
-            );
-            let _ = writeln!(
-                o,
-                "runbook_step_duration_seconds_sum{{playbook=\"{}\"}} {sum}",
-                label(pb)
-            );
-            let _ = writeln!(
-                o,
-                "runbook_step_duration_seconds_count{{playbook=\"{}\"}} {count}",
-                label(pb)
-            );
-        }
-        let _ = writeln!(
-            o,
-            "# HELP runbook_last_rto_seconds The recovery time the last run of a playbook measured."
-        );
-        let _ = writeln!(o, "# TYPE runbook_last_rto_seconds gauge");
-        for (pb, v) in &self.last_rto {
-            let _ = writeln!(o, "runbook_last_rto_seconds{{playbook=\"{}\"}} {v}", label(pb));
-        }
-        let _ = writeln!(
-            o,
-            "# HELP runbook_runs_waiting_for_approval Runs paused at an approval now."
-        );
-        let _ = writeln!(o, "# TYPE runbook_runs_waiting_for_approval gauge");
-        let _ = writeln!(o, "runbook_runs_waiting_for_approval {waiting}");
-        let _ = writeln!(
-            o,
-            "# HELP runbook_runs_queued Runs submitted and not yet claimed by a worker (the queue's depth)."
-        );
-        let _ = writeln!(o, "# TYPE runbook_runs_queued gauge");
-        let _ = writeln!(o, "runbook_runs_queued {queued}");
         o
     }
 }
@@ -397,7 +432,7 @@ pub(crate) fn daemon(
                             (Some(pid), Overlap::Skip) => {
                                 eprintln!("daemon: {}: skipped: the previous run (process {pid}) still runs", s.spec.name);
                                 if let Ok(mut m) = metrics_data.lock() {
-                                    *m.skipped.entry(s.spec.name.clone()).or_default() += 1;
+                                    m.skipped(&s.spec.name);
                                 }
                             }
                             (Some(_), Overlap::Queue) => {
@@ -405,7 +440,7 @@ pub(crate) fn daemon(
                                     s.queued += 1;
                                     eprintln!("daemon: {}: queued behind the running run", s.spec.name);
                                 } else if let Ok(mut m) = metrics_data.lock() {
-                                    *m.skipped.entry(s.spec.name.clone()).or_default() += 1;
+                                    m.skipped(&s.spec.name);
                                 }
                             }
                             (None, _) => {
@@ -562,7 +597,7 @@ async fn finished(store: &Arc<dyn Store>, s: &Schedule, run: Option<String>, cod
     };
     let status = record.as_ref().map_or_else(
         || {
-            if code == 4 {
+            if code == crate::Exit::Locked as i32 {
                 "locked".to_owned()
             } else {
                 format!("exit {code}")
@@ -579,14 +614,12 @@ async fn finished(store: &Arc<dyn Store>, s: &Schedule, run: Option<String>, cod
         None => None,
     };
     if let Ok(mut m) = metrics.lock() {
-        *m.runs
-            .entry((s.spec.playbook.clone(), s.spec.name.clone(), status.clone()))
-            .or_default() += 1;
-        if code == 4 {
-            *m.lock_waits.entry(s.spec.name.clone()).or_default() += 1;
+        m.run_ended(&s.spec.playbook, &s.spec.name, &status);
+        if code == crate::Exit::Locked as i32 {
+            m.lock_wait(&s.spec.name);
         }
         if let Some(r) = rto {
-            m.last_rto.insert(s.spec.playbook.clone(), r);
+            m.rto(&s.spec.playbook, r);
         }
     }
     let took = record
@@ -647,31 +680,29 @@ async fn shutdown_signal() {
     }
 }
 
-/// A minimal HTTP server: `GET /metrics` in the Prometheus text format.
+/// `GET /metrics` in the OpenMetrics text format, served by axum; anything
+/// else is a 404 that names the path to use.
 async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Mutex<Metrics>>, store: Arc<dyn Store>) {
-    loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            continue;
-        };
+    use axum::http::{StatusCode, header};
+    let scrape = move || {
         let (metrics, store) = (metrics.clone(), store.clone());
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let n = sock.read(&mut buf).await.unwrap_or(0);
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let path = request.split_whitespace().nth(1).unwrap_or("/");
-            let (status, body) = if path == "/metrics" {
-                let waiting = store.count_runs(RunStatus::Waiting).await.unwrap_or(0);
-                let queued = store.count_runs(RunStatus::Queued).await.unwrap_or(0);
-                let text = metrics.lock().map(|m| m.render(waiting, queued)).unwrap_or_default();
-                ("200 OK", text)
-            } else {
-                ("404 Not Found", "try /metrics\n".to_owned())
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(response.as_bytes()).await;
-        });
+        async move {
+            let waiting = store.count_runs(RunStatus::Waiting).await.unwrap_or(0);
+            let queued = store.count_runs(RunStatus::Queued).await.unwrap_or(0);
+            let text = metrics.lock().map(|m| m.render(waiting, queued)).unwrap_or_default();
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                text,
+            )
+        }
+    };
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(scrape))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "try /metrics\n") });
+    if let Err(e) = axum::serve(listener, app).await {
+        eprintln!("daemon: the metrics server stopped: {e}");
     }
 }

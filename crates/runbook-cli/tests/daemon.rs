@@ -55,7 +55,7 @@ fn free_port() -> u16 {
 /// The daemon's metrics, parsed as Prometheus text; `None` until it listens.
 fn try_scrape(port: u16) -> Option<prometheus_parse::Scrape> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let body = text.split_once("\r\n\r\n")?.1;
