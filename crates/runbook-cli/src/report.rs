@@ -215,82 +215,57 @@ impl Report {
     /// One test case per step call (and per skipped step); failures carry the
     /// error and the last log lines.
     fn junit(&self) -> String {
-        let cases: Vec<&StepRow> = self
-            .steps
-            .iter()
-            .filter(|s| s.attempts > 0 || s.state == "skipped")
-            .collect();
-        let failures = cases.iter().filter(|s| s.state == "failed").count();
-        let skipped = cases.iter().filter(|s| s.state == "skipped").count();
-        let errors = cases
-            .iter()
-            .filter(|s| matches!(s.state.as_str(), "interrupted" | "waiting" | "running" | "retrying"))
-            .count();
-        let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-        let _ = writeln!(
-            x,
-            "<testsuites name=\"runbook\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{:.3}\">",
-            cases.len(),
-            self.duration_seconds.unwrap_or(0.0)
-        );
-        let _ = writeln!(
-            x,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{:.3}\" timestamp=\"{}\">",
-            xml(&format!("{} v{}", self.playbook, self.version)),
-            cases.len(),
-            self.duration_seconds.unwrap_or(0.0),
-            xml(&self.started)
-        );
-        let _ = writeln!(
-            x,
-            "    <properties><property name=\"run\" value=\"{}\"/><property name=\"status\" value=\"{}\"/><property name=\"plan_hash\" value=\"{}\"/></properties>",
-            xml(&self.run),
-            xml(&self.status),
-            xml(&self.plan_hash)
-        );
-        for s in cases {
-            let time = s.duration_ms.map_or(0.0, |m| m as f64 / 1000.0);
-            let _ = write!(
-                x,
-                "    <testcase classname=\"{}\" name=\"{}\" time=\"{time:.3}\"",
-                xml(&self.playbook),
-                xml(&s.step)
-            );
-            let message = xml(s.error.as_deref().unwrap_or(""));
-            let body = cdata(&match self.log_tails.get(&s.step) {
-                Some(tail) => format!(
-                    "{}\n--- last log lines ---\n{}",
-                    s.error.as_deref().unwrap_or(""),
-                    tail.join("\n")
-                ),
-                None => s.error.clone().unwrap_or_default(),
-            });
-            match s.state.as_str() {
-                "failed" => {
-                    let _ = writeln!(
-                        x,
-                        ">\n      <failure message=\"{message}\" type=\"step failed\">{body}</failure>\n    </testcase>"
-                    );
-                }
+        use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
+        let seconds = |s: f64| std::time::Duration::from_secs_f64(s.max(0.0));
+        let mut suite = TestSuite::new(format!("{} v{}", self.playbook, self.version));
+        if let Ok(at) = chrono::DateTime::parse_from_rfc3339(&self.started) {
+            suite.set_timestamp(at);
+        }
+        suite.set_time(seconds(self.duration_seconds.unwrap_or(0.0)));
+        suite.add_properties([
+            Property::new("run", self.run.as_str()),
+            Property::new("status", self.status.as_str()),
+            Property::new("plan_hash", self.plan_hash.as_str()),
+        ]);
+        for s in self.steps.iter().filter(|s| s.attempts > 0 || s.state == "skipped") {
+            let error = s.error.clone().unwrap_or_default();
+            let body = match self.log_tails.get(&s.step) {
+                Some(tail) => format!("{error}\n--- last log lines ---\n{}", tail.join("\n")),
+                None => error.clone(),
+            };
+            let status = match s.state.as_str() {
+                "succeeded" => TestCaseStatus::success(),
                 "skipped" => {
-                    let _ = writeln!(x, ">\n      <skipped message=\"{message}\"/>\n    </testcase>");
+                    let mut st = TestCaseStatus::skipped();
+                    st.set_message(error.as_str());
+                    st
                 }
-                "succeeded" => {
-                    let _ = writeln!(x, "/>");
+                "failed" => {
+                    let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                    st.set_message(error.as_str())
+                        .set_type("step failed")
+                        .set_description(body);
+                    st
                 }
                 other => {
-                    let _ = writeln!(
-                        x,
-                        ">\n      <error message=\"{}\" type=\"{}\">{message}</error>\n    </testcase>",
-                        xml(&format!("the step is {other}: {}", s.error.as_deref().unwrap_or(""))),
-                        xml(other),
-                        message = body
-                    );
+                    let mut st = TestCaseStatus::non_success(NonSuccessKind::Error);
+                    st.set_message(format!("the step is {other}: {error}"))
+                        .set_type(other)
+                        .set_description(body);
+                    st
                 }
-            }
+            };
+            let mut case = TestCase::new(s.step.as_str(), status);
+            case.set_classname(self.playbook.as_str())
+                .set_time(seconds(s.duration_ms.map_or(0.0, |m| m as f64 / 1000.0)));
+            suite.add_test_case(case);
         }
-        x.push_str("  </testsuite>\n</testsuites>\n");
-        x
+        let mut report = Report::new("runbook");
+        report.set_time(seconds(self.duration_seconds.unwrap_or(0.0)));
+        report.add_test_suite(suite);
+        report
+            .to_string()
+            .unwrap_or_else(|e| format!("<!-- cannot write the JUnit report: {e} -->\n"))
     }
 
     fn markdown(&self) -> String {
@@ -520,22 +495,6 @@ fn xml(s: &str) -> String {
         }
     }
     o
-}
-
-/// Text as an XML CDATA section (the log lines as they were, for JUnit
-/// consumers); control characters become spaces.
-fn cdata(s: &str) -> String {
-    let clean: String = s
-        .chars()
-        .map(|c| {
-            if (c as u32) < 0x20 && c != '\n' && c != '\t' {
-                ' '
-            } else {
-                c
-            }
-        })
-        .collect();
-    format!("<![CDATA[{}]]>", clean.replace("]]>", "]]]]><![CDATA[>"))
 }
 
 /// Text for a Markdown table cell: one line, pipes escaped.
