@@ -451,15 +451,7 @@ fn validate(lib: &Library, registry: &Registry, specs: &[String], output: Output
                 if !json {
                     eprintln!("error: {e}");
                 }
-                let d = crate::json_out::Diag {
-                    severity: "error",
-                    code: "not-found".to_owned(),
-                    message: e.to_string(),
-                    file: spec.clone(),
-                    line: None,
-                    column: None,
-                    hint: None,
-                };
+                let d = crate::json_out::Diag::unlocated("not-found", e.to_string(), spec);
                 files.push(checked(None, false, vec![d]));
                 continue;
             }
@@ -489,15 +481,7 @@ fn validate(lib: &Library, registry: &Registry, specs: &[String], output: Output
                 if !json {
                     eprintln!("error: {e}");
                 }
-                let d = crate::json_out::Diag {
-                    severity: "error",
-                    code: "library".to_owned(),
-                    message: e.to_string(),
-                    file: located.path.display().to_string(),
-                    line: None,
-                    column: None,
-                    hint: None,
-                };
+                let d = crate::json_out::Diag::unlocated("library", e.to_string(), &located.path.display().to_string());
                 files.push(checked(Some(located.path.display().to_string()), false, vec![d]));
             }
             Err(LoadError::Invalid(inv)) => {

@@ -93,6 +93,19 @@ pub(crate) struct Diag {
 }
 
 impl Diag {
+    /// An error about a whole file (not found, not readable).
+    pub(crate) fn unlocated(code: &str, message: String, file: &str) -> Diag {
+        Diag {
+            severity: "error",
+            code: code.to_owned(),
+            message,
+            file: file.to_owned(),
+            line: None,
+            column: None,
+            hint: None,
+        }
+    }
+
     pub(crate) fn of(source: &Source, d: &Diagnostic) -> Diag {
         Diag {
             severity: match d.severity {
