@@ -152,22 +152,31 @@ pub(crate) fn list(state: Option<PathBuf>, output: Output) -> Exit {
             println!("no locks held");
             return Exit::Ok;
         }
-        println!(
-            "{:<28}  {:<26}  {:<12}  {:>7}  {:<24}  LEASE UNTIL",
-            "KEY", "RUN", "USER", "PID", "SINCE"
+        use crate::table::Column;
+        let rows = locks
+            .iter()
+            .map(|l| {
+                vec![
+                    l.key.clone(),
+                    l.run_id.clone(),
+                    l.user.clone(),
+                    l.pid.map(|p| p.to_string()).unwrap_or_default(),
+                    l.since.clone(),
+                    format!("{}{}", l.expires_at, if l.expired { " (expired: free)" } else { "" }),
+                ]
+            })
+            .collect();
+        crate::table::print(
+            &[
+                Column("KEY", false),
+                Column("RUN", false),
+                Column("USER", false),
+                Column("PID", true),
+                Column("SINCE", false),
+                Column("LEASE UNTIL", false),
+            ],
+            rows,
         );
-        for l in &locks {
-            println!(
-                "{:<28}  {:<26}  {:<12}  {:>7}  {:<24}  {}{}",
-                l.key,
-                l.run_id,
-                l.user,
-                l.pid.map(|p| p.to_string()).unwrap_or_default(),
-                l.since,
-                l.expires_at,
-                if l.expired { " (expired: free)" } else { "" }
-            );
-        }
         Exit::Ok
     })
 }

@@ -79,23 +79,33 @@ pub(crate) fn list(state: Option<PathBuf>, output: Output) -> Exit {
             println!("no worker has served this state yet (hint: `runbook worker`)");
             return Exit::Ok;
         }
-        let width = workers.iter().map(|w| w.name.len()).max().unwrap_or(4).max(4);
-        println!(
-            "{:width$}  {:8}  {:>4}  {:20}  {:>8}  {:24}  LAST SEEN",
-            "NAME", "STATE", "RUNS", "HOST", "PID", "STARTED"
+        use crate::table::Column;
+        let rows = workers
+            .iter()
+            .map(|w| {
+                vec![
+                    w.name.clone(),
+                    w.state.to_string(),
+                    format!("{}/{}", w.running, w.concurrency),
+                    w.host.clone(),
+                    w.pid.to_string(),
+                    w.started_at.clone(),
+                    w.seen_at.clone(),
+                ]
+            })
+            .collect();
+        crate::table::print(
+            &[
+                Column("NAME", false),
+                Column("STATE", false),
+                Column("RUNS", true),
+                Column("HOST", false),
+                Column("PID", true),
+                Column("STARTED", false),
+                Column("LAST SEEN", false),
+            ],
+            rows,
         );
-        for w in &workers {
-            println!(
-                "{:width$}  {:8}  {:>4}  {:20}  {:>8}  {:24}  {}",
-                w.name,
-                w.state,
-                format!("{}/{}", w.running, w.concurrency),
-                w.host,
-                w.pid,
-                w.started_at,
-                w.seen_at
-            );
-        }
         Exit::Ok
     })
 }
