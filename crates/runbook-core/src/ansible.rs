@@ -263,10 +263,12 @@ fn build(mut raw: Raw) -> Result<Inventory, String> {
         };
         hosts.insert(name, host);
     }
+    // Group variables are already merged into each host's.
     Ok(Inventory {
         defaults: HostSettings::default(),
         hosts,
         groups,
+        group_vars: IndexMap::new(),
     })
 }
 

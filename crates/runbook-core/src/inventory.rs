@@ -9,6 +9,8 @@
 //!   bastion: { address: bastion.example.com }
 //! groups:
 //!   web: [web1, web2]
+//! group_vars:
+//!   web: { tier: front }
 //! ```
 //!
 //! Templates read it as `inventory.groups.web` (a list of host names) and
@@ -35,6 +37,10 @@ pub struct Inventory {
     /// Named lists of hosts.
     #[serde(default)]
     pub groups: IndexMap<String, Vec<String>>,
+    /// Variables every host of a group gets (groups in the order written; a
+    /// host's own `vars` win).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub group_vars: IndexMap<String, IndexMap<String, Json>>,
 }
 
 /// How to reach hosts.
@@ -77,8 +83,9 @@ pub struct Host {
 }
 
 impl Inventory {
-    /// A host with the defaults applied.
-    pub fn resolved(&self, name: &str) -> Option<(String, HostSettings, &IndexMap<String, Json>)> {
+    /// A host with the defaults applied, and its variables: its groups'
+    /// `group_vars`, then its own.
+    pub fn resolved(&self, name: &str) -> Option<(String, HostSettings, IndexMap<String, Json>)> {
         let h = self.hosts.get(name)?;
         let d = &self.defaults;
         let s = &h.settings;
@@ -90,7 +97,14 @@ impl Inventory {
             accept_new_host_keys: s.accept_new_host_keys.or(d.accept_new_host_keys),
             known_hosts: s.known_hosts.clone().or_else(|| d.known_hosts.clone()),
         };
-        Some((h.address.clone().unwrap_or_else(|| name.to_owned()), settings, &h.vars))
+        let mut vars = IndexMap::new();
+        for (group, values) in &self.group_vars {
+            if self.groups.get(group).is_some_and(|m| m.iter().any(|x| x == name)) {
+                vars.extend(values.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+        vars.extend(h.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Some((h.address.clone().unwrap_or_else(|| name.to_owned()), settings, vars))
     }
 
     /// The groups each host is in.
@@ -148,7 +162,7 @@ pub fn load(source: &Source) -> Result<Inventory, Vec<Diagnostic>> {
         .map_err(|e| vec![Diagnostic::error("invalid", format!("invalid inventory: {e}"), None)])
 }
 
-/// Groups and jumps must name hosts of the inventory.
+/// Groups and jumps must name hosts of the inventory; `group_vars`, groups.
 fn references(root: &Node) -> Vec<Diagnostic> {
     let names: Vec<&str> = root
         .get("hosts")
@@ -173,6 +187,27 @@ fn references(root: &Node) -> Vec<Diagnostic> {
                     ),
                 );
             }
+        }
+    }
+    let groups: Vec<&str> = root
+        .get("groups")
+        .and_then(Node::entries)
+        .map(|m| m.iter().map(|(k, _)| k.name.as_str()).collect())
+        .unwrap_or_default();
+    for (group, _) in root.get("group_vars").and_then(Node::entries).unwrap_or_default() {
+        if !groups.contains(&group.name.as_str()) {
+            out.push(
+                Diagnostic::error(
+                    "unknown-group",
+                    format!("`group_vars` names an unknown group `{}`", group.name),
+                    Some(group.span),
+                )
+                .label("not a group of this inventory")
+                .maybe_hint(
+                    suggestion(&group.name, groups.iter().copied())
+                        .or_else(|| Some("declare it under `groups:`".to_owned())),
+                ),
+            );
         }
     }
     let jumps = root
@@ -226,6 +261,18 @@ mod tests {
         assert_eq!(vars["role"], "web");
         let (addr, s, _) = inv.resolved("web2").expect("web2");
         assert_eq!((addr.as_str(), s.user.as_deref()), ("web2", Some("root")));
+        // Group variables, with a host's own winning.
+        let inv = load(&src(
+            "hosts:\n  web1: { vars: { tier: edge } }\n  web2: {}\ngroups:\n  web: [web1, web2]\ngroup_vars:\n  web: { tier: front, env: prod }\n",
+        ))
+        .expect("loads");
+        let t = inv.to_template();
+        assert_eq!(
+            t["hosts"]["web2"]["vars"],
+            serde_json::json!({"tier": "front", "env": "prod"})
+        );
+        assert_eq!(t["hosts"]["web1"]["vars"]["tier"], "edge");
+        assert_eq!(t["hosts"]["web1"]["vars"]["env"], "prod");
         let t = inv.to_template();
         assert_eq!(t["groups"]["web"], serde_json::json!(["web1", "web2"]));
         assert_eq!(t["hosts"]["web1"]["groups"], serde_json::json!(["web"]));
