@@ -258,7 +258,7 @@ pub(crate) enum Command {
         #[arg(long, conflicts_with = "kind")]
         events: bool,
         /// Print the schema of a command's `--output json` instead (list,
-        /// show, validate, inventory).
+        /// show, validate, inventory, plan, history, locks, workers).
         #[arg(long, value_name = "COMMAND", conflicts_with_all = ["kind", "events"])]
         output_of: Option<String>,
     },

@@ -1,5 +1,6 @@
 //! `--output json` of the read-only commands (`list`, `show`, `validate`,
-//! `inventory`): one JSON document each, typed here so that its JSON Schema
+//! `inventory`, and `plan`, `history`, `locks`, `workers` whose types live in
+//! the engine and the state crate): one JSON document each, typed so that its JSON Schema
 //! (`runbook schema --output-of COMMAND`, checked in under `schemas/cli/`) is
 //! generated from the same types that print it.
 
@@ -153,15 +154,33 @@ pub(crate) struct Host {
 
 /// The commands with a JSON document of their own, for `runbook schema
 /// --output-of`.
-pub(crate) const COMMANDS: &[&str] = &["list", "show", "validate", "inventory"];
+pub(crate) const COMMANDS: &[&str] = &[
+    "list",
+    "show",
+    "validate",
+    "inventory",
+    "plan",
+    "history",
+    "locks",
+    "workers",
+];
 
-/// The JSON Schema of a command's `--output json`.
+/// The JSON Schema of a command's `--output json`: of what is written (a
+/// field left out when empty is not required).
 pub(crate) fn schema_of(command: &str) -> Option<serde_json::Value> {
+    let generator = schemars::generate::SchemaSettings::default()
+        .for_serialize()
+        .into_generator();
     let schema = match command {
-        "list" => schemars::schema_for!(List),
-        "show" => schemars::schema_for!(Show),
-        "validate" => schemars::schema_for!(Validate),
-        "inventory" => schemars::schema_for!(Inventory),
+        "list" => generator.into_root_schema_for::<List>(),
+        "show" => generator.into_root_schema_for::<Show>(),
+        "validate" => generator.into_root_schema_for::<Validate>(),
+        "inventory" => generator.into_root_schema_for::<Inventory>(),
+        "plan" => generator.into_root_schema_for::<runbook_engine::plan::Plan>(),
+        // `status` without a run lists runs the same way.
+        "history" => generator.into_root_schema_for::<Vec<runbook_state::RunRecord>>(),
+        "locks" => generator.into_root_schema_for::<Vec<runbook_state::Lock>>(),
+        "workers" => generator.into_root_schema_for::<Vec<runbook_state::WorkerRow>>(),
         _ => return None,
     };
     serde_json::to_value(schema).ok()

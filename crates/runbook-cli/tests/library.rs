@@ -332,7 +332,16 @@ fn playbooks_that_change_one_target_share_its_lock_key() {
 /// their types; the committed copies must be current.
 #[test]
 fn committed_cli_schemas_are_current() {
-    for command in ["list", "show", "validate", "inventory"] {
+    for command in [
+        "list",
+        "show",
+        "validate",
+        "inventory",
+        "plan",
+        "history",
+        "locks",
+        "workers",
+    ] {
         let out = Run::new().args(["schema", "--output-of", command]).run().exit(0);
         let path = format!("schemas/cli/{command}.json");
         let committed = std::fs::read_to_string(workspace().join(&path)).unwrap_or_default();
@@ -373,6 +382,19 @@ fn json_output_of_the_read_commands_follows_its_schema() {
     let valid = repo.exec(["validate", "--output", "json"]).exit(0);
     let doc = check("validate", &valid.stdout);
     assert_eq!(doc["invalid"], 0);
+    let plan = repo
+        .exec(["plan", "rolling-deploy", "--set", "release=v2", "--output", "json"])
+        .exit(0);
+    check("plan", &plan.stdout);
+    // A run's history and the locks, from a state of its own.
+    let hello = Run::new().playbook("hello", HELLO);
+    hello.exec(["run", "hello"]).exit(0);
+    let doc = check(
+        "history",
+        &hello.exec(["history", "hello", "--output", "json"]).exit(0).stdout,
+    );
+    assert_eq!(doc[0]["playbook"], "hello");
+    check("locks", &hello.exec(["locks", "--output", "json"]).exit(0).stdout);
 
     // A broken playbook: each diagnostic with file, line and column, nothing on stderr.
     let broken = Run::new()

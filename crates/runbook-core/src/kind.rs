@@ -159,7 +159,7 @@ impl std::fmt::Debug for StepContext {
 }
 
 /// What a step does to the world, as `plan` shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Effect {
     /// Only looks: safe to run any time.

@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::{Value as Json, json};
 
 /// The whole plan of a run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Plan {
     /// The playbook's name.
     pub playbook: String,
@@ -44,7 +44,7 @@ pub struct Plan {
 }
 
 /// What the plan knows about a step's condition.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", tag = "decided")]
 pub enum When {
     /// No condition, or it is true already.
@@ -62,7 +62,7 @@ pub enum When {
 }
 
 /// How a `for_each` step will fan out.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct FanOut {
     /// The item variable.
     pub var: String,
@@ -79,7 +79,7 @@ pub struct FanOut {
 }
 
 /// One step of the plan.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PlanStep {
     /// The step path, e.g. `roll[web2].deploy`; what logs and resume use.
     pub path: String,

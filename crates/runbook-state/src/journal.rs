@@ -267,7 +267,7 @@ pub struct NewRun {
 }
 
 /// A stored run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RunRecord {
     /// Its id.
     pub id: String,

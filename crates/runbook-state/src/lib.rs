@@ -279,7 +279,7 @@ pub struct WorkerInfo {
 }
 
 /// A worker as `runbook workers` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct WorkerRow {
     /// Its name.
     pub name: String,
@@ -323,7 +323,7 @@ pub struct LockHolder {
 }
 
 /// A lease on a key (the playbook's `lock:`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct Lock {
     /// The key.
     pub key: String,
