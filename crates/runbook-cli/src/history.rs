@@ -20,12 +20,17 @@ fn between(a: &str, b: &str) -> Option<Duration> {
 }
 
 /// One step's story, from its events.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
 pub(crate) struct StepRow {
+    /// The step path (`roll[web1].deploy`).
     pub(crate) step: String,
+    /// Its last state: succeeded, failed, retrying, skipped, interrupted,
+    /// waiting, undone, running.
     pub(crate) state: String,
+    /// Attempts started.
     pub(crate) attempts: u32,
-    pub(crate) duration_ms: Option<u128>,
+    /// From its first start to its last end, in milliseconds.
+    pub(crate) duration_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
     /// The worker that last started it (runs of the queue).
@@ -73,7 +78,7 @@ pub(crate) fn steps(events: &[Recorded]) -> Vec<StepRow> {
                 rows[i].duration_ms = first_start[i]
                     .as_deref()
                     .and_then(|s| between(s, at))
-                    .map(|d| d.as_millis());
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
             }
             Event::StepFailed {
                 step,
@@ -91,7 +96,7 @@ pub(crate) fn steps(events: &[Recorded]) -> Vec<StepRow> {
                 rows[i].duration_ms = first_start[i]
                     .as_deref()
                     .and_then(|s| between(s, at))
-                    .map(|d| d.as_millis());
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
             }
             Event::StepSkipped { step, reason } => {
                 let i = idx(&mut rows, &mut first_start, step);
@@ -117,8 +122,8 @@ pub(crate) fn steps(events: &[Recorded]) -> Vec<StepRow> {
     rows
 }
 
-fn ms(d: Option<u128>) -> String {
-    d.map(|m| crate::observe::short(Duration::from_millis(u64::try_from(m).unwrap_or(u64::MAX))))
+fn ms(d: Option<u64>) -> String {
+    d.map(|m| crate::observe::short(Duration::from_millis(m)))
         .unwrap_or_default()
 }
 
@@ -167,7 +172,7 @@ fn table_with(runs: &[RunRecord], rto: &[Option<f64>], by: &[Vec<String>]) {
             let took = if matches!(r.status, RunStatus::Running | RunStatus::Queued) {
                 String::new()
             } else {
-                ms(between(&r.created_at, &r.updated_at).map(|d| d.as_millis()))
+                ms(between(&r.created_at, &r.updated_at).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
             };
             let mut row = vec![
                 r.id.clone(),
@@ -234,8 +239,12 @@ pub(crate) fn status(state: Option<PathBuf>, run: Option<&str>, output: Output) 
         let last_error = crate::report::last_error(&events);
         let plan = crate::runs::plan_hash(&record);
         if output == Output::Json {
-            let v = serde_json::json!({ "run": record, "plan_hash": plan, "steps": rows, "error": last_error });
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            crate::json_out::print(&crate::json_out::Status {
+                run: record,
+                plan_hash: plan,
+                steps: rows,
+                error: last_error,
+            });
             return Exit::Ok;
         }
         println!(

@@ -152,6 +152,19 @@ pub(crate) struct Host {
     pub(crate) vars: IndexMap<String, serde_json::Value>,
 }
 
+/// `runbook status RUN --output json`: one run and each of its steps.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct Status {
+    /// The run.
+    pub(crate) run: runbook_state::RunRecord,
+    /// The plan an approval of this run is bound to (SHA-256).
+    pub(crate) plan_hash: String,
+    /// Each step path, in the order it first ran, with its last state.
+    pub(crate) steps: Vec<crate::history::StepRow>,
+    /// Why the run did not succeed, if it did not.
+    pub(crate) error: Option<String>,
+}
+
 /// The commands with a JSON document of their own, for `runbook schema
 /// --output-of`.
 pub(crate) const COMMANDS: &[&str] = &[
@@ -159,6 +172,7 @@ pub(crate) const COMMANDS: &[&str] = &[
     "show",
     "validate",
     "inventory",
+    "status",
     "plan",
     "history",
     "locks",
@@ -177,6 +191,8 @@ pub(crate) fn schema_of(command: &str) -> Option<serde_json::Value> {
         "validate" => generator.into_root_schema_for::<Validate>(),
         "inventory" => generator.into_root_schema_for::<Inventory>(),
         "plan" => generator.into_root_schema_for::<runbook_engine::plan::Plan>(),
+        // `status RUN`; without a run, `status` lists runs as `history` does.
+        "status" => generator.into_root_schema_for::<Status>(),
         // `status` without a run lists runs the same way.
         "history" => generator.into_root_schema_for::<Vec<runbook_state::RunRecord>>(),
         "locks" => generator.into_root_schema_for::<Vec<runbook_state::Lock>>(),

@@ -337,6 +337,7 @@ fn committed_cli_schemas_are_current() {
         "show",
         "validate",
         "inventory",
+        "status",
         "plan",
         "history",
         "locks",
@@ -388,7 +389,13 @@ fn json_output_of_the_read_commands_follows_its_schema() {
     check("plan", &plan.stdout);
     // A run's history and the locks, from a state of its own.
     let hello = Run::new().playbook("hello", HELLO);
-    hello.exec(["run", "hello"]).exit(0);
+    let id = hello.exec(["run", "hello"]).exit(0).run_id();
+    let doc = check(
+        "status",
+        &hello.exec(["status", &id, "--output", "json"]).exit(0).stdout,
+    );
+    assert_eq!(doc["steps"][0]["state"], "succeeded");
+    check("history", &hello.exec(["status", "--output", "json"]).exit(0).stdout);
     let doc = check(
         "history",
         &hello.exec(["history", "hello", "--output", "json"]).exit(0).stdout,
