@@ -15,8 +15,7 @@ use crate::runs::{open_run, runtime};
 use runbook_core::kind::Registry;
 use runbook_state::{Event, LogLine, Recorded, RunRecord, Store};
 use serde::Serialize;
-use serde_json::Value as Json;
-use std::fmt::Write as _;
+use serde_json::{Value as Json, json};
 use std::path::PathBuf;
 
 /// Everything a report says.
@@ -268,177 +267,87 @@ impl Report {
             .unwrap_or_else(|e| format!("<!-- cannot write the JUnit report: {e} -->\n"))
     }
 
+    /// What the Markdown and HTML templates show: the report, with its
+    /// durations and measurements in words.
+    fn view(&self) -> Json {
+        let steps: Vec<Json> = self
+            .steps
+            .iter()
+            .map(|s| {
+                json!({
+                    "step": s.step,
+                    "state": s.state,
+                    "attempts": s.attempts,
+                    "took": took(s.duration_ms.map(|ms| ms as f64 / 1000.0)),
+                    "error": s.error.clone().unwrap_or_default(),
+                })
+            })
+            .collect();
+        let objectives: Vec<Json> = self
+            .objectives
+            .iter()
+            .map(|o| {
+                json!({
+                    "name": o.name,
+                    "target": o.target,
+                    "measured": o.measured_seconds.map_or("-".to_owned(), |s| format!("{s:.1} s")),
+                    "verdict": o.verdict,
+                    "verdict_class": o.verdict.replace(' ', "-"),
+                })
+            })
+            .collect();
+        let tails: Vec<Json> = self
+            .log_tails
+            .iter()
+            .map(|(step, tail)| json!({ "step": step, "text": tail.join("\n") }))
+            .collect();
+        let actions: Vec<Json> = self
+            .operator_actions
+            .iter()
+            .map(|a| {
+                json!({
+                    "at": a.at,
+                    "who": a.who,
+                    "action": a.action,
+                    "step": a.step.clone().unwrap_or_default(),
+                    "comment": a.comment.clone().unwrap_or_default(),
+                })
+            })
+            .collect();
+        json!({
+            "playbook": self.playbook,
+            "version": self.version,
+            "run": self.run,
+            "status": self.status,
+            "started": self.started,
+            "finished": self.finished,
+            "user": self.user,
+            "plan_hash": self.plan_hash,
+            "took": took(self.duration_seconds),
+            "error": self.error,
+            "objectives": objectives,
+            "steps": steps,
+            "tails": tails,
+            "operator_actions": actions,
+            "timeline": self.timeline,
+        })
+    }
+
+    /// Renders a report template (handlebars), each value escaped by `escape`.
+    fn fill(&self, template: &str, escape: fn(&str) -> String) -> String {
+        let mut hb = handlebars::Handlebars::new();
+        hb.set_strict_mode(true);
+        hb.register_escape_fn(escape);
+        hb.render_template(template, &self.view())
+            .unwrap_or_else(|e| format!("cannot render the report: {e}\n"))
+    }
+
     fn markdown(&self) -> String {
-        let mut m = String::new();
-        let _ = writeln!(
-            m,
-            "# {} v{}: run {} {}\n",
-            self.playbook, self.version, self.run, self.status
-        );
-        let _ = writeln!(
-            m,
-            "| started | finished | took | by | plan hash |\n|---|---|---|---|---|"
-        );
-        let _ = writeln!(
-            m,
-            "| {} | {} | {} | {} | `{}` |\n",
-            self.started,
-            self.finished,
-            took(self.duration_seconds),
-            self.user,
-            self.plan_hash
-        );
-        if let Some(e) = &self.error {
-            let _ = writeln!(m, "**{}**: {}\n", self.status, md(e));
-        }
-        if !self.objectives.is_empty() {
-            let _ = writeln!(
-                m,
-                "## Objectives\n\n| objective | target | measured | verdict |\n|---|---|---|---|"
-            );
-            for o in &self.objectives {
-                let _ = writeln!(
-                    m,
-                    "| {} | {} | {} | **{}** |",
-                    o.name,
-                    o.target,
-                    o.measured_seconds.map_or("-".to_owned(), |s| format!("{s:.1} s")),
-                    o.verdict
-                );
-            }
-            m.push('\n');
-        }
-        let _ = writeln!(
-            m,
-            "## Steps\n\n| step | state | attempts | took | error |\n|---|---|---|---|---|"
-        );
-        for s in &self.steps {
-            let _ = writeln!(
-                m,
-                "| `{}` | {} | {} | {} | {} |",
-                s.step,
-                s.state,
-                s.attempts,
-                took(s.duration_ms.map(|ms| ms as f64 / 1000.0)),
-                md(s.error.as_deref().unwrap_or(""))
-            );
-        }
-        for (step, tail) in &self.log_tails {
-            let _ = writeln!(m, "\nLast log lines of `{step}`:\n\n```\n{}\n```", tail.join("\n"));
-        }
-        if !self.operator_actions.is_empty() {
-            let _ = writeln!(m, "\n## Operator actions and approvals\n");
-            for a in &self.operator_actions {
-                let _ = writeln!(
-                    m,
-                    "- {} **{}** {}{}{}",
-                    a.at,
-                    a.who,
-                    a.action,
-                    a.step.as_deref().map(|s| format!(" `{s}`")).unwrap_or_default(),
-                    a.comment.as_deref().map(|c| format!(": {}", md(c))).unwrap_or_default()
-                );
-            }
-        }
-        let _ = writeln!(m, "\n## Timeline\n");
-        for t in &self.timeline {
-            let _ = writeln!(m, "- {} {}", t.at, md(&t.what));
-        }
-        m
+        self.fill(include_str!("report.md.hbs"), md)
     }
 
     fn html(&self) -> String {
-        let mut h = String::from("<!doctype html>\n<html><head><meta charset=\"utf-8\">");
-        let _ = write!(
-            h,
-            "<title>{} v{} run {}</title><style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.met{{color:#070}}.missed,.failed{{color:#b00}}</style></head><body>",
-            xml(&self.playbook),
-            self.version,
-            xml(&self.run)
-        );
-        let _ = write!(
-            h,
-            "<h1>{} v{}: run {} <span class=\"{}\">{}</span></h1>",
-            xml(&self.playbook),
-            self.version,
-            xml(&self.run),
-            xml(&self.status),
-            xml(&self.status)
-        );
-        let _ = write!(
-            h,
-            "<p>started {} by {}, finished {}, took {}; plan hash <code>{}</code></p>",
-            xml(&self.started),
-            xml(&self.user),
-            xml(&self.finished),
-            took(self.duration_seconds),
-            xml(&self.plan_hash)
-        );
-        if let Some(e) = &self.error {
-            let _ = write!(h, "<p class=\"failed\">{}</p>", xml(e));
-        }
-        if !self.objectives.is_empty() {
-            h.push_str(
-                "<h2>Objectives</h2><table><tr><th>objective</th><th>target</th><th>measured</th><th>verdict</th></tr>",
-            );
-            for o in &self.objectives {
-                let _ = write!(
-                    h,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
-                    o.name,
-                    xml(&o.target),
-                    o.measured_seconds.map_or("-".to_owned(), |s| format!("{s:.1} s")),
-                    o.verdict.replace(' ', "-"),
-                    o.verdict
-                );
-            }
-            h.push_str("</table>");
-        }
-        h.push_str(
-            "<h2>Steps</h2><table><tr><th>step</th><th>state</th><th>attempts</th><th>took</th><th>error</th></tr>",
-        );
-        for s in &self.steps {
-            let _ = write!(
-                h,
-                "<tr><td><code>{}</code></td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                xml(&s.step),
-                xml(&s.state),
-                xml(&s.state),
-                s.attempts,
-                took(s.duration_ms.map(|ms| ms as f64 / 1000.0)),
-                xml(s.error.as_deref().unwrap_or(""))
-            );
-        }
-        h.push_str("</table>");
-        for (step, tail) in &self.log_tails {
-            let _ = write!(
-                h,
-                "<h3>last log lines of <code>{}</code></h3><pre>{}</pre>",
-                xml(step),
-                xml(&tail.join("\n"))
-            );
-        }
-        if !self.operator_actions.is_empty() {
-            h.push_str("<h2>Operator actions and approvals</h2><ul>");
-            for a in &self.operator_actions {
-                let _ = write!(
-                    h,
-                    "<li>{} <b>{}</b> {} {} {}</li>",
-                    xml(&a.at),
-                    xml(&a.who),
-                    xml(&a.action),
-                    xml(a.step.as_deref().unwrap_or("")),
-                    xml(a.comment.as_deref().unwrap_or(""))
-                );
-            }
-            h.push_str("</ul>");
-        }
-        h.push_str("<h2>Timeline</h2><ul>");
-        for t in &self.timeline {
-            let _ = write!(h, "<li>{} {}</li>", xml(&t.at), xml(&t.what));
-        }
-        h.push_str("</ul></body></html>\n");
-        h
+        self.fill(include_str!("report.html.hbs"), xml)
     }
 }
 
