@@ -24,8 +24,8 @@ fn between(a: &str, b: &str) -> Option<Duration> {
 pub(crate) struct StepRow {
     /// The step path (`roll[web1].deploy`).
     pub(crate) step: String,
-    /// Its last state: succeeded, failed, retrying, skipped, interrupted,
-    /// waiting, undone, running.
+    /// Its last state: succeeded, failed, refused (failed before its action
+    /// began), retrying, skipped, interrupted, waiting, undone, running.
     pub(crate) state: String,
     /// Attempts started.
     pub(crate) attempts: u32,
@@ -84,11 +84,15 @@ pub(crate) fn steps(events: &[Recorded]) -> Vec<StepRow> {
                 step,
                 error,
                 will_retry,
-                ..
+                attempt,
             } => {
                 let i = idx(&mut rows, &mut first_start, step);
                 rows[i].state = if *will_retry {
                     "retrying".into()
+                } else if *attempt == 0 {
+                    // It failed before its action began (its parameters did
+                    // not render, its condition did not decide): it never acted.
+                    "refused".into()
                 } else {
                     "failed".into()
                 };

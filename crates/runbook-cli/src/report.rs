@@ -239,7 +239,7 @@ impl Report {
                     st.set_message(error.as_str());
                     st
                 }
-                "failed" => {
+                "failed" | "refused" => {
                     let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
                     st.set_message(error.as_str())
                         .set_type("step failed")

@@ -526,8 +526,21 @@ fn a_handler_knows_whether_the_step_it_compensates_ever_acted() {
         "{HEAD}inputs:\n  fail_in: {{ type: string }}\nsteps:\n  - {{ id: probe, uses: shell, with: {{ run: \"echo '{{\\\"a\\\": 1}}'\", json: true }} }}\n  - id: deploy\n    uses: shell\n    with: {{ run: \"echo deployed >> {m}; test {{{{inputs.fail_in}}}} != deploy && echo {{{{#if (eq inputs.fail_in 'render')}}}}{{{{steps.probe.outputs.json.b}}}}{{{{/if}}}}\" }}\n    on_failure:\n      - {{ id: rollback, when: \"{{{{steps.deploy.acted}}}}\", uses: shell, with: {{ run: \"echo rolled-back >> {m}\" }} }}\n"
     );
     let run = run.playbook("t", &yaml);
-    run.exec(["run", "t", "--set", "fail_in=render"]).exit(1);
+    let id = run.exec(["run", "t", "--set", "fail_in=render"]).exit(1).run_id();
     assert!(!marks.exists(), "never acted, never rolled back");
+    // The journal says it failed before acting: `status` shows it refused.
+    let v = status_json(&run, &id);
+    let deploy = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "deploy")
+        .cloned();
+    assert_eq!(
+        deploy.map(|d| d["state"].clone()),
+        Some(serde_json::json!("refused")),
+        "{v:#}"
+    );
     run.exec(["run", "t", "--set", "fail_in=deploy"]).exit(1);
     assert_eq!(lines(&marks), ["deployed", "rolled-back"]);
 }
