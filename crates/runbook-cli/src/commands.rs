@@ -145,26 +145,22 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
         } => crate::history::history(state, &playbook, limit, output),
         Command::Graph { playbook, format } => graph(&lib, &registry, &playbook, format),
         Command::Schema {
-            kind,
-            events,
             output_of: Some(command),
-        } => {
-            let _ = (kind, events);
-            match crate::json_out::schema_of(&command) {
-                Some(s) => {
-                    crate::json_out::print(&s);
-                    Exit::Ok
-                }
-                None => {
-                    eprintln!(
-                        "error: `{command}` has no JSON document of its own (hint: one of {}; `run`, `plan`, `status` \
-                         and the others print events: `runbook schema --events`)",
-                        crate::json_out::COMMANDS.join(", ")
-                    );
-                    Exit::Invalid
-                }
+            ..
+        } => match crate::json_out::schema_of(&command) {
+            Some(s) => {
+                crate::json_out::print(&s);
+                Exit::Ok
             }
-        }
+            None => {
+                eprintln!(
+                    "error: `{command}` has no JSON document of its own (hint: one of {}; `run`, `plan`, `status` \
+                         and the others print events: `runbook schema --events`)",
+                    crate::json_out::COMMANDS.join(", ")
+                );
+                Exit::Invalid
+            }
+        },
         Command::Schema { kind, events, .. } => schema(&registry, kind.as_deref(), events),
         Command::Docs {
             what: crate::args::Docs::Steps,
@@ -634,15 +630,8 @@ pub(crate) fn load_inventory(path: Option<&std::path::Path>) -> Option<runbook_c
             return None;
         }
     };
-    if runbook_core::ansible::is_ansible(path, &text) {
-        // An Ansible inventory, INI or YAML, read as it is.
-        let read = if runbook_core::ansible::is_ini(&text) {
-            runbook_core::ansible::from_ini(&text)
-        } else {
-            runbook_core::parse::parse(&text)
-                .map_err(|d| d.iter().map(|d| d.message.clone()).collect::<Vec<_>>().join("; "))
-                .and_then(|node| runbook_core::ansible::from_yaml(&node.to_json()))
-        };
+    // An Ansible inventory, INI or YAML, is read as it is.
+    if let Some(read) = runbook_core::ansible::read(path, &text) {
         return match read {
             Ok(inv) => Some(inv),
             Err(e) => {

@@ -26,15 +26,13 @@ pub(crate) fn user() -> String {
         .or_else(|_| std::env::var("USER"))
         .ok()
         .filter(|u| !u.is_empty())
-        .or_else(|| {
+        .unwrap_or_else(|| {
             let uid = nix::unistd::getuid();
             nix::unistd::User::from_uid(uid)
                 .ok()
                 .flatten()
-                .map(|u| u.name)
-                .or_else(|| Some(format!("uid {uid}")))
+                .map_or_else(|| format!("uid {uid}"), |u| u.name)
         })
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {

@@ -4,22 +4,9 @@
 
 mod support;
 use std::time::Duration;
-use support::Run;
+use support::{Run, lines, status_json};
 
 const HEAD: &str = "apiVersion: runbook/v1\nname: t\nversion: 1\n";
-
-fn lines(path: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-fn status_json(run: &Run, id: &str) -> serde_json::Value {
-    let out = run.exec(["status", id, "--output", "json"]).exit(0);
-    serde_json::from_str(&out.stdout).expect("status json")
-}
 
 fn step<'a>(v: &'a serde_json::Value, path: &str) -> &'a serde_json::Value {
     v["steps"]

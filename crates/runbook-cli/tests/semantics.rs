@@ -5,18 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
-use support::Run;
+use support::{Run, lines, status_json};
 
 const HEAD: &str = "apiVersion: runbook/v1\nname: t\nversion: 1\n";
-
-fn count(path: &std::path::Path) -> usize {
-    std::fs::read_to_string(path).unwrap_or_default().lines().count()
-}
-
-fn status_json(run: &Run, id: &str) -> serde_json::Value {
-    let out = run.exec(["status", id, "--output", "json"]).exit(0);
-    serde_json::from_str(&out.stdout).expect("status json")
-}
 
 /// runs.md: "A run is executed by one process at a time."
 #[test]
@@ -48,7 +39,7 @@ fn two_resumes_started_together_run_the_run_once() {
             codes == [Some(0), Some(4)] || codes == [Some(0), Some(2)],
             "exit codes {codes:?}\n{said}"
         );
-        assert_eq!(count(&marks), 1, "s2 ran once\n{said}");
+        assert_eq!(lines(&marks).len(), 1, "s2 ran once\n{said}");
         let v = status_json(&run, &id);
         assert_eq!(v["run"]["status"], "succeeded", "{v:#}");
     }
@@ -80,14 +71,6 @@ fn started_id(stdout: &str) -> String {
         .find_map(|l| l.strip_prefix("run ").and_then(|r| r.strip_suffix(" started")))
         .map(str::to_owned)
         .unwrap_or_else(|| panic!("no run id in\n{stdout}"))
-}
-
-fn lines(path: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// templates.md: "An input value is data in every shell context."

@@ -14,12 +14,25 @@ use crate::inventory::{Host, HostSettings, Inventory};
 use indexmap::IndexMap;
 use serde_json::Value as Json;
 
-/// True if the text looks like an Ansible inventory rather than runbook's own.
-pub fn is_ansible(path: &std::path::Path, text: &str) -> bool {
+/// Reads an inventory file as Ansible's if it is one (INI, or YAML without
+/// runbook's own keys); `None` when it is runbook's own format.
+pub fn read(path: &std::path::Path, text: &str) -> Option<Result<Inventory, String>> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if matches!(ext, "ini" | "cfg") || ext.is_empty() && text.lines().any(|l| l.trim_start().starts_with('[')) {
-        return true;
+    if matches!(ext, "ini" | "cfg") || is_ini(text) {
+        return Some(from_ini(text));
     }
+    if !is_ansible_yaml(text) {
+        return None;
+    }
+    Some(
+        crate::parse::parse(text)
+            .map_err(|d| d.iter().map(|d| d.message.clone()).collect::<Vec<_>>().join("; "))
+            .and_then(|node| from_yaml(&node.to_json())),
+    )
+}
+
+/// True if YAML text is an Ansible inventory rather than runbook's own.
+fn is_ansible_yaml(text: &str) -> bool {
     // YAML: Ansible's starts with `all:` (or groups with hosts/children), ours
     // with `defaults`, `hosts` or `groups`.
     let top: Vec<&str> = text
@@ -27,12 +40,15 @@ pub fn is_ansible(path: &std::path::Path, text: &str) -> bool {
         .filter(|l| !l.starts_with([' ', '\t', '#', '-']) && l.contains(':'))
         .filter_map(|l| l.split(':').next())
         .collect();
-    !top.is_empty() && !top.iter().any(|k| matches!(*k, "defaults" | "hosts" | "groups"))
+    !top.is_empty()
+        && !top
+            .iter()
+            .any(|k| matches!(*k, "defaults" | "hosts" | "groups" | "group_vars"))
 }
 
-/// True if an Ansible inventory is INI (`[group]` sections, no YAML keys at
+/// True if an inventory is Ansible's INI (`[group]` sections, no YAML keys at
 /// the top level).
-pub fn is_ini(text: &str) -> bool {
+fn is_ini(text: &str) -> bool {
     let section = |l: &str| l.starts_with('[') && l.ends_with(']');
     let yaml_key = |l: &&str| !l.starts_with([' ', '\t', '#', ';', '[']) && l.trim_end().ends_with(':');
     text.lines().any(|l| section(l.trim())) && !text.lines().any(|l| yaml_key(&l))

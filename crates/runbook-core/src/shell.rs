@@ -544,9 +544,11 @@ pub(crate) fn quote_marked(s: &str) -> Result<String, Refusal> {
 
 /// The places in a shell field's template where no value could be inserted
 /// safely (for `validate`): each `{{...}}` is read as a value in the command
-/// around it. Block helpers and raw insertions are left out.
-pub fn refusals(template: &str) -> Vec<Refusal> {
+/// around it. Block helpers and raw insertions are left out. Each refusal comes
+/// with the `{{...}}` it is about, as written.
+pub fn refusals(template: &str) -> Vec<(Refusal, &str)> {
     let mut probe = String::with_capacity(template.len());
+    let mut values: Vec<&str> = Vec::new();
     let mut rest = template;
     while let Some(start) = rest.find("{{") {
         probe.push_str(&rest[..start]);
@@ -567,6 +569,7 @@ pub fn refusals(template: &str) -> Vec<Refusal> {
             probe.push(OPEN);
             probe.push('0');
             probe.push(CLOSE);
+            values.push(&after[..len + end + close.len()]);
         }
         rest = &after[len + end + close.len()..];
     }
@@ -585,6 +588,12 @@ pub fn refusals(template: &str) -> Vec<Refusal> {
         found.push(r);
     }
     found
+        .into_iter()
+        .map(|r| {
+            let at = values.get(r.value).copied().unwrap_or(template);
+            (r, at)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -634,7 +643,7 @@ mod tests {
     fn refusals_point_at_the_value() {
         let r = refusals("echo ok {{inputs.a}} `echo {{inputs.b}}`");
         assert_eq!(r.len(), 1);
-        assert_eq!(r[0].value, 1);
+        assert_eq!((r[0].0.value, r[0].1), (1, "{{inputs.b}}"));
         assert!(refusals("echo \"$(echo {{inputs.x}})\" {{#if a}}`date`{{/if}}").is_empty());
         assert_eq!(refusals("echo ${X:-{{inputs.x}}}").len(), 1);
     }

@@ -1217,8 +1217,8 @@ impl<'a> Check<'a> {
             );
         }
         if shell {
-            for r in crate::shell::refusals(text) {
-                let at = nth_mustache(text, r.value).map_or(node.span, |m| self.sub_span(node, m));
+            for (r, written) in crate::shell::refusals(text) {
+                let at = self.sub_span(node, written);
                 self.diags.push(
                     Diagnostic::error("unsafe-in-shell", r.message, Some(at))
                         .label("no quoting keeps this value data here")
@@ -1560,32 +1560,4 @@ fn allowed_keys(schema: &Json, schema_path: &str) -> Vec<String> {
         .and_then(Json::as_object)
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default()
-}
-
-/// The text of the `n`-th value insertion (`{{...}}`, not a block or a raw
-/// insertion) in a template, as written.
-fn nth_mustache(text: &str, n: usize) -> Option<&str> {
-    let mut rest = text;
-    let mut offset = 0;
-    let mut seen = 0;
-    while let Some(start) = rest.find("{{") {
-        let after = &rest[start..];
-        let (close, len) = if after.starts_with("{{{") {
-            ("}}}", 3)
-        } else {
-            ("}}", 2)
-        };
-        let end = after[len..].find(close)? + len + close.len();
-        let inner = after[len..end - close.len()].trim_start_matches('~').trim_start();
-        if len == 2 && !inner.starts_with(['#', '/', '^', '!', '>']) && inner.trim() != "else" {
-            if seen == n {
-                let from = offset + start;
-                return text.get(from..from + end);
-            }
-            seen += 1;
-        }
-        offset += start + end;
-        rest = &after[end..];
-    }
-    None
 }

@@ -633,19 +633,8 @@ impl<'a> Exec<'a> {
         let Ok(events) = self.engine.store.events(&self.run_id).await else {
             return;
         };
-        let mut last: IndexMap<&str, &Event> = IndexMap::new();
-        for rec in &events {
-            if let Some(step) = rec.event.step() {
-                last.insert(step, &rec.event);
-            }
-        }
-        for (step, event) in last {
-            if let Event::StepStarted { attempt, .. } = event {
-                self.journal_soon(Event::StepInterrupted {
-                    step: step.to_owned(),
-                    attempt: *attempt,
-                });
-            }
+        for (step, attempt) in Replay::new(&events).unended {
+            self.journal_soon(Event::StepInterrupted { step, attempt });
         }
     }
 
@@ -954,11 +943,12 @@ impl<'a> Exec<'a> {
             return false;
         }
         let handlers = format!("{path}.on_failure.");
+        let (inside, items) = (format!("{path}."), format!("{path}["));
         let (mut handled, mut other) = (None, None);
         for (k, seq) in &self.replay.last_seq {
             if k.starts_with(&handlers) {
                 handled = handled.max(Some(*seq));
-            } else if k == path || k.starts_with(&format!("{path}.")) || k.starts_with(&format!("{path}[")) {
+            } else if k == path || k.starts_with(&inside) || k.starts_with(&items) {
                 other = other.max(Some(*seq));
             }
         }

@@ -50,6 +50,9 @@ pub struct Replay {
     pub succeeded_seq: HashMap<String, i64>,
     /// Paths an operator marked done (a decision that `--rerun` can undo).
     pub marked_done: HashSet<String>,
+    /// Paths whose latest event is their start: a runner that was killed
+    /// never recorded how they ended (with the attempt that ran).
+    pub unended: HashMap<String, u32>,
 }
 
 impl Replay {
@@ -59,6 +62,15 @@ impl Replay {
         for rec in events {
             if let Some(step) = rec.event.step() {
                 r.last_seq.insert(step.to_owned(), rec.seq);
+                match &rec.event {
+                    Event::StepStarted { attempt, .. } => {
+                        r.unended.insert(step.to_owned(), *attempt);
+                    }
+                    Event::OperatorAction { .. } | Event::ItemsResolved { .. } => {}
+                    _ => {
+                        r.unended.remove(step);
+                    }
+                }
             }
             match &rec.event {
                 Event::RunQueued { .. } => {}

@@ -554,6 +554,21 @@ impl Lab {
     }
 }
 
+/// The lines of a marker file (none if it does not exist).
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `runbook status RUN --output json`.
+pub fn status_json(run: &Run, id: &str) -> serde_json::Value {
+    let out = run.exec(["status", id, "--output", "json"]).exit(0);
+    serde_json::from_str(&out.stdout).expect("status json")
+}
+
 /// A plain HTTP/1.0 GET; the body.
 pub fn http_get(address: &str, port: u16, path: &str) -> String {
     use std::io::{Read, Write};
