@@ -4,6 +4,7 @@ Django service (/health/, /health/ready/, /version/) plus endpoints that tests u
 to make it slow, fail or flap.
 
     python3 tests/lab/app.py --bind 127.0.0.1 --port 0 [--version v1] [--root /srv/app --name web1]
+        [--tls-cert CRT --tls-key KEY] [--no-version-endpoint]
 
 With `--root`, the release served is read from ROOT/current/VERSION on every
 request (a deploy switches the `current` link); a release with a BROKEN file
@@ -13,6 +14,8 @@ much later (a release that breaks a latency objective); 5xx answers are logged
 as ERROR lines; /health/ready/ answers 503 while ROOT/MAINTENANCE exists, and, when
 ROOT/config/env names DATABASE_URL and REDIS_URL, checks both for real (the
 database must accept writes) and answers 503 with the failed check otherwise.
+With --tls-cert/--tls-key it serves https only; with --no-version-endpoint
+the release is only at /api/build (as `build.release`), as some services have it.
 SIGTERM stops accepting, lets requests in flight finish, then exits.
 Prints `listening <port>` once it accepts connections. The readiness checks need
 psycopg (the lab's venv); everything else is the standard library.
@@ -21,6 +24,7 @@ import argparse
 import json
 import os
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -29,7 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stack  # noqa: E402
 
-STATE = {"version": "v0", "flaky": 0, "root": None, "name": None}
+STATE = {"version": "v0", "flaky": 0, "root": None, "name": None, "version_endpoint": True}
 LOCK = threading.Lock()
 
 
@@ -137,7 +141,7 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send(503, {"status": "unhealthy", "release": version()})
             ok, checks = readiness()
             return self.send(200 if ok else 503, {"status": "ready" if ok else "not ready", "checks": checks})
-        if path == "/version/":
+        if path == "/version/" and STATE["version_endpoint"]:
             return self.send(200, {"version": version(), "host": STATE["name"]})
         # Another shape of the same fact, as other services write it.
         if path == "/api/build":
@@ -165,7 +169,8 @@ class Server(ThreadingHTTPServer):
     def handle_error(self, request, client_address):
         # A client that hangs up (a health check, a test's load) is not an
         # error of the app: only real errors reach the log.
-        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+        # Nor is a TLS client that leaves before or during the handshake.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, ssl.SSLError)):
             return
         super().handle_error(request, client_address)
 
@@ -178,9 +183,17 @@ def main():
     ap.add_argument("--root", default=None)
     ap.add_argument("--name", default=None)
     ap.add_argument("--pidfile", default=None)
+    ap.add_argument("--tls-cert", default=None)
+    ap.add_argument("--tls-key", default=None)
+    ap.add_argument("--no-version-endpoint", action="store_true")
     a = ap.parse_args()
-    STATE.update(version=a.version, root=a.root, name=a.name)
+    STATE.update(version=a.version, root=a.root, name=a.name, version_endpoint=not a.no_version_endpoint)
     srv = Server((a.bind, a.port), Handler)
+    if a.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(a.tls_cert, a.tls_key)
+        # The handshake happens in each request's thread, not in the accept loop.
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
     # Requests in flight are finished on SIGTERM: server_close joins them.
     srv.daemon_threads = False
     srv.block_on_close = True

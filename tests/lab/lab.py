@@ -28,6 +28,16 @@ With `--postgres`, a PostgreSQL 15 primary and a streaming standby
 (accounts, transactions) owned by role `app`, TLS on with a certificate from
 the lab's own CA (DIR/pg/tls/ca.crt); their DSNs are in lab.json.
 
+`--flavor alt` is another world of the same stack, for the tests that the
+playbook library is portable (FLAVOURS below): hosts ledger-N in group
+`frontends` (Celery in `queue`), reached over ssh as the system user `labops`
+(made on first use), with /srv/ledger and scripts bin/install-release, svc,
+jobs and admin; the app serves https only (a certificate from the lab's CA,
+DIR/tls/ca.crt) and says its release at /api/build as `build.release`; the
+database is `ledger` owned by `ledger_svc`; HAProxy's backend is `django_pool`
+and blue-green's map DIR/colours.map has `live green`. lab.json's `inputs`
+has the values that point the library at whichever flavour is up.
+
 `--bare` is for benchmarks: sshd only (several addresses per sshd, --per-sshd),
 no app or HAProxy. In every mode, root's dotfiles are hidden on the hosts. Needs root (namespaces, sshd), python3,
 openssh-server and haproxy: scripts/setup installs them.
@@ -56,7 +66,7 @@ DEPLOY = """#!/bin/sh
 # PREVIOUS (what a rollback goes back to) and logs each deploy in deploys.log.
 set -eu
 release="$1"
-root=/srv/app
+root={root}
 previous=$(basename "$(readlink "$root/current" 2>/dev/null || echo none)")
 rm -rf "$root/releases/$release.new"
 if [ -d "{artifacts}/$release" ]; then
@@ -82,16 +92,16 @@ APP_CTL = """#!/bin/sh
 # app start|stop|restart|kill|status: the app server (Daphne in production).
 # stop lets requests in flight finish (SIGTERM), then waits up to 30 s.
 set -eu
-root=/srv/app
+root={root}
 pidfile=$root/run/app.pid
 alive() {{ [ -f "$pidfile" ] && p=$(cat "$pidfile") && [ -e "/proc/$p" ] && [ "$(sed 's/.*) //' "/proc/$p/stat" | cut -c1)" != Z ]; }}
 case "${{1:-status}}" in
 start)
   if alive; then echo "app is already running (pid $(cat "$pidfile"))"; exit 0; fi
   mkdir -p "$root/run"
-  setsid {py} {here}/app.py --bind {addr} --port {port} --root "$root" --name {name} --pidfile "$pidfile" >>"$root/run/app.log" 2>&1 </dev/null &
+  setsid {py} {here}/app.py --bind {addr} --port {port} --root "$root" --name {name} --pidfile "$pidfile" {app_args} >>"$root/run/app.log" 2>&1 </dev/null &
   i=0
-  while ! curl -s -o /dev/null --max-time 10 http://{addr}:{port}/version/; do
+  while ! curl -s -o /dev/null --max-time 10 {curl_args} {scheme}://{addr}:{port}/health/; do
     i=$((i+1)); [ $i -lt 150 ] || {{ echo "app did not start; see $root/run/app.log" >&2; exit 1; }}
     sleep 0.1
   done
@@ -119,7 +129,7 @@ CELERY_CTL = """#!/bin/sh
 # and beat. stop-workers is a warm shutdown through the broker (`celery control
 # shutdown`): the worker finishes the tasks it runs, then exits.
 set -eu
-root=/srv/app
+root={root}
 run=$root/run/celery
 set -a; . "$root/config/env"; set +a
 export LAB_CELERY_DIR=$run PYTHONPATH={here}
@@ -219,7 +229,7 @@ esac
 
 # manage: the app's manage.py (tests/lab/manage.py) on this host.
 MANAGE = """#!/bin/sh
-exec {py} {here}/manage.py --root /srv/app "$@"
+exec {py} {here}/manage.py --root {root} "$@"
 """
 
 
@@ -227,6 +237,28 @@ exec {py} {here}/manage.py --root /srv/app "$@"
 # machine's root (a pyenv init in ~/.bashrc costs 100 ms per command, as bash
 # sources it under sshd) are hidden.
 CLEAN = 'for f in /root/.bashrc /root/.profile /root/.bash_profile; do [ -f "$f" ] && mount --bind /dev/null "$f"; done; '
+
+
+# What differs between the lab's flavours: what a real deployment of the same
+# stack chooses for itself. `default` is the lab the library was written with;
+# `alt` is another world, for the tests that the library is portable: its own
+# host and group names, ssh user, folder and script names, a version endpoint
+# of another path and shape (no /version/), database and role names, HAProxy
+# backend and map names, green live, and TLS on the app with its own CA.
+FLAVOURS = {
+    "default": dict(
+        root="/srv/app", host="web{}", group="web", workers="workers", user="root",
+        deploy="deploy", app="app", celery="celery", manage="manage",
+        version_path="/version/", version_field="version",
+        database="finance", role="app", backend="app", map="bluegreen.map", key="active", live="blue", tls=False,
+    ),
+    "alt": dict(
+        root="/srv/ledger", host="ledger-{}", group="frontends", workers="queue", user="labops",
+        deploy="install-release", app="svc", celery="jobs", manage="admin",
+        version_path="/api/build", version_field="build.release",
+        database="ledger", role="ledger_svc", backend="django_pool", map="colours.map", key="live", live="green", tls=True,
+    ),
+}
 
 
 def die(msg):
@@ -288,7 +320,9 @@ class Lab:
         self.dir = os.path.abspath(a.dir)
         self.procs = []  # (what, Popen), stopped in reverse order
         self.hosts = []
+        self.app_ca = None
         self.info = {}
+        self.f = FLAVOURS[a.flavor]
 
     def spawn(self, what, argv, log):
         out = open(log, "ab")
@@ -323,10 +357,12 @@ class Lab:
         os.makedirs(f"{self.dir}/hosts", exist_ok=True)
         os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation folder
         os.makedirs("/srv", exist_ok=True)  # mount point for each host's private /srv
+        os.chmod(self.dir, 0o755)  # the ssh user reads the artifacts
+        self.ssh_user()
         keygen(f"{self.dir}/client_key")
         shutil.copy(f"{self.dir}/client_key.pub", f"{self.dir}/authorized_keys")
         block = a.block if a.block is not None else random.randint(16, 250)
-        names = [f"web{i}" for i in range(1, a.hosts + 1)]
+        names = [self.f["host"].format(i) for i in range(1, a.hosts + 1)]
         addrs = [f"127.0.{block + (i - 1) // 250}.{(i - 1) % 250 + 1}" for i in range(1, a.hosts + 1)]
         ssh_port = free_port(addrs)
         app_port = free_port(addrs)
@@ -350,14 +386,15 @@ class Lab:
                 os.makedirs(f"{app}/bin", exist_ok=True)
                 with open(f"{app}/NAME", "w") as f:
                     f.write(lead + "\n")
-                self.script(f"{app}/bin/deploy", DEPLOY.format(artifacts=f"{self.dir}/artifacts"))
+                self.script(f"{app}/bin/{self.f['deploy']}", DEPLOY.format(artifacts=f"{self.dir}/artifacts", root=self.f["root"]))
                 os.makedirs(f"{app}/releases/{a.release}", exist_ok=True)
                 with open(f"{app}/releases/{a.release}/VERSION", "w") as f:
                     f.write(a.release + "\n")
                 if not os.path.lexists(f"{app}/current"):
                     os.symlink(f"releases/{a.release}", f"{app}/current")
                 # A private mount namespace: a tmpfs on /srv, the host's folder on /srv/app.
-                wrap = CLEAN + 'mount -t tmpfs lab /srv && mkdir /srv/app && mount --bind "$1" /srv/app && shift && exec "$@"'
+                root = self.f["root"]
+                wrap = CLEAN + f'mount -t tmpfs lab /srv && mkdir {root} && mount --bind "$1" {root} && shift && exec "$@"'
                 sshd = ["unshare", "-m", "--propagation", "private", "sh", "-c", wrap, "sh", app] + sshd
                 p = self.spawn(f"sshd {lead}", sshd, f"{hd}/sshd.log")
             for m in members:
@@ -380,11 +417,11 @@ class Lab:
             # beat) is started the way an operator would: by its script, inside
             # the host. They are stopped by their pidfiles.
             for h in self.hosts:
-                self.in_host(h, "/srv/app/bin/app", "start")
+                self.in_host(h, f"{self.f['root']}/bin/{self.f['app']}", "start")
                 h["app_pidfile"] = f"{h['dir']}/app/run/app.pid"
             if a.stack and self.hosts:
                 h = self.hosts[0]
-                self.in_host(h, "/srv/app/bin/celery", "start")
+                self.in_host(h, f"{self.f['root']}/bin/{self.f['celery']}", "start")
                 self.info["celery"] = {"host": h["name"], "dir": f"{h['dir']}/app/run/celery", "venv": VENV}
             if not a.no_haproxy and self.hosts:
                 self.haproxy()
@@ -396,25 +433,59 @@ class Lab:
         os.chmod(path, 0o755)
 
     def host_scripts(self, h, port):
-        """bin/app, bin/manage (and bin/celery, config/env in a --stack lab)."""
+        """The host's scripts (the flavour names them; by default bin/app,
+        bin/manage, and bin/celery and config/env in a --stack lab), all of
+        its folder owned by the flavour's ssh user."""
+        fl = self.f
         app = f"{h['dir']}/app"
         py = f"{VENV}/bin/python" if os.path.exists(f"{VENV}/bin/python") else sys.executable
         if self.a.stack and py == sys.executable:
             die(f"the lab's venv ({VENV}) is missing: scripts/setup makes it (psycopg, celery)")
-        fill = dict(py=py, here=HERE, addr=h["address"], port=port, name=h["name"], venv=VENV)
-        self.script(f"{app}/bin/app", APP_CTL.format(**fill))
-        self.script(f"{app}/bin/manage", MANAGE.format(**fill))
+        app_args, curl_args, scheme = [], "", "http"
+        if fl["version_path"] != "/version/":
+            app_args.append("--no-version-endpoint")
+        if fl["tls"]:
+            tls = f"{app}/tls"
+            self.app_ca = self.certificate(tls, "app", [h["address"]], fl["user"])
+            inside = f"{fl['root']}/tls"
+            app_args += ["--tls-cert", f"{inside}/app.crt", "--tls-key", f"{inside}/app.key"]
+            curl_args, scheme = f"--cacert {self.app_ca}", "https"
+        fill = dict(py=py, here=HERE, addr=h["address"], port=port, name=h["name"], venv=VENV, root=fl["root"],
+                    app_args=" ".join(app_args), curl_args=curl_args, scheme=scheme)
+        self.script(f"{app}/bin/{fl['app']}", APP_CTL.format(**fill))
+        self.script(f"{app}/bin/{fl['manage']}", MANAGE.format(**fill))
         if self.a.stack:
-            self.script(f"{app}/bin/celery", CELERY_CTL.format(**fill))
+            self.script(f"{app}/bin/{fl['celery']}", CELERY_CTL.format(**fill))
             os.makedirs(f"{app}/config", exist_ok=True)
             with open(f"{app}/config/env", "w") as f:
                 f.write(f"DATABASE_URL={self.info['postgres']['primary']['app_dsn']}\n"
                         f"REDIS_URL={self.info['redis']['url']}\n")
             with open(f"{app}/releases/{self.a.release}/MIGRATION", "w") as f:
                 f.write("0005_seed\n")
+        if fl["user"] != "root":
+            subprocess.run(["chown", "-R", f"{fl['user']}:{fl['user']}", app], check=True)
+
+    def ssh_user(self):
+        """The flavour's ssh user: root, or a system user of the lab's, made
+        on first use (a shell, a password that is not locked, as sshd without
+        PAM wants it, and the host's folder as its home)."""
+        user = self.f["user"]
+        if user == "root":
+            return
+        import pwd
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--shell", "/bin/sh", "--home-dir", self.f["root"], "--no-create-home", user],
+                           check=True)
+        subprocess.run(["usermod", "--password", "*", user], check=True)
 
     def in_host(self, h, *argv):
-        """Runs a command inside host h's mount namespace, as its sshd sees it."""
+        """Runs a command inside host h's mount namespace, as its sshd sees it,
+        as the flavour's ssh user."""
+        user = self.f["user"]
+        if user != "root":
+            argv = ("setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--", "env", f"HOME={self.f['root']}", *argv)
         r = subprocess.run(["nsenter", "-t", str(h["sshd_pid"]), "-m", *argv], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
         if r.returncode != 0:
@@ -435,8 +506,13 @@ class Lab:
         d = self.dir
         lb_port = free_port(["127.0.0.1"])
         admin_port = free_port(["127.0.0.1"])
+        fl = self.f
+        # With TLS on the app, HAProxy speaks TLS to it (and checks it) and
+        # verifies it against the lab's CA.
+        ssl = f" ssl verify required ca-file {self.app_ca}" if fl["tls"] else ""
+
         def servers_of(hosts):
-            return "".join(f"    server {h['name']} {h['address']}:{h['app_port']} check\n" for h in hosts)
+            return "".join(f"    server {h['name']} {h['address']}:{h['app_port']} check{ssl}\n" for h in hosts)
 
         servers = servers_of(self.hosts)
         # Blue-green: the first half of the hosts is blue, the rest green; the
@@ -444,8 +520,9 @@ class Lab:
         half = max(1, len(self.hosts) // 2)
         blue, green = self.hosts[:half], self.hosts[half:] or self.hosts[:half]
         bg_port = free_port(["127.0.0.1"])
-        with open(f"{d}/bluegreen.map", "w") as f:
-            f.write("active blue\n")
+        bg_map = f"{d}/{fl['map']}"
+        with open(bg_map, "w") as f:
+            f.write(f"{fl['key']} {fl['live']}\n")
         cfg = f"""global
     stats socket {d}/haproxy.sock mode 600 level admin
     stats socket ipv4@127.0.0.1:{admin_port} level admin
@@ -463,13 +540,13 @@ defaults
 
 frontend web
     bind 127.0.0.1:{lb_port}
-    default_backend app
+    default_backend {fl['backend']}
 
 frontend bluegreen
     bind 127.0.0.1:{bg_port}
-    use_backend %[str(active),map({d}/bluegreen.map,blue)]
+    use_backend %[str({fl['key']}),map({bg_map},{fl['live']})]
 
-backend app
+backend {fl['backend']}
     balance roundrobin
     option httpchk GET /health/
     default-server inter 300ms fall 2 rise 2
@@ -492,13 +569,38 @@ backend green
             "socket": f"{d}/haproxy.sock",
             "config": f"{d}/haproxy.cfg",
             "state_file": f"{d}/haproxy.state",
-            "backend": "app",
+            "backend": fl["backend"],
             "bluegreen_port": bg_port,
-            "map": f"{d}/bluegreen.map",
+            "map": bg_map,
+            "map_key": fl["key"],
+            "live": fl["live"],
             "blue": [h["name"] for h in blue],
             "green": [h["name"] for h in green],
             "pid": p.pid,
         }
+
+    def certificate(self, folder, name, addresses, owner):
+        """FOLDER/NAME.crt and NAME.key (owned by `owner`, 0600) for `addresses`,
+        signed by the lab's CA (DIR/tls/ca.crt, made on first use)."""
+        ossl = lambda *argv: subprocess.run(["openssl", *argv], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ca = f"{self.dir}/tls"
+        if not os.path.exists(f"{ca}/ca.crt"):
+            if not shutil.which("openssl"):
+                die("openssl is missing (the lab's certificates): apt-get install openssl (scripts/setup does it)")
+            os.makedirs(ca, exist_ok=True)
+            ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=runbook lab CA",
+                 "-keyout", f"{ca}/ca.key", "-out", f"{ca}/ca.crt")
+        os.makedirs(folder, exist_ok=True)
+        base = f"{folder}/{name}"
+        ossl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={addresses[0]}", "-keyout", f"{base}.key", "-out", f"{base}.csr")
+        with open(f"{base}.ext", "w") as f:
+            f.write("subjectAltName=" + ",".join(f"IP:{a}" for a in addresses) + "\nbasicConstraints=CA:FALSE\n")
+        ossl("x509", "-req", "-in", f"{base}.csr", "-CA", f"{ca}/ca.crt", "-CAkey", f"{ca}/ca.key", "-CAcreateserial",
+             "-days", "2", "-extfile", f"{base}.ext", "-out", f"{base}.crt")
+        for f in (f"{base}.key", f"{base}.crt"):
+            shutil.chown(f, owner, owner)
+            os.chmod(f, 0o600)
+        return f"{ca}/ca.crt"
 
     def as_postgres(self, argv):
         return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"] + argv
@@ -539,20 +641,9 @@ backend green
         shutil.chown(pwfile, "postgres", "postgres")
         os.chmod(pwfile, 0o600)
         primary, standby = free_port(["127.0.0.1"]), free_port(["127.0.0.1"])
-        # TLS: a CA of the lab's and a certificate for 127.0.0.1 signed by it.
+        # TLS: a certificate for 127.0.0.1 signed by the lab's CA.
         tls = f"{d}/tls"
-        os.makedirs(tls, exist_ok=True)
-        ossl = lambda *argv: subprocess.run(["openssl", *argv], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=runbook lab CA",
-             "-keyout", f"{tls}/ca.key", "-out", f"{tls}/ca.crt")
-        ossl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", f"{tls}/server.key", "-out", f"{tls}/server.csr")
-        with open(f"{tls}/ext", "w") as f:
-            f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
-        ossl("x509", "-req", "-in", f"{tls}/server.csr", "-CA", f"{tls}/ca.crt", "-CAkey", f"{tls}/ca.key", "-CAcreateserial",
-             "-days", "2", "-extfile", f"{tls}/ext", "-out", f"{tls}/server.crt")
-        for f in ("server.key", "server.crt"):
-            shutil.chown(f"{tls}/{f}", "postgres", "postgres")
-            os.chmod(f"{tls}/{f}", 0o600)
+        self.certificate(tls, "server", ["127.0.0.1"], "postgres")
         run = lambda argv, **kw: subprocess.run(self.as_postgres(argv), check=True, stdout=subprocess.DEVNULL, **kw)
         run([f"{self.pg_bin}/initdb", "--no-sync", "-D", f"{d}/primary", "-U", "postgres", "--pwfile", pwfile,
              "--auth-local=trust", "--auth-host=scram-sha-256"])
@@ -589,11 +680,12 @@ backend green
 
         p1 = server("primary")
         primary = ports["primary"]
+        db, role = self.f["database"], self.f["role"]
         seed = f"""
-CREATE ROLE app LOGIN PASSWORD '{app_password}';
-CREATE DATABASE finance OWNER app;
-\\c finance
-SET ROLE app;
+CREATE ROLE {role} LOGIN PASSWORD '{app_password}';
+CREATE DATABASE {db} OWNER {role};
+\\c {db}
+SET ROLE {role};
 CREATE TABLE accounts (id serial PRIMARY KEY, name text NOT NULL, balance numeric(12,2) NOT NULL DEFAULT 0);
 CREATE TABLE transactions (id bigserial PRIMARY KEY, account_id int REFERENCES accounts, amount numeric(12,2), at timestamptz DEFAULT now());
 INSERT INTO accounts (name, balance) SELECT 'account ' || g, g * 10 FROM generate_series(1, 200) g;
@@ -628,22 +720,24 @@ INSERT INTO django_migrations (app, name) VALUES ('finance', '0001_initial'), ('
         self.info["postgres"] = {
             "bin": self.pg_bin,
             "socket_dir": d,
-            "ca_file": f"{tls}/ca.crt",
+            "ca_file": f"{self.dir}/tls/ca.crt",
             "password": password,
             "app_password": app_password,
+            "database": db,
+            "role": role,
             "primary": {"port": primary, "pid": p1.pid, "data": f"{d}/primary",
-                        "dsn": dsn("postgres", password, primary, "finance"),
-                        "app_dsn": dsn("app", app_password, primary, "finance")},
+                        "dsn": dsn("postgres", password, primary, db),
+                        "app_dsn": dsn(role, app_password, primary, db)},
             "standby": {"port": standby, "pid": p2.pid, "data": f"{d}/standby",
-                        "dsn": dsn("postgres", password, standby, "finance"),
-                        "app_dsn": dsn("app", app_password, standby, "finance")},
+                        "dsn": dsn("postgres", password, standby, db),
+                        "app_dsn": dsn(role, app_password, standby, db)},
         }
 
     def write_info(self, ssh_port):
         d = self.dir
-        self.info.update(dir=d, hosts=self.hosts, ssh_port=ssh_port, key=f"{d}/client_key", known_hosts=f"{d}/known_hosts", pid=os.getpid())
-        user = "root"
-        lines = ["# The lab's hosts (written by tests/lab/lab.py).", "defaults:", f"  user: {user}", f"  port: {ssh_port}",
+        self.info.update(flavor=self.a.flavor, dir=d, hosts=self.hosts, ssh_port=ssh_port, key=f"{d}/client_key", known_hosts=f"{d}/known_hosts", pid=os.getpid())
+        fl = self.f
+        lines = ["# The lab's hosts (written by tests/lab/lab.py).", "defaults:", f"  user: {fl['user']}", f"  port: {ssh_port}",
                  f'  key: "{d}/client_key"', f'  known_hosts: "{d}/known_hosts"', "hosts:" if self.hosts else "hosts: {}"]
         for h in self.hosts:
             lines.append(f"  {h['name']}:")
@@ -651,13 +745,13 @@ INSERT INTO django_migrations (app, name) VALUES ('finance', '0001_initial'), ('
             if "app_port" in h:
                 lines.append(f"    vars: {{ app_port: {h['app_port']} }}")
         names = lambda hs: "[" + ", ".join(h["name"] for h in hs) + "]"
-        lines += ["groups:", "  web: " + names(self.hosts)]
+        lines += ["groups:", f"  {fl['group']}: " + names(self.hosts)]
         if "haproxy" in self.info:
             # The blue-green halves, as HAProxy's backends `blue` and `green` have them.
             for colour in ("blue", "green"):
                 lines.append(f"  {colour}: [" + ", ".join(self.info["haproxy"][colour]) + "]")
         if "celery" in self.info:
-            lines.append(f"  workers: [{self.info['celery']['host']}]")
+            lines.append(f"  {fl['workers']}: [{self.info['celery']['host']}]")
         lines.append("")
         with open(f"{d}/inventory.yaml", "w") as f:
             f.write("\n".join(lines))
@@ -670,42 +764,56 @@ INSERT INTO django_migrations (app, name) VALUES ('finance', '0001_initial'), ('
         """The values of the library playbooks' inputs that point them at this
         lab: its HAProxy, its app port, and the hosts' scripts where production
         uses systemctl, git, manage.py and celery."""
-        bin = "/srv/app/bin"
+        fl = self.f
+        root = fl["root"]
+        bin = f"{root}/bin"
+        app, celery, manage = f"{bin}/{fl['app']}", f"{bin}/{fl['celery']}", f"{bin}/{fl['manage']}"
         out = {
-            "deploy_cmd": f'{bin}/deploy "$RELEASE"',
-            "rollback_cmd": f'{bin}/deploy "$(cat /srv/app/PREVIOUS)"',
-            "restart_cmd": f"{bin}/app restart",
-            "start_app_cmd": f"{bin}/app start",
-            "stop_app_cmd": f"{bin}/app stop",
-            "start_worker_cmd": f"{bin}/celery start-worker",
-            "start_beat_cmd": f"{bin}/celery start-beat",
-            "stop_beat_cmd": f"{bin}/celery stop-beat",
-            "stop_workers_cmd": f"{bin}/celery stop-workers 60",
-            "worker_check_cmd": f"{bin}/celery ping",
-            "worker_inspect_cmd": f"{bin}/celery inspect",
-            "db_check_cmd": f"{bin}/manage check-db",
-            "cache_check_cmd": f"{bin}/manage check-redis",
-            "clear_cache_cmd": f"{bin}/manage clear-cache",
-            "kill_app_cmd": f"{bin}/app kill",
-            "kill_workers_cmd": f"{bin}/celery kill",
-            "migrate_check_cmd": f"{bin}/manage migrate --check",
-            "migrate_cmd": f"{bin}/manage migrate",
-            "collectstatic_cmd": f"{bin}/manage collectstatic",
-            "showmigrations_cmd": f"{bin}/manage showmigrations",
-            "migrate_to_cmd": f'{bin}/manage migrate "$APP" "$MIGRATION"',
-            "log_file": "/srv/app/run/app.log",
-            "repoint_cmd": 'f=/srv/app/config/env; { grep -v "^DATABASE_URL=" "$f"; echo "DATABASE_URL=$DATABASE_URL"; } > "$f.new" && mv "$f.new" "$f"',
+            "deploy_cmd": f'{bin}/{fl["deploy"]} "$RELEASE"',
+            "rollback_cmd": f'{bin}/{fl["deploy"]} "$(cat {root}/PREVIOUS)"',
+            "restart_cmd": f"{app} restart",
+            "start_app_cmd": f"{app} start",
+            "stop_app_cmd": f"{app} stop",
+            "start_worker_cmd": f"{celery} start-worker",
+            "start_beat_cmd": f"{celery} start-beat",
+            "stop_beat_cmd": f"{celery} stop-beat",
+            "stop_workers_cmd": f"{celery} stop-workers 60",
+            "worker_check_cmd": f"{celery} ping",
+            "worker_inspect_cmd": f"{celery} inspect",
+            "db_check_cmd": f"{manage} check-db",
+            "cache_check_cmd": f"{manage} check-redis",
+            "clear_cache_cmd": f"{manage} clear-cache",
+            "kill_app_cmd": f"{app} kill",
+            "kill_workers_cmd": f"{celery} kill",
+            "migrate_check_cmd": f"{manage} migrate --check",
+            "migrate_cmd": f"{manage} migrate",
+            "collectstatic_cmd": f"{manage} collectstatic",
+            "showmigrations_cmd": f"{manage} showmigrations",
+            "migrate_to_cmd": f'{manage} migrate "$APP" "$MIGRATION"',
+            "log_file": f"{root}/run/app.log",
+            "repoint_cmd": f'f={root}/config/env; {{ grep -v "^DATABASE_URL=" "$f"; echo "DATABASE_URL=$DATABASE_URL"; }} > "$f.new" && mv "$f.new" "$f"',
+            # Names the flavour chooses (the library's defaults are the default flavour's).
+            "group": fl["group"],
+            "worker_group": fl["workers"],
+            "version_path": fl["version_path"],
+            "version_field": fl["version_field"],
+            "app_scheme": "https" if fl["tls"] else "http",
+            "ca_file": self.app_ca if fl["tls"] and self.hosts else "",
         }
         if self.hosts and "app_port" in self.hosts[0]:
             out["app_port"] = self.hosts[0]["app_port"]
         if "haproxy" in self.info:
             out["lb_socket"] = self.info["haproxy"]["socket"]
             out["bluegreen_map"] = self.info["haproxy"]["map"]
+            out["bluegreen_key"] = self.info["haproxy"]["map_key"]
+            out["backend"] = self.info["haproxy"]["backend"]
             out["bluegreen_url"] = f"http://127.0.0.1:{self.info['haproxy']['bluegreen_port']}"
             out["lb_url"] = f"http://127.0.0.1:{self.info['haproxy']['port']}"
         if "redis" in self.info:
             out["redis_url"] = self.info["redis"]["url"]
         if "postgres" in self.info:
+            out["database"] = self.info["postgres"]["database"]
+            out["owner"] = self.info["postgres"]["role"]
             ctl = f"{self.dir}/pg/ctl"
             out["fail_primary_cmd"] = f"{ctl} stop primary"
             out["start_primary_cmd"] = f"{ctl} start primary"
@@ -758,6 +866,8 @@ def main():
     up.add_argument("--postgres", action="store_true", help="a PostgreSQL primary and streaming standby")
     up.add_argument("--stack", action="store_true",
                     help="the whole service: --postgres, Redis, each host configured for both, Celery on web1")
+    up.add_argument("--flavor", choices=sorted(FLAVOURS), default="default",
+                    help="which world: `alt` differs from the default wherever a real deployment could (see FLAVOURS)")
     up.add_argument("--watch-stdin", action="store_true", help="stop when standard input closes (for test harnesses)")
     a = ap.parse_args()
     a.postgres = a.postgres or a.stack

@@ -19,7 +19,7 @@ fn setup_as(uid: u32) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
-    for tool in ["bash", "dirname", "sort", "sed", "env", "cat"] {
+    for tool in ["bash", "dirname", "sort", "sed", "env", "cat", "readlink"] {
         let real = ["/usr/bin", "/bin"]
             .iter()
             .map(|d| Path::new(d).join(tool))

@@ -107,7 +107,8 @@ impl Method {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
-    /// A PEM file of CA certificates to trust, besides the system's.
+    /// A PEM file of CA certificates to trust, besides the system's. Empty
+    /// means none (a playbook input that defaults to the system's CAs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
     /// Accept any certificate. Only for a lab: say so explicitly.
@@ -230,7 +231,7 @@ impl HttpCheck {
         let mut b = reqwest::Client::builder()
             .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::limited(5));
-        if let Some(path) = &tls.ca_file {
+        if let Some(path) = tls.ca_file.as_deref().filter(|p| !p.is_empty()) {
             let pem = std::fs::read(path).map_err(|e| StepError::new(format!("`tls.ca_file` `{path}`: {e}")))?;
             for cert in reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| StepError::new(format!("`tls.ca_file` `{path}` is not PEM certificates: {e}")))?

@@ -368,6 +368,13 @@ impl Lab {
         Lab::start_with(&["--hosts", &hosts.to_string(), "--stack"])
     }
 
+    /// The whole service in the lab's other world (`--flavor alt`): other
+    /// names, user, paths, endpoints and TLS on the app (tests/lab/lab.py's
+    /// FLAVOURS).
+    pub fn alt(hosts: usize) -> Lab {
+        Lab::start_with(&["--hosts", &hosts.to_string(), "--stack", "--flavor", "alt"])
+    }
+
     /// A PostgreSQL primary and streaming standby, no hosts.
     pub fn postgres() -> Lab {
         Lab::start_with(&["--hosts", "0", "--postgres"])
@@ -519,7 +526,12 @@ impl Lab {
     /// `psql` as the superuser on the primary or the standby; its output
     /// (unaligned, tuples only).
     pub fn psql(&self, server: &str, sql: &str) -> String {
-        self.psql_in(server, "finance", sql)
+        self.psql_in(server, self.database(), sql)
+    }
+
+    /// The app's database (`finance` in the default lab).
+    pub fn database(&self) -> &str {
+        self.info["postgres"]["database"].as_str().unwrap_or("finance")
     }
 
     /// `psql` as the superuser in database `db`.
@@ -528,7 +540,7 @@ impl Lab {
         let dsn = pg[server]["dsn"]
             .as_str()
             .unwrap()
-            .replace("/finance?", &format!("/{db}?"));
+            .replace(&format!("/{}?", self.database()), &format!("/{db}?"));
         let out = Command::new(format!("{}/psql", pg["bin"].as_str().unwrap()))
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
             .arg(dsn)
@@ -546,7 +558,8 @@ impl Lab {
     /// A fresh database on the primary for runbook's own state; its URL.
     pub fn state_db(&self, name: &str) -> String {
         self.psql("primary", &format!("CREATE DATABASE {name}"));
-        self.dsn("primary").replace("/finance?", &format!("/{name}?"))
+        self.dsn("primary")
+            .replace(&format!("/{}?", self.database()), &format!("/{name}?"))
     }
 
     pub fn dsn(&self, server: &str) -> String {
