@@ -812,7 +812,14 @@ INSERT INTO django_migrations (app, name) VALUES ('finance', '0001_initial'), ('
         if "redis" in self.info:
             out["redis_url"] = self.info["redis"]["url"]
         if "postgres" in self.info:
-            out["database"] = self.info["postgres"]["database"]
+            db = out["database"] = self.info["postgres"]["database"]
+            # Off the host: a folder of the lab's (S3 in production).
+            off = f"{self.dir}/offsite"
+            os.makedirs(off, exist_ok=True)
+            out["copy_cmd"] = f'cp "$FILE" {off}/'
+            out["verify_cmd"] = f'sha256sum {off}/"$(basename "$FILE")" | cut -d" " -f1'
+            out["fetch_cmd"] = (f'f=$(ls -1 {off} | grep -E "^{db}-.*[.]dump$" | sort | tail -n 1) && '
+                                f'cp {off}/"$f" {off}/"$f.counts.json" "$DEST"/')
             out["owner"] = self.info["postgres"]["role"]
             ctl = f"{self.dir}/pg/ctl"
             out["fail_primary_cmd"] = f"{ctl} stop primary"

@@ -130,11 +130,13 @@ fn trial(seed: u64, span: Duration, seen: &mut Seen) {
         match v["run"]["status"].as_str() {
             Some("succeeded") => {
                 let c = counts(&markers);
-                seen.doubled_idempotent += c.values().filter(|n| **n == 2).count();
+                seen.doubled_idempotent += c.values().filter(|n| **n >= 2).count();
                 for (marker, idempotent) in &expected {
                     let n = c.get(marker).copied().unwrap_or(0);
+                    // An idempotent step runs again after each kill that cut
+                    // it short: once more per kill at most.
                     assert!(
-                        n == 1 || (n == 2 && *idempotent),
+                        n == 1 || (n >= 2 && n <= 1 + kills && *idempotent),
                         "seed {seed}: marker `{marker}` appears {n} times (idempotent: {idempotent}); kills: {kills}"
                     );
                 }

@@ -18,63 +18,92 @@ fn dumps(dir: &std::path::Path) -> Vec<String> {
     v
 }
 
+/// The name `backup` gives a dump of `finance` made `ago` before now (as
+/// `date -d` reads it, e.g. `40 days ago 00:00`).
+fn dump_name(ago: &str) -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", ago, "+finance-%Y%m%dT%H%M%SZ.dump"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The inputs that point backup and restore-test at the lab's off-site
+/// folder, DIR/offsite.
+const OFFSITE: &[&str] = &["copy_cmd", "verify_cmd", "fetch_cmd"];
+
 #[test]
-fn backup_dumps_verifies_copies_off_the_host_and_prunes_by_age() {
+fn backup_dumps_verifies_the_offsite_copy_reports_rpo_and_keeps_the_retention_tiers() {
     let lab = Lab::postgres();
     let backups = lab.dir.path().join("backups");
     let offsite = lab.dir.path().join("offsite");
     std::fs::create_dir_all(&backups).unwrap();
-    std::fs::create_dir_all(&offsite).unwrap();
-    // An old dump past retention, and a recent one within it.
-    let old = backups.join("finance-20260101T000000Z.dump");
-    let recent = backups.join("finance-20261120T000000Z.dump");
-    for f in [&old, &recent] {
-        std::fs::write(f, "old").unwrap();
+    // Earlier dumps: daily ones within 30 days are kept; past that, the first
+    // of a week within 90 days and the first of a month within a year.
+    let keep = [
+        dump_name("6 days ago"),
+        dump_name("40 days ago 00:00"),
+        dump_name("200 days ago 00:00"),
+    ];
+    let drop = [
+        dump_name("40 days ago 12:00"),
+        dump_name("200 days ago 12:00"),
+        dump_name("400 days ago"),
+    ];
+    for f in keep.iter().chain(&drop) {
+        std::fs::write(backups.join(f), "old").unwrap();
+        std::fs::write(backups.join(format!("{f}.counts.json")), "{}").unwrap();
     }
-    let touch = |f: &std::path::Path, when: &str| {
-        assert!(
-            std::process::Command::new("touch")
-                .args(["-d", when])
-                .arg(f)
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
-    touch(&old, "40 days ago");
-    touch(&recent, "6 days ago");
     let run = lab.runbook();
+    let dir = format!("dir={}", backups.display());
     let out = lab
-        .play(
-            &run,
-            "backup",
-            &[],
-            &[
-                &format!("dir={}", backups.display()),
-                "retention_days=30",
-                &format!("copy_cmd=cp \"$FILE\" {}/", offsite.display()),
-            ],
-        )
+        .play(&run, "backup", &OFFSITE[..2], &[&dir])
         .exit(0)
-        .stdout_has("deleted ")
-        .stdout_has("kept 2 dumps");
-    let kept = dumps(&backups);
-    assert_eq!(kept.len(), 2, "{kept:?}\n{}", out.stdout);
-    assert!(!old.exists(), "the 40-day-old dump is gone");
-    assert!(recent.exists(), "the 6-day-old dump is kept");
-    let new = kept.iter().find(|f| !f.starts_with("finance-20261120")).unwrap();
+        .stdout_has("off-site copy verified: sha256")
+        .stdout_has("3 tables, 5205 rows, counted in the dump's snapshot")
+        .stdout_has("kept 4 dumps")
+        .stdout_has("as the weekly copy")
+        .stdout_has("as the monthly copy")
+        .stdout_has("RPO: the newest verified off-site copy");
+    for f in &keep {
+        assert!(backups.join(f).exists(), "{f} kept\n{}", out.stdout);
+    }
+    for f in &drop {
+        assert!(!backups.join(f).exists(), "{f} deleted\n{}", out.stdout);
+        assert!(!backups.join(format!("{f}.counts.json")).exists(), "its counts too");
+    }
+    // Off the host: the new dump and its counts, identical to the local ones.
+    let off = dumps(&offsite);
+    assert_eq!(off.len(), 2, "{off:?}");
+    let new = off.iter().find(|f| f.ends_with(".dump")).unwrap().clone();
     assert_eq!(
-        dumps(&offsite),
-        std::slice::from_ref(new),
-        "the new dump was copied off the host"
+        std::fs::read(offsite.join(&new)).unwrap(),
+        std::fs::read(backups.join(&new)).unwrap()
     );
+    let counts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(offsite.join(format!("{new}.counts.json"))).unwrap()).unwrap();
+    assert_eq!(counts["tables"]["public.transactions"], 5000);
     // The dump is real: pg_restore lists the tables.
     let list = std::process::Command::new(format!("{}/pg_restore", lab.info["postgres"]["bin"].as_str().unwrap()))
         .arg("--list")
-        .arg(backups.join(new))
+        .arg(backups.join(&new))
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&list.stdout).contains("TABLE DATA public transactions"));
+
+    // An off-site copy that differs from the dump fails the run; the RPO shown
+    // is still that of the newest copy that was verified.
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // another name
+    let bad_copy = format!(
+        "copy_cmd=cp \"$FILE\" {o}/ && echo corrupt >> {o}/\"$(basename \"$FILE\")\"",
+        o = offsite.display()
+    );
+    lab.play(&run, "backup", &["verify_cmd"], &[&dir, &bad_copy])
+        .exit(1)
+        .stdout_has("differs")
+        .stdout_has(&format!("RPO: the newest verified off-site copy ({new})"));
+    let verified = std::fs::read_to_string(backups.join("verified.log")).unwrap();
+    assert_eq!(verified.lines().count(), 1, "{verified}");
 }
 
 fn scratch_exists(lab: &Lab) -> String {
@@ -85,21 +114,24 @@ fn scratch_exists(lab: &Lab) -> String {
 }
 
 #[test]
-fn restore_test_restores_the_latest_backup_reports_rto_rpo_and_always_drops_the_scratch_db() {
+fn restore_test_restores_the_offsite_copy_checks_every_table_against_the_source_and_always_drops_the_scratch_db() {
     let lab = Lab::postgres();
     let backups = lab.dir.path().join("backups");
+    let offsite = lab.dir.path().join("offsite");
     let run = lab.runbook();
-    let dir = format!("dir={}", backups.display());
-    lab.play(&run, "backup", &[], &[&dir, "copy_cmd=true"]).exit(0);
+    lab.play(&run, "backup", &OFFSITE[..2], &[&format!("dir={}", backups.display())])
+        .exit(0);
+    // Writes after the dump do not count: the restore holds what the source
+    // held when it was dumped.
+    lab.psql("primary", "INSERT INTO accounts (name) VALUES ('after the dump')");
+    // The local dumps are gone (the host burned down): only the off-site copy is left.
+    std::fs::remove_dir_all(&backups).unwrap();
+    let work = lab.dir.path().join("work/restore");
+    let dir = format!("dir={}", work.display());
     let out = lab
-        .play(
-            &run,
-            "restore-test",
-            &[],
-            &[&dir, "verify_table=transactions", "min_rows=5000"],
-        )
+        .play(&run, "restore-test", &OFFSITE[2..], &[&dir])
         .exit(0)
-        .stdout_has("transactions: 5000 rows")
+        .stdout_has("3 of 3 tables hold the rows of the source (5205 rows)")
         .stdout_has("RTO measured")
         .stdout_has("RPO: the backup is");
     let report = out
@@ -108,18 +140,26 @@ fn restore_test_restores_the_latest_backup_reports_rto_rpo_and_always_drops_the_
         .find(|l| l.contains("rto_seconds"))
         .unwrap()
         .to_owned();
-    assert!(report.contains("rpo_seconds"), "{report}");
+    assert!(
+        report.contains("rpo_seconds") && report.contains("\"rows\": 5205"),
+        "{report}"
+    );
     assert_eq!(scratch_exists(&lab), "0", "the scratch database is dropped");
-    // Verification fails (fewer rows than required): still dropped, run fails.
-    lab.play(
-        &run,
-        "restore-test",
-        &[],
-        &[&dir, "verify_table=transactions", "min_rows=9999"],
-    )
-    .exit(1)
-    .stdout_has("transactions has 5000 rows after the restore, fewer than 9999");
-    assert_eq!(scratch_exists(&lab), "0", "dropped also when verification fails");
+    assert!(!work.exists(), "the fetched copy is removed");
+
+    // A copy that does not hold what the source had: the run fails, naming
+    // the table, and the scratch database is still dropped.
+    let counts = dumps(&offsite)
+        .into_iter()
+        .find(|f| f.ends_with(".counts.json"))
+        .unwrap();
+    let path = offsite.join(counts);
+    let text = std::fs::read_to_string(&path).unwrap().replace("5000", "5001");
+    std::fs::write(&path, text).unwrap();
+    lab.play(&run, "restore-test", &OFFSITE[2..], &[&dir])
+        .exit(1)
+        .stdout_has("public.transactions: 5000 rows, 5001 in the source");
+    assert_eq!(scratch_exists(&lab), "0", "dropped also when the check fails");
 }
 
 #[test]
@@ -128,8 +168,8 @@ fn full_restore_puts_the_backup_back_and_the_app_up_on_the_matching_release() {
     let backups = lab.dir.path().join("backups");
     let run = lab.runbook();
     let dir = format!("dir={}", backups.display());
-    lab.play(&run, "backup", &[], &[&dir, "copy_cmd=true"]).exit(0);
-    let file = backups.join(dumps(&backups).pop().unwrap());
+    lab.play(&run, "backup", &OFFSITE[..2], &[&dir]).exit(0);
+    let file = backups.join(dumps(&backups).into_iter().find(|f| f.ends_with(".dump")).unwrap());
     // The data is damaged after the backup.
     lab.psql("primary", "DELETE FROM transactions WHERE id > 1000");
     let keys = &["app_port", "lb_url", "stop_app_cmd", "deploy_cmd", "start_app_cmd"];

@@ -587,3 +587,24 @@ fn resume_says_the_playbook_changed_and_to_current_checks_what_already_ran() {
     run.exec(["resume", &id, "--to-current"]).exit(0);
     assert_eq!(lines(&marks), ["s1", "s2"], "s1 once, then the fixed s2");
 }
+
+/// language.md: "The items of a literal `for_each` list are templates like
+/// any other value."
+#[test]
+fn the_items_of_a_literal_for_each_list_are_rendered() {
+    let run = Run::new();
+    let marks = run.path().join("marks");
+    let yaml = format!(
+        "{HEAD}inputs:\n  a: {{ type: string, default: one }}\nsteps:\n  - {{ id: made, uses: shell, with: {{ run: echo two }} }}\n  - id: each\n    for_each: [\"{{{{inputs.a}}}}\", \"{{{{steps.made.outputs.stdout}}}}\", 3]\n    steps:\n      - {{ id: mark, uses: shell, with: {{ run: \"echo {{{{item}}}} >> {m}\" }} }}\n",
+        m = marks.display()
+    );
+    let run = run.playbook("t", &yaml);
+    run.exec(["run", "t"]).exit(0);
+    let mut got = lines(&marks);
+    got.sort();
+    assert_eq!(got, ["3", "one", "two"]);
+    // An item that names nothing is found by validate, with its place.
+    let bad = yaml.replace("inputs.a}}", "inputs.nope}}");
+    let run = Run::new().playbook("t", &bad);
+    run.exec(["validate", "t"]).exit(2).stderr_has("undefined input `nope`");
+}

@@ -348,23 +348,18 @@ impl Step {
     /// The texts of the step's own fields that may hold templates (`with:`
     /// values at any depth, `when`, `timeout`, `for_each`, `retry.until`,
     /// `outputs:`), not those of the steps inside it.
-    pub fn texts(&self) -> Vec<&str> {
-        fn strings<'x>(v: &'x Json, out: &mut Vec<&'x str>) {
-            match v {
-                Json::String(s) => out.push(s),
-                Json::Array(a) => a.iter().for_each(|x| strings(x, out)),
-                Json::Object(m) => m.values().for_each(|x| strings(x, out)),
-                _ => {}
-            }
-        }
+    pub fn texts<'a>(&'a self) -> Vec<&'a str> {
+        let strings = |v: &'a Json, out: &mut Vec<&'a str>| out.extend(crate::template::strings_in(v));
         let mut texts = Vec::new();
         if let Some(w) = &self.with {
             w.values().for_each(|v| strings(v, &mut texts));
         }
         texts.extend(self.when.as_deref());
         texts.extend(self.timeout.as_deref());
-        if let Some(ForEach::Template(t)) = &self.for_each {
-            texts.push(t);
+        match &self.for_each {
+            Some(ForEach::Template(t)) => texts.push(t),
+            Some(ForEach::List(items)) => items.iter().for_each(|v| strings(v, &mut texts)),
+            None => {}
         }
         if let Some(Retry::Full(r)) = &self.retry {
             texts.extend(r.until.as_deref());

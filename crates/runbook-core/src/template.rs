@@ -378,6 +378,21 @@ fn render_error(e: handlebars::RenderError) -> TemplateError {
     }
 }
 
+/// Every string inside a JSON value, at any depth.
+pub fn strings_in(v: &Json) -> Vec<&str> {
+    fn walk<'x>(v: &'x Json, out: &mut Vec<&'x str>) {
+        match v {
+            Json::String(s) => out.push(s),
+            Json::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            Json::Object(m) => m.values().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(v, &mut out);
+    out
+}
+
 /// Reads text as a YAML plain scalar: `3` is an integer, `true` a boolean.
 pub fn scalar_from_text(s: &str) -> Json {
     use crate::parse::{Value, resolve_plain};

@@ -902,9 +902,8 @@ impl<'a> Check<'a> {
 
         // Templates that run before the step, with the step's own scope.
         if let Some(f) = step.get("for_each") {
-            if f.as_str().is_some() {
-                self.template_field(f, scope, false);
-            }
+            // A template, or a list whose items may be templates.
+            self.strings(f, scope, false);
         }
         let mut inner = scope.clone();
         if step.get("for_each").is_some() {

@@ -1165,7 +1165,15 @@ impl<'a> Exec<'a> {
             return Ok(items.clone());
         }
         let items = match &step.for_each {
-            Some(ForEach::List(items)) => items.clone(),
+            // A list's items may be templates: each is rendered, typed.
+            Some(ForEach::List(items)) => {
+                let data = self.data(step, frame);
+                match self.renderer.render_tree(&Json::Array(items.clone()), &data, &[]) {
+                    Ok(Json::Array(items)) => items,
+                    Ok(_) => Vec::new(),
+                    Err((at, e)) => return Err(format!("`for_each` item {}: {e}", at.trim_start_matches('/'))),
+                }
+            }
             Some(ForEach::Template(t)) => {
                 let data = self.data(step, frame);
                 match self.renderer.render_value(t, &data, Mode::Plain) {

@@ -106,7 +106,24 @@ impl Checker<'_> {
         if let Some(each) = &step.for_each {
             let var = step.as_.clone().unwrap_or_else(|| "item".to_owned());
             let items = match each {
-                ForEach::List(items) => Some(items.clone()),
+                ForEach::List(items) => {
+                    let list = Json::Array(items.clone());
+                    if runbook_core::template::strings_in(&list)
+                        .iter()
+                        .all(|t| known(t, roots))
+                    {
+                        match self.renderer.render_tree(&list, data, &[]) {
+                            Ok(Json::Array(items)) => Some(items),
+                            Ok(_) => None,
+                            Err((at, e)) => {
+                                self.refuse(path, "for_each", format!("item {}: {e}", at.trim_start_matches('/')));
+                                return;
+                            }
+                        }
+                    } else {
+                        None
+                    }
+                }
                 ForEach::Template(t) if known(t, roots) => match self.renderer.render_value(t, data, Mode::Plain) {
                     Ok(Json::Array(items)) => Some(items),
                     Ok(other) => {

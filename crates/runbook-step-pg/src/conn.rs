@@ -242,6 +242,37 @@ impl Db {
         Ok(row.get(0))
     }
 
+    /// The row count of every table of the connected database, keyed
+    /// `schema.table` (quoted where SQL needs it), in the transaction in
+    /// progress if there is one.
+    pub(crate) async fn table_counts(&self) -> Result<std::collections::BTreeMap<String, i64>, StepError> {
+        let tables = self
+            .client
+            .query(
+                "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables \
+                 WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+                &[],
+            )
+            .await
+            .map_err(|e| pg_error("cannot list the tables", &e))?;
+        let mut counts = std::collections::BTreeMap::new();
+        for row in tables {
+            let table: String = row.get(0);
+            // `table` is quoted by format('%I'): safe to put in the statement.
+            let n: i64 = self.one(&format!("SELECT count(*) FROM {table}")).await?;
+            counts.insert(table, n);
+        }
+        Ok(counts)
+    }
+
+    /// Begins a repeatable-read, read-only transaction and exports its
+    /// snapshot (for `pg_dump --snapshot`): the snapshot's id. The snapshot
+    /// lives until this connection commits or closes.
+    pub(crate) async fn export_snapshot(&self) -> Result<String, StepError> {
+        self.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?;
+        self.one("SELECT pg_export_snapshot()").await
+    }
+
     pub(crate) async fn in_recovery(&self) -> Result<bool, StepError> {
         self.one("SELECT pg_is_in_recovery()").await
     }

@@ -47,6 +47,11 @@ pub struct PgParams {
     /// dump, verify-dump, restore: the dump file (a folder when `jobs` is set on dump).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    /// dump: also write the row count of every table, counted in the dump's
+    /// own snapshot, to this JSON file (what a restore must hold). verify-counts:
+    /// the file to compare `database` with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts_file: Option<String>,
     /// dump and restore: parallel jobs (dump then writes the directory format).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jobs: Option<u32>,
@@ -107,6 +112,9 @@ pub enum Action {
     Dump,
     /// Check that `file` is a readable dump (pg_restore --list).
     VerifyDump,
+    /// Compare the row count of every table of the database with
+    /// `counts_file` (written by `dump`); fail on any difference.
+    VerifyCounts,
     /// pg_restore `file` into the database of `dsn` (--clean --if-exists --no-owner).
     Restore,
     /// Create `database` unless it exists.
@@ -131,6 +139,7 @@ impl Action {
             Action::Exec => "exec",
             Action::Dump => "dump",
             Action::VerifyDump => "verify-dump",
+            Action::VerifyCounts => "verify-counts",
             Action::Restore => "restore",
             Action::CreateDb => "create-db",
             Action::DropDb => "drop-db",
@@ -204,7 +213,22 @@ const OUTPUTS: &[OutputDecl] = &[
     OutputDecl {
         name: "tables",
         ty: OutputType::Integer,
-        doc: "verify-dump: tables with data in the dump",
+        doc: "verify-dump: tables with data in the dump; verify-counts: tables in the database",
+    },
+    OutputDecl {
+        name: "counts",
+        ty: OutputType::Any,
+        doc: "dump with counts_file, verify-counts: rows per table (`schema.table`)",
+    },
+    OutputDecl {
+        name: "total_rows",
+        ty: OutputType::Integer,
+        doc: "dump with counts_file, verify-counts: rows in all tables",
+    },
+    OutputDecl {
+        name: "counts_file",
+        ty: OutputType::String,
+        doc: "dump: the counts file written",
     },
     OutputDecl {
         name: "changed",
@@ -289,7 +313,7 @@ impl StepKind for Pg {
 
     fn effect(&self, with: &Json) -> Effect {
         match with.get("action").and_then(Json::as_str) {
-            Some("query" | "assert" | "verify-dump" | "replication" | "wait-ready") => Effect::Read,
+            Some("query" | "assert" | "verify-dump" | "verify-counts" | "replication" | "wait-ready") => Effect::Read,
             Some("terminate-idle") if with.get("dry_run").and_then(Json::as_bool) == Some(true) => Effect::Read,
             Some("dump") => Effect::Write,
             Some("exec") => Effect::Unknown,
@@ -312,6 +336,7 @@ impl StepKind for Pg {
             "query" | "assert" | "exec" => format!("{}: {}", s("action"), one_line(s("sql"), 100)),
             "dump" => format!("pg_dump to {}", s("file")),
             "verify-dump" => format!("pg_restore --list {}", s("file")),
+            "verify-counts" => format!("row counts of every table against {}", s("counts_file")),
             "restore" => format!("pg_restore {} (--clean --if-exists --no-owner)", s("file")),
             "create-db" | "drop-db" => format!("{} {}", s("action"), s("database")),
             "terminate-idle" => format!(
@@ -466,6 +491,34 @@ async fn act(db: &Db, p: &PgParams, say: &(dyn Fn(String) + Sync)) -> Result<Out
                 }
             }
         }
+        Action::VerifyCounts => {
+            let file = needs(p, "counts_file", &p.counts_file)?;
+            let want = read_counts(file)?;
+            let got = db.table_counts().await?;
+            let mut differ = Vec::new();
+            for (table, n) in &want {
+                match got.get(table) {
+                    Some(m) if m == n => {}
+                    Some(m) => differ.push(format!("{table}: {m} rows, {n} in the source")),
+                    None => differ.push(format!("{table}: missing ({n} rows in the source)")),
+                }
+            }
+            let rows: i64 = got.values().sum();
+            say(format!(
+                "{} of {} tables hold the rows of the source ({rows} rows)",
+                want.len() - differ.len(),
+                want.len()
+            ));
+            out.insert("tables".into(), json!(got.len()));
+            out.insert("total_rows".into(), json!(rows));
+            out.insert("counts".into(), json!(got));
+            if !differ.is_empty() {
+                return Err(
+                    StepError::new(format!("the restore differs from its source: {}", differ.join("; ")))
+                        .with_outputs(out),
+                );
+            }
+        }
         Action::Exec => {
             let affected = db.exec(needs(p, "sql", &p.sql)?).await?;
             say(format!("{affected} rows affected"));
@@ -590,6 +643,18 @@ async fn act(db: &Db, p: &PgParams, say: &(dyn Fn(String) + Sync)) -> Result<Out
         }
     }
     Ok(out)
+}
+
+/// The `tables` of a counts file written by `dump`.
+fn read_counts(file: &str) -> Result<std::collections::BTreeMap<String, i64>, StepError> {
+    let text = std::fs::read_to_string(file).map_err(|e| StepError::new(format!("`counts_file` {file}: {e}")))?;
+    let v: Json =
+        serde_json::from_str(&text).map_err(|e| StepError::new(format!("`counts_file` {file} is not JSON: {e}")))?;
+    serde_json::from_value(v.get("tables").cloned().unwrap_or(Json::Null)).map_err(|_| {
+        StepError::new(format!(
+            "`counts_file` {file} has no `tables` (a map of table to rows, as `dump` writes it)"
+        ))
+    })
 }
 
 /// `expect.value` against a value from PostgreSQL: equal as JSON, or as text

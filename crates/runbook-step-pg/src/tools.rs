@@ -2,7 +2,7 @@
 //! connection reaches them through `PG*` variables, never the command line, so
 //! the password does not show in `ps` or in the log.
 
-use crate::conn::{parse_dsn, shown};
+use crate::conn::{Db, parse_dsn, shown};
 use crate::{Action, PgParams};
 use runbook_core::kind::{LogStream, Outputs, StepContext, StepError};
 use serde_json::json;
@@ -63,9 +63,23 @@ pub(crate) async fn run(ctx: &StepContext, p: &PgParams) -> Result<Outputs, Step
     if let Some(d) = crate::connect_to(p) {
         config.dbname(d);
     }
+    // With `counts_file`, the dump and the counts see one snapshot: a
+    // transaction of ours exports it, counts in it, and pg_dump reads it.
+    let snapshot = match (&p.action, &p.counts_file) {
+        (Action::Dump, Some(counts_file)) => {
+            let db = Db::connect(&p.dsn, crate::connect_to(p), p.ca_file.as_deref(), &ctx.cancel).await?;
+            let id = db.export_snapshot().await?;
+            let counts = db.guard(db.table_counts(), None, &ctx.cancel).await?;
+            Some((db, id, counts, counts_file.clone()))
+        }
+        _ => None,
+    };
     let (tool, args): (&str, Vec<String>) = match p.action {
         Action::Dump => {
             let mut a = vec!["--no-password".into(), "-f".into(), file.clone()];
+            if let Some((_, id, _, _)) = &snapshot {
+                a.push(format!("--snapshot={id}"));
+            }
             match p.jobs {
                 Some(j) if j > 1 => a.extend(["-Fd".into(), "-j".into(), j.to_string()]),
                 _ => a.push("-Fc".into()),
@@ -194,6 +208,28 @@ pub(crate) async fn run(ctx: &StepContext, p: &PgParams) -> Result<Outputs, Step
     match p.action {
         Action::Dump => {
             ctx.log.line(LogStream::Stdout, &format!("wrote {file} ({size} bytes)"));
+            if let Some((db, _, counts, counts_file)) = snapshot {
+                db.exec("COMMIT").await?;
+                let total: i64 = counts.values().sum();
+                let manifest = json!({
+                    "database": config.get_dbname(),
+                    "dump": file,
+                    "tables": counts,
+                });
+                let text = serde_json::to_string_pretty(&manifest).unwrap_or_default();
+                std::fs::write(&counts_file, text + "\n")
+                    .map_err(|e| StepError::new(format!("cannot write `counts_file` {counts_file}: {e}")))?;
+                ctx.log.line(
+                    LogStream::Stdout,
+                    &format!(
+                        "{} tables, {total} rows, counted in the dump's snapshot: {counts_file}",
+                        counts.len()
+                    ),
+                );
+                outputs.insert("counts".into(), json!(counts));
+                outputs.insert("total_rows".into(), json!(total));
+                outputs.insert("counts_file".into(), json!(counts_file));
+            }
         }
         Action::VerifyDump => {
             let entries: Vec<&String> = out
