@@ -814,6 +814,7 @@ INSERT INTO django_migrations (app, name) VALUES ('finance', '0001_initial'), ('
         if "postgres" in self.info:
             db = out["database"] = self.info["postgres"]["database"]
             # Off the host: a folder of the lab's (S3 in production).
+            out["backup_dir"] = f"{self.dir}/backups"
             off = f"{self.dir}/offsite"
             os.makedirs(off, exist_ok=True)
             out["copy_cmd"] = f'cp "$FILE" {off}/'

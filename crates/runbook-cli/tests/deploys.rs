@@ -91,7 +91,14 @@ const BLUE_GREEN: &[&str] = &[
     "migrate_cmd",
     "bluegreen_map",
     "bluegreen_url",
+    "backup_dir",
 ];
+
+/// A verified off-site backup, as `backup` makes it, in the lab's backup_dir.
+fn backup(lab: &Lab, run: &support::Run) {
+    let dir = format!("dir={}", lab.info["inputs"]["backup_dir"].as_str().unwrap());
+    lab.play(run, "backup", &["copy_cmd", "verify_cmd"], &[&dir]).exit(0);
+}
 
 fn via_bluegreen(lab: &Lab) -> String {
     let port = lab.info["haproxy"]["bluegreen_port"].as_u64().unwrap() as u16;
@@ -112,6 +119,13 @@ fn blue_green_switches_after_warm_up_and_bake_and_switches_back_when_the_bake_fa
     };
     let args = sets("v2");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // Without a recent verified backup, the migrations do not run: refused
+    // before either colour is touched.
+    lab.play(&run, "blue-green", BLUE_GREEN, &args)
+        .exit(1)
+        .stdout_has("no verified backup");
+    assert!(lab.host_file(1, "deploys.log").is_empty(), "green untouched");
+    backup(&lab, &run);
     // The migration waits for a person; --yes answers for a pipeline.
     let waits = lab.play(&run, "blue-green", BLUE_GREEN, &args).exit(3);
     assert!(waits.stdout.contains("approve-migrate"), "{}", waits.stdout);

@@ -151,6 +151,9 @@ fn deploys_and_checks_in_the_other_world() {
     play(&lab, &run, "app-rollback", &["to=v1"]).exit(0);
     assert_eq!([release(&lab, 0), release(&lab, 1)], ["v1", "v1"]);
 
+    // blue-green migrates only with a recent verified backup.
+    let backup_dir = format!("dir={}", lab.info["inputs"]["backup_dir"].as_str().unwrap());
+    play(&lab, &run, "backup", &[&backup_dir]).exit(0);
     // blue-green with the library's colours (blue live) is refused: green is
     // live here, and nothing is deployed.
     let bake = ["bake_samples=10", "bake_rate=20", "p95=1s"];
