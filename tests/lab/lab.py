@@ -196,9 +196,13 @@ esac
 # ctl stop|start|rebuild NODE [FROM], on the runner: the lab's two database
 # hosts, `primary` and `standby`, for DR drills.
 PG_CTL = """#!/bin/sh
-# ctl stop NODE | start NODE | rebuild NODE FROM | role NODE: the lab's database
-# hosts (primary, standby). rebuild wipes NODE and makes it a streaming standby
-# of FROM (pg_basebackup -R), then starts it.
+# ctl stop NODE | start NODE | rebuild NODE FROM | basebackup FROM | pitr NODE
+# TIME: the lab's database hosts (primary, standby). rebuild wipes NODE and
+# makes it a streaming standby of FROM (pg_basebackup -R), then starts it.
+# basebackup takes a base backup of FROM into DIR/pg/base; pitr (the lab's
+# stand-in for `pgbackrest restore --type=time`) stops NODE, replaces its data
+# with that base backup and sets it to replay the WAL archive (DIR/pg/wal) up
+# to TIME and then promote; starting it does the recovery.
 set -eu
 d={d}
 bin={bin}
@@ -223,7 +227,25 @@ rebuild)
   cat "$d/settings-$2" >> "$d/$2/postgresql.conf"
   start "$2"
   echo "$2 rebuilt as a standby of $3";;
-*) echo "usage: ctl stop|start NODE | rebuild NODE FROM" >&2; exit 2;;
+basebackup)
+  from=$(port "$2")
+  rm -rf "$d/base"
+  as_pg $bin/pg_basebackup -D "$d/base" -h 127.0.0.1 -p "$from" -U postgres -X stream -c fast
+  echo "base backup of $2 in $d/base";;
+pitr)
+  port "$2" >/dev/null
+  [ -d "$d/base" ] || {{ echo "no base backup in $d/base: ctl basebackup FROM first" >&2; exit 1; }}
+  [ -n "${{3:-}}" ] || {{ echo "usage: ctl pitr NODE TIME" >&2; exit 2; }}
+  stop "$2"
+  rm -rf "$d/$2"
+  as_pg cp -a "$d/base" "$d/$2"
+  rm -f "$d/$2/standby.signal"
+  sed -i '/default_transaction_read_only/d; /primary_conninfo/d' "$d/$2/postgresql.auto.conf"
+  cat "$d/settings-$2" >> "$d/$2/postgresql.conf"
+  {{ echo "restore_command = 'cp $d/wal/%f %p'"; echo "recovery_target_time = '$3'"; echo "recovery_target_action = 'promote'"; }} >> "$d/$2/postgresql.auto.conf"
+  as_pg touch "$d/$2/recovery.signal"
+  echo "$2 restored from the base backup; it replays the WAL archive up to $3 when started";;
+*) echo "usage: ctl stop|start NODE | rebuild NODE FROM | basebackup FROM | pitr NODE TIME" >&2; exit 2;;
 esac
 """
 
@@ -660,7 +682,11 @@ backend green
             "listen_addresses = '127.0.0.1'\nwal_level = replica\nmax_wal_senders = 5\nhot_standby = on\n"
             "wal_keep_size = 128MB\nfsync = off\nshared_buffers = 32MB\nmax_connections = 50\n"
             f"cluster_name = 'lab-{name}'\nssl = on\nssl_cert_file = '{tls}/server.crt'\nssl_key_file = '{tls}/server.key'\n"
+            # Continuous WAL archiving (what point-in-time recovery replays).
+            f"archive_mode = on\narchive_command = 'test ! -f {d}/wal/%f && cp %p {d}/wal/%f'\n"
         )
+        os.makedirs(f"{d}/wal", exist_ok=True)
+        shutil.chown(f"{d}/wal", "postgres", "postgres")
 
         def server(name):
             # A free port can be taken by another lab between choosing it and
@@ -827,6 +853,10 @@ INSERT INTO django_migrations (app, name) VALUES ('finance', '0001_initial'), ('
             out["start_primary_cmd"] = f"{ctl} start primary"
             out["rebuild_primary_cmd"] = f"{ctl} rebuild primary standby"
             out["rebuild_standby_cmd"] = f"{ctl} rebuild standby primary"
+            out["stop_db_cmd"] = f"{ctl} stop primary"
+            out["start_db_cmd"] = f"{ctl} start primary"
+            out["restore_cmd"] = f'{ctl} pitr primary "$TARGET_TIME"'
+
         return out
 
     def down(self):

@@ -387,3 +387,80 @@ fn a_drill_that_fails_after_stopping_the_primary_starts_it_again() {
         "nothing was promoted"
     );
 }
+
+#[test]
+fn pitr_brings_the_database_back_to_the_moment_before_a_bad_delete() {
+    let lab = Lab::stack(2);
+    let ctl = format!("{}/pg/ctl", lab.dir.path().display());
+    let sh = |cmd: &str| {
+        let out = std::process::Command::new("sh").args(["-c", cmd]).output().unwrap();
+        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    // Last night's base backup; then a day's writes, the moment to go back
+    // to, and a DELETE that should not have happened.
+    sh(&format!("{ctl} basebackup primary"));
+    lab.psql(
+        "primary",
+        "INSERT INTO accounts (name) VALUES ('opened after the base backup')",
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let target = lab.psql("primary", "SELECT clock_timestamp()::text");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    lab.psql("primary", "DELETE FROM transactions WHERE id > 100");
+    assert_eq!(lab.psql("primary", "SELECT count(*) FROM transactions"), "100");
+
+    let run = lab.runbook();
+    let keys = &[
+        "app_port",
+        "lb_url",
+        "stop_app_cmd",
+        "start_app_cmd",
+        "stop_db_cmd",
+        "restore_cmd",
+        "start_db_cmd",
+        "rebuild_standby_cmd",
+    ];
+    // An ambiguous time (no offset) is refused before anything runs.
+    lab.play(&run, "pitr", keys, &["target_time=2026-11-28 07:00:00", "--yes"])
+        .exit(2);
+    assert_eq!(lab.psql("primary", "SELECT count(*) FROM transactions"), "100");
+
+    let target_set = format!("target_time={target}");
+    let waiting = lab.play(&run, "pitr", keys, &[&target_set]).exit(3);
+    assert!(
+        lab.get_via_lb("/health/ready/").contains("\"ready\""),
+        "nothing stopped before the approval"
+    );
+    let out = run.exec(["approve", &waiting.run_id()]).exit(0);
+    // Everything before the target is there, the DELETE is not.
+    assert_eq!(
+        lab.psql("primary", "SELECT count(*) FROM transactions"),
+        "5000",
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        lab.psql(
+            "primary",
+            "SELECT count(*) FROM accounts WHERE name = 'opened after the base backup'"
+        ),
+        "1"
+    );
+    assert_eq!(lab.psql("primary", "SELECT pg_is_in_recovery()"), "f");
+    // The standby follows the recovered primary; users are served.
+    assert_eq!(lab.psql("standby", "SELECT pg_is_in_recovery()"), "t");
+    lab.psql("primary", "INSERT INTO accounts (name) VALUES ('after the recovery')");
+    let mut seen = String::new();
+    for _ in 0..50 {
+        seen = lab.psql(
+            "standby",
+            "SELECT count(*) FROM accounts WHERE name = 'after the recovery'",
+        );
+        if seen == "1" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(seen, "1", "the standby streams from the recovered primary");
+    assert!(lab.get_via_lb("/health/ready/").contains("\"ready\""));
+}

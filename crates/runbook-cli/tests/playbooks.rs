@@ -82,6 +82,7 @@ const LIBRARY: &[(&str, &[&str])] = &[
     ("hello-service", &[]),
     ("high-error-rate", &[]),
     ("high-latency", &[]),
+    ("pitr", &["target_time=2026-11-28 07:15:00+00"]),
     ("preflight", &[]),
     ("restore-test", &[]),
     ("rolling-deploy", &["release=v42"]),

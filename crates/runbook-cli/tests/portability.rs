@@ -33,6 +33,7 @@ const COVERED: &[&str] = &[
     "restore-test",
     "dr-drill",
     "full-restore",
+    "pitr",
     "dr-failover",
 ];
 
@@ -253,6 +254,22 @@ fn data_and_disaster_recovery_in_the_other_world() {
     play(&lab, &run, "full-restore", &[&file, "release=v1", "--yes"]).exit(0);
     assert!(lab.get_via_lb("/health/ready/").contains("\"ready\""));
     assert_eq!(lab.psql("primary", "SELECT count(*) FROM transactions"), "5000");
+
+    // pitr: back to the moment before a bad DELETE, from a base backup and
+    // the WAL archive.
+    let ctl = format!("{}/pg/ctl", lab.dir.path().display());
+    let base = std::process::Command::new(&ctl)
+        .args(["basebackup", "primary"])
+        .output()
+        .unwrap();
+    assert!(base.status.success(), "{}", String::from_utf8_lossy(&base.stderr));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let target = lab.psql("primary", "SELECT clock_timestamp()::text");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    lab.psql("primary", "DELETE FROM transactions WHERE id > 100");
+    play(&lab, &run, "pitr", &[&format!("target_time={target}"), "--yes"]).exit(0);
+    assert_eq!(lab.psql("primary", "SELECT count(*) FROM transactions"), "5000");
+    assert!(lab.get_via_lb("/health/ready/").contains("\"ready\""));
 
     // dr-failover: the standby is promoted and every host points at it.
     play(&lab, &run, "dr-failover", &["--yes"]).exit(0);
