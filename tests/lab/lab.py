@@ -853,6 +853,11 @@ INSERT INTO django_migrations (app, name) VALUES ('finance', '0001_initial'), ('
             out["start_primary_cmd"] = f"{ctl} start primary"
             out["rebuild_primary_cmd"] = f"{ctl} rebuild primary standby"
             out["rebuild_standby_cmd"] = f"{ctl} rebuild standby primary"
+            # The lab's DNS: a zone file of `NAME TARGET` lines (Route 53 in production).
+            zone = f"{self.dir}/dns.zone"
+            out["dns_cmd"] = (f'{{ awk -v n="$NAME" \'$1 != n\' {zone} 2>/dev/null; echo "$NAME $TARGET"; }} > {zone}.new '
+                              f'&& mv {zone}.new {zone}')
+            out["resolve_cmd"] = f'awk -v n="$NAME" \'$1 == n {{print $2}}\' {zone}'
             out["stop_db_cmd"] = f"{ctl} stop primary"
             out["start_db_cmd"] = f"{ctl} start primary"
             out["restore_cmd"] = f'{ctl} pitr primary "$TARGET_TIME"'

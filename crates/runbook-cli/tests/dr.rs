@@ -464,3 +464,53 @@ fn pitr_brings_the_database_back_to_the_moment_before_a_bad_delete() {
     assert_eq!(seen, "1", "the standby streams from the recovered primary");
     assert!(lab.get_via_lb("/health/ready/").contains("\"ready\""));
 }
+
+#[test]
+fn region_failover_promotes_the_dr_standby_starts_the_dr_region_and_moves_the_name() {
+    let lab = Lab::stack(2); // the primary region: web1 (blue); the DR region: web2 (green)
+    let pg = &lab.info["postgres"];
+    let standby_app = pg["standby"]["app_dsn"].as_str().unwrap().to_owned();
+    let run = lab.runbook().env("NEW_DATABASE_URL", &standby_app);
+    // The DR region's load balancer: the lab's blue-green frontend, on green.
+    let map = lab.info["haproxy"]["map"].as_str().unwrap().to_owned();
+    lab.haproxy(&format!("set map {map} active green"));
+    let dr_lb = lab.info["inputs"]["bluegreen_url"].as_str().unwrap().to_owned();
+    let web1_before = lab.host_file(0, "config/env");
+    // The primary region is lost.
+    let ctl = format!("{}/pg/ctl", lab.dir.path().display());
+    assert!(
+        std::process::Command::new(&ctl)
+            .args(["stop", "primary"])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    let keys = &["app_port", "repoint_cmd", "restart_cmd", "dns_cmd", "resolve_cmd"];
+    let sets = [
+        "dr_group=green".to_owned(),
+        format!("dr_lb_url={dr_lb}"),
+        "dns_name=finance.example.test".to_owned(),
+        "dns_target=dr-lb.example.test".to_owned(),
+    ];
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    // Nothing changes before the approval.
+    let waiting = lab.play(&run, "region-failover", keys, &sets).exit(3);
+    assert_eq!(lab.psql("standby", "SELECT pg_is_in_recovery()"), "t");
+    let out = run.exec(["approve", &waiting.run_id()]).exit(0);
+    let out = out
+        .stdout_has("finance.example.test resolves to dr-lb.example.test")
+        .stdout_has("rto_seconds");
+    assert_eq!(lab.psql("standby", "SELECT pg_is_in_recovery()"), "f", "{}", out.stdout);
+    // The DR instance uses the promoted standby and serves; the lost region's
+    // instance was not touched.
+    assert!(
+        lab.host_file(1, "config/env")
+            .contains(&format!("DATABASE_URL={standby_app}"))
+    );
+    assert_eq!(lab.host_file(0, "config/env"), web1_before);
+    let port = lab.info["haproxy"]["bluegreen_port"].as_u64().unwrap() as u16;
+    assert!(support::http_get("127.0.0.1", port, "/health/ready/").contains("\"ready\""));
+    let zone = std::fs::read_to_string(lab.dir.path().join("dns.zone")).unwrap();
+    assert_eq!(zone.trim(), "finance.example.test dr-lb.example.test");
+}

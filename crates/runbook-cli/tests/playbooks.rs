@@ -84,6 +84,15 @@ const LIBRARY: &[(&str, &[&str])] = &[
     ("high-latency", &[]),
     ("pitr", &["target_time=2026-11-28 07:15:00+00"]),
     ("preflight", &[]),
+    (
+        "region-failover",
+        &[
+            "dr_lb_url=https://dr-lb.example.com",
+            "dns_name=finance.example.com",
+            "dns_target=dr-lb.example.com",
+            "dns_cmd=./move-dns",
+        ],
+    ),
     ("restore-test", &[]),
     ("rolling-deploy", &["release=v42"]),
     ("startup", &[]),

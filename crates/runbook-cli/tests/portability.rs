@@ -34,6 +34,7 @@ const COVERED: &[&str] = &[
     "dr-drill",
     "full-restore",
     "pitr",
+    "region-failover",
     "dr-failover",
 ];
 
@@ -216,6 +217,33 @@ fn operations_and_incidents_in_the_other_world() {
     assert!(get(&lab, 0, "/health/").is_none());
     play(&lab, &run, "startup", &[]).exit(0);
     assert!(lab.get_via_lb("/health/ready/").contains("\"ready\""));
+
+    // region-failover: the primary region (blue) is lost; the DR region
+    // (green, live on the blue-green frontend here) takes over.
+    let ctl = format!("{}/pg/ctl", lab.dir.path().display());
+    assert!(
+        std::process::Command::new(&ctl)
+            .args(["stop", "primary"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let dr_lb = format!("dr_lb_url={}", lab.info["inputs"]["bluegreen_url"].as_str().unwrap());
+    play(
+        &lab,
+        &run,
+        "region-failover",
+        &[
+            "dr_group=green",
+            &dr_lb,
+            "dns_name=ledger.example.test",
+            "dns_target=dr.example.test",
+            "--yes",
+        ],
+    )
+    .exit(0)
+    .stdout_has("ledger.example.test resolves to dr.example.test");
+    assert_eq!(lab.psql("standby", "SELECT pg_is_in_recovery()"), "f");
 }
 
 #[test]
