@@ -391,14 +391,9 @@ fn a_drill_that_fails_after_stopping_the_primary_starts_it_again() {
 #[test]
 fn pitr_brings_the_database_back_to_the_moment_before_a_bad_delete() {
     let lab = Lab::stack(2);
-    let ctl = format!("{}/pg/ctl", lab.dir.path().display());
-    let sh = |cmd: &str| {
-        let out = std::process::Command::new("sh").args(["-c", cmd]).output().unwrap();
-        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
-    };
     // Last night's base backup; then a day's writes, the moment to go back
     // to, and a DELETE that should not have happened.
-    sh(&format!("{ctl} basebackup primary"));
+    lab.pg_ctl(&["basebackup", "primary"]);
     lab.psql(
         "primary",
         "INSERT INTO accounts (name) VALUES ('opened after the base backup')",
@@ -477,14 +472,7 @@ fn region_failover_promotes_the_dr_standby_starts_the_dr_region_and_moves_the_na
     let dr_lb = lab.info["inputs"]["bluegreen_url"].as_str().unwrap().to_owned();
     let web1_before = lab.host_file(0, "config/env");
     // The primary region is lost.
-    let ctl = format!("{}/pg/ctl", lab.dir.path().display());
-    assert!(
-        std::process::Command::new(&ctl)
-            .args(["stop", "primary"])
-            .status()
-            .unwrap()
-            .success()
-    );
+    lab.pg_ctl(&["stop", "primary"]);
 
     let keys = &["app_port", "repoint_cmd", "restart_cmd", "dns_cmd", "resolve_cmd"];
     let sets = [

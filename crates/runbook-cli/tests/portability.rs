@@ -220,14 +220,7 @@ fn operations_and_incidents_in_the_other_world() {
 
     // region-failover: the primary region (blue) is lost; the DR region
     // (green, live on the blue-green frontend here) takes over.
-    let ctl = format!("{}/pg/ctl", lab.dir.path().display());
-    assert!(
-        std::process::Command::new(&ctl)
-            .args(["stop", "primary"])
-            .status()
-            .unwrap()
-            .success()
-    );
+    lab.pg_ctl(&["stop", "primary"]);
     let dr_lb = format!("dr_lb_url={}", lab.info["inputs"]["bluegreen_url"].as_str().unwrap());
     play(
         &lab,
@@ -285,12 +278,7 @@ fn data_and_disaster_recovery_in_the_other_world() {
 
     // pitr: back to the moment before a bad DELETE, from a base backup and
     // the WAL archive.
-    let ctl = format!("{}/pg/ctl", lab.dir.path().display());
-    let base = std::process::Command::new(&ctl)
-        .args(["basebackup", "primary"])
-        .output()
-        .unwrap();
-    assert!(base.status.success(), "{}", String::from_utf8_lossy(&base.stderr));
+    lab.pg_ctl(&["basebackup", "primary"]);
     std::thread::sleep(std::time::Duration::from_millis(300));
     let target = lab.psql("primary", "SELECT clock_timestamp()::text");
     std::thread::sleep(std::time::Duration::from_millis(300));

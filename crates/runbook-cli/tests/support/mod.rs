@@ -555,6 +555,20 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// The lab's database hosts' controls (`DIR/pg/ctl stop primary`,
+    /// `basebackup primary`, ...); panics with its error if it fails.
+    pub fn pg_ctl(&self, args: &[&str]) {
+        let out = Command::new(self.dir.path().join("pg/ctl"))
+            .args(args)
+            .output()
+            .expect("pg/ctl");
+        assert!(
+            out.status.success(),
+            "ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// A fresh database on the primary for runbook's own state; its URL.
     pub fn state_db(&self, name: &str) -> String {
         self.psql("primary", &format!("CREATE DATABASE {name}"));
