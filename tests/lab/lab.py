@@ -249,6 +249,19 @@ pitr)
 esac
 """
 
+# config.py in the host's folder (/app in its namespace): the Celery app that
+# `cd /app && celery -A config ...` (the library's defaults) finds, on the
+# broker of the host's config/env.
+CELERY_CONFIG = """import os
+import sys
+
+sys.path.insert(0, {here!r})
+import stack  # noqa: E402
+
+os.environ.setdefault("REDIS_URL", stack.read_env(os.path.dirname(os.path.abspath(__file__))).get("REDIS_URL", ""))
+from tasks import app  # noqa: E402,F401
+"""
+
 # manage: the app's manage.py (tests/lab/manage.py) on this host.
 MANAGE = """#!/bin/sh
 exec {py} {here}/manage.py --root {root} "$@"
@@ -362,6 +375,8 @@ class Lab:
                 f"AuthorizedKeysFile {d}/authorized_keys\n"
                 "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
                 "PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nLogLevel INFO\n"
+                # The host's tools (the real `celery`) on the PATH of every session.
+                f"SetEnv PATH={self.f['root']}/tools:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
                 # The benchmark opens 20 connections at once against one sshd.
                 "MaxSessions 16\nMaxStartups 200\nAllowAgentForwarding yes\nAllowTcpForwarding yes\n"
             )
@@ -379,6 +394,7 @@ class Lab:
         os.makedirs(f"{self.dir}/hosts", exist_ok=True)
         os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation folder
         os.makedirs("/srv", exist_ok=True)  # mount point for each host's private /srv
+        os.makedirs("/app", exist_ok=True)  # and for its /app, where production keeps the code
         os.chmod(self.dir, 0o755)  # the ssh user reads the artifacts
         self.ssh_user()
         keygen(f"{self.dir}/client_key")
@@ -416,7 +432,8 @@ class Lab:
                     os.symlink(f"releases/{a.release}", f"{app}/current")
                 # A private mount namespace: a tmpfs on /srv, the host's folder on /srv/app.
                 root = self.f["root"]
-                wrap = CLEAN + f'mount -t tmpfs lab /srv && mkdir {root} && mount --bind "$1" {root} && shift && exec "$@"'
+                wrap = CLEAN + (f'mount -t tmpfs lab /srv && mkdir {root} && mount --bind "$1" {root} && '
+                                f'mount --bind "$1" /app && shift && exec "$@"')
                 sshd = ["unshare", "-m", "--propagation", "private", "sh", "-c", wrap, "sh", app] + sshd
                 p = self.spawn(f"sshd {lead}", sshd, f"{hd}/sshd.log")
             for m in members:
@@ -478,6 +495,12 @@ class Lab:
         self.script(f"{app}/bin/{fl['manage']}", MANAGE.format(**fill))
         if self.a.stack:
             self.script(f"{app}/bin/{fl['celery']}", CELERY_CTL.format(**fill))
+            # What the library's default commands expect of a production host:
+            # `celery` on the PATH and the Celery app as `cd /app && celery -A config`.
+            os.makedirs(f"{app}/tools", exist_ok=True)
+            self.script(f"{app}/tools/celery", f'#!/bin/sh\nexec {VENV}/bin/celery "$@"\n')
+            with open(f"{app}/config.py", "w") as f:
+                f.write(CELERY_CONFIG.format(here=HERE))
             os.makedirs(f"{app}/config", exist_ok=True)
             with open(f"{app}/config/env", "w") as f:
                 f.write(f"DATABASE_URL={self.info['postgres']['primary']['app_dsn']}\n"
