@@ -296,3 +296,39 @@ fn the_release_gate_reads_the_endpoint_and_field_the_inputs_name() {
         plan.stdout
     );
 }
+
+#[test]
+fn a_second_playbook_on_the_same_fleet_is_refused_while_a_deploy_runs() {
+    let lab = Lab::stack(2);
+    let run = lab.runbook();
+    // A deploy that takes a while on each host.
+    let mut args: Vec<String> = ["run", "rolling-deploy", "--set", "release=v2"]
+        .map(str::to_owned)
+        .to_vec();
+    args.extend(lab.sets(&["lb_socket", "app_port", "restart_cmd", "rollback_cmd"]));
+    let slow = format!(
+        "deploy_cmd=sleep 3 && {}",
+        lab.info["inputs"]["deploy_cmd"].as_str().unwrap()
+    );
+    args.extend(["--set".to_owned(), slow]);
+    let mut deploy = run.spawn(&args);
+    support::wait_for_lock(&run, "fleet/app", &mut deploy);
+    backup(&lab, &run);
+    lab.play(&run, "blue-green", BLUE_GREEN, &["release=v3", "--yes"])
+        .exit(4)
+        .stderr_has("lock `fleet/app` is held by run");
+    lab.play(&run, "graceful-shutdown", &["lb_socket"], &["--yes"])
+        .exit(4)
+        .stderr_has("lock `fleet/app` is held by run");
+    let done = deploy.wait_with_output().unwrap();
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stdout));
+    assert_eq!(versions(&lab, 2), ["v2", "v2"], "the deploy finished undisturbed");
+    assert!(deploys(&lab, 1) == ["v2"], "blue-green touched nothing");
+    // The refused run took nothing with it: no lock is left held.
+    let locks = run.exec(["locks"]).exit(0);
+    assert!(
+        !locks.stdout.contains("db/main") && !locks.stdout.contains("fleet/app"),
+        "{}",
+        locks.stdout
+    );
+}

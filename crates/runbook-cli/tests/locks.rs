@@ -5,7 +5,7 @@
 
 mod support;
 use std::time::{Duration, Instant};
-use support::Run;
+use support::{Run, wait_for_lock};
 
 /// A playbook that holds `deploy/<env>` while it records its start and end.
 fn locked(run: &Run, seconds: f64) -> String {
@@ -36,32 +36,6 @@ fn log(run: &Run) -> Vec<(String, f64)> {
             (what.to_owned(), at.parse().unwrap())
         })
         .collect()
-}
-
-/// Waits until `holder` holds `key`; if it ended first, says how.
-fn wait_for_lock(run: &Run, key: &str, holder: &mut std::process::Child) {
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        let locks = run.exec(["locks"]);
-        if locks.stdout.contains(key) {
-            return;
-        }
-        if let Ok(Some(status)) = holder.try_wait() {
-            let mut out = String::new();
-            if let Some(mut o) = holder.stdout.take() {
-                use std::io::Read;
-                let _ = o.read_to_string(&mut out);
-            }
-            panic!("the holder ended ({status}) before taking `{key}`:\n{out}");
-        }
-        assert!(
-            Instant::now() < until,
-            "the lock was never taken: {}{}",
-            locks.stdout,
-            locks.stderr
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

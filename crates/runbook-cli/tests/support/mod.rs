@@ -590,6 +590,32 @@ pub fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Waits until `holder` holds `key`; if it ended first, says how.
+pub fn wait_for_lock(run: &Run, key: &str, holder: &mut std::process::Child) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let locks = run.exec(["locks"]);
+        if locks.stdout.contains(key) {
+            return;
+        }
+        if let Ok(Some(status)) = holder.try_wait() {
+            let mut out = String::new();
+            if let Some(mut o) = holder.stdout.take() {
+                use std::io::Read;
+                let _ = o.read_to_string(&mut out);
+            }
+            panic!("the holder ended ({status}) before taking `{key}`:\n{out}");
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the lock was never taken: {}{}",
+            locks.stdout,
+            locks.stderr
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// `runbook status RUN --output json`.
 pub fn status_json(run: &Run, id: &str) -> serde_json::Value {
     let out = run.exec(["status", id, "--output", "json"]).exit(0);
