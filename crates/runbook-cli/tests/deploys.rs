@@ -182,7 +182,10 @@ fn blue_green_switches_after_warm_up_and_bake_and_switches_back_when_the_bake_fa
             &["--yes", "release=v3", "bake_samples=3", "bake_rate=20", "p95=1s"],
         )
         .exit(1);
-    let out = out.stdout_has("p95").stdout_has("switch-back");
+    let out = out
+        .stdout_has("p95")
+        .stdout_has("switch-back")
+        .stdout_has("✓ switch.undo.served-back");
     // The switch happened and was undone: users are on blue's release again.
     assert!(via_bluegreen(&lab).contains("web1"), "{}", out.stdout);
     assert!(via_bluegreen(&lab).contains("\"v1\""));
