@@ -610,7 +610,7 @@ async fn finished(store: &Arc<dyn Store>, s: &Schedule, run: Option<String>, cod
             .events(id)
             .await
             .ok()
-            .and_then(|e| crate::report::measured(&e, "rto_seconds")),
+            .and_then(|e| runbook_report::measured(&e, "rto_seconds")),
         None => None,
     };
     if let Ok(mut m) = metrics.lock() {
@@ -624,7 +624,7 @@ async fn finished(store: &Arc<dyn Store>, s: &Schedule, run: Option<String>, cod
     }
     let took = record
         .as_ref()
-        .and_then(|r| crate::report::seconds_between(&r.created_at, &r.updated_at));
+        .and_then(|r| runbook_report::seconds_between(&r.created_at, &r.updated_at));
     eprintln!(
         "daemon: {}: run {} {status}{}",
         s.spec.name,

@@ -3,131 +3,17 @@
 use crate::Exit;
 use crate::args::Output;
 use crate::runs::open_store;
+use runbook_report::steps;
 use runbook_state::{Event, Recorded, RunRecord, RunStatus, Stream};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 fn runtime() -> Option<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().ok()
 }
 
-fn parse_time(s: &str) -> Option<SystemTime> {
-    humantime::parse_rfc3339(s).ok()
-}
-
-fn between(a: &str, b: &str) -> Option<Duration> {
-    parse_time(b)?.duration_since(parse_time(a)?).ok()
-}
-
-/// One step's story, from its events.
-#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
-pub(crate) struct StepRow {
-    /// The step path (`roll[web1].deploy`).
-    pub(crate) step: String,
-    /// Its last state: succeeded, failed, refused (failed before its action
-    /// began), retrying, skipped, interrupted, waiting, undone, running.
-    pub(crate) state: String,
-    /// Attempts started.
-    pub(crate) attempts: u32,
-    /// From its first start to its last end, in milliseconds.
-    pub(crate) duration_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) error: Option<String>,
-    /// The worker that last started it (runs of the queue).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) runner: Option<String>,
-}
-
-/// Every step path in the order it first appeared, with its last state.
-pub(crate) fn steps(events: &[Recorded]) -> Vec<StepRow> {
-    let mut rows: Vec<StepRow> = Vec::new();
-    let mut first_start: Vec<Option<String>> = Vec::new();
-    let idx = |rows: &mut Vec<StepRow>, first: &mut Vec<Option<String>>, step: &str| -> usize {
-        match rows.iter().position(|r| r.step == step) {
-            Some(i) => i,
-            None => {
-                rows.push(StepRow {
-                    step: step.to_owned(),
-                    state: String::new(),
-                    attempts: 0,
-                    duration_ms: None,
-                    error: None,
-                    runner: None,
-                });
-                first.push(None);
-                rows.len() - 1
-            }
-        }
-    };
-    let mut runner: Option<&String> = None;
-    for rec in events {
-        let at = &rec.at;
-        match &rec.event {
-            Event::RunStarted { runner: r, .. } | Event::RunResumed { runner: r, .. } => runner = r.as_ref(),
-            Event::StepStarted { step, attempt } => {
-                let i = idx(&mut rows, &mut first_start, step);
-                rows[i].runner = runner.cloned();
-                rows[i].state = "running".into();
-                rows[i].attempts = rows[i].attempts.max(*attempt);
-                first_start[i].get_or_insert_with(|| at.clone());
-            }
-            Event::StepSucceeded { step, .. } => {
-                let i = idx(&mut rows, &mut first_start, step);
-                rows[i].state = "succeeded".into();
-                rows[i].error = None;
-                rows[i].duration_ms = first_start[i]
-                    .as_deref()
-                    .and_then(|s| between(s, at))
-                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-            }
-            Event::StepFailed {
-                step,
-                error,
-                will_retry,
-                attempt,
-            } => {
-                let i = idx(&mut rows, &mut first_start, step);
-                rows[i].state = if *will_retry {
-                    "retrying".into()
-                } else if *attempt == 0 {
-                    // It failed before its action began (its parameters did
-                    // not render, its condition did not decide): it never acted.
-                    "refused".into()
-                } else {
-                    "failed".into()
-                };
-                rows[i].error = Some(error.clone());
-                rows[i].duration_ms = first_start[i]
-                    .as_deref()
-                    .and_then(|s| between(s, at))
-                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-            }
-            Event::StepSkipped { step, reason } => {
-                let i = idx(&mut rows, &mut first_start, step);
-                rows[i].state = "skipped".into();
-                rows[i].error = Some(reason.clone());
-            }
-            Event::StepInterrupted { step, .. } => {
-                let i = idx(&mut rows, &mut first_start, step);
-                rows[i].state = "interrupted".into();
-            }
-            Event::StepUndone { step } => {
-                let i = idx(&mut rows, &mut first_start, step);
-                rows[i].state = "undone".into();
-            }
-            Event::StepWaiting { step, message, .. } => {
-                let i = idx(&mut rows, &mut first_start, step);
-                rows[i].state = "waiting".into();
-                rows[i].error = Some(message.clone());
-            }
-            _ => {}
-        }
-    }
-    rows
-}
-
 fn ms(d: Option<u64>) -> String {
-    d.map(|m| crate::observe::short(Duration::from_millis(m)))
+    d.map(|m| runbook_report::short(Duration::from_millis(m)))
         .unwrap_or_default()
 }
 
@@ -176,7 +62,7 @@ fn table_with(runs: &[RunRecord], rto: &[Option<f64>], by: &[Vec<String>]) {
             let took = if matches!(r.status, RunStatus::Running | RunStatus::Queued) {
                 String::new()
             } else {
-                ms(between(&r.created_at, &r.updated_at).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+                ms(runbook_report::seconds_between(&r.created_at, &r.updated_at).map(|s| (s * 1000.0) as u64))
             };
             let mut row = vec![
                 r.id.clone(),
@@ -240,8 +126,8 @@ pub(crate) fn status(state: Option<PathBuf>, run: Option<&str>, output: Output) 
             }
         };
         let rows = steps(&events);
-        let last_error = crate::report::last_error(&events);
-        let plan = crate::runs::plan_hash(&record);
+        let last_error = runbook_report::last_error(&events);
+        let plan = runbook_report::plan_hash(&record);
         if output == Output::Json {
             crate::json_out::print(&crate::json_out::Status {
                 run: record,
@@ -399,7 +285,7 @@ pub(crate) fn history(state: Option<PathBuf>, playbook: &str, limit: u32, output
                     let (mut rto, mut by) = (Vec::new(), Vec::new());
                     for r in &runs {
                         let events = store.events(&r.id).await.unwrap_or_default();
-                        rto.push(crate::report::measured(&events, "rto_seconds"));
+                        rto.push(runbook_report::measured(&events, "rto_seconds"));
                         by.push(runners(&events));
                     }
                     table_with(&runs, &rto, &by);

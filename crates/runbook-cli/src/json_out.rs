@@ -160,7 +160,7 @@ pub(crate) struct Status {
     /// The plan an approval of this run is bound to (SHA-256).
     pub(crate) plan_hash: String,
     /// Each step path, in the order it first ran, with its last state.
-    pub(crate) steps: Vec<crate::history::StepRow>,
+    pub(crate) steps: Vec<runbook_report::StepRow>,
     /// Why the run did not succeed, if it did not.
     pub(crate) error: Option<String>,
 }

@@ -1,12 +1,14 @@
 //! The `runbook` binary: argument parsing, output, and the wiring of step kinds.
 //!
-//! A key design decision: this crate holds no logic of its own beyond turning
-//! arguments into calls and results into text. The language lives in
-//! `runbook-core`, planning and execution in `runbook-engine`, and each step kind
-//! in its `runbook-step-*` crate, registered in [`registry::registry`], the one
-//! place a newcomer reads to find every kind. The two long-running commands
-//! live here too: `daemon` (schedules) and `worker` (the queue's claims,
-//! heartbeats and takeovers), both executing runs through the same engine.
+//! The language lives in `runbook-core`, planning and execution in
+//! `runbook-engine`, the journal and its stores in `runbook-state`, what a
+//! journal says (step rows, objectives, the reports) in `runbook-report`, and
+//! each step kind in its `runbook-step-*` crate, registered in
+//! [`registry::registry`], the one place a newcomer reads to find every kind.
+//! What this crate still owns beyond arguments and rendering, and is to move
+//! into a runner library: the run lifecycle (`runs`: start, resume, approve,
+//! cancel), lock leases, and the two long-running commands, `daemon`
+//! (schedules) and `worker` (the queue's claims, heartbeats and takeovers).
 //!
 //! Exit codes (book/src/cli.md): 0 succeeded, 1 run failed, 2 invalid input or
 //! playbook (nothing ran), 3 waiting for an approval, 4 lock held, 5

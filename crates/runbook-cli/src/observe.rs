@@ -6,6 +6,7 @@
 //! `at`, or `{"event":"log",...}` for a log line; the schema is in the book.
 
 use runbook_engine::exec::Observer;
+use runbook_report::short;
 use runbook_state::{Event, LogLine, RunStatus, Stream};
 use std::collections::HashMap;
 use std::io::Write;
@@ -237,18 +238,6 @@ impl Observer for Text {
 /// Jenkins' plugins set it): plain lines, no live progress bars.
 pub(crate) fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-/// `12ms`, `1.4s`, `2m03s`.
-pub(crate) fn short(d: std::time::Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        format!("{:.1}s", d.as_secs_f64())
-    } else {
-        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
-    }
 }
 
 /// One line of `--output json`: a journal event with its run and time, or a

@@ -12,6 +12,7 @@ use runbook_core::model::Playbook;
 use runbook_engine::exec::{self, Engine, Observer, RunInput, Signals};
 use runbook_engine::replay::{Prior, Replay};
 use runbook_engine::secrets::{self, Masker};
+use runbook_report::{plan_hash, sha256_hex};
 use runbook_state::{Event, NewRun, RunStatus, SqliteStore, Store};
 use serde_json::Value as Json;
 use std::path::PathBuf;
@@ -97,16 +98,6 @@ pub(crate) async fn open_run(state: Option<PathBuf>, id: &str) -> Option<(Arc<dy
             None
         }
     }
-}
-
-/// The SHA-256 of a text (hex): names the exact playbook text a run executes,
-/// and the plan an approval is bound to.
-fn hash(text: &str) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// What shows a run's progress: text (live bars with `progress`, each line
@@ -469,7 +460,7 @@ fn new_run(loaded: &runbook_core::validate::Loaded, id: &str, inputs: Json) -> N
         id: id.to_owned(),
         playbook: loaded.playbook.name.clone(),
         version: loaded.playbook.version,
-        hash: hash(&text),
+        hash: sha256_hex(&text),
         text,
         inputs,
         user: user(),
@@ -631,12 +622,6 @@ pub(crate) fn alive(pid: u32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| String::from_utf8_lossy(&c).contains("runbook"))
         .unwrap_or(false)
-}
-
-/// The plan an approval is bound to: the run's playbook text (its hash) and its
-/// inputs, hashed together.
-pub(crate) fn plan_hash(record: &runbook_state::RunRecord) -> String {
-    hash(&format!("{}\n{}", record.hash, record.inputs))
 }
 
 /// `approve` / `reject`: records the answer for the step(s) the run waits at,
@@ -890,7 +875,7 @@ impl Continue<'_> {
         let mut upgraded: Option<(String, String)> = None;
         let current = library.and_then(|lib| current_text(lib, &record));
         let loaded = match current {
-            Some((path, text)) if hash(&text) != record.hash => {
+            Some((path, text)) if sha256_hex(&text) != record.hash => {
                 if !to_current {
                     eprintln!(
                         "note: {} changed since run {} started; the run continues on the text it started with \
@@ -902,7 +887,7 @@ impl Continue<'_> {
                 } else {
                     match upgrade(&loaded, &path, &text, &replay, registry, &record) {
                         Ok(new) => {
-                            upgraded = Some((record.hash.clone(), hash(&text)));
+                            upgraded = Some((record.hash.clone(), sha256_hex(&text)));
                             eprintln!(
                                 "run {} continues on the current text of {} (checked against the steps already done)",
                                 record.id,
@@ -1092,7 +1077,7 @@ impl Continue<'_> {
         }
         if upgraded.is_some() {
             if let Err(e) = store
-                .replace_text(&record.id, &loaded.source.text, &hash(&loaded.source.text))
+                .replace_text(&record.id, &loaded.source.text, &sha256_hex(&loaded.source.text))
                 .await
             {
                 eprintln!("error: {e}; nothing was run");

@@ -181,7 +181,7 @@ async fn serve(w: &Worker, concurrency: usize, poll: Duration, exit_when_idle: b
     eprintln!(
         "worker {}: claiming runs ({concurrency} at once, lease {})",
         w.name,
-        crate::observe::short(w.ttl)
+        runbook_report::short(w.ttl)
     );
     let mut running = tokio::task::JoinSet::new();
     // The database refused the last claim: not idle, whatever `--exit-when-idle`.

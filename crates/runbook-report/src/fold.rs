@@ -1,0 +1,179 @@
+//! The journal, step by step: each step's last state, attempts and duration,
+//! and the numbers and errors a run recorded.
+
+use runbook_state::{Event, Recorded, RunRecord};
+use serde_json::Value as Json;
+use std::time::{Duration, SystemTime};
+
+fn parse_time(s: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339(s).ok()
+}
+
+fn between(a: &str, b: &str) -> Option<Duration> {
+    parse_time(b)?.duration_since(parse_time(a)?).ok()
+}
+
+/// Seconds from one RFC 3339 time to a later one.
+pub fn seconds_between(a: &str, b: &str) -> Option<f64> {
+    between(a, b).map(|d| d.as_secs_f64())
+}
+
+/// Why the run last stopped, if it was not a success; an earlier stop's error
+/// is history.
+pub fn last_error(events: &[Recorded]) -> Option<String> {
+    events
+        .iter()
+        .rev()
+        .find_map(|r| match &r.event {
+            Event::RunFinished { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+        .flatten()
+}
+
+/// The last number recorded under `key` in a step's outputs (or their `json`).
+pub fn measured(events: &[Recorded], key: &str) -> Option<f64> {
+    events.iter().rev().find_map(|r| match &r.event {
+        Event::StepSucceeded { outputs, .. } => outputs
+            .get(key)
+            .or_else(|| outputs.get("json").and_then(|j| j.get(key)))
+            .and_then(Json::as_f64),
+        _ => None,
+    })
+}
+
+/// The SHA-256 of a text, in hex.
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What a run executes, and what an approval is bound to: its playbook text
+/// (its hash) and inputs, hashed together (shown by `plan` before, and by
+/// `status` and the reports after).
+pub fn plan_hash(record: &RunRecord) -> String {
+    sha256_hex(&format!("{}\n{}", record.hash, record.inputs))
+}
+
+/// A duration as people read it in a table: `850ms`, `4.2s`, `3m05s`.
+pub fn short(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
+    }
+}
+
+/// One step's story, from its events.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct StepRow {
+    /// The step path (`roll[web1].deploy`).
+    pub step: String,
+    /// Its last state: succeeded, failed, refused (failed before its action
+    /// began), retrying, skipped, interrupted, waiting, undone, running.
+    pub state: String,
+    /// Attempts started.
+    pub attempts: u32,
+    /// From its first start to its last end, in milliseconds.
+    pub duration_ms: Option<u64>,
+    /// Why it failed, was skipped, or waits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The worker that last started it (runs of the queue).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runner: Option<String>,
+}
+
+/// Every step path in the order it first appeared, with its last state.
+pub fn steps(events: &[Recorded]) -> Vec<StepRow> {
+    let mut rows: Vec<StepRow> = Vec::new();
+    let mut first_start: Vec<Option<String>> = Vec::new();
+    let idx = |rows: &mut Vec<StepRow>, first: &mut Vec<Option<String>>, step: &str| -> usize {
+        match rows.iter().position(|r| r.step == step) {
+            Some(i) => i,
+            None => {
+                rows.push(StepRow {
+                    step: step.to_owned(),
+                    state: String::new(),
+                    attempts: 0,
+                    duration_ms: None,
+                    error: None,
+                    runner: None,
+                });
+                first.push(None);
+                rows.len() - 1
+            }
+        }
+    };
+    let mut runner: Option<&String> = None;
+    for rec in events {
+        let at = &rec.at;
+        match &rec.event {
+            Event::RunStarted { runner: r, .. } | Event::RunResumed { runner: r, .. } => runner = r.as_ref(),
+            Event::StepStarted { step, attempt } => {
+                let i = idx(&mut rows, &mut first_start, step);
+                rows[i].runner = runner.cloned();
+                rows[i].state = "running".into();
+                rows[i].attempts = rows[i].attempts.max(*attempt);
+                first_start[i].get_or_insert_with(|| at.clone());
+            }
+            Event::StepSucceeded { step, .. } => {
+                let i = idx(&mut rows, &mut first_start, step);
+                rows[i].state = "succeeded".into();
+                rows[i].error = None;
+                rows[i].duration_ms = first_start[i]
+                    .as_deref()
+                    .and_then(|s| between(s, at))
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            }
+            Event::StepFailed {
+                step,
+                error,
+                will_retry,
+                attempt,
+            } => {
+                let i = idx(&mut rows, &mut first_start, step);
+                rows[i].state = if *will_retry {
+                    "retrying".into()
+                } else if *attempt == 0 {
+                    // It failed before its action began (its parameters did
+                    // not render, its condition did not decide): it never acted.
+                    "refused".into()
+                } else {
+                    "failed".into()
+                };
+                rows[i].error = Some(error.clone());
+                rows[i].duration_ms = first_start[i]
+                    .as_deref()
+                    .and_then(|s| between(s, at))
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            }
+            Event::StepSkipped { step, reason } => {
+                let i = idx(&mut rows, &mut first_start, step);
+                rows[i].state = "skipped".into();
+                rows[i].error = Some(reason.clone());
+            }
+            Event::StepInterrupted { step, .. } => {
+                let i = idx(&mut rows, &mut first_start, step);
+                rows[i].state = "interrupted".into();
+            }
+            Event::StepUndone { step } => {
+                let i = idx(&mut rows, &mut first_start, step);
+                rows[i].state = "undone".into();
+            }
+            Event::StepWaiting { step, message, .. } => {
+                let i = idx(&mut rows, &mut first_start, step);
+                rows[i].state = "waiting".into();
+                rows[i].error = Some(message.clone());
+            }
+            _ => {}
+        }
+    }
+    rows
+}

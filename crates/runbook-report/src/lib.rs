@@ -1,0 +1,16 @@
+//! What a run's journal says, as pure functions of it: each step's story
+//! (`steps`, the fold that `status`, `history` and the reports share), the
+//! measured recovery time and point against the playbook's objectives, and the
+//! reports in JSON and JUnit XML (for pipelines) and Markdown and HTML (for
+//! people). No I/O and no runtime: the caller reads the journal from the store
+//! and decides where the text goes.
+//!
+//! The one design decision to know: measured values are step outputs named
+//! `rto_seconds` and `rpo_seconds` (directly or inside a `json` output), the
+//! last one recorded wins, so a playbook reports a measurement by printing it.
+
+mod fold;
+mod render;
+
+pub use fold::{StepRow, last_error, measured, plan_hash, seconds_between, sha256_hex, short, steps};
+pub use render::{Format, Report};
