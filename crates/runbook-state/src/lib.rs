@@ -21,6 +21,7 @@
 
 mod fenced;
 mod journal;
+mod migrate;
 mod postgres;
 mod rows;
 mod sqlite;

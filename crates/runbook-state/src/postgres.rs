@@ -4,21 +4,24 @@
 //! Appends to a run's journal take the run's row lock (`SELECT ... FOR
 //! UPDATE`), so the sequence numbers of one run never race; every write is a
 //! committed transaction before the call returns. Schema changes are the
-//! versioned list in [`MIGRATIONS`], applied under an advisory lock so that
-//! two runners starting at once do not both migrate.
+//! versioned list in [`MIGRATIONS`], applied by sqlx's migrator under an
+//! advisory lock so that two runners starting at once do not both migrate.
 
 use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus};
+use crate::migrate::{self, Changes};
 use crate::{Lease, Lock, LockHolder, Result, Store, StoreError, WorkerInfo, WorkerRow, now, rows};
 use async_trait::async_trait;
 use sqlx::PgPool;
+use sqlx::migrate::Migrate;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
-/// Versioned schema changes, applied in order, each once.
-const MIGRATIONS: &[(i64, &str)] = &[
+/// Versioned schema changes, applied in order, each once (see `migrate`).
+const MIGRATIONS: Changes = &[
     (
         1,
+        "runs, journal and logs",
         "CREATE TABLE runs (
             id TEXT PRIMARY KEY,
             playbook TEXT NOT NULL,
@@ -52,6 +55,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (
         2,
+        "lock leases",
         "CREATE TABLE locks (
             key TEXT PRIMARY KEY,
             run_id TEXT NOT NULL,
@@ -64,6 +68,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (
         3,
+        "the queue: submitted runs and their leases",
         "ALTER TABLE runs ADD COLUMN submitted BOOLEAN NOT NULL DEFAULT FALSE;
         ALTER TABLE runs ADD COLUMN worker TEXT;
         ALTER TABLE runs ADD COLUMN lease_epoch BIGINT NOT NULL DEFAULT 0;
@@ -75,6 +80,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (
         4,
+        "workers",
         "CREATE TABLE workers (
             name TEXT PRIMARY KEY,
             host TEXT NOT NULL,
@@ -267,34 +273,45 @@ impl PgStore {
     }
 
     async fn migrate(&self) -> Result<()> {
+        let migrator = migrate::migrator(MIGRATIONS).await.map_err(|e| self.db(e.into()))?;
         let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
+        // Runners starting at once: one migrates, the others wait, then find it done.
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(MIGRATION_LOCK)
             .execute(&mut *tx)
             .await
             .map_err(|e| self.db(e))?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.db(e))?;
-        for (version, sql) in MIGRATIONS {
-            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-                .bind(version)
-                .fetch_optional(&mut *tx)
+        let legacy: bool = sqlx::query_scalar("SELECT to_regclass('schema_migrations') IS NOT NULL")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?;
+        if legacy {
+            let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(|e| self.db(e))?;
-            if done.is_none() {
-                sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(|e| self.db(e))?;
-                sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
-                    .bind(version)
-                    .bind(now())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.db(e))?;
+            tx.ensure_migrations_table().await.map_err(|e| self.db(e.into()))?;
+            for m in migrate::migrations(MIGRATIONS)
+                .iter()
+                .filter(|m| applied.contains(&m.version))
+            {
+                sqlx::query(
+                    "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+                     VALUES ($1, $2, TRUE, $3, 0) ON CONFLICT (version) DO NOTHING",
+                )
+                .bind(m.version)
+                .bind(&*m.description)
+                .bind(&*m.checksum)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
             }
+            sqlx::query("DROP TABLE schema_migrations")
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
         }
+        migrator.run_direct(&mut *tx).await.map_err(|e| self.db(e.into()))?;
         tx.commit().await.map_err(|e| self.db(e))
     }
 }
@@ -567,7 +584,7 @@ impl Store for PgStore {
     }
 
     async fn schema_version(&self) -> Result<i64> {
-        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
             .fetch_one(&self.pool)
             .await
             .map_err(|e| self.db(e))

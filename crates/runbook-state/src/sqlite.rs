@@ -2,17 +2,20 @@
 //! owner-only permissions.
 
 use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus};
+use crate::migrate::{self, Changes};
 use crate::{Lock, LockHolder, Result, Store, StoreError, now, rows};
 use async_trait::async_trait;
-use sqlx::SqlitePool;
+use sqlx::migrate::Migrate;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, SqlitePool};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-/// Versioned schema changes, applied in order, each once.
-const MIGRATIONS: &[(i64, &str)] = &[
+/// Versioned schema changes, applied in order, each once (see `migrate`).
+const MIGRATIONS: Changes = &[
     (
         1,
+        "runs, journal and logs",
         "CREATE TABLE runs (
         id TEXT PRIMARY KEY,
         playbook TEXT NOT NULL,
@@ -46,6 +49,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (
         2,
+        "lock leases",
         "CREATE TABLE locks (
         key TEXT PRIMARY KEY,
         run_id TEXT NOT NULL,
@@ -125,54 +129,50 @@ impl SqliteStore {
         let mut conn = self.pool.acquire().await.map_err(|e| self.db(e))?;
         // Up to date (the usual case): no write lock at all, so read-only
         // commands never queue behind a runner, nor a runner behind them.
-        let latest = MIGRATIONS.iter().map(|(v, _)| *v).max().unwrap_or(0);
         let current: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(version) FROM schema_migrations WHERE EXISTS \
-             (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations')",
+            "SELECT MAX(version) FROM _sqlx_migrations WHERE success AND EXISTS \
+             (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
         )
         .fetch_optional(&mut *conn)
         .await
         .ok()
         .flatten();
-        if current == Some(latest) {
+        if current == Some(migrate::latest(MIGRATIONS)) {
             return Ok(());
         }
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
-        )
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| self.db(e))?;
-        for (version, sql) in MIGRATIONS {
-            sqlx::query("BEGIN IMMEDIATE")
-                .execute(&mut *conn)
+        let migrator = migrate::migrator(MIGRATIONS).await.map_err(|e| self.db(e.into()))?;
+        // The file's write lock, held until every change is in: a second
+        // runner opening a fresh file waits here, then finds it done.
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(|e| self.db(e))?;
+        // No such table (a fresh file, or one already adopted): nothing to adopt.
+        let legacy: Vec<i64> = sqlx::query_scalar::<_, i64>("SELECT version FROM schema_migrations")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap_or_default();
+        if !legacy.is_empty() {
+            tx.ensure_migrations_table().await.map_err(|e| self.db(e.into()))?;
+            for m in migrate::migrations(MIGRATIONS)
+                .iter()
+                .filter(|m| legacy.contains(&m.version))
+            {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+                     VALUES (?, ?, TRUE, ?, 0)",
+                )
+                .bind(m.version)
+                .bind(&*m.description)
+                .bind(&*m.checksum)
+                .execute(&mut *tx)
                 .await
                 .map_err(|e| self.db(e))?;
-            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
-                .bind(version)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(|e| self.db(e))?;
-            if done.is_none() {
-                let applied = async {
-                    sqlx::raw_sql(sql).execute(&mut *conn).await?;
-                    sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
-                        .bind(version)
-                        .bind(now())
-                        .execute(&mut *conn)
-                        .await
-                };
-                if let Err(e) = applied.await {
-                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                    return Err(self.db(e));
-                }
             }
-            sqlx::query("COMMIT")
-                .execute(&mut *conn)
+            sqlx::query("DROP TABLE schema_migrations")
+                .execute(&mut *tx)
                 .await
                 .map_err(|e| self.db(e))?;
         }
-        Ok(())
+        migrator.run_direct(&mut *tx).await.map_err(|e| self.db(e.into()))?;
+        tx.commit().await.map_err(|e| self.db(e))
     }
 
     /// The file.
@@ -507,7 +507,7 @@ impl Store for SqliteStore {
     }
 
     async fn schema_version(&self) -> Result<i64> {
-        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
             .fetch_one(&self.pool)
             .await
             .map_err(|e| self.db(e))
@@ -696,5 +696,70 @@ mod tests {
         let removed = store.remove_lock("deploy/prod").await.unwrap().unwrap();
         assert_eq!(removed.run_id, "a");
         assert_eq!(store.locks().await.unwrap().len(), 1, "db/failover is still held");
+    }
+
+    /// A state file written before runbook used sqlx's migrator: its versions
+    /// are adopted, its runs kept, and it opens as any other.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_state_file_from_before_the_migrator_is_adopted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("old.db");
+        let options = SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+        sqlx::query("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        for (version, _, sql) in MIGRATIONS {
+            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+            sqlx::query("INSERT INTO schema_migrations VALUES (?, 'then')")
+                .bind(version)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO runs VALUES ('01oldrun', 'deploy', 1, 'name: deploy', 'h', '{}', 'succeeded', 'alice', 't', 't', NULL)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&path).await.expect("opens");
+        assert_eq!(store.schema_version().await.unwrap(), 2);
+        assert_eq!(store.run("01oldrun").await.unwrap().user, "alice", "the run is kept");
+        let tables: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert!(!tables.contains(&"schema_migrations".to_owned()), "{tables:?}");
+        let adopted: Vec<(i64, bool)> =
+            sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(adopted, [(1, true), (2, true)]);
+        // Opened again: nothing to do, and the checksums still match the SQL.
+        drop(store);
+        SqliteStore::open(&path).await.expect("opens again");
+    }
+
+    /// Runners opening one fresh file at once: one migrates, the others wait.
+    #[tokio::test(flavor = "current_thread")]
+    async fn runners_opening_a_fresh_file_at_once_migrate_it_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fresh.db");
+        let opens: Vec<_> = (0..6)
+            .map(|_| {
+                let p = path.clone();
+                tokio::spawn(async move { SqliteStore::open(&p).await.map(|_| ()) })
+            })
+            .collect();
+        for o in opens {
+            o.await.unwrap().expect("every runner opens it");
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.schema_version().await.unwrap(), 2);
     }
 }
