@@ -1,0 +1,325 @@
+//! One call of a step kind: rendering its `with:`, retries with backoff and
+//! `until`, timeouts, cancellation, and what its success or failure journals.
+
+use super::*;
+
+/// Runs nested calls (`wait`'s `check`) through the registry.
+pub(super) struct NestedRunner {
+    pub(super) registry: Registry,
+}
+
+#[async_trait::async_trait]
+impl Nested for NestedRunner {
+    async fn call(&self, uses: &str, with: Json, ctx: &StepContext) -> Result<Outputs, StepError> {
+        let kind = self
+            .registry
+            .get(uses)
+            .ok_or_else(|| StepError::new(format!("unknown step kind `{uses}`")))?;
+        kind.run(ctx, with).await
+    }
+}
+
+/// Masks and forwards a step's log lines; the store gets them in batches.
+pub(super) struct Sink {
+    step: String,
+    masker: Arc<Masker>,
+    writer: tokio::sync::mpsc::UnboundedSender<Msg>,
+    buffer: Arc<Mutex<Vec<LogLine>>>,
+}
+
+impl LogSink for Sink {
+    fn line(&self, stream: LogStream, text: &str) {
+        let line = LogLine {
+            step: self.step.clone(),
+            at: runbook_state::now(),
+            stream: match stream {
+                LogStream::Stdout => Stream::Stdout,
+                LogStream::Stderr => Stream::Stderr,
+            },
+            line: self.masker.text(text),
+        };
+        if let Ok(mut b) = self.buffer.lock() {
+            b.push(line.clone());
+        }
+        // Through the writer, so people see lines and events in journal order.
+        let _ = self.writer.send(Msg::Log(line));
+    }
+}
+
+pub(super) struct Policy {
+    attempts: u32,
+    delay: Duration,
+    factor: f64,
+    max_delay: Option<Duration>,
+    until: Option<String>,
+}
+
+impl<'a> Exec<'a> {
+    /// A call of a kind, with retries and a timeout.
+    pub(super) async fn call(
+        &self,
+        step: &'a Step,
+        frame: &Rc<Frame>,
+        path: &str,
+        cancel: &CancellationToken,
+        restore: bool,
+    ) -> Outcome {
+        let id = step.id.as_deref();
+        let Some(kind) = step.uses.as_deref().and_then(|u| self.engine.registry.get(u)).cloned() else {
+            return self
+                .call_failed(
+                    frame,
+                    id,
+                    path,
+                    0,
+                    format!("unknown step kind `{}`", step.uses.as_deref().unwrap_or("?")),
+                )
+                .await;
+        };
+        let data = self.data(step, frame);
+        let with = match self.render_with(step, kind.as_ref(), &data) {
+            Ok(w) => w,
+            Err(e) => return self.call_failed(frame, id, path, 0, e).await,
+        };
+        let idempotent = step.idempotent.unwrap_or_else(|| kind.idempotent(&with));
+        if restore {
+            if let Some(Prior::InFlight { .. }) = self.replay.steps.get(path) {
+                if !idempotent && !self.replay.rerun.contains(path) {
+                    return Outcome::Uncertain(vec![path.to_owned()]);
+                }
+            }
+        }
+        let policy = match self.policy(step) {
+            Ok(p) => p,
+            Err(e) => return self.call_failed(frame, id, path, 0, e).await,
+        };
+        let timeout = match self.timeout(step, &data) {
+            Ok(t) => t,
+            Err(e) => return self.call_failed(frame, id, path, 0, e).await,
+        };
+        let first = self.replay.attempts.get(path).copied().unwrap_or(0) + 1;
+        let mut delay = policy.delay;
+        for n in 0..policy.attempts {
+            let attempt = first + n;
+            let Ok(permit) = self.permits.acquire().await else {
+                return Outcome::Interrupted;
+            };
+            if cancel.is_cancelled() {
+                return Outcome::Interrupted;
+            }
+            // Steps that never wait (no-ops) would otherwise queue the whole run
+            // in memory; bound what is not yet durable.
+            if self.backlog() >= 256 {
+                self.sync().await;
+            }
+            let started = Event::StepStarted {
+                step: path.to_owned(),
+                attempt,
+            };
+            if idempotent {
+                // If the runner dies before this is written, resume simply runs
+                // the step again, which its idempotence allows.
+                self.journal_soon(started);
+                // But what it depends on must be on disk before it acts: all
+                // that was queued before it (one commit, shared by the steps
+                // starting together). A step that only looks need not wait.
+                let before = self.sent.get().saturating_sub(1);
+                if kind.effect(&with) != runbook_core::kind::Effect::Read && !self.durable(before).await {
+                    return Outcome::Interrupted;
+                }
+            } else if !self.journal(started).await {
+                // A step whose effect must not happen twice starts only once its
+                // start (and everything before it) is durable.
+                return Outcome::Interrupted;
+            }
+            let ctx = StepContext {
+                run_id: self.run_id.clone(),
+                step: path.to_owned(),
+                cancel: cancel.child_token(),
+                log: Arc::new(Sink {
+                    step: path.to_owned(),
+                    masker: self.masker.clone(),
+                    writer: self.writer.clone(),
+                    buffer: self.logs.clone(),
+                }),
+                data: data.clone(),
+                nested: self.nested.clone(),
+                approval: Approval {
+                    decision: self.replay.decisions.get(path).cloned(),
+                    waiting_since: self.replay.waiting.get(path).map(|(at, _)| at.clone()),
+                    auto_approve: self.auto_approve.clone(),
+                },
+            };
+            let run = kind.run(&ctx, with.clone());
+            let result = match timeout {
+                Some(t) => match tokio::time::timeout(t, run).await {
+                    Ok(r) => r,
+                    Err(_) => Err(StepError::new(format!(
+                        "timed out after {}; the step was stopped (a local command's whole session is killed)",
+                        humantime::format_duration(t)
+                    ))),
+                },
+                None => run.await,
+            };
+            drop(permit);
+            let result = match result {
+                Ok(outputs) => self.check_until(step, frame, &policy, outputs),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(outputs) => {
+                    let outputs = match self.declared_outputs(step, frame, outputs) {
+                        Ok(o) => Json::Object(o),
+                        Err(e) => return self.call_failed(frame, id, path, attempt, e).await,
+                    };
+                    let outputs = self.masker.json(&outputs);
+                    frame.set(id, "succeeded", &outputs);
+                    self.journal_soon(Event::StepSucceeded {
+                        step: path.to_owned(),
+                        attempt,
+                        outputs,
+                    });
+                    return Outcome::Succeeded;
+                }
+                Err(e) if e.waiting.is_some() => {
+                    let question = self.masker.text(&e.message);
+                    frame.set(id, "waiting", &json!({}));
+                    self.journal_soon(Event::StepWaiting {
+                        step: path.to_owned(),
+                        message: question.clone(),
+                        expires_at: e.waiting.as_ref().and_then(|w| w.expires_at.clone()),
+                    });
+                    return Outcome::Waiting(path.to_owned(), question);
+                }
+                Err(e) if e.cancelled => {
+                    frame.set(id, "interrupted", &self.masker.json(&Json::Object(e.outputs)));
+                    self.journal_soon(Event::StepInterrupted {
+                        step: path.to_owned(),
+                        attempt,
+                    });
+                    return Outcome::Interrupted;
+                }
+                Err(e) => {
+                    let message = self.masker.text(&e.message);
+                    let will_retry = n + 1 < policy.attempts && !cancel.is_cancelled();
+                    frame.set(id, "failed", &self.masker.json(&Json::Object(e.outputs)));
+                    self.journal_soon(Event::StepFailed {
+                        step: path.to_owned(),
+                        attempt,
+                        error: message.clone(),
+                        will_retry,
+                    });
+                    if !will_retry {
+                        return Outcome::Failed(format!("step `{path}` failed: {message}"));
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = cancel.cancelled() => return Outcome::Interrupted,
+                    }
+                    let next = delay.mul_f64(policy.factor);
+                    delay = policy.max_delay.map_or(next, |m| next.min(m));
+                }
+            }
+        }
+        Outcome::Failed(format!("step `{path}` failed"))
+    }
+
+    /// Fails a call before or without running it (bad template, bad policy).
+    pub(super) async fn call_failed(
+        &self,
+        frame: &Rc<Frame>,
+        id: Option<&str>,
+        path: &str,
+        attempt: u32,
+        error: String,
+    ) -> Outcome {
+        let error = self.masker.text(&error);
+        // Its action never began.
+        frame.set_acted(id, "failed", &json!({}), false);
+        self.journal_soon(Event::StepFailed {
+            step: path.to_owned(),
+            attempt,
+            error: error.clone(),
+            will_retry: false,
+        });
+        Outcome::Failed(format!("step `{path}` failed: {error}"))
+    }
+
+    /// `retry.until`: a succeeded attempt whose condition is false counts as failed.
+    pub(super) fn check_until(
+        &self,
+        step: &'a Step,
+        frame: &Rc<Frame>,
+        policy: &Policy,
+        outputs: Outputs,
+    ) -> Result<Outputs, StepError> {
+        let Some(until) = &policy.until else { return Ok(outputs) };
+        frame.set(step.id.as_deref(), "succeeded", &Json::Object(outputs.clone()));
+        let data = self.data(step, frame);
+        match self.renderer.condition(until, &data) {
+            Ok(true) => Ok(outputs),
+            Ok(false) => Err(StepError::new(format!("`until: {until}` is not yet true")).with_outputs(outputs)),
+            Err(e) => Err(StepError::new(format!("`until`: {e}")).with_outputs(outputs)),
+        }
+    }
+
+    /// Renders `with:`, leaving the kind's deferred fields as written.
+    pub(super) fn render_with(&self, step: &Step, kind: &dyn StepKind, data: &Data) -> Result<Json, String> {
+        let with = Json::Object(step.with.clone().unwrap_or_default());
+        let shell = self.engine.registry.shell_pointers(kind.name(), &with);
+        let shell: Vec<&str> = shell.iter().map(String::as_str).collect();
+        self.renderer
+            .render_params(&with, data, &shell, kind.deferred_fields())
+            .map_err(|(at, e)| format!("`with{at}`: {e}"))
+    }
+
+    pub(super) fn policy(&self, step: &Step) -> Result<Policy, String> {
+        let retry = step
+            .retry
+            .as_ref()
+            .or(self.playbook.defaults.as_ref().and_then(|d| d.retry.as_ref()));
+        let mut p = Policy {
+            attempts: 1,
+            delay: Duration::from_secs(1),
+            factor: 1.0,
+            max_delay: None,
+            until: None,
+        };
+        match retry {
+            None => {}
+            Some(Retry::Attempts(n)) => p.attempts = (*n).max(1),
+            Some(Retry::Full(r)) => {
+                p.attempts = r.attempts.max(1);
+                if let Some(d) = &r.delay {
+                    p.delay = parse_duration(d).map_err(|e| format!("`retry.delay`: {e}"))?;
+                }
+                if let Some(d) = &r.max_delay {
+                    p.max_delay = Some(parse_duration(d).map_err(|e| format!("`retry.max_delay`: {e}"))?);
+                }
+                p.factor = match &r.backoff {
+                    None | Some(Backoff::Named(BackoffName::Fixed)) => 1.0,
+                    Some(Backoff::Named(BackoffName::Exponential)) => 2.0,
+                    Some(Backoff::Factor(f)) if f.is_finite() && *f >= 1.0 => *f,
+                    Some(Backoff::Factor(f)) => return Err(format!("`retry.backoff` must be at least 1, got {f}")),
+                };
+                p.until = r.until.clone();
+            }
+        }
+        Ok(p)
+    }
+
+    pub(super) fn timeout(&self, step: &Step, data: &Data) -> Result<Option<Duration>, String> {
+        let Some(t) = step
+            .timeout
+            .as_ref()
+            .or(self.playbook.defaults.as_ref().and_then(|d| d.timeout.as_ref()))
+        else {
+            return Ok(None);
+        };
+        let text = self
+            .renderer
+            .render_str(t, data, Mode::Plain)
+            .map_err(|e| format!("`timeout`: {e}"))?;
+        parse_duration(&text).map(Some).map_err(|e| format!("`timeout`: {e}"))
+    }
+}

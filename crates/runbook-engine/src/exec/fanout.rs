@@ -1,0 +1,310 @@
+//! `for_each`: resolving the items (once, journalled), running them in
+//! batches under `concurrency`, judging `max_failures`, and each item's group.
+
+use super::*;
+
+impl<'a> Exec<'a> {
+    pub(super) async fn for_each(
+        &self,
+        step: &'a Step,
+        frame: &Rc<Frame>,
+        path: &str,
+        cancel: &CancellationToken,
+        restore: bool,
+    ) -> Outcome {
+        let items = match self.items(step, frame, path).await {
+            Ok(items) => items,
+            Err(e) => return self.group_failed(step, frame, path, e).await,
+        };
+        let var = step.as_.as_deref().unwrap_or("item");
+        let n = items.len();
+        let data = self.data(step, frame);
+        let ramp = match step
+            .concurrency
+            .as_ref()
+            .map(|c| self.concurrency(c, &data, n))
+            .transpose()
+        {
+            Ok(r) => r,
+            Err(e) => return self.group_failed(step, frame, path, e).await,
+        };
+        let max_failures = match step.max_failures.as_ref().map(|m| self.count(m, &data, n)).transpose() {
+            Ok(m) => m.unwrap_or(0),
+            Err(e) => return self.group_failed(step, frame, path, e).await,
+        };
+        // Unique keys for step paths: the item itself, its `name`/`id`, or its position.
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let keys: Vec<String> = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let k = item_key(item, i);
+                let count = seen.entry(k.clone()).or_default();
+                *count += 1;
+                if *count > 1 { format!("{k}#{i}") } else { k }
+            })
+            .collect();
+        let frames: Vec<Rc<Frame>> = items.iter().map(|it| Frame::child(frame, var, it.clone())).collect();
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
+        let mut failures = 0usize;
+        let mut next = 0usize;
+        let mut batch = 0usize;
+        let mut running = FuturesUnordered::new();
+        let mut stopped = false;
+        // A ramp runs in batches ([1, 25%, 100%]: a canary, a quarter, the
+        // rest); a single value is a sliding window of that many items.
+        let ramp = ramp.unwrap_or_else(|| vec![n.max(1)]);
+        let windowed = ramp.len() == 1;
+        loop {
+            let may_launch = !stopped && !cancel.is_cancelled() && failures <= max_failures;
+            if may_launch && next < n {
+                // How many to start now: fill the window, or start the next batch.
+                let room = if windowed {
+                    ramp[0].saturating_sub(running.len())
+                } else if running.is_empty() {
+                    batch += 1;
+                    ramp[(batch - 1).min(ramp.len() - 1)].max(1)
+                } else {
+                    0
+                };
+                for _ in 0..room {
+                    if next >= n {
+                        break;
+                    }
+                    let i = next;
+                    next += 1;
+                    let p = format!("{path}[{}]", keys[i]);
+                    let fut = self.item(step, &frames[i], p, cancel, restore);
+                    running.push(async move { (i, fut.await) });
+                }
+            }
+            match running.next().await {
+                None => break,
+                Some((i, o)) => {
+                    if matches!(o, Outcome::Failed(_)) {
+                        failures += 1;
+                    }
+                    if matches!(o, Outcome::Interrupted | Outcome::Uncertain(_) | Outcome::Waiting(..)) {
+                        stopped = true;
+                    }
+                    outcomes[i] = Some(o);
+                }
+            }
+        }
+        let mut outcome = Outcome::Succeeded;
+        for o in outcomes.iter().flatten() {
+            if !matches!(o, Outcome::Failed(_)) {
+                outcome = outcome.merge(o.clone());
+            }
+        }
+        if outcome.rank() >= 2 {
+            return outcome;
+        }
+        if failures > max_failures {
+            let msg = format!(
+                "{failures} of {n} items failed (max_failures {max_failures}){}",
+                if next < n {
+                    format!("; {} items were not started", n - next)
+                } else {
+                    String::new()
+                }
+            );
+            return self.group_failed(step, frame, path, msg).await;
+        }
+        if next < n {
+            return Outcome::Interrupted;
+        }
+        // Each declared output becomes the list of its per-item values.
+        let mut outputs = Outputs::new();
+        let names: Vec<String> = step
+            .outputs
+            .as_ref()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for name in &names {
+            let values: Vec<Json> = frames
+                .iter()
+                .map(|f| {
+                    f.results
+                        .borrow()
+                        .get(&format!("#item:{}", step.id.as_deref().unwrap_or("")))
+                        .and_then(|r| r.pointer(&format!("/outputs/{name}")).cloned())
+                        .unwrap_or(Json::Null)
+                })
+                .collect();
+            outputs.insert(name.clone(), Json::Array(values));
+        }
+        let statuses: Vec<Json> = items
+            .iter()
+            .zip(&outcomes)
+            .map(|(item, o)| {
+                let status = match o {
+                    Some(Outcome::Failed(_)) => "failed",
+                    Some(Outcome::Skipped) => "skipped",
+                    _ => "succeeded",
+                };
+                json!({ "item": item, "status": status })
+            })
+            .collect();
+        outputs.insert("items".into(), Json::Array(statuses));
+        let outputs = Json::Object(outputs);
+        frame.set(step.id.as_deref(), "succeeded", &outputs);
+        if !self.recorded(path, restore) {
+            self.journal_soon(Event::StepSucceeded {
+                step: path.to_owned(),
+                attempt: 1,
+                outputs,
+            });
+        }
+        Outcome::Succeeded
+    }
+
+    /// The items of a `for_each`: as first resolved (on resume), else rendered now.
+    pub(super) async fn items(&self, step: &'a Step, frame: &Rc<Frame>, path: &str) -> Result<Vec<Json>, String> {
+        if let Some(items) = self.replay.items.get(path) {
+            return Ok(items.clone());
+        }
+        let items = match &step.for_each {
+            // A list's items may be templates: each is rendered, typed.
+            Some(ForEach::List(items)) => {
+                let data = self.data(step, frame);
+                match self.renderer.render_tree(&Json::Array(items.clone()), &data, &[]) {
+                    Ok(Json::Array(items)) => items,
+                    Ok(_) => Vec::new(),
+                    Err((at, e)) => return Err(format!("`for_each` item {}: {e}", at.trim_start_matches('/'))),
+                }
+            }
+            Some(ForEach::Template(t)) => {
+                let data = self.data(step, frame);
+                match self.renderer.render_value(t, &data, Mode::Plain) {
+                    Ok(Json::Array(items)) => items,
+                    Ok(other) => {
+                        return Err(format!(
+                            "`for_each` must give a list, but `{t}` gave {}",
+                            runbook_core::inputs::json_type(&other)
+                        ));
+                    }
+                    Err(e) => return Err(format!("`for_each`: {e}")),
+                }
+            }
+            None => Vec::new(),
+        };
+        let items: Vec<Json> = items.iter().map(|i| self.masker.json(i)).collect();
+        self.journal_soon(Event::ItemsResolved {
+            step: path.to_owned(),
+            items: items.clone(),
+        });
+        Ok(items)
+    }
+
+    /// One item of a `for_each`.
+    pub(super) fn item<'b>(
+        &'b self,
+        step: &'a Step,
+        frame: &'b Rc<Frame>,
+        path: String,
+        cancel: &'b CancellationToken,
+        restore: bool,
+    ) -> LocalBoxFuture<'b, Outcome> {
+        Box::pin(async move {
+            let key = format!("#item:{}", step.id.as_deref().unwrap_or(""));
+            if restore {
+                let walk_in = step.steps.as_deref().unwrap_or_default().iter().any(has_undo);
+                match self.replay.steps.get(&path) {
+                    Some(Prior::Succeeded(_)) if walk_in => {}
+                    Some(Prior::Succeeded(outputs)) => {
+                        frame.set(Some(&key), "succeeded", outputs);
+                        if step.steps.is_none() {
+                            frame.set(step.id.as_deref(), "succeeded", outputs);
+                        }
+                        self.completed(&path, step, frame);
+                        return Outcome::Succeeded;
+                    }
+                    Some(Prior::Skipped) => return Outcome::Skipped,
+                    _ => {}
+                }
+            }
+            if let Some(skip) = self.when(step, frame, &path).await {
+                return skip;
+            }
+            let outcome = match &step.steps {
+                Some(children) => {
+                    let restore = restore && !self.restarts(step, &path);
+                    let o = self.run_list(children, frame, &path, cancel, restore).await;
+                    match o {
+                        Outcome::Succeeded | Outcome::Skipped | Outcome::Tolerated => {
+                            match self.declared_outputs(step, frame, Outputs::new()) {
+                                Ok(out) => {
+                                    let out = Json::Object(out);
+                                    frame.set(Some(&key), "succeeded", &out);
+                                    if !self.recorded(&path, restore) {
+                                        self.journal_soon(Event::StepSucceeded {
+                                            step: path.clone(),
+                                            attempt: 1,
+                                            outputs: out,
+                                        });
+                                    }
+                                    Outcome::Succeeded
+                                }
+                                Err(e) => Outcome::Failed(e),
+                            }
+                        }
+                        Outcome::Failed(e) => {
+                            self.journal_soon(Event::StepFailed {
+                                step: path.clone(),
+                                attempt: 1,
+                                error: e.clone(),
+                                will_retry: false,
+                            });
+                            Outcome::Failed(e)
+                        }
+                        other => other,
+                    }
+                }
+                None => {
+                    let o = self.call(step, frame, &path, cancel, restore).await;
+                    if o == Outcome::Succeeded {
+                        if let Some(r) = step.id.as_deref().and_then(|id| frame.lookup(id)) {
+                            frame.results.borrow_mut().insert(key, r);
+                        }
+                    }
+                    o
+                }
+            };
+            self.after(step, frame, &path, outcome, false).await
+        })
+    }
+
+    pub(super) fn count(&self, c: &CountOrPercent, data: &Data, n: usize) -> Result<usize, String> {
+        let text = match c {
+            CountOrPercent::Count(k) => return Ok(*k as usize),
+            CountOrPercent::Text(t) => self
+                .renderer
+                .render_str(t, data, Mode::Plain)
+                .map_err(|e| e.to_string())?,
+        };
+        let text = text.trim();
+        if let Some(p) = text.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| format!("`{text}` is not a percentage"))?;
+            return Ok(((p / 100.0) * n as f64).ceil() as usize);
+        }
+        text.parse()
+            .map_err(|_| format!("`{text}` is not a count or a percentage"))
+    }
+
+    pub(super) fn concurrency(&self, c: &Concurrency, data: &Data, n: usize) -> Result<Vec<usize>, String> {
+        let one = |c: &CountOrPercent| self.count(c, data, n).map(|k| k.max(1));
+        match c {
+            Concurrency::One(c) => Ok(vec![one(c)?]),
+            Concurrency::Ramp(r) if r.is_empty() => Ok(vec![n.max(1)]),
+            Concurrency::Ramp(r) => {
+                let mut v = r.iter().map(one).collect::<Result<Vec<_>, _>>()?;
+                // A one-value ramp is still batches, not a window.
+                if v.len() == 1 {
+                    v.push(v[0]);
+                }
+                Ok(v)
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The journal writer: one task commits queued events in order, a batch per
+//! transaction (group commit), tells the observer, and answers the appenders
+//! that wait for durability; the executor's side of it (journal, sync,
+//! journal_soon, durable).
+
+use super::*;
+
+/// Tells an awaiting appender whether its batch was committed.
+pub(super) type Ack = tokio::sync::oneshot::Sender<bool>;
+
+/// What the writer task is given, in order.
+pub(super) enum Msg {
+    /// A journal event, and who waits for it to be durable.
+    Event(Event, Option<Ack>),
+    /// A log line, shown to the observer in order with the events.
+    Log(LogLine),
+    /// Answered once everything before it is committed.
+    Sync(Ack),
+}
+
+/// Commits queued events in order, a batch per transaction, then tells the
+/// observer (events and log lines in order) and the awaiting appenders. A
+/// failure stops the run.
+pub(super) fn spawn_writer(
+    store: Arc<dyn Store>,
+    observer: Arc<dyn Observer>,
+    run: String,
+    (error, abort): (Arc<Mutex<Option<StoreError>>>, CancellationToken),
+    durable: Arc<std::sync::atomic::AtomicU64>,
+) -> (tokio::sync::mpsc::UnboundedSender<Msg>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Msg>();
+    let task = tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while let Ok(next) = rx.try_recv() {
+                batch.push(next);
+            }
+            let events: Vec<Event> = batch
+                .iter()
+                .filter_map(|m| match m {
+                    Msg::Event(e, _) => Some(e.clone()),
+                    Msg::Log(_) | Msg::Sync(_) => None,
+                })
+                .collect();
+            let failed = error.lock().map(|e| e.is_some()).unwrap_or(true);
+            let ok = events.is_empty()
+                || (!failed
+                    && match store.append_all(&run, &events).await {
+                        Ok(_) => {
+                            let n = u64::try_from(events.len()).unwrap_or(u64::MAX);
+                            durable.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                            true
+                        }
+                        Err(e) => {
+                            if let Ok(mut slot) = error.lock() {
+                                slot.get_or_insert(e);
+                            }
+                            abort.cancel();
+                            false
+                        }
+                    });
+            for msg in batch {
+                match msg {
+                    Msg::Log(line) => observer.log(&line),
+                    Msg::Sync(ack) => {
+                        let _ = ack.send(ok);
+                    }
+                    Msg::Event(e, ack) => {
+                        if ok {
+                            observer.event(&run, &e);
+                        }
+                        if let Some(ack) = ack {
+                            let _ = ack.send(ok);
+                        }
+                    }
+                }
+            }
+        }
+    });
+    (tx, task)
+}
+
+pub(super) async fn flush(store: &dyn Store, run: &str, logs: &Mutex<Vec<LogLine>>) {
+    let batch = match logs.lock() {
+        Ok(mut b) => std::mem::take(&mut *b),
+        Err(_) => return,
+    };
+    // Logs are best effort; the journal is what must never be lost.
+    let _ = store.append_logs(run, &batch).await;
+}
+
+impl<'a> Exec<'a> {
+    pub(super) fn take_store_error(&self) -> Option<StoreError> {
+        self.store_error.lock().ok().and_then(|mut e| e.take())
+    }
+
+    /// Appends to the journal and waits until it (and everything queued
+    /// before it) is durable. False if the journal failed: the run stops.
+    pub(super) async fn journal(&self, event: Event) -> bool {
+        let (ack, done) = tokio::sync::oneshot::channel();
+        if self.writer.send(Msg::Event(event, Some(ack))).is_err() {
+            return false;
+        }
+        self.sent.set(self.sent.get() + 1);
+        done.await.unwrap_or(false)
+    }
+
+    /// Waits until everything queued is durable.
+    pub(super) async fn sync(&self) {
+        let (ack, done) = tokio::sync::oneshot::channel();
+        if self.writer.send(Msg::Sync(ack)).is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    /// Queues an event; it is committed with the next awaited one, or as soon
+    /// as the executor waits for anything.
+    pub(super) fn journal_soon(&self, event: Event) {
+        if self.writer.send(Msg::Event(event, None)).is_ok() {
+            self.sent.set(self.sent.get() + 1);
+        }
+    }
+
+    /// Events sent but not yet durable.
+    pub(super) fn backlog(&self) -> u64 {
+        self.sent
+            .get()
+            .saturating_sub(self.durable.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// Waits until the first `n` events sent are durable; false if the
+    /// journal failed first (then nothing that depends on them may start).
+    pub(super) async fn durable(&self, n: u64) -> bool {
+        let committed = || self.durable.load(std::sync::atomic::Ordering::SeqCst);
+        if committed() >= n {
+            return true;
+        }
+        self.sync().await;
+        committed() >= n
+    }
+}
