@@ -147,16 +147,7 @@ impl<'a> Exec<'a> {
             })
             .collect();
         outputs.insert("items".into(), Json::Array(statuses));
-        let outputs = Json::Object(outputs);
-        frame.set(step.id.as_deref(), "succeeded", &outputs);
-        if !self.recorded(path, restore) {
-            self.journal_soon(Event::StepSucceeded {
-                step: path.to_owned(),
-                attempt: 1,
-                outputs,
-            });
-        }
-        Outcome::Succeeded
+        self.group_succeeded(step, frame, path, Json::Object(outputs), restore)
     }
 
     /// The items of a `for_each`: as first resolved (on resume), else rendered now.

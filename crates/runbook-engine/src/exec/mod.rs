@@ -515,6 +515,20 @@ impl<'a> Exec<'a> {
         }
     }
 
+    /// A group (or a `for_each`) succeeded with `outputs`: visible to the
+    /// steps after it, and journalled unless the journal already has it.
+    fn group_succeeded(&self, step: &'a Step, frame: &Rc<Frame>, path: &str, outputs: Json, restore: bool) -> Outcome {
+        frame.set(step.id.as_deref(), "succeeded", &outputs);
+        if !self.recorded(path, restore) {
+            self.journal_soon(Event::StepSucceeded {
+                step: path.to_owned(),
+                attempt: 1,
+                outputs,
+            });
+        }
+        Outcome::Succeeded
+    }
+
     /// Runs a list of sibling steps as a DAG.
     fn run_list<'b>(
         &'b self,
@@ -791,16 +805,7 @@ impl<'a> Exec<'a> {
                     Ok(o) => o,
                     Err(e) => return self.group_failed(step, frame, path, e).await,
                 };
-                let outputs = Json::Object(outputs);
-                frame.set(step.id.as_deref(), "succeeded", &outputs);
-                if !self.recorded(path, true) {
-                    self.journal_soon(Event::StepSucceeded {
-                        step: path.to_owned(),
-                        attempt: 1,
-                        outputs,
-                    });
-                }
-                Outcome::Succeeded
+                self.group_succeeded(step, frame, path, Json::Object(outputs), true)
             }
             Outcome::Failed(e) => self.group_failed(step, frame, path, e).await,
             other => other,
