@@ -14,7 +14,7 @@
 //! - **Conditions** must render `true` or `false`; anything else is an error.
 //! - **Strict**: an undefined reference is an error, never an empty string.
 //!
-//! [`references`] walks a template's AST so `validate` can check every path
+//! [`usage`] walks a template's AST so `validate` can check every path
 //! before anything runs.
 
 use handlebars::template::{Parameter, Template, TemplateElement};

@@ -1,0 +1,421 @@
+//! Loading and validating a playbook: text in, a checked [`Playbook`] or every
+//! problem with it out.
+//!
+//! Validation runs in three passes, and collects everything before reporting:
+//! 1. YAML to a located tree ([`crate::parse`]).
+//! 2. The tree against the JSON Schema generated from [`Playbook`], and each
+//!    step's `with:` against its kind's schema. Every violation becomes a
+//!    diagnostic at the offending key or value.
+//! 3. Meaning, on the located tree (so a malformed step elsewhere does not hide
+//!    these): step ids, `needs` (unknown, cycles), kinds, durations, templates
+//!    (syntax, helpers, and every reference: declared inputs and secrets, steps
+//!    that are guaranteed to have run before the reader), input defaults, and
+//!    `name`/`version` against the file's place in the library.
+//!
+//! Only when nothing is wrong is the tree deserialized into the typed model.
+//!
+//! Where things are: this file holds the entry points and the header and
+//! input checks; `schema_errors` turns schema violations into diagnostics
+//! (pass 2); `graph` walks the step lists (ids, `needs`, cycles, what is
+//! guaranteed to run before what); `references` checks templates and every
+//! reference in them, and the durations and counts of step fields.
+
+use crate::diag::{Diagnostic, Source, Span, suggestion};
+use crate::kind::Registry;
+use crate::model::{InputSpec, Playbook};
+use crate::parse::{Node, Value};
+use crate::template;
+use petgraph::graphmap::DiGraphMap;
+use serde_json::Value as Json;
+use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
+
+mod graph;
+mod references;
+mod schema_errors;
+
+use graph::{BitSet, List};
+
+/// What the file's place in the library says the playbook must be.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    /// The folder name (`playbooks/<name>/`).
+    pub name: Option<String>,
+    /// The file name's version (`v<N>.yaml`).
+    pub version: Option<u32>,
+}
+
+/// A playbook that passed validation.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The typed playbook.
+    pub playbook: Playbook,
+    /// The text it was read from.
+    pub source: Source,
+    /// Warnings (never errors).
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// A playbook that failed validation, with everything wrong with it.
+#[derive(Debug, Clone)]
+pub struct Invalid {
+    /// The text it was read from.
+    pub source: Source,
+    /// Errors and warnings, in source order.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Invalid {
+    /// The number of errors (not warnings).
+    pub fn error_count(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+}
+
+/// The template roots a playbook may read besides step and item variables.
+pub const ROOTS: &[&str] = &["inputs", "secrets", "env", "steps", "run", "playbook", "inventory"];
+/// Guards walks up the step tree.
+const MAX_NESTING: usize = 256;
+/// What `steps.<id>` exposes.
+pub const STEP_FIELDS: &[&str] = &["outputs", "status", "acted"];
+/// What `run` exposes.
+pub const RUN_FIELDS: &[&str] = &["id", "user", "started_at"];
+/// What `playbook` exposes.
+pub const PLAYBOOK_FIELDS: &[&str] = &["name", "version"];
+
+fn playbook_schema() -> &'static (Json, Option<jsonschema::Validator>) {
+    static SCHEMA: OnceLock<(Json, Option<jsonschema::Validator>)> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let schema = crate::kind::schema_for::<Playbook>();
+        let validator = jsonschema::validator_for(&schema).ok();
+        (schema, validator)
+    })
+}
+
+/// The JSON Schema of the playbook format (without per-kind `with:` schemas).
+pub fn base_schema() -> Json {
+    playbook_schema().0.clone()
+}
+
+/// Checks any located document against a JSON Schema, with the playbook
+/// validator's wording and spans (used for inventories and schedules).
+pub fn structure(root: &Node, schema: &Json) -> Vec<Diagnostic> {
+    let Ok(validator) = jsonschema::validator_for(schema) else {
+        return vec![Diagnostic::error(
+            "schema",
+            "internal: the schema does not compile",
+            None,
+        )];
+    };
+    let registry = Registry::new();
+    let mut check = Check {
+        registry: &registry,
+        text: "",
+        root,
+        diags: Vec::new(),
+        steps: HashMap::new(),
+        inputs: Vec::new(),
+        secrets: Vec::new(),
+        list_ids: HashMap::new(),
+        before: Vec::new(),
+    };
+    let json = root.to_json();
+    let errors: Vec<_> = validator.iter_errors(&json).map(|e| e.to_owned()).collect();
+    for e in errors {
+        check.schema_error(&e, schema, "");
+    }
+    let mut diags = check.diags;
+    diags.sort_by_key(|d| d.span.map(|s| (s.offset, s.len)));
+    dedup(&mut diags);
+    diags
+}
+
+/// Loads and validates a playbook.
+pub fn load(source: Source, expected: &Expected, registry: &Registry) -> Result<Loaded, Invalid> {
+    let root = match crate::parse::parse(&source.text) {
+        Ok(root) => root,
+        Err(diagnostics) => return Err(Invalid { source, diagnostics }),
+    };
+    let mut check = Check {
+        registry,
+        text: &source.text,
+        root: &root,
+        diags: Vec::new(),
+        steps: HashMap::new(),
+        inputs: Vec::new(),
+        secrets: Vec::new(),
+        list_ids: HashMap::new(),
+        before: Vec::new(),
+    };
+    check.all(expected);
+    let mut diagnostics = check.diags;
+    diagnostics.sort_by_key(|d| d.span.map(|s| (s.offset, s.len)));
+    dedup(&mut diagnostics);
+    if diagnostics.iter().any(Diagnostic::is_error) {
+        return Err(Invalid { source, diagnostics });
+    }
+    match serde_json::from_value::<Playbook>(root.to_json()) {
+        Ok(playbook) => Ok(Loaded {
+            playbook,
+            source,
+            warnings: diagnostics,
+        }),
+        Err(e) => {
+            diagnostics.push(Diagnostic::error("invalid", format!("invalid playbook: {e}"), None));
+            Err(Invalid { source, diagnostics })
+        }
+    }
+}
+
+fn dedup(d: &mut Vec<Diagnostic>) {
+    let mut seen = HashSet::new();
+    d.retain(|x| seen.insert((x.span.map(|s| s.offset), x.message.clone())));
+}
+
+/// What the validator knows about one step id.
+#[derive(Debug, Clone)]
+struct StepInfo {
+    /// The JSON pointer of the step.
+    pointer: String,
+    /// The list of siblings it is in, and its index there.
+    list: usize,
+    index: usize,
+    /// The step that owns that list (a group, or the step whose handler it is).
+    parent: Option<String>,
+    /// The kind, for steps that call one.
+    uses: Option<String>,
+    /// Names declared in its `outputs:` mapping.
+    declared_outputs: Vec<String>,
+    /// The nearest enclosing `for_each` group (or itself), if any.
+    in_for_each: Option<String>,
+}
+
+/// One level of where a reader stands: a position in a list of siblings. The
+/// reader's own level comes first, then its enclosing group's, and so on.
+#[derive(Debug, Clone, Copy)]
+struct Level {
+    list: usize,
+    index: usize,
+    /// The step at this position has finished too (handlers, `until`, `outputs`).
+    include_self: bool,
+}
+
+/// What a step's templates may read.
+#[derive(Debug, Clone, Default)]
+struct Scope {
+    /// Where the reader stands, innermost first.
+    levels: Vec<Level>,
+    /// Item variables of enclosing `for_each` groups, with the group's id.
+    items: Vec<(String, String)>,
+    /// The for_each groups the reader is inside.
+    for_each: Vec<String>,
+    /// In playbook-level handlers, steps may not have run; references are allowed.
+    lenient: bool,
+}
+
+struct Check<'a> {
+    registry: &'a Registry,
+    text: &'a str,
+    root: &'a Node,
+    diags: Vec<Diagnostic>,
+    steps: HashMap<String, StepInfo>,
+    inputs: Vec<String>,
+    secrets: Vec<String>,
+    /// List ids by the pointer of the list.
+    list_ids: HashMap<String, usize>,
+    /// For each list, for each sibling, the siblings it is guaranteed to come after.
+    before: Vec<Vec<BitSet>>,
+}
+
+impl<'a> Check<'a> {
+    fn all(&mut self, expected: &Expected) {
+        self.schema();
+        self.header(expected);
+        self.inputs();
+        self.collect_ids();
+        let Some(steps) = self.root.get("steps").and_then(Node::items) else {
+            if let Some(n) = self.root.get("steps") {
+                if n.items().is_none() {
+                    return;
+                }
+            }
+            return;
+        };
+        if steps.is_empty() {
+            let span = self.root.pointer_key_span("/steps");
+            self.diags.push(
+                Diagnostic::error("no-steps", "a playbook needs at least one step", span)
+                    .label("empty")
+                    .hint("add a step, e.g. `- { id: hello, uses: shell, with: { run: \"echo hello\" } }`"),
+            );
+        }
+        let scope = Scope::default();
+        let main = List {
+            pointer: "/steps".to_owned(),
+            items: steps,
+            single: false,
+        };
+        self.list(&main, &scope, true);
+        for key in ["on_failure", "finally"] {
+            if let Some(items) = self.root.get(key).and_then(Node::items) {
+                let scope = Scope {
+                    lenient: true,
+                    ..Scope::default()
+                };
+                let list = List {
+                    pointer: format!("/{key}"),
+                    items,
+                    single: false,
+                };
+                self.list(&list, &scope, false);
+            }
+        }
+        if let Some(lock) = self.root.get("lock") {
+            match lock.items() {
+                Some(keys) => {
+                    for k in keys {
+                        self.template_field(k, &Scope::default(), false);
+                    }
+                }
+                None => self.template_field(lock, &Scope::default(), false),
+            }
+        }
+    }
+
+    // ---- pass 2: structure -------------------------------------------------
+
+    fn header(&mut self, expected: &Expected) {
+        if let (Some(want), Some(node)) = (expected.version, self.root.get("version")) {
+            if let Value::Int(v) = node.value {
+                if v != i64::from(want) {
+                    self.diags.push(
+                        Diagnostic::error(
+                            "version-mismatch",
+                            format!("`version: {v}` does not match the file name `v{want}.yaml`"),
+                            Some(node.span),
+                        )
+                        .label(format!("the file says {want}"))
+                        .hint(format!("set `version: {want}` or rename the file to `v{v}.yaml`")),
+                    );
+                }
+            }
+        }
+        if let (Some(want), Some(node)) = (&expected.name, self.root.get("name")) {
+            if let Some(name) = node.as_str() {
+                if name != want {
+                    self.diags.push(
+                        Diagnostic::error(
+                            "name-mismatch",
+                            format!("`name: {name}` does not match its folder `{want}`"),
+                            Some(node.span),
+                        )
+                        .label(format!("the folder says `{want}`"))
+                        .hint(format!("set `name: {want}` or move the file to `playbooks/{name}/`")),
+                    );
+                }
+            }
+        }
+        if let Some(secrets) = self.root.get("secrets").and_then(Node::items) {
+            for s in secrets {
+                let name = s.as_str().or_else(|| s.get("name").and_then(Node::as_str));
+                if let Some(name) = name {
+                    if self.secrets.iter().any(|x| x == name) {
+                        self.diags.push(
+                            Diagnostic::error(
+                                "duplicate-secret",
+                                format!("secret `{name}` is declared twice"),
+                                Some(s.span),
+                            )
+                            .label("again here"),
+                        );
+                    }
+                    self.secrets.push(name.to_owned());
+                }
+            }
+        }
+        for key in ["rto", "rpo"] {
+            if let Some(n) = self.root.pointer(&format!("/objectives/{key}")) {
+                self.duration(n);
+            }
+        }
+        if let Some(lat) = self.root.pointer("/objectives/latency") {
+            for key in ["p50", "p95", "p99"] {
+                if let Some(n) = lat.get(key) {
+                    self.duration(n);
+                }
+            }
+        }
+        if let Some(d) = self.root.get("defaults") {
+            if let Some(t) = d.get("timeout") {
+                self.duration(t);
+            }
+            if let Some(r) = d.get("retry") {
+                self.retry(r, &Scope::default());
+            }
+        }
+    }
+
+    fn inputs(&mut self) {
+        let Some(entries) = self.root.get("inputs").and_then(Node::entries) else {
+            return;
+        };
+        for (key, node) in entries {
+            self.inputs.push(key.name.clone());
+            let Ok(spec) = serde_json::from_value::<InputSpec>(node.to_json()) else {
+                continue; // structural errors were reported by the schema pass
+            };
+            if let Some(p) = node.get("pattern") {
+                if let Err(e) = regex::Regex::new(p.as_str().unwrap_or_default()) {
+                    let first = e.to_string().lines().last().unwrap_or_default().trim().to_owned();
+                    self.diags.push(
+                        Diagnostic::error(
+                            "bad-pattern",
+                            format!(
+                                "`pattern` of input `{}` is not a valid regular expression: {first}",
+                                key.name
+                            ),
+                            Some(p.span),
+                        )
+                        .label("here"),
+                    );
+                    continue;
+                }
+            }
+            if spec.ty == crate::model::InputType::Enum && spec.values.as_ref().is_none_or(Vec::is_empty) {
+                self.diags.push(
+                    Diagnostic::error(
+                        "enum-values",
+                        format!("input `{}` is an `enum` without `values`", key.name),
+                        Some(key.span),
+                    )
+                    .label("no values")
+                    .hint("list the allowed values: `values: [staging, prod]`"),
+                );
+                continue;
+            }
+            for b in ["min", "max"] {
+                if let (Some(n), Some(bound)) = (node.get(b), if b == "min" { &spec.min } else { &spec.max }) {
+                    if let Err(m) = crate::inputs::bound_value(spec.ty, bound) {
+                        self.diags.push(
+                            Diagnostic::error("bad-bound", format!("`{b}` of input `{}`: {m}", key.name), Some(n.span))
+                                .label("here"),
+                        );
+                    }
+                }
+            }
+            if let (Some(d), Some(default)) = (node.get("default"), &spec.default) {
+                if let Err(e) = crate::inputs::check(&key.name, &spec, default) {
+                    self.diags.push(
+                        Diagnostic::error(
+                            "bad-default",
+                            format!("the default of input `{}` is invalid: {}", key.name, e.message),
+                            Some(d.span),
+                        )
+                        .label(format!("not a valid {}", spec.ty.as_str()))
+                        .maybe_hint(e.hint),
+                    );
+                }
+            }
+        }
+    }
+}
