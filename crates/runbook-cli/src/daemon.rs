@@ -16,7 +16,7 @@
 //!   gracefully and stay resumable); the daemon exits when they have.
 
 use crate::Exit;
-use crate::runs::{open_store, runtime};
+use crate::session::{open_store, runtime};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use indexmap::IndexMap;
@@ -157,7 +157,7 @@ fn load(path: &Path, lib: &Library, registry: &Registry) -> Result<Vec<Schedule>
                 continue;
             }
         };
-        match crate::commands::load_quiet(lib, registry, &spec.playbook) {
+        match crate::loading::load_quiet(lib, registry, &spec.playbook) {
             Ok(pb) => {
                 if let Err(errs) = runbook_core::inputs::resolve(&pb, &spec.inputs) {
                     for e in errs {
@@ -503,7 +503,7 @@ async fn interrupted_run(store: &Arc<dyn Store>, s: &Schedule) -> Option<String>
     }
     let runs = store.runs(Some(&s.spec.playbook), 20).await.ok()?;
     let last = runs.into_iter().find(|r| r.user == s.user())?;
-    let dead = last.pid.is_none_or(|p| !crate::runs::alive(p));
+    let dead = last.pid.is_none_or(|p| !crate::session::alive(p));
     (matches!(last.status, RunStatus::Interrupted) || (last.status == RunStatus::Running && dead)).then_some(last.id)
 }
 

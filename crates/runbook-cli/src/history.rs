@@ -2,15 +2,11 @@
 
 use crate::Exit;
 use crate::args::Output;
-use crate::runs::open_store;
+use crate::session::{open_store, runtime};
 use runbook_report::steps;
 use runbook_state::{Event, Recorded, RunRecord, RunStatus, Stream};
 use std::path::PathBuf;
 use std::time::Duration;
-
-fn runtime() -> Option<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().ok()
-}
 
 fn ms(d: Option<u64>) -> String {
     d.map(|m| runbook_report::short(Duration::from_millis(m)))
@@ -153,7 +149,7 @@ pub(crate) fn status(state: Option<PathBuf>, run: Option<&str>, output: Output) 
         if !by.is_empty() {
             println!("workers: {}", by.join(" → "));
         }
-        match (record.status, record.pid, crate::runs::held_by_worker(&record)) {
+        match (record.status, record.pid, crate::session::held_by_worker(&record)) {
             (_, _, Some(worker)) => println!(
                 "runner: worker {worker} (lease until {})",
                 record.lease_until.as_deref().unwrap_or("?")
@@ -162,7 +158,7 @@ pub(crate) fn status(state: Option<PathBuf>, run: Option<&str>, output: Output) 
                 println!("its worker is gone: another worker takes it over when its lease expires (`runbook worker`)")
             }
             (RunStatus::Queued, _, _) => println!("queued: the next free `runbook worker` runs it"),
-            (RunStatus::Running, Some(pid), _) if crate::runs::alive(pid) => println!("runner: process {pid}"),
+            (RunStatus::Running, Some(pid), _) if crate::session::alive(pid) => println!("runner: process {pid}"),
             (RunStatus::Running, _, _) => {
                 println!(
                     "its runner is gone (killed or crashed): `runbook resume {}` continues it",
@@ -229,7 +225,7 @@ pub(crate) fn logs(state: Option<PathBuf>, run: &str, (step, follow): (Option<&s
     };
     let Some(rt) = runtime() else { return Exit::Invalid };
     rt.block_on(async {
-        let Some((store, record)) = crate::runs::open_run(state, run).await else {
+        let Some((store, record)) = crate::session::open_run(state, run).await else {
             return Exit::Invalid;
         };
         let mut after = 0;

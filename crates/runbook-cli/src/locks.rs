@@ -4,7 +4,7 @@
 
 use crate::Exit;
 use crate::args::{ExecArgs, Output};
-use crate::runs::{open_store, runtime, user};
+use crate::session::{open_store, runtime, user};
 use indexmap::IndexMap;
 use runbook_core::model::Playbook;
 use runbook_core::template::{Data, Mode, Renderer};

@@ -21,6 +21,7 @@ mod daemon;
 mod diagnostics;
 mod history;
 mod json_out;
+mod loading;
 mod locks;
 mod observe;
 mod plan_text;
@@ -28,6 +29,7 @@ mod reference;
 mod registry;
 mod report;
 mod runs;
+mod session;
 mod table;
 mod worker;
 

@@ -5,7 +5,7 @@
 
 use crate::Exit;
 use crate::args::ReportFormat;
-use crate::runs::{open_run, runtime};
+use crate::session::{open_run, runtime};
 use runbook_core::kind::Registry;
 use runbook_core::model::Objectives;
 use runbook_report::{Format, Report};

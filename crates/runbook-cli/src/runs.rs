@@ -2,8 +2,9 @@
 
 use crate::Exit;
 use crate::args::{AnswerArgs, ExecArgs, InputArgs, Output};
-use crate::commands::{load, resolve_inputs};
 use crate::diagnostics::plural;
+use crate::loading::{load, resolve_inputs};
+use crate::session::{alive, held_by_worker, open_run, open_store, runtime, user};
 use indexmap::IndexMap;
 use runbook_core::diag::Source;
 use runbook_core::kind::Registry;
@@ -13,60 +14,11 @@ use runbook_engine::exec::{self, Engine, Observer, RunInput, Signals};
 use runbook_engine::replay::{Prior, Replay};
 use runbook_engine::secrets::{self, Masker};
 use runbook_report::{plan_hash, sha256_hex};
-use runbook_state::{Event, NewRun, RunStatus, SqliteStore, Store};
+use runbook_state::{Event, NewRun, RunStatus, Store};
 use serde_json::Value as Json;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The user recorded as running a run or taking an operator action:
-/// `$RUNBOOK_USER`, else `$USER`, else the operating system's name for this
-/// process's user (containers, cron and systemd set no `$USER`).
-pub(crate) fn user() -> String {
-    std::env::var("RUNBOOK_USER")
-        .or_else(|_| std::env::var("USER"))
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| {
-            let uid = nix::unistd::getuid();
-            nix::unistd::User::from_uid(uid)
-                .ok()
-                .flatten()
-                .map_or_else(|| format!("uid {uid}"), |u| u.name)
-        })
-}
-
-pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => Some(rt),
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            None
-        }
-    }
-}
-
-/// Opens the state store named by `--state`/`RUNBOOK_STATE`, else the default:
-/// a SQLite file, or PostgreSQL for a `postgres://` URL.
-pub(crate) async fn open_store(state: Option<PathBuf>) -> Option<Arc<dyn Store>> {
-    let path = state.unwrap_or_else(runbook_state::default_path);
-    let text = path.to_string_lossy();
-    let opened: Result<Arc<dyn Store>, runbook_state::StoreError> =
-        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            runbook_state::PgStore::open(&text)
-                .await
-                .map(|s| Arc::new(s) as Arc<dyn Store>)
-        } else {
-            SqliteStore::open(&path).await.map(|s| Arc::new(s) as Arc<dyn Store>)
-        };
-    match opened {
-        Ok(s) => Some(s),
-        Err(e) => {
-            eprintln!("error: {e} (hint: pass `--state PATH` or `--state postgres://...`, or set RUNBOOK_STATE)");
-            None
-        }
-    }
-}
 
 /// `runbook state migrate`: opening the store applies its migrations.
 pub(crate) fn migrate(state: Option<PathBuf>) -> Exit {
@@ -86,18 +38,6 @@ pub(crate) fn migrate(state: Option<PathBuf>) -> Exit {
             }
         }
     })
-}
-
-/// Opens the store and finds a run by id or prefix, printing why not.
-pub(crate) async fn open_run(state: Option<PathBuf>, id: &str) -> Option<(Arc<dyn Store>, runbook_state::RunRecord)> {
-    let store = open_store(state).await?;
-    match store.run(id).await {
-        Ok(r) => Some((store, r)),
-        Err(e) => {
-            eprintln!("error: {e}");
-            None
-        }
-    }
 }
 
 /// What shows a run's progress: text (live bars with `progress`, each line
@@ -609,19 +549,6 @@ pub(crate) fn stored_inputs(record: &runbook_state::RunRecord) -> IndexMap<Strin
         .as_object()
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default()
-}
-
-/// True if a worker holds the run's lease now (by this machine's clock).
-pub(crate) fn held_by_worker(record: &runbook_state::RunRecord) -> Option<&str> {
-    let until = humantime::parse_rfc3339(record.lease_until.as_deref()?).ok()?;
-    (until > std::time::SystemTime::now()).then_some(record.worker.as_deref().unwrap_or("?"))
-}
-
-/// True if `pid` is a live runbook process.
-pub(crate) fn alive(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains("runbook"))
-        .unwrap_or(false)
 }
 
 /// `approve` / `reject`: records the answer for the step(s) the run waits at,

@@ -12,7 +12,8 @@
 
 use crate::Exit;
 use crate::args::{ExecArgs, Output};
-use crate::runs::{Execute, env, execute, load_stored, open_store, runtime, stored_inputs, user, watch_signals};
+use crate::runs::{Execute, env, execute, load_stored, stored_inputs, watch_signals};
+use crate::session::{open_store, runtime, user};
 use runbook_core::inputs::parse_duration;
 use runbook_core::inventory::Inventory;
 use runbook_core::kind::Registry;

@@ -1,0 +1,81 @@
+//! What every command that touches runs shares: who is running it, the
+//! runtime, the store (opened and migrated) and a run in it, and whether the
+//! process that holds a run is still alive.
+
+use runbook_state::{SqliteStore, Store};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The user recorded as running a run or taking an operator action:
+/// `$RUNBOOK_USER`, else `$USER`, else the operating system's name for this
+/// process's user (containers, cron and systemd set no `$USER`).
+pub(crate) fn user() -> String {
+    std::env::var("RUNBOOK_USER")
+        .or_else(|_| std::env::var("USER"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| {
+            let uid = nix::unistd::getuid();
+            nix::unistd::User::from_uid(uid)
+                .ok()
+                .flatten()
+                .map_or_else(|| format!("uid {uid}"), |u| u.name)
+        })
+}
+
+pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+/// Opens the state store named by `--state`/`RUNBOOK_STATE`, else the default:
+/// a SQLite file, or PostgreSQL for a `postgres://` URL.
+pub(crate) async fn open_store(state: Option<PathBuf>) -> Option<Arc<dyn Store>> {
+    let path = state.unwrap_or_else(runbook_state::default_path);
+    let text = path.to_string_lossy();
+    let opened: Result<Arc<dyn Store>, runbook_state::StoreError> =
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            runbook_state::PgStore::open(&text)
+                .await
+                .map(|s| Arc::new(s) as Arc<dyn Store>)
+        } else {
+            SqliteStore::open(&path).await.map(|s| Arc::new(s) as Arc<dyn Store>)
+        };
+    match opened {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("error: {e} (hint: pass `--state PATH` or `--state postgres://...`, or set RUNBOOK_STATE)");
+            None
+        }
+    }
+}
+
+/// Opens the store and finds a run by id or prefix, printing why not.
+pub(crate) async fn open_run(state: Option<PathBuf>, id: &str) -> Option<(Arc<dyn Store>, runbook_state::RunRecord)> {
+    let store = open_store(state).await?;
+    match store.run(id).await {
+        Ok(r) => Some((store, r)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            None
+        }
+    }
+}
+
+/// True if a worker holds the run's lease now (by this machine's clock).
+pub(crate) fn held_by_worker(record: &runbook_state::RunRecord) -> Option<&str> {
+    let until = humantime::parse_rfc3339(record.lease_until.as_deref()?).ok()?;
+    (until > std::time::SystemTime::now()).then_some(record.worker.as_deref().unwrap_or("?"))
+}
+
+/// True if `pid` is a live runbook process.
+pub(crate) fn alive(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains("runbook"))
+        .unwrap_or(false)
+}
