@@ -518,12 +518,24 @@ class Lab:
         if user == "root":
             return
         import pwd
-        try:
-            pwd.getpwnam(user)
-        except KeyError:
-            subprocess.run(["useradd", "--system", "--shell", "/bin/sh", "--home-dir", self.f["root"], "--no-create-home", user],
-                           check=True)
-        subprocess.run(["usermod", "--password", "*", user], check=True)
+        # Labs start in parallel: another may be making the user right now
+        # (useradd then says it exists, or that /etc/passwd is locked).
+        for _ in range(50):
+            try:
+                pwd.getpwnam(user)
+                break
+            except KeyError:
+                subprocess.run(["useradd", "--system", "--shell", "/bin/sh", "--home-dir", self.f["root"], "--no-create-home",
+                                user], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(0.1)
+        else:
+            die(f"cannot make the lab's ssh user `{user}` (useradd, from the passwd package)")
+        for _ in range(50):
+            if subprocess.run(["usermod", "--password", "*", user], stderr=subprocess.DEVNULL).returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            die(f"cannot unlock the lab's ssh user `{user}` (usermod)")
 
     def in_host(self, h, *argv):
         """Runs a command inside host h's mount namespace, as its sshd sees it,

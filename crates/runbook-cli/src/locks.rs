@@ -1,51 +1,30 @@
-//! The playbook `lock:`: taking its lease before a run starts (or waiting for
-//! it), renewing it while the run executes, giving it back when the run stops,
-//! and the `locks` / `unlock` commands.
+//! The playbook `lock:` at the command line: `--lock-ttl` and `--wait-lock`
+//! turned into lease options for runbook-runner (which takes, renews and
+//! gives back the leases), what the operator is told while waiting or when a
+//! key is held, and the `locks` / `unlock` commands.
 
 use crate::Exit;
 use crate::args::{ExecArgs, Output};
 use crate::session::{open_store, runtime, user};
 use indexmap::IndexMap;
 use runbook_core::model::Playbook;
-use runbook_core::template::{Data, Mode, Renderer};
+use runbook_runner::RunnerError;
+use runbook_runner::leases::{self, LeaseOptions};
 use runbook_state::{Event, Lock, LockHolder, Store};
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// How long a run waiting for an approval keeps its lock without a runner
-/// (the default expiry of an approval).
-pub(crate) const WAITING_TTL: Duration = Duration::from_secs(24 * 3600);
+pub(crate) use runbook_runner::leases::{WAITING_TTL, heartbeat};
 
-/// The playbook's lock keys, rendered from the inputs, sorted and without
-/// repeats (every run takes them in the same order); empty without `lock:`.
+/// The playbook's lock keys (see `runbook_runner::leases::keys`).
 pub(crate) fn keys(
     pb: &Playbook,
     inputs: &IndexMap<String, Json>,
     env: &IndexMap<String, String>,
 ) -> Result<Vec<String>, String> {
-    let Some(templates) = &pb.lock else {
-        return Ok(Vec::new());
-    };
-    let data = Data::new(json!({
-        "inputs": inputs,
-        "env": env,
-        "playbook": { "name": pb.name, "version": pb.version },
-    }));
-    let renderer = Renderer::new();
-    let mut keys = templates
-        .as_slice()
-        .iter()
-        .map(|t| {
-            renderer
-                .render_str(t, &data, Mode::Plain)
-                .map_err(|e| format!("lock `{t}`: {e}"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    keys.sort();
-    keys.dedup();
-    Ok(keys)
+    leases::keys(pb, inputs, env).map_err(|e| e.to_string())
 }
 
 /// The lease's time to live, from `--lock-ttl`.
@@ -61,26 +40,15 @@ fn describe(l: &Lock) -> String {
     )
 }
 
-/// Takes every key for `run_id`, in order, each waiting up to `--wait-lock`;
-/// all or none (what was taken is given back on failure).
+/// Takes every key for `run_id`, all or none, each waiting up to
+/// `--wait-lock`; says who holds a key it waits for or cannot take, and
+/// returns the exit code (4, or 2 for a bad flag).
 pub(crate) async fn acquire_all(
     store: &Arc<dyn Store>,
     keys: &[String],
     run_id: &str,
     exec: &ExecArgs,
 ) -> Result<(), Exit> {
-    for key in keys {
-        if let Err(code) = acquire(store, key, run_id, exec).await {
-            let _ = store.release_locks(run_id).await;
-            return Err(code);
-        }
-    }
-    Ok(())
-}
-
-/// Takes the lock for `run_id`, waiting up to `--wait-lock`. On failure, says
-/// who holds it and returns the exit code (4, or 2 for a bad flag).
-async fn acquire(store: &Arc<dyn Store>, key: &str, run_id: &str, exec: &ExecArgs) -> Result<(), Exit> {
     let bad = |e: String| {
         eprintln!("error: {e}");
         Exit::Invalid
@@ -95,40 +63,21 @@ async fn acquire(store: &Arc<dyn Store>, key: &str, run_id: &str, exec: &ExecArg
         user: user(),
         pid: Some(std::process::id()),
     };
-    let until = Instant::now() + wait;
-    let mut said = false;
-    loop {
-        match store.acquire_lock(key, &holder, ttl).await {
-            Ok(None) => return Ok(()),
-            Ok(Some(other)) if Instant::now() < until => {
-                if !said {
-                    eprintln!("waiting for lock `{key}`: held by {}", describe(&other));
-                    said = true;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Ok(Some(other)) => {
-                eprintln!("error: lock `{key}` is held by {}; nothing was run", describe(&other));
-                eprintln!(
-                    "hint: `--wait-lock 10m` waits for it; `runbook locks` lists locks; if its holder is gone, the \
-                     lease expires by itself, or `runbook unlock {key} --force`"
-                );
-                return Err(Exit::Locked);
-            }
-            Err(e) => return Err(bad(e.to_string())),
+    let waiting = |key: &str, other: &Lock| eprintln!("waiting for lock `{key}`: held by {}", describe(other));
+    let Err(e) = leases::acquire_all(store, keys, &holder, LeaseOptions { ttl, wait }, &waiting).await else {
+        return Ok(());
+    };
+    match &e {
+        RunnerError::Locked { key, .. } => {
+            eprintln!("error: {e}; nothing was run");
+            eprintln!(
+                "hint: `--wait-lock 10m` waits for it; `runbook locks` lists locks; if its holder is gone, the \
+                 lease expires by itself, or `runbook unlock {key} --force`"
+            );
+            Err(Exit::Locked)
         }
+        _ => Err(bad(e.to_string())),
     }
-}
-
-/// Renews the run's leases every third of the TTL until dropped.
-pub(crate) fn heartbeat(store: Arc<dyn Store>, run_id: String, ttl: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let every = (ttl / 3).max(Duration::from_millis(100));
-        loop {
-            tokio::time::sleep(every).await;
-            let _ = store.renew_locks(&run_id, ttl).await;
-        }
-    })
 }
 
 pub(crate) fn list(state: Option<PathBuf>, output: Output) -> Exit {

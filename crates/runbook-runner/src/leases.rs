@@ -1,0 +1,241 @@
+//! The leases of a playbook's `lock:` keys: rendered from the inputs, taken
+//! all or none in one order (so two runs never deadlock), waited for if asked,
+//! renewed while the run executes, and given back when it stops. A lease
+//! whose runner died expires by its time to live.
+
+use crate::RunnerError;
+use indexmap::IndexMap;
+use runbook_core::model::Playbook;
+use runbook_core::template::{Data, Mode, Renderer};
+use runbook_state::{Lock, LockHolder, Store};
+use serde_json::{Value as Json, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a run waiting for an approval keeps its lock without a runner
+/// (the default expiry of an approval).
+pub const WAITING_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// How often a waiting taker asks again.
+const POLL: Duration = Duration::from_millis(200);
+
+/// The playbook's lock keys, rendered from the inputs, sorted and without
+/// repeats (every run takes them in the same order); empty without `lock:`.
+pub fn keys(
+    pb: &Playbook,
+    inputs: &IndexMap<String, Json>,
+    env: &IndexMap<String, String>,
+) -> Result<Vec<String>, RunnerError> {
+    let Some(templates) = &pb.lock else {
+        return Ok(Vec::new());
+    };
+    let data = Data::new(json!({
+        "inputs": inputs,
+        "env": env,
+        "playbook": { "name": pb.name, "version": pb.version },
+    }));
+    let renderer = Renderer::new();
+    let mut keys = templates
+        .as_slice()
+        .iter()
+        .map(|t| {
+            renderer
+                .render_str(t, &data, Mode::Plain)
+                .map_err(|e| RunnerError::LockKey {
+                    template: t.clone(),
+                    message: e.to_string(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
+}
+
+/// How leases are taken.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseOptions {
+    /// How long a lease lasts unless renewed.
+    pub ttl: Duration,
+    /// How long to wait for a held key (zero: fail at once).
+    pub wait: Duration,
+}
+
+/// Takes every key for `holder`, in order, each waiting up to `opts.wait`;
+/// all or none (what was taken is given back on failure). `waiting` is told
+/// once per key that it waits, and for whom.
+pub async fn acquire_all(
+    store: &Arc<dyn Store>,
+    keys: &[String],
+    holder: &LockHolder,
+    opts: LeaseOptions,
+    waiting: &(dyn Fn(&str, &Lock) + Sync),
+) -> Result<(), RunnerError> {
+    for key in keys {
+        if let Err(e) = acquire(store, key, holder, opts, waiting).await {
+            let _ = store.release_locks(&holder.run_id).await;
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+async fn acquire(
+    store: &Arc<dyn Store>,
+    key: &str,
+    holder: &LockHolder,
+    opts: LeaseOptions,
+    waiting: &(dyn Fn(&str, &Lock) + Sync),
+) -> Result<(), RunnerError> {
+    let until = Instant::now() + opts.wait;
+    let mut said = false;
+    loop {
+        match store.acquire_lock(key, holder, opts.ttl).await? {
+            None => return Ok(()),
+            Some(other) if Instant::now() < until => {
+                if !said {
+                    waiting(key, &other);
+                    said = true;
+                }
+                tokio::time::sleep(POLL).await;
+            }
+            Some(other) => {
+                return Err(RunnerError::Locked {
+                    key: key.to_owned(),
+                    holder: Box::new(other),
+                });
+            }
+        }
+    }
+}
+
+/// Renews the run's leases every third of the TTL until the task is aborted.
+pub fn heartbeat(store: Arc<dyn Store>, run_id: String, ttl: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let every = (ttl / 3).max(Duration::from_millis(100));
+        loop {
+            tokio::time::sleep(every).await;
+            let _ = store.renew_locks(&run_id, ttl).await;
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use runbook_state::SqliteStore;
+
+    fn holder(run: &str) -> LockHolder {
+        LockHolder {
+            run_id: run.to_owned(),
+            user: "alice".to_owned(),
+            pid: None,
+        }
+    }
+
+    async fn store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+        Arc::new(SqliteStore::open(&dir.path().join("state.db")).await.unwrap())
+    }
+
+    const NOW: LeaseOptions = LeaseOptions {
+        ttl: Duration::from_secs(60),
+        wait: Duration::ZERO,
+    };
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_held_key_refuses_the_second_run_and_it_takes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let quiet = |_: &str, _: &Lock| {};
+        acquire_all(&store, &["db/main".into()], &holder("a"), NOW, &quiet)
+            .await
+            .unwrap();
+        // b wants fleet/app (free) and db/main (held): all or none.
+        let keys = ["db/main".to_owned(), "fleet/app".to_owned()];
+        let err = acquire_all(&store, &keys, &holder("b"), NOW, &quiet).await.unwrap_err();
+        assert!(
+            matches!(&err, RunnerError::Locked { key, holder } if key == "db/main" && holder.run_id == "a"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().starts_with("lock `db/main` is held by run a (alice)"),
+            "{err}"
+        );
+        let held: Vec<String> = store.locks().await.unwrap().into_iter().map(|l| l.key).collect();
+        assert_eq!(held, ["db/main"], "b gave back what it took");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_waiting_run_takes_the_key_once_it_is_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let quiet = |_: &str, _: &Lock| {};
+        acquire_all(&store, &["fleet/app".into()], &holder("a"), NOW, &quiet)
+            .await
+            .unwrap();
+        let releaser = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                store.release_locks("a").await.unwrap();
+            })
+        };
+        let told = std::sync::Mutex::new(Vec::new());
+        let waiting = |key: &str, by: &Lock| told.lock().unwrap().push(format!("{key} by {}", by.run_id));
+        let opts = LeaseOptions {
+            wait: Duration::from_secs(10),
+            ..NOW
+        };
+        acquire_all(&store, &["fleet/app".into()], &holder("b"), opts, &waiting)
+            .await
+            .unwrap();
+        releaser.await.unwrap();
+        assert_eq!(*told.lock().unwrap(), ["fleet/app by a"], "told once that it waits");
+        assert_eq!(store.locks().await.unwrap()[0].run_id, "b");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_lease_lives_while_its_heartbeat_renews_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let quiet = |_: &str, _: &Lock| {};
+        let short = LeaseOptions {
+            ttl: Duration::from_millis(400),
+            wait: Duration::ZERO,
+        };
+        acquire_all(&store, &["db/main".into()], &holder("a"), short, &quiet)
+            .await
+            .unwrap();
+        let beat = heartbeat(store.clone(), "a".into(), short.ttl);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        // Three lifetimes later, still a's.
+        let err = acquire_all(&store, &["db/main".into()], &holder("b"), short, &quiet).await;
+        assert!(matches!(err, Err(RunnerError::Locked { .. })));
+        // Without its heartbeat, the lease expires and b takes the key.
+        beat.abort();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        acquire_all(&store, &["db/main".into()], &holder("b"), short, &quiet)
+            .await
+            .unwrap();
+    }
+
+    #[test]
+    fn keys_render_sorted_and_once() {
+        let pb: Playbook = serde_json::from_value(json!({
+            "apiVersion": "runbook/v1",
+            "name": "t",
+            "version": 1,
+            "lock": ["fleet/app", "db/{{inputs.db}}", "db/{{inputs.db}}"],
+            "steps": [],
+        }))
+        .expect("a playbook");
+        let inputs: IndexMap<String, Json> = [("db".to_owned(), json!("billing"))].into_iter().collect();
+        let got = keys(&pb, &inputs, &IndexMap::new()).unwrap();
+        assert_eq!(got, ["db/billing", "fleet/app"]);
+        // A key that names nothing is refused with its text.
+        let inputs = IndexMap::new();
+        let err = keys(&pb, &inputs, &IndexMap::new()).unwrap_err();
+        assert!(err.to_string().starts_with("lock `db/{{inputs.db}}`"), "{err}");
+    }
+}
