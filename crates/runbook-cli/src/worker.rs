@@ -19,6 +19,8 @@ use runbook_core::inventory::Inventory;
 use runbook_core::kind::Registry;
 use runbook_engine::exec::Signals;
 use runbook_engine::replay::Replay;
+use runbook_runner::leases::{self, LeaseOptions};
+use runbook_state::LockHolder;
 use runbook_state::{Event, Fenced, Lease, RunStatus, Store, StoreError, WorkerInfo};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -353,15 +355,27 @@ async fn continue_claimed(w: &Worker, store: &Arc<dyn Store>, lease: &Lease, sig
         output: w.output,
         no_progress: true,
         yes: false,
-        // The lease is renewed while the run waits for its lock.
-        wait_lock: Some("365d".into()),
+        wait_lock: None,
         lock_ttl: "30s".into(),
         report: Vec::new(),
     };
-    // Waiting for the lock ends when the worker stops or loses the lease: the
-    // run stays as it was, for the next claim.
+    // The run's lock, waited for as long as it takes: the waiting ends when
+    // the worker stops or loses the lease, and the run stays as it was, for
+    // the next claim.
+    let holder = LockHolder {
+        run_id: record.id.clone(),
+        user: user(),
+        pid: Some(std::process::id()),
+    };
+    let opts = LeaseOptions {
+        ttl: Duration::from_secs(30),
+        wait: Duration::from_secs(365 * 24 * 3600),
+    };
+    let waiting = |key: &str, other: &runbook_state::Lock| {
+        eprintln!("{label}waiting for lock `{key}`: held by run {}", other.run_id);
+    };
     let taken = tokio::select! {
-        r = crate::locks::acquire_all(store, &lock, &record.id, &exec) => r.is_ok(),
+        r = leases::acquire_all(store, &lock, &holder, opts, &waiting) => r.is_ok(),
         () = signals.stop.cancelled() => false,
         () = signals.kill.cancelled() => false,
     };
