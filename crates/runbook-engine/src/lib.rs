@@ -14,5 +14,6 @@ pub mod graph;
 pub mod order;
 pub mod plan;
 pub mod precheck;
-pub mod replay;
+/// The journal's fold lives with the other readers of the journal.
+pub use runbook_report::replay;
 pub mod secrets;

@@ -90,47 +90,63 @@ pub struct StepRow {
     pub runner: Option<String>,
 }
 
-/// Every step path in the order it first appeared, with its last state.
+/// Every step path in the order it first appeared, with its last state (the
+/// rows of the journal's one fold, [`crate::replay::Replay`]).
 pub fn steps(events: &[Recorded]) -> Vec<StepRow> {
-    let mut rows: Vec<StepRow> = Vec::new();
-    let mut first_start: Vec<Option<String>> = Vec::new();
-    let idx = |rows: &mut Vec<StepRow>, first: &mut Vec<Option<String>>, step: &str| -> usize {
-        match rows.iter().position(|r| r.step == step) {
-            Some(i) => i,
-            None => {
-                rows.push(StepRow {
-                    step: step.to_owned(),
-                    state: String::new(),
-                    attempts: 0,
-                    duration_ms: None,
-                    error: None,
-                    runner: None,
-                });
-                first.push(None);
-                rows.len() - 1
-            }
+    crate::replay::Replay::new(events).rows
+}
+
+/// The step rows, built event by event as the journal is folded.
+#[derive(Default)]
+pub(crate) struct Rows {
+    rows: Vec<StepRow>,
+    index: std::collections::HashMap<String, usize>,
+    first_start: Vec<Option<String>>,
+    runner: Option<String>,
+}
+
+impl Rows {
+    fn row(&mut self, step: &str) -> usize {
+        if let Some(i) = self.index.get(step) {
+            return *i;
         }
-    };
-    let mut runner: Option<&String> = None;
-    for rec in events {
+        self.rows.push(StepRow {
+            step: step.to_owned(),
+            state: String::new(),
+            attempts: 0,
+            duration_ms: None,
+            error: None,
+            runner: None,
+        });
+        self.first_start.push(None);
+        self.index.insert(step.to_owned(), self.rows.len() - 1);
+        self.rows.len() - 1
+    }
+
+    /// From the step's first start to `at`, in milliseconds.
+    fn took(&self, i: usize, at: &str) -> Option<u64> {
+        self.first_start[i]
+            .as_deref()
+            .and_then(|s| between(s, at))
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(crate) fn apply(&mut self, rec: &Recorded) {
         let at = &rec.at;
         match &rec.event {
-            Event::RunStarted { runner: r, .. } | Event::RunResumed { runner: r, .. } => runner = r.as_ref(),
+            Event::RunStarted { runner: r, .. } | Event::RunResumed { runner: r, .. } => self.runner = r.clone(),
             Event::StepStarted { step, attempt } => {
-                let i = idx(&mut rows, &mut first_start, step);
-                rows[i].runner = runner.cloned();
-                rows[i].state = "running".into();
-                rows[i].attempts = rows[i].attempts.max(*attempt);
-                first_start[i].get_or_insert_with(|| at.clone());
+                let i = self.row(step);
+                self.rows[i].runner = self.runner.clone();
+                self.rows[i].state = "running".into();
+                self.rows[i].attempts = self.rows[i].attempts.max(*attempt);
+                self.first_start[i].get_or_insert_with(|| at.clone());
             }
             Event::StepSucceeded { step, .. } => {
-                let i = idx(&mut rows, &mut first_start, step);
-                rows[i].state = "succeeded".into();
-                rows[i].error = None;
-                rows[i].duration_ms = first_start[i]
-                    .as_deref()
-                    .and_then(|s| between(s, at))
-                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                let i = self.row(step);
+                self.rows[i].state = "succeeded".into();
+                self.rows[i].error = None;
+                self.rows[i].duration_ms = self.took(i, at);
             }
             Event::StepFailed {
                 step,
@@ -138,8 +154,8 @@ pub fn steps(events: &[Recorded]) -> Vec<StepRow> {
                 will_retry,
                 attempt,
             } => {
-                let i = idx(&mut rows, &mut first_start, step);
-                rows[i].state = if *will_retry {
+                let i = self.row(step);
+                self.rows[i].state = if *will_retry {
                     "retrying".into()
                 } else if *attempt == 0 {
                     // It failed before its action began (its parameters did
@@ -148,32 +164,32 @@ pub fn steps(events: &[Recorded]) -> Vec<StepRow> {
                 } else {
                     "failed".into()
                 };
-                rows[i].error = Some(error.clone());
-                rows[i].duration_ms = first_start[i]
-                    .as_deref()
-                    .and_then(|s| between(s, at))
-                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                self.rows[i].error = Some(error.clone());
+                self.rows[i].duration_ms = self.took(i, at);
             }
             Event::StepSkipped { step, reason } => {
-                let i = idx(&mut rows, &mut first_start, step);
-                rows[i].state = "skipped".into();
-                rows[i].error = Some(reason.clone());
+                let i = self.row(step);
+                self.rows[i].state = "skipped".into();
+                self.rows[i].error = Some(reason.clone());
             }
             Event::StepInterrupted { step, .. } => {
-                let i = idx(&mut rows, &mut first_start, step);
-                rows[i].state = "interrupted".into();
+                let i = self.row(step);
+                self.rows[i].state = "interrupted".into();
             }
             Event::StepUndone { step } => {
-                let i = idx(&mut rows, &mut first_start, step);
-                rows[i].state = "undone".into();
+                let i = self.row(step);
+                self.rows[i].state = "undone".into();
             }
             Event::StepWaiting { step, message, .. } => {
-                let i = idx(&mut rows, &mut first_start, step);
-                rows[i].state = "waiting".into();
-                rows[i].error = Some(message.clone());
+                let i = self.row(step);
+                self.rows[i].state = "waiting".into();
+                self.rows[i].error = Some(message.clone());
             }
             _ => {}
         }
     }
-    rows
+
+    pub(crate) fn finish(self) -> Vec<StepRow> {
+        self.rows
+    }
 }

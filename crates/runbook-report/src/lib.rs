@@ -1,5 +1,6 @@
-//! What a run's journal says, as pure functions of it: each step's story
-//! (`steps`, the fold that `status`, `history` and the reports share), the
+//! What a run's journal says, as pure functions of it: the journal's one fold
+//! ([`replay::Replay`]: what resume needs, and each step's story that
+//! `status`, `history` and the reports show), the
 //! measured recovery time and point against the playbook's objectives, and the
 //! reports in JSON and JUnit XML (for pipelines) and Markdown and HTML (for
 //! people). No I/O and no runtime: the caller reads the journal from the store
@@ -11,6 +12,7 @@
 
 mod fold;
 mod render;
+pub mod replay;
 
 pub use fold::{StepRow, last_error, measured, plan_hash, seconds_between, sha256_hex, short, steps};
 pub use render::{Format, Report};

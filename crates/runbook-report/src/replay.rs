@@ -1,5 +1,7 @@
-//! Reading a run's journal back: what each step path last did, so that resume
-//! skips what finished and decides about what was in flight.
+//! The journal's one fold: read once, it says what each step path last did
+//! (so that resume skips what finished and decides about what was in
+//! flight) and gives the step rows that `status`, `history` and the reports
+//! show.
 
 use runbook_state::{Event, Recorded, RunStatus};
 use serde_json::Value as Json;
@@ -53,13 +55,18 @@ pub struct Replay {
     /// Paths whose latest event is their start: a runner that was killed
     /// never recorded how they ended (with the attempt that ran).
     pub unended: HashMap<String, u32>,
+    /// Each step path in the order it first appeared, with its last state,
+    /// attempts and duration (what people and reports read).
+    pub rows: Vec<crate::StepRow>,
 }
 
 impl Replay {
     /// Replays events in order.
     pub fn new(events: &[Recorded]) -> Replay {
         let mut r = Replay::default();
+        let mut rows = crate::fold::Rows::default();
         for rec in events {
+            rows.apply(rec);
             if let Some(step) = rec.event.step() {
                 r.last_seq.insert(step.to_owned(), rec.seq);
                 match &rec.event {
@@ -147,6 +154,7 @@ impl Replay {
                 Event::RunFinished { status, .. } => r.finished = Some(*status),
             }
         }
+        r.rows = rows.finish();
         r
     }
 
