@@ -222,10 +222,15 @@ fn three_workers_share_sixty_runs_and_survive_two_sigkills() {
         );
         assert!(!victim.is_empty(), "no worker had a run in hand\n{}", workers.logs());
         workers.kill(&victim);
+        // The runs it had started (its name in their journal): a run it had
+        // claimed but not yet started carries no trace of it.
         let held = lab.psql_in(
             "primary",
             db,
-            &format!("SELECT id FROM runs WHERE worker = '{victim}' AND status = 'running'"),
+            &format!(
+                "SELECT id FROM runs WHERE worker = '{victim}' AND status = 'running' AND EXISTS \
+                 (SELECT 1 FROM journal j WHERE j.run_id = runs.id AND j.event::json->>'runner' = '{victim}')"
+            ),
         );
         orphaned.extend(held.lines().map(|id| (id.to_owned(), victim.clone())));
         workers.start(&run, fresh, "3s");
