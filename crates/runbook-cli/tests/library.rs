@@ -484,3 +484,52 @@ fn the_man_page_and_completions_come_from_the_command_line_definition() {
     let bash = Run::new().args(["completions", "bash"]).run().exit(0);
     assert!(bash.stdout.contains("--to-current"), "completions know every flag");
 }
+
+/// book/src/architecture.md draws each crate's arrows; they are the
+/// dependencies its Cargo.toml declares, no more and no fewer.
+#[test]
+fn the_architecture_page_draws_the_real_crate_arrows() {
+    let root = support::workspace();
+    let page = std::fs::read_to_string(root.join("book/src/architecture.md")).unwrap();
+    let mut drawn = std::collections::BTreeMap::new();
+    for line in page.lines().filter(|l| l.contains(" ──> ")) {
+        let (from, to) = line.split_once(" ──> ").unwrap();
+        let to = to.split("  ").next().unwrap_or_default();
+        let deps: std::collections::BTreeSet<String> = to
+            .split(", ")
+            .map(str::trim)
+            .filter(|d| d.starts_with("runbook-"))
+            .map(str::to_owned)
+            .collect();
+        drawn.insert(from.trim().to_owned(), deps);
+    }
+    for entry in std::fs::read_dir(root.join("crates")).unwrap() {
+        let dir = entry.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let toml = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        let deps_section = toml.split("[dependencies]").nth(1).unwrap_or_default();
+        let deps_section = deps_section.split("\n[").next().unwrap_or_default();
+        let mut real: std::collections::BTreeSet<String> = deps_section
+            .lines()
+            .filter_map(|l| l.split(['.', ' ', '=']).next())
+            .filter(|d| d.starts_with("runbook-"))
+            .map(|d| {
+                if d.starts_with("runbook-step-") && name == "runbook-cli" {
+                    "runbook-step-*".to_owned()
+                } else {
+                    d.to_owned()
+                }
+            })
+            .collect();
+        real.remove(&name);
+        let key = if name.starts_with("runbook-step-") {
+            "runbook-step-*".to_owned()
+        } else {
+            name.clone()
+        };
+        let want = drawn
+            .get(&key)
+            .unwrap_or_else(|| panic!("{name} is not drawn in architecture.md"));
+        assert_eq!(&real, want, "{name}: its Cargo.toml against architecture.md");
+    }
+}
