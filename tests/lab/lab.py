@@ -48,6 +48,7 @@ import os
 import random
 import secrets
 import shutil
+import shlex
 import signal
 import socket
 import subprocess
@@ -57,6 +58,11 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VENV = os.path.join(HERE, ".venv")
+# Inside each host, the lab's code (this folder, with its venv) is bind-mounted
+# here: a host's user other than root reaches it even when the clone lies
+# under a folder only root may enter (/root).
+HOST_CODE = "/srv/lab"
+HOST_VENV = f"{HOST_CODE}/.venv"
 SSHD = "/usr/sbin/sshd"
 DEPLOY = """#!/bin/sh
 # deploy RELEASE: unpack a release and point `current` at it (the lab's stand-in
@@ -134,7 +140,7 @@ run=$root/run/celery
 set -a; . "$root/config/env"; set +a
 export LAB_CELERY_DIR=$run PYTHONPATH={here}
 cd {here}
-celery={venv}/bin/celery
+celery="{venv}/bin/python -m celery"
 alive() {{ [ -f "$1" ] && p=$(cat "$1") && [ -e "/proc/$p" ] && [ "$(sed 's/.*) //' "/proc/$p/stat" | cut -c1)" != Z ]; }}
 wait_gone() {{
   i=0
@@ -433,7 +439,8 @@ class Lab:
                 # A private mount namespace: a tmpfs on /srv, the host's folder on /srv/app.
                 root = self.f["root"]
                 wrap = CLEAN + (f'mount -t tmpfs lab /srv && mkdir {root} && mount --bind "$1" {root} && '
-                                f'mount --bind "$1" /app && shift && exec "$@"')
+                                f'mount --bind "$1" /app && mkdir {HOST_CODE} && mount --bind {shlex.quote(HERE)} {HOST_CODE} && '
+                                'shift && exec "$@"')
                 sshd = ["unshare", "-m", "--propagation", "private", "sh", "-c", wrap, "sh", app] + sshd
                 p = self.spawn(f"sshd {lead}", sshd, f"{hd}/sshd.log")
             for m in members:
@@ -477,7 +484,7 @@ class Lab:
         its folder owned by the flavour's ssh user."""
         fl = self.f
         app = f"{h['dir']}/app"
-        py = f"{VENV}/bin/python" if os.path.exists(f"{VENV}/bin/python") else sys.executable
+        py = f"{HOST_VENV}/bin/python" if os.path.exists(f"{VENV}/bin/python") else sys.executable
         if self.a.stack and py == sys.executable:
             die(f"the lab's venv ({VENV}) is missing: scripts/setup makes it (psycopg, celery)")
         app_args, curl_args, scheme = [], "", "http"
@@ -489,7 +496,7 @@ class Lab:
             inside = f"{fl['root']}/tls"
             app_args += ["--tls-cert", f"{inside}/app.crt", "--tls-key", f"{inside}/app.key"]
             curl_args, scheme = f"--cacert {self.app_ca}", "https"
-        fill = dict(py=py, here=HERE, addr=h["address"], port=port, name=h["name"], venv=VENV, root=fl["root"],
+        fill = dict(py=py, here=HOST_CODE, addr=h["address"], port=port, name=h["name"], venv=HOST_VENV, root=fl["root"],
                     app_args=" ".join(app_args), curl_args=curl_args, scheme=scheme)
         self.script(f"{app}/bin/{fl['app']}", APP_CTL.format(**fill))
         self.script(f"{app}/bin/{fl['manage']}", MANAGE.format(**fill))
@@ -498,9 +505,9 @@ class Lab:
             # What the library's default commands expect of a production host:
             # `celery` on the PATH and the Celery app as `cd /app && celery -A config`.
             os.makedirs(f"{app}/tools", exist_ok=True)
-            self.script(f"{app}/tools/celery", f'#!/bin/sh\nexec {VENV}/bin/celery "$@"\n')
+            self.script(f"{app}/tools/celery", f'#!/bin/sh\nexec {HOST_VENV}/bin/python -m celery "$@"\n')
             with open(f"{app}/config.py", "w") as f:
-                f.write(CELERY_CONFIG.format(here=HERE))
+                f.write(CELERY_CONFIG.format(here=HOST_CODE))
             os.makedirs(f"{app}/config", exist_ok=True)
             with open(f"{app}/config/env", "w") as f:
                 f.write(f"DATABASE_URL={self.info['postgres']['primary']['app_dsn']}\n"
