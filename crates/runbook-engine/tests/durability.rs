@@ -12,7 +12,8 @@ use runbook_core::validate::{Expected, load};
 use runbook_engine::exec::{Engine, EngineError, Observer, RunInput, Signals, execute};
 use runbook_engine::replay::Replay;
 use runbook_state::{
-    Event, Lock, LockHolder, LogLine, NewRun, Recorded, RunRecord, RunStatus, SqliteStore, Store, StoreError,
+    Event, Journal, Leases, Lock, LockHolder, LogLine, NewRun, Queue, Recorded, RunRecord, RunStatus, SqliteStore,
+    StoreError,
 };
 use serde_json::{Value as Json, json};
 use std::sync::{Arc, Mutex};
@@ -57,13 +58,15 @@ impl StepKind for Mark {
 struct Refusing(SqliteStore);
 
 #[async_trait]
-impl Store for Refusing {
+impl Journal for Refusing {
     async fn create_run(&self, run: &NewRun, first: &Event) -> Result<(), StoreError> {
         self.0.create_run(run, first).await
     }
+
     async fn append(&self, run: &str, event: &Event) -> Result<i64, StoreError> {
         self.append_all(run, std::slice::from_ref(event)).await
     }
+
     async fn append_all(&self, run: &str, events: &[Event]) -> Result<i64, StoreError> {
         if events
             .iter()
@@ -73,52 +76,73 @@ impl Store for Refusing {
         }
         self.0.append_all(run, events).await
     }
+
     async fn events(&self, run: &str) -> Result<Vec<Recorded>, StoreError> {
         self.0.events(run).await
     }
+
     async fn run(&self, id: &str) -> Result<RunRecord, StoreError> {
         self.0.run(id).await
     }
+
     async fn runs(&self, playbook: Option<&str>, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
         self.0.runs(playbook, limit).await
     }
+
     async fn count_runs(&self, status: RunStatus) -> Result<u64, StoreError> {
         self.0.count_runs(status).await
     }
+
     async fn set_runner(&self, run: &str, pid: Option<u32>) -> Result<(), StoreError> {
         self.0.set_runner(run, pid).await
     }
+
     async fn replace_text(&self, run: &str, text: &str, hash: &str) -> Result<(), StoreError> {
         self.0.replace_text(run, text, hash).await
     }
+
     async fn claim_runner(&self, run: &str, pid: u32, previous: Option<u32>) -> Result<bool, StoreError> {
         self.0.claim_runner(run, pid, previous).await
     }
+
     async fn append_logs(&self, run: &str, lines: &[LogLine]) -> Result<(), StoreError> {
         self.0.append_logs(run, lines).await
     }
+
     async fn logs(&self, run: &str, step: Option<&str>, after: i64) -> Result<Vec<(i64, LogLine)>, StoreError> {
         self.0.logs(run, step, after).await
     }
-    async fn acquire_lock(&self, key: &str, holder: &LockHolder, ttl: Duration) -> Result<Option<Lock>, StoreError> {
-        self.0.acquire_lock(key, holder, ttl).await
-    }
-    async fn renew_locks(&self, run: &str, ttl: Duration) -> Result<(), StoreError> {
-        self.0.renew_locks(run, ttl).await
-    }
-    async fn release_locks(&self, run: &str) -> Result<(), StoreError> {
-        self.0.release_locks(run).await
-    }
-    async fn locks(&self) -> Result<Vec<Lock>, StoreError> {
-        self.0.locks().await
-    }
-    async fn remove_lock(&self, key: &str) -> Result<Option<Lock>, StoreError> {
-        self.0.remove_lock(key).await
-    }
+
     async fn schema_version(&self) -> Result<i64, StoreError> {
         self.0.schema_version().await
     }
 }
+
+#[async_trait]
+impl Leases for Refusing {
+    async fn acquire_lock(&self, key: &str, holder: &LockHolder, ttl: Duration) -> Result<Option<Lock>, StoreError> {
+        self.0.acquire_lock(key, holder, ttl).await
+    }
+
+    async fn renew_locks(&self, run: &str, ttl: Duration) -> Result<(), StoreError> {
+        self.0.renew_locks(run, ttl).await
+    }
+
+    async fn release_locks(&self, run: &str) -> Result<(), StoreError> {
+        self.0.release_locks(run).await
+    }
+
+    async fn locks(&self) -> Result<Vec<Lock>, StoreError> {
+        self.0.locks().await
+    }
+
+    async fn remove_lock(&self, key: &str) -> Result<Option<Lock>, StoreError> {
+        self.0.remove_lock(key).await
+    }
+}
+
+#[async_trait]
+impl Queue for Refusing {}
 
 struct Quiet;
 

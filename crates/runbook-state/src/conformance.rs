@@ -465,12 +465,12 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let queued = crate::Event::RunQueued { user: "a".into() };
-        let err = crate::Store::create_run(&store, &super::new_run("q"), &queued).await;
+        let err = crate::Journal::create_run(&store, &super::new_run("q"), &queued).await;
         let Err(err) = err else {
             panic!("SQLite accepted a submitted run");
         };
         assert!(err.to_string().contains("PostgreSQL"), "{err}");
-        let claim = crate::Store::claim(&store, "w", std::time::Duration::from_secs(1)).await;
+        let claim = crate::Queue::claim(&store, "w", std::time::Duration::from_secs(1)).await;
         assert!(matches!(claim, Err(crate::StoreError::Unsupported(_))), "{claim:?}");
     }
 }

@@ -5,7 +5,7 @@
 //! leases (its new worker holds them under the same run). Reads pass through.
 
 use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus};
-use crate::{Lease, Lock, LockHolder, Result, Store, StoreError};
+use crate::{Journal, Lease, Leases, Lock, LockHolder, Queue, Result, Store, StoreError};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +37,7 @@ impl Fenced {
 }
 
 #[async_trait]
-impl Store for Fenced {
+impl Journal for Fenced {
     /// A worker continues runs; it never creates one.
     async fn create_run(&self, _run: &NewRun, _first: &Event) -> Result<()> {
         Err(StoreError::Unsupported("a worker does not create runs".into()))
@@ -92,6 +92,13 @@ impl Store for Fenced {
         self.inner.logs(run, step, after).await
     }
 
+    async fn schema_version(&self) -> Result<i64> {
+        self.inner.schema_version().await
+    }
+}
+
+#[async_trait]
+impl Leases for Fenced {
     async fn acquire_lock(&self, key: &str, holder: &LockHolder, ttl: Duration) -> Result<Option<Lock>> {
         self.inner.acquire_lock(key, holder, ttl).await
     }
@@ -113,11 +120,10 @@ impl Store for Fenced {
     async fn remove_lock(&self, key: &str) -> Result<Option<Lock>> {
         self.inner.remove_lock(key).await
     }
+}
 
-    async fn schema_version(&self) -> Result<i64> {
-        self.inner.schema_version().await
-    }
-
+#[async_trait]
+impl Queue for Fenced {
     async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<bool>> {
         self.inner.renew_lease(lease, ttl).await
     }

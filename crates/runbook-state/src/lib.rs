@@ -101,9 +101,9 @@ pub enum StoreError {
 /// A result of the store.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// Runs, journals and logs.
+/// Runs, their journal and their logs.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Journal: Send + Sync {
     /// Records a new run (and its `run_started` event) durably.
     async fn create_run(&self, run: &NewRun, first: &Event) -> Result<()>;
 
@@ -159,6 +159,15 @@ pub trait Store: Send + Sync {
     /// Log lines of a run, optionally of one step, after sequence `after`.
     async fn logs(&self, run: &str, step: Option<&str>, after: i64) -> Result<Vec<(i64, LogLine)>>;
 
+    /// The schema version in use (its migrations are applied on open).
+    async fn schema_version(&self) -> Result<i64>;
+
+    // The work queue (`run --submit`, `runbook worker`): PostgreSQL only.
+}
+
+/// The leases of `lock:` keys.
+#[async_trait]
+pub trait Leases: Send + Sync {
     /// Takes the lease on `key` for `holder` until `ttl` from now, atomically
     /// across processes. A lease past its expiry is free; a lease held by the
     /// same run is renewed. Returns the other holder when the key is taken.
@@ -175,12 +184,11 @@ pub trait Store: Send + Sync {
 
     /// Removes the lease on `key`, whoever holds it; returns what it was.
     async fn remove_lock(&self, key: &str) -> Result<Option<Lock>>;
+}
 
-    /// The schema version in use (its migrations are applied on open).
-    async fn schema_version(&self) -> Result<i64>;
-
-    // The work queue (`run --submit`, `runbook worker`): PostgreSQL only.
-
+/// The queue and its workers (PostgreSQL); SQLite answers that it has none.
+#[async_trait]
+pub trait Queue: Send + Sync {
     /// Claims one run for `worker`, skipping runs other workers are claiming:
     /// a queued run, or a submitted run whose worker's lease expired (its
     /// runner died). The lease's epoch goes up by one with every claim.
@@ -204,7 +212,7 @@ pub trait Store: Send + Sync {
         Err(queue_unsupported())
     }
 
-    /// Appends events like [`Store::append_all`], in the same transaction as a
+    /// Appends events like [`Journal::append_all`], in the same transaction as a
     /// check that `lease` is still held: fails with [`StoreError::Fenced`]
     /// otherwise, writing nothing.
     async fn append_leased(&self, lease: &Lease, events: &[Event]) -> Result<i64> {
@@ -212,20 +220,20 @@ pub trait Store: Send + Sync {
         Err(queue_unsupported())
     }
 
-    /// Appends log lines, fenced like [`Store::append_leased`].
+    /// Appends log lines, fenced like [`Queue::append_leased`].
     async fn append_logs_leased(&self, lease: &Lease, lines: &[LogLine]) -> Result<()> {
         let _ = (lease, lines);
         Err(queue_unsupported())
     }
 
-    /// Extends the run's `lock:` leases like [`Store::renew_locks`], only while
+    /// Extends the run's `lock:` leases like [`Leases::renew_locks`], only while
     /// `lease` holds the run (a stalled worker cannot keep them).
     async fn renew_locks_leased(&self, lease: &Lease, ttl: std::time::Duration) -> Result<()> {
         let _ = (lease, ttl);
         Err(queue_unsupported())
     }
 
-    /// Gives back the run's `lock:` leases like [`Store::release_locks`], only
+    /// Gives back the run's `lock:` leases like [`Leases::release_locks`], only
     /// while `lease` holds the run: a worker that lost the run cannot free the
     /// locks the run's new worker holds.
     async fn release_locks_leased(&self, lease: &Lease) -> Result<()> {
@@ -257,6 +265,12 @@ pub trait Store: Send + Sync {
         tokio::time::sleep(timeout).await;
     }
 }
+
+/// Where runs live: everything a runner, the CLI and a worker ask of it, by
+/// concern ([`Journal`], [`Leases`], [`Queue`]); every backend is all three.
+pub trait Store: Journal + Leases + Queue {}
+
+impl<T: Journal + Leases + Queue + ?Sized> Store for T {}
 
 pub(crate) fn queue_unsupported() -> StoreError {
     StoreError::Unsupported(

@@ -9,7 +9,7 @@
 
 use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus};
 use crate::migrate::{self, Changes};
-use crate::{Lease, Lock, LockHolder, Result, Store, StoreError, WorkerInfo, WorkerRow, now, rows};
+use crate::{Journal, Lease, Leases, Lock, LockHolder, Queue, Result, StoreError, WorkerInfo, WorkerRow, now, rows};
 use async_trait::async_trait;
 use sqlx::PgPool;
 use sqlx::migrate::Migrate;
@@ -346,7 +346,7 @@ async fn insert_logs(
 const LOCK_COLUMNS: &str = "key, run_id, run_user, pid, since, expires_unix_ms";
 
 #[async_trait]
-impl Store for PgStore {
+impl Journal for PgStore {
     async fn create_run(&self, run: &NewRun, first: &Event) -> Result<()> {
         let at = now();
         // A run submitted to the queue is executed by the workers.
@@ -500,6 +500,16 @@ impl Store for PgStore {
         rows.iter().map(|r| rows::log_line(r).map_err(|e| self.db(e))).collect()
     }
 
+    async fn schema_version(&self) -> Result<i64> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.db(e))
+    }
+}
+
+#[async_trait]
+impl Leases for PgStore {
     async fn acquire_lock(&self, key: &str, holder: &LockHolder, ttl: Duration) -> Result<Option<Lock>> {
         let now = rows::unix_ms(SystemTime::now());
         let until = rows::expiry(ttl);
@@ -583,13 +593,6 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn schema_version(&self) -> Result<i64> {
-        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| self.db(e))
-    }
-
     async fn remove_lock(&self, key: &str) -> Result<Option<Lock>> {
         let now = rows::unix_ms(SystemTime::now());
         let row = sqlx::query(&format!("DELETE FROM locks WHERE key = $1 RETURNING {LOCK_COLUMNS}"))
@@ -601,7 +604,10 @@ impl Store for PgStore {
             .transpose()
             .map_err(|e| self.db(e))
     }
+}
 
+#[async_trait]
+impl Queue for PgStore {
     async fn claim(&self, worker: &str, ttl: Duration) -> Result<Option<Lease>> {
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
         // SKIP LOCKED: workers claiming at once each get a different run, and

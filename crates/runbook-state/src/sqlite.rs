@@ -3,7 +3,7 @@
 
 use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus};
 use crate::migrate::{self, Changes};
-use crate::{Lock, LockHolder, Result, Store, StoreError, now, rows};
+use crate::{Journal, Leases, Lock, LockHolder, Queue, Result, StoreError, now, rows};
 use async_trait::async_trait;
 use sqlx::migrate::Migrate;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -218,7 +218,7 @@ pub fn default_path() -> PathBuf {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Journal for SqliteStore {
     async fn create_run(&self, run: &NewRun, first: &Event) -> Result<()> {
         if matches!(first, Event::RunQueued { .. }) {
             return Err(crate::queue_unsupported());
@@ -412,6 +412,54 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn schema_version(&self) -> Result<i64> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.db(e))
+    }
+
+    async fn append_logs(&self, run: &str, lines: &[LogLine]) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
+        for l in lines {
+            let stream = l.stream.as_str();
+            sqlx::query("INSERT INTO logs (run_id, step, at, stream, line) VALUES (?, ?, ?, ?, ?)")
+                .bind(run)
+                .bind(&l.step)
+                .bind(&l.at)
+                .bind(stream)
+                .bind(&l.line)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db(e))?;
+        }
+        tx.commit().await.map_err(|e| self.db(e))
+    }
+
+    async fn logs(&self, run: &str, step: Option<&str>, after: i64) -> Result<Vec<(i64, LogLine)>> {
+        let rows = sqlx::query(
+            "SELECT seq, step, at, stream, line FROM logs
+             WHERE run_id = ? AND seq > ? AND (? IS NULL OR step = ? OR step LIKE ? ESCAPE '\\' OR step LIKE ? ESCAPE '\\')
+             ORDER BY seq",
+        )
+        .bind(run)
+        .bind(after)
+        .bind(step)
+        .bind(step)
+        .bind(step.map(|s| format!("{}.%", crate::like_escape(s))))
+        .bind(step.map(|s| format!("{}[%", crate::like_escape(s))))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.db(e))?;
+        rows.iter().map(|r| rows::log_line(r).map_err(|e| self.db(e))).collect()
+    }
+}
+
+#[async_trait]
+impl Leases for SqliteStore {
     async fn acquire_lock(&self, key: &str, holder: &LockHolder, ttl: Duration) -> Result<Option<Lock>> {
         let now = rows::unix_ms(SystemTime::now());
         let until = rows::expiry(ttl);
@@ -506,13 +554,6 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn schema_version(&self) -> Result<i64> {
-        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| self.db(e))
-    }
-
     async fn remove_lock(&self, key: &str) -> Result<Option<Lock>> {
         let now = rows::unix_ms(SystemTime::now());
         let row =
@@ -525,45 +566,10 @@ impl Store for SqliteStore {
             .transpose()
             .map_err(|e| self.db(e))
     }
-
-    async fn append_logs(&self, run: &str, lines: &[LogLine]) -> Result<()> {
-        if lines.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
-        for l in lines {
-            let stream = l.stream.as_str();
-            sqlx::query("INSERT INTO logs (run_id, step, at, stream, line) VALUES (?, ?, ?, ?, ?)")
-                .bind(run)
-                .bind(&l.step)
-                .bind(&l.at)
-                .bind(stream)
-                .bind(&l.line)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.db(e))?;
-        }
-        tx.commit().await.map_err(|e| self.db(e))
-    }
-
-    async fn logs(&self, run: &str, step: Option<&str>, after: i64) -> Result<Vec<(i64, LogLine)>> {
-        let rows = sqlx::query(
-            "SELECT seq, step, at, stream, line FROM logs
-             WHERE run_id = ? AND seq > ? AND (? IS NULL OR step = ? OR step LIKE ? ESCAPE '\\' OR step LIKE ? ESCAPE '\\')
-             ORDER BY seq",
-        )
-        .bind(run)
-        .bind(after)
-        .bind(step)
-        .bind(step)
-        .bind(step.map(|s| format!("{}.%", crate::like_escape(s))))
-        .bind(step.map(|s| format!("{}[%", crate::like_escape(s))))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.db(e))?;
-        rows.iter().map(|r| rows::log_line(r).map_err(|e| self.db(e))).collect()
-    }
 }
+
+#[async_trait]
+impl Queue for SqliteStore {}
 
 #[cfg(test)]
 mod tests {
