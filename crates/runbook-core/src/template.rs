@@ -308,6 +308,19 @@ impl Renderer {
         Ok(rendered)
     }
 
+    /// Renders each item of a literal list (a `for_each:` written as a list),
+    /// typed; an error's place starts with the item's index.
+    pub fn render_items(&self, items: &[Json], ctx: &Data) -> Result<Vec<Json>, (String, TemplateError)> {
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                self.render_tree(item, ctx, &[])
+                    .map_err(|(at, e)| (format!("{i}{at}"), e))
+            })
+            .collect()
+    }
+
     /// Renders every string inside a JSON value (a step's `with:`), typed; strings
     /// at `shell_fields` (JSON pointers) are rendered in shell mode.
     pub fn render_tree(

@@ -385,20 +385,10 @@ impl Planner<'_> {
         if let Some(each) = &step.for_each {
             let var = step.as_.clone().unwrap_or_else(|| "item".to_owned());
             let items = match each {
-                ForEach::List(items) => {
-                    let list = Json::Array(items.clone());
-                    if runbook_core::template::strings_in(&list)
-                        .iter()
-                        .all(|t| known_before_run(t))
-                    {
-                        self.renderer.render_tree(&list, ctx, &[]).ok().and_then(|v| match v {
-                            Json::Array(items) => Some(items),
-                            _ => None,
-                        })
-                    } else {
-                        Some(items.clone())
-                    }
+                ForEach::List(items) if crate::precheck::literal_known(items, known_before_run) => {
+                    self.renderer.render_items(items, ctx).ok()
                 }
+                ForEach::List(items) => Some(items.clone()),
                 ForEach::Template(t) if known_before_run(t) => match self.renderer.render_value(t, ctx, Mode::Plain) {
                     Ok(Json::Array(items)) => Some(items),
                     Ok(other) => {

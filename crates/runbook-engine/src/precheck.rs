@@ -59,6 +59,11 @@ struct Checker<'a> {
     out: Vec<Refused>,
 }
 
+/// True if every template in a literal `for_each` list passes `known`.
+pub(crate) fn literal_known(items: &[Json], known: impl Fn(&str) -> bool) -> bool {
+    items.iter().flat_map(runbook_core::template::strings_in).all(known)
+}
+
 /// True if every name the template reads is known (no `steps.*`, no item
 /// variable of a list known only at run time).
 fn known(text: &str, roots: &HashSet<String>) -> bool {
@@ -106,24 +111,16 @@ impl Checker<'_> {
         if let Some(each) = &step.for_each {
             let var = step.as_.clone().unwrap_or_else(|| "item".to_owned());
             let items = match each {
-                ForEach::List(items) => {
-                    let list = Json::Array(items.clone());
-                    if runbook_core::template::strings_in(&list)
-                        .iter()
-                        .all(|t| known(t, roots))
-                    {
-                        match self.renderer.render_tree(&list, data, &[]) {
-                            Ok(Json::Array(items)) => Some(items),
-                            Ok(_) => None,
-                            Err((at, e)) => {
-                                self.refuse(path, "for_each", format!("item {}: {e}", at.trim_start_matches('/')));
-                                return;
-                            }
+                ForEach::List(items) if literal_known(items, |t| known(t, roots)) => {
+                    match self.renderer.render_items(items, data) {
+                        Ok(items) => Some(items),
+                        Err((at, e)) => {
+                            self.refuse(path, "for_each", format!("item {at}: {e}"));
+                            return;
                         }
-                    } else {
-                        None
                     }
                 }
+                ForEach::List(_) => None,
                 ForEach::Template(t) if known(t, roots) => match self.renderer.render_value(t, data, Mode::Plain) {
                     Ok(Json::Array(items)) => Some(items),
                     Ok(other) => {

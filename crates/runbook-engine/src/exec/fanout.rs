@@ -159,11 +159,9 @@ impl<'a> Exec<'a> {
             // A list's items may be templates: each is rendered, typed.
             Some(ForEach::List(items)) => {
                 let data = self.data(step, frame);
-                match self.renderer.render_tree(&Json::Array(items.clone()), &data, &[]) {
-                    Ok(Json::Array(items)) => items,
-                    Ok(_) => Vec::new(),
-                    Err((at, e)) => return Err(format!("`for_each` item {}: {e}", at.trim_start_matches('/'))),
-                }
+                self.renderer
+                    .render_items(items, &data)
+                    .map_err(|(at, e)| format!("`for_each` item {at}: {e}"))?
             }
             Some(ForEach::Template(t)) => {
                 let data = self.data(step, frame);
