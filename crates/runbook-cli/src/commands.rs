@@ -84,13 +84,13 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
             let Some(inv) = load_inventory(inventory.as_deref()) else {
                 return Exit::Invalid;
             };
-            let decisions = crate::runs::Decisions {
+            let decisions = runbook_runner::Decisions {
                 rerun: &rerun,
                 mark_done: &mark_done,
                 set_output: &set_output,
                 to_current,
                 library: Some(&lib),
-                ..crate::runs::Decisions::default()
+                ..runbook_runner::Decisions::default()
             };
             crate::runs::resume(state, &registry, &run, &decisions, &exec, &inv)
         }

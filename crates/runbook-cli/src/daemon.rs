@@ -503,7 +503,7 @@ async fn interrupted_run(store: &Arc<dyn Store>, s: &Schedule) -> Option<String>
     }
     let runs = store.runs(Some(&s.spec.playbook), 20).await.ok()?;
     let last = runs.into_iter().find(|r| r.user == s.user())?;
-    let dead = last.pid.is_none_or(|p| !crate::session::alive(p));
+    let dead = last.pid.is_none_or(|p| !runbook_runner::alive(p));
     (matches!(last.status, RunStatus::Interrupted) || (last.status == RunStatus::Running && dead)).then_some(last.id)
 }
 

@@ -149,7 +149,7 @@ pub(crate) fn status(state: Option<PathBuf>, run: Option<&str>, output: Output) 
         if !by.is_empty() {
             println!("workers: {}", by.join(" → "));
         }
-        match (record.status, record.pid, crate::session::held_by_worker(&record)) {
+        match (record.status, record.pid, runbook_runner::held_by_worker(&record)) {
             (_, _, Some(worker)) => println!(
                 "runner: worker {worker} (lease until {})",
                 record.lease_until.as_deref().unwrap_or("?")
@@ -158,7 +158,7 @@ pub(crate) fn status(state: Option<PathBuf>, run: Option<&str>, output: Output) 
                 println!("its worker is gone: another worker takes it over when its lease expires (`runbook worker`)")
             }
             (RunStatus::Queued, _, _) => println!("queued: the next free `runbook worker` runs it"),
-            (RunStatus::Running, Some(pid), _) if crate::session::alive(pid) => println!("runner: process {pid}"),
+            (RunStatus::Running, Some(pid), _) if runbook_runner::alive(pid) => println!("runner: process {pid}"),
             (RunStatus::Running, _, _) => {
                 println!(
                     "its runner is gone (killed or crashed): `runbook resume {}` continues it",

@@ -7,6 +7,7 @@
 
 use runbook_engine::exec::Observer;
 use runbook_report::short;
+use runbook_runner::{Notice, Watcher};
 use runbook_state::{Event, LogLine, RunStatus, Stream};
 use std::collections::HashMap;
 use std::io::Write;
@@ -132,6 +133,25 @@ fn out(line: &str) {
     let mut o = std::io::stdout().lock();
     let _ = writeln!(o, "{line}");
     let _ = o.flush();
+}
+
+/// Shows nothing (what the caller prints itself).
+pub(crate) struct Quiet;
+
+impl Observer for Quiet {
+    fn event(&self, _: &str, _: &Event) {}
+    fn log(&self, _: &LogLine) {}
+}
+
+impl Watcher for Quiet {
+    fn notice(&self, _: &Notice) {}
+}
+
+/// Notices go to stderr, after the run's prefix.
+impl Watcher for Text {
+    fn notice(&self, notice: &Notice) {
+        eprintln!("{}{notice}", self.prefix);
+    }
 }
 
 impl Observer for Text {
@@ -301,6 +321,13 @@ impl JsonLines {
             m.insert("at".into(), at.into());
         }
         out(&v.to_string());
+    }
+}
+
+/// Notices are for people: stderr, so stdout stays one JSON object per line.
+impl Watcher for JsonLines {
+    fn notice(&self, notice: &Notice) {
+        eprintln!("{notice}");
     }
 }
 

@@ -1,6 +1,5 @@
 //! What every command that touches runs shares: who is running it, the
-//! runtime, the store (opened and migrated) and a run in it, and whether the
-//! process that holds a run is still alive.
+//! runtime, the store (opened and migrated) and a run in it.
 
 use runbook_state::{SqliteStore, Store};
 use std::path::PathBuf;
@@ -65,17 +64,4 @@ pub(crate) async fn open_run(state: Option<PathBuf>, id: &str) -> Option<(Arc<dy
             None
         }
     }
-}
-
-/// True if a worker holds the run's lease now (by this machine's clock).
-pub(crate) fn held_by_worker(record: &runbook_state::RunRecord) -> Option<&str> {
-    let until = humantime::parse_rfc3339(record.lease_until.as_deref()?).ok()?;
-    (until > std::time::SystemTime::now()).then_some(record.worker.as_deref().unwrap_or("?"))
-}
-
-/// True if `pid` is a live runbook process.
-pub(crate) fn alive(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains("runbook"))
-        .unwrap_or(false)
 }

@@ -1,0 +1,603 @@
+//! Starting, submitting, resuming, answering and cancelling runs: every path
+//! ends in one [`Runner::execute`], which renews the run's lock while the
+//! engine runs it and keeps or gives the lock back when it stops.
+//!
+//! A run is taken before anything is recorded: `start` creates it holding its
+//! lock; `resume` claims it atomically (`claim_runner`), so of two resumes
+//! started together one runs it and the other is told who does.
+
+use crate::decide::{self, Answer, Decisions, load_stored, stored_inputs};
+use crate::leases::{self, LeaseOptions, WAITING_TTL};
+use crate::notice::{Notice, Watcher};
+use crate::{Holder, RunnerError};
+use indexmap::IndexMap;
+use runbook_core::kind::Registry;
+use runbook_core::model::Playbook;
+use runbook_core::validate::Loaded;
+use runbook_engine::exec::{self, Engine, EngineError, RunInput, Signals};
+use runbook_engine::replay::Replay;
+use runbook_engine::secrets::Masker;
+use runbook_report::{plan_hash, sha256_hex};
+use runbook_state::{Event, LockHolder, NewRun, RunRecord, RunStatus, Store, StoreError};
+use serde_json::Value as Json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What every run of this front end shares.
+#[derive(Clone)]
+pub struct Runner {
+    /// The journal, leases and queue.
+    pub store: Arc<dyn Store>,
+    /// The step kinds.
+    pub registry: Registry,
+    /// Who is told what happens.
+    pub watcher: Arc<dyn Watcher>,
+    /// Who runs it (journalled, and the default approver).
+    pub user: String,
+    /// The environment: what templates read as `env.*`, and where secrets
+    /// come from.
+    pub env: IndexMap<String, String>,
+    /// What templates see as `inventory` (null without one).
+    pub inventory: Json,
+}
+
+/// How one run executes.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// At most this many step calls at once.
+    pub max_parallel: usize,
+    /// `--yes`: approvals are answered "approve" by the runner's user.
+    pub auto_approve: bool,
+    /// The run's `lock:` leases.
+    pub lease: LeaseOptions,
+    /// What stops the run.
+    pub signals: Signals,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            max_parallel: 8,
+            auto_approve: false,
+            lease: LeaseOptions {
+                ttl: Duration::from_secs(30),
+                wait: Duration::ZERO,
+            },
+            signals: Signals::default(),
+        }
+    }
+}
+
+/// How a run this process executed stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The run.
+    pub run_id: String,
+    /// How it stopped (waiting, interrupted and uncertain runs continue with
+    /// a resume).
+    pub status: RunStatus,
+}
+
+/// What a resume did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resumed {
+    /// This process executed the run until it stopped.
+    Executed(Outcome),
+    /// The run belongs to the queue: it went back there, for a worker.
+    Requeued(String),
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancelled {
+    /// The process executing it was asked to stop.
+    Signalled {
+        /// The run.
+        run: String,
+        /// The process.
+        pid: u32,
+    },
+    /// The worker holding it stops it at its next heartbeat.
+    Requested {
+        /// The run.
+        run: String,
+        /// The worker.
+        worker: String,
+    },
+    /// Nobody executed it: it ended at once.
+    Ended(String),
+    /// It waited (an approval, a decision): its handlers ran, then it ended.
+    AfterHandlers(Outcome),
+}
+
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cancelled::Signalled { run, pid } => write!(f, "cancel requested: run {run} is stopping (process {pid})"),
+            Cancelled::Requested { run, worker } => {
+                write!(f, "cancel requested: worker {worker} is stopping run {run}")
+            }
+            Cancelled::Ended(run) => write!(f, "run {run} cancelled"),
+            Cancelled::AfterHandlers(o) => write!(f, "run {} {}", o.run_id, o.status.as_str()),
+        }
+    }
+}
+
+/// One run to hand to the engine.
+pub(crate) struct Execute<'a> {
+    pub(crate) playbook: &'a Playbook,
+    pub(crate) run_id: String,
+    pub(crate) inputs: IndexMap<String, Json>,
+    pub(crate) secrets: IndexMap<String, String>,
+    pub(crate) started_at: String,
+    pub(crate) replay: Replay,
+    /// The run holds its playbook's lock: renew it while running, then keep
+    /// it (waiting for a person) or give it back.
+    pub(crate) locked: bool,
+}
+
+/// True if `pid` is a live runbook process.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains("runbook"))
+        .unwrap_or(false)
+}
+
+/// The worker that holds the run's lease now (by this machine's clock).
+pub fn held_by_worker(record: &RunRecord) -> Option<&str> {
+    let until = humantime::parse_rfc3339(record.lease_until.as_deref()?).ok()?;
+    (until > std::time::SystemTime::now()).then_some(record.worker.as_deref().unwrap_or("?"))
+}
+
+/// A cancel by an operator.
+fn cancel_event(who: &str) -> Event {
+    Event::OperatorAction {
+        action: "cancel".into(),
+        step: None,
+        who: who.to_owned(),
+        comment: None,
+        plan_hash: None,
+    }
+}
+
+fn cancelled() -> Event {
+    Event::RunFinished {
+        status: RunStatus::Cancelled,
+        error: Some("cancelled by an operator".into()),
+    }
+}
+
+/// Checks what [`Runner::start`] checks before it records anything: every
+/// secret is set (in `env`), every template known at start renders, every
+/// lock key renders. Needs no store, so a front end can refuse before opening
+/// one. The secrets and the lock keys.
+pub fn check_start(
+    registry: &Registry,
+    env: &IndexMap<String, String>,
+    inventory: &Json,
+    user: &str,
+    pb: &Playbook,
+    inputs: &IndexMap<String, Json>,
+) -> Result<(IndexMap<String, String>, Vec<String>), RunnerError> {
+    let secrets = resolve_secrets(pb, env)?;
+    let masker = Masker::new(secrets.values().map(String::as_str));
+    let data = runbook_engine::precheck::start_data(pb, inputs, env, &secrets, inventory, user);
+    let refused = runbook_engine::precheck::check(pb, registry, &data);
+    if !refused.is_empty() {
+        return Err(RunnerError::Refused {
+            refused: refused.iter().map(|r| masker.text(&r.to_string())).collect(),
+        });
+    }
+    let keys = leases::keys(pb, inputs, env)?;
+    Ok((secrets, keys))
+}
+
+/// Every secret the playbook declares, from `env`.
+pub fn resolve_secrets(pb: &Playbook, env: &IndexMap<String, String>) -> Result<IndexMap<String, String>, RunnerError> {
+    runbook_engine::secrets::resolve(pb, env).map_err(|missing| RunnerError::MissingSecrets {
+        playbook: pb.name.clone(),
+        messages: missing.into_iter().map(|m| m.message).collect(),
+    })
+}
+
+impl Runner {
+    /// A copy that writes through `store` (a worker's fenced store).
+    pub fn with_store(&self, store: Arc<dyn Store>) -> Runner {
+        Runner { store, ..self.clone() }
+    }
+
+    /// Every secret the playbook declares, from the runner's environment.
+    pub fn secrets(&self, pb: &Playbook) -> Result<IndexMap<String, String>, RunnerError> {
+        resolve_secrets(pb, &self.env)
+    }
+
+    fn holder(&self, run_id: &str) -> LockHolder {
+        LockHolder {
+            run_id: run_id.to_owned(),
+            user: self.user.clone(),
+            pid: Some(std::process::id()),
+        }
+    }
+
+    pub(crate) async fn acquire(&self, keys: &[String], run_id: &str, lease: LeaseOptions) -> Result<(), RunnerError> {
+        let waiting = |key: &str, holder: &runbook_state::Lock| {
+            self.watcher.notice(&Notice::WaitingForLock {
+                key: key.to_owned(),
+                holder: holder.clone(),
+            });
+        };
+        leases::acquire_all(&self.store, keys, &self.holder(run_id), lease, &waiting).await
+    }
+
+    /// A new run of the exact text loaded, with its inputs (secrets masked).
+    fn new_run(&self, loaded: &Loaded, id: &str, inputs: Json) -> NewRun {
+        let text = loaded.source.text.to_string();
+        NewRun {
+            id: id.to_owned(),
+            playbook: loaded.playbook.name.clone(),
+            version: loaded.playbook.version,
+            hash: sha256_hex(&text),
+            text,
+            inputs,
+            user: self.user.clone(),
+        }
+    }
+
+    /// Starts a run of a checked playbook with checked inputs and executes it
+    /// here. Refused before anything is recorded: see [`Runner::check_start`];
+    /// a lock key that is held (after waiting, if asked).
+    pub async fn start(
+        &self,
+        loaded: &Loaded,
+        inputs: IndexMap<String, Json>,
+        opts: &RunOptions,
+    ) -> Result<Outcome, RunnerError> {
+        let pb = &loaded.playbook;
+        let (secrets, keys) = check_start(&self.registry, &self.env, &self.inventory, &self.user, pb, &inputs)?;
+        let masker = Masker::new(secrets.values().map(String::as_str));
+        let run_id = runbook_state::new_run_id();
+        self.acquire(&keys, &run_id, opts.lease).await?;
+        let new = self.new_run(loaded, &run_id, masker.json(&serde_json::json!(inputs)));
+        let first = Event::RunStarted {
+            user: self.user.clone(),
+            runner: None,
+        };
+        if let Err(e) = self.store.create_run(&new, &first).await {
+            let _ = self.store.release_locks(&run_id).await;
+            return Err(e.into());
+        }
+        self.watcher.event(&run_id, &first);
+        let x = Execute {
+            playbook: pb,
+            run_id,
+            inputs,
+            secrets,
+            started_at: runbook_state::now(),
+            replay: Replay::default(),
+            locked: !keys.is_empty(),
+        };
+        self.execute(x, opts).await
+    }
+
+    /// Queues a run for the workers; its id. The secrets are the worker's, so
+    /// only the lock keys are checked here.
+    pub async fn submit(&self, loaded: &Loaded, inputs: IndexMap<String, Json>) -> Result<String, RunnerError> {
+        leases::keys(&loaded.playbook, &inputs, &self.env)?;
+        let run_id = runbook_state::new_run_id();
+        let new = self.new_run(loaded, &run_id, serde_json::json!(inputs));
+        let first = Event::RunQueued {
+            user: self.user.clone(),
+        };
+        self.store.create_run(&new, &first).await?;
+        self.watcher.event(&run_id, &first);
+        Ok(run_id)
+    }
+
+    /// Records an answer to the approval the run waits at and continues it.
+    pub async fn answer(&self, id: &str, answer: &Answer, opts: &RunOptions) -> Result<Resumed, RunnerError> {
+        let decisions = Decisions {
+            answer: Some(answer),
+            ..Decisions::default()
+        };
+        self.resume(id, &decisions, opts).await
+    }
+
+    /// Continues a run that stopped (or goes back to the queue, for a
+    /// submitted one), after recording the operator's decisions.
+    pub async fn resume(&self, id: &str, d: &Decisions<'_>, opts: &RunOptions) -> Result<Resumed, RunnerError> {
+        let record = self.store.run(id).await?;
+        if !record.status.resumable() {
+            return Err(RunnerError::Finished {
+                id: record.id,
+                status: record.status,
+                playbook: record.playbook,
+            });
+        }
+        let me = std::process::id();
+        if let Some(pid) = record.pid.filter(|p| alive(*p) && *p != me) {
+            return Err(RunnerError::Busy {
+                id: record.id,
+                holder: Holder::Process(pid),
+            });
+        }
+        if let Some(worker) = held_by_worker(&record) {
+            return Err(RunnerError::Busy {
+                holder: Holder::Worker(worker.to_owned()),
+                id: record.id,
+            });
+        }
+        if record.submitted {
+            return self.continue_claimed(record, d, opts).await;
+        }
+        // Take the run atomically: of two resumes started together, one runs it
+        // and the other is told who does, before either records anything.
+        let claimed = self.store.claim_runner(&record.id, me, record.pid).await;
+        let record = match (claimed, self.store.run(&record.id).await) {
+            (Ok(true), Ok(now)) if now.status.resumable() => now,
+            (Ok(true), Ok(now)) => {
+                let _ = self.store.set_runner(&now.id, None).await;
+                return Err(RunnerError::Finished {
+                    id: now.id,
+                    status: now.status,
+                    playbook: now.playbook,
+                });
+            }
+            (Ok(false), now) => {
+                let holder = now.ok().and_then(|r| r.pid).map_or(Holder::Unknown, Holder::Process);
+                return Err(RunnerError::Busy { id: record.id, holder });
+            }
+            (Err(e), _) | (Ok(true), Err(e)) => {
+                let _ = self.store.set_runner(&record.id, None).await;
+                return Err(e.into());
+            }
+        };
+        let id = record.id.clone();
+        let resumed = self.continue_claimed(record, d, opts).await;
+        // Whatever happened, this process no longer runs it.
+        let _ = self.store.set_runner(&id, None).await;
+        resumed
+    }
+
+    /// Continues a run this process has claimed (or a submitted run, which
+    /// goes back to the queue).
+    async fn continue_claimed(
+        &self,
+        record: RunRecord,
+        d: &Decisions<'_>,
+        opts: &RunOptions,
+    ) -> Result<Resumed, RunnerError> {
+        // The run continues against the exact text it started with.
+        let loaded = load_stored(&record, &self.registry)?;
+        let replay = Replay::new(&self.store.events(&record.id).await?);
+        // The playbook file may have changed since the run started: say so, and
+        // with `--to-current` continue on the new text if it agrees with what ran.
+        let mut upgraded: Option<(String, String)> = None;
+        let loaded = match d.library.and_then(|lib| decide::current_text(lib, &record)) {
+            Some((path, text)) if sha256_hex(&text) != record.hash => {
+                if d.to_current {
+                    let new = decide::upgrade(&loaded, &path, &text, &replay, &self.registry, &record)?;
+                    upgraded = Some((record.hash.clone(), sha256_hex(&text)));
+                    self.watcher.notice(&Notice::OnCurrentText {
+                        run: record.id.clone(),
+                        path,
+                    });
+                    new
+                } else {
+                    self.watcher.notice(&Notice::TextChanged {
+                        run: record.id.clone(),
+                        path,
+                    });
+                    loaded
+                }
+            }
+            _ => loaded,
+        };
+        let given = decide::check_steps(d, &replay, &loaded.playbook)?;
+        // A worker resolves a submitted run's secrets in its own environment.
+        let secrets = if record.submitted {
+            IndexMap::new()
+        } else {
+            self.secrets(&loaded.playbook)?
+        };
+        let inputs = stored_inputs(&record);
+        // The run takes its lock again (it may have been freed when it stopped),
+        // once what was asked is known to be valid.
+        let keys = leases::keys(&loaded.playbook, &inputs, &self.env)?;
+        let who = &self.user;
+        // A submitted run goes back to the queue: a worker continues it.
+        let mut journal = vec![if record.submitted {
+            Event::RunQueued { user: who.clone() }
+        } else {
+            Event::RunResumed {
+                user: who.clone(),
+                runner: None,
+            }
+        }];
+        if let Some((old, new)) = &upgraded {
+            journal.push(Event::OperatorAction {
+                action: "to-current".into(),
+                step: None,
+                who: who.clone(),
+                comment: Some(format!("playbook text {old} -> {new}")),
+                plan_hash: None,
+            });
+        }
+        let answered = match d.answer {
+            Some(a) => self.answered(&record, &replay, a)?,
+            None => Vec::new(),
+        };
+        journal.extend(decide::events(d, who, &replay, answered, given));
+        if upgraded.is_some() {
+            let text = &loaded.source.text;
+            self.store.replace_text(&record.id, text, &sha256_hex(text)).await?;
+        }
+        if record.submitted {
+            self.store.append_all(&record.id, &journal).await?;
+            for e in &journal {
+                self.watcher.event(&record.id, e);
+            }
+            self.watcher.notice(&Notice::Requeued { run: record.id.clone() });
+            return Ok(Resumed::Requeued(record.id));
+        }
+        self.acquire(&keys, &record.id, opts.lease).await?;
+        // One transaction: the decisions are recorded together or not at all.
+        self.store.append_all(&record.id, &journal).await?;
+        for e in &journal {
+            self.watcher.event(&record.id, e);
+        }
+        let events = self.store.events(&record.id).await?;
+        let x = Execute {
+            playbook: &loaded.playbook,
+            run_id: record.id.clone(),
+            inputs,
+            secrets,
+            started_at: record.created_at.clone(),
+            replay: Replay::new(&events),
+            locked: !keys.is_empty(),
+        };
+        if d.cancel {
+            // Stopped before it starts: what finished is restored, no step
+            // starts, and the handlers (`finally`) run.
+            opts.signals.stop.cancel();
+        }
+        self.execute(x, opts).await.map(Resumed::Executed)
+    }
+
+    /// The journal entries of an answer to the approval the run waits at,
+    /// bound to the run's plan.
+    fn answered(&self, record: &RunRecord, replay: &Replay, a: &Answer) -> Result<Vec<Event>, RunnerError> {
+        let waiting = replay.waiting();
+        if record.status != RunStatus::Waiting || waiting.is_empty() {
+            return Err(RunnerError::NotWaiting {
+                id: record.id.clone(),
+                status: record.status,
+            });
+        }
+        let bound = plan_hash(record);
+        if let Some(reviewed) = a.plan_hash.as_deref().filter(|h| *h != bound) {
+            return Err(RunnerError::OtherPlan {
+                id: record.id.clone(),
+                reviewed: reviewed.to_owned(),
+                bound,
+            });
+        }
+        Ok(a.events(&waiting, &bound))
+    }
+
+    /// Cancels a run: a run being executed is signalled (or its worker asked);
+    /// a run nobody executes ends at once, after its deferred `finally` steps
+    /// if it waited for an approval or a decision (it has not run them yet).
+    pub async fn cancel(&self, id: &str, opts: &RunOptions) -> Result<Cancelled, RunnerError> {
+        let record = self.store.run(id).await?;
+        let idle = matches!(record.status, RunStatus::Waiting | RunStatus::Uncertain)
+            && !record.submitted
+            && !record.pid.is_some_and(alive);
+        if idle {
+            let d = Decisions {
+                cancel: true,
+                ..Decisions::default()
+            };
+            return match self.resume(id, &d, opts).await? {
+                Resumed::Executed(o) => Ok(Cancelled::AfterHandlers(o)),
+                Resumed::Requeued(run) => Ok(Cancelled::Ended(run)),
+            };
+        }
+        if !record.status.resumable() && record.status != RunStatus::Queued {
+            return Err(RunnerError::AlreadyFinished {
+                id: record.id,
+                status: record.status,
+            });
+        }
+        let action = cancel_event(&self.user);
+        if record.submitted {
+            return match held_by_worker(&record) {
+                Some(worker) => {
+                    self.store.append(&record.id, &action).await?;
+                    self.store.request_cancel(&record.id).await?;
+                    Ok(Cancelled::Requested {
+                        worker: worker.to_owned(),
+                        run: record.id,
+                    })
+                }
+                None => {
+                    self.store.append_all(&record.id, &[action, cancelled()]).await?;
+                    Ok(Cancelled::Ended(record.id))
+                }
+            };
+        }
+        self.store.append(&record.id, &action).await?;
+        match record.pid.filter(|p| alive(*p)) {
+            Some(pid) => {
+                let target = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0));
+                nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM).map_err(|e| RunnerError::Signal {
+                    pid,
+                    message: e.to_string(),
+                })?;
+                Ok(Cancelled::Signalled { run: record.id, pid })
+            }
+            None => {
+                // Nobody is executing it: record the end ourselves.
+                self.store.append(&record.id, &cancelled()).await?;
+                Ok(Cancelled::Ended(record.id))
+            }
+        }
+    }
+
+    /// Executes a run this process holds until it stops; renews its lock
+    /// meanwhile, then keeps it (a run waiting for an approval) or gives it
+    /// back.
+    pub(crate) async fn execute(&self, x: Execute<'_>, opts: &RunOptions) -> Result<Outcome, RunnerError> {
+        let run_id = x.run_id.clone();
+        let heartbeat = x
+            .locked
+            .then(|| leases::heartbeat(self.store.clone(), run_id.clone(), opts.lease.ttl));
+        let result = self.engine_run(x, opts).await;
+        if let Some(h) = heartbeat {
+            h.abort();
+            let waiting = matches!(self.store.run(&run_id).await, Ok(r) if r.status == RunStatus::Waiting);
+            let kept = if waiting {
+                self.store.renew_locks(&run_id, WAITING_TTL).await
+            } else {
+                self.store.release_locks(&run_id).await
+            };
+            if let Err(error) = kept {
+                self.watcher.notice(&Notice::LockNotReturned { error });
+            }
+        }
+        result
+    }
+
+    async fn engine_run(&self, x: Execute<'_>, opts: &RunOptions) -> Result<Outcome, RunnerError> {
+        let engine = Engine {
+            registry: self.registry.clone(),
+            store: self.store.clone(),
+            observer: self.watcher.clone(),
+        };
+        let _ = self.store.set_runner(&x.run_id, Some(std::process::id())).await;
+        let run_id = x.run_id.clone();
+        let input = RunInput {
+            run_id: x.run_id,
+            playbook: x.playbook,
+            inputs: x.inputs,
+            secrets: x.secrets,
+            env: self.env.clone(),
+            inventory: self.inventory.clone(),
+            user: self.user.clone(),
+            started_at: x.started_at,
+            replay: x.replay,
+            max_parallel: opts.max_parallel,
+            auto_approve: opts.auto_approve.then(|| self.user.clone()),
+        };
+        let result = exec::execute(&engine, input, &opts.signals).await;
+        let _ = self.store.set_runner(&run_id, None).await;
+        match result {
+            Ok(done) => Ok(Outcome {
+                run_id,
+                status: done.status,
+            }),
+            // Another worker owns the run now; this one wrote nothing more.
+            Err(EngineError::Store(e @ StoreError::Fenced { .. })) => Err(RunnerError::TakenOver(e)),
+            Err(EngineError::Store(source)) => Err(RunnerError::Journal { run: run_id, source }),
+        }
+    }
+}
