@@ -5,10 +5,10 @@
 //! journal says (step rows, objectives, the reports) in `runbook-report`, and
 //! each step kind in its `runbook-step-*` crate, registered in
 //! [`registry::registry`], the one place a newcomer reads to find every kind.
-//! What this crate still owns beyond arguments and rendering, and is to move
-//! into a runner library: the run lifecycle (`runs`: start, resume, approve,
-//! cancel), lock leases, and the two long-running commands, `daemon`
-//! (schedules) and `worker` (the queue's claims, heartbeats and takeovers).
+//! The run lifecycle (start, resume, approve, cancel, locks, the worker
+//! loop) is `runbook-runner`'s; this crate turns flags into its options, shows
+//! what its `Watcher` is told, and maps its outcomes and errors to exit codes.
+//! The daemon stays here: it runs each scheduled run as a child `runbook`.
 //!
 //! Exit codes (book/src/cli.md): 0 succeeded, 1 run failed, 2 invalid input or
 //! playbook (nothing ran), 3 waiting for an approval, 4 lock held, 5

@@ -331,8 +331,8 @@ mod tests {
     fn a_step_path_names_its_step_through_groups_and_handlers() {
         let pb: Playbook = serde_json::from_value(serde_json::json!({
             "apiVersion": "runbook/v1", "name": "t", "version": 1,
-            "steps": [{"id": "roll", "steps": [{"id": "deploy", "kind": "shell", "with": {"run": "true"}}]}],
-            "finally": [{"id": "notify", "kind": "shell", "with": {"run": "true"}}],
+            "steps": [{"id": "roll", "steps": [{"id": "deploy", "uses": "shell", "with": {"run": "true"}}]}],
+            "finally": [{"id": "notify", "uses": "shell", "with": {"run": "true"}}],
         }))
         .unwrap();
         assert_eq!(

@@ -84,6 +84,9 @@ pub enum RunnerError {
         /// Who holds it.
         holder: Box<Lock>,
     },
+    /// The inputs do not fit the playbook's declarations.
+    #[error("{}", .0.join("; "))]
+    Inputs(Vec<String>),
     /// A secret the playbook declares is not set.
     #[error("{}; {} missing for `{playbook}`", messages.join("; "), plural(messages.len(), "secret"))]
     MissingSecrets {

@@ -167,29 +167,42 @@ fn cancelled() -> Event {
     }
 }
 
-/// Checks what [`Runner::start`] checks before it records anything: every
-/// secret is set (in `env`), every template known at start renders, every
-/// lock key renders. Needs no store, so a front end can refuse before opening
-/// one. The secrets and the lock keys.
+/// What [`check_start`] found: the run's inputs (checked, defaults filled
+/// in), its secrets and its lock keys.
+pub struct Checked {
+    /// The inputs.
+    pub inputs: IndexMap<String, Json>,
+    /// The secrets (never stored).
+    pub secrets: IndexMap<String, String>,
+    /// The lock keys, sorted.
+    pub keys: Vec<String>,
+}
+
+/// Checks what [`Runner::start`] checks before it records anything: the
+/// inputs against the playbook's declarations, every secret is set (in
+/// `env`), every template known at start renders, every lock key renders.
+/// Needs no store, so a front end can refuse before opening one.
 pub fn check_start(
     registry: &Registry,
     env: &IndexMap<String, String>,
     inventory: &Json,
     user: &str,
     pb: &Playbook,
-    inputs: &IndexMap<String, Json>,
-) -> Result<(IndexMap<String, String>, Vec<String>), RunnerError> {
+    given: &IndexMap<String, Json>,
+) -> Result<Checked, RunnerError> {
+    let inputs = runbook_core::inputs::resolve(pb, given)
+        .map_err(|errors| RunnerError::Inputs(errors.iter().map(ToString::to_string).collect()))?;
     let secrets = resolve_secrets(pb, env)?;
     let masker = Masker::new(secrets.values().map(String::as_str));
-    let data = runbook_engine::precheck::start_data(pb, inputs, env, &secrets, inventory, user);
+    let data = runbook_engine::precheck::start_data(pb, &inputs, env, &secrets, inventory, user);
     let refused = runbook_engine::precheck::check(pb, registry, &data);
     if !refused.is_empty() {
         return Err(RunnerError::Refused {
             refused: refused.iter().map(|r| masker.text(&r.to_string())).collect(),
         });
     }
-    let keys = leases::keys(pb, inputs, env)?;
-    Ok((secrets, keys))
+    let keys = leases::keys(pb, &inputs, env)?;
+    Ok(Checked { inputs, secrets, keys })
 }
 
 /// Every secret the playbook declares, from `env`.
@@ -253,7 +266,8 @@ impl Runner {
         opts: &RunOptions,
     ) -> Result<Outcome, RunnerError> {
         let pb = &loaded.playbook;
-        let (secrets, keys) = check_start(&self.registry, &self.env, &self.inventory, &self.user, pb, &inputs)?;
+        let Checked { inputs, secrets, keys } =
+            check_start(&self.registry, &self.env, &self.inventory, &self.user, pb, &inputs)?;
         let masker = Masker::new(secrets.values().map(String::as_str));
         let run_id = runbook_state::new_run_id();
         self.acquire(&keys, &run_id, opts.lease).await?;
@@ -280,8 +294,10 @@ impl Runner {
     }
 
     /// Queues a run for the workers; its id. The secrets are the worker's, so
-    /// only the lock keys are checked here.
-    pub async fn submit(&self, loaded: &Loaded, inputs: IndexMap<String, Json>) -> Result<String, RunnerError> {
+    /// only the inputs and the lock keys are checked here.
+    pub async fn submit(&self, loaded: &Loaded, given: IndexMap<String, Json>) -> Result<String, RunnerError> {
+        let inputs = runbook_core::inputs::resolve(&loaded.playbook, &given)
+            .map_err(|errors| RunnerError::Inputs(errors.iter().map(ToString::to_string).collect()))?;
         leases::keys(&loaded.playbook, &inputs, &self.env)?;
         let run_id = runbook_state::new_run_id();
         let new = self.new_run(loaded, &run_id, serde_json::json!(inputs));
