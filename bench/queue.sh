@@ -4,13 +4,17 @@
 # latency of an idle worker. See bench/queue.py for what is measured.
 #
 #   bench/queue.sh            # RUNS=200 LATENCY=30 by default; writes bench/out/queue/
+#   BIN=path OUT=dir bench/queue.sh   # another binary (bench/compare.sh does this)
 #
 # Needs the PostgreSQL 15 server binaries and what the lab needs (scripts/setup).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build -q --release -p runbook-cli
-export BIN=$PWD/target/release/runbook
-export OUT=$PWD/bench/out/queue
+if [ -z "${BIN:-}" ]; then
+  cargo build -q --release -p runbook-cli
+  BIN=$PWD/target/release/runbook
+fi
+export BIN
+export OUT=${OUT:-$PWD/bench/out/queue}
 rm -rf "$OUT"; mkdir -p "$OUT"
 exec 3> >(python3 tests/lab/lab.py up --watch-stdin --hosts 0 --no-haproxy --postgres --dir "$OUT/lab" > "$OUT/lab.out")
 lab=$!

@@ -16,16 +16,9 @@ ANSIBLE_TASKS=${ANSIBLE_TASKS:-1000}
 cargo build -q --release -p runbook-cli
 bin=$PWD/target/release/runbook
 out=$PWD/bench/out/run
-rm -rf "$out"; mkdir -p "$out/pb/chain-shell" "$out/pb/chain-noop" "$out/pb/fanout"
-
-{
-  printf 'apiVersion: runbook/v1\nname: chain-shell\nversion: 1\nsteps:\n'
-  for i in $(seq $N); do printf '  - { id: s%d, uses: shell, with: { run: "true" } }\n' "$i"; done
-} > "$out/pb/chain-shell/v1.yaml"
-{
-  printf 'apiVersion: runbook/v1\nname: chain-noop\nversion: 1\nsteps:\n'
-  for i in $(seq $N); do printf '  - { id: s%d, uses: sleep, with: { duration: 0s } }\n' "$i"; done
-} > "$out/pb/chain-noop/v1.yaml"
+rm -rf "$out"; mkdir -p "$out/pb/fanout"
+. bench/chains.sh
+chains "$out/pb"
 {
   printf 'apiVersion: runbook/v1\nname: fanout\nversion: 1\nsteps:\n  - id: fan\n    for_each: [%s]\n    concurrency: 64\n' "$(seq -s, 10000)"
   printf '    steps:\n      - { id: x, uses: sleep, with: { duration: 0s } }\n'

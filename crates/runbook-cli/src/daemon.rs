@@ -7,325 +7,30 @@
 //! crash of one run cannot take the daemon down. With `submit: true` the child
 //! is `runbook run --submit --wait`: the run executes on the queue's workers and
 //! outlives the daemon, and the child only follows it. The daemon reads the
-//! child's events for its metrics. Policies, as documented in the book:
-//! - overlap: `skip` (default) drops a fire while the schedule's previous run
-//!   is still running; `queue` runs it after (at most [`MAX_QUEUED`] waiting);
-//! - missed fires while the daemon was down are not run: at start, each
-//!   schedule waits for its next fire; runs it left interrupted are resumed;
-//! - SIGINT/SIGTERM: no new fires; running runs get SIGINT (they stop
-//!   gracefully and stay resumable); the daemon exits when they have.
+//! child's events for its metrics.
+//!
+//! The schedules (cron, time zones, the overlap policy, the webhook) are
+//! runbook-runner's `schedule`; the metrics' text is runbook-report's. This
+//! file starts the children, reads them, and serves `/metrics`. Runs a
+//! stopped daemon left interrupted are resumed at start. SIGINT/SIGTERM: no
+//! new fires; running runs get SIGINT (they stop gracefully and stay
+//! resumable); the daemon exits when they have.
 
 use crate::Exit;
 use crate::session::{open_store, runtime};
-use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
-use indexmap::IndexMap;
-use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram};
+use chrono::Utc;
 use runbook_core::kind::Registry;
 use runbook_core::library::Library;
+use runbook_report::metrics::Metrics;
+use runbook_runner::schedule::{self, Ended, Fire, Schedule, interrupted_run};
 use runbook_state::{RunStatus, Store};
-use serde::Deserialize;
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
-
-/// The most fires a `queue` schedule keeps waiting.
-const MAX_QUEUED: u32 = 5;
-
-/// Buckets of the step duration histogram, in seconds.
-const BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0];
-
-/// The schedules file.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SchedulesFile {
-    /// The default time zone (IANA name; default UTC).
-    #[serde(default)]
-    timezone: Option<String>,
-    schedules: Vec<ScheduleSpec>,
-}
-
-/// One schedule.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ScheduleSpec {
-    name: String,
-    playbook: String,
-    /// Cron: 5 fields, or 6 with seconds first.
-    cron: String,
-    #[serde(default)]
-    timezone: Option<String>,
-    #[serde(default)]
-    inputs: IndexMap<String, Json>,
-    #[serde(default)]
-    overlap: Overlap,
-    /// POSTed a JSON summary when a run ends (Slack-compatible `text`).
-    #[serde(default)]
-    webhook: Option<String>,
-    /// Approve `approve` steps as the daemon (`--yes`).
-    #[serde(default)]
-    yes: bool,
-    /// Queue each fire for the `runbook worker`s (PostgreSQL state) and follow
-    /// it (`run --submit --wait`), instead of running it in a child here.
-    #[serde(default)]
-    submit: bool,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Overlap {
-    #[default]
-    Skip,
-    Queue,
-}
-
-/// A schedule, checked.
-struct Schedule {
-    spec: ScheduleSpec,
-    cron: croner::Cron,
-    tz: Tz,
-    next: DateTime<Utc>,
-    running: Option<u32>,
-    queued: u32,
-}
-
-impl Schedule {
-    fn advance(&mut self) {
-        let now = Utc::now().with_timezone(&self.tz);
-        if let Ok(next) = self.cron.find_next_occurrence(&now, false) {
-            self.next = next.with_timezone(&Utc);
-        }
-    }
-
-    fn user(&self) -> String {
-        format!("daemon/{}", self.spec.name)
-    }
-}
-
-/// Reads and checks the schedules file: every cron, time zone and playbook,
-/// and each schedule's inputs against its playbook. Errors say which schedule.
-fn load(path: &Path, lib: &Library, registry: &Registry) -> Result<Vec<Schedule>, Vec<String>> {
-    let shown = path.display();
-    let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{shown}: {e}")])?;
-    let node = runbook_core::parse::parse(&text).map_err(|diags| {
-        diags
-            .iter()
-            .map(|d| format!("{shown}: {}", d.message))
-            .collect::<Vec<_>>()
-    })?;
-    let file: SchedulesFile = serde_json::from_value(node.to_json()).map_err(|e| {
-        vec![format!(
-            "{shown}: {e} (hint: a schedule has name, playbook, cron, and optionally timezone, inputs, overlap: skip|queue, webhook, yes, submit)"
-        )]
-    })?;
-    let mut errors = Vec::new();
-    let mut out = Vec::new();
-    let mut names = std::collections::HashSet::new();
-    for spec in file.schedules {
-        let what = format!("{shown}: schedule `{}`", spec.name);
-        if !names.insert(spec.name.clone()) {
-            errors.push(format!("{what}: the name is used twice"));
-        }
-        let tz_name = spec
-            .timezone
-            .clone()
-            .or_else(|| file.timezone.clone())
-            .unwrap_or_else(|| "UTC".into());
-        let tz: Tz = match tz_name.parse() {
-            Ok(tz) => tz,
-            Err(_) => {
-                errors.push(format!(
-                    "{what}: unknown time zone `{tz_name}` (hint: an IANA name, e.g. Europe/Paris)"
-                ));
-                continue;
-            }
-        };
-        if spec.submit && spec.yes {
-            errors.push(format!(
-                "{what}: `yes` cannot approve runs executed by workers (hint: answer them with `runbook approve`, \
-                 or drop `submit`)"
-            ));
-        }
-        let cron = match croner::Cron::new(&spec.cron).with_seconds_optional().parse() {
-            Ok(c) => c,
-            Err(e) => {
-                errors.push(format!("{what}: cron `{}`: {e}", spec.cron));
-                continue;
-            }
-        };
-        match crate::loading::load_quiet(lib, registry, &spec.playbook) {
-            Ok(pb) => {
-                if let Err(errs) = runbook_core::inputs::resolve(&pb, &spec.inputs) {
-                    for e in errs {
-                        errors.push(format!("{what}: input `{}`: {}", e.name, e.message));
-                    }
-                }
-            }
-            Err(e) => errors.push(format!("{what}: {e}")),
-        }
-        let mut s = Schedule {
-            spec,
-            cron,
-            tz,
-            next: Utc::now(),
-            running: None,
-            queued: 0,
-        };
-        s.advance();
-        out.push(s);
-    }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
-}
-
-/// A schedule's run, as `runbook_runs_total` labels it.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-struct RunLabels {
-    playbook: String,
-    schedule: String,
-    status: String,
-}
-
-/// A schedule, as labels.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-struct ScheduleLabels {
-    schedule: String,
-}
-
-/// A playbook, as labels.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-struct PlaybookLabels {
-    playbook: String,
-}
-
-type StepHistograms = Family<PlaybookLabels, Histogram, fn() -> Histogram>;
-
-/// What the daemon counts, for `/metrics` (prometheus-client's registry and
-/// its OpenMetrics text encoding).
-struct Metrics {
-    registry: prometheus_client::registry::Registry,
-    runs: Family<RunLabels, Counter>,
-    skipped: Family<ScheduleLabels, Counter>,
-    lock_waits: Family<ScheduleLabels, Counter>,
-    steps: StepHistograms,
-    last_rto: Family<PlaybookLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    waiting: Gauge,
-    queued: Gauge,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        let mut registry = prometheus_client::registry::Registry::default();
-        let runs = Family::default();
-        let skipped = Family::default();
-        let lock_waits = Family::default();
-        let steps: StepHistograms = Family::new_with_constructor(|| Histogram::new(BUCKETS.iter().copied()));
-        let last_rto = Family::default();
-        let (waiting, queued) = (Gauge::default(), Gauge::default());
-        registry.register(
-            "runbook_runs",
-            "Runs the daemon started that ended, by playbook, schedule and status",
-            runs.clone(),
-        );
-        registry.register(
-            "runbook_schedule_skipped",
-            "Fires dropped because the previous run still ran",
-            skipped.clone(),
-        );
-        registry.register(
-            "runbook_lock_waits",
-            "Runs that found their lock held (exit 4)",
-            lock_waits.clone(),
-        );
-        registry.register(
-            "runbook_step_duration_seconds",
-            "How long step calls took, by playbook",
-            steps.clone(),
-        );
-        registry.register(
-            "runbook_last_rto_seconds",
-            "The recovery time the last run of a playbook measured",
-            last_rto.clone(),
-        );
-        registry.register(
-            "runbook_runs_waiting_for_approval",
-            "Runs paused at an approval now",
-            waiting.clone(),
-        );
-        registry.register(
-            "runbook_runs_queued",
-            "Runs submitted and not yet claimed by a worker (the queue's depth)",
-            queued.clone(),
-        );
-        Metrics {
-            registry,
-            runs,
-            skipped,
-            lock_waits,
-            steps,
-            last_rto,
-            waiting,
-            queued,
-        }
-    }
-}
-
-impl Metrics {
-    fn observe_step(&mut self, playbook: &str, seconds: f64) {
-        self.steps
-            .get_or_create(&PlaybookLabels {
-                playbook: playbook.to_owned(),
-            })
-            .observe(seconds);
-    }
-
-    fn run_ended(&mut self, playbook: &str, schedule: &str, status: &str) {
-        self.runs
-            .get_or_create(&RunLabels {
-                playbook: playbook.to_owned(),
-                schedule: schedule.to_owned(),
-                status: status.to_owned(),
-            })
-            .inc();
-    }
-
-    fn skipped(&mut self, schedule: &str) {
-        self.skipped
-            .get_or_create(&ScheduleLabels {
-                schedule: schedule.to_owned(),
-            })
-            .inc();
-    }
-
-    fn lock_wait(&mut self, schedule: &str) {
-        self.lock_waits
-            .get_or_create(&ScheduleLabels {
-                schedule: schedule.to_owned(),
-            })
-            .inc();
-    }
-
-    fn rto(&mut self, playbook: &str, seconds: f64) {
-        self.last_rto
-            .get_or_create(&PlaybookLabels {
-                playbook: playbook.to_owned(),
-            })
-            .set(seconds);
-    }
-
-    fn render(&self, waiting: u64, queued: u64) -> String {
-        self.waiting.set(i64::try_from(waiting).unwrap_or(i64::MAX));
-        self.queued.set(i64::try_from(queued).unwrap_or(i64::MAX));
-        let mut o = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut o, &self.registry) {
-            o = format!("# cannot encode the metrics: {e}\n");
-        }
-        o
-    }
-}
 
 /// A schedule's run ended: which schedule, the run (if it got an id), the exit code.
 struct Done {
@@ -351,7 +56,7 @@ pub(crate) fn daemon(
     schedules: &Path,
     metrics: Option<&str>,
 ) -> Exit {
-    let mut scheds = match load(schedules, lib, registry) {
+    let mut scheds = match schedule::load(schedules, lib, registry) {
         Ok(s) => s,
         Err(errors) => {
             for e in &errors {
@@ -414,9 +119,7 @@ pub(crate) fn daemon(
                 Some(Done { schedule, run, code }) = rx.recv() => {
                     finished(&store, &scheds[schedule], run, code, &metrics_data).await;
                     let s = &mut scheds[schedule];
-                    s.running = None;
-                    if s.queued > 0 {
-                        s.queued -= 1;
+                    if s.ended() {
                         let args = run_args(s);
                         s.running = start(&setup, s, schedule, args, &tx, &metrics_data);
                     }
@@ -427,25 +130,22 @@ pub(crate) fn daemon(
                         if s.next > now {
                             continue;
                         }
-                        s.advance();
-                        match (s.running, s.spec.overlap) {
-                            (Some(pid), Overlap::Skip) => {
+                        match s.fire() {
+                            Fire::Start => {
+                                let args = run_args(s);
+                                s.running = start(&setup, s, i, args, &tx, &metrics_data);
+                            }
+                            Fire::Skipped(pid) => {
                                 eprintln!("daemon: {}: skipped: the previous run (process {pid}) still runs", s.spec.name);
                                 if let Ok(mut m) = metrics_data.lock() {
                                     m.skipped(&s.spec.name);
                                 }
                             }
-                            (Some(_), Overlap::Queue) => {
-                                if s.queued < MAX_QUEUED {
-                                    s.queued += 1;
-                                    eprintln!("daemon: {}: queued behind the running run", s.spec.name);
-                                } else if let Ok(mut m) = metrics_data.lock() {
+                            Fire::Queued => eprintln!("daemon: {}: queued behind the running run", s.spec.name),
+                            Fire::Dropped => {
+                                if let Ok(mut m) = metrics_data.lock() {
                                     m.skipped(&s.spec.name);
                                 }
-                            }
-                            (None, _) => {
-                                let args = run_args(s);
-                                s.running = start(&setup, s, i, args, &tx, &metrics_data);
                             }
                         }
                     }
@@ -493,18 +193,6 @@ fn run_args(s: &Schedule) -> Vec<String> {
         args.extend(["--submit".to_owned(), "--wait".to_owned()]);
     }
     args
-}
-
-/// The last run of this schedule, if a stopped daemon left it interrupted.
-async fn interrupted_run(store: &Arc<dyn Store>, s: &Schedule) -> Option<String> {
-    // A run on the workers was not stopped with the daemon: they continue it.
-    if s.spec.submit {
-        return None;
-    }
-    let runs = store.runs(Some(&s.spec.playbook), 20).await.ok()?;
-    let last = runs.into_iter().find(|r| r.user == s.user())?;
-    let dead = last.pid.is_none_or(|p| !runbook_runner::alive(p));
-    (matches!(last.status, RunStatus::Interrupted) || (last.status == RunStatus::Running && dead)).then_some(last.id)
 }
 
 /// Starts a child `runbook` for a schedule; its process id.
@@ -631,41 +319,16 @@ async fn finished(store: &Arc<dyn Store>, s: &Schedule, run: Option<String>, cod
         run.as_deref().unwrap_or("-"),
         rto.map(|r| format!(", RTO {r:.1} s")).unwrap_or_default()
     );
-    if let Some(url) = &s.spec.webhook {
-        let text = format!(
-            "runbook: {} ({}) run {} {status}{}{}",
-            s.spec.name,
-            s.spec.playbook,
-            run.as_deref().unwrap_or("-"),
-            took.map(|t| format!(" in {t:.1} s")).unwrap_or_default(),
-            rto.map(|r| format!("; measured RTO {r:.1} s")).unwrap_or_default()
-        );
-        let body = json!({
-            "text": text,
-            "schedule": s.spec.name,
-            "playbook": s.spec.playbook,
-            "run": run,
-            "status": status,
-            "exit_code": code,
-            "duration_seconds": took,
-            "rto_seconds": rto,
-        });
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build();
-        match client {
-            Ok(c) => {
-                let sent = c
-                    .post(url)
-                    .header("content-type", "application/json")
-                    .body(body.to_string())
-                    .send()
-                    .await
-                    .and_then(|r| r.error_for_status());
-                if let Err(e) = sent {
-                    eprintln!("daemon: {}: webhook failed: {e}", s.spec.name);
-                }
-            }
-            Err(e) => eprintln!("daemon: {}: webhook: {e}", s.spec.name),
-        }
+    let ended = Ended {
+        schedule: &s.spec,
+        run: run.as_deref(),
+        status: &status,
+        exit_code: code,
+        took,
+        rto,
+    };
+    if let Err(e) = ended.post().await {
+        eprintln!("daemon: {}: webhook failed: {e}", s.spec.name);
     }
 }
 

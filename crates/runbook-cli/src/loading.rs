@@ -43,19 +43,6 @@ pub(crate) fn load(lib: &Library, registry: &Registry, spec: &str) -> Option<Loa
     }
 }
 
-/// Loads a playbook for a check that reports its own errors (the daemon's).
-pub(crate) fn load_quiet(lib: &Library, registry: &Registry, spec: &str) -> Result<Playbook, String> {
-    let located = lib.locate(spec).map_err(|e| e.to_string())?;
-    match library::load(&located, registry) {
-        Ok(loaded) => Ok(loaded.playbook),
-        Err(LoadError::Library(e)) => Err(e.to_string()),
-        Err(LoadError::Invalid(inv)) => Err(format!(
-            "playbook `{spec}` is invalid ({}; `runbook validate {spec}` shows them)",
-            plural(inv.error_count(), "error")
-        )),
-    }
-}
-
 /// Reads `--inputs FILE` and `--set`, and checks them against the playbook.
 pub(crate) fn resolve_inputs(pb: &Playbook, args: &InputArgs) -> Option<IndexMap<String, Json>> {
     let mut given: IndexMap<String, Json> = IndexMap::new();

@@ -3,7 +3,7 @@
 //! `status`, `history` and the reports show), the
 //! measured recovery time and point against the playbook's objectives, and the
 //! reports in JSON and JUnit XML (for pipelines) and Markdown and HTML (for
-//! people). No I/O and no runtime: the caller reads the journal from the store
+//! people), and the daemon's Prometheus text ([`metrics::Metrics`]). No I/O and no runtime: the caller reads the journal from the store
 //! and decides where the text goes.
 //!
 //! The one design decision to know: measured values are step outputs named
@@ -11,6 +11,7 @@
 //! last one recorded wins, so a playbook reports a measurement by printing it.
 
 mod fold;
+pub mod metrics;
 mod render;
 pub mod replay;
 

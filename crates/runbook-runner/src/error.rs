@@ -225,7 +225,7 @@ pub enum RunnerError {
     Store(#[from] StoreError),
 }
 
-fn plural(n: usize, word: &str) -> String {
+pub(crate) fn plural(n: usize, word: &str) -> String {
     if n == 1 {
         format!("1 {word}")
     } else {

@@ -5,8 +5,9 @@
 //!
 //! It owns starting, submitting, resuming, answering and cancelling runs
 //! ([`Runner`]), the operator's decisions about a stopped run ([`decide`]),
-//! the lock leases of a playbook's `lock:` keys ([`leases`]) and the worker
-//! loop of the shared queue ([`worker`]).
+//! the lock leases of a playbook's `lock:` keys ([`leases`]), the worker
+//! loop of the shared queue ([`worker`]) and the daemon's schedules
+//! ([`schedule`]).
 //!
 //! The one design decision to know: every path that executes a run ends in
 //! one `Runner::execute`, and a run is taken (its lock, its runner or its
@@ -18,6 +19,7 @@ mod error;
 pub mod leases;
 mod lifecycle;
 pub mod notice;
+pub mod schedule;
 pub mod worker;
 
 pub use decide::{Answer, Decisions};
