@@ -3,17 +3,24 @@
 use crate::Exit;
 use crate::args::{Cli, Command, GraphFormat, InputArgs, Output};
 use crate::diagnostics::{eprint_all, plural};
+use crate::fail::{Done, Failure};
 use crate::loading::{limited, load, load_inventory, resolve_inputs};
 use runbook_core::kind::Registry;
 use runbook_core::library::{self, Library, LoadError};
 use runbook_core::model::InputSpec;
 use serde_json::Value as Json;
 
+/// Runs the command; a failure is said once, here, and becomes its exit code.
 pub(crate) fn dispatch(cli: Cli) -> Exit {
+    command(cli).unwrap_or_else(|f| f.report())
+}
+
+fn command(cli: Cli) -> Done {
     let state = cli.state.clone();
     let inventory = cli.inventory.clone();
     let lib = Library::new(&cli.playbooks);
     let registry = crate::registry::registry();
+    let inv = || load_inventory(inventory.as_deref());
     match cli.command {
         Command::List { output } => list(&lib, &registry, output),
         Command::Show { playbook, output } => show(&lib, &registry, &playbook, output),
@@ -24,19 +31,17 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
             output,
             live,
         } => {
-            let Some(inv) = load_inventory(inventory.as_deref()).and_then(|i| limited(i, &inputs)) else {
-                return Exit::Invalid;
-            };
+            let inv = limited(inv()?, &inputs)?;
             plan(&lib, &registry, &playbook, &inputs, (output, live), &inv)
         }
-        Command::Inventory { output } => match load_inventory(inventory.as_deref()) {
-            Some(inv) if output == Output::Json => {
+        Command::Inventory { output } => {
+            let inv = inv()?;
+            if output == Output::Json {
                 crate::json_out::print(&inventory_json(&inv));
-                Exit::Ok
+                return Ok(Exit::Ok);
             }
-            Some(inv) => list_inventory(&inv),
-            None => Exit::Invalid,
-        },
+            list_inventory(&inv)
+        }
         Command::Run {
             playbook,
             inputs,
@@ -47,9 +52,7 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
             if submit {
                 return crate::runs::submit(state, &lib, &registry, &playbook, (&inputs, &exec), wait);
             }
-            let Some(inv) = load_inventory(inventory.as_deref()).and_then(|i| limited(i, &inputs)) else {
-                return Exit::Invalid;
-            };
+            let inv = limited(inv()?, &inputs)?;
             crate::runs::run(state, &lib, &registry, &playbook, &inputs, &exec, &inv)
         }
         Command::Worker {
@@ -60,9 +63,6 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
             exit_when_idle,
             output,
         } => {
-            let Some(inv) = load_inventory(inventory.as_deref()) else {
-                return Exit::Invalid;
-            };
             let options = crate::worker::Options {
                 name,
                 concurrency,
@@ -71,7 +71,7 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
                 exit_when_idle,
                 output,
             };
-            crate::worker::worker(state, &registry, &options, &inv)
+            crate::worker::worker(state, &registry, &options, &inv()?)
         }
         Command::Resume {
             run,
@@ -81,9 +81,6 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
             to_current,
             exec,
         } => {
-            let Some(inv) = load_inventory(inventory.as_deref()) else {
-                return Exit::Invalid;
-            };
             let decisions = runbook_runner::Decisions {
                 rerun: &rerun,
                 mark_done: &mark_done,
@@ -92,26 +89,11 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
                 library: Some(&lib),
                 ..runbook_runner::Decisions::default()
             };
-            crate::runs::resume(state, &registry, &run, &decisions, &exec, &inv)
+            crate::runs::resume(state, &registry, &run, &decisions, &exec, &inv()?)
         }
-        Command::Approve { answer, exec } => {
-            let Some(inv) = load_inventory(inventory.as_deref()) else {
-                return Exit::Invalid;
-            };
-            crate::runs::answer(state, &registry, &answer, true, &exec, &inv)
-        }
-        Command::Reject { answer, exec } => {
-            let Some(inv) = load_inventory(inventory.as_deref()) else {
-                return Exit::Invalid;
-            };
-            crate::runs::answer(state, &registry, &answer, false, &exec, &inv)
-        }
-        Command::Cancel { run, exec } => {
-            let Some(inv) = load_inventory(inventory.as_deref()) else {
-                return Exit::Invalid;
-            };
-            crate::runs::cancel(state, &registry, &run, &exec, &inv)
-        }
+        Command::Approve { answer, exec } => crate::runs::answer(state, &registry, &answer, true, &exec, &inv()?),
+        Command::Reject { answer, exec } => crate::runs::answer(state, &registry, &answer, false, &exec, &inv()?),
+        Command::Cancel { run, exec } => crate::runs::cancel(state, &registry, &run, &exec, &inv()?),
         Command::Workers { output } => crate::worker::list(state, output),
         Command::Locks { output } => crate::locks::list(state, output),
         Command::State {
@@ -144,57 +126,52 @@ pub(crate) fn dispatch(cli: Cli) -> Exit {
         Command::Schema {
             output_of: Some(command),
             ..
-        } => match crate::json_out::schema_of(&command) {
-            Some(s) => {
-                crate::json_out::print(&s);
-                Exit::Ok
-            }
-            None => {
-                eprintln!(
-                    "error: `{command}` has no JSON document of its own (hint: one of {}; `run`, `plan`, `status` \
-                         and the others print events: `runbook schema --events`)",
+        } => {
+            let s = crate::json_out::schema_of(&command).ok_or_else(|| {
+                Failure::invalid(format!("`{command}` has no JSON document of its own")).hint(format!(
+                    "one of {}; `run`, `plan`, `status` and the others print events: `runbook schema --events`",
                     crate::json_out::COMMANDS.join(", ")
-                );
-                Exit::Invalid
-            }
-        },
+                ))
+            })?;
+            crate::json_out::print(&s);
+            Ok(Exit::Ok)
+        }
         Command::Schema { kind, events, .. } => schema(&registry, kind.as_deref(), events),
         Command::Docs {
             what: crate::args::Docs::Steps,
         } => {
             print!("{}", crate::reference::steps(&registry));
-            Exit::Ok
+            Ok(Exit::Ok)
         }
         Command::Docs {
             what: crate::args::Docs::Man,
         } => {
             let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
-            match page.render(&mut std::io::stdout()) {
-                Ok(()) => Exit::Ok,
-                Err(e) => {
-                    eprintln!("error: cannot write the man page: {e}");
-                    Exit::Failed
-                }
-            }
+            page.render(&mut std::io::stdout()).map_err(|e| Failure::Message {
+                exit: Exit::Failed,
+                message: format!("cannot write the man page: {e}"),
+                hint: None,
+            })?;
+            Ok(Exit::Ok)
         }
         // Answered in main, where the settings' sources are known.
-        Command::Config => Exit::Ok,
+        Command::Config => Ok(Exit::Ok),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "runbook", &mut std::io::stdout());
-            Exit::Ok
+            Ok(Exit::Ok)
         }
     }
 }
 
-fn list(lib: &Library, registry: &Registry, output: Output) -> Exit {
-    let entries = match lib.entries() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("error: {e} (hint: pass `--playbooks DIR` or set RUNBOOK_PLAYBOOKS)");
-            return Exit::Invalid;
-        }
-    };
+/// The library's playbooks, or why there are none to read.
+fn entries(lib: &Library) -> Result<Vec<library::Entry>, Failure> {
+    lib.entries()
+        .map_err(|e| Failure::invalid(e.to_string()).hint("pass `--playbooks DIR` or set RUNBOOK_PLAYBOOKS"))
+}
+
+fn list(lib: &Library, registry: &Registry, output: Output) -> Done {
+    let entries = entries(lib)?;
     if output == Output::Json {
         let playbooks: Vec<crate::json_out::ListEntry> = entries
             .iter()
@@ -224,7 +201,7 @@ fn list(lib: &Library, registry: &Registry, output: Output) -> Exit {
             .collect();
         let invalid = playbooks.iter().any(|p| !p.valid);
         crate::json_out::print(&crate::json_out::List { playbooks });
-        return if invalid { Exit::Invalid } else { Exit::Ok };
+        return Ok(if invalid { Exit::Invalid } else { Exit::Ok });
     }
     let width = entries.iter().map(|e| e.name.len()).max().unwrap_or(4).max(4);
     println!("{:width$}  {:8}  DESCRIPTION", "NAME", "VERSION");
@@ -258,13 +235,11 @@ fn list(lib: &Library, registry: &Registry, output: Output) -> Exit {
         };
         println!("{:width$}  {:8}  {desc}", e.name, versions);
     }
-    if invalid > 0 { Exit::Invalid } else { Exit::Ok }
+    Ok(if invalid > 0 { Exit::Invalid } else { Exit::Ok })
 }
 
-fn show(lib: &Library, registry: &Registry, spec: &str, output: Output) -> Exit {
-    let Some(loaded) = load(lib, registry, spec) else {
-        return Exit::Invalid;
-    };
+fn show(lib: &Library, registry: &Registry, spec: &str, output: Output) -> Done {
+    let loaded = load(lib, registry, spec)?;
     let pb = &loaded.playbook;
     if output == Output::Json {
         crate::json_out::print(&crate::json_out::Show {
@@ -277,7 +252,7 @@ fn show(lib: &Library, registry: &Registry, spec: &str, output: Output) -> Exit 
                 .collect(),
             playbook: pb.clone(),
         });
-        return Exit::Ok;
+        return Ok(Exit::Ok);
     }
     println!("{} v{}  ({})", pb.name, pb.version, loaded.source.name);
     if let Some(d) = &pb.description {
@@ -327,7 +302,7 @@ fn show(lib: &Library, registry: &Registry, spec: &str, output: Output) -> Exit 
             outline(steps, 1);
         }
     }
-    Exit::Ok
+    Ok(Exit::Ok)
 }
 
 fn describe_input(spec: &InputSpec) -> String {
@@ -371,18 +346,12 @@ fn outline(steps: &[runbook_core::model::Step], depth: usize) {
     }
 }
 
-fn validate(lib: &Library, registry: &Registry, specs: &[String], output: Output) -> Exit {
+fn validate(lib: &Library, registry: &Registry, specs: &[String], output: Output) -> Done {
     let specs: Vec<String> = if specs.is_empty() {
-        match lib.entries() {
-            Ok(entries) => entries
-                .iter()
-                .flat_map(|e| e.versions.iter().map(move |v| format!("{}@{v}", e.name)))
-                .collect(),
-            Err(e) => {
-                eprintln!("error: {e} (hint: pass `--playbooks DIR` or set RUNBOOK_PLAYBOOKS)");
-                return Exit::Invalid;
-            }
-        }
+        entries(lib)?
+            .iter()
+            .flat_map(|e| e.versions.iter().map(move |v| format!("{}@{v}", e.name)))
+            .collect()
     } else {
         specs.to_vec()
     };
@@ -455,7 +424,7 @@ fn validate(lib: &Library, registry: &Registry, specs: &[String], output: Output
     } else {
         println!("{valid} valid, {invalid} invalid");
     }
-    if invalid > 0 { Exit::Invalid } else { Exit::Ok }
+    Ok(if invalid > 0 { Exit::Invalid } else { Exit::Ok })
 }
 
 /// The inventory as `inventory --output json` prints it.
@@ -484,10 +453,10 @@ fn inventory_json(inv: &runbook_core::inventory::Inventory) -> crate::json_out::
     }
 }
 
-fn list_inventory(inv: &runbook_core::inventory::Inventory) -> Exit {
+fn list_inventory(inv: &runbook_core::inventory::Inventory) -> Done {
     if inv.hosts.is_empty() {
         println!("no hosts (hint: write inventory.yaml or pass `--inventory FILE`)");
-        return Exit::Ok;
+        return Ok(Exit::Ok);
     }
     use crate::table::Column;
     let rows = inv
@@ -522,7 +491,7 @@ fn list_inventory(inv: &runbook_core::inventory::Inventory) -> Exit {
             println!("{g}: {}", members.join(", "));
         }
     }
-    Exit::Ok
+    Ok(Exit::Ok)
 }
 
 fn plan(
@@ -532,45 +501,33 @@ fn plan(
     args: &InputArgs,
     (output, live): (Output, bool),
     inventory: &runbook_core::inventory::Inventory,
-) -> Exit {
-    let Some(loaded) = load(lib, registry, spec) else {
-        return Exit::Invalid;
-    };
-    let Some(inputs) = resolve_inputs(&loaded.playbook, args) else {
-        return Exit::Invalid;
-    };
+) -> Done {
+    let loaded = load(lib, registry, spec)?;
+    let inputs = resolve_inputs(&loaded.playbook, args)?;
     let pctx = runbook_engine::plan::PlanContext {
         env: std::env::vars().collect(),
         user: std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned()),
         inventory: inventory.to_template(),
     };
     let mut plan = runbook_engine::plan::plan(&loaded.playbook, &inputs, registry, &pctx);
-    if live && !crate::runs::look(&mut plan, &loaded.playbook, registry) {
-        return Exit::Invalid;
+    if live {
+        crate::runs::look(&mut plan, &loaded.playbook, registry)?;
     }
     match output {
         Output::Text => print!("{}", crate::plan_text::render(&plan)),
-        Output::Json => match serde_json::to_string_pretty(&plan) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Exit::Invalid;
-            }
-        },
+        Output::Json => crate::json_out::print(&plan),
     }
-    Exit::Ok
+    Ok(Exit::Ok)
 }
 
-fn graph(lib: &Library, registry: &Registry, spec: &str, format: GraphFormat) -> Exit {
-    let Some(loaded) = load(lib, registry, spec) else {
-        return Exit::Invalid;
-    };
+fn graph(lib: &Library, registry: &Registry, spec: &str, format: GraphFormat) -> Done {
+    let loaded = load(lib, registry, spec)?;
     let format = match format {
         GraphFormat::Dot => runbook_engine::graph::Format::Dot,
         GraphFormat::Mermaid => runbook_engine::graph::Format::Mermaid,
     };
     print!("{}", runbook_engine::graph::render(&loaded.playbook, format));
-    Exit::Ok
+    Ok(Exit::Ok)
 }
 
 /// The playbook schema with each kind's `with:` schema attached by `uses`, so
@@ -628,7 +585,7 @@ fn rewrite_refs(v: Json, kind: &str) -> Json {
     }
 }
 
-fn schema(registry: &Registry, kind: Option<&str>, events: bool) -> Exit {
+fn schema(registry: &Registry, kind: Option<&str>, events: bool) -> Done {
     let schema = match kind {
         None if events => crate::observe::events_schema(),
         None => full_schema(registry),
@@ -637,19 +594,10 @@ fn schema(registry: &Registry, kind: Option<&str>, events: bool) -> Exit {
             None => {
                 let hint = runbook_core::diag::suggestion(k, registry.names())
                     .unwrap_or_else(|| format!("known kinds: {}", registry.names().collect::<Vec<_>>().join(", ")));
-                eprintln!("error: unknown step kind `{k}` (hint: {hint})");
-                return Exit::Invalid;
+                return Err(Failure::invalid(format!("unknown step kind `{k}`")).hint(hint));
             }
         },
     };
-    match serde_json::to_string_pretty(&schema) {
-        Ok(s) => {
-            println!("{s}");
-            Exit::Ok
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            Exit::Invalid
-        }
-    }
+    crate::json_out::print(&schema);
+    Ok(Exit::Ok)
 }

@@ -17,6 +17,7 @@
 //! resumable); the daemon exits when they have.
 
 use crate::Exit;
+use crate::fail::Failure;
 use crate::session::{open_store, runtime};
 use chrono::Utc;
 use runbook_core::kind::Registry;
@@ -55,33 +56,22 @@ pub(crate) fn daemon(
     registry: &Registry,
     schedules: &Path,
     metrics: Option<&str>,
-) -> Exit {
-    let mut scheds = match schedule::load(schedules, lib, registry) {
-        Ok(s) => s,
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("error: {e}");
-            }
-            eprintln!("error: the schedules are invalid; the daemon did not start");
-            return Exit::Invalid;
-        }
-    };
+) -> crate::fail::Done {
+    let mut scheds = schedule::load(schedules, lib, registry).map_err(|errors| Failure::All {
+        each: errors.into_iter().map(Failure::invalid).collect(),
+        summary: "the schedules are invalid; the daemon did not start".into(),
+    })?;
     let state = state.unwrap_or_else(runbook_state::default_path);
-    let Ok(exe) = std::env::current_exe() else {
-        eprintln!("error: cannot find the runbook binary to run playbooks with");
-        return Exit::Invalid;
-    };
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::invalid(format!("cannot find the runbook binary to run playbooks with: {e}")))?;
     let setup = Setup {
         exe,
         state: state.clone(),
         playbooks,
         inventory,
     };
-    let Some(rt) = runtime() else { return Exit::Invalid };
-    rt.block_on(async {
-        let Some(store) = open_store(Some(state)).await else {
-            return Exit::Invalid;
-        };
+    runtime()?.block_on(async {
+        let store = open_store(Some(state)).await?;
         let metrics_data = Arc::new(Mutex::new(Metrics::default()));
         if let Some(addr) = metrics {
             match tokio::net::TcpListener::bind(addr).await {
@@ -89,10 +79,7 @@ pub(crate) fn daemon(
                     eprintln!("daemon: metrics on http://{}/metrics", l.local_addr().map_or(addr.to_owned(), |a| a.to_string()));
                     tokio::spawn(serve_metrics(l, metrics_data.clone(), store.clone()));
                 }
-                Err(e) => {
-                    eprintln!("error: cannot listen on {addr} for metrics: {e}");
-                    return Exit::Invalid;
-                }
+                Err(e) => return Err(Failure::invalid(format!("cannot listen on {addr} for metrics: {e}"))),
             }
         }
         let (tx, mut rx) = mpsc::unbounded_channel::<Done>();
@@ -172,7 +159,7 @@ pub(crate) fn daemon(
                 _ => break,
             }
         }
-        Exit::Ok
+        Ok(Exit::Ok)
     })
 }
 

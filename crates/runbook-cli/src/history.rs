@@ -2,6 +2,7 @@
 
 use crate::Exit;
 use crate::args::Output;
+use crate::fail::Done;
 use crate::session::{open_store, runtime};
 use runbook_report::steps;
 use runbook_state::{Event, Recorded, RunRecord, RunStatus, Stream};
@@ -86,41 +87,20 @@ fn table_with(runs: &[RunRecord], rto: &[Option<f64>], by: &[Vec<String>]) {
     crate::table::print(&columns, rows);
 }
 
-pub(crate) fn status(state: Option<PathBuf>, run: Option<&str>, output: Output) -> Exit {
-    let Some(rt) = runtime() else { return Exit::Invalid };
-    rt.block_on(async {
-        let Some(store) = open_store(state).await else {
-            return Exit::Invalid;
-        };
+pub(crate) fn status(state: Option<PathBuf>, run: Option<&str>, output: Output) -> Done {
+    runtime()?.block_on(async {
+        let store = open_store(state).await?;
         let Some(id) = run else {
-            return match store.runs(None, 20).await {
-                Ok(runs) if output == Output::Json => {
-                    println!("{}", serde_json::to_string_pretty(&runs).unwrap_or_default());
-                    Exit::Ok
-                }
-                Ok(runs) => {
-                    table(&runs);
-                    Exit::Ok
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    Exit::Invalid
-                }
-            };
-        };
-        let (record, events) = match store.run(id).await {
-            Ok(r) => match store.events(&r.id).await {
-                Ok(e) => (r, e),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return Exit::Invalid;
-                }
-            },
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Exit::Invalid;
+            let runs = store.runs(None, 20).await?;
+            if output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&runs).unwrap_or_default());
+            } else {
+                table(&runs);
             }
+            return Ok(Exit::Ok);
         };
+        let record = store.run(id).await?;
+        let events = store.events(&record.id).await?;
         let rows = steps(&events);
         let last_error = runbook_report::last_error(&events);
         let plan = runbook_report::plan_hash(&record);
@@ -131,7 +111,7 @@ pub(crate) fn status(state: Option<PathBuf>, run: Option<&str>, output: Output) 
                 steps: rows,
                 error: last_error,
             });
-            return Exit::Ok;
+            return Ok(Exit::Ok);
         }
         println!(
             "run {}  {} v{}  {}",
@@ -211,11 +191,11 @@ pub(crate) fn status(state: Option<PathBuf>, run: Option<&str>, output: Output) 
         if let Some(e) = last_error {
             println!("\n{}: {e}", record.status.as_str());
         }
-        Exit::Ok
+        Ok(Exit::Ok)
     })
 }
 
-pub(crate) fn logs(state: Option<PathBuf>, run: &str, (step, follow): (Option<&str>, bool), output: Output) -> Exit {
+pub(crate) fn logs(state: Option<PathBuf>, run: &str, (step, follow): (Option<&str>, bool), output: Output) -> Done {
     let print = |l: &runbook_state::LogLine| match output {
         Output::Json => runbook_engine::exec::Observer::log(&crate::observe::JsonLines, l),
         Output::Text => {
@@ -223,27 +203,16 @@ pub(crate) fn logs(state: Option<PathBuf>, run: &str, (step, follow): (Option<&s
             println!("{} {mark} {}", l.step, l.line);
         }
     };
-    let Some(rt) = runtime() else { return Exit::Invalid };
-    rt.block_on(async {
-        let Some((store, record)) = crate::session::open_run(state, run).await else {
-            return Exit::Invalid;
-        };
+    runtime()?.block_on(async {
+        let (store, record) = crate::session::open_run(state, run).await?;
         let mut after = 0;
         loop {
-            match store.logs(&record.id, step, after).await {
-                Ok(lines) => {
-                    for (seq, l) in lines {
-                        after = seq;
-                        print(&l);
-                    }
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return Exit::Invalid;
-                }
+            for (seq, l) in store.logs(&record.id, step, after).await? {
+                after = seq;
+                print(&l);
             }
             if !follow {
-                return Exit::Ok;
+                return Ok(Exit::Ok);
             }
             match store.run(&record.id).await {
                 Ok(r) if r.status == RunStatus::Running => {}
@@ -254,7 +223,7 @@ pub(crate) fn logs(state: Option<PathBuf>, run: &str, (step, follow): (Option<&s
                             print(&l);
                         }
                     }
-                    return Exit::Ok;
+                    return Ok(Exit::Ok);
                 }
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -262,36 +231,24 @@ pub(crate) fn logs(state: Option<PathBuf>, run: &str, (step, follow): (Option<&s
     })
 }
 
-pub(crate) fn history(state: Option<PathBuf>, playbook: &str, limit: u32, output: Output) -> Exit {
-    let Some(rt) = runtime() else { return Exit::Invalid };
-    rt.block_on(async {
-        let Some(store) = open_store(state).await else {
-            return Exit::Invalid;
-        };
-        match store.runs(Some(playbook), limit).await {
-            Ok(runs) if output == Output::Json => {
-                println!("{}", serde_json::to_string_pretty(&runs).unwrap_or_default());
-                Exit::Ok
+pub(crate) fn history(state: Option<PathBuf>, playbook: &str, limit: u32, output: Output) -> Done {
+    runtime()?.block_on(async {
+        let store = open_store(state).await?;
+        let runs = store.runs(Some(playbook), limit).await?;
+        if output == Output::Json {
+            println!("{}", serde_json::to_string_pretty(&runs).unwrap_or_default());
+        } else if runs.is_empty() {
+            println!("no runs of `{playbook}` yet");
+        } else {
+            // The recovery time each run measured: a drill's trend.
+            let (mut rto, mut by) = (Vec::new(), Vec::new());
+            for r in &runs {
+                let events = store.events(&r.id).await.unwrap_or_default();
+                rto.push(runbook_report::measured(&events, "rto_seconds"));
+                by.push(runners(&events));
             }
-            Ok(runs) => {
-                if runs.is_empty() {
-                    println!("no runs of `{playbook}` yet");
-                } else {
-                    // The recovery time each run measured: a drill's trend.
-                    let (mut rto, mut by) = (Vec::new(), Vec::new());
-                    for r in &runs {
-                        let events = store.events(&r.id).await.unwrap_or_default();
-                        rto.push(runbook_report::measured(&events, "rto_seconds"));
-                        by.push(runners(&events));
-                    }
-                    table_with(&runs, &rto, &by);
-                }
-                Exit::Ok
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                Exit::Invalid
-            }
+            table_with(&runs, &rto, &by);
         }
+        Ok(Exit::Ok)
     })
 }

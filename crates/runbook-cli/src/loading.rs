@@ -4,6 +4,7 @@
 
 use crate::args::InputArgs;
 use crate::diagnostics::{eprint_all, plural};
+use crate::fail::Failure;
 use indexmap::IndexMap;
 use runbook_core::diag::{Diagnostic, Source};
 use runbook_core::inputs;
@@ -13,55 +14,47 @@ use runbook_core::model::Playbook;
 use runbook_core::validate::Loaded;
 use serde_json::Value as Json;
 
-/// Loads a playbook, printing every diagnostic; `None` means exit 2.
-pub(crate) fn load(lib: &Library, registry: &Registry, spec: &str) -> Option<Loaded> {
-    let located = match lib.locate(spec) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return None;
-        }
-    };
+/// Loads a playbook, showing its warnings.
+pub(crate) fn load(lib: &Library, registry: &Registry, spec: &str) -> Result<Loaded, Failure> {
+    let located = lib.locate(spec).map_err(|e| Failure::invalid(e.to_string()))?;
     match library::load(&located, registry) {
         Ok(loaded) => {
             eprint_all(&loaded.source, &loaded.warnings);
-            Some(loaded)
+            Ok(loaded)
         }
-        Err(LoadError::Library(e)) => {
-            eprintln!("error: {e}");
-            None
-        }
+        Err(LoadError::Library(e)) => Err(Failure::invalid(e.to_string())),
         Err(LoadError::Invalid(inv)) => {
-            eprint_all(&inv.source, &inv.diagnostics);
-            eprintln!(
-                "error: `{}` is invalid: {}; nothing was run",
+            let summary = format!(
+                "`{}` is invalid: {}; nothing was run",
                 inv.source.name,
                 plural(inv.error_count(), "error")
             );
-            None
+            Err(Failure::Diagnosed {
+                source: inv.source,
+                diagnostics: inv.diagnostics,
+                summary: Some(summary),
+            })
         }
     }
 }
 
 /// Reads `--inputs FILE` and `--set`, and checks them against the playbook.
-pub(crate) fn resolve_inputs(pb: &Playbook, args: &InputArgs) -> Option<IndexMap<String, Json>> {
+pub(crate) fn resolve_inputs(pb: &Playbook, args: &InputArgs) -> Result<IndexMap<String, Json>, Failure> {
     let mut given: IndexMap<String, Json> = IndexMap::new();
     let mut file_source: Option<(Source, runbook_core::parse::Node)> = None;
     if let Some(path) = &args.inputs_file {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("error: cannot read inputs file `{}`: {e}", path.display());
-                return None;
-            }
-        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Failure::invalid(format!("cannot read inputs file `{}`: {e}", path.display())))?;
         let text = inputs::join_surrogate_escapes(&text).into_owned();
         let source = Source::new(path.display().to_string(), text);
         let node = match runbook_core::parse::parse(&source.text) {
             Ok(n) => n,
-            Err(diags) => {
-                eprint_all(&source, &diags);
-                return None;
+            Err(diagnostics) => {
+                return Err(Failure::Diagnosed {
+                    source,
+                    diagnostics,
+                    summary: None,
+                });
             }
         };
         let Some(entries) = node.entries() else {
@@ -71,8 +64,11 @@ pub(crate) fn resolve_inputs(pb: &Playbook, args: &InputArgs) -> Option<IndexMap
                 Some(node.span),
             )
             .hint("write `name: value` lines");
-            eprint_all(&source, &[d]);
-            return None;
+            return Err(Failure::Diagnosed {
+                source,
+                diagnostics: vec![d],
+                summary: None,
+            });
         };
         for (k, v) in entries {
             given.insert(k.name.clone(), v.to_json());
@@ -92,15 +88,13 @@ pub(crate) fn resolve_inputs(pb: &Playbook, args: &InputArgs) -> Option<IndexMap
                 };
                 given.insert(k, v);
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return None;
-            }
+            Err(e) => return Err(Failure::invalid(e.to_string())),
         }
     }
     match inputs::resolve(pb, &given) {
-        Ok(v) => Some(v),
+        Ok(v) => Ok(v),
         Err(errors) => {
+            let mut each = Vec::new();
             for e in &errors {
                 let from_file = !args
                     .set
@@ -112,73 +106,61 @@ pub(crate) fn resolve_inputs(pb: &Playbook, args: &InputArgs) -> Option<IndexMap
                         let d = Diagnostic::error("input", format!("input `{}`: {}", e.name, e.message), span)
                             .label("this value")
                             .maybe_hint(e.hint.clone());
-                        eprint_all(source, &[d]);
+                        each.push(Failure::Diagnosed {
+                            source: source.clone(),
+                            diagnostics: vec![d],
+                            summary: None,
+                        });
                     }
-                    _ => eprintln!("error: {e}"),
+                    _ => each.push(Failure::invalid(e.to_string())),
                 }
             }
-            eprintln!(
-                "error: {} for `{}`; nothing was run",
+            let summary = format!(
+                "{} for `{}`; nothing was run",
                 plural(errors.len(), "invalid input"),
                 pb.name
             );
-            None
+            Err(Failure::All { each, summary })
         }
     }
 }
 
-/// The inventory restricted by `--limit`, if given; `None` after saying why.
+/// The inventory restricted by `--limit`, if given.
 pub(crate) fn limited(
     inv: runbook_core::inventory::Inventory,
     args: &InputArgs,
-) -> Option<runbook_core::inventory::Inventory> {
-    let Some(pattern) = &args.limit else { return Some(inv) };
-    match runbook_core::ansible::limit(&inv, pattern) {
-        Ok(l) => Some(l),
-        Err(e) => {
-            eprintln!("error: {e}; nothing was run");
-            None
-        }
-    }
+) -> Result<runbook_core::inventory::Inventory, Failure> {
+    let Some(pattern) = &args.limit else { return Ok(inv) };
+    runbook_core::ansible::limit(&inv, pattern).map_err(|e| Failure::invalid(format!("{e}; nothing was run")))
 }
 
 /// Reads the inventory: the file given, else `./inventory.yaml` if it exists,
-/// else an empty one. `None` (after printing why) means exit 2.
-pub(crate) fn load_inventory(path: Option<&std::path::Path>) -> Option<runbook_core::inventory::Inventory> {
+/// else an empty one.
+pub(crate) fn load_inventory(path: Option<&std::path::Path>) -> Result<runbook_core::inventory::Inventory, Failure> {
     let default = std::path::Path::new("inventory.yaml");
     let path = match path {
         Some(p) => p,
         None if default.exists() => default,
-        None => return Some(Default::default()),
+        None => return Ok(Default::default()),
     };
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: cannot read inventory `{}`: {e}", path.display());
-            return None;
-        }
-    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::invalid(format!("cannot read inventory `{}`: {e}", path.display())))?;
     // An Ansible inventory, INI or YAML, is read as it is.
     if let Some(read) = runbook_core::ansible::read(path, &text) {
-        return match read {
-            Ok(inv) => Some(inv),
-            Err(e) => {
-                eprintln!("error: Ansible inventory `{}`: {e}; nothing was run", path.display());
-                None
-            }
-        };
+        return read
+            .map_err(|e| Failure::invalid(format!("Ansible inventory `{}`: {e}; nothing was run", path.display())));
     }
     let source = Source::new(path.display().to_string(), text);
-    match runbook_core::inventory::load(&source) {
-        Ok(inv) => Some(inv),
-        Err(diags) => {
-            eprint_all(&source, &diags);
-            eprintln!(
-                "error: inventory `{}` is invalid: {}; nothing was run",
-                path.display(),
-                plural(diags.len(), "error")
-            );
-            None
+    runbook_core::inventory::load(&source).map_err(|diagnostics| {
+        let summary = format!(
+            "inventory `{}` is invalid: {}; nothing was run",
+            path.display(),
+            plural(diagnostics.len(), "error")
+        );
+        Failure::Diagnosed {
+            source: source.clone(),
+            diagnostics,
+            summary: Some(summary),
         }
-    }
+    })
 }

@@ -4,30 +4,21 @@
 
 use crate::Exit;
 use crate::args::Output;
+use crate::fail::{Done, Failure};
 use crate::session::{open_store, runtime, user};
 use runbook_state::Event;
 use std::path::PathBuf;
 
-pub(crate) fn list(state: Option<PathBuf>, output: Output) -> Exit {
-    let Some(rt) = runtime() else { return Exit::Invalid };
-    rt.block_on(async {
-        let Some(store) = open_store(state).await else {
-            return Exit::Invalid;
-        };
-        let locks = match store.locks().await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Exit::Invalid;
-            }
-        };
+pub(crate) fn list(state: Option<PathBuf>, output: Output) -> Done {
+    runtime()?.block_on(async {
+        let locks = open_store(state).await?.locks().await?;
         if output == Output::Json {
             println!("{}", serde_json::to_string_pretty(&locks).unwrap_or_default());
-            return Exit::Ok;
+            return Ok(Exit::Ok);
         }
         if locks.is_empty() {
             println!("no locks held");
-            return Exit::Ok;
+            return Ok(Exit::Ok);
         }
         use crate::table::Column;
         let rows = locks
@@ -54,46 +45,33 @@ pub(crate) fn list(state: Option<PathBuf>, output: Output) -> Exit {
             ],
             rows,
         );
-        Exit::Ok
+        Ok(Exit::Ok)
     })
 }
 
-pub(crate) fn unlock(state: Option<PathBuf>, key: &str, force: bool) -> Exit {
+pub(crate) fn unlock(state: Option<PathBuf>, key: &str, force: bool) -> Done {
     if !force {
-        eprintln!(
-            "error: `runbook unlock {key}` needs --force: another run may start while the holder is still changing \
+        return Err(Failure::invalid(format!(
+            "`runbook unlock {key}` needs --force: another run may start while the holder is still changing \
              things; check `runbook locks` and `runbook status RUN` first"
-        );
-        return Exit::Invalid;
+        )));
     }
-    let Some(rt) = runtime() else { return Exit::Invalid };
-    rt.block_on(async {
-        let Some(store) = open_store(state).await else {
-            return Exit::Invalid;
+    runtime()?.block_on(async {
+        let store = open_store(state).await?;
+        let Some(l) = store.remove_lock(key).await? else {
+            return Err(Failure::invalid(format!("no lock `{key}`")).hint("`runbook locks` lists them"));
         };
-        match store.remove_lock(key).await {
-            Ok(Some(l)) => {
-                let action = Event::OperatorAction {
-                    action: "unlock".into(),
-                    step: None,
-                    who: user(),
-                    comment: Some(format!("lock `{key}` freed with --force")),
-                    plan_hash: None,
-                };
-                if let Err(e) = store.append(&l.run_id, &action).await {
-                    eprintln!("warning: lock freed, but not journalled on run {}: {e}", l.run_id);
-                }
-                println!("freed lock `{key}` (was held by {})", runbook_runner::describe(&l));
-                Exit::Ok
-            }
-            Ok(None) => {
-                eprintln!("error: no lock `{key}` (hint: `runbook locks` lists them)");
-                Exit::Invalid
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                Exit::Invalid
-            }
+        let action = Event::OperatorAction {
+            action: "unlock".into(),
+            step: None,
+            who: user(),
+            comment: Some(format!("lock `{key}` freed with --force")),
+            plan_hash: None,
+        };
+        if let Err(e) = store.append(&l.run_id, &action).await {
+            eprintln!("warning: lock freed, but not journalled on run {}: {e}", l.run_id);
         }
+        println!("freed lock `{key}` (was held by {})", runbook_runner::describe(&l));
+        Ok(Exit::Ok)
     })
 }

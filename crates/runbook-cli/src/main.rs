@@ -19,6 +19,7 @@ mod commands;
 mod config;
 mod daemon;
 mod diagnostics;
+mod fail;
 mod history;
 mod json_out;
 mod loading;
@@ -59,10 +60,7 @@ fn main() -> ExitCode {
     let mut cli = args::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let settings = match config::apply(&mut cli, &matches) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(Exit::Invalid as u8);
-        }
+        Err(e) => return ExitCode::from(fail::Failure::invalid(e.to_string()).report() as u8),
     };
     let code = match cli.command {
         args::Command::Config => config::show(&settings),

@@ -5,6 +5,7 @@
 
 use crate::Exit;
 use crate::args::ReportFormat;
+use crate::fail::Done;
 use crate::session::{open_run, runtime};
 use runbook_core::kind::Registry;
 use runbook_core::model::Objectives;
@@ -37,23 +38,18 @@ fn build(record: &RunRecord, events: &[Recorded], logs: &[LogLine], registry: &R
 }
 
 /// `runbook report RUN --format ...`: prints the report.
-pub(crate) fn report(state: Option<PathBuf>, registry: &Registry, id: &str, format: ReportFormat) -> Exit {
-    let Some(rt) = runtime() else { return Exit::Invalid };
-    rt.block_on(async {
-        let Some((store, record)) = open_run(state, id).await else {
-            return Exit::Invalid;
-        };
-        match (store.events(&record.id).await, store.logs(&record.id, None, 0).await) {
-            (Ok(events), Ok(logs)) => {
-                let logs: Vec<LogLine> = logs.into_iter().map(|(_, l)| l).collect();
-                print!("{}", build(&record, &events, &logs, registry).render(format.into()));
-                Exit::Ok
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                eprintln!("error: {e}");
-                Exit::Invalid
-            }
-        }
+pub(crate) fn report(state: Option<PathBuf>, registry: &Registry, id: &str, format: ReportFormat) -> Done {
+    runtime()?.block_on(async {
+        let (store, record) = open_run(state, id).await?;
+        let events = store.events(&record.id).await?;
+        let logs: Vec<LogLine> = store
+            .logs(&record.id, None, 0)
+            .await?
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect();
+        print!("{}", build(&record, &events, &logs, registry).render(format.into()));
+        Ok(Exit::Ok)
     })
 }
 

@@ -4,6 +4,7 @@
 
 use crate::Exit;
 use crate::args::{AnswerArgs, ExecArgs, InputArgs, Output};
+use crate::fail::{Done, Failure};
 use crate::loading::{load, resolve_inputs};
 use crate::session::{open_store, runtime, user};
 use indexmap::IndexMap;
@@ -14,7 +15,7 @@ use runbook_core::model::Playbook;
 use runbook_engine::exec::Signals;
 use runbook_engine::replay::Replay;
 use runbook_runner::leases::LeaseOptions;
-use runbook_runner::{Answer, Decisions, ErrorClass, Outcome, Resumed, RunOptions, Runner, RunnerError, Watcher};
+use runbook_runner::{Answer, Decisions, Outcome, Resumed, RunOptions, Runner, RunnerError, Watcher};
 use runbook_state::{RunStatus, Store};
 use serde_json::Value as Json;
 use std::path::PathBuf;
@@ -22,22 +23,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// `runbook state migrate`: opening the store applies its migrations.
-pub(crate) fn migrate(state: Option<PathBuf>) -> Exit {
-    let Some(rt) = runtime() else { return Exit::Invalid };
-    rt.block_on(async {
-        let Some(store) = open_store(state).await else {
-            return Exit::Invalid;
-        };
-        match store.schema_version().await {
-            Ok(v) => {
-                println!("state schema is up to date: version {v}");
-                Exit::Ok
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                Exit::Invalid
-            }
-        }
+pub(crate) fn migrate(state: Option<PathBuf>) -> Done {
+    runtime()?.block_on(async {
+        let v = open_store(state).await?.schema_version().await?;
+        println!("state schema is up to date: version {v}");
+        Ok(Exit::Ok)
     })
 }
 
@@ -55,40 +45,11 @@ pub(crate) fn env() -> IndexMap<String, String> {
     std::env::vars().collect()
 }
 
-/// Says why the runner refused or stopped (with the playbook's diagnostics
-/// and a hint where there is one); the exit code it means.
-pub(crate) fn failed(e: &RunnerError) -> Exit {
-    if let Some(inv) = e.invalid() {
-        crate::diagnostics::eprint_all(&inv.source, &inv.diagnostics);
-    }
-    let class = e.class();
-    match class {
-        ErrorClass::Invalid | ErrorClass::Locked => eprintln!("error: {e}; nothing was run"),
-        ErrorClass::Interrupted | ErrorClass::Failed => eprintln!("error: {e}"),
-    }
-    if let Some(hint) = e.hint() {
-        eprintln!("hint: {hint}");
-    }
-    match class {
-        ErrorClass::Invalid => Exit::Invalid,
-        ErrorClass::Locked => Exit::Locked,
-        ErrorClass::Interrupted => Exit::Interrupted,
-        ErrorClass::Failed => Exit::Failed,
-    }
-}
-
 /// `plan --live`: resolves the secrets and lets the kinds look at what the
-/// steps would touch. False (after saying why) when a secret is missing.
-pub(crate) fn look(plan: &mut runbook_engine::plan::Plan, pb: &Playbook, registry: &Registry) -> bool {
-    let secrets = match runbook_runner::resolve_secrets(pb, &env()) {
-        Ok(s) => s,
-        Err(e) => {
-            failed(&e);
-            return false;
-        }
-    };
-    let Some(rt) = runtime() else { return false };
-    rt.block_on(async {
+/// steps would touch (a missing secret refuses).
+pub(crate) fn look(plan: &mut runbook_engine::plan::Plan, pb: &Playbook, registry: &Registry) -> Result<(), Failure> {
+    let secrets = runbook_runner::resolve_secrets(pb, &env())?;
+    runtime()?.block_on(async {
         let cancel = runbook_core::kind::CancellationToken::new();
         let stop = cancel.clone();
         tokio::spawn(async move {
@@ -98,7 +59,7 @@ pub(crate) fn look(plan: &mut runbook_engine::plan::Plan, pb: &Playbook, registr
         });
         runbook_engine::plan::preview(plan, registry, &secrets, &cancel).await;
     });
-    true
+    Ok(())
 }
 
 /// First SIGINT/SIGTERM: stop gracefully. Second: kill.
@@ -181,11 +142,8 @@ struct Flags {
 
 impl Flags {
     /// Refused (exit 2) on a bad flag, before anything runs.
-    fn new(exec: &ExecArgs) -> Result<Flags, Exit> {
-        let bad = |e: String| {
-            eprintln!("error: {e}; nothing was run");
-            Exit::Invalid
-        };
+    fn new(exec: &ExecArgs) -> Result<Flags, Failure> {
+        let bad = |e: String| Failure::invalid(format!("{e}; nothing was run"));
         let mut reports = Vec::new();
         for spec in &exec.report {
             reports.push(crate::report::parse_spec(spec).map_err(bad)?);
@@ -228,8 +186,8 @@ impl Session {
         registry: &Registry,
         inventory: Json,
         mut flags: Flags,
-    ) -> Result<Session, Exit> {
-        let store = open_store(state).await.ok_or(Exit::Invalid)?;
+    ) -> Result<Session, Failure> {
+        let store = open_store(state).await?;
         flags.opts.signals = watch_signals();
         let runner = Runner {
             store,
@@ -245,7 +203,7 @@ impl Session {
     /// After a run stopped: at a terminal, a person can answer an approval
     /// right here; then the reports are written, and the exit code is the
     /// run's.
-    async fn finish(&self, mut ran: Result<Outcome, RunnerError>) -> Exit {
+    async fn finish(&self, mut ran: Result<Outcome, RunnerError>) -> Done {
         loop {
             let run_id = match &ran {
                 Ok(o) if self.flags.interactive && o.status == RunStatus::Waiting => o.run_id.clone(),
@@ -260,10 +218,7 @@ impl Session {
                 Err(e) => Err(e),
             };
         }
-        let o = match ran {
-            Ok(o) => o,
-            Err(e) => return failed(&e),
-        };
+        let o = ran?;
         crate::report::write_all(
             self.runner.store.as_ref(),
             &self.runner.registry,
@@ -278,20 +233,20 @@ impl Session {
         if resumable && self.flags.output == Output::Text {
             eprintln!("hint: `runbook resume {}` continues this run", o.run_id);
         }
-        exit_for(o.status)
+        Ok(exit_for(o.status))
     }
 }
 
-/// The playbook and its inputs, checked; `None` after printing why (exit 2).
+/// The playbook and its inputs, checked.
 fn load_with_inputs(
     lib: &Library,
     registry: &Registry,
     spec: &str,
     args: &InputArgs,
-) -> Option<(runbook_core::validate::Loaded, IndexMap<String, Json>)> {
+) -> Result<(runbook_core::validate::Loaded, IndexMap<String, Json>), Failure> {
     let loaded = load(lib, registry, spec)?;
     let inputs = resolve_inputs(&loaded.playbook, args)?;
-    Some((loaded, inputs))
+    Ok((loaded, inputs))
 }
 
 pub(crate) fn run(
@@ -302,25 +257,14 @@ pub(crate) fn run(
     args: &InputArgs,
     exec: &ExecArgs,
     inventory: &Inventory,
-) -> Exit {
-    let Some((loaded, inputs)) = load_with_inputs(lib, registry, spec, args) else {
-        return Exit::Invalid;
-    };
-    let flags = match Flags::new(exec) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
+) -> Done {
+    let (loaded, inputs) = load_with_inputs(lib, registry, spec, args)?;
+    let flags = Flags::new(exec)?;
     // Everything that can be checked without the store is, before it opens.
     let inventory = inventory.to_template();
-    if let Err(e) = runbook_runner::check_start(registry, &env(), &inventory, &user(), &loaded.playbook, &inputs) {
-        return failed(&e);
-    }
-    let Some(rt) = runtime() else { return Exit::Invalid };
-    rt.block_on(async {
-        let session = match Session::open(state, registry, inventory, flags).await {
-            Ok(s) => s,
-            Err(code) => return code,
-        };
+    runbook_runner::check_start(registry, &env(), &inventory, &user(), &loaded.playbook, &inputs)?;
+    runtime()?.block_on(async {
+        let session = Session::open(state, registry, inventory, flags).await?;
         let ran = session.runner.start(&loaded, inputs, &session.flags.opts).await;
         session.finish(ran).await
     })
@@ -335,15 +279,10 @@ pub(crate) fn submit(
     spec: &str,
     (args, exec): (&InputArgs, &ExecArgs),
     wait: bool,
-) -> Exit {
-    let Some((loaded, inputs)) = load_with_inputs(lib, registry, spec, args) else {
-        return Exit::Invalid;
-    };
-    let Some(rt) = runtime() else { return Exit::Invalid };
-    rt.block_on(async {
-        let Some(store) = open_store(state).await else {
-            return Exit::Invalid;
-        };
+) -> Done {
+    let (loaded, inputs) = load_with_inputs(lib, registry, spec, args)?;
+    runtime()?.block_on(async {
+        let store = open_store(state).await?;
         let runner = Runner {
             store: store.clone(),
             registry: registry.clone(),
@@ -357,18 +296,15 @@ pub(crate) fn submit(
             ..runner.clone()
         };
         let submitter = if exec.output == Output::Json { &runner } else { &quiet };
-        let run_id = match submitter.submit(&loaded, inputs).await {
-            Ok(id) => id,
-            Err(e) => return failed(&e),
-        };
+        let run_id = submitter.submit(&loaded, inputs).await?;
         if exec.output == Output::Text {
             println!("{run_id}");
             eprintln!("queued: a `runbook worker` runs it (hint: `runbook status {run_id}`)");
         }
         if wait {
-            return follow(store.as_ref(), &run_id, exec.output).await;
+            return Ok(follow(store.as_ref(), &run_id, exec.output).await);
         }
-        Exit::Ok
+        Ok(Exit::Ok)
     })
 }
 
@@ -406,8 +342,12 @@ async fn follow(store: &dyn Store, run_id: &str, output: Output) -> Exit {
         let status = match store.run(run_id).await {
             Ok(r) => r.status,
             Err(e) => {
-                eprintln!("error: {e} (hint: `runbook status {run_id}` once the state is back)");
-                return Exit::Interrupted;
+                let failure = Failure::Message {
+                    exit: Exit::Interrupted,
+                    message: e.to_string(),
+                    hint: Some(format!("`runbook status {run_id}` once the state is back")),
+                };
+                return failure.report();
             }
         };
         // Read after the status, so the last ones are never missed; shown in
@@ -446,25 +386,16 @@ async fn follow(store: &dyn Store, run_id: &str, output: Output) -> Exit {
     }
 }
 
-/// Opens the store and continues run `id` with `go`, at this terminal.
-fn continuing<F>(state: Option<PathBuf>, registry: &Registry, exec: &ExecArgs, inventory: &Inventory, go: F) -> Exit
+/// Opens the store and continues a run with `go`, at this terminal.
+fn continuing<F>(state: Option<PathBuf>, registry: &Registry, flags: Flags, inventory: &Inventory, go: F) -> Done
 where
     F: AsyncFnOnce(&Session) -> Result<Resumed, RunnerError>,
 {
-    let flags = match Flags::new(exec) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
-    let Some(rt) = runtime() else { return Exit::Invalid };
-    rt.block_on(async {
-        let session = match Session::open(state, registry, inventory.to_template(), flags).await {
-            Ok(s) => s,
-            Err(code) => return code,
-        };
-        match go(&session).await {
-            Ok(Resumed::Executed(o)) => session.finish(Ok(o)).await,
-            Ok(Resumed::Requeued(_)) => Exit::Ok,
-            Err(e) => failed(&e),
+    runtime()?.block_on(async {
+        let session = Session::open(state, registry, inventory.to_template(), flags).await?;
+        match go(&session).await? {
+            Resumed::Executed(o) => session.finish(Ok(o)).await,
+            Resumed::Requeued(_) => Ok(Exit::Ok),
         }
     })
 }
@@ -476,8 +407,8 @@ pub(crate) fn resume(
     decisions: &Decisions<'_>,
     exec: &ExecArgs,
     inventory: &Inventory,
-) -> Exit {
-    continuing(state, registry, exec, inventory, async |s: &Session| {
+) -> Done {
+    continuing(state, registry, Flags::new(exec)?, inventory, async |s: &Session| {
         s.runner.resume(id, decisions, &s.flags.opts).await
     })
 }
@@ -491,14 +422,14 @@ pub(crate) fn answer(
     approve: bool,
     exec: &ExecArgs,
     inventory: &Inventory,
-) -> Exit {
+) -> Done {
     let answer = Answer {
         approve,
         who: args.who.clone().unwrap_or_else(user),
         comment: args.comment.clone(),
         plan_hash: args.plan_hash.clone(),
     };
-    continuing(state, registry, exec, inventory, async |s: &Session| {
+    continuing(state, registry, Flags::new(exec)?, inventory, async |s: &Session| {
         s.runner.answer(&args.run, &answer, &s.flags.opts).await
     })
 }
@@ -512,32 +443,22 @@ pub(crate) fn cancel(
     id: &str,
     exec: &ExecArgs,
     inventory: &Inventory,
-) -> Exit {
-    let mut flags = match Flags::new(exec) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
+) -> Done {
+    let mut flags = Flags::new(exec)?;
     // The run is cancelled: nobody is asked about its approvals.
     flags.interactive = false;
-    let Some(rt) = runtime() else { return Exit::Invalid };
-    rt.block_on(async {
-        let session = match Session::open(state, registry, inventory.to_template(), flags).await {
-            Ok(s) => s,
-            Err(code) => return code,
-        };
-        match session.runner.cancel(id, &session.flags.opts).await {
-            Ok(runbook_runner::Cancelled::AfterHandlers(o)) => {
-                // The run ended as asked: cancelled, after its handlers.
-                match session.finish(Ok(o)).await {
-                    Exit::Failed => Exit::Ok,
-                    other => other,
-                }
-            }
-            Ok(done) => {
+    runtime()?.block_on(async {
+        let session = Session::open(state, registry, inventory.to_template(), flags).await?;
+        match session.runner.cancel(id, &session.flags.opts).await? {
+            // The run ended as asked: cancelled, after its handlers.
+            runbook_runner::Cancelled::AfterHandlers(o) => match session.finish(Ok(o)).await? {
+                Exit::Failed => Ok(Exit::Ok),
+                other => Ok(other),
+            },
+            done => {
                 println!("{done}");
-                Exit::Ok
+                Ok(Exit::Ok)
             }
-            Err(e) => failed(&e),
         }
     })
 }

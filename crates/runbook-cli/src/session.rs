@@ -1,6 +1,7 @@
 //! What every command that touches runs shares: who is running it, the
 //! runtime, the store (opened and migrated) and a run in it.
 
+use crate::fail::Failure;
 use runbook_state::{SqliteStore, Store};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,19 +23,16 @@ pub(crate) fn user() -> String {
         })
 }
 
-pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => Some(rt),
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            None
-        }
-    }
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::invalid(format!("cannot start the async runtime: {e}")))
 }
 
 /// Opens the state store named by `--state`/`RUNBOOK_STATE`, else the default:
 /// a SQLite file, or PostgreSQL for a `postgres://` URL.
-pub(crate) async fn open_store(state: Option<PathBuf>) -> Option<Arc<dyn Store>> {
+pub(crate) async fn open_store(state: Option<PathBuf>) -> Result<Arc<dyn Store>, Failure> {
     let path = state.unwrap_or_else(runbook_state::default_path);
     let text = path.to_string_lossy();
     let opened: Result<Arc<dyn Store>, runbook_state::StoreError> =
@@ -45,23 +43,17 @@ pub(crate) async fn open_store(state: Option<PathBuf>) -> Option<Arc<dyn Store>>
         } else {
             SqliteStore::open(&path).await.map(|s| Arc::new(s) as Arc<dyn Store>)
         };
-    match opened {
-        Ok(s) => Some(s),
-        Err(e) => {
-            eprintln!("error: {e} (hint: pass `--state PATH` or `--state postgres://...`, or set RUNBOOK_STATE)");
-            None
-        }
-    }
+    opened.map_err(|e| {
+        Failure::invalid(e.to_string()).hint("pass `--state PATH` or `--state postgres://...`, or set RUNBOOK_STATE")
+    })
 }
 
-/// Opens the store and finds a run by id or prefix, printing why not.
-pub(crate) async fn open_run(state: Option<PathBuf>, id: &str) -> Option<(Arc<dyn Store>, runbook_state::RunRecord)> {
+/// Opens the store and finds a run by id or prefix.
+pub(crate) async fn open_run(
+    state: Option<PathBuf>,
+    id: &str,
+) -> Result<(Arc<dyn Store>, runbook_state::RunRecord), Failure> {
     let store = open_store(state).await?;
-    match store.run(id).await {
-        Ok(r) => Some((store, r)),
-        Err(e) => {
-            eprintln!("error: {e}");
-            None
-        }
-    }
+    let record = store.run(id).await?;
+    Ok((store, record))
 }

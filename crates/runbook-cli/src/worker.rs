@@ -4,7 +4,8 @@
 
 use crate::Exit;
 use crate::args::Output;
-use crate::runs::{env, failed, observer, watch_signals};
+use crate::fail::{Done, Failure};
+use crate::runs::{env, observer, watch_signals};
 use crate::session::{open_store, runtime, user};
 use runbook_core::inputs::parse_duration;
 use runbook_core::inventory::Inventory;
@@ -38,26 +39,16 @@ fn default_name() -> String {
 
 /// `runbook workers`: the workers of the shared state, whether each is alive,
 /// and how many runs each holds.
-pub(crate) fn list(state: Option<PathBuf>, output: Output) -> Exit {
-    let Some(rt) = runtime() else { return Exit::Invalid };
-    rt.block_on(async {
-        let Some(store) = open_store(state).await else {
-            return Exit::Invalid;
-        };
-        let workers = match store.workers().await {
-            Ok(w) => w,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Exit::Invalid;
-            }
-        };
+pub(crate) fn list(state: Option<PathBuf>, output: Output) -> Done {
+    runtime()?.block_on(async {
+        let workers = open_store(state).await?.workers().await?;
         if output == Output::Json {
             println!("{}", serde_json::to_string_pretty(&workers).unwrap_or_default());
-            return Exit::Ok;
+            return Ok(Exit::Ok);
         }
         if workers.is_empty() {
             println!("no worker has served this state yet (hint: `runbook worker`)");
-            return Exit::Ok;
+            return Ok(Exit::Ok);
         }
         use crate::table::Column;
         let rows = workers
@@ -86,51 +77,33 @@ pub(crate) fn list(state: Option<PathBuf>, output: Output) -> Exit {
             ],
             rows,
         );
-        Exit::Ok
+        Ok(Exit::Ok)
     })
 }
 
-pub(crate) fn worker(state: Option<PathBuf>, registry: &Registry, options: &Options, inventory: &Inventory) -> Exit {
-    let duration = |flag: &str, text: &str| {
-        parse_duration(text).map_err(|e| {
-            eprintln!("error: {flag}: {e}");
-            Exit::Invalid
-        })
-    };
-    let (lease_ttl, poll) = match (
-        duration("--lease-ttl", &options.lease_ttl),
-        duration("--poll", &options.poll),
-    ) {
-        (Ok(ttl), Ok(poll)) => (ttl, poll),
-        (Err(code), _) | (_, Err(code)) => return code,
-    };
+pub(crate) fn worker(state: Option<PathBuf>, registry: &Registry, options: &Options, inventory: &Inventory) -> Done {
+    let duration = |flag: &str, text: &str| parse_duration(text).map_err(|e| Failure::invalid(format!("{flag}: {e}")));
     let opts = WorkerOptions {
         name: options.name.clone().unwrap_or_else(default_name),
         host: host(),
         concurrency: options.concurrency.max(1),
-        lease_ttl,
-        poll,
+        lease_ttl: duration("--lease-ttl", &options.lease_ttl)?,
+        poll: duration("--poll", &options.poll)?,
         exit_when_idle: options.exit_when_idle,
     };
     let output = options.output;
     // Each run's lines carry the run's short id: a worker's runs interleave.
     let watcher_for = move |run: &str| observer(output, false, Some(&format!("[{}] ", short_id(run))));
-    let Some(rt) = runtime() else { return Exit::Invalid };
-    rt.block_on(async {
-        let Some(store) = open_store(state).await else {
-            return Exit::Invalid;
-        };
+    runtime()?.block_on(async {
         let runner = Runner {
-            store,
+            store: open_store(state).await?,
             registry: registry.clone(),
             watcher: observer(output, false, None),
             user: user(),
             env: env(),
             inventory: inventory.to_template(),
         };
-        match runbook_runner::worker::work(&runner, &opts, &watch_signals(), &watcher_for).await {
-            Ok(()) => Exit::Ok,
-            Err(e) => failed(&e),
-        }
+        runbook_runner::worker::work(&runner, &opts, &watch_signals(), &watcher_for).await?;
+        Ok(Exit::Ok)
     })
 }
