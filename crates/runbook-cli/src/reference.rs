@@ -44,15 +44,7 @@ pub(crate) fn steps(registry: &Registry) -> String {
         for o in kind.outputs() {
             let _ = writeln!(out, "| `{}` | {} | {} |", o.name, o.ty.as_str(), o.doc);
         }
-        let _ = writeln!(
-            out,
-            "\nIdempotent by default: {}.",
-            if kind.idempotent(&Json::Null) {
-                "yes (resume may run it again)"
-            } else {
-                "no (set `idempotent: true` on the step if it is)"
-            }
-        );
+        let _ = writeln!(out, "\nIdempotent by default: {}.", kind.idempotence());
     }
     out
 }

@@ -260,6 +260,17 @@ pub trait StepKind: Send + Sync + 'static {
     /// `idempotent:` overrides this.
     fn idempotent(&self, with: &Json) -> bool;
 
+    /// Whether a call is idempotent, in words for the reference. By default,
+    /// what [`idempotent`](Self::idempotent) says of a call without
+    /// parameters; a kind whose answer depends on them says how.
+    fn idempotence(&self) -> String {
+        if self.idempotent(&Json::Null) {
+            "yes (resume may run it again)".to_owned()
+        } else {
+            "no (set `idempotent: true` on the step if it is)".to_owned()
+        }
+    }
+
     /// The outputs it produces.
     fn outputs(&self) -> &'static [OutputDecl];
 
@@ -299,6 +310,18 @@ pub trait StepKind: Send + Sync + 'static {
 pub fn params<T: serde::de::DeserializeOwned>(with: Json) -> Result<T, StepError> {
     serde_json::from_value(with).map_err(|e| StepError::new(format!("invalid parameters: {e}")))
 }
+
+/// A kind's params for its plan-time methods (`effect`, `idempotent`,
+/// `describe`, `can_preview`): `with:` as far as it rendered before the run.
+/// `None` while a field still holds a template where its type wants a number,
+/// a boolean or a list: the kind then says what it can without guessing
+/// ([`UNKNOWN_YET`], an unknown effect, not idempotent).
+pub fn plan_params<T: serde::de::DeserializeOwned>(with: &Json) -> Option<T> {
+    T::deserialize(with).ok()
+}
+
+/// What `describe` says of a call whose params are known only when it runs.
+pub const UNKNOWN_YET: &str = "(its parameters are known when it runs)";
 
 /// A scalar parameter value (an environment variable, a header): text, a number
 /// or a boolean, used as text.

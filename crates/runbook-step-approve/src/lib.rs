@@ -12,8 +12,8 @@
 //! This crate depends only on `runbook-core`, never on the engine.
 
 use runbook_core::kind::{
-    Approval, Effect, NestedStep, OutputDecl, OutputType, Outputs, StepContext, StepError, StepKind, duration_param,
-    params, schema_for,
+    Approval, Effect, NestedStep, OutputDecl, OutputType, Outputs, StepContext, StepError, StepKind, UNKNOWN_YET,
+    duration_param, params, plan_params, schema_for,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -111,21 +111,19 @@ impl StepKind for Approve {
     }
 
     fn describe(&self, with: &Json) -> String {
-        let message = with.get("message").and_then(Json::as_str).unwrap_or("?");
-        let who = match with.get("approvers").and_then(Json::as_array) {
-            Some(a) if !a.is_empty() => {
-                let names: Vec<&str> = a.iter().filter_map(Json::as_str).collect();
-                format!(" by one of {}", names.join(", "))
-            }
-            _ => String::new(),
+        let Some(p) = plan_params::<ApproveParams>(with) else {
+            return format!("wait for an approval {UNKNOWN_YET}");
         };
-        let rechecks = with.get("recheck").and_then(Json::as_array).map_or(0, Vec::len);
-        let then = if rechecks > 0 {
-            format!("; then re-check {rechecks} gate(s)")
-        } else {
+        let who = if p.approvers.is_empty() {
             String::new()
+        } else {
+            format!(" by one of {}", p.approvers.join(", "))
         };
-        format!("wait for an approval{who}: {message}{then}")
+        let then = match p.recheck.len() {
+            0 => String::new(),
+            n => format!("; then re-check {n} gate(s)"),
+        };
+        format!("wait for an approval{who}: {}{then}", p.message)
     }
 
     async fn run(&self, ctx: &StepContext, with: Json) -> Result<Outputs, StepError> {

@@ -17,7 +17,8 @@ use hdrhistogram::Histogram;
 use indexmap::IndexMap;
 use runbook_core::inputs::parse_duration;
 use runbook_core::kind::{
-    Effect, OutputDecl, OutputType, Outputs, Scalar, StepContext, StepError, StepKind, params, schema_for,
+    Effect, OutputDecl, OutputType, Outputs, Scalar, StepContext, StepError, StepKind, UNKNOWN_YET, params,
+    plan_params, schema_for,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -349,14 +350,19 @@ impl StepKind for HttpCheck {
     }
 
     fn effect(&self, with: &Json) -> Effect {
-        match with.get("method").and_then(Json::as_str).unwrap_or("GET") {
-            "GET" | "HEAD" | "OPTIONS" => Effect::Read,
-            _ => Effect::Write,
+        match plan_params::<HttpParams>(with).map(|p| p.method.unwrap_or(Method::Get)) {
+            Some(Method::Get | Method::Head | Method::Options) => Effect::Read,
+            Some(_) => Effect::Write,
+            None => Effect::Unknown,
         }
     }
 
+    fn idempotence(&self) -> String {
+        "yes, except `POST` and `PATCH` (resume may run it again)".to_owned()
+    }
+
     fn idempotent(&self, with: &Json) -> bool {
-        !matches!(with.get("method").and_then(Json::as_str), Some("POST" | "PATCH"))
+        plan_params::<HttpParams>(with).is_some_and(|p| !matches!(p.method, Some(Method::Post | Method::Patch)))
     }
 
     fn outputs(&self) -> &'static [OutputDecl] {
@@ -364,24 +370,31 @@ impl StepKind for HttpCheck {
     }
 
     fn describe(&self, with: &Json) -> String {
-        let method = with.get("method").and_then(Json::as_str).unwrap_or("GET");
-        let url = with.get("url").and_then(Json::as_str).unwrap_or("?");
-        let mut s = format!("{method} {url}");
-        match with.pointer("/expect/status") {
-            Some(st) => s.push_str(&format!(" expect {}", runbook_core::template::scalar_text(st))),
+        let Some(p) = plan_params::<HttpParams>(with) else {
+            return format!("an HTTP check {UNKNOWN_YET}");
+        };
+        let method = p.method.unwrap_or(Method::Get).as_str();
+        let mut s = format!("{method} {}", p.url);
+        let status = p
+            .expect
+            .and_then(|e| e.status)
+            .and_then(|st| serde_json::to_value(st).ok());
+        match status {
+            Some(st) => s.push_str(&format!(" expect {}", runbook_core::template::scalar_text(&st))),
             None => s.push_str(" expect 2xx"),
         }
-        if let Some(n) = with.get("samples").and_then(Json::as_u64).filter(|n| *n > 1) {
+        if let Some(n) = p.samples.filter(|n| *n > 1) {
             s.push_str(&format!(", {n} samples"));
-            if let Some(r) = with.get("rate").and_then(Json::as_f64) {
+            if let Some(r) = p.rate {
                 s.push_str(&format!(" at {r}/s"));
             }
         }
-        if let Some(Json::Object(slo)) = with.get("slo") {
-            let parts: Vec<String> = slo
-                .iter()
-                .map(|(k, v)| format!("{k} {}", runbook_core::template::scalar_text(v)))
+        if let Some(slo) = p.slo {
+            let mut parts: Vec<String> = [("p50", slo.p50), ("p95", slo.p95), ("p99", slo.p99)]
+                .into_iter()
+                .filter_map(|(k, v)| Some(format!("{k} {}", v?)))
                 .collect();
+            parts.extend(slo.max_error_rate.map(|r| format!("max_error_rate {r}")));
             s.push_str(&format!(", SLO {}", parts.join(" ")));
         }
         s

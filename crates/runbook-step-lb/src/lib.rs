@@ -17,7 +17,7 @@ mod haproxy;
 
 use runbook_core::kind::{
     CancellationToken, Effect, LogStream, OutputDecl, OutputType, Outputs, StepContext, StepError, StepKind,
-    duration_param, params, require_by_action, schema_for,
+    UNKNOWN_YET, duration_param, params, plan_params, require_by_action, schema_for,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -117,6 +117,15 @@ pub enum Action {
     Active,
     /// Report every server of the pool.
     Status,
+}
+
+impl DriverName {
+    fn as_str(self) -> &'static str {
+        match self {
+            DriverName::Haproxy => "haproxy",
+            DriverName::AwsElbv2 => "aws-elbv2",
+        }
+    }
 }
 
 impl Action {
@@ -373,9 +382,10 @@ impl StepKind for Lb {
     }
 
     fn effect(&self, with: &Json) -> Effect {
-        match with.get("action").and_then(Json::as_str) {
-            Some("status" | "active" | "wait-drained" | "wait-healthy") => Effect::Read,
-            _ => Effect::Write,
+        match plan_params::<LbParams>(with).map(|p| p.action) {
+            Some(Action::Status | Action::Active | Action::WaitDrained | Action::WaitHealthy) => Effect::Read,
+            Some(_) => Effect::Write,
+            None => Effect::Unknown,
         }
     }
 
@@ -388,27 +398,24 @@ impl StepKind for Lb {
     }
 
     fn describe(&self, with: &Json) -> String {
-        let s = |k: &str| with.get(k).and_then(Json::as_str).unwrap_or("?");
-        let driver = with.get("driver").and_then(Json::as_str).unwrap_or("haproxy");
-        let pool = with
-            .get("backend")
-            .or_else(|| with.get("target_group"))
-            .and_then(Json::as_str)
-            .unwrap_or("?");
-        match s("action") {
-            "status" => format!("{driver}: status of {pool}"),
-            "switch" if with.get("from").is_some() => {
-                format!("{driver}: switch traffic from {} to {}", s("from"), s("to"))
-            }
-            "switch" => format!("{driver}: switch traffic to {}", s("to")),
-            "active" if with.get("from").is_some() => format!("{driver}: check traffic goes to {}", s("from")),
-            "active" => format!("{driver}: where traffic goes"),
-            action => format!("{driver}: {action} {pool}/{}", s("server")),
+        let Some(p) = plan_params::<LbParams>(with) else {
+            return format!("a load balancer action {UNKNOWN_YET}");
+        };
+        let driver = p.driver.as_str();
+        let or_unknown = |v: &Option<String>| v.clone().unwrap_or_else(|| "?".to_owned());
+        let pool = or_unknown(&p.backend.clone().or(p.target_group.clone()));
+        match (p.action, &p.from) {
+            (Action::Status, _) => format!("{driver}: status of {pool}"),
+            (Action::Switch, Some(from)) => format!("{driver}: switch traffic from {from} to {}", or_unknown(&p.to)),
+            (Action::Switch, None) => format!("{driver}: switch traffic to {}", or_unknown(&p.to)),
+            (Action::Active, Some(from)) => format!("{driver}: check traffic goes to {from}"),
+            (Action::Active, None) => format!("{driver}: where traffic goes"),
+            (action, _) => format!("{driver}: {} {pool}/{}", action.as_str(), or_unknown(&p.server)),
         }
     }
 
     fn can_preview(&self, with: &Json) -> bool {
-        !matches!(with.get("action").and_then(Json::as_str), Some("switch" | "active"))
+        plan_params::<LbParams>(with).is_some_and(|p| !matches!(p.action, Action::Switch | Action::Active))
     }
 
     async fn preview(&self, with: Json, cancel: &CancellationToken) -> Result<Option<Vec<String>>, StepError> {

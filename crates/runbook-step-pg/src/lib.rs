@@ -19,7 +19,7 @@ mod tools;
 use conn::Db;
 use runbook_core::kind::{
     CancellationToken, Effect, LogStream, OutputDecl, OutputType, Outputs, StepContext, StepError, StepKind,
-    duration_param, one_line, params, require_by_action, schema_for,
+    UNKNOWN_YET, duration_param, one_line, params, plan_params, require_by_action, schema_for,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -312,18 +312,29 @@ impl StepKind for Pg {
     }
 
     fn effect(&self, with: &Json) -> Effect {
-        match with.get("action").and_then(Json::as_str) {
-            Some("query" | "assert" | "verify-dump" | "verify-counts" | "replication" | "wait-ready") => Effect::Read,
-            Some("terminate-idle") if with.get("dry_run").and_then(Json::as_bool) == Some(true) => Effect::Read,
-            Some("dump") => Effect::Write,
-            Some("exec") => Effect::Unknown,
+        let Some(p) = plan_params::<PgParams>(with) else {
+            return Effect::Unknown;
+        };
+        match p.action {
+            Action::Query
+            | Action::Assert
+            | Action::VerifyDump
+            | Action::VerifyCounts
+            | Action::Replication
+            | Action::WaitReady => Effect::Read,
+            Action::TerminateIdle if p.dry_run => Effect::Read,
+            Action::Exec => Effect::Unknown,
             _ => Effect::Write,
         }
     }
 
+    fn idempotence(&self) -> String {
+        "yes, except `exec` (resume may run it again)".to_owned()
+    }
+
     fn idempotent(&self, with: &Json) -> bool {
         // Statements of `exec` may not be; every other action is.
-        with.get("action").and_then(Json::as_str) != Some("exec")
+        plan_params::<PgParams>(with).is_some_and(|p| p.action != Action::Exec)
     }
 
     fn outputs(&self) -> &'static [OutputDecl] {
@@ -331,42 +342,37 @@ impl StepKind for Pg {
     }
 
     fn describe(&self, with: &Json) -> String {
-        let s = |k: &str| with.get(k).and_then(Json::as_str).unwrap_or("?");
-        match s("action") {
-            "query" | "assert" | "exec" => format!("{}: {}", s("action"), one_line(s("sql"), 100)),
-            "dump" => format!("pg_dump to {}", s("file")),
-            "verify-dump" => format!("pg_restore --list {}", s("file")),
-            "verify-counts" => format!("row counts of every table against {}", s("counts_file")),
-            "restore" => format!("pg_restore {} (--clean --if-exists --no-owner)", s("file")),
-            "create-db" | "drop-db" => format!("{} {}", s("action"), s("database")),
-            "terminate-idle" => format!(
+        let Some(p) = plan_params::<PgParams>(with) else {
+            return format!("a PostgreSQL action {UNKNOWN_YET}");
+        };
+        let s = |v: &Option<String>| v.clone().unwrap_or_else(|| "?".to_owned());
+        let action = p.action.as_str();
+        match p.action {
+            Action::Query | Action::Assert | Action::Exec => format!("{action}: {}", one_line(&s(&p.sql), 100)),
+            Action::Dump => format!("pg_dump to {}", s(&p.file)),
+            Action::VerifyDump => format!("pg_restore --list {}", s(&p.file)),
+            Action::VerifyCounts => format!("row counts of every table against {}", s(&p.counts_file)),
+            Action::Restore => format!("pg_restore {} (--clean --if-exists --no-owner)", s(&p.file)),
+            Action::CreateDb | Action::DropDb => format!("{action} {}", s(&p.database)),
+            Action::TerminateIdle => format!(
                 "terminate sessions idle longer than {}{}",
-                s("older_than"),
-                if with.get("dry_run").and_then(Json::as_bool) == Some(true) {
-                    " (dry run: list only)"
-                } else {
-                    ""
-                }
+                s(&p.older_than),
+                if p.dry_run { " (dry run: list only)" } else { "" }
             ),
-            "replication" => {
+            Action::Replication => {
+                let limits = [&p.max_lag_bytes, &p.max_lag].into_iter().flatten();
                 let mut d = String::from("replication lag");
-                if let Some(b) = with.get("max_lag_bytes").and_then(Json::as_str) {
-                    d.push_str(&format!(", refuse beyond {b}"));
-                }
-                if let Some(t) = with.get("max_lag").and_then(Json::as_str) {
-                    d.push_str(&format!(", refuse beyond {t}"));
+                for limit in limits {
+                    d.push_str(&format!(", refuse beyond {limit}"));
                 }
                 d
             }
-            other => other.to_owned(),
+            Action::Promote | Action::WaitReady => action.to_owned(),
         }
     }
 
     fn can_preview(&self, with: &Json) -> bool {
-        matches!(
-            with.get("action").and_then(Json::as_str),
-            Some("terminate-idle" | "replication")
-        )
+        plan_params::<PgParams>(with).is_some_and(|p| matches!(p.action, Action::TerminateIdle | Action::Replication))
     }
 
     async fn preview(&self, with: Json, cancel: &CancellationToken) -> Result<Option<Vec<String>>, StepError> {
@@ -718,5 +724,27 @@ mod tests {
         assert!(same_value(&json!("42"), &json!(42)));
         assert!(same_value(&json!(true), &json!(true)));
         assert!(!same_value(&json!(41), &json!(42)));
+    }
+
+    #[test]
+    fn plan_reads_typed_params_and_guesses_nothing_it_cannot_read() {
+        let dry = json!({ "action": "terminate-idle", "dsn": "x", "older_than": "10m", "dry_run": true });
+        assert_eq!(Pg.effect(&dry), Effect::Read);
+        assert!(Pg.idempotent(&dry));
+        assert_eq!(
+            Pg.describe(&dry),
+            "terminate sessions idle longer than 10m (dry run: list only)"
+        );
+        assert!(Pg.can_preview(&dry));
+        let exec = json!({ "action": "exec", "dsn": "x", "sql": "DELETE FROM t" });
+        assert!(!Pg.idempotent(&exec));
+        // `dry_run` is known only when the run renders it: no read-only claim.
+        let later = json!({ "action": "terminate-idle", "dsn": "x", "dry_run": "{{ steps.ask.outputs.dry }}" });
+        assert_eq!(Pg.effect(&later), Effect::Unknown);
+        assert!(!Pg.idempotent(&later));
+        assert_eq!(
+            Pg.describe(&later),
+            "a PostgreSQL action (its parameters are known when it runs)"
+        );
     }
 }

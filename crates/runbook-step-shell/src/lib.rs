@@ -12,7 +12,8 @@ mod process;
 
 use indexmap::IndexMap;
 use runbook_core::kind::{
-    Effect, OutputDecl, OutputType, Outputs, Scalar, StepContext, StepError, StepKind, one_line, params, schema_for,
+    Effect, OutputDecl, OutputType, Outputs, Scalar, StepContext, StepError, StepKind, UNKNOWN_YET, one_line, params,
+    plan_params, schema_for,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -110,8 +111,10 @@ impl StepKind for Shell {
     }
 
     fn describe(&self, with: &Json) -> String {
-        let run = with.get("run").and_then(Json::as_str).unwrap_or_default();
-        format!("run `{}`", one_line(run, 100))
+        plan_params::<ShellParams>(with).map_or_else(
+            || format!("run a command {UNKNOWN_YET}"),
+            |p| format!("run `{}`", one_line(&p.run, 100)),
+        )
     }
 
     async fn run(&self, ctx: &StepContext, with: Json) -> Result<Outputs, StepError> {

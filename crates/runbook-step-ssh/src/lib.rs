@@ -13,8 +13,8 @@
 use indexmap::IndexMap;
 use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
 use runbook_core::kind::{
-    Effect, LogStream, OutputDecl, OutputType, Outputs, Scalar, StepContext, StepError, StepKind, one_line, params,
-    schema_for,
+    Effect, LogStream, OutputDecl, OutputType, Outputs, Scalar, StepContext, StepError, StepKind, UNKNOWN_YET,
+    one_line, params, plan_params, schema_for,
 };
 use runbook_core::template::shell_quote;
 use schemars::JsonSchema;
@@ -475,14 +475,11 @@ impl StepKind for Ssh {
     }
 
     fn describe(&self, with: &Json) -> String {
-        let host = with.get("host").and_then(Json::as_str).unwrap_or("?");
-        let run = with.get("run").and_then(Json::as_str).unwrap_or_default();
-        let sudo = if with.get("sudo").and_then(Json::as_bool).unwrap_or(false) {
-            "sudo "
-        } else {
-            ""
+        let Some(p) = plan_params::<SshParams>(with) else {
+            return format!("run a command over ssh {UNKNOWN_YET}");
         };
-        format!("on {host}: {sudo}`{}`", one_line(run, 100))
+        let sudo = if p.sudo { "sudo " } else { "" };
+        format!("on {}: {sudo}`{}`", p.host, one_line(&p.run, 100))
     }
 
     async fn run(&self, ctx: &StepContext, with: Json) -> Result<Outputs, StepError> {

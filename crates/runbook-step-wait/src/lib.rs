@@ -10,7 +10,8 @@
 
 use runbook_core::inputs::parse_duration;
 use runbook_core::kind::{
-    Effect, NestedStep, OutputDecl, OutputType, Outputs, StepContext, StepError, StepKind, params, schema_for,
+    Effect, NestedStep, OutputDecl, OutputType, Outputs, StepContext, StepError, StepKind, UNKNOWN_YET, params,
+    plan_params, schema_for,
 };
 use runbook_core::template::Renderer;
 use schemars::JsonSchema;
@@ -64,7 +65,8 @@ impl StepKind for Sleep {
     }
 
     fn describe(&self, with: &Json) -> String {
-        format!("sleep {}", with.get("duration").and_then(Json::as_str).unwrap_or("?"))
+        plan_params::<SleepParams>(with)
+            .map_or_else(|| format!("sleep {UNKNOWN_YET}"), |p| format!("sleep {}", p.duration))
     }
 
     async fn run(&self, ctx: &StepContext, with: Json) -> Result<Outputs, StepError> {
@@ -183,10 +185,13 @@ impl StepKind for Wait {
     }
 
     fn describe(&self, with: &Json) -> String {
-        let kind = with.pointer("/check/uses").and_then(Json::as_str).unwrap_or("?");
-        let every = with.get("interval").and_then(Json::as_str).unwrap_or("5s");
-        let up_to = with.get("timeout").and_then(Json::as_str).unwrap_or("5m");
-        match with.get("until").and_then(Json::as_str) {
+        let Some(p) = plan_params::<WaitParams>(with) else {
+            return format!("poll a check {UNKNOWN_YET}");
+        };
+        let kind = &p.check.uses;
+        let every = p.interval.as_deref().unwrap_or("5s");
+        let up_to = p.timeout.as_deref().unwrap_or("5m");
+        match &p.until {
             Some(c) => format!("poll `{kind}` every {every} until {c} (up to {up_to})"),
             None => format!("poll `{kind}` every {every} until it succeeds (up to {up_to})"),
         }
