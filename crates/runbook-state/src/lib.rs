@@ -24,6 +24,7 @@ mod journal;
 mod migrate;
 mod postgres;
 mod rows;
+mod sql;
 mod sqlite;
 
 #[cfg(any(test, feature = "conformance"))]

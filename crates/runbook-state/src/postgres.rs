@@ -9,7 +9,9 @@
 
 use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus};
 use crate::migrate::{self, Changes};
-use crate::{Journal, Lease, Leases, Lock, LockHolder, Queue, Result, StoreError, WorkerInfo, WorkerRow, now, rows};
+use crate::{
+    Journal, Lease, Leases, Lock, LockHolder, Queue, Result, StoreError, WorkerInfo, WorkerRow, now, rows, sql,
+};
 use async_trait::async_trait;
 use sqlx::PgPool;
 use sqlx::migrate::Migrate;
@@ -205,7 +207,7 @@ impl PgStore {
                 .map_err(|e| self.db(e))?;
         }
         if let Some(status) = events.iter().rev().find_map(Event::status) {
-            sqlx::query("UPDATE runs SET status = $1, updated_at = $2 WHERE id = $3")
+            sqlx::query(sql::SET_STATUS)
                 .bind(status.as_str())
                 .bind(&at)
                 .bind(run)
@@ -286,7 +288,7 @@ impl PgStore {
             .await
             .map_err(|e| self.db(e))?;
         if legacy {
-            let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+            let applied: Vec<i64> = sqlx::query_scalar(sql::LEGACY_VERSIONS)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(|e| self.db(e))?;
@@ -306,7 +308,7 @@ impl PgStore {
                 .await
                 .map_err(|e| self.db(e))?;
             }
-            sqlx::query("DROP TABLE schema_migrations")
+            sqlx::query(sql::DROP_LEGACY)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.db(e))?;
@@ -331,7 +333,7 @@ async fn insert_logs(
 ) -> std::result::Result<(), sqlx::Error> {
     for l in lines {
         let stream = l.stream.as_str();
-        sqlx::query("INSERT INTO logs (run_id, step, at, stream, line) VALUES ($1, $2, $3, $4, $5)")
+        sqlx::query(sql::INSERT_LOG)
             .bind(run)
             .bind(&l.step)
             .bind(&l.at)
@@ -342,8 +344,6 @@ async fn insert_logs(
     }
     Ok(())
 }
-
-const LOCK_COLUMNS: &str = "key, run_id, run_user, pid, since, expires_unix_ms";
 
 #[async_trait]
 impl Journal for PgStore {
@@ -369,7 +369,7 @@ impl Journal for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| self.db(e))?;
-        sqlx::query("INSERT INTO journal (run_id, seq, at, event) VALUES ($1, 1, $2, $3)")
+        sqlx::query(sql::FIRST_EVENT)
             .bind(&run.id)
             .bind(&at)
             .bind(serde_json::to_string(first).unwrap_or_default())
@@ -395,7 +395,7 @@ impl Journal for PgStore {
     }
 
     async fn events_after(&self, run: &str, after: i64) -> Result<Vec<Recorded>> {
-        let rows = sqlx::query("SELECT seq, at, event FROM journal WHERE run_id = $1 AND seq > $2 ORDER BY seq")
+        let rows = sqlx::query(sql::EVENTS_AFTER)
             .bind(run)
             .bind(after)
             .fetch_all(&self.pool)
@@ -408,33 +408,30 @@ impl Journal for PgStore {
 
     async fn run(&self, id: &str) -> Result<RunRecord> {
         let pattern = rows::id_prefix(id)?;
-        let rows = sqlx::query("SELECT * FROM runs WHERE id LIKE $1 ORDER BY id LIMIT 2")
+        let rows = sqlx::query(sql::RUN_BY_PREFIX)
             .bind(pattern)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.db(e))?;
         match rows.as_slice() {
             [] => Err(StoreError::NoRun(id.to_owned())),
-            [one] => rows::record(one, "run_user").map_err(|e| self.db(e)),
+            [one] => rows::record(one).map_err(|e| self.db(e)),
             _ => Err(StoreError::Ambiguous(id.to_owned())),
         }
     }
 
     async fn runs(&self, playbook: Option<&str>, limit: u32) -> Result<Vec<RunRecord>> {
-        let rows =
-            sqlx::query("SELECT * FROM runs WHERE ($1::TEXT IS NULL OR playbook = $1) ORDER BY id DESC LIMIT $2")
-                .bind(playbook)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| self.db(e))?;
-        rows.iter()
-            .map(|r| rows::record(r, "run_user").map_err(|e| self.db(e)))
-            .collect()
+        let rows = sqlx::query(sql::RUNS)
+            .bind(playbook)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        rows.iter().map(|r| rows::record(r).map_err(|e| self.db(e))).collect()
     }
 
     async fn count_runs(&self, status: RunStatus) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE status = $1")
+        let n: i64 = sqlx::query_scalar(sql::COUNT_RUNS)
             .bind(status.as_str())
             .fetch_one(&self.pool)
             .await
@@ -443,7 +440,7 @@ impl Journal for PgStore {
     }
 
     async fn set_runner(&self, run: &str, pid: Option<u32>) -> Result<()> {
-        sqlx::query("UPDATE runs SET pid = $1 WHERE id = $2")
+        sqlx::query(sql::SET_RUNNER)
             .bind(pid.map(i64::from))
             .bind(run)
             .execute(&self.pool)
@@ -453,7 +450,7 @@ impl Journal for PgStore {
     }
 
     async fn replace_text(&self, run: &str, text: &str, hash: &str) -> Result<()> {
-        sqlx::query("UPDATE runs SET text = $1, hash = $2 WHERE id = $3")
+        sqlx::query(sql::REPLACE_TEXT)
             .bind(text)
             .bind(hash)
             .bind(run)
@@ -464,7 +461,7 @@ impl Journal for PgStore {
     }
 
     async fn claim_runner(&self, run: &str, pid: u32, previous: Option<u32>) -> Result<bool> {
-        let done = sqlx::query("UPDATE runs SET pid = $1 WHERE id = $2 AND pid IS NOT DISTINCT FROM $3")
+        let done = sqlx::query(sql::CLAIM_RUNNER)
             .bind(i64::from(pid))
             .bind(run)
             .bind(previous.map(i64::from))
@@ -484,24 +481,20 @@ impl Journal for PgStore {
     }
 
     async fn logs(&self, run: &str, step: Option<&str>, after: i64) -> Result<Vec<(i64, LogLine)>> {
-        let rows = sqlx::query(
-            "SELECT seq, step, at, stream, line FROM logs
-             WHERE run_id = $1 AND seq > $2 AND ($3::TEXT IS NULL OR step = $3 OR step LIKE $4 ESCAPE '\\' OR step LIKE $5 ESCAPE '\\')
-             ORDER BY seq",
-        )
-        .bind(run)
-        .bind(after)
-        .bind(step)
-        .bind(step.map(|s| format!("{}.%", crate::like_escape(s))))
-        .bind(step.map(|s| format!("{}[%", crate::like_escape(s))))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.db(e))?;
+        let rows = sqlx::query(sql::LOGS)
+            .bind(run)
+            .bind(after)
+            .bind(step)
+            .bind(step.map(|s| format!("{}.%", crate::like_escape(s))))
+            .bind(step.map(|s| format!("{}[%", crate::like_escape(s))))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
         rows.iter().map(|r| rows::log_line(r).map_err(|e| self.db(e))).collect()
     }
 
     async fn schema_version(&self) -> Result<i64> {
-        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
+        sqlx::query_scalar(sql::SCHEMA_VERSION)
             .fetch_one(&self.pool)
             .await
             .map_err(|e| self.db(e))
@@ -514,39 +507,39 @@ impl Leases for PgStore {
         let now = rows::unix_ms(SystemTime::now());
         let until = rows::expiry(ttl);
         let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
-        sqlx::query("DELETE FROM locks WHERE key = $1 AND expires_unix_ms < $2")
+        sqlx::query(sql::DROP_EXPIRED_LOCK)
             .bind(key)
             .bind(now)
             .execute(&mut *tx)
             .await
             .map_err(|e| self.db(e))?;
         // Atomic across runners: the primary key decides who inserted first.
-        let taken = sqlx::query(
-            "INSERT INTO locks (key, run_id, run_user, pid, since, expires_unix_ms) VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(key)
-        .bind(&holder.run_id)
-        .bind(&holder.user)
-        .bind(holder.pid.map(i64::from))
-        .bind(crate::now())
-        .bind(until)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.db(e))?
-        .rows_affected()
+        let taken = sqlx::query(&format!("{} ON CONFLICT (key) DO NOTHING", sql::INSERT_LOCK))
+            .bind(key)
+            .bind(&holder.run_id)
+            .bind(&holder.user)
+            .bind(holder.pid.map(i64::from))
+            .bind(crate::now())
+            .bind(until)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?
+            .rows_affected()
             == 1;
         let result = if taken {
             None
         } else {
-            let row = sqlx::query(&format!("SELECT {LOCK_COLUMNS} FROM locks WHERE key = $1 FOR UPDATE"))
-                .bind(key)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|e| self.db(e))?;
-            let other = rows::lock(&row, "run_user", now).map_err(|e| self.db(e))?;
+            let row = sqlx::query(&format!(
+                "SELECT {} FROM locks WHERE key = $1 FOR UPDATE",
+                sql::LOCK_COLUMNS
+            ))
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| self.db(e))?;
+            let other = rows::lock(&row, now).map_err(|e| self.db(e))?;
             if other.run_id == holder.run_id {
-                sqlx::query("UPDATE locks SET expires_unix_ms = $1, pid = $2 WHERE key = $3")
+                sqlx::query(sql::RENEW_OWN_LOCK)
                     .bind(until)
                     .bind(holder.pid.map(i64::from))
                     .bind(key)
@@ -564,7 +557,7 @@ impl Leases for PgStore {
 
     async fn renew_locks(&self, run: &str, ttl: Duration) -> Result<()> {
         let until = rows::expiry(ttl);
-        sqlx::query("UPDATE locks SET expires_unix_ms = $1 WHERE run_id = $2")
+        sqlx::query(sql::RENEW_LOCKS)
             .bind(until)
             .bind(run)
             .execute(&self.pool)
@@ -574,7 +567,7 @@ impl Leases for PgStore {
     }
 
     async fn release_locks(&self, run: &str) -> Result<()> {
-        sqlx::query("DELETE FROM locks WHERE run_id = $1")
+        sqlx::query(sql::RELEASE_LOCKS)
             .bind(run)
             .execute(&self.pool)
             .await
@@ -584,25 +577,23 @@ impl Leases for PgStore {
 
     async fn locks(&self) -> Result<Vec<Lock>> {
         let now = rows::unix_ms(SystemTime::now());
-        let rows = sqlx::query(&format!("SELECT {LOCK_COLUMNS} FROM locks ORDER BY key"))
+        let rows = sqlx::query(sql::LOCKS)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.db(e))?;
         rows.iter()
-            .map(|r| rows::lock(r, "run_user", now).map_err(|e| self.db(e)))
+            .map(|r| rows::lock(r, now).map_err(|e| self.db(e)))
             .collect()
     }
 
     async fn remove_lock(&self, key: &str) -> Result<Option<Lock>> {
         let now = rows::unix_ms(SystemTime::now());
-        let row = sqlx::query(&format!("DELETE FROM locks WHERE key = $1 RETURNING {LOCK_COLUMNS}"))
+        let row = sqlx::query(sql::REMOVE_LOCK)
             .bind(key)
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.db(e))?;
-        row.map(|r| rows::lock(&r, "run_user", now))
-            .transpose()
-            .map_err(|e| self.db(e))
+        row.map(|r| rows::lock(&r, now)).transpose().map_err(|e| self.db(e))
     }
 }
 

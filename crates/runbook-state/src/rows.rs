@@ -1,6 +1,6 @@
 //! Reading rows back, the same for both backends: a run record, a journal
-//! entry, a log line, a lease. Each backend names the run's user column (it is
-//! `user` in SQLite, `run_user` in PostgreSQL, where `user` is reserved).
+//! entry, a log line, a lease. Both backends name the run's user column
+//! `run_user` (`user` is reserved in PostgreSQL).
 
 use crate::journal::{LogLine, Recorded, RunRecord, RunStatus, Stream};
 use crate::{Lock, StoreError};
@@ -35,7 +35,7 @@ pub(crate) fn id_prefix(id: &str) -> Result<String, StoreError> {
 }
 
 /// A run record.
-pub(crate) fn record<'r, R>(row: &'r R, user: &'static str) -> Result<RunRecord, sqlx::Error>
+pub(crate) fn record<'r, R>(row: &'r R) -> Result<RunRecord, sqlx::Error>
 where
     R: Row,
     &'static str: ColumnIndex<R>,
@@ -59,7 +59,7 @@ where
         hash: row.try_get("hash")?,
         inputs: serde_json::from_str(&inputs).unwrap_or(serde_json::Value::Null),
         status: RunStatus::parse(&status).unwrap_or(RunStatus::Running),
-        user: row.try_get(user)?,
+        user: row.try_get("run_user")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         pid: pid.and_then(|p| u32::try_from(p).ok()),
@@ -119,8 +119,8 @@ where
     ))
 }
 
-/// A lease (`key`, `run_id`, the user column, `pid`, `since`, `expires_unix_ms`).
-pub(crate) fn lock<'r, R>(row: &'r R, user: &'static str, now_ms: i64) -> Result<Lock, sqlx::Error>
+/// A lease (`sql::LOCK_COLUMNS`).
+pub(crate) fn lock<'r, R>(row: &'r R, now_ms: i64) -> Result<Lock, sqlx::Error>
 where
     R: Row,
     &'static str: ColumnIndex<R>,
@@ -132,7 +132,7 @@ where
     Ok(Lock {
         key: row.try_get("key")?,
         run_id: row.try_get("run_id")?,
-        user: row.try_get(user)?,
+        user: row.try_get("run_user")?,
         pid: row
             .try_get::<Option<i64>, _>("pid")?
             .and_then(|p| u32::try_from(p).ok()),

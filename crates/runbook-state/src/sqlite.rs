@@ -3,7 +3,7 @@
 
 use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus};
 use crate::migrate::{self, Changes};
-use crate::{Journal, Leases, Lock, LockHolder, Queue, Result, StoreError, now, rows};
+use crate::{Journal, Leases, Lock, LockHolder, Queue, Result, StoreError, now, rows, sql};
 use async_trait::async_trait;
 use sqlx::migrate::Migrate;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -59,6 +59,12 @@ const MIGRATIONS: Changes = &[
         expires_unix_ms INTEGER NOT NULL
     );
     CREATE INDEX locks_by_run ON locks (run_id);",
+    ),
+    (
+        3,
+        "one column vocabulary with PostgreSQL: run_user",
+        "ALTER TABLE runs RENAME COLUMN user TO run_user;
+    ALTER TABLE locks RENAME COLUMN user TO run_user;",
     ),
 ];
 
@@ -145,7 +151,7 @@ impl SqliteStore {
         // runner opening a fresh file waits here, then finds it done.
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(|e| self.db(e))?;
         // No such table (a fresh file, or one already adopted): nothing to adopt.
-        let legacy: Vec<i64> = sqlx::query_scalar::<_, i64>("SELECT version FROM schema_migrations")
+        let legacy: Vec<i64> = sqlx::query_scalar::<_, i64>(sql::LEGACY_VERSIONS)
             .fetch_all(&mut *tx)
             .await
             .unwrap_or_default();
@@ -166,7 +172,7 @@ impl SqliteStore {
                 .await
                 .map_err(|e| self.db(e))?;
             }
-            sqlx::query("DROP TABLE schema_migrations")
+            sqlx::query(sql::DROP_LEGACY)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.db(e))?;
@@ -230,23 +236,20 @@ impl Journal for SqliteStore {
             .map_err(|e| self.db(e))?;
         let at = now();
         let result = async {
-            sqlx::query(
-                "INSERT INTO runs (id, playbook, version, text, hash, inputs, status, user, created_at, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&run.id)
-            .bind(&run.playbook)
-            .bind(i64::from(run.version))
-            .bind(&run.text)
-            .bind(&run.hash)
-            .bind(run.inputs.to_string())
-            .bind(RunStatus::Running.as_str())
-            .bind(&run.user)
-            .bind(&at)
-            .bind(&at)
-            .execute(&mut *conn)
-            .await?;
-            sqlx::query("INSERT INTO journal (run_id, seq, at, event) VALUES (?, 1, ?, ?)")
+            sqlx::query(sql::INSERT_RUN)
+                .bind(&run.id)
+                .bind(&run.playbook)
+                .bind(i64::from(run.version))
+                .bind(&run.text)
+                .bind(&run.hash)
+                .bind(run.inputs.to_string())
+                .bind(RunStatus::Running.as_str())
+                .bind(&run.user)
+                .bind(&at)
+                .bind(&at)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(sql::FIRST_EVENT)
                 .bind(&run.id)
                 .bind(&at)
                 .bind(serde_json::to_string(first).unwrap_or_default())
@@ -300,7 +303,7 @@ impl Journal for SqliteStore {
                     .await?;
             }
             if let Some(status) = events.iter().rev().find_map(Event::status) {
-                sqlx::query("UPDATE runs SET status = ?, updated_at = ? WHERE id = ?")
+                sqlx::query(sql::SET_STATUS)
                     .bind(status.as_str())
                     .bind(&at)
                     .bind(run)
@@ -324,7 +327,7 @@ impl Journal for SqliteStore {
     }
 
     async fn events_after(&self, run: &str, after: i64) -> Result<Vec<Recorded>> {
-        let rows = sqlx::query("SELECT seq, at, event FROM journal WHERE run_id = ? AND seq > ? ORDER BY seq")
+        let rows = sqlx::query(sql::EVENTS_AFTER)
             .bind(run)
             .bind(after)
             .fetch_all(&self.pool)
@@ -337,42 +340,30 @@ impl Journal for SqliteStore {
 
     async fn run(&self, id: &str) -> Result<RunRecord> {
         let pattern = rows::id_prefix(id)?;
-        let rows = sqlx::query("SELECT * FROM runs WHERE id LIKE ? ORDER BY id LIMIT 2")
+        let rows = sqlx::query(sql::RUN_BY_PREFIX)
             .bind(pattern)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.db(e))?;
         match rows.as_slice() {
             [] => Err(StoreError::NoRun(id.to_owned())),
-            [one] => rows::record(one, "user").map_err(|e| self.db(e)),
+            [one] => rows::record(one).map_err(|e| self.db(e)),
             _ => Err(StoreError::Ambiguous(id.to_owned())),
         }
     }
 
     async fn runs(&self, playbook: Option<&str>, limit: u32) -> Result<Vec<RunRecord>> {
-        let rows = match playbook {
-            Some(p) => {
-                sqlx::query("SELECT * FROM runs WHERE playbook = ? ORDER BY id DESC LIMIT ?")
-                    .bind(p)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await
-            }
-            None => {
-                sqlx::query("SELECT * FROM runs ORDER BY id DESC LIMIT ?")
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await
-            }
-        }
-        .map_err(|e| self.db(e))?;
-        rows.iter()
-            .map(|r| rows::record(r, "user").map_err(|e| self.db(e)))
-            .collect()
+        let rows = sqlx::query(sql::RUNS)
+            .bind(playbook)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        rows.iter().map(|r| rows::record(r).map_err(|e| self.db(e))).collect()
     }
 
     async fn count_runs(&self, status: RunStatus) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE status = ?")
+        let n: i64 = sqlx::query_scalar(sql::COUNT_RUNS)
             .bind(status.as_str())
             .fetch_one(&self.pool)
             .await
@@ -381,7 +372,7 @@ impl Journal for SqliteStore {
     }
 
     async fn set_runner(&self, run: &str, pid: Option<u32>) -> Result<()> {
-        sqlx::query("UPDATE runs SET pid = ? WHERE id = ?")
+        sqlx::query(sql::SET_RUNNER)
             .bind(pid.map(i64::from))
             .bind(run)
             .execute(&self.pool)
@@ -391,7 +382,7 @@ impl Journal for SqliteStore {
     }
 
     async fn replace_text(&self, run: &str, text: &str, hash: &str) -> Result<()> {
-        sqlx::query("UPDATE runs SET text = ?, hash = ? WHERE id = ?")
+        sqlx::query(sql::REPLACE_TEXT)
             .bind(text)
             .bind(hash)
             .bind(run)
@@ -402,7 +393,7 @@ impl Journal for SqliteStore {
     }
 
     async fn claim_runner(&self, run: &str, pid: u32, previous: Option<u32>) -> Result<bool> {
-        let done = sqlx::query("UPDATE runs SET pid = ? WHERE id = ? AND pid IS ?")
+        let done = sqlx::query(sql::CLAIM_RUNNER)
             .bind(i64::from(pid))
             .bind(run)
             .bind(previous.map(i64::from))
@@ -413,7 +404,7 @@ impl Journal for SqliteStore {
     }
 
     async fn schema_version(&self) -> Result<i64> {
-        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
+        sqlx::query_scalar(sql::SCHEMA_VERSION)
             .fetch_one(&self.pool)
             .await
             .map_err(|e| self.db(e))
@@ -426,7 +417,7 @@ impl Journal for SqliteStore {
         let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
         for l in lines {
             let stream = l.stream.as_str();
-            sqlx::query("INSERT INTO logs (run_id, step, at, stream, line) VALUES (?, ?, ?, ?, ?)")
+            sqlx::query(sql::INSERT_LOG)
                 .bind(run)
                 .bind(&l.step)
                 .bind(&l.at)
@@ -440,20 +431,15 @@ impl Journal for SqliteStore {
     }
 
     async fn logs(&self, run: &str, step: Option<&str>, after: i64) -> Result<Vec<(i64, LogLine)>> {
-        let rows = sqlx::query(
-            "SELECT seq, step, at, stream, line FROM logs
-             WHERE run_id = ? AND seq > ? AND (? IS NULL OR step = ? OR step LIKE ? ESCAPE '\\' OR step LIKE ? ESCAPE '\\')
-             ORDER BY seq",
-        )
-        .bind(run)
-        .bind(after)
-        .bind(step)
-        .bind(step)
-        .bind(step.map(|s| format!("{}.%", crate::like_escape(s))))
-        .bind(step.map(|s| format!("{}[%", crate::like_escape(s))))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.db(e))?;
+        let rows = sqlx::query(sql::LOGS)
+            .bind(run)
+            .bind(after)
+            .bind(step)
+            .bind(step.map(|s| format!("{}.%", crate::like_escape(s))))
+            .bind(step.map(|s| format!("{}[%", crate::like_escape(s))))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
         rows.iter().map(|r| rows::log_line(r).map_err(|e| self.db(e))).collect()
     }
 }
@@ -471,19 +457,16 @@ impl Leases for SqliteStore {
             .await
             .map_err(|e| self.db(e))?;
         let work = async {
-            sqlx::query("DELETE FROM locks WHERE key = ? AND expires_unix_ms < ?")
+            sqlx::query(sql::DROP_EXPIRED_LOCK)
                 .bind(key)
                 .bind(now)
                 .execute(&mut *conn)
                 .await?;
-            let held = sqlx::query("SELECT key, run_id, user, pid, since, expires_unix_ms FROM locks WHERE key = ?")
-                .bind(key)
-                .fetch_optional(&mut *conn)
-                .await?;
-            match held.map(|r| rows::lock(&r, "user", now)).transpose()? {
+            let held = sqlx::query(sql::LOCK).bind(key).fetch_optional(&mut *conn).await?;
+            match held.map(|r| rows::lock(&r, now)).transpose()? {
                 Some(other) if other.run_id != holder.run_id => Ok(Some(other)),
                 Some(_) => {
-                    sqlx::query("UPDATE locks SET expires_unix_ms = ?, pid = ? WHERE key = ?")
+                    sqlx::query(sql::RENEW_OWN_LOCK)
                         .bind(until)
                         .bind(holder.pid.map(i64::from))
                         .bind(key)
@@ -492,17 +475,15 @@ impl Leases for SqliteStore {
                     Ok(None)
                 }
                 None => {
-                    sqlx::query(
-                        "INSERT INTO locks (key, run_id, user, pid, since, expires_unix_ms) VALUES (?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(key)
-                    .bind(&holder.run_id)
-                    .bind(&holder.user)
-                    .bind(holder.pid.map(i64::from))
-                    .bind(crate::now())
-                    .bind(until)
-                    .execute(&mut *conn)
-                    .await?;
+                    sqlx::query(sql::INSERT_LOCK)
+                        .bind(key)
+                        .bind(&holder.run_id)
+                        .bind(&holder.user)
+                        .bind(holder.pid.map(i64::from))
+                        .bind(crate::now())
+                        .bind(until)
+                        .execute(&mut *conn)
+                        .await?;
                     Ok(None)
                 }
             }
@@ -525,7 +506,7 @@ impl Leases for SqliteStore {
 
     async fn renew_locks(&self, run: &str, ttl: Duration) -> Result<()> {
         let until = rows::expiry(ttl);
-        sqlx::query("UPDATE locks SET expires_unix_ms = ? WHERE run_id = ?")
+        sqlx::query(sql::RENEW_LOCKS)
             .bind(until)
             .bind(run)
             .execute(&self.pool)
@@ -535,7 +516,7 @@ impl Leases for SqliteStore {
     }
 
     async fn release_locks(&self, run: &str) -> Result<()> {
-        sqlx::query("DELETE FROM locks WHERE run_id = ?")
+        sqlx::query(sql::RELEASE_LOCKS)
             .bind(run)
             .execute(&self.pool)
             .await
@@ -545,26 +526,23 @@ impl Leases for SqliteStore {
 
     async fn locks(&self) -> Result<Vec<Lock>> {
         let now = rows::unix_ms(SystemTime::now());
-        let rows = sqlx::query("SELECT key, run_id, user, pid, since, expires_unix_ms FROM locks ORDER BY key")
+        let rows = sqlx::query(sql::LOCKS)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.db(e))?;
         rows.iter()
-            .map(|r| rows::lock(r, "user", now).map_err(|e| self.db(e)))
+            .map(|r| rows::lock(r, now).map_err(|e| self.db(e)))
             .collect()
     }
 
     async fn remove_lock(&self, key: &str) -> Result<Option<Lock>> {
         let now = rows::unix_ms(SystemTime::now());
-        let row =
-            sqlx::query("DELETE FROM locks WHERE key = ? RETURNING key, run_id, user, pid, since, expires_unix_ms")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| self.db(e))?;
-        row.map(|r| rows::lock(&r, "user", now))
-            .transpose()
-            .map_err(|e| self.db(e))
+        let row = sqlx::query(sql::REMOVE_LOCK)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        row.map(|r| rows::lock(&r, now)).transpose().map_err(|e| self.db(e))
     }
 }
 
@@ -716,7 +694,8 @@ mod tests {
             .execute(&mut conn)
             .await
             .unwrap();
-        for (version, _, sql) in MIGRATIONS {
+        // The schema runbook had then: the first two changes.
+        for (version, _, sql) in &MIGRATIONS[..2] {
             sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
             sqlx::query("INSERT INTO schema_migrations VALUES (?, 'then')")
                 .bind(version)
@@ -732,8 +711,12 @@ mod tests {
         .unwrap();
         drop(conn);
         let store = SqliteStore::open(&path).await.expect("opens");
-        assert_eq!(store.schema_version().await.unwrap(), 2);
-        assert_eq!(store.run("01oldrun").await.unwrap().user, "alice", "the run is kept");
+        assert_eq!(store.schema_version().await.unwrap(), 3);
+        assert_eq!(
+            store.run("01oldrun").await.unwrap().user,
+            "alice",
+            "the run is kept, its user in the renamed column"
+        );
         let tables: Vec<String> =
             sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
                 .fetch_all(&store.pool)
@@ -745,7 +728,7 @@ mod tests {
                 .fetch_all(&store.pool)
                 .await
                 .unwrap();
-        assert_eq!(adopted, [(1, true), (2, true)]);
+        assert_eq!(adopted, [(1, true), (2, true), (3, true)], "1 and 2 adopted, 3 applied");
         // Opened again: nothing to do, and the checksums still match the SQL.
         drop(store);
         SqliteStore::open(&path).await.expect("opens again");
@@ -766,6 +749,6 @@ mod tests {
             o.await.unwrap().expect("every runner opens it");
         }
         let store = SqliteStore::open(&path).await.unwrap();
-        assert_eq!(store.schema_version().await.unwrap(), 2);
+        assert_eq!(store.schema_version().await.unwrap(), migrate::latest(MIGRATIONS));
     }
 }

@@ -1,0 +1,48 @@
+//! The statements both backends run, written once. Placeholders are `$1`,
+//! `$2`, ...: PostgreSQL's own, and valid in SQLite too (a `$NNN` parameter
+//! is numbered by its first appearance, so each text numbers them in order
+//! and a repeated `$1` is the same value). One column vocabulary: the run's
+//! user is `run_user` everywhere (`user` is reserved in PostgreSQL). What
+//! differs stays in its backend: transactions and their locking (`BEGIN
+//! IMMEDIATE` against `FOR UPDATE`), the journal's sequence, upserts, the
+//! queue (PostgreSQL only) and the migrations' SQL types.
+
+/// The columns of a lease, in the order `rows::lock` reads them.
+pub(crate) const LOCK_COLUMNS: &str = "key, run_id, run_user, pid, since, expires_unix_ms";
+
+pub(crate) const INSERT_RUN: &str = "INSERT INTO runs \
+     (id, playbook, version, text, hash, inputs, status, run_user, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+pub(crate) const FIRST_EVENT: &str = "INSERT INTO journal (run_id, seq, at, event) VALUES ($1, 1, $2, $3)";
+pub(crate) const SET_STATUS: &str = "UPDATE runs SET status = $1, updated_at = $2 WHERE id = $3";
+pub(crate) const EVENTS_AFTER: &str = "SELECT seq, at, event FROM journal WHERE run_id = $1 AND seq > $2 ORDER BY seq";
+pub(crate) const RUN_BY_PREFIX: &str = "SELECT * FROM runs WHERE id LIKE $1 ORDER BY id LIMIT 2";
+/// The newest runs, of one playbook if `$1` is not null.
+pub(crate) const RUNS: &str =
+    "SELECT * FROM runs WHERE (CAST($1 AS TEXT) IS NULL OR playbook = $1) ORDER BY id DESC LIMIT $2";
+pub(crate) const COUNT_RUNS: &str = "SELECT COUNT(*) FROM runs WHERE status = $1";
+pub(crate) const SET_RUNNER: &str = "UPDATE runs SET pid = $1 WHERE id = $2";
+/// Compare-and-set of the runner: only if it is still `$3` (null or not).
+pub(crate) const CLAIM_RUNNER: &str = "UPDATE runs SET pid = $1 WHERE id = $2 AND pid IS NOT DISTINCT FROM $3";
+pub(crate) const REPLACE_TEXT: &str = "UPDATE runs SET text = $1, hash = $2 WHERE id = $3";
+pub(crate) const SCHEMA_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success";
+pub(crate) const INSERT_LOG: &str = "INSERT INTO logs (run_id, step, at, stream, line) VALUES ($1, $2, $3, $4, $5)";
+/// A run's log lines after `$2`, of step `$3` and the steps inside it (`$4`
+/// and `$5`: its `.` and `[` prefixes as LIKE patterns), or all if `$3` is null.
+pub(crate) const LOGS: &str = "SELECT seq, step, at, stream, line FROM logs \
+     WHERE run_id = $1 AND seq > $2 \
+     AND (CAST($3 AS TEXT) IS NULL OR step = $3 OR step LIKE $4 ESCAPE '\\' OR step LIKE $5 ESCAPE '\\') \
+     ORDER BY seq";
+pub(crate) const DROP_EXPIRED_LOCK: &str = "DELETE FROM locks WHERE key = $1 AND expires_unix_ms < $2";
+pub(crate) const RENEW_OWN_LOCK: &str = "UPDATE locks SET expires_unix_ms = $1, pid = $2 WHERE key = $3";
+pub(crate) const RENEW_LOCKS: &str = "UPDATE locks SET expires_unix_ms = $1 WHERE run_id = $2";
+pub(crate) const RELEASE_LOCKS: &str = "DELETE FROM locks WHERE run_id = $1";
+pub(crate) const INSERT_LOCK: &str =
+    "INSERT INTO locks (key, run_id, run_user, pid, since, expires_unix_ms) VALUES ($1, $2, $3, $4, $5, $6)";
+pub(crate) const LOCKS: &str = "SELECT key, run_id, run_user, pid, since, expires_unix_ms FROM locks ORDER BY key";
+pub(crate) const LOCK: &str = "SELECT key, run_id, run_user, pid, since, expires_unix_ms FROM locks WHERE key = $1";
+pub(crate) const REMOVE_LOCK: &str =
+    "DELETE FROM locks WHERE key = $1 RETURNING key, run_id, run_user, pid, since, expires_unix_ms";
+/// State from before the migrator: the versions it recorded.
+pub(crate) const LEGACY_VERSIONS: &str = "SELECT version FROM schema_migrations";
+pub(crate) const DROP_LEGACY: &str = "DROP TABLE schema_migrations";
