@@ -46,3 +46,26 @@ pub(crate) const REMOVE_LOCK: &str =
 /// State from before the migrator: the versions it recorded.
 pub(crate) const LEGACY_VERSIONS: &str = "SELECT version FROM schema_migrations";
 pub(crate) const DROP_LEGACY: &str = "DROP TABLE schema_migrations";
+
+/// [`LOGS`] with its values bound, for either backend.
+pub(crate) fn logs<'q, DB>(
+    run: &'q str,
+    step: Option<&'q str>,
+    after: i64,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    // The step's own lines, and those of the steps inside it (`.` and `[`).
+    let inside = |sep: &str| step.map(|s| format!("{}{sep}%", crate::like_escape(s)));
+    sqlx::query(LOGS)
+        .bind(run)
+        .bind(after)
+        .bind(step)
+        .bind(inside("."))
+        .bind(inside("["))
+}

@@ -431,12 +431,7 @@ impl Journal for SqliteStore {
     }
 
     async fn logs(&self, run: &str, step: Option<&str>, after: i64) -> Result<Vec<(i64, LogLine)>> {
-        let rows = sqlx::query(sql::LOGS)
-            .bind(run)
-            .bind(after)
-            .bind(step)
-            .bind(step.map(|s| format!("{}.%", crate::like_escape(s))))
-            .bind(step.map(|s| format!("{}[%", crate::like_escape(s))))
+        let rows = sql::logs(run, step, after)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.db(e))?;
