@@ -9,7 +9,10 @@
 //! step is recorded before anything that depends on it starts.
 //!
 //! Two backends: a SQLite file (one machine; the default) and PostgreSQL
-//! (shared by a team's runners). One conformance suite checks both.
+//! (shared by a team's runners), with one column vocabulary; the statements
+//! both run are written once (`sql.rs`), and each backend keeps only what
+//! really differs (transactions and locking, upserts, the queue). One
+//! conformance suite checks both.
 //!
 //! PostgreSQL also holds the work queue: submitted runs, the leases workers
 //! claim them with (an epoch raised by every claim), the workers' registry,
