@@ -25,6 +25,6 @@ pub mod worker;
 pub use decide::{Answer, Decisions};
 pub use error::{ErrorClass, Holder, RunnerError, describe};
 pub use lifecycle::{
-    Cancelled, Outcome, Resumed, RunOptions, Runner, alive, check_start, held_by_worker, resolve_secrets,
+    Cancelled, Outcome, Resumed, RunOptions, Runner, Started, alive, check_start, held_by_worker, resolve_secrets,
 };
 pub use notice::{Notice, Watcher};

@@ -123,6 +123,24 @@ impl std::fmt::Display for Cancelled {
     }
 }
 
+/// A run recorded and holding its lock, not executed yet ([`Runner::begin`]).
+pub struct Started<'a> {
+    runner: &'a Runner,
+    x: Execute<'a>,
+}
+
+impl Started<'_> {
+    /// The run's id.
+    pub fn run_id(&self) -> &str {
+        &self.x.run_id
+    }
+
+    /// Executes it here until it stops.
+    pub async fn execute(self, opts: &RunOptions) -> Result<Outcome, RunnerError> {
+        self.runner.execute(self.x, opts).await
+    }
+}
+
 /// One run to hand to the engine.
 pub(crate) struct Execute<'a> {
     pub(crate) playbook: &'a Playbook,
@@ -257,14 +275,28 @@ impl Runner {
     }
 
     /// Starts a run of a checked playbook with checked inputs and executes it
-    /// here. Refused before anything is recorded: see [`Runner::check_start`];
-    /// a lock key that is held (after waiting, if asked).
+    /// here: [`Runner::begin`], then [`Started::execute`].
     pub async fn start(
         &self,
         loaded: &Loaded,
         inputs: IndexMap<String, Json>,
         opts: &RunOptions,
     ) -> Result<Outcome, RunnerError> {
+        self.begin(loaded, inputs, opts).await?.execute(opts).await
+    }
+
+    /// Records a new run holding its lock, ready to execute: a front end
+    /// learns its id before it runs (a server answers the request, then
+    /// executes it). Refused before anything is recorded: see
+    /// [`check_start`]; a lock key that is held (after waiting, if asked). A
+    /// `Started` dropped without executing leaves a run that `resume`
+    /// continues (its lock expires by its time to live).
+    pub async fn begin<'a>(
+        &'a self,
+        loaded: &'a Loaded,
+        inputs: IndexMap<String, Json>,
+        opts: &RunOptions,
+    ) -> Result<Started<'a>, RunnerError> {
         let pb = &loaded.playbook;
         let Checked { inputs, secrets, keys } =
             check_start(&self.registry, &self.env, &self.inventory, &self.user, pb, &inputs)?;
@@ -290,7 +322,7 @@ impl Runner {
             replay: Replay::default(),
             locked: !keys.is_empty(),
         };
-        self.execute(x, opts).await
+        Ok(Started { runner: self, x })
     }
 
     /// Queues a run for the workers; its id. The secrets are the worker's, so

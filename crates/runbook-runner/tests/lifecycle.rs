@@ -193,6 +193,20 @@ async fn a_started_run_executes_every_step_once_and_the_journal_says_so() {
     assert_eq!(w.runner.store.run(&out.run_id).await.unwrap().pid, None);
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn a_run_begun_is_recorded_with_its_id_before_any_step_runs() {
+    let w = sqlite().await;
+    let pb = w.playbook(CHAIN);
+    let opts = RunOptions::default();
+    let started = w.runner.begin(&pb, IndexMap::new(), &opts).await.unwrap();
+    let id = started.run_id().to_owned();
+    assert_eq!(w.runner.store.run(&id).await.unwrap().status, RunStatus::Running);
+    assert!(w.marks().is_empty(), "recorded, not run");
+    let out = started.execute(&opts).await.unwrap();
+    assert_eq!((out.run_id.as_str(), out.status), (id.as_str(), RunStatus::Succeeded));
+    assert_eq!(w.marks(), ["a", "b", "c"]);
+}
+
 /// A run whose process died after `a` succeeded and while `b` was in flight:
 /// the journal it left, written as a crash leaves it.
 async fn crashed(w: &World, pb: &Loaded) -> String {
