@@ -409,6 +409,56 @@ fn secrets_never_reach_logs_outputs_errors_or_the_journal() {
     }
 }
 
+/// language.md (secrets): "`command`: its standard output is the value, run
+/// when the run starts and again when it resumes".
+#[test]
+fn a_secret_from_a_command_is_masked_refetched_on_resume_and_a_failing_one_refuses() {
+    let run = Run::new();
+    let dir = run.path().display().to_string();
+    std::fs::write(run.path().join("vault"), "first-s3cret\n").unwrap();
+    let yaml = format!(
+        "{HEAD}secrets:\n  - {{ name: token, command: \"cat {dir}/vault\" }}\nsteps:\n  - {{ id: a, uses: shell, with: {{ run: \"echo {{{{secrets.token}}}}; printf %s {{{{secrets.token}}}} > {dir}/a\" }} }}\n  - {{ id: ok, uses: approve, needs: [a], with: {{ message: go }} }}\n  - {{ id: b, uses: shell, needs: [ok], with: {{ run: \"printf %s {{{{secrets.token}}}} > {dir}/b\" }} }}\n"
+    );
+    let run = run.playbook("t", &yaml);
+    let out = run.exec(["run", "t"]).exit(3);
+    assert!(
+        out.stdout.contains("a │ ***"),
+        "masked on the terminal:\n{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("first-s3cret"), "{}", out.stdout);
+    assert_eq!(std::fs::read_to_string(run.path().join("a")).unwrap(), "first-s3cret");
+    // Rotated while the run waits: the resumed run reads the new value.
+    std::fs::write(run.path().join("vault"), "second-s3cret\n").unwrap();
+    run.exec(["approve", &out.run_id()]).exit(0);
+    assert_eq!(std::fs::read_to_string(run.path().join("b")).unwrap(), "second-s3cret");
+    let bytes = std::fs::read(run.path().join("state.db")).unwrap();
+    assert!(
+        !bytes.windows(6).any(|w| w == b"s3cret"),
+        "a value reached the state file"
+    );
+    // A command that fails refuses the run with its stderr; nothing runs.
+    std::fs::remove_file(run.path().join("vault")).unwrap();
+    run.exec(["run", "t"])
+        .exit(2)
+        .stderr_has("secret `token`: its command failed (status 1): cat:")
+        .stderr_has("nothing was run");
+    assert_eq!(
+        std::fs::read_to_string(run.path().join("a")).unwrap(),
+        "first-s3cret",
+        "nothing ran"
+    );
+    // One source per secret.
+    let both = format!(
+        "{HEAD}secrets:\n  - {{ name: token, env: T, command: \"true\" }}\nsteps:\n  - {{ id: a, uses: shell, with: {{ run: \"true\" }} }}\n"
+    );
+    let run = run.playbook("two", &both.replace("name: t\n", "name: two\n"));
+    run.exec(["validate", "two"])
+        .exit(2)
+        .stderr_has("secret `token` names 2 sources: env, command")
+        .stderr_has("keep one of `env`, `file` or `command`");
+}
+
 #[test]
 fn wait_polls_until_the_check_holds_or_times_out() {
     let run = Run::new();

@@ -183,6 +183,13 @@ pub struct SecretSource {
     /// A file to read instead (trailing newline removed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    /// A command whose standard output is the value (trailing newline
+    /// removed), run by `/bin/sh -c` when the run starts and again when it
+    /// resumes: `sops -d --extract '["db"]' secrets.yaml`, `pass show db`,
+    /// `aws secretsmanager get-secret-value ...`. A failing command (exit
+    /// status not 0) refuses the run with its stderr.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
 }
 
 impl SecretSpec {

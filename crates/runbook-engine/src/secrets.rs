@@ -19,7 +19,40 @@ pub struct MissingSecret {
     pub message: String,
 }
 
-/// Reads every secret a playbook declares. `env` is the environment to read.
+/// The value a secret's `command` prints (trailing newline removed), run with
+/// `env` as its whole environment; its stderr says why when it fails.
+fn from_command(name: &str, command: &str, env: &IndexMap<String, String>) -> Result<String, String> {
+    let out = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .env_clear()
+        .envs(env)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("secret `{name}`: cannot run its command: {e}"))?;
+    if !out.status.success() {
+        let why = String::from_utf8_lossy(&out.stderr);
+        let why = why.trim();
+        let code = out
+            .status
+            .code()
+            .map_or("a signal".to_owned(), |c| format!("status {c}"));
+        return Err(format!(
+            "secret `{name}`: its command failed ({code}){}",
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(": {why}")
+            }
+        ));
+    }
+    let text = String::from_utf8(out.stdout)
+        .map_err(|_| format!("secret `{name}`: its command printed bytes that are not UTF-8"))?;
+    Ok(text.strip_suffix('\n').unwrap_or(&text).to_owned())
+}
+
+/// Reads every secret a playbook declares. `env` is the environment to read
+/// (and the environment of a secret's `command`).
 pub fn resolve(
     playbook: &Playbook,
     env: &IndexMap<String, String>,
@@ -33,11 +66,12 @@ pub fn resolve(
                 .get(n)
                 .cloned()
                 .ok_or_else(|| format!("secret `{n}` is not set (hint: export {n}=... before running)")),
-            SecretSpec::Full(s) => match (&s.file, &s.env) {
-                (Some(path), _) => std::fs::read_to_string(path)
+            SecretSpec::Full(s) => match (&s.file, &s.command, &s.env) {
+                (Some(path), _, _) => std::fs::read_to_string(path)
                     .map(|v| v.strip_suffix('\n').unwrap_or(&v).to_owned())
                     .map_err(|e| format!("secret `{}`: cannot read `{path}`: {e}", s.name)),
-                (None, var) => {
+                (None, Some(command), _) => from_command(&s.name, command, env),
+                (None, None, var) => {
                     let var = var.as_deref().unwrap_or(&s.name);
                     env.get(var).cloned().ok_or_else(|| {
                         format!("secret `{}` is not set (hint: export {var}=... before running)", s.name)

@@ -331,6 +331,25 @@ impl<'a> Check<'a> {
                     }
                     self.secrets.push(name.to_owned());
                 }
+                let sources: Vec<&str> = ["env", "file", "command"]
+                    .into_iter()
+                    .filter(|k| s.get(k).is_some())
+                    .collect();
+                if sources.len() > 1 {
+                    self.diags.push(
+                        Diagnostic::error(
+                            "secret-sources",
+                            format!(
+                                "secret `{}` names {} sources: {}",
+                                name.unwrap_or("?"),
+                                sources.len(),
+                                sources.join(", ")
+                            ),
+                            Some(s.span),
+                        )
+                        .hint("a secret comes from one place: keep one of `env`, `file` or `command`"),
+                    );
+                }
             }
         }
         for key in ["rto", "rpo"] {
