@@ -459,6 +459,45 @@ fn a_secret_from_a_command_is_masked_refetched_on_resume_and_a_failing_one_refus
         .stderr_has("keep one of `env`, `file` or `command`");
 }
 
+/// language.md (secrets): "its base64, URL-encoded and JSON-escaped forms
+/// are masked too; a step registers a value it made with `::add-mask::`".
+#[test]
+fn encoded_secrets_and_values_a_step_registers_are_masked_everywhere() {
+    let yaml = format!(
+        "{HEAD}secrets: [TOKEN]\nsteps:\n  - {{ id: enc, uses: shell, with: {{ run: \"printf '%s\\\\n' \\\"$T\\\" | base64; python3 -c 'import sys,urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=str()))' \\\"$T\\\"\", env: {{ T: \"{{{{secrets.TOKEN}}}}\" }} }} }}\n  - {{ id: gen, uses: shell, with: {{ run: \"pw=made-$$-pw; echo ::add-mask::$pw; echo $pw; printf %s $pw | base64\" }} }}\n  - {{ id: use, uses: shell, needs: [gen], with: {{ run: \"echo got {{{{steps.gen.outputs.stdout}}}}\" }} }}\n"
+    );
+    let secret = "p@ss w0rd/with&more";
+    let run = Run::new().playbook("t", &yaml).env("TOKEN", secret);
+    let out = run.exec(["run", "t"]).exit(0);
+    let id = out.run_id();
+    let logs = run.exec(["logs", &id]).exit(0).stdout;
+    let status = run.exec(["status", &id, "--output", "json"]).exit(0).stdout;
+    let state = String::from_utf8_lossy(&std::fs::read(run.path().join("state.db")).unwrap()).into_owned();
+    let wal = String::from_utf8_lossy(&std::fs::read(run.path().join("state.db-wal")).unwrap_or_default()).into_owned();
+    // What the steps printed, as a person would find it in clear.
+    let encoded = ["cEBzcyB3MHJkL3dpdGgmbW9yZQo=", "p%40ss%20w0rd%2Fwith%26more"];
+    for (place, text) in [
+        ("terminal", &out.stdout),
+        ("logs", &logs),
+        ("status", &status),
+        ("state", &state),
+        ("wal", &wal),
+    ] {
+        for e in encoded {
+            assert!(!text.contains(e), "{place} shows {e}:\n{text}");
+        }
+        // `made-<pid>-pw`: the playbook's own text says `made-$$-pw`.
+        let made = text
+            .match_indices("made-")
+            .any(|(i, _)| text[i + 5..].starts_with(|c: char| c.is_ascii_digit()));
+        assert!(!made, "{place} shows the registered value:\n{text}");
+    }
+    let enc: Vec<&str> = logs.lines().filter(|l| l.starts_with("enc ")).collect();
+    assert_eq!(enc, ["enc │ ***", "enc │ ***"], "the whole of each encoding");
+    assert!(logs.contains("gen │ ::add-mask::***"), "{logs}");
+    assert!(logs.contains("use │ got ::add-mask::***"), "{logs}");
+}
+
 #[test]
 fn wait_polls_until_the_check_holds_or_times_out() {
     let run = Run::new();

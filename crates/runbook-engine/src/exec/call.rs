@@ -36,7 +36,15 @@ impl LogSink for Sink {
                 LogStream::Stdout => Stream::Stdout,
                 LogStream::Stderr => Stream::Stderr,
             },
-            line: self.masker.text(text),
+            line: match crate::secrets::add_mask(text) {
+                // The step registers a value as secret: masked from here on,
+                // this line included.
+                Some(value) => {
+                    self.masker.add(value);
+                    format!("::add-mask::{}", crate::secrets::MASK)
+                }
+                None => self.masker.text(text),
+            },
         };
         if let Ok(mut b) = self.buffer.lock() {
             b.push(line.clone());
