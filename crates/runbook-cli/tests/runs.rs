@@ -459,6 +459,37 @@ fn a_secret_from_a_command_is_masked_refetched_on_resume_and_a_failing_one_refus
         .stderr_has("keep one of `env`, `file` or `command`");
 }
 
+/// language.md (secrets): "`validate` warns where a secret is written into a
+/// command's text (its command line, which `ps` shows)".
+#[test]
+fn a_secret_in_a_command_line_is_warned_about_and_env_is_not() {
+    let inline = format!(
+        "{HEAD}secrets: [DB_PASSWORD]\nsteps:\n  - {{ id: a, uses: shell, with: {{ run: \"mysql -p{{{{secrets.DB_PASSWORD}}}} -e 'select 1'\" }} }}\n"
+    );
+    let run = Run::new().playbook("t", &inline);
+    let out = run.exec(["validate", "t"]).exit(0);
+    assert!(
+        out.stderr
+            .contains("`secrets.DB_PASSWORD` puts a secret into the command text"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("env: { DB_PASSWORD:"),
+        "the hint shows how: {}",
+        out.stderr
+    );
+    let through_env = format!(
+        "{HEAD}secrets: [DB_PASSWORD]\nsteps:\n  - {{ id: a, uses: shell, with: {{ run: \"mysql -p\\\"$PW\\\" -e 'select 1'\", env: {{ PW: \"{{{{secrets.DB_PASSWORD}}}}\" }} }} }}\n"
+    );
+    let out = Run::new().playbook("t", &through_env).exec(["validate", "t"]).exit(0);
+    assert!(
+        !out.stderr.contains("secret-in-command") && !out.stderr.contains("command text"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// language.md (secrets): "its base64, URL-encoded and JSON-escaped forms
 /// are masked too; a step registers a value it made with `::add-mask::`".
 #[test]

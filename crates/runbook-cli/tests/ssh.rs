@@ -142,6 +142,58 @@ fn inputs_are_data_on_the_remote_shell_too() {
     assert!(!pwned.exists(), "an input ran as shell code on the remote host");
 }
 
+/// Every command line on this machine (sshd's sessions for the lab's hosts
+/// run here too): what any user sees with `ps`.
+fn command_lines() -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(bytes) = std::fs::read(entry.path().join("cmdline")) {
+            out.push(String::from_utf8_lossy(&bytes).replace('\0', " "));
+        }
+    }
+    out
+}
+
+/// A secret passed in `env:`, and the script itself, never appear in a
+/// command line, local (the ssh client) or remote (the shell sshd starts),
+/// while the step runs; the script still gets the value and its stdin.
+#[test]
+fn env_values_and_the_script_stay_out_of_every_process_list() {
+    let a = Sshd::start("127.0.0.9");
+    let run = Run::new();
+    let started = run.path().join("started");
+    let yaml = format!(
+        "{HEAD}secrets: [DB_PASSWORD]\nsteps:\n  - {{ id: x, uses: ssh, with: {{ host: web1, run: \"touch {s}; sleep 2; printf '%s' \\\"$PW\\\" | wc -c; cat\", env: {{ PW: \"{{{{secrets.DB_PASSWORD}}}}\" }}, stdin: \"and stdin\\n\" }} }}\n",
+        s = started.display()
+    );
+    let secret = "Sw0rdf1sh-in-argv";
+    let run = run
+        .file("inventory.yaml", &lab(&[("web1", &a)]))
+        .playbook("t", &yaml)
+        .env("DB_PASSWORD", secret);
+    let child = run.spawn(["run", "t"]);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !started.exists() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(started.exists(), "the step never started");
+    let lines = command_lines();
+    let sshd_children = lines.iter().filter(|l| l.contains("rb_n")).count();
+    assert!(sshd_children > 0, "the remote shell was not found in the process table");
+    for l in &lines {
+        assert!(!l.contains(secret), "a command line shows the secret: {l}");
+        assert!(!l.contains("sleep 2; printf"), "a command line shows the script: {l}");
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("x │ {}", secret.len())),
+        "the script got the value:\n{stdout}"
+    );
+    assert!(stdout.contains("x │ and stdin"), "{stdout}");
+}
+
 #[test]
 fn ctrl_c_leaves_no_ssh_process_behind() {
     let a = Sshd::start("127.0.0.7");

@@ -150,6 +150,10 @@ const MARKER: &str = "runbook-remote-pgid ";
 /// else the shell's pid), then the script.
 const PRELUDE: &str = "read -r _ _ _ _ rb_pgid _ < /proc/$$/stat 2>/dev/null || rb_pgid=$$; \
 echo \"runbook-remote-pgid $rb_pgid $$\" >&2; ";
+/// Reads the header (its byte count on the first line, then the exports and
+/// the script) from stdin, exactly, and runs it in this shell; what follows on
+/// stdin is the step's `stdin:`.
+const BOOTSTRAP: &str = "IFS= read -r rb_n && eval \"$(dd bs=1 count=\"$rb_n\" 2>/dev/null)\"";
 /// How long a stopped remote command gets between SIGTERM and SIGKILL.
 const GRACE: Duration = Duration::from_secs(5);
 
@@ -496,30 +500,29 @@ impl StepKind for Ssh {
             s = self.session(&target, &conn) => s?,
             () = ctx.cancel.cancelled() => return Err(StepError::cancelled()),
         };
-        // The remote command: exports, then the script, by `sh -c`, quoted once
-        // for the remote login shell.
-        let mut script = String::from(PRELUDE);
+        // The remote command line is fixed and holds no value (every user of
+        // either host can read a command line): the exports and the script
+        // come on stdin, ahead of the step's own `stdin:`, as a header of
+        // known length that the bootstrap reads exactly and evaluates.
+        let mut header = String::new();
         for (k, v) in &p.env {
-            script.push_str(&format!("export {k}={}; ", shell_quote(&v.to_string())));
+            header.push_str(&format!("export {k}={}\n", shell_quote(&v.to_string())));
         }
-        script.push_str(&p.run);
+        header.push_str(&p.run);
+        let bootstrap = format!("{PRELUDE}{BOOTSTRAP}");
         let line = if p.sudo {
-            format!("sudo -n -- sh -c {}", shell_quote(&script))
+            format!("sudo -n -- sh -c {}", shell_quote(&bootstrap))
         } else {
-            format!("sh -c {}", shell_quote(&script))
+            format!("sh -c {}", shell_quote(&bootstrap))
         };
         let mut cmd = Session::to_raw_command(session.clone(), line);
-        cmd.stdin(if p.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().await.map_err(|e| StepError::new(classify(&target, &e)))?;
-        if let (Some(text), Some(mut pipe)) = (p.stdin.clone(), child.stdin().take()) {
+        if let Some(mut pipe) = child.stdin().take() {
+            let mut input = format!("{}\n{header}", header.len()).into_bytes();
+            input.extend(p.stdin.clone().unwrap_or_default().into_bytes());
             tokio::spawn(async move {
-                let _ = pipe.write_all(text.as_bytes()).await;
+                let _ = pipe.write_all(&input).await;
                 let _ = pipe.shutdown().await;
             });
         }

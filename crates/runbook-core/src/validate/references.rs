@@ -206,6 +206,26 @@ impl<'a> Check<'a> {
             );
         }
         if shell {
+            // A command line is readable by every user of the host (`ps`).
+            if let Some(r) = usage
+                .references
+                .iter()
+                .find(|r| !r.in_block && r.segments.first().is_some_and(|s| s == "secrets"))
+            {
+                let name = r.segments.get(1).map_or("NAME", String::as_str);
+                self.diags.push(
+                    Diagnostic::warning(
+                        "secret-in-command",
+                        format!("`{}` puts a secret into the command text", r.raw),
+                        Some(self.sub_span(node, &r.raw)),
+                    )
+                    .label("part of the command line")
+                    .hint(format!(
+                        "pass it through `env:` (e.g. `env: {{ {up}: \"{{{{secrets.{name}}}}}\" }}`) and write `\"${up}\"` in the command",
+                        up = name.to_uppercase()
+                    )),
+                );
+            }
             for (r, written) in crate::shell::refusals(text) {
                 let at = self.sub_span(node, written);
                 self.diags.push(
