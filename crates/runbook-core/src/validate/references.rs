@@ -207,11 +207,13 @@ impl<'a> Check<'a> {
         }
         if shell {
             // A command line is readable by every user of the host (`ps`).
-            if let Some(r) = usage
-                .references
-                .iter()
-                .find(|r| !r.in_block && r.segments.first().is_some_and(|s| s == "secrets"))
-            {
+            // (An undeclared one is its own error.)
+            let declared = |r: &&template::Reference| {
+                !r.in_block
+                    && r.segments.first().is_some_and(|s| s == "secrets")
+                    && r.segments.get(1).is_some_and(|n| self.secrets.contains(n))
+            };
+            if let Some(r) = usage.references.iter().find(declared) {
                 let name = r.segments.get(1).map_or("NAME", String::as_str);
                 self.diags.push(
                     Diagnostic::warning(
