@@ -549,9 +549,14 @@ mod tests {
         assert!(!v.is_valid(&json!({ "url": "http://x/", "method": "FETCH" })));
         assert!(!v.is_valid(&json!({ "uri": "http://x/" })));
         let k = HttpCheck::default();
-        assert_eq!(k.effect(&json!({"method": "POST"})), Effect::Write);
-        assert_eq!(k.effect(&json!({})), Effect::Read);
-        assert!(!k.idempotent(&json!({"method": "POST"})));
+        assert_eq!(k.effect(&json!({"url": "http://a/", "method": "POST"})), Effect::Write);
+        assert_eq!(k.effect(&json!({"url": "http://a/"})), Effect::Read);
+        assert!(!k.idempotent(&json!({"url": "http://a/", "method": "POST"})));
+        assert!(k.idempotent(&json!({"url": "http://a/"})));
+        // A method known only at run time: no guess.
+        let later = json!({"url": "http://a/", "method": "{{ inputs.verb }}"});
+        assert_eq!(k.effect(&later), Effect::Unknown);
+        assert!(!k.idempotent(&later));
         assert_eq!(
             k.describe(&json!({"url": "http://a/h", "samples": 50, "rate": 10.0, "slo": {"p95": "100ms"}})),
             "GET http://a/h expect 2xx, 50 samples at 10/s, SLO p95 100ms"
