@@ -548,3 +548,56 @@ impl Registry {
         self.kinds.values()
     }
 }
+
+/// A step kind for tests of validation and planning (this crate's and
+/// others', through the `test-kit` feature): `shell` by name, with a
+/// shell-run `run` and an `env` map, an output `stdout`; it never runs.
+#[cfg(any(test, feature = "test-kit"))]
+pub mod test_kit {
+    use super::{Effect, OutputDecl, OutputType, Outputs, StepContext, StepError, StepKind};
+    use serde_json::{Value as Json, json};
+
+    /// The kind.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct Cmd;
+
+    #[async_trait::async_trait]
+    impl StepKind for Cmd {
+        fn name(&self) -> &'static str {
+            "shell"
+        }
+        fn summary(&self) -> &'static str {
+            "test kind"
+        }
+        fn params_schema(&self) -> Json {
+            json!({
+                "type": "object",
+                "properties": { "run": { "type": "string" }, "env": { "type": "object" } },
+                "required": ["run"],
+                "additionalProperties": false,
+            })
+        }
+        fn shell_fields(&self) -> &'static [&'static str] {
+            &["/run"]
+        }
+        fn effect(&self, _: &Json) -> Effect {
+            Effect::Unknown
+        }
+        fn idempotent(&self, _: &Json) -> bool {
+            false
+        }
+        fn outputs(&self) -> &'static [OutputDecl] {
+            &[OutputDecl {
+                name: "stdout",
+                ty: OutputType::String,
+                doc: "",
+            }]
+        }
+        fn describe(&self, w: &Json) -> String {
+            format!("run {}", w["run"])
+        }
+        async fn run(&self, _: &StepContext, _: Json) -> Result<Outputs, StepError> {
+            Err(StepError::new("a test kind never runs"))
+        }
+    }
+}

@@ -6,47 +6,9 @@
 use indexmap::IndexMap;
 use proptest::prelude::*;
 use runbook_core::diag::Source;
-use runbook_core::kind::{Effect, OutputDecl, OutputType, Outputs, Registry, StepContext, StepError, StepKind};
+use runbook_core::kind::Registry;
+use runbook_core::kind::test_kit::Cmd;
 use runbook_core::validate::{Expected, load};
-use serde_json::{Value as Json, json};
-
-/// A kind of this test's own (validation tests may build their own registry).
-struct Cmd;
-
-#[async_trait::async_trait]
-impl StepKind for Cmd {
-    fn name(&self) -> &'static str {
-        "shell"
-    }
-    fn summary(&self) -> &'static str {
-        "test kind"
-    }
-    fn params_schema(&self) -> Json {
-        json!({ "type": "object", "properties": { "run": { "type": "string" } }, "required": ["run"], "additionalProperties": false })
-    }
-    fn shell_fields(&self) -> &'static [&'static str] {
-        &["/run"]
-    }
-    fn effect(&self, _: &Json) -> Effect {
-        Effect::Unknown
-    }
-    fn idempotent(&self, _: &Json) -> bool {
-        false
-    }
-    fn outputs(&self) -> &'static [OutputDecl] {
-        &[OutputDecl {
-            name: "stdout",
-            ty: OutputType::String,
-            doc: "",
-        }]
-    }
-    fn describe(&self, w: &Json) -> String {
-        format!("run {}", w["run"])
-    }
-    async fn run(&self, _: &StepContext, _: Json) -> Result<Outputs, StepError> {
-        Err(StepError::new("loading never runs a step"))
-    }
-}
 
 const SEED: &str = r#"apiVersion: runbook/v1
 name: seed

@@ -464,3 +464,37 @@ impl<'a> Check<'a> {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::BitSet;
+    use crate::validate::testkit::{HEAD, codes};
+
+    #[test]
+    fn a_bit_set_holds_what_was_put_in_and_what_it_joined() {
+        let mut a = BitSet::new(130);
+        a.insert(0);
+        a.insert(129);
+        let mut b = BitSet::new(130);
+        b.insert(64);
+        a.union(&b);
+        assert!(a.contains(0) && a.contains(64) && a.contains(129));
+        assert!(!a.contains(1) && !a.contains(63) && !a.contains(128));
+    }
+
+    #[test]
+    fn needs_must_name_an_earlier_step_of_the_same_list_and_never_loop() {
+        let step = |id: &str, needs: &str| {
+            format!("  - {{ id: {id}, uses: shell, needs: [{needs}], with: {{ run: \"true\" }} }}\n")
+        };
+        let cycle = format!("{HEAD}steps:\n{}{}", step("a", "b"), step("b", "a"));
+        assert!(codes(&cycle).contains(&"cycle"), "{:?}", codes(&cycle));
+        let unknown = format!("{HEAD}steps:\n{}", step("a", "nowhere"));
+        assert_eq!(codes(&unknown), ["unknown-need"]);
+        let fine = format!(
+            "{HEAD}steps:\n  - {{ id: a, uses: shell, with: {{ run: \"true\" }} }}\n{}",
+            step("b", "a")
+        );
+        assert!(codes(&fine).is_empty(), "{:?}", codes(&fine));
+    }
+}

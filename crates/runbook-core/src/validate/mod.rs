@@ -438,3 +438,55 @@ impl<'a> Check<'a> {
         }
     }
 }
+
+/// What the unit tests of validate's modules share: a registry with the test
+/// kind (`shell`, whose `run` is shell-run) and the diagnostics of a text.
+#[cfg(test)]
+pub(super) mod testkit {
+    use crate::diag::{Severity, Source};
+    use crate::kind::Registry;
+    use crate::kind::test_kit::Cmd;
+
+    /// `apiVersion`, `name` and `version`, for a playbook's text.
+    pub(crate) const HEAD: &str = "apiVersion: runbook/v1\nname: t\nversion: 1\n";
+
+    /// The diagnostics of `text`, as (code, is an error, message).
+    pub(crate) fn check(text: &str) -> Vec<(&'static str, bool, String)> {
+        let registry = Registry::new().with(Cmd);
+        let diags = match super::load(
+            Source::new("t.yaml", text.to_owned()),
+            &super::Expected::default(),
+            &registry,
+        ) {
+            Ok(loaded) => loaded.warnings,
+            Err(invalid) => invalid.diagnostics,
+        };
+        diags
+            .into_iter()
+            .map(|d| (d.code, d.severity == Severity::Error, d.message))
+            .collect()
+    }
+
+    /// Just the codes.
+    pub(crate) fn codes(text: &str) -> Vec<&'static str> {
+        check(text).into_iter().map(|(c, _, _)| c).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testkit::{HEAD, check, codes};
+
+    #[test]
+    fn a_secret_comes_from_one_source_and_is_declared_once() {
+        let twice = format!("{HEAD}secrets: [A, A]\nsteps:\n  - {{ id: a, uses: shell, with: {{ run: \"true\" }} }}\n");
+        assert_eq!(codes(&twice), ["duplicate-secret"]);
+        let two_sources = format!(
+            "{HEAD}secrets:\n  - {{ name: a, file: /x, command: \"echo\" }}\nsteps:\n  - {{ id: a, uses: shell, with: {{ run: \"true\" }} }}\n"
+        );
+        let found = check(&two_sources);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "secret-sources");
+        assert!(found[0].2.contains("names 2 sources: file, command"), "{}", found[0].2);
+    }
+}

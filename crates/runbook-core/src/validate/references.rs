@@ -405,3 +405,42 @@ impl<'a> Check<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::validate::testkit::{HEAD, check, codes};
+
+    #[test]
+    fn a_template_reads_only_what_exists_before_its_step() {
+        let text = format!(
+            "{HEAD}inputs:\n  release: {{ type: string }}\nsteps:\n  - {{ id: a, uses: shell, with: {{ run: \"echo {{{{inputs.relase}}}} {{{{steps.b.outputs.stdout}}}}\" }} }}\n  - {{ id: b, uses: shell, needs: [a], with: {{ run: \"true\" }} }}\n"
+        );
+        let found = check(&text);
+        let messages: Vec<&str> = found.iter().map(|(_, _, m)| m.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "undefined input `relase`",
+                "step `b` is not guaranteed to have run before this one"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_declared_secret_in_a_command_text_is_a_warning_and_env_is_the_way() {
+        let inline = format!(
+            "{HEAD}secrets: [PW]\nsteps:\n  - {{ id: a, uses: shell, with: {{ run: \"login -p {{{{secrets.PW}}}}\" }} }}\n"
+        );
+        let found = check(&inline);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            (found[0].0, found[0].1),
+            ("secret-in-command", false),
+            "a warning, not an error"
+        );
+        let env = format!(
+            "{HEAD}secrets: [PW]\nsteps:\n  - {{ id: a, uses: shell, with: {{ run: \"login -p \\\"$PW\\\"\", env: {{ PW: \"{{{{secrets.PW}}}}\" }} }} }}\n"
+        );
+        assert!(codes(&env).is_empty(), "{:?}", codes(&env));
+    }
+}

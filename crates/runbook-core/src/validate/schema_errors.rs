@@ -328,3 +328,38 @@ impl<'a> Check<'a> {
 
     // ---- pass 3: meaning ---------------------------------------------------
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{describe_location, required_hint};
+    use crate::validate::testkit::{HEAD, check};
+
+    #[test]
+    fn a_location_is_said_in_the_words_of_the_playbook() {
+        assert_eq!(describe_location(""), "at the top level");
+        assert_eq!(describe_location("/inputs/release"), "in input `release`");
+        assert_eq!(describe_location("/steps/0"), "in a step");
+        assert_eq!(describe_location("/steps/0/with"), "in `with`");
+        assert_eq!(describe_location("/steps/2/retry"), "in `retry`");
+        assert!(required_hint("steps").is_some_and(|h| h.contains("add `steps:`")));
+        assert!(required_hint("whatever").is_none());
+    }
+
+    #[test]
+    fn a_kinds_params_are_checked_against_its_schema_with_the_key_named() {
+        let text = format!("{HEAD}steps:\n  - {{ id: a, uses: shell, with: {{ run: \"true\", rnu: 1 }} }}\n");
+        let found = check(&text);
+        assert!(
+            found
+                .iter()
+                .any(|(c, e, m)| *c == "unknown-key" && *e && m.contains("`rnu`")),
+            "{found:?}"
+        );
+        let wrong = format!("{HEAD}steps:\n  - {{ id: a, uses: shell, with: {{ run: 5 }} }}\n");
+        assert!(
+            check(&wrong).iter().any(|(c, _, _)| *c == "type"),
+            "{:?}",
+            check(&wrong)
+        );
+    }
+}

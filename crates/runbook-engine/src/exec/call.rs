@@ -331,3 +331,47 @@ impl<'a> Exec<'a> {
         parse_duration(&text).map(Some).map_err(|e| format!("`timeout`: {e}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn sink(masker: &Arc<Masker>) -> (Sink, tokio::sync::mpsc::UnboundedReceiver<Msg>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let sink = Sink {
+            step: "deploy".into(),
+            masker: masker.clone(),
+            writer: tx,
+            buffer: Arc::new(Mutex::new(Vec::new())),
+        };
+        (sink, rx)
+    }
+
+    fn lines(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Msg>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(Msg::Log(l)) = rx.try_recv() {
+            out.push(l.line);
+        }
+        out
+    }
+
+    #[test]
+    fn a_step_line_is_masked_before_anyone_sees_it_and_registered_values_too() {
+        let masker = Arc::new(Masker::new(["hunter2"]));
+        let (sink, mut rx) = sink(&masker);
+        sink.line(LogStream::Stdout, "password is hunter2");
+        sink.line(LogStream::Stdout, "made tok-991");
+        sink.line(LogStream::Stdout, "::add-mask::tok-991");
+        sink.line(LogStream::Stderr, "using tok-991 now");
+        assert_eq!(
+            lines(&mut rx),
+            ["password is ***", "made tok-991", "::add-mask::***", "using *** now"]
+        );
+        // The batch for the store holds the same masked lines.
+        let kept: Vec<String> = sink.buffer.lock().unwrap().iter().map(|l| l.line.clone()).collect();
+        assert_eq!(kept[2..], ["::add-mask::***".to_owned(), "using *** now".to_owned()]);
+        // And the outputs recorded at the step's end are masked by the same masker.
+        assert_eq!(masker.text("tok-991"), "***");
+    }
+}

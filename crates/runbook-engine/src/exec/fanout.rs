@@ -22,13 +22,18 @@ impl<'a> Exec<'a> {
         let ramp = match step
             .concurrency
             .as_ref()
-            .map(|c| self.concurrency(c, &data, n))
+            .map(|c| concurrency(&self.renderer, c, &data, n))
             .transpose()
         {
             Ok(r) => r,
             Err(e) => return self.group_failed(step, frame, path, e).await,
         };
-        let max_failures = match step.max_failures.as_ref().map(|m| self.count(m, &data, n)).transpose() {
+        let max_failures = match step
+            .max_failures
+            .as_ref()
+            .map(|m| count(&self.renderer, m, &data, n))
+            .transpose()
+        {
             Ok(m) => m.unwrap_or(0),
             Err(e) => return self.group_failed(step, frame, path, e).await,
         };
@@ -263,37 +268,80 @@ impl<'a> Exec<'a> {
             self.after(step, frame, &path, outcome, false).await
         })
     }
+}
 
-    pub(super) fn count(&self, c: &CountOrPercent, data: &Data, n: usize) -> Result<usize, String> {
-        let text = match c {
-            CountOrPercent::Count(k) => return Ok(*k as usize),
-            CountOrPercent::Text(t) => self
-                .renderer
-                .render_str(t, data, Mode::Plain)
-                .map_err(|e| e.to_string())?,
-        };
-        let text = text.trim();
-        if let Some(p) = text.strip_suffix('%') {
-            let p: f64 = p.trim().parse().map_err(|_| format!("`{text}` is not a percentage"))?;
-            return Ok(((p / 100.0) * n as f64).ceil() as usize);
+/// How many of `n` items a count or a percentage (`2`, `25%`, a template
+/// giving either) means; a percentage rounds up.
+fn count(renderer: &Renderer, c: &CountOrPercent, data: &Data, n: usize) -> Result<usize, String> {
+    let text = match c {
+        CountOrPercent::Count(k) => return Ok(*k as usize),
+        CountOrPercent::Text(t) => renderer.render_str(t, data, Mode::Plain).map_err(|e| e.to_string())?,
+    };
+    let text = text.trim();
+    if let Some(p) = text.strip_suffix('%') {
+        let p: f64 = p.trim().parse().map_err(|_| format!("`{text}` is not a percentage"))?;
+        return Ok(((p / 100.0) * n as f64).ceil() as usize);
+    }
+    text.parse()
+        .map_err(|_| format!("`{text}` is not a count or a percentage"))
+}
+
+/// The batch sizes a `concurrency:` means for `n` items: one window, or a
+/// ramp of batches (each at least 1).
+fn concurrency(renderer: &Renderer, c: &Concurrency, data: &Data, n: usize) -> Result<Vec<usize>, String> {
+    let one = |c: &CountOrPercent| count(renderer, c, data, n).map(|k| k.max(1));
+    match c {
+        Concurrency::One(c) => Ok(vec![one(c)?]),
+        Concurrency::Ramp(r) if r.is_empty() => Ok(vec![n.max(1)]),
+        Concurrency::Ramp(r) => {
+            let mut v = r.iter().map(one).collect::<Result<Vec<_>, _>>()?;
+            // A one-value ramp is still batches, not a window.
+            if v.len() == 1 {
+                v.push(v[0]);
+            }
+            Ok(v)
         }
-        text.parse()
-            .map_err(|_| format!("`{text}` is not a count or a percentage"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use runbook_core::model::{Concurrency, CountOrPercent};
+
+    fn data() -> Data {
+        Data::new(json!({ "inputs": { "batch": "50%", "n": 3 } }))
     }
 
-    pub(super) fn concurrency(&self, c: &Concurrency, data: &Data, n: usize) -> Result<Vec<usize>, String> {
-        let one = |c: &CountOrPercent| self.count(c, data, n).map(|k| k.max(1));
-        match c {
-            Concurrency::One(c) => Ok(vec![one(c)?]),
-            Concurrency::Ramp(r) if r.is_empty() => Ok(vec![n.max(1)]),
-            Concurrency::Ramp(r) => {
-                let mut v = r.iter().map(one).collect::<Result<Vec<_>, _>>()?;
-                // A one-value ramp is still batches, not a window.
-                if v.len() == 1 {
-                    v.push(v[0]);
-                }
-                Ok(v)
-            }
-        }
+    #[test]
+    fn a_count_is_a_number_a_percentage_rounded_up_or_a_template_giving_either() {
+        let r = Renderer::new();
+        let of = |c: CountOrPercent, n| count(&r, &c, &data(), n);
+        assert_eq!(of(CountOrPercent::Count(2), 10), Ok(2));
+        assert_eq!(of(CountOrPercent::Text("25%".into()), 10), Ok(3), "2.5 rounds up");
+        assert_eq!(of(CountOrPercent::Text("{{inputs.batch}}".into()), 5), Ok(3));
+        assert_eq!(of(CountOrPercent::Text("{{inputs.n}}".into()), 5), Ok(3));
+        let err = of(CountOrPercent::Text("many".into()), 5).unwrap_err();
+        assert!(err.contains("`many` is not a count or a percentage"), "{err}");
+    }
+
+    #[test]
+    fn concurrency_is_a_window_or_a_ramp_of_batches_never_zero() {
+        let r = Renderer::new();
+        let of = |c: Concurrency, n| concurrency(&r, &c, &data(), n).unwrap();
+        assert_eq!(
+            of(Concurrency::One(CountOrPercent::Count(0)), 4),
+            [1],
+            "at least one at a time"
+        );
+        assert_eq!(of(Concurrency::Ramp(vec![]), 4), [4], "an empty ramp is all at once");
+        let ramp = Concurrency::Ramp(vec![CountOrPercent::Count(1), CountOrPercent::Text("50%".into())]);
+        assert_eq!(of(ramp, 10), [1, 5]);
+        assert_eq!(
+            of(Concurrency::Ramp(vec![CountOrPercent::Count(2)]), 10),
+            [2, 2],
+            "a one-value ramp is still batches"
+        );
     }
 }

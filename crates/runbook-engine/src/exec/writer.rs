@@ -139,3 +139,125 @@ impl<'a> Exec<'a> {
         committed() >= n
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use runbook_state::{NewRun, SqliteStore};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Sees events and lines in the order the writer tells them.
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<String>>);
+
+    impl Observer for Seen {
+        fn event(&self, _: &str, event: &Event) {
+            if let Event::StepStarted { step, .. } = event {
+                self.0.lock().unwrap().push(format!("event {step}"));
+            }
+        }
+        fn log(&self, line: &LogLine) {
+            self.0.lock().unwrap().push(format!("log {}", line.line));
+        }
+    }
+
+    fn started(step: &str) -> Event {
+        Event::StepStarted {
+            step: step.into(),
+            attempt: 1,
+        }
+    }
+
+    fn line(text: &str) -> LogLine {
+        LogLine {
+            step: "a".into(),
+            at: runbook_state::now(),
+            stream: Stream::Stdout,
+            line: text.into(),
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn queued_events_commit_with_the_next_awaited_one_and_are_told_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.db")).await.unwrap());
+        let new = NewRun {
+            id: "r".into(),
+            playbook: "p".into(),
+            version: 1,
+            text: String::new(),
+            hash: String::new(),
+            inputs: Json::Null,
+            user: "u".into(),
+        };
+        let first = Event::RunStarted {
+            user: "u".into(),
+            runner: None,
+        };
+        store.create_run(&new, &first).await.unwrap();
+        let seen = Arc::new(Seen::default());
+        let durable = Arc::new(AtomicU64::new(0));
+        let failed = (Arc::new(Mutex::new(None)), CancellationToken::new());
+        let (tx, task) = spawn_writer(store.clone(), seen.clone(), "r".into(), failed, durable.clone());
+        // Two queued events and a line, then one that is awaited.
+        tx.send(Msg::Event(started("a"), None)).unwrap();
+        tx.send(Msg::Log(line("hello"))).unwrap();
+        tx.send(Msg::Event(started("b"), None)).unwrap();
+        let (ack, done) = tokio::sync::oneshot::channel();
+        tx.send(Msg::Event(started("c"), Some(ack))).unwrap();
+        assert!(done.await.unwrap(), "committed");
+        assert_eq!(
+            durable.load(Ordering::SeqCst),
+            3,
+            "all three are durable once the awaited one is"
+        );
+        let steps: Vec<String> = store
+            .events("r")
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| match r.event {
+                Event::StepStarted { step, .. } => Some(step),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(steps, ["a", "b", "c"]);
+        assert_eq!(
+            *seen.0.lock().unwrap(),
+            ["event a", "log hello", "event b", "event c"],
+            "the observer sees lines where they happened among the events"
+        );
+        drop(tx);
+        task.await.unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_journal_that_cannot_be_written_stops_the_run_and_acks_false() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.db")).await.unwrap());
+        // No run `ghost`: the journal refuses its events (foreign key).
+        let seen = Arc::new(Seen::default());
+        let error = Arc::new(Mutex::new(None));
+        let abort = CancellationToken::new();
+        let durable = Arc::new(AtomicU64::new(0));
+        let (tx, task) = spawn_writer(
+            store,
+            seen.clone(),
+            "ghost".into(),
+            (error.clone(), abort.clone()),
+            durable,
+        );
+        let (ack, done) = tokio::sync::oneshot::channel();
+        tx.send(Msg::Event(started("a"), Some(ack))).unwrap();
+        assert!(!done.await.unwrap(), "not committed");
+        assert!(abort.is_cancelled(), "the run is told to stop");
+        assert!(error.lock().unwrap().is_some(), "and why");
+        assert!(
+            seen.0.lock().unwrap().is_empty(),
+            "nobody is told of an event that is not durable"
+        );
+        drop(tx);
+        task.await.unwrap();
+    }
+}
