@@ -135,6 +135,38 @@ fn out(line: &str) {
     let _ = o.flush();
 }
 
+/// A followed run's events and lines, as text or JSON lines.
+pub(crate) enum Shown {
+    /// For people.
+    Text(Text),
+    /// For programs.
+    Json,
+}
+
+impl Shown {
+    pub(crate) fn new(output: crate::args::Output) -> Shown {
+        match output {
+            crate::args::Output::Text => Shown::Text(Text::new(false)),
+            crate::args::Output::Json => Shown::Json,
+        }
+    }
+}
+
+impl runbook_runner::follow::Follower for Shown {
+    fn recorded(&self, run: &str, rec: &runbook_state::Recorded) {
+        match self {
+            Shown::Text(t) => t.recorded(run, rec),
+            Shown::Json => JsonLines::recorded(run, rec),
+        }
+    }
+    fn log(&self, line: &LogLine) {
+        match self {
+            Shown::Text(t) => t.log(line),
+            Shown::Json => JsonLines.log(line),
+        }
+    }
+}
+
 /// Shows nothing (what the caller prints itself).
 pub(crate) struct Quiet;
 

@@ -323,66 +323,29 @@ fn exit_for(status: RunStatus) -> Exit {
 /// an uncertain step); then its exit code. A run interrupted by a worker's
 /// shutdown is not stopped: another worker continues it.
 async fn follow(store: &dyn Store, run_id: &str, output: Output) -> Exit {
-    let text = crate::observe::Text::new(false);
-    let show = |rec: &runbook_state::Recorded| match output {
-        Output::Text => text.recorded(run_id, rec),
-        Output::Json => crate::observe::JsonLines::recorded(run_id, rec),
-    };
-    let show_line = |line: &runbook_state::LogLine| {
-        use runbook_engine::exec::Observer;
-        match output {
-            Output::Text => text.log(line),
-            Output::Json => crate::observe::JsonLines.log(line),
+    use runbook_runner::follow::{Cursor, Followed, follow};
+    let shown = crate::observe::Shown::new(output);
+    let stop = runbook_core::kind::CancellationToken::new();
+    let on_ctrl_c = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_ctrl_c.cancel();
         }
-    };
-    let (mut seen, mut after) = (1, 0);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    loop {
-        let status = match store.run(run_id).await {
-            Ok(r) => r.status,
-            Err(e) => {
-                let failure = Failure::Message {
-                    exit: Exit::Interrupted,
-                    message: e.to_string(),
-                    hint: Some(format!("`runbook status {run_id}` once the state is back")),
-                };
-                return failure.report();
-            }
-        };
-        // Read after the status, so the last ones are never missed; shown in
-        // the order they happened.
-        let lines = store.logs(run_id, None, after).await.unwrap_or_default();
-        let events = store.events_after(run_id, seen).await.unwrap_or_default();
-        let mut events = events.iter().peekable();
-        let mut lines = lines.iter().peekable();
-        loop {
-            let event_first = match (events.peek(), lines.peek()) {
-                (Some(e), Some((_, l))) => e.at <= l.at,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (None, None) => break,
-            };
-            if event_first {
-                if let Some(rec) = events.next() {
-                    show(rec);
-                    seen = rec.seq;
-                }
-            } else if let Some((seq, line)) = lines.next() {
-                show_line(line);
-                after = *seq;
-            }
+    });
+    // The run's first event (`run_queued`) was shown when it was submitted.
+    let from = Cursor { event: 1, log: 0 };
+    match follow(store, run_id, from, &shown, &stop, Duration::from_millis(200)).await {
+        Ok(Followed::Stopped(status)) => exit_for(status),
+        Ok(Followed::Left(_)) => {
+            eprintln!("stopped following; the run goes on (hint: `runbook status {run_id}`)");
+            Exit::Interrupted
         }
-        if !matches!(status, RunStatus::Queued | RunStatus::Running | RunStatus::Interrupted) {
-            return exit_for(status);
+        Err(e) => Failure::Message {
+            exit: Exit::Interrupted,
+            message: e.to_string(),
+            hint: Some(format!("`runbook status {run_id}` once the state is back")),
         }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(200)) => {}
-            _ = &mut ctrl_c => {
-                eprintln!("stopped following; the run goes on (hint: `runbook status {run_id}`)");
-                return Exit::Interrupted;
-            }
-        }
+        .report(),
     }
 }
 

@@ -5,6 +5,7 @@
 //!
 //! It owns starting, submitting, resuming, answering and cancelling runs
 //! ([`Runner`]), the operator's decisions about a stopped run ([`decide`]),
+//! following a run another process executes ([`follow`]),
 //! the lock leases of a playbook's `lock:` keys ([`leases`]), the worker
 //! loop of the shared queue ([`worker`]) and the daemon's schedules
 //! ([`schedule`]).
@@ -16,6 +17,7 @@
 
 pub mod decide;
 mod error;
+pub mod follow;
 pub mod leases;
 mod lifecycle;
 pub mod notice;

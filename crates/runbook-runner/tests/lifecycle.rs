@@ -521,6 +521,78 @@ steps:
     assert!(w.marks().is_empty());
 }
 
+/// Tells what it is told, as lines.
+#[derive(Default)]
+struct Told(Mutex<Vec<String>>);
+
+impl runbook_runner::follow::Follower for Told {
+    fn recorded(&self, _: &str, rec: &runbook_state::Recorded) {
+        let name = format!("{:?}", rec.event);
+        let name = name.split([' ', '{']).next().unwrap_or_default().to_owned();
+        self.0.lock().unwrap().push(format!("{} {name}", rec.seq));
+    }
+    fn log(&self, line: &LogLine) {
+        self.0.lock().unwrap().push(format!("log {}", line.line));
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_follower_is_told_everything_after_its_cursor_until_the_run_stops_or_it_leaves() {
+    use runbook_runner::follow::{Cursor, Followed, follow};
+    let (w, out) = waiting_at_the_approval().await;
+    let stop = runbook_core::kind::CancellationToken::new();
+    let poll = Duration::from_millis(20);
+    let told = Told::default();
+    let all = follow(
+        w.runner.store.as_ref(),
+        &out.run_id,
+        Cursor::default(),
+        &told,
+        &stop,
+        poll,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        all,
+        Followed::Stopped(RunStatus::Waiting),
+        "a run waiting for a person is where following ends"
+    );
+    let seen = told.0.lock().unwrap().clone();
+    assert_eq!(seen.first().map(String::as_str), Some("1 RunStarted"), "{seen:?}");
+    assert!(seen.iter().any(|l| l.ends_with("StepWaiting")), "{seen:?}");
+    // From a cursor: only what came after it.
+    let later = Told::default();
+    let last = i64::try_from(seen.len()).unwrap();
+    follow(
+        w.runner.store.as_ref(),
+        &out.run_id,
+        Cursor {
+            event: last - 1,
+            log: 0,
+        },
+        &later,
+        &stop,
+        poll,
+    )
+    .await
+    .unwrap();
+    assert_eq!(later.0.lock().unwrap().len(), 1, "{:?}", later.0.lock().unwrap());
+    // A run still running: the follower leaves when asked, with its cursor.
+    let pb = w.playbook(CHAIN);
+    let id = crashed(&w, &pb).await;
+    let leave = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.cancel();
+    };
+    let quiet = Told::default();
+    let (left, ()) = tokio::join!(
+        follow(w.runner.store.as_ref(), &id, Cursor::default(), &quiet, &stop, poll),
+        leave
+    );
+    assert_eq!(left.unwrap(), Followed::Left(Cursor { event: 4, log: 0 }));
+}
+
 /// A PostgreSQL server from the lab (the queue needs it), stopped on drop.
 struct Postgres {
     child: std::process::Child,
