@@ -171,71 +171,61 @@ fn entries(lib: &Library) -> Result<Vec<library::Entry>, Failure> {
 }
 
 fn list(lib: &Library, registry: &Registry, output: Output) -> Done {
-    let entries = entries(lib)?;
+    // Each playbook's latest version, loaded: its entry, and whether it is a
+    // playbook that does not validate (rather than a file that cannot be read).
+    let checked: Vec<(crate::json_out::ListEntry, bool)> = entries(lib)?
+        .iter()
+        .map(|e| {
+            let loaded = lib.locate(&e.name).map(|l| library::load(&l, registry));
+            let (description, error, invalid) = match loaded {
+                Ok(Ok(l)) => (
+                    l.playbook
+                        .description
+                        .as_deref()
+                        .and_then(|d| d.lines().next())
+                        .map(str::to_owned),
+                    None,
+                    false,
+                ),
+                Ok(Err(LoadError::Invalid(inv))) => (None, Some(plural(inv.error_count(), "error")), true),
+                Ok(Err(LoadError::Library(err))) | Err(err) => (None, Some(err.to_string()), false),
+            };
+            let entry = crate::json_out::ListEntry {
+                name: e.name.clone(),
+                versions: e.versions.clone(),
+                latest: e.latest(),
+                valid: error.is_none(),
+                description,
+                error,
+            };
+            (entry, invalid)
+        })
+        .collect();
+    let exit = if checked.iter().all(|(p, _)| p.valid) {
+        Exit::Ok
+    } else {
+        Exit::Invalid
+    };
     if output == Output::Json {
-        let playbooks: Vec<crate::json_out::ListEntry> = entries
-            .iter()
-            .map(|e| {
-                let loaded = lib.locate(&e.name).map(|l| library::load(&l, registry));
-                let (description, error) = match loaded {
-                    Ok(Ok(l)) => (
-                        l.playbook
-                            .description
-                            .as_deref()
-                            .and_then(|d| d.lines().next())
-                            .map(str::to_owned),
-                        None,
-                    ),
-                    Ok(Err(LoadError::Invalid(inv))) => (None, Some(plural(inv.error_count(), "error"))),
-                    Ok(Err(LoadError::Library(err))) | Err(err) => (None, Some(err.to_string())),
-                };
-                crate::json_out::ListEntry {
-                    name: e.name.clone(),
-                    versions: e.versions.clone(),
-                    latest: e.latest(),
-                    valid: error.is_none(),
-                    description,
-                    error,
-                }
-            })
-            .collect();
-        let invalid = playbooks.iter().any(|p| !p.valid);
+        let playbooks = checked.into_iter().map(|(p, _)| p).collect();
         crate::json_out::print(&crate::json_out::List { playbooks });
-        return Ok(if invalid { Exit::Invalid } else { Exit::Ok });
+        return Ok(exit);
     }
-    let width = entries.iter().map(|e| e.name.len()).max().unwrap_or(4).max(4);
+    let width = checked.iter().map(|(p, _)| p.name.len()).max().unwrap_or(4).max(4);
     println!("{:width$}  {:8}  DESCRIPTION", "NAME", "VERSION");
-    let mut invalid = 0;
-    for e in &entries {
-        let desc = match lib.locate(&e.name).map(|l| library::load(&l, registry)) {
-            Ok(Ok(l)) => l
-                .playbook
-                .description
-                .as_deref()
-                .and_then(|d| d.lines().next())
-                .unwrap_or("")
-                .to_owned(),
-            Ok(Err(LoadError::Invalid(inv))) => {
-                invalid += 1;
-                format!(
-                    "(invalid: {}; see `runbook validate {}`)",
-                    plural(inv.error_count(), "error"),
-                    e.name
-                )
-            }
-            Ok(Err(LoadError::Library(err))) | Err(err) => {
-                invalid += 1;
-                format!("({err})")
-            }
+    for (p, invalid) in &checked {
+        let desc = match (&p.error, invalid) {
+            (None, _) => p.description.clone().unwrap_or_default(),
+            (Some(count), true) => format!("(invalid: {count}; see `runbook validate {}`)", p.name),
+            (Some(err), false) => format!("({err})"),
         };
-        let versions = if e.versions.len() > 1 {
-            format!("v{} (+{})", e.latest(), e.versions.len() - 1)
-        } else {
-            format!("v{}", e.latest())
+        let versions = match p.versions.len() {
+            0 | 1 => format!("v{}", p.latest),
+            n => format!("v{} (+{})", p.latest, n - 1),
         };
-        println!("{:width$}  {:8}  {desc}", e.name, versions);
+        println!("{:width$}  {:8}  {desc}", p.name, versions);
     }
-    Ok(if invalid > 0 { Exit::Invalid } else { Exit::Ok })
+    Ok(exit)
 }
 
 fn show(lib: &Library, registry: &Registry, spec: &str, output: Output) -> Done {

@@ -25,6 +25,29 @@ fn list_show_validate_a_library() {
             .replace("Say hello.", "Say hello, v2."),
     );
     run.exec(["list"]).exit(0).stdout_has("hello  v2 (+1)   Say hello, v2.");
+    // A playbook that does not validate is listed as such, and `list` says so by its exit code.
+    let broken = run.playbook(
+        "broken",
+        &HELLO
+            .replace("name: hello", "name: broken")
+            .replace("uses: shell", "uses: shel"),
+    );
+    broken
+        .exec(["list"])
+        .exit(2)
+        .stdout_has("hello   v2 (+1)   Say hello, v2.")
+        .stdout_has("broken  v1        (invalid: 1 error; see `runbook validate broken`)");
+    let json = broken.exec(["list", "--output", "json"]).exit(2).stdout;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let entry = v["playbooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "broken")
+        .unwrap()
+        .clone();
+    assert_eq!(entry["valid"], false);
+    assert_eq!(entry["error"], "1 error");
     Run::new()
         .playbook("hello", HELLO)
         .args(["show", "hello"])
