@@ -49,6 +49,10 @@ pub struct Playbook {
     /// Recovery and latency objectives, measured and reported by drills.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objectives: Option<Objectives>,
+    /// Who hears about runs of this playbook, from whichever runner executes
+    /// them (a terminal, CI, a worker, the daemon).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Notify>,
     /// Defaults applied to every step that does not set them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defaults: Option<Defaults>,
@@ -169,6 +173,48 @@ pub enum SecretSpec {
     Name(String),
     /// `{ name: db, env: PROD_DB_URL }` or `{ name: db, file: /run/secrets/db }`.
     Full(SecretSource),
+}
+
+/// A webhook told about a playbook's runs: a JSON POST with a Slack-compatible
+/// `text`, retried with backoff, signed when it names a secret.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// The URL to POST to.
+    pub webhook: String,
+    /// What it hears about (default: all of them).
+    #[serde(default = "RunMoment::all", skip_serializing_if = "Vec::is_empty")]
+    pub on: Vec<RunMoment>,
+    /// A declared secret: the body is signed with HMAC-SHA256 under it, in
+    /// the header `X-Runbook-Signature: sha256=HEX`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+/// A moment of a run worth telling someone about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RunMoment {
+    /// It started (not when it resumes).
+    Started,
+    /// It waits for an approval.
+    Waiting,
+    /// It failed, was cancelled, or stopped uncertain.
+    Failed,
+    /// It succeeded.
+    Succeeded,
+}
+
+impl RunMoment {
+    /// Every moment.
+    pub fn all() -> Vec<RunMoment> {
+        vec![
+            RunMoment::Started,
+            RunMoment::Waiting,
+            RunMoment::Failed,
+            RunMoment::Succeeded,
+        ]
+    }
 }
 
 /// Where a secret comes from.

@@ -21,6 +21,7 @@ pub mod follow;
 pub mod leases;
 mod lifecycle;
 pub mod notice;
+pub mod notify;
 pub mod schedule;
 pub mod worker;
 

@@ -9,6 +9,7 @@
 use crate::decide::{self, Answer, Decisions, load_stored, stored_inputs};
 use crate::leases::{self, LeaseOptions, WAITING_TTL};
 use crate::notice::{Notice, Watcher};
+use crate::notify::Notifier;
 use crate::{Holder, RunnerError};
 use indexmap::IndexMap;
 use runbook_core::kind::Registry;
@@ -152,6 +153,8 @@ pub(crate) struct Execute<'a> {
     /// The run holds its playbook's lock: renew it while running, then keep
     /// it (waiting for a person) or give it back.
     pub(crate) locked: bool,
+    /// The playbook's `notify:` hooks, if it has any.
+    pub(crate) notifier: Option<Arc<Notifier>>,
 }
 
 /// True if `pid` is a live runbook process.
@@ -237,6 +240,19 @@ impl Runner {
         Runner { store, ..self.clone() }
     }
 
+    /// The playbook's `notify:` hooks around this runner's watcher, if any.
+    pub(crate) fn notifier(&self, pb: &Playbook, secrets: &IndexMap<String, String>) -> Option<Arc<Notifier>> {
+        Notifier::new(self.watcher.clone(), &pb.name, &pb.notify, secrets)
+    }
+
+    /// Who hears of a run's events: its notifier, else the watcher.
+    pub(crate) fn watching(&self, notifier: Option<&Arc<Notifier>>) -> Arc<dyn Watcher> {
+        match notifier {
+            Some(n) => n.clone(),
+            None => self.watcher.clone(),
+        }
+    }
+
     /// Every secret the playbook declares, from the runner's environment.
     pub fn secrets(&self, pb: &Playbook) -> Result<IndexMap<String, String>, RunnerError> {
         resolve_secrets(pb, &self.env)
@@ -312,7 +328,8 @@ impl Runner {
             let _ = self.store.release_locks(&run_id).await;
             return Err(e.into());
         }
-        self.watcher.event(&run_id, &first);
+        let notifier = self.notifier(pb, &secrets);
+        self.watching(notifier.as_ref()).event(&run_id, &first);
         let x = Execute {
             playbook: pb,
             run_id,
@@ -321,6 +338,7 @@ impl Runner {
             started_at: runbook_state::now(),
             replay: Replay::default(),
             locked: !keys.is_empty(),
+            notifier,
         };
         Ok(Started { runner: self, x })
     }
@@ -494,6 +512,7 @@ impl Runner {
             self.watcher.event(&record.id, e);
         }
         let events = self.store.events(&record.id).await?;
+        let notifier = self.notifier(&loaded.playbook, &secrets);
         let x = Execute {
             playbook: &loaded.playbook,
             run_id: record.id.clone(),
@@ -502,6 +521,7 @@ impl Runner {
             started_at: record.created_at.clone(),
             replay: Replay::new(&events),
             locked: !keys.is_empty(),
+            notifier,
         };
         if d.cancel {
             // Stopped before it starts: what finished is restored, no step
@@ -599,7 +619,11 @@ impl Runner {
         let heartbeat = x
             .locked
             .then(|| leases::heartbeat(self.store.clone(), run_id.clone(), opts.lease.ttl));
+        let notifier = x.notifier.clone();
         let result = self.engine_run(x, opts).await;
+        if let Some(n) = notifier {
+            n.drain().await;
+        }
         if let Some(h) = heartbeat {
             h.abort();
             let waiting = matches!(self.store.run(&run_id).await, Ok(r) if r.status == RunStatus::Waiting);
@@ -619,7 +643,7 @@ impl Runner {
         let engine = Engine {
             registry: self.registry.clone(),
             store: self.store.clone(),
-            observer: self.watcher.clone(),
+            observer: self.watching(x.notifier.as_ref()),
         };
         let _ = self.store.set_runner(&x.run_id, Some(std::process::id())).await;
         let run_id = x.run_id.clone();

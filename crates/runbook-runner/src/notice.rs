@@ -95,6 +95,13 @@ pub enum Notice {
         /// What failed.
         error: StoreError,
     },
+    /// A `notify:` webhook could not be told.
+    NotifyFailed {
+        /// The URL.
+        url: String,
+        /// Why.
+        why: String,
+    },
     /// A claimed run was not executed (why, also in its journal if it ended).
     NotExecuted {
         /// The run.
@@ -153,6 +160,7 @@ impl std::fmt::Display for Notice {
                 write!(f, "cannot give the lease back ({error}); it expires by itself")
             }
             Notice::NotExecuted { why, .. } => f.write_str(why),
+            Notice::NotifyFailed { url, why } => write!(f, "warning: notify {url}: {why}"),
         }
     }
 }

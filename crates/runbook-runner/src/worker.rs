@@ -328,7 +328,8 @@ async fn continue_claimed(runner: &Runner, worker: &str, lease: &Lease, signals:
         ));
     }
     store.append(&record.id, &first).await.map_err(|e| e.to_string())?;
-    runner.watcher.event(&record.id, &first);
+    let notifier = runner.notifier(pb, &secrets);
+    runner.watching(notifier.as_ref()).event(&record.id, &first);
     let events = store.events(&record.id).await.map_err(|e| e.to_string())?;
     let x = Execute {
         playbook: pb,
@@ -338,6 +339,7 @@ async fn continue_claimed(runner: &Runner, worker: &str, lease: &Lease, signals:
         started_at: record.created_at.clone(),
         replay: Replay::new(&events),
         locked: !keys.is_empty(),
+        notifier,
     };
     match runner.execute(x, &opts).await {
         Ok(_) => Ok(()),

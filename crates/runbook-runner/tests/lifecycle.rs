@@ -593,6 +593,101 @@ async fn a_follower_is_told_everything_after_its_cursor_until_the_run_stops_or_i
     assert_eq!(left.unwrap(), Followed::Left(Cursor { event: 4, log: 0 }));
 }
 
+/// What a receiver got: each request's signature header and body.
+type Received = Arc<Mutex<Vec<(Option<String>, Json)>>>;
+
+/// A webhook receiver on loopback; the first `fail` requests get a 500.
+fn receiver(fail: usize) -> (String, Received) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got = Received::default();
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        let mut served = 0;
+        for conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let (mut length, mut signature) = (0, None);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if lower.starts_with("x-runbook-signature:") {
+                    signature = line.split_once(':').map(|(_, v)| v.trim().to_owned());
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            served += 1;
+            let code = if served <= fail {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let mut conn = conn;
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {code}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            if served > fail {
+                let body: Json = serde_json::from_slice(&body).unwrap();
+                seen.lock().unwrap().push((signature, body));
+            }
+        }
+    });
+    (url, got)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_playbooks_hooks_hear_of_its_runs_signed_and_retried_from_any_runner() {
+    let (all_url, all) = receiver(1);
+    let (failed_url, failed) = receiver(0);
+    let mut w = sqlite().await;
+    w.runner.env.insert("HOOK_KEY".into(), "k3y".into());
+    let text = format!(
+        "{GATED}secrets: [HOOK_KEY]\nnotify:\n  - {{ webhook: \"{all_url}\", secret: HOOK_KEY }}\n  - {{ webhook: \"{failed_url}\", on: [failed] }}\n"
+    );
+    let pb = w.playbook(&text);
+    let opts = RunOptions::default();
+    let out = w.runner.start(&pb, IndexMap::new(), &opts).await.unwrap();
+    assert_eq!(out.status, RunStatus::Waiting);
+    let answer = Answer {
+        approve: true,
+        who: "bob".into(),
+        comment: None,
+        plan_hash: None,
+    };
+    w.runner.answer(&out.run_id, &answer, &opts).await.unwrap();
+    // The runner waited for its notifications before letting the run go.
+    let got = all.lock().unwrap().clone();
+    let events: Vec<&str> = got.iter().map(|(_, b)| b["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        events,
+        ["started", "waiting", "succeeded"],
+        "the first try got a 500 and was tried again"
+    );
+    assert_eq!(got[1].1["step"], "ok");
+    assert!(
+        got[1].1["text"]
+            .as_str()
+            .unwrap()
+            .contains("waits for an approval at `ok`")
+    );
+    for (signature, body) in &got {
+        let expected = runbook_runner::notify::signature("k3y", body.to_string().as_bytes());
+        assert_eq!(signature.as_deref(), Some(expected.as_str()), "signed with the secret");
+    }
+    assert!(
+        failed.lock().unwrap().is_empty(),
+        "a hook for failures hears nothing of a success"
+    );
+}
+
 /// A PostgreSQL server from the lab (the queue needs it), stopped on drop.
 struct Postgres {
     child: std::process::Child,

@@ -352,6 +352,17 @@ impl<'a> Check<'a> {
                 }
             }
         }
+        if let Some(hooks) = self.root.get("notify").and_then(Node::items) {
+            for n in hooks.iter().filter_map(|h| h.get("secret")) {
+                if let Some(name) = n.as_str().filter(|name| !self.secrets.iter().any(|x| x == name)) {
+                    self.diags.push(
+                        Diagnostic::error("undefined", format!("undefined secret `{name}`"), Some(n.span))
+                            .label("not in `secrets:`")
+                            .hint(format!("declare it: `secrets: [{name}]`")),
+                    );
+                }
+            }
+        }
         for key in ["rto", "rpo"] {
             if let Some(n) = self.root.pointer(&format!("/objectives/{key}")) {
                 self.duration(n);
@@ -488,5 +499,20 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].0, "secret-sources");
         assert!(found[0].2.contains("names 2 sources: file, command"), "{}", found[0].2);
+    }
+
+    #[test]
+    fn a_notify_hook_signs_only_with_a_declared_secret() {
+        let step = "steps:\n  - { id: a, uses: shell, with: { run: \"true\" } }\n";
+        let undeclared = format!("{HEAD}notify:\n  - {{ webhook: \"http://h/\", secret: KEY }}\n{step}");
+        let found = check(&undeclared);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].2, "undefined secret `KEY`");
+        let declared = format!(
+            "{HEAD}secrets: [KEY]\nnotify:\n  - {{ webhook: \"http://h/\", secret: KEY, on: [failed] }}\n{step}"
+        );
+        assert!(codes(&declared).is_empty(), "{:?}", codes(&declared));
+        let bad_moment = format!("{HEAD}notify:\n  - {{ webhook: \"http://h/\", on: [exploded] }}\n{step}");
+        assert!(!codes(&bad_moment).is_empty(), "an unknown moment is refused");
     }
 }
