@@ -676,8 +676,11 @@ backend green
         while time.time() < end:
             if proc.poll() is not None:
                 return False
-            r = subprocess.run([f"{self.pg_bin}/pg_isready", "-q", "-h", "127.0.0.1", "-p", str(port)])
-            if r.returncode == 0:
+            # Asked on its own socket directory: a server of another lab that
+            # took the same port first answers on 127.0.0.1, never there.
+            tcp = subprocess.run([f"{self.pg_bin}/pg_isready", "-q", "-h", "127.0.0.1", "-p", str(port)])
+            own = subprocess.run([f"{self.pg_bin}/pg_isready", "-q", "-h", f"{self.dir}/pg", "-p", str(port)])
+            if tcp.returncode == 0 and own.returncode == 0:
                 return True
             time.sleep(0.1)
         die(f"{what} not ready on port {port} after 30s; see {self.dir}/pg/{what}.log")
