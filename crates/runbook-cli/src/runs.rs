@@ -262,10 +262,14 @@ pub(crate) fn run(
     let flags = Flags::new(exec)?;
     // Everything that can be checked without the store is, before it opens.
     let inventory = inventory.to_template();
-    runbook_runner::check_start(registry, &env(), &inventory, &user(), &loaded.playbook, &inputs)?;
+    let checked = runbook_runner::check_start(registry, &env(), &inventory, &user(), &loaded.playbook, &inputs)?;
     runtime()?.block_on(async {
         let session = Session::open(state, registry, inventory, flags).await?;
-        let ran = session.runner.start(&loaded, inputs, &session.flags.opts).await;
+        let opts = &session.flags.opts;
+        let ran = match session.runner.begin_checked(&loaded, checked, opts).await {
+            Ok(started) => started.execute(opts).await,
+            Err(e) => Err(e),
+        };
         session.finish(ran).await
     })
 }

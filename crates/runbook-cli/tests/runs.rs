@@ -417,7 +417,7 @@ fn a_secret_from_a_command_is_masked_refetched_on_resume_and_a_failing_one_refus
     let dir = run.path().display().to_string();
     std::fs::write(run.path().join("vault"), "first-s3cret\n").unwrap();
     let yaml = format!(
-        "{HEAD}secrets:\n  - {{ name: token, command: \"cat {dir}/vault\" }}\nsteps:\n  - {{ id: a, uses: shell, with: {{ run: \"echo {{{{secrets.token}}}}; printf %s {{{{secrets.token}}}} > {dir}/a\" }} }}\n  - {{ id: ok, uses: approve, needs: [a], with: {{ message: go }} }}\n  - {{ id: b, uses: shell, needs: [ok], with: {{ run: \"printf %s {{{{secrets.token}}}} > {dir}/b\" }} }}\n"
+        "{HEAD}secrets:\n  - {{ name: token, command: \"echo read >> {dir}/reads; cat {dir}/vault\" }}\nsteps:\n  - {{ id: a, uses: shell, with: {{ run: \"echo {{{{secrets.token}}}}; printf %s {{{{secrets.token}}}} > {dir}/a\" }} }}\n  - {{ id: ok, uses: approve, needs: [a], with: {{ message: go }} }}\n  - {{ id: b, uses: shell, needs: [ok], with: {{ run: \"printf %s {{{{secrets.token}}}} > {dir}/b\" }} }}\n"
     );
     let run = run.playbook("t", &yaml);
     let out = run.exec(["run", "t"]).exit(3);
@@ -428,10 +428,18 @@ fn a_secret_from_a_command_is_masked_refetched_on_resume_and_a_failing_one_refus
     );
     assert!(!out.stdout.contains("first-s3cret"), "{}", out.stdout);
     assert_eq!(std::fs::read_to_string(run.path().join("a")).unwrap(), "first-s3cret");
+    let reads = || {
+        std::fs::read_to_string(run.path().join("reads"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert_eq!(reads(), 1, "the command runs once when the run starts");
     // Rotated while the run waits: the resumed run reads the new value.
     std::fs::write(run.path().join("vault"), "second-s3cret\n").unwrap();
     run.exec(["approve", &out.run_id()]).exit(0);
     assert_eq!(std::fs::read_to_string(run.path().join("b")).unwrap(), "second-s3cret");
+    assert_eq!(reads(), 2, "and once more when it resumes");
     let bytes = std::fs::read(run.path().join("state.db")).unwrap();
     assert!(
         !bytes.windows(6).any(|w| w == b"s3cret"),

@@ -313,9 +313,27 @@ impl Runner {
         inputs: IndexMap<String, Json>,
         opts: &RunOptions,
     ) -> Result<Started<'a>, RunnerError> {
+        let checked = check_start(
+            &self.registry,
+            &self.env,
+            &self.inventory,
+            &self.user,
+            &loaded.playbook,
+            &inputs,
+        )?;
+        self.begin_checked(loaded, checked, opts).await
+    }
+
+    /// [`Runner::begin`] with what [`check_start`] already found (a front end
+    /// that checked before it opened the store: a secret's command runs once).
+    pub async fn begin_checked<'a>(
+        &'a self,
+        loaded: &'a Loaded,
+        checked: Checked,
+        opts: &RunOptions,
+    ) -> Result<Started<'a>, RunnerError> {
         let pb = &loaded.playbook;
-        let Checked { inputs, secrets, keys } =
-            check_start(&self.registry, &self.env, &self.inventory, &self.user, pb, &inputs)?;
+        let Checked { inputs, secrets, keys } = checked;
         let masker = Masker::new(secrets.values().map(String::as_str));
         let run_id = runbook_state::new_run_id();
         self.acquire(&keys, &run_id, opts.lease).await?;
@@ -511,10 +529,31 @@ impl Runner {
         for e in &journal {
             self.watcher.event(&record.id, e);
         }
+        let x = self
+            .continued(&record, &loaded.playbook, inputs, secrets, &keys)
+            .await?;
+        if d.cancel {
+            // Stopped before it starts: what finished is restored, no step
+            // starts, and the handlers (`finally`) run.
+            opts.signals.stop.cancel();
+        }
+        self.execute(x, opts).await.map(Resumed::Executed)
+    }
+
+    /// A run that goes on from its journal (resumed here, or taken by a
+    /// worker), ready to execute once it holds its lock.
+    pub(crate) async fn continued<'a>(
+        &self,
+        record: &RunRecord,
+        playbook: &'a Playbook,
+        inputs: IndexMap<String, Json>,
+        secrets: IndexMap<String, String>,
+        keys: &[String],
+    ) -> Result<Execute<'a>, StoreError> {
         let events = self.store.events(&record.id).await?;
-        let notifier = self.notifier(&loaded.playbook, &secrets);
-        let x = Execute {
-            playbook: &loaded.playbook,
+        let notifier = self.notifier(playbook, &secrets);
+        Ok(Execute {
+            playbook,
             run_id: record.id.clone(),
             inputs,
             secrets,
@@ -522,13 +561,7 @@ impl Runner {
             replay: Replay::new(&events),
             locked: !keys.is_empty(),
             notifier,
-        };
-        if d.cancel {
-            // Stopped before it starts: what finished is restored, no step
-            // starts, and the handlers (`finally`) run.
-            opts.signals.stop.cancel();
-        }
-        self.execute(x, opts).await.map(Resumed::Executed)
+        })
     }
 
     /// The journal entries of an answer to the approval the run waits at,

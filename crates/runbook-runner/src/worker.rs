@@ -13,10 +13,9 @@
 use crate::RunnerError;
 use crate::decide::{load_stored, stored_inputs};
 use crate::leases::{self, LeaseOptions};
-use crate::lifecycle::{Execute, RunOptions, Runner};
+use crate::lifecycle::{RunOptions, Runner};
 use crate::notice::{Notice, Watcher};
 use runbook_engine::exec::Signals;
-use runbook_engine::replay::Replay;
 use runbook_state::{Event, Fenced, Lease, RunStatus, Store, StoreError, WorkerInfo};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -328,19 +327,11 @@ async fn continue_claimed(runner: &Runner, worker: &str, lease: &Lease, signals:
         ));
     }
     store.append(&record.id, &first).await.map_err(|e| e.to_string())?;
-    let notifier = runner.notifier(pb, &secrets);
-    runner.watching(notifier.as_ref()).event(&record.id, &first);
-    let events = store.events(&record.id).await.map_err(|e| e.to_string())?;
-    let x = Execute {
-        playbook: pb,
-        run_id: record.id.clone(),
-        inputs,
-        secrets,
-        started_at: record.created_at.clone(),
-        replay: Replay::new(&events),
-        locked: !keys.is_empty(),
-        notifier,
-    };
+    let x = runner
+        .continued(&record, pb, inputs, secrets, &keys)
+        .await
+        .map_err(|e| e.to_string())?;
+    runner.watching(x.notifier.as_ref()).event(&record.id, &first);
     match runner.execute(x, &opts).await {
         Ok(_) => Ok(()),
         Err(e) => Err(e.to_string()),
