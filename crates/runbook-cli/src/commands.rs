@@ -6,9 +6,8 @@ use crate::diagnostics::{eprint_all, plural};
 use crate::fail::{Done, Failure};
 use crate::loading::{limited, load, load_inventory, resolve_inputs};
 use runbook_core::kind::Registry;
-use runbook_core::library::{self, Library, LoadError};
+use runbook_core::library::{self, Library};
 use runbook_core::model::InputSpec;
-use serde_json::Value as Json;
 
 /// Runs the command; a failure is said once, here, and becomes its exit code.
 pub(crate) fn dispatch(cli: Cli) -> Exit {
@@ -37,7 +36,7 @@ fn command(cli: Cli) -> Done {
         Command::Inventory { output } => {
             let inv = inv()?;
             if output == Output::Json {
-                crate::json_out::print(&inventory_json(&inv));
+                crate::json_out::print(&runbook_runner::catalog::Inventory::of(&inv));
                 return Ok(Exit::Ok);
             }
             list_inventory(&inv)
@@ -127,10 +126,10 @@ fn command(cli: Cli) -> Done {
             output_of: Some(command),
             ..
         } => {
-            let s = crate::json_out::schema_of(&command).ok_or_else(|| {
+            let s = runbook_runner::catalog::schema_of(&command).ok_or_else(|| {
                 Failure::invalid(format!("`{command}` has no JSON document of its own")).hint(format!(
                     "one of {}; `run`, `plan`, `status` and the others print events: `runbook schema --events`",
-                    crate::json_out::COMMANDS.join(", ")
+                    runbook_runner::catalog::COMMANDS.join(", ")
                 ))
             })?;
             crate::json_out::print(&s);
@@ -164,57 +163,26 @@ fn command(cli: Cli) -> Done {
     }
 }
 
-/// The library's playbooks, or why there are none to read.
-fn entries(lib: &Library) -> Result<Vec<library::Entry>, Failure> {
-    lib.entries()
-        .map_err(|e| Failure::invalid(e.to_string()).hint("pass `--playbooks DIR` or set RUNBOOK_PLAYBOOKS"))
+/// A library that cannot be read.
+fn unreadable(e: library::LibraryError) -> Failure {
+    Failure::invalid(e.to_string()).hint("pass `--playbooks DIR` or set RUNBOOK_PLAYBOOKS")
 }
 
 fn list(lib: &Library, registry: &Registry, output: Output) -> Done {
-    // Each playbook's latest version, loaded: its entry, and whether it is a
-    // playbook that does not validate (rather than a file that cannot be read).
-    let checked: Vec<(crate::json_out::ListEntry, bool)> = entries(lib)?
-        .iter()
-        .map(|e| {
-            let loaded = lib.locate(&e.name).map(|l| library::load(&l, registry));
-            let (description, error, invalid) = match loaded {
-                Ok(Ok(l)) => (
-                    l.playbook
-                        .description
-                        .as_deref()
-                        .and_then(|d| d.lines().next())
-                        .map(str::to_owned),
-                    None,
-                    false,
-                ),
-                Ok(Err(LoadError::Invalid(inv))) => (None, Some(plural(inv.error_count(), "error")), true),
-                Ok(Err(LoadError::Library(err))) | Err(err) => (None, Some(err.to_string()), false),
-            };
-            let entry = crate::json_out::ListEntry {
-                name: e.name.clone(),
-                versions: e.versions.clone(),
-                latest: e.latest(),
-                valid: error.is_none(),
-                description,
-                error,
-            };
-            (entry, invalid)
-        })
-        .collect();
-    let exit = if checked.iter().all(|(p, _)| p.valid) {
+    let list = runbook_runner::catalog::list(lib, registry).map_err(unreadable)?;
+    let exit = if list.playbooks.iter().all(|p| p.valid) {
         Exit::Ok
     } else {
         Exit::Invalid
     };
     if output == Output::Json {
-        let playbooks = checked.into_iter().map(|(p, _)| p).collect();
-        crate::json_out::print(&crate::json_out::List { playbooks });
+        crate::json_out::print(&list);
         return Ok(exit);
     }
-    let width = checked.iter().map(|(p, _)| p.name.len()).max().unwrap_or(4).max(4);
+    let width = list.playbooks.iter().map(|p| p.name.len()).max().unwrap_or(4).max(4);
     println!("{:width$}  {:8}  DESCRIPTION", "NAME", "VERSION");
-    for (p, invalid) in &checked {
-        let desc = match (&p.error, invalid) {
+    for p in &list.playbooks {
+        let desc = match (&p.error, p.invalid) {
             (None, _) => p.description.clone().unwrap_or_default(),
             (Some(count), true) => format!("(invalid: {count}; see `runbook validate {}`)", p.name),
             (Some(err), false) => format!("({err})"),
@@ -232,16 +200,7 @@ fn show(lib: &Library, registry: &Registry, spec: &str, output: Output) -> Done 
     let loaded = load(lib, registry, spec)?;
     let pb = &loaded.playbook;
     if output == Output::Json {
-        crate::json_out::print(&crate::json_out::Show {
-            file: loaded.source.name.clone(),
-            required_inputs: pb
-                .inputs
-                .iter()
-                .filter(|(_, s)| s.is_required())
-                .map(|(k, _)| k.clone())
-                .collect(),
-            playbook: pb.clone(),
-        });
+        crate::json_out::print(&runbook_runner::catalog::Show::of(&loaded));
         return Ok(Exit::Ok);
     }
     println!("{} v{}  ({})", pb.name, pb.version, loaded.source.name);
@@ -336,111 +295,40 @@ fn outline(steps: &[runbook_core::model::Step], depth: usize) {
     }
 }
 
-fn validate(lib: &Library, registry: &Registry, specs: &[String], output: Output) -> Done {
-    let specs: Vec<String> = if specs.is_empty() {
-        entries(lib)?
-            .iter()
-            .flat_map(|e| e.versions.iter().map(move |v| format!("{}@{v}", e.name)))
-            .collect()
-    } else {
-        specs.to_vec()
-    };
+fn validate(lib: &Library, registry: &Registry, targets: &[String], output: Output) -> Done {
+    use runbook_runner::catalog::Found;
+    let checked = runbook_runner::catalog::check(lib, registry, targets).map_err(unreadable)?;
     let json = output == Output::Json;
     let mut files = Vec::new();
-    for spec in &specs {
-        let checked = |file: Option<String>, valid: bool, diagnostics| crate::json_out::Checked {
-            target: spec.clone(),
-            file,
-            valid,
-            diagnostics,
-        };
-        let located = match lib.locate(spec) {
-            Ok(l) => l,
-            Err(e) => {
-                if !json {
-                    eprintln!("error: {e}");
-                }
-                let d = crate::json_out::Diag::unlocated("not-found", e.to_string(), spec);
-                files.push(checked(None, false, vec![d]));
-                continue;
+    for target in checked {
+        match &target.found {
+            _ if json => {}
+            Found::Error(e) => eprintln!("error: {e}"),
+            Found::Valid(l) => {
+                eprint_all(&l.source, &l.warnings);
+                let warn = if l.warnings.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", plural(l.warnings.len(), "warning"))
+                };
+                let pb = &l.playbook;
+                println!("ok    {} v{}  {}{warn}", pb.name, pb.version, l.source.name);
             }
-        };
-        match library::load(&located, registry) {
-            Ok(l) => {
-                let diags = l
-                    .warnings
-                    .iter()
-                    .map(|d| crate::json_out::Diag::of(&l.source, d))
-                    .collect();
-                if !json {
-                    eprint_all(&l.source, &l.warnings);
-                    let warn = if l.warnings.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", plural(l.warnings.len(), "warning"))
-                    };
-                    println!(
-                        "ok    {} v{}  {}{warn}",
-                        l.playbook.name, l.playbook.version, l.source.name
-                    );
-                }
-                files.push(checked(Some(l.source.name.clone()), true, diags));
-            }
-            Err(LoadError::Library(e)) => {
-                if !json {
-                    eprintln!("error: {e}");
-                }
-                let d = crate::json_out::Diag::unlocated("library", e.to_string(), &located.path.display().to_string());
-                files.push(checked(Some(located.path.display().to_string()), false, vec![d]));
-            }
-            Err(LoadError::Invalid(inv)) => {
-                if !json {
-                    eprint_all(&inv.source, &inv.diagnostics);
-                    println!("FAIL  {}  {}", inv.source.name, plural(inv.error_count(), "error"));
-                }
-                let diags = inv
-                    .diagnostics
-                    .iter()
-                    .map(|d| crate::json_out::Diag::of(&inv.source, d))
-                    .collect();
-                files.push(checked(Some(inv.source.name.clone()), false, diags));
+            Found::Invalid(inv) => {
+                eprint_all(&inv.source, &inv.diagnostics);
+                println!("FAIL  {}  {}", inv.source.name, plural(inv.error_count(), "error"));
             }
         }
+        files.push(target.checked);
     }
     let valid = files.iter().filter(|f| f.valid).count();
     let invalid = files.len() - valid;
     if json {
-        crate::json_out::print(&crate::json_out::Validate { files, valid, invalid });
+        crate::json_out::print(&runbook_runner::catalog::Validate { files, valid, invalid });
     } else {
         println!("{valid} valid, {invalid} invalid");
     }
     Ok(if invalid > 0 { Exit::Invalid } else { Exit::Ok })
-}
-
-/// The inventory as `inventory --output json` prints it.
-fn inventory_json(inv: &runbook_core::inventory::Inventory) -> crate::json_out::Inventory {
-    let hosts = inv
-        .hosts
-        .keys()
-        .filter_map(|name| {
-            let (address, s, vars) = inv.resolved(name)?;
-            Some((
-                name.clone(),
-                crate::json_out::Host {
-                    address,
-                    user: s.user,
-                    port: s.port,
-                    jump: s.jump,
-                    groups: inv.groups_of(name).iter().map(|g| (*g).to_owned()).collect(),
-                    vars: vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                },
-            ))
-        })
-        .collect();
-    crate::json_out::Inventory {
-        hosts,
-        groups: inv.groups.clone(),
-    }
 }
 
 fn list_inventory(inv: &runbook_core::inventory::Inventory) -> Done {
@@ -504,7 +392,7 @@ fn plan(
         crate::runs::look(&mut plan, &loaded.playbook, registry)?;
     }
     match output {
-        Output::Text => print!("{}", crate::plan_text::render(&plan)),
+        Output::Text => print!("{}", runbook_engine::plan_text::render(&plan)),
         Output::Json => crate::json_out::print(&plan),
     }
     Ok(Exit::Ok)
@@ -520,65 +408,10 @@ fn graph(lib: &Library, registry: &Registry, spec: &str, format: GraphFormat) ->
     Ok(Exit::Ok)
 }
 
-/// The playbook schema with each kind's `with:` schema attached by `uses`, so
-/// editors check parameters too.
-pub(crate) fn full_schema(registry: &Registry) -> Json {
-    let mut schema = runbook_core::validate::base_schema();
-    let mut rules = Vec::new();
-    for kind in registry.kinds() {
-        let mut params = kind.params_schema();
-        // Sub-schemas are referenced from the kind's own `$defs`; lift them.
-        let defs = params.as_object_mut().and_then(|o| o.remove("$defs"));
-        if let Some(Json::Object(defs)) = defs {
-            for (name, def) in defs {
-                let key = format!("{}.{name}", kind.name());
-                // Definitions refer to each other: rename those references too.
-                let def = rewrite_refs(def, kind.name());
-                if let Some(all) = schema.get_mut("$defs").and_then(Json::as_object_mut) {
-                    all.insert(key, def);
-                }
-            }
-        }
-        let params = rewrite_refs(params, kind.name());
-        if let Some(o) = params.as_object() {
-            let mut o = o.clone();
-            o.remove("$schema");
-            o.remove("title");
-            rules.push(serde_json::json!({
-                "if": { "properties": { "uses": { "const": kind.name() } }, "required": ["uses"] },
-                "then": { "properties": { "with": Json::Object(o) } },
-            }));
-        }
-    }
-    if let Some(step) = schema.pointer_mut("/$defs/Step").and_then(Json::as_object_mut) {
-        step.insert("allOf".to_owned(), Json::Array(rules));
-    }
-    schema
-}
-
-fn rewrite_refs(v: Json, kind: &str) -> Json {
-    match v {
-        Json::Object(m) => Json::Object(
-            m.into_iter()
-                .map(|(k, v)| {
-                    if k == "$ref" {
-                        if let Some(name) = v.as_str().and_then(|s| s.strip_prefix("#/$defs/")) {
-                            return (k, Json::String(format!("#/$defs/{kind}.{name}")));
-                        }
-                    }
-                    (k, rewrite_refs(v, kind))
-                })
-                .collect(),
-        ),
-        Json::Array(a) => Json::Array(a.into_iter().map(|v| rewrite_refs(v, kind)).collect()),
-        other => other,
-    }
-}
-
 fn schema(registry: &Registry, kind: Option<&str>, events: bool) -> Done {
     let schema = match kind {
         None if events => crate::observe::events_schema(),
-        None => full_schema(registry),
+        None => runbook_core::validate::full_schema(registry),
         Some(k) => match registry.get(k) {
             Some(kind) => kind.params_schema(),
             None => {

@@ -123,6 +123,32 @@ impl From<RunnerError> for Failure {
     }
 }
 
+impl From<runbook_runner::inputs::Refused> for Failure {
+    fn from(r: runbook_runner::inputs::Refused) -> Failure {
+        use runbook_runner::inputs::Problem;
+        let mut each: Vec<Failure> = r
+            .problems
+            .into_iter()
+            .map(|p| match p {
+                Problem::Located { source, diagnostics } => Failure::Diagnosed {
+                    source,
+                    diagnostics,
+                    summary: None,
+                },
+                Problem::Message(m) => Failure::invalid(m),
+            })
+            .collect();
+        match r.summary {
+            Some(summary) => Failure::All { each, summary },
+            None if each.len() == 1 => each.remove(0),
+            None => Failure::All {
+                each,
+                summary: "invalid inputs; nothing was run".into(),
+            },
+        }
+    }
+}
+
 /// A store that failed while a command read or wrote it (exit 2: nothing was
 /// run).
 impl From<runbook_state::StoreError> for Failure {

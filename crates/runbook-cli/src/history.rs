@@ -101,18 +101,13 @@ pub(crate) fn status(state: Option<PathBuf>, run: Option<&str>, output: Output) 
         };
         let record = store.run(id).await?;
         let events = store.events(&record.id).await?;
+        if output == Output::Json {
+            crate::json_out::print(&runbook_runner::catalog::Status::of(record, &events));
+            return Ok(Exit::Ok);
+        }
         let rows = steps(&events);
         let last_error = runbook_report::last_error(&events);
         let plan = runbook_report::plan_hash(&record);
-        if output == Output::Json {
-            crate::json_out::print(&crate::json_out::Status {
-                run: record,
-                plan_hash: plan,
-                steps: rows,
-                error: last_error,
-            });
-            return Ok(Exit::Ok);
-        }
         println!(
             "run {}  {} v{}  {}",
             record.id,

@@ -6,8 +6,6 @@ use crate::args::InputArgs;
 use crate::diagnostics::{eprint_all, plural};
 use crate::fail::Failure;
 use indexmap::IndexMap;
-use runbook_core::diag::{Diagnostic, Source};
-use runbook_core::inputs;
 use runbook_core::kind::Registry;
 use runbook_core::library::{self, Library, LoadError};
 use runbook_core::model::Playbook;
@@ -40,89 +38,7 @@ pub(crate) fn load(lib: &Library, registry: &Registry, spec: &str) -> Result<Loa
 
 /// Reads `--inputs FILE` and `--set`, and checks them against the playbook.
 pub(crate) fn resolve_inputs(pb: &Playbook, args: &InputArgs) -> Result<IndexMap<String, Json>, Failure> {
-    let mut given: IndexMap<String, Json> = IndexMap::new();
-    let mut file_source: Option<(Source, runbook_core::parse::Node)> = None;
-    if let Some(path) = &args.inputs_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Failure::invalid(format!("cannot read inputs file `{}`: {e}", path.display())))?;
-        let text = inputs::join_surrogate_escapes(&text).into_owned();
-        let source = Source::new(path.display().to_string(), text);
-        let node = match runbook_core::parse::parse(&source.text) {
-            Ok(n) => n,
-            Err(diagnostics) => {
-                return Err(Failure::Diagnosed {
-                    source,
-                    diagnostics,
-                    summary: None,
-                });
-            }
-        };
-        let Some(entries) = node.entries() else {
-            let d = Diagnostic::error(
-                "inputs-file",
-                "an inputs file is a mapping of input names to values",
-                Some(node.span),
-            )
-            .hint("write `name: value` lines");
-            return Err(Failure::Diagnosed {
-                source,
-                diagnostics: vec![d],
-                summary: None,
-            });
-        };
-        for (k, v) in entries {
-            given.insert(k.name.clone(), v.to_json());
-        }
-        file_source = Some((source, node));
-    }
-    for s in &args.set {
-        match inputs::parse_set(s) {
-            Ok((k, v)) => {
-                // A string input takes the text as typed: `--set migration=0005`
-                // is "0005", not the number 5.
-                let v = match (pb.inputs.get(&k), s.split_once('=')) {
-                    (Some(spec), Some((_, raw))) if spec.ty == runbook_core::model::InputType::String => {
-                        Json::String(raw.to_owned())
-                    }
-                    _ => v,
-                };
-                given.insert(k, v);
-            }
-            Err(e) => return Err(Failure::invalid(e.to_string())),
-        }
-    }
-    match inputs::resolve(pb, &given) {
-        Ok(v) => Ok(v),
-        Err(errors) => {
-            let mut each = Vec::new();
-            for e in &errors {
-                let from_file = !args
-                    .set
-                    .iter()
-                    .any(|s| s.split_once('=').map(|(k, _)| k.trim()) == Some(e.name.as_str()));
-                match (&file_source, from_file) {
-                    (Some((source, node)), true) if node.get(&e.name).is_some() => {
-                        let span = node.get(&e.name).map(|n| n.span);
-                        let d = Diagnostic::error("input", format!("input `{}`: {}", e.name, e.message), span)
-                            .label("this value")
-                            .maybe_hint(e.hint.clone());
-                        each.push(Failure::Diagnosed {
-                            source: source.clone(),
-                            diagnostics: vec![d],
-                            summary: None,
-                        });
-                    }
-                    _ => each.push(Failure::invalid(e.to_string())),
-                }
-            }
-            let summary = format!(
-                "{} for `{}`; nothing was run",
-                plural(errors.len(), "invalid input"),
-                pb.name
-            );
-            Err(Failure::All { each, summary })
-        }
-    }
+    runbook_runner::inputs::given(pb, args.inputs_file.as_deref(), &args.set).map_err(Failure::from)
 }
 
 /// The inventory restricted by `--limit`, if given.
@@ -143,24 +59,21 @@ pub(crate) fn load_inventory(path: Option<&std::path::Path>) -> Result<runbook_c
         None if default.exists() => default,
         None => return Ok(Default::default()),
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Failure::invalid(format!("cannot read inventory `{}`: {e}", path.display())))?;
-    // An Ansible inventory, INI or YAML, is read as it is.
-    if let Some(read) = runbook_core::ansible::read(path, &text) {
-        return read
-            .map_err(|e| Failure::invalid(format!("Ansible inventory `{}`: {e}; nothing was run", path.display())));
-    }
-    let source = Source::new(path.display().to_string(), text);
-    runbook_core::inventory::load(&source).map_err(|diagnostics| {
-        let summary = format!(
-            "inventory `{}` is invalid: {}; nothing was run",
-            path.display(),
-            plural(diagnostics.len(), "error")
-        );
-        Failure::Diagnosed {
-            source: source.clone(),
-            diagnostics,
-            summary: Some(summary),
+    use runbook_core::inventory::ReadError;
+    runbook_core::inventory::read_file(path).map_err(|e| match e {
+        ReadError::Io(m) => Failure::invalid(m),
+        ReadError::Ansible(m) => Failure::invalid(format!("{m}; nothing was run")),
+        ReadError::Invalid { source, diagnostics } => {
+            let summary = format!(
+                "inventory `{}` is invalid: {}; nothing was run",
+                path.display(),
+                plural(diagnostics.len(), "error")
+            );
+            Failure::Diagnosed {
+                source,
+                diagnostics,
+                summary: Some(summary),
+            }
         }
     })
 }

@@ -25,7 +25,6 @@ mod json_out;
 mod loading;
 mod locks;
 mod observe;
-mod plan_text;
 mod reference;
 mod registry;
 mod report;

@@ -144,6 +144,35 @@ impl Inventory {
     }
 }
 
+/// Why an inventory file was not read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The file cannot be read.
+    Io(String),
+    /// An Ansible inventory that runbook cannot take.
+    Ansible(String),
+    /// A runbook inventory with errors, located in its text.
+    Invalid {
+        /// The file's text.
+        source: Source,
+        /// Its errors.
+        diagnostics: Vec<Diagnostic>,
+    },
+}
+
+/// Reads an inventory file: an Ansible inventory (INI or YAML) as it is,
+/// else runbook's own format.
+pub fn read_file(path: &std::path::Path) -> Result<Inventory, ReadError> {
+    let shown = path.display();
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ReadError::Io(format!("cannot read inventory `{shown}`: {e}")))?;
+    if let Some(read) = crate::ansible::read(path, &text) {
+        return read.map_err(|e| ReadError::Ansible(format!("Ansible inventory `{shown}`: {e}")));
+    }
+    let source = Source::new(shown.to_string(), text);
+    load(&source).map_err(|diagnostics| ReadError::Invalid { source, diagnostics })
+}
+
 /// Reads and checks an inventory.
 pub fn load(source: &Source) -> Result<Inventory, Vec<Diagnostic>> {
     let root = crate::parse::parse(&source.text)?;

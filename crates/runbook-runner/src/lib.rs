@@ -7,17 +7,21 @@
 //! ([`Runner`]), the operator's decisions about a stopped run ([`decide`]),
 //! following a run another process executes ([`follow`]),
 //! the lock leases of a playbook's `lock:` keys ([`leases`]), the worker
-//! loop of the shared queue ([`worker`]) and the daemon's schedules
-//! ([`schedule`]).
+//! loop of the shared queue ([`worker`]), and the daemon's schedules
+//! ([`schedule`]) and loop ([`daemon`]).
 //!
 //! The one design decision to know: every path that executes a run ends in
 //! one `Runner::execute`, and a run is taken (its lock, its runner or its
 //! lease) before anything about it is recorded, so two front ends can never
 //! both run it.
 
+pub mod catalog;
+pub mod config;
+pub mod daemon;
 pub mod decide;
 mod error;
 pub mod follow;
+pub mod inputs;
 pub mod leases;
 mod lifecycle;
 pub mod notice;

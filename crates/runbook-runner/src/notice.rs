@@ -102,6 +102,18 @@ pub enum Notice {
         /// Why.
         why: String,
     },
+    /// What the daemon did about one of its schedules.
+    Schedule {
+        /// The schedule.
+        name: String,
+        /// What happened.
+        what: String,
+    },
+    /// The daemon stops: its running runs were asked to stop.
+    DaemonStopping {
+        /// How many.
+        runs: usize,
+    },
     /// A claimed run was not executed (why, also in its journal if it ended).
     NotExecuted {
         /// The run.
@@ -160,6 +172,12 @@ impl std::fmt::Display for Notice {
                 write!(f, "cannot give the lease back ({error}); it expires by itself")
             }
             Notice::NotExecuted { why, .. } => f.write_str(why),
+            Notice::Schedule { name, what } => write!(f, "daemon: {name}: {what}"),
+            Notice::DaemonStopping { runs } => write!(
+                f,
+                "daemon: stopping; {} asked to stop",
+                crate::error::plural(*runs, "run")
+            ),
             Notice::NotifyFailed { url, why } => write!(f, "warning: notify {url}: {why}"),
         }
     }

@@ -97,6 +97,61 @@ pub fn base_schema() -> Json {
     playbook_schema().0.clone()
 }
 
+/// The playbook schema with each kind's `with:` schema attached by `uses`, so
+/// editors check parameters too.
+pub fn full_schema(registry: &crate::kind::Registry) -> Json {
+    let mut schema = base_schema();
+    let mut rules = Vec::new();
+    for kind in registry.kinds() {
+        let mut params = kind.params_schema();
+        // Sub-schemas are referenced from the kind's own `$defs`; lift them.
+        let defs = params.as_object_mut().and_then(|o| o.remove("$defs"));
+        if let Some(Json::Object(defs)) = defs {
+            for (name, def) in defs {
+                let key = format!("{}.{name}", kind.name());
+                // Definitions refer to each other: rename those references too.
+                let def = rewrite_refs(def, kind.name());
+                if let Some(all) = schema.get_mut("$defs").and_then(Json::as_object_mut) {
+                    all.insert(key, def);
+                }
+            }
+        }
+        let params = rewrite_refs(params, kind.name());
+        if let Some(o) = params.as_object() {
+            let mut o = o.clone();
+            o.remove("$schema");
+            o.remove("title");
+            rules.push(serde_json::json!({
+                "if": { "properties": { "uses": { "const": kind.name() } }, "required": ["uses"] },
+                "then": { "properties": { "with": Json::Object(o) } },
+            }));
+        }
+    }
+    if let Some(step) = schema.pointer_mut("/$defs/Step").and_then(Json::as_object_mut) {
+        step.insert("allOf".to_owned(), Json::Array(rules));
+    }
+    schema
+}
+
+fn rewrite_refs(v: Json, kind: &str) -> Json {
+    match v {
+        Json::Object(m) => Json::Object(
+            m.into_iter()
+                .map(|(k, v)| {
+                    if k == "$ref" {
+                        if let Some(name) = v.as_str().and_then(|s| s.strip_prefix("#/$defs/")) {
+                            return (k, Json::String(format!("#/$defs/{kind}.{name}")));
+                        }
+                    }
+                    (k, rewrite_refs(v, kind))
+                })
+                .collect(),
+        ),
+        Json::Array(a) => Json::Array(a.into_iter().map(|v| rewrite_refs(v, kind)).collect()),
+        other => other,
+    }
+}
+
 /// Checks any located document against a JSON Schema, with the playbook
 /// validator's wording and spans (used for inventories and schedules).
 pub fn structure(root: &Node, schema: &Json) -> Vec<Diagnostic> {

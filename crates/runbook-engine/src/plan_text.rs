@@ -1,4 +1,5 @@
-//! The human form of a plan.
+//! The human form of a plan (what `runbook plan` prints, and what an
+//! approver reads).
 //!
 //! ```text
 //!  1   preflight   read     http-check  GET http://lb/health/
@@ -8,11 +9,12 @@
 //! The number is the stage; `∥` marks steps that run in parallel with the others
 //! of their stage. Parameters are shown rendered, below each call.
 
+use crate::plan::{Plan, PlanStep, When};
 use runbook_core::template::scalar_text;
-use runbook_engine::plan::{Plan, PlanStep, When};
 use std::fmt::Write;
 
-pub(crate) fn render(plan: &Plan) -> String {
+/// The plan as text, one line per step.
+pub fn render(plan: &Plan) -> String {
     let mut out = String::new();
     let _ = write!(out, "plan: {} v{}", plan.playbook, plan.version);
     if let Some(d) = plan.description.as_deref().and_then(|d| d.lines().next()) {
