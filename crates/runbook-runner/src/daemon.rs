@@ -136,11 +136,10 @@ impl Daemon {
             }
         }
         for s in &self.schedules {
-            let at = s.next.with_timezone(&s.tz);
-            let what = format!("({}): next run at {at}", s.spec.playbook);
-            self.watcher.notice(&Notice::Schedule {
+            self.watcher.notice(&Notice::NextFire {
                 name: s.spec.name.clone(),
-                what,
+                playbook: s.spec.playbook.clone(),
+                at: s.next.with_timezone(&s.tz).to_string(),
             });
         }
         tokio::pin!(stop);

@@ -120,3 +120,63 @@ fn read_file(path: &Path) -> Result<(Source, runbook_core::parse::Node), Refused
     }
     Ok((source, node))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use runbook_core::validate::{Expected, load};
+
+    fn playbook() -> Playbook {
+        let text = "apiVersion: runbook/v1\nname: deploy\nversion: 1\ninputs:\n  release: { type: string }\n  hosts: { type: integer, default: 2 }\nsteps:\n  - { id: x, uses: shell, with: { run: \"true\" } }\n";
+        let registry = runbook_core::kind::Registry::new().with(runbook_core::kind::test_kit::Cmd);
+        load(
+            Source::new("deploy.yaml", text.to_owned()),
+            &Expected::default(),
+            &registry,
+        )
+        .unwrap_or_else(|inv| panic!("{:?}", inv.diagnostics))
+        .playbook
+    }
+
+    #[test]
+    fn a_pair_wins_over_the_file_and_a_string_stays_as_typed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("inputs.yaml");
+        std::fs::write(&file, "release: v1\nhosts: 5\n").unwrap();
+        let got = given(&playbook(), Some(&file), &["release=0005".to_owned()]).unwrap();
+        assert_eq!(got["release"], Json::String("0005".into()));
+        assert_eq!(got["hosts"], 5);
+        let defaults = given(&playbook(), None, &["release=v2".to_owned()]).unwrap();
+        assert_eq!(defaults["hosts"], 2, "the default is filled in");
+    }
+
+    #[test]
+    fn a_bad_value_in_the_file_is_located_there_and_a_missing_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("inputs.yaml");
+        std::fs::write(&file, "release: v1\nhosts: many\n").unwrap();
+        let refused = given(&playbook(), Some(&file), &[]).unwrap_err();
+        let Problem::Located { source, diagnostics } = &refused.problems[0] else {
+            panic!("{refused:?}")
+        };
+        assert_eq!(source.name, file.display().to_string());
+        assert_eq!(diagnostics[0].span.map(|s| s.line), Some(2));
+        assert!(diagnostics[0].message.starts_with("input `hosts`"), "{diagnostics:?}");
+        let missing = given(&playbook(), None, &[]).unwrap_err();
+        assert!(
+            matches!(&missing.problems[..], [Problem::Message(m)] if m.contains("release")),
+            "{missing:?}"
+        );
+        assert_eq!(
+            missing.summary.as_deref(),
+            Some("1 invalid input for `deploy`; nothing was run")
+        );
+        let not_a_map = dir.path().join("list.yaml");
+        std::fs::write(&not_a_map, "- a\n- b\n").unwrap();
+        let refused = given(&playbook(), Some(&not_a_map), &[]).unwrap_err();
+        assert!(
+            matches!(&refused.problems[..], [Problem::Located { diagnostics, .. }] if diagnostics[0].code == "inputs-file")
+        );
+    }
+}

@@ -109,6 +109,15 @@ pub enum Notice {
         /// What happened.
         what: String,
     },
+    /// When a schedule fires next.
+    NextFire {
+        /// The schedule.
+        name: String,
+        /// Its playbook.
+        playbook: String,
+        /// When, in the schedule's time zone.
+        at: String,
+    },
     /// The daemon stops: its running runs were asked to stop.
     DaemonStopping {
         /// How many.
@@ -173,6 +182,7 @@ impl std::fmt::Display for Notice {
             }
             Notice::NotExecuted { why, .. } => f.write_str(why),
             Notice::Schedule { name, what } => write!(f, "daemon: {name}: {what}"),
+            Notice::NextFire { name, playbook, at } => write!(f, "daemon: {name} ({playbook}): next run at {at}"),
             Notice::DaemonStopping { runs } => write!(
                 f,
                 "daemon: stopping; {} asked to stop",
