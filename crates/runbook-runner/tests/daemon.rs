@@ -99,7 +99,7 @@ async fn schedules_fire_count_skip_and_stop_their_runs() {
     )
     .unwrap();
     let registry = Registry::new().with(runbook_step_approve::Approve);
-    let lib = Library::new(&dir.path().join("playbooks"));
+    let lib = Library::new(dir.path().join("playbooks"));
     let schedules = schedule::load(&file, &lib, &registry).unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("state.db")).await.unwrap());
     let metrics = Arc::new(Mutex::new(Metrics::default()));
