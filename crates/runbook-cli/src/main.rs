@@ -6,9 +6,11 @@
 //! each step kind in its `runbook-step-*` crate, registered in
 //! [`registry::registry`], the one place a newcomer reads to find every kind.
 //! The run lifecycle (start, resume, approve, cancel, locks, the worker
-//! loop) is `runbook-runner`'s; this crate turns flags into its options, shows
-//! what its `Watcher` is told, and maps its outcomes and errors to exit codes.
-//! The daemon stays here: it runs each scheduled run as a child `runbook`.
+//! loop, the daemon's loop, the documents `--output json` prints) is
+//! `runbook-runner`'s; this crate turns flags into its options, shows what
+//! its `Watcher` is told, and maps its outcomes and errors to exit codes. The
+//! daemon's launcher is here: it starts each scheduled run as a child
+//! `runbook`.
 //!
 //! Exit codes (book/src/cli.md): 0 succeeded, 1 run failed, 2 invalid input or
 //! playbook (nothing ran), 3 waiting for an approval, 4 lock held, 5

@@ -1,25 +1,14 @@
-//! `runbook report RUN --format ...` and `--report FORMAT=PATH`: reads a run's
-//! record, journal and log from the store and writes what runbook-report
-//! makes of them (the playbook's objectives come from the text the run
-//! recorded).
+//! `runbook report RUN --format ...` and `--report FORMAT=PATH`: the report
+//! runbook-runner's `catalog::report` makes of a run, printed or written.
 
 use crate::Exit;
 use crate::args::ReportFormat;
 use crate::fail::Done;
-use crate::session::{open_run, runtime};
+use crate::session::{open_store, runtime};
 use runbook_core::kind::Registry;
-use runbook_core::model::Objectives;
-use runbook_report::{Format, Report};
-use runbook_state::{LogLine, Recorded, RunRecord, Store};
+use runbook_report::Format;
+use runbook_state::Store;
 use std::path::PathBuf;
-
-/// The playbook's objectives, read from the text the run recorded.
-fn objectives(record: &RunRecord, registry: &Registry) -> Option<Objectives> {
-    let source = runbook_core::diag::Source::new(format!("run {}", record.id), record.text.clone());
-    runbook_core::validate::load(source, &runbook_core::validate::Expected::default(), registry)
-        .ok()
-        .and_then(|loaded| loaded.playbook.objectives)
-}
 
 impl From<ReportFormat> for Format {
     fn from(f: ReportFormat) -> Format {
@@ -32,23 +21,12 @@ impl From<ReportFormat> for Format {
     }
 }
 
-/// The report of a run.
-fn build(record: &RunRecord, events: &[Recorded], logs: &[LogLine], registry: &Registry) -> Report {
-    Report::build(record, events, logs, objectives(record, registry).as_ref())
-}
-
 /// `runbook report RUN --format ...`: prints the report.
 pub(crate) fn report(state: Option<PathBuf>, registry: &Registry, id: &str, format: ReportFormat) -> Done {
     runtime()?.block_on(async {
-        let (store, record) = open_run(state, id).await?;
-        let events = store.events(&record.id).await?;
-        let logs: Vec<LogLine> = store
-            .logs(&record.id, None, 0)
-            .await?
-            .into_iter()
-            .map(|(_, l)| l)
-            .collect();
-        print!("{}", build(&record, &events, &logs, registry).render(format.into()));
+        let store = open_store(state).await?;
+        let report = runbook_runner::catalog::report(store.as_ref(), registry, id).await?;
+        print!("{}", report.render(format.into()));
         Ok(Exit::Ok)
     })
 }
@@ -63,19 +41,10 @@ pub(crate) async fn write_all(
     if wanted.is_empty() {
         return;
     }
-    let (record, events, logs) = match (
-        store.run(run_id).await,
-        store.events(run_id).await,
-        store.logs(run_id, None, 0).await,
-    ) {
-        (Ok(r), Ok(e), Ok(l)) => (r, e, l),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-            eprintln!("warning: no report: {e}");
-            return;
-        }
+    let report = match runbook_runner::catalog::report(store, registry, run_id).await {
+        Ok(r) => r,
+        Err(e) => return eprintln!("warning: no report: {e}"),
     };
-    let logs: Vec<LogLine> = logs.into_iter().map(|(_, l)| l).collect();
-    let report = build(&record, &events, &logs, registry);
     for (format, path) in wanted {
         if let Err(e) = std::fs::write(path, report.render((*format).into())) {
             eprintln!("warning: cannot write the report {}: {e}", path.display());

@@ -62,37 +62,6 @@ pub(crate) fn look(plan: &mut runbook_engine::plan::Plan, pb: &Playbook, registr
     Ok(())
 }
 
-/// First SIGINT/SIGTERM: stop gracefully. Second: kill.
-pub(crate) fn watch_signals() -> Signals {
-    use tokio::signal::unix::{SignalKind, signal};
-    let signals = Signals::default();
-    let s = signals.clone();
-    tokio::spawn(async move {
-        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-            return;
-        };
-        let mut count = 0;
-        loop {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-            count += 1;
-            if count == 1 {
-                eprintln!(
-                    "stopping: no new steps start; running steps are being stopped (interrupt again to kill now)"
-                );
-                s.stop.cancel();
-            } else {
-                eprintln!("killing running steps now");
-                s.kill.cancel();
-                break;
-            }
-        }
-    });
-    signals
-}
-
 /// A person is at the keyboard: text output, stdin and stdout are terminals,
 /// and no CI.
 fn interactive(exec: &ExecArgs) -> bool {
@@ -188,7 +157,7 @@ impl Session {
         mut flags: Flags,
     ) -> Result<Session, Failure> {
         let store = open_store(state).await?;
-        flags.opts.signals = watch_signals();
+        flags.opts.signals = runbook_runner::watch_signals(flags.watcher.clone());
         let runner = Runner {
             store,
             registry: registry.clone(),

@@ -2,25 +2,13 @@
 //! runtime, the store (opened and migrated) and a run in it.
 
 use crate::fail::Failure;
-use runbook_state::{SqliteStore, Store};
+use runbook_state::Store;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// The user recorded as running a run or taking an operator action:
-/// `$RUNBOOK_USER`, else `$USER`, else the operating system's name for this
-/// process's user (containers, cron and systemd set no `$USER`).
+/// Who runs this command (`runbook_runner::os_user`).
 pub(crate) fn user() -> String {
-    std::env::var("RUNBOOK_USER")
-        .or_else(|_| std::env::var("USER"))
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| {
-            let uid = nix::unistd::getuid();
-            nix::unistd::User::from_uid(uid)
-                .ok()
-                .flatten()
-                .map_or_else(|| format!("uid {uid}"), |u| u.name)
-        })
+    runbook_runner::os_user()
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -33,17 +21,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 /// Opens the state store named by `--state`/`RUNBOOK_STATE`, else the default:
 /// a SQLite file, or PostgreSQL for a `postgres://` URL.
 pub(crate) async fn open_store(state: Option<PathBuf>) -> Result<Arc<dyn Store>, Failure> {
-    let path = state.unwrap_or_else(runbook_state::default_path);
-    let text = path.to_string_lossy();
-    let opened: Result<Arc<dyn Store>, runbook_state::StoreError> =
-        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            runbook_state::PgStore::open(&text)
-                .await
-                .map(|s| Arc::new(s) as Arc<dyn Store>)
-        } else {
-            SqliteStore::open(&path).await.map(|s| Arc::new(s) as Arc<dyn Store>)
-        };
-    opened.map_err(|e| {
+    runbook_state::open(state.as_deref()).await.map_err(|e| {
         Failure::invalid(e.to_string()).hint("pass `--state PATH` or `--state postgres://...`, or set RUNBOOK_STATE")
     })
 }

@@ -5,7 +5,7 @@
 use crate::Exit;
 use crate::args::Output;
 use crate::fail::{Done, Failure};
-use crate::runs::{env, observer, watch_signals};
+use crate::runs::{env, observer};
 use crate::session::{open_store, runtime, user};
 use runbook_core::inputs::parse_duration;
 use runbook_core::inventory::Inventory;
@@ -103,7 +103,8 @@ pub(crate) fn worker(state: Option<PathBuf>, registry: &Registry, options: &Opti
             env: env(),
             inventory: inventory.to_template(),
         };
-        runbook_runner::worker::work(&runner, &opts, &watch_signals(), &watcher_for).await?;
+        let signals = runbook_runner::watch_signals(runner.watcher.clone());
+        runbook_runner::worker::work(&runner, &opts, &signals, &watcher_for).await?;
         Ok(Exit::Ok)
     })
 }

@@ -377,3 +377,30 @@ impl Status {
         }
     }
 }
+
+/// The report of a run: its record, journal and log from the store, and the
+/// playbook's objectives from the text the run recorded.
+pub async fn report(
+    store: &dyn runbook_state::Store,
+    registry: &Registry,
+    id: &str,
+) -> runbook_state::Result<runbook_report::Report> {
+    let record = store.run(id).await?;
+    let events = store.events(&record.id).await?;
+    let logs: Vec<_> = store
+        .logs(&record.id, None, 0)
+        .await?
+        .into_iter()
+        .map(|(_, l)| l)
+        .collect();
+    let source = Source::new(format!("run {}", record.id), record.text.clone());
+    let objectives = runbook_core::validate::load(source, &runbook_core::validate::Expected::default(), registry)
+        .ok()
+        .and_then(|loaded| loaded.playbook.objectives);
+    Ok(runbook_report::Report::build(
+        &record,
+        &events,
+        &logs,
+        objectives.as_ref(),
+    ))
+}

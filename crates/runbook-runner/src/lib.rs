@@ -35,3 +35,47 @@ pub use lifecycle::{
     Cancelled, Outcome, Resumed, RunOptions, Runner, Started, alive, check_start, held_by_worker, resolve_secrets,
 };
 pub use notice::{Notice, Watcher};
+
+/// The user recorded as running a run or taking an operator action:
+/// `$RUNBOOK_USER`, else `$USER`, else the operating system's name for this
+/// process's user (containers, cron and systemd set no `$USER`).
+pub fn os_user() -> String {
+    std::env::var("RUNBOOK_USER")
+        .or_else(|_| std::env::var("USER"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| {
+            let uid = nix::unistd::getuid();
+            nix::unistd::User::from_uid(uid)
+                .ok()
+                .flatten()
+                .map_or_else(|| format!("uid {uid}"), |u| u.name)
+        })
+}
+
+/// What stops this process's runs: the first SIGINT or SIGTERM stops them
+/// gracefully (no new steps; running steps are stopped), the second kills
+/// their steps now. The watcher is told each.
+pub fn watch_signals(watcher: std::sync::Arc<dyn Watcher>) -> runbook_engine::exec::Signals {
+    use tokio::signal::unix::{SignalKind, signal};
+    let signals = runbook_engine::exec::Signals::default();
+    let s = signals.clone();
+    tokio::spawn(async move {
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        watcher.notice(&Notice::Stopping);
+        s.stop.cancel();
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        watcher.notice(&Notice::Killing);
+        s.kill.cancel();
+    });
+    signals
+}

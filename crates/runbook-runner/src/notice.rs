@@ -109,6 +109,10 @@ pub enum Notice {
         /// What happened.
         what: String,
     },
+    /// A first SIGINT or SIGTERM: the runs stop gracefully.
+    Stopping,
+    /// A second one: running steps are killed.
+    Killing,
     /// When a schedule fires next.
     NextFire {
         /// The schedule.
@@ -182,6 +186,10 @@ impl std::fmt::Display for Notice {
             }
             Notice::NotExecuted { why, .. } => f.write_str(why),
             Notice::Schedule { name, what } => write!(f, "daemon: {name}: {what}"),
+            Notice::Stopping => f.write_str(
+                "stopping: no new steps start; running steps are being stopped (interrupt again to kill now)",
+            ),
+            Notice::Killing => f.write_str("killing running steps now"),
             Notice::NextFire { name, playbook, at } => write!(f, "daemon: {name} ({playbook}): next run at {at}"),
             Notice::DaemonStopping { runs } => write!(
                 f,

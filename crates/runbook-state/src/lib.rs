@@ -41,6 +41,19 @@ pub use fenced::Fenced;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
+/// Opens the state at `location` (migrated to this version): PostgreSQL for
+/// a `postgres://` or `postgresql://` URL (libpq's multi-host form too),
+/// else a SQLite file; the default file without one.
+pub async fn open(location: Option<&std::path::Path>) -> Result<std::sync::Arc<dyn Store>> {
+    let path = location.map_or_else(default_path, std::path::Path::to_path_buf);
+    let text = path.to_string_lossy();
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PgStore::open(&text).await?))
+    } else {
+        Ok(std::sync::Arc::new(SqliteStore::open(&path).await?))
+    }
+}
+
 use async_trait::async_trait;
 use thiserror::Error;
 
