@@ -112,6 +112,18 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Serve the HTTP API (`/api/v1/`): the library, plans, runs started
+    /// and followed over HTTP (events as Server-Sent Events), approvals,
+    /// cancels, reports. Runs execute in this process, in the same state as
+    /// the command line's.
+    Serve {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
+        listen: String,
+        /// At most this many step calls at once, per run.
+        #[arg(long, default_value_t = 8, value_name = "N")]
+        max_parallel: usize,
+    },
     /// The workers of the shared state: alive, stopped or gone, and the runs
     /// each holds.
     Workers {

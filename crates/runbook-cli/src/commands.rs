@@ -93,6 +93,9 @@ fn command(cli: Cli) -> Done {
         Command::Approve { answer, exec } => crate::runs::answer(state, &registry, &answer, true, &exec, &inv()?),
         Command::Reject { answer, exec } => crate::runs::answer(state, &registry, &answer, false, &exec, &inv()?),
         Command::Cancel { run, exec } => crate::runs::cancel(state, &registry, &run, &exec, &inv()?),
+        Command::Serve { listen, max_parallel } => {
+            crate::serve::serve(state, lib, &registry, &inv()?, (&listen, max_parallel))
+        }
         Command::Workers { output } => crate::worker::list(state, output),
         Command::Locks { output } => crate::locks::list(state, output),
         Command::State {

@@ -31,6 +31,7 @@ mod reference;
 mod registry;
 mod report;
 mod runs;
+mod serve;
 mod session;
 mod table;
 mod worker;

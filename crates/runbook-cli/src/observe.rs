@@ -159,7 +159,7 @@ impl runbook_runner::follow::Follower for Shown {
             Shown::Json => JsonLines::recorded(run, rec),
         }
     }
-    fn log(&self, line: &LogLine) {
+    fn log(&self, _: i64, line: &LogLine) {
         match self {
             Shown::Text(t) => t.log(line),
             Shown::Json => JsonLines.log(line),

@@ -12,8 +12,8 @@ use std::time::Duration;
 pub trait Follower {
     /// A journal event, with when it was recorded.
     fn recorded(&self, run: &str, rec: &Recorded);
-    /// A step's log line.
-    fn log(&self, line: &LogLine);
+    /// A step's log line, with its sequence number (the cursor's `log`).
+    fn log(&self, seq: i64, line: &LogLine);
 }
 
 /// What has been seen of a run: the last journal sequence number and the
@@ -68,7 +68,7 @@ pub async fn follow(
                     at.event = rec.seq;
                 }
             } else if let Some((seq, line)) = lines.next() {
-                follower.log(line);
+                follower.log(*seq, line);
                 at.log = *seq;
             }
         }

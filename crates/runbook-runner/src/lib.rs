@@ -32,7 +32,8 @@ pub mod worker;
 pub use decide::{Answer, Decisions};
 pub use error::{ErrorClass, Holder, RunnerError, describe};
 pub use lifecycle::{
-    Cancelled, Outcome, Resumed, RunOptions, Runner, Started, alive, check_start, held_by_worker, resolve_secrets,
+    Cancelled, Checked, Outcome, Resumed, RunOptions, Runner, Started, alive, check_start, held_by_worker,
+    resolve_secrets,
 };
 pub use notice::{Notice, Watcher};
 

@@ -644,6 +644,14 @@ impl Runner {
         }
     }
 
+    /// Records an operator's cancel of a run this very process executes (a
+    /// server); the caller then stops it through its `Signals`, and the
+    /// engine ends it as cancelled, after its handlers.
+    pub async fn record_cancel(&self, id: &str) -> Result<(), RunnerError> {
+        self.store.append(id, &cancel_event(&self.user)).await?;
+        Ok(())
+    }
+
     /// Executes a run this process holds until it stops; renews its lock
     /// meanwhile, then keeps it (a run waiting for an approval) or gives it
     /// back.

@@ -531,7 +531,7 @@ impl runbook_runner::follow::Follower for Told {
         let name = name.split([' ', '{']).next().unwrap_or_default().to_owned();
         self.0.lock().unwrap().push(format!("{} {name}", rec.seq));
     }
-    fn log(&self, line: &LogLine) {
+    fn log(&self, _: i64, line: &LogLine) {
         self.0.lock().unwrap().push(format!("log {}", line.line));
     }
 }

@@ -1,0 +1,390 @@
+//! The routes under `/api/v1/`. Reading handlers read the library and the
+//! store and answer; handlers that start or continue a run hand a job to
+//! the executor and answer once the run is recorded (start: 201 with its
+//! id) or once it stopped, or after [`SETTLE`] with 202 while it still runs.
+
+use crate::Shared;
+use crate::error::ApiError;
+use crate::executor::{How, Job, Streamed};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use indexmap::IndexMap;
+use runbook_core::library::LoadError;
+use runbook_core::validate::Loaded;
+use runbook_runner::Answer;
+use runbook_runner::catalog;
+use runbook_runner::follow::Cursor;
+use serde::Deserialize;
+use serde_json::{Value as Json_, json};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// How long a request that continues a run waits for it to stop before it
+/// answers 202 (the run goes on; its events say how it ends).
+pub(crate) const SETTLE: Duration = Duration::from_secs(2);
+
+type S = State<Arc<Shared>>;
+type Answered = Result<Response, ApiError>;
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/playbooks", get(playbooks))
+        .route("/api/v1/playbooks/{name}", get(playbook))
+        .route("/api/v1/playbooks/{name}/plan", post(plan))
+        .route("/api/v1/runs", get(runs).post(start))
+        .route("/api/v1/runs/{id}", get(status))
+        .route("/api/v1/runs/{id}/logs", get(logs))
+        .route("/api/v1/runs/{id}/events", get(events))
+        .route("/api/v1/runs/{id}/report", get(report))
+        .route("/api/v1/runs/{id}/approve", post(approve))
+        .route("/api/v1/runs/{id}/reject", post(reject))
+        .route("/api/v1/runs/{id}/resume", post(resume))
+        .route("/api/v1/runs/{id}/cancel", post(cancel))
+        .route("/api/v1/locks", get(locks))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route (the API is under /api/v1/)") })
+        .with_state(shared)
+}
+
+async fn health() -> Json<Json_> {
+    Json(json!({ "ok": true, "version": env!("CARGO_PKG_VERSION") }))
+}
+
+async fn playbooks(State(s): S) -> Answered {
+    let list = catalog::list(&s.library, &s.runner.registry)
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(Json(list).into_response())
+}
+
+/// A playbook of the library, checked.
+fn load(s: &Shared, name: &str) -> Result<Loaded, ApiError> {
+    let located = s
+        .library
+        .locate(name)
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))?;
+    match runbook_core::library::load(&located, &s.runner.registry) {
+        Ok(l) => Ok(l),
+        Err(LoadError::Library(e)) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        Err(LoadError::Invalid(inv)) => {
+            let message = format!("`{name}` does not validate; nothing was run");
+            Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).diagnosed(&inv.source, &inv.diagnostics))
+        }
+    }
+}
+
+async fn playbook(State(s): S, Path(name): Path<String>) -> Answered {
+    Ok(Json(catalog::Show::of(&load(&s, &name)?)).into_response())
+}
+
+/// Typed inputs, as a form sends them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Inputs {
+    #[serde(default)]
+    inputs: IndexMap<String, Json_>,
+}
+
+/// The inputs checked against the playbook's declarations, as the command
+/// line checks them: each problem named.
+fn resolve(loaded: &Loaded, given: &IndexMap<String, Json_>) -> Result<IndexMap<String, Json_>, ApiError> {
+    runbook_core::inputs::resolve(&loaded.playbook, given).map_err(|errors| {
+        let details: Vec<Json_> = errors
+            .iter()
+            .map(|e| json!({ "input": e.name, "message": e.message, "hint": e.hint }))
+            .collect();
+        let mut refused = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("invalid inputs for `{}`; nothing was run", loaded.playbook.name),
+        );
+        refused.details = Some(Box::new(details.into()));
+        refused
+    })
+}
+
+async fn plan(State(s): S, Path(name): Path<String>, body: Option<Json<Inputs>>) -> Answered {
+    let loaded = load(&s, &name)?;
+    let given = body.map(|Json(b)| b.inputs).unwrap_or_default();
+    let inputs = resolve(&loaded, &given)?;
+    let pctx = runbook_engine::plan::PlanContext {
+        env: s.runner.env.clone(),
+        user: s.runner.user.clone(),
+        inventory: s.runner.inventory.clone(),
+    };
+    let plan = runbook_engine::plan::plan(&loaded.playbook, &inputs, &s.runner.registry, &pctx);
+    let text = runbook_engine::plan_text::render(&plan);
+    Ok(Json(json!({ "plan": plan, "text": text })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct RunsQuery {
+    playbook: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn runs(State(s): S, Query(q): Query<RunsQuery>) -> Answered {
+    let runs = s
+        .runner
+        .store
+        .runs(q.playbook.as_deref(), q.limit.unwrap_or(50))
+        .await?;
+    Ok(Json(runs).into_response())
+}
+
+/// `POST /api/v1/runs`: a run of a playbook by name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartRequest {
+    /// `NAME` or `NAME@VERSION`.
+    playbook: String,
+    #[serde(default)]
+    inputs: IndexMap<String, Json_>,
+    /// Approve its approvals as the server's user.
+    #[serde(default)]
+    yes: bool,
+}
+
+async fn start(State(s): S, Json(req): Json<StartRequest>) -> Answered {
+    let loaded = load(&s, &req.playbook)?;
+    // The inputs' problems are named one by one before anything else.
+    resolve(&loaded, &req.inputs)?;
+    let r = &s.runner;
+    let checked = runbook_runner::check_start(
+        &r.registry,
+        &r.env,
+        &r.inventory,
+        &r.user,
+        &loaded.playbook,
+        &req.inputs,
+    )?;
+    let (reply, answer) = oneshot::channel();
+    let job = Job::Start {
+        loaded: Box::new(loaded),
+        checked,
+        yes: req.yes,
+        reply,
+    };
+    let id = ask(&s, job, answer).await??;
+    let location = format!("/api/v1/runs/{id}");
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(json!({ "run": id })),
+    )
+        .into_response())
+}
+
+/// Hands a job to the executor and waits for its reply.
+async fn ask<T>(s: &Shared, job: Job, reply: oneshot::Receiver<T>) -> Result<T, ApiError> {
+    let stopping = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping");
+    if !s.submit(job) {
+        return Err(stopping());
+    }
+    reply.await.map_err(|_| stopping())
+}
+
+async fn status(State(s): S, Path(id): Path<String>) -> Answered {
+    let record = s.runner.store.run(&id).await?;
+    let events = s.runner.store.events(&record.id).await?;
+    Ok(Json(catalog::Status::of(record, &events)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct LogsQuery {
+    step: Option<String>,
+    after: Option<i64>,
+    /// Only the last N lines (a run opens at its tail).
+    tail: Option<usize>,
+}
+
+async fn logs(State(s): S, Path(id): Path<String>, Query(q): Query<LogsQuery>) -> Answered {
+    let record = s.runner.store.run(&id).await?;
+    let mut lines = s
+        .runner
+        .store
+        .logs(&record.id, q.step.as_deref(), q.after.unwrap_or(0))
+        .await?;
+    if let Some(n) = q.tail {
+        lines.drain(..lines.len().saturating_sub(n));
+    }
+    let next = lines.last().map_or(q.after.unwrap_or(0), |(seq, _)| *seq);
+    let lines: Vec<Json_> = lines
+        .into_iter()
+        .map(|(seq, line)| {
+            let mut v = serde_json::to_value(line).unwrap_or_default();
+            v["seq"] = seq.into();
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "run": record.id, "lines": lines, "next": next })).into_response())
+}
+
+/// A cursor as an event id: `EVENT.LOG`.
+fn cursor_of(text: &str) -> Option<Cursor> {
+    let (event, log) = text.trim().split_once('.')?;
+    Some(Cursor {
+        event: event.parse().ok()?,
+        log: log.parse().ok()?,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    /// Resume after this event id (as `Last-Event-ID` does).
+    after: Option<String>,
+}
+
+/// `GET /api/v1/runs/{id}/events`: the run's journal events and log lines
+/// as Server-Sent Events (`journal`, `log`, and a last `end` with the status
+/// it stopped at), each with the id a reconnecting client sends back.
+async fn events(State(s): S, Path(id): Path<String>, Query(q): Query<EventsQuery>, headers: HeaderMap) -> Answered {
+    let record = s.runner.store.run(&id).await?;
+    let given = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(q.after);
+    let from = match given {
+        Some(text) => cursor_of(&text)
+            .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("event id `{text}` is not EVENT.LOG")))?,
+        None => Cursor::default(),
+    };
+    let (to, from_executor) = mpsc::unbounded_channel::<Streamed>();
+    if !s.submit(Job::Follow {
+        id: record.id,
+        from,
+        to,
+    }) {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping"));
+    }
+    let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(from_executor);
+    let stream = tokio_stream::StreamExt::map(stream, |item: Streamed| {
+        let id = format!("{}.{}", item.cursor.event, item.cursor.log);
+        Ok::<_, Infallible>(SseEvent::default().id(id).event(item.kind).data(item.data.to_string()))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct ReportQuery {
+    format: Option<String>,
+}
+
+async fn report(State(s): S, Path(id): Path<String>, Query(q): Query<ReportQuery>) -> Answered {
+    use runbook_report::Format;
+    let (format, content_type) = match q.format.as_deref().unwrap_or("html") {
+        "html" => (Format::Html, "text/html; charset=utf-8"),
+        "json" => (Format::Json, "application/json"),
+        "junit" => (Format::Junit, "application/xml"),
+        "markdown" => (Format::Markdown, "text/markdown; charset=utf-8"),
+        other => {
+            let message = format!("unknown report format `{other}` (html, json, junit, markdown)");
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, message));
+        }
+    };
+    let report = catalog::report(s.runner.store.as_ref(), &s.runner.registry, &id).await?;
+    Ok(([(header::CONTENT_TYPE, content_type)], report.render(format)).into_response())
+}
+
+/// An answer to the approval a run waits at.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnswerRequest {
+    comment: Option<String>,
+    /// The plan the answerer reviewed (`status`'s `plan_hash`): refused if
+    /// the run's plan is not that one.
+    plan_hash: Option<String>,
+}
+
+async fn approve(state: S, Path(id): Path<String>, body: Option<Json<AnswerRequest>>) -> Answered {
+    answer(state, id, true, body.map(|Json(b)| b).unwrap_or_default()).await
+}
+
+async fn reject(state: S, Path(id): Path<String>, body: Option<Json<AnswerRequest>>) -> Answered {
+    answer(state, id, false, body.map(|Json(b)| b).unwrap_or_default()).await
+}
+
+async fn answer(State(s): S, id: String, approve: bool, req: AnswerRequest) -> Answered {
+    let answer = Answer {
+        approve,
+        who: s.runner.user.clone(),
+        comment: req.comment,
+        plan_hash: req.plan_hash,
+    };
+    continue_run(&s, &id, How::Answer(answer)).await
+}
+
+/// The operator's decisions about a stopped run.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResumeRequest {
+    /// Steps to run again although they finished.
+    #[serde(default)]
+    rerun: Vec<String>,
+    /// Steps in flight to record as done (they did act).
+    #[serde(default)]
+    mark_done: Vec<String>,
+}
+
+async fn resume(State(s): S, Path(id): Path<String>, body: Option<Json<ResumeRequest>>) -> Answered {
+    let req = body.map(|Json(b)| b).unwrap_or_default();
+    let how = How::Resume {
+        rerun: req.rerun,
+        mark_done: req.mark_done,
+    };
+    continue_run(&s, &id, how).await
+}
+
+/// `POST /api/v1/runs/{id}/cancel`: a run executing here is stopped through
+/// its own signals (never this process's); any other goes through the
+/// runner's cancel, as `runbook cancel` does.
+async fn cancel(State(s): S, Path(id): Path<String>) -> Answered {
+    let record = s.runner.store.run(&id).await?;
+    if let Some(signals) = s.signals_of(&record.id) {
+        s.runner.record_cancel(&record.id).await?;
+        signals.stop.cancel();
+        let message = format!("cancel requested: run {} is stopping", record.id);
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "run": record.id, "message": message })),
+        )
+            .into_response());
+    }
+    if record.pid == Some(std::process::id()) && record.status == runbook_state::RunStatus::Running {
+        let message = format!("run {} is finishing here; ask again in a moment", record.id);
+        return Err(ApiError::new(StatusCode::CONFLICT, message));
+    }
+    continue_run(&s, &record.id, How::Cancel).await
+}
+
+/// Continues a run on the executor: its outcome if it stops within
+/// [`SETTLE`], else 202 while it goes on.
+async fn continue_run(s: &Shared, id: &str, how: How) -> Answered {
+    let record = s.runner.store.run(id).await?;
+    let (reply, mut answer) = oneshot::channel();
+    let job = Job::Continue {
+        id: record.id.clone(),
+        how,
+        reply,
+    };
+    if !s.submit(job) {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping"));
+    }
+    match tokio::time::timeout(SETTLE, &mut answer).await {
+        Ok(Ok(done)) => Ok(Json(done?).into_response()),
+        Ok(Err(_)) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping")),
+        Err(_) => {
+            let body = json!({ "run": record.id, "status": "running" });
+            Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+        }
+    }
+}
+
+async fn locks(State(s): S) -> Answered {
+    Ok(Json(s.runner.store.locks().await?).into_response())
+}

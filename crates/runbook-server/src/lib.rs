@@ -1,0 +1,154 @@
+//! `runbook serve`: the HTTP API over the runner library, for the team's
+//! browsers and tools. It owns the routes under `/api/v1/`, the mapping from
+//! the runner's errors to HTTP statuses, and the execution of the runs it
+//! starts, in this process; everything about a run itself (checks, locks,
+//! the journal, resume, approvals) is runbook-runner's, exactly as for the
+//! command line, so a run started here and one started at a terminal are
+//! the same run.
+//!
+//! The one design decision to know: runs execute on one thread of their
+//! own ([`executor`]: the engine's futures are not `Send`), fed by a channel
+//! from the handlers, which only read the store and answer. A run's live
+//! events are read back from the journal ([`runbook_runner::follow`]) and
+//! streamed as Server-Sent Events whose ids are the follow cursor, so a
+//! client that reconnects with `Last-Event-ID` misses nothing and sees
+//! nothing twice.
+
+mod api;
+mod error;
+mod executor;
+
+pub use error::ApiError;
+
+use executor::Job;
+use runbook_core::kind::CancellationToken;
+use runbook_core::library::Library;
+use runbook_engine::exec::Signals;
+use runbook_runner::Runner;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How the runs this server starts execute.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// At most this many step calls at once, per run.
+    pub max_parallel: usize,
+    /// The time to live of a run's `lock:` leases (renewed while it runs).
+    pub lock_ttl: Duration,
+    /// How often a followed run's journal is read for new events.
+    pub poll: Duration,
+    /// How long a stopping server waits for its runs to stop.
+    pub grace: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            max_parallel: 8,
+            lock_ttl: Duration::from_secs(30),
+            poll: Duration::from_millis(200),
+            grace: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The server: cheap to clone (one shared state).
+#[derive(Clone)]
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+/// What the handlers and the executor share.
+pub(crate) struct Shared {
+    pub(crate) runner: Runner,
+    pub(crate) library: Library,
+    pub(crate) options: ServeOptions,
+    /// The runs executing in this process, by id, and what stops each.
+    pub(crate) running: Mutex<HashMap<String, Signals>>,
+    jobs: mpsc::UnboundedSender<Job>,
+    /// The executor's end of the channel, until `serve` takes it.
+    inbox: Mutex<Option<mpsc::UnboundedReceiver<Job>>>,
+}
+
+impl Shared {
+    /// Hands a job to the executor; false if it has stopped.
+    pub(crate) fn submit(&self, job: Job) -> bool {
+        self.jobs.send(job).is_ok()
+    }
+
+    /// What stops the run `id` if it executes here.
+    pub(crate) fn signals_of(&self, id: &str) -> Option<Signals> {
+        self.running.lock().ok()?.get(id).cloned()
+    }
+}
+
+impl Server {
+    /// A server over `runner` (its store, kinds, user, environment and
+    /// inventory) and the playbook library.
+    pub fn new(runner: Runner, library: Library, options: ServeOptions) -> Server {
+        let (jobs, inbox) = mpsc::unbounded_channel();
+        Server {
+            shared: Arc::new(Shared {
+                runner,
+                library,
+                options,
+                running: Mutex::new(HashMap::new()),
+                jobs,
+                inbox: Mutex::new(Some(inbox)),
+            }),
+        }
+    }
+
+    /// The routes, for a listener or a test.
+    pub fn router(&self) -> axum::Router {
+        api::router(self.shared.clone())
+    }
+
+    /// Serves `listener` until `stop` is cancelled, then stops the runs
+    /// executing here gracefully (they stay resumable) and waits for them,
+    /// at most [`ServeOptions::grace`]. Runs on the current thread (the
+    /// executor is a `LocalSet`).
+    pub async fn serve(&self, listener: tokio::net::TcpListener, stop: CancellationToken) -> std::io::Result<()> {
+        let inbox = self.shared.inbox.lock().ok().and_then(|mut i| i.take());
+        let Some(inbox) = inbox else {
+            return Err(std::io::Error::other("this server is already serving"));
+        };
+        let local = tokio::task::LocalSet::new();
+        let executor = local.spawn_local(executor::run(self.shared.clone(), inbox, stop.clone()));
+        let app = self.router();
+        let quit = stop.clone();
+        local
+            .run_until(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { quit.cancelled().await })
+                    .await;
+                let _ = executor.await;
+                served
+            })
+            .await
+    }
+
+    /// A stop signal arrived: the runs executing here that an operator asked
+    /// to cancel (`runbook cancel` records the request, then signals the
+    /// process executing the run: this one) are stopped, and how many were.
+    /// None: the signal was meant for the server.
+    pub async fn stop_cancelled(&self) -> usize {
+        let running: Vec<(String, Signals)> = match self.shared.running.lock() {
+            Ok(r) => r.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Err(_) => return 0,
+        };
+        let mut stopped = 0;
+        for (id, signals) in running {
+            let Ok(events) = self.shared.runner.store.events(&id).await else {
+                continue;
+            };
+            if runbook_engine::replay::Replay::new(&events).cancel_requested {
+                signals.stop.cancel();
+                stopped += 1;
+            }
+        }
+        stopped
+    }
+}

@@ -1,0 +1,371 @@
+//! The HTTP API over a real listener on loopback, a real SQLite state and
+//! real `shell` and `approve` steps: what a browser or a script would
+//! notice. Runs start by name with typed inputs (refused one problem at a
+//! time, and an input is data, never code), their events stream as SSE and
+//! resume from `Last-Event-ID` without gaps or repeats, an approval is bound
+//! to the plan hash, a cancel stops that run (after its `finally`) and
+//! nothing else, and reports download.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use indexmap::IndexMap;
+use runbook_core::kind::{CancellationToken, Registry};
+use runbook_core::library::Library;
+use runbook_engine::exec::Observer;
+use runbook_runner::{Notice, Runner, Watcher};
+use runbook_server::{ServeOptions, Server};
+use runbook_state::{Event, LogLine, SqliteStore, Store};
+use serde_json::{Value as Json, json};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+const HELLO: &str = r#"apiVersion: runbook/v1
+name: hello
+version: 1
+description: Says hello.
+inputs:
+  who: { type: string, description: whom to greet }
+  times: { type: integer, default: 1 }
+steps:
+  - id: greet
+    uses: shell
+    with:
+      run: echo "hello {{ inputs.who }} x{{ inputs.times }}"
+"#;
+
+const GATED: &str = r#"apiVersion: runbook/v1
+name: gated
+version: 1
+steps:
+  - { id: before, uses: shell, with: { run: "echo before" } }
+  - { id: ok, uses: approve, needs: [before], with: { message: "go on?" } }
+  - { id: after, uses: shell, needs: [ok], with: { run: "echo after" } }
+"#;
+
+const SLOW: &str = r#"apiVersion: runbook/v1
+name: slow
+version: 1
+inputs:
+  dir: { type: string }
+steps:
+  - { id: wait, uses: shell, with: { run: "sleep 30" } }
+finally:
+  - id: tidy
+    uses: shell
+    with:
+      run: touch {{ inputs.dir }}/tidied
+"#;
+
+/// Hears nothing (the journal has it all).
+struct Deaf;
+
+impl Observer for Deaf {
+    fn event(&self, _: &str, _: &Event) {}
+    fn log(&self, _: &LogLine) {}
+}
+
+impl Watcher for Deaf {
+    fn notice(&self, _: &Notice) {}
+}
+
+/// A server on 127.0.0.1, on a thread of its own; stopped when dropped.
+struct Served {
+    base: String,
+    stop: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    let folder = dir.join("playbooks").join(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("v1.yaml"), text).unwrap();
+}
+
+fn serve() -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [("hello", HELLO), ("gated", GATED), ("slow", SLOW)] {
+        write(dir.path(), name, text);
+    }
+    write(
+        dir.path(),
+        "broken",
+        "apiVersion: runbook/v1\nname: broken\nversion: 1\nsteps:\n  - { id: x, uses: nope }\n",
+    );
+    let state = dir.path().join("state.db");
+    let library = Library::new(dir.path().join("playbooks"));
+    let stop = CancellationToken::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let quit = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&state).await.unwrap());
+            let runner = Runner {
+                store,
+                registry: Registry::new()
+                    .with(runbook_step_shell::Shell)
+                    .with(runbook_step_approve::Approve),
+                watcher: Arc::new(Deaf),
+                user: "alice".into(),
+                env: IndexMap::new(),
+                inventory: Json::Null,
+            };
+            let options = ServeOptions {
+                poll: Duration::from_millis(50),
+                grace: Duration::from_secs(10),
+                ..ServeOptions::default()
+            };
+            let server = Server::new(runner, library, options);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            server.serve(listener, quit).await.unwrap();
+        });
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    Served {
+        base: format!("http://{addr}/api/v1"),
+        stop,
+        thread: Some(thread),
+        dir,
+    }
+}
+
+/// One request; its status and JSON body.
+async fn call(method: reqwest::Method, url: &str, body: Option<Json>) -> (u16, Json) {
+    let client = reqwest::Client::new();
+    let mut req = client.request(method, url);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Json::String(text)))
+}
+
+async fn get(url: &str) -> (u16, Json) {
+    call(reqwest::Method::GET, url, None).await
+}
+
+async fn post(url: &str, body: Json) -> (u16, Json) {
+    call(reqwest::Method::POST, url, Some(body)).await
+}
+
+/// An SSE response read to its end: (id, event, data) each.
+async fn sse(url: &str, last_id: Option<&str>) -> Vec<(String, String, Json)> {
+    let client = reqwest::Client::new();
+    let mut req = client.get(url);
+    if let Some(id) = last_id {
+        req = req.header("Last-Event-ID", id);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let text = tokio::time::timeout(Duration::from_secs(60), resp.text())
+        .await
+        .expect("the stream ends when the run stops")
+        .unwrap();
+    text.split("\n\n")
+        .filter(|block| block.contains("data:"))
+        .map(|block| {
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                    .map(|v| v.trim_start().to_owned())
+                    .unwrap_or_default()
+            };
+            let data = serde_json::from_str(&field("data")).unwrap();
+            (field("id"), field("event"), data)
+        })
+        .collect()
+}
+
+/// Waits until the run's status is `want`; its status document.
+async fn until_status(base: &str, run: &str, want: &str) -> Json {
+    for _ in 0..300 {
+        let (_, s) = get(&format!("{base}/runs/{run}")).await;
+        if s["run"]["status"] == want {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("run {run} never became {want}");
+}
+
+#[tokio::test]
+async fn the_library_and_plans_are_read_and_bad_requests_refused_with_reasons() {
+    let s = serve();
+    let (code, list) = get(&format!("{}/playbooks", s.base)).await;
+    assert_eq!(code, 200);
+    let names: Vec<&str> = list["playbooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["broken", "gated", "hello", "slow"]);
+    let broken = &list["playbooks"][0];
+    assert_eq!(broken["valid"], false);
+
+    let (code, show) = get(&format!("{}/playbooks/hello", s.base)).await;
+    assert_eq!(code, 200);
+    assert_eq!(show["required_inputs"], json!(["who"]));
+    let (code, missing) = get(&format!("{}/playbooks/nope", s.base)).await;
+    assert_eq!(code, 404, "{missing}");
+    let (code, invalid) = get(&format!("{}/playbooks/broken", s.base)).await;
+    assert_eq!(code, 422);
+    assert_eq!(invalid["details"][0]["code"], "unknown-kind", "{invalid}");
+    assert_eq!(invalid["details"][0]["line"], 5);
+
+    let (code, plan) = post(
+        &format!("{}/playbooks/hello/plan", s.base),
+        json!({ "inputs": { "who": "bob" } }),
+    )
+    .await;
+    assert_eq!(code, 200, "{plan}");
+    assert_eq!(plan["plan"]["inputs"]["times"], 1, "defaults applied: {plan}");
+    assert!(plan["text"].as_str().unwrap().contains("greet"), "{plan}");
+
+    // Inputs are typed as the command line types them; each problem named.
+    let (code, refused) = post(
+        &format!("{}/runs", s.base),
+        json!({ "playbook": "hello", "inputs": { "times": "many" } }),
+    )
+    .await;
+    assert_eq!(code, 422, "{refused}");
+    let inputs: Vec<&str> = refused["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["input"].as_str().unwrap())
+        .collect();
+    assert_eq!(inputs, ["who", "times"], "{refused}");
+    let (code, _) = post(&format!("{}/runs", s.base), json!({ "playbook": "nope" })).await;
+    assert_eq!(code, 404);
+    let (code, _) = post(&format!("{}/runs", s.base), json!({ "playbook": "hello", "typo": 1 })).await;
+    assert_eq!(code, 422, "an unknown field is refused, not ignored");
+    let (_, runs) = get(&format!("{}/runs", s.base)).await;
+    assert_eq!(runs, json!([]), "nothing was recorded by any refusal");
+    let (code, _) = get(&format!("{}/runs/01nosuchrun", s.base)).await;
+    assert_eq!(code, 404);
+}
+
+#[tokio::test]
+async fn a_run_streams_its_events_and_a_reconnect_misses_nothing_and_repeats_nothing() {
+    let s = serve();
+    let sneaky = format!("$(touch {}/pwned)", s.dir.path().display());
+    let (code, started) = post(
+        &format!("{}/runs", s.base),
+        json!({ "playbook": "hello", "inputs": { "who": sneaky } }),
+    )
+    .await;
+    assert_eq!(code, 201, "{started}");
+    let run = started["run"].as_str().unwrap().to_owned();
+    let all = sse(&format!("{}/runs/{run}/events", s.base), None).await;
+    let kinds: Vec<String> = all
+        .iter()
+        .map(|(_, e, d)| match e.as_str() {
+            "journal" => d["event"].as_str().unwrap_or("?").to_owned(),
+            other => other.to_owned(),
+        })
+        .collect();
+    assert_eq!(kinds.first().map(String::as_str), Some("run_started"), "{kinds:?}");
+    assert_eq!(kinds.last().map(String::as_str), Some("end"), "{kinds:?}");
+    assert_eq!(all.last().unwrap().2["status"], "succeeded");
+    assert!(kinds.contains(&"log".to_owned()), "{kinds:?}");
+    // The input was data: echoed as typed, never run.
+    let log = all.iter().find(|(_, e, _)| e == "log").unwrap();
+    assert_eq!(log.2["line"], format!("hello {sneaky} x1"));
+    assert!(!s.dir.path().join("pwned").exists());
+
+    // A client that saw the first two items reconnects: it gets the rest,
+    // exactly.
+    let second = &all[1].0;
+    let rest = sse(&format!("{}/runs/{run}/events", s.base), Some(second)).await;
+    // (Journal events and log lines interleave by time; each keeps its own
+    // sequence, which is what is compared.)
+    let key = |items: &[(String, String, Json)]| {
+        let mut k: Vec<(String, i64)> = items
+            .iter()
+            .map(|i| (i.1.clone(), i.2["seq"].as_i64().unwrap_or(-1)))
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(key(&rest), key(&all[2..]));
+    let (code, _) = get(&format!("{}/runs/{run}/events?after=nonsense", s.base)).await;
+    assert_eq!(code, 400);
+
+    // The log opens at its tail; the report downloads.
+    let (_, tail) = get(&format!("{}/runs/{run}/logs?tail=1", s.base)).await;
+    assert_eq!(tail["lines"].as_array().unwrap().len(), 1);
+    let junit = reqwest::get(format!("{}/runs/{run}/report?format=junit", s.base))
+        .await
+        .unwrap();
+    assert_eq!(junit.headers()["content-type"], "application/xml");
+    assert!(junit.text().await.unwrap().contains("<testcase"));
+}
+
+#[tokio::test]
+async fn an_approval_is_bound_to_the_plan_and_a_cancel_stops_only_its_run() {
+    let s = serve();
+    let (_, started) = post(&format!("{}/runs", s.base), json!({ "playbook": "gated" })).await;
+    let gated = started["run"].as_str().unwrap().to_owned();
+    let status = until_status(&s.base, &gated, "waiting").await;
+    let hash = status["plan_hash"].as_str().unwrap().to_owned();
+    let (code, refused) = post(
+        &format!("{}/runs/{gated}/approve", s.base),
+        json!({ "plan_hash": "0000", "comment": "lgtm" }),
+    )
+    .await;
+    assert_eq!(code, 422, "{refused}");
+    assert_eq!(
+        until_status(&s.base, &gated, "waiting").await["run"]["id"],
+        gated.as_str()
+    );
+
+    // A slow run starts; cancelling it stops it, runs its `finally`, and the
+    // approval of the other run still goes through.
+    let (_, started) = post(
+        &format!("{}/runs", s.base),
+        json!({ "playbook": "slow", "inputs": { "dir": s.dir.path().display().to_string() } }),
+    )
+    .await;
+    let slow = started["run"].as_str().unwrap().to_owned();
+    until_status(&s.base, &slow, "running").await;
+    let (code, cancelled) = post(&format!("{}/runs/{slow}/cancel", s.base), json!({})).await;
+    assert_eq!(code, 202, "{cancelled}");
+    until_status(&s.base, &slow, "cancelled").await;
+    assert!(s.dir.path().join("tidied").exists(), "its finally ran");
+
+    let (code, approved) = post(
+        &format!("{}/runs/{gated}/approve", s.base),
+        json!({ "plan_hash": hash, "comment": "lgtm" }),
+    )
+    .await;
+    assert!(code == 200 || code == 202, "{code} {approved}");
+    let done = until_status(&s.base, &gated, "succeeded").await;
+    let steps: Vec<(&str, &str)> = done["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["step"].as_str().unwrap(), r["state"].as_str().unwrap()))
+        .collect();
+    assert!(steps.contains(&("after", "succeeded")), "{steps:?}");
+    // A finished run cannot be approved again.
+    let (code, _) = post(&format!("{}/runs/{gated}/approve", s.base), json!({})).await;
+    assert_eq!(code, 422);
+}
