@@ -273,6 +273,9 @@ pub(crate) enum Command {
         /// show, validate, inventory, plan, history, locks, workers).
         #[arg(long, value_name = "COMMAND", conflicts_with_all = ["kind", "events"])]
         output_of: Option<String>,
+        /// Print the OpenAPI document of `runbook serve`'s API instead.
+        #[arg(long, conflicts_with_all = ["kind", "events", "output_of"])]
+        openapi: bool,
     },
     /// Print generated reference documentation (the book's step reference).
     #[command(hide = true)]

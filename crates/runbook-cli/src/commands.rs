@@ -138,6 +138,10 @@ fn command(cli: Cli) -> Done {
             crate::json_out::print(&s);
             Ok(Exit::Ok)
         }
+        Command::Schema { openapi: true, .. } => {
+            crate::json_out::print(&runbook_server::openapi::document());
+            Ok(Exit::Ok)
+        }
         Command::Schema { kind, events, .. } => schema(&registry, kind.as_deref(), events),
         Command::Docs {
             what: crate::args::Docs::Steps,

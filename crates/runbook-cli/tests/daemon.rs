@@ -7,8 +7,8 @@
 mod support;
 use std::io::{BufRead, Read, Write};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use support::Run;
+use std::time::Duration;
+use support::{Run, free_port, until};
 
 const QUICK: &str = "apiVersion: runbook/v1\nname: quick\nversion: 1\nsteps:\n  - { id: hello, uses: shell, with: { json: true, run: \"echo '{\\\"rto_seconds\\\": 2.5}'\" } }\n";
 const SLOW: &str = "apiVersion: runbook/v1\nname: slow\nversion: 1\ninputs:\n  seconds: { type: duration, default: 3s }\nsteps:\n  - { id: work, uses: sleep, with: { duration: \"{{inputs.seconds}}\" } }\n  - { id: done, uses: shell, with: { run: \"echo done\" } }\n";
@@ -44,14 +44,6 @@ fn webhook() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
     (url, got)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The daemon's metrics, parsed as Prometheus text; `None` until it listens.
 fn try_scrape(port: u16) -> Option<prometheus_parse::Scrape> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -78,14 +70,6 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str, label: (&str, &str)) -> 
             _ => 0.0,
         })
         .sum()
-}
-
-fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn sigterm(child: &std::process::Child) {

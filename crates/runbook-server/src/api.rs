@@ -4,6 +4,7 @@
 //! id) or once it stopped, or after [`SETTLE`] with 202 while it still runs.
 
 use crate::Shared;
+use crate::bodies::{Continued, Health, LogEntry, LogsPage, PlanDoc, Started};
 use crate::error::ApiError;
 use crate::executor::{How, Job, Streamed};
 use axum::extract::{Path, Query, State};
@@ -18,6 +19,7 @@ use runbook_core::validate::Loaded;
 use runbook_runner::Answer;
 use runbook_runner::catalog;
 use runbook_runner::follow::Cursor;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value as Json_, json};
 use std::convert::Infallible;
@@ -35,6 +37,10 @@ type Answered = Result<Response, ApiError>;
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/api/v1/health", get(health))
+        .route(
+            "/api/v1/openapi.json",
+            get(|| async { Json(crate::openapi::document()) }),
+        )
         .route("/api/v1/playbooks", get(playbooks))
         .route("/api/v1/playbooks/{name}", get(playbook))
         .route("/api/v1/playbooks/{name}/plan", post(plan))
@@ -52,8 +58,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-async fn health() -> Json<Json_> {
-    Json(json!({ "ok": true, "version": env!("CARGO_PKG_VERSION") }))
+async fn health() -> Json<Health> {
+    Json(Health {
+        ok: true,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    })
 }
 
 async fn playbooks(State(s): S) -> Answered {
@@ -83,9 +92,11 @@ async fn playbook(State(s): S, Path(name): Path<String>) -> Answered {
 }
 
 /// Typed inputs, as a form sends them.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Inputs {
+pub(crate) struct Inputs {
+    /// Input name to value (a string, number, boolean, list or map, as
+    /// declared); defaults fill in the rest.
     #[serde(default)]
     inputs: IndexMap<String, Json_>,
 }
@@ -118,7 +129,7 @@ async fn plan(State(s): S, Path(name): Path<String>, body: Option<Json<Inputs>>)
     };
     let plan = runbook_engine::plan::plan(&loaded.playbook, &inputs, &s.runner.registry, &pctx);
     let text = runbook_engine::plan_text::render(&plan);
-    Ok(Json(json!({ "plan": plan, "text": text })).into_response())
+    Ok(Json(PlanDoc { plan, text }).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,11 +148,12 @@ async fn runs(State(s): S, Query(q): Query<RunsQuery>) -> Answered {
 }
 
 /// `POST /api/v1/runs`: a run of a playbook by name.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct StartRequest {
+pub(crate) struct StartRequest {
     /// `NAME` or `NAME@VERSION`.
     playbook: String,
+    /// Input name to value, typed as declared.
     #[serde(default)]
     inputs: IndexMap<String, Json_>,
     /// Approve its approvals as the server's user.
@@ -174,7 +186,7 @@ async fn start(State(s): S, Json(req): Json<StartRequest>) -> Answered {
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(json!({ "run": id })),
+        Json(Started { run: id }),
     )
         .into_response())
 }
@@ -213,15 +225,13 @@ async fn logs(State(s): S, Path(id): Path<String>, Query(q): Query<LogsQuery>) -
         lines.drain(..lines.len().saturating_sub(n));
     }
     let next = lines.last().map_or(q.after.unwrap_or(0), |(seq, _)| *seq);
-    let lines: Vec<Json_> = lines
-        .into_iter()
-        .map(|(seq, line)| {
-            let mut v = serde_json::to_value(line).unwrap_or_default();
-            v["seq"] = seq.into();
-            v
-        })
-        .collect();
-    Ok(Json(json!({ "run": record.id, "lines": lines, "next": next })).into_response())
+    let lines = lines.into_iter().map(|(seq, line)| LogEntry { seq, line }).collect();
+    let page = LogsPage {
+        run: record.id,
+        lines,
+        next,
+    };
+    Ok(Json(page).into_response())
 }
 
 /// A cursor as an event id: `EVENT.LOG`.
@@ -292,9 +302,10 @@ async fn report(State(s): S, Path(id): Path<String>, Query(q): Query<ReportQuery
 }
 
 /// An answer to the approval a run waits at.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct AnswerRequest {
+pub(crate) struct AnswerRequest {
+    /// Why, in the answerer's words (journalled).
     comment: Option<String>,
     /// The plan the answerer reviewed (`status`'s `plan_hash`): refused if
     /// the run's plan is not that one.
@@ -320,9 +331,9 @@ async fn answer(State(s): S, id: String, approve: bool, req: AnswerRequest) -> A
 }
 
 /// The operator's decisions about a stopped run.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ResumeRequest {
+pub(crate) struct ResumeRequest {
     /// Steps to run again although they finished.
     #[serde(default)]
     rerun: Vec<String>,
@@ -379,7 +390,11 @@ async fn continue_run(s: &Shared, id: &str, how: How) -> Answered {
         Ok(Ok(done)) => Ok(Json(done?).into_response()),
         Ok(Err(_)) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping")),
         Err(_) => {
-            let body = json!({ "run": record.id, "status": "running" });
+            let body = Continued {
+                run: record.id,
+                status: Some("running".into()),
+                message: None,
+            };
             Ok((StatusCode::ACCEPTED, Json(body)).into_response())
         }
     }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// What a continued run did (the answer to approve, reject, resume, cancel).
-pub(crate) type Continued = Result<Json, RunnerError>;
+pub(crate) type Continued = Result<crate::bodies::Continued, RunnerError>;
 
 /// Work for the executor.
 pub(crate) enum Job {
@@ -180,15 +180,27 @@ async fn continue_run(shared: &Shared, id: &str, how: How, opts: &RunOptions) ->
         }
         How::Cancel => {
             return Ok(match runner.cancel(id, opts).await? {
-                Cancelled::AfterHandlers(o) => json!({ "run": o.run_id, "status": o.status.as_str() }),
-                done => json!({ "run": id, "message": done.to_string() }),
+                Cancelled::AfterHandlers(o) => stopped(o.run_id, o.status),
+                done => crate::bodies::Continued {
+                    run: id.to_owned(),
+                    status: None,
+                    message: Some(done.to_string()),
+                },
             });
         }
     };
     Ok(match resumed {
-        Resumed::Executed(o) => json!({ "run": o.run_id, "status": o.status.as_str() }),
-        Resumed::Requeued(run) => json!({ "run": run, "status": RunStatus::Queued.as_str() }),
+        Resumed::Executed(o) => stopped(o.run_id, o.status),
+        Resumed::Requeued(run) => stopped(run, RunStatus::Queued),
     })
+}
+
+fn stopped(run: String, status: RunStatus) -> crate::bodies::Continued {
+    crate::bodies::Continued {
+        run,
+        status: Some(status.as_str().to_owned()),
+        message: None,
+    }
 }
 
 /// Sends what a followed run records into the stream, until it stops or

@@ -15,8 +15,10 @@
 //! nothing twice.
 
 mod api;
+pub mod bodies;
 mod error;
 mod executor;
+pub mod openapi;
 
 pub use error::ApiError;
 

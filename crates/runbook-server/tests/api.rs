@@ -369,3 +369,53 @@ async fn an_approval_is_bound_to_the_plan_and_a_cancel_stops_only_its_run() {
     let (code, _) = post(&format!("{}/runs/{gated}/approve", s.base), json!({})).await;
     assert_eq!(code, 422);
 }
+
+/// Every `$ref` in a JSON document.
+fn refs(v: &Json, out: &mut Vec<String>) {
+    match v {
+        Json::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v.as_str()) {
+                    ("$ref", Some(r)) => out.push(r.to_owned()),
+                    _ => refs(v, out),
+                }
+            }
+        }
+        Json::Array(a) => a.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_served_committed_and_whole() {
+    let s = serve();
+    let (code, served) = get(&format!("{}/openapi.json", s.base)).await;
+    assert_eq!(code, 200);
+    assert_eq!(served, runbook_server::openapi::document());
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/openapi.v1.json");
+    let committed: Json = serde_json::from_str(&std::fs::read_to_string(committed).unwrap()).unwrap();
+    assert_eq!(committed, served, "schemas/openapi.v1.json is stale: run scripts/regen");
+    assert_eq!(served["openapi"], "3.1.0");
+    // Every reference resolves to a component.
+    let mut all = Vec::new();
+    refs(&served, &mut all);
+    assert!(all.len() > 20);
+    for r in all {
+        let name = r.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("{r}"));
+        assert!(
+            served["components"]["schemas"].get(name).is_some(),
+            "{r} is not defined"
+        );
+    }
+    // Every route it lists exists (a GET without parameters answers).
+    for (path, ops) in served["paths"].as_object().unwrap() {
+        if ops.get("get").is_some() && !path.contains('{') {
+            let url = format!(
+                "http://{}{path}",
+                s.base.trim_start_matches("http://").trim_end_matches("/api/v1")
+            );
+            let (code, body) = get(&url).await;
+            assert_eq!(code, 200, "{path}: {body}");
+        }
+    }
+}

@@ -792,3 +792,23 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// A TCP port free on 127.0.0.1 now.
+#[allow(dead_code)]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
+/// Polls `f` until it holds; fails the test after `limit`, naming `what`.
+#[allow(dead_code)]
+pub fn until(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + limit;
+    while !f() {
+        assert!(std::time::Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

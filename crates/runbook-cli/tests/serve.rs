@@ -1,0 +1,77 @@
+//! `runbook serve` as an operator runs it: runs started over HTTP execute in
+//! the server, `runbook cancel RUN` at a terminal (which signals the process
+//! executing the run: the server) stops that run and nothing else, and a
+//! SIGTERM stops the server, leaving its running runs interrupted and
+//! resumable.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+use std::io::{Read, Write};
+use std::time::Duration;
+use support::{Run, free_port, until};
+
+const SLOW: &str =
+    "apiVersion: runbook/v1\nname: slow\nversion: 1\nsteps:\n  - { id: work, uses: sleep, with: { duration: 60s } }\n";
+
+/// One HTTP/1.1 request on loopback; the status and the JSON body, or
+/// `None` while nothing listens.
+fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, serde_json::Value)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let json = serde_json::from_str(text.split_once("\r\n\r\n")?.1).unwrap_or_default();
+    Some((status, json))
+}
+
+fn status_of(port: u16, run: &str) -> String {
+    http(port, "GET", &format!("/api/v1/runs/{run}"), "")
+        .and_then(|(_, s)| s["run"]["status"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_terminal_cancel_stops_one_server_run_and_a_sigterm_leaves_the_rest_resumable() {
+    let port = free_port();
+    let run = Run::new().playbook("slow", SLOW);
+    let log = run.path().join("serve.log");
+    let mut server = run.spawn_logged(["serve", "--listen", &format!("127.0.0.1:{port}")], &log);
+    let shown = || std::fs::read_to_string(&log).unwrap_or_default();
+    until("the API answers", Duration::from_secs(30), || {
+        http(port, "GET", "/api/v1/health", "").is_some()
+    });
+    let start = || {
+        let (code, body) = http(port, "POST", "/api/v1/runs", r#"{"playbook":"slow"}"#).unwrap();
+        assert_eq!(code, 201, "{body}");
+        body["run"].as_str().unwrap().to_owned()
+    };
+    let (a, b) = (start(), start());
+    until("both running", Duration::from_secs(30), || {
+        status_of(port, &a) == "running" && status_of(port, &b) == "running"
+    });
+
+    // `runbook cancel` signals the server, which stops that run only.
+    run.exec(["cancel", &a]).exit(0).stdout_has("cancel requested");
+    until("a cancelled", Duration::from_secs(30), || {
+        status_of(port, &a) == "cancelled"
+    });
+    assert_eq!(status_of(port, &b), "running", "{}", shown());
+    assert!(http(port, "GET", "/api/v1/health", "").is_some(), "the server goes on");
+
+    // A SIGTERM with no cancel behind it stops the server; its run stays
+    // resumable.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(server.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(server.wait().unwrap().success(), "{}", shown());
+    run.exec(["status", &b]).exit(0).stdout_has("interrupted");
+    assert!(shown().contains("serve: stopping"), "{}", shown());
+}

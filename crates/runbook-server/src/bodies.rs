@@ -1,0 +1,78 @@
+//! The JSON bodies the API answers with that are its own (the library's,
+//! a run's and a plan's documents are runbook-runner's and the engine's).
+
+use runbook_state::LogLine;
+use schemars::JsonSchema;
+use serde::Serialize;
+
+/// `GET /api/v1/health`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Health {
+    /// Always true when it answers.
+    pub ok: bool,
+    /// runbook's version.
+    pub version: String,
+}
+
+/// A plan, and its text as `runbook plan` prints it.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PlanDoc {
+    /// The plan.
+    pub plan: runbook_engine::plan::Plan,
+    /// The same, one line per step.
+    pub text: String,
+}
+
+/// A run was recorded.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Started {
+    /// Its id.
+    pub run: String,
+}
+
+/// What continuing a run did.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Continued {
+    /// The run.
+    pub run: String,
+    /// How it stopped, or `running` while it goes on (202).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// What was done, when it is not a status (a cancel requested).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One log line with its place in the run's log.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct LogEntry {
+    /// Its sequence number (`after` continues from it).
+    pub seq: i64,
+    /// The line.
+    #[serde(flatten)]
+    pub line: LogLine,
+}
+
+/// A page of a run's log.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct LogsPage {
+    /// The run.
+    pub run: String,
+    /// The lines, oldest first.
+    pub lines: Vec<LogEntry>,
+    /// The `after` that reads what comes next.
+    pub next: i64,
+}
+
+/// A refused request.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ErrorBody {
+    /// What went wrong (the words the command line uses).
+    pub error: String,
+    /// What to do about it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// Located diagnostics (a playbook) or one entry per input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}

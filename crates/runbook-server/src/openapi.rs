@@ -1,0 +1,212 @@
+//! The OpenAPI 3.1 document of `/api/v1/`, served at
+//! `/api/v1/openapi.json` and checked in as `schemas/openapi.v1.json`. Its
+//! schemas are generated from the very types the handlers read and write
+//! (JSON Schema 2020-12, as OpenAPI 3.1 takes it); the table of routes below
+//! is the one place that says which type each route takes and answers.
+
+use crate::api::{AnswerRequest, Inputs, ResumeRequest, StartRequest};
+use crate::bodies::{Continued, ErrorBody, Health, LogsPage, PlanDoc, Started};
+use runbook_runner::catalog::{List, Show, Status};
+use schemars::{JsonSchema, SchemaGenerator, generate::SchemaSettings};
+use serde_json::{Map, Value as Json, json};
+
+/// One route: method, path, summary, request body, success status and body.
+struct Route {
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    request: Option<Json>,
+    status: &'static str,
+    response: Json,
+}
+
+fn route(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    request: Option<Json>,
+    (status, response): (&'static str, Json),
+) -> Route {
+    Route {
+        method,
+        path,
+        summary,
+        request,
+        status,
+        response,
+    }
+}
+
+/// The document.
+pub fn document() -> Json {
+    let mut settings = SchemaSettings::draft2020_12().for_serialize();
+    settings.definitions_path = "#/components/schemas/".into();
+    let mut g = SchemaGenerator::new(settings);
+    let of = |g: &mut SchemaGenerator, f: fn(&mut SchemaGenerator) -> schemars::Schema| f(g).to_value();
+    fn s<T: JsonSchema>(g: &mut SchemaGenerator) -> schemars::Schema {
+        g.subschema_for::<T>()
+    }
+    let text = json!({ "type": "string" });
+    let routes = [
+        route(
+            "get",
+            "/api/v1/health",
+            "Whether the server answers, and its version",
+            None,
+            ("200", of(&mut g, s::<Health>)),
+        ),
+        route(
+            "get",
+            "/api/v1/openapi.json",
+            "This document",
+            None,
+            ("200", json!({ "type": "object" })),
+        ),
+        route(
+            "get",
+            "/api/v1/playbooks",
+            "The library: every playbook, its latest version checked",
+            None,
+            ("200", of(&mut g, s::<List>)),
+        ),
+        route(
+            "get",
+            "/api/v1/playbooks/{name}",
+            "A playbook (`NAME` or `NAME@VERSION`) as runbook read it",
+            None,
+            ("200", of(&mut g, s::<Show>)),
+        ),
+        route(
+            "post",
+            "/api/v1/playbooks/{name}/plan",
+            "What a run with these inputs would do, before it does it",
+            Some(of(&mut g, s::<Inputs>)),
+            ("200", of(&mut g, s::<PlanDoc>)),
+        ),
+        route(
+            "get",
+            "/api/v1/runs",
+            "Runs, newest first (`playbook`, `limit` filter)",
+            None,
+            ("200", of(&mut g, s::<Vec<runbook_state::RunRecord>>)),
+        ),
+        route(
+            "post",
+            "/api/v1/runs",
+            "Start a run of a playbook by name with typed inputs; answers once it is recorded",
+            Some(of(&mut g, s::<StartRequest>)),
+            ("201", of(&mut g, s::<Started>)),
+        ),
+        route(
+            "get",
+            "/api/v1/runs/{id}",
+            "A run and each of its steps",
+            None,
+            ("200", of(&mut g, s::<Status>)),
+        ),
+        route(
+            "get",
+            "/api/v1/runs/{id}/logs",
+            "Its log lines (`step`, `after`, `tail` filter)",
+            None,
+            ("200", of(&mut g, s::<LogsPage>)),
+        ),
+        route(
+            "get",
+            "/api/v1/runs/{id}/events",
+            "Its journal events and log lines as Server-Sent Events (`journal`, `log`, `end`); ids are `EVENT.LOG` cursors, resumed with `Last-Event-ID` or `after`",
+            None,
+            ("200", text.clone()),
+        ),
+        route(
+            "get",
+            "/api/v1/runs/{id}/report",
+            "Its report (`format`: html, json, junit, markdown)",
+            None,
+            ("200", text),
+        ),
+        route(
+            "post",
+            "/api/v1/runs/{id}/approve",
+            "Approve the step(s) it waits at, bound to the plan hash reviewed",
+            Some(of(&mut g, s::<AnswerRequest>)),
+            ("200", of(&mut g, s::<Continued>)),
+        ),
+        route(
+            "post",
+            "/api/v1/runs/{id}/reject",
+            "Reject the step(s) it waits at (they fail; handlers run)",
+            Some(of(&mut g, s::<AnswerRequest>)),
+            ("200", of(&mut g, s::<Continued>)),
+        ),
+        route(
+            "post",
+            "/api/v1/runs/{id}/resume",
+            "Continue a stopped run, with the operator's decisions",
+            Some(of(&mut g, s::<ResumeRequest>)),
+            ("200", of(&mut g, s::<Continued>)),
+        ),
+        route(
+            "post",
+            "/api/v1/runs/{id}/cancel",
+            "Cancel a run (handlers run)",
+            None,
+            ("200", of(&mut g, s::<Continued>)),
+        ),
+        route(
+            "get",
+            "/api/v1/locks",
+            "Every lock lease",
+            None,
+            ("200", of(&mut g, s::<Vec<runbook_state::Lock>>)),
+        ),
+    ];
+    let error = of(&mut g, s::<ErrorBody>);
+    let mut paths = Map::new();
+    for r in routes {
+        let mut responses = Map::new();
+        responses.insert(
+            r.status.into(),
+            json!({ "description": "done", "content": { mime(r.path): { "schema": r.response } } }),
+        );
+        if r.method == "post" && r.status != "201" {
+            responses.insert("202".into(), json!({ "description": "accepted: the run goes on", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Continued" } } } }));
+        }
+        responses.insert("default".into(), json!({ "description": "refused (400, 404, 409, 422, 503)", "content": { "application/json": { "schema": error.clone() } } }));
+        let mut op = json!({ "summary": r.summary, "responses": responses });
+        let params: Vec<Json> = ["name", "id"]
+            .iter()
+            .filter(|p| r.path.contains(&format!("{{{p}}}")))
+            .map(|p| json!({ "name": p, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .collect();
+        if !params.is_empty() {
+            op["parameters"] = params.into();
+        }
+        if let Some(body) = r.request {
+            op["requestBody"] =
+                json!({ "required": r.path == "/api/v1/runs", "content": { "application/json": { "schema": body } } });
+        }
+        let entry = paths.entry(r.path).or_insert_with(|| json!({}));
+        entry[r.method] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "runbook",
+            "version": "v1",
+            "description": "runbook's HTTP API (`runbook serve`): the playbook library, plans, runs, their events, approvals and reports.",
+        },
+        "paths": paths,
+        "components": { "schemas": g.take_definitions(true) },
+    })
+}
+
+fn mime(path: &str) -> &'static str {
+    if path.ends_with("/events") {
+        "text/event-stream"
+    } else if path.ends_with("/report") {
+        "text/html"
+    } else {
+        "application/json"
+    }
+}
