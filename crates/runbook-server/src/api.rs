@@ -54,8 +54,30 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/runs/{id}/resume", post(resume))
         .route("/api/v1/runs/{id}/cancel", post(cancel))
         .route("/api/v1/locks", get(locks))
+        .route(
+            "/",
+            get(|| async { ui("text/html; charset=utf-8", include_str!("../ui/index.html")) }),
+        )
+        .route(
+            "/ui/app.js",
+            get(|| async { ui("text/javascript; charset=utf-8", include_str!("../ui/app.js")) }),
+        )
+        .route(
+            "/ui/app.css",
+            get(|| async { ui("text/css; charset=utf-8", include_str!("../ui/app.css")) }),
+        )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route (the API is under /api/v1/)") })
         .with_state(shared)
+}
+
+/// A file of the web UI, embedded in the binary at build time (it works
+/// offline; nothing is fetched from elsewhere).
+fn ui(content_type: &'static str, body: &'static str) -> Response {
+    let headers = [
+        (header::CONTENT_TYPE, content_type),
+        (header::CONTENT_SECURITY_POLICY, "default-src 'self'"),
+    ];
+    (headers, body).into_response()
 }
 
 async fn health() -> Json<Health> {

@@ -1,0 +1,161 @@
+//! What the API and UI tests share: a server on loopback over a real SQLite
+//! state, with real `shell` and `approve` steps and a small library, and a
+//! JSON client.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use indexmap::IndexMap;
+use runbook_core::kind::{CancellationToken, Registry};
+use runbook_core::library::Library;
+use runbook_engine::exec::Observer;
+use runbook_runner::{Notice, Runner, Watcher};
+use runbook_server::{ServeOptions, Server};
+use runbook_state::{Event, LogLine, SqliteStore, Store};
+use serde_json::Value as Json;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const HELLO: &str = r#"apiVersion: runbook/v1
+name: hello
+version: 1
+description: Says hello.
+inputs:
+  who: { type: string, description: whom to greet }
+  times: { type: integer, default: 1 }
+steps:
+  - id: greet
+    uses: shell
+    with:
+      run: echo "hello {{ inputs.who }} x{{ inputs.times }}"
+"#;
+
+pub const GATED: &str = r#"apiVersion: runbook/v1
+name: gated
+version: 1
+steps:
+  - { id: before, uses: shell, with: { run: "echo before" } }
+  - { id: ok, uses: approve, needs: [before], with: { message: "go on?" } }
+  - { id: after, uses: shell, needs: [ok], with: { run: "echo after" } }
+"#;
+
+pub const SLOW: &str = r#"apiVersion: runbook/v1
+name: slow
+version: 1
+inputs:
+  dir: { type: string }
+steps:
+  - { id: wait, uses: shell, with: { run: "sleep 30" } }
+finally:
+  - id: tidy
+    uses: shell
+    with:
+      run: touch {{ inputs.dir }}/tidied
+"#;
+
+/// Hears nothing (the journal has it all).
+struct Deaf;
+
+impl Observer for Deaf {
+    fn event(&self, _: &str, _: &Event) {}
+    fn log(&self, _: &LogLine) {}
+}
+
+impl Watcher for Deaf {
+    fn notice(&self, _: &Notice) {}
+}
+
+/// A server on 127.0.0.1, on a thread of its own; stopped when dropped.
+pub struct Served {
+    pub base: String,
+    stop: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    let folder = dir.join("playbooks").join(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("v1.yaml"), text).unwrap();
+}
+
+pub fn serve() -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [("hello", HELLO), ("gated", GATED), ("slow", SLOW)] {
+        write(dir.path(), name, text);
+    }
+    write(
+        dir.path(),
+        "broken",
+        "apiVersion: runbook/v1\nname: broken\nversion: 1\nsteps:\n  - { id: x, uses: nope }\n",
+    );
+    let state = dir.path().join("state.db");
+    let library = Library::new(dir.path().join("playbooks"));
+    let stop = CancellationToken::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let quit = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&state).await.unwrap());
+            let runner = Runner {
+                store,
+                registry: Registry::new()
+                    .with(runbook_step_shell::Shell)
+                    .with(runbook_step_approve::Approve),
+                watcher: Arc::new(Deaf),
+                user: "alice".into(),
+                env: IndexMap::new(),
+                inventory: Json::Null,
+            };
+            let options = ServeOptions {
+                poll: Duration::from_millis(50),
+                grace: Duration::from_secs(10),
+                ..ServeOptions::default()
+            };
+            let server = Server::new(runner, library, options);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            server.serve(listener, quit).await.unwrap();
+        });
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    Served {
+        base: format!("http://{addr}/api/v1"),
+        stop,
+        thread: Some(thread),
+        dir,
+    }
+}
+
+/// One request; its status and JSON body.
+pub async fn call(method: reqwest::Method, url: &str, body: Option<Json>) -> (u16, Json) {
+    let client = reqwest::Client::new();
+    let mut req = client.request(method, url);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Json::String(text)))
+}
+
+pub async fn get(url: &str) -> (u16, Json) {
+    call(reqwest::Method::GET, url, None).await
+}
+
+pub async fn post(url: &str, body: Json) -> (u16, Json) {
+    call(reqwest::Method::POST, url, Some(body)).await
+}

@@ -1,0 +1,270 @@
+//! The web UI in a real browser (headless Chromium driven over WebDriver by
+//! chromedriver), against a real server: what a person at the page does and
+//! sees. A form generated from the playbook's inputs refuses a bad value as
+//! it is typed, shows the plan, starts the run and opens its live view,
+//! which follows it to the end with its log; an approval is answered from
+//! the run's page, bound to the plan hash it shows.
+//!
+//! Needs `chromium` and `chromedriver` (Debian: `apt-get install chromium
+//! chromium-driver`; `scripts/setup` installs them).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+use serde_json::{Value as Json, json};
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::time::{Duration, Instant};
+use support::{get, post, serve};
+
+/// A headless Chromium session through a chromedriver of its own; both
+/// stopped when dropped (even on panic).
+struct Browser {
+    driver: std::process::Child,
+    port: u16,
+    session: String,
+    http: reqwest::Client,
+}
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // A process group of its own: the Chromium it starts is in it, and
+        // all of it is stopped together.
+        let driver = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start chromedriver ({e}): install it with `apt-get install chromium chromium-driver` (scripts/setup does)")
+            });
+        let mut b = Browser {
+            driver,
+            port,
+            session: String::new(),
+            http: reqwest::Client::new(),
+        };
+        let end = Instant::now() + Duration::from_secs(30);
+        while b.http.get(b.url("/status")).send().await.is_err() {
+            assert!(Instant::now() < end, "chromedriver did not answer");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let caps = json!({ "capabilities": { "alwaysMatch": { "browserName": "chrome", "goog:chromeOptions": {
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"],
+        } } } });
+        let v = b.send(reqwest::Method::POST, "/session", Some(caps)).await;
+        b.session = v["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {v}"))
+            .to_owned();
+        b
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Json>) -> Json {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let v: Json = req.send().await.unwrap().json().await.unwrap();
+        v["value"].clone()
+    }
+
+    async fn command(&self, path: &str, body: Json) -> Json {
+        let path = format!("/session/{}{path}", self.session);
+        self.send(reqwest::Method::POST, &path, Some(body)).await
+    }
+
+    async fn goto(&self, url: &str) {
+        self.command("/url", json!({ "url": url })).await;
+    }
+
+    /// Runs a script in the page; what it returns.
+    async fn js(&self, script: &str) -> Json {
+        self.command("/execute/sync", json!({ "script": script, "args": [] }))
+            .await
+    }
+
+    /// Waits until `script` returns something truthy; fails naming `what`.
+    async fn until(&self, what: &str, script: &str) -> Json {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = self.js(script).await;
+            if !(v.is_null() || v == json!(false) || v == json!("")) && v.get("error").is_none() {
+                return v;
+            }
+            assert!(
+                Instant::now() < end,
+                "timed out waiting for {what}; page: {}",
+                self.js("return document.body.innerText").await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn element(&self, css: &str) -> String {
+        let v = self
+            .command("/element", json!({ "using": "css selector", "value": css }))
+            .await;
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_owned()
+    }
+
+    async fn click(&self, css: &str) {
+        let e = self.element(css).await;
+        self.command(&format!("/element/{e}/click"), json!({})).await;
+    }
+
+    /// Clears a field and types into it, key by key.
+    async fn type_into(&self, css: &str, text: &str) {
+        let e = self.element(css).await;
+        self.command(&format!("/element/{e}/clear"), json!({})).await;
+        self.command(&format!("/element/{e}/value"), json!({ "text": text }))
+            .await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // The session's end closes Chromium; then the driver goes.
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = write!(
+                s,
+                "DELETE /session/{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                self.session
+            );
+            let _ = s.read_to_end(&mut Vec::new());
+        }
+        if let Ok(pid) = i32::try_from(self.driver.id()) {
+            let group = nix::unistd::Pid::from_raw(-pid);
+            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+        }
+        let _ = self.driver.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_form_checks_as_you_type_shows_the_plan_and_starts_a_run_followed_live() {
+    let s = serve();
+    let root = s.base.trim_end_matches("/api/v1").to_owned();
+    let b = Browser::start().await;
+
+    b.goto(&format!("{root}/")).await;
+    let listed = b
+        .until("the library", "return document.querySelector('#playbooks')?.innerText")
+        .await;
+    let listed = listed.as_str().unwrap();
+    assert!(listed.contains("hello") && listed.contains("Says hello."), "{listed}");
+    assert!(listed.contains("invalid"), "the broken playbook is marked: {listed}");
+
+    b.click("a[href='#/playbooks/hello']").await;
+    b.until("the form", "return document.getElementById('input-who')").await;
+    // A bad value is refused as it is typed; the run cannot start.
+    b.type_into("#input-times", "many").await;
+    b.until(
+        "the field's error",
+        "return document.getElementById('error-times').innerText === 'a whole number'",
+    )
+    .await;
+    assert_eq!(b.js("return document.getElementById('start').disabled").await, true);
+    // Good values: the plan appears, and the run can start.
+    b.type_into("#input-times", "3").await;
+    b.type_into("#input-who", "bob").await;
+    let plan = b.until("the plan", "const t = document.getElementById('plan').innerText; return t.includes('greet') && !document.getElementById('start').disabled && t").await;
+    assert!(plan.as_str().unwrap().contains("shell"), "{plan}");
+    b.click("#start").await;
+
+    // The run's page follows it to the end, its log in place.
+    b.until(
+        "the run to succeed",
+        "return document.getElementById('run-status')?.innerText === 'succeeded'",
+    )
+    .await;
+    b.until(
+        "the log line",
+        "return document.getElementById('log').innerText.includes('hello bob x3')",
+    )
+    .await;
+    let hash = b.js("return location.hash").await;
+    let id = hash.as_str().unwrap().trim_start_matches("#/runs/").to_owned();
+    let (_, status) = get(&format!("{}/runs/{id}", s.base)).await;
+    assert_eq!(status["run"]["status"], "succeeded");
+    assert_eq!(status["run"]["inputs"]["times"], 3, "the form sent a typed integer");
+    // A step's row filters the log to that step (the rows are redrawn as
+    // events arrive: clicked again if a redraw took the first click).
+    let filtered = "return document.body.innerText.includes('Log of greet')";
+    for _ in 0..20 {
+        if b.js(filtered).await == json!(true) {
+            break;
+        }
+        b.click("tr[data-step='greet']").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    b.until("the filtered log", filtered).await;
+
+    // The runs page shows each run's inputs.
+    b.goto(&format!("{root}/#/runs")).await;
+    b.until(
+        "the runs table",
+        "return document.querySelector('#runs')?.innerText.includes('who=bob')",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_approval_is_answered_from_the_run_page_bound_to_the_plan_it_shows() {
+    let s = serve();
+    let root = s.base.trim_end_matches("/api/v1").to_owned();
+    let (_, started) = post(&format!("{}/runs", s.base), json!({ "playbook": "gated" })).await;
+    let id = started["run"].as_str().unwrap().to_owned();
+    let b = Browser::start().await;
+    b.goto(&format!("{root}/#/runs/{id}")).await;
+    b.until("the approval panel", "return document.getElementById('approve')")
+        .await;
+    let (_, status) = get(&format!("{}/runs/{id}", s.base)).await;
+    let shown = b.js("return document.getElementById('plan-hash').innerText").await;
+    assert_eq!(
+        shown, status["plan_hash"],
+        "the page shows the plan the answer is bound to"
+    );
+    assert!(
+        b.js("return document.getElementById('approval').innerText")
+            .await
+            .as_str()
+            .unwrap()
+            .contains("go on?")
+            || b.js("return document.getElementById('approval').innerText")
+                .await
+                .as_str()
+                .unwrap()
+                .contains("ok"),
+        "the approval names what waits"
+    );
+    b.type_into("#comment", "looked at the plan").await;
+    b.click("#approve").await;
+    b.until(
+        "the run to succeed",
+        "return document.getElementById('run-status')?.innerText === 'succeeded'",
+    )
+    .await;
+    b.until(
+        "the after step's log",
+        "return document.getElementById('log').innerText.includes('after')",
+    )
+    .await;
+    let (_, done) = get(&format!("{}/runs/{id}", s.base)).await;
+    assert_eq!(done["run"]["status"], "succeeded");
+}

@@ -1,0 +1,328 @@
+// runbook's web UI: plain JavaScript over the HTTP API (/api/v1/), no
+// framework and nothing fetched from elsewhere. Every value shown goes
+// through el() as text, never as HTML.
+"use strict";
+
+const API = "/api/v1";
+const main = document.getElementById("main");
+let leave = () => {}; // what the current page stops when another opens
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null && v !== false) e.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c !== null && c !== undefined) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return e;
+}
+
+async function api(method, path, body) {
+  const opts = { method, headers: {} };
+  if (body !== undefined) {
+    opts.headers["content-type"] = "application/json";
+    opts.body = JSON.stringify(body);
+  }
+  const r = await fetch(API + path, opts);
+  const text = await r.text();
+  let data = null;
+  try { data = JSON.parse(text); } catch { data = text; }
+  return { status: r.status, ok: r.ok, data };
+}
+
+/// Replaces a node's children (arrays flattened, null and undefined left out).
+function put(node, ...children) {
+  node.replaceChildren(...children.flat(2).filter((c) => c !== null && c !== undefined));
+}
+
+function show(...nodes) {
+  put(main, ...nodes);
+}
+
+function refusal(data) {
+  return el("div", { class: "error", role: "alert" }, data && data.error ? data.error : String(data),
+    data && data.hint ? el("div", {}, "hint: " + data.hint) : null);
+}
+
+const state = (s) => el("span", { class: "state " + s }, s);
+const text = (v) => (typeof v === "string" ? v : JSON.stringify(v));
+
+// ---- the library -----------------------------------------------------------
+
+async function library() {
+  const r = await api("GET", "/playbooks");
+  if (!r.ok) return show(refusal(r.data));
+  const rows = r.data.playbooks.map((p) =>
+    el("tr", {},
+      el("td", {}, el("a", { href: "#/playbooks/" + encodeURIComponent(p.name) }, p.name)),
+      el("td", {}, "v" + p.latest),
+      el("td", {}, p.valid ? (p.description || "") : el("span", { class: "invalid" }, "invalid: " + p.error))));
+  show(el("h1", {}, "Library"),
+    el("table", { id: "playbooks" }, el("tr", {}, el("th", {}, "Playbook"), el("th", {}, "Version"), el("th", {}, "What it does")), rows));
+}
+
+// ---- a playbook: its form, the plan as you type, start -------------------
+
+/// The typed value of a field, or an error.
+function valueOf(spec, field) {
+  if (spec.type === "boolean") return { value: field.checked };
+  const raw = field.value;
+  if (raw === "") {
+    const required = spec.default === undefined && spec.required !== false;
+    return required ? { error: "required" } : { skip: true };
+  }
+  switch (spec.type) {
+    case "integer":
+      return /^-?\d+$/.test(raw.trim()) ? { value: parseInt(raw, 10) } : { error: "a whole number" };
+    case "number":
+      return raw.trim() !== "" && !isNaN(Number(raw)) ? { value: Number(raw) } : { error: "a number" };
+    case "list":
+    case "map":
+      try { return { value: JSON.parse(raw) }; } catch { return { error: "JSON " + (spec.type === "list" ? "[...]" : "{...}") }; }
+    default:
+      if (spec.pattern && !new RegExp(spec.pattern).test(raw)) return { error: "must match " + spec.pattern };
+      return { value: raw };
+  }
+}
+
+function fieldFor(name, spec) {
+  const id = "input-" + name;
+  let field;
+  if (spec.values) {
+    field = el("select", { id, name }, spec.values.map((v) => el("option", { value: text(v), selected: text(v) === text(spec.default) }, text(v))));
+  } else if (spec.type === "boolean") {
+    field = el("input", { id, name, type: "checkbox", checked: spec.default === true });
+  } else if (spec.type === "list" || spec.type === "map") {
+    field = el("textarea", { id, name, rows: 3 }, spec.default === undefined ? "" : JSON.stringify(spec.default));
+  } else {
+    field = el("input", { id, name, type: "text", value: spec.default === undefined ? "" : text(spec.default) });
+  }
+  const required = spec.default === undefined && spec.required !== false;
+  const hint = [spec.type, required ? "required" : null, spec.description].filter(Boolean).join(" · ");
+  return el("div", { class: "field" },
+    el("label", { for: id }, name), field, el("div", { class: "muted" }, hint), el("div", { class: "error", id: "error-" + name }));
+}
+
+async function playbook(name) {
+  const r = await api("GET", "/playbooks/" + encodeURIComponent(name));
+  if (!r.ok) return show(el("h1", {}, name), refusal(r.data), details(r.data));
+  const pb = r.data.playbook;
+  const specs = pb.inputs || {};
+  const form = el("form", { id: "start-form", onsubmit: (e) => e.preventDefault() }, Object.entries(specs).map(([n, s]) => fieldFor(n, s)));
+  const plan = el("pre", { id: "plan" }, "…");
+  const start = el("button", { id: "start", type: "button", disabled: true }, "Start run");
+  const outcome = el("div", { id: "outcome" });
+  let timer = null;
+  let seq = 0;
+
+  const collect = () => {
+    const inputs = {};
+    let ok = true;
+    for (const [n, s] of Object.entries(specs)) {
+      const got = valueOf(s, form.elements[n]);
+      document.getElementById("error-" + n).textContent = got.error || "";
+      if (got.error) ok = false;
+      else if (!got.skip) inputs[n] = got.value;
+    }
+    return { ok, inputs };
+  };
+  const preview = async () => {
+    const { ok, inputs } = collect();
+    start.disabled = true;
+    if (!ok) { plan.textContent = "(fix the inputs to see the plan)"; return; }
+    const mine = ++seq;
+    const p = await api("POST", "/playbooks/" + encodeURIComponent(name) + "/plan", { inputs });
+    if (mine !== seq) return; // a newer keystroke asked again
+    if (p.ok) {
+      plan.textContent = p.data.text;
+      start.disabled = false;
+    } else {
+      plan.textContent = p.data.error || "";
+      for (const d of (p.data.details || [])) {
+        const slot = d.input && document.getElementById("error-" + d.input);
+        if (slot) slot.textContent = d.message + (d.hint ? " (" + d.hint + ")" : "");
+      }
+    }
+  };
+  form.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(preview, 250); });
+  form.addEventListener("change", () => { clearTimeout(timer); timer = setTimeout(preview, 50); });
+  start.addEventListener("click", async () => {
+    const { ok, inputs } = collect();
+    if (!ok) return;
+    start.disabled = true;
+    const s = await api("POST", "/runs", { playbook: name, inputs });
+    if (s.status === 201) location.hash = "#/runs/" + s.data.run;
+    else { put(outcome, refusal(s.data), details(s.data)); start.disabled = false; }
+  });
+  show(el("h1", {}, pb.name, " ", el("span", { class: "muted" }, "v" + pb.version)),
+    el("p", {}, pb.description || ""),
+    el("h2", {}, "Inputs"), Object.keys(specs).length ? form : el("p", { class: "muted" }, "none"),
+    el("h2", {}, "Plan"), plan, start, outcome,
+    el("p", {}, el("a", { href: "#/runs?playbook=" + encodeURIComponent(pb.name) }, "Its runs")));
+  preview();
+}
+
+function details(data) {
+  const d = data && data.details;
+  if (!Array.isArray(d) || !d.length) return null;
+  return el("ul", {}, d.map((x) => el("li", {}, x.input ? x.input + ": " + x.message
+    : (x.file || "") + (x.line ? ":" + x.line + ":" + x.column : "") + " " + x.message + (x.hint ? " (hint: " + x.hint + ")" : ""))));
+}
+
+// ---- a run: steps, logs at the tail, following, approval, cancel ---------
+
+function since(iso) {
+  const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+  return s < 120 ? s.toFixed(0) + " s" : (s / 60).toFixed(1) + " min";
+}
+
+async function run(id) {
+  const head = el("div", { id: "run-head" });
+  const steps = el("table", { id: "steps" });
+  const approval = el("div", { id: "approval" });
+  const log = el("pre", { id: "log" });
+  const logTitle = el("h2", {}, "Log");
+  let filter = null; // a step whose lines alone are shown
+  let lines = [];
+  let status = null;
+  let refreshing = null;
+  let approvalFor = null;
+  let afterRefresh = () => {};
+
+  const drawLog = () => {
+    const shown = filter ? lines.filter((l) => l.step === filter || l.step.startsWith(filter + "/")) : lines;
+    const atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+    put(log, shown.map((l) => el("div", { class: "line" }, el("span", { class: "step" }, l.step + "  "), l.line)));
+    logTitle.textContent = filter ? "Log of " + filter + " (click it again for all)" : "Log";
+    if (atEnd || !log.dataset.scrolled) { log.scrollTop = log.scrollHeight; log.dataset.scrolled = "1"; }
+  };
+  const drawSteps = () => {
+    put(steps, el("tr", {}, el("th", {}, "Step"), el("th", {}, "State"), el("th", {}, "Attempts"), el("th", {}, "Took"), el("th", {}, "Error")),
+      status.steps.map((s) => el("tr", {
+        class: "step-row" + (filter === s.step ? " selected" : ""), "data-step": s.step,
+        onclick: () => { filter = filter === s.step ? null : s.step; drawSteps(); drawLog(); },
+      }, el("td", {}, s.step), el("td", {}, state(s.state)), el("td", {}, s.attempts),
+        el("td", {}, s.duration_ms == null ? "" : (s.duration_ms / 1000).toFixed(1) + " s"), el("td", {}, s.error || ""))));
+  };
+  const drawHead = () => {
+    const r = status.run;
+    const live = ["running", "waiting", "queued"].includes(r.status);
+    put(head,
+      el("h1", {}, r.playbook, " ", el("span", { class: "muted" }, "v" + r.version), " ", el("span", { id: "run-status", class: "state " + r.status }, r.status)),
+      el("p", { class: "muted" }, "run ", el("code", {}, r.id), " · started by " + r.user + " at " + r.created_at + " · " + since(r.created_at) + " ago"),
+      el("p", { class: "inputs" }, Object.entries(r.inputs || {}).map(([k, v]) => el("code", {}, k + "=" + text(v)))),
+      status.error ? el("p", { class: "failed" }, status.error) : null,
+      el("p", {},
+        live ? el("button", { id: "cancel", type: "button", onclick: cancel }, "Cancel") : null, " ",
+        el("a", { href: API + "/runs/" + r.id + "/report?format=html" }, "Report"), " · ",
+        el("a", { href: API + "/runs/" + r.id + "/report?format=junit" }, "JUnit"), " · ",
+        el("a", { href: API + "/runs/" + r.id + "/report?format=json" }, "JSON")));
+  };
+  const drawApproval = async () => {
+    if (status.run.status !== "waiting") { put(approval); approvalFor = null; return; }
+    if (approvalFor === status.plan_hash) return;
+    approvalFor = status.plan_hash;
+    const waiting = status.steps.filter((s) => s.state === "waiting").map((s) => s.step);
+    const p = await api("POST", "/playbooks/" + encodeURIComponent(status.run.playbook + "@" + status.run.version) + "/plan", { inputs: status.run.inputs });
+    const comment = el("input", { type: "text", id: "comment", placeholder: "why (journalled)" });
+    const answer = async (how) => {
+      const a = await api("POST", "/runs/" + status.run.id + "/" + how, { plan_hash: status.plan_hash, comment: comment.value || null });
+      if (!a.ok) approval.append(refusal(a.data));
+      approvalFor = null;
+      refresh();
+    };
+    put(approval, el("div", { class: "panel approval" },
+      el("h2", {}, "Waiting for approval: " + waiting.join(", ")),
+      el("p", {}, "Plan hash ", el("code", { id: "plan-hash" }, status.plan_hash), " (the answer is bound to it)"),
+      el("pre", {}, p.ok ? p.data.text : "(the plan cannot be shown: " + (p.data.error || "") + ")"),
+      comment, " ",
+      el("button", { id: "approve", type: "button", onclick: () => answer("approve") }, "Approve"), " ",
+      el("button", { id: "reject", type: "button", onclick: () => answer("reject") }, "Reject")));
+  };
+  const refresh = async () => {
+    if (refreshing) return refreshing;
+    refreshing = (async () => {
+      const r = await api("GET", "/runs/" + encodeURIComponent(id));
+      if (r.ok) { status = r.data; drawHead(); drawSteps(); await drawApproval(); afterRefresh(); }
+      else show(refusal(r.data));
+    })();
+    try { await refreshing; } finally { refreshing = null; }
+  };
+  const cancel = async () => {
+    const c = await api("POST", "/runs/" + status.run.id + "/cancel", {});
+    if (!c.ok) approval.append(refusal(c.data));
+    refresh();
+  };
+
+  show(head, approval, el("h2", {}, "Steps"), steps, logTitle, log);
+  await refresh();
+  if (!status) return;
+  // The log opens at its tail; then everything after it, live.
+  const tail = await api("GET", "/runs/" + status.run.id + "/logs?tail=500");
+  lines = tail.ok ? tail.data.lines : [];
+  drawLog();
+  // Each item's id is the cursor after it: following again (after an
+  // approval, a resume) starts where the last stream stopped.
+  let cursor = "0." + (tail.ok ? tail.data.next : 0);
+  let events = null;
+  let pending = null;
+  const follow = () => {
+    events = new EventSource(API + "/runs/" + status.run.id + "/events?after=" + cursor);
+    events.addEventListener("log", (e) => { cursor = e.lastEventId; lines.push(JSON.parse(e.data)); drawLog(); });
+    events.addEventListener("journal", (e) => { cursor = e.lastEventId; clearTimeout(pending); pending = setTimeout(refresh, 100); });
+    events.addEventListener("end", (e) => { ended = JSON.parse(e.data).status; events.close(); events = null; refresh(); });
+  };
+  // The stream ended at a status; once the run is past it (approved,
+  // resumed), what it recorded since is read from the same cursor.
+  let ended = null;
+  const again = () => { if (!events && status.run.status !== ended) follow(); };
+  follow();
+  const ticker = setInterval(() => { if (status) { again(); drawHead(); } }, 1000);
+  afterRefresh = again;
+  leave = () => { if (events) events.close(); clearInterval(ticker); };
+}
+
+// ---- runs and locks ------------------------------------------------------
+
+async function runs(query) {
+  const playbook = new URLSearchParams(query).get("playbook") || "";
+  const r = await api("GET", "/runs?limit=100" + (playbook ? "&playbook=" + encodeURIComponent(playbook) : ""));
+  if (!r.ok) return show(refusal(r.data));
+  const filter = el("input", { type: "text", id: "filter", value: playbook, placeholder: "playbook" });
+  filter.addEventListener("change", () => { location.hash = "#/runs" + (filter.value ? "?playbook=" + encodeURIComponent(filter.value) : ""); });
+  show(el("h1", {}, "Runs"), el("p", {}, "Playbook ", filter),
+    el("table", { id: "runs" }, el("tr", {}, ["Run", "Playbook", "Status", "Started", "By", "Inputs"].map((h) => el("th", {}, h))),
+      r.data.map((x) => el("tr", {},
+        el("td", {}, el("a", { href: "#/runs/" + x.id }, x.id.slice(-8))),
+        el("td", {}, x.playbook + " v" + x.version), el("td", {}, state(x.status)),
+        el("td", {}, x.created_at), el("td", {}, x.user),
+        el("td", { class: "inputs" }, Object.entries(x.inputs || {}).map(([k, v]) => el("code", {}, k + "=" + text(v))))))));
+}
+
+async function locks() {
+  const r = await api("GET", "/locks");
+  if (!r.ok) return show(refusal(r.data));
+  show(el("h1", {}, "Locks"), r.data.length === 0 ? el("p", { class: "muted" }, "No lock is held.") :
+    el("table", {}, el("tr", {}, ["Key", "Run", "By", "Since", "Until"].map((h) => el("th", {}, h))),
+      r.data.map((l) => el("tr", {}, el("td", {}, l.key), el("td", {}, el("a", { href: "#/runs/" + l.run_id }, l.run_id.slice(-8))),
+        el("td", {}, l.user), el("td", {}, l.since), el("td", {}, l.expires_at + (l.expired ? " (expired)" : ""))))));
+}
+
+// ---- routing -------------------------------------------------------------
+
+function route() {
+  leave();
+  leave = () => {};
+  const [path, query] = (location.hash.slice(1) || "/").split("?");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  if (parts[0] === "playbooks" && parts[1]) return playbook(parts[1]);
+  if (parts[0] === "runs" && parts[1]) return run(parts[1]);
+  if (parts[0] === "runs") return runs(query || "");
+  if (parts[0] === "locks") return locks();
+  return library();
+}
+
+window.addEventListener("hashchange", route);
+route();
