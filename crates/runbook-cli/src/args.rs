@@ -123,6 +123,12 @@ pub(crate) enum Command {
         /// At most this many step calls at once, per run.
         #[arg(long, default_value_t = 8, value_name = "N")]
         max_parallel: usize,
+        /// Serve HTTPS with this certificate chain (PEM, the server's first).
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// The workers of the shared state: alive, stopped or gone, and the runs
     /// each holds.

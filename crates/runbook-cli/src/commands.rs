@@ -93,8 +93,20 @@ fn command(cli: Cli) -> Done {
         Command::Approve { answer, exec } => crate::runs::answer(state, &registry, &answer, true, &exec, &inv()?),
         Command::Reject { answer, exec } => crate::runs::answer(state, &registry, &answer, false, &exec, &inv()?),
         Command::Cancel { run, exec } => crate::runs::cancel(state, &registry, &run, &exec, &inv()?),
-        Command::Serve { listen, max_parallel } => {
-            crate::serve::serve(state, lib, &registry, &inv()?, (&listen, max_parallel))
+        Command::Serve {
+            listen,
+            max_parallel,
+            tls_cert,
+            tls_key,
+        } => {
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(
+                    runbook_server::Tls::from_pem_files(&cert, &key)
+                        .map_err(|e| Failure::invalid(format!("{e}; the server did not start")))?,
+                ),
+                _ => None,
+            };
+            crate::serve::serve(state, lib, &registry, &inv()?, (&listen, max_parallel, tls))
         }
         Command::Workers { output } => crate::worker::list(state, output),
         Command::Locks { output } => crate::locks::list(state, output),

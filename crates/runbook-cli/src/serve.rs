@@ -21,7 +21,7 @@ pub(crate) fn serve(
     library: Library,
     registry: &Registry,
     inventory: &Inventory,
-    (listen, max_parallel): (&str, usize),
+    (listen, max_parallel, tls): (&str, usize, Option<runbook_server::Tls>),
 ) -> Done {
     runtime()?.block_on(async {
         let runner = Runner {
@@ -36,7 +36,8 @@ pub(crate) fn serve(
             .await
             .map_err(|e| Failure::invalid(format!("cannot listen on {listen}: {e}")))?;
         let shown = listener.local_addr().map_or(listen.to_owned(), |a| a.to_string());
-        eprintln!("serve: the API on http://{shown}/api/v1/");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        eprintln!("serve: the API on {scheme}://{shown}/api/v1/, the web UI on {scheme}://{shown}/");
         let options = ServeOptions {
             max_parallel,
             ..ServeOptions::default()
@@ -44,7 +45,7 @@ pub(crate) fn serve(
         let server = Server::new(runner, library, options);
         let stop = CancellationToken::new();
         tokio::spawn(on_signals(server.clone(), stop.clone()));
-        server.serve(listener, stop).await.map_err(|e| Failure::Message {
+        server.serve(listener, tls, stop).await.map_err(|e| Failure::Message {
             exit: Exit::Failed,
             message: format!("the server stopped: {e}"),
             hint: None,

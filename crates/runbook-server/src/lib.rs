@@ -19,6 +19,9 @@ pub mod bodies;
 mod error;
 mod executor;
 pub mod openapi;
+mod tls;
+
+pub use tls::Tls;
 
 pub use error::ApiError;
 
@@ -108,11 +111,16 @@ impl Server {
         api::router(self.shared.clone())
     }
 
-    /// Serves `listener` until `stop` is cancelled, then stops the runs
+    /// Serves `listener` (over TLS when given a certificate) until `stop` is cancelled, then stops the runs
     /// executing here gracefully (they stay resumable) and waits for them,
     /// at most [`ServeOptions::grace`]. Runs on the current thread (the
     /// executor is a `LocalSet`).
-    pub async fn serve(&self, listener: tokio::net::TcpListener, stop: CancellationToken) -> std::io::Result<()> {
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        tls: Option<Tls>,
+        stop: CancellationToken,
+    ) -> std::io::Result<()> {
         let inbox = self.shared.inbox.lock().ok().and_then(|mut i| i.take());
         let Some(inbox) = inbox else {
             return Err(std::io::Error::other("this server is already serving"));
@@ -123,9 +131,14 @@ impl Server {
         let quit = stop.clone();
         local
             .run_until(async move {
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { quit.cancelled().await })
-                    .await;
+                let quit = async move { quit.cancelled().await };
+                let served = match tls {
+                    Some(tls) => {
+                        let listener = tls::TlsListener { tcp: listener, tls };
+                        axum::serve(listener, app).with_graceful_shutdown(quit).await
+                    }
+                    None => axum::serve(listener, app).with_graceful_shutdown(quit).await,
+                };
                 let _ = executor.await;
                 served
             })

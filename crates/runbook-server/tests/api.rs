@@ -11,7 +11,7 @@ mod support;
 use serde_json::{Value as Json, json};
 use std::path::Path;
 use std::time::Duration;
-use support::{get, post, serve};
+use support::{get, post, serve, serve_with};
 
 /// An SSE response read to its end: (id, event, data) each.
 async fn sse(url: &str, last_id: Option<&str>) -> Vec<(String, String, Json)> {
@@ -267,4 +267,113 @@ async fn the_openapi_document_is_served_committed_and_whole() {
             assert_eq!(code, 200, "{path}: {body}");
         }
     }
+}
+
+/// A private CA (`ca.crt`) and a certificate it signed for 127.0.0.1, made
+/// by openssl as a team would: (cert, key).
+fn certificate(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let openssl = |args: &[&str]| {
+        let made = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl makes the test certificates (apt-get install openssl)");
+        assert!(
+            made.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &[
+                "-days",
+                "2",
+                "-subj",
+                "/CN=test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"],
+            &ec[..],
+            &["-subj", "/CN=runbook", "-keyout", "server.key", "-out", "server.csr"],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.crt",
+    ]);
+    (dir.join("server.crt"), dir.join("server.key"))
+}
+
+#[tokio::test]
+async fn with_a_certificate_it_serves_https_only() {
+    let s = serve_with(|dir| {
+        let (cert, key) = certificate(dir);
+        Some(runbook_server::Tls::from_pem_files(&cert, &key).unwrap())
+    });
+    assert!(s.base.starts_with("https://"), "{}", s.base);
+    let pem = std::fs::read(s.dir.path().join("ca.crt")).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .build()
+        .unwrap();
+    let health: Json = client
+        .get(format!("{}/health", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["ok"], true);
+    let (code, started) = {
+        let r = client
+            .post(format!("{}/runs", s.base))
+            .json(&json!({ "playbook": "hello", "inputs": { "who": "tls" } }))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Json>().await.unwrap())
+    };
+    assert_eq!(code, 201, "{started}");
+    // A client that does not trust the certificate is refused, and so is
+    // plain HTTP on the same port.
+    assert!(reqwest::get(format!("{}/health", s.base)).await.is_err());
+    let plain = s.base.replace("https://", "http://");
+    let answered = reqwest::get(format!("{plain}/health")).await;
+    assert!(answered.is_err() || !answered.unwrap().status().is_success());
+    // A key that is not a key is refused with the file named.
+    let (cert, _) = certificate(s.dir.path());
+    let refused = runbook_server::Tls::from_pem_files(&cert, &cert).err().unwrap();
+    assert!(refused.contains("server.crt"), "{refused}");
 }

@@ -88,6 +88,11 @@ fn write(dir: &Path, name: &str, text: &str) {
 }
 
 pub fn serve() -> Served {
+    serve_with(|_| None)
+}
+
+/// A server over TLS when `tls` gives a certificate for its folder.
+pub fn serve_with(tls: impl FnOnce(&Path) -> Option<runbook_server::Tls>) -> Served {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in [("hello", HELLO), ("gated", GATED), ("slow", SLOW)] {
         write(dir.path(), name, text);
@@ -98,6 +103,8 @@ pub fn serve() -> Served {
         "apiVersion: runbook/v1\nname: broken\nversion: 1\nsteps:\n  - { id: x, uses: nope }\n",
     );
     let state = dir.path().join("state.db");
+    let tls = tls(dir.path());
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let library = Library::new(dir.path().join("playbooks"));
     let stop = CancellationToken::new();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -127,12 +134,12 @@ pub fn serve() -> Served {
             let server = Server::new(runner, library, options);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
-            server.serve(listener, quit).await.unwrap();
+            server.serve(listener, tls, quit).await.unwrap();
         });
     });
     let addr = rx.recv_timeout(Duration::from_secs(20)).unwrap();
     Served {
-        base: format!("http://{addr}/api/v1"),
+        base: format!("{scheme}://{addr}/api/v1"),
         stop,
         thread: Some(thread),
         dir,
