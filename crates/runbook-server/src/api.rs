@@ -54,6 +54,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/runs/{id}/resume", post(resume))
         .route("/api/v1/runs/{id}/cancel", post(cancel))
         .route("/api/v1/locks", get(locks))
+        .route("/api/v1/workers", get(workers))
         .route(
             "/",
             get(|| async { ui("text/html; charset=utf-8", include_str!("../ui/index.html")) }),
@@ -424,4 +425,8 @@ async fn continue_run(s: &Shared, id: &str, how: How) -> Answered {
 
 async fn locks(State(s): S) -> Answered {
     Ok(Json(s.runner.store.locks().await?).into_response())
+}
+
+async fn workers(State(s): S) -> Answered {
+    Ok(Json(s.runner.store.workers().await?).into_response())
 }

@@ -3,8 +3,9 @@
 //! words the command line says); the status says which kind of refusal it
 //! is: 400 a malformed request, 404 nothing by that name, 409 held by
 //! another run or process, 422 well-formed but refused (inputs, a playbook
-//! that does not validate, a plan hash that does not match), 503 the state
-//! is unreachable.
+//! that does not validate, a plan hash that does not match), 501 what this
+//! state cannot do (the workers of a SQLite state), 503 the state is
+//! unreachable.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -64,6 +65,8 @@ impl From<StoreError> for ApiError {
         let status = match &e {
             StoreError::NoRun(_) => StatusCode::NOT_FOUND,
             StoreError::Ambiguous(_) => StatusCode::BAD_REQUEST,
+            // The queue and its workers on a SQLite state.
+            StoreError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, e.to_string())
