@@ -129,6 +129,19 @@ pub(crate) enum Command {
         /// The certificate's private key (PEM).
         #[arg(long, value_name = "FILE", requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Take each request's user from an authenticating reverse proxy at
+        /// this address (repeat for several); requests from elsewhere are
+        /// refused. Without it, every request acts as the server's user.
+        #[arg(long, value_name = "IP")]
+        trusted_proxy: Vec<std::net::IpAddr>,
+        /// The header in which the proxy names the user.
+        #[arg(
+            long,
+            value_name = "NAME",
+            default_value = "X-Forwarded-User",
+            requires = "trusted_proxy"
+        )]
+        identity_header: String,
     },
     /// The workers of the shared state: alive, stopped or gone, and the runs
     /// each holds.

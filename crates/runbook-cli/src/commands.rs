@@ -98,6 +98,8 @@ fn command(cli: Cli) -> Done {
             max_parallel,
             tls_cert,
             tls_key,
+            trusted_proxy,
+            identity_header,
         } => {
             let tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Some(
@@ -106,7 +108,20 @@ fn command(cli: Cli) -> Done {
                 ),
                 _ => None,
             };
-            crate::serve::serve(state, lib, &registry, &inv()?, (&listen, max_parallel, tls))
+            let identity = if trusted_proxy.is_empty() {
+                runbook_server::Identity::Process
+            } else {
+                runbook_server::Identity::TrustedProxy {
+                    header: identity_header,
+                    from: trusted_proxy,
+                }
+            };
+            let options = runbook_server::ServeOptions {
+                max_parallel,
+                identity,
+                ..runbook_server::ServeOptions::default()
+            };
+            crate::serve::serve(state, lib, &registry, &inv()?, (&listen, options, tls))
         }
         Command::Workers { output } => crate::worker::list(state, output),
         Command::Locks { output } => crate::locks::list(state, output),

@@ -21,7 +21,7 @@ pub(crate) fn serve(
     library: Library,
     registry: &Registry,
     inventory: &Inventory,
-    (listen, max_parallel, tls): (&str, usize, Option<runbook_server::Tls>),
+    (listen, options, tls): (&str, ServeOptions, Option<runbook_server::Tls>),
 ) -> Done {
     runtime()?.block_on(async {
         let runner = Runner {
@@ -38,10 +38,6 @@ pub(crate) fn serve(
         let shown = listener.local_addr().map_or(listen.to_owned(), |a| a.to_string());
         let scheme = if tls.is_some() { "https" } else { "http" };
         eprintln!("serve: the API on {scheme}://{shown}/api/v1/, the web UI on {scheme}://{shown}/");
-        let options = ServeOptions {
-            max_parallel,
-            ..ServeOptions::default()
-        };
         let server = Server::new(runner, library, options);
         let stop = CancellationToken::new();
         tokio::spawn(on_signals(server.clone(), stop.clone()));

@@ -7,6 +7,8 @@ use crate::Shared;
 use crate::bodies::{Continued, Health, LogEntry, LogsPage, PlanDoc, Started};
 use crate::error::ApiError;
 use crate::executor::{How, Job, Streamed};
+use crate::identity::Who;
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -68,6 +70,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             get(|| async { ui("text/css; charset=utf-8", include_str!("../ui/app.css")) }),
         )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route (the API is under /api/v1/)") })
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            crate::identity::identify,
+        ))
         .with_state(shared)
 }
 
@@ -184,11 +190,11 @@ pub(crate) struct StartRequest {
     yes: bool,
 }
 
-async fn start(State(s): S, Json(req): Json<StartRequest>) -> Answered {
+async fn start(State(s): S, Extension(Who(who)): Extension<Who>, Json(req): Json<StartRequest>) -> Answered {
     let loaded = load(&s, &req.playbook)?;
     // The inputs' problems are named one by one before anything else.
     resolve(&loaded, &req.inputs)?;
-    let r = &s.runner;
+    let r = &s.runner_as(&who);
     let checked = runbook_runner::check_start(
         &r.registry,
         &r.env,
@@ -202,6 +208,7 @@ async fn start(State(s): S, Json(req): Json<StartRequest>) -> Answered {
         loaded: Box::new(loaded),
         checked,
         yes: req.yes,
+        user: who,
         reply,
     };
     let id = ask(&s, job, answer).await??;
@@ -335,22 +342,28 @@ pub(crate) struct AnswerRequest {
     plan_hash: Option<String>,
 }
 
-async fn approve(state: S, Path(id): Path<String>, body: Option<Json<AnswerRequest>>) -> Answered {
-    answer(state, id, true, body.map(|Json(b)| b).unwrap_or_default()).await
+async fn approve(state: S, who: Extension<Who>, Path(id): Path<String>, body: Option<Json<AnswerRequest>>) -> Answered {
+    answer(state, who, id, true, body.map(|Json(b)| b).unwrap_or_default()).await
 }
 
-async fn reject(state: S, Path(id): Path<String>, body: Option<Json<AnswerRequest>>) -> Answered {
-    answer(state, id, false, body.map(|Json(b)| b).unwrap_or_default()).await
+async fn reject(state: S, who: Extension<Who>, Path(id): Path<String>, body: Option<Json<AnswerRequest>>) -> Answered {
+    answer(state, who, id, false, body.map(|Json(b)| b).unwrap_or_default()).await
 }
 
-async fn answer(State(s): S, id: String, approve: bool, req: AnswerRequest) -> Answered {
+async fn answer(
+    State(s): S,
+    Extension(Who(who)): Extension<Who>,
+    id: String,
+    approve: bool,
+    req: AnswerRequest,
+) -> Answered {
     let answer = Answer {
         approve,
-        who: s.runner.user.clone(),
+        who: who.clone(),
         comment: req.comment,
         plan_hash: req.plan_hash,
     };
-    continue_run(&s, &id, How::Answer(answer)).await
+    continue_run(&s, &who, &id, How::Answer(answer)).await
 }
 
 /// The operator's decisions about a stopped run.
@@ -365,22 +378,27 @@ pub(crate) struct ResumeRequest {
     mark_done: Vec<String>,
 }
 
-async fn resume(State(s): S, Path(id): Path<String>, body: Option<Json<ResumeRequest>>) -> Answered {
+async fn resume(
+    State(s): S,
+    Extension(Who(who)): Extension<Who>,
+    Path(id): Path<String>,
+    body: Option<Json<ResumeRequest>>,
+) -> Answered {
     let req = body.map(|Json(b)| b).unwrap_or_default();
     let how = How::Resume {
         rerun: req.rerun,
         mark_done: req.mark_done,
     };
-    continue_run(&s, &id, how).await
+    continue_run(&s, &who, &id, how).await
 }
 
 /// `POST /api/v1/runs/{id}/cancel`: a run executing here is stopped through
 /// its own signals (never this process's); any other goes through the
 /// runner's cancel, as `runbook cancel` does.
-async fn cancel(State(s): S, Path(id): Path<String>) -> Answered {
+async fn cancel(State(s): S, Extension(Who(who)): Extension<Who>, Path(id): Path<String>) -> Answered {
     let record = s.runner.store.run(&id).await?;
     if let Some(signals) = s.signals_of(&record.id) {
-        s.runner.record_cancel(&record.id).await?;
+        s.runner_as(&who).record_cancel(&record.id).await?;
         signals.stop.cancel();
         let message = format!("cancel requested: run {} is stopping", record.id);
         return Ok((
@@ -393,17 +411,18 @@ async fn cancel(State(s): S, Path(id): Path<String>) -> Answered {
         let message = format!("run {} is finishing here; ask again in a moment", record.id);
         return Err(ApiError::new(StatusCode::CONFLICT, message));
     }
-    continue_run(&s, &record.id, How::Cancel).await
+    continue_run(&s, &who, &record.id, How::Cancel).await
 }
 
 /// Continues a run on the executor: its outcome if it stops within
 /// [`SETTLE`], else 202 while it goes on.
-async fn continue_run(s: &Shared, id: &str, how: How) -> Answered {
+async fn continue_run(s: &Shared, who: &str, id: &str, how: How) -> Answered {
     let record = s.runner.store.run(id).await?;
     let (reply, mut answer) = oneshot::channel();
     let job = Job::Continue {
         id: record.id.clone(),
         how,
+        user: who.to_owned(),
         reply,
     };
     if !s.submit(job) {

@@ -27,12 +27,16 @@ pub(crate) enum Job {
         loaded: Box<Loaded>,
         checked: Checked,
         yes: bool,
+        /// Who starts it.
+        user: String,
         reply: oneshot::Sender<Result<String, RunnerError>>,
     },
     /// Continue a run; the reply comes when it stops (or is refused).
     Continue {
         id: String,
         how: How,
+        /// Who continues it.
+        user: String,
         reply: oneshot::Sender<Continued>,
     },
     /// Stream a run's journal and logs from a cursor.
@@ -126,10 +130,12 @@ async fn one(shared: Arc<Shared>, job: Job) {
             loaded,
             checked,
             yes,
+            user,
             reply,
         } => {
             let opts = shared.options(yes);
-            match shared.runner.begin_checked(&loaded, checked, &opts).await {
+            let runner = shared.runner_as(&user);
+            match runner.begin_checked(&loaded, checked, &opts).await {
                 Ok(started) => {
                     let id = started.run_id().to_owned();
                     shared.track(&id, &opts.signals);
@@ -142,7 +148,7 @@ async fn one(shared: Arc<Shared>, job: Job) {
                 }
             }
         }
-        Job::Continue { id, how, reply } => {
+        Job::Continue { id, how, user, reply } => {
             let opts = shared.options(false);
             // A run that stopped for a person a moment ago may still be
             // finishing here (giving back its lock, its runner): wait for it.
@@ -157,7 +163,7 @@ async fn one(shared: Arc<Shared>, job: Job) {
                 let _ = reply.send(Err(RunnerError::Busy { id, holder }));
                 return;
             }
-            let r = continue_run(&shared, &id, how, &opts).await;
+            let r = continue_run(&shared, &user, &id, how, &opts).await;
             shared.untrack(&id);
             let _ = reply.send(r);
         }
@@ -165,8 +171,8 @@ async fn one(shared: Arc<Shared>, job: Job) {
     }
 }
 
-async fn continue_run(shared: &Shared, id: &str, how: How, opts: &RunOptions) -> Continued {
-    let runner = &shared.runner;
+async fn continue_run(shared: &Shared, user: &str, id: &str, how: How, opts: &RunOptions) -> Continued {
+    let runner = &shared.runner_as(user);
     let resumed = match how {
         How::Answer(answer) => runner.answer(id, &answer, opts).await?,
         How::Resume { rerun, mark_done } => {

@@ -18,9 +18,11 @@ mod api;
 pub mod bodies;
 mod error;
 mod executor;
+mod identity;
 pub mod openapi;
 mod tls;
 
+pub use identity::Identity;
 pub use tls::Tls;
 
 pub use error::ApiError;
@@ -46,6 +48,8 @@ pub struct ServeOptions {
     pub poll: Duration,
     /// How long a stopping server waits for its runs to stop.
     pub grace: Duration,
+    /// Who a request acts as.
+    pub identity: Identity,
 }
 
 impl Default for ServeOptions {
@@ -55,6 +59,7 @@ impl Default for ServeOptions {
             lock_ttl: Duration::from_secs(30),
             poll: Duration::from_millis(200),
             grace: Duration::from_secs(60),
+            identity: Identity::Process,
         }
     }
 }
@@ -83,6 +88,14 @@ impl Shared {
         self.jobs.send(job).is_ok()
     }
 
+    /// The runner acting as `user`.
+    pub(crate) fn runner_as(&self, user: &str) -> Runner {
+        Runner {
+            user: user.to_owned(),
+            ..self.runner.clone()
+        }
+    }
+
     /// What stops the run `id` if it executes here.
     pub(crate) fn signals_of(&self, id: &str) -> Option<Signals> {
         self.running.lock().ok()?.get(id).cloned()
@@ -106,8 +119,8 @@ impl Server {
         }
     }
 
-    /// The routes, for a listener or a test.
-    pub fn router(&self) -> axum::Router {
+    /// The routes (they need the connection's address: see `serve`).
+    pub(crate) fn router(&self) -> axum::Router {
         api::router(self.shared.clone())
     }
 
@@ -127,7 +140,7 @@ impl Server {
         };
         let local = tokio::task::LocalSet::new();
         let executor = local.spawn_local(executor::run(self.shared.clone(), inbox, stop.clone()));
-        let app = self.router();
+        let app = self.router().into_make_service_with_connect_info::<identity::Peer>();
         let quit = stop.clone();
         local
             .run_until(async move {

@@ -172,7 +172,7 @@ pub fn document() -> Json {
         if r.method == "post" && r.status != "201" {
             responses.insert("202".into(), json!({ "description": "accepted: the run goes on", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Continued" } } } }));
         }
-        responses.insert("default".into(), json!({ "description": "refused (400, 404, 409, 422, 501, 503)", "content": { "application/json": { "schema": error.clone() } } }));
+        responses.insert("default".into(), json!({ "description": "refused (400, 401, 403, 404, 409, 422, 501, 503)", "content": { "application/json": { "schema": error.clone() } } }));
         let mut op = json!({ "summary": r.summary, "responses": responses });
         let params: Vec<Json> = ["name", "id"]
             .iter()

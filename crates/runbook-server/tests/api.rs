@@ -44,14 +44,7 @@ async fn sse(url: &str, last_id: Option<&str>) -> Vec<(String, String, Json)> {
 
 /// Waits until the run's status is `want`; its status document.
 async fn until_status(base: &str, run: &str, want: &str) -> Json {
-    for _ in 0..300 {
-        let (_, s) = get(&format!("{base}/runs/{run}")).await;
-        if s["run"]["status"] == want {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("run {run} never became {want}");
+    until_as(base, None, run, want).await
 }
 
 #[tokio::test]
@@ -341,10 +334,13 @@ fn certificate(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 
 #[tokio::test]
 async fn with_a_certificate_it_serves_https_only() {
-    let s = serve_with(|dir| {
-        let (cert, key) = certificate(dir);
-        Some(runbook_server::Tls::from_pem_files(&cert, &key).unwrap())
-    });
+    let s = serve_with(
+        |dir| {
+            let (cert, key) = certificate(dir);
+            Some(runbook_server::Tls::from_pem_files(&cert, &key).unwrap())
+        },
+        runbook_server::Identity::Process,
+    );
     assert!(s.base.starts_with("https://"), "{}", s.base);
     let pem = std::fs::read(s.dir.path().join("ca.crt")).unwrap();
     let client = reqwest::Client::builder()
@@ -380,4 +376,91 @@ async fn with_a_certificate_it_serves_https_only() {
     let (cert, _) = certificate(s.dir.path());
     let refused = runbook_server::Tls::from_pem_files(&cert, &cert).err().unwrap();
     assert!(refused.contains("server.crt"), "{refused}");
+}
+
+/// One request as the proxy sends it, naming `user` (or nobody).
+async fn as_user(method: reqwest::Method, url: &str, user: Option<&str>, body: Json) -> (u16, Json) {
+    let mut req = reqwest::Client::new().request(method, url).json(&body);
+    if let Some(u) = user {
+        req = req.header("X-Forwarded-User", u);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Json::Null))
+}
+
+/// [`until_status`], asking as `user` through the proxy (if any).
+async fn until_as(base: &str, user: Option<&str>, run: &str, want: &str) -> Json {
+    for _ in 0..300 {
+        let (_, s) = as_user(reqwest::Method::GET, &format!("{base}/runs/{run}"), user, json!(null)).await;
+        if s["run"]["status"] == want {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("run {run} never became {want}");
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_request_acts_as_the_user_it_names() {
+    let proxy = runbook_server::Identity::TrustedProxy {
+        header: "X-Forwarded-User".into(),
+        from: vec!["127.0.0.1".parse().unwrap()],
+    };
+    let s = serve_with(|_| None, proxy);
+    let (code, refused) = as_user(
+        reqwest::Method::GET,
+        &format!("{}/playbooks", s.base),
+        None,
+        json!(null),
+    )
+    .await;
+    assert_eq!(code, 401, "no name, no answer: {refused}");
+    let (code, started) = as_user(
+        reqwest::Method::POST,
+        &format!("{}/runs", s.base),
+        Some("carol"),
+        json!({ "playbook": "gated" }),
+    )
+    .await;
+    assert_eq!(code, 201, "{started}");
+    let id = started["run"].as_str().unwrap().to_owned();
+    let status = until_as(&s.base, Some("carol"), &id, "waiting").await;
+    assert_eq!(status["run"]["user"], "carol", "the run is carol's");
+    let hash = status["plan_hash"].as_str().unwrap();
+    let (code, _) = as_user(
+        reqwest::Method::POST,
+        &format!("{}/runs/{id}/approve", s.base),
+        Some("dave"),
+        json!({ "plan_hash": hash, "comment": "second pair of eyes" }),
+    )
+    .await;
+    assert!(code == 200 || code == 202, "{code}");
+    until_as(&s.base, Some("dave"), &id, "succeeded").await;
+    // The journal says dave approved.
+    let report = reqwest::Client::new()
+        .get(format!("{}/runs/{id}/report?format=json", s.base))
+        .header("X-Forwarded-User", "erin")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(report.contains("dave"), "{report}");
+
+    // A proxy at another address: nobody here is taken at their word.
+    let elsewhere = runbook_server::Identity::TrustedProxy {
+        header: "X-Forwarded-User".into(),
+        from: vec!["10.9.9.9".parse().unwrap()],
+    };
+    let s = serve_with(|_| None, elsewhere);
+    let (code, refused) = as_user(
+        reqwest::Method::GET,
+        &format!("{}/playbooks", s.base),
+        Some("mallory"),
+        json!(null),
+    )
+    .await;
+    assert_eq!(code, 403, "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("127.0.0.1"), "{refused}");
 }

@@ -88,11 +88,15 @@ fn write(dir: &Path, name: &str, text: &str) {
 }
 
 pub fn serve() -> Served {
-    serve_with(|_| None)
+    serve_with(|_| None, runbook_server::Identity::Process)
 }
 
-/// A server over TLS when `tls` gives a certificate for its folder.
-pub fn serve_with(tls: impl FnOnce(&Path) -> Option<runbook_server::Tls>) -> Served {
+/// A server over TLS when `tls` gives a certificate for its folder, whose
+/// requests act as `identity` says.
+pub fn serve_with(
+    tls: impl FnOnce(&Path) -> Option<runbook_server::Tls>,
+    identity: runbook_server::Identity,
+) -> Served {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in [("hello", HELLO), ("gated", GATED), ("slow", SLOW)] {
         write(dir.path(), name, text);
@@ -129,6 +133,7 @@ pub fn serve_with(tls: impl FnOnce(&Path) -> Option<runbook_server::Tls>) -> Ser
             let options = ServeOptions {
                 poll: Duration::from_millis(50),
                 grace: Duration::from_secs(10),
+                identity,
                 ..ServeOptions::default()
             };
             let server = Server::new(runner, library, options);
