@@ -393,8 +393,8 @@ pub async fn report(
         .into_iter()
         .map(|(_, l)| l)
         .collect();
-    let source = Source::new(format!("run {}", record.id), record.text.clone());
-    let objectives = runbook_core::validate::load(source, &runbook_core::validate::Expected::default(), registry)
+    // A text this runbook no longer validates has no objectives to judge by.
+    let objectives = crate::decide::load_stored(&record, registry)
         .ok()
         .and_then(|loaded| loaded.playbook.objectives);
     Ok(runbook_report::Report::build(
