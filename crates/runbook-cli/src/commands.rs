@@ -7,7 +7,6 @@ use crate::fail::{Done, Failure};
 use crate::loading::{limited, load, load_inventory, resolve_inputs};
 use runbook_core::kind::Registry;
 use runbook_core::library::{self, Library};
-use runbook_core::model::InputSpec;
 
 /// Runs the command; a failure is said once, here, and becomes its exit code.
 pub(crate) fn dispatch(cli: Cli) -> Exit {
@@ -34,12 +33,12 @@ fn command(cli: Cli) -> Done {
             plan(&lib, &registry, &playbook, &inputs, (output, live), &inv)
         }
         Command::Inventory { output } => {
-            let inv = inv()?;
-            if output == Output::Json {
-                crate::json_out::print(&runbook_runner::catalog::Inventory::of(&inv));
-                return Ok(Exit::Ok);
+            let inv = runbook_runner::catalog::Inventory::of(&inv()?);
+            match output {
+                Output::Json => crate::json_out::print(&inv),
+                Output::Text => print!("{}", runbook_runner::text::inventory(&inv)),
             }
-            list_inventory(&inv)
+            Ok(Exit::Ok)
         }
         Command::Run {
             playbook,
@@ -213,20 +212,7 @@ fn list(lib: &Library, registry: &Registry, output: Output) -> Done {
         crate::json_out::print(&list);
         return Ok(exit);
     }
-    let width = list.playbooks.iter().map(|p| p.name.len()).max().unwrap_or(4).max(4);
-    println!("{:width$}  {:8}  DESCRIPTION", "NAME", "VERSION");
-    for p in &list.playbooks {
-        let desc = match (&p.error, p.invalid) {
-            (None, _) => p.description.clone().unwrap_or_default(),
-            (Some(count), true) => format!("(invalid: {count}; see `runbook validate {}`)", p.name),
-            (Some(err), false) => format!("({err})"),
-        };
-        let versions = match p.versions.len() {
-            0 | 1 => format!("v{}", p.latest),
-            n => format!("v{} (+{})", p.latest, n - 1),
-        };
-        println!("{:width$}  {:8}  {desc}", p.name, versions);
-    }
+    print!("{}", runbook_runner::text::list(&list));
     Ok(exit)
 }
 
@@ -237,96 +223,8 @@ fn show(lib: &Library, registry: &Registry, spec: &str, output: Output) -> Done 
         crate::json_out::print(&runbook_runner::catalog::Show::of(&loaded));
         return Ok(Exit::Ok);
     }
-    println!("{} v{}  ({})", pb.name, pb.version, loaded.source.name);
-    if let Some(d) = &pb.description {
-        println!("\n{}", d.trim_end());
-    }
-    if !pb.inputs.is_empty() {
-        println!("\ninputs:");
-        let width = pb.inputs.keys().map(String::len).max().unwrap_or(0);
-        for (name, spec) in &pb.inputs {
-            println!("  {name:width$}  {}", describe_input(spec));
-        }
-    }
-    if !pb.secrets.is_empty() {
-        println!(
-            "\nsecrets: {}",
-            pb.secrets.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
-        );
-    }
-    if let Some(lock) = &pb.lock {
-        println!("\nlock: {}", lock.as_slice().join(", "));
-    }
-    if let Some(o) = &pb.objectives {
-        let mut parts = Vec::new();
-        if let Some(r) = &o.rto {
-            parts.push(format!("RTO {r}"));
-        }
-        if let Some(r) = &o.rpo {
-            parts.push(format!("RPO {r}"));
-        }
-        if let Some(l) = &o.latency {
-            for (k, v) in [("p50", &l.p50), ("p95", &l.p95), ("p99", &l.p99)] {
-                if let Some(v) = v {
-                    parts.push(format!("{k} {v}"));
-                }
-            }
-            if let Some(e) = l.max_error_rate {
-                parts.push(format!("errors < {}%", e * 100.0));
-            }
-        }
-        println!("\nobjectives: {}", parts.join(", "));
-    }
-    println!("\nsteps:");
-    outline(&pb.steps, 1);
-    for (label, steps) in [("on_failure", &pb.on_failure), ("finally", &pb.finally)] {
-        if !steps.is_empty() {
-            println!("\n{label}:");
-            outline(steps, 1);
-        }
-    }
+    print!("{}", runbook_runner::text::playbook(pb, &loaded.source.name));
     Ok(Exit::Ok)
-}
-
-fn describe_input(spec: &InputSpec) -> String {
-    let mut parts = vec![spec.ty.as_str().to_owned()];
-    if spec.is_required() {
-        parts.push("required".to_owned());
-    }
-    if let Some(d) = &spec.default {
-        parts.push(format!("default {}", runbook_core::template::scalar_text(d)));
-    }
-    if let Some(p) = &spec.pattern {
-        parts.push(format!("pattern {p}"));
-    }
-    if let Some(v) = &spec.values {
-        parts.push(format!(
-            "one of {}",
-            v.iter()
-                .map(runbook_core::template::scalar_text)
-                .collect::<Vec<_>>()
-                .join("|")
-        ));
-    }
-    let mut line = parts.join(", ");
-    if let Some(d) = &spec.description {
-        line.push_str(&format!("  {d}"));
-    }
-    line
-}
-
-fn outline(steps: &[runbook_core::model::Step], depth: usize) {
-    for s in steps {
-        let pad = "  ".repeat(depth);
-        let what = match (&s.uses, &s.for_each) {
-            (Some(u), None) => u.clone(),
-            (Some(u), Some(_)) => format!("{u}, for each {}", s.as_.as_deref().unwrap_or("item")),
-            (None, Some(_)) => format!("group, for each {}", s.as_.as_deref().unwrap_or("item")),
-            (None, None) => "group".to_owned(),
-        };
-        println!("{pad}- {} ({what})", s.display_name());
-        outline(s.children(), depth + 1);
-    }
 }
 
 fn validate(lib: &Library, registry: &Registry, targets: &[String], output: Output) -> Done {
@@ -363,47 +261,6 @@ fn validate(lib: &Library, registry: &Registry, targets: &[String], output: Outp
         println!("{valid} valid, {invalid} invalid");
     }
     Ok(if invalid > 0 { Exit::Invalid } else { Exit::Ok })
-}
-
-fn list_inventory(inv: &runbook_core::inventory::Inventory) -> Done {
-    if inv.hosts.is_empty() {
-        println!("no hosts (hint: write inventory.yaml or pass `--inventory FILE`)");
-        return Ok(Exit::Ok);
-    }
-    use crate::table::Column;
-    let rows = inv
-        .hosts
-        .keys()
-        .filter_map(|name| {
-            let (address, s, _) = inv.resolved(name)?;
-            Some(vec![
-                name.clone(),
-                address,
-                s.user.unwrap_or_else(|| "-".to_owned()),
-                s.port.map_or("-".to_owned(), |p| p.to_string()),
-                s.jump.unwrap_or_else(|| "-".to_owned()),
-                inv.groups_of(name).join(", "),
-            ])
-        })
-        .collect();
-    crate::table::print(
-        &[
-            Column("HOST", false),
-            Column("ADDRESS", false),
-            Column("USER", false),
-            Column("PORT", true),
-            Column("JUMP", false),
-            Column("GROUPS", false),
-        ],
-        rows,
-    );
-    if !inv.groups.is_empty() {
-        println!();
-        for (g, members) in &inv.groups {
-            println!("{g}: {}", members.join(", "));
-        }
-    }
-    Ok(Exit::Ok)
 }
 
 fn plan(
@@ -444,7 +301,7 @@ fn graph(lib: &Library, registry: &Registry, spec: &str, format: GraphFormat) ->
 
 fn schema(registry: &Registry, kind: Option<&str>, events: bool) -> Done {
     let schema = match kind {
-        None if events => crate::observe::events_schema(),
+        None if events => runbook_runner::catalog::events_schema(),
         None => runbook_core::validate::full_schema(registry),
         Some(k) => match registry.get(k) {
             Some(kind) => kind.params_schema(),

@@ -16,35 +16,7 @@ pub(crate) fn list(state: Option<PathBuf>, output: Output) -> Done {
             println!("{}", serde_json::to_string_pretty(&locks).unwrap_or_default());
             return Ok(Exit::Ok);
         }
-        if locks.is_empty() {
-            println!("no locks held");
-            return Ok(Exit::Ok);
-        }
-        use crate::table::Column;
-        let rows = locks
-            .iter()
-            .map(|l| {
-                vec![
-                    l.key.clone(),
-                    l.run_id.clone(),
-                    l.user.clone(),
-                    l.pid.map(|p| p.to_string()).unwrap_or_default(),
-                    l.since.clone(),
-                    format!("{}{}", l.expires_at, if l.expired { " (expired: free)" } else { "" }),
-                ]
-            })
-            .collect();
-        crate::table::print(
-            &[
-                Column("KEY", false),
-                Column("RUN", false),
-                Column("USER", false),
-                Column("PID", true),
-                Column("SINCE", false),
-                Column("LEASE UNTIL", false),
-            ],
-            rows,
-        );
+        print!("{}", runbook_runner::text::locks(&locks));
         Ok(Exit::Ok)
     })
 }

@@ -6,7 +6,8 @@
 //! each step kind in its `runbook-step-*` crate, registered in
 //! [`registry::registry`], the one place a newcomer reads to find every kind.
 //! The run lifecycle (start, resume, approve, cancel, locks, the worker
-//! loop, the daemon's loop, the documents `--output json` prints) is
+//! loop, the daemon's loop, the documents `--output json` prints and their
+//! text forms) is
 //! `runbook-runner`'s; this crate turns flags into its options, shows what
 //! its `Watcher` is told, and maps its outcomes and errors to exit codes. The
 //! daemon's launcher is here: it starts each scheduled run as a child
@@ -33,7 +34,6 @@ mod report;
 mod runs;
 mod serve;
 mod session;
-mod table;
 mod worker;
 
 use std::process::ExitCode;

@@ -292,49 +292,6 @@ pub(crate) fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
-/// One line of `--output json`: a journal event with its run and time, or a
-/// step's log line. Only its schema is used (`runbook schema --events`).
-#[derive(serde::Serialize, schemars::JsonSchema)]
-#[serde(untagged)]
-#[allow(dead_code)]
-enum JsonLine {
-    /// A journal event.
-    Event {
-        #[serde(flatten)]
-        event: Event,
-        /// The run id.
-        run: String,
-        /// When it was printed (RFC 3339).
-        at: String,
-    },
-    /// A log line of a step.
-    Log {
-        #[serde(flatten)]
-        line: LogLine,
-        /// Always `log`.
-        event: LogTag,
-    },
-}
-
-/// The `event` of a log line.
-#[derive(serde::Serialize, schemars::JsonSchema)]
-#[allow(dead_code)]
-enum LogTag {
-    /// A log line.
-    #[serde(rename = "log")]
-    Log,
-}
-
-/// The JSON Schema of one `--output json` line (schemas/events.v1.json).
-pub(crate) fn events_schema() -> serde_json::Value {
-    let mut schema = serde_json::to_value(schemars::schema_for!(JsonLine)).unwrap_or_default();
-    if let Some(m) = schema.as_object_mut() {
-        m.insert("title".into(), "runbook --output json: one line".into());
-        m.insert("$id".into(), "https://runbook.dev/schemas/events.v1.json".into());
-    }
-    schema
-}
-
 /// One JSON object per line.
 #[derive(Default)]
 pub(crate) struct JsonLines;
@@ -347,12 +304,7 @@ impl JsonLines {
     }
 
     fn print(run: &str, event: &Event, at: &str) {
-        let mut v = serde_json::to_value(event).unwrap_or_default();
-        if let Some(m) = v.as_object_mut() {
-            m.insert("run".into(), run.into());
-            m.insert("at".into(), at.into());
-        }
-        out(&v.to_string());
+        out(&runbook_runner::catalog::event_line(run, event, at));
     }
 }
 
@@ -369,10 +321,6 @@ impl Observer for JsonLines {
     }
 
     fn log(&self, line: &LogLine) {
-        let mut v = serde_json::to_value(line).unwrap_or_default();
-        if let Some(m) = v.as_object_mut() {
-            m.insert("event".into(), "log".into());
-        }
-        out(&v.to_string());
+        out(&runbook_runner::catalog::log_line(line));
     }
 }

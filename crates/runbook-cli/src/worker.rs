@@ -46,37 +46,7 @@ pub(crate) fn list(state: Option<PathBuf>, output: Output) -> Done {
             println!("{}", serde_json::to_string_pretty(&workers).unwrap_or_default());
             return Ok(Exit::Ok);
         }
-        if workers.is_empty() {
-            println!("no worker has served this state yet (hint: `runbook worker`)");
-            return Ok(Exit::Ok);
-        }
-        use crate::table::Column;
-        let rows = workers
-            .iter()
-            .map(|w| {
-                vec![
-                    w.name.clone(),
-                    w.state.to_string(),
-                    format!("{}/{}", w.running, w.concurrency),
-                    w.host.clone(),
-                    w.pid.to_string(),
-                    w.started_at.clone(),
-                    w.seen_at.clone(),
-                ]
-            })
-            .collect();
-        crate::table::print(
-            &[
-                Column("NAME", false),
-                Column("STATE", false),
-                Column("RUNS", true),
-                Column("HOST", false),
-                Column("PID", true),
-                Column("STARTED", false),
-                Column("LAST SEEN", false),
-            ],
-            rows,
-        );
+        print!("{}", runbook_runner::text::workers(&workers));
         Ok(Exit::Ok)
     })
 }

@@ -556,3 +556,65 @@ fn the_architecture_page_draws_the_real_crate_arrows() {
         assert_eq!(&real, want, "{name}: its Cargo.toml against architecture.md");
     }
 }
+
+/// The command line stays a front end: no two of its modules reach each
+/// other through imports, and its code (blank lines and comments aside)
+/// stays within 2,500 lines; the lifecycle lives in runbook-runner, which
+/// knows no argument parser, terminal or step kind.
+#[test]
+fn the_command_line_is_a_front_end_without_module_cycles() {
+    let root = support::workspace();
+    let src = root.join("crates/runbook-cli/src");
+    let mut imports = std::collections::BTreeMap::new();
+    let mut code_lines = 0;
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let module = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        code_lines += text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("//"))
+            .count();
+        let used: std::collections::BTreeSet<String> = text
+            .split("crate::")
+            .skip(1)
+            .map(|rest| {
+                rest.chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect()
+            })
+            .filter(|m: &String| !m.is_empty() && *m != module)
+            .collect();
+        imports.insert(module, used);
+    }
+    for (module, used) in &imports {
+        // Everything `module` reaches, through any chain of imports.
+        let mut reached = std::collections::BTreeSet::new();
+        let mut next: Vec<&String> = used.iter().collect();
+        while let Some(m) = next.pop() {
+            if reached.insert(m.clone()) {
+                next.extend(imports.get(m).into_iter().flatten());
+            }
+        }
+        assert!(
+            !reached.contains(module),
+            "crates/runbook-cli/src/{module}.rs is in an import cycle"
+        );
+    }
+    assert!(
+        code_lines <= 2500,
+        "the command line has {code_lines} lines of code; move logic to a library crate"
+    );
+    let runner = std::fs::read_to_string(root.join("crates/runbook-runner/Cargo.toml")).unwrap();
+    let deps = runner
+        .split("[dependencies]")
+        .nth(1)
+        .unwrap()
+        .split("\n[")
+        .next()
+        .unwrap();
+    for banned in ["clap", "miette", "indicatif", "runbook-step-"] {
+        assert!(!deps.contains(banned), "runbook-runner depends on {banned}");
+    }
+}

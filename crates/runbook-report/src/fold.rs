@@ -18,6 +18,19 @@ pub fn seconds_between(a: &str, b: &str) -> Option<f64> {
     between(a, b).map(|d| d.as_secs_f64())
 }
 
+/// The workers that ran a run, in the order they took it.
+pub fn runners(events: &[Recorded]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for rec in events {
+        if let Event::RunStarted { runner: Some(r), .. } | Event::RunResumed { runner: Some(r), .. } = &rec.event {
+            if out.last() != Some(r) {
+                out.push(r.clone());
+            }
+        }
+    }
+    out
+}
+
 /// Why the run last stopped, if it was not a success; an earlier stop's error
 /// is history.
 pub fn last_error(events: &[Recorded]) -> Option<String> {

@@ -15,5 +15,5 @@ pub mod metrics;
 mod render;
 pub mod replay;
 
-pub use fold::{StepRow, last_error, measured, plan_hash, seconds_between, sha256_hex, short, steps};
+pub use fold::{StepRow, last_error, measured, plan_hash, runners, seconds_between, sha256_hex, short, steps};
 pub use render::{Format, Report};

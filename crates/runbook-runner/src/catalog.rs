@@ -175,6 +175,69 @@ pub struct Status {
     pub error: Option<String>,
 }
 
+// `event_line` and `log_line` write the lines this type describes.
+/// One line of `--output json`: a journal event with its run and time, or a
+/// step's log line. Only its schema is used (`runbook schema --events`).
+#[derive(Serialize, JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum EventLine {
+    /// A journal event.
+    Event {
+        #[serde(flatten)]
+        event: runbook_state::Event,
+        /// The run id.
+        run: String,
+        /// When it was printed (RFC 3339).
+        at: String,
+    },
+    /// A log line of a step.
+    Log {
+        #[serde(flatten)]
+        line: runbook_state::LogLine,
+        /// Always `log`.
+        event: LogTag,
+    },
+}
+
+/// The `event` of a log line.
+#[derive(Serialize, JsonSchema)]
+#[allow(dead_code)]
+enum LogTag {
+    /// A log line.
+    #[serde(rename = "log")]
+    Log,
+}
+
+/// The JSON Schema of one `--output json` line (schemas/events.v1.json).
+pub fn events_schema() -> serde_json::Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(EventLine)).unwrap_or_default();
+    if let Some(m) = schema.as_object_mut() {
+        m.insert("title".into(), "runbook --output json: one line".into());
+        m.insert("$id".into(), "https://runbook.dev/schemas/events.v1.json".into());
+    }
+    schema
+}
+
+/// A journal event of `run` as one `--output json` line, recorded `at`.
+pub fn event_line(run: &str, event: &runbook_state::Event, at: &str) -> String {
+    let mut v = serde_json::to_value(event).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        m.insert("run".into(), run.into());
+        m.insert("at".into(), at.into());
+    }
+    v.to_string()
+}
+
+/// A step's log line as one `--output json` line.
+pub fn log_line(line: &runbook_state::LogLine) -> String {
+    let mut v = serde_json::to_value(line).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        m.insert("event".into(), "log".into());
+    }
+    v.to_string()
+}
+
 /// The commands with a JSON document of their own, for `runbook schema
 /// --output-of`.
 pub const COMMANDS: &[&str] = &[

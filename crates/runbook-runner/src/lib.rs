@@ -6,7 +6,8 @@
 //! It owns starting, submitting, resuming, answering and cancelling runs
 //! ([`Runner`]), the operator's decisions about a stopped run ([`decide`]),
 //! following a run another process executes ([`follow`]),
-//! the lock leases of a playbook's `lock:` keys ([`leases`]), the worker
+//! the documents and text a front end shows of the library and of runs
+//! ([`catalog`], [`text`]), the lock leases of a playbook's `lock:` keys ([`leases`]), the worker
 //! loop of the shared queue ([`worker`]), and the daemon's schedules
 //! ([`schedule`]) and loop ([`daemon`]).
 //!
@@ -27,6 +28,7 @@ mod lifecycle;
 pub mod notice;
 pub mod notify;
 pub mod schedule;
+pub mod text;
 pub mod worker;
 
 pub use decide::{Answer, Decisions};
