@@ -1,15 +1,15 @@
-//! The run lifecycle as a library, for every front end (the command line
-//! today; a server and a web UI next): no argument parsing, no printing, no
-//! exit codes. Typed options in, a typed outcome or a [`RunnerError`] out,
+//! The run lifecycle as a library, for every front end (the command line,
+//! and `runbook serve` with its web UI): no argument parsing, no printing,
+//! no exit codes. Typed options in, a typed outcome or a [`RunnerError`] out,
 //! and what happens meanwhile told to a [`Watcher`] the caller passes.
 //!
 //! It owns starting, submitting, resuming, answering and cancelling runs
 //! ([`Runner`]), the operator's decisions about a stopped run ([`decide`]),
 //! following a run another process executes ([`follow`]),
 //! the documents and text a front end shows of the library and of runs
-//! ([`catalog`], [`text`]), the lock leases of a playbook's `lock:` keys ([`leases`]), the worker
-//! loop of the shared queue ([`worker`]), and the daemon's schedules
-//! ([`schedule`]) and loop ([`daemon`]).
+//! ([`catalog`], [`text`]), the lock leases of a playbook's `lock:` keys
+//! ([`leases`]), the worker loop of the shared queue ([`worker`]), and the
+//! daemon's schedules ([`schedule`]) and loop ([`daemon`]).
 //!
 //! The one design decision to know: every path that executes a run ends in
 //! one `Runner::execute`, and a run is taken (its lock, its runner or its
