@@ -128,6 +128,8 @@ pub struct Approval {
     pub waiting_since: Option<String>,
     /// `--yes`: approve as this user without asking.
     pub auto_approve: Option<String>,
+    /// Who started the run (for steps that need a second person).
+    pub started_by: String,
 }
 
 /// What a running step is given.

@@ -144,6 +144,9 @@ impl Leases for Refusing {
 #[async_trait]
 impl Queue for Refusing {}
 
+#[async_trait]
+impl runbook_state::Tokens for Refusing {}
+
 struct Quiet;
 
 impl Observer for Quiet {

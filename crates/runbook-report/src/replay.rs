@@ -58,6 +58,8 @@ pub struct Replay {
     /// Each step path in the order it first appeared, with its last state,
     /// attempts and duration (what people and reports read).
     pub rows: Vec<crate::StepRow>,
+    /// Who started (or submitted) the run, once its first event is read.
+    pub started_by: Option<String>,
 }
 
 impl Replay {
@@ -80,8 +82,15 @@ impl Replay {
                 }
             }
             match &rec.event {
-                Event::RunQueued { .. } => {}
-                Event::RunStarted { .. } | Event::RunResumed { .. } => {
+                Event::RunQueued { user } => {
+                    r.started_by.get_or_insert_with(|| user.clone());
+                }
+                Event::RunStarted { user, .. } => {
+                    r.started_by.get_or_insert_with(|| user.clone());
+                    r.finished = None;
+                    r.cancel_requested = false;
+                }
+                Event::RunResumed { .. } => {
                     r.finished = None;
                     r.cancel_requested = false;
                 }

@@ -16,6 +16,7 @@
 //! lease) before anything about it is recorded, so two front ends can never
 //! both run it.
 
+pub mod access;
 pub mod catalog;
 pub mod config;
 pub mod daemon;

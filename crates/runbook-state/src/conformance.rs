@@ -247,6 +247,68 @@ pub async fn check(store: &dyn Store) -> Result<(), String> {
         store.remove_lock(&key).await.map_err(e)?.is_none(),
         "nothing to remove twice"
     );
+    check_tokens(store).await
+}
+
+/// API tokens: found by hash, one live token per name, revoked once, and a
+/// revoked or expired name given out again.
+async fn check_tokens(store: &dyn Store) -> Result<(), String> {
+    let e = |x: StoreError| x.to_string();
+    let token = |hash: &str| crate::Token {
+        name: "ci-deploy".into(),
+        hash: hash.into(),
+        role: "operator".into(),
+        created_by: "alice".into(),
+        created_at: "2026-11-28T10:00:00Z".into(),
+        expires_at: Some("2026-12-28T10:00:00Z".into()),
+        revoked_at: None,
+    };
+    let (now, later) = (1_000, 2_000);
+    ensure!(
+        store.add_token(&token("h1"), Some(later), now).await.map_err(e)?,
+        "a new token is added"
+    );
+    ensure!(
+        !store.add_token(&token("h2"), Some(later), now).await.map_err(e)?,
+        "a live token's name is not given out again"
+    );
+    let found = store.token_by_hash("h1").await.map_err(e)?;
+    ensure!(found == Some(token("h1")), "found by its hash: {found:?}");
+    ensure!(
+        store.token_by_hash("h2").await.map_err(e)?.is_none(),
+        "the refused one is not stored"
+    );
+    ensure!(
+        store.add_token(&token("h3"), None, later + 1).await.map_err(e)?,
+        "an expired token's name is given out again"
+    );
+    ensure!(
+        store.token_by_hash("h1").await.map_err(e)?.is_none(),
+        "the old secret is gone"
+    );
+    ensure!(
+        store
+            .revoke_token("ci-deploy", "2026-11-29T00:00:00Z")
+            .await
+            .map_err(e)?,
+        "revoked"
+    );
+    ensure!(
+        !store
+            .revoke_token("ci-deploy", "2026-11-30T00:00:00Z")
+            .await
+            .map_err(e)?,
+        "revoked once"
+    );
+    let listed = store.tokens().await.map_err(e)?;
+    ensure!(
+        listed.len() == 1 && listed[0].revoked_at.as_deref() == Some("2026-11-29T00:00:00Z"),
+        "listed with its revocation: {listed:?}"
+    );
+    ensure!(
+        store.add_token(&token("h4"), None, now).await.map_err(e)?,
+        "a revoked token's name is given out again"
+    );
     Ok(())
 }
 

@@ -283,11 +283,62 @@ pub trait Queue: Send + Sync {
     }
 }
 
-/// Where runs live: everything a runner, the CLI and a worker ask of it, by
-/// concern ([`Journal`], [`Leases`], [`Queue`]); every backend is all three.
-pub trait Store: Journal + Leases + Queue {}
+/// The server's API tokens: stored by the SHA-256 of their secret, never
+/// the secret itself. Both backends keep them; a store that wraps another
+/// (a test's) has none unless it passes them through.
+#[async_trait]
+pub trait Tokens: Send + Sync {
+    /// Records `token`, expiring at `expires_unix_ms` if set. A revoked or
+    /// expired token of the same name (as of `now_ms`) is replaced; false
+    /// when a live one has it.
+    async fn add_token(&self, _token: &Token, _expires_unix_ms: Option<i64>, _now_ms: i64) -> Result<bool> {
+        Err(tokens_unsupported())
+    }
+    /// The token whose secret hashes to `hash`, revoked or expired or not.
+    async fn token_by_hash(&self, _hash: &str) -> Result<Option<Token>> {
+        Err(tokens_unsupported())
+    }
+    /// Every token, by name.
+    async fn tokens(&self) -> Result<Vec<Token>> {
+        Err(tokens_unsupported())
+    }
+    /// Revokes the token `name` at `at` (RFC 3339); false when there is no
+    /// such token not already revoked.
+    async fn revoke_token(&self, _name: &str, _at: &str) -> Result<bool> {
+        Err(tokens_unsupported())
+    }
+}
 
-impl<T: Journal + Leases + Queue + ?Sized> Store for T {}
+fn tokens_unsupported() -> StoreError {
+    StoreError::Unsupported("this store keeps no API tokens".into())
+}
+
+/// An API token as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+pub struct Token {
+    /// Its name: who a request with it acts as.
+    pub name: String,
+    /// The SHA-256 of its secret (hex); never shown.
+    #[serde(skip)]
+    pub hash: String,
+    /// The most it may do: `viewer`, `operator`, `approver` or `admin`.
+    pub role: String,
+    /// Who created it.
+    pub created_by: String,
+    /// When (RFC 3339).
+    pub created_at: String,
+    /// When it stops working (RFC 3339), if ever.
+    pub expires_at: Option<String>,
+    /// When it was revoked (RFC 3339), if it was.
+    pub revoked_at: Option<String>,
+}
+
+/// Where runs live: everything a runner, the CLI, a worker and the server
+/// ask of it, by concern ([`Journal`], [`Leases`], [`Queue`], [`Tokens`]);
+/// every backend is all four.
+pub trait Store: Journal + Leases + Queue + Tokens {}
+
+impl<T: Journal + Leases + Queue + Tokens + ?Sized> Store for T {}
 
 pub(crate) fn queue_unsupported() -> StoreError {
     StoreError::Unsupported(

@@ -10,7 +10,8 @@
 use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus};
 use crate::migrate::{self, Changes};
 use crate::{
-    Journal, Lease, Leases, Lock, LockHolder, Queue, Result, StoreError, WorkerInfo, WorkerRow, now, rows, sql,
+    Journal, Lease, Leases, Lock, LockHolder, Queue, Result, StoreError, Token, Tokens, WorkerInfo, WorkerRow, now,
+    rows, sql,
 };
 use async_trait::async_trait;
 use sqlx::PgPool;
@@ -94,6 +95,7 @@ const MIGRATIONS: Changes = &[
             stopped BOOLEAN NOT NULL DEFAULT FALSE
         );",
     ),
+    (5, "API tokens", sql::TOKENS_TABLE),
 ];
 
 /// The database server's clock in milliseconds since the epoch: leases are
@@ -790,5 +792,51 @@ impl Queue for PgStore {
             }
             None => tokio::time::sleep(timeout).await,
         }
+    }
+}
+
+#[async_trait]
+impl Tokens for PgStore {
+    async fn add_token(&self, token: &Token, expires_unix_ms: Option<i64>, now_ms: i64) -> Result<bool> {
+        let done = sqlx::query(sql::ADD_TOKEN)
+            .bind(&token.name)
+            .bind(&token.hash)
+            .bind(&token.role)
+            .bind(&token.created_by)
+            .bind(&token.created_at)
+            .bind(&token.expires_at)
+            .bind(expires_unix_ms)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<Token>> {
+        let row = sqlx::query(sql::TOKEN_BY_HASH)
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        row.map(|r| rows::token(&r)).transpose().map_err(|e| self.db(e))
+    }
+
+    async fn tokens(&self) -> Result<Vec<Token>> {
+        let rows = sqlx::query(sql::TOKENS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        rows.iter().map(|r| rows::token(r).map_err(|e| self.db(e))).collect()
+    }
+
+    async fn revoke_token(&self, name: &str, at: &str) -> Result<bool> {
+        let done = sqlx::query(sql::REVOKE_TOKEN)
+            .bind(at)
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(done.rows_affected() == 1)
     }
 }

@@ -3,7 +3,7 @@
 //! `run_user` (`user` is reserved in PostgreSQL).
 
 use crate::journal::{LogLine, Recorded, RunRecord, RunStatus, Stream};
-use crate::{Lock, StoreError};
+use crate::{Lock, StoreError, Token};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use std::time::{Duration, SystemTime};
 
@@ -139,5 +139,24 @@ where
         since: row.try_get("since")?,
         expires_at: humantime::format_rfc3339_seconds(expires).to_string(),
         expired: until < now_ms,
+    })
+}
+
+/// A token row.
+pub(crate) fn token<'r, R>(row: &'r R) -> Result<Token, sqlx::Error>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(Token {
+        name: row.try_get("name")?,
+        hash: row.try_get("hash")?,
+        role: row.try_get("role")?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
     })
 }

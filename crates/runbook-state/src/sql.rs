@@ -43,6 +43,32 @@ pub(crate) const LOCKS: &str = "SELECT key, run_id, run_user, pid, since, expire
 pub(crate) const LOCK: &str = "SELECT key, run_id, run_user, pid, since, expires_unix_ms FROM locks WHERE key = $1";
 pub(crate) const REMOVE_LOCK: &str =
     "DELETE FROM locks WHERE key = $1 RETURNING key, run_id, run_user, pid, since, expires_unix_ms";
+/// A token, replacing one of its name only if that one is revoked or
+/// expired (`$8`: now, in ms); no row changes when a live one has the name.
+pub(crate) const ADD_TOKEN: &str = "INSERT INTO tokens \
+     (name, hash, role, created_by, created_at, expires_at, expires_unix_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+     ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, role = excluded.role, \
+     created_by = excluded.created_by, created_at = excluded.created_at, \
+     expires_at = excluded.expires_at, expires_unix_ms = excluded.expires_unix_ms, revoked_at = NULL \
+     WHERE tokens.revoked_at IS NOT NULL OR tokens.expires_unix_ms < $8";
+pub(crate) const TOKEN_BY_HASH: &str =
+    "SELECT name, hash, role, created_by, created_at, expires_at, revoked_at FROM tokens WHERE hash = $1";
+pub(crate) const TOKENS: &str =
+    "SELECT name, hash, role, created_by, created_at, expires_at, revoked_at FROM tokens ORDER BY name";
+pub(crate) const REVOKE_TOKEN: &str = "UPDATE tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL";
+/// The tokens table; the same SQL for both backends.
+pub(crate) const TOKENS_TABLE: &str = "CREATE TABLE tokens (
+        name TEXT PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT,
+        expires_unix_ms BIGINT,
+        revoked_at TEXT
+    );";
+
 /// State from before the migrator: the versions it recorded.
 pub(crate) const LEGACY_VERSIONS: &str = "SELECT version FROM schema_migrations";
 pub(crate) const DROP_LEGACY: &str = "DROP TABLE schema_migrations";

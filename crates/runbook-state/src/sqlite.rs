@@ -3,7 +3,7 @@
 
 use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus};
 use crate::migrate::{self, Changes};
-use crate::{Journal, Leases, Lock, LockHolder, Queue, Result, StoreError, now, rows, sql};
+use crate::{Journal, Leases, Lock, LockHolder, Queue, Result, StoreError, Token, Tokens, now, rows, sql};
 use async_trait::async_trait;
 use sqlx::migrate::Migrate;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -66,6 +66,7 @@ const MIGRATIONS: Changes = &[
         "ALTER TABLE runs RENAME COLUMN user TO run_user;
     ALTER TABLE locks RENAME COLUMN user TO run_user;",
     ),
+    (4, "API tokens", sql::TOKENS_TABLE),
 ];
 
 /// SQLITE_BUSY: another connection holds the lock.
@@ -544,11 +545,66 @@ impl Leases for SqliteStore {
 #[async_trait]
 impl Queue for SqliteStore {}
 
+#[async_trait]
+impl Tokens for SqliteStore {
+    async fn add_token(&self, token: &Token, expires_unix_ms: Option<i64>, now_ms: i64) -> Result<bool> {
+        let done = sqlx::query(sql::ADD_TOKEN)
+            .bind(&token.name)
+            .bind(&token.hash)
+            .bind(&token.role)
+            .bind(&token.created_by)
+            .bind(&token.created_at)
+            .bind(&token.expires_at)
+            .bind(expires_unix_ms)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<Token>> {
+        let row = sqlx::query(sql::TOKEN_BY_HASH)
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        row.map(|r| rows::token(&r)).transpose().map_err(|e| self.db(e))
+    }
+
+    async fn tokens(&self) -> Result<Vec<Token>> {
+        let rows = sqlx::query(sql::TOKENS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        rows.iter().map(|r| rows::token(r).map_err(|e| self.db(e))).collect()
+    }
+
+    async fn revoke_token(&self, name: &str, at: &str) -> Result<bool> {
+        let done = sqlx::query(sql::REVOKE_TOKEN)
+            .bind(at)
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Stream;
     use serde_json::json;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn sqlite_passes_the_store_conformance_suite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("runbook.db")).await.expect("opens");
+        if let Err(msg) = crate::conformance::check(&store).await {
+            panic!("SQLite does not conform: {msg}");
+        }
+    }
 
     #[tokio::test(flavor = "current_thread")]
     async fn journal_round_trip_and_permissions() {
@@ -706,7 +762,7 @@ mod tests {
         .unwrap();
         drop(conn);
         let store = SqliteStore::open(&path).await.expect("opens");
-        assert_eq!(store.schema_version().await.unwrap(), 3);
+        assert_eq!(store.schema_version().await.unwrap(), migrate::latest(MIGRATIONS));
         assert_eq!(
             store.run("01oldrun").await.unwrap().user,
             "alice",
@@ -723,7 +779,11 @@ mod tests {
                 .fetch_all(&store.pool)
                 .await
                 .unwrap();
-        assert_eq!(adopted, [(1, true), (2, true), (3, true)], "1 and 2 adopted, 3 applied");
+        assert_eq!(
+            adopted,
+            [(1, true), (2, true), (3, true), (4, true)],
+            "1 and 2 adopted, the later ones applied"
+        );
         // Opened again: nothing to do, and the checksums still match the SQL.
         drop(store);
         SqliteStore::open(&path).await.expect("opens again");

@@ -38,6 +38,10 @@ pub struct ApproveParams {
     /// them); anyone when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvers: Vec<String>,
+    /// Four eyes: whoever started the run may not approve it (nor `--yes`
+    /// on their behalf); a second person must.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub four_eyes: bool,
     /// Gates checked again after the approval, as step calls (`{ uses: pg,
     /// with: { action: replication, ... } }`); the step fails if one fails. At
     /// most 8.
@@ -114,11 +118,14 @@ impl StepKind for Approve {
         let Some(p) = plan_params::<ApproveParams>(with) else {
             return format!("wait for an approval {UNKNOWN_YET}");
         };
-        let who = if p.approvers.is_empty() {
+        let mut who = if p.approvers.is_empty() {
             String::new()
         } else {
             format!(" by one of {}", p.approvers.join(", "))
         };
+        if p.four_eyes {
+            who.push_str(" (not whoever started the run)");
+        }
         let then = match p.recheck.len() {
             0 => String::new(),
             n => format!("; then re-check {n} gate(s)"),
@@ -174,6 +181,15 @@ fn answer(a: &Approval, p: &ApproveParams, timeout: Duration) -> Result<(String,
                 d.who
             )));
         }
+        if p.four_eyes && d.who == a.started_by {
+            return Err(StepError::waiting(
+                format!(
+                    "{} started this run and may not approve it too (four eyes): a second person must; {}",
+                    d.who, p.message
+                ),
+                Some(expires_text),
+            ));
+        }
         if may(&d.who) {
             return Ok((d.who.clone(), d.comment.clone(), false));
         }
@@ -187,7 +203,7 @@ fn answer(a: &Approval, p: &ApproveParams, timeout: Duration) -> Result<(String,
             Some(expires_text),
         ));
     }
-    if let Some(user) = &a.auto_approve {
+    if let Some(user) = a.auto_approve.as_ref().filter(|_| !p.four_eyes) {
         if may(user) {
             return Ok((user.clone(), Some("--yes".to_owned()), true));
         }
@@ -202,11 +218,14 @@ fn answer(a: &Approval, p: &ApproveParams, timeout: Duration) -> Result<(String,
             p.message
         )));
     }
-    let who = if p.approvers.is_empty() {
+    let mut who = if p.approvers.is_empty() {
         String::new()
     } else {
         format!(" (approvers: {})", approvers())
     };
+    if p.four_eyes {
+        who.push_str(&format!(" (four eyes: not {})", a.started_by));
+    }
     Err(StepError::waiting(format!("{}{who}", p.message), Some(expires_text)))
 }
 
@@ -220,6 +239,7 @@ mod tests {
             message: "go?".into(),
             timeout: None,
             approvers: approvers.iter().map(|s| (*s).to_owned()).collect(),
+            four_eyes: false,
             recheck: Vec::new(),
         }
     }
@@ -257,6 +277,7 @@ mod tests {
             decision: d,
             waiting_since: Some(since.clone()),
             auto_approve: None,
+            started_by: "carol".into(),
         };
         assert_eq!(
             answer(&with(decision(true, "alice", now)), &params(&["alice"]), hour).unwrap(),
@@ -278,5 +299,31 @@ mod tests {
         };
         assert!(answer(&auto, &params(&[]), hour).unwrap().2);
         assert!(answer(&auto, &params(&["alice"]), hour).is_err());
+    }
+
+    #[test]
+    fn four_eyes_needs_someone_other_than_the_starter() {
+        let hour = Duration::from_secs(3600);
+        let now = SystemTime::now();
+        let p = ApproveParams {
+            four_eyes: true,
+            ..params(&[])
+        };
+        let by = |who: &str| Approval {
+            decision: decision(true, who, now),
+            waiting_since: Some(humantime::format_rfc3339_millis(now).to_string()),
+            auto_approve: None,
+            started_by: "carol".into(),
+        };
+        let e = answer(&by("carol"), &p, hour).unwrap_err();
+        assert!(e.waiting.is_some() && e.message.contains("four eyes"), "{}", e.message);
+        assert_eq!(answer(&by("dave"), &p, hour).unwrap().0, "dave");
+        let auto = Approval {
+            auto_approve: Some("carol".into()),
+            started_by: "carol".into(),
+            ..Approval::default()
+        };
+        let e = answer(&auto, &p, hour).unwrap_err();
+        assert!(e.waiting.is_some(), "--yes cannot be the second person: {}", e.message);
     }
 }

@@ -156,6 +156,7 @@ impl<'a> Exec<'a> {
                     decision: self.replay.decisions.get(path).cloned(),
                     waiting_since: self.replay.waiting.get(path).map(|(at, _)| at.clone()),
                     auto_approve: self.auto_approve.clone(),
+                    started_by: self.started_by.clone(),
                 },
             };
             let run = kind.run(&ctx, with.clone());

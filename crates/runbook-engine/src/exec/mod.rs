@@ -234,6 +234,9 @@ struct Exec<'a> {
     renderer: Renderer,
     replay: Replay,
     auto_approve: Option<String>,
+    /// Who started the run: the journal's first user, else (a new run) this
+    /// runner's.
+    started_by: String,
     permits: tokio::sync::Semaphore,
     logs: Arc<Mutex<Vec<LogLine>>>,
     nested: Arc<NestedRunner>,
@@ -312,6 +315,7 @@ pub async fn execute(engine: &Engine, input: RunInput<'_>, signals: &Signals) ->
         base,
         masker,
         renderer: Renderer::new(),
+        started_by: input.replay.started_by.clone().unwrap_or_else(|| input.user.clone()),
         replay: input.replay,
         auto_approve: input.auto_approve,
         permits: tokio::sync::Semaphore::new(input.max_parallel.max(1)),
