@@ -142,6 +142,16 @@ pub(crate) enum Command {
             requires = "trusted_proxy"
         )]
         identity_header: String,
+        /// Take only API tokens (`runbook token create`): a request without
+        /// one is refused (401), and a browser signs in with one. Needed to
+        /// listen beyond loopback without a proxy.
+        #[arg(long, conflicts_with = "trusted_proxy")]
+        require_token: bool,
+        /// Who may do what on which playbooks (a YAML roles file; see
+        /// book/src/server.md). Without it a token has its own role and a
+        /// person named by the proxy may only read.
+        #[arg(long, value_name = "FILE")]
+        roles: Option<PathBuf>,
     },
     /// The workers of the shared state: alive, stopped or gone, and the runs
     /// each holds.
@@ -202,6 +212,12 @@ pub(crate) enum Command {
         /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9464.
         #[arg(long, value_name = "ADDR")]
         metrics: Option<String>,
+    },
+    /// The server's API tokens: create (the secret is printed once), list,
+    /// revoke.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
     },
     /// The state store: `runbook state migrate` brings its schema up to date.
     State {
@@ -367,6 +383,34 @@ pub(crate) enum ReportFormat {
     Json,
     /// For CI: JUnit XML, one test case per step.
     Junit,
+}
+
+/// What to do with API tokens.
+#[derive(Debug, Clone, Subcommand)]
+pub(crate) enum TokenAction {
+    /// Make a token; its secret is printed once, on stdout.
+    Create {
+        /// Who requests with it act as (journalled): letters, digits, `.`,
+        /// `_`, `-`, `@`.
+        name: String,
+        /// The most it may do: viewer, operator, approver or admin.
+        #[arg(long)]
+        role: String,
+        /// It stops working after this long (e.g. `90d`); never if not given.
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+    },
+    /// Every token: name, role, who made it, expiry, revocation (never the
+    /// secret).
+    List {
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Revoke a token now (its browser sessions end with it).
+    Revoke {
+        /// Its name.
+        name: String,
+    },
 }
 
 /// What to do with the state store.

@@ -99,6 +99,8 @@ fn command(cli: Cli) -> Done {
             tls_key,
             trusted_proxy,
             identity_header,
+            require_token,
+            roles,
         } => {
             let tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Some(
@@ -107,21 +109,24 @@ fn command(cli: Cli) -> Done {
                 ),
                 _ => None,
             };
-            let identity = if trusted_proxy.is_empty() {
-                runbook_server::Identity::Process
-            } else {
-                runbook_server::Identity::TrustedProxy {
+            let identity = match (require_token, trusted_proxy.is_empty()) {
+                (true, _) => runbook_server::Identity::Tokens,
+                (false, true) => runbook_server::Identity::Process,
+                (false, false) => runbook_server::Identity::TrustedProxy {
                     header: identity_header,
                     from: trusted_proxy,
-                }
+                },
             };
+            let roles = roles.map(|f| runbook_runner::access::Roles::read(&f)).transpose()?;
             let options = runbook_server::ServeOptions {
                 max_parallel,
                 identity,
+                roles,
                 ..runbook_server::ServeOptions::default()
             };
             crate::serve::serve(state, lib, &registry, &inv()?, (&listen, options, tls))
         }
+        Command::Token { action } => crate::tokens::token(state, action),
         Command::Workers { output } => crate::worker::list(state, output),
         Command::Locks { output } => crate::locks::list(state, output),
         Command::State {

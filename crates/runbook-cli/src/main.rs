@@ -34,6 +34,7 @@ mod report;
 mod runs;
 mod serve;
 mod session;
+mod tokens;
 mod worker;
 
 use std::process::ExitCode;

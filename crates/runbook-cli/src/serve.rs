@@ -35,6 +35,9 @@ pub(crate) fn serve(
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| Failure::invalid(format!("cannot listen on {listen}: {e}")))?;
+        if let Ok(addr) = listener.local_addr() {
+            options.identity.check_listener(addr).map_err(Failure::invalid)?;
+        }
         let shown = listener.local_addr().map_or(listen.to_owned(), |a| a.to_string());
         let scheme = if tls.is_some() { "https" } else { "http" };
         eprintln!("serve: the API on {scheme}://{shown}/api/v1/, the web UI on {scheme}://{shown}/");

@@ -277,7 +277,12 @@ pub async fn create_token(
 
 /// The caller a secret stands for, if it is a live token.
 pub async fn authenticate(store: &dyn Store, secret: &str) -> Result<Caller, TokenError> {
-    let token = store.token_by_hash(&hash(secret)).await?.ok_or(TokenError::Unknown)?;
+    authenticate_hash(store, &hash(secret)).await
+}
+
+/// The caller of the token whose secret hashes to `hash`, if it is live.
+pub async fn authenticate_hash(store: &dyn Store, hash: &str) -> Result<Caller, TokenError> {
+    let token = store.token_by_hash(hash).await?.ok_or(TokenError::Unknown)?;
     if let Some(at) = token.revoked_at {
         return Err(TokenError::Revoked(token.name, at));
     }

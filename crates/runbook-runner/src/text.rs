@@ -358,6 +358,36 @@ pub fn workers(workers: &[runbook_state::WorkerRow]) -> String {
     table(&columns, rows)
 }
 
+/// `runbook token list`: each API token, never its secret.
+pub fn tokens(tokens: &[runbook_state::Token]) -> String {
+    if tokens.is_empty() {
+        return "no API tokens (hint: `runbook token create NAME --role ROLE`)\n".to_owned();
+    }
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+    let rows = tokens
+        .iter()
+        .map(|t| {
+            vec![
+                t.name.clone(),
+                t.role.clone(),
+                t.created_by.clone(),
+                t.created_at.clone(),
+                dash(&t.expires_at),
+                dash(&t.revoked_at),
+            ]
+        })
+        .collect();
+    let columns = [
+        Column("NAME", false),
+        Column("ROLE", false),
+        Column("BY", false),
+        Column("CREATED", false),
+        Column("EXPIRES", false),
+        Column("REVOKED", false),
+    ];
+    table(&columns, rows)
+}
+
 /// Who executes the run now, or what continues it.
 fn runner(record: &RunRecord) -> Option<String> {
     Some(match (record.status, record.pid, crate::held_by_worker(record)) {

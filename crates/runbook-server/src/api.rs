@@ -4,10 +4,10 @@
 //! id) or once it stopped, or after [`SETTLE`] with 202 while it still runs.
 
 use crate::Shared;
-use crate::bodies::{Continued, Health, LogEntry, LogsPage, PlanDoc, Started};
+use crate::bodies::{Continued, Health, LogEntry, LogsPage, May, PlanDoc, RunView, Started};
 use crate::error::ApiError;
 use crate::executor::{How, Job, Streamed};
-use crate::identity::Who;
+use crate::identity::allow;
 use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -19,6 +19,7 @@ use indexmap::IndexMap;
 use runbook_core::library::LoadError;
 use runbook_core::validate::Loaded;
 use runbook_runner::Answer;
+use runbook_runner::access::{Caller, Role};
 use runbook_runner::catalog;
 use runbook_runner::follow::Cursor;
 use schemars::JsonSchema;
@@ -39,6 +40,12 @@ type Answered = Result<Response, ApiError>;
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/api/v1/health", get(health))
+        .route(
+            "/api/v1/session",
+            get(crate::identity::whoami)
+                .post(crate::identity::sign_in)
+                .delete(crate::identity::sign_out),
+        )
         .route(
             "/api/v1/openapi.json",
             get(|| async { Json(crate::openapi::document()) }),
@@ -190,8 +197,14 @@ pub(crate) struct StartRequest {
     yes: bool,
 }
 
-async fn start(State(s): S, Extension(Who(who)): Extension<Who>, Json(req): Json<StartRequest>) -> Answered {
+async fn start(State(s): S, Extension(caller): Extension<Caller>, Json(req): Json<StartRequest>) -> Answered {
     let loaded = load(&s, &req.playbook)?;
+    let name = loaded.playbook.name.as_str();
+    allow(&s, &caller, Some(name), Role::Operator, "starting a run")?;
+    if req.yes {
+        allow(&s, &caller, Some(name), Role::Approver, "approving with `yes`")?;
+    }
+    let who = caller.name().to_owned();
     // The inputs' problems are named one by one before anything else.
     resolve(&loaded, &req.inputs)?;
     let r = &s.runner_as(&who);
@@ -230,10 +243,16 @@ async fn ask<T>(s: &Shared, job: Job, reply: oneshot::Receiver<T>) -> Result<T, 
     reply.await.map_err(|_| stopping())
 }
 
-async fn status(State(s): S, Path(id): Path<String>) -> Answered {
+async fn status(State(s): S, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Answered {
     let record = s.runner.store.run(&id).await?;
     let events = s.runner.store.events(&record.id).await?;
-    Ok(Json(catalog::Status::of(record, &events)).into_response())
+    let role = caller.role(s.options.roles.as_ref(), Some(&record.playbook));
+    let may = May {
+        answer: role >= Role::Approver,
+        operate: role >= Role::Operator,
+    };
+    let status = catalog::Status::of(record, &events);
+    Ok(Json(RunView { status, may }).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -342,21 +361,35 @@ pub(crate) struct AnswerRequest {
     plan_hash: Option<String>,
 }
 
-async fn approve(state: S, who: Extension<Who>, Path(id): Path<String>, body: Option<Json<AnswerRequest>>) -> Answered {
+async fn approve(
+    state: S,
+    who: Extension<Caller>,
+    Path(id): Path<String>,
+    body: Option<Json<AnswerRequest>>,
+) -> Answered {
     answer(state, who, id, true, body.map(|Json(b)| b).unwrap_or_default()).await
 }
 
-async fn reject(state: S, who: Extension<Who>, Path(id): Path<String>, body: Option<Json<AnswerRequest>>) -> Answered {
+async fn reject(
+    state: S,
+    who: Extension<Caller>,
+    Path(id): Path<String>,
+    body: Option<Json<AnswerRequest>>,
+) -> Answered {
     answer(state, who, id, false, body.map(|Json(b)| b).unwrap_or_default()).await
 }
 
 async fn answer(
     State(s): S,
-    Extension(Who(who)): Extension<Who>,
+    Extension(caller): Extension<Caller>,
     id: String,
     approve: bool,
     req: AnswerRequest,
 ) -> Answered {
+    let record = s.runner.store.run(&id).await?;
+    let what = if approve { "approving" } else { "rejecting" };
+    allow(&s, &caller, Some(&record.playbook), Role::Approver, what)?;
+    let who = caller.name().to_owned();
     let answer = Answer {
         approve,
         who: who.clone(),
@@ -380,11 +413,18 @@ pub(crate) struct ResumeRequest {
 
 async fn resume(
     State(s): S,
-    Extension(Who(who)): Extension<Who>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Option<Json<ResumeRequest>>,
 ) -> Answered {
     let req = body.map(|Json(b)| b).unwrap_or_default();
+    let record = s.runner.store.run(&id).await?;
+    allow(&s, &caller, Some(&record.playbook), Role::Operator, "resuming")?;
+    if !req.rerun.is_empty() || !req.mark_done.is_empty() {
+        let what = "deciding about steps (`rerun`, `mark_done`)";
+        allow(&s, &caller, Some(&record.playbook), Role::Approver, what)?;
+    }
+    let who = caller.name().to_owned();
     let how = How::Resume {
         rerun: req.rerun,
         mark_done: req.mark_done,
@@ -395,8 +435,10 @@ async fn resume(
 /// `POST /api/v1/runs/{id}/cancel`: a run executing here is stopped through
 /// its own signals (never this process's); any other goes through the
 /// runner's cancel, as `runbook cancel` does.
-async fn cancel(State(s): S, Extension(Who(who)): Extension<Who>, Path(id): Path<String>) -> Answered {
+async fn cancel(State(s): S, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Answered {
     let record = s.runner.store.run(&id).await?;
+    allow(&s, &caller, Some(&record.playbook), Role::Operator, "cancelling")?;
+    let who = caller.name().to_owned();
     if let Some(signals) = s.signals_of(&record.id) {
         s.runner_as(&who).record_cancel(&record.id).await?;
         signals.stop.cancel();

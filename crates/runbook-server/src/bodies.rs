@@ -64,6 +64,26 @@ pub struct LogsPage {
     pub next: i64,
 }
 
+/// A run as `GET /api/v1/runs/{id}` shows it: its status document and
+/// what the caller may do with it.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RunView {
+    /// The run and each of its steps (as `runbook status RUN --output json`).
+    #[serde(flatten)]
+    pub status: runbook_runner::catalog::Status,
+    /// What the caller may do with it, by its role on the run's playbook.
+    pub may: May,
+}
+
+/// What a caller may do with a run.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct May {
+    /// Approve or reject its approvals (role `approver`).
+    pub answer: bool,
+    /// Resume or cancel it (role `operator`).
+    pub operate: bool,
+}
+
 /// A refused request.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ErrorBody {

@@ -48,8 +48,11 @@ pub struct ServeOptions {
     pub poll: Duration,
     /// How long a stopping server waits for its runs to stop.
     pub grace: Duration,
-    /// Who a request acts as.
+    /// Who a request acts as when it carries no API token.
     pub identity: Identity,
+    /// The roles file: who may do what on which playbooks (see
+    /// [`runbook_runner::access`]).
+    pub roles: Option<runbook_runner::access::Roles>,
 }
 
 impl Default for ServeOptions {
@@ -60,6 +63,7 @@ impl Default for ServeOptions {
             poll: Duration::from_millis(200),
             grace: Duration::from_secs(60),
             identity: Identity::Process,
+            roles: None,
         }
     }
 }
@@ -80,6 +84,10 @@ pub(crate) struct Shared {
     jobs: mpsc::UnboundedSender<Job>,
     /// The executor's end of the channel, until `serve` takes it.
     inbox: Mutex<Option<mpsc::UnboundedReceiver<Job>>>,
+    /// Browsers signed in with a token.
+    pub(crate) sessions: identity::Sessions,
+    /// Served over TLS: cookies are `Secure`.
+    pub(crate) secure: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -115,6 +123,8 @@ impl Server {
                 running: Mutex::new(HashMap::new()),
                 jobs,
                 inbox: Mutex::new(Some(inbox)),
+                sessions: identity::Sessions::new(),
+                secure: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -134,10 +144,13 @@ impl Server {
         tls: Option<Tls>,
         stop: CancellationToken,
     ) -> std::io::Result<()> {
+        let addr = listener.local_addr()?;
+        (self.shared.options.identity.check_listener(addr)).map_err(std::io::Error::other)?;
         let inbox = self.shared.inbox.lock().ok().and_then(|mut i| i.take());
         let Some(inbox) = inbox else {
             return Err(std::io::Error::other("this server is already serving"));
         };
+        (self.shared.secure).store(tls.is_some(), std::sync::atomic::Ordering::Relaxed);
         let local = tokio::task::LocalSet::new();
         let executor = local.spawn_local(executor::run(self.shared.clone(), inbox, stop.clone()));
         let app = self.router().into_make_service_with_connect_info::<identity::Peer>();

@@ -5,8 +5,9 @@
 //! is the one place that says which type each route takes and answers.
 
 use crate::api::{AnswerRequest, Inputs, ResumeRequest, StartRequest};
-use crate::bodies::{Continued, ErrorBody, Health, LogsPage, PlanDoc, Started};
-use runbook_runner::catalog::{List, Show, Status};
+use crate::bodies::{Continued, ErrorBody, Health, LogsPage, PlanDoc, RunView, Started};
+use crate::identity::{Me, SignIn};
+use runbook_runner::catalog::{List, Show};
 use schemars::{JsonSchema, SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Map, Value as Json, json};
 
@@ -57,6 +58,27 @@ pub fn document() -> Json {
         ),
         route(
             "get",
+            "/api/v1/session",
+            "Who the caller is, their role, and (browsers) the CSRF token their changes carry",
+            None,
+            ("200", of(&mut g, s::<Me>)),
+        ),
+        route(
+            "post",
+            "/api/v1/session",
+            "Sign a browser in with an API token: an HttpOnly, SameSite=Strict session cookie",
+            Some(of(&mut g, s::<SignIn>)),
+            ("200", of(&mut g, s::<Me>)),
+        ),
+        route(
+            "delete",
+            "/api/v1/session",
+            "Sign the browser out",
+            None,
+            ("204", json!({})),
+        ),
+        route(
+            "get",
             "/api/v1/openapi.json",
             "This document",
             None,
@@ -102,7 +124,7 @@ pub fn document() -> Json {
             "/api/v1/runs/{id}",
             "A run and each of its steps",
             None,
-            ("200", of(&mut g, s::<Status>)),
+            ("200", of(&mut g, s::<RunView>)),
         ),
         route(
             "get",
@@ -160,20 +182,33 @@ pub fn document() -> Json {
             None,
             ("200", of(&mut g, s::<Vec<runbook_state::Lock>>)),
         ),
+        route(
+            "get",
+            "/api/v1/workers",
+            "The workers of the shared queue (PostgreSQL state; 501 on SQLite)",
+            None,
+            ("200", of(&mut g, s::<Vec<runbook_state::WorkerRow>>)),
+        ),
     ];
     let error = of(&mut g, s::<ErrorBody>);
     let mut paths = Map::new();
     for r in routes {
         let mut responses = Map::new();
-        responses.insert(
-            r.status.into(),
-            json!({ "description": "done", "content": { mime(r.path): { "schema": r.response } } }),
-        );
-        if r.method == "post" && r.status != "201" {
+        let done = match r.status {
+            "204" => json!({ "description": "done" }),
+            _ => json!({ "description": "done", "content": { mime(r.path): { "schema": r.response } } }),
+        };
+        responses.insert(r.status.into(), done);
+        if r.method == "post" && r.path.contains("/runs/") {
             responses.insert("202".into(), json!({ "description": "accepted: the run goes on", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Continued" } } } }));
         }
-        responses.insert("default".into(), json!({ "description": "refused (400, 401, 403, 404, 409, 422, 501, 503)", "content": { "application/json": { "schema": error.clone() } } }));
+        responses.insert("default".into(), json!({ "description": "refused (400, 401, 403, 404, 409, 421, 422, 501, 503)", "content": { "application/json": { "schema": error.clone() } } }));
         let mut op = json!({ "summary": r.summary, "responses": responses });
+        let public = ["/api/v1/health", "/api/v1/openapi.json"].contains(&r.path)
+            || (r.path == "/api/v1/session" && r.method != "delete");
+        if public {
+            op["security"] = json!([]);
+        }
         let params: Vec<Json> = ["name", "id"]
             .iter()
             .filter(|p| r.path.contains(&format!("{{{p}}}")))
@@ -197,7 +232,16 @@ pub fn document() -> Json {
             "description": "runbook's HTTP API (`runbook serve`): the playbook library, plans, runs, their events, approvals and reports.",
         },
         "paths": paths,
-        "components": { "schemas": g.take_definitions(true) },
+        // An API token, or a browser's session cookie (whose changes also
+        // carry `X-CSRF-Token`); behind a trusted proxy, the proxy's header.
+        "security": [{ "token": [] }, { "session": [] }],
+        "components": {
+            "schemas": g.take_definitions(true),
+            "securitySchemes": {
+                "token": { "type": "http", "scheme": "bearer", "description": "An API token (`runbook token create NAME --role ROLE`)" },
+                "session": { "type": "apiKey", "in": "cookie", "name": "runbook_session", "description": "A browser's session (POST /api/v1/session)" },
+            },
+        },
     })
 }
 

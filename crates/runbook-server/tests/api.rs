@@ -11,7 +11,7 @@ mod support;
 use serde_json::{Value as Json, json};
 use std::path::Path;
 use std::time::Duration;
-use support::{get, post, serve, serve_with};
+use support::{get, post, request, serve, serve_full, serve_with};
 
 /// An SSE response read to its end: (id, event, data) each.
 async fn sse(url: &str, last_id: Option<&str>) -> Vec<(String, String, Json)> {
@@ -58,7 +58,7 @@ async fn the_library_and_plans_are_read_and_bad_requests_refused_with_reasons() 
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["broken", "gated", "hello", "slow"]);
+    assert_eq!(names, ["broken", "gated", "hello", "paired", "slow"]);
     let broken = &list["playbooks"][0];
     assert_eq!(broken["valid"], false);
 
@@ -380,9 +380,22 @@ async fn with_a_certificate_it_serves_https_only() {
 
 /// One request as the proxy sends it, naming `user` (or nobody).
 async fn as_user(method: reqwest::Method, url: &str, user: Option<&str>, body: Json) -> (u16, Json) {
+    let changes = method != reqwest::Method::GET;
     let mut req = reqwest::Client::new().request(method, url).json(&body);
     if let Some(u) = user {
         req = req.header("X-Forwarded-User", u);
+        if changes {
+            // A browser behind the proxy sends the CSRF token the server gave it.
+            let base = &url[..url.find("/api/v1").unwrap() + "/api/v1".len()];
+            let (_, _, me) = request(
+                reqwest::Method::GET,
+                &format!("{base}/session"),
+                &[("X-Forwarded-User", u)],
+                None,
+            )
+            .await;
+            req = req.header("X-CSRF-Token", me["csrf"].as_str().unwrap());
+        }
     }
     let r = req.send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Json::Null))
@@ -406,7 +419,35 @@ async fn behind_a_trusted_proxy_each_request_acts_as_the_user_it_names() {
         header: "X-Forwarded-User".into(),
         from: vec!["127.0.0.1".parse().unwrap()],
     };
-    let s = serve_with(|_| None, proxy);
+    let roles = "grants:\n  - { who: [carol], role: operator }\n  - { who: [dave], role: approver }\n";
+    let s = serve_full(|_| None, proxy, Some(roles));
+    // A change without the CSRF token is refused: the proxy's cookie alone
+    // could be a forged cross-site request.
+    let (code, _, refused) = request(
+        reqwest::Method::POST,
+        &format!("{}/runs", s.base),
+        &[("X-Forwarded-User", "carol")],
+        Some(json!({ "playbook": "gated" })),
+    )
+    .await;
+    assert_eq!(code, 403, "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("X-CSRF-Token"), "{refused}");
+    // Someone the roles file does not name may only read.
+    let (code, refused) = as_user(
+        reqwest::Method::POST,
+        &format!("{}/runs", s.base),
+        Some("erin"),
+        json!({ "playbook": "gated" }),
+    )
+    .await;
+    assert_eq!(code, 403, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("erin is a viewer on `gated`"),
+        "{refused}"
+    );
     let (code, refused) = as_user(
         reqwest::Method::GET,
         &format!("{}/playbooks", s.base),

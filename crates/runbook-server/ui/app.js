@@ -6,6 +6,7 @@
 const API = "/api/v1";
 const main = document.getElementById("main");
 let leave = () => {}; // what the current page stops when another opens
+let me = null; // who is signed in (GET /api/v1/session), and their CSRF token
 
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
@@ -20,16 +21,58 @@ function el(tag, attrs, ...children) {
 }
 
 async function api(method, path, body) {
-  const opts = { method, headers: {} };
+  const opts = { method, headers: {}, credentials: "same-origin" };
   if (body !== undefined) {
     opts.headers["content-type"] = "application/json";
     opts.body = JSON.stringify(body);
   }
+  // A change carries the session's CSRF token (a cookie alone is refused).
+  if (method !== "GET" && me && me.csrf) opts.headers["x-csrf-token"] = me.csrf;
   const r = await fetch(API + path, opts);
   const text = await r.text();
   let data = null;
   try { data = JSON.parse(text); } catch { data = text; }
+  if (r.status === 401 && path !== "/session") signIn(data);
   return { status: r.status, ok: r.ok, data };
+}
+
+// ---- who is signed in ------------------------------------------------------
+
+function drawWho() {
+  const who = document.getElementById("who");
+  if (!me) return put(who);
+  put(who, el("span", { id: "me" }, me.user + " (" + me.role + ")"),
+    me.via === "session" ? [" ", el("button", { id: "sign-out", type: "button", onclick: signOut }, "Sign out")] : null);
+}
+
+/// The sign-in form: an API token (`runbook token create`) for a session.
+function signIn(why) {
+  leave();
+  leave = () => {};
+  me = null;
+  drawWho();
+  const token = el("input", { type: "password", id: "token", autocomplete: "off", placeholder: "rbk_..." });
+  const problem = el("div", { id: "sign-in-error" });
+  const submit = async (e) => {
+    e.preventDefault();
+    const r = await api("POST", "/session", { token: token.value.trim() });
+    if (!r.ok) return put(problem, refusal(r.data));
+    me = r.data;
+    drawWho();
+    route();
+  };
+  show(el("h1", {}, "Sign in"),
+    why && why.error ? el("p", { class: "muted" }, why.error) : null,
+    el("form", { id: "sign-in", onsubmit: submit },
+      el("label", { for: "token" }, "API token "), token, " ",
+      el("button", { type: "submit", id: "sign-in-button" }, "Sign in")),
+    el("p", { class: "muted" }, "An administrator makes one with ", el("code", {}, "runbook token create NAME --role ROLE"), "."),
+    problem);
+}
+
+async function signOut() {
+  await api("DELETE", "/session");
+  signIn(null);
 }
 
 /// Replaces a node's children (arrays flattened, null and undefined left out).
@@ -215,7 +258,7 @@ async function run(id) {
       el("p", { class: "inputs" }, Object.entries(r.inputs || {}).map(([k, v]) => el("code", {}, k + "=" + text(v)))),
       status.error ? el("p", { class: "failed" }, status.error) : null,
       el("p", {},
-        live ? el("button", { id: "cancel", type: "button", onclick: cancel }, "Cancel") : null, " ",
+        live && status.may.operate ? el("button", { id: "cancel", type: "button", onclick: cancel }, "Cancel") : null, " ",
         el("a", { href: API + "/runs/" + r.id + "/report?format=html" }, "Report"), " · ",
         el("a", { href: API + "/runs/" + r.id + "/report?format=junit" }, "JUnit"), " · ",
         el("a", { href: API + "/runs/" + r.id + "/report?format=json" }, "JSON")));
@@ -237,9 +280,10 @@ async function run(id) {
       el("h2", {}, "Waiting for approval: " + waiting.join(", ")),
       el("p", {}, "Plan hash ", el("code", { id: "plan-hash" }, status.plan_hash), " (the answer is bound to it)"),
       el("pre", {}, p.ok ? p.data.text : "(the plan cannot be shown: " + (p.data.error || "") + ")"),
-      comment, " ",
-      el("button", { id: "approve", type: "button", onclick: () => answer("approve") }, "Approve"), " ",
-      el("button", { id: "reject", type: "button", onclick: () => answer("reject") }, "Reject")));
+      status.may.answer ? [comment, " ",
+        el("button", { id: "approve", type: "button", onclick: () => answer("approve") }, "Approve"), " ",
+        el("button", { id: "reject", type: "button", onclick: () => answer("reject") }, "Reject")]
+        : el("p", { id: "may-not-answer", class: "muted" }, "As " + (me ? me.user : "you") + " you may not answer it: that needs the approver role on " + status.run.playbook + ".")));
   };
   const refresh = async () => {
     if (refreshing) return refreshing;
@@ -310,6 +354,16 @@ async function locks() {
         el("td", {}, l.user), el("td", {}, l.since), el("td", {}, l.expires_at + (l.expired ? " (expired)" : ""))))));
 }
 
+async function workers() {
+  const r = await api("GET", "/workers");
+  if (r.status === 501) return show(el("h1", {}, "Workers"), el("p", { class: "muted" }, r.data.error));
+  if (!r.ok) return show(refusal(r.data));
+  show(el("h1", {}, "Workers"), r.data.length === 0 ? el("p", { class: "muted" }, "No worker has served this state yet.") :
+    el("table", { id: "workers" }, el("tr", {}, ["Name", "State", "Runs", "Host", "Last seen"].map((h) => el("th", {}, h))),
+      r.data.map((w) => el("tr", {}, el("td", {}, w.name), el("td", {}, state(w.state)), el("td", {}, w.running + "/" + w.concurrency),
+        el("td", {}, w.host + ":" + w.pid), el("td", {}, w.seen_at)))));
+}
+
 // ---- routing -------------------------------------------------------------
 
 function route() {
@@ -321,8 +375,16 @@ function route() {
   if (parts[0] === "runs" && parts[1]) return run(parts[1]);
   if (parts[0] === "runs") return runs(query || "");
   if (parts[0] === "locks") return locks();
+  if (parts[0] === "workers") return workers();
   return library();
 }
 
 window.addEventListener("hashchange", route);
-route();
+// Who is asking first: signed in (or local, or named by a proxy), the page
+// asked for; else the sign-in form.
+api("GET", "/session").then((r) => {
+  if (!r.ok) return signIn(null);
+  me = r.data;
+  drawWho();
+  route();
+});

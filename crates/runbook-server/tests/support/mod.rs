@@ -38,6 +38,15 @@ steps:
   - { id: after, uses: shell, needs: [ok], with: { run: "echo after" } }
 "#;
 
+/// An approval a second person must give (four eyes).
+pub const PAIRED: &str = r#"apiVersion: runbook/v1
+name: paired
+version: 1
+steps:
+  - { id: ok, uses: approve, with: { message: "promote the standby?", four_eyes: true } }
+  - { id: after, uses: shell, needs: [ok], with: { run: "echo promoted" } }
+"#;
+
 pub const SLOW: &str = r#"apiVersion: runbook/v1
 name: slow
 version: 1
@@ -53,7 +62,7 @@ finally:
 "#;
 
 /// Hears nothing (the journal has it all).
-struct Deaf;
+pub struct Deaf;
 
 impl Observer for Deaf {
     fn event(&self, _: &str, _: &Event) {}
@@ -97,8 +106,17 @@ pub fn serve_with(
     tls: impl FnOnce(&Path) -> Option<runbook_server::Tls>,
     identity: runbook_server::Identity,
 ) -> Served {
+    serve_full(tls, identity, None)
+}
+
+/// A server with the roles file `roles` (YAML), if given.
+pub fn serve_full(
+    tls: impl FnOnce(&Path) -> Option<runbook_server::Tls>,
+    identity: runbook_server::Identity,
+    roles: Option<&str>,
+) -> Served {
     let dir = tempfile::tempdir().unwrap();
-    for (name, text) in [("hello", HELLO), ("gated", GATED), ("slow", SLOW)] {
+    for (name, text) in [("hello", HELLO), ("gated", GATED), ("slow", SLOW), ("paired", PAIRED)] {
         write(dir.path(), name, text);
     }
     write(
@@ -108,6 +126,11 @@ pub fn serve_with(
     );
     let state = dir.path().join("state.db");
     let tls = tls(dir.path());
+    let roles = roles.map(|text| {
+        let file = dir.path().join("roles.yaml");
+        std::fs::write(&file, text).unwrap();
+        runbook_runner::access::Roles::read(&file).unwrap()
+    });
     let scheme = if tls.is_some() { "https" } else { "http" };
     let library = Library::new(dir.path().join("playbooks"));
     let stop = CancellationToken::new();
@@ -134,6 +157,7 @@ pub fn serve_with(
                 poll: Duration::from_millis(50),
                 grace: Duration::from_secs(10),
                 identity,
+                roles,
                 ..ServeOptions::default()
             };
             let server = Server::new(runner, library, options);
@@ -149,6 +173,43 @@ pub fn serve_with(
         thread: Some(thread),
         dir,
     }
+}
+
+impl Served {
+    /// A new API token `name` with `role`: its secret.
+    pub async fn token(&self, name: &str, role: &str) -> String {
+        let store = SqliteStore::open(&self.dir.path().join("state.db")).await.unwrap();
+        let role = role.parse().unwrap();
+        let (secret, _) = runbook_runner::access::create_token(&store, name, role, None, "test")
+            .await
+            .unwrap();
+        secret
+    }
+}
+
+/// One request with these headers; its status, its headers and its JSON body.
+pub async fn request(
+    method: reqwest::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<Json>,
+) -> (u16, reqwest::header::HeaderMap, Json) {
+    let mut req = reqwest::Client::new().request(method, url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Json::String(text)),
+    )
 }
 
 /// One request; its status and JSON body.

@@ -1,0 +1,226 @@
+//! Who may do what through the server, against a real server and its SQLite
+//! state: API tokens (unknown, revoked), roles from a roles file per
+//! playbook, four eyes on an approval, browser sessions with their CSRF
+//! token, and a local server that answers only for localhost.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+use reqwest::Method;
+use serde_json::{Value as Json, json};
+use std::time::Duration;
+use support::{Served, request, serve, serve_full};
+
+/// The roles of these tests: `ops` runs anything, `lead` approves the
+/// gated and paired playbooks only, `second` approves anything.
+const ROLES: &str = "grants:
+  - { who: [ops], role: operator }
+  - { who: [lead], role: approver, playbooks: [\"gat*\", paired] }
+  - { who: [second], role: approver }
+";
+
+fn bearer(token: &str) -> (&'static str, String) {
+    ("Authorization", format!("Bearer {token}"))
+}
+
+/// A request with a token.
+async fn with(token: &str, method: Method, url: &str, body: Option<Json>) -> (u16, Json) {
+    let (k, v) = bearer(token);
+    let (code, _, body) = request(method, url, &[(k, &v)], body).await;
+    (code, body)
+}
+
+async fn until(s: &Served, token: &str, run: &str, want: &str) -> Json {
+    for _ in 0..300 {
+        let (_, v) = with(token, Method::GET, &format!("{}/runs/{run}", s.base), None).await;
+        if v["run"]["status"] == want {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("run {run} never became {want}");
+}
+
+fn tokens_only() -> Served {
+    serve_full(|_| None, runbook_server::Identity::Tokens, Some(ROLES))
+}
+
+#[tokio::test]
+async fn tokens_and_roles_decide_who_reads_starts_and_approves() {
+    let s = tokens_only();
+    let ops = s.token("ops", "operator").await;
+    let lead = s.token("lead", "admin").await;
+    let watcher = s.token("watcher", "viewer").await;
+    let runs = format!("{}/runs", s.base);
+
+    // Nobody: only health, the API's description and signing in.
+    let (code, _, refused) = request(Method::GET, &runs, &[], None).await;
+    assert_eq!(code, 401, "{refused}");
+    assert!(refused["hint"].as_str().unwrap().contains("runbook token create"));
+    let (code, _, _) = request(Method::GET, &format!("{}/health", s.base), &[], None).await;
+    assert_eq!(code, 200);
+    let (code, refused) = with("rbk_not-a-token", Method::GET, &runs, None).await;
+    assert_eq!((code, refused["error"].as_str().unwrap()), (401, "unknown API token"));
+
+    // A viewer reads, and is refused a start, saying what it needs.
+    let (code, _) = with(&watcher, Method::GET, &format!("{}/playbooks", s.base), None).await;
+    assert_eq!(code, 200);
+    let (code, refused) = with(&watcher, Method::POST, &runs, Some(json!({ "playbook": "gated" }))).await;
+    assert_eq!(code, 403, "{refused}");
+    let said = refused["error"].as_str().unwrap();
+    assert_eq!(said, "watcher is a viewer on `gated`; starting a run needs operator");
+
+    // The operator starts; it may not approve, and its view says so.
+    let (code, started) = with(&ops, Method::POST, &runs, Some(json!({ "playbook": "gated" }))).await;
+    assert_eq!(code, 201, "{started}");
+    let id = started["run"].as_str().unwrap().to_owned();
+    let view = until(&s, &ops, &id, "waiting").await;
+    assert_eq!(view["may"], json!({ "answer": false, "operate": true }));
+    let approve = format!("{runs}/{id}/approve");
+    let (code, refused) = with(&ops, Method::POST, &approve, Some(json!({}))).await;
+    assert_eq!(code, 403, "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("approving needs approver"));
+    let (code, _) = with(&watcher, Method::POST, &approve, Some(json!({}))).await;
+    assert_eq!(code, 403, "a viewer cannot approve through the API either");
+    let (_, still) = with(&watcher, Method::GET, &format!("{runs}/{id}"), None).await;
+    assert_eq!(still["run"]["status"], "waiting", "nothing was recorded");
+    assert_eq!(still["may"], json!({ "answer": false, "operate": false }));
+
+    // The lead approves on `gated` (its grant), as itself.
+    let (code, _) = with(&lead, Method::POST, &approve, Some(json!({ "comment": "ok" }))).await;
+    assert!(code == 200 || code == 202, "{code}");
+    until(&s, &lead, &id, "succeeded").await;
+    let (_, report) = with(&lead, Method::GET, &format!("{runs}/{id}/report?format=json"), None).await;
+    assert!(
+        report.to_string().contains("\"lead\""),
+        "the journal names the lead: {report}"
+    );
+    // ... but the grant is for `gat*` and `paired` only: elsewhere a viewer,
+    // whatever the token's own role.
+    let (code, refused) = with(
+        &lead,
+        Method::POST,
+        &runs,
+        Some(json!({ "playbook": "hello", "inputs": { "who": "x" } })),
+    )
+    .await;
+    assert_eq!(code, 403, "{refused}");
+
+    // A revoked token stops working at once.
+    let store = runbook_state::SqliteStore::open(&s.dir.path().join("state.db"))
+        .await
+        .unwrap();
+    use runbook_state::Tokens;
+    assert!(store.revoke_token("ops", "2026-11-28T00:00:00Z").await.unwrap());
+    let (code, refused) = with(&ops, Method::GET, &runs, None).await;
+    assert_eq!(code, 401, "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("revoked"), "{refused}");
+}
+
+#[tokio::test]
+async fn four_eyes_the_starter_cannot_approve_a_second_person_can() {
+    let s = tokens_only();
+    let lead = s.token("lead", "approver").await;
+    let second = s.token("second", "approver").await;
+    let runs = format!("{}/runs", s.base);
+    let (code, started) = with(&lead, Method::POST, &runs, Some(json!({ "playbook": "paired" }))).await;
+    assert_eq!(code, 201, "{started}");
+    let id = started["run"].as_str().unwrap().to_owned();
+    until(&s, &lead, &id, "waiting").await;
+    let approve = format!("{runs}/{id}/approve");
+    with(&lead, Method::POST, &approve, Some(json!({}))).await;
+    let view = until(&s, &lead, &id, "waiting").await;
+    let steps = view["steps"].to_string();
+    assert!(
+        steps.contains("four eyes"),
+        "the starter's approval does not count: {steps}"
+    );
+    // `yes` on a start cannot be the second person either.
+    let (code, yes) = with(
+        &lead,
+        Method::POST,
+        &runs,
+        Some(json!({ "playbook": "paired", "yes": true })),
+    )
+    .await;
+    assert_eq!(code, 201, "{yes}");
+    until(&s, &lead, yes["run"].as_str().unwrap(), "waiting").await;
+    // A second person approves; the run goes on.
+    with(&second, Method::POST, &approve, Some(json!({ "comment": "checked" }))).await;
+    until(&s, &second, &id, "succeeded").await;
+}
+
+#[tokio::test]
+async fn a_browser_session_needs_its_csrf_token_for_changes_and_ends_at_sign_out() {
+    let s = tokens_only();
+    let ops = s.token("ops", "operator").await;
+    let session = format!("{}/session", s.base);
+    let (code, headers, me) = request(Method::POST, &session, &[], Some(json!({ "token": ops }))).await;
+    assert_eq!(code, 200, "{me}");
+    assert_eq!(me["user"], "ops");
+    let cookie = headers["set-cookie"].to_str().unwrap().to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    let csrf = me["csrf"].as_str().unwrap().to_owned();
+    let runs = format!("{}/runs", s.base);
+    let (code, _, _) = request(Method::GET, &runs, &[("Cookie", &pair)], None).await;
+    assert_eq!(code, 200, "the cookie signs reads in");
+    let start = json!({ "playbook": "gated" });
+    let (code, _, refused) = request(Method::POST, &runs, &[("Cookie", &pair)], Some(start.clone())).await;
+    assert_eq!(
+        code, 403,
+        "a cookie alone may be a forged cross-site request: {refused}"
+    );
+    let wrong = [("Cookie", pair.as_str()), ("X-CSRF-Token", "guess")];
+    let (code, _, _) = request(Method::POST, &runs, &wrong, Some(start.clone())).await;
+    assert_eq!(code, 403);
+    let right = [("Cookie", pair.as_str()), ("X-CSRF-Token", csrf.as_str())];
+    let (code, _, started) = request(Method::POST, &runs, &right, Some(start)).await;
+    assert_eq!(code, 201, "{started}");
+    let (code, _, _) = request(Method::DELETE, &session, &right, None).await;
+    assert_eq!(code, 204);
+    let (code, _, _) = request(Method::GET, &runs, &[("Cookie", &pair)], None).await;
+    assert_eq!(code, 401, "signed out: the cookie is worth nothing");
+    let (code, _, _) = request(Method::POST, &session, &[], Some(json!({ "token": "rbk_wrong" }))).await;
+    assert_eq!(code, 401);
+}
+
+#[tokio::test]
+async fn a_local_server_answers_only_for_localhost() {
+    let s = serve();
+    let runs = format!("{}/runs", s.base);
+    let (code, _, refused) = request(Method::GET, &runs, &[("Host", "evil.example:8080")], None).await;
+    assert_eq!(
+        code, 421,
+        "a page that rebinds its name to 127.0.0.1 is refused: {refused}"
+    );
+    let (code, _, me) = request(Method::GET, &format!("{}/session", s.base), &[], None).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        (me["user"].as_str(), me["via"].as_str(), me["role"].as_str()),
+        (Some("alice"), Some("local"), Some("admin"))
+    );
+    // Serving beyond loopback without authentication is refused.
+    let server = runbook_server::Server::new(
+        runbook_runner::Runner {
+            store: std::sync::Arc::new(
+                runbook_state::SqliteStore::open(&s.dir.path().join("other.db"))
+                    .await
+                    .unwrap(),
+            ),
+            registry: runbook_core::kind::Registry::new(),
+            watcher: std::sync::Arc::new(support::Deaf),
+            user: "alice".into(),
+            env: Default::default(),
+            inventory: Json::Null,
+        },
+        runbook_core::library::Library::new(s.dir.path().join("playbooks")),
+        runbook_server::ServeOptions::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let stop = runbook_core::kind::CancellationToken::new();
+    let refused = server.serve(listener, None, stop).await.unwrap_err();
+    assert!(refused.to_string().contains("without authentication"), "{refused}");
+}
