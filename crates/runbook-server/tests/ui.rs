@@ -268,3 +268,103 @@ async fn an_approval_is_answered_from_the_run_page_bound_to_the_plan_it_shows() 
     let (_, done) = get(&format!("{}/runs/{id}", s.base)).await;
     assert_eq!(done["run"]["status"], "succeeded");
 }
+
+/// Signs the browser in with `token` at the sign-in form, and waits for
+/// the page to say who it is.
+async fn sign_in(b: &Browser, root: &str, token: &str, who: &str) {
+    b.goto(&format!("{root}/")).await;
+    b.until("the sign-in form", "return document.getElementById('token')")
+        .await;
+    b.type_into("#token", token).await;
+    b.click("#sign-in-button").await;
+    let script = format!("return document.getElementById('me')?.innerText.startsWith('{who} (')");
+    b.until("the signed-in name", &script).await;
+}
+
+#[tokio::test]
+async fn an_operator_starts_a_viewer_cannot_answer_and_a_second_person_approves() {
+    let roles = "grants:\n  - { who: [ops], role: operator }\n  - { who: [lead], role: approver }\n";
+    let s = support::serve_full(|_| None, runbook_server::Identity::Tokens, Some(roles));
+    let ops = s.token("ops", "approver").await;
+    let watcher = s.token("watcher", "viewer").await;
+    let lead = s.token("lead", "approver").await;
+    let root = s.base.trim_end_matches("/api/v1").to_owned();
+    let b = Browser::start().await;
+
+    // A wrong token is refused at the form.
+    b.goto(&format!("{root}/")).await;
+    b.until("the sign-in form", "return document.getElementById('token')")
+        .await;
+    b.type_into("#token", "rbk_wrong").await;
+    b.click("#sign-in-button").await;
+    b.until(
+        "the refusal",
+        "return document.getElementById('sign-in-error').innerText.includes('unknown API token')",
+    )
+    .await;
+
+    // The operator (capped by the roles file, whatever its token says)
+    // starts the four-eyes playbook from its form and watches it wait.
+    sign_in(&b, &root, &ops, "ops").await;
+    b.until("the library", "return document.querySelector('#playbooks')")
+        .await;
+    b.click("a[href='#/playbooks/paired']").await;
+    b.until(
+        "the plan",
+        "return !document.getElementById('start').disabled && document.getElementById('plan').innerText.includes('ok')",
+    )
+    .await;
+    b.click("#start").await;
+    b.until(
+        "the run to wait",
+        "return document.getElementById('run-status')?.innerText === 'waiting'",
+    )
+    .await;
+    let hash = b.js("return location.hash").await;
+    let id = hash.as_str().unwrap().trim_start_matches("#/runs/").to_owned();
+    b.until("the approval panel", "return document.getElementById('may-not-answer')")
+        .await;
+    assert_eq!(b.js("return document.getElementById('approve')").await, Json::Null);
+    assert_eq!(
+        b.js("return !!document.getElementById('cancel')").await,
+        true,
+        "an operator may cancel"
+    );
+
+    // A viewer sees no button, and the API refuses them if they try anyway
+    // (from the page, with the session's CSRF token).
+    b.click("#sign-out").await;
+    sign_in(&b, &root, &watcher, "watcher").await;
+    b.goto(&format!("{root}/#/runs/{id}")).await;
+    b.until("the approval panel", "return document.getElementById('may-not-answer')")
+        .await;
+    assert_eq!(b.js("return document.getElementById('approve')").await, Json::Null);
+    assert_eq!(b.js("return document.getElementById('cancel')").await, Json::Null);
+    let tried = b
+        .command(
+            "/execute/async",
+            json!({ "script": "const done = arguments[arguments.length - 1]; api('POST', '/runs/' + arguments[0] + '/approve', {}).then((r) => done([r.status, r.data.error]));", "args": [id] }),
+        )
+        .await;
+    assert_eq!(tried[0], 403, "{tried}");
+    assert!(tried[1].as_str().unwrap().contains("watcher is a viewer"), "{tried}");
+
+    // A second person, an approver, approves from the page; the run ends.
+    b.click("#sign-out").await;
+    sign_in(&b, &root, &lead, "lead").await;
+    b.goto(&format!("{root}/#/runs/{id}")).await;
+    b.until("the approve button", "return document.getElementById('approve')")
+        .await;
+    b.type_into("#comment", "second pair of eyes").await;
+    b.click("#approve").await;
+    b.until(
+        "the run to succeed",
+        "return document.getElementById('run-status')?.innerText === 'succeeded'",
+    )
+    .await;
+    b.until(
+        "the after step's log",
+        "return document.getElementById('log').innerText.includes('promoted')",
+    )
+    .await;
+}

@@ -49,6 +49,7 @@ function drawWho() {
 function signIn(why) {
   leave();
   leave = () => {};
+  page++;
   me = null;
   drawWho();
   const token = el("input", { type: "password", id: "token", autocomplete: "off", placeholder: "rbk_..." });
@@ -80,8 +81,17 @@ function put(node, ...children) {
   node.replaceChildren(...children.flat(2).filter((c) => c !== null && c !== undefined));
 }
 
+// Each page opened is a new `page`; a page still loading when another
+// opened (a slow fetch) must not draw over it: each page function shadows
+// `show` with one that draws only while it is the current page.
+let page = 0;
+
 function show(...nodes) {
   put(main, ...nodes);
+}
+
+function showFor(mine) {
+  return (...nodes) => { if (mine === page) put(main, ...nodes); };
 }
 
 function refusal(data) {
@@ -95,6 +105,7 @@ const text = (v) => (typeof v === "string" ? v : JSON.stringify(v));
 // ---- the library -----------------------------------------------------------
 
 async function library() {
+  const show = showFor(page);
   const r = await api("GET", "/playbooks");
   if (!r.ok) return show(refusal(r.data));
   const rows = r.data.playbooks.map((p) =>
@@ -149,6 +160,7 @@ function fieldFor(name, spec) {
 }
 
 async function playbook(name) {
+  const show = showFor(page);
   const r = await api("GET", "/playbooks/" + encodeURIComponent(name));
   if (!r.ok) return show(el("h1", {}, name), refusal(r.data), details(r.data));
   const pb = r.data.playbook;
@@ -222,6 +234,7 @@ function since(iso) {
 }
 
 async function run(id) {
+  const show = showFor(page);
   const head = el("div", { id: "run-head" });
   const steps = el("table", { id: "steps" });
   const approval = el("div", { id: "approval" });
@@ -331,6 +344,7 @@ async function run(id) {
 // ---- runs and locks ------------------------------------------------------
 
 async function runs(query) {
+  const show = showFor(page);
   const playbook = new URLSearchParams(query).get("playbook") || "";
   const r = await api("GET", "/runs?limit=100" + (playbook ? "&playbook=" + encodeURIComponent(playbook) : ""));
   if (!r.ok) return show(refusal(r.data));
@@ -346,6 +360,7 @@ async function runs(query) {
 }
 
 async function locks() {
+  const show = showFor(page);
   const r = await api("GET", "/locks");
   if (!r.ok) return show(refusal(r.data));
   show(el("h1", {}, "Locks"), r.data.length === 0 ? el("p", { class: "muted" }, "No lock is held.") :
@@ -355,6 +370,7 @@ async function locks() {
 }
 
 async function workers() {
+  const show = showFor(page);
   const r = await api("GET", "/workers");
   if (r.status === 501) return show(el("h1", {}, "Workers"), el("p", { class: "muted" }, r.data.error));
   if (!r.ok) return show(refusal(r.data));
@@ -369,6 +385,7 @@ async function workers() {
 function route() {
   leave();
   leave = () => {};
+  page++;
   const [path, query] = (location.hash.slice(1) || "/").split("?");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
   if (parts[0] === "playbooks" && parts[1]) return playbook(parts[1]);
