@@ -32,6 +32,10 @@ pub(crate) fn serve(
             env: env(),
             inventory: inventory.to_template(),
         };
+        // Refused before anything listens when the address says where.
+        if let Ok(addr) = listen.parse() {
+            options.identity.check_listener(addr).map_err(Failure::invalid)?;
+        }
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| Failure::invalid(format!("cannot listen on {listen}: {e}")))?;

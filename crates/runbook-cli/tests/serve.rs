@@ -19,7 +19,7 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, serde_j
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .ok()?;
@@ -74,4 +74,46 @@ fn a_terminal_cancel_stops_one_server_run_and_a_sigterm_leaves_the_rest_resumabl
     assert!(server.wait().unwrap().success(), "{}", shown());
     run.exec(["status", &b]).exit(0).stdout_has("interrupted");
     assert!(shown().contains("serve: stopping"), "{}", shown());
+}
+
+/// Tokens at the command line: the secret printed once (stdout, for a
+/// secret store), refused names and roles, a list without secrets,
+/// revocation; and a server that would listen beyond loopback with nobody
+/// authenticated is refused before it listens.
+#[test]
+fn tokens_are_made_listed_and_revoked_and_an_open_server_is_refused() {
+    let run = Run::new();
+    let made = run
+        .exec(["token", "create", "ci-deploy", "--role", "operator", "--expires", "30d"])
+        .exit(0);
+    let secret = made.stdout.trim().to_owned();
+    assert!(secret.starts_with("rbk_") && !secret.contains('\n'), "{secret}");
+    made.stderr_has("shown once");
+    run.exec(["token", "create", "ci-deploy", "--role", "viewer"])
+        .exit(2)
+        .stderr_has("exists and is live");
+    run.exec(["token", "create", "x", "--role", "root"])
+        .exit(2)
+        .stderr_has("unknown role `root`");
+    let listed = run
+        .exec(["token", "list"])
+        .exit(0)
+        .stdout_has("ci-deploy")
+        .stdout_has("operator");
+    assert!(!listed.stdout.contains(&secret), "the secret is never shown again");
+    let json = run.exec(["token", "list", "--output", "json"]).exit(0);
+    assert!(!json.stdout.contains(&secret) && json.stdout.contains("\"expires_at\""));
+    run.exec(["token", "revoke", "ci-deploy"]).exit(0);
+    run.exec(["token", "revoke", "ci-deploy"])
+        .exit(2)
+        .stderr_has("no live token");
+
+    run.exec(["serve", "--listen", "0.0.0.0:8080"])
+        .exit(2)
+        .stderr_has("refusing to listen on 0.0.0.0:8080 without authentication")
+        .stderr_has("--require-token");
+    run.file("roles.yaml", "grants:\n  - { who: [alice], role: boss }\n")
+        .exec(["serve", "--roles", "roles.yaml"])
+        .exit(2)
+        .stderr_has("roles.yaml");
 }
