@@ -34,8 +34,9 @@ pub struct ApproveParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "duration"))]
     pub timeout: Option<String>,
-    /// Who may approve (user names, as `--as` or `$RUNBOOK_USER`/`$USER` give
-    /// them); anyone when empty.
+    /// Who may approve: user names as the journal records them (through
+    /// `runbook serve`, the authenticated caller; at a terminal, `--as`,
+    /// `$RUNBOOK_USER` or `$USER`); anyone when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvers: Vec<String>,
     /// Four eyes: whoever started the run may not approve it (nor `--yes`
