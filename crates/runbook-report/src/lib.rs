@@ -14,6 +14,7 @@ mod fold;
 pub mod metrics;
 mod render;
 pub mod replay;
+pub mod timeline;
 
 pub use fold::{StepRow, last_error, measured, plan_hash, runners, seconds_between, sha256_hex, short, steps};
 pub use render::{Format, Report};

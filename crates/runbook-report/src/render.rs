@@ -56,6 +56,9 @@ pub struct Report {
     operator_actions: Vec<Action>,
     objectives: Vec<Objective>,
     timeline: Vec<Moment>,
+    /// The timeline as a Gantt chart (SVG), for the HTML report.
+    #[serde(skip)]
+    chart: String,
 }
 
 /// How many log lines of a step that did not succeed a report keeps.
@@ -189,6 +192,7 @@ impl Report {
                 .iter()
                 .filter_map(|r| moment(&r.event).map(|what| Moment { at: r.at.clone(), what }))
                 .collect(),
+            chart: crate::timeline::svg(events, crate::timeline::Against::of(events, objectives), None),
         }
     }
 
@@ -321,6 +325,8 @@ impl Report {
             "tails": tails,
             "operator_actions": actions,
             "timeline": self.timeline,
+            "chart": self.chart,
+            "timeline_count": self.timeline.len(),
         })
     }
 
@@ -376,7 +382,7 @@ fn took(s: Option<f64>) -> String {
 }
 
 /// Text escaped for XML and HTML.
-fn xml(s: &str) -> String {
+pub(crate) fn xml(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -467,3 +467,28 @@ pub async fn report(
         objectives.as_ref(),
     ))
 }
+
+/// A run's timeline as a Gantt chart (SVG), against its playbook's RTO
+/// objective; the bars of a run still going reach now.
+pub async fn timeline(
+    store: &dyn runbook_state::Store,
+    registry: &Registry,
+    id: &str,
+) -> runbook_state::Result<String> {
+    use runbook_state::RunStatus;
+    let record = store.run(id).await?;
+    let events = store.events(&record.id).await?;
+    let objectives = crate::decide::load_stored(&record, registry)
+        .ok()
+        .and_then(|loaded| loaded.playbook.objectives);
+    let against = runbook_report::timeline::Against::of(&events, objectives.as_ref());
+    let live = matches!(
+        record.status,
+        RunStatus::Running | RunStatus::Waiting | RunStatus::Queued
+    );
+    Ok(runbook_report::timeline::svg(
+        &events,
+        against,
+        live.then(std::time::SystemTime::now),
+    ))
+}

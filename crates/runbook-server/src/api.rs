@@ -58,6 +58,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/runs/{id}/logs", get(logs))
         .route("/api/v1/runs/{id}/events", get(events))
         .route("/api/v1/runs/{id}/report", get(report))
+        .route("/api/v1/runs/{id}/timeline.svg", get(timeline))
         .route("/api/v1/runs/{id}/approve", post(approve))
         .route("/api/v1/runs/{id}/reject", post(reject))
         .route("/api/v1/runs/{id}/resume", post(resume))
@@ -348,6 +349,17 @@ async fn report(State(s): S, Path(id): Path<String>, Query(q): Query<ReportQuery
     };
     let report = catalog::report(s.runner.store.as_ref(), &s.runner.registry, &id).await?;
     Ok(([(header::CONTENT_TYPE, content_type)], report.render(format)).into_response())
+}
+
+/// `GET /api/v1/runs/{id}/timeline.svg`: the run's Gantt chart, as the
+/// HTML report draws it (a live run's bars reach now).
+async fn timeline(State(s): S, Path(id): Path<String>) -> Answered {
+    let svg = catalog::timeline(s.runner.store.as_ref(), &s.runner.registry, &id).await?;
+    let headers = [
+        (header::CONTENT_TYPE, "image/svg+xml"),
+        (header::CACHE_CONTROL, "no-store"),
+    ];
+    Ok((headers, svg).into_response())
 }
 
 /// An answer to the approval a run waits at.

@@ -145,6 +145,13 @@ pub fn document() -> Json {
             "/api/v1/runs/{id}/report",
             "Its report (`format`: html, json, junit, markdown)",
             None,
+            ("200", text.clone()),
+        ),
+        route(
+            "get",
+            "/api/v1/runs/{id}/timeline.svg",
+            "Its timeline as a Gantt chart (SVG), as in the HTML report",
+            None,
             ("200", text),
         ),
         route(
@@ -250,6 +257,8 @@ fn mime(path: &str) -> &'static str {
         "text/event-stream"
     } else if path.ends_with("/report") {
         "text/html"
+    } else if path.ends_with(".svg") {
+        "image/svg+xml"
     } else {
         "application/json"
     }

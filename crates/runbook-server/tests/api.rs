@@ -505,3 +505,30 @@ async fn behind_a_trusted_proxy_each_request_acts_as_the_user_it_names() {
     assert_eq!(code, 403, "{refused}");
     assert!(refused["error"].as_str().unwrap().contains("127.0.0.1"), "{refused}");
 }
+
+#[tokio::test]
+async fn a_run_s_timeline_is_the_report_s_chart() {
+    let s = serve();
+    let (_, started) = post(&format!("{}/runs", s.base), json!({ "playbook": "gated" })).await;
+    let id = started["run"].as_str().unwrap().to_owned();
+    until_status(&s.base, &id, "waiting").await;
+    let resp = reqwest::get(format!("{}/runs/{id}/timeline.svg", s.base))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "image/svg+xml");
+    let svg = resp.text().await.unwrap();
+    assert!(svg.starts_with("<svg"), "{svg}");
+    assert!(svg.contains("before: succeeded"), "{svg}");
+    assert!(svg.contains("ok: waited for an approval"), "the wait is drawn: {svg}");
+    let report = reqwest::get(format!("{}/runs/{id}/report?format=html", s.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        report.contains("<svg") && report.contains("before: succeeded"),
+        "{report}"
+    );
+}

@@ -202,6 +202,12 @@ async fn a_form_checks_as_you_type_shows_the_plan_and_starts_a_run_followed_live
     let id = hash.as_str().unwrap().trim_start_matches("#/runs/").to_owned();
     let (_, status) = get(&format!("{}/runs/{id}", s.base)).await;
     assert_eq!(status["run"]["status"], "succeeded");
+    // The timeline is drawn in the page: the chart the HTML report has.
+    b.until(
+        "the timeline",
+        "const i = document.getElementById('timeline'); return i && i.complete && i.naturalWidth > 0",
+    )
+    .await;
     assert_eq!(status["run"]["inputs"]["times"], 3, "the form sent a typed integer");
     // A step's row filters the log to that step (the rows are redrawn as
     // events arrive: clicked again if a redraw took the first click).

@@ -240,6 +240,16 @@ async function run(id) {
   const approval = el("div", { id: "approval" });
   const log = el("pre", { id: "log" });
   const logTitle = el("h2", {}, "Log");
+  // The Gantt chart the HTML report draws, redrawn at most every 2 s while
+  // the run goes on (an image: it runs no script).
+  const chart = el("img", { id: "timeline", alt: "timeline of the run" });
+  let charted = 0;
+  const drawChart = (force) => {
+    const now = Date.now();
+    if (!force && now - charted < 2000) return;
+    charted = now;
+    chart.src = API + "/runs/" + encodeURIComponent(id) + "/timeline.svg?t=" + now;
+  };
   let filter = null; // a step whose lines alone are shown
   let lines = [];
   let status = null;
@@ -302,7 +312,11 @@ async function run(id) {
     if (refreshing) return refreshing;
     refreshing = (async () => {
       const r = await api("GET", "/runs/" + encodeURIComponent(id));
-      if (r.ok) { status = r.data; drawHead(); drawSteps(); await drawApproval(); afterRefresh(); }
+      if (r.ok) {
+        const was = status ? status.run.status : null;
+        status = r.data;
+        drawHead(); drawSteps(); drawChart(was !== status.run.status); await drawApproval(); afterRefresh();
+      }
       else show(refusal(r.data));
     })();
     try { await refreshing; } finally { refreshing = null; }
@@ -313,7 +327,7 @@ async function run(id) {
     refresh();
   };
 
-  show(head, approval, el("h2", {}, "Steps"), steps, logTitle, log);
+  show(head, approval, el("h2", {}, "Steps"), steps, el("h2", {}, "Timeline"), el("div", { class: "chart" }, chart), logTitle, log);
   await refresh();
   if (!status) return;
   // The log opens at its tail; then everything after it, live.
@@ -336,7 +350,11 @@ async function run(id) {
   let ended = null;
   const again = () => { if (!events && status.run.status !== ended) follow(); };
   follow();
-  const ticker = setInterval(() => { if (status) { again(); drawHead(); } }, 1000);
+  const ticker = setInterval(() => {
+    if (!status) return;
+    again(); drawHead();
+    if (["running", "waiting", "queued"].includes(status.run.status)) drawChart(false);
+  }, 1000);
   afterRefresh = again;
   leave = () => { if (events) events.close(); clearInterval(ticker); };
 }
