@@ -113,6 +113,16 @@ impl Journal for Refusing {
         self.0.logs(run, step, after).await
     }
 
+    async fn log_page(
+        &self,
+        run: &str,
+        step: Option<&str>,
+        page: runbook_state::Page,
+        limit: u32,
+    ) -> Result<Vec<(i64, LogLine)>, StoreError> {
+        self.0.log_page(run, step, page, limit).await
+    }
+
     async fn schema_version(&self) -> Result<i64, StoreError> {
         self.0.schema_version().await
     }

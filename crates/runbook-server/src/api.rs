@@ -259,27 +259,45 @@ async fn status(State(s): S, Extension(caller): Extension<Caller>, Path(id): Pat
 #[derive(Debug, Deserialize)]
 struct LogsQuery {
     step: Option<String>,
+    /// The lines after this one (oldest first).
     after: Option<i64>,
-    /// Only the last N lines (a run opens at its tail).
-    tail: Option<usize>,
+    /// With `tail`: the last lines before this one (an earlier page).
+    before: Option<i64>,
+    /// The last N lines: a run opens at its tail.
+    tail: Option<u32>,
+    /// At most this many lines (default and most: 10,000).
+    limit: Option<u32>,
 }
 
+/// The most lines one page holds.
+const PAGE: u32 = 10_000;
+
+/// `GET /api/v1/runs/{id}/logs`: a page of the run's log, read by sequence
+/// number (a run with a million lines opens at its tail at once).
 async fn logs(State(s): S, Path(id): Path<String>, Query(q): Query<LogsQuery>) -> Answered {
+    use runbook_state::Page;
     let record = s.runner.store.run(&id).await?;
-    let mut lines = s
+    let (page, limit) = match (q.tail, q.after) {
+        (Some(n), _) => (Page::Before(q.before.unwrap_or(i64::MAX)), n.min(PAGE)),
+        (None, after) => (Page::After(after.unwrap_or(0)), q.limit.unwrap_or(PAGE).min(PAGE)),
+    };
+    let lines = s
         .runner
         .store
-        .logs(&record.id, q.step.as_deref(), q.after.unwrap_or(0))
+        .log_page(&record.id, q.step.as_deref(), page, limit)
         .await?;
-    if let Some(n) = q.tail {
-        lines.drain(..lines.len().saturating_sub(n));
-    }
+    let full = lines.len() == limit as usize;
+    let before = match page {
+        Page::Before(_) if full => lines.first().map(|(seq, _)| *seq),
+        _ => None,
+    };
     let next = lines.last().map_or(q.after.unwrap_or(0), |(seq, _)| *seq);
     let lines = lines.into_iter().map(|(seq, line)| LogEntry { seq, line }).collect();
     let page = LogsPage {
         run: record.id,
         lines,
         next,
+        before,
     };
     Ok(Json(page).into_response())
 }

@@ -62,6 +62,10 @@ pub struct LogsPage {
     pub lines: Vec<LogEntry>,
     /// The `after` that reads what comes next.
     pub next: i64,
+    /// The `before` that reads the page before this one, when there may be
+    /// one (a page read from the end that came back full).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<i64>,
 }
 
 /// A run as `GET /api/v1/runs/{id}` shows it: its status document and

@@ -58,7 +58,7 @@ async fn the_library_and_plans_are_read_and_bad_requests_refused_with_reasons() 
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["broken", "gated", "hello", "paired", "slow"]);
+    assert_eq!(names, ["broken", "chatty", "gated", "hello", "paired", "slow"]);
     let broken = &list["playbooks"][0];
     assert_eq!(broken["valid"], false);
 
@@ -531,4 +531,40 @@ async fn a_run_s_timeline_is_the_report_s_chart() {
         report.contains("<svg") && report.contains("before: succeeded"),
         "{report}"
     );
+}
+
+#[tokio::test]
+async fn a_long_log_is_read_from_its_end_a_page_at_a_time() {
+    let s = serve();
+    let (_, started) = post(&format!("{}/runs", s.base), json!({ "playbook": "chatty" })).await;
+    let id = started["run"].as_str().unwrap().to_owned();
+    until_status(&s.base, &id, "succeeded").await;
+    let text = |page: &Json| -> Vec<String> {
+        page["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["line"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let logs = format!("{}/runs/{id}/logs", s.base);
+    let (_, tail) = get(&format!("{logs}?tail=10")).await;
+    assert_eq!(
+        text(&tail),
+        (16..=25).map(|n| n.to_string()).collect::<Vec<_>>(),
+        "the end, oldest first"
+    );
+    let before = tail["before"]
+        .as_i64()
+        .expect("a full page from the end says where the one before starts");
+    let (_, middle) = get(&format!("{logs}?tail=10&before={before}")).await;
+    assert_eq!(text(&middle).first().map(String::as_str), Some("6"));
+    let (_, first) = get(&format!("{logs}?tail=10&before={}", middle["before"])).await;
+    assert_eq!(text(&first), (1..=5).map(|n| n.to_string()).collect::<Vec<_>>());
+    assert!(first.get("before").is_none(), "nothing before the first line: {first}");
+    // Forward from a position, a page at a time.
+    let after = first["lines"][4]["seq"].as_i64().unwrap();
+    let (_, next) = get(&format!("{logs}?after={after}&limit=3")).await;
+    assert_eq!(text(&next), ["6", "7", "8"]);
+    assert_eq!(next["next"], next["lines"][2]["seq"]);
 }

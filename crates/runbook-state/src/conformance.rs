@@ -1,7 +1,7 @@
 //! The behaviour every [`Store`] backend must have, as one suite run against
 //! SQLite (unit tests) and PostgreSQL (the CLI's tests, against a real server).
 
-use crate::{Event, Lease, LockHolder, LogLine, NewRun, RunStatus, Store, StoreError, Stream, new_run_id};
+use crate::{Event, Lease, LockHolder, LogLine, NewRun, Page, RunStatus, Store, StoreError, Stream, new_run_id};
 use std::time::Duration;
 
 macro_rules! ensure {
@@ -184,6 +184,28 @@ pub async fn check(store: &dyn Store) -> Result<(), String> {
     ensure!(roll.len() == 2, "a step's logs include its children's: {roll:?}");
     let after = store.logs(&b.id, None, roll[0].0).await.map_err(e)?;
     ensure!(after.len() == 2, "logs after a position: {after:?}");
+    // Pages: from the end first, oldest first within a page.
+    let text = |page: &[(i64, LogLine)]| page.iter().map(|(_, l)| l.line.clone()).collect::<Vec<_>>();
+    let tail = store
+        .log_page(&b.id, None, Page::Before(i64::MAX), 2)
+        .await
+        .map_err(e)?;
+    ensure!(text(&tail) == ["two", "three"], "the tail, oldest first: {tail:?}");
+    let earlier = store
+        .log_page(&b.id, None, Page::Before(tail[0].0), 2)
+        .await
+        .map_err(e)?;
+    ensure!(text(&earlier) == ["one"], "the page before it: {earlier:?}");
+    let next = store
+        .log_page(&b.id, None, Page::After(earlier[0].0), 1)
+        .await
+        .map_err(e)?;
+    ensure!(text(&next) == ["two"], "a page after a position: {next:?}");
+    let roll_tail = store
+        .log_page(&b.id, Some("roll"), Page::Before(i64::MAX), 5)
+        .await
+        .map_err(e)?;
+    ensure!(text(&roll_tail) == ["one", "two"], "a step's page: {roll_tail:?}");
     // Leases.
     let holder = |run: &str| LockHolder {
         run_id: run.into(),

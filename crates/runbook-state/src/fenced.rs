@@ -5,7 +5,7 @@
 //! leases (its new worker holds them under the same run). Reads pass through.
 
 use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus};
-use crate::{Journal, Lease, Leases, Lock, LockHolder, Queue, Result, Store, StoreError, Token, Tokens};
+use crate::{Journal, Lease, Leases, Lock, LockHolder, Page, Queue, Result, Store, StoreError, Token, Tokens};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,6 +90,10 @@ impl Journal for Fenced {
 
     async fn logs(&self, run: &str, step: Option<&str>, after: i64) -> Result<Vec<(i64, LogLine)>> {
         self.inner.logs(run, step, after).await
+    }
+
+    async fn log_page(&self, run: &str, step: Option<&str>, page: Page, limit: u32) -> Result<Vec<(i64, LogLine)>> {
+        self.inner.log_page(run, step, page, limit).await
     }
 
     async fn schema_version(&self) -> Result<i64> {

@@ -175,6 +175,9 @@ pub trait Journal: Send + Sync {
 
     /// Log lines of a run, optionally of one step, after sequence `after`.
     async fn logs(&self, run: &str, step: Option<&str>, after: i64) -> Result<Vec<(i64, LogLine)>>;
+    /// At most `limit` of those lines, from `page` on (oldest first either
+    /// way): how a long log is read a page at a time, from its end first.
+    async fn log_page(&self, run: &str, step: Option<&str>, page: Page, limit: u32) -> Result<Vec<(i64, LogLine)>>;
 
     /// The schema version in use (its migrations are applied on open).
     async fn schema_version(&self) -> Result<i64>;
@@ -281,6 +284,15 @@ pub trait Queue: Send + Sync {
     async fn wait_for_work(&self, timeout: std::time::Duration) {
         tokio::time::sleep(timeout).await;
     }
+}
+
+/// Where a page of a run's log starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// The lines after this sequence number.
+    After(i64),
+    /// The last lines before this sequence number (`i64::MAX`: the log's end).
+    Before(i64),
 }
 
 /// The server's API tokens: stored by the SHA-256 of their secret, never

@@ -10,8 +10,8 @@
 use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus};
 use crate::migrate::{self, Changes};
 use crate::{
-    Journal, Lease, Leases, Lock, LockHolder, Queue, Result, StoreError, Token, Tokens, WorkerInfo, WorkerRow, now,
-    rows, sql,
+    Journal, Lease, Leases, Lock, LockHolder, Page, Queue, Result, StoreError, Token, Tokens, WorkerInfo, WorkerRow,
+    now, rows, sql,
 };
 use async_trait::async_trait;
 use sqlx::PgPool;
@@ -96,6 +96,7 @@ const MIGRATIONS: Changes = &[
         );",
     ),
     (5, "API tokens", sql::TOKENS_TABLE),
+    (6, "a run's log read from its end", sql::LOGS_BY_SEQ),
 ];
 
 /// The database server's clock in milliseconds since the epoch: leases are
@@ -484,6 +485,14 @@ impl Journal for PgStore {
 
     async fn logs(&self, run: &str, step: Option<&str>, after: i64) -> Result<Vec<(i64, LogLine)>> {
         let rows = sql::logs(run, step, after)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        rows.iter().map(|r| rows::log_line(r).map_err(|e| self.db(e))).collect()
+    }
+
+    async fn log_page(&self, run: &str, step: Option<&str>, page: Page, limit: u32) -> Result<Vec<(i64, LogLine)>> {
+        let rows = sql::log_page(run, step, page, limit)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.db(e))?;

@@ -33,6 +33,18 @@ pub(crate) const LOGS: &str = "SELECT seq, step, at, stream, line FROM logs \
      WHERE run_id = $1 AND seq > $2 \
      AND (CAST($3 AS TEXT) IS NULL OR step = $3 OR step LIKE $4 ESCAPE '\\' OR step LIKE $5 ESCAPE '\\') \
      ORDER BY seq";
+/// A page of [`LOGS`]: at most `$6` lines after `$2`.
+pub(crate) const LOGS_AFTER: &str = "SELECT seq, step, at, stream, line FROM logs \
+     WHERE run_id = $1 AND seq > $2 \
+     AND (CAST($3 AS TEXT) IS NULL OR step = $3 OR step LIKE $4 ESCAPE '\\' OR step LIKE $5 ESCAPE '\\') \
+     ORDER BY seq LIMIT $6";
+/// A page of [`LOGS`]: the last `$6` lines before `$2`, oldest first.
+pub(crate) const LOGS_BEFORE: &str = "SELECT seq, step, at, stream, line FROM (SELECT seq, step, at, stream, line FROM logs \
+     WHERE run_id = $1 AND seq < $2 \
+     AND (CAST($3 AS TEXT) IS NULL OR step = $3 OR step LIKE $4 ESCAPE '\\' OR step LIKE $5 ESCAPE '\\') \
+     ORDER BY seq DESC LIMIT $6) AS page ORDER BY seq";
+/// Reading a run's log from its end needs its lines by sequence.
+pub(crate) const LOGS_BY_SEQ: &str = "CREATE INDEX logs_by_run_seq ON logs (run_id, seq);";
 pub(crate) const DROP_EXPIRED_LOCK: &str = "DELETE FROM locks WHERE key = $1 AND expires_unix_ms < $2";
 pub(crate) const RENEW_OWN_LOCK: &str = "UPDATE locks SET expires_unix_ms = $1, pid = $2 WHERE key = $3";
 pub(crate) const RENEW_LOCKS: &str = "UPDATE locks SET expires_unix_ms = $1 WHERE run_id = $2";
@@ -86,11 +98,49 @@ where
     Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
+    logs_query(LOGS, run, step, after)
+}
+
+/// A page of a run's log (see [`crate::Page`]) with its values bound.
+pub(crate) fn log_page<'q, DB>(
+    run: &'q str,
+    step: Option<&'q str>,
+    page: crate::Page,
+    limit: u32,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let (text, from) = match page {
+        crate::Page::After(seq) => (LOGS_AFTER, seq),
+        crate::Page::Before(seq) => (LOGS_BEFORE, seq),
+    };
+    logs_query(text, run, step, from).bind(i64::from(limit))
+}
+
+/// A log query's first five values bound.
+fn logs_query<'q, DB>(
+    text: &'q str,
+    run: &'q str,
+    step: Option<&'q str>,
+    from: i64,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
     // The step's own lines, and those of the steps inside it (`.` and `[`).
     let inside = |sep: &str| step.map(|s| format!("{}{sep}%", crate::like_escape(s)));
-    sqlx::query(LOGS)
+    sqlx::query(text)
         .bind(run)
-        .bind(after)
+        .bind(from)
         .bind(step)
         .bind(inside("."))
         .bind(inside("["))

@@ -3,7 +3,7 @@
 
 use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus};
 use crate::migrate::{self, Changes};
-use crate::{Journal, Leases, Lock, LockHolder, Queue, Result, StoreError, Token, Tokens, now, rows, sql};
+use crate::{Journal, Leases, Lock, LockHolder, Page, Queue, Result, StoreError, Token, Tokens, now, rows, sql};
 use async_trait::async_trait;
 use sqlx::migrate::Migrate;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -67,6 +67,7 @@ const MIGRATIONS: Changes = &[
     ALTER TABLE locks RENAME COLUMN user TO run_user;",
     ),
     (4, "API tokens", sql::TOKENS_TABLE),
+    (5, "a run's log read from its end", sql::LOGS_BY_SEQ),
 ];
 
 /// SQLITE_BUSY: another connection holds the lock.
@@ -438,6 +439,14 @@ impl Journal for SqliteStore {
             .map_err(|e| self.db(e))?;
         rows.iter().map(|r| rows::log_line(r).map_err(|e| self.db(e))).collect()
     }
+
+    async fn log_page(&self, run: &str, step: Option<&str>, page: Page, limit: u32) -> Result<Vec<(i64, LogLine)>> {
+        let rows = sql::log_page(run, step, page, limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.db(e))?;
+        rows.iter().map(|r| rows::log_line(r).map_err(|e| self.db(e))).collect()
+    }
 }
 
 #[async_trait]
@@ -781,7 +790,7 @@ mod tests {
                 .unwrap();
         assert_eq!(
             adopted,
-            [(1, true), (2, true), (3, true), (4, true)],
+            [(1, true), (2, true), (3, true), (4, true), (5, true)],
             "1 and 2 adopted, the later ones applied"
         );
         // Opened again: nothing to do, and the checksums still match the SQL.

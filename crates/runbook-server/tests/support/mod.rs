@@ -47,6 +47,14 @@ steps:
   - { id: after, uses: shell, needs: [ok], with: { run: "echo promoted" } }
 "#;
 
+/// 25 log lines.
+pub const CHATTY: &str = r#"apiVersion: runbook/v1
+name: chatty
+version: 1
+steps:
+  - { id: count, uses: shell, with: { run: "seq 1 25" } }
+"#;
+
 pub const SLOW: &str = r#"apiVersion: runbook/v1
 name: slow
 version: 1
@@ -116,7 +124,13 @@ pub fn serve_full(
     roles: Option<&str>,
 ) -> Served {
     let dir = tempfile::tempdir().unwrap();
-    for (name, text) in [("hello", HELLO), ("gated", GATED), ("slow", SLOW), ("paired", PAIRED)] {
+    for (name, text) in [
+        ("hello", HELLO),
+        ("gated", GATED),
+        ("slow", SLOW),
+        ("paired", PAIRED),
+        ("chatty", CHATTY),
+    ] {
         write(dir.path(), name, text);
     }
     write(
