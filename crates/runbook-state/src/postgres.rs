@@ -484,7 +484,7 @@ impl Journal for PgStore {
     }
 
     async fn logs(&self, run: &str, step: Option<&str>, after: i64) -> Result<Vec<(i64, LogLine)>> {
-        let rows = sql::logs(run, step, after)
+        let rows = sql::logs(sql::LOGS, run, step, after)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.db(e))?;
@@ -492,7 +492,9 @@ impl Journal for PgStore {
     }
 
     async fn log_page(&self, run: &str, step: Option<&str>, page: Page, limit: u32) -> Result<Vec<(i64, LogLine)>> {
-        let rows = sql::log_page(run, step, page, limit)
+        let (text, from) = sql::page(page);
+        let rows = sql::logs(text, run, step, from)
+            .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.db(e))?;

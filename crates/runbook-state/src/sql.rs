@@ -85,45 +85,18 @@ pub(crate) const TOKENS_TABLE: &str = "CREATE TABLE tokens (
 pub(crate) const LEGACY_VERSIONS: &str = "SELECT version FROM schema_migrations";
 pub(crate) const DROP_LEGACY: &str = "DROP TABLE schema_migrations";
 
-/// [`LOGS`] with its values bound, for either backend.
-pub(crate) fn logs<'q, DB>(
-    run: &'q str,
-    step: Option<&'q str>,
-    after: i64,
-) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
-where
-    DB: sqlx::Database,
-    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
-    logs_query(LOGS, run, step, after)
-}
-
-/// A page of a run's log (see [`crate::Page`]) with its values bound.
-pub(crate) fn log_page<'q, DB>(
-    run: &'q str,
-    step: Option<&'q str>,
-    page: crate::Page,
-    limit: u32,
-) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
-where
-    DB: sqlx::Database,
-    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
-    let (text, from) = match page {
+/// Where a page of the log starts: its query and position.
+pub(crate) fn page(page: crate::Page) -> (&'static str, i64) {
+    match page {
         crate::Page::After(seq) => (LOGS_AFTER, seq),
         crate::Page::Before(seq) => (LOGS_BEFORE, seq),
-    };
-    logs_query(text, run, step, from).bind(i64::from(limit))
+    }
 }
 
-/// A log query's first five values bound.
-fn logs_query<'q, DB>(
+/// A log query ([`LOGS`], or a page of it) with its first five values
+/// bound, for either backend: the run, the position, and the step with its
+/// children.
+pub(crate) fn logs<'q, DB>(
     text: &'q str,
     run: &'q str,
     step: Option<&'q str>,

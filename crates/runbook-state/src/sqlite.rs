@@ -433,7 +433,7 @@ impl Journal for SqliteStore {
     }
 
     async fn logs(&self, run: &str, step: Option<&str>, after: i64) -> Result<Vec<(i64, LogLine)>> {
-        let rows = sql::logs(run, step, after)
+        let rows = sql::logs(sql::LOGS, run, step, after)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.db(e))?;
@@ -441,7 +441,9 @@ impl Journal for SqliteStore {
     }
 
     async fn log_page(&self, run: &str, step: Option<&str>, page: Page, limit: u32) -> Result<Vec<(i64, LogLine)>> {
-        let rows = sql::log_page(run, step, page, limit)
+        let (text, from) = sql::page(page);
+        let rows = sql::logs(text, run, step, from)
+            .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.db(e))?;
