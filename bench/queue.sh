@@ -8,14 +8,7 @@
 #
 # Needs the PostgreSQL 15 server binaries and what the lab needs (scripts/setup).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-if [ -z "${BIN:-}" ]; then
-  cargo build -q --release -p runbook-cli
-  BIN=$PWD/target/release/runbook
-fi
-export BIN
-export OUT=${OUT:-$PWD/bench/out/queue}
-rm -rf "$OUT"; mkdir -p "$OUT"
+source "$(dirname "$0")/common.sh" queue
 exec 3> >(python3 tests/lab/lab.py up --watch-stdin --hosts 0 --no-haproxy --postgres --dir "$OUT/lab" > "$OUT/lab.out")
 lab=$!
 trap 'exec 3>&-; wait $lab 2>/dev/null' EXIT

@@ -11,6 +11,7 @@
 //! last one recorded wins, so a playbook reports a measurement by printing it.
 
 mod fold;
+pub mod history;
 pub mod metrics;
 mod render;
 pub mod replay;

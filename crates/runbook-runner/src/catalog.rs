@@ -492,3 +492,28 @@ pub async fn timeline(
         live.then(std::time::SystemTime::now),
     ))
 }
+
+/// The last `limit` runs of `playbook`, oldest first, each with how long it
+/// took and the recovery time it measured: what its history chart draws.
+pub async fn history(
+    store: &dyn runbook_state::Store,
+    playbook: &str,
+    limit: u32,
+) -> runbook_state::Result<Vec<runbook_report::history::Point>> {
+    use runbook_state::RunStatus;
+    let mut points = Vec::new();
+    for r in store.runs(Some(playbook), limit).await?.into_iter().rev() {
+        let events = store.events(&r.id).await?;
+        let ended = !matches!(r.status, RunStatus::Running | RunStatus::Queued | RunStatus::Waiting);
+        points.push(runbook_report::history::Point {
+            took_seconds: ended
+                .then(|| runbook_report::seconds_between(&r.created_at, &r.updated_at))
+                .flatten(),
+            rto_seconds: runbook_report::measured(&events, "rto_seconds"),
+            status: r.status.as_str().to_owned(),
+            started: r.created_at,
+            run: r.id,
+        });
+    }
+    Ok(points)
+}

@@ -53,6 +53,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/playbooks", get(playbooks))
         .route("/api/v1/playbooks/{name}", get(playbook))
         .route("/api/v1/playbooks/{name}/plan", post(plan))
+        .route("/api/v1/playbooks/{name}/history.svg", get(history_chart))
         .route("/api/v1/runs", get(runs).post(start))
         .route("/api/v1/runs/{id}", get(status))
         .route("/api/v1/runs/{id}/logs", get(logs))
@@ -126,6 +127,32 @@ fn load(s: &Shared, name: &str) -> Result<Loaded, ApiError> {
 
 async fn playbook(State(s): S, Path(name): Path<String>) -> Answered {
     Ok(Json(catalog::Show::of(&load(&s, &name)?)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct HistoryQuery {
+    limit: Option<u32>,
+}
+
+/// `GET /api/v1/playbooks/{name}/history.svg`: its last runs (50 unless
+/// `limit`, at most 500) as a chart of durations and outcomes, with the
+/// recovery time each drill measured against the RTO objective.
+async fn history_chart(State(s): S, Path(name): Path<String>, Query(q): Query<HistoryQuery>) -> Answered {
+    let limit = q.limit.unwrap_or(50).min(500);
+    let points = catalog::history(s.runner.store.as_ref(), &name, limit).await?;
+    // The objective of the playbook as it is now (none if it does not load).
+    let target = load(&s, &name)
+        .ok()
+        .and_then(|l| l.playbook.objectives)
+        .and_then(|o| o.rto)
+        .and_then(|t| runbook_core::inputs::parse_duration(&t).ok())
+        .map(|d| d.as_secs_f64());
+    let svg = runbook_report::history::svg(&points, target);
+    let headers = [
+        (header::CONTENT_TYPE, "image/svg+xml"),
+        (header::CACHE_CONTROL, "no-store"),
+    ];
+    Ok((headers, svg).into_response())
 }
 
 /// Typed inputs, as a form sends them.

@@ -149,6 +149,13 @@ pub fn document() -> Json {
         ),
         route(
             "get",
+            "/api/v1/playbooks/{name}/history.svg",
+            "Its last runs (`limit`, default 50) as a chart: durations, outcomes, measured RTO against the objective",
+            None,
+            ("200", text.clone()),
+        ),
+        route(
+            "get",
             "/api/v1/runs/{id}/timeline.svg",
             "Its timeline as a Gantt chart (SVG), as in the HTML report",
             None,

@@ -11,7 +11,7 @@ mod support;
 use serde_json::{Value as Json, json};
 use std::path::Path;
 use std::time::Duration;
-use support::{get, post, request, serve, serve_full, serve_with};
+use support::{get, post, request, serve, serve_full, serve_with, until_status};
 
 /// An SSE response read to its end: (id, event, data) each.
 async fn sse(url: &str, last_id: Option<&str>) -> Vec<(String, String, Json)> {
@@ -40,11 +40,6 @@ async fn sse(url: &str, last_id: Option<&str>) -> Vec<(String, String, Json)> {
             (field("id"), field("event"), data)
         })
         .collect()
-}
-
-/// Waits until the run's status is `want`; its status document.
-async fn until_status(base: &str, run: &str, want: &str) -> Json {
-    until_as(base, None, run, want).await
 }
 
 #[tokio::test]

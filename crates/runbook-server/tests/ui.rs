@@ -228,6 +228,45 @@ async fn a_form_checks_as_you_type_shows_the_plan_and_starts_a_run_followed_live
         "return document.querySelector('#runs')?.innerText.includes('who=bob')",
     )
     .await;
+
+    // A second run with other inputs: the playbook's history charts both,
+    // and two ticked runs are compared, what differs marked.
+    let (_, other) = post(
+        &format!("{}/runs", s.base),
+        json!({ "playbook": "hello", "inputs": { "who": "carol" } }),
+    )
+    .await;
+    let other = other["run"].as_str().unwrap().to_owned();
+    support::until_status(&s.base, &other, "succeeded").await;
+    b.goto(&format!("{root}/#/runs?playbook=hello")).await;
+    b.until(
+        "the history chart",
+        "const i = document.getElementById('history'); return i && i.complete && i.naturalWidth > 0",
+    )
+    .await;
+    b.until(
+        "both runs",
+        "return document.querySelectorAll('input.pick').length === 2",
+    )
+    .await;
+    b.click(&format!("input.pick[data-run='{id}']")).await;
+    b.click(&format!("input.pick[data-run='{other}']")).await;
+    b.click("#compare").await;
+    b.until("the comparison", "return document.getElementById('diff')")
+        .await;
+    let marked = |row: &str| format!("return document.querySelector(\"#diff tr[data-row='{row}']\")?.className");
+    assert_eq!(b.js(&marked("input-who")).await, "differs", "the inputs differ");
+    assert_eq!(b.js(&marked("input-times")).await, "differs", "3 against the default 1");
+    assert_eq!(b.js(&marked("status")).await, "", "both succeeded");
+    assert_eq!(
+        b.js(&marked("step-greet"))
+            .await
+            .as_str()
+            .map(|c| c.is_empty() || c == "differs"),
+        Some(true)
+    );
+    let plans = b.js("return document.querySelector('.side').innerText").await;
+    assert!(plans.as_str().unwrap().contains("carol"), "{plans}");
 }
 
 #[tokio::test]

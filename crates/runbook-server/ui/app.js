@@ -392,13 +392,64 @@ async function runs(query) {
   if (!r.ok) return show(refusal(r.data));
   const filter = el("input", { type: "text", id: "filter", value: playbook, placeholder: "playbook" });
   filter.addEventListener("change", () => { location.hash = "#/runs" + (filter.value ? "?playbook=" + encodeURIComponent(filter.value) : ""); });
-  show(el("h1", {}, "Runs"), el("p", {}, "Playbook ", filter),
-    el("table", { id: "runs" }, el("tr", {}, ["Run", "Playbook", "Status", "Started", "By", "Inputs"].map((h) => el("th", {}, h))),
+  // Two runs ticked: compare them.
+  const picked = [];
+  const compare = el("button", { id: "compare", type: "button", disabled: true,
+    onclick: () => { location.hash = "#/diff/" + picked[0] + "/" + picked[1]; } }, "Compare the two ticked runs");
+  const tick = (id) => el("input", { type: "checkbox", class: "pick", "data-run": id, onchange: (e) => {
+    if (e.target.checked) picked.push(id); else picked.splice(picked.indexOf(id), 1);
+    compare.disabled = picked.length !== 2;
+  } });
+  const chart = playbook
+    ? el("div", { class: "chart" }, el("img", { id: "history", alt: "durations and outcomes of " + playbook,
+      src: API + "/playbooks/" + encodeURIComponent(playbook) + "/history.svg?limit=60" }))
+    : el("p", { class: "muted" }, "Filter by a playbook for the chart of its runs' durations and outcomes.");
+  show(el("h1", {}, "Runs"), el("p", {}, "Playbook ", filter, " ", compare), chart,
+    el("table", { id: "runs" }, el("tr", {}, ["", "Run", "Playbook", "Status", "Started", "By", "Inputs"].map((h) => el("th", {}, h))),
       r.data.map((x) => el("tr", {},
+        el("td", {}, tick(x.id)),
         el("td", {}, el("a", { href: "#/runs/" + x.id }, x.id.slice(-8))),
-        el("td", {}, x.playbook + " v" + x.version), el("td", {}, state(x.status)),
+        el("td", {}, el("a", { href: "#/runs?playbook=" + encodeURIComponent(x.playbook) }, x.playbook), " v" + x.version), el("td", {}, state(x.status)),
         el("td", {}, x.created_at), el("td", {}, x.user),
         el("td", { class: "inputs" }, Object.entries(x.inputs || {}).map(([k, v]) => el("code", {}, k + "=" + text(v))))))));
+}
+
+/// Seconds between two RFC 3339 times.
+const seconds = (from, to) => (Date.parse(to) - Date.parse(from)) / 1000;
+
+/// Two runs side by side: inputs, plan, outcome, and each step's state and
+/// time, what differs marked.
+async function diff(a, b) {
+  const show = showFor(page);
+  const [ra, rb] = await Promise.all([api("GET", "/runs/" + encodeURIComponent(a)), api("GET", "/runs/" + encodeURIComponent(b))]);
+  if (!ra.ok) return show(refusal(ra.data));
+  if (!rb.ok) return show(refusal(rb.data));
+  const [x, y] = [ra.data, rb.data];
+  const planOf = (s) => api("POST", "/playbooks/" + encodeURIComponent(s.run.playbook + "@" + s.run.version) + "/plan", { inputs: s.run.inputs });
+  const [pa, pb] = await Promise.all([planOf(x), planOf(y)]);
+  const row = (label, va, vb, id) => el("tr", { class: va === vb ? "" : "differs", "data-row": id || label },
+    el("th", {}, label), el("td", {}, va), el("td", {}, vb));
+  const took = (s) => ["running", "queued", "waiting"].includes(s.run.status) ? "" : seconds(s.run.created_at, s.run.updated_at).toFixed(1) + " s";
+  const keys = [...new Set([...Object.keys(x.run.inputs || {}), ...Object.keys(y.run.inputs || {})])];
+  const stepsOf = (s) => Object.fromEntries(s.steps.map((st) => [st.step, st]));
+  const [sa, sb] = [stepsOf(x), stepsOf(y)];
+  const names = [...new Set([...Object.keys(sa), ...Object.keys(sb)])];
+  const stepText = (st) => st ? st.state + (st.attempts > 1 ? " ×" + st.attempts : "") + (st.duration_ms == null ? "" : " · " + (st.duration_ms / 1000).toFixed(1) + " s") : "-";
+  const planLines = (p) => (p.ok ? p.data.text : "(no plan: " + (p.data.error || "") + ")").split("\n");
+  const [la, lb] = [planLines(pa), planLines(pb)];
+  const marked = (lines, other) => el("pre", {}, lines.map((l) => el("div", { class: other.includes(l) ? "" : "differs" }, l)));
+  show(el("h1", {}, "Two runs of " + x.run.playbook + (x.run.playbook === y.run.playbook ? "" : " and " + y.run.playbook)),
+    el("table", { id: "diff" },
+      el("tr", {}, el("th", {}, ""), el("th", {}, el("a", { href: "#/runs/" + x.run.id }, x.run.id)), el("th", {}, el("a", { href: "#/runs/" + y.run.id }, y.run.id))),
+      row("version", "v" + x.run.version, "v" + y.run.version),
+      row("status", x.run.status, y.run.status),
+      row("started", x.run.created_at + " by " + x.run.user, y.run.created_at + " by " + y.run.user, "started"),
+      row("took", took(x), took(y)),
+      row("plan hash", x.plan_hash, y.plan_hash),
+      keys.map((k) => row("input " + k, text(x.run.inputs[k] ?? "-"), text(y.run.inputs[k] ?? "-"), "input-" + k)),
+      names.map((n) => row(n, stepText(sa[n]), stepText(sb[n]), "step-" + n))),
+    el("h2", {}, "Plans (lines only one of them has are marked)"),
+    el("div", { class: "side" }, marked(la, lb), marked(lb, la)));
 }
 
 async function locks() {
@@ -433,6 +484,7 @@ function route() {
   if (parts[0] === "playbooks" && parts[1]) return playbook(parts[1]);
   if (parts[0] === "runs" && parts[1]) return run(parts[1]);
   if (parts[0] === "runs") return runs(query || "");
+  if (parts[0] === "diff" && parts[2]) return diff(parts[1], parts[2]);
   if (parts[0] === "locks") return locks();
   if (parts[0] === "workers") return workers();
   return library();

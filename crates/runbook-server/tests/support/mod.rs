@@ -246,3 +246,15 @@ pub async fn get(url: &str) -> (u16, Json) {
 pub async fn post(url: &str, body: Json) -> (u16, Json) {
     call(reqwest::Method::POST, url, Some(body)).await
 }
+
+/// Waits until the run's status is `want`; its status document.
+pub async fn until_status(base: &str, run: &str, want: &str) -> Json {
+    for _ in 0..300 {
+        let (_, s) = get(&format!("{base}/runs/{run}")).await;
+        if s["run"]["status"] == want {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("run {run} never became {want}");
+}
