@@ -39,7 +39,8 @@ fn runs_approvals_and_locks_through_postgres() {
             "t",
             "apiVersion: runbook/v1\nname: t\nversion: 1\nlock: deploy/prod\nsteps:\n  - { id: a, uses: shell, with: { run: \"echo hello\" } }\n  - { id: ok, uses: approve, with: { message: \"go?\" } }\n  - { id: b, uses: sleep, with: { duration: 2s } }\n",
         );
-    run.exec(["state", "migrate"]).exit(0).stdout_has("version 4");
+    let latest = format!("version {}", runbook_state::PgStore::latest_version());
+    run.exec(["state", "migrate"]).exit(0).stdout_has(&latest);
     // A run waits for its approval in PostgreSQL; another process answers.
     let id = run.exec(["run", "t"]).exit(3).stdout_has("hello").run_id();
     run.exec(["status", &id]).exit(0).stdout_has("waiting");

@@ -127,6 +127,11 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// The schema version this runbook brings a database to.
+    pub fn latest_version() -> i64 {
+        migrate::latest(MIGRATIONS)
+    }
+
     /// Connects to `url` (`postgres://user:pass@host:port/db`) and brings the
     /// schema up to date. The password never appears in errors.
     pub async fn open(url: &str) -> Result<PgStore> {
