@@ -101,6 +101,44 @@ pub struct StepRow {
     /// The worker that last started it (runs of the queue).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runner: Option<String>,
+    /// What a gate measured when it passed (`p95 120 ms · errors 0.5%`),
+    /// from its outputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measured: Option<String>,
+}
+
+/// The outputs that are a gate's measurements, and how each reads.
+const MEASURES: &[(&str, &str, f64, &str)] = &[
+    ("p50_ms", "p50", 1.0, " ms"),
+    ("p95_ms", "p95", 1.0, " ms"),
+    ("p99_ms", "p99", 1.0, " ms"),
+    ("error_rate", "errors", 100.0, "%"),
+    ("latency_ms", "latency", 1.0, " ms"),
+    ("lag_bytes", "lag", 1.0, " B"),
+    ("rto_seconds", "RTO", 1.0, " s"),
+    ("rpo_seconds", "RPO", 1.0, " s"),
+];
+
+/// A step's measurements in a few words, if its outputs (or their `json`)
+/// have any.
+fn measured_text(outputs: &Json) -> Option<String> {
+    let parts: Vec<String> = MEASURES
+        .iter()
+        .filter_map(|(key, name, scale, unit)| {
+            let found = outputs
+                .get(*key)
+                .or_else(|| outputs.get("json").and_then(|j| j.get(*key)));
+            let v = found.and_then(Json::as_f64)?;
+            let v = v * scale;
+            let shown = if v.fract() == 0.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.1}")
+            };
+            Some(format!("{name} {shown}{unit}"))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" · "))
 }
 
 /// Every step path in the order it first appeared, with its last state (the
@@ -130,6 +168,7 @@ impl Rows {
             duration_ms: None,
             error: None,
             runner: None,
+            measured: None,
         });
         self.first_start.push(None);
         self.index.insert(step.to_owned(), self.rows.len() - 1);
@@ -155,10 +194,11 @@ impl Rows {
                 self.rows[i].attempts = self.rows[i].attempts.max(*attempt);
                 self.first_start[i].get_or_insert_with(|| at.clone());
             }
-            Event::StepSucceeded { step, .. } => {
+            Event::StepSucceeded { step, outputs, .. } => {
                 let i = self.row(step);
                 self.rows[i].state = "succeeded".into();
                 self.rows[i].error = None;
+                self.rows[i].measured = measured_text(outputs);
                 self.rows[i].duration_ms = self.took(i, at);
             }
             Event::StepFailed {

@@ -53,7 +53,10 @@ async fn the_library_and_plans_are_read_and_bad_requests_refused_with_reasons() 
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["broken", "chatty", "gated", "hello", "paired", "slow"]);
+    assert_eq!(
+        names,
+        ["broken", "chatty", "fanned", "gated", "hello", "paired", "slow"]
+    );
     let broken = &list["playbooks"][0];
     assert_eq!(broken["valid"], false);
 

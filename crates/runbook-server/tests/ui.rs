@@ -413,3 +413,34 @@ async fn an_operator_starts_a_viewer_cannot_answer_and_a_second_person_approves(
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_fan_out_is_a_grid_of_items_and_steps_with_what_each_gate_measured() {
+    let s = serve();
+    let root = s.base.trim_end_matches("/api/v1").to_owned();
+    let (_, started) = post(&format!("{}/runs", s.base), json!({ "playbook": "fanned" })).await;
+    let id = started["run"].as_str().unwrap().to_owned();
+    support::until_status(&s.base, &id, "succeeded").await;
+    let b = Browser::start().await;
+    b.goto(&format!("{root}/#/runs/{id}")).await;
+    b.until(
+        "the grid",
+        "return document.querySelector(\"table.grid[data-fan='roll']\")",
+    )
+    .await;
+    let items = b
+        .js("return [...document.querySelectorAll(\"table.grid tr[data-item]\")].map((r) => r.dataset.item)")
+        .await;
+    assert_eq!(items, json!(["web-1", "web-2"]));
+    let cell = b
+        .js("return document.querySelector(\"td[data-step='roll[web-2].gate']\").innerText")
+        .await;
+    assert_eq!(
+        cell, "p95 120 ms · errors 0.5%",
+        "the gate's verdict is what it measured"
+    );
+    let drain = b
+        .js("return document.querySelector(\"td[data-step='roll[web-1].drain']\").innerText")
+        .await;
+    assert_eq!(drain, "ok");
+}

@@ -237,6 +237,7 @@ async function run(id) {
   const show = showFor(page);
   const head = el("div", { id: "run-head" });
   const steps = el("table", { id: "steps" });
+  const grid = el("div", { id: "grid" });
   const approval = el("div", { id: "approval" });
   const log = el("pre", { id: "log" });
   const logTitle = el("h2", {}, "Log");
@@ -287,6 +288,31 @@ async function run(id) {
       }, el("td", {}, s.step), el("td", {}, state(s.state)), el("td", {}, s.attempts),
         el("td", {}, s.duration_ms == null ? "" : (s.duration_ms / 1000).toFixed(1) + " s"), el("td", {}, s.error || ""))));
   };
+  // Each fan-out as a grid: its items down, the steps of an item across,
+  // each cell the step's state, or what a gate measured when it passed.
+  const drawGrid = () => {
+    const fans = new Map();
+    for (const st of status.steps) {
+      const m = /^(.*?)\[([^\]]+)\]\.(.+)$/.exec(st.step);
+      if (!m) continue;
+      const [, fan, item, child] = m;
+      if (!fans.has(fan)) fans.set(fan, { items: [], children: [], cells: new Map() });
+      const f = fans.get(fan);
+      if (!f.items.includes(item)) f.items.push(item);
+      if (!f.children.includes(child)) f.children.push(child);
+      f.cells.set(item + "\u0000" + child, st);
+    }
+    put(grid, [...fans].map(([fan, f]) => el("div", { class: "fan" },
+      el("h3", {}, fan + ": " + f.items.length + " items × " + f.children.length + " steps"),
+      el("table", { class: "grid", "data-fan": fan },
+        el("tr", {}, el("th", {}, "item"), f.children.map((c) => el("th", {}, c))),
+        f.items.map((item) => el("tr", { "data-item": item }, el("th", {}, item), f.children.map((c) => {
+          const st = f.cells.get(item + "\u0000" + c);
+          if (!st) return el("td", { class: "cell" }, "");
+          const said = st.measured || (st.state === "succeeded" ? "ok" : st.state);
+          return el("td", { class: "cell state " + st.state, "data-step": st.step, title: st.error || st.measured || st.state }, said);
+        })))))));
+  };
   const drawHead = () => {
     const r = status.run;
     const live = ["running", "waiting", "queued"].includes(r.status);
@@ -330,7 +356,7 @@ async function run(id) {
       if (r.ok) {
         const was = status ? status.run.status : null;
         status = r.data;
-        drawHead(); drawSteps(); drawChart(was !== status.run.status); await drawApproval(); afterRefresh();
+        drawHead(); drawSteps(); drawGrid(); drawChart(was !== status.run.status); await drawApproval(); afterRefresh();
       }
       else show(refusal(r.data));
     })();
@@ -342,7 +368,7 @@ async function run(id) {
     refresh();
   };
 
-  show(head, approval, el("h2", {}, "Steps"), steps, el("h2", {}, "Timeline"), el("div", { class: "chart" }, chart), logTitle, earlier, log);
+  show(head, approval, el("h2", {}, "Steps"), steps, grid, el("h2", {}, "Timeline"), el("div", { class: "chart" }, chart), logTitle, earlier, log);
   await refresh();
   if (!status) return;
   // The log opens at its tail; then everything after it, live.

@@ -55,6 +55,22 @@ steps:
   - { id: count, uses: shell, with: { run: "seq 1 25" } }
 "#;
 
+/// A fan-out over two hosts, each drained, then gated on what it measured.
+pub const FANNED: &str = r#"apiVersion: runbook/v1
+name: fanned
+version: 1
+steps:
+  - id: roll
+    for_each: [web-1, web-2]
+    as: host
+    steps:
+      - { id: drain, uses: shell, with: { run: "echo draining {{ host }}" } }
+      - id: gate
+        uses: shell
+        needs: [drain]
+        with: { run: "echo '{\"p95_ms\": 120, \"error_rate\": 0.005}'", json: true }
+"#;
+
 pub const SLOW: &str = r#"apiVersion: runbook/v1
 name: slow
 version: 1
@@ -130,6 +146,7 @@ pub fn serve_full(
         ("slow", SLOW),
         ("paired", PAIRED),
         ("chatty", CHATTY),
+        ("fanned", FANNED),
     ] {
         write(dir.path(), name, text);
     }
