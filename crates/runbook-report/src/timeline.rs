@@ -233,6 +233,9 @@ pub fn svg(events: &[Recorded], against: Against, until: Option<SystemTime>) -> 
         .max()
         .unwrap_or(0)
         .max(1);
+    // The axis ends at a tick, so that its last label says how long it shows.
+    let every = tick(span);
+    let span = span.div_ceil(every) * every;
     let x = |t: u64| label_w + t.min(span) * chart_w / span;
     let legend_h = 22;
     let height = top + n as u64 * row_h + legend_h + 8;
@@ -250,17 +253,17 @@ pub fn svg(events: &[Recorded], against: Against, until: Option<SystemTime>) -> 
         "<rect width=\"6\" height=\"6\" fill=\"#fff8c5\"/><line x1=\"0\" y1=\"0\" x2=\"0\" y2=\"6\" stroke=\"#9a6700\" stroke-width=\"2\"/></pattern></defs>"
     ));
     // The time axis.
-    let every = tick(span);
     let mut t = 0;
     while t <= span {
         let _ = write!(
             o,
-            r#"<line class="tl-ax" x1="{0}" y1="{1}" x2="{0}" y2="{2}"/><text class="tl-mut" x="{0}" y="{3}" text-anchor="middle">{4}</text>"#,
+            r#"<line class="tl-ax" x1="{0}" y1="{1}" x2="{0}" y2="{2}"/><text class="tl-mut" x="{0}" y="{3}" text-anchor="{5}">{4}</text>"#,
             x(t),
             top - 4,
             top + n as u64 * row_h,
             top - 8,
-            offset_text(t)
+            offset_text(t),
+            if t + every > span && t > 0 { "end" } else { "middle" }
         );
         t += every;
     }

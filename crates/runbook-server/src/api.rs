@@ -279,8 +279,18 @@ async fn status(State(s): S, Extension(caller): Extension<Caller>, Path(id): Pat
         answer: role >= Role::Approver,
         operate: role >= Role::Operator,
     };
+    let objectives = runbook_runner::decide::load_stored(&record, &s.runner.registry)
+        .ok()
+        .and_then(|l| l.playbook.objectives);
+    let rto_seconds = runbook_report::measured(&events, "rto_seconds");
     let status = catalog::Status::of(record, &events);
-    Ok(Json(RunView { status, may }).into_response())
+    Ok(Json(RunView {
+        status,
+        may,
+        objectives,
+        rto_seconds,
+    })
+    .into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -77,6 +77,13 @@ pub struct RunView {
     pub status: runbook_runner::catalog::Status,
     /// What the caller may do with it, by its role on the run's playbook.
     pub may: May,
+    /// The objectives of the playbook it runs (its text as stored with the
+    /// run), which its elapsed time and measurements are judged against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objectives: Option<runbook_core::model::Objectives>,
+    /// The recovery time it measured (`rto_seconds`), if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rto_seconds: Option<f64>,
 }
 
 /// What a caller may do with a run.

@@ -127,6 +127,21 @@ impl Browser {
         self.command(&format!("/element/{e}/click"), json!({})).await;
     }
 
+    /// Saves what the window shows as `NAME.png` in $RUNBOOK_SCREENSHOTS, when
+    /// it is set (`scripts/screenshots` sets it to the book's images).
+    async fn shot(&self, name: &str) {
+        use base64::Engine;
+        let Ok(dir) = std::env::var("RUNBOOK_SCREENSHOTS") else {
+            return;
+        };
+        let path = format!("/session/{}/screenshot", self.session);
+        let png = self.send(reqwest::Method::GET, &path, None).await;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .unwrap();
+        std::fs::write(std::path::Path::new(&dir).join(format!("{name}.png")), bytes).unwrap();
+    }
+
     /// Clears a field and types into it, key by key.
     async fn type_into(&self, css: &str, text: &str) {
         let e = self.element(css).await;
@@ -169,6 +184,7 @@ async fn a_form_checks_as_you_type_shows_the_plan_and_starts_a_run_followed_live
     let listed = listed.as_str().unwrap();
     assert!(listed.contains("hello") && listed.contains("Says hello."), "{listed}");
     assert!(listed.contains("invalid"), "the broken playbook is marked: {listed}");
+    b.shot("library").await;
 
     b.click("a[href='#/playbooks/hello']").await;
     b.until("the form", "return document.getElementById('input-who')").await;
@@ -185,6 +201,7 @@ async fn a_form_checks_as_you_type_shows_the_plan_and_starts_a_run_followed_live
     b.type_into("#input-who", "bob").await;
     let plan = b.until("the plan", "const t = document.getElementById('plan').innerText; return t.includes('greet') && !document.getElementById('start').disabled && t").await;
     assert!(plan.as_str().unwrap().contains("shell"), "{plan}");
+    b.shot("playbook-form").await;
     b.click("#start").await;
 
     // The run's page follows it to the end, its log in place.
@@ -220,6 +237,7 @@ async fn a_form_checks_as_you_type_shows_the_plan_and_starts_a_run_followed_live
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     b.until("the filtered log", filtered).await;
+    b.shot("run").await;
 
     // The runs page shows each run's inputs.
     b.goto(&format!("{root}/#/runs")).await;
@@ -249,6 +267,7 @@ async fn a_form_checks_as_you_type_shows_the_plan_and_starts_a_run_followed_live
         "return document.querySelectorAll('input.pick').length === 2",
     )
     .await;
+    b.shot("runs-history").await;
     b.click(&format!("input.pick[data-run='{id}']")).await;
     b.click(&format!("input.pick[data-run='{other}']")).await;
     b.click("#compare").await;
@@ -265,6 +284,7 @@ async fn a_form_checks_as_you_type_shows_the_plan_and_starts_a_run_followed_live
             .map(|c| c.is_empty() || c == "differs"),
         Some(true)
     );
+    b.shot("compare").await;
     let plans = b.js("return document.querySelector('.side').innerText").await;
     assert!(plans.as_str().unwrap().contains("carol"), "{plans}");
 }
@@ -298,6 +318,17 @@ async fn an_approval_is_answered_from_the_run_page_bound_to_the_plan_it_shows() 
                 .contains("ok"),
         "the approval names what waits"
     );
+    let objective = b
+        .until(
+            "the objective",
+            "return document.getElementById('objective')?.innerText",
+        )
+        .await;
+    assert!(
+        objective.as_str().unwrap().contains("of the RTO objective 15m"),
+        "the elapsed time is set against the objective: {objective}"
+    );
+    b.shot("approval").await;
     b.type_into("#comment", "looked at the plan").await;
     b.click("#approve").await;
     b.until(
@@ -340,6 +371,7 @@ async fn an_operator_starts_a_viewer_cannot_answer_and_a_second_person_approves(
     b.goto(&format!("{root}/")).await;
     b.until("the sign-in form", "return document.getElementById('token')")
         .await;
+    b.shot("sign-in").await;
     b.type_into("#token", "rbk_wrong").await;
     b.click("#sign-in-button").await;
     b.until(
@@ -443,4 +475,5 @@ async fn a_fan_out_is_a_grid_of_items_and_steps_with_what_each_gate_measured() {
         .js("return document.querySelector(\"td[data-step='roll[web-1].drain']\").innerText")
         .await;
     assert_eq!(drain, "ok");
+    b.shot("fan-out-grid").await;
 }

@@ -313,6 +313,22 @@ async function run(id) {
           return el("td", { class: "cell state " + st.state, "data-step": st.step, title: st.error || st.measured || st.state }, said);
         })))))));
   };
+  /// Elapsed (or taken) time against the RTO objective, and what was measured.
+  const objective = () => {
+    const o = status.objectives;
+    if (!o || !o.rto) return null;
+    const r = status.run;
+    const live = ["running", "waiting", "queued"].includes(r.status);
+    const elapsed = ((live ? Date.now() : Date.parse(r.updated_at)) - Date.parse(r.created_at)) / 1000;
+    const target = durationSeconds(o.rto);
+    const over = target !== null && elapsed > target;
+    const measured = status.rto_seconds == null ? null
+      : el("span", { class: target !== null && status.rto_seconds > target ? "failed" : "succeeded" },
+        " · measured RTO " + status.rto_seconds.toFixed(1) + " s");
+    return el("p", { id: "objective" },
+      el("span", { class: over ? "failed" : "" }, (live ? "elapsed " : "took ") + short(elapsed) + " of the RTO objective " + o.rto),
+      measured, o.rpo ? " · RPO objective " + o.rpo : null);
+  };
   const drawHead = () => {
     const r = status.run;
     const live = ["running", "waiting", "queued"].includes(r.status);
@@ -320,6 +336,7 @@ async function run(id) {
       el("h1", {}, r.playbook, " ", el("span", { class: "muted" }, "v" + r.version), " ", el("span", { id: "run-status", class: "state " + r.status }, r.status)),
       el("p", { class: "muted" }, "run ", el("code", {}, r.id), " · started by " + r.user + " at " + r.created_at + " · " + since(r.created_at) + " ago"),
       el("p", { class: "inputs" }, Object.entries(r.inputs || {}).map(([k, v]) => el("code", {}, k + "=" + text(v)))),
+      objective(),
       status.error ? el("p", { class: "failed" }, status.error) : null,
       el("p", {},
         live && status.may.operate ? el("button", { id: "cancel", type: "button", onclick: cancel }, "Cancel") : null, " ",
@@ -438,6 +455,27 @@ async function runs(query) {
         el("td", {}, el("a", { href: "#/runs?playbook=" + encodeURIComponent(x.playbook) }, x.playbook), " v" + x.version), el("td", {}, state(x.status)),
         el("td", {}, x.created_at), el("td", {}, x.user),
         el("td", { class: "inputs" }, Object.entries(x.inputs || {}).map(([k, v]) => el("code", {}, k + "=" + text(v))))))));
+}
+
+/// A duration as a playbook writes it (`90s`, `15m`, `1h30m`, `500ms`) in
+/// seconds, or null.
+function durationSeconds(textValue) {
+  const units = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400 };
+  let total = 0;
+  const parts = String(textValue).trim().match(/(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)/g);
+  if (!parts) return null;
+  for (const p of parts) {
+    const [, n, u] = /(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)/.exec(p);
+    total += Number(n) * units[u];
+  }
+  return total;
+}
+
+/// Seconds as `1h 2m 3s`.
+function short(s) {
+  s = Math.max(0, Math.round(s));
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+  return (h ? h + "h " : "") + (h || m ? m + "m " : "") + r + "s";
 }
 
 /// Seconds between two RFC 3339 times.

@@ -32,6 +32,7 @@ steps:
 pub const GATED: &str = r#"apiVersion: runbook/v1
 name: gated
 version: 1
+objectives: { rto: 15m }
 steps:
   - { id: before, uses: shell, with: { run: "echo before" } }
   - { id: ok, uses: approve, needs: [before], with: { message: "go on?" } }
