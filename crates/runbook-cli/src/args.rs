@@ -152,6 +152,10 @@ pub(crate) enum Command {
         /// person named by the proxy may only read.
         #[arg(long, value_name = "FILE")]
         roles: Option<PathBuf>,
+        /// Hand the runs it starts to the workers' queue (`runbook worker`)
+        /// instead of executing them in this process (PostgreSQL state).
+        #[arg(long)]
+        submit: bool,
     },
     /// The workers of the shared state: alive, stopped or gone, and the runs
     /// each holds.

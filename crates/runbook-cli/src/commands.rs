@@ -101,6 +101,7 @@ fn command(cli: Cli) -> Done {
             identity_header,
             require_token,
             roles,
+            submit,
         } => {
             let tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Some(
@@ -122,6 +123,7 @@ fn command(cli: Cli) -> Done {
                 max_parallel,
                 identity,
                 roles,
+                queue: submit,
                 ..runbook_server::ServeOptions::default()
             };
             crate::serve::serve(state, lib, &registry, &inv()?, (&listen, options, tls))

@@ -36,6 +36,10 @@ pub(crate) fn serve(
         if let Ok(addr) = listen.parse() {
             options.identity.check_listener(addr).map_err(Failure::invalid)?;
         }
+        if options.queue {
+            // The queue needs shared state: refused before anything listens.
+            runner.store.workers().await?;
+        }
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| Failure::invalid(format!("cannot listen on {listen}: {e}")))?;

@@ -8,7 +8,7 @@
 mod support;
 use std::io::{Read, Write};
 use std::time::Duration;
-use support::{Run, free_port, until};
+use support::{Killed, Lab, Run, free_port, until};
 
 const SLOW: &str =
     "apiVersion: runbook/v1\nname: slow\nversion: 1\nsteps:\n  - { id: work, uses: sleep, with: { duration: 60s } }\n";
@@ -116,4 +116,53 @@ fn tokens_are_made_listed_and_revoked_and_an_open_server_is_refused() {
         .exec(["serve", "--roles", "roles.yaml"])
         .exit(2)
         .stderr_has("roles.yaml");
+}
+
+/// `serve --submit` over PostgreSQL: the runs it starts go to the workers'
+/// queue (a worker executes them, the server only records and answers), an
+/// approval answered over HTTP puts the run back in the queue, and `yes`
+/// cannot answer for a worker.
+#[test]
+fn a_server_over_postgres_hands_its_runs_to_the_workers() {
+    let lab = Lab::postgres();
+    let url = lab.state_db("runbook_serve_queue");
+    let gated = "apiVersion: runbook/v1\nname: gated\nversion: 1\nsteps:\n  - { id: before, uses: shell, with: { run: \"echo before\" } }\n  - { id: ok, uses: approve, needs: [before], with: { message: \"go on?\" } }\n  - { id: after, uses: shell, needs: [ok], with: { run: \"echo after\" } }\n";
+    let run = Run::new().env("RUNBOOK_STATE", &url).playbook("gated", gated);
+    run.exec(["state", "migrate"]).exit(0);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let log = run.path().join("serve.log");
+    let _server = Killed(run.spawn_logged(["serve", "--submit", "--listen", &listen], &log));
+    until("the API answers", Duration::from_secs(30), || {
+        http(port, "GET", "/api/v1/health", "").is_some()
+    });
+    let (code, refused) = http(port, "POST", "/api/v1/runs", r#"{"playbook":"gated","yes":true}"#).unwrap();
+    assert_eq!(code, 422, "{refused}");
+    let (code, started) = http(port, "POST", "/api/v1/runs", r#"{"playbook":"gated"}"#).unwrap();
+    assert_eq!(code, 201, "{started}");
+    let id = started["run"].as_str().unwrap().to_owned();
+    assert_eq!(status_of(port, &id), "queued", "nobody runs it until a worker takes it");
+
+    let worker_log = run.path().join("worker.log");
+    let worker = ["worker", "--name", "api-worker", "--poll", "200ms", "--lease-ttl", "3s"];
+    let _worker = Killed(run.spawn_logged(worker, &worker_log));
+    until("the worker reaches the approval", Duration::from_secs(60), || {
+        status_of(port, &id) == "waiting"
+    });
+    let (code, answered) = http(port, "POST", &format!("/api/v1/runs/{id}/approve"), "{}").unwrap();
+    assert!(code == 200 || code == 202, "{code} {answered}");
+    until("the worker finishes it", Duration::from_secs(60), || {
+        status_of(port, &id) == "succeeded"
+    });
+    let (_, status) = http(port, "GET", &format!("/api/v1/runs/{id}"), "").unwrap();
+    let after = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "after")
+        .unwrap();
+    assert_eq!(
+        after["runner"], "api-worker",
+        "a worker ran it, not the server: {status}"
+    );
 }

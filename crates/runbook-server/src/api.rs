@@ -235,6 +235,9 @@ async fn start(State(s): S, Extension(caller): Extension<Caller>, Json(req): Jso
     let who = caller.name().to_owned();
     // The inputs' problems are named one by one before anything else.
     resolve(&loaded, &req.inputs)?;
+    if s.options.queue {
+        return submit(&s, loaded, req, who).await;
+    }
     let r = &s.runner_as(&who);
     let checked = runbook_runner::check_start(
         &r.registry,
@@ -253,13 +256,32 @@ async fn start(State(s): S, Extension(caller): Extension<Caller>, Json(req): Jso
         reply,
     };
     let id = ask(&s, job, answer).await??;
+    Ok(created(id))
+}
+
+/// Queues a run for the workers (`serve --submit`): its secrets and its
+/// approvals are the workers' business, so `yes` is refused.
+async fn submit(s: &Shared, loaded: Loaded, req: StartRequest, who: String) -> Answered {
+    if req.yes {
+        let message = "`yes` cannot approve runs executed by workers; answer their approvals here";
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message));
+    }
+    let (reply, answer) = oneshot::channel();
+    let job = Job::Submit {
+        loaded: Box::new(loaded),
+        inputs: req.inputs,
+        user: who,
+        reply,
+    };
+    let id = ask(s, job, answer).await??;
+    Ok(created(id))
+}
+
+/// 201 with the new run's id and where it is.
+fn created(id: String) -> Response {
     let location = format!("/api/v1/runs/{id}");
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(Started { run: id }),
-    )
-        .into_response())
+    let headers = [(header::LOCATION, location)];
+    (StatusCode::CREATED, headers, Json(Started { run: id })).into_response()
 }
 
 /// Hands a job to the executor and waits for its reply.

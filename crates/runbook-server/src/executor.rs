@@ -31,6 +31,14 @@ pub(crate) enum Job {
         user: String,
         reply: oneshot::Sender<Result<String, RunnerError>>,
     },
+    /// Queue a run for the workers; the reply is its id, once it is queued.
+    Submit {
+        loaded: Box<Loaded>,
+        inputs: indexmap::IndexMap<String, Json>,
+        /// Who submits it.
+        user: String,
+        reply: oneshot::Sender<Result<String, RunnerError>>,
+    },
     /// Continue a run; the reply comes when it stops (or is refused).
     Continue {
         id: String,
@@ -147,6 +155,14 @@ async fn one(shared: Arc<Shared>, job: Job) {
                     let _ = reply.send(Err(e));
                 }
             }
+        }
+        Job::Submit {
+            loaded,
+            inputs,
+            user,
+            reply,
+        } => {
+            let _ = reply.send(shared.runner_as(&user).submit(&loaded, inputs).await);
         }
         Job::Continue { id, how, user, reply } => {
             let opts = shared.options(false);

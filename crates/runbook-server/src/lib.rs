@@ -53,6 +53,9 @@ pub struct ServeOptions {
     /// The roles file: who may do what on which playbooks (see
     /// [`runbook_runner::access`]).
     pub roles: Option<runbook_runner::access::Roles>,
+    /// Hand the runs it starts to the workers' queue (PostgreSQL state)
+    /// instead of executing them in this process.
+    pub queue: bool,
 }
 
 impl Default for ServeOptions {
@@ -64,6 +67,7 @@ impl Default for ServeOptions {
             grace: Duration::from_secs(60),
             identity: Identity::Process,
             roles: None,
+            queue: false,
         }
     }
 }

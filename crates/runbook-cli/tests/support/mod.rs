@@ -812,3 +812,14 @@ pub fn until(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> bool
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// A process of the test's, killed and reaped when dropped (also when the
+/// test panics).
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
