@@ -6,7 +6,6 @@ use crate::Exit;
 use crate::args::Output;
 use crate::fail::{Done, Failure};
 use crate::session::{open_store, runtime, user};
-use runbook_state::Event;
 use std::path::PathBuf;
 
 pub(crate) fn list(state: Option<PathBuf>, output: Output) -> Done {
@@ -30,20 +29,13 @@ pub(crate) fn unlock(state: Option<PathBuf>, key: &str, force: bool) -> Done {
     }
     runtime()?.block_on(async {
         let store = open_store(state).await?;
-        let Some(l) = store.remove_lock(key).await? else {
+        let Some((lock, unjournalled)) = runbook_runner::unlock(store.as_ref(), key, &user()).await? else {
             return Err(Failure::invalid(format!("no lock `{key}`")).hint("`runbook locks` lists them"));
         };
-        let action = Event::OperatorAction {
-            action: "unlock".into(),
-            step: None,
-            who: user(),
-            comment: Some(format!("lock `{key}` freed with --force")),
-            plan_hash: None,
-        };
-        if let Err(e) = store.append(&l.run_id, &action).await {
-            eprintln!("warning: lock freed, but not journalled on run {}: {e}", l.run_id);
+        if let Some(e) = unjournalled {
+            eprintln!("warning: lock freed, but not journalled on run {}: {e}", lock.run_id);
         }
-        println!("freed lock `{key}` (was held by {})", runbook_runner::describe(&l));
+        println!("freed lock `{key}` (was held by {})", runbook_runner::describe(&lock));
         Ok(Exit::Ok)
     })
 }

@@ -36,7 +36,7 @@ pub use decide::{Answer, Decisions};
 pub use error::{ErrorClass, Holder, RunnerError, describe};
 pub use lifecycle::{
     Cancelled, Checked, Outcome, Resumed, RunOptions, Runner, Started, alive, check_start, held_by_worker,
-    resolve_secrets,
+    resolve_secrets, unlock,
 };
 pub use notice::{Notice, Watcher};
 

@@ -714,3 +714,27 @@ impl Runner {
         }
     }
 }
+
+/// Frees the lock `key` by force (its holder cannot: it died, or hangs),
+/// journalled on the holder's run as `who`'s `unlock`:
+/// the lease it took away, or `None` when nobody holds the key. The
+/// lease is freed even when the journal cannot take the record: that
+/// error comes back with it.
+pub async fn unlock(
+    store: &dyn Store,
+    key: &str,
+    who: &str,
+) -> Result<Option<(runbook_state::Lock, Option<StoreError>)>, RunnerError> {
+    let Some(lock) = store.remove_lock(key).await? else {
+        return Ok(None);
+    };
+    let action = Event::OperatorAction {
+        action: "unlock".into(),
+        step: None,
+        who: who.to_owned(),
+        comment: Some(format!("lock `{key}` freed with --force")),
+        plan_hash: None,
+    };
+    let unjournalled = store.append(&lock.run_id, &action).await.err();
+    Ok(Some((lock, unjournalled)))
+}

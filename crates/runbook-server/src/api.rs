@@ -65,6 +65,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/runs/{id}/resume", post(resume))
         .route("/api/v1/runs/{id}/cancel", post(cancel))
         .route("/api/v1/locks", get(locks))
+        .route("/api/v1/locks/unlock", post(unlock))
         .route("/api/v1/workers", get(workers))
         .route(
             "/",
@@ -575,6 +576,39 @@ async fn continue_run(s: &Shared, who: &str, id: &str, how: How) -> Answered {
 
 async fn locks(State(s): S) -> Answered {
     Ok(Json(s.runner.store.locks().await?).into_response())
+}
+
+/// `POST /api/v1/locks/unlock`: a lock freed by force.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UnlockRequest {
+    /// The lock's key, as `GET /api/v1/locks` shows it.
+    key: String,
+}
+
+/// Frees a lock whose holder cannot (admins only: another run may then
+/// start while the holder still changes things), journalled on the
+/// holder's run as the caller's `unlock`.
+async fn unlock(State(s): S, Extension(caller): Extension<Caller>, Json(req): Json<UnlockRequest>) -> Answered {
+    allow(&s, &caller, None, Role::Admin, "freeing a lock")?;
+    let Some((lock, unjournalled)) = runbook_runner::unlock(s.runner.store.as_ref(), &req.key, caller.name()).await?
+    else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no lock `{}`", req.key)));
+    };
+    let mut message = format!(
+        "freed lock `{}` (was held by {})",
+        req.key,
+        runbook_runner::describe(&lock)
+    );
+    if let Some(e) = unjournalled {
+        message.push_str(&format!("; not journalled on run {}: {e}", lock.run_id));
+    }
+    Ok(Json(Continued {
+        run: lock.run_id,
+        status: None,
+        message: Some(message),
+    })
+    .into_response())
 }
 
 async fn workers(State(s): S) -> Answered {

@@ -4,7 +4,7 @@
 //! (JSON Schema 2020-12, as OpenAPI 3.1 takes it); the table of routes below
 //! is the one place that says which type each route takes and answers.
 
-use crate::api::{AnswerRequest, Inputs, ResumeRequest, StartRequest};
+use crate::api::{AnswerRequest, Inputs, ResumeRequest, StartRequest, UnlockRequest};
 use crate::bodies::{Continued, ErrorBody, Health, LogsPage, PlanDoc, RunView, Started};
 use crate::identity::{Me, SignIn};
 use runbook_runner::catalog::{List, Show};
@@ -195,6 +195,13 @@ pub fn document() -> Json {
             "Every lock lease",
             None,
             ("200", of(&mut g, s::<Vec<runbook_state::Lock>>)),
+        ),
+        route(
+            "post",
+            "/api/v1/locks/unlock",
+            "Free a lock by force (admin), journalled on its holder's run",
+            Some(of(&mut g, s::<UnlockRequest>)),
+            ("200", of(&mut g, s::<Continued>)),
         ),
         route(
             "get",

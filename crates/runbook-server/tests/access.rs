@@ -18,6 +18,7 @@ const ROLES: &str = "grants:
   - { who: [ops], role: operator }
   - { who: [lead], role: approver, playbooks: [\"gat*\", paired] }
   - { who: [second], role: approver }
+  - { who: [root], role: admin }
 ";
 
 fn bearer(token: &str) -> (&'static str, String) {
@@ -136,7 +137,11 @@ async fn four_eyes_the_starter_cannot_approve_a_second_person_can() {
         steps.contains("four eyes"),
         "the starter's approval does not count: {steps}"
     );
-    // `yes` on a start cannot be the second person either.
+    // A second person approves; the run goes on.
+    with(&second, Method::POST, &approve, Some(json!({ "comment": "checked" }))).await;
+    until(&s, &second, &id, "succeeded").await;
+    // `yes` on a start cannot be the second person either (once the lock
+    // the first run held is free).
     let (code, yes) = with(
         &lead,
         Method::POST,
@@ -146,9 +151,56 @@ async fn four_eyes_the_starter_cannot_approve_a_second_person_can() {
     .await;
     assert_eq!(code, 201, "{yes}");
     until(&s, &lead, yes["run"].as_str().unwrap(), "waiting").await;
-    // A second person approves; the run goes on.
-    with(&second, Method::POST, &approve, Some(json!({ "comment": "checked" }))).await;
-    until(&s, &second, &id, "succeeded").await;
+}
+
+#[tokio::test]
+async fn only_an_admin_frees_a_lock_and_the_holder_s_journal_says_who() {
+    let s = tokens_only();
+    let lead = s.token("lead", "approver").await;
+    let ops = s.token("ops", "operator").await;
+    let root = s.token("root", "admin").await;
+    let (_, started) = with(
+        &lead,
+        Method::POST,
+        &format!("{}/runs", s.base),
+        Some(json!({ "playbook": "paired" })),
+    )
+    .await;
+    let id = started["run"].as_str().unwrap().to_owned();
+    until(&s, &lead, &id, "waiting").await;
+    let locks = format!("{}/locks", s.base);
+    let (_, held) = with(&ops, Method::GET, &locks, None).await;
+    assert_eq!(held[0]["key"], "db/primary", "a waiting run keeps its lock: {held}");
+    let unlock = format!("{locks}/unlock");
+    let key = json!({ "key": "db/primary" });
+    let (code, refused) = with(&ops, Method::POST, &unlock, Some(key.clone())).await;
+    assert_eq!(code, 403, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("freeing a lock needs admin"),
+        "{refused}"
+    );
+    let (code, freed) = with(&root, Method::POST, &unlock, Some(key.clone())).await;
+    assert_eq!(code, 200, "{freed}");
+    assert_eq!(freed["run"], id.as_str());
+    let (_, none) = with(&ops, Method::GET, &locks, None).await;
+    assert_eq!(none, json!([]));
+    let (code, _) = with(&root, Method::POST, &unlock, Some(key)).await;
+    assert_eq!(code, 404, "nothing to free twice");
+    let (_, report) = with(
+        &root,
+        Method::GET,
+        &format!("{}/runs/{id}/report?format=json", s.base),
+        None,
+    )
+    .await;
+    let actions = report["operator_actions"].to_string();
+    assert!(
+        actions.contains("\"unlock\"") && actions.contains("\"root\""),
+        "{actions}"
+    );
 }
 
 #[tokio::test]

@@ -268,6 +268,9 @@ async fn a_form_checks_as_you_type_shows_the_plan_and_starts_a_run_followed_live
     )
     .await;
     b.shot("runs-history").await;
+    // The status filter keeps the rows of that status (both succeeded).
+    let select = "const s = document.getElementById('status-filter'); s.value = 'succeeded'; s.dispatchEvent(new Event('change')); return [...document.querySelectorAll('#runs tr[data-status]')].filter((r) => !r.hidden).length";
+    assert_eq!(b.js(select).await, 2);
     b.click(&format!("input.pick[data-run='{id}']")).await;
     b.click(&format!("input.pick[data-run='{other}']")).await;
     b.click("#compare").await;

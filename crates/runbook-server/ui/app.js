@@ -435,6 +435,11 @@ async function runs(query) {
   if (!r.ok) return show(refusal(r.data));
   const filter = el("input", { type: "text", id: "filter", value: playbook, placeholder: "playbook" });
   filter.addEventListener("change", () => { location.hash = "#/runs" + (filter.value ? "?playbook=" + encodeURIComponent(filter.value) : ""); });
+  // The status filter hides the other rows in place.
+  const statuses = [...new Set(r.data.map((x) => x.status))].sort();
+  const only = el("select", { id: "status-filter", onchange: () => {
+    for (const row of document.querySelectorAll("#runs tr[data-status]")) row.hidden = only.value !== "" && row.dataset.status !== only.value;
+  } }, el("option", { value: "" }, "any status"), statuses.map((x) => el("option", { value: x }, x)));
   // Two runs ticked: compare them.
   const picked = [];
   const compare = el("button", { id: "compare", type: "button", disabled: true,
@@ -447,9 +452,9 @@ async function runs(query) {
     ? el("div", { class: "chart" }, el("img", { id: "history", alt: "durations and outcomes of " + playbook,
       src: API + "/playbooks/" + encodeURIComponent(playbook) + "/history.svg?limit=60" }))
     : el("p", { class: "muted" }, "Filter by a playbook for the chart of its runs' durations and outcomes.");
-  show(el("h1", {}, "Runs"), el("p", {}, "Playbook ", filter, " ", compare), chart,
+  show(el("h1", {}, "Runs"), el("p", {}, "Playbook ", filter, " ", only, " ", compare), chart,
     el("table", { id: "runs" }, el("tr", {}, ["", "Run", "Playbook", "Status", "Started", "By", "Inputs"].map((h) => el("th", {}, h))),
-      r.data.map((x) => el("tr", {},
+      r.data.map((x) => el("tr", { "data-status": x.status },
         el("td", {}, tick(x.id)),
         el("td", {}, el("a", { href: "#/runs/" + x.id }, x.id.slice(-8))),
         el("td", {}, el("a", { href: "#/runs?playbook=" + encodeURIComponent(x.playbook) }, x.playbook), " v" + x.version), el("td", {}, state(x.status)),

@@ -43,6 +43,7 @@ steps:
 pub const PAIRED: &str = r#"apiVersion: runbook/v1
 name: paired
 version: 1
+lock: db/primary
 steps:
   - { id: ok, uses: approve, with: { message: "promote the standby?", four_eyes: true } }
   - { id: after, uses: shell, needs: [ok], with: { run: "echo promoted" } }
