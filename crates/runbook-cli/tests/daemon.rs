@@ -100,7 +100,7 @@ fn schedules_fire_skip_overlaps_report_and_survive_a_restart() {
         &format!("127.0.0.1:{port}"),
     ]);
     // It fires `quick` again and again, and skips `slow` while it runs.
-    until("two runs of quick and a skipped slow", Duration::from_secs(40), || {
+    until("two runs of quick and a skipped slow", Duration::from_secs(90), || {
         let Some(s) = try_scrape(port) else { return false };
         value(&s, "runbook_runs_total", ("schedule", "every-second")) >= 2.0
             && value(&s, "runbook_schedule_skipped_total", ("schedule", "slow-drill")) >= 1.0
