@@ -18,4 +18,4 @@ pub mod replay;
 pub mod timeline;
 
 pub use fold::{StepRow, last_error, measured, plan_hash, runners, seconds_between, sha256_hex, short, steps};
-pub use render::{Format, Report};
+pub use render::{Format, Report, xml};

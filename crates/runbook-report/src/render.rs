@@ -381,8 +381,8 @@ fn took(s: Option<f64>) -> String {
         .unwrap_or_default()
 }
 
-/// Text escaped for XML and HTML.
-pub(crate) fn xml(s: &str) -> String {
+/// Text escaped for XML and HTML (and SVG).
+pub fn xml(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

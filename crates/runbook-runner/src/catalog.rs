@@ -517,3 +517,19 @@ pub async fn history(
     }
     Ok(points)
 }
+
+/// A run's step DAG (SVG), each step coloured by its state in the journal.
+pub async fn graph(
+    store: &dyn runbook_state::Store,
+    registry: &Registry,
+    id: &str,
+) -> Result<String, crate::RunnerError> {
+    let record = store.run(id).await?;
+    let events = store.events(&record.id).await?;
+    let loaded = crate::decide::load_stored(&record, registry)?;
+    let states = runbook_report::steps(&events)
+        .into_iter()
+        .map(|r| (r.step, r.state))
+        .collect();
+    Ok(runbook_engine::graph::svg(&loaded.playbook, &states))
+}

@@ -60,6 +60,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/runs/{id}/events", get(events))
         .route("/api/v1/runs/{id}/report", get(report))
         .route("/api/v1/runs/{id}/timeline.svg", get(timeline))
+        .route("/api/v1/runs/{id}/graph.svg", get(graph))
         .route("/api/v1/runs/{id}/approve", post(approve))
         .route("/api/v1/runs/{id}/reject", post(reject))
         .route("/api/v1/runs/{id}/resume", post(resume))
@@ -149,11 +150,7 @@ async fn history_chart(State(s): S, Path(name): Path<String>, Query(q): Query<Hi
         .and_then(|t| runbook_core::inputs::parse_duration(&t).ok())
         .map(|d| d.as_secs_f64());
     let svg = runbook_report::history::svg(&points, target);
-    let headers = [
-        (header::CONTENT_TYPE, "image/svg+xml"),
-        (header::CACHE_CONTROL, "no-store"),
-    ];
-    Ok((headers, svg).into_response())
+    Ok(svg_response(svg))
 }
 
 /// Typed inputs, as a form sends them.
@@ -200,15 +197,29 @@ async fn plan(State(s): S, Path(name): Path<String>, body: Option<Json<Inputs>>)
 #[derive(Debug, Deserialize)]
 struct RunsQuery {
     playbook: Option<String>,
+    status: Option<String>,
     limit: Option<u32>,
 }
 
+/// `GET /api/v1/runs`: the newest runs (`limit`, default 50, at most 500),
+/// of one playbook and in one status if asked (among the newest 500).
 async fn runs(State(s): S, Query(q): Query<RunsQuery>) -> Answered {
-    let runs = s
-        .runner
-        .store
-        .runs(q.playbook.as_deref(), q.limit.unwrap_or(50))
-        .await?;
+    let limit = q.limit.unwrap_or(50).min(500);
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(runbook_state::RunStatus::parse(text).ok_or_else(|| {
+            let message = format!("unknown status `{text}`");
+            let mut e = ApiError::new(StatusCode::BAD_REQUEST, message);
+            e.hint = Some("succeeded, failed, waiting, running, queued, interrupted, uncertain or cancelled".into());
+            e
+        })?),
+    };
+    let fetch = if status.is_some() { 500 } else { limit };
+    let mut runs = s.runner.store.runs(q.playbook.as_deref(), fetch).await?;
+    if let Some(want) = status {
+        runs.retain(|r| r.status == want);
+        runs.truncate(limit as usize);
+    }
     Ok(Json(runs).into_response())
 }
 
@@ -433,11 +444,23 @@ async fn report(State(s): S, Path(id): Path<String>, Query(q): Query<ReportQuery
 /// HTML report draws it (a live run's bars reach now).
 async fn timeline(State(s): S, Path(id): Path<String>) -> Answered {
     let svg = catalog::timeline(s.runner.store.as_ref(), &s.runner.registry, &id).await?;
+    Ok(svg_response(svg))
+}
+
+/// `GET /api/v1/runs/{id}/graph.svg`: the run's step DAG, each step
+/// coloured by its state.
+async fn graph(State(s): S, Path(id): Path<String>) -> Answered {
+    let svg = catalog::graph(s.runner.store.as_ref(), &s.runner.registry, &id).await?;
+    Ok(svg_response(svg))
+}
+
+/// An SVG picture, never cached (it changes as the run goes on).
+fn svg_response(svg: String) -> Response {
     let headers = [
         (header::CONTENT_TYPE, "image/svg+xml"),
         (header::CACHE_CONTROL, "no-store"),
     ];
-    Ok((headers, svg).into_response())
+    (headers, svg).into_response()
 }
 
 /// An answer to the approval a run waits at.

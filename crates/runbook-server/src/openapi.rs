@@ -156,6 +156,13 @@ pub fn document() -> Json {
         ),
         route(
             "get",
+            "/api/v1/runs/{id}/graph.svg",
+            "Its step DAG (SVG), each step coloured by its state",
+            None,
+            ("200", text.clone()),
+        ),
+        route(
+            "get",
             "/api/v1/runs/{id}/timeline.svg",
             "Its timeline as a Gantt chart (SVG), as in the HTML report",
             None,

@@ -225,6 +225,11 @@ async fn a_form_checks_as_you_type_shows_the_plan_and_starts_a_run_followed_live
         "const i = document.getElementById('timeline'); return i && i.complete && i.naturalWidth > 0",
     )
     .await;
+    b.until(
+        "the step graph",
+        "const i = document.getElementById('dag'); return i && i.complete && i.naturalWidth > 0",
+    )
+    .await;
     assert_eq!(status["run"]["inputs"]["times"], 3, "the form sent a typed integer");
     // A step's row filters the log to that step (the rows are redrawn as
     // events arrive: clicked again if a redraw took the first click).

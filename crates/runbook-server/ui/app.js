@@ -244,12 +244,14 @@ async function run(id) {
   // The Gantt chart the HTML report draws, redrawn at most every 2 s while
   // the run goes on (an image: it runs no script).
   const chart = el("img", { id: "timeline", alt: "timeline of the run" });
+  const dag = el("img", { id: "dag", alt: "the steps of the run" });
   let charted = 0;
   const drawChart = (force) => {
     const now = Date.now();
     if (!force && now - charted < 2000) return;
     charted = now;
     chart.src = API + "/runs/" + encodeURIComponent(id) + "/timeline.svg?t=" + now;
+    dag.src = API + "/runs/" + encodeURIComponent(id) + "/graph.svg?t=" + now;
   };
   let filter = null; // a step whose lines alone are shown
   let lines = [];
@@ -385,7 +387,7 @@ async function run(id) {
     refresh();
   };
 
-  show(head, approval, el("h2", {}, "Steps"), steps, grid, el("h2", {}, "Timeline"), el("div", { class: "chart" }, chart), logTitle, earlier, log);
+  show(head, approval, el("h2", {}, "Steps"), el("div", { class: "chart" }, dag), steps, grid, el("h2", {}, "Timeline"), el("div", { class: "chart" }, chart), logTitle, earlier, log);
   await refresh();
   if (!status) return;
   // The log opens at its tail; then everything after it, live.
