@@ -92,6 +92,12 @@ async fn acquire(
     loop {
         match store.acquire_lock(key, holder, opts.ttl).await? {
             None => return Ok(()),
+            // A run that ended gives its leases back as it ends; one that
+            // holds a lease anyway died between the two (a crash, kill -9):
+            // its leases are stale, and freed at once, not after their TTL.
+            Some(other) if ended(store.as_ref(), &other.run_id).await => {
+                store.release_locks(&other.run_id).await?;
+            }
             Some(other) if Instant::now() < until => {
                 if !said {
                     waiting(key, &other);
@@ -107,6 +113,20 @@ async fn acquire(
             }
         }
     }
+}
+
+/// Whether the run `id` has ended (a status its runner records just before
+/// giving its leases back); a run that waits for a person keeps them.
+async fn ended(store: &dyn Store, id: &str) -> bool {
+    use runbook_state::RunStatus;
+    matches!(
+        store.run(id).await.map(|r| r.status),
+        Ok(RunStatus::Succeeded
+            | RunStatus::Failed
+            | RunStatus::Cancelled
+            | RunStatus::Interrupted
+            | RunStatus::Uncertain)
+    )
 }
 
 /// Renews the run's leases every third of the TTL until the task is aborted.

@@ -5,7 +5,7 @@
 //! leases (its new worker holds them under the same run). Reads pass through.
 
 use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus};
-use crate::{Journal, Lease, Leases, Lock, LockHolder, Page, Queue, Result, Store, StoreError, Token, Tokens};
+use crate::{Journal, Lease, Leases, Lock, LockHolder, Page, Queue, Result, Store, StoreError};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,22 +141,5 @@ impl Queue for Fenced {
     }
 }
 
-/// A worker's run never reads or writes tokens; they pass through.
-#[async_trait]
-impl Tokens for Fenced {
-    async fn add_token(&self, token: &Token, expires_unix_ms: Option<i64>, now_ms: i64) -> Result<bool> {
-        self.inner.add_token(token, expires_unix_ms, now_ms).await
-    }
-
-    async fn token_by_hash(&self, hash: &str) -> Result<Option<Token>> {
-        self.inner.token_by_hash(hash).await
-    }
-
-    async fn tokens(&self) -> Result<Vec<Token>> {
-        self.inner.tokens().await
-    }
-
-    async fn revoke_token(&self, name: &str, at: &str) -> Result<bool> {
-        self.inner.revoke_token(name, at).await
-    }
-}
+// A worker's run never reads or writes tokens; they pass through.
+crate::tokens_pass_through!(Fenced);

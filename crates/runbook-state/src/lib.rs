@@ -22,6 +22,38 @@
 //! This crate knows nothing of playbooks or step kinds; it stores text and JSON.
 //! It must never depend on the engine or on a step crate.
 
+/// `impl Tokens` for a store that wraps another (`inner`): every call
+/// passes through.
+macro_rules! tokens_pass_through {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::Tokens for $store {
+            async fn add_token(
+                &self,
+                token: &$crate::Token,
+                expires_unix_ms: Option<i64>,
+                now_ms: i64,
+            ) -> $crate::Result<bool> {
+                self.inner.add_token(token, expires_unix_ms, now_ms).await
+            }
+
+            async fn token_by_hash(&self, hash: &str) -> $crate::Result<Option<$crate::Token>> {
+                self.inner.token_by_hash(hash).await
+            }
+
+            async fn tokens(&self) -> $crate::Result<Vec<$crate::Token>> {
+                self.inner.tokens().await
+            }
+
+            async fn revoke_token(&self, name: &str, at: &str) -> $crate::Result<bool> {
+                self.inner.revoke_token(name, at).await
+            }
+        }
+    };
+}
+pub(crate) use tokens_pass_through;
+
+mod crash;
 mod fenced;
 mod journal;
 mod migrate;
@@ -47,11 +79,12 @@ pub use sqlite::SqliteStore;
 pub async fn open(location: Option<&std::path::Path>) -> Result<std::sync::Arc<dyn Store>> {
     let path = location.map_or_else(default_path, std::path::Path::to_path_buf);
     let text = path.to_string_lossy();
-    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-        Ok(std::sync::Arc::new(PgStore::open(&text).await?))
+    let store: std::sync::Arc<dyn Store> = if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        std::sync::Arc::new(PgStore::open(&text).await?)
     } else {
-        Ok(std::sync::Arc::new(SqliteStore::open(&path).await?))
-    }
+        std::sync::Arc::new(SqliteStore::open(&path).await?)
+    };
+    Ok(crash::wrap(store))
 }
 
 use async_trait::async_trait;

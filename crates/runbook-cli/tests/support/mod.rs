@@ -130,7 +130,13 @@ impl Run {
 
     /// Runs with extra arguments, leaving the `Run` reusable.
     pub fn exec<I: IntoIterator<Item = S>, S: AsRef<str>>(&self, extra: I) -> Outcome {
+        self.exec_env(&[], extra)
+    }
+
+    /// [`Run::exec`] with more environment variables for this call only.
+    pub fn exec_env<I: IntoIterator<Item = S>, S: AsRef<str>>(&self, env: &[(&str, &str)], extra: I) -> Outcome {
         let mut cmd = self.command(extra);
+        cmd.envs(env.iter().copied());
         let out = cmd.output().expect("runbook runs");
         Outcome {
             code: out.status.code().unwrap_or(-1),
