@@ -736,3 +736,82 @@ fn secrets_come_from_the_worker_and_never_reach_the_database() {
     );
     assert_eq!(leaked, "0");
 }
+
+/// A worker dies right after each durable write it makes in turn (claim,
+/// lease renewal, journal, logs, lock, heartbeat, finish: the debug build's
+/// `RUNBOOK_CRASH_AT`); a second worker takes the run over once the lease
+/// expires. Each time: the run ends succeeded, every step recorded; each
+/// (idempotent) step ran at most twice; and no write came from a worker
+/// after its run was taken over.
+#[test]
+fn a_worker_dying_at_any_crash_point_is_taken_over_and_nothing_is_lost() {
+    let lab = Lab::postgres();
+    let steps = [
+        marker_step("one", None, "true"),
+        marker_step("two", Some("one"), "true"),
+    ];
+    let text = playbook("points", &steps).replace("steps:\n", "lock: queue/points\nsteps:\n");
+    let scene = |db: &str| {
+        let url = lab.state_db(db);
+        let run = Run::new().env("RUNBOOK_STATE", &url).playbook("points", &text);
+        let dir = run.path().display().to_string();
+        let id = run
+            .exec(["run", "points", "--submit", "--set", &format!("dir={dir}")])
+            .exit(0)
+            .stdout
+            .trim()
+            .to_owned();
+        (run, id)
+    };
+    let worker = [
+        "worker",
+        "--name",
+        "dies",
+        "--lease-ttl",
+        "2s",
+        "--poll",
+        "200ms",
+        "--exit-when-idle",
+    ];
+    // The points of one worker that takes the run and finishes it alone.
+    let (probe, _) = scene("runbook_points_probe");
+    let log = probe.path().join("points.log");
+    let log_text = log.display().to_string();
+    let mut alone = probe.spawn_logged_env(&[("RUNBOOK_CRASH_LOG", &log_text)], worker, &probe.path().join("w.log"));
+    assert!(alone.wait().unwrap().success());
+    let points = std::fs::read_to_string(&log).unwrap().lines().count();
+    assert!(points >= 5, "{}", std::fs::read_to_string(&log).unwrap());
+    let mut aborted = 0;
+    for k in 1..=points {
+        let db = format!("runbook_points_{k}");
+        let (run, id) = scene(&db);
+        let k_text = k.to_string();
+        let mut dying = run.spawn_logged_env(&[("RUNBOOK_CRASH_AT", &k_text)], worker, &run.path().join("dies.log"));
+        // Aborted at the point (its heartbeats are timed: a run may also
+        // end a point or two early).
+        if dying.wait().unwrap().code().is_none() {
+            aborted += 1;
+        }
+        let mut workers = Workers::new(&run);
+        workers.start(&run, "takes-over", "2s");
+        let done = "SELECT count(*) FROM runs WHERE status = 'succeeded'";
+        wait_count(&lab, &db, done, 1, Duration::from_secs(60), &workers);
+        drop(workers);
+        let markers = std::fs::read_to_string(run.path().join("markers")).unwrap_or_default();
+        for step in ["one", "two"] {
+            let n = markers.lines().filter(|l| *l == format!("{id} {step}")).count();
+            assert!((1..=2).contains(&n), "point {k}: `{step}` ran {n} times\n{markers}");
+        }
+        let status = run.exec(["status", &id]).exit(0);
+        for step in ["one", "two"] {
+            let line = status.stdout.lines().find(|l| l.starts_with(step)).unwrap_or_default();
+            assert!(line.contains("succeeded"), "point {k}: {}", status.stdout);
+        }
+        assert_fenced_journals(&lab, &db);
+    }
+    assert!(
+        aborted + 2 >= points,
+        "only {aborted} of {points} points crashed the worker"
+    );
+    eprintln!("{points} crash points of a worker ({aborted} crashed it), each taken over, violations 0");
+}

@@ -128,6 +128,20 @@ impl Run {
             .expect("runbook starts")
     }
 
+    /// [`Run::spawn_logged`] with more environment variables for it only.
+    pub fn spawn_logged_env<I: IntoIterator<Item = S>, S: AsRef<str>>(
+        &self,
+        env: &[(&str, &str)],
+        extra: I,
+        log: &Path,
+    ) -> std::process::Child {
+        let out = std::fs::File::create(log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let mut cmd = self.command(extra);
+        cmd.envs(env.iter().copied());
+        cmd.stdout(out).stderr(err).spawn().expect("runbook starts")
+    }
+
     /// Runs with extra arguments, leaving the `Run` reusable.
     pub fn exec<I: IntoIterator<Item = S>, S: AsRef<str>>(&self, extra: I) -> Outcome {
         self.exec_env(&[], extra)
