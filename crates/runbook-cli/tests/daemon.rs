@@ -8,7 +8,7 @@ mod support;
 use std::io::{BufRead, Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{Run, free_port, until};
+use support::{Run, exits_within, free_port, until};
 
 const QUICK: &str = "apiVersion: runbook/v1\nname: quick\nversion: 1\nsteps:\n  - { id: hello, uses: shell, with: { json: true, run: \"echo '{\\\"rto_seconds\\\": 2.5}'\" } }\n";
 const SLOW: &str = "apiVersion: runbook/v1\nname: slow\nversion: 1\ninputs:\n  seconds: { type: duration, default: 3s }\nsteps:\n  - { id: work, uses: sleep, with: { duration: \"{{inputs.seconds}}\" } }\n  - { id: done, uses: shell, with: { run: \"echo done\" } }\n";
@@ -131,7 +131,7 @@ fn schedules_fire_skip_overlaps_report_and_survive_a_restart() {
         run.exec(["history", "slow"]).stdout.contains("running")
     });
     sigterm(&daemon);
-    let status = daemon.wait().unwrap();
+    let status = exits_within("the daemon after SIGTERM", &mut daemon, Duration::from_secs(60));
     assert!(status.success(), "the daemon stops cleanly");
     let history = run.exec(["history", "slow"]).stdout;
     let stopped = history
@@ -153,7 +153,7 @@ fn schedules_fire_skip_overlaps_report_and_survive_a_restart() {
         !h.contains("interrupted") && !h.contains("running")
     });
     sigterm(&daemon);
-    assert!(daemon.wait().unwrap().success());
+    assert!(exits_within("the daemon after SIGTERM", &mut daemon, Duration::from_secs(60)).success());
     // The very run that was stopped finished: resumed, its last step done.
     let status = run.exec(["status", &stopped]).exit(0);
     let status = status.stdout_has("slow v1  succeeded").stdout_lacks("interrupted;");

@@ -8,7 +8,7 @@
 mod support;
 use std::io::{Read, Write};
 use std::time::Duration;
-use support::{Killed, Lab, Run, free_port, until};
+use support::{Killed, Lab, Run, exits_within, free_port, until};
 
 const SLOW: &str =
     "apiVersion: runbook/v1\nname: slow\nversion: 1\nsteps:\n  - { id: work, uses: sleep, with: { duration: 60s } }\n";
@@ -17,6 +17,7 @@ const SLOW: &str =
 /// `None` while nothing listens.
 fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, serde_json::Value)> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -41,7 +42,7 @@ fn a_terminal_cancel_stops_one_server_run_and_a_sigterm_leaves_the_rest_resumabl
     let port = free_port();
     let run = Run::new().playbook("slow", SLOW);
     let log = run.path().join("serve.log");
-    let mut server = run.spawn_logged(["serve", "--listen", &format!("127.0.0.1:{port}")], &log);
+    let mut server = Killed(run.spawn_logged(["serve", "--listen", &format!("127.0.0.1:{port}")], &log));
     let shown = || std::fs::read_to_string(&log).unwrap_or_default();
     until("the API answers", Duration::from_secs(30), || {
         http(port, "GET", "/api/v1/health", "").is_some()
@@ -67,11 +68,12 @@ fn a_terminal_cancel_stops_one_server_run_and_a_sigterm_leaves_the_rest_resumabl
     // A SIGTERM with no cancel behind it stops the server; its run stays
     // resumable.
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(server.id()).unwrap()),
+        nix::unistd::Pid::from_raw(i32::try_from(server.0.id()).unwrap()),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    assert!(server.wait().unwrap().success(), "{}", shown());
+    let stopped = exits_within("the server after SIGTERM", &mut server.0, Duration::from_secs(60));
+    assert!(stopped.success(), "{}", shown());
     run.exec(["status", &b]).exit(0).stdout_has("interrupted");
     assert!(shown().contains("serve: stopping"), "{}", shown());
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
-use support::{Lab, Run};
+use support::{Lab, Run, exits_within};
 
 /// A step that leaves a marker line `RUN STEP` when it finishes.
 fn marker_step(id: &str, needs: Option<&str>, work: &str) -> String {
@@ -575,7 +575,8 @@ fn a_stopped_worker_hands_its_runs_back_at_once() {
     wait_count(&lab, db, started, 1, Duration::from_secs(60), &workers);
     workers.signal("polite", nix::sys::signal::Signal::SIGTERM);
     let mut polite = workers.running.remove("polite").unwrap();
-    assert!(polite.wait().unwrap().success(), "{}", workers.log("polite"));
+    let stopped = exits_within("the polite worker after SIGTERM", &mut polite, Duration::from_secs(60));
+    assert!(stopped.success(), "{}", workers.log("polite"));
     let row = lab.psql_in(
         "primary",
         db,
@@ -778,7 +779,7 @@ fn a_worker_dying_at_any_crash_point_is_taken_over_and_nothing_is_lost() {
     let log = probe.path().join("points.log");
     let log_text = log.display().to_string();
     let mut alone = probe.spawn_logged_env(&[("RUNBOOK_CRASH_LOG", &log_text)], worker, &probe.path().join("w.log"));
-    assert!(alone.wait().unwrap().success());
+    assert!(exits_within("the lone worker", &mut alone, Duration::from_secs(120)).success());
     let points = std::fs::read_to_string(&log).unwrap().lines().count();
     assert!(points >= 5, "{}", std::fs::read_to_string(&log).unwrap());
     let mut aborted = 0;
@@ -789,7 +790,10 @@ fn a_worker_dying_at_any_crash_point_is_taken_over_and_nothing_is_lost() {
         let mut dying = run.spawn_logged_env(&[("RUNBOOK_CRASH_AT", &k_text)], worker, &run.path().join("dies.log"));
         // Aborted at the point (its heartbeats are timed: a run may also
         // end a point or two early).
-        if dying.wait().unwrap().code().is_none() {
+        if exits_within("the dying worker", &mut dying, Duration::from_secs(120))
+            .code()
+            .is_none()
+        {
             aborted += 1;
         }
         let mut workers = Workers::new(&run);

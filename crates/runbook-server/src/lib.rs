@@ -178,7 +178,8 @@ impl Server {
     /// A stop signal arrived: the runs executing here that an operator asked
     /// to cancel (`runbook cancel` records the request, then signals the
     /// process executing the run: this one) are stopped, and how many were.
-    /// None: the signal was meant for the server.
+    /// None (a run already told to stop does not count, so a second signal
+    /// after a cancel stops the server): the signal was meant for the server.
     pub async fn stop_cancelled(&self) -> usize {
         let running: Vec<(String, Signals)> = match self.shared.running.lock() {
             Ok(r) => r.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -186,6 +187,10 @@ impl Server {
         };
         let mut stopped = 0;
         for (id, signals) in running {
+            // Already stopping (an earlier signal): not a reason to stay up.
+            if signals.stop.is_cancelled() {
+                continue;
+            }
             let Ok(events) = self.shared.runner.store.events(&id).await else {
                 continue;
             };

@@ -833,6 +833,29 @@ pub fn until(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> bool
     }
 }
 
+/// Waits for `child` to exit, at most `limit`: a process that does not is
+/// killed and the test fails, naming `what` (a hung child must never hang
+/// the suite).
+#[allow(dead_code)]
+pub fn exits_within(
+    what: &str,
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> std::process::ExitStatus {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("the child can be waited for") {
+            return status;
+        }
+        if std::time::Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not exit within {limit:?}; killed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// A process of the test's, killed and reaped when dropped (also when the
 /// test panics).
 pub struct Killed(pub std::process::Child);
