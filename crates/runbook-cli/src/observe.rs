@@ -165,6 +165,10 @@ impl runbook_runner::follow::Follower for Shown {
             Shown::Json => JsonLines.log(line),
         }
     }
+    fn unreachable(&self, error: &runbook_state::StoreError) {
+        // On stderr in both forms: the run goes on, this follower retries.
+        eprintln!("warning: {error}; trying again (the run goes on in its worker)");
+    }
 }
 
 /// Shows nothing (what the caller prints itself).

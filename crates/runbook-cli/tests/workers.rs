@@ -135,9 +135,14 @@ impl Scene {
 
 /// Waits until `sql` (a count in the state database) reaches `n`.
 fn wait_count(lab: &Lab, db: &str, sql: &str, n: usize, limit: Duration, workers: &Workers) -> usize {
+    wait_count_on(lab, "primary", db, sql, n, limit, workers)
+}
+
+/// [`wait_count`] on the lab's `server` (`standby` once it is promoted).
+fn wait_count_on(lab: &Lab, server: &str, db: &str, sql: &str, n: usize, limit: Duration, workers: &Workers) -> usize {
     let until = Instant::now() + limit;
     loop {
-        let got: usize = lab.psql_in("primary", db, sql).parse().unwrap();
+        let got: usize = lab.psql_in(server, db, sql).parse().unwrap();
         if got >= n {
             return got;
         }
@@ -154,8 +159,12 @@ fn wait_count(lab: &Lab, db: &str, sql: &str, n: usize, limit: Duration, workers
 /// worker wrote after another took the run over. Also, every entry after the
 /// submission was written under a lease.
 fn assert_fenced_journals(lab: &Lab, db: &str) {
+    assert_fenced_journals_on(lab, "primary", db);
+}
+
+fn assert_fenced_journals_on(lab: &Lab, server: &str, db: &str) {
     let rows = lab.psql_in(
-        "primary",
+        server,
         db,
         "SELECT run_id, string_agg(COALESCE(lease_epoch::text, '-'), ',' ORDER BY seq) FROM journal GROUP BY run_id",
     );
@@ -175,6 +184,67 @@ fn assert_fenced_journals(lab: &Lab, db: &str) {
             "run {run}: a worker wrote after its run was taken over: epochs {numbers:?}"
         );
     }
+}
+
+/// The markers the runs' steps left: every step of `chain` ran at least
+/// once, and more only where a lease ended while it could be in flight; how
+/// many ran again.
+fn assert_markers(lab: &Lab, server: &str, db: &str, run: &Run, ids: &[String], chain: &[&str]) -> usize {
+    // Markers. A lease that ended before its run did (its worker was killed)
+    // can have left at most one step in flight: the first step of the chain
+    // not recorded as done under that lease (an idempotent step may start
+    // before its start is durable, so the journal need not show it). That step
+    // may leave one more marker per such lease; every other step exactly one.
+    let markers = std::fs::read_to_string(run.path().join("markers")).unwrap();
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    for line in markers.lines() {
+        let (id, step) = line.split_once(' ').unwrap();
+        *seen.entry((id.to_owned(), step.to_owned())).or_default() += 1;
+    }
+    let journal = lab.psql_in(
+        server,
+        db,
+        "SELECT run_id, event::json->>'event', COALESCE(event::json->>'step', ''), COALESCE(lease_epoch, 0) \
+         FROM journal ORDER BY run_id, seq",
+    );
+    let mut done_at: HashMap<(String, String), i64> = HashMap::new();
+    let mut epochs: HashMap<String, Vec<i64>> = HashMap::new();
+    for row in journal.lines() {
+        let f: Vec<&str> = row.split('|').collect();
+        let epoch: i64 = f[3].parse().unwrap();
+        let list = epochs.entry(f[0].to_owned()).or_default();
+        if epoch > 0 && list.last() != Some(&epoch) {
+            list.push(epoch);
+        }
+        if f[1] == "step_succeeded" {
+            done_at.insert((f[0].to_owned(), f[2].to_owned()), epoch);
+        }
+    }
+    let mut allowed: HashMap<(String, String), usize> = HashMap::new();
+    for (id, list) in &epochs {
+        for lost in &list[..list.len().saturating_sub(1)] {
+            let in_flight = chain
+                .iter()
+                .find(|step| done_at.get(&(id.clone(), (**step).to_owned())).is_none_or(|e| e > lost));
+            if let Some(step) = in_flight {
+                *allowed.entry((id.clone(), (*step).to_owned())).or_default() += 1;
+            }
+        }
+    }
+    let mut again = 0;
+    for id in ids {
+        for step in chain {
+            let key = (id.clone(), (*step).to_owned());
+            let n = seen.get(&key).copied().unwrap_or(0);
+            let extra = allowed.get(&key).copied().unwrap_or(0);
+            assert!(
+                n >= 1 && n <= 1 + extra,
+                "run {id} step {step}: {n} markers ({extra} leases lost while it could be in flight)"
+            );
+            again += n - 1;
+        }
+    }
+    again
 }
 
 #[test]
@@ -258,61 +328,8 @@ fn three_workers_share_sixty_runs_and_survive_two_sigkills() {
     }
     let history = run.exec(["history", "markers", "--limit", "100"]).exit(0);
     assert!(history.stdout.contains(" → "), "{}", history.stdout);
-    // Markers. A lease that ended before its run did (its worker was killed)
-    // can have left at most one step in flight: the first step of the chain
-    // not recorded as done under that lease (an idempotent step may start
-    // before its start is durable, so the journal need not show it). That step
-    // may leave one more marker per such lease; every other step exactly one.
-    let markers = std::fs::read_to_string(run.path().join("markers")).unwrap();
-    let mut seen: HashMap<(String, String), usize> = HashMap::new();
-    for line in markers.lines() {
-        let (id, step) = line.split_once(' ').unwrap();
-        *seen.entry((id.to_owned(), step.to_owned())).or_default() += 1;
-    }
     let chain = ["one", "two", "three"];
-    let journal = lab.psql_in(
-        "primary",
-        db,
-        "SELECT run_id, event::json->>'event', COALESCE(event::json->>'step', ''), COALESCE(lease_epoch, 0) \
-         FROM journal ORDER BY run_id, seq",
-    );
-    let mut done_at: HashMap<(String, String), i64> = HashMap::new();
-    let mut epochs: HashMap<String, Vec<i64>> = HashMap::new();
-    for row in journal.lines() {
-        let f: Vec<&str> = row.split('|').collect();
-        let epoch: i64 = f[3].parse().unwrap();
-        let list = epochs.entry(f[0].to_owned()).or_default();
-        if epoch > 0 && list.last() != Some(&epoch) {
-            list.push(epoch);
-        }
-        if f[1] == "step_succeeded" {
-            done_at.insert((f[0].to_owned(), f[2].to_owned()), epoch);
-        }
-    }
-    let mut allowed: HashMap<(String, String), usize> = HashMap::new();
-    for (id, list) in &epochs {
-        for lost in &list[..list.len().saturating_sub(1)] {
-            let in_flight = chain
-                .iter()
-                .find(|step| done_at.get(&(id.clone(), (**step).to_owned())).is_none_or(|e| e > lost));
-            if let Some(step) = in_flight {
-                *allowed.entry((id.clone(), (*step).to_owned())).or_default() += 1;
-            }
-        }
-    }
-    let mut again = 0;
-    for id in &ids {
-        for step in chain {
-            let key = (id.clone(), step.to_owned());
-            let n = seen.get(&key).copied().unwrap_or(0);
-            let extra = allowed.get(&key).copied().unwrap_or(0);
-            assert!(
-                n >= 1 && n <= 1 + extra,
-                "run {id} step {step}: {n} markers ({extra} leases lost while it could be in flight)"
-            );
-            again += n - 1;
-        }
-    }
+    let again = assert_markers(&lab, "primary", db, &run, &ids, &chain);
     eprintln!(
         "{} runs taken over; {again} steps in flight at a kill ran again",
         orphaned.len()
@@ -818,4 +835,126 @@ fn a_worker_dying_at_any_crash_point_is_taken_over_and_nothing_is_lost() {
         "only {aborted} of {points} points crashed the worker"
     );
     eprintln!("{points} crash points of a worker ({aborted} crashed it), each taken over, violations 0");
+}
+
+/// The state database fails over in the middle of a batch of queued runs:
+/// the workers and a `run --submit --wait` know both servers (libpq's
+/// multi-host form with `target_session_attrs=read-write`), the primary is
+/// stopped and the standby promoted. With synchronous replication, every
+/// journal entry the primary had acknowledged is on the new primary; the
+/// same worker processes reconnect to it and finish every run; steps run
+/// again only where a lease ended while they could be in flight; fencing
+/// holds across the failover.
+#[test]
+fn the_state_database_fails_over_to_its_standby_mid_batch() {
+    let lab = Lab::postgres();
+    let db = "runbook_failover";
+    let url = lab.state_db(db);
+    // Synchronous replication: a commit returns once the standby has it.
+    lab.psql("primary", "ALTER SYSTEM SET synchronous_standby_names = '*'");
+    lab.psql("primary", "SELECT pg_reload_conf()");
+    let sync = || lab.psql("primary", "SELECT string_agg(sync_state, ',') FROM pg_stat_replication");
+    let until = Instant::now() + Duration::from_secs(30);
+    while sync() != "sync" {
+        assert!(
+            Instant::now() < until,
+            "the standby never became synchronous: {}",
+            sync()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let port = |server: &str| lab.info["postgres"][server]["port"].as_u64().unwrap();
+    let (primary, standby) = (port("primary"), port("standby"));
+    let both = url.replace(
+        &format!("127.0.0.1:{primary}"),
+        &format!("127.0.0.1:{primary},127.0.0.1:{standby}"),
+    );
+    let both = format!(
+        "{both}{}target_session_attrs=read-write",
+        if both.contains('?') { '&' } else { '?' }
+    );
+    let steps = [
+        marker_step("one", None, "sleep 0.2"),
+        marker_step("two", Some("one"), "sleep 0.2"),
+        marker_step("three", Some("two"), "sleep 0.2"),
+    ];
+    let run = Run::new()
+        .env("RUNBOOK_STATE", &both)
+        .playbook("markers", &playbook("markers", &steps));
+    let dir = run.path().display().to_string();
+    let set_dir = format!("dir={dir}");
+    let total = 24;
+    let mut ids: Vec<String> = (0..total)
+        .map(|_| {
+            let out = run.exec(["run", "markers", "--submit", "--set", &set_dir]).exit(0);
+            out.stdout.trim().to_owned()
+        })
+        .collect();
+    let mut workers = Workers::new(&run);
+    for name in ["w1", "w2"] {
+        workers.start(&run, name, "3s");
+    }
+    let count = |status: &str| format!("SELECT count(*) FROM runs WHERE status = '{status}'");
+    wait_count(&lab, db, &count("succeeded"), 6, Duration::from_secs(120), &workers);
+    // One more, followed from a terminal across the failover.
+    let waiting_log = run.path().join("waiting.log");
+    let mut waiting = support::Killed(run.spawn_logged(
+        ["run", "markers", "--submit", "--wait", "--set", &set_dir],
+        &waiting_log,
+    ));
+    let queued = total + 1;
+    wait_count(
+        &lab,
+        db,
+        "SELECT count(*) FROM runs",
+        queued,
+        Duration::from_secs(30),
+        &workers,
+    );
+    // What the primary has acknowledged, just before it goes.
+    let acknowledged = lab.psql_in("primary", db, "SELECT run_id || ':' || seq FROM journal ORDER BY 1");
+    let done_before: usize = lab.psql_in("primary", db, &count("succeeded")).parse().unwrap();
+    lab.pg_ctl(&["stop", "primary"]);
+    assert_eq!(lab.psql("standby", "SELECT pg_promote()"), "t");
+
+    // The same workers finish every run on the new primary.
+    wait_count_on(
+        &lab,
+        "standby",
+        db,
+        &count("succeeded"),
+        queued,
+        Duration::from_secs(180),
+        &workers,
+    );
+    assert!(done_before < queued, "the failover came after the batch");
+    let died: Vec<String> = workers
+        .running
+        .iter_mut()
+        .filter_map(|(name, child)| child.try_wait().unwrap().map(|_| name.clone()))
+        .collect();
+    assert!(died.is_empty(), "{died:?} died\n{}", workers.logs());
+    let status = support::exits_within("the follower", &mut waiting.0, Duration::from_secs(120));
+    let followed = std::fs::read_to_string(&waiting_log).unwrap_or_default();
+    assert!(status.success(), "{followed}");
+    ids.push(lab.psql_in(
+        "standby",
+        db,
+        &format!("SELECT id FROM runs WHERE id NOT IN ('{}')", ids.join("','")),
+    ));
+    // No acknowledged journal entry was lost.
+    let after: std::collections::HashSet<String> = lab
+        .psql_in("standby", db, "SELECT run_id || ':' || seq FROM journal")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let lost: Vec<&str> = acknowledged.lines().filter(|e| !after.contains(*e)).collect();
+    assert!(lost.is_empty(), "acknowledged entries lost: {lost:?}");
+    let again = assert_markers(&lab, "standby", db, &run, &ids, &["one", "two", "three"]);
+    assert_fenced_journals_on(&lab, "standby", db);
+    eprintln!(
+        "{} entries acknowledged before the failover, none lost; {done_before} of {queued} runs done before it; \
+         {again} steps in flight ran again",
+        acknowledged.lines().count()
+    );
 }

@@ -221,12 +221,16 @@ pub fn events_schema() -> serde_json::Value {
 
 /// A journal event of `run` as one `--output json` line, recorded `at`.
 pub fn event_line(run: &str, event: &runbook_state::Event, at: &str) -> String {
-    let mut v = serde_json::to_value(event).unwrap_or_default();
-    if let Some(m) = v.as_object_mut() {
-        m.insert("run".into(), run.into());
-        m.insert("at".into(), at.into());
+    // Serialized straight to text: an event can carry a large fan-out's
+    // outputs, never copied into a JSON value first.
+    #[derive(serde::Serialize)]
+    struct Line<'e> {
+        #[serde(flatten)]
+        event: &'e runbook_state::Event,
+        run: &'e str,
+        at: &'e str,
     }
-    v.to_string()
+    serde_json::to_string(&Line { event, run, at }).unwrap_or_default()
 }
 
 /// A step's log line as one `--output json` line.

@@ -14,7 +14,14 @@ pub trait Follower {
     fn recorded(&self, run: &str, rec: &Recorded);
     /// A step's log line, with its sequence number (the cursor's `log`).
     fn log(&self, seq: i64, line: &LogLine);
+    /// The store did not answer (told once per outage); following goes on
+    /// trying for [`OUTAGE`].
+    fn unreachable(&self, _error: &StoreError) {}
 }
+
+/// How long following outlasts a store that does not answer (a state
+/// database failing over to its standby) before it gives up.
+pub const OUTAGE: Duration = Duration::from_secs(90);
 
 /// What has been seen of a run: the last journal sequence number and the
 /// last log line's (0: nothing yet).
@@ -37,7 +44,8 @@ pub enum Followed {
 }
 
 /// Tells `follower` everything after `from`, polling every `poll`, until the
-/// run stops or `stop` is cancelled.
+/// run stops or `stop` is cancelled. A store that stops answering is tried
+/// again until it has been down for [`OUTAGE`].
 pub async fn follow(
     store: &dyn Store,
     run: &str,
@@ -47,12 +55,36 @@ pub async fn follow(
     poll: Duration,
 ) -> Result<Followed, StoreError> {
     let mut at = from;
+    let mut down_since: Option<std::time::Instant> = None;
     loop {
-        let status = store.run(run).await?.status;
         // Read after the status, so the last ones are never missed; told in
         // the order they happened.
-        let lines = store.logs(run, None, at.log).await?;
-        let events = store.events_after(run, at.event).await?;
+        let read = async {
+            let status = store.run(run).await?.status;
+            let lines = store.logs(run, None, at.log).await?;
+            let events = store.events_after(run, at.event).await?;
+            Ok::<_, StoreError>((status, lines, events))
+        };
+        let (status, lines, events) = match read.await {
+            Ok(read) => {
+                down_since = None;
+                read
+            }
+            Err(e @ (StoreError::NoRun(_) | StoreError::Ambiguous(_))) => return Err(e),
+            Err(e) => {
+                let since = *down_since.get_or_insert_with(|| {
+                    follower.unreachable(&e);
+                    std::time::Instant::now()
+                });
+                if since.elapsed() >= OUTAGE {
+                    return Err(e);
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(poll.max(Duration::from_millis(500))) => continue,
+                    () = stop.cancelled() => return Ok(Followed::Left(at)),
+                }
+            }
+        };
         let mut events = events.iter().peekable();
         let mut lines = lines.iter().peekable();
         loop {

@@ -57,6 +57,7 @@ mod crash;
 mod fenced;
 mod journal;
 mod migrate;
+mod pg_hosts;
 mod postgres;
 mod rows;
 mod sql;
@@ -74,8 +75,9 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Opens the state at `location` (migrated to this version): PostgreSQL for
-/// a `postgres://` or `postgresql://` URL (libpq's multi-host form too),
-/// else a SQLite file; the default file without one.
+/// a `postgres://` or `postgresql://` URL (libpq's multi-host form too:
+/// the first host that accepts writes, looked for again when it is lost;
+/// see `pg_hosts`), else a SQLite file; the default file without one.
 pub async fn open(location: Option<&std::path::Path>) -> Result<std::sync::Arc<dyn Store>> {
     let path = location.map_or_else(default_path, std::path::Path::to_path_buf);
     let text = path.to_string_lossy();

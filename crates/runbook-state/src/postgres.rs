@@ -9,6 +9,7 @@
 
 use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus};
 use crate::migrate::{self, Changes};
+use crate::pg_hosts::{self, Targets};
 use crate::{
     Journal, Lease, Leases, Lock, LockHolder, Page, Queue, Result, StoreError, Token, Tokens, WorkerInfo, WorkerRow,
     now, rows, sql,
@@ -16,9 +17,9 @@ use crate::{
 use async_trait::async_trait;
 use sqlx::PgPool;
 use sqlx::migrate::Migrate;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use std::str::FromStr;
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Versioned schema changes, applied in order, each once (see `migrate`).
 const MIGRATIONS: Changes = &[
@@ -120,10 +121,17 @@ const MIGRATION_LOCK: i64 = 0x0072_756e_626f_6f6b; // "runbook"
 /// Runs in a PostgreSQL database.
 #[derive(Debug, Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    /// The pool on the server in use; replaced when it is lost.
+    pool: Arc<std::sync::RwLock<PgPool>>,
+    /// The connection string's hosts, for finding the server again.
+    targets: Arc<Targets>,
+    /// A call lost the server: the next one looks for it again first.
+    stale: Arc<AtomicBool>,
+    /// Held while looking; when the last look failed.
+    looked: Arc<tokio::sync::Mutex<Option<Instant>>>,
     shown: String,
     /// Notifications of submitted runs, opened by the first idle wait.
-    listener: std::sync::Arc<tokio::sync::Mutex<Option<sqlx::postgres::PgListener>>>,
+    listener: Arc<tokio::sync::Mutex<Option<sqlx::postgres::PgListener>>>,
 }
 
 impl PgStore {
@@ -135,46 +143,74 @@ impl PgStore {
     /// Connects to `url` (`postgres://user:pass@host:port/db`) and brings the
     /// schema up to date. The password never appears in errors.
     pub async fn open(url: &str) -> Result<PgStore> {
-        let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Db {
+        let targets = Targets::parse(url).map_err(|e| StoreError::Db {
             path: shown(url),
+            source: sqlx::Error::Configuration(e.into()),
+        })?;
+        let shown = targets.shown.clone();
+        let pool = targets.connect().await.map_err(|e| StoreError::Db {
+            path: shown.clone(),
             source: e,
         })?;
-        let shown = format!(
-            "postgres://{}:{}/{}",
-            options.get_host(),
-            options.get_port(),
-            options.get_database().unwrap_or("")
-        );
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await
-            .map_err(|e| StoreError::Db {
-                path: shown.clone(),
-                source: e,
-            })?;
         let store = PgStore {
-            pool,
+            pool: Arc::new(std::sync::RwLock::new(pool)),
+            targets: Arc::new(targets),
+            stale: Arc::default(),
+            looked: Arc::default(),
             shown,
-            listener: std::sync::Arc::default(),
+            listener: Arc::default(),
         };
         store.migrate().await?;
         Ok(store)
     }
 
     fn db(&self, source: sqlx::Error) -> StoreError {
+        if pg_hosts::lost(&source) {
+            self.stale.store(true, Ordering::SeqCst);
+        }
         StoreError::Db {
             path: self.shown.clone(),
             source,
         }
     }
 
+    /// The pool on the server in use. After a call lost its server, the
+    /// hosts are tried again in order first (at most once a second while
+    /// none answers): a promoted standby is found, a demoted primary left.
+    async fn pool(&self) -> Result<PgPool> {
+        if self.stale.load(Ordering::SeqCst) {
+            let mut looked = self.looked.lock().await;
+            if self.stale.load(Ordering::SeqCst) {
+                if let Some(at) = *looked {
+                    let wait = Duration::from_secs(1).saturating_sub(at.elapsed());
+                    tokio::time::sleep(wait).await;
+                }
+                match self.targets.connect().await {
+                    Ok(pool) => {
+                        if let Ok(mut current) = self.pool.write() {
+                            *current = pool;
+                        }
+                        *looked = None;
+                        self.stale.store(false, Ordering::SeqCst);
+                    }
+                    Err(e) => {
+                        *looked = Some(Instant::now());
+                        return Err(self.db(e));
+                    }
+                }
+            }
+        }
+        self.pool
+            .read()
+            .map(|p| p.clone())
+            .map_err(|_| StoreError::Unsupported("the state database's pool is poisoned".into()))
+    }
+
     /// Appends in one transaction under the run's row lock, first checking
     /// `lease` when one is given (the worker's fence).
     async fn append_checked(&self, run: &str, events: &[Event], lease: Option<&Lease>) -> Result<i64> {
         let at = now();
-        let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
+        let mut tx = self.pool().await?.begin().await.map_err(|e| self.db(e))?;
         // The run's row lock orders appends to one run, and holds the lease
         // still while the fence is checked and the events are written.
         match lease {
@@ -284,7 +320,7 @@ impl PgStore {
 
     async fn migrate(&self) -> Result<()> {
         let migrator = migrate::migrator(MIGRATIONS).await.map_err(|e| self.db(e.into()))?;
-        let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
+        let mut tx = self.pool().await?.begin().await.map_err(|e| self.db(e))?;
         // Runners starting at once: one migrates, the others wait, then find it done.
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(MIGRATION_LOCK)
@@ -359,7 +395,7 @@ impl Journal for PgStore {
         let at = now();
         // A run submitted to the queue is executed by the workers.
         let submitted = matches!(first, Event::RunQueued { .. });
-        let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
+        let mut tx = self.pool().await?.begin().await.map_err(|e| self.db(e))?;
         sqlx::query(
             "INSERT INTO runs (id, playbook, version, text, hash, inputs, status, run_user, created_at, updated_at, submitted)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)",
@@ -406,7 +442,7 @@ impl Journal for PgStore {
         let rows = sqlx::query(sql::EVENTS_AFTER)
             .bind(run)
             .bind(after)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.pool().await?)
             .await
             .map_err(|e| self.db(e))?;
         rows.iter()
@@ -418,7 +454,7 @@ impl Journal for PgStore {
         let pattern = rows::id_prefix(id)?;
         let rows = sqlx::query(sql::RUN_BY_PREFIX)
             .bind(pattern)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.pool().await?)
             .await
             .map_err(|e| self.db(e))?;
         match rows.as_slice() {
@@ -432,7 +468,7 @@ impl Journal for PgStore {
         let rows = sqlx::query(sql::RUNS)
             .bind(playbook)
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.pool().await?)
             .await
             .map_err(|e| self.db(e))?;
         rows.iter().map(|r| rows::record(r).map_err(|e| self.db(e))).collect()
@@ -441,7 +477,7 @@ impl Journal for PgStore {
     async fn count_runs(&self, status: RunStatus) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(sql::COUNT_RUNS)
             .bind(status.as_str())
-            .fetch_one(&self.pool)
+            .fetch_one(&self.pool().await?)
             .await
             .map_err(|e| self.db(e))?;
         Ok(u64::try_from(n).unwrap_or(0))
@@ -451,7 +487,7 @@ impl Journal for PgStore {
         sqlx::query(sql::SET_RUNNER)
             .bind(pid.map(i64::from))
             .bind(run)
-            .execute(&self.pool)
+            .execute(&self.pool().await?)
             .await
             .map_err(|e| self.db(e))?;
         Ok(())
@@ -462,7 +498,7 @@ impl Journal for PgStore {
             .bind(text)
             .bind(hash)
             .bind(run)
-            .execute(&self.pool)
+            .execute(&self.pool().await?)
             .await
             .map_err(|e| self.db(e))?;
         Ok(())
@@ -473,7 +509,7 @@ impl Journal for PgStore {
             .bind(i64::from(pid))
             .bind(run)
             .bind(previous.map(i64::from))
-            .execute(&self.pool)
+            .execute(&self.pool().await?)
             .await
             .map_err(|e| self.db(e))?;
         Ok(done.rows_affected() == 1)
@@ -483,14 +519,14 @@ impl Journal for PgStore {
         if lines.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
+        let mut tx = self.pool().await?.begin().await.map_err(|e| self.db(e))?;
         insert_logs(&mut tx, run, lines).await.map_err(|e| self.db(e))?;
         tx.commit().await.map_err(|e| self.db(e))
     }
 
     async fn logs(&self, run: &str, step: Option<&str>, after: i64) -> Result<Vec<(i64, LogLine)>> {
         let rows = sql::logs(sql::LOGS, run, step, after)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.pool().await?)
             .await
             .map_err(|e| self.db(e))?;
         rows.iter().map(|r| rows::log_line(r).map_err(|e| self.db(e))).collect()
@@ -500,7 +536,7 @@ impl Journal for PgStore {
         let (text, from) = sql::page(page);
         let rows = sql::logs(text, run, step, from)
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.pool().await?)
             .await
             .map_err(|e| self.db(e))?;
         rows.iter().map(|r| rows::log_line(r).map_err(|e| self.db(e))).collect()
@@ -508,7 +544,7 @@ impl Journal for PgStore {
 
     async fn schema_version(&self) -> Result<i64> {
         sqlx::query_scalar(sql::SCHEMA_VERSION)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.pool().await?)
             .await
             .map_err(|e| self.db(e))
     }
@@ -519,7 +555,7 @@ impl Leases for PgStore {
     async fn acquire_lock(&self, key: &str, holder: &LockHolder, ttl: Duration) -> Result<Option<Lock>> {
         let now = rows::unix_ms(SystemTime::now());
         let until = rows::expiry(ttl);
-        let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
+        let mut tx = self.pool().await?.begin().await.map_err(|e| self.db(e))?;
         sqlx::query(sql::DROP_EXPIRED_LOCK)
             .bind(key)
             .bind(now)
@@ -573,7 +609,7 @@ impl Leases for PgStore {
         sqlx::query(sql::RENEW_LOCKS)
             .bind(until)
             .bind(run)
-            .execute(&self.pool)
+            .execute(&self.pool().await?)
             .await
             .map_err(|e| self.db(e))?;
         Ok(())
@@ -582,7 +618,7 @@ impl Leases for PgStore {
     async fn release_locks(&self, run: &str) -> Result<()> {
         sqlx::query(sql::RELEASE_LOCKS)
             .bind(run)
-            .execute(&self.pool)
+            .execute(&self.pool().await?)
             .await
             .map_err(|e| self.db(e))?;
         Ok(())
@@ -591,7 +627,7 @@ impl Leases for PgStore {
     async fn locks(&self) -> Result<Vec<Lock>> {
         let now = rows::unix_ms(SystemTime::now());
         let rows = sqlx::query(sql::LOCKS)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.pool().await?)
             .await
             .map_err(|e| self.db(e))?;
         rows.iter()
@@ -603,7 +639,7 @@ impl Leases for PgStore {
         let now = rows::unix_ms(SystemTime::now());
         let row = sqlx::query(sql::REMOVE_LOCK)
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.pool().await?)
             .await
             .map_err(|e| self.db(e))?;
         row.map(|r| rows::lock(&r, now)).transpose().map_err(|e| self.db(e))
@@ -630,7 +666,7 @@ impl Queue for PgStore {
         ))
         .bind(worker)
         .bind(ttl_ms)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.pool().await?)
         .await
         .map_err(|e| self.db(e))?;
         Ok(row.map(|(run_id, epoch)| Lease {
@@ -652,7 +688,7 @@ impl Queue for PgStore {
         .bind(&lease.worker)
         .bind(lease.epoch)
         .bind(ttl_ms)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.pool().await?)
         .await
         .map_err(|e| self.db(e))
     }
@@ -662,7 +698,7 @@ impl Queue for PgStore {
             .bind(&lease.run_id)
             .bind(&lease.worker)
             .bind(lease.epoch)
-            .execute(&self.pool)
+            .execute(&self.pool().await?)
             .await
             .map_err(|e| self.db(e))?;
         Ok(())
@@ -673,7 +709,7 @@ impl Queue for PgStore {
     }
 
     async fn append_logs_leased(&self, lease: &Lease, lines: &[LogLine]) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
+        let mut tx = self.pool().await?.begin().await.map_err(|e| self.db(e))?;
         if let Err(e) = self.fence(&mut tx, lease, false).await {
             let _ = tx.rollback().await;
             return Err(e);
@@ -692,7 +728,7 @@ impl Queue for PgStore {
         .bind(&lease.worker)
         .bind(lease.epoch)
         .bind(rows::expiry(ttl))
-        .execute(&self.pool)
+        .execute(&self.pool().await?)
         .await
         .map_err(|e| self.db(e))?;
         Ok(())
@@ -703,7 +739,7 @@ impl Queue for PgStore {
             .bind(&lease.run_id)
             .bind(&lease.worker)
             .bind(lease.epoch)
-            .execute(&self.pool)
+            .execute(&self.pool().await?)
             .await
             .map_err(|e| self.db(e))?;
         Ok(())
@@ -729,7 +765,7 @@ impl Queue for PgStore {
         .bind(w.ttl_ms)
         .bind(now())
         .bind(stopped)
-        .execute(&self.pool)
+        .execute(&self.pool().await?)
         .await
         .map_err(|e| self.db(e))?
         .rows_affected();
@@ -738,7 +774,7 @@ impl Queue for PgStore {
         }
         let (host, pid): (String, i64) = sqlx::query_as("SELECT host, pid FROM workers WHERE name = $1")
             .bind(&w.name)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.pool().await?)
             .await
             .map_err(|e| self.db(e))?;
         Err(StoreError::Taken(format!(
@@ -754,7 +790,7 @@ impl Queue for PgStore {
                     {NOW_MS}
              FROM workers w ORDER BY w.name"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.pool().await?)
         .await
         .map_err(|e| self.db(e))?;
         Ok(rows
@@ -784,7 +820,7 @@ impl Queue for PgStore {
     async fn request_cancel(&self, run: &str) -> Result<()> {
         sqlx::query("UPDATE runs SET cancel_requested = TRUE WHERE id = $1")
             .bind(run)
-            .execute(&self.pool)
+            .execute(&self.pool().await?)
             .await
             .map_err(|e| self.db(e))?;
         Ok(())
@@ -793,9 +829,11 @@ impl Queue for PgStore {
     async fn wait_for_work(&self, timeout: Duration) {
         let mut slot = self.listener.lock().await;
         if slot.is_none() {
-            if let Ok(mut l) = sqlx::postgres::PgListener::connect_with(&self.pool).await {
-                if l.listen(QUEUE_CHANNEL).await.is_ok() {
-                    *slot = Some(l);
+            if let Ok(pool) = self.pool().await {
+                if let Ok(mut l) = sqlx::postgres::PgListener::connect_with(&pool).await {
+                    if l.listen(QUEUE_CHANNEL).await.is_ok() {
+                        *slot = Some(l);
+                    }
                 }
             }
         }
@@ -823,7 +861,7 @@ impl Tokens for PgStore {
             .bind(&token.expires_at)
             .bind(expires_unix_ms)
             .bind(now_ms)
-            .execute(&self.pool)
+            .execute(&self.pool().await?)
             .await
             .map_err(|e| self.db(e))?;
         Ok(done.rows_affected() == 1)
@@ -832,7 +870,7 @@ impl Tokens for PgStore {
     async fn token_by_hash(&self, hash: &str) -> Result<Option<Token>> {
         let row = sqlx::query(sql::TOKEN_BY_HASH)
             .bind(hash)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.pool().await?)
             .await
             .map_err(|e| self.db(e))?;
         row.map(|r| rows::token(&r)).transpose().map_err(|e| self.db(e))
@@ -840,7 +878,7 @@ impl Tokens for PgStore {
 
     async fn tokens(&self) -> Result<Vec<Token>> {
         let rows = sqlx::query(sql::TOKENS)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.pool().await?)
             .await
             .map_err(|e| self.db(e))?;
         rows.iter().map(|r| rows::token(r).map_err(|e| self.db(e))).collect()
@@ -850,7 +888,7 @@ impl Tokens for PgStore {
         let done = sqlx::query(sql::REVOKE_TOKEN)
             .bind(at)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&self.pool().await?)
             .await
             .map_err(|e| self.db(e))?;
         Ok(done.rows_affected() == 1)

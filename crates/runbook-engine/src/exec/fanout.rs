@@ -49,7 +49,16 @@ impl<'a> Exec<'a> {
                 if *count > 1 { format!("{k}#{i}") } else { k }
             })
             .collect();
-        let frames: Vec<Rc<Frame>> = items.iter().map(|it| Frame::child(frame, var, it.clone())).collect();
+        // Each item's frame lives while the item runs; once it is done only
+        // its declared outputs are kept (memory stays flat in the fan-out's
+        // size, not in its history).
+        let names: Vec<String> = step
+            .outputs
+            .as_ref()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        let item_key = format!("#item:{}", step.id.as_deref().unwrap_or(""));
+        let mut kept: Vec<Option<Json>> = vec![None; if names.is_empty() { 0 } else { n }];
         let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
         let mut failures = 0usize;
         let mut next = 0usize;
@@ -79,13 +88,23 @@ impl<'a> Exec<'a> {
                     let i = next;
                     next += 1;
                     let p = format!("{path}[{}]", keys[i]);
-                    let fut = self.item(step, &frames[i], p, cancel, restore);
-                    running.push(async move { (i, fut.await) });
+                    let item_frame = Frame::child(frame, var, items[i].clone());
+                    let (item_key, keep) = (&item_key, !names.is_empty());
+                    running.push(async move {
+                        let o = self.item(step, &item_frame, p, cancel, restore).await;
+                        let outputs = keep
+                            .then(|| item_frame.results.borrow().get(item_key).map(|r| r["outputs"].clone()))
+                            .flatten();
+                        (i, o, outputs)
+                    });
                 }
             }
             match running.next().await {
                 None => break,
-                Some((i, o)) => {
+                Some((i, o, outputs)) => {
+                    if let Some(slot) = kept.get_mut(i) {
+                        *slot = outputs;
+                    }
                     if matches!(o, Outcome::Failed(_)) {
                         failures += 1;
                     }
@@ -121,21 +140,10 @@ impl<'a> Exec<'a> {
         }
         // Each declared output becomes the list of its per-item values.
         let mut outputs = Outputs::new();
-        let names: Vec<String> = step
-            .outputs
-            .as_ref()
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default();
         for name in &names {
-            let values: Vec<Json> = frames
+            let values: Vec<Json> = kept
                 .iter()
-                .map(|f| {
-                    f.results
-                        .borrow()
-                        .get(&format!("#item:{}", step.id.as_deref().unwrap_or("")))
-                        .and_then(|r| r.pointer(&format!("/outputs/{name}")).cloned())
-                        .unwrap_or(Json::Null)
-                })
+                .map(|o| o.as_ref().and_then(|o| o.get(name)).cloned().unwrap_or(Json::Null))
                 .collect();
             outputs.insert(name.clone(), Json::Array(values));
         }

@@ -18,6 +18,14 @@ pub(super) enum Msg {
     Sync(Ack),
 }
 
+/// A message of a batch once its event (if any) has moved to the batch's
+/// events: the order to answer in.
+enum Slot {
+    Event(Option<Ack>),
+    Log(LogLine),
+    Sync(Ack),
+}
+
 /// Commits queued events in order, a batch per transaction, then tells the
 /// observer (events and log lines in order) and the awaiting appenders. A
 /// failure stops the run.
@@ -35,11 +43,18 @@ pub(super) fn spawn_writer(
             while let Ok(next) = rx.try_recv() {
                 batch.push(next);
             }
-            let events: Vec<Event> = batch
-                .iter()
-                .filter_map(|m| match m {
-                    Msg::Event(e, _) => Some(e.clone()),
-                    Msg::Log(_) | Msg::Sync(_) => None,
+            // The events move out of the batch (no copy: an event can carry a
+            // large fan-out's outputs); the rest keeps its order.
+            let mut events: Vec<Event> = Vec::new();
+            let batch: Vec<Slot> = batch
+                .into_iter()
+                .map(|m| match m {
+                    Msg::Event(e, ack) => {
+                        events.push(e);
+                        Slot::Event(ack)
+                    }
+                    Msg::Log(line) => Slot::Log(line),
+                    Msg::Sync(ack) => Slot::Sync(ack),
                 })
                 .collect();
             let failed = error.lock().map(|e| e.is_some()).unwrap_or(true);
@@ -59,15 +74,16 @@ pub(super) fn spawn_writer(
                             false
                         }
                     });
+            let mut written = events.iter();
             for msg in batch {
                 match msg {
-                    Msg::Log(line) => observer.log(&line),
-                    Msg::Sync(ack) => {
+                    Slot::Log(line) => observer.log(&line),
+                    Slot::Sync(ack) => {
                         let _ = ack.send(ok);
                     }
-                    Msg::Event(e, ack) => {
-                        if ok {
-                            observer.event(&run, &e);
+                    Slot::Event(ack) => {
+                        if let (true, Some(e)) = (ok, written.next()) {
+                            observer.event(&run, e);
                         }
                         if let Some(ack) = ack {
                             let _ = ack.send(ok);
