@@ -11,7 +11,7 @@
 //! (the first host that answers).
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool, Row};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -29,6 +29,9 @@ pub(crate) enum Attrs {
 pub(crate) struct Targets {
     hosts: Vec<PgConnectOptions>,
     attrs: Attrs,
+    /// How long one host may take to answer (`connect_timeout`, seconds;
+    /// 10 unless given).
+    connect_timeout: Duration,
     /// `postgres://h1:p1,h2:p2/db`: for messages (never the password).
     pub(crate) shown: String,
 }
@@ -51,6 +54,7 @@ impl Targets {
             None => (tail, None),
         };
         let mut attrs = Attrs::ReadWrite;
+        let mut connect_timeout = Duration::from_secs(10);
         let mut params = Vec::new();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
@@ -64,6 +68,12 @@ impl Targets {
                             ));
                         }
                     };
+                }
+                Some(("connect_timeout", value)) => {
+                    let seconds: u64 = value
+                        .parse()
+                        .map_err(|_| format!("connect_timeout={value}: a whole number of seconds"))?;
+                    connect_timeout = Duration::from_secs(seconds.max(1));
                 }
                 _ => params.push(pair),
             }
@@ -90,7 +100,12 @@ impl Targets {
                 .join(","),
             hosts.first().and_then(PgConnectOptions::get_database).unwrap_or("")
         );
-        Ok(Targets { hosts, attrs, shown })
+        Ok(Targets {
+            hosts,
+            attrs,
+            connect_timeout,
+            shown,
+        })
     }
 
     /// A pool on the first host, in order, that answers and (unless `any`)
@@ -99,36 +114,49 @@ impl Targets {
         let mut why = Vec::new();
         for options in &self.hosts {
             let at = format!("{}:{}", options.get_host(), options.get_port());
-            let pool = PgPoolOptions::new()
-                .max_connections(4)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect_with(options.clone())
-                .await;
-            let pool = match pool {
-                Ok(p) => p,
-                Err(e) if self.hosts.len() == 1 => return Err(e),
-                Err(e) => {
+            // One attempt per host, bounded: a refused or silent host must
+            // not hold up the next one (a pool would retry it until its
+            // acquire timeout).
+            let probe = tokio::time::timeout(self.connect_timeout, PgConnection::connect_with(options)).await;
+            let mut conn = match probe {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) if self.hosts.len() == 1 => return Err(e),
+                Ok(Err(e)) => {
                     why.push(format!("{at}: {e}"));
                     continue;
                 }
+                Err(_) => {
+                    why.push(format!("{at}: no answer within {:?}", self.connect_timeout));
+                    continue;
+                }
             };
-            if self.attrs == Attrs::Any {
-                return Ok(pool);
-            }
-            let read_only =
-                sqlx::query("SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'")
-                    .fetch_one(&pool)
-                    .await
-                    .and_then(|row| row.try_get::<bool, _>(0));
+            let read_only = match self.attrs {
+                Attrs::Any => Ok(false),
+                Attrs::ReadWrite => {
+                    sqlx::query("SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'")
+                        .fetch_one(&mut conn)
+                        .await
+                        .and_then(|row| row.try_get::<bool, _>(0))
+                }
+            };
+            let _ = conn.close().await;
             match read_only {
-                Ok(false) => return Ok(pool),
+                Ok(false) => {
+                    return Ok(PgPoolOptions::new()
+                        .max_connections(4)
+                        .acquire_timeout(Duration::from_secs(10))
+                        .connect_lazy_with(options.clone()));
+                }
                 Ok(true) => why.push(format!("{at}: read-only (a standby, or fenced)")),
                 Err(e) => why.push(format!("{at}: {e}")),
             }
-            pool.close().await;
         }
+        let wanted = match self.attrs {
+            Attrs::Any => "answers",
+            Attrs::ReadWrite => "accepts writes",
+        };
         Err(sqlx::Error::Configuration(
-            format!("no server accepts writes: {}", why.join("; ")).into(),
+            format!("no server {wanted}: {}", why.join("; ")).into(),
         ))
     }
 }
@@ -185,8 +213,9 @@ mod tests {
     fn one_host_is_one_target_and_writable_is_the_default() {
         let t = Targets::parse("postgres://localhost:5432/runbook").unwrap();
         assert_eq!((t.hosts.len(), t.attrs), (1, Attrs::ReadWrite));
-        let any = Targets::parse("postgres://a,b/runbook?target_session_attrs=any").unwrap();
+        let any = Targets::parse("postgres://a,b/runbook?target_session_attrs=any&connect_timeout=3").unwrap();
         assert_eq!((any.hosts.len(), any.attrs), (2, Attrs::Any));
+        assert_eq!(any.connect_timeout, Duration::from_secs(3));
     }
 
     #[test]
