@@ -5,6 +5,13 @@
 # ControlPersist and pipelining on, facts off), alternately in one run.
 #
 #   sudo bench/ssh.sh            # HOSTS=100 RUNS=3 by default; writes bench/out/ssh/
+#   sudo HOSTS=1000 RUNS=1 SHAPE=per-host bench/ssh.sh
+#
+# SHAPE=stages (default): 5 for_each steps, each over every host (as Ansible
+# runs 5 tasks). SHAPE=per-host: one for_each over the hosts whose item is the
+# 5 commands in a chain (a host's master is used for all 5, then makes room:
+# runbook keeps at most 64 masters, RUNBOOK_SSH_MASTERS). Ansible runs the
+# same 5 tasks either way.
 #
 # Both tools start cold every run: runbook opens its masters per run, and
 # ansible gets a fresh ControlPath folder per run so no master survives from the
@@ -28,14 +35,23 @@ trap 'kill $lab 2>/dev/null; wait $lab 2>/dev/null' EXIT
 for _ in $(seq 200); do [ -s "$out/lab.out" ] && break; sleep 0.1; done
 [ -s "$out/lab.out" ] || { echo "the lab did not start" >&2; exit 1; }
 
+SHAPE=${SHAPE:-stages}
 {
   printf 'apiVersion: runbook/v1\nname: fleet\nversion: 1\nsteps:\n'
-  for i in 1 2 3 4 5; do
-    printf '  - id: c%d\n' "$i"
-    [ "$i" -gt 1 ] && printf '    needs: [c%d]\n' $((i - 1))
-    printf '    for_each: "{{inventory.groups.web}}"\n    as: host\n    concurrency: 20\n'
-    printf '    steps:\n      - { id: r%d, uses: ssh, with: { host: "{{host}}", run: "echo step %d on $(hostname) > /dev/null; uptime" } }\n' "$i" "$i"
-  done
+  if [ "$SHAPE" = per-host ]; then
+    printf '  - id: hosts\n    for_each: "{{inventory.groups.web}}"\n    as: host\n    concurrency: 20\n    steps:\n'
+    for i in 1 2 3 4 5; do
+      needs=""; [ "$i" -gt 1 ] && needs=", needs: [r$((i - 1))]"
+      printf '      - { id: r%d%s, uses: ssh, with: { host: "{{host}}", run: "echo step %d on $(hostname) > /dev/null; uptime" } }\n' "$i" "$needs" "$i"
+    done
+  else
+    for i in 1 2 3 4 5; do
+      printf '  - id: c%d\n' "$i"
+      [ "$i" -gt 1 ] && printf '    needs: [c%d]\n' $((i - 1))
+      printf '    for_each: "{{inventory.groups.web}}"\n    as: host\n    concurrency: 20\n'
+      printf '    steps:\n      - { id: r%d, uses: ssh, with: { host: "{{host}}", run: "echo step %d on $(hostname) > /dev/null; uptime" } }\n' "$i" "$i"
+    done
+  fi
 } > "$out/pb/fleet/v1.yaml"
 
 python3 - "$out" <<'PY'

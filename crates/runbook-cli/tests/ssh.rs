@@ -261,3 +261,69 @@ fn a_timeout_stops_the_remote_command() {
         "the remote command kept running after the timeout"
     );
 }
+
+/// More hosts than the pool has places for masters (RUNBOOK_SSH_MASTERS=2,
+/// six hosts at once): never more than two ssh processes of the run alive
+/// at any moment, idle masters closed to make room, a host's master kept
+/// between its own steps, and every host's steps done.
+#[test]
+fn a_fan_out_wider_than_the_master_pool_keeps_to_its_cap() {
+    let hosts: Vec<Sshd> = (1..=6).map(|i| Sshd::start(&format!("127.0.5.{i}"))).collect();
+    let named: Vec<(String, &Sshd)> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("web{}", i + 1), s))
+        .collect();
+    let refs: Vec<(&str, &Sshd)> = named.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+    let yaml = format!(
+        "{HEAD}steps:\n  - id: roll\n    for_each: \"{{{{inventory.groups.web}}}}\"\n    as: host\n    concurrency: 6\n    steps:\n\
+         {}",
+        (1..=3)
+            .map(|i| {
+                let needs = if i > 1 { format!(", needs: [s{}]", i - 1) } else { String::new() };
+                format!("      - {{ id: s{i}, uses: ssh{needs}, with: {{ host: \"{{{{host}}}}\", run: \"sleep 0.2; echo {i}\" }} }}\n")
+            })
+            .collect::<String>()
+    );
+    let run = Run::new()
+        .env("RUNBOOK_SSH_MASTERS", "2")
+        .file("inventory.yaml", &lab(&refs))
+        .playbook("t", &yaml);
+    let ports: Vec<String> = hosts.iter().map(|s| format!("-p {}", s.port)).collect();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (done, ports) = (done.clone(), ports.clone());
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let ps = std::process::Command::new("ps")
+                    .args(["-eo", "args"])
+                    .output()
+                    .expect("ps");
+                let alive = String::from_utf8_lossy(&ps.stdout)
+                    .lines()
+                    .filter(|l| l.starts_with("ssh ") && ports.iter().any(|p| l.contains(p.as_str())))
+                    .count();
+                most = most.max(alive);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            most
+        })
+    };
+    let out = run.exec(["run", "t"]);
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let most = sampler.join().unwrap();
+    let out = out.exit(0);
+    for (name, _) in &named {
+        let line = format!("roll[{name}].s3 │ 3");
+        assert!(out.stdout.contains(&line), "{line} missing:\n{}", out.stdout);
+    }
+    assert!(most >= 1, "the sampler never saw a master: {ports:?}");
+    assert!(most <= 2, "{most} ssh masters at once with a pool of 2");
+    // A host keeps its master between its own steps (one login each; a
+    // loaded machine may stretch a gap past the pool's grace now and then),
+    // rather than a login per step (18).
+    let logins: usize = hosts.iter().map(Sshd::logins).sum();
+    assert!((6..=9).contains(&logins), "{logins} logins for 6 hosts x 3 steps");
+    eprintln!("6 hosts x 3 steps through a pool of 2: at most {most} masters at once, {logins} logins");
+}

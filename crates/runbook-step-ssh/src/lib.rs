@@ -5,7 +5,9 @@
 //! native mux) rather than an SSH library, so `~/.ssh/config`, the agent, keys,
 //! certificates and ProxyJump bastions work exactly as they do by hand. One
 //! ControlMaster per destination per run is opened on first use, reused by every
-//! step on that host, and closed when the run ends. Host keys are checked
+//! step on that host, and closed when the run ends; at most 64 are open at once
+//! (`RUNBOOK_SSH_MASTERS`): past that, the least recently used master that has
+//! been idle for half a second is closed to make room. Host keys are checked
 //! strictly against known_hosts unless the inventory says `accept_new_host_keys`.
 //!
 //! This crate depends only on `runbook-core`, never on the engine.
@@ -22,9 +24,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use std::time::Instant;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Runs a command on a remote host over SSH.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -161,26 +165,94 @@ const GRACE: Duration = Duration::from_secs(5);
 const SETUPS: usize = 16;
 /// The most commands at once on one host (below sshd's default MaxSessions 10).
 const PER_HOST: usize = 8;
+/// The most master connections (ssh processes) open at once, unless
+/// `RUNBOOK_SSH_MASTERS` says otherwise.
+const MASTERS: usize = 64;
+/// How long a master must have been idle before the pool may close it for
+/// another host: a host between two of its steps keeps its master.
+const IDLE_GRACE: Duration = Duration::from_millis(500);
 
 /// One host's connection and command slots.
 struct Conn {
-    session: Mutex<Option<Arc<Session>>>,
+    session: Mutex<Option<Master>>,
     slots: Semaphore,
+    /// Commands in flight on this host (a master in use is never closed).
+    busy: AtomicUsize,
+    /// When a command last finished or started here (the pool closes the
+    /// least recently used idle master first).
+    used: std::sync::Mutex<Instant>,
+}
+
+/// An open master connection and its place in the pool.
+struct Master {
+    session: Arc<Session>,
+    _place: OwnedSemaphorePermit,
+}
+
+/// A command in flight on a host: the host's master stays open meanwhile.
+struct Busy<'c>(&'c Conn);
+
+impl<'c> Busy<'c> {
+    fn new(conn: &'c Conn) -> Busy<'c> {
+        conn.busy.fetch_add(1, Ordering::SeqCst);
+        conn.touch();
+        Busy(conn)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+        self.0.touch();
+    }
+}
+
+/// Tells the pool's waiters when a command ends (dropped after its `Busy`).
+struct Told<'n>(&'n Notify);
+
+impl Drop for Told<'_> {
+    fn drop(&mut self) {
+        self.0.notify_waiters();
+    }
+}
+
+impl Conn {
+    fn touch(&self) {
+        if let Ok(mut at) = self.used.lock() {
+            *at = Instant::now();
+        }
+    }
+
+    fn last_used(&self) -> Instant {
+        self.used.lock().map_or_else(|_| Instant::now(), |at| *at)
+    }
 }
 
 /// The `ssh` kind.
 pub struct Ssh {
     conns: std::sync::Mutex<HashMap<Target, Arc<Conn>>>,
     setups: Semaphore,
+    /// Places for master connections: a fan-out over more hosts than this
+    /// closes idle masters (least recently used first) to open new ones.
+    masters: Arc<Semaphore>,
+    /// Told when a command finishes (a master may have become idle).
+    idle: Notify,
     /// Per-run ssh config files (jump hosts from the inventory), removed on drop.
     config_dir: std::sync::Mutex<Option<tempfile::TempDir>>,
 }
 
 impl Default for Ssh {
     fn default() -> Self {
+        let masters = std::env::var("RUNBOOK_SSH_MASTERS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(MASTERS);
         Ssh {
             conns: std::sync::Mutex::new(HashMap::new()),
             setups: Semaphore::new(SETUPS),
+            masters: Arc::new(Semaphore::new(masters)),
+            idle: Notify::new(),
             config_dir: std::sync::Mutex::new(None),
         }
     }
@@ -315,6 +387,8 @@ impl Ssh {
                 Arc::new(Conn {
                     session: Mutex::new(None),
                     slots: Semaphore::new(PER_HOST),
+                    busy: AtomicUsize::new(0),
+                    used: std::sync::Mutex::new(Instant::now()),
                 })
             })
             .clone())
@@ -323,9 +397,10 @@ impl Ssh {
     /// The host's master connection, opened on first use.
     async fn session(&self, target: &Target, conn: &Conn) -> Result<Arc<Session>, StepError> {
         let mut slot = conn.session.lock().await;
-        if let Some(s) = slot.as_ref() {
-            return Ok(s.clone());
+        if let Some(m) = slot.as_ref() {
+            return Ok(m.session.clone());
         }
+        let place = self.place().await?;
         let _setup = self
             .setups
             .acquire()
@@ -367,8 +442,59 @@ impl Ssh {
             .await
             .map_err(|e| StepError::new(classify(target, &e)))?;
         let session = Arc::new(session);
-        *slot = Some(session.clone());
+        *slot = Some(Master {
+            session: session.clone(),
+            _place: place,
+        });
         Ok(session)
+    }
+
+    /// A place in the pool for one more master: a free one, else the place
+    /// of the least recently used idle master, which is closed; else waits
+    /// until a command somewhere finishes or a master has been idle long
+    /// enough.
+    async fn place(&self) -> Result<OwnedSemaphorePermit, StepError> {
+        loop {
+            let idle = self.idle.notified();
+            match self.masters.clone().try_acquire_owned() {
+                Ok(place) => return Ok(place),
+                Err(tokio::sync::TryAcquireError::Closed) => return Err(StepError::new("ssh shutting down")),
+                Err(tokio::sync::TryAcquireError::NoPermits) => {}
+            }
+            if let Some(master) = self.evict() {
+                let Master { session, _place } = master;
+                if let Ok(session) = Arc::try_unwrap(session) {
+                    let _ = session.close().await;
+                }
+                continue;
+            }
+            // Checked again now and then: a notification can come between
+            // the look above and this wait.
+            tokio::select! {
+                () = idle => {}
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    }
+
+    /// Takes the master of the least recently used host with nothing in
+    /// flight for at least [`IDLE_GRACE`] (and not being opened or used right
+    /// now).
+    fn evict(&self) -> Option<Master> {
+        let conns: Vec<Arc<Conn>> = self.conns.lock().ok()?.values().cloned().collect();
+        let mut idle: Vec<(Instant, Arc<Conn>)> = conns
+            .into_iter()
+            .filter(|c| c.busy.load(Ordering::SeqCst) == 0 && c.last_used().elapsed() >= IDLE_GRACE)
+            .map(|c| (c.last_used(), c))
+            .collect();
+        idle.sort_by_key(|(at, _)| *at);
+        idle.into_iter().find_map(|(_, c)| {
+            let mut slot = c.session.try_lock().ok()?;
+            if c.busy.load(Ordering::SeqCst) > 0 {
+                return None;
+            }
+            slot.take()
+        })
     }
 }
 
@@ -496,6 +622,9 @@ impl StepKind for Ssh {
             .acquire()
             .await
             .map_err(|_| StepError::new("ssh shutting down"))?;
+        // Dropped in reverse: the host is idle before the waiters are told.
+        let _told = Told(&self.idle);
+        let _busy = Busy::new(&conn);
         let session = tokio::select! {
             s = self.session(&target, &conn) => s?,
             () = ctx.cancel.cancelled() => return Err(StepError::cancelled()),
@@ -621,8 +750,8 @@ impl StepKind for Ssh {
             Err(_) => return,
         };
         for c in conns {
-            let session = c.session.lock().await.take();
-            if let Some(s) = session.and_then(|s| Arc::try_unwrap(s).ok()) {
+            let master = c.session.lock().await.take();
+            if let Some(s) = master.and_then(|m| Arc::try_unwrap(m.session).ok()) {
                 let _ = s.close().await;
             }
         }
