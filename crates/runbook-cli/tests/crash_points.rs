@@ -10,7 +10,10 @@
 //!
 //! The points come from the binary's test hook (`RUNBOOK_CRASH_AT`,
 //! `RUNBOOK_CRASH_LOG`; debug builds only). This is the representative
-//! subset CI runs; `bench/crash-points.sh` sweeps a larger playbook.
+//! subset CI runs; `bench/crash-points.sh` sweeps a larger playbook. A second
+//! test (`world`) crashes a run against the lab (pg, lb, ssh, a tolerated
+//! fan-out failure and its on_failure handler, an approval, a lock) at every
+//! point of the run and of the `approve` that continues it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -234,4 +237,337 @@ fn a_crash_after_any_durable_write_resumes_to_the_same_end() {
         points.len()
     );
     eprintln!("the points: {points:#?}");
+}
+
+/// The lab's world, crashed at every point: a lock, a `pg` write, a fan-out
+/// over the hosts (`lb` drain, an `ssh` command, a check that fails on web2
+/// and is tolerated by `max_failures: 1`, whose `on_failure` handler puts
+/// web2 back in rotation; web1 goes back with `lb ready`), an approval,
+/// a last `pg` write, and a `finally` step. What each step leaves, keyed by
+/// the crash point's tag: rows in PostgreSQL, lines in the hosts' files,
+/// lines in a local file.
+mod world {
+    use super::support::{Lab, Run};
+    use std::collections::HashMap;
+
+    const PLAYBOOK: &str = r#"apiVersion: runbook/v1
+name: world
+version: 1
+lock: fleet/lab
+secrets: [PRIMARY_DSN]
+inputs:
+  tag: { type: string }
+  socket: { type: string }
+  markers: { type: string }
+steps:
+  - id: record
+    uses: pg
+    with: { action: exec, dsn: "{{secrets.PRIMARY_DSN}}", sql: "INSERT INTO points (mark) VALUES ('{{inputs.tag}}:record')" }
+  - id: hosts
+    needs: [record]
+    for_each: "{{inventory.groups.web}}"
+    as: host
+    concurrency: 1
+    max_failures: 1
+    steps:
+      - id: drain
+        uses: lb
+        with: { action: drain, backend: app, server: "{{host}}", socket: "{{inputs.socket}}" }
+      - id: work
+        uses: ssh
+        idempotent: true
+        with: { host: "{{host}}", run: "echo {{inputs.tag}}:work-{{host}} >> /srv/app/points" }
+      - id: check
+        uses: shell
+        idempotent: true
+        with: { run: "echo {{inputs.tag}}:check-{{host}} >> {{inputs.markers}}; test {{host}} != web2" }
+      - id: ready
+        uses: lb
+        with: { action: ready, backend: app, server: "{{host}}", socket: "{{inputs.socket}}" }
+    on_failure:
+      - id: back
+        uses: lb
+        with: { action: ready, backend: app, server: "{{host}}", socket: "{{inputs.socket}}" }
+      - id: told
+        uses: shell
+        idempotent: true
+        with: { run: "echo {{inputs.tag}}:onfail-{{host}} >> {{inputs.markers}}" }
+  - id: go
+    needs: [hosts]
+    uses: approve
+    with: { message: "write the last row?" }
+  - id: last
+    needs: [go]
+    uses: pg
+    with: { action: exec, dsn: "{{secrets.PRIMARY_DSN}}", sql: "INSERT INTO points (mark) VALUES ('{{inputs.tag}}:last')" }
+finally:
+  - id: tidy
+    uses: shell
+    idempotent: true
+    with: { run: "echo {{inputs.tag}}:tidy >> {{inputs.markers}}" }
+"#;
+
+    /// Each mark an uninterrupted run leaves once, and whether the step
+    /// that leaves it may run again (idempotent).
+    /// Which process crashes: the `run` (up to the approval) or the
+    /// `approve` that continues it.
+    #[derive(Debug, Clone, Copy)]
+    enum Phase {
+        Run,
+        Approve,
+    }
+
+    const MARKS: &[(&str, bool)] = &[
+        ("record", false),
+        ("work-web1", true),
+        ("work-web2", true),
+        ("check-web1", true),
+        ("check-web2", true),
+        ("onfail-web2", true),
+        ("last", false),
+        ("tidy", true),
+    ];
+
+    struct World {
+        lab: Lab,
+    }
+
+    impl World {
+        fn start() -> World {
+            let lab = Lab::start_with(&["--hosts", "2", "--postgres"]);
+            lab.psql("primary", "CREATE TABLE points (mark text NOT NULL)");
+            World { lab }
+        }
+
+        fn run(&self) -> Run {
+            Run::new()
+                .env("PRIMARY_DSN", &self.lab.dsn("primary"))
+                .file("inventory.yaml", &self.lab.inventory())
+                .playbook("world", PLAYBOOK)
+        }
+
+        fn sets(&self, tag: &str, markers: &std::path::Path) -> Vec<String> {
+            let socket = self.lab.info["haproxy"]["socket"].as_str().unwrap();
+            ["tag", tag, "socket", socket, "markers", &markers.display().to_string()]
+                .chunks(2)
+                .flat_map(|kv| ["--set".to_owned(), format!("{}={}", kv[0], kv[1])])
+                .collect()
+        }
+
+        /// How many times each mark of `tag` was left.
+        fn marks(&self, tag: &str, markers: &std::path::Path) -> HashMap<String, usize> {
+            let mut lines: Vec<String> = self
+                .lab
+                .psql("primary", &format!("SELECT mark FROM points WHERE mark LIKE '{tag}:%'"))
+                .lines()
+                .map(str::to_owned)
+                .collect();
+            for i in 0..2 {
+                lines.extend(self.lab.host_file(i, "points").lines().map(str::to_owned));
+            }
+            lines.extend(
+                std::fs::read_to_string(markers)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_owned),
+            );
+            let mut c = HashMap::new();
+            for l in lines {
+                if let Some(mark) = l.strip_prefix(&format!("{tag}:")) {
+                    *c.entry(mark.to_owned()).or_default() += 1;
+                }
+            }
+            c
+        }
+
+        /// The mark a step path leaves.
+        fn mark_of(step: &str) -> String {
+            let host = step.split('[').nth(1).and_then(|r| r.split(']').next()).unwrap_or("");
+            let name = step.rsplit('.').next().unwrap_or(step);
+            match name {
+                "work" | "check" => format!("{name}-{host}"),
+                "told" => format!("onfail-{host}"),
+                other => other.to_owned(),
+            }
+        }
+
+        /// Crash at point `k` of `phase` (0: never), then carry the run to
+        /// its end as an operator would; the invariants. What happened, in a
+        /// word.
+        fn crash_at(&self, phase: Phase, k: usize) -> &'static str {
+            let tag = format!("{phase:?}{k}");
+            let dir = tempfile::tempdir().unwrap();
+            let markers = dir.path().join("markers");
+            let run = self.run();
+            let mut args = vec!["run".to_owned(), "world".to_owned()];
+            args.extend(self.sets(&tag, &markers));
+            let k_text = k.to_string();
+            let crash: &[(&str, &str)] = if k == 0 { &[] } else { &[("RUNBOOK_CRASH_AT", &k_text)] };
+            let (first, aborted) = match phase {
+                Phase::Run => {
+                    let first = run.exec_env(crash, &args);
+                    let aborted = first.code == -1 && first.stderr.contains("crash point");
+                    (first, aborted)
+                }
+                Phase::Approve => {
+                    run.exec(&args).exit(3);
+                    let listed: serde_json::Value =
+                        serde_json::from_str(&run.exec(["status", "--output", "json"]).stdout).unwrap();
+                    let id = listed[0]["id"].as_str().unwrap().to_owned();
+                    let first = run.exec_env(crash, ["approve", &id]);
+                    let aborted = first.code == -1 && first.stderr.contains("crash point");
+                    (first, aborted)
+                }
+            };
+            assert!(
+                aborted || matches!(first.code, 0 | 3),
+                "{phase:?} point {k}: neither crashed nor stopped for the approval: {} {}",
+                first.code,
+                first.stderr
+            );
+            let listed: serde_json::Value =
+                serde_json::from_str(&run.exec(["status", "--output", "json"]).stdout).unwrap();
+            let Some(id) = listed[0]["id"].as_str().map(str::to_owned) else {
+                assert!(
+                    self.marks(&tag, &markers).is_empty(),
+                    "point {k}: a step ran before its run existed"
+                );
+                run.exec(["unlock", "fleet/lab", "--force"]).exit(0);
+                let again = run.exec(&args);
+                assert_eq!(again.code, 3, "point {k}: {}", again.stderr);
+                return self.finish(&run, &tag, &markers, k, "before the run existed");
+            };
+            let mut how = if aborted { "resumed" } else { "uninterrupted" };
+            for _ in 0..10 {
+                let status = run.exec(["status", &id, "--output", "json"]);
+                let v: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+                match v["run"]["status"].as_str() {
+                    Some("succeeded") => {
+                        self.check(&run, &id, &tag, &markers, k);
+                        return how;
+                    }
+                    Some("waiting") => {
+                        let out = run.exec(["approve", &id]);
+                        assert!(matches!(out.code, 0 | 3 | 5), "point {k}: approve: {}", out.stderr);
+                    }
+                    Some("uncertain") => {
+                        how = "uncertain, then decided";
+                        let error = v["error"].as_str().unwrap_or_default();
+                        let step = error.split('`').nth(1).expect("uncertain names the step").to_owned();
+                        let mark = World::mark_of(&step);
+                        let idempotent = MARKS.iter().find(|(m, _)| *m == mark).is_some_and(|(_, i)| *i);
+                        assert!(
+                            !idempotent,
+                            "point {k}: idempotent step `{step}` was reported uncertain"
+                        );
+                        // The operator looks at the evidence: did its effect happen?
+                        let decision = if self.marks(&tag, &markers).contains_key(&mark) {
+                            "--mark-done"
+                        } else {
+                            "--rerun"
+                        };
+                        let out = run.exec(["resume", &id, decision, &step]);
+                        assert!(
+                            matches!(out.code, 0 | 3 | 5),
+                            "point {k}: resume {decision} {step}: {}",
+                            out.stderr
+                        );
+                    }
+                    Some("running" | "interrupted") => {
+                        let out = run.exec(["resume", &id]);
+                        assert!(
+                            matches!(out.code, 0 | 3 | 5),
+                            "point {k}: resume: {} {}",
+                            out.code,
+                            out.stderr
+                        );
+                    }
+                    other => panic!("point {k}: unexpected status {other:?}\n{}", status.stdout),
+                }
+            }
+            panic!("point {k}: the run did not finish in 10 continuations");
+        }
+
+        /// Approves the one run of `run`'s state until it ends; the invariants.
+        fn finish(&self, run: &Run, tag: &str, markers: &std::path::Path, k: usize, how: &'static str) -> &'static str {
+            let listed: serde_json::Value =
+                serde_json::from_str(&run.exec(["status", "--output", "json"]).stdout).unwrap();
+            let id = listed[0]["id"].as_str().unwrap().to_owned();
+            run.exec(["approve", &id]).exit(0);
+            self.check(run, &id, tag, markers, k);
+            how
+        }
+
+        fn check(&self, run: &Run, id: &str, tag: &str, markers: &std::path::Path, k: usize) {
+            let c = self.marks(tag, markers);
+            assert_eq!(c.len(), MARKS.len(), "point {k}: marks {c:?}");
+            for (mark, idempotent) in MARKS {
+                let n = c.get(*mark).copied().unwrap_or(0);
+                assert!(
+                    n == 1 || (n == 2 && *idempotent),
+                    "point {k}: `{mark}` left {n} times (idempotent: {idempotent})"
+                );
+            }
+            let v: serde_json::Value =
+                serde_json::from_str(&run.exec(["status", id, "--output", "json"]).stdout).unwrap();
+            let state = |step: &str| {
+                v["steps"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|s| s["step"] == step)
+                    .and_then(|s| s["state"].as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            };
+            for step in ["record", "hosts[web1].ready", "go", "last", "finally.tidy"] {
+                assert_eq!(state(step), "succeeded", "point {k}: `{step}`\n{v}");
+            }
+            assert_eq!(state("hosts[web2].check"), "failed", "point {k}\n{v}");
+            // Both servers back in rotation, as after an uninterrupted run.
+            for server in ["web1", "web2"] {
+                assert_eq!(
+                    self.lab.server_state("app", server).0,
+                    0,
+                    "point {k}: {server} not ready"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_crash_point_of_a_run_against_the_lab_resumes_to_the_same_end() {
+        let world = World::start();
+        // The points an uninterrupted run has: up to its approval, and in
+        // the `approve` that continues it.
+        let dir = tempfile::tempdir().unwrap();
+        let (before, after) = (dir.path().join("run.log"), dir.path().join("approve.log"));
+        let run = world.run();
+        let mut args = vec!["run".to_owned(), "world".to_owned()];
+        args.extend(world.sets("probe", &dir.path().join("markers")));
+        let text = |p: &std::path::Path| p.display().to_string();
+        run.exec_env(&[("RUNBOOK_CRASH_LOG", &text(&before))], &args).exit(3);
+        let listed: serde_json::Value = serde_json::from_str(&run.exec(["status", "--output", "json"]).stdout).unwrap();
+        let id = listed[0]["id"].as_str().unwrap().to_owned();
+        run.exec_env(&[("RUNBOOK_CRASH_LOG", &text(&after))], ["approve", &id])
+            .exit(0);
+        let count = |p: &std::path::Path| std::fs::read_to_string(p).unwrap().lines().count();
+        let (run_points, approve_points) = (count(&before), count(&after));
+        assert!(
+            run_points >= 10 && approve_points >= 4,
+            "{run_points} + {approve_points} points"
+        );
+        // The uninterrupted run is what every crashed one must end as.
+        assert_eq!(world.crash_at(Phase::Run, 0), "uninterrupted");
+        let mut outcomes: HashMap<&str, usize> = HashMap::new();
+        for (phase, points) in [(Phase::Run, run_points), (Phase::Approve, approve_points)] {
+            for k in 1..=points {
+                *outcomes.entry(world.crash_at(phase, k)).or_default() += 1;
+            }
+        }
+        eprintln!(
+            "{} crash points against the lab ({run_points} in the run, {approve_points} in its approval), \
+             every one resumed to the same end, violations 0: {outcomes:?}",
+            run_points + approve_points
+        );
+    }
 }
