@@ -327,3 +327,22 @@ fn a_fan_out_wider_than_the_master_pool_keeps_to_its_cap() {
     assert!((6..=9).contains(&logins), "{logins} logins for 6 hosts x 3 steps");
     eprintln!("6 hosts x 3 steps through a pool of 2: at most {most} masters at once, {logins} logins");
 }
+
+/// The host drops the connection between two steps (its sshd's session
+/// processes are killed, as a reboot or a network cut would): the next step
+/// finds its master gone, opens a new one and runs.
+#[test]
+fn a_master_that_has_gone_is_replaced_before_the_next_step() {
+    let a = Sshd::start("127.0.5.9");
+    let yaml = format!(
+        "{HEAD}steps:\n  - {{ id: one, uses: ssh, with: {{ host: web1, run: \"echo one\" }} }}\n\
+         \x20 - {{ id: cut, uses: shell, needs: [one], with: {{ run: \"pkill -KILL -P {pid}; sleep 0.5\" }} }}\n\
+         \x20 - {{ id: two, uses: ssh, needs: [cut], with: {{ host: web1, run: \"echo two\" }} }}\n",
+        pid = a.pid()
+    );
+    let run = Run::new()
+        .file("inventory.yaml", &lab(&[("web1", &a)]))
+        .playbook("t", &yaml);
+    run.exec(["run", "t"]).exit(0).stdout_has("two │ two");
+    assert_eq!(a.logins(), 2, "a new login for the second step");
+}

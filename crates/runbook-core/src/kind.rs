@@ -145,6 +145,9 @@ pub struct StepContext {
     /// The template data the step's `with:` was rendered from, for fields a kind
     /// renders itself (`wait`'s `until`).
     pub data: crate::template::Data,
+    /// The run's inventory (hosts, groups, connection defaults), shared; the
+    /// template data holds it only where the step's templates name it.
+    pub inventory: Arc<Json>,
     /// Runs nested step calls.
     pub nested: Arc<dyn Nested>,
     /// Answers of people to this step (approvals).

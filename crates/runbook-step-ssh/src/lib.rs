@@ -13,7 +13,7 @@
 //! This crate depends only on `runbook-core`, never on the engine.
 
 use indexmap::IndexMap;
-use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
 use runbook_core::kind::{
     Effect, LogStream, OutputDecl, OutputType, Outputs, Scalar, StepContext, StepError, StepKind, UNKNOWN_YET,
     one_line, params, plan_params, schema_for,
@@ -168,6 +168,9 @@ const PER_HOST: usize = 8;
 /// The most master connections (ssh processes) open at once, unless
 /// `RUNBOOK_SSH_MASTERS` says otherwise.
 const MASTERS: usize = 64;
+/// How long a master outlives its last use when nobody closes it (its runner
+/// died), in seconds.
+const MASTER_IDLE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(300).expect("not zero");
 /// How long a master must have been idle before the pool may close it for
 /// another host: a host between two of its steps keeps its master.
 const IDLE_GRACE: Duration = Duration::from_millis(500);
@@ -414,6 +417,10 @@ impl Ssh {
         })
         .connect_timeout(Duration::from_secs(10))
         .server_alive_interval(Duration::from_secs(15))
+        // A master left behind by a runner that died (kill -9, a crash)
+        // exits by itself once idle this long; one that exits during a run
+        // is replaced (see `run`).
+        .control_persist(ControlPersist::IdleFor(MASTER_IDLE))
         .control_directory(std::env::temp_dir());
         if let Some(u) = &target.user {
             b.user(u.clone());
@@ -447,6 +454,14 @@ impl Ssh {
             _place: place,
         });
         Ok(session)
+    }
+
+    /// Drops a host's master if it is still `session` (it has gone).
+    async fn forget(&self, conn: &Conn, session: &Arc<Session>) {
+        let mut slot = conn.session.lock().await;
+        if slot.as_ref().is_some_and(|m| Arc::ptr_eq(&m.session, session)) {
+            *slot = None;
+        }
     }
 
     /// A place in the pool for one more master: a free one, else the place
@@ -614,8 +629,7 @@ impl StepKind for Ssh {
 
     async fn run(&self, ctx: &StepContext, with: Json) -> Result<Outputs, StepError> {
         let p: SshParams = params(with)?;
-        let inventory = ctx.data.json().get("inventory").cloned().unwrap_or(Json::Null);
-        let target = resolve(&p.host, &inventory);
+        let target = resolve(&p.host, &ctx.inventory);
         let conn = self.conn(&target)?;
         let _slot = conn
             .slots
@@ -625,10 +639,19 @@ impl StepKind for Ssh {
         // Dropped in reverse: the host is idle before the waiters are told.
         let _told = Told(&self.idle);
         let _busy = Busy::new(&conn);
-        let session = tokio::select! {
+        let mut session = tokio::select! {
             s = self.session(&target, &conn) => s?,
             () = ctx.cancel.cancelled() => return Err(StepError::cancelled()),
         };
+        // A master that has gone (the host rebooted, it sat idle past its
+        // persistence) is replaced once, before the command is sent.
+        if session.check().await.is_err() {
+            self.forget(&conn, &session).await;
+            session = tokio::select! {
+                s = self.session(&target, &conn) => s?,
+                () = ctx.cancel.cancelled() => return Err(StepError::cancelled()),
+            };
+        }
         // The remote command line is fixed and holds no value (every user of
         // either host can read a command line): the exports and the script
         // come on stdin, ahead of the step's own `stdin:`, as a header of

@@ -352,6 +352,12 @@ impl Sshd {
     }
 
     /// How many logins sshd accepted.
+    /// The listening sshd's pid (its connections are its children).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn logins(&self) -> usize {
         std::fs::read_to_string(self.dir.path().join("sshd.log"))
             .unwrap_or_default()

@@ -151,6 +151,7 @@ impl<'a> Exec<'a> {
                     buffer: self.logs.clone(),
                 }),
                 data: data.clone(),
+                inventory: self.inventory.clone(),
                 nested: self.nested.clone(),
                 approval: Approval {
                     decision: self.replay.decisions.get(path).cloned(),

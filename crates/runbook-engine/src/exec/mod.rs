@@ -225,11 +225,22 @@ impl Frame {
     }
 }
 
+/// What a step's templates read.
+#[derive(Default)]
+struct Reads {
+    /// The ids of the steps whose results they read.
+    steps: Vec<String>,
+    /// Whether they name the inventory.
+    inventory: bool,
+}
+
 struct Exec<'a> {
     engine: &'a Engine,
     run_id: String,
     playbook: &'a Playbook,
     base: serde_json::Map<String, Json>,
+    /// The run's inventory, shared by every step (see `data`).
+    inventory: Arc<Json>,
     masker: Arc<Masker>,
     renderer: Renderer,
     replay: Replay,
@@ -243,7 +254,7 @@ struct Exec<'a> {
     /// Completed steps with `undo`, with the order they completed in.
     undo: RefCell<Vec<Done<'a>>>,
     /// Step ids each step's templates read, by step address.
-    refs: RefCell<HashMap<usize, Rc<Vec<String>>>>,
+    refs: RefCell<HashMap<usize, Rc<Reads>>>,
     /// The journal writer's queue.
     writer: tokio::sync::mpsc::UnboundedSender<Msg>,
     /// Events sent to the writer so far.
@@ -297,7 +308,9 @@ pub async fn execute(engine: &Engine, input: RunInput<'_>, signals: &Signals) ->
         "playbook".into(),
         json!({ "name": input.playbook.name, "version": input.playbook.version }),
     );
-    base.insert("inventory".into(), input.inventory.clone());
+    // The inventory is kept apart: it can be large (a fleet), and goes into
+    // a step's template data only where the step's templates name it.
+    let inventory = Arc::new(input.inventory.clone());
     let store_error = Arc::new(Mutex::new(None));
     let abort = CancellationToken::new();
     let durable = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -313,6 +326,7 @@ pub async fn execute(engine: &Engine, input: RunInput<'_>, signals: &Signals) ->
         run_id: input.run_id.clone(),
         playbook: input.playbook,
         base,
+        inventory,
         masker,
         renderer: Renderer::new(),
         started_by: input.replay.started_by.clone().unwrap_or_else(|| input.user.clone()),
@@ -860,10 +874,16 @@ impl<'a> Exec<'a> {
         }
     }
 
-    /// The template data for a step: the run's values, the item variables in
-    /// scope, and the results of the steps its templates read.
+    /// The template data for a step: the run's values (the inventory only
+    /// if its templates name it: it is copied into each step's data), the
+    /// item variables in scope, and the results of the steps its templates
+    /// read.
     fn data(&self, step: &Step, frame: &Frame) -> Data {
         let mut m = self.base.clone();
+        let reads = self.refs(step);
+        if reads.inventory {
+            m.insert("inventory".into(), (*self.inventory).clone());
+        }
         let mut chain = Vec::new();
         let mut f = Some(frame);
         while let Some(x) = f {
@@ -876,7 +896,7 @@ impl<'a> Exec<'a> {
             }
         }
         let mut steps = serde_json::Map::new();
-        for id in self.refs(step).iter() {
+        for id in &reads.steps {
             if let Some(r) = frame.lookup(id) {
                 steps.insert(id.clone(), r);
             }
@@ -885,29 +905,32 @@ impl<'a> Exec<'a> {
         Data::new(Json::Object(m))
     }
 
-    /// The step ids a step's own templates read (cached per step).
-    fn refs(&self, step: &Step) -> Rc<Vec<String>> {
+    /// What a step's own templates read (cached per step).
+    fn refs(&self, step: &Step) -> Rc<Reads> {
         let key = std::ptr::from_ref(step) as usize;
         if let Some(r) = self.refs.borrow().get(&key) {
             return r.clone();
         }
         let texts = step.texts();
-        let mut ids: Vec<String> = Vec::new();
+        let mut reads = Reads::default();
         for t in texts.into_iter().filter(|t| template::is_template(t)) {
+            // Textual, so it can only say yes too often: a helper's
+            // argument (`lookup inventory.hosts host`) counts.
+            reads.inventory |= t.contains("inventory");
             if let Ok(tpl) = template::compile(t) {
                 for r in template::usage(&tpl).references {
                     if r.segments[0] == "steps" {
                         if let Some(id) = r.segments.get(1) {
-                            if !ids.contains(id) {
-                                ids.push(id.clone());
+                            if !reads.steps.contains(id) {
+                                reads.steps.push(id.clone());
                             }
                         }
                     }
                 }
             }
         }
-        let ids = Rc::new(ids);
-        self.refs.borrow_mut().insert(key, ids.clone());
-        ids
+        let reads = Rc::new(reads);
+        self.refs.borrow_mut().insert(key, reads.clone());
+        reads
     }
 }
