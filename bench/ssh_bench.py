@@ -4,7 +4,7 @@ the same lab, alternately, in one run. For each run: wall time, the tool's own
 peak RSS (from wait4), and the most ssh processes alive at once (sampled every
 20 ms from /proc, counting only ssh processes that talk to the lab's port).
 
-    bench/ssh_bench.py LAB_JSON RUNS RUNBOOK_CMD... -- ANSIBLE_CMD...
+    bench/ssh_bench.py LAB_JSON RUNS RUNBOOK_CMD... -- [ANSIBLE_CMD...]
 """
 import json
 import os
@@ -61,7 +61,9 @@ def main():
     runs = int(sys.argv[2])
     rest = sys.argv[3:]
     split = rest.index("--")
-    tools = {"runbook": " ".join(rest[:split]), "ansible-playbook": " ".join(rest[split + 1:])}
+    tools = {"runbook": " ".join(rest[:split])}
+    if rest[split + 1:]:
+        tools["ansible-playbook"] = " ".join(rest[split + 1:])
     port = str(lab["ssh_port"])
     results = {k: [] for k in tools}
     for i in range(runs):
@@ -76,7 +78,8 @@ def main():
     for name, v in results.items():
         ws = [x[0] for x in v]
         print(f"| {name} | {med[name]:.2f} s | {min(ws):.2f} s | {max(ws):.2f} s | {max(x[1] for x in v) / 1024:.1f} MB | {max(x[2] for x in v)} |")
-    print(f"\nansible-playbook / runbook (medians): {med['ansible-playbook'] / med['runbook']:.1f}x")
+    if "ansible-playbook" in med:
+        print(f"\nansible-playbook / runbook (medians): {med['ansible-playbook'] / med['runbook']:.1f}x")
 
 
 if __name__ == "__main__":
