@@ -13,8 +13,11 @@ use support::{Run, exits_within, free_port, until};
 const QUICK: &str = "apiVersion: runbook/v1\nname: quick\nversion: 1\nsteps:\n  - { id: hello, uses: shell, with: { json: true, run: \"echo '{\\\"rto_seconds\\\": 2.5}'\" } }\n";
 const SLOW: &str = "apiVersion: runbook/v1\nname: slow\nversion: 1\ninputs:\n  seconds: { type: duration, default: 3s }\nsteps:\n  - { id: work, uses: sleep, with: { duration: \"{{inputs.seconds}}\" } }\n  - { id: done, uses: shell, with: { run: \"echo done\" } }\n";
 
-/// A webhook receiver on loopback: the JSON bodies POSTed to it.
-fn webhook() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+/// What a webhook received: the signature header, if any, and the body.
+type Heard = Arc<Mutex<Vec<(Option<String>, serde_json::Value)>>>;
+
+/// A webhook receiver on loopback: what was POSTed to it.
+fn webhook() -> (String, Heard) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let got = Arc::new(Mutex::new(Vec::new()));
@@ -23,20 +26,24 @@ fn webhook() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
             let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
-            let mut length = 0;
+            let (mut length, mut signature) = (0, None);
             loop {
                 let mut line = String::new();
                 if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                     break;
                 }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
                     length = v.trim().parse().unwrap_or(0);
+                }
+                if let Some(v) = lower.strip_prefix("x-runbook-signature:") {
+                    signature = Some(v.trim().to_owned());
                 }
             }
             let mut body = vec![0; length];
             let _ = reader.read_exact(&mut body);
             if let Ok(v) = serde_json::from_slice(&body) {
-                g.lock().unwrap().push(v);
+                g.lock().unwrap().push((signature, v));
             }
             let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
         }
@@ -121,7 +128,7 @@ fn schedules_fire_skip_overlaps_report_and_survive_a_restart() {
     until("a webhook call", Duration::from_secs(10), || {
         !got.lock().unwrap().is_empty()
     });
-    let first = got.lock().unwrap()[0].clone();
+    let first = got.lock().unwrap()[0].1.clone();
     assert_eq!(first["schedule"], "every-second");
     assert_eq!(first["status"], "succeeded");
     assert!(first["text"].as_str().unwrap().contains("quick"), "{first}");
@@ -182,4 +189,53 @@ fn an_invalid_schedule_is_refused_before_anything_runs() {
         .stderr_has("schedule `c`: unknown time zone `Mars/Olympus`")
         .stderr_has("schedule `d`: input `x`")
         .stderr_has("the daemon did not start");
+}
+
+/// `runbook.toml`'s `[[notify]]`: a hook told about every run this runner
+/// executes, though the playbook names none, signed under a key from the
+/// runner's environment; the playbook's own hooks still hear theirs.
+#[test]
+fn the_configuration_files_hooks_hear_of_every_run() {
+    let (all, heard) = webhook();
+    let (failures, failed) = webhook();
+    let config = format!(
+        "[[notify]]\nwebhook = \"{all}\"\nsecret = \"HOOK_KEY\"\n\n[[notify]]\nwebhook = \"{failures}\"\non = [\"failed\"]\n"
+    );
+    let run = Run::new()
+        .env("HOOK_KEY", "k3y")
+        .file("runbook.toml", &config)
+        .playbook("quick", QUICK);
+    run.exec(["run", "quick"]).exit(0);
+    let got = heard.lock().unwrap().clone();
+    let events: Vec<&str> = got.iter().map(|(_, b)| b["event"].as_str().unwrap_or("")).collect();
+    assert_eq!(events, ["started", "succeeded"], "{got:?}");
+    for (signature, body) in &got {
+        assert_eq!(body["playbook"], "quick");
+        let key = hmac_sha256("k3y", body.to_string().as_bytes());
+        assert_eq!(signature.as_deref(), Some(key.as_str()), "signed under HOOK_KEY");
+    }
+    assert!(
+        failed.lock().unwrap().is_empty(),
+        "a hook for failures hears nothing of a success"
+    );
+    // A broken file is refused before anything runs.
+    run.file("runbook.toml", "[[notify]]\nwebhok = \"x\"\n")
+        .exec(["run", "quick"])
+        .exit(2)
+        .stderr_has("runbook.toml");
+}
+
+/// `sha256=HEX`, as the runner signs (checked with an implementation of
+/// the test's own: HMAC by its definition, over SHA-256).
+fn hmac_sha256(key: &str, body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut k = [0u8; 64];
+    k[..key.len()].copy_from_slice(key.as_bytes());
+    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(body).finalize();
+    let outer = Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize();
+    format!(
+        "sha256={}",
+        outer.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
 }

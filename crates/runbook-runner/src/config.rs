@@ -19,6 +19,11 @@ pub struct File {
     pub inventory: Option<PathBuf>,
     /// The state: a SQLite file or a `postgres://` URL.
     pub state: Option<String>,
+    /// Webhooks told about every run this runner executes, whatever its
+    /// playbook says (`[[notify]]` tables: `webhook`, `on`, `secret`; the
+    /// secret is the name of an environment variable of the runner).
+    #[serde(default)]
+    pub notify: Vec<runbook_core::model::Notify>,
 }
 
 /// The configuration file that applies here, read.

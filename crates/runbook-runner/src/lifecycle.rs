@@ -240,9 +240,23 @@ impl Runner {
         Runner { store, ..self.clone() }
     }
 
-    /// The playbook's `notify:` hooks around this runner's watcher, if any.
+    /// The playbook's `notify:` hooks and those of the configuration file
+    /// that applies here (`runbook.toml`'s `[[notify]]`: every run this
+    /// runner executes), around this runner's watcher; none without hooks.
     pub(crate) fn notifier(&self, pb: &Playbook, secrets: &IndexMap<String, String>) -> Option<Arc<Notifier>> {
-        Notifier::new(self.watcher.clone(), &pb.name, &pb.notify, secrets)
+        // A broken file was refused when the front end started; read again
+        // here so that a long-lived worker or server follows it.
+        let configured = crate::config::Found::here().map(|f| f.file.notify).unwrap_or_default();
+        let hooks = pb
+            .notify
+            .iter()
+            .map(|n| (n.clone(), n.secret.as_ref().and_then(|s| secrets.get(s)).cloned()))
+            .chain(configured.into_iter().map(|n| {
+                let key = n.secret.as_ref().and_then(|s| self.env.get(s)).cloned();
+                (n, key)
+            }))
+            .collect();
+        Notifier::new(self.watcher.clone(), &pb.name, hooks)
     }
 
     /// Who hears of a run's events: its notifier, else the watcher.

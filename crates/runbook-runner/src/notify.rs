@@ -1,4 +1,5 @@
-//! A playbook's `notify:`: each webhook hears about the moments it asked for
+//! A playbook's `notify:` (and `runbook.toml`'s `[[notify]]`): each webhook
+//! hears about the moments it asked for
 //! (started, waiting for an approval, failed, succeeded), from whichever
 //! runner executes the run. A POST of JSON with a Slack-compatible `text`,
 //! signed with HMAC-SHA256 when the hook names a secret, retried with backoff;
@@ -64,25 +65,21 @@ fn sender(url: String, key: Option<String>, watcher: Arc<dyn Watcher>) -> tokio:
 }
 
 impl Notifier {
-    /// `None` when the playbook notifies nobody. `secrets` are the run's.
+    /// `None` when nobody is to be told. Each hook with the key its bodies
+    /// are signed under, if any.
     pub(crate) fn new(
         inner: Arc<dyn Watcher>,
         playbook: &str,
-        notify: &[Notify],
-        secrets: &indexmap::IndexMap<String, String>,
+        notify: Vec<(Notify, Option<String>)>,
     ) -> Option<Arc<Notifier>> {
         if notify.is_empty() {
             return None;
         }
         let hooks: Vec<Hook> = notify
-            .iter()
-            .map(|n| Hook {
-                on: n.on.clone(),
-                tx: sender(
-                    n.webhook.clone(),
-                    n.secret.as_ref().and_then(|s| secrets.get(s)).cloned(),
-                    inner.clone(),
-                ),
+            .into_iter()
+            .map(|(n, key)| Hook {
+                on: n.on,
+                tx: sender(n.webhook, key, inner.clone()),
             })
             .collect();
         Some(Arc::new(Notifier {
