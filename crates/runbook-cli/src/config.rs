@@ -68,6 +68,22 @@ pub(crate) fn apply(cli: &mut Cli, matches: &clap::ArgMatches) -> Result<Vec<Set
         value: cli.state.as_ref().map(|p| without_password(&p.display().to_string())),
         source,
     });
+    // notify: only the file says (webhooks told about every run run here).
+    out.push(Setting {
+        name: "notify",
+        value: (!file.notify.is_empty()).then(|| {
+            file.notify
+                .iter()
+                .map(|n| without_password(&n.webhook))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }),
+        source: if file.notify.is_empty() {
+            "none".to_owned()
+        } else {
+            from_file
+        },
+    });
     Ok(out)
 }
 

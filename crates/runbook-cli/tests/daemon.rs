@@ -218,6 +218,10 @@ fn the_configuration_files_hooks_hear_of_every_run() {
         failed.lock().unwrap().is_empty(),
         "a hook for failures hears nothing of a success"
     );
+    // `runbook config` names them, and where they come from.
+    run.exec(["config"])
+        .exit(0)
+        .stdout_has(&format!("notify     {all}, {failures}  (file "));
     // A broken file is refused before anything runs.
     run.file("runbook.toml", "[[notify]]\nwebhok = \"x\"\n")
         .exec(["run", "quick"])

@@ -480,6 +480,7 @@ fn runbook_toml_sets_the_defaults_and_flags_and_environment_win() {
         "{}",
         out.stdout
     );
+    assert!(out.stdout.contains("notify     (not set)  (none)"), "{}", out.stdout);
     run.exec(["list"]).exit(0).stdout_has("hello");
     run.exec(["run", "hello"]).exit(0);
     assert!(
