@@ -96,7 +96,6 @@ fn crash_at(k: usize) -> &'static str {
         crashed.code,
         crashed.stderr
     );
-    let mut uncertain = false;
     let runs = run.exec(["status", "--output", "json"]);
     let listed: serde_json::Value = serde_json::from_str(&runs.stdout).unwrap();
     let Some(id) = listed[0]["id"].as_str().map(str::to_owned) else {
@@ -111,53 +110,61 @@ fn crash_at(k: usize) -> &'static str {
         check(&run, &markers, &expected, k, None);
         return "before the run existed";
     };
+    let (how, v) = carry_to_end(&run, &id, &k.to_string(), "resumed", |step| {
+        let m = marker(step);
+        (expected[&m], counts(&markers).contains_key(&m))
+    });
+    check(&run, &markers, &expected, k, Some(&v));
+    how
+}
+
+/// Carries run `id` to its end as an operator would: resumes it, approves it
+/// where it waits, and decides a step left uncertain from the evidence.
+/// `step` says of a step path whether it is idempotent (an idempotent one is
+/// never to be left uncertain) and whether its effect is there (then it is
+/// marked done, else run again). How it went (`how` when nothing was left
+/// uncertain), and the run's final status.
+fn carry_to_end(
+    run: &Run,
+    id: &str,
+    point: &str,
+    how: &'static str,
+    step: impl Fn(&str) -> (bool, bool),
+) -> (&'static str, serde_json::Value) {
+    let mut how = how;
+    let continued = |args: &[&str]| {
+        let out = run.exec(args);
+        assert!(
+            matches!(out.code, 0 | 3 | 5),
+            "point {point}: {args:?}: {} {}",
+            out.code,
+            out.stderr
+        );
+    };
     for _ in 0..10 {
-        let status = run.exec(["status", &id, "--output", "json"]);
+        let status = run.exec(["status", id, "--output", "json"]);
         let v: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
         match v["run"]["status"].as_str() {
-            Some("succeeded") => {
-                check(&run, &markers, &expected, k, Some(&v));
-                return if uncertain {
-                    "uncertain, then decided"
-                } else {
-                    "resumed"
-                };
-            }
+            Some("succeeded") => return (how, v),
+            Some("waiting") => continued(&["approve", id]),
             Some("uncertain") => {
-                uncertain = true;
+                how = "uncertain, then decided";
                 let error = v["error"].as_str().unwrap_or_default();
-                let step = error.split('`').nth(1).expect("uncertain names the step").to_owned();
-                let m = marker(&step);
+                let path = error.split('`').nth(1).expect("uncertain names the step").to_owned();
+                let (idempotent, happened) = step(&path);
                 assert!(
-                    !expected[&m],
-                    "point {k}: idempotent step `{step}` was reported uncertain"
+                    !idempotent,
+                    "point {point}: idempotent step `{path}` was reported uncertain"
                 );
                 // The operator looks at the evidence: did its effect happen?
-                let decision = if counts(&markers).contains_key(&m) {
-                    "--mark-done"
-                } else {
-                    "--rerun"
-                };
-                let out = run.exec(["resume", &id, decision, &step]);
-                assert!(
-                    matches!(out.code, 0 | 5),
-                    "point {k}: resume {decision} {step}: {}",
-                    out.stderr
-                );
+                let decision = if happened { "--mark-done" } else { "--rerun" };
+                continued(&["resume", id, decision, &path]);
             }
-            Some("running" | "interrupted") => {
-                let out = run.exec(["resume", &id]);
-                assert!(
-                    matches!(out.code, 0 | 5),
-                    "point {k}: resume: {} {}",
-                    out.code,
-                    out.stderr
-                );
-            }
-            other => panic!("point {k}: unexpected status {other:?}\n{}", status.stdout),
+            Some("running" | "interrupted") => continued(&["resume", id]),
+            other => panic!("point {point}: unexpected status {other:?}\n{}", status.stdout),
         }
     }
-    panic!("point {k}: the run did not finish in 10 resumes");
+    panic!("point {point}: the run did not finish in 10 continuations");
 }
 
 /// The invariants of a finished run.
@@ -437,55 +444,15 @@ finally:
                 assert_eq!(again.code, 3, "point {k}: {}", again.stderr);
                 return self.finish(&run, &tag, &markers, k, "before the run existed");
             };
-            let mut how = if aborted { "resumed" } else { "uninterrupted" };
-            for _ in 0..10 {
-                let status = run.exec(["status", &id, "--output", "json"]);
-                let v: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
-                match v["run"]["status"].as_str() {
-                    Some("succeeded") => {
-                        self.check(&run, &id, &tag, &markers, k);
-                        return how;
-                    }
-                    Some("waiting") => {
-                        let out = run.exec(["approve", &id]);
-                        assert!(matches!(out.code, 0 | 3 | 5), "point {k}: approve: {}", out.stderr);
-                    }
-                    Some("uncertain") => {
-                        how = "uncertain, then decided";
-                        let error = v["error"].as_str().unwrap_or_default();
-                        let step = error.split('`').nth(1).expect("uncertain names the step").to_owned();
-                        let mark = World::mark_of(&step);
-                        let idempotent = MARKS.iter().find(|(m, _)| *m == mark).is_some_and(|(_, i)| *i);
-                        assert!(
-                            !idempotent,
-                            "point {k}: idempotent step `{step}` was reported uncertain"
-                        );
-                        // The operator looks at the evidence: did its effect happen?
-                        let decision = if self.marks(&tag, &markers).contains_key(&mark) {
-                            "--mark-done"
-                        } else {
-                            "--rerun"
-                        };
-                        let out = run.exec(["resume", &id, decision, &step]);
-                        assert!(
-                            matches!(out.code, 0 | 3 | 5),
-                            "point {k}: resume {decision} {step}: {}",
-                            out.stderr
-                        );
-                    }
-                    Some("running" | "interrupted") => {
-                        let out = run.exec(["resume", &id]);
-                        assert!(
-                            matches!(out.code, 0 | 3 | 5),
-                            "point {k}: resume: {} {}",
-                            out.code,
-                            out.stderr
-                        );
-                    }
-                    other => panic!("point {k}: unexpected status {other:?}\n{}", status.stdout),
-                }
-            }
-            panic!("point {k}: the run did not finish in 10 continuations");
+            let how = if aborted { "resumed" } else { "uninterrupted" };
+            let point = format!("{phase:?} {k}");
+            let (how, _) = super::carry_to_end(&run, &id, &point, how, |step| {
+                let mark = World::mark_of(step);
+                let idempotent = MARKS.iter().find(|(m, _)| *m == mark).is_some_and(|(_, i)| *i);
+                (idempotent, self.marks(&tag, &markers).contains_key(&mark))
+            });
+            self.check(&run, &id, &tag, &markers, k);
+            how
         }
 
         /// Approves the one run of `run`'s state until it ends; the invariants.

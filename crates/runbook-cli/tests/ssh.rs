@@ -67,15 +67,8 @@ fn one_authentication_per_host_per_run() {
     assert_eq!(a.logins(), 1, "5 steps on one host must share one SSH login");
     // The master is closed when the run ends: no ssh process of ours is left.
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let ps = std::process::Command::new("ps")
-        .args(["-eo", "args"])
-        .output()
-        .expect("ps");
-    let leftover = String::from_utf8_lossy(&ps.stdout)
-        .lines()
-        .filter(|l| l.starts_with("ssh ") && l.contains(&a.port.to_string()))
-        .count();
-    assert_eq!(leftover, 0, "an ssh master outlived the run");
+    let leftover = ssh_processes(&[&a]);
+    assert!(leftover.is_empty(), "an ssh master outlived the run: {leftover:?}");
 }
 
 #[test]
@@ -154,6 +147,15 @@ fn command_lines() -> Vec<String> {
     out
 }
 
+/// The command lines of the ssh processes (masters) talking to any of `sshds`.
+fn ssh_processes(sshds: &[&Sshd]) -> Vec<String> {
+    let ports: Vec<String> = sshds.iter().map(|s| format!("-p {} ", s.port)).collect();
+    command_lines()
+        .into_iter()
+        .filter(|l| l.starts_with("ssh ") && ports.iter().any(|p| l.contains(p.as_str())))
+        .collect()
+}
+
 /// A secret passed in `env:`, and the script itself, never appear in a
 /// command line, local (the ssh client) or remote (the shell sshd starts),
 /// while the step runs; the script still gets the value and its stdin.
@@ -220,19 +222,11 @@ fn ctrl_c_leaves_no_ssh_process_behind() {
     let out = child.wait_with_output().expect("waits");
     assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stdout));
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let ps = std::process::Command::new("ps")
-        .args(["-eo", "args"])
-        .output()
-        .expect("ps");
-    let ours: Vec<String> = String::from_utf8_lossy(&ps.stdout)
-        .lines()
-        .filter(|l| l.starts_with("ssh ") && l.contains(&a.port.to_string()))
-        .map(str::to_owned)
-        .collect();
+    let ours = ssh_processes(&[&a]);
     assert!(ours.is_empty(), "ssh processes left behind after Ctrl-C: {ours:?}");
     // The remote command is stopped too, not just the channel closed.
     assert!(
-        !String::from_utf8_lossy(&ps.stdout).lines().any(|l| l == "sleep 317"),
+        !command_lines().iter().any(|l| l.trim_end() == "sleep 317"),
         "the remote command kept running after Ctrl-C"
     );
 }
@@ -252,12 +246,8 @@ fn a_timeout_stops_the_remote_command() {
         .exit(1)
         .stdout_has("timed out after 500ms; the remote command was stopped");
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let ps = std::process::Command::new("ps")
-        .args(["-eo", "args"])
-        .output()
-        .expect("ps");
     assert!(
-        !String::from_utf8_lossy(&ps.stdout).lines().any(|l| l == "sleep 318"),
+        !command_lines().iter().any(|l| l.trim_end() == "sleep 318"),
         "the remote command kept running after the timeout"
     );
 }
@@ -289,36 +279,27 @@ fn a_fan_out_wider_than_the_master_pool_keeps_to_its_cap() {
         .env("RUNBOOK_SSH_MASTERS", "2")
         .file("inventory.yaml", &lab(&refs))
         .playbook("t", &yaml);
-    let ports: Vec<String> = hosts.iter().map(|s| format!("-p {}", s.port)).collect();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let (done, ports) = (done.clone(), ports.clone());
-        std::thread::spawn(move || {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let sshds: Vec<&Sshd> = hosts.iter().collect();
+    let (out, most) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
             let mut most = 0;
             while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                let ps = std::process::Command::new("ps")
-                    .args(["-eo", "args"])
-                    .output()
-                    .expect("ps");
-                let alive = String::from_utf8_lossy(&ps.stdout)
-                    .lines()
-                    .filter(|l| l.starts_with("ssh ") && ports.iter().any(|p| l.contains(p.as_str())))
-                    .count();
-                most = most.max(alive);
+                most = most.max(ssh_processes(&sshds).len());
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             most
-        })
-    };
-    let out = run.exec(["run", "t"]);
-    done.store(true, std::sync::atomic::Ordering::SeqCst);
-    let most = sampler.join().unwrap();
+        });
+        let out = run.exec(["run", "t"]);
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        (out, sampler.join().unwrap())
+    });
     let out = out.exit(0);
     for (name, _) in &named {
         let line = format!("roll[{name}].s3 │ 3");
         assert!(out.stdout.contains(&line), "{line} missing:\n{}", out.stdout);
     }
-    assert!(most >= 1, "the sampler never saw a master: {ports:?}");
+    assert!(most >= 1, "the sampler never saw a master");
     assert!(most <= 2, "{most} ssh masters at once with a pool of 2");
     // A host keeps its master between its own steps (one login each; a
     // loaded machine may stretch a gap past the pool's grace now and then),

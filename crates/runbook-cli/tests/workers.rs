@@ -186,10 +186,36 @@ fn assert_fenced_journals_on(lab: &Lab, server: &str, db: &str) {
     }
 }
 
-/// The markers the runs' steps left: every step of `chain` ran at least
+/// The steps of `markers`: a chain, each leaving its marker.
+const CHAIN: [&str; 3] = ["one", "two", "three"];
+
+/// `markers` (the [`CHAIN`], 0.2 s a step) over the state at `url`.
+fn markers(url: &str) -> Run {
+    let steps = [
+        marker_step("one", None, "sleep 0.2"),
+        marker_step("two", Some("one"), "sleep 0.2"),
+        marker_step("three", Some("two"), "sleep 0.2"),
+    ];
+    Run::new()
+        .env("RUNBOOK_STATE", url)
+        .playbook("markers", &playbook("markers", &steps))
+}
+
+/// Submits `n` runs of `markers` to the queue; their ids.
+fn submit(run: &Run, n: usize) -> Vec<String> {
+    let dir = format!("dir={}", run.path().display());
+    (0..n)
+        .map(|_| {
+            let out = run.exec(["run", "markers", "--submit", "--set", &dir]).exit(0);
+            out.stdout.trim().to_owned()
+        })
+        .collect()
+}
+
+/// The markers the runs' steps left: every step of the [`CHAIN`] ran at least
 /// once, and more only where a lease ended while it could be in flight; how
 /// many ran again.
-fn assert_markers(lab: &Lab, server: &str, db: &str, run: &Run, ids: &[String], chain: &[&str]) -> usize {
+fn assert_markers(lab: &Lab, server: &str, db: &str, run: &Run, ids: &[String]) -> usize {
     // Markers. A lease that ended before its run did (its worker was killed)
     // can have left at most one step in flight: the first step of the chain
     // not recorded as done under that lease (an idempotent step may start
@@ -223,7 +249,7 @@ fn assert_markers(lab: &Lab, server: &str, db: &str, run: &Run, ids: &[String], 
     let mut allowed: HashMap<(String, String), usize> = HashMap::new();
     for (id, list) in &epochs {
         for lost in &list[..list.len().saturating_sub(1)] {
-            let in_flight = chain
+            let in_flight = CHAIN
                 .iter()
                 .find(|step| done_at.get(&(id.clone(), (**step).to_owned())).is_none_or(|e| e > lost));
             if let Some(step) = in_flight {
@@ -233,8 +259,8 @@ fn assert_markers(lab: &Lab, server: &str, db: &str, run: &Run, ids: &[String], 
     }
     let mut again = 0;
     for id in ids {
-        for step in chain {
-            let key = (id.clone(), (*step).to_owned());
+        for step in CHAIN {
+            let key = (id.clone(), step.to_owned());
             let n = seen.get(&key).copied().unwrap_or(0);
             let extra = allowed.get(&key).copied().unwrap_or(0);
             assert!(
@@ -252,23 +278,9 @@ fn three_workers_share_sixty_runs_and_survive_two_sigkills() {
     let lab = Lab::postgres();
     let db = "runbook_chaos";
     let url = lab.state_db(db);
-    let steps = [
-        marker_step("one", None, "sleep 0.2"),
-        marker_step("two", Some("one"), "sleep 0.2"),
-        marker_step("three", Some("two"), "sleep 0.2"),
-    ];
-    let run = Run::new()
-        .env("RUNBOOK_STATE", &url)
-        .playbook("markers", &playbook("markers", &steps));
-    let dir = run.path().display().to_string();
+    let run = markers(&url);
     let total = 60;
-    let mut ids = Vec::new();
-    for _ in 0..total {
-        let out = run
-            .exec(["run", "markers", "--submit", "--set", &format!("dir={dir}")])
-            .exit(0);
-        ids.push(out.stdout.trim().to_owned());
-    }
+    let ids = submit(&run, total);
     let count = |status: &str| format!("SELECT count(*) FROM runs WHERE status = '{status}'");
     assert_eq!(lab.psql_in("primary", db, &count("queued")), total.to_string());
     let mut workers = Workers::new(&run);
@@ -328,8 +340,7 @@ fn three_workers_share_sixty_runs_and_survive_two_sigkills() {
     }
     let history = run.exec(["history", "markers", "--limit", "100"]).exit(0);
     assert!(history.stdout.contains(" → "), "{}", history.stdout);
-    let chain = ["one", "two", "three"];
-    let again = assert_markers(&lab, "primary", db, &run, &ids, &chain);
+    let again = assert_markers(&lab, "primary", db, &run, &ids);
     eprintln!(
         "{} runs taken over; {again} steps in flight at a kill ran again",
         orphaned.len()
@@ -873,23 +884,10 @@ fn the_state_database_fails_over_to_its_standby_mid_batch() {
         "{both}{}target_session_attrs=read-write",
         if both.contains('?') { '&' } else { '?' }
     );
-    let steps = [
-        marker_step("one", None, "sleep 0.2"),
-        marker_step("two", Some("one"), "sleep 0.2"),
-        marker_step("three", Some("two"), "sleep 0.2"),
-    ];
-    let run = Run::new()
-        .env("RUNBOOK_STATE", &both)
-        .playbook("markers", &playbook("markers", &steps));
-    let dir = run.path().display().to_string();
-    let set_dir = format!("dir={dir}");
+    let run = markers(&both);
+    let set_dir = format!("dir={}", run.path().display());
     let total = 24;
-    let mut ids: Vec<String> = (0..total)
-        .map(|_| {
-            let out = run.exec(["run", "markers", "--submit", "--set", &set_dir]).exit(0);
-            out.stdout.trim().to_owned()
-        })
-        .collect();
+    let mut ids = submit(&run, total);
     let mut workers = Workers::new(&run);
     for name in ["w1", "w2"] {
         workers.start(&run, name, "3s");
@@ -950,7 +948,7 @@ fn the_state_database_fails_over_to_its_standby_mid_batch() {
         .collect();
     let lost: Vec<&str> = acknowledged.lines().filter(|e| !after.contains(*e)).collect();
     assert!(lost.is_empty(), "acknowledged entries lost: {lost:?}");
-    let again = assert_markers(&lab, "standby", db, &run, &ids, &["one", "two", "three"]);
+    let again = assert_markers(&lab, "standby", db, &run, &ids);
     assert_fenced_journals_on(&lab, "standby", db);
     eprintln!(
         "{} entries acknowledged before the failover, none lost; {done_before} of {queued} runs done before it; \

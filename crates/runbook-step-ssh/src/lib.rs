@@ -499,8 +499,9 @@ impl Ssh {
         let conns: Vec<Arc<Conn>> = self.conns.lock().ok()?.values().cloned().collect();
         let mut idle: Vec<(Instant, Arc<Conn>)> = conns
             .into_iter()
-            .filter(|c| c.busy.load(Ordering::SeqCst) == 0 && c.last_used().elapsed() >= IDLE_GRACE)
+            .filter(|c| c.busy.load(Ordering::SeqCst) == 0)
             .map(|c| (c.last_used(), c))
+            .filter(|(at, _)| at.elapsed() >= IDLE_GRACE)
             .collect();
         idle.sort_by_key(|(at, _)| *at);
         idle.into_iter().find_map(|(_, c)| {
