@@ -316,6 +316,12 @@ pub(crate) enum Command {
         #[arg(long, conflicts_with_all = ["kind", "events", "output_of"])]
         openapi: bool,
     },
+    /// External step kinds: list the plugins found, or check one against the
+    /// protocol (book: Plugins).
+    Plugin {
+        #[command(subcommand)]
+        action: PluginAction,
+    },
     /// Print generated reference documentation (the book's step reference).
     #[command(hide = true)]
     Docs {
@@ -414,6 +420,29 @@ pub(crate) enum TokenAction {
     Revoke {
         /// Its name.
         name: String,
+    },
+}
+
+/// What to do with plugins.
+#[derive(Debug, Clone, Subcommand)]
+pub(crate) enum PluginAction {
+    /// The plugins found (the library's `plugins/`, then
+    /// `RUNBOOK_PLUGIN_PATH`), and those that cannot be used, with why.
+    List {
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Check a plugin against the protocol: describe, its schema and
+    /// example, a run of the example, a cancel, malformed requests. The
+    /// example runs for real: make it harmless or pass another with `--with`.
+    Test {
+        /// The plugin's executable.
+        path: PathBuf,
+        /// The `with:` to run it with, as JSON (default: its `example`).
+        #[arg(long, value_name = "JSON")]
+        with: Option<String>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
 }
 

@@ -17,7 +17,7 @@ fn command(cli: Cli) -> Done {
     let state = cli.state.clone();
     let inventory = cli.inventory.clone();
     let lib = Library::new(&cli.playbooks);
-    let registry = crate::registry::registry();
+    let registry = crate::registry::registry(&cli.playbooks);
     let inv = || load_inventory(inventory.as_deref());
     match cli.command {
         Command::List { output } => list(&lib, &registry, output),
@@ -193,6 +193,7 @@ fn command(cli: Cli) -> Done {
             })?;
             Ok(Exit::Ok)
         }
+        Command::Plugin { action } => crate::plugins::plugin(&cli.playbooks, &registry, action),
         // Answered in main, where the settings' sources are known.
         Command::Config => Ok(Exit::Ok),
         Command::Completions { shell } => {

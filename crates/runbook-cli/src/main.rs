@@ -28,6 +28,7 @@ mod json_out;
 mod loading;
 mod locks;
 mod observe;
+mod plugins;
 mod reference;
 mod registry;
 mod report;

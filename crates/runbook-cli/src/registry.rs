@@ -2,8 +2,15 @@
 
 use runbook_core::kind::Registry;
 
-/// The registry of step kinds: read this function to find them all.
-pub(crate) fn registry() -> Registry {
+/// The registry of step kinds: read this function to find them all. The
+/// built-in kinds, then the plugins found for the library at `library`
+/// (its `plugins/` folder, then `RUNBOOK_PLUGIN_PATH`).
+pub(crate) fn registry(library: &std::path::Path) -> Registry {
+    runbook_step_plugin::register(builtin(), library)
+}
+
+/// The kinds compiled into this binary.
+pub(crate) fn builtin() -> Registry {
     Registry::new()
         .with(runbook_step_shell::Shell)
         .with(runbook_step_wait::Sleep)

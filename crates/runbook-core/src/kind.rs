@@ -12,6 +12,7 @@
 use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde_json::Value as Json;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 pub use tokio_util::sync::CancellationToken;
@@ -138,6 +139,10 @@ pub struct StepContext {
     pub run_id: String,
     /// The step path, e.g. `roll[web2].deploy`.
     pub step: String,
+    /// Which attempt this is (1 for the first; retries and resumes count on).
+    pub attempt: u32,
+    /// The secrets the step grants its kind (its `secrets:`), by name.
+    pub secrets: serde_json::Map<String, Json>,
     /// Cancelled when the run is stopped; long steps must watch it.
     pub cancel: CancellationToken,
     /// Where log lines go.
@@ -218,24 +223,35 @@ impl OutputType {
 }
 
 /// One declared output of a kind.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct OutputDecl {
     /// The name under `steps.<id>.outputs`.
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// Its type.
     pub ty: OutputType,
     /// What it holds.
-    pub doc: &'static str,
+    pub doc: Cow<'static, str>,
+}
+
+impl OutputDecl {
+    /// A built-in kind's output.
+    pub const fn new(name: &'static str, ty: OutputType, doc: &'static str) -> OutputDecl {
+        OutputDecl {
+            name: Cow::Borrowed(name),
+            ty,
+            doc: Cow::Borrowed(doc),
+        }
+    }
 }
 
 /// A step kind: what `uses:` names.
 #[async_trait::async_trait]
 pub trait StepKind: Send + Sync + 'static {
     /// The `uses` name, e.g. `shell`.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &str;
 
     /// One line on what the kind does, for `runbook schema` and the book.
-    fn summary(&self) -> &'static str;
+    fn summary(&self) -> &str;
 
     /// The JSON Schema of `with:`, derived from the params type with [`schema_for`].
     fn params_schema(&self) -> Json;
@@ -277,7 +293,13 @@ pub trait StepKind: Send + Sync + 'static {
     }
 
     /// The outputs it produces.
-    fn outputs(&self) -> &'static [OutputDecl];
+    fn outputs(&self) -> &[OutputDecl];
+
+    /// True when the kind takes secrets granted by the step's `secrets:`
+    /// (external kinds); built-in kinds take them through templates.
+    fn takes_secrets(&self) -> bool {
+        false
+    }
 
     /// A one-line description of what this call will do, for `plan`.
     fn describe(&self, with: &Json) -> String;
@@ -452,9 +474,10 @@ pub fn require_by_action(mut schema: Json, rules: &[(&[&str], &[&str])]) -> Json
 /// The kinds a binary knows, by `uses` name.
 #[derive(Clone, Default)]
 pub struct Registry {
-    kinds: IndexMap<&'static str, Arc<dyn StepKind>>,
-    schemas: IndexMap<&'static str, Arc<Json>>,
-    validators: IndexMap<&'static str, Arc<jsonschema::Validator>>,
+    kinds: IndexMap<String, Arc<dyn StepKind>>,
+    schemas: IndexMap<String, Arc<Json>>,
+    validators: IndexMap<String, Arc<jsonschema::Validator>>,
+    problems: IndexMap<String, String>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -472,14 +495,20 @@ impl Registry {
     /// Adds a kind. A kind whose schema does not compile is a programming error
     /// caught by each kind's own tests; it is registered without a validator.
     #[must_use]
-    pub fn with(mut self, kind: impl StepKind) -> Self {
-        let name = kind.name();
+    pub fn with(self, kind: impl StepKind) -> Self {
+        self.with_shared(Arc::new(kind))
+    }
+
+    /// Adds a kind already shared (one loaded at run time, such as a plugin).
+    #[must_use]
+    pub fn with_shared(mut self, kind: Arc<dyn StepKind>) -> Self {
+        let name = kind.name().to_owned();
         let schema = kind.params_schema();
         if let Ok(v) = params_validator(&schema) {
-            self.validators.insert(name, Arc::new(v));
+            self.validators.insert(name.clone(), Arc::new(v));
         }
-        self.schemas.insert(name, Arc::new(schema));
-        self.kinds.insert(name, Arc::new(kind));
+        self.schemas.insert(name.clone(), Arc::new(schema));
+        self.kinds.insert(name, kind);
         self
     }
 
@@ -544,8 +573,26 @@ impl Registry {
     }
 
     /// Every kind's name, in registration order.
-    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.kinds.keys().copied()
+    pub fn names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.kinds.keys().map(String::as_str)
+    }
+
+    /// Records that the kind `name` exists but could not be loaded (a broken
+    /// plugin), so that a step using it is refused with the reason.
+    #[must_use]
+    pub fn with_problem(mut self, name: &str, why: String) -> Self {
+        self.problems.insert(name.to_owned(), why);
+        self
+    }
+
+    /// Why the kind `name` could not be loaded, if it is a known broken one.
+    pub fn problem(&self, name: &str) -> Option<&str> {
+        self.problems.get(name).map(String::as_str)
+    }
+
+    /// The kinds that could not be loaded, with why.
+    pub fn problems(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.problems.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// Every kind, in registration order.
@@ -591,12 +638,9 @@ pub mod test_kit {
         fn idempotent(&self, _: &Json) -> bool {
             false
         }
-        fn outputs(&self) -> &'static [OutputDecl] {
-            &[OutputDecl {
-                name: "stdout",
-                ty: OutputType::String,
-                doc: "",
-            }]
+        fn outputs(&self) -> &[OutputDecl] {
+            const OUTPUTS: &[OutputDecl] = &[OutputDecl::new("stdout", OutputType::String, "")];
+            OUTPUTS
         }
         fn describe(&self, w: &Json) -> String {
             format!("run {}", w["run"])

@@ -361,6 +361,11 @@ pub struct Step {
     /// again. `restart`: run the whole group again from its first step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<ResumePolicy>,
+    /// Secrets (declared under `secrets:`) handed to an external kind's
+    /// plugin in its request, never on its command line or in its
+    /// environment. Built-in kinds take secrets through templates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 /// What resume does with a group whose `on_failure` steps ran.

@@ -39,7 +39,7 @@ impl StepKind for Mark {
     fn idempotent(&self, _: &Json) -> bool {
         true
     }
-    fn outputs(&self) -> &'static [OutputDecl] {
+    fn outputs(&self) -> &[OutputDecl] {
         &[]
     }
     fn describe(&self, w: &Json) -> String {

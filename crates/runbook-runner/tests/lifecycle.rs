@@ -54,7 +54,7 @@ impl StepKind for Mark {
     fn idempotent(&self, with: &Json) -> bool {
         with["idempotent"].as_bool().unwrap_or(true)
     }
-    fn outputs(&self) -> &'static [OutputDecl] {
+    fn outputs(&self) -> &[OutputDecl] {
         &[]
     }
     fn describe(&self, w: &Json) -> String {

@@ -56,21 +56,9 @@ pub struct ApproveParams {
 pub struct Approve;
 
 const OUTPUTS: &[OutputDecl] = &[
-    OutputDecl {
-        name: "approved_by",
-        ty: OutputType::String,
-        doc: "who approved",
-    },
-    OutputDecl {
-        name: "comment",
-        ty: OutputType::String,
-        doc: "what they said (empty if nothing)",
-    },
-    OutputDecl {
-        name: "automatic",
-        ty: OutputType::Boolean,
-        doc: "true when approved by `--yes`",
-    },
+    OutputDecl::new("approved_by", OutputType::String, "who approved"),
+    OutputDecl::new("comment", OutputType::String, "what they said (empty if nothing)"),
+    OutputDecl::new("automatic", OutputType::Boolean, "true when approved by `--yes`"),
 ];
 
 /// JSON pointers of the `recheck` calls, validated like steps.
@@ -111,7 +99,7 @@ impl StepKind for Approve {
         true
     }
 
-    fn outputs(&self) -> &'static [OutputDecl] {
+    fn outputs(&self) -> &[OutputDecl] {
         OUTPUTS
     }
 

@@ -146,66 +146,26 @@ pub struct HttpCheck {
 }
 
 const OUTPUTS: &[OutputDecl] = &[
-    OutputDecl {
-        name: "status",
-        ty: OutputType::Integer,
-        doc: "the HTTP status of the (last) response",
-    },
-    OutputDecl {
-        name: "json",
-        ty: OutputType::Any,
-        doc: "the (last) body parsed as JSON, or null",
-    },
-    OutputDecl {
-        name: "body",
-        ty: OutputType::String,
-        doc: "the (last) body as text (first 64 KiB)",
-    },
-    OutputDecl {
-        name: "headers",
-        ty: OutputType::Any,
-        doc: "the (last) response headers, lowercase names",
-    },
-    OutputDecl {
-        name: "latency_ms",
-        ty: OutputType::Number,
-        doc: "latency of the (last) request, ms",
-    },
-    OutputDecl {
-        name: "p50_ms",
-        ty: OutputType::Number,
-        doc: "median latency over the samples, ms",
-    },
-    OutputDecl {
-        name: "p95_ms",
-        ty: OutputType::Number,
-        doc: "95th percentile latency, ms",
-    },
-    OutputDecl {
-        name: "p99_ms",
-        ty: OutputType::Number,
-        doc: "99th percentile latency, ms",
-    },
-    OutputDecl {
-        name: "max_ms",
-        ty: OutputType::Number,
-        doc: "slowest request, ms",
-    },
-    OutputDecl {
-        name: "samples",
-        ty: OutputType::Integer,
-        doc: "requests sent",
-    },
-    OutputDecl {
-        name: "errors",
-        ty: OutputType::Integer,
-        doc: "requests that failed or missed an expectation",
-    },
-    OutputDecl {
-        name: "error_rate",
-        ty: OutputType::Number,
-        doc: "errors / samples",
-    },
+    OutputDecl::new("status", OutputType::Integer, "the HTTP status of the (last) response"),
+    OutputDecl::new("json", OutputType::Any, "the (last) body parsed as JSON, or null"),
+    OutputDecl::new("body", OutputType::String, "the (last) body as text (first 64 KiB)"),
+    OutputDecl::new(
+        "headers",
+        OutputType::Any,
+        "the (last) response headers, lowercase names",
+    ),
+    OutputDecl::new("latency_ms", OutputType::Number, "latency of the (last) request, ms"),
+    OutputDecl::new("p50_ms", OutputType::Number, "median latency over the samples, ms"),
+    OutputDecl::new("p95_ms", OutputType::Number, "95th percentile latency, ms"),
+    OutputDecl::new("p99_ms", OutputType::Number, "99th percentile latency, ms"),
+    OutputDecl::new("max_ms", OutputType::Number, "slowest request, ms"),
+    OutputDecl::new("samples", OutputType::Integer, "requests sent"),
+    OutputDecl::new(
+        "errors",
+        OutputType::Integer,
+        "requests that failed or missed an expectation",
+    ),
+    OutputDecl::new("error_rate", OutputType::Number, "errors / samples"),
 ];
 
 /// How much of a body is kept in outputs and messages.
@@ -365,7 +325,7 @@ impl StepKind for HttpCheck {
         plan_params::<HttpParams>(with).is_some_and(|p| !matches!(p.method, Some(Method::Post | Method::Patch)))
     }
 
-    fn outputs(&self) -> &'static [OutputDecl] {
+    fn outputs(&self) -> &[OutputDecl] {
         OUTPUTS
     }
 

@@ -262,51 +262,47 @@ pub(crate) trait Driver: Send + Sync {
 pub struct Lb;
 
 const OUTPUTS: &[OutputDecl] = &[
-    OutputDecl {
-        name: "state",
-        ty: OutputType::String,
-        doc: "the server's state afterwards: ready, drain or maint",
-    },
-    OutputDecl {
-        name: "health",
-        ty: OutputType::String,
-        doc: "the load balancer's health check afterwards: up, down or unchecked",
-    },
-    OutputDecl {
-        name: "sessions",
-        ty: OutputType::Integer,
-        doc: "sessions on the server afterwards, with queued ones (null where not counted: aws-elbv2)",
-    },
-    OutputDecl {
-        name: "before",
-        ty: OutputType::Any,
-        doc: "the server (or, for switch, the target) before the action",
-    },
-    OutputDecl {
-        name: "after",
-        ty: OutputType::Any,
-        doc: "the server (or, for switch, the target) after the action",
-    },
-    OutputDecl {
-        name: "changed",
-        ty: OutputType::Boolean,
-        doc: "false when the server was already as asked",
-    },
-    OutputDecl {
-        name: "servers",
-        ty: OutputType::List,
-        doc: "status: every server of the pool",
-    },
-    OutputDecl {
-        name: "waited_ms",
-        ty: OutputType::Integer,
-        doc: "wait-drained and wait-healthy: how long it took",
-    },
-    OutputDecl {
-        name: "warning",
-        ty: OutputType::String,
-        doc: "status: a configuration risk, e.g. changes lost on reload",
-    },
+    OutputDecl::new(
+        "state",
+        OutputType::String,
+        "the server's state afterwards: ready, drain or maint",
+    ),
+    OutputDecl::new(
+        "health",
+        OutputType::String,
+        "the load balancer's health check afterwards: up, down or unchecked",
+    ),
+    OutputDecl::new(
+        "sessions",
+        OutputType::Integer,
+        "sessions on the server afterwards, with queued ones (null where not counted: aws-elbv2)",
+    ),
+    OutputDecl::new(
+        "before",
+        OutputType::Any,
+        "the server (or, for switch, the target) before the action",
+    ),
+    OutputDecl::new(
+        "after",
+        OutputType::Any,
+        "the server (or, for switch, the target) after the action",
+    ),
+    OutputDecl::new(
+        "changed",
+        OutputType::Boolean,
+        "false when the server was already as asked",
+    ),
+    OutputDecl::new("servers", OutputType::List, "status: every server of the pool"),
+    OutputDecl::new(
+        "waited_ms",
+        OutputType::Integer,
+        "wait-drained and wait-healthy: how long it took",
+    ),
+    OutputDecl::new(
+        "warning",
+        OutputType::String,
+        "status: a configuration risk, e.g. changes lost on reload",
+    ),
 ];
 
 async fn driver(p: &LbParams) -> Result<Box<dyn Driver>, StepError> {
@@ -393,7 +389,7 @@ impl StepKind for Lb {
         true
     }
 
-    fn outputs(&self) -> &'static [OutputDecl] {
+    fn outputs(&self) -> &[OutputDecl] {
         OUTPUTS
     }
 

@@ -170,111 +170,83 @@ pub struct Expect {
 }
 
 const OUTPUTS: &[OutputDecl] = &[
-    OutputDecl {
-        name: "rows",
-        ty: OutputType::List,
-        doc: "query, assert: the rows, as JSON objects",
-    },
-    OutputDecl {
-        name: "row_count",
-        ty: OutputType::Integer,
-        doc: "query, assert: how many rows the query returned",
-    },
-    OutputDecl {
-        name: "value",
-        ty: OutputType::Any,
-        doc: "query, assert: the first column of the first row",
-    },
-    OutputDecl {
-        name: "truncated",
-        ty: OutputType::Boolean,
-        doc: "query, assert: more rows than max_rows were returned",
-    },
-    OutputDecl {
-        name: "affected",
-        ty: OutputType::Integer,
-        doc: "exec: rows changed",
-    },
-    OutputDecl {
-        name: "file",
-        ty: OutputType::String,
-        doc: "dump: the file written",
-    },
-    OutputDecl {
-        name: "size_bytes",
-        ty: OutputType::Integer,
-        doc: "dump, verify-dump: the dump's size",
-    },
-    OutputDecl {
-        name: "entries",
-        ty: OutputType::Integer,
-        doc: "verify-dump: entries in the dump's table of contents",
-    },
-    OutputDecl {
-        name: "tables",
-        ty: OutputType::Integer,
-        doc: "verify-dump: tables with data in the dump; verify-counts: tables in the database",
-    },
-    OutputDecl {
-        name: "counts",
-        ty: OutputType::Any,
-        doc: "dump with counts_file, verify-counts: rows per table (`schema.table`)",
-    },
-    OutputDecl {
-        name: "total_rows",
-        ty: OutputType::Integer,
-        doc: "dump with counts_file, verify-counts: rows in all tables",
-    },
-    OutputDecl {
-        name: "counts_file",
-        ty: OutputType::String,
-        doc: "dump: the counts file written",
-    },
-    OutputDecl {
-        name: "changed",
-        ty: OutputType::Boolean,
-        doc: "create-db, drop-db, promote: false when it was already so",
-    },
-    OutputDecl {
-        name: "timeline",
-        ty: OutputType::Integer,
-        doc: "promote: the new timeline",
-    },
-    OutputDecl {
-        name: "lsn",
-        ty: OutputType::String,
-        doc: "promote, replication: the current WAL position",
-    },
-    OutputDecl {
-        name: "lag_bytes",
-        ty: OutputType::Integer,
-        doc: "replication: how far the standby's replay is behind, in bytes",
-    },
-    OutputDecl {
-        name: "lag_seconds",
-        ty: OutputType::Number,
-        doc: "replication: how far the standby's replay is behind, in seconds",
-    },
-    OutputDecl {
-        name: "standbys",
-        ty: OutputType::List,
-        doc: "replication: each standby (from a primary) or this standby",
-    },
-    OutputDecl {
-        name: "terminated",
-        ty: OutputType::List,
-        doc: "terminate-idle: the sessions ended (or that would be, with dry_run)",
-    },
-    OutputDecl {
-        name: "in_recovery",
-        ty: OutputType::Boolean,
-        doc: "wait-ready, replication: whether the server is a standby",
-    },
-    OutputDecl {
-        name: "waited_ms",
-        ty: OutputType::Integer,
-        doc: "wait-ready: how long it took",
-    },
+    OutputDecl::new("rows", OutputType::List, "query, assert: the rows, as JSON objects"),
+    OutputDecl::new(
+        "row_count",
+        OutputType::Integer,
+        "query, assert: how many rows the query returned",
+    ),
+    OutputDecl::new(
+        "value",
+        OutputType::Any,
+        "query, assert: the first column of the first row",
+    ),
+    OutputDecl::new(
+        "truncated",
+        OutputType::Boolean,
+        "query, assert: more rows than max_rows were returned",
+    ),
+    OutputDecl::new("affected", OutputType::Integer, "exec: rows changed"),
+    OutputDecl::new("file", OutputType::String, "dump: the file written"),
+    OutputDecl::new("size_bytes", OutputType::Integer, "dump, verify-dump: the dump's size"),
+    OutputDecl::new(
+        "entries",
+        OutputType::Integer,
+        "verify-dump: entries in the dump's table of contents",
+    ),
+    OutputDecl::new(
+        "tables",
+        OutputType::Integer,
+        "verify-dump: tables with data in the dump; verify-counts: tables in the database",
+    ),
+    OutputDecl::new(
+        "counts",
+        OutputType::Any,
+        "dump with counts_file, verify-counts: rows per table (`schema.table`)",
+    ),
+    OutputDecl::new(
+        "total_rows",
+        OutputType::Integer,
+        "dump with counts_file, verify-counts: rows in all tables",
+    ),
+    OutputDecl::new("counts_file", OutputType::String, "dump: the counts file written"),
+    OutputDecl::new(
+        "changed",
+        OutputType::Boolean,
+        "create-db, drop-db, promote: false when it was already so",
+    ),
+    OutputDecl::new("timeline", OutputType::Integer, "promote: the new timeline"),
+    OutputDecl::new(
+        "lsn",
+        OutputType::String,
+        "promote, replication: the current WAL position",
+    ),
+    OutputDecl::new(
+        "lag_bytes",
+        OutputType::Integer,
+        "replication: how far the standby's replay is behind, in bytes",
+    ),
+    OutputDecl::new(
+        "lag_seconds",
+        OutputType::Number,
+        "replication: how far the standby's replay is behind, in seconds",
+    ),
+    OutputDecl::new(
+        "standbys",
+        OutputType::List,
+        "replication: each standby (from a primary) or this standby",
+    ),
+    OutputDecl::new(
+        "terminated",
+        OutputType::List,
+        "terminate-idle: the sessions ended (or that would be, with dry_run)",
+    ),
+    OutputDecl::new(
+        "in_recovery",
+        OutputType::Boolean,
+        "wait-ready, replication: whether the server is a standby",
+    ),
+    OutputDecl::new("waited_ms", OutputType::Integer, "wait-ready: how long it took"),
 ];
 
 /// The `pg` kind.
@@ -337,7 +309,7 @@ impl StepKind for Pg {
         plan_params::<PgParams>(with).is_some_and(|p| p.action != Action::Exec)
     }
 
-    fn outputs(&self) -> &'static [OutputDecl] {
+    fn outputs(&self) -> &[OutputDecl] {
         OUTPUTS
     }
 

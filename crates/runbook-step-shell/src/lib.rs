@@ -8,7 +8,7 @@
 //! the value shell-quoted; an input is data, never shell code, unless the
 //! playbook writes `{{{x}}}` (which `validate` flags).
 
-mod process;
+pub mod process;
 
 use indexmap::IndexMap;
 use runbook_core::kind::{
@@ -48,36 +48,28 @@ pub struct ShellParams {
 pub struct Shell;
 
 const OUTPUTS: &[OutputDecl] = &[
-    OutputDecl {
-        name: "exit_code",
-        ty: OutputType::Integer,
-        doc: "the command's exit status",
-    },
-    OutputDecl {
-        name: "stdout",
-        ty: OutputType::String,
-        doc: "standard output, trailing newline removed",
-    },
-    OutputDecl {
-        name: "stderr",
-        ty: OutputType::String,
-        doc: "standard error, trailing newline removed",
-    },
-    OutputDecl {
-        name: "json",
-        ty: OutputType::Any,
-        doc: "standard output parsed as JSON (with `json: true`)",
-    },
-    OutputDecl {
-        name: "stdout_truncated",
-        ty: OutputType::Boolean,
-        doc: "true if standard output was longer than `max_output` and `stdout` holds only its start",
-    },
-    OutputDecl {
-        name: "stderr_truncated",
-        ty: OutputType::Boolean,
-        doc: "true if standard error was longer than `max_output`",
-    },
+    OutputDecl::new("exit_code", OutputType::Integer, "the command's exit status"),
+    OutputDecl::new(
+        "stdout",
+        OutputType::String,
+        "standard output, trailing newline removed",
+    ),
+    OutputDecl::new("stderr", OutputType::String, "standard error, trailing newline removed"),
+    OutputDecl::new(
+        "json",
+        OutputType::Any,
+        "standard output parsed as JSON (with `json: true`)",
+    ),
+    OutputDecl::new(
+        "stdout_truncated",
+        OutputType::Boolean,
+        "true if standard output was longer than `max_output` and `stdout` holds only its start",
+    ),
+    OutputDecl::new(
+        "stderr_truncated",
+        OutputType::Boolean,
+        "true if standard error was longer than `max_output`",
+    ),
 ];
 
 #[async_trait::async_trait]
@@ -106,7 +98,7 @@ impl StepKind for Shell {
         false
     }
 
-    fn outputs(&self) -> &'static [OutputDecl] {
+    fn outputs(&self) -> &[OutputDecl] {
         OUTPUTS
     }
 

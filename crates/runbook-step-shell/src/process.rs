@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// How long a cancelled command gets between SIGTERM and SIGKILL.
-pub(crate) const GRACE: Duration = Duration::from_secs(5);
+pub const GRACE: Duration = Duration::from_secs(5);
 /// How long processes left in the group after the command exits may take to end
 /// or to leave the group before they are killed.
 pub(crate) const SETTLE: Duration = Duration::from_millis(300);
@@ -148,6 +148,59 @@ pub(crate) async fn run(
     keep: usize,
     ctx: &StepContext,
 ) -> Result<Done, StepError> {
+    let kept_out = Mutex::new(Kept::new(keep));
+    let kept_err = Mutex::new(Kept::new(keep));
+    let on_line = |stream: LogStream, line: &str| {
+        ctx.log.line(stream, line);
+        let kept = match stream {
+            LogStream::Stdout => &kept_out,
+            LogStream::Stderr => &kept_err,
+        };
+        if let Ok(mut k) = kept.lock() {
+            k.push(line);
+        }
+    };
+    let code = run_lines(cmd, stdin, ctx, &on_line).await?;
+    let text = |m: Mutex<Kept>, name: &str| {
+        let kept = m.into_inner().unwrap_or_else(|_| Kept::new(0));
+        if kept.cut {
+            ctx.log.line(
+                LogStream::Stderr,
+                &format!(
+                    "runbook: the `{name}` output keeps the first {} bytes; the log above has all of it (raise \
+                     `max_output` to keep more)",
+                    kept.limit
+                ),
+            );
+        }
+        let mut s = kept.text;
+        if s.ends_with('\n') {
+            s.pop();
+        }
+        (s, kept.cut)
+    };
+    let (stdout, stdout_cut) = text(kept_out, "stdout");
+    let (stderr, stderr_cut) = text(kept_err, "stderr");
+    Ok(Done {
+        code,
+        stdout,
+        stderr,
+        stdout_cut,
+        stderr_cut,
+    })
+}
+
+/// Runs `cmd` in its own session (or process group) and hands each line of
+/// its output, as it comes, to `on_line`; its exit code (minus the signal
+/// number when a signal ended it). Cancelling the step stops it as the module
+/// says: SIGTERM to its session, SIGKILL after [`GRACE`].
+pub async fn run_lines(
+    cmd: tokio::process::Command,
+    stdin: Option<&str>,
+    ctx: &StepContext,
+    on_line: &(dyn Fn(LogStream, &str) + Sync),
+) -> Result<i32, StepError> {
+    let program = cmd.as_std().get_program().to_string_lossy().into_owned();
     let session = setsid_program();
     let mut cmd = match session {
         Some(setsid) => in_session(&cmd, setsid),
@@ -163,7 +216,7 @@ pub(crate) async fn run(
         .kill_on_drop(true);
     let mut child = cmd
         .spawn()
-        .map_err(|e| StepError::new(format!("cannot start `/bin/sh`: {e}")))?;
+        .map_err(|e| StepError::new(format!("cannot start `{program}`: {e}")))?;
     let guard = GroupGuard {
         pgid: child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw),
         session: session.is_some(),
@@ -177,14 +230,12 @@ pub(crate) async fn run(
         });
     }
     let (out, err) = (child.stdout.take(), child.stderr.take());
-    let kept_out = Mutex::new(Kept::new(keep));
-    let kept_err = Mutex::new(Kept::new(keep));
     let status = {
         let work = async {
             let reading = async {
                 tokio::join!(
-                    collect(out, LogStream::Stdout, ctx, &kept_out),
-                    collect(err, LogStream::Stderr, ctx, &kept_err)
+                    collect(out, LogStream::Stdout, on_line),
+                    collect(err, LogStream::Stderr, on_line)
                 );
             };
             let mut reading = std::pin::pin!(reading);
@@ -229,36 +280,9 @@ pub(crate) async fn run(
         };
         status
     };
-    let status = status.map_err(|e| StepError::new(format!("waiting for the command failed: {e}")))?;
+    let status = status.map_err(|e| StepError::new(format!("waiting for `{program}` failed: {e}")))?;
     use std::os::unix::process::ExitStatusExt;
-    let code = status.code().unwrap_or_else(|| -status.signal().unwrap_or(0));
-    let text = |m: Mutex<Kept>, name: &str| {
-        let kept = m.into_inner().unwrap_or_else(|_| Kept::new(0));
-        if kept.cut {
-            ctx.log.line(
-                LogStream::Stderr,
-                &format!(
-                    "runbook: the `{name}` output keeps the first {} bytes; the log above has all of it (raise \
-                     `max_output` to keep more)",
-                    kept.limit
-                ),
-            );
-        }
-        let mut s = kept.text;
-        if s.ends_with('\n') {
-            s.pop();
-        }
-        (s, kept.cut)
-    };
-    let (stdout, stdout_cut) = text(kept_out, "stdout");
-    let (stderr, stderr_cut) = text(kept_err, "stderr");
-    Ok(Done {
-        code,
-        stdout,
-        stderr,
-        stdout_cut,
-        stderr_cut,
-    })
+    Ok(status.code().unwrap_or_else(|| -status.signal().unwrap_or(0)))
 }
 
 /// The part of a stream kept for the step's outputs.
@@ -299,12 +323,11 @@ impl Kept {
     }
 }
 
-/// Streams lines to the log and keeps what fits in `kept`.
+/// Hands each line of a stream to `on_line`.
 async fn collect<R: tokio::io::AsyncRead + Unpin>(
     pipe: Option<R>,
     stream: LogStream,
-    ctx: &StepContext,
-    kept: &Mutex<Kept>,
+    on_line: &(dyn Fn(LogStream, &str) + Sync),
 ) {
     let Some(pipe) = pipe else { return };
     let mut reader = BufReader::new(pipe);
@@ -317,10 +340,7 @@ async fn collect<R: tokio::io::AsyncRead + Unpin>(
                 let line = String::from_utf8_lossy(&buf);
                 let line = line.strip_suffix('\n').unwrap_or(&line);
                 let line = line.strip_suffix('\r').unwrap_or(line);
-                ctx.log.line(stream, line);
-                if let Ok(mut k) = kept.lock() {
-                    k.push(line);
-                }
+                on_line(stream, line);
             }
         }
     }

@@ -515,31 +515,19 @@ impl Ssh {
 }
 
 const OUTPUTS: &[OutputDecl] = &[
-    OutputDecl {
-        name: "exit_code",
-        ty: OutputType::Integer,
-        doc: "the remote command's exit status",
-    },
-    OutputDecl {
-        name: "stdout",
-        ty: OutputType::String,
-        doc: "standard output, trailing newline removed",
-    },
-    OutputDecl {
-        name: "stderr",
-        ty: OutputType::String,
-        doc: "standard error, trailing newline removed",
-    },
-    OutputDecl {
-        name: "json",
-        ty: OutputType::Any,
-        doc: "standard output parsed as JSON (with `json: true`)",
-    },
-    OutputDecl {
-        name: "host",
-        ty: OutputType::String,
-        doc: "where it ran, `user@address:port`",
-    },
+    OutputDecl::new("exit_code", OutputType::Integer, "the remote command's exit status"),
+    OutputDecl::new(
+        "stdout",
+        OutputType::String,
+        "standard output, trailing newline removed",
+    ),
+    OutputDecl::new("stderr", OutputType::String, "standard error, trailing newline removed"),
+    OutputDecl::new(
+        "json",
+        OutputType::Any,
+        "standard output parsed as JSON (with `json: true`)",
+    ),
+    OutputDecl::new("host", OutputType::String, "where it ran, `user@address:port`"),
 ];
 
 /// The remote process group and pid, once the wrapper has reported them.
@@ -616,7 +604,7 @@ impl StepKind for Ssh {
         false
     }
 
-    fn outputs(&self) -> &'static [OutputDecl] {
+    fn outputs(&self) -> &[OutputDecl] {
         OUTPUTS
     }
 

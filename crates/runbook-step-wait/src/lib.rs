@@ -32,11 +32,7 @@ pub struct SleepParams {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Sleep;
 
-const WAITED: &[OutputDecl] = &[OutputDecl {
-    name: "waited",
-    ty: OutputType::Number,
-    doc: "seconds actually waited",
-}];
+const WAITED: &[OutputDecl] = &[OutputDecl::new("waited", OutputType::Number, "seconds actually waited")];
 
 #[async_trait::async_trait]
 impl StepKind for Sleep {
@@ -60,7 +56,7 @@ impl StepKind for Sleep {
         true
     }
 
-    fn outputs(&self) -> &'static [OutputDecl] {
+    fn outputs(&self) -> &[OutputDecl] {
         WAITED
     }
 
@@ -133,21 +129,9 @@ pub struct WaitParams {
 pub struct Wait;
 
 const WAIT_OUTPUTS: &[OutputDecl] = &[
-    OutputDecl {
-        name: "waited",
-        ty: OutputType::Number,
-        doc: "seconds until the check held",
-    },
-    OutputDecl {
-        name: "attempts",
-        ty: OutputType::Integer,
-        doc: "how many times the check ran",
-    },
-    OutputDecl {
-        name: "outputs",
-        ty: OutputType::Any,
-        doc: "the outputs of the last check",
-    },
+    OutputDecl::new("waited", OutputType::Number, "seconds until the check held"),
+    OutputDecl::new("attempts", OutputType::Integer, "how many times the check ran"),
+    OutputDecl::new("outputs", OutputType::Any, "the outputs of the last check"),
 ];
 
 #[async_trait::async_trait]
@@ -180,7 +164,7 @@ impl StepKind for Wait {
         true
     }
 
-    fn outputs(&self) -> &'static [OutputDecl] {
+    fn outputs(&self) -> &[OutputDecl] {
         WAIT_OUTPUTS
     }
 

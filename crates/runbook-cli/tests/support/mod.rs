@@ -93,6 +93,7 @@ impl Run {
             .args(extra.into_iter().map(|s| s.as_ref().to_owned()))
             .current_dir(&cwd)
             .env_remove("RUNBOOK_PLAYBOOKS")
+            .env_remove("RUNBOOK_PLUGIN_PATH")
             .env("NO_COLOR", "1")
             .env("USER", "tester")
             // No user-level runbook.toml from the machine the tests run on.

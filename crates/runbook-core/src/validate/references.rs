@@ -19,7 +19,8 @@ impl<'a> Check<'a> {
     /// A call of a kind: the kind exists, `with` matches its schema, templates are sound.
     pub(super) fn call(&mut self, step: &Node, ptr: &str, kind: &str, kind_node: &Node, scope: &Scope) {
         let Some(k) = self.registry.get(kind).cloned() else {
-            let hint = suggestion(kind, self.registry.names()).or_else(|| {
+            let broken = self.registry.problem(kind).map(str::to_owned);
+            let hint = broken.or_else(|| suggestion(kind, self.registry.names())).or_else(|| {
                 Some(format!(
                     "known kinds: {}",
                     self.registry.names().collect::<Vec<_>>().join(", ")
@@ -40,6 +41,9 @@ impl<'a> Check<'a> {
             }
             return;
         };
+        if let Some(granted) = step.get("secrets") {
+            self.granted_secrets(granted, kind, k.takes_secrets());
+        }
         let with = step.get("with");
         let with_json = with.map_or(Json::Object(Default::default()), Node::to_json);
         if let Some(v) = self.registry.validator(kind) {
@@ -78,6 +82,34 @@ impl<'a> Check<'a> {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// A step's `secrets:`: declared ones, granted to a kind that takes them.
+    fn granted_secrets(&mut self, granted: &Node, kind: &str, takes: bool) {
+        if !takes {
+            self.diags.push(
+                Diagnostic::error(
+                    "secrets-not-taken",
+                    format!("`{kind}` takes no granted secrets (only plugins do)"),
+                    Some(granted.span),
+                )
+                .label("not taken by this kind")
+                .hint("write `{{secrets.NAME}}` where the value goes (for a command, through `env:`)"),
+            );
+            return;
+        }
+        for n in granted.items().unwrap_or_default() {
+            let Some(name) = n.as_str() else { continue };
+            if !self.secrets.iter().any(|s| s == name) {
+                let hint = suggestion(name, self.secrets.iter().map(String::as_str))
+                    .unwrap_or_else(|| format!("declare it under `secrets:`, e.g. `secrets: [{name}]`"));
+                self.diags.push(
+                    Diagnostic::error("undefined-secret", format!("undefined secret `{name}`"), Some(n.span))
+                        .label("not declared")
+                        .hint(hint),
+                );
             }
         }
     }
@@ -368,7 +400,7 @@ impl<'a> Check<'a> {
             });
         }
         if let Some(k) = info.uses.as_deref().and_then(|u| self.registry.get(u)) {
-            known.extend(k.outputs().iter().map(|o| o.name));
+            known.extend(k.outputs().iter().map(|o| &*o.name));
         } else if info.uses.is_some() {
             return None; // unknown kind, already reported
         }

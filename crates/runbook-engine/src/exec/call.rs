@@ -143,6 +143,8 @@ impl<'a> Exec<'a> {
             let ctx = StepContext {
                 run_id: self.run_id.clone(),
                 step: path.to_owned(),
+                attempt,
+                secrets: self.granted(step),
                 cancel: cancel.child_token(),
                 log: Arc::new(Sink {
                     step: path.to_owned(),

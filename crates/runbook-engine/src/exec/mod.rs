@@ -905,6 +905,15 @@ impl<'a> Exec<'a> {
         Data::new(Json::Object(m))
     }
 
+    /// The secrets a step grants its kind (`secrets:`), by name.
+    fn granted(&self, step: &Step) -> serde_json::Map<String, Json> {
+        let all = self.base.get("secrets");
+        step.secrets
+            .iter()
+            .filter_map(|name| Some((name.clone(), all?.get(name)?.clone())))
+            .collect()
+    }
+
     /// What a step's own templates read (cached per step).
     fn refs(&self, step: &Step) -> Rc<Reads> {
         let key = std::ptr::from_ref(step) as usize;

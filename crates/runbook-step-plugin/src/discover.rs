@@ -1,0 +1,244 @@
+//! Finding plugins: executables named `runbook-step-<kind>` in the library's
+//! `plugins/` folder, then in each folder of `RUNBOOK_PLUGIN_PATH` (the first
+//! found of a name wins, as on `PATH`), each asked to `describe` itself.
+
+use crate::protocol::{Description, parse_description};
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The prefix of a plugin's file name.
+pub const PREFIX: &str = "runbook-step-";
+
+/// How long `describe` may take.
+pub const DESCRIBE_LIMIT: Duration = Duration::from_secs(10);
+
+/// A plugin found and described.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// Its executable.
+    pub path: PathBuf,
+    /// What it said of itself.
+    pub description: Description,
+}
+
+/// A plugin found that cannot be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken {
+    /// The kind its file name gives.
+    pub kind: String,
+    /// Its executable.
+    pub path: PathBuf,
+    /// What is wrong, with what to do.
+    pub why: String,
+}
+
+/// The folders searched, in order: `<library>/plugins`, then
+/// `RUNBOOK_PLUGIN_PATH` (colon-separated).
+pub fn folders(library: &Path, plugin_path: Option<&str>) -> Vec<PathBuf> {
+    let mut out = vec![library.join("plugins")];
+    out.extend(
+        plugin_path
+            .unwrap_or_default()
+            .split(':')
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from),
+    );
+    out
+}
+
+/// The executables named `runbook-step-<kind>` in `folders`, the first of
+/// each kind; `(kind, path)`, in search order. A folder that does not exist
+/// is skipped.
+pub fn executables(folders: &[PathBuf]) -> Vec<(String, PathBuf)> {
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    for folder in folders {
+        let Ok(dir) = std::fs::read_dir(folder) else { continue };
+        let mut here: Vec<(String, PathBuf)> = dir
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.to_owned();
+                let kind = name.strip_prefix(PREFIX)?.to_owned();
+                let path = e.path();
+                let meta = std::fs::metadata(&path).ok()?;
+                (meta.is_file() && meta.permissions().mode() & 0o111 != 0 && !kind.is_empty()).then_some((kind, path))
+            })
+            .collect();
+        here.sort();
+        for (kind, path) in here {
+            if !out.iter().any(|(k, _)| *k == kind) {
+                out.push((kind, path));
+            }
+        }
+    }
+    out
+}
+
+/// Runs `path describe` and reads what it prints.
+pub fn describe(path: &Path) -> Result<Description, String> {
+    let text = run_bounded(path, &["describe"], DESCRIBE_LIMIT)?;
+    parse_description(&text)
+}
+
+/// Runs `path args...` with no input, for at most `limit`; its standard
+/// output, or why there is none (it could not start, timed out, failed).
+pub(crate) fn run_bounded(path: &Path, args: &[&str], limit: Duration) -> Result<String, String> {
+    let (status, stdout, stderr) = run_with(path, args, None, limit)?;
+    if !status.success() {
+        let code = status.code().map_or("a signal".to_owned(), |c| format!("status {c}"));
+        let why = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+        return Err(format!(
+            "`{}` failed ({code}){}",
+            args.join(" "),
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(": {why}")
+            }
+        ));
+    }
+    Ok(stdout)
+}
+
+/// Runs `path args...` with `input` on its standard input (or none), for at
+/// most `limit` (then it is killed); how it ended, its standard output and
+/// its standard error.
+pub(crate) fn run_with(
+    path: &Path,
+    args: &[&str],
+    input: Option<&str>,
+    limit: Duration,
+) -> Result<(ExitStatus, String, String), String> {
+    let mut child = Command::new(path)
+        .args(args)
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start it: {e}"))?;
+    if let (Some(text), Some(mut pipe)) = (input, child.stdin.take()) {
+        let text = text.to_owned();
+        // Written aside, so a plugin that does not read cannot block us.
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(text.as_bytes());
+        });
+    }
+    // Read both pipes while it runs, so a long output cannot block it.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if started.elapsed() < limit => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "`{}` did not finish within {} s",
+                    args.join(" "),
+                    limit.as_secs_f64()
+                ));
+            }
+            Err(e) => return Err(format!("waiting for it failed: {e}")),
+        }
+    };
+    Ok((status, out.join().unwrap_or_default(), err.join().unwrap_or_default()))
+}
+
+/// Every plugin in `folders`, described; those that cannot be used, with why.
+/// Names of built-in kinds (`taken`) cannot be replaced by a plugin.
+pub fn discover(folders: &[PathBuf], taken: &[&str]) -> (Vec<Found>, Vec<Broken>) {
+    let mut found = Vec::new();
+    let mut broken = Vec::new();
+    for (kind, path) in executables(folders) {
+        let fail = |why: String| Broken {
+            kind: kind.clone(),
+            path: path.clone(),
+            why,
+        };
+        if taken.contains(&kind.as_str()) {
+            broken.push(fail(format!(
+                "`{kind}` is a built-in kind; a plugin cannot replace it (hint: rename the plugin)"
+            )));
+            continue;
+        }
+        match describe(&path) {
+            Ok(d) if d.kind != kind => broken.push(fail(format!(
+                "its file name says kind `{kind}` but `describe` says `{}` (hint: name it {PREFIX}{})",
+                d.kind, d.kind
+            ))),
+            Ok(description) => found.push(Found { path, description }),
+            Err(why) => broken.push(fail(why)),
+        }
+    }
+    (found, broken)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plugin(dir: &Path, name: &str, script: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_first_plugin_of_a_name_wins_and_faults_are_kept_apart() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let good = r#"echo '{"protocol":1,"kind":"flag","description":"d","schema":{"type":"object"},"effect":"read","idempotent":true}'"#;
+        plugin(a.path(), "runbook-step-flag", good);
+        plugin(b.path(), "runbook-step-flag", "exit 3");
+        plugin(b.path(), "runbook-step-shell", good);
+        plugin(b.path(), "runbook-step-mute", "echo 'not json'");
+        plugin(b.path(), "runbook-step-named", &good.replace("flag", "other"));
+        std::fs::write(b.path().join("runbook-step-plain"), "not executable").unwrap();
+        let folders = vec![a.path().to_owned(), b.path().join("missing"), b.path().to_owned()];
+        let (found, broken) = discover(&folders, &["shell"]);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].path, a.path().join("runbook-step-flag"));
+        let why = |k: &str| {
+            broken
+                .iter()
+                .find(|b| b.kind == k)
+                .map(|b| b.why.clone())
+                .unwrap_or_default()
+        };
+        assert!(why("shell").contains("built-in"));
+        assert!(why("mute").contains("one JSON document"));
+        assert!(why("named").contains("name it runbook-step-other"));
+        assert_eq!(broken.len(), 3, "{broken:?}");
+        assert_eq!(
+            folders_of("/lib", Some("/a::/b")),
+            ["/lib/plugins", "/a", "/b"].map(PathBuf::from)
+        );
+    }
+
+    fn folders_of(lib: &str, path: Option<&str>) -> Vec<PathBuf> {
+        folders(Path::new(lib), path)
+    }
+
+    #[test]
+    fn a_describe_that_hangs_is_cut_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = plugin(dir.path(), "runbook-step-slow", "exec sleep 30");
+        let started = Instant::now();
+        let why = run_bounded(&p, &["describe"], Duration::from_millis(300)).unwrap_err();
+        assert!(why.contains("did not finish"), "{why}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}
