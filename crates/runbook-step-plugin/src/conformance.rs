@@ -216,19 +216,45 @@ async fn run_once(
             RUN_LIMIT.as_secs()
         ))),
     };
-    let lines = log.0.lock().map(|l| *l).unwrap_or(0);
+    let lines = log.count.lock().map(|l| *l).unwrap_or(0);
+    let result = result
+        .map(|outputs| match log.masked(Json::Object(outputs).to_string()).parse() {
+            Ok(Json::Object(o)) => o,
+            _ => Outputs::new(),
+        })
+        .map_err(|mut e| {
+            e.message = log.masked(e.message);
+            e
+        });
     (result, lines)
 }
 
-/// Counts log lines.
+/// Counts log lines, and keeps the values the plugin registered as secret.
 #[derive(Default)]
-struct Lines(Mutex<usize>);
+struct Lines {
+    count: Mutex<usize>,
+    masks: Mutex<Vec<String>>,
+}
 
 impl LogSink for Lines {
-    fn line(&self, _stream: LogStream, _text: &str) {
-        if let Ok(mut n) = self.0.lock() {
+    fn line(&self, _stream: LogStream, text: &str) {
+        if let Ok(mut n) = self.count.lock() {
             *n += 1;
         }
+        if let (Some(value), Ok(mut masks)) = (text.strip_prefix("::add-mask::"), self.masks.lock()) {
+            masks.push(value.to_owned());
+        }
+    }
+}
+
+impl Lines {
+    /// `text` with every registered secret masked.
+    fn masked(&self, text: String) -> String {
+        let masks = self.masks.lock().map(|m| m.clone()).unwrap_or_default();
+        masks
+            .iter()
+            .filter(|m| !m.is_empty())
+            .fold(text, |t, m| t.replace(m.as_str(), "***"))
     }
 }
 

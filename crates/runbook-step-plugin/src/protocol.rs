@@ -218,8 +218,10 @@ pub fn parse_description(text: &str) -> Result<Description, String> {
             ));
         }
     }
-    let d: Description =
-        serde_json::from_value(raw).map_err(|e| format!("`describe` printed an invalid description: {e}"))?;
+    let d: Description = serde_path_to_error::deserialize(raw).map_err(|e| {
+        let at = e.path().to_string();
+        format!("`describe` printed an invalid description: `{at}`: {}", e.inner())
+    })?;
     if d.kind.is_empty()
         || !d
             .kind
@@ -285,7 +287,8 @@ mod tests {
         assert!(fault(json!({"protocol": 2})).contains("protocol 2"));
         assert!(fault(json!({"kind": "Flag!"})).contains("not a valid name"));
         assert!(fault(json!({"schema": {"type": "objekt"}})).contains("not valid JSON Schema"));
-        assert!(fault(json!({"effect": "maybe"})).contains("effect"));
+        let e = fault(json!({"effect": "maybe"}));
+        assert!(e.contains("`effect`"), "{e}");
         assert!(parse_description("{").unwrap_err().contains("one JSON document"));
     }
 
