@@ -3,6 +3,7 @@
 
     moto_fixture.py setup ENDPOINT   -> JSON: vpc, load balancer, blue and green target groups, listener
     moto_fixture.py show ENDPOINT TG LISTENER -> JSON: the target group's targets and the listener's target group
+    moto_fixture.py secret ENDPOINT NAME VALUE -> JSON: the secret's ARN (made, or its value replaced: a rotation)
 """
 import json
 import sys
@@ -36,5 +37,14 @@ def show(endpoint, tg, listener):
     print(json.dumps({"targets": targets, "listener_forwards_to": forward}))
 
 
+def secret(endpoint, name, value):
+    sm = client("secretsmanager", endpoint)
+    try:
+        arn = sm.create_secret(Name=name, SecretString=value)["ARN"]
+    except sm.exceptions.ResourceExistsException:
+        arn = sm.put_secret_value(SecretId=name, SecretString=value)["ARN"]
+    print(json.dumps({"arn": arn}))
+
+
 if __name__ == "__main__":
-    {"setup": setup, "show": show}[sys.argv[1]](*sys.argv[2:])
+    {"setup": setup, "show": show, "secret": secret}[sys.argv[1]](*sys.argv[2:])

@@ -172,7 +172,7 @@ pub enum SecretSpec {
     /// `DATABASE_URL`: read from the environment variable of that name.
     Name(String),
     /// `{ name: db, env: PROD_DB_URL }` or `{ name: db, file: /run/secrets/db }`.
-    Full(SecretSource),
+    Full(Box<SecretSource>),
 }
 
 /// A webhook told about a playbook's runs: a JSON POST with a Slack-compatible
@@ -236,6 +236,52 @@ pub struct SecretSource {
     /// status not 0) refuses the run with its stderr.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+    /// AWS Secrets Manager, through the official SDK (credentials, region and
+    /// `AWS_ENDPOINT_URL` as every AWS tool reads them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsSecret>,
+    /// HashiCorp Vault's KV version 2 engine, over its HTTP API (`VAULT_ADDR`,
+    /// `VAULT_TOKEN` or `~/.vault-token`, `VAULT_NAMESPACE`, `VAULT_CACERT`, as
+    /// the vault command reads them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault: Option<VaultSecret>,
+}
+
+/// A secret of AWS Secrets Manager.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSecret {
+    /// The secret's name or ARN.
+    pub secret_id: String,
+    /// A field of the secret when its value is a JSON object (as RDS
+    /// credentials are: `password`); default: the whole value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The region (default: `AWS_REGION`, then the profile's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The version stage (default `AWSCURRENT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_stage: Option<String>,
+}
+
+/// A secret of a Vault KV version 2 engine.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VaultSecret {
+    /// The secret's path inside the engine, e.g. `finance/db`.
+    pub path: String,
+    /// The field of the secret to read, e.g. `password`.
+    pub key: String,
+    /// Where the engine is mounted (default `secret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
+    /// A version to read (default: the latest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// The server (default: `VAULT_ADDR`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 impl SecretSpec {

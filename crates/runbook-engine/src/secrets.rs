@@ -1,97 +1,11 @@
-//! Secrets: resolved from the environment or a file when a run starts or
-//! resumes (never stored), and masked wherever they could appear: log lines,
-//! outputs, errors, events, the journal.
+//! Masking secrets wherever they could appear: log lines, outputs, errors,
+//! events, the journal. Where their values come from is `runbook-secrets`'.
 
 use aho_corasick::AhoCorasick;
-use indexmap::IndexMap;
-use runbook_core::model::{Playbook, SecretSpec};
 use serde_json::Value as Json;
 
 /// What replaces a secret value.
 pub const MASK: &str = "***";
-
-/// A secret that could not be read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MissingSecret {
-    /// The secret's name.
-    pub name: String,
-    /// Why, with what to do.
-    pub message: String,
-}
-
-/// The value a secret's `command` prints (trailing newline removed), run with
-/// `env` as its whole environment; its stderr says why when it fails.
-fn from_command(name: &str, command: &str, env: &IndexMap<String, String>) -> Result<String, String> {
-    let out = std::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(command)
-        .env_clear()
-        .envs(env)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| format!("secret `{name}`: cannot run its command: {e}"))?;
-    if !out.status.success() {
-        let why = String::from_utf8_lossy(&out.stderr);
-        let why = why.trim();
-        let code = out
-            .status
-            .code()
-            .map_or("a signal".to_owned(), |c| format!("status {c}"));
-        return Err(format!(
-            "secret `{name}`: its command failed ({code}){}",
-            if why.is_empty() {
-                String::new()
-            } else {
-                format!(": {why}")
-            }
-        ));
-    }
-    let text = String::from_utf8(out.stdout)
-        .map_err(|_| format!("secret `{name}`: its command printed bytes that are not UTF-8"))?;
-    Ok(text.strip_suffix('\n').unwrap_or(&text).to_owned())
-}
-
-/// Reads every secret a playbook declares. `env` is the environment to read
-/// (and the environment of a secret's `command`).
-pub fn resolve(
-    playbook: &Playbook,
-    env: &IndexMap<String, String>,
-) -> Result<IndexMap<String, String>, Vec<MissingSecret>> {
-    let mut out = IndexMap::new();
-    let mut missing = Vec::new();
-    for spec in &playbook.secrets {
-        let name = spec.name().to_owned();
-        let value = match spec {
-            SecretSpec::Name(n) => env
-                .get(n)
-                .cloned()
-                .ok_or_else(|| format!("secret `{n}` is not set (hint: export {n}=... before running)")),
-            SecretSpec::Full(s) => match (&s.file, &s.command, &s.env) {
-                (Some(path), _, _) => std::fs::read_to_string(path)
-                    .map(|v| v.strip_suffix('\n').unwrap_or(&v).to_owned())
-                    .map_err(|e| format!("secret `{}`: cannot read `{path}`: {e}", s.name)),
-                (None, Some(command), _) => from_command(&s.name, command, env),
-                (None, None, var) => {
-                    let var = var.as_deref().unwrap_or(&s.name);
-                    env.get(var).cloned().ok_or_else(|| {
-                        format!("secret `{}` is not set (hint: export {var}=... before running)", s.name)
-                    })
-                }
-            },
-        };
-        match value {
-            Ok(v) if v.is_empty() => missing.push(MissingSecret {
-                message: format!("secret `{name}` is empty"),
-                name,
-            }),
-            Ok(v) => {
-                out.insert(name, v);
-            }
-            Err(message) => missing.push(MissingSecret { name, message }),
-        }
-    }
-    if missing.is_empty() { Ok(out) } else { Err(missing) }
-}
 
 /// The forms of a secret that tools print: the value, its base64 (standard
 /// and URL-safe, padded or not, with or without a trailing newline), its

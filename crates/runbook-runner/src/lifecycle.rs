@@ -228,7 +228,7 @@ pub fn check_start(
 
 /// Every secret the playbook declares, from `env`.
 pub fn resolve_secrets(pb: &Playbook, env: &IndexMap<String, String>) -> Result<IndexMap<String, String>, RunnerError> {
-    runbook_engine::secrets::resolve(pb, env).map_err(|missing| RunnerError::MissingSecrets {
+    runbook_secrets::resolve(pb, env).map_err(|missing| RunnerError::MissingSecrets {
         playbook: pb.name.clone(),
         messages: missing.into_iter().map(|m| m.message).collect(),
     })

@@ -110,7 +110,21 @@ async fn schedules_fire_count_skip_and_stop_their_runs() {
         metrics: metrics.clone(),
         watcher: told.clone(),
     };
-    let stop = tokio::time::sleep(Duration::from_millis(3500));
+    // Stop once quick has run twice and slow has been skipped (a fire every
+    // second: about 3 s), or after 20 s on a machine too loaded for that.
+    let watched = metrics.clone();
+    let stop = async move {
+        let started = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let text = watched.lock().unwrap().render(0, 0);
+            let enough = sample(&text, "runbook_runs_total", "schedule=\"often\"") >= 2.0
+                && sample(&text, "runbook_schedule_skipped_total", "schedule=\"drill\"") >= 1.0;
+            if enough || started.elapsed() > Duration::from_secs(20) {
+                break;
+            }
+        }
+    };
     let left = daemon.run(&Shell, stop).await;
 
     assert_eq!(left, 0, "the slow run stopped when asked: {:?}", told.0.lock().unwrap());

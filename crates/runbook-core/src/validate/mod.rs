@@ -386,7 +386,7 @@ impl<'a> Check<'a> {
                     }
                     self.secrets.push(name.to_owned());
                 }
-                let sources: Vec<&str> = ["env", "file", "command"]
+                let sources: Vec<&str> = ["env", "file", "command", "aws", "vault"]
                     .into_iter()
                     .filter(|k| s.get(k).is_some())
                     .collect();
@@ -402,7 +402,7 @@ impl<'a> Check<'a> {
                             ),
                             Some(s.span),
                         )
-                        .hint("a secret comes from one place: keep one of `env`, `file` or `command`"),
+                        .hint("a secret comes from one place: keep one of `env`, `file`, `command`, `aws` or `vault`"),
                     );
                 }
             }
