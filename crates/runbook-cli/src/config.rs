@@ -74,7 +74,7 @@ pub(crate) fn apply(cli: &mut Cli, matches: &clap::ArgMatches) -> Result<Vec<Set
         value: (!file.notify.is_empty()).then(|| {
             file.notify
                 .iter()
-                .map(|n| without_password(&n.webhook))
+                .map(|n| without_password(&n.target()))
                 .collect::<Vec<_>>()
                 .join(", ")
         }),

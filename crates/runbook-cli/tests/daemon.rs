@@ -229,6 +229,76 @@ fn the_configuration_files_hooks_hear_of_every_run() {
         .stderr_has("runbook.toml");
 }
 
+#[test]
+fn emails_go_over_smtp_when_a_run_waits_and_when_it_fails() {
+    let smtp = support::SmtpSink::start();
+    let playbook = r#"apiVersion: runbook/v1
+name: mailed
+version: 1
+notify:
+  - email: { to: [oncall@example.com, lead@example.com], from: runbook@ops.example.com }
+    on: [waiting, failed]
+steps:
+  - { id: ask, uses: approve, with: { message: "restart the primary?" } }
+  - { id: boom, uses: shell, with: { run: "echo the disk is full >&2; exit 3" } }
+"#;
+    let run = Run::new()
+        .env("RUNBOOK_SMTP_URL", &smtp.url())
+        .playbook("mailed", playbook);
+    let id = run.exec(["run", "mailed"]).exit(3).run_id();
+    let wait_for = |n: usize| {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while smtp.messages().len() < n && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        smtp.messages()
+    };
+    let got = wait_for(1);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let waiting = &got[0];
+    for text in [
+        "To: oncall@example.com, lead@example.com",
+        "From: runbook@ops.example.com",
+        &format!("Subject: runbook: mailed run {id} waits for an approval at `ask`"),
+        &format!("To answer: runbook approve {id}"),
+    ] {
+        assert!(
+            waiting.contains(text),
+            "no {text:?} in
+{waiting}"
+        );
+    }
+    run.exec(["approve", &id]).exit(1);
+    let got = wait_for(2);
+    assert_eq!(got.len(), 2, "one email for the wait, one for the failure: {got:?}");
+    assert!(
+        got[1].contains(&format!("Subject: runbook: mailed run {id} failed")),
+        "{}",
+        got[1]
+    );
+    assert!(got[1].contains(&format!("runbook logs {id}")), "{}", got[1]);
+    // A server that is not there: the run is not held up, a warning says why.
+    let down = Run::new()
+        .env(
+            "RUNBOOK_SMTP_URL",
+            &format!("smtp://127.0.0.1:{}", support::free_port()),
+        )
+        .playbook("mailed", playbook);
+    down.exec(["run", "mailed"])
+        .exit(3)
+        .stderr_has("warning: notify mailto:oncall@example.com,lead@example.com:");
+    // An email and a webhook in one notification is refused.
+    Run::new()
+        .playbook(
+            "mailed",
+            &playbook.replace("  - email:", "  - webhook: \"http://127.0.0.1:9/\"\n    email:"),
+        )
+        .args(["validate", "mailed"])
+        .run()
+        .exit(2)
+        .stderr_has("names both a webhook and an email");
+}
+
 /// `sha256=HEX`, as the runner signs (checked with an implementation of
 /// the test's own: HMAC by its definition, over SHA-256).
 fn hmac_sha256(key: &str, body: &[u8]) -> String {

@@ -181,14 +181,48 @@ pub enum SecretSpec {
 #[serde(deny_unknown_fields)]
 pub struct Notify {
     /// The URL to POST to.
-    pub webhook: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    /// Or: an email to send over SMTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<Email>,
     /// What it hears about (default: all of them).
     #[serde(default = "RunMoment::all", skip_serializing_if = "Vec::is_empty")]
     pub on: Vec<RunMoment>,
     /// A declared secret: the body is signed with HMAC-SHA256 under it, in
-    /// the header `X-Runbook-Signature: sha256=HEX`.
+    /// the header `X-Runbook-Signature: sha256=HEX` (webhooks only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+}
+
+impl Notify {
+    /// Where it goes, for people: the webhook's URL or `mailto:` the
+    /// addresses.
+    pub fn target(&self) -> String {
+        match (&self.webhook, &self.email) {
+            (Some(url), _) => url.clone(),
+            (None, Some(e)) => format!("mailto:{}", e.to.join(",")),
+            (None, None) => "nowhere".to_owned(),
+        }
+    }
+}
+
+/// An email notification.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Email {
+    /// Who receives it.
+    #[schemars(length(min = 1))]
+    pub to: Vec<String>,
+    /// Who it is from (default `runbook@<this host>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The SMTP server as a URL: `smtp://host:25` (STARTTLS when offered),
+    /// `smtp://host:587?tls=required`, `smtps://host:465`, with
+    /// `user:password@` if it asks for a login. Default: the runner's
+    /// `RUNBOOK_SMTP_URL` (keep credentials there, not in a playbook).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<String>,
 }
 
 /// A moment of a run worth telling someone about.

@@ -19,9 +19,10 @@ pub struct File {
     pub inventory: Option<PathBuf>,
     /// The state: a SQLite file or a `postgres://` URL.
     pub state: Option<String>,
-    /// Webhooks told about every run this runner executes, whatever its
-    /// playbook says (`[[notify]]` tables: `webhook`, `on`, `secret`; the
-    /// secret is the name of an environment variable of the runner).
+    /// Webhooks and emails told about every run this runner executes,
+    /// whatever its playbook says (`[[notify]]` tables: `webhook` or `email`,
+    /// `on`, `secret`; the secret is the name of an environment variable of
+    /// the runner).
     #[serde(default)]
     pub notify: Vec<runbook_core::model::Notify>,
 }
@@ -81,13 +82,25 @@ fn find() -> Option<PathBuf> {
 
 fn read(path: &Path) -> Result<File, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| {
+    let file: File = toml::from_str(&text).map_err(|e| {
         format!(
-            "{} is not a valid runbook.toml: {} (keys: playbooks, inventory, state)",
+            "{} is not a valid runbook.toml: {} (keys: playbooks, inventory, state, notify)",
             path.display(),
             e.message()
         )
-    })
+    })?;
+    if let Some(n) = file.notify.iter().find(|n| n.webhook.is_some() == n.email.is_some()) {
+        return Err(format!(
+            "{} is not a valid runbook.toml: a [[notify]] names {} (give one of `webhook = URL` or `email = {{ to = [ADDRESS] }}`)",
+            path.display(),
+            if n.webhook.is_some() {
+                "both a webhook and an email"
+            } else {
+                "neither a webhook nor an email"
+            }
+        ));
+    }
+    Ok(file)
 }
 
 /// A connection URL with its password replaced by `***`.

@@ -256,7 +256,12 @@ impl Runner {
                 (n, key)
             }))
             .collect();
-        Notifier::new(self.watcher.clone(), &pb.name, hooks)
+        Notifier::new(
+            self.watcher.clone(),
+            &pb.name,
+            hooks,
+            self.env.get("RUNBOOK_SMTP_URL").map(String::as_str),
+        )
     }
 
     /// Who hears of a run's events: its notifier, else the watcher.

@@ -873,3 +873,83 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+/// A real SMTP server on loopback (aiosmtpd from the lab's venv) that keeps
+/// every message it accepts in a maildir; stopped on drop.
+#[allow(dead_code)]
+pub struct SmtpSink {
+    child: std::process::Child,
+    maildir: tempfile::TempDir,
+    pub port: u16,
+}
+
+#[allow(dead_code)]
+impl SmtpSink {
+    pub fn start() -> SmtpSink {
+        let python = workspace().join("tests/lab/.venv/bin/python");
+        assert!(
+            Command::new(&python)
+                .args(["-c", "import aiosmtpd"])
+                .status()
+                .is_ok_and(|s| s.success()),
+            "aiosmtpd is needed for the email tests: run scripts/setup (it installs it into tests/lab/.venv)"
+        );
+        let maildir = tempfile::tempdir().expect("maildir");
+        let port = free_port();
+        let child = Command::new(python)
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
+            .arg(maildir.path().join("box"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("aiosmtpd starts");
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        SmtpSink { child, maildir, port }
+    }
+
+    /// `smtp://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Every message received, as a person reads it (folded headers joined,
+    /// quoted-printable soft breaks removed), oldest first.
+    pub fn messages(&self) -> Vec<String> {
+        let dir = self.maildir.path().join("box/new");
+        let mut files: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter_map(|e| {
+                        let at = e.metadata().ok()?.modified().ok()?;
+                        Some((at, std::fs::read_to_string(e.path()).ok()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+            .into_iter()
+            .map(|(_, m)| m.replace("\r\n", "\n").replace("=\n", "").replace("\n ", " "))
+            .collect()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -408,6 +408,24 @@ impl<'a> Check<'a> {
             }
         }
         if let Some(hooks) = self.root.get("notify").and_then(Node::items) {
+            for h in hooks {
+                let kinds = ["webhook", "email"].into_iter().filter(|k| h.get(k).is_some()).count();
+                if kinds != 1 {
+                    self.diags.push(
+                        Diagnostic::error(
+                            "notify-target",
+                            if kinds == 0 {
+                                "a notification goes nowhere".to_owned()
+                            } else {
+                                "a notification names both a webhook and an email".to_owned()
+                            },
+                            Some(h.span),
+                        )
+                        .label("here")
+                        .hint("give one of `webhook: URL` or `email: { to: [ADDRESS] }` (two notifications for both)"),
+                    );
+                }
+            }
             for n in hooks.iter().filter_map(|h| h.get("secret")) {
                 if let Some(name) = n.as_str().filter(|name| !self.secrets.iter().any(|x| x == name)) {
                     self.diags.push(
