@@ -87,12 +87,25 @@ steps:
 #[test]
 fn the_example_plugins_speak_the_protocol() {
     let run = Run::new();
-    for name in ["runbook-step-feature-flag", "runbook-step-ticket"] {
+    // Their own examples, pointed at this test's folder (`--with`).
+    let flags = run.path().join("flags.json");
+    let queue = run.path().join("queue");
+    let cases = [
+        (
+            "runbook-step-feature-flag",
+            serde_json::json!({"file": flags, "flag": "plugin-test", "enabled": true, "ramp": [50, 100], "pause": 1}),
+        ),
+        (
+            "runbook-step-ticket",
+            serde_json::json!({"queue": queue, "action": "open", "title": "plugin test"}),
+        ),
+    ];
+    for (name, with) in &cases {
         let path = workspace().join("examples/plugins").join(name);
         let out = run
             .exec_env(
-                &[("TMPDIR", run.path().to_str().unwrap())],
-                ["plugin", "test", path.to_str().unwrap()],
+                &[("TICKET_TOKEN", TOKEN)],
+                ["plugin", "test", path.to_str().unwrap(), "--with", &with.to_string()],
             )
             .exit(0)
             .stdout_has("the plugin speaks the protocol");
@@ -105,11 +118,32 @@ fn the_example_plugins_speak_the_protocol() {
                 out.stdout
             );
         }
+        assert!(!out.stdout.contains(TOKEN), "the granted secret is not shown");
     }
+    assert_eq!(
+        flag(&run, "plugin-test"),
+        serde_json::json!({"enabled": true, "percent": 50}),
+        "the run set it to 100 %; the cancel check's run stopped at its first stage"
+    );
+    let t = tickets(&run);
+    assert_eq!(
+        t.len(),
+        1,
+        "the cancel check's run found the ticket the first run opened, by the idempotency key: {t:?}"
+    );
     // The ramp of the flag example runs long enough to be cancelled.
-    let path = workspace().join("examples/plugins/runbook-step-feature-flag");
+    let (name, with) = &cases[0];
+    let path = workspace().join("examples/plugins").join(name);
     let out = run
-        .exec(["plugin", "test", path.to_str().unwrap(), "--output", "json"])
+        .exec([
+            "plugin",
+            "test",
+            path.to_str().unwrap(),
+            "--with",
+            &with.to_string(),
+            "--output",
+            "json",
+        ])
         .exit(0);
     let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let cancel = report["checks"]

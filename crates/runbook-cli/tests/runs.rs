@@ -464,7 +464,7 @@ fn a_secret_from_a_command_is_masked_refetched_on_resume_and_a_failing_one_refus
     run.exec(["validate", "two"])
         .exit(2)
         .stderr_has("secret `token` names 2 sources: env, command")
-        .stderr_has("keep one of `env`, `file` or `command`");
+        .stderr_has("keep one of `env`, `file`, `command`, `aws` or `vault`");
 }
 
 /// language.md (secrets): "`validate` warns where a secret is written into a
