@@ -134,3 +134,77 @@ fn an_aws_secret_that_cannot_be_read_refuses_the_run_saying_why() {
         .exit(2)
         .stderr_has("names 3 sources: env, aws, vault");
 }
+
+/// A step's declared secret outputs: the steps after it read the value, logs,
+/// events and the journal only `***`; a resumed run that still needs the value
+/// runs the step again (it was never journalled) and the reader gets the new
+/// one, never `***`.
+#[test]
+fn a_declared_secret_output_is_masked_and_produced_again_on_resume() {
+    let run = Run::new();
+    let seen = run.path().join("seen");
+    let counter = run.path().join("counter");
+    let yaml = format!(
+        r#"apiVersion: runbook/v1
+name: tok
+version: 1
+steps:
+  - id: login
+    uses: shell
+    secret_outputs: [stdout]
+    with: {{ run: 'n=$(($(cat {counter} 2>/dev/null || echo 0) + 1)); echo $n > {counter}; echo "tok-$n-$(printf %s c0 ff ee)"' }}
+  - id: use
+    uses: shell
+    with:
+      run: 'printf "%s\n" "$TOKEN" >> {seen}; echo "logged in with $TOKEN"'
+      env: {{ TOKEN: "{{{{steps.login.outputs.stdout}}}}" }}
+  - {{ id: ok, uses: approve, with: {{ message: "go on?" }} }}
+  - id: again
+    uses: shell
+    with:
+      run: 'printf "%s\n" "$TOKEN" >> {seen}'
+      env: {{ TOKEN: "{{{{steps.login.outputs.stdout}}}}" }}
+"#,
+        counter = counter.display(),
+        seen = seen.display()
+    );
+    let run = run.playbook("tok", &yaml);
+    let out = run.exec(["run", "tok", "--output", "json"]).exit(3);
+    let id = out.run_id();
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap(),
+        "tok-1-c0ffee\n",
+        "the reader got the value"
+    );
+    assert_eq!(out.outputs_of("login")["stdout"], "***");
+    let answered = run.exec(["approve", &id]).exit(0);
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap(),
+        "tok-1-c0ffee\ntok-2-c0ffee\n",
+        "the resumed run logged in again for the step that still needed the token"
+    );
+    let logs = run.exec(["logs", &id]).exit(0);
+    assert!(logs.stdout.contains("logged in with ***"), "{}", logs.stdout);
+    let journal = String::from_utf8_lossy(&std::fs::read(run.path().join("state.db")).unwrap()).into_owned();
+    let everything = format!(
+        "{}{}{}{}{journal}",
+        out.stdout, out.stderr, answered.stdout, logs.stdout
+    );
+    if let Some(at) = everything.find("c0ffee") {
+        let from = everything[..at].char_indices().rev().nth(200).map_or(0, |(i, _)| i);
+        panic!(
+            "a secret output leaked: …{}…",
+            &everything[from..(at + 40).min(everything.len())]
+        );
+    }
+    // Only outputs the step has can be declared secret.
+    Run::new()
+        .playbook(
+            "tok",
+            &yaml.replace("secret_outputs: [stdout]", "secret_outputs: [stdot]"),
+        )
+        .args(["validate", "tok"])
+        .run()
+        .exit(2)
+        .stderr_has("`shell` has no output `stdot`");
+}

@@ -441,6 +441,12 @@ pub struct Step {
     /// again. `restart`: run the whole group again from its first step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<ResumePolicy>,
+    /// Outputs of this call that are secret: masked from the moment the step
+    /// ends (logs, events, the journal), given in clear only to the steps of
+    /// this run that read them. Never journalled, so a resumed run runs the
+    /// step again when a step that reads them has not finished.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_outputs: Vec<String>,
     /// Secrets (declared under `secrets:`) handed to an external kind's
     /// plugin in its request, never on its command line or in its
     /// environment. Built-in kinds take secrets through templates.

@@ -953,3 +953,20 @@ impl Drop for SmtpSink {
         let _ = self.child.wait();
     }
 }
+
+/// Fails, showing where, if any of `secrets` is in `text` (what a user could
+/// read: output, logs, the journal's bytes).
+#[allow(dead_code)]
+#[track_caller]
+pub fn assert_absent(text: &str, secrets: &[&str]) {
+    for secret in secrets {
+        if let Some(at) = text.find(secret) {
+            let from = text[..at].char_indices().rev().nth(200).map_or(0, |(i, _)| i);
+            let to = (at + secret.len() + 40).min(text.len());
+            let to = (to..=text.len())
+                .find(|i| text.is_char_boundary(*i))
+                .unwrap_or(text.len());
+            panic!("{secret} leaked: …{}…", &text[from..to]);
+        }
+    }
+}

@@ -301,6 +301,17 @@ impl<'a> Check<'a> {
                 );
             }
         }
+        if let (Some((k, _)), Some(_)) = (step.entry("secret_outputs"), step.get("for_each")) {
+            self.diags.push(
+                Diagnostic::error(
+                    "secret-outputs-fan-out",
+                    "`secret_outputs` applies to a single call, not to a `for_each`",
+                    Some(k.span),
+                )
+                .label("on a fan-out")
+                .hint("produce the secret in a step of its own before the fan-out, and read it there"),
+            );
+        }
         if group.is_some() {
             if let Some((k, _)) = step.entry("with") {
                 self.diags.push(
@@ -322,6 +333,10 @@ impl<'a> Check<'a> {
                 (
                     "retry",
                     "put `retry` on the steps inside that may fail; to run the whole group again, use `resume: restart`",
+                ),
+                (
+                    "secret_outputs",
+                    "put `secret_outputs` on the call inside that produces the value",
                 ),
             ] {
                 if let Some((k, _)) = step.entry(key) {

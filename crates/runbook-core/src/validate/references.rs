@@ -44,6 +44,29 @@ impl<'a> Check<'a> {
         if let Some(granted) = step.get("secrets") {
             self.granted_secrets(granted, kind, k.takes_secrets());
         }
+        if let Some(secret) = step.get("secret_outputs") {
+            let mut known: Vec<&str> = k.outputs().iter().map(|o| &*o.name).collect();
+            if let Some(Value::Map(declared)) = step.get("outputs").map(|n| &n.value) {
+                known.extend(declared.iter().map(|(key, _)| key.name.as_str()));
+            }
+            for n in secret.items().unwrap_or_default() {
+                let Some(name) = n.as_str().filter(|name| !known.contains(name)) else {
+                    continue;
+                };
+                self.diags.push(
+                    Diagnostic::error(
+                        "unknown-output",
+                        format!("`{kind}` has no output `{name}`"),
+                        Some(n.span),
+                    )
+                    .label("not an output of this step")
+                    .maybe_hint(
+                        suggestion(name, known.iter().copied())
+                            .or_else(|| Some(format!("its outputs: {}", known.join(", ")))),
+                    ),
+                );
+            }
+        }
         let with = step.get("with");
         let with_json = with.map_or(Json::Object(Default::default()), Node::to_json);
         if let Some(v) = self.registry.validator(kind) {

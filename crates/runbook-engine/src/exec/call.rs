@@ -25,13 +25,31 @@ pub(super) struct Sink {
     masker: Arc<Masker>,
     writer: tokio::sync::mpsc::UnboundedSender<Msg>,
     buffer: Arc<Mutex<Vec<LogLine>>>,
+    /// For a step with secret outputs: its lines, held until it ends (its
+    /// output is only known to be secret then), with when each came.
+    held: Option<Arc<Mutex<Vec<Held>>>>,
 }
 
-impl LogSink for Sink {
-    fn line(&self, stream: LogStream, text: &str) {
+/// A line held back: its stream, when it came, its text.
+type Held = (LogStream, String, String);
+
+impl Sink {
+    /// Sends the held lines on, masked with all that is known by now.
+    fn release(&self) {
+        let lines = self
+            .held
+            .as_ref()
+            .and_then(|h| h.lock().ok().map(|mut h| std::mem::take(&mut *h)))
+            .unwrap_or_default();
+        for (stream, at, text) in lines {
+            self.send(stream, &text, at);
+        }
+    }
+
+    fn send(&self, stream: LogStream, text: &str, at: String) {
         let line = LogLine {
             step: self.step.clone(),
-            at: runbook_state::now(),
+            at,
             stream: match stream {
                 LogStream::Stdout => Stream::Stdout,
                 LogStream::Stderr => Stream::Stderr,
@@ -51,6 +69,40 @@ impl LogSink for Sink {
         }
         // Through the writer, so people see lines and events in journal order.
         let _ = self.writer.send(Msg::Log(line));
+    }
+}
+
+impl LogSink for Sink {
+    fn line(&self, stream: LogStream, text: &str) {
+        let at = runbook_state::now();
+        match &self.held {
+            Some(held) => {
+                if let Some(value) = crate::secrets::add_mask(text) {
+                    self.masker.add(value);
+                }
+                if let Ok(mut h) = held.lock() {
+                    h.push((stream, at, text.to_owned()));
+                }
+            }
+            None => self.send(stream, text, at),
+        }
+    }
+}
+
+/// What a secret output of a step restored from the journal holds: its value
+/// was never journalled. A step whose `with:` reads it fails, saying so.
+pub(super) const LOST: &str = "\u{1}runbook-lost-secret-output:";
+
+/// The `step.output` of a lost secret output a rendered `with:` holds.
+fn lost_secret(with: &Json) -> Option<String> {
+    match with {
+        Json::String(s) => s
+            .split(LOST)
+            .nth(1)
+            .map(|rest| rest.split('\u{1}').next().unwrap_or_default().to_owned()),
+        Json::Array(a) => a.iter().find_map(lost_secret),
+        Json::Object(m) => m.values().find_map(lost_secret),
+        _ => None,
     }
 }
 
@@ -89,6 +141,21 @@ impl<'a> Exec<'a> {
             Ok(w) => w,
             Err(e) => return self.call_failed(frame, id, path, 0, e).await,
         };
+        if let Some(lost) = lost_secret(&with) {
+            return self
+                .call_failed(
+                    frame,
+                    id,
+                    path,
+                    0,
+                    format!(
+                        "it reads the secret output `{lost}`, which is never journalled and was lost when the run \
+                         stopped (hint: `runbook resume` the run: it runs `{}` again first, for this step)",
+                        lost.split('.').next().unwrap_or_default()
+                    ),
+                )
+                .await;
+        }
         let idempotent = step.idempotent.unwrap_or_else(|| kind.idempotent(&with));
         if restore {
             if let Some(Prior::InFlight { .. }) = self.replay.steps.get(path) {
@@ -140,18 +207,20 @@ impl<'a> Exec<'a> {
                 // start (and everything before it) is durable.
                 return Outcome::Interrupted;
             }
+            let sink = Arc::new(Sink {
+                step: path.to_owned(),
+                masker: self.masker.clone(),
+                writer: self.writer.clone(),
+                buffer: self.logs.clone(),
+                held: (!step.secret_outputs.is_empty()).then(Default::default),
+            });
             let ctx = StepContext {
                 run_id: self.run_id.clone(),
                 step: path.to_owned(),
                 attempt,
                 secrets: self.granted(step),
                 cancel: cancel.child_token(),
-                log: Arc::new(Sink {
-                    step: path.to_owned(),
-                    masker: self.masker.clone(),
-                    writer: self.writer.clone(),
-                    buffer: self.logs.clone(),
-                }),
+                log: sink.clone(),
                 data: data.clone(),
                 inventory: self.inventory.clone(),
                 nested: self.nested.clone(),
@@ -178,14 +247,33 @@ impl<'a> Exec<'a> {
                 Ok(outputs) => self.check_until(step, frame, &policy, outputs),
                 Err(e) => Err(e),
             };
+            // Its secret outputs are masked from its end on, its own held
+            // lines included.
+            self.register_secrets(
+                step,
+                match &result {
+                    Ok(o) => o,
+                    Err(e) => &e.outputs,
+                },
+            );
+            sink.release();
             match result {
                 Ok(outputs) => {
                     let outputs = match self.declared_outputs(step, frame, outputs) {
                         Ok(o) => Json::Object(o),
                         Err(e) => return self.call_failed(frame, id, path, attempt, e).await,
                     };
+                    if step.secret_outputs.is_empty() {
+                        frame.set(id, "succeeded", &self.masker.json(&outputs));
+                    } else {
+                        // Those of its `outputs:` too; the steps after it read
+                        // them in clear.
+                        if let Json::Object(o) = &outputs {
+                            self.register_secrets(step, o);
+                        }
+                        frame.set(id, "succeeded", &outputs);
+                    }
                     let outputs = self.masker.json(&outputs);
-                    frame.set(id, "succeeded", &outputs);
                     self.journal_soon(Event::StepSucceeded {
                         step: path.to_owned(),
                         attempt,
@@ -234,6 +322,17 @@ impl<'a> Exec<'a> {
             }
         }
         Outcome::Failed(format!("step `{path}` failed"))
+    }
+
+    /// Masks the values of a step's secret outputs from now on.
+    fn register_secrets(&self, step: &Step, outputs: &Outputs) {
+        for name in &step.secret_outputs {
+            match outputs.get(name) {
+                Some(Json::String(v)) => self.masker.add(v),
+                Some(Json::Null) | None => {}
+                Some(v) => self.masker.add(&v.to_string()),
+            }
+        }
     }
 
     /// Fails a call before or without running it (bad template, bad policy).
@@ -346,6 +445,7 @@ mod tests {
         let sink = Sink {
             step: "deploy".into(),
             masker: masker.clone(),
+            held: None,
             writer: tx,
             buffer: Arc::new(Mutex::new(Vec::new())),
         };
@@ -377,5 +477,20 @@ mod tests {
         assert_eq!(kept[2..], ["::add-mask::***".to_owned(), "using *** now".to_owned()]);
         // And the outputs recorded at the step's end are masked by the same masker.
         assert_eq!(masker.text("tok-991"), "***");
+    }
+
+    #[test]
+    fn a_lost_secret_output_is_found_wherever_a_step_reads_it() {
+        let step = Step {
+            id: Some("login".into()),
+            secret_outputs: vec!["token".into()],
+            ..Step::default()
+        };
+        let restored = super::super::lose_secret_outputs(&step, &json!({"token": "***", "user": "ops"}));
+        assert_eq!(restored["user"], "ops", "other outputs are restored as journalled");
+        let token = restored["token"].as_str().unwrap().to_owned();
+        let with = json!({"env": {"T": format!("Bearer {token}")}, "run": "curl"});
+        assert_eq!(lost_secret(&with).as_deref(), Some("login.token"));
+        assert_eq!(lost_secret(&json!({"run": "true"})), None);
     }
 }

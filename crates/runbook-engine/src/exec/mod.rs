@@ -293,6 +293,20 @@ fn join_path(prefix: &str, seg: &str) -> String {
     }
 }
 
+/// A step's journalled outputs, each secret one replaced by a marker that
+/// fails whatever step reads it ([`call::LOST`]).
+fn lose_secret_outputs(step: &Step, outputs: &Json) -> Json {
+    let mut outputs = outputs.clone();
+    if let (Some(id), Some(map)) = (step.id.as_deref(), outputs.as_object_mut()) {
+        for name in &step.secret_outputs {
+            if map.contains_key(name) {
+                map.insert(name.clone(), Json::String(format!("{}{id}.{name}\u{1}", call::LOST)));
+            }
+        }
+    }
+    outputs
+}
+
 /// Runs (or resumes) a run to its end, recording everything in the journal.
 pub async fn execute(engine: &Engine, input: RunInput<'_>, signals: &Signals) -> Result<Finished, EngineError> {
     let masker = Arc::new(Masker::new(input.secrets.values().map(String::as_str)));
@@ -647,6 +661,29 @@ impl<'a> Exec<'a> {
         }
     }
 
+    /// True if a step that reads one of `step`'s secret outputs has not
+    /// finished in the journal (so a resume must produce them again).
+    fn secrets_needed(&self, step: &Step) -> bool {
+        let Some(id) = step.id.as_deref().filter(|_| !step.secret_outputs.is_empty()) else {
+            return false;
+        };
+        self.playbook.all_steps().into_iter().any(|reader| {
+            let read = runbook_core::template::outputs_read([reader], id);
+            let reads_secret = read.iter().any(|n| n == "*" || step.secret_outputs.contains(n));
+            let Some(reader_id) = reader.id.as_deref().filter(|_| reads_secret) else {
+                return reads_secret;
+            };
+            // Every journalled path of the reader (one per item in a fan-out).
+            let mut seen = self
+                .replay
+                .steps
+                .iter()
+                .filter(|(path, _)| path.rsplit('.').next().and_then(|last| last.split('[').next()) == Some(reader_id))
+                .peekable();
+            seen.peek().is_none() || seen.any(|(_, prior)| !matches!(prior, Prior::Succeeded(_) | Prior::Skipped))
+        })
+    }
+
     /// Remembers a completed step whose `undo` a failure of the run would run.
     fn completed(&self, path: &str, step: &'a Step, frame: &Rc<Frame>) {
         if step.undo_steps().is_empty() {
@@ -686,8 +723,12 @@ impl<'a> Exec<'a> {
                     // A composite with an `undo` inside is walked into, so each
                     // completed part is known (and can be undone).
                     Some(Prior::Succeeded(_)) if !self.finished_before(step, &path) => {}
+                    // Its secret outputs were never journalled: it runs again
+                    // for a step that still needs them.
+                    Some(Prior::Succeeded(_)) if self.secrets_needed(step) => {}
                     Some(Prior::Succeeded(outputs)) => {
-                        frame.set(id, "succeeded", outputs);
+                        let outputs = lose_secret_outputs(step, outputs);
+                        frame.set(id, "succeeded", &outputs);
                         self.completed(&path, step, frame);
                         return Outcome::Succeeded;
                     }
