@@ -497,3 +497,32 @@ fn a_broken_plugin_fails_its_step_clearly_and_loses_nothing() {
         .stderr_has("cannot be used: its `schema` is not valid");
     assert!(!marker.exists());
 }
+
+/// Descriptions are remembered by the executable's identity: a command does
+/// not start every plugin, and a plugin replaced or edited is asked again.
+#[test]
+fn a_changed_plugin_is_described_again() {
+    let run = Run::new();
+    let counter = run.path().join("described");
+    let plugin = |description: &str| {
+        install(
+            run.path(),
+            "runbook-step-hello",
+            &format!(
+                "#!/bin/sh\necho x >> {}\necho '{{\"protocol\":1,\"kind\":\"hello\",\"description\":\"{description}\",\"schema\":{{\"type\":\"object\"}},\"effect\":\"read\",\"idempotent\":true}}'\n",
+                counter.display()
+            ),
+        )
+    };
+    let asked = || std::fs::read_to_string(&counter).unwrap_or_default().lines().count();
+    plugin("say hello");
+    run.exec(["plugin", "list"]).exit(0).stdout_has("say hello");
+    run.exec(["plugin", "list"]).exit(0).stdout_has("say hello");
+    run.exec(["list"]).exit(0);
+    assert_eq!(asked(), 1, "described once, then remembered");
+    std::thread::sleep(Duration::from_millis(20));
+    plugin("say hello, politely");
+    run.exec(["plugin", "list"]).exit(0).stdout_has("say hello, politely");
+    assert_eq!(asked(), 2, "an edited plugin is asked again");
+    assert!(run.path().join(".cache/runbook/plugins.json").exists());
+}

@@ -82,6 +82,57 @@ pub fn describe(path: &Path) -> Result<Description, String> {
     parse_description(&text)
 }
 
+/// What a plugin said of itself, remembered by its file's identity (path,
+/// size, modification time to the nanosecond) in
+/// `$XDG_CACHE_HOME/runbook/plugins.json` (else `~/.cache/...`), so that a
+/// command does not start every plugin each time: replacing or editing the
+/// executable asks it again. Faults are not remembered.
+mod cache {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// The file's identity.
+    pub(super) fn stamp(path: &Path) -> Option<String> {
+        let meta = std::fs::metadata(path).ok()?;
+        let modified = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+        let path = std::fs::canonicalize(path).ok()?;
+        Some(format!("{}|{}|{}", path.display(), meta.len(), modified.as_nanos()))
+    }
+
+    fn file() -> Option<PathBuf> {
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(base.join("runbook").join("plugins.json"))
+    }
+
+    pub(super) fn load() -> BTreeMap<String, serde_json::Value> {
+        file()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    /// Writes the entries of plugins that still exist, atomically (a
+    /// concurrent command keeps either version whole).
+    pub(super) fn save(entries: &BTreeMap<String, serde_json::Value>) {
+        let Some(file) = file() else { return };
+        let Some(dir) = file.parent() else { return };
+        if std::fs::create_dir_all(dir).is_err() {
+            return;
+        }
+        let kept: BTreeMap<&String, &serde_json::Value> = entries
+            .iter()
+            .filter(|(k, _)| k.split('|').next().is_some_and(|p| Path::new(p).exists()))
+            .collect();
+        let Ok(text) = serde_json::to_string(&kept) else { return };
+        let tmp = dir.join(format!(".plugins.{}.json", std::process::id()));
+        if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, &file).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+}
+
 /// Runs `path args...` with no input, for at most `limit`; its standard
 /// output, or why there is none (it could not start, timed out, failed).
 pub(crate) fn run_bounded(path: &Path, args: &[&str], limit: Duration) -> Result<String, String> {
@@ -157,30 +208,71 @@ pub(crate) fn run_with(
     Ok((status, out.join().unwrap_or_default(), err.join().unwrap_or_default()))
 }
 
-/// Every plugin in `folders`, described; those that cannot be used, with why.
-/// Names of built-in kinds (`taken`) cannot be replaced by a plugin.
+/// Every plugin in `folders`, described (all at once: a command starts in
+/// the time of the slowest `describe`, not of their sum); those that cannot be
+/// used, with why. Names of built-in kinds (`taken`) cannot be replaced by a
+/// plugin.
 pub fn discover(folders: &[PathBuf], taken: &[&str]) -> (Vec<Found>, Vec<Broken>) {
+    let candidates = executables(folders);
+    let mut remembered = cache::load();
+    let stamps: Vec<Option<String>> = candidates.iter().map(|(_, p)| cache::stamp(p)).collect();
+    let described: Vec<Result<Description, String>> = std::thread::scope(|scope| {
+        let asked: Vec<_> = candidates
+            .iter()
+            .zip(&stamps)
+            .map(|((kind, path), stamp)| {
+                let builtin = taken.contains(&kind.as_str());
+                let known = stamp
+                    .as_ref()
+                    .and_then(|s| remembered.get(s))
+                    .and_then(|d| serde_json::from_value::<Description>(d.clone()).ok());
+                scope.spawn(move || {
+                    if builtin {
+                        Err(format!(
+                            "`{kind}` is a built-in kind; a plugin cannot replace it (hint: rename the plugin)"
+                        ))
+                    } else {
+                        known.map_or_else(|| describe(path), Ok)
+                    }
+                })
+            })
+            .collect();
+        asked
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("describing it failed unexpectedly".to_owned()))
+            })
+            .collect()
+    });
+    let mut changed = false;
+    for (stamp, d) in stamps.iter().zip(&described) {
+        if let (Some(stamp), Ok(d)) = (stamp, d) {
+            if !remembered.contains_key(stamp) {
+                if let Ok(v) = serde_json::to_value(d) {
+                    remembered.insert(stamp.clone(), v);
+                    changed = true;
+                }
+            }
+        }
+    }
+    if changed {
+        cache::save(&remembered);
+    }
     let mut found = Vec::new();
     let mut broken = Vec::new();
-    for (kind, path) in executables(folders) {
-        let fail = |why: String| Broken {
-            kind: kind.clone(),
-            path: path.clone(),
-            why,
-        };
-        if taken.contains(&kind.as_str()) {
-            broken.push(fail(format!(
-                "`{kind}` is a built-in kind; a plugin cannot replace it (hint: rename the plugin)"
-            )));
-            continue;
-        }
-        match describe(&path) {
-            Ok(d) if d.kind != kind => broken.push(fail(format!(
-                "its file name says kind `{kind}` but `describe` says `{}` (hint: name it {PREFIX}{})",
-                d.kind, d.kind
-            ))),
+    for ((kind, path), description) in candidates.into_iter().zip(described) {
+        match description {
+            Ok(d) if d.kind != kind => broken.push(Broken {
+                why: format!(
+                    "its file name says kind `{kind}` but `describe` says `{}` (hint: name it {PREFIX}{})",
+                    d.kind, d.kind
+                ),
+                kind,
+                path,
+            }),
             Ok(description) => found.push(Found { path, description }),
-            Err(why) => broken.push(fail(why)),
+            Err(why) => broken.push(Broken { kind, path, why }),
         }
     }
     (found, broken)

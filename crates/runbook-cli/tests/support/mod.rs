@@ -98,6 +98,8 @@ impl Run {
             .env("USER", "tester")
             // No user-level runbook.toml from the machine the tests run on.
             .env("XDG_CONFIG_HOME", self.dir.path())
+            // Nor its cache of plugin descriptions.
+            .env("XDG_CACHE_HOME", self.dir.path().join(".cache"))
             .env("RUNBOOK_STATE", self.dir.path().join("state.db"));
         for (k, v) in &self.env {
             cmd.env(k, v);
