@@ -255,6 +255,20 @@ fn a_playbook_runs_plugins_with_their_secrets_masked_and_out_of_process_lists() 
         .args(["validate", "release"])
         .run()
         .exit(2);
+    // A step that does not grant what the plugin expects is warned about.
+    let ungranted = yaml.replacen("    secrets: [TICKET_TOKEN]\n", "", 1);
+    let out = with_examples()
+        .playbook("release", &ungranted)
+        .args(["validate", "release"])
+        .run();
+    assert!(
+        out.stderr
+            .contains("`ticket` expects the secret `TICKET_TOKEN`, which this step does not grant")
+            || out.stdout.contains("`ticket` expects the secret `TICKET_TOKEN`"),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
     // The run: the secret comes from the environment and reaches the plugin
     // in its request only.
     let out = run

@@ -301,6 +301,12 @@ pub trait StepKind: Send + Sync + 'static {
         false
     }
 
+    /// Names of secrets the kind expects a step to grant (a plugin's
+    /// description says); `validate` warns where a step does not.
+    fn wants_secrets(&self) -> &[String] {
+        &[]
+    }
+
     /// A one-line description of what this call will do, for `plan`.
     fn describe(&self, with: &Json) -> String;
 

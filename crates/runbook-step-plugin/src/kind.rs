@@ -100,6 +100,10 @@ impl StepKind for External {
         true
     }
 
+    fn wants_secrets(&self) -> &[String] {
+        &self.description.secrets
+    }
+
     fn describe(&self, with: &Json) -> String {
         let params = match with {
             Json::Object(m) if !m.is_empty() => {

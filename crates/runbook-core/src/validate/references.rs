@@ -44,6 +44,24 @@ impl<'a> Check<'a> {
         if let Some(granted) = step.get("secrets") {
             self.granted_secrets(granted, kind, k.takes_secrets());
         }
+        let granted: Vec<&str> = step
+            .get("secrets")
+            .and_then(Node::items)
+            .map(|items| items.iter().filter_map(Node::as_str).collect())
+            .unwrap_or_default();
+        for wanted in k.wants_secrets().iter().filter(|w| !granted.contains(&w.as_str())) {
+            self.diags.push(
+                Diagnostic::warning(
+                    "secret-not-granted",
+                    format!("`{kind}` expects the secret `{wanted}`, which this step does not grant"),
+                    Some(kind_node.span),
+                )
+                .label("no `secrets:` for it")
+                .hint(format!(
+                    "grant it: `secrets: [{wanted}]` on the step (declared under the playbook's `secrets:`)"
+                )),
+            );
+        }
         if let Some(secret) = step.get("secret_outputs") {
             let mut known: Vec<&str> = k.outputs().iter().map(|o| &*o.name).collect();
             if let Some(Value::Map(declared)) = step.get("outputs").map(|n| &n.value) {
