@@ -41,6 +41,23 @@ pub(crate) fn apply(cli: &mut Cli, matches: &clap::ArgMatches) -> Result<Vec<Set
         value: Some(cli.playbooks.display().to_string()),
         source,
     });
+    // plugins: the library's `plugins/`, then RUNBOOK_PLUGIN_PATH.
+    let path = std::env::var("RUNBOOK_PLUGIN_PATH").ok();
+    out.push(Setting {
+        name: "plugins",
+        value: Some(
+            runbook_step_plugin::discover::folders(&cli.playbooks, path.as_deref())
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(":"),
+        ),
+        source: if path.is_some() {
+            "the library's plugins/, then environment".to_owned()
+        } else {
+            "the library's plugins/".to_owned()
+        },
+    });
     let source = match (given("inventory"), &file.inventory) {
         (Some(s), _) => s,
         (None, Some(p)) => {

@@ -539,4 +539,8 @@ fn a_changed_plugin_is_described_again() {
     run.exec(["plugin", "list"]).exit(0).stdout_has("say hello, politely");
     assert_eq!(asked(), 2, "an edited plugin is asked again");
     assert!(run.path().join(".cache/runbook/plugins.json").exists());
+    // `runbook config` says where plugins are looked for.
+    run.exec_env(&[("RUNBOOK_PLUGIN_PATH", "/opt/runbook-plugins")], ["config"])
+        .exit(0)
+        .stdout_has("plugins    playbooks/plugins:/opt/runbook-plugins  (the library's plugins/, then environment)");
 }
