@@ -231,12 +231,7 @@ fn a_playbook_runs_plugins_with_their_secrets_masked_and_out_of_process_lists() 
     // Validated like built-ins: the plugin's own schema, with file and line.
     run.exec(["validate", "release"]).exit(0);
     let wrong = yaml.replace("enabled: true", "enabled: yes-please");
-    let bad = Run::new();
-    for name in ["runbook-step-feature-flag", "runbook-step-ticket"] {
-        let from = workspace().join("examples/plugins").join(name);
-        install(bad.path(), name, &std::fs::read_to_string(from).unwrap());
-    }
-    let bad = bad.playbook("release", &wrong);
+    let bad = with_examples().playbook("release", &wrong);
     let out = bad.exec(["run", "release"]).exit(2);
     assert!(out.stderr.contains("v1.yaml:12:77"), "file and line: {}", out.stderr);
     assert!(!bad.path().join("flags.json").exists(), "nothing ran");
@@ -366,34 +361,38 @@ echo '{{"type":"result","status":"succeeded"}}'
     );
 }
 
-/// Waits until the flag has reached `percent`.
-fn wait_for_percent(run: &Run, percent: u64) {
+/// A release with a slow ramp, started in the background and caught at its
+/// first stage (10 %): the library, the runner, and when `signal` was sent
+/// to it.
+fn caught_in_the_ramp(signal: nix::sys::signal::Signal) -> (Run, std::process::Child, Instant) {
+    let run = with_examples();
+    let yaml = release(&run, "[10, 50, 100]", 2.0);
+    let run = run.playbook("release", &yaml);
+    let child = run.spawn_logged_env(&[("TICKET_TOKEN", TOKEN)], ["run", "release"], &run.path().join("out"));
     let until = Instant::now() + Duration::from_secs(30);
-    while flag(run, "checkout-v2")["percent"].as_u64() != Some(percent) {
-        assert!(Instant::now() < until, "the flag never reached {percent}%");
+    while flag(&run, "checkout-v2")["percent"].as_u64() != Some(10) {
+        assert!(Instant::now() < until, "the flag never reached 10%");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let sent = Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+    (run, child, sent)
+}
+
+/// The id of the run the background `runbook run` started.
+fn started_run(run: &Run) -> String {
+    let out = std::fs::read_to_string(run.path().join("out")).unwrap();
+    out.lines()
+        .find_map(|l| l.strip_prefix("run ").and_then(|r| r.strip_suffix(" started")))
+        .unwrap_or_else(|| panic!("no run id in\n{out}"))
+        .to_owned()
 }
 
 #[test]
 fn a_run_killed_inside_a_plugin_step_resumes_and_opens_one_ticket() {
-    let run = with_examples();
-    let yaml = release(&run, "[10, 50, 100]", 2.0);
-    let run = run.playbook("release", &yaml);
-    let mut child = run.spawn_logged_env(&[("TICKET_TOKEN", TOKEN)], ["run", "release"], &run.path().join("out"));
-    wait_for_percent(&run, 10);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    let (run, mut child, _) = caught_in_the_ramp(nix::sys::signal::Signal::SIGKILL);
     let _ = child.wait();
-    let out = std::fs::read_to_string(run.path().join("out")).unwrap();
-    let id = out
-        .lines()
-        .find_map(|l| l.strip_prefix("run ").and_then(|r| r.strip_suffix(" started")))
-        .unwrap()
-        .to_owned();
+    let id = started_run(&run);
     assert_eq!(tickets(&run).len(), 1);
     assert_eq!(tickets(&run)[0]["state"], "open");
     // The flag step is idempotent (it sets the flag to where it should be):
@@ -411,17 +410,7 @@ fn a_run_killed_inside_a_plugin_step_resumes_and_opens_one_ticket() {
 
 #[test]
 fn a_cancelled_plugin_step_stops_where_it_is_and_resumes() {
-    let run = with_examples();
-    let yaml = release(&run, "[10, 50, 100]", 2.0);
-    let run = run.playbook("release", &yaml);
-    let mut child = run.spawn_logged_env(&[("TICKET_TOKEN", TOKEN)], ["run", "release"], &run.path().join("out"));
-    wait_for_percent(&run, 10);
-    let stopped = Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    let (run, mut child, stopped) = caught_in_the_ramp(nix::sys::signal::Signal::SIGINT);
     let code = support::exits_within("the cancelled run", &mut child, Duration::from_secs(20)).code();
     assert_eq!(code, Some(5), "interrupted");
     assert!(
@@ -429,12 +418,7 @@ fn a_cancelled_plugin_step_stops_where_it_is_and_resumes() {
         "the plugin stopped on SIGTERM, not after the grace"
     );
     assert_eq!(flag(&run, "checkout-v2")["percent"], 10, "left where it was");
-    let out = std::fs::read_to_string(run.path().join("out")).unwrap();
-    let id = out
-        .lines()
-        .find_map(|l| l.strip_prefix("run ").and_then(|r| r.strip_suffix(" started")))
-        .unwrap()
-        .to_owned();
+    let id = started_run(&run);
     run.exec_env(&[("TICKET_TOKEN", TOKEN)], ["resume", &id]).exit(0);
     assert_eq!(flag(&run, "checkout-v2")["percent"], 100);
     assert_eq!(tickets(&run).len(), 1);

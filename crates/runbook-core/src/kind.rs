@@ -169,7 +169,7 @@ impl std::fmt::Debug for StepContext {
 }
 
 /// What a step does to the world, as `plan` shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Effect {
     /// Only looks: safe to run any time.
@@ -191,8 +191,10 @@ impl Effect {
     }
 }
 
-/// The type of an output, for `plan`'s typed placeholders and reference checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The type of an output, for `plan`'s typed placeholders and reference checks
+/// (and a plugin's description, where it is spelt as [`OutputType::as_str`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OutputType {
     /// Text.
     String,
@@ -218,6 +220,19 @@ impl OutputType {
             OutputType::Boolean => "boolean",
             OutputType::List => "list",
             OutputType::Any => "any",
+        }
+    }
+
+    /// True when `value` is of this type (`null` is never: an output that
+    /// has no value is left out).
+    pub fn admits(self, value: &Json) -> bool {
+        match self {
+            OutputType::String => value.is_string(),
+            OutputType::Integer => value.is_i64() || value.is_u64(),
+            OutputType::Number => value.is_number(),
+            OutputType::Boolean => value.is_boolean(),
+            OutputType::List => value.is_array(),
+            OutputType::Any => true,
         }
     }
 }
@@ -594,11 +609,6 @@ impl Registry {
     /// Why the kind `name` could not be loaded, if it is a known broken one.
     pub fn problem(&self, name: &str) -> Option<&str> {
         self.problems.get(name).map(String::as_str)
-    }
-
-    /// The kinds that could not be loaded, with why.
-    pub fn problems(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.problems.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// Every kind, in registration order.

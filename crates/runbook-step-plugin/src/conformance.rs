@@ -93,7 +93,7 @@ pub async fn check(path: &Path, with: Option<Json>) -> Report {
                     "kind `{}`, protocol {}, effect {}, {}idempotent, {} output(s)",
                     d.kind,
                     d.protocol,
-                    runbook_core::kind::Effect::from(d.effect).as_str(),
+                    d.effect.as_str(),
                     if d.idempotent { "" } else { "not " },
                     d.outputs.len()
                 )),

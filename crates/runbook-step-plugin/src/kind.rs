@@ -2,8 +2,10 @@
 //! request on its standard input and reads its messages.
 
 use crate::discover::Found;
-use crate::protocol::{Description, Message, PROTOCOL, Request, Status, StreamName, TypeName, parse_message};
-use runbook_core::kind::{Effect, LogStream, OutputDecl, Outputs, StepContext, StepError, StepKind, one_line};
+use crate::protocol::{Description, Message, PROTOCOL, Request, Status, StreamName, parse_message};
+use runbook_core::kind::{
+    Effect, LogStream, OutputDecl, OutputType, Outputs, StepContext, StepError, StepKind, one_line,
+};
 use serde_json::Value as Json;
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -26,7 +28,7 @@ impl External {
             .iter()
             .map(|o| OutputDecl {
                 name: Cow::Owned(o.name.clone()),
-                ty: o.ty.output_type(),
+                ty: o.ty,
                 doc: Cow::Owned(o.description.clone()),
             })
             .collect();
@@ -37,17 +39,7 @@ impl External {
         }
     }
 
-    /// Its executable.
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
-    }
-
-    /// What it said of itself.
-    pub fn description(&self) -> &Description {
-        &self.description
-    }
-
-    fn declared(&self, name: &str) -> Option<TypeName> {
+    fn declared(&self, name: &str) -> Option<OutputType> {
         self.description.outputs.iter().find(|o| o.name == name).map(|o| o.ty)
     }
 }
@@ -85,7 +77,7 @@ impl StepKind for External {
     }
 
     fn effect(&self, _with: &Json) -> Effect {
-        self.description.effect.into()
+        self.description.effect
     }
 
     fn idempotent(&self, _with: &Json) -> bool {
@@ -208,7 +200,7 @@ impl External {
             )),
             Some(ty) if !value.is_null() && !ty.admits(&value) => h.fault(format!(
                 "its output `{name}` should be of type {} but is {}",
-                ty.output_type().as_str(),
+                ty.as_str(),
                 one_line(&value.to_string(), 60)
             )),
             Some(_) => {

@@ -24,7 +24,7 @@ pub struct Description {
     #[serde(default)]
     pub outputs: Vec<OutputDoc>,
     /// What it does to the world: `read`, `write` or `unknown`.
-    pub effect: EffectName,
+    pub effect: Effect,
     /// True when running it twice with the same parameters is safe.
     pub idempotent: bool,
     /// Names of secrets it expects a step to grant (`secrets:` on the step).
@@ -43,77 +43,10 @@ pub struct OutputDoc {
     pub name: String,
     /// `string`, `integer`, `number`, `boolean`, `list` or `any`.
     #[serde(rename = "type")]
-    pub ty: TypeName,
+    pub ty: OutputType,
     /// What it holds.
     #[serde(default)]
     pub description: String,
-}
-
-/// An output's type, as the protocol spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TypeName {
-    /// Text.
-    String,
-    /// A whole number.
-    Integer,
-    /// Any number.
-    Number,
-    /// `true` / `false`.
-    Boolean,
-    /// A list.
-    List,
-    /// Anything.
-    Any,
-}
-
-impl TypeName {
-    /// The engine's output type.
-    pub fn output_type(self) -> OutputType {
-        match self {
-            TypeName::String => OutputType::String,
-            TypeName::Integer => OutputType::Integer,
-            TypeName::Number => OutputType::Number,
-            TypeName::Boolean => OutputType::Boolean,
-            TypeName::List => OutputType::List,
-            TypeName::Any => OutputType::Any,
-        }
-    }
-
-    /// True when `value` is of this type (`null` is never: an output that
-    /// has no value is left out).
-    pub fn admits(self, value: &Json) -> bool {
-        match self {
-            TypeName::String => value.is_string(),
-            TypeName::Integer => value.is_i64() || value.is_u64(),
-            TypeName::Number => value.is_number(),
-            TypeName::Boolean => value.is_boolean(),
-            TypeName::List => value.is_array(),
-            TypeName::Any => true,
-        }
-    }
-}
-
-/// An effect, as the protocol spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EffectName {
-    /// Only looks.
-    Read,
-    /// Changes something.
-    Write,
-    /// Cannot tell.
-    Unknown,
-}
-
-impl From<EffectName> for Effect {
-    fn from(e: EffectName) -> Effect {
-        match e {
-            EffectName::Read => Effect::Read,
-            EffectName::Write => Effect::Write,
-            EffectName::Unknown => Effect::Unknown,
-        }
-    }
 }
 
 /// What `runbook-step-<kind> run` reads on its standard input: one JSON
@@ -282,7 +215,7 @@ mod tests {
     fn a_description_is_read_and_its_faults_are_named() {
         let d = parse_description(&described(json!({})).to_string()).unwrap();
         assert_eq!(d.kind, "flag");
-        assert_eq!(d.outputs[0].ty, TypeName::Boolean);
+        assert_eq!(d.outputs[0].ty, OutputType::Boolean);
         let fault = |extra: Json| parse_description(&described(extra).to_string()).unwrap_err();
         assert!(fault(json!({"protocol": 2})).contains("protocol 2"));
         assert!(fault(json!({"kind": "Flag!"})).contains("not a valid name"));
@@ -308,6 +241,6 @@ mod tests {
                 .unwrap_err()
                 .starts_with("not a protocol message")
         );
-        assert!(TypeName::Integer.admits(&json!(3)) && !TypeName::Integer.admits(&json!(3.5)));
+        assert!(OutputType::Integer.admits(&json!(3)) && !OutputType::Integer.admits(&json!(3.5)));
     }
 }
