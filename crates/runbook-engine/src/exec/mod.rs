@@ -359,14 +359,21 @@ pub async fn execute(engine: &Engine, input: RunInput<'_>, signals: &Signals) ->
         store_error,
         abort,
     };
-    // Log lines reach the store in batches, not one fsync each.
+    // Log lines reach the store in batches, not one fsync each. The flusher
+    // stops only between batches: aborting it inside a write would lose the
+    // lines it had taken.
+    let flushing = CancellationToken::new();
     let flusher = {
         let store = engine.store.clone();
         let logs = exec.logs.clone();
         let run = exec.run_id.clone();
+        let stop = flushing.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    () = stop.cancelled() => break,
+                }
                 flush(&*store, &run, &logs).await;
             }
         })
@@ -376,7 +383,8 @@ pub async fn execute(engine: &Engine, input: RunInput<'_>, signals: &Signals) ->
     for kind in engine.registry.kinds() {
         kind.close().await;
     }
-    flusher.abort();
+    flushing.cancel();
+    let _ = flusher.await;
     flush(&*engine.store, &exec.run_id, &exec.logs).await;
     // Closing the queue lets the writer finish what is queued and stop.
     drop(exec);
