@@ -286,7 +286,7 @@ fn plan(
         user: std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned()),
         inventory: inventory.to_template(),
     };
-    let mut plan = runbook_engine::plan::plan(&loaded.playbook, &inputs, registry, &pctx);
+    let mut plan = runbook_engine::plan::plan(&loaded, &inputs, registry, &pctx);
     if live {
         crate::runs::look(&mut plan, &loaded.playbook, registry)?;
     }

@@ -15,7 +15,7 @@ use serde_json::Value as Json;
 /// Loads a playbook, showing its warnings.
 pub(crate) fn load(lib: &Library, registry: &Registry, spec: &str) -> Result<Loaded, Failure> {
     let located = lib.locate(spec).map_err(|e| Failure::invalid(e.to_string()))?;
-    match library::load(&located, registry) {
+    match library::load(lib, &located, registry) {
         Ok(loaded) => {
             eprint_all(&loaded.source, &loaded.warnings);
             Ok(loaded)

@@ -231,7 +231,7 @@ pub(crate) fn run(
     let flags = Flags::new(exec)?;
     // Everything that can be checked without the store is, before it opens.
     let inventory = inventory.to_template();
-    let checked = runbook_runner::check_start(registry, &env(), &inventory, &user(), &loaded.playbook, &inputs)?;
+    let checked = runbook_runner::check_start(registry, &env(), &inventory, &user(), &loaded, &inputs)?;
     runtime()?.block_on(async {
         let session = Session::open(state, registry, inventory, flags).await?;
         let opts = &session.flags.opts;

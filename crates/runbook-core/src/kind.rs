@@ -508,9 +508,10 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// An empty registry.
+    /// A registry with the language's own kind, `playbook` (sub-playbook
+    /// calls); the step kinds are added with [`with`](Self::with).
     pub fn new() -> Self {
-        Registry::default()
+        Registry::default().with(crate::calls::SubPlaybook)
     }
 
     /// Adds a kind. A kind whose schema does not compile is a programming error

@@ -12,6 +12,7 @@
 //! Loading is a pure function of text, so it is safe on untrusted input.
 
 pub mod ansible;
+pub mod calls;
 pub mod diag;
 pub mod inputs;
 pub mod inventory;

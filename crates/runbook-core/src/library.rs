@@ -244,8 +244,9 @@ pub enum LoadError {
     Invalid(Box<Invalid>),
 }
 
-/// Reads and validates a located playbook.
-pub fn load(located: &Located, registry: &Registry) -> Result<Loaded, LoadError> {
+/// Reads and validates a located playbook, and the playbooks it calls (from
+/// `library`).
+pub fn load(library: &Library, located: &Located, registry: &Registry) -> Result<Loaded, LoadError> {
     let text = std::fs::read_to_string(&located.path).map_err(|e| {
         LoadError::Library(LibraryError::Io {
             path: located.path.display().to_string(),
@@ -253,7 +254,8 @@ pub fn load(located: &Located, registry: &Registry) -> Result<Loaded, LoadError>
         })
     })?;
     let source = Source::new(located.path.display().to_string(), text);
-    validate::load(source, &located.expected, registry).map_err(|e| LoadError::Invalid(Box::new(e)))
+    let callees = crate::calls::LibraryCallees::new(library, located.expected.name.as_deref());
+    validate::load_with(source, &located.expected, registry, &callees).map_err(|e| LoadError::Invalid(Box::new(e)))
 }
 
 #[cfg(test)]

@@ -56,6 +56,11 @@ pub struct Playbook {
     /// Defaults applied to every step that does not set them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defaults: Option<Defaults>,
+    /// What a run of it gives back: named values rendered from templates once
+    /// its steps have ended. A step that calls it (`uses: playbook`) has
+    /// these outputs.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub outputs: IndexMap<String, String>,
     /// The steps, run top to bottom unless `needs` says otherwise.
     pub steps: Vec<Step>,
     /// Run when the playbook fails, before `finally`.

@@ -12,8 +12,10 @@ use indexmap::IndexMap;
 use runbook_core::kind::{Effect, Registry};
 use runbook_core::model::{Concurrency, CountOrPercent, ForEach, Playbook, ResumePolicy, Retry, Step};
 use runbook_core::template::{self, Data, Mode, Renderer, TemplateError};
+use runbook_core::validate::Loaded;
 use serde::Serialize;
 use serde_json::{Value as Json, json};
+use std::sync::Arc;
 
 /// The whole plan of a run.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -164,14 +166,15 @@ pub struct PlanContext {
     pub inventory: Json,
 }
 
-/// Plans a run of `playbook` with already-checked `inputs`.
-pub fn plan(playbook: &Playbook, inputs: &IndexMap<String, Json>, registry: &Registry, pctx: &PlanContext) -> Plan {
+/// The template data a playbook's steps start from in a plan: its inputs,
+/// placeholders for its secrets, no step results yet.
+fn start_data(playbook: &Playbook, inputs: &IndexMap<String, Json>, pctx: &PlanContext) -> Data {
     let secrets: serde_json::Map<String, Json> = playbook
         .secrets
         .iter()
         .map(|s| (s.name().to_owned(), Json::String(format!("<secret {}>", s.name()))))
         .collect();
-    let ctx = Data::new(json!({
+    Data::new(json!({
         "inputs": inputs,
         "env": pctx.env,
         "secrets": secrets,
@@ -179,10 +182,19 @@ pub fn plan(playbook: &Playbook, inputs: &IndexMap<String, Json>, registry: &Reg
         "run": { "id": "<run id>", "user": pctx.user, "started_at": "<run start>" },
         "playbook": { "name": playbook.name, "version": playbook.version },
         "inventory": pctx.inventory,
-    }));
+    }))
+}
+
+/// Plans a run of a loaded playbook (and the playbooks it calls, nested
+/// under the steps that call them) with already-checked `inputs`.
+pub fn plan(loaded: &Loaded, inputs: &IndexMap<String, Json>, registry: &Registry, pctx: &PlanContext) -> Plan {
+    let playbook = &loaded.playbook;
+    let ctx = start_data(playbook, inputs, pctx);
     let planner = Planner {
         registry,
         renderer: Renderer::new(),
+        calls: &loaded.calls,
+        pctx,
     };
     let lock = playbook.lock.as_ref().map(|keys| {
         keys.as_slice()
@@ -282,6 +294,26 @@ fn with_secrets(v: &Json, secrets: &IndexMap<String, String>) -> Json {
 struct Planner<'a> {
     registry: &'a Registry,
     renderer: Renderer,
+    /// The playbooks the plan's playbook calls, by call key.
+    calls: &'a IndexMap<String, Arc<Loaded>>,
+    pctx: &'a PlanContext,
+}
+
+/// The strongest effect among steps and their children (write, then
+/// unknown, then read).
+fn strongest(steps: &[PlanStep]) -> Effect {
+    let mut effect = Effect::Read;
+    for s in steps {
+        let inner = [s.effect.unwrap_or(Effect::Read), strongest(&s.children)];
+        for e in inner {
+            effect = match (effect, e) {
+                (Effect::Write, _) | (_, Effect::Write) => Effect::Write,
+                (Effect::Unknown, _) | (_, Effect::Unknown) => Effect::Unknown,
+                _ => Effect::Read,
+            };
+        }
+    }
+    effect
 }
 
 /// True if a template reads only what is known before the run.
@@ -443,9 +475,11 @@ impl Planner<'_> {
             p.description = body.description;
             p.with = body.with;
             p.children = body.children;
+            p.on_failure = body.on_failure;
             p.notes.extend(body.notes);
         }
-        p.on_failure = self.list(&step.on_failure, ctx, &format!("{path}.on_failure"));
+        p.on_failure
+            .extend(self.list(&step.on_failure, ctx, &format!("{path}.on_failure")));
         p.undo = self.list(step.undo_steps(), ctx, &format!("{path}.undo"));
         p
     }
@@ -453,7 +487,8 @@ impl Planner<'_> {
     /// One item of a `for_each`: the body, with its own handlers (they run per item).
     fn item(&self, step: &Step, ctx: &Data, path: &str) -> PlanStep {
         let mut p = self.body(step, ctx, path);
-        p.on_failure = self.list(&step.on_failure, ctx, &format!("{path}.on_failure"));
+        p.on_failure
+            .extend(self.list(&step.on_failure, ctx, &format!("{path}.on_failure")));
         p.undo = self.list(step.undo_steps(), ctx, &format!("{path}.undo"));
         p
     }
@@ -479,12 +514,52 @@ impl Planner<'_> {
             p.effect = Some(self.effect(kind.as_ref(), &rendered));
             p.idempotent = step.idempotent.unwrap_or_else(|| kind.idempotent(&rendered));
             p.description = kind.describe(&rendered);
+            if let Some(callee) = runbook_core::calls::call_of(step).and_then(|k| self.calls.get(&k)) {
+                self.callee(&mut p, &callee.playbook, &rendered, path);
+            }
             p.with = Some(rendered);
         }
         if let Some(children) = &step.steps {
             p.children = self.list(children, ctx, path);
         }
         p
+    }
+
+    /// A call of another playbook: its steps nested under the call, planned
+    /// with the inputs the call gives (typed and defaulted where they are
+    /// known before the run), its `finally` after them and its `on_failure`
+    /// with the call's; the call writes if any of its steps does.
+    fn callee(&self, p: &mut PlanStep, callee: &Playbook, with: &Json, path: &str) {
+        let given: IndexMap<String, Json> = with
+            .get("inputs")
+            .and_then(Json::as_object)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let inputs = runbook_core::inputs::resolve(callee, &given).unwrap_or_else(|_| {
+            // Some are only known during the run: shown as given.
+            let mut all = given.clone();
+            for (name, spec) in &callee.inputs {
+                if let (false, Some(d)) = (all.contains_key(name), &spec.default) {
+                    all.insert(name.clone(), d.clone());
+                }
+            }
+            all
+        });
+        let ctx = start_data(callee, &inputs, self.pctx);
+        p.description = format!("run playbook {} v{}", callee.name, callee.version);
+        p.children = self.list(&callee.steps, &ctx, path);
+        // Its `finally` comes after its last stage.
+        let last = p.children.iter().map(|c| c.stage).max().unwrap_or(0);
+        p.children.extend(
+            self.list(&callee.finally, &ctx, &format!("{path}.finally"))
+                .into_iter()
+                .map(|mut f| {
+                    f.stage += last;
+                    f
+                }),
+        );
+        p.on_failure = self.list(&callee.on_failure, &ctx, &format!("{path}.on_failure"));
+        p.effect = Some(strongest(&p.children));
     }
 
     /// A kind's effect, combined with the effects of the calls nested in it

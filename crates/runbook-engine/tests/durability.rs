@@ -97,8 +97,14 @@ impl Journal for Refusing {
         self.0.set_runner(run, pid).await
     }
 
-    async fn replace_text(&self, run: &str, text: &str, hash: &str) -> Result<(), StoreError> {
-        self.0.replace_text(run, text, hash).await
+    async fn replace_text(
+        &self,
+        run: &str,
+        text: &str,
+        hash: &str,
+        calls: &indexmap::IndexMap<String, String>,
+    ) -> Result<(), StoreError> {
+        self.0.replace_text(run, text, hash, calls).await
     }
 
     async fn claim_runner(&self, run: &str, pid: u32, previous: Option<u32>) -> Result<bool, StoreError> {
@@ -183,6 +189,7 @@ async fn a_dependent_never_starts_before_its_dependency_is_recorded() {
         version: 1,
         text: text.into(),
         hash: "h".into(),
+        calls: Default::default(),
         inputs: json!({}),
         user: "t".into(),
     };
@@ -199,6 +206,7 @@ async fn a_dependent_never_starts_before_its_dependency_is_recorded() {
     let input = RunInput {
         run_id: run.id.clone(),
         playbook: &loaded.playbook,
+        calls: &loaded.calls,
         inputs: IndexMap::new(),
         secrets: IndexMap::new(),
         env: IndexMap::new(),

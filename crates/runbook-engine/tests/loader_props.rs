@@ -43,7 +43,7 @@ fn check(text: &str) {
     match load(source, &Expected::default(), &registry) {
         Ok(loaded) => {
             let inputs = runbook_core::inputs::resolve(&loaded.playbook, &IndexMap::new()).unwrap_or_default();
-            let _ = runbook_engine::plan::plan(&loaded.playbook, &inputs, &registry, &Default::default());
+            let _ = runbook_engine::plan::plan(&loaded, &inputs, &registry, &Default::default());
             let _ = runbook_engine::graph::render(&loaded.playbook, runbook_engine::graph::Format::Dot);
         }
         Err(invalid) => {

@@ -19,6 +19,7 @@ fn journal() -> (RunRecord, Vec<Recorded>, Vec<LogLine>) {
         version: 1,
         text: String::new(),
         hash: "abc".into(),
+        calls: Default::default(),
         inputs: json!({ "cluster": "main" }),
         status: RunStatus::Failed,
         user: "ops".into(),

@@ -286,7 +286,7 @@ pub fn list(lib: &Library, registry: &Registry) -> Result<List, LibraryError> {
         .entries()?
         .iter()
         .map(|e| {
-            let loaded = lib.locate(&e.name).map(|l| library::load(&l, registry));
+            let loaded = lib.locate(&e.name).map(|l| library::load(lib, &l, registry));
             let (description, error, invalid) = match loaded {
                 Ok(Ok(l)) => (
                     l.playbook
@@ -362,7 +362,7 @@ pub fn check(lib: &Library, registry: &Registry, targets: &[String]) -> Result<V
                 };
             }
         };
-        match library::load(&located, registry) {
+        match library::load(lib, &located, registry) {
             Ok(l) => {
                 let diags = l.warnings.iter().map(|d| Diag::of(&l.source, d)).collect();
                 Target {

@@ -5,12 +5,14 @@
 
 use crate::RunnerError;
 use indexmap::IndexMap;
+use runbook_core::calls::{self, LibraryCallees, StoredCallees};
 use runbook_core::diag::Source;
 use runbook_core::kind::Registry;
 use runbook_core::library::Library;
 use runbook_core::model::{Playbook, Step};
 use runbook_core::validate::{Expected, Loaded};
 use runbook_engine::replay::{Prior, Replay};
+use runbook_report::sha256_hex;
 use runbook_state::{Event, RunRecord};
 use serde_json::Value as Json;
 use std::path::{Path, PathBuf};
@@ -193,7 +195,23 @@ pub fn load_stored(record: &RunRecord, registry: &Registry) -> Result<Loaded, Ru
         name: Some(record.playbook.clone()),
         version: Some(record.version),
     };
-    runbook_core::validate::load(source, &expected, registry).map_err(|inv| RunnerError::StoredInvalid(Box::new(inv)))
+    let callees = StoredCallees::new(&record.calls, &record.id, &record.playbook);
+    runbook_core::validate::load_with(source, &expected, registry, &callees)
+        .map_err(|inv| RunnerError::StoredInvalid(Box::new(inv)))
+}
+
+/// The hash a run keeps of its texts: its playbook's, and (when it calls
+/// any) each called playbook's by key, so an edit of a callee counts as an
+/// edit too.
+pub fn text_hash(text: &str, calls: &IndexMap<String, String>) -> String {
+    if calls.is_empty() {
+        return sha256_hex(text);
+    }
+    let mut all = text.to_owned();
+    for (key, callee) in calls {
+        all.push_str(&format!("\0{key}\0{callee}"));
+    }
+    sha256_hex(&all)
 }
 
 /// The inputs a run was started with.
@@ -205,15 +223,28 @@ pub fn stored_inputs(record: &RunRecord) -> IndexMap<String, Json> {
         .unwrap_or_default()
 }
 
-/// The current file of a run's playbook (same name and version) and its text.
-pub(crate) fn current_text(lib: &Library, record: &RunRecord) -> Option<(PathBuf, String)> {
+/// The current file of a run's playbook (same name and version), its text,
+/// and the hash of that text with the current texts of the playbooks the run
+/// calls ([`text_hash`]).
+pub(crate) fn current_text(lib: &Library, record: &RunRecord) -> Option<(PathBuf, String, String)> {
     let located = lib.locate(&format!("{}@{}", record.playbook, record.version)).ok()?;
     let text = std::fs::read_to_string(&located.path).ok()?;
-    Some((located.path, text))
+    let calls: IndexMap<String, String> = record
+        .calls
+        .keys()
+        .map(|key| {
+            let callee = lib.locate(key).ok().and_then(|l| std::fs::read_to_string(l.path).ok());
+            (key.clone(), callee.unwrap_or_default())
+        })
+        .collect();
+    let hash = text_hash(&text, &calls);
+    Some((located.path, text, hash))
 }
 
-/// The step at a step path (`roll[web1].deploy`, `finally.notify`).
-fn step_at<'p>(pb: &'p Playbook, path: &str) -> Option<&'p Step> {
+/// The step at a step path (`roll[web1].deploy`, `finally.notify`), into
+/// the playbooks it calls (`failover.promote`).
+fn step_at<'p>(loaded: &'p Loaded, path: &str) -> Option<&'p Step> {
+    let pb = &loaded.playbook;
     let mut segs = path.split('.').peekable();
     let mut list: &[Step] = match segs.peek() {
         Some(&"on_failure") => {
@@ -243,7 +274,20 @@ fn step_at<'p>(pb: &'p Playbook, path: &str) -> Option<&'p Step> {
                 segs.next();
                 step.undo_steps()
             }
-            _ => step.children(),
+            _ => match calls::call_of(step).and_then(|k| loaded.calls.get(&k)) {
+                Some(callee) => match segs.peek() {
+                    Some(&"on_failure") => {
+                        segs.next();
+                        &callee.playbook.on_failure
+                    }
+                    Some(&"finally") => {
+                        segs.next();
+                        &callee.playbook.finally
+                    }
+                    _ => &callee.playbook.steps,
+                },
+                None => step.children(),
+            },
         };
     }
     found
@@ -253,6 +297,7 @@ fn step_at<'p>(pb: &'p Playbook, path: &str) -> Option<&'p Step> {
 /// finished is the same in it (its definition, children included) and it
 /// takes the run's inputs; else what differs.
 pub(crate) fn upgrade(
+    lib: &Library,
     old: &Loaded,
     path: &Path,
     text: &str,
@@ -265,9 +310,12 @@ pub(crate) fn upgrade(
         name: Some(record.playbook.clone()),
         version: Some(record.version),
     };
-    let new = runbook_core::validate::load(source, &expected, registry).map_err(|inv| RunnerError::CurrentInvalid {
-        path: path.display().to_string(),
-        invalid: Box::new(inv),
+    let callees = LibraryCallees::new(lib, Some(&record.playbook));
+    let new = runbook_core::validate::load_with(source, &expected, registry, &callees).map_err(|inv| {
+        RunnerError::CurrentInvalid {
+            path: path.display().to_string(),
+            invalid: Box::new(inv),
+        }
     })?;
     let mut done: Vec<&String> = replay
         .steps
@@ -278,8 +326,8 @@ pub(crate) fn upgrade(
     done.sort();
     let mut differ = Vec::new();
     for step in done {
-        let before = step_at(&old.playbook, step).map(serde_json::to_value);
-        let after = step_at(&new.playbook, step).map(serde_json::to_value);
+        let before = step_at(old, step).map(serde_json::to_value);
+        let after = step_at(&new, step).map(serde_json::to_value);
         match (before, after) {
             (Some(Ok(a)), Some(Ok(b))) if a == b => {}
             (_, None) => differ.push(format!("`{step}` is gone")),
@@ -335,15 +383,21 @@ mod tests {
             "finally": [{"id": "notify", "uses": "shell", "with": {"run": "true"}}],
         }))
         .unwrap();
+        let loaded = Loaded {
+            playbook: pb,
+            source: Source::new("t", ""),
+            warnings: Vec::new(),
+            calls: IndexMap::new(),
+        };
         assert_eq!(
-            step_at(&pb, "roll[web1].deploy").and_then(|s| s.id.as_deref()),
+            step_at(&loaded, "roll[web1].deploy").and_then(|s| s.id.as_deref()),
             Some("deploy")
         );
         assert_eq!(
-            step_at(&pb, "finally.notify").and_then(|s| s.id.as_deref()),
+            step_at(&loaded, "finally.notify").and_then(|s| s.id.as_deref()),
             Some("notify")
         );
-        assert!(step_at(&pb, "roll.missing").is_none());
+        assert!(step_at(&loaded, "roll.missing").is_none());
         assert_eq!(step_id("roll[web1].deploy"), "deploy");
     }
 }

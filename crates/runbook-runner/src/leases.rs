@@ -5,8 +5,10 @@
 
 use crate::RunnerError;
 use indexmap::IndexMap;
+use runbook_core::calls;
 use runbook_core::model::Playbook;
 use runbook_core::template::{Data, Mode, Renderer};
+use runbook_core::validate::Loaded;
 use runbook_state::{Lock, LockHolder, Store};
 use serde_json::{Value as Json, json};
 use std::sync::Arc;
@@ -19,37 +21,104 @@ pub const WAITING_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How often a waiting taker asks again.
 const POLL: Duration = Duration::from_millis(200);
 
-/// The playbook's lock keys, rendered from the inputs, sorted and without
-/// repeats (every run takes them in the same order); empty without `lock:`.
+/// The playbook's lock keys, rendered from the inputs, and those of every
+/// playbook it calls (rendered from the inputs each call gives, with their
+/// defaults), sorted and without repeats: a key a callee shares with its
+/// caller is taken once, and every run takes its keys in the same order.
+/// Empty without `lock:`. A callee's key must be known when the run starts:
+/// one that depends on a step's result or a `for_each` item is refused.
 pub fn keys(
-    pb: &Playbook,
+    loaded: &Loaded,
     inputs: &IndexMap<String, Json>,
     env: &IndexMap<String, String>,
 ) -> Result<Vec<String>, RunnerError> {
-    let Some(templates) = &pb.lock else {
-        return Ok(Vec::new());
-    };
+    let mut keys = Vec::new();
+    collect(loaded, &loaded.playbook, inputs, env, &mut keys, 0)?;
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
+}
+
+fn collect(
+    root: &Loaded,
+    pb: &Playbook,
+    inputs: &IndexMap<String, Json>,
+    env: &IndexMap<String, String>,
+    keys: &mut Vec<String>,
+    depth: usize,
+) -> Result<(), RunnerError> {
     let data = Data::new(json!({
         "inputs": inputs,
         "env": env,
         "playbook": { "name": pb.name, "version": pb.version },
     }));
     let renderer = Renderer::new();
-    let mut keys = templates
-        .as_slice()
-        .iter()
-        .map(|t| {
-            renderer
-                .render_str(t, &data, Mode::Plain)
-                .map_err(|e| RunnerError::LockKey {
-                    template: t.clone(),
-                    message: e.to_string(),
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    keys.sort();
-    keys.dedup();
-    Ok(keys)
+    for t in pb.lock.as_ref().map(|l| l.as_slice()).unwrap_or_default() {
+        let key = renderer
+            .render_str(t, &data, Mode::Plain)
+            .map_err(|e| RunnerError::LockKey {
+                template: t.clone(),
+                message: e.to_string(),
+            })?;
+        keys.push(key);
+    }
+    // Calls nest as deep as validation allowed; the depth guards a loop.
+    if depth > 16 {
+        return Ok(());
+    }
+    for step in pb.all_steps() {
+        let Some(callee) = calls::call_of(step).and_then(|k| root.calls.get(&k)) else {
+            continue;
+        };
+        if !locks_anything(root, &callee.playbook) {
+            continue;
+        }
+        let given = step
+            .with
+            .as_ref()
+            .and_then(|w| w.get("inputs"))
+            .map(|v| renderer.render_tree(v, &data, &[]))
+            .transpose()
+            .map_err(|(_, e)| RunnerError::LockKey {
+                template: format!("the inputs of step `{}`", step.id.as_deref().unwrap_or("?")),
+                message: format!(
+                    "`{}` takes a lock, and its key must be known when the run starts: {e} (hint: give it the \
+                     run's inputs, not a step's result or an item)",
+                    callee.playbook.name
+                ),
+            })?;
+        let given: IndexMap<String, Json> = given
+            .as_ref()
+            .and_then(Json::as_object)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let callee_inputs = runbook_core::inputs::resolve(&callee.playbook, &given).map_err(|errors| {
+            RunnerError::Inputs(
+                errors
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "`{}` (called by step `{}`): {e}",
+                            callee.playbook.name,
+                            step.id.as_deref().unwrap_or("?")
+                        )
+                    })
+                    .collect(),
+            )
+        })?;
+        collect(root, &callee.playbook, &callee_inputs, env, keys, depth + 1)?;
+    }
+    Ok(())
+}
+
+/// True if `pb` or a playbook it calls takes a lock.
+fn locks_anything(root: &Loaded, pb: &Playbook) -> bool {
+    pb.lock.is_some()
+        || pb
+            .all_steps()
+            .into_iter()
+            .filter_map(|s| calls::call_of(s).and_then(|k| root.calls.get(&k)))
+            .any(|c| c.playbook.lock.is_some() || !c.calls.is_empty() && locks_anything(root, &c.playbook))
 }
 
 /// How leases are taken.
@@ -251,11 +320,56 @@ mod tests {
         }))
         .expect("a playbook");
         let inputs: IndexMap<String, Json> = [("db".to_owned(), json!("billing"))].into_iter().collect();
-        let got = keys(&pb, &inputs, &IndexMap::new()).unwrap();
+        let loaded = loaded(pb, IndexMap::new());
+        let got = keys(&loaded, &inputs, &IndexMap::new()).unwrap();
         assert_eq!(got, ["db/billing", "fleet/app"]);
         // A key that names nothing is refused with its text.
         let inputs = IndexMap::new();
-        let err = keys(&pb, &inputs, &IndexMap::new()).unwrap_err();
+        let err = keys(&loaded, &inputs, &IndexMap::new()).unwrap_err();
         assert!(err.to_string().starts_with("lock `db/{{inputs.db}}`"), "{err}");
+    }
+
+    fn loaded(pb: Playbook, calls: IndexMap<String, Arc<Loaded>>) -> Loaded {
+        Loaded {
+            playbook: pb,
+            source: runbook_core::diag::Source::new("t", ""),
+            warnings: Vec::new(),
+            calls,
+        }
+    }
+
+    #[test]
+    fn a_callee_s_keys_are_rendered_from_its_call_and_taken_once() {
+        let callee: Playbook = serde_json::from_value(json!({
+            "apiVersion": "runbook/v1", "name": "failover", "version": 1,
+            "inputs": { "cluster": { "type": "string" }, "region": { "type": "string", "default": "eu" } },
+            "lock": ["db/{{inputs.cluster}}", "region/{{inputs.region}}"],
+            "steps": [],
+        }))
+        .expect("a playbook");
+        let call = |given: Json| {
+            let pb: Playbook = serde_json::from_value(json!({
+                "apiVersion": "runbook/v1", "name": "drill", "version": 1,
+                "lock": "db/{{inputs.db}}",
+                "steps": [{ "id": "fail", "uses": "playbook", "with": { "name": "failover", "inputs": given } }],
+            }))
+            .expect("a playbook");
+            let calls = [("failover".to_owned(), Arc::new(loaded(callee.clone(), IndexMap::new())))];
+            loaded(pb, calls.into_iter().collect())
+        };
+        let inputs: IndexMap<String, Json> = [("db".to_owned(), json!("billing"))].into_iter().collect();
+        let got = keys(&call(json!({ "cluster": "{{inputs.db}}" })), &inputs, &IndexMap::new()).unwrap();
+        assert_eq!(
+            got,
+            ["db/billing", "region/eu"],
+            "the shared key once, the callee's default applied"
+        );
+        let err = keys(
+            &call(json!({ "cluster": "{{steps.x.outputs.db}}" })),
+            &inputs,
+            &IndexMap::new(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("must be known when the run starts"), "{err}");
     }
 }

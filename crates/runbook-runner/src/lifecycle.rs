@@ -18,7 +18,7 @@ use runbook_core::validate::Loaded;
 use runbook_engine::exec::{self, Engine, EngineError, RunInput, Signals};
 use runbook_engine::replay::Replay;
 use runbook_engine::secrets::Masker;
-use runbook_report::{plan_hash, sha256_hex};
+use runbook_report::plan_hash;
 use runbook_state::{Event, LockHolder, NewRun, RunRecord, RunStatus, Store, StoreError};
 use serde_json::Value as Json;
 use std::sync::Arc;
@@ -144,7 +144,8 @@ impl Started<'_> {
 
 /// One run to hand to the engine.
 pub(crate) struct Execute<'a> {
-    pub(crate) playbook: &'a Playbook,
+    /// The playbook, with those it calls.
+    pub(crate) loaded: &'a Loaded,
     pub(crate) run_id: String,
     pub(crate) inputs: IndexMap<String, Json>,
     pub(crate) secrets: IndexMap<String, String>,
@@ -208,9 +209,10 @@ pub fn check_start(
     env: &IndexMap<String, String>,
     inventory: &Json,
     user: &str,
-    pb: &Playbook,
+    loaded: &Loaded,
     given: &IndexMap<String, Json>,
 ) -> Result<Checked, RunnerError> {
+    let pb = &loaded.playbook;
     let inputs = runbook_core::inputs::resolve(pb, given)
         .map_err(|errors| RunnerError::Inputs(errors.iter().map(ToString::to_string).collect()))?;
     let secrets = resolve_secrets(pb, env)?;
@@ -222,7 +224,7 @@ pub fn check_start(
             refused: refused.iter().map(|r| masker.text(&r.to_string())).collect(),
         });
     }
-    let keys = leases::keys(pb, &inputs, env)?;
+    let keys = leases::keys(loaded, &inputs, env)?;
     Ok(Checked { inputs, secrets, keys })
 }
 
@@ -298,12 +300,14 @@ impl Runner {
     /// A new run of the exact text loaded, with its inputs (secrets masked).
     fn new_run(&self, loaded: &Loaded, id: &str, inputs: Json) -> NewRun {
         let text = loaded.source.text.to_string();
+        let calls = runbook_core::calls::texts(loaded);
         NewRun {
             id: id.to_owned(),
             playbook: loaded.playbook.name.clone(),
             version: loaded.playbook.version,
-            hash: sha256_hex(&text),
+            hash: decide::text_hash(&text, &calls),
             text,
+            calls,
             inputs,
             user: self.user.clone(),
         }
@@ -332,14 +336,7 @@ impl Runner {
         inputs: IndexMap<String, Json>,
         opts: &RunOptions,
     ) -> Result<Started<'a>, RunnerError> {
-        let checked = check_start(
-            &self.registry,
-            &self.env,
-            &self.inventory,
-            &self.user,
-            &loaded.playbook,
-            &inputs,
-        )?;
+        let checked = check_start(&self.registry, &self.env, &self.inventory, &self.user, loaded, &inputs)?;
         self.begin_checked(loaded, checked, opts).await
     }
 
@@ -368,7 +365,7 @@ impl Runner {
         let notifier = self.notifier(pb, &secrets);
         self.watching(notifier.as_ref()).event(&run_id, &first);
         let x = Execute {
-            playbook: pb,
+            loaded,
             run_id,
             inputs,
             secrets,
@@ -385,7 +382,7 @@ impl Runner {
     pub async fn submit(&self, loaded: &Loaded, given: IndexMap<String, Json>) -> Result<String, RunnerError> {
         let inputs = runbook_core::inputs::resolve(&loaded.playbook, &given)
             .map_err(|errors| RunnerError::Inputs(errors.iter().map(ToString::to_string).collect()))?;
-        leases::keys(&loaded.playbook, &inputs, &self.env)?;
+        leases::keys(loaded, &inputs, &self.env)?;
         let run_id = runbook_state::new_run_id();
         let new = self.new_run(loaded, &run_id, serde_json::json!(inputs));
         let first = Event::RunQueued {
@@ -475,11 +472,14 @@ impl Runner {
         // The playbook file may have changed since the run started: say so, and
         // with `--to-current` continue on the new text if it agrees with what ran.
         let mut upgraded: Option<(String, String)> = None;
-        let loaded = match d.library.and_then(|lib| decide::current_text(lib, &record)) {
-            Some((path, text)) if sha256_hex(&text) != record.hash => {
+        let current = d
+            .library
+            .and_then(|lib| decide::current_text(lib, &record).map(|c| (lib, c)));
+        let loaded = match current {
+            Some((lib, (path, text, hash))) if hash != record.hash => {
                 if d.to_current {
-                    let new = decide::upgrade(&loaded, &path, &text, &replay, &self.registry, &record)?;
-                    upgraded = Some((record.hash.clone(), sha256_hex(&text)));
+                    let new = decide::upgrade(lib, &loaded, &path, &text, &replay, &self.registry, &record)?;
+                    upgraded = Some((record.hash.clone(), hash));
                     self.watcher.notice(&Notice::OnCurrentText {
                         run: record.id.clone(),
                         path,
@@ -505,7 +505,7 @@ impl Runner {
         let inputs = stored_inputs(&record);
         // The run takes its lock again (it may have been freed when it stopped),
         // once what was asked is known to be valid.
-        let keys = leases::keys(&loaded.playbook, &inputs, &self.env)?;
+        let keys = leases::keys(&loaded, &inputs, &self.env)?;
         let who = &self.user;
         // A submitted run goes back to the queue: a worker continues it.
         let mut journal = vec![if record.submitted {
@@ -531,8 +531,11 @@ impl Runner {
         };
         journal.extend(decide::events(d, who, &replay, answered, given));
         if upgraded.is_some() {
-            let text = &loaded.source.text;
-            self.store.replace_text(&record.id, text, &sha256_hex(text)).await?;
+            let calls = runbook_core::calls::texts(&loaded);
+            let hash = decide::text_hash(&loaded.source.text, &calls);
+            self.store
+                .replace_text(&record.id, &loaded.source.text, &hash, &calls)
+                .await?;
         }
         if record.submitted {
             self.store.append_all(&record.id, &journal).await?;
@@ -548,9 +551,7 @@ impl Runner {
         for e in &journal {
             self.watcher.event(&record.id, e);
         }
-        let x = self
-            .continued(&record, &loaded.playbook, inputs, secrets, &keys)
-            .await?;
+        let x = self.continued(&record, &loaded, inputs, secrets, &keys).await?;
         if d.cancel {
             // Stopped before it starts: what finished is restored, no step
             // starts, and the handlers (`finally`) run.
@@ -564,15 +565,15 @@ impl Runner {
     pub(crate) async fn continued<'a>(
         &self,
         record: &RunRecord,
-        playbook: &'a Playbook,
+        loaded: &'a Loaded,
         inputs: IndexMap<String, Json>,
         secrets: IndexMap<String, String>,
         keys: &[String],
     ) -> Result<Execute<'a>, StoreError> {
         let events = self.store.events(&record.id).await?;
-        let notifier = self.notifier(playbook, &secrets);
+        let notifier = self.notifier(&loaded.playbook, &secrets);
         Ok(Execute {
-            playbook,
+            loaded,
             run_id: record.id.clone(),
             inputs,
             secrets,
@@ -709,7 +710,8 @@ impl Runner {
         let run_id = x.run_id.clone();
         let input = RunInput {
             run_id: x.run_id,
-            playbook: x.playbook,
+            playbook: &x.loaded.playbook,
+            calls: &x.loaded.calls,
             inputs: x.inputs,
             secrets: x.secrets,
             env: self.env.clone(),

@@ -237,7 +237,7 @@ impl Schedule {
 /// Loads a playbook for a check that reports its own errors.
 fn load_playbook(lib: &Library, registry: &Registry, spec: &str) -> Result<runbook_core::model::Playbook, String> {
     let located = lib.locate(spec).map_err(|e| e.to_string())?;
-    match library::load(&located, registry) {
+    match library::load(lib, &located, registry) {
         Ok(loaded) => Ok(loaded.playbook),
         Err(LoadError::Library(e)) => Err(e.to_string()),
         Err(LoadError::Invalid(inv)) => Err(format!(

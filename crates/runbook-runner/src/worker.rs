@@ -299,7 +299,7 @@ async fn continue_claimed(runner: &Runner, worker: &str, lease: &Lease, signals:
         Err(e) => return fail(e.to_string()).await,
     };
     let inputs = stored_inputs(&record);
-    let keys = match leases::keys(pb, &inputs, &runner.env) {
+    let keys = match leases::keys(&loaded, &inputs, &runner.env) {
         Ok(k) => k,
         Err(e) => return fail(e.to_string()).await,
     };
@@ -328,7 +328,7 @@ async fn continue_claimed(runner: &Runner, worker: &str, lease: &Lease, signals:
     }
     store.append(&record.id, &first).await.map_err(|e| e.to_string())?;
     let x = runner
-        .continued(&record, pb, inputs, secrets, &keys)
+        .continued(&record, &loaded, inputs, secrets, &keys)
         .await
         .map_err(|e| e.to_string())?;
     runner.watching(x.notifier.as_ref()).event(&record.id, &first);

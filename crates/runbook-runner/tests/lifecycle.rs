@@ -217,6 +217,7 @@ async fn crashed(w: &World, pb: &Loaded) -> String {
         playbook: pb.playbook.name.clone(),
         version: pb.playbook.version,
         hash: runbook_report::sha256_hex(&text),
+        calls: Default::default(),
         text,
         inputs: json!({}),
         user: "alice".into(),

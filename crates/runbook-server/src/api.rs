@@ -117,7 +117,7 @@ fn load(s: &Shared, name: &str) -> Result<Loaded, ApiError> {
         .library
         .locate(name)
         .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))?;
-    match runbook_core::library::load(&located, &s.runner.registry) {
+    match runbook_core::library::load(&s.library, &located, &s.runner.registry) {
         Ok(l) => Ok(l),
         Err(LoadError::Library(e)) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
         Err(LoadError::Invalid(inv)) => {
@@ -189,7 +189,7 @@ async fn plan(State(s): S, Path(name): Path<String>, body: Option<Json<Inputs>>)
         user: s.runner.user.clone(),
         inventory: s.runner.inventory.clone(),
     };
-    let plan = runbook_engine::plan::plan(&loaded.playbook, &inputs, &s.runner.registry, &pctx);
+    let plan = runbook_engine::plan::plan(&loaded, &inputs, &s.runner.registry, &pctx);
     let text = runbook_engine::plan_text::render(&plan);
     Ok(Json(PlanDoc { plan, text }).into_response())
 }
@@ -251,14 +251,7 @@ async fn start(State(s): S, Extension(caller): Extension<Caller>, Json(req): Jso
         return submit(&s, loaded, req, who).await;
     }
     let r = &s.runner_as(&who);
-    let checked = runbook_runner::check_start(
-        &r.registry,
-        &r.env,
-        &r.inventory,
-        &r.user,
-        &loaded.playbook,
-        &req.inputs,
-    )?;
+    let checked = runbook_runner::check_start(&r.registry, &r.env, &r.inventory, &r.user, &loaded, &req.inputs)?;
     let (reply, answer) = oneshot::channel();
     let job = Job::Start {
         loaded: Box::new(loaded),

@@ -19,6 +19,9 @@ fn new_run(playbook: &str) -> NewRun {
         version: 3,
         text: "name: x".into(),
         hash: "abc".into(),
+        calls: [("failover".to_owned(), "name: failover".to_owned())]
+            .into_iter()
+            .collect(),
         inputs: serde_json::json!({"release": "v42"}),
         user: "alice".into(),
     }
@@ -140,11 +143,23 @@ pub async fn check(store: &dyn Store) -> Result<(), String> {
     store.set_runner(&b.id, None).await.map_err(e)?;
     ensure!(store.run(&b.id).await.map_err(e)?.pid.is_none(), "no runner");
     // A run's text can be replaced (resume --to-current).
-    store.replace_text(&b.id, "new text", "h2").await.map_err(e)?;
+    ensure!(
+        store
+            .run(&b.id)
+            .await
+            .map_err(e)?
+            .calls
+            .get("failover")
+            .map(String::as_str)
+            == Some("name: failover"),
+        "the texts of the playbooks a run calls are kept"
+    );
+    let calls = [("failover@2".to_owned(), "v2".to_owned())].into_iter().collect();
+    store.replace_text(&b.id, "new text", "h2", &calls).await.map_err(e)?;
     let replaced = store.run(&b.id).await.map_err(e)?;
     ensure!(
-        replaced.text == "new text" && replaced.hash == "h2",
-        "the text is replaced"
+        replaced.text == "new text" && replaced.hash == "h2" && replaced.calls == calls,
+        "the text is replaced, with the texts it calls"
     );
     // Claiming a run is a compare-and-set: the second of two claims from the
     // same previous runner loses; a claim over a (dead) runner names it.

@@ -12,6 +12,7 @@
 use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus};
 use crate::{Journal, Lease, Leases, Lock, LockHolder, Page, Queue, Result, Store, WorkerInfo, WorkerRow};
 use async_trait::async_trait;
+use indexmap::IndexMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -103,8 +104,8 @@ impl Journal for CrashPoints {
         self.point("set runner", self.inner.set_runner(run, pid).await)
     }
 
-    async fn replace_text(&self, run: &str, text: &str, hash: &str) -> Result<()> {
-        self.point("replace text", self.inner.replace_text(run, text, hash).await)
+    async fn replace_text(&self, run: &str, text: &str, hash: &str, calls: &IndexMap<String, String>) -> Result<()> {
+        self.point("replace text", self.inner.replace_text(run, text, hash, calls).await)
     }
 
     async fn claim_runner(&self, run: &str, pid: u32, previous: Option<u32>) -> Result<bool> {

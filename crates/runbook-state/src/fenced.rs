@@ -7,6 +7,7 @@
 use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus};
 use crate::{Journal, Lease, Leases, Lock, LockHolder, Page, Queue, Result, Store, StoreError};
 use async_trait::async_trait;
+use indexmap::IndexMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,9 +74,9 @@ impl Journal for Fenced {
         self.check(run)
     }
 
-    async fn replace_text(&self, run: &str, text: &str, hash: &str) -> Result<()> {
+    async fn replace_text(&self, run: &str, text: &str, hash: &str, calls: &IndexMap<String, String>) -> Result<()> {
         self.check(run)?;
-        self.inner.replace_text(run, text, hash).await
+        self.inner.replace_text(run, text, hash, calls).await
     }
 
     /// The lease is the claim: only its holder gets here.

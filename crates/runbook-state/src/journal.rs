@@ -3,6 +3,7 @@
 //! Step addresses are paths: `deploy`, `roll[web2].deploy`,
 //! `roll[web2].on_failure.1`, `finally.1`, so that resume works per item.
 
+use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
@@ -258,8 +259,11 @@ pub struct NewRun {
     pub version: u32,
     /// The exact playbook text the run executes.
     pub text: String,
-    /// A hash of that text.
+    /// A hash of that text and of `calls`.
     pub hash: String,
+    /// The exact texts of the playbooks it calls (`uses: playbook`),
+    /// directly or not, by call key (`name` or `name@N`).
+    pub calls: IndexMap<String, String>,
     /// The inputs (never secrets).
     pub inputs: Json,
     /// Who started it.
@@ -278,8 +282,11 @@ pub struct RunRecord {
     /// The exact playbook text.
     #[serde(skip)]
     pub text: String,
-    /// A hash of the text.
+    /// A hash of the text and of `calls`.
     pub hash: String,
+    /// The exact texts of the playbooks it calls, by call key.
+    #[serde(skip)]
+    pub calls: IndexMap<String, String>,
     /// The inputs.
     pub inputs: Json,
     /// Where it stands.

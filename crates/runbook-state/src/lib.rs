@@ -90,6 +90,7 @@ pub async fn open(location: Option<&std::path::Path>) -> Result<std::sync::Arc<d
 }
 
 use async_trait::async_trait;
+use indexmap::IndexMap;
 use thiserror::Error;
 
 /// A store failure.
@@ -198,7 +199,7 @@ pub trait Journal: Send + Sync {
 
     /// Replaces the playbook text a run executes (`resume --to-current`, once
     /// the new text is known to agree with what already ran).
-    async fn replace_text(&self, run: &str, text: &str, hash: &str) -> Result<()>;
+    async fn replace_text(&self, run: &str, text: &str, hash: &str, calls: &IndexMap<String, String>) -> Result<()>;
 
     /// Takes a run for process `pid` if its runner is still `previous` (none,
     /// or a process found dead), atomically: of two processes that resume the

@@ -15,6 +15,7 @@ use crate::{
     now, rows, sql,
 };
 use async_trait::async_trait;
+use indexmap::IndexMap;
 use sqlx::PgPool;
 use sqlx::migrate::Migrate;
 use std::sync::Arc;
@@ -98,6 +99,7 @@ const MIGRATIONS: Changes = &[
     ),
     (5, "API tokens", sql::TOKENS_TABLE),
     (6, "a run's log read from its end", sql::LOGS_BY_SEQ),
+    (7, "the texts of the playbooks a run calls", sql::CALLS_COLUMN),
 ];
 
 /// The database server's clock in milliseconds since the epoch: leases are
@@ -397,8 +399,8 @@ impl Journal for PgStore {
         let submitted = matches!(first, Event::RunQueued { .. });
         let mut tx = self.pool().await?.begin().await.map_err(|e| self.db(e))?;
         sqlx::query(
-            "INSERT INTO runs (id, playbook, version, text, hash, inputs, status, run_user, created_at, updated_at, submitted)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)",
+            "INSERT INTO runs (id, playbook, version, text, hash, inputs, status, run_user, created_at, updated_at, submitted, calls)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)",
         )
         .bind(&run.id)
         .bind(&run.playbook)
@@ -410,6 +412,7 @@ impl Journal for PgStore {
         .bind(&run.user)
         .bind(&at)
         .bind(submitted)
+        .bind(sql::calls_json(&run.calls))
         .execute(&mut *tx)
         .await
         .map_err(|e| self.db(e))?;
@@ -493,11 +496,12 @@ impl Journal for PgStore {
         Ok(())
     }
 
-    async fn replace_text(&self, run: &str, text: &str, hash: &str) -> Result<()> {
+    async fn replace_text(&self, run: &str, text: &str, hash: &str, calls: &IndexMap<String, String>) -> Result<()> {
         sqlx::query(sql::REPLACE_TEXT)
             .bind(text)
             .bind(hash)
             .bind(run)
+            .bind(sql::calls_json(calls))
             .execute(&self.pool().await?)
             .await
             .map_err(|e| self.db(e))?;

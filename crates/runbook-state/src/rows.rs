@@ -49,6 +49,7 @@ where
     let worker: Option<String> = row.try_get("worker").unwrap_or(None);
     let lease_until: Option<i64> = row.try_get("lease_until").unwrap_or(None);
     let inputs: String = row.try_get("inputs")?;
+    let calls: String = row.try_get("calls")?;
     let version: i64 = row.try_get("version")?;
     let pid: Option<i64> = row.try_get("pid")?;
     Ok(RunRecord {
@@ -57,6 +58,7 @@ where
         version: u32::try_from(version).unwrap_or(0),
         text: row.try_get("text")?,
         hash: row.try_get("hash")?,
+        calls: serde_json::from_str(&calls).unwrap_or_default(),
         inputs: serde_json::from_str(&inputs).unwrap_or(serde_json::Value::Null),
         status: RunStatus::parse(&status).unwrap_or(RunStatus::Running),
         user: row.try_get("run_user")?,

@@ -11,8 +11,8 @@
 pub(crate) const LOCK_COLUMNS: &str = "key, run_id, run_user, pid, since, expires_unix_ms";
 
 pub(crate) const INSERT_RUN: &str = "INSERT INTO runs \
-     (id, playbook, version, text, hash, inputs, status, run_user, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+     (id, playbook, version, text, hash, inputs, status, run_user, created_at, updated_at, calls) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 pub(crate) const FIRST_EVENT: &str = "INSERT INTO journal (run_id, seq, at, event) VALUES ($1, 1, $2, $3)";
 pub(crate) const SET_STATUS: &str = "UPDATE runs SET status = $1, updated_at = $2 WHERE id = $3";
 pub(crate) const EVENTS_AFTER: &str = "SELECT seq, at, event FROM journal WHERE run_id = $1 AND seq > $2 ORDER BY seq";
@@ -24,7 +24,9 @@ pub(crate) const COUNT_RUNS: &str = "SELECT COUNT(*) FROM runs WHERE status = $1
 pub(crate) const SET_RUNNER: &str = "UPDATE runs SET pid = $1 WHERE id = $2";
 /// Compare-and-set of the runner: only if it is still `$3` (null or not).
 pub(crate) const CLAIM_RUNNER: &str = "UPDATE runs SET pid = $1 WHERE id = $2 AND pid IS NOT DISTINCT FROM $3";
-pub(crate) const REPLACE_TEXT: &str = "UPDATE runs SET text = $1, hash = $2 WHERE id = $3";
+pub(crate) const REPLACE_TEXT: &str = "UPDATE runs SET text = $1, hash = $2, calls = $4 WHERE id = $3";
+/// The column that keeps the texts of the playbooks a run calls.
+pub(crate) const CALLS_COLUMN: &str = "ALTER TABLE runs ADD COLUMN calls TEXT NOT NULL DEFAULT '{}'";
 pub(crate) const SCHEMA_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success";
 pub(crate) const INSERT_LOG: &str = "INSERT INTO logs (run_id, step, at, stream, line) VALUES ($1, $2, $3, $4, $5)";
 /// A run's log lines after `$2`, of step `$3` and the steps inside it (`$4`
@@ -117,4 +119,9 @@ where
         .bind(step)
         .bind(inside("."))
         .bind(inside("["))
+}
+
+/// The `calls` column's value: the texts as a JSON object.
+pub(crate) fn calls_json(calls: &indexmap::IndexMap<String, String>) -> String {
+    serde_json::to_string(calls).unwrap_or_else(|_| "{}".to_owned())
 }

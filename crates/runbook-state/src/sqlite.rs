@@ -5,6 +5,7 @@ use crate::journal::{Event, LogLine, NewRun, Recorded, RunRecord, RunStatus};
 use crate::migrate::{self, Changes};
 use crate::{Journal, Leases, Lock, LockHolder, Page, Queue, Result, StoreError, Token, Tokens, now, rows, sql};
 use async_trait::async_trait;
+use indexmap::IndexMap;
 use sqlx::migrate::Migrate;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, SqlitePool};
@@ -68,6 +69,7 @@ const MIGRATIONS: Changes = &[
     ),
     (4, "API tokens", sql::TOKENS_TABLE),
     (5, "a run's log read from its end", sql::LOGS_BY_SEQ),
+    (6, "the texts of the playbooks a run calls", sql::CALLS_COLUMN),
 ];
 
 /// SQLITE_BUSY: another connection holds the lock.
@@ -249,6 +251,7 @@ impl Journal for SqliteStore {
                 .bind(&run.user)
                 .bind(&at)
                 .bind(&at)
+                .bind(sql::calls_json(&run.calls))
                 .execute(&mut *conn)
                 .await?;
             sqlx::query(sql::FIRST_EVENT)
@@ -383,11 +386,12 @@ impl Journal for SqliteStore {
         Ok(())
     }
 
-    async fn replace_text(&self, run: &str, text: &str, hash: &str) -> Result<()> {
+    async fn replace_text(&self, run: &str, text: &str, hash: &str, calls: &IndexMap<String, String>) -> Result<()> {
         sqlx::query(sql::REPLACE_TEXT)
             .bind(text)
             .bind(hash)
             .bind(run)
+            .bind(sql::calls_json(calls))
             .execute(&self.pool)
             .await
             .map_err(|e| self.db(e))?;
@@ -639,6 +643,7 @@ mod tests {
             version: 1,
             text: "x".into(),
             hash: "h".into(),
+            calls: Default::default(),
             inputs: json!({"a": 1}),
             user: "me".into(),
         };

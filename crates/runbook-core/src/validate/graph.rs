@@ -93,11 +93,12 @@ impl<'a> Check<'a> {
                             )),
                     );
                 } else {
-                    let declared_outputs = step
+                    let mut declared_outputs: Vec<String> = step
                         .get("outputs")
                         .and_then(Node::entries)
                         .map(|m| m.iter().map(|(k, _)| k.name.clone()).collect())
                         .unwrap_or_default();
+                    declared_outputs.extend(self.resolve_call(step, &sp));
                     let info = StepInfo {
                         pointer: sp.clone(),
                         list,

@@ -20,16 +20,19 @@
 //! guaranteed to run before what); `references` checks templates and every
 //! reference in them, and the durations and counts of step fields.
 
+use crate::calls::{Callees, NoCallees};
 use crate::diag::{Diagnostic, Source, Span, suggestion};
 use crate::kind::Registry;
 use crate::model::{InputSpec, Playbook};
 use crate::parse::{Node, Value};
 use crate::template;
+use indexmap::IndexMap;
 use petgraph::graphmap::DiGraphMap;
 use serde_json::Value as Json;
 use std::collections::{HashMap, HashSet};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
+mod calls;
 mod graph;
 mod references;
 mod schema_errors;
@@ -54,6 +57,9 @@ pub struct Loaded {
     pub source: Source,
     /// Warnings (never errors).
     pub warnings: Vec<Diagnostic>,
+    /// Every playbook it calls (`uses: playbook`), directly or not, by call
+    /// key ([`crate::calls::spec`]).
+    pub calls: IndexMap<String, Arc<Loaded>>,
 }
 
 /// A playbook that failed validation, with everything wrong with it.
@@ -164,6 +170,8 @@ pub fn structure(root: &Node, schema: &Json) -> Vec<Diagnostic> {
     };
     let registry = Registry::new();
     let mut check = Check {
+        callees: &NoCallees,
+        callee: HashMap::new(),
         registry: &registry,
         text: "",
         root,
@@ -185,13 +193,27 @@ pub fn structure(root: &Node, schema: &Json) -> Vec<Diagnostic> {
     diags
 }
 
-/// Loads and validates a playbook.
+/// Loads and validates a playbook that calls no other (a call is an error
+/// saying that sub-playbooks come from a library).
 pub fn load(source: Source, expected: &Expected, registry: &Registry) -> Result<Loaded, Invalid> {
+    load_with(source, expected, registry, &NoCallees)
+}
+
+/// Loads and validates a playbook, and every playbook it calls through
+/// `callees`.
+pub fn load_with(
+    source: Source,
+    expected: &Expected,
+    registry: &Registry,
+    callees: &dyn Callees,
+) -> Result<Loaded, Invalid> {
     let root = match crate::parse::parse(&source.text) {
         Ok(root) => root,
         Err(diagnostics) => return Err(Invalid { source, diagnostics }),
     };
     let mut check = Check {
+        callees,
+        callee: HashMap::new(),
         registry,
         text: &source.text,
         root: &root,
@@ -203,6 +225,7 @@ pub fn load(source: Source, expected: &Expected, registry: &Registry) -> Result<
         before: Vec::new(),
     };
     check.all(expected);
+    let calls = check.calls();
     let mut diagnostics = check.diags;
     diagnostics.sort_by_key(|d| d.span.map(|s| (s.offset, s.len)));
     dedup(&mut diagnostics);
@@ -214,6 +237,7 @@ pub fn load(source: Source, expected: &Expected, registry: &Registry) -> Result<
             playbook,
             source,
             warnings: diagnostics,
+            calls,
         }),
         Err(e) => {
             diagnostics.push(Diagnostic::error("invalid", format!("invalid playbook: {e}"), None));
@@ -269,6 +293,10 @@ struct Scope {
 }
 
 struct Check<'a> {
+    /// Where the playbooks it calls come from.
+    callees: &'a dyn Callees,
+    /// What each call found, by the step's pointer.
+    callee: HashMap<String, Result<Arc<Loaded>, String>>,
     registry: &'a Registry,
     text: &'a str,
     root: &'a Node,
@@ -325,6 +353,7 @@ impl<'a> Check<'a> {
                 self.list(&list, &scope, false);
             }
         }
+        self.playbook_outputs();
         if let Some(lock) = self.root.get("lock") {
             match lock.items() {
                 Some(keys) => {

@@ -108,6 +108,9 @@ impl<'a> Check<'a> {
                 self.schema_error(&e, &schema, &format!("{ptr}/with"));
             }
         }
+        if kind == crate::calls::KIND {
+            self.call_site(step, ptr);
+        }
         if let Some(with) = with {
             let shell: Vec<String> = k.shell_fields().iter().map(|f| format!("{ptr}/with{f}")).collect();
             let mut own = scope.clone();

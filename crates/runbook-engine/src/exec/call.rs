@@ -124,6 +124,9 @@ impl<'a> Exec<'a> {
         cancel: &CancellationToken,
         restore: bool,
     ) -> Outcome {
+        if step.uses.as_deref() == Some(runbook_core::calls::KIND) {
+            return self.sub_playbook(step, frame, path, cancel, restore).await;
+        }
         let id = step.id.as_deref();
         let Some(kind) = step.uses.as_deref().and_then(|u| self.engine.registry.get(u)).cloned() else {
             return self
@@ -164,11 +167,11 @@ impl<'a> Exec<'a> {
                 }
             }
         }
-        let policy = match self.policy(step) {
+        let policy = match self.policy(step, frame) {
             Ok(p) => p,
             Err(e) => return self.call_failed(frame, id, path, 0, e).await,
         };
-        let timeout = match self.timeout(step, &data) {
+        let timeout = match self.timeout(step, frame, &data) {
             Ok(t) => t,
             Err(e) => return self.call_failed(frame, id, path, 0, e).await,
         };
@@ -384,11 +387,11 @@ impl<'a> Exec<'a> {
             .map_err(|(at, e)| format!("`with{at}`: {e}"))
     }
 
-    pub(super) fn policy(&self, step: &Step) -> Result<Policy, String> {
+    pub(super) fn policy(&self, step: &Step, frame: &Frame) -> Result<Policy, String> {
         let retry = step
             .retry
             .as_ref()
-            .or(self.playbook.defaults.as_ref().and_then(|d| d.retry.as_ref()));
+            .or(self.defaults(frame).and_then(|d| d.retry.as_ref()));
         let mut p = Policy {
             attempts: 1,
             delay: Duration::from_secs(1),
@@ -419,11 +422,11 @@ impl<'a> Exec<'a> {
         Ok(p)
     }
 
-    pub(super) fn timeout(&self, step: &Step, data: &Data) -> Result<Option<Duration>, String> {
+    pub(super) fn timeout(&self, step: &Step, frame: &Frame, data: &Data) -> Result<Option<Duration>, String> {
         let Some(t) = step
             .timeout
             .as_ref()
-            .or(self.playbook.defaults.as_ref().and_then(|d| d.timeout.as_ref()))
+            .or(self.defaults(frame).and_then(|d| d.timeout.as_ref()))
         else {
             return Ok(None);
         };

@@ -211,7 +211,7 @@ impl<'a> Exec<'a> {
         Box::pin(async move {
             let key = format!("#item:{}", step.id.as_deref().unwrap_or(""));
             if restore {
-                let walk_in = step.steps.as_deref().unwrap_or_default().iter().any(has_undo);
+                let walk_in = self.inner(step).iter().any(|s| self.has_undo(s));
                 match self.replay.steps.get(&path) {
                     Some(Prior::Succeeded(_)) if walk_in => {}
                     Some(Prior::Succeeded(outputs)) => {

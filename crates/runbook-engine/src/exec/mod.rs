@@ -50,6 +50,7 @@ use runbook_core::model::{
     Backoff, BackoffName, Concurrency, CountOrPercent, ForEach, Playbook, ResumePolicy, Retry, Step,
 };
 use runbook_core::template::{self, Data, Mode, Renderer};
+use runbook_core::validate::Loaded;
 use runbook_state::{Event, LogLine, RunStatus, Store, StoreError, Stream};
 use serde_json::{Value as Json, json};
 use std::cell::RefCell;
@@ -60,6 +61,7 @@ use std::time::Duration;
 
 mod call;
 mod fanout;
+mod subplaybook;
 mod writer;
 
 use call::NestedRunner;
@@ -100,6 +102,9 @@ pub struct RunInput<'a> {
     pub run_id: String,
     /// The playbook, parsed from the text stored with the run.
     pub playbook: &'a Playbook,
+    /// The playbooks it calls (`uses: playbook`), by call key, as stored
+    /// with the run.
+    pub calls: &'a IndexMap<String, Arc<Loaded>>,
     /// Checked inputs.
     pub inputs: IndexMap<String, Json>,
     /// Resolved secrets (never stored).
@@ -181,12 +186,16 @@ impl Outcome {
     }
 }
 
-/// Variables and step results visible at one level (the run, a for_each item).
+/// Variables and step results visible at one level (the run, a for_each
+/// item, a called playbook).
 #[derive(Debug, Default)]
 struct Frame {
     parent: Option<Rc<Frame>>,
     vars: Vec<(String, Json)>,
     results: RefCell<HashMap<String, Json>>,
+    /// The playbook called at this level (`uses: playbook`): its steps see
+    /// only its own inputs, secrets and steps, and get its `defaults:`.
+    callee: Option<Arc<Loaded>>,
 }
 
 impl Frame {
@@ -195,7 +204,15 @@ impl Frame {
             parent: Some(parent.clone()),
             vars: vec![(var.to_owned(), value)],
             results: RefCell::default(),
+            callee: None,
         })
+    }
+
+    /// The playbook called at this level or the nearest one above, if any.
+    fn callee(&self) -> Option<&Arc<Loaded>> {
+        self.callee
+            .as_ref()
+            .or_else(|| self.parent.as_ref().and_then(|p| p.callee()))
     }
 
     fn lookup(&self, id: &str) -> Option<Json> {
@@ -238,6 +255,8 @@ struct Exec<'a> {
     engine: &'a Engine,
     run_id: String,
     playbook: &'a Playbook,
+    /// The playbooks it calls, by call key.
+    calls: &'a IndexMap<String, Arc<Loaded>>,
     base: serde_json::Map<String, Json>,
     /// The run's inventory, shared by every step (see `data`).
     inventory: Arc<Json>,
@@ -277,12 +296,6 @@ struct Done<'a> {
     path: String,
     step: &'a Step,
     frame: Rc<Frame>,
-}
-
-/// True if a step or anything inside it has an `undo`: resume walks into it
-/// (rather than restoring it whole) so that each completed part can be undone.
-fn has_undo(step: &Step) -> bool {
-    !step.undo_steps().is_empty() || step.steps.as_deref().unwrap_or_default().iter().any(has_undo)
 }
 
 fn join_path(prefix: &str, seg: &str) -> String {
@@ -339,6 +352,7 @@ pub async fn execute(engine: &Engine, input: RunInput<'_>, signals: &Signals) ->
         engine,
         run_id: input.run_id.clone(),
         playbook: input.playbook,
+        calls: input.calls,
         base,
         inventory,
         masker,
@@ -663,7 +677,9 @@ impl<'a> Exec<'a> {
     /// True if the journal has the step finished (succeeded or skipped).
     fn finished_before(&self, step: &Step, path: &str) -> bool {
         match self.replay.steps.get(path) {
-            Some(Prior::Succeeded(_)) => !(has_undo(step) && (step.steps.is_some() || step.for_each.is_some())),
+            Some(Prior::Succeeded(_)) => {
+                !(self.has_undo(step) && (!self.inner(step).is_empty() || step.for_each.is_some()))
+            }
             Some(Prior::Skipped) => true,
             _ => false,
         }
@@ -671,11 +687,12 @@ impl<'a> Exec<'a> {
 
     /// True if a step that reads one of `step`'s secret outputs has not
     /// finished in the journal (so a resume must produce them again).
-    fn secrets_needed(&self, step: &Step) -> bool {
+    fn secrets_needed(&self, step: &Step, frame: &Frame) -> bool {
         let Some(id) = step.id.as_deref().filter(|_| !step.secret_outputs.is_empty()) else {
             return false;
         };
-        self.playbook.all_steps().into_iter().any(|reader| {
+        let playbook = frame.callee().map_or(self.playbook, |c| &c.playbook);
+        playbook.all_steps().into_iter().any(|reader| {
             let read = runbook_core::template::outputs_read([reader], id);
             let reads_secret = read.iter().any(|n| n == "*" || step.secret_outputs.contains(n));
             let Some(reader_id) = reader.id.as_deref().filter(|_| reads_secret) else {
@@ -733,7 +750,7 @@ impl<'a> Exec<'a> {
                     Some(Prior::Succeeded(_)) if !self.finished_before(step, &path) => {}
                     // Its secret outputs were never journalled: it runs again
                     // for a step that still needs them.
-                    Some(Prior::Succeeded(_)) if self.secrets_needed(step) => {}
+                    Some(Prior::Succeeded(_)) if self.secrets_needed(step, frame) => {}
                     Some(Prior::Succeeded(outputs)) => {
                         let outputs = lose_secret_outputs(step, outputs);
                         frame.set(id, "succeeded", &outputs);

@@ -204,6 +204,7 @@ mod tests {
             version: 1,
             text: String::new(),
             hash: String::new(),
+            calls: Default::default(),
             inputs: Json::Null,
             user: "u".into(),
         };
