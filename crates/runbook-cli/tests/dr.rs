@@ -312,6 +312,7 @@ fn dr_drill_fails_over_loses_nothing_and_fails_back_to_where_it_started() {
     let keys = &[
         "app_port",
         "lb_url",
+        "lb_socket",
         "fail_primary_cmd",
         "rebuild_primary_cmd",
         "rebuild_standby_cmd",
@@ -336,10 +337,11 @@ fn dr_drill_fails_over_loses_nothing_and_fails_back_to_where_it_started() {
         .stdout_has("✓ no-data-lost")
         .stdout_has("RTO measured")
         .stdout_has("failed back and redundant again");
+    // The drill's own report (dr-failover's, nested, measures from its start).
     let report = out
         .stdout
         .lines()
-        .find(|l| l.contains("rto_seconds"))
+        .find(|l| l.trim_start().starts_with("report │") && l.contains("rto_seconds"))
         .unwrap_or_default();
     assert!(report.contains("\"rpo_seconds\": 0"), "{}", out.stdout);
     // Where it started: the primary is the primary, the standby streams from it,
@@ -355,9 +357,17 @@ fn dr_drill_fails_over_loses_nothing_and_fails_back_to_where_it_started() {
     );
     assert_eq!(database_urls(&lab, 2), [primary_app.clone(), primary_app.clone()]);
     assert!(lab.get_via_lb("/health/ready/").contains("\"ready\""));
-    // The marker written before the failure is on the primary and on its standby.
-    assert_eq!(lab.psql("primary", "SELECT count(*) FROM runbook_dr_check"), "1");
-    assert_eq!(lab.psql("standby", "SELECT count(*) FROM runbook_dr_check"), "1");
+    // The marker written before the failure is on the primary and on its
+    // standby, with the write dr-failover proved the promoted standby takes.
+    let marker = "SELECT count(*) FROM runbook_dr_check WHERE note = 'before the failure'";
+    assert_eq!(lab.psql("primary", marker), "1");
+    assert_eq!(lab.psql("standby", marker), "1");
+    let probe = "SELECT count(*) FROM runbook_dr_check WHERE note IS NULL";
+    assert_eq!(
+        lab.psql("primary", probe),
+        "1",
+        "dr-failover's write probe, failed back with the rest"
+    );
     assert_eq!(lab.psql("primary", "SHOW default_transaction_read_only"), "off");
 }
 
@@ -372,7 +382,14 @@ fn a_drill_that_fails_after_stopping_the_primary_starts_it_again() {
     // The failure injection stops the primary, then reports an error.
     let stop = lab.info["inputs"]["fail_primary_cmd"].as_str().unwrap();
     let fail = format!("fail_primary_cmd={stop}; exit 1");
-    let keys = &["app_port", "lb_url", "start_primary_cmd", "repoint_cmd", "restart_cmd"];
+    let keys = &[
+        "app_port",
+        "lb_url",
+        "lb_socket",
+        "start_primary_cmd",
+        "repoint_cmd",
+        "restart_cmd",
+    ];
     lab.play(&run, "dr-drill", keys, &["--yes", &fail])
         .exit(1)
         .stdout_has("✓ on_failure.restart-primary");

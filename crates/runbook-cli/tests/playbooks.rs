@@ -67,6 +67,7 @@ const LIBRARY: &[(&str, &[&str])] = &[
     ("cache-clear", &[]),
     ("db-connections-exhausted", &[]),
     ("db-rollback", &["migration=0005"]),
+    ("deploy-host", &["host=web1", "release=v42"]),
     ("dr-drill", &[]),
     ("dr-failover", &[]),
     ("emergency-shutdown", &[]),

@@ -20,6 +20,7 @@ const COVERED: &[&str] = &[
     "verify-startup",
     "rolling-deploy",
     "app-rollback",
+    "deploy-host",
     "blue-green",
     "cache-clear",
     "high-error-rate",
@@ -152,6 +153,13 @@ fn deploys_and_checks_in_the_other_world() {
     }
     play(&lab, &run, "app-rollback", &["to=v1"]).exit(0);
     assert_eq!([release(&lab, 0), release(&lab, 1)], ["v1", "v1"]);
+    // deploy-host (the per-instance steps both run) redoes one instance by name.
+    let one = format!("host={h1}");
+    play(&lab, &run, "deploy-host", &[&one, "release=v2"]).exit(0);
+    assert_eq!([release(&lab, 0), release(&lab, 1)], ["v2", "v1"], "only {h1}");
+    play(&lab, &run, "deploy-host", &[&one, "release=v1"]).exit(0);
+    assert_eq!(deploys(&lab, 0), ["v2", "v1", "v2", "v1"]);
+    assert_eq!(deploys(&lab, 1), ["v2", "v1"], "only {h1}");
 
     // blue-green migrates only with a recent verified backup.
     let backup_dir = format!("dir={}", lab.info["inputs"]["backup_dir"].as_str().unwrap());
@@ -164,7 +172,7 @@ fn deploys_and_checks_in_the_other_world() {
     play(&lab, &run, "blue-green", &args)
         .exit(1)
         .stdout_has("traffic goes to `green`, not `blue`");
-    assert_eq!(deploys(&lab, 0), ["v2", "v1"], "blue untouched");
+    assert_eq!(deploys(&lab, 0), ["v2", "v1", "v2", "v1"], "blue untouched");
     // From the live colour to the idle one: the switch is in the world's map.
     args.extend(["from=green", "to=blue"]);
     play(&lab, &run, "blue-green", &args).exit(0);

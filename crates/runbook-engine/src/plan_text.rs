@@ -151,11 +151,12 @@ fn step(out: &mut String, s: &PlanStep, depth: usize, width: usize, parallel: bo
                         .next()
                         .map(|k| format!("[{k}"))
                         .unwrap_or_default();
+                    // A call shows its own handlers.
                     step(out, &one, depth + 3, 0, false);
                 } else {
                     list(out, &item.children, depth + 3);
+                    handlers(out, item, &format!("{detail}   "), depth + 3);
                 }
-                handlers(out, item, &format!("{detail}   "), depth + 3);
             }
         }
         None => list(out, &s.children, depth + 3),

@@ -73,40 +73,39 @@ fn collect(
         if !locks_anything(root, &callee.playbook) {
             continue;
         }
+        // Each input the call gives, where it is known at start (one that
+        // reads an item or a step's result is left out: a key that needs it
+        // does not render, and says so), then the callee's defaults.
+        let mut callee_inputs: IndexMap<String, Json> = IndexMap::new();
         let given = step
             .with
             .as_ref()
             .and_then(|w| w.get("inputs"))
-            .map(|v| renderer.render_tree(v, &data, &[]))
-            .transpose()
-            .map_err(|(_, e)| RunnerError::LockKey {
-                template: format!("the inputs of step `{}`", step.id.as_deref().unwrap_or("?")),
+            .and_then(Json::as_object);
+        for (name, value) in given.into_iter().flatten() {
+            if let Ok(v) = renderer.render_tree(value, &data, &[]) {
+                callee_inputs.insert(name.clone(), v);
+            }
+        }
+        for (name, spec) in &callee.playbook.inputs {
+            if let (false, Some(d)) = (callee_inputs.contains_key(name), &spec.default) {
+                callee_inputs.insert(name.clone(), d.clone());
+            }
+        }
+        let callee_keys = collect(root, &callee.playbook, &callee_inputs, env, keys, depth + 1);
+        callee_keys.map_err(|e| match e {
+            RunnerError::LockKey { template, message } => RunnerError::LockKey {
+                template,
                 message: format!(
-                    "`{}` takes a lock, and its key must be known when the run starts: {e} (hint: give it the \
-                     run's inputs, not a step's result or an item)",
-                    callee.playbook.name
+                    "`{}` (called by step `{}`) takes this lock, and its key must be known when the run starts: \
+                     {message} (hint: give the inputs it reads from the run's inputs, not from a step's result or \
+                     an item)",
+                    callee.playbook.name,
+                    step.id.as_deref().unwrap_or("?")
                 ),
-            })?;
-        let given: IndexMap<String, Json> = given
-            .as_ref()
-            .and_then(Json::as_object)
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
-        let callee_inputs = runbook_core::inputs::resolve(&callee.playbook, &given).map_err(|errors| {
-            RunnerError::Inputs(
-                errors
-                    .iter()
-                    .map(|e| {
-                        format!(
-                            "`{}` (called by step `{}`): {e}",
-                            callee.playbook.name,
-                            step.id.as_deref().unwrap_or("?")
-                        )
-                    })
-                    .collect(),
-            )
+            },
+            other => other,
         })?;
-        collect(root, &callee.playbook, &callee_inputs, env, keys, depth + 1)?;
     }
     Ok(())
 }

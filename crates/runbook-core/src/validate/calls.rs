@@ -77,6 +77,24 @@ impl<'a> Check<'a> {
         };
         let pb = &callee.playbook;
         let key = spec(&pb.name, None);
+        // The run resolves its secrets once, from the caller's declarations:
+        // the caller says where each of the callee's comes from.
+        for secret in pb.secrets.iter().map(|s| s.name()) {
+            if !self.secrets.iter().any(|s| s == secret) {
+                self.diags.push(
+                    Diagnostic::error(
+                        "undeclared-secret",
+                        format!("`{key}` reads the secret `{secret}`, which this playbook does not declare"),
+                        name_node.map(|n| n.span),
+                    )
+                    .label("the playbook called")
+                    .hint(format!(
+                        "declare it under `secrets:` (`{{ name: {secret}, env: VARIABLE }}` reads it from another \
+                         variable)"
+                    )),
+                );
+            }
+        }
         let given = with.and_then(|w| w.get("inputs"));
         let entries = given.and_then(Node::entries).unwrap_or_default();
         for (k, value) in entries {

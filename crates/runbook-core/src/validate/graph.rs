@@ -293,12 +293,17 @@ impl<'a> Check<'a> {
                 }
             }
         }
-        if group.is_none() {
+        let calls_playbook = step.get("uses").and_then(Node::as_str) == Some(crate::calls::KIND);
+        if group.is_none() && !calls_playbook {
             if let Some((k, _)) = step.entry("resume") {
                 self.diags.push(
-                    Diagnostic::error("resume-on-call", "`resume` applies to groups (`steps:`)", Some(k.span))
-                        .label("on a call")
-                        .hint("a call that failed always runs again on resume; remove `resume`"),
+                    Diagnostic::error(
+                        "resume-on-call",
+                        "`resume` applies to groups (`steps:`) and called playbooks",
+                        Some(k.span),
+                    )
+                    .label("on a call")
+                    .hint("a call that failed always runs again on resume; remove `resume`"),
                 );
             }
         }

@@ -869,9 +869,14 @@ impl<'a> Exec<'a> {
             return false;
         }
         let handlers = format!("{path}.on_failure.");
+        // A called playbook's `finally` runs after its `on_failure`.
+        let finally = format!("{path}.finally.");
         let (inside, items) = (format!("{path}."), format!("{path}["));
         let (mut handled, mut other) = (None, None);
         for (k, seq) in &self.replay.last_seq {
+            if k.starts_with(&finally) && runbook_core::calls::call_of(step).is_some() {
+                continue;
+            }
             if k.starts_with(&handlers) {
                 handled = handled.max(Some(*seq));
             } else if k == path || k.starts_with(&inside) || k.starts_with(&items) {

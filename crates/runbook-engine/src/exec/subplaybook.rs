@@ -77,23 +77,32 @@ impl<'a> Exec<'a> {
             callee: Some(callee.clone()),
         });
         let restore = restore && !self.restarts(step, path);
-        let mut outcome = self.run_list(&pb.steps, &root, path, cancel, restore).await;
-        // Its handlers outlive a graceful stop, as the run's do.
+        let outcome = self.run_list(&pb.steps, &root, path, cancel, restore).await;
+        // Then its handlers, which outlive a graceful stop as the run's do:
+        // a failure is recorded first (as a group's is), then `on_failure`,
+        // then `finally` (not while it waits for a person or an operator).
         let token = self.abort.child_token();
-        if matches!(outcome, Outcome::Failed(_) | Outcome::Interrupted) && !pb.on_failure.is_empty() {
-            self.run_handlers(&pb.on_failure, &root, &format!("{path}.on_failure"), &token)
-                .await;
-        }
-        if !matches!(outcome, Outcome::Uncertain(_) | Outcome::Waiting(..)) && !pb.finally.is_empty() {
-            let ended = self
-                .run_handlers(&pb.finally, &root, &format!("{path}.finally"), &token)
-                .await;
-            if let (Outcome::Failed(e), 0) = (ended, outcome.rank()) {
-                outcome = Outcome::Failed(format!("a `finally` step failed: {e}"));
-            }
-        }
+        let on_failure = format!("{path}.on_failure");
+        let finally = format!("{path}.finally");
         match outcome {
+            Outcome::Failed(e) => {
+                let failed = self
+                    .group_failed(step, frame, path, format!("playbook `{}`: {e}", pb.name))
+                    .await;
+                self.run_handlers(&pb.on_failure, &root, &on_failure, &token).await;
+                self.run_handlers(&pb.finally, &root, &finally, &token).await;
+                failed
+            }
+            Outcome::Interrupted => {
+                self.run_handlers(&pb.on_failure, &root, &on_failure, &token).await;
+                self.run_handlers(&pb.finally, &root, &finally, &token).await;
+                Outcome::Interrupted
+            }
             Outcome::Succeeded | Outcome::Skipped | Outcome::Tolerated => {
+                if let Outcome::Failed(e) = self.run_handlers(&pb.finally, &root, &finally, &token).await {
+                    let e = format!("playbook `{}`: a `finally` step failed: {e}", pb.name);
+                    return self.group_failed(step, frame, path, e).await;
+                }
                 let outputs = match self.callee_outputs(pb, &root) {
                     Ok(o) => o,
                     Err(e) => {
@@ -107,10 +116,6 @@ impl<'a> Exec<'a> {
                     Err(e) => return self.group_failed(step, frame, path, e).await,
                 };
                 self.group_succeeded(step, frame, path, Json::Object(outputs), restore)
-            }
-            Outcome::Failed(e) => {
-                let e = format!("playbook `{}`: {e}", pb.name);
-                self.group_failed(step, frame, path, e).await
             }
             other => other,
         }
