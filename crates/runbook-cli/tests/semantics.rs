@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
-use support::{Run, lines, status_json};
+use support::{Run, kill_when, lines, started_id, status_json};
 
 const HEAD: &str = "apiVersion: runbook/v1\nname: t\nversion: 1\n";
 
@@ -43,34 +43,6 @@ fn two_resumes_started_together_run_the_run_once() {
         let v = status_json(&run, &id);
         assert_eq!(v["run"]["status"], "succeeded", "{v:#}");
     }
-}
-
-/// Starts `run` (arguments `args`), waits until `marker` exists (a step is
-/// under way), then kills the runbook process with SIGKILL.
-fn kill_when(run: &Run, args: &[&str], marker: &std::path::Path) -> String {
-    let child = run.spawn(args);
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !marker.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} never appeared",
-            marker.display()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The id of the run a `run` printed it started (`run <id> started`).
-fn started_id(stdout: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("run ").and_then(|r| r.strip_suffix(" started")))
-        .map(str::to_owned)
-        .unwrap_or_else(|| panic!("no run id in\n{stdout}"))
 }
 
 /// templates.md: "An input value is data in every shell context."

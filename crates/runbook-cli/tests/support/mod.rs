@@ -972,3 +972,31 @@ pub fn assert_absent(text: &str, secrets: &[&str]) {
         }
     }
 }
+
+/// Starts `run` (arguments `args`), waits until `marker` exists (a step is
+/// under way), then kills the runbook process with SIGKILL.
+pub fn kill_when(run: &Run, args: &[&str], marker: &std::path::Path) -> String {
+    let child = run.spawn(args);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !marker.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never appeared",
+            marker.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The id of the run a `run` printed it started (`run <id> started`).
+pub fn started_id(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("run ").and_then(|r| r.strip_suffix(" started")))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no run id in\n{stdout}"))
+}

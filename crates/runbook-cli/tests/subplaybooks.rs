@@ -1,0 +1,153 @@
+//! Sub-playbooks (`uses: playbook`), as an operator meets them: a playbook
+//! of the library run as one step of another, its steps journalled under
+//! the step, resumed after a kill inside it, its outputs handed back, its
+//! lock taken once, and every mistake in a call refused before anything
+//! runs (book/src/language.md, "Calling another playbook").
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+use support::{Run, kill_when, lines, started_id, status_json};
+
+/// A callee that greets, then waits for a flag (so a test can kill the run
+/// inside it), with a default, an output and a `finally`; each step leaves a
+/// mark in `marks` (the `finally`'s ends with `extra`).
+fn child(marks: &std::path::Path, flag: &std::path::Path, extra: &str) -> String {
+    format!(
+        "apiVersion: runbook/v1\nname: child\nversion: 1\ninputs:\n  who: {{ type: string }}\n  times: {{ type: integer, default: 2 }}\nlock: \"db/{{{{inputs.who}}}}\"\noutputs:\n  greeting: \"{{{{steps.greet.outputs.stdout}}}}\"\nsteps:\n  - {{ id: greet, uses: shell, with: {{ run: \"echo greet >> {m}; echo hello {{{{inputs.who}}}} x{{{{inputs.times}}}} from {{{{playbook.name}}}}\" }} }}\n  - {{ id: hold, uses: shell, idempotent: true, with: {{ run: \"echo hold >> {m}; touch {m}.holding; while ! test -e {f}; do sleep 0.05; done\" }} }}\nfinally:\n  - {{ id: bye, uses: shell, with: {{ run: \"echo bye{extra} >> {m}\" }} }}\n",
+        m = marks.display(),
+        f = flag.display(),
+    )
+}
+
+const PARENT: &str = "apiVersion: runbook/v1\nname: parent\nversion: 1\ninputs:\n  name: { type: string, default: ops }\nlock: \"db/{{inputs.name}}\"\nsteps:\n  - { id: first, uses: shell, with: { run: \"echo parent first\" } }\n  - id: sub\n    uses: playbook\n    with: { name: child, inputs: { who: \"{{inputs.name}}\" } }\n  - { id: after, uses: shell, with: { run: \"echo got {{steps.sub.outputs.greeting}}\" } }\n";
+
+#[test]
+fn a_called_playbook_resumes_inside_after_a_kill_and_keeps_the_text_it_started_with() {
+    let run = Run::new();
+    let (marks, flag) = (run.path().join("marks"), run.path().join("flag"));
+    let holding = run.path().join("marks.holding");
+    let run = run
+        .playbook("child", &child(&marks, &flag, ""))
+        .playbook("parent", PARENT);
+    // Killed while the called playbook's second step runs.
+    let out = kill_when(&run, &["run", "parent"], &holding);
+    let id = started_id(&out);
+    assert!(out.contains("sub.greet │ hello ops x2 from child"), "{out}");
+    let v = status_json(&run, &id);
+    let steps: Vec<(String, String)> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap().to_owned(),
+                s["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(steps.contains(&("sub.greet".into(), "succeeded".into())), "{steps:?}");
+    assert!(steps.contains(&("sub.hold".into(), "running".into())), "{steps:?}");
+    // The library's copy changes meanwhile: the run goes on with the text it
+    // started with (and says that the file changed).
+    std::fs::write(
+        run.path().join("playbooks/child/v1.yaml"),
+        child(&marks, &flag, " EDITED"),
+    )
+    .unwrap();
+    std::fs::write(&flag, "").unwrap();
+    let resumed = run.exec(["resume", &id]).exit(0);
+    resumed
+        .stdout_has("▶ sub.hold (attempt 2)")
+        .stdout_has("✓ sub.finally.bye")
+        .stdout_has("after │ got hello ops x2 from child")
+        .stdout_lacks("EDITED")
+        .stdout_lacks("▶ sub.greet");
+    // The finished step did not run again; the one in flight did (it is
+    // idempotent); `finally` once, when the called playbook ended.
+    assert_eq!(lines(&marks), ["greet", "hold", "hold", "bye"]);
+    let v = status_json(&run, &id);
+    assert_eq!(v["run"]["status"], "succeeded", "{v:#}");
+}
+
+#[test]
+fn a_call_takes_the_callee_s_lock_once_and_hands_its_inputs_typed() {
+    let run = Run::new();
+    let (marks, flag) = (run.path().join("marks"), run.path().join("flag"));
+    std::fs::write(&flag, "").unwrap();
+    let run = run
+        .playbook("child", &child(&marks, &flag, ""))
+        .playbook("parent", PARENT);
+    // The parent's key and the child's render the same: held once, and the
+    // run does not wait for itself.
+    let out = run.exec(["run", "parent", "--set", "name=billing"]).exit(0);
+    out.stdout_has("sub.greet │ hello billing x2 from child")
+        .stdout_has("after │ got hello billing x2 from child");
+    // Another key for the child: both are held while the run waits.
+    let waiting = PARENT
+        .replace("lock: \"db/{{inputs.name}}\"", "lock: fleet/app")
+        .replace(
+            "  - id: sub\n",
+            "  - { id: ask, uses: approve, with: { message: go on? } }\n  - id: sub\n",
+        );
+    let run = run.playbook("parent", &waiting);
+    let id = run.exec(["run", "parent"]).exit(3).run_id();
+    let locks = run.exec(["locks", "--output", "json"]).exit(0).stdout;
+    let locks: serde_json::Value = serde_json::from_str(&locks).unwrap();
+    let mut keys: Vec<&str> = locks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["key"].as_str())
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["db/ops", "fleet/app"], "{locks:#}");
+    run.exec(["cancel", &id]).exit(0);
+    // A key that needs a step's result cannot be taken at start: refused,
+    // nothing run.
+    let late = PARENT.replace("who: \"{{inputs.name}}\"", "who: \"{{steps.first.outputs.stdout}}\"");
+    let run = run.playbook("parent", &late);
+    run.exec(["run", "parent"])
+        .exit(2)
+        .stderr_has("must be known when the run starts");
+    assert_eq!(lines(&marks), ["greet", "hold", "bye"], "nothing more ran");
+}
+
+#[test]
+fn every_mistake_in_a_call_is_refused_with_its_place_and_nothing_runs() {
+    let run = Run::new();
+    let (marks, flag) = (run.path().join("marks"), run.path().join("flag"));
+    let loop_a = "apiVersion: runbook/v1\nname: loop-a\nversion: 1\nsteps:\n  - { id: b, uses: playbook, with: { name: loop-b } }\n";
+    let loop_b = "apiVersion: runbook/v1\nname: loop-b\nversion: 1\nsteps:\n  - { id: a, uses: playbook, with: { name: loop-a } }\n";
+    let bad = "apiVersion: runbook/v1\nname: bad\nversion: 1\nsteps:\n  - { id: first, uses: shell, with: { run: \"echo ran >> MARKS\" } }\n  - id: sub\n    uses: playbook\n    retry: 3\n    with: { name: child, inputs: { whom: x, times: many } }\n  - { id: nope, uses: playbook, with: { name: chlid } }\n  - { id: after, uses: shell, with: { run: \"echo {{steps.sub.outputs.greting}}\" } }\n"
+        .replace("MARKS", &marks.display().to_string());
+    let secret = "apiVersion: runbook/v1\nname: secret\nversion: 1\nsteps:\n  - { id: s, uses: playbook, with: { name: needs-token } }\n";
+    let needs = "apiVersion: runbook/v1\nname: needs-token\nversion: 1\nsecrets: [TOKEN]\nsteps:\n  - { id: s, uses: shell, with: { run: \"true\" } }\n";
+    let run = run
+        .playbook("child", &child(&marks, &flag, ""))
+        .playbook("loop-a", loop_a)
+        .playbook("loop-b", loop_b)
+        .playbook("bad", &bad)
+        .playbook("secret", secret)
+        .playbook("needs-token", needs);
+    let out = run.exec(["run", "bad"]).exit(2);
+    out.stderr_has("`retry` does not apply to `uses: playbook`")
+        .stderr_has("`child` needs the input(s) `who`")
+        .stderr_has("`child` declares no input `whom`")
+        .stderr_has("did you mean `who`?")
+        .stderr_has("`child` input `times`: expected an integer")
+        .stderr_has("no playbook `chlid`")
+        .stderr_has("did you mean `child`?")
+        .stderr_has("step `sub` (`playbook`) has no output `greting`")
+        .stderr_has("bad/v1.yaml:9:");
+    run.exec(["validate", "loop-a"])
+        .exit(2)
+        .stderr_has("`loop-a` calls itself: loop-a → loop-b → loop-a");
+    run.exec(["run", "secret"])
+        .exit(2)
+        .stderr_has("`needs-token` reads the secret `TOKEN`, which this playbook does not declare");
+    assert!(!marks.exists(), "nothing ran");
+    assert!(
+        run.exec(["status", "--output", "json"]).exit(0).stdout.trim() == "[]",
+        "no run was recorded"
+    );
+}
