@@ -48,10 +48,10 @@ impl<'a> Check<'a> {
                         Some(k.span),
                     )
                     .label("set on the call")
-                    .hint(format!(
+                    .hint(
                         "set it on the steps of the playbook called (or its `defaults:`); it runs each of them as \
-                         declared"
-                    )),
+                         declared",
+                    ),
                 );
             }
         }
