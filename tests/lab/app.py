@@ -10,7 +10,9 @@ With `--root`, the release served is read from ROOT/current/VERSION on every
 request (a deploy switches the `current` link); a release with a BROKEN file
 (empty, or naming this host) fails /health/ (500) and /health/ready/, as a
 release that does not start well would; a release with SLOW_MS answers that
-much later (a release that breaks a latency objective); 5xx answers are logged
+much later (a release that breaks a latency objective); one with ERROR_RATE
+(e.g. 0.2) answers 500 to that fraction of /api/accounts requests and passes
+its health checks (a release only its metrics show bad); 5xx answers are logged
 as ERROR lines; /health/ready/ answers 503 while ROOT/MAINTENANCE exists, and, when
 ROOT/config/env names DATABASE_URL and REDIS_URL, checks both for real (the
 database must accept writes) and answers 503 with the failed check otherwise.
@@ -33,7 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stack  # noqa: E402
 
-STATE = {"version": "v0", "flaky": 0, "root": None, "name": None, "version_endpoint": True}
+STATE = {"version": "v0", "flaky": 0, "api": 0, "root": None, "name": None, "version_endpoint": True}
 LOCK = threading.Lock()
 
 
@@ -85,6 +87,19 @@ def slow_ms():
             return int(f.read().strip() or 0)
     except (OSError, ValueError):
         return 0
+
+
+def error_rate():
+    """The fraction of /api/ requests a release answers 500 to (its ERROR_RATE
+    file): a release that passes its health checks and still fails users."""
+    root = STATE["root"]
+    if not root:
+        return 0.0
+    try:
+        with open(os.path.join(root, "current", "ERROR_RATE")) as f:
+            return float(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0.0
 
 
 def in_maintenance():
@@ -146,6 +161,15 @@ class Handler(BaseHTTPRequestHandler):
         # Another shape of the same fact, as other services write it.
         if path == "/api/build":
             return self.send(200, {"build": {"release": version(), "host": STATE["name"]}})
+        if path == "/api/accounts":
+            # Deterministic: with ERROR_RATE 0.2, every fifth request fails.
+            rate = error_rate()
+            with LOCK:
+                STATE["api"] += 1
+                n = STATE["api"]
+            if rate > 0 and int(n * rate) != int((n - 1) * rate):
+                return self.send(500, {"error": "internal error", "release": version()})
+            return self.send(200, {"accounts": 3, "release": version(), "host": STATE["name"]})
         if path.startswith("/status/"):
             code = int(path.rsplit("/", 1)[1] or 500)
             return self.send(code, {"status": code})

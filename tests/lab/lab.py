@@ -55,6 +55,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VENV = os.path.join(HERE, ".venv")
@@ -397,6 +399,8 @@ class Lab:
                 die(f"{tool} is missing: apt-get install {pkg} (scripts/setup does it)")
         if not a.bare and not a.no_haproxy and not shutil.which("haproxy"):
             die("haproxy is missing: apt-get install haproxy (scripts/setup does it)")
+        if a.prometheus and not shutil.which("prometheus"):
+            die("prometheus is missing: apt-get install --no-install-recommends prometheus (scripts/setup does it)")
         os.makedirs(f"{self.dir}/hosts", exist_ok=True)
         os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation folder
         os.makedirs("/srv", exist_ok=True)  # mount point for each host's private /srv
@@ -471,6 +475,8 @@ class Lab:
                 self.info["celery"] = {"host": h["name"], "dir": f"{h['dir']}/app/run/celery", "venv": VENV}
             if not a.no_haproxy and self.hosts:
                 self.haproxy()
+                if a.prometheus:
+                    self.prometheus()
         self.write_info(ssh_port)
 
     def script(self, path, text):
@@ -584,6 +590,7 @@ class Lab:
         half = max(1, len(self.hosts) // 2)
         blue, green = self.hosts[:half], self.hosts[half:] or self.hosts[:half]
         bg_port = free_port(["127.0.0.1"])
+        metrics_port = free_port(["127.0.0.1"])
         bg_map = f"{d}/{fl['map']}"
         with open(bg_map, "w") as f:
             f.write(f"{fl['key']} {fl['live']}\n")
@@ -605,6 +612,10 @@ defaults
 frontend web
     bind 127.0.0.1:{lb_port}
     default_backend {fl['backend']}
+
+frontend metrics
+    bind 127.0.0.1:{metrics_port}
+    http-request use-service prometheus-exporter if {{ path /metrics }}
 
 frontend bluegreen
     bind 127.0.0.1:{bg_port}
@@ -635,6 +646,7 @@ backend green
             "state_file": f"{d}/haproxy.state",
             "backend": fl["backend"],
             "bluegreen_port": bg_port,
+            "metrics_port": metrics_port,
             "map": bg_map,
             "map_key": fl["key"],
             "live": fl["live"],
@@ -642,6 +654,38 @@ backend green
             "green": [h["name"] for h in green],
             "pid": p.pid,
         }
+
+    def prometheus(self):
+        """Prometheus on 127.0.0.1:<port>, scraping HAProxy's exporter (per
+        backend and per server: responses by code, response times) every
+        second, its data in DIR/prometheus."""
+        d = self.dir
+        port = free_port(["127.0.0.1"])
+        metrics = self.info["haproxy"]["metrics_port"]
+        with open(f"{d}/prometheus.yml", "w") as f:
+            f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                    "scrape_configs:\n  - job_name: haproxy\n"
+                    f"    static_configs:\n      - targets: ['127.0.0.1:{metrics}']\n")
+        p = self.spawn("prometheus", ["prometheus", f"--config.file={d}/prometheus.yml",
+                                      f"--storage.tsdb.path={d}/prometheus", f"--web.listen-address=127.0.0.1:{port}",
+                                      "--storage.tsdb.retention.time=1d", "--log.level=warn"], f"{d}/prometheus.log")
+        wait_listening("127.0.0.1", port, p, "prometheus")
+        # Up once it has scraped HAProxy twice (a rate needs two points).
+        deadline = time.time() + 30
+        query = urllib.parse.quote("count_over_time(haproxy_process_uptime_seconds[1m])")
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/query?query={query}", timeout=2) as r:
+                    result = json.load(r)["data"]["result"]
+                if result and float(result[0]["value"][1]) >= 2:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            if time.time() > deadline or p.poll() is not None:
+                die(f"prometheus did not scrape HAProxy within 30 s (see {d}/prometheus.log)")
+            time.sleep(0.2)
+        self.info["prometheus"] = {"port": port, "url": f"http://127.0.0.1:{port}", "pid": p.pid,
+                                   "config": f"{d}/prometheus.yml", "log": f"{d}/prometheus.log"}
 
     def certificate(self, folder, name, addresses, owner):
         """FOLDER/NAME.crt and NAME.key (owned by `owner`, 0600) for `addresses`,
@@ -956,6 +1000,8 @@ def main():
                     help="the whole service: --postgres, Redis, each host configured for both, Celery on web1")
     up.add_argument("--flavor", choices=sorted(FLAVOURS), default="default",
                     help="which world: `alt` differs from the default wherever a real deployment could (see FLAVOURS)")
+    up.add_argument("--prometheus", action="store_true",
+                    help="a Prometheus scraping HAProxy's built-in exporter every second (apt-get install prometheus)")
     up.add_argument("--watch-stdin", action="store_true", help="stop when standard input closes (for test harnesses)")
     a = ap.parse_args()
     a.postgres = a.postgres or a.stack

@@ -20,4 +20,5 @@ pub(crate) fn builtin() -> Registry {
         .with(runbook_step_lb::Lb)
         .with(runbook_step_pg::Pg)
         .with(runbook_step_approve::Approve)
+        .with(runbook_step_prometheus::Prometheus::default())
 }

@@ -797,7 +797,7 @@ mod tests {
                 .unwrap();
         assert_eq!(
             adopted,
-            [(1, true), (2, true), (3, true), (4, true), (5, true)],
+            [(1, true), (2, true), (3, true), (4, true), (5, true), (6, true)],
             "1 and 2 adopted, the later ones applied"
         );
         // Opened again: nothing to do, and the checksums still match the SQL.

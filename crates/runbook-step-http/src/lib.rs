@@ -142,7 +142,7 @@ pub struct Slo {
 /// The `http-check` kind.
 #[derive(Debug, Default)]
 pub struct HttpCheck {
-    clients: Mutex<HashMap<Tls, reqwest::Client>>,
+    clients: Clients,
 }
 
 const OUTPUTS: &[OutputDecl] = &[
@@ -181,35 +181,6 @@ struct Answer {
 }
 
 impl HttpCheck {
-    fn client(&self, tls: &Tls) -> Result<reqwest::Client, StepError> {
-        let mut clients = self
-            .clients
-            .lock()
-            .map_err(|_| StepError::new("http client pool poisoned"))?;
-        if let Some(c) = clients.get(tls) {
-            return Ok(c.clone());
-        }
-        let mut b = reqwest::Client::builder()
-            .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::limited(5));
-        if let Some(path) = tls.ca_file.as_deref().filter(|p| !p.is_empty()) {
-            let pem = std::fs::read(path).map_err(|e| StepError::new(format!("`tls.ca_file` `{path}`: {e}")))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| StepError::new(format!("`tls.ca_file` `{path}` is not PEM certificates: {e}")))?
-            {
-                b = b.add_root_certificate(cert);
-            }
-        }
-        if tls.insecure {
-            b = b.danger_accept_invalid_certs(true);
-        }
-        let c = b
-            .build()
-            .map_err(|e| StepError::new(format!("cannot build the HTTP client: {e}")))?;
-        clients.insert(tls.clone(), c.clone());
-        Ok(c)
-    }
-
     async fn once(&self, client: &reqwest::Client, p: &HttpParams, timeout: Duration) -> Result<Answer, String> {
         let method = p.method.unwrap_or(Method::Get);
         let m = reqwest::Method::from_bytes(method.as_str().as_bytes()).map_err(|e| e.to_string())?;
@@ -255,6 +226,46 @@ impl HttpCheck {
             latency,
         })
     }
+}
+
+/// HTTP clients, one per set of TLS options, built on first use and shared
+/// by every call of a kind (connections are kept alive between them).
+#[derive(Debug, Default)]
+pub struct Clients(Mutex<HashMap<Tls, reqwest::Client>>);
+
+impl Clients {
+    /// The client for these TLS options.
+    pub fn get(&self, tls: &Tls) -> Result<reqwest::Client, StepError> {
+        let mut clients = self.0.lock().map_err(|_| StepError::new("http client pool poisoned"))?;
+        if let Some(c) = clients.get(tls) {
+            return Ok(c.clone());
+        }
+        let c = client(tls)?;
+        clients.insert(tls.clone(), c.clone());
+        Ok(c)
+    }
+}
+
+/// An HTTP client with these TLS options (the CAs of `ca_file` trusted
+/// besides the system's, or any certificate with `insecure`), for every kind
+/// that speaks HTTP the way `http-check` does.
+pub fn client(tls: &Tls) -> Result<reqwest::Client, StepError> {
+    let mut b = reqwest::Client::builder()
+        .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::limited(5));
+    if let Some(path) = tls.ca_file.as_deref().filter(|p| !p.is_empty()) {
+        let pem = std::fs::read(path).map_err(|e| StepError::new(format!("`tls.ca_file` `{path}`: {e}")))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| StepError::new(format!("`tls.ca_file` `{path}` is not PEM certificates: {e}")))?
+        {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    if tls.insecure {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    b.build()
+        .map_err(|e| StepError::new(format!("cannot build the HTTP client: {e}")))
 }
 
 /// Says which of the usual things went wrong, in words.
@@ -380,7 +391,7 @@ impl StepKind for HttpCheck {
         .collect::<Result<_, _>>()?;
         let expect = p.expect.clone().unwrap_or_default();
         let checker = expect.compile().map_err(StepError::new)?;
-        let client = self.client(&p.tls.clone().unwrap_or_default())?;
+        let client = self.clients.get(&p.tls.clone().unwrap_or_default())?;
         let samples = p.samples.unwrap_or(1).max(1);
         let interval = p.rate.filter(|r| *r > 0.0).map(|r| Duration::from_secs_f64(1.0 / r));
         let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)
