@@ -11,8 +11,9 @@ request (a deploy switches the `current` link); a release with a BROKEN file
 (empty, or naming this host) fails /health/ (500) and /health/ready/, as a
 release that does not start well would; a release with SLOW_MS answers that
 much later (a release that breaks a latency objective); one with ERROR_RATE
-(e.g. 0.2) answers 500 to that fraction of /api/accounts requests and passes
-its health checks (a release only its metrics show bad); 5xx answers are logged
+(`0.2`, or `0.2 web3` for some hosts only) answers 500 to that fraction of
+/api/accounts requests and passes its health checks (a release only its
+metrics show bad); 5xx answers are logged
 as ERROR lines; /health/ready/ answers 503 while ROOT/MAINTENANCE exists, and, when
 ROOT/config/env names DATABASE_URL and REDIS_URL, checks both for real (the
 database must accept writes) and answers 503 with the failed check otherwise.
@@ -91,15 +92,19 @@ def slow_ms():
 
 def error_rate():
     """The fraction of /api/ requests a release answers 500 to (its ERROR_RATE
-    file): a release that passes its health checks and still fails users."""
+    file: the rate, then the hosts it applies to if not all): a release that
+    passes its health checks and still fails users."""
     root = STATE["root"]
     if not root:
         return 0.0
     try:
         with open(os.path.join(root, "current", "ERROR_RATE")) as f:
-            return float(f.read().strip() or 0)
+            words = f.read().split()
+        rate = float(words[0]) if words else 0.0
     except (OSError, ValueError):
         return 0.0
+    hosts = words[1:]
+    return rate if not hosts or STATE["name"] in hosts else 0.0
 
 
 def in_maintenance():

@@ -924,6 +924,8 @@ INSERT INTO django_migrations (app, name) VALUES ('finance', '0001_initial'), ('
             out["backend"] = self.info["haproxy"]["backend"]
             out["bluegreen_url"] = f"http://127.0.0.1:{self.info['haproxy']['bluegreen_port']}"
             out["lb_url"] = f"http://127.0.0.1:{self.info['haproxy']['port']}"
+        if "prometheus" in self.info:
+            out["prometheus_url"] = self.info["prometheus"]["url"]
         if "redis" in self.info:
             out["redis_url"] = self.info["redis"]["url"]
         if "postgres" in self.info:

@@ -127,3 +127,116 @@ fn a_metrics_server_that_is_down_is_inconclusive_never_a_failure() {
     ])
     .exit(3);
 }
+
+/// What rolling-deploy needs of the lab, its Prometheus included.
+const ROLLING: &[&str] = &[
+    "lb_socket",
+    "app_port",
+    "deploy_cmd",
+    "restart_cmd",
+    "rollback_cmd",
+    "prometheus_url",
+];
+
+/// Each host's release, as it says it.
+fn versions(lab: &Lab, hosts: usize) -> Vec<String> {
+    (0..hosts)
+        .map(|i| {
+            let v: serde_json::Value = serde_json::from_str(&lab.get(i, "/version/")).unwrap();
+            v["version"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+fn deploys(lab: &Lab, i: usize) -> Vec<String> {
+    lab.host_file(i, "deploys.log").lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn a_ramp_stops_a_bad_release_at_its_canary_rolls_back_and_lets_a_good_one_through() {
+    let lab = Lab::start_with(&["--hosts", "3", "--prometheus"]);
+    let lb = u16::try_from(lab.info["haproxy"]["port"].as_u64().unwrap()).unwrap();
+    // v2 fails one request in five and passes every health check; v3 is good.
+    let bad = lab.dir.path().join("artifacts/v2");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("ERROR_RATE"), "0.2").unwrap();
+    let ramp = [
+        "batches=[1, 100%]",
+        "bake=3s",
+        "analysis_window=5s",
+        "analysis_count=2",
+        "analysis_interval=1s",
+        "roll_back=all",
+    ];
+    let run = lab.runbook();
+    let load = Load::start(lb, "/api/accounts", 4);
+    let mut sets = vec!["release=v2"];
+    sets.extend(ramp);
+    let out = lab.play(&run, "rolling-deploy", ROLLING, &sets).exit(1);
+    let count = load.stop();
+    let out = out
+        .stdout_has("roll[web1].analysis │ measurement 1/2: failure: canary 0.")
+        .stdout_has("✓ roll[web1].on_failure.rollback");
+    // Stopped at the canary: web1 put back, the others never touched, the
+    // fleet on v1.
+    assert_eq!(versions(&lab, 3), ["v1", "v1", "v1"], "{}", out.stdout);
+    assert_eq!(deploys(&lab, 0), ["v2", "v1"]);
+    assert!(deploys(&lab, 1).is_empty() && deploys(&lab, 2).is_empty());
+    // What users saw: only the canary's share of the traffic, while it ran
+    // the bad release, failed (a full rollout would fail a fifth of it all).
+    let total = count.ok + count.http_errors;
+    let share = count.http_errors as f64 / total as f64;
+    println!(
+        "bad release stopped at the canary: {} of {total} requests failed ({:.2}%)",
+        count.http_errors,
+        share * 100.0
+    );
+    assert!(count.http_errors > 0 && count.connection_errors == 0, "{count:?}");
+    assert!(
+        share < 0.2 / 3.0 + 0.02,
+        "more failed than the canary could cause: {share:.3}"
+    );
+
+    // A good release goes through every batch, each judged.
+    let load = Load::start(lb, "/api/accounts", 4);
+    let mut sets = vec!["release=v3"];
+    sets.extend(ramp);
+    let out = lab.play(&run, "rolling-deploy", ROLLING, &sets).exit(0);
+    let count = load.stop();
+    for host in ["web1", "web2", "web3"] {
+        assert!(
+            out.stdout.contains(&format!("✓ roll[{host}].analysis")),
+            "{host} judged:\n{}",
+            out.stdout
+        );
+    }
+    assert_eq!(versions(&lab, 3), ["v3", "v3", "v3"]);
+    assert_eq!((count.http_errors, count.connection_errors), (0, 0), "{count:?}");
+
+    // v4 is bad on web3 only: the canary and web2 pass, web3 fails its
+    // analysis; every batch already done is put back, newest first.
+    let bad = lab.dir.path().join("artifacts/v4");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("ERROR_RATE"), "0.2 web3").unwrap();
+    let load = Load::start(lb, "/api/accounts", 4);
+    let mut sets = vec!["release=v4"];
+    sets.extend(ramp);
+    let out = lab.play(&run, "rolling-deploy", ROLLING, &sets).exit(1);
+    load.stop();
+    let out = out.stdout_has("roll[web3].analysis │ measurement 1/2: failure:");
+    assert_eq!(versions(&lab, 3), ["v3", "v3", "v3"], "{}", out.stdout);
+    for i in 0..3 {
+        let d = deploys(&lab, i);
+        assert_eq!(d[d.len() - 2..], ["v4", "v3"], "host {i}: deployed, then put back");
+    }
+    let undone = |host: &str| {
+        out.stdout
+            .find(&format!("✓ roll[{host}].undo.back"))
+            .unwrap_or(usize::MAX)
+    };
+    assert!(
+        undone("web2") < undone("web1") && undone("web1") < usize::MAX,
+        "{}",
+        out.stdout
+    );
+}

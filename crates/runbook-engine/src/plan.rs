@@ -613,6 +613,13 @@ impl Planner<'_> {
     }
 
     fn concurrency(&self, c: &Concurrency, ctx: &Data) -> String {
+        // A template that gives a list is a ramp (as the executor reads it).
+        if let Concurrency::One(CountOrPercent::Text(t)) = c {
+            if let Ok(Json::Array(items)) = self.renderer.render_value(t, ctx, Mode::Plain) {
+                let items: Vec<String> = items.iter().map(template::scalar_text).collect();
+                return format!("ramp [{}]", items.join(", "));
+            }
+        }
         match c {
             Concurrency::One(c) => self.count(c, ctx),
             Concurrency::Ramp(r) => format!(

@@ -295,10 +295,30 @@ fn count(renderer: &Renderer, c: &CountOrPercent, data: &Data, n: usize) -> Resu
 }
 
 /// The batch sizes a `concurrency:` means for `n` items: one window, or a
-/// ramp of batches (each at least 1).
+/// ramp of batches (each at least 1). A template that gives a list (an input
+/// `batches: [1, 25%, 100%]`) is a ramp.
 fn concurrency(renderer: &Renderer, c: &Concurrency, data: &Data, n: usize) -> Result<Vec<usize>, String> {
     let one = |c: &CountOrPercent| count(renderer, c, data, n).map(|k| k.max(1));
     match c {
+        Concurrency::One(CountOrPercent::Text(t)) if template::is_template(t) => {
+            match renderer.render_value(t, data, Mode::Plain).map_err(|e| e.to_string())? {
+                Json::Array(items) => {
+                    let ramp = items
+                        .iter()
+                        .map(|i| match i {
+                            Json::Number(k) => k
+                                .as_u64()
+                                .map(|k| CountOrPercent::Count(u32::try_from(k).unwrap_or(u32::MAX)))
+                                .ok_or_else(|| format!("`{k}` is not a count")),
+                            Json::String(s) => Ok(CountOrPercent::Text(s.clone())),
+                            other => Err(format!("`{other}` is not a count or a percentage")),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    concurrency(renderer, &Concurrency::Ramp(ramp), data, n)
+                }
+                _ => Ok(vec![one(&CountOrPercent::Text(t.clone()))?]),
+            }
+        }
         Concurrency::One(c) => Ok(vec![one(c)?]),
         Concurrency::Ramp(r) if r.is_empty() => Ok(vec![n.max(1)]),
         Concurrency::Ramp(r) => {
@@ -351,5 +371,21 @@ mod tests {
             [2, 2],
             "a one-value ramp is still batches"
         );
+        let given = |v: serde_json::Value| Data::new(json!({ "inputs": { "batches": v } }));
+        let from = |v| {
+            concurrency(
+                &r,
+                &Concurrency::One(CountOrPercent::Text("{{inputs.batches}}".into())),
+                &given(v),
+                8,
+            )
+        };
+        assert_eq!(
+            from(json!([1, "25%", "100%"])),
+            Ok(vec![1, 2, 8]),
+            "a list from an input is a ramp"
+        );
+        assert_eq!(from(json!(3)), Ok(vec![3]), "a number from an input is a window");
+        assert!(from(json!([1, true])).is_err());
     }
 }
