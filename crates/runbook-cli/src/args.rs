@@ -322,6 +322,12 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: PluginAction,
     },
+    /// Metric gates (`prometheus` steps): `gate backtest` judges one over the
+    /// past to show when it would have fired (book: Progressive delivery).
+    Gate {
+        #[command(subcommand)]
+        action: GateAction,
+    },
     /// Print generated reference documentation (the book's step reference).
     #[command(hide = true)]
     Docs {
@@ -441,6 +447,31 @@ pub(crate) enum PluginAction {
         /// The `with:` to run it with, as JSON (default: its `example`).
         #[arg(long, value_name = "JSON")]
         with: Option<String>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+/// What to do with a metric gate.
+#[derive(Debug, Subcommand)]
+pub(crate) enum GateAction {
+    /// Judge a `prometheus` step's conditions over the past, from
+    /// Prometheus's data: when it would have fired, and how often it
+    /// changes its mind (a noisy threshold), before trusting it.
+    Backtest {
+        /// The playbook (`NAME`, `NAME@N` or a path).
+        playbook: String,
+        /// The step's path, as `plan` shows it (`analysis`, `roll[web1].analysis`).
+        #[arg(long, value_name = "PATH")]
+        step: String,
+        /// How far back (`6h`, `7d`).
+        #[arg(long, default_value = "24h", value_name = "DURATION")]
+        since: String,
+        /// Time between evaluations (default: the range / 360, at least 1s).
+        #[arg(long, value_name = "DURATION")]
+        every: Option<String>,
+        #[command(flatten)]
+        inputs: InputArgs,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },

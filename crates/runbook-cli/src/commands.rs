@@ -194,6 +194,10 @@ fn command(cli: Cli) -> Done {
             Ok(Exit::Ok)
         }
         Command::Plugin { action } => crate::plugins::plugin(&cli.playbooks, &registry, action),
+        Command::Gate { action } => {
+            let inv = inv()?;
+            crate::gates::gate(&lib, &registry, &inv, action)
+        }
         // Answered in main, where the settings' sources are known.
         Command::Config => Ok(Exit::Ok),
         Command::Completions { shell } => {

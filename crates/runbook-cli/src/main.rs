@@ -23,6 +23,7 @@ mod config;
 mod daemon;
 mod diagnostics;
 mod fail;
+mod gates;
 mod history;
 mod json_out;
 mod loading;

@@ -240,3 +240,57 @@ fn a_ramp_stops_a_bad_release_at_its_canary_rolls_back_and_lets_a_good_one_throu
         out.stdout
     );
 }
+
+#[test]
+fn a_flapping_threshold_shows_up_in_backtest() {
+    let lab = Lab::start_with(&["--hosts", "2", "--prometheus"]);
+    let prom = lab.info["prometheus"]["url"].as_str().unwrap().to_owned();
+    let lb = u16::try_from(lab.info["haproxy"]["port"].as_u64().unwrap()).unwrap();
+    let bad = lab.dir.path().join("artifacts/v2");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("ERROR_RATE"), "0.2").unwrap();
+    // The canary goes bad and good again, three times, under load.
+    let load = Load::start(lb, "/api/accounts", 4);
+    for release in ["v2", "v3", "v2", "v3", "v2", "v3"] {
+        deploy(&lab, 0, release);
+        std::thread::sleep(std::time::Duration::from_secs(4));
+    }
+    load.stop();
+    let run = Run::new().playbook("gate", &gate(""));
+    let backtest = |extra: &[&str]| {
+        let mut args = vec![
+            "gate", "backtest", "gate", "--step", "canary", "--since", "40s", "--every", "1s",
+        ];
+        args.extend(extra);
+        let prom = format!("prom={prom}");
+        args.extend(["--set", &prom, "--output", "json"]);
+        let out = run.exec(&args).exit(0);
+        serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let b = backtest(&[]);
+    let fired = b["fired"].as_array().unwrap().len();
+    println!(
+        "backtest over 40 s: {} success, {} failure, {} inconclusive, {} flips, fired {fired} times",
+        b["successes"], b["failures"], b["inconclusive"], b["flips"]
+    );
+    assert!(fired >= 2, "the gate fires once per bad stretch: {b:#}");
+    assert!(b["flips"].as_u64().unwrap() >= 3, "{b:#}");
+    assert!(b["successes"].as_u64().unwrap() > 0, "{b:#}");
+    // The text says the same, for a person.
+    let prom_set = format!("prom={prom}");
+    run.exec([
+        "gate", "backtest", "gate", "--step", "canary", "--since", "40s", "--every", "1s", "--set", &prom_set,
+    ])
+    .exit(0)
+    .stdout_has(&format!("it would have fired {fired} time(s):"));
+    // A step that is not a gate, or a window too fine, is refused.
+    run.exec(["gate", "backtest", "gate", "--step", "canray", "--set", &prom_set])
+        .exit(2)
+        .stderr_has("no `prometheus` step `canray` in `gate`")
+        .stderr_has("did you mean `canary`?");
+    run.exec([
+        "gate", "backtest", "gate", "--step", "canary", "--since", "30d", "--every", "1s", "--set", &prom_set,
+    ])
+    .exit(2)
+    .stderr_has("at most 11000 points");
+}

@@ -276,7 +276,7 @@ async fn look(
 }
 
 /// `with` with each `<secret NAME>` placeholder replaced by the secret's value.
-fn with_secrets(v: &Json, secrets: &IndexMap<String, String>) -> Json {
+pub fn with_secrets(v: &Json, secrets: &IndexMap<String, String>) -> Json {
     match v {
         Json::String(s) if s.contains("<secret ") => {
             let mut s = s.clone();

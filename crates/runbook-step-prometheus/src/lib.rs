@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 use std::time::Duration;
 
+pub mod backtest;
 pub mod query;
 pub mod verdict;
 
@@ -232,6 +233,7 @@ impl Prometheus {
             url: &p.url,
             query,
             range,
+            end: None,
             headers: &p.headers,
             timeout,
         };
@@ -257,27 +259,9 @@ impl Prometheus {
                 Err(e) => return Ok(errored(format!("baseline: {e}"))),
             },
         };
-        let mut data = ctx.data.clone();
-        if let (Json::Object(m), Json::Object(extra)) = (data.json_mut(), verdict::condition_data(&canary)) {
-            m.extend(extra);
-            let base = baseline.as_ref().and_then(|b| b.first().and_then(Series::last));
-            m.insert("baseline".into(), json!(base));
-        }
-        let renderer = Renderer::new();
-        let holds = |cond: &str| renderer.condition(cond, &data).map_err(|e| format!("`{cond}`: {e}"));
-        let rules = Rules {
-            max: p.max,
-            min: p.min,
-            success: p.success.clone(),
-            failure: p.failure.clone(),
-            min_samples: usize::try_from(p.min_samples.unwrap_or(1)).unwrap_or(usize::MAX),
-        };
         let value = canary.first().and_then(Series::last);
         let samples = canary.iter().map(|s| s.values.len()).sum();
-        let (verdict, note) = match (&p.compare, &baseline) {
-            (Some(c), Some(b)) => compared(&canary, b, c, &rules, &holds),
-            _ => verdict::judge(&canary, &rules, &holds).map_err(StepError::new)?,
-        };
+        let (verdict, note) = decide(&p_rules(p), p.compare.as_ref(), &ctx.data, &canary, baseline.as_deref())?;
         Ok(Taken {
             measurement: Measurement {
                 at,
@@ -289,6 +273,41 @@ impl Prometheus {
             baseline: baseline.as_ref().and_then(|b| b.first().and_then(Series::last)),
         })
     }
+}
+
+/// The rules of a step's parameters.
+fn p_rules(p: &PrometheusParams) -> Rules {
+    Rules {
+        max: p.max,
+        min: p.min,
+        success: p.success.clone(),
+        failure: p.failure.clone(),
+        min_samples: usize::try_from(p.min_samples.unwrap_or(1)).unwrap_or(usize::MAX),
+    }
+}
+
+/// The verdict on what the queries returned: the canary's series (and the
+/// baseline's, with `compare`), its conditions read over `data` and
+/// [`verdict::condition_data`].
+pub fn decide(
+    rules: &Rules,
+    compare: Option<&Compare>,
+    data: &runbook_core::template::Data,
+    canary: &[Series],
+    baseline: Option<&[Series]>,
+) -> Result<(Verdict, String), StepError> {
+    let mut data = data.clone();
+    if let (Json::Object(m), Json::Object(extra)) = (data.json_mut(), verdict::condition_data(canary)) {
+        m.extend(extra);
+        let base = baseline.and_then(|b| b.first().and_then(Series::last));
+        m.insert("baseline".into(), json!(base));
+    }
+    let renderer = Renderer::new();
+    let holds = |cond: &str| renderer.condition(cond, &data).map_err(|e| format!("`{cond}`: {e}"));
+    Ok(match (compare, baseline) {
+        (Some(c), Some(b)) => compared(canary, b, c, rules, &holds),
+        _ => verdict::judge(canary, rules, &holds).map_err(StepError::new)?,
+    })
 }
 
 /// A canary against its baseline: both need data; then the canary's own
@@ -514,6 +533,7 @@ mod tests {
             vec![Series {
                 metric: serde_json::Map::new(),
                 values: vec![v],
+                times: vec![0.0],
             }]
         };
         let c = Compare {

@@ -13,6 +13,8 @@ pub struct Series {
     pub metric: serde_json::Map<String, Json>,
     /// The points' values.
     pub values: Vec<f64>,
+    /// When each was taken (seconds since the epoch), beside `values`.
+    pub times: Vec<f64>,
 }
 
 impl Series {
@@ -29,8 +31,11 @@ pub struct Ask<'a> {
     pub url: &'a str,
     /// PromQL.
     pub query: &'a str,
-    /// A range ending now, and its resolution; `None` for an instant query.
+    /// A range ending at `end` (now when absent), and its resolution;
+    /// `None` for an instant query.
     pub range: Option<(Duration, Duration)>,
+    /// The end of the range, or the instant (default: now).
+    pub end: Option<SystemTime>,
     /// Request headers (authorization).
     pub headers: &'a indexmap::IndexMap<String, String>,
     /// The longest a query may take.
@@ -45,7 +50,7 @@ fn secs(t: SystemTime) -> f64 {
 /// error when it gave one).
 pub async fn run(client: &reqwest::Client, ask: &Ask<'_>) -> Result<Vec<Series>, String> {
     let base = ask.url.trim_end_matches('/');
-    let now = SystemTime::now();
+    let now = ask.end.unwrap_or_else(SystemTime::now);
     let mut form: Vec<(&str, String)> = vec![("query", ask.query.to_owned())];
     let path = match ask.range {
         None => {
@@ -96,10 +101,20 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
-/// A point's value: Prometheus writes them as strings (`"0.25"`, `"NaN"`).
-fn number(point: &Json) -> Option<f64> {
-    let v: f64 = point.get(1)?.as_str()?.parse().ok()?;
-    v.is_finite().then_some(v)
+/// A point's time and value: Prometheus writes values as strings (`"0.25"`,
+/// `"NaN"`).
+fn point(p: &Json) -> Option<(f64, f64)> {
+    let v: f64 = p.get(1)?.as_str()?.parse().ok()?;
+    Some((p.get(0)?.as_f64()?, v)).filter(|_| v.is_finite())
+}
+
+fn series(metric: &Json, points: impl Iterator<Item = (f64, f64)>) -> Series {
+    let (times, values) = points.unzip();
+    Series {
+        metric: metric.as_object().cloned().unwrap_or_default(),
+        values,
+        times,
+    }
 }
 
 /// The `data` of a successful answer, as series.
@@ -110,29 +125,20 @@ pub fn parse(data: &Json) -> Result<Vec<Series>, String> {
             .as_array()
             .into_iter()
             .flatten()
-            .map(|s| Series {
-                metric: s["metric"].as_object().cloned().unwrap_or_default(),
-                values: number(&s["value"]).into_iter().collect(),
-            })
+            .map(|s| series(&s["metric"], point(&s["value"]).into_iter()))
             .collect()),
         Some("matrix") => Ok(result
             .as_array()
             .into_iter()
             .flatten()
-            .map(|s| Series {
-                metric: s["metric"].as_object().cloned().unwrap_or_default(),
-                values: s["values"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(number)
-                    .collect(),
+            .map(|s| {
+                series(
+                    &s["metric"],
+                    s["values"].as_array().into_iter().flatten().filter_map(point),
+                )
             })
             .collect()),
-        Some("scalar") => Ok(vec![Series {
-            metric: serde_json::Map::new(),
-            values: number(result).into_iter().collect(),
-        }]),
+        Some("scalar") => Ok(vec![series(&Json::Null, point(result).into_iter())]),
         other => Err(format!(
             "the answer is a {}, not numbers (hint: query a vector, a matrix or a scalar)",
             other.unwrap_or("thing of no type")

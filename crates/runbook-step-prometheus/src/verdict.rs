@@ -234,6 +234,7 @@ mod tests {
         vec![Series {
             metric: serde_json::Map::new(),
             values: values.to_vec(),
+            times: (0..values.len()).map(|i| i as f64).collect(),
         }]
     }
 
