@@ -4,19 +4,8 @@ use crate::Exit;
 use crate::args::{Output, PluginAction};
 use crate::fail::{Done, Failure};
 use runbook_core::kind::Registry;
-use runbook_step_plugin::conformance;
-use serde::Serialize;
+use runbook_step_plugin::{conformance, discover};
 use std::path::Path;
-
-/// One plugin as `plugin list` shows it.
-#[derive(Debug, Serialize)]
-struct Listed {
-    kind: String,
-    path: String,
-    /// `null` when it can be used.
-    problem: Option<String>,
-    description: Option<String>,
-}
 
 /// Runs a `plugin` command.
 pub(crate) fn plugin(library: &Path, registry: &Registry, action: PluginAction) -> Done {
@@ -27,44 +16,11 @@ pub(crate) fn plugin(library: &Path, registry: &Registry, action: PluginAction) 
 }
 
 fn list(library: &Path, registry: &Registry, output: Output) -> Done {
-    let folders = runbook_step_plugin::discover::folders(library, std::env::var("RUNBOOK_PLUGIN_PATH").ok().as_deref());
-    let listed: Vec<Listed> = runbook_step_plugin::discover::executables(&folders)
-        .into_iter()
-        .map(|(kind, path)| Listed {
-            problem: registry.problem(&kind).map(str::to_owned),
-            description: registry
-                .get(&kind)
-                .filter(|_| registry.problem(&kind).is_none())
-                .map(|k| k.summary().to_owned()),
-            kind,
-            path: path.display().to_string(),
-        })
-        .collect();
+    let folders = discover::folders(library, std::env::var("RUNBOOK_PLUGIN_PATH").ok().as_deref());
+    let listed = discover::listing(&folders, registry);
     match output {
         Output::Json => crate::json_out::print(&listed),
-        Output::Text => {
-            if listed.is_empty() {
-                println!(
-                    "no plugins (looked in: {})",
-                    folders
-                        .iter()
-                        .map(|f| f.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            }
-            for l in &listed {
-                match &l.problem {
-                    None => println!(
-                        "{:<20} {}  ({})",
-                        l.kind,
-                        l.description.as_deref().unwrap_or(""),
-                        l.path
-                    ),
-                    Some(why) => println!("{:<20} BROKEN: {why}", l.kind),
-                }
-            }
-        }
+        Output::Text => print!("{}", discover::listing_text(&listed, &folders)),
     }
     Ok(if listed.iter().any(|l| l.problem.is_some()) {
         Exit::Failed
@@ -88,20 +44,7 @@ fn test(path: &Path, with: Option<&str>, output: Output) -> Done {
     let report = crate::session::runtime()?.block_on(conformance::check(path, with));
     match output {
         Output::Json => crate::json_out::print(&report),
-        Output::Text => {
-            println!("{}", report.path);
-            for c in &report.checks {
-                println!("  {} {:<18} {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
-            }
-            println!(
-                "{}",
-                if report.passed() {
-                    "the plugin speaks the protocol"
-                } else {
-                    "the plugin does not speak the protocol (book: Plugins)"
-                }
-            );
-        }
+        Output::Text => print!("{}", report.text()),
     }
     Ok(if report.passed() { Exit::Ok } else { Exit::Failed })
 }

@@ -45,6 +45,43 @@ pub struct Plan {
     pub finally: Vec<PlanStep>,
 }
 
+impl Plan {
+    /// Every step of the plan, nested ones (groups, items, called
+    /// playbooks, handlers) included, in the plan's order.
+    pub fn all(&self) -> Vec<&PlanStep> {
+        fn walk<'p>(steps: &'p [PlanStep], out: &mut Vec<&'p PlanStep>) {
+            for s in steps {
+                out.push(s);
+                walk(&s.children, out);
+                walk(&s.on_failure, out);
+                walk(&s.undo, out);
+            }
+        }
+        let mut out = Vec::new();
+        for list in [&self.steps, &self.on_failure, &self.finally] {
+            walk(list, &mut out);
+        }
+        out
+    }
+
+    /// The call of `kind` at `path` (not a `for_each`, whose items are
+    /// addressed one by one), or a hint naming the nearest or every path
+    /// such calls have.
+    pub fn call_of(&self, path: &str, kind: &str) -> Result<&PlanStep, String> {
+        let calls: Vec<&PlanStep> = self
+            .all()
+            .into_iter()
+            .filter(|s| s.uses.as_deref() == Some(kind) && s.for_each.is_none())
+            .collect();
+        calls.iter().find(|s| s.path == path).copied().ok_or_else(|| {
+            runbook_core::diag::suggestion(path, calls.iter().map(|s| s.path.as_str())).unwrap_or_else(|| {
+                let paths: Vec<&str> = calls.iter().map(|s| s.path.as_str()).collect();
+                format!("its `{kind}` steps: {}", paths.join(", "))
+            })
+        })
+    }
+}
+
 /// What the plan knows about a step's condition.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", tag = "decided")]

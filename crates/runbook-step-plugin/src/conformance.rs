@@ -55,6 +55,25 @@ impl Report {
         self.checks.iter().all(|c| c.ok)
     }
 
+    /// The report, for people: each check, then the verdict.
+    pub fn text(&self) -> String {
+        let mut out = format!("{}\n", self.path);
+        for c in &self.checks {
+            out.push_str(&format!(
+                "  {} {:<18} {}\n",
+                if c.ok { "ok  " } else { "FAIL" },
+                c.name,
+                c.detail
+            ));
+        }
+        out.push_str(if self.passed() {
+            "the plugin speaks the protocol\n"
+        } else {
+            "the plugin does not speak the protocol (book: Plugins)\n"
+        });
+        out
+    }
+
     fn add(&mut self, name: &'static str, verdict: Result<String, String>) -> bool {
         let ok = verdict.is_ok();
         self.checks.push(Check {

@@ -334,3 +334,52 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 }
+
+/// One plugin as `runbook plugin list` shows it.
+#[derive(Debug, serde::Serialize)]
+pub struct Listed {
+    /// Its kind.
+    pub kind: String,
+    /// Its executable.
+    pub path: String,
+    /// Why it cannot be used; `null` when it can.
+    pub problem: Option<String>,
+    /// What it does, when it can be used.
+    pub description: Option<String>,
+}
+
+/// Every plugin found in `folders`, with what `registry` made of it.
+pub fn listing(folders: &[PathBuf], registry: &runbook_core::kind::Registry) -> Vec<Listed> {
+    executables(folders)
+        .into_iter()
+        .map(|(kind, path)| Listed {
+            problem: registry.problem(&kind).map(str::to_owned),
+            description: registry
+                .get(&kind)
+                .filter(|_| registry.problem(&kind).is_none())
+                .map(|k| k.summary().to_owned()),
+            kind,
+            path: path.display().to_string(),
+        })
+        .collect()
+}
+
+/// A listing, for people.
+pub fn listing_text(listed: &[Listed], folders: &[PathBuf]) -> String {
+    if listed.is_empty() {
+        let looked: Vec<String> = folders.iter().map(|f| f.display().to_string()).collect();
+        return format!("no plugins (looked in: {})\n", looked.join(", "));
+    }
+    listed
+        .iter()
+        .map(|l| match &l.problem {
+            None => format!(
+                "{:<20} {}  ({})\n",
+                l.kind,
+                l.description.as_deref().unwrap_or(""),
+                l.path
+            ),
+            Some(why) => format!("{:<20} BROKEN: {why}\n", l.kind),
+        })
+        .collect()
+}

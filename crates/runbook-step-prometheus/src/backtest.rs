@@ -144,6 +144,60 @@ pub async fn run(
     Ok(summarize(p.query.clone(), every, points))
 }
 
+/// Backtests a step from its rendered `with:` (as `plan` renders it, secrets
+/// in place): its parameters read, a client with its TLS options.
+pub async fn from_with(
+    with: serde_json::Value,
+    data: &Data,
+    since: Duration,
+    every: Duration,
+) -> Result<Backtest, String> {
+    let p: PrometheusParams =
+        serde_json::from_value(with).map_err(|e| format!("its `with:` is not a prometheus call: {e}"))?;
+    let client = runbook_step_http::client(&p.tls.clone().unwrap_or_default()).map_err(|e| e.message)?;
+    run(&client, &p, data, since, every).await
+}
+
+impl Backtest {
+    /// The report, for people.
+    pub fn text(&self, title: &str) -> String {
+        use std::fmt::Write;
+        let show = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.4}"));
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "backtest: {title}, {} to {} every {}s",
+            self.from, self.to, self.every_seconds
+        );
+        let _ = writeln!(out, "query: {}", self.query);
+        let _ = writeln!(
+            out,
+            "{} points: {} success, {} failure, {} inconclusive (no data); {} change(s) of mind",
+            self.points.len(),
+            self.successes,
+            self.failures,
+            self.inconclusive,
+            self.flips
+        );
+        if self.fired.is_empty() {
+            let _ = writeln!(out, "it would not have fired");
+        } else {
+            let _ = writeln!(out, "it would have fired {} time(s):", self.fired.len());
+            for f in &self.fired {
+                let _ = writeln!(
+                    out,
+                    "  {} to {}  ({} points, worst {})",
+                    f.from,
+                    f.to,
+                    f.points,
+                    show(f.worst)
+                );
+            }
+        }
+        out
+    }
+}
+
 /// Counts, flips and the stretches that would have fired.
 pub fn summarize(query: String, every: Duration, points: Vec<Point>) -> Backtest {
     let count = |v| points.iter().filter(|p| p.verdict == v).count();
