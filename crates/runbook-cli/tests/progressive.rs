@@ -294,3 +294,32 @@ fn a_flapping_threshold_shows_up_in_backtest() {
     .exit(2)
     .stderr_has("at most 11000 points");
 }
+
+#[test]
+fn without_prometheus_a_ramp_is_judged_by_sampling_each_instance_against_its_objectives() {
+    let lab = Lab::start_with(&["--hosts", "2"]);
+    let bad = lab.dir.path().join("artifacts/v2");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("ERROR_RATE"), "0.2").unwrap();
+    let run = lab.runbook();
+    let keys = ["lb_socket", "app_port", "deploy_cmd", "restart_cmd", "rollback_cmd"];
+    let slo = [
+        "batches=[1, 100%]",
+        "slo_path=/api/accounts",
+        "slo_samples=20",
+        "slo_max_error_rate=0.05",
+        "roll_back=all",
+    ];
+    let mut sets = vec!["release=v2"];
+    sets.extend(slo);
+    let out = lab.play(&run, "rolling-deploy", &keys, &sets).exit(1);
+    let out = out.stdout_has("✗ roll[web1].slo");
+    assert_eq!(versions(&lab, 2), ["v1", "v1"], "{}", out.stdout);
+    assert!(deploys(&lab, 1).is_empty(), "web2 untouched");
+    let mut sets = vec!["release=v3"];
+    sets.extend(slo);
+    lab.play(&run, "rolling-deploy", &keys, &sets)
+        .exit(0)
+        .stdout_has("✓ roll[web2].slo");
+    assert_eq!(versions(&lab, 2), ["v3", "v3"]);
+}
