@@ -58,6 +58,10 @@ fn a_release_that_fails_users_is_failed_by_its_metrics_and_no_data_is_a_pause() 
     let v = status_json(&run, &out.run_id());
     let step = &v["steps"][0];
     assert_eq!(step["state"], "failed", "{v:#}");
+    // `plan --live` takes one measurement now, changing nothing.
+    run.exec(["plan", "gate", "--live", "--set", &format!("prom={prom}")])
+        .exit(0)
+        .stdout_has("live: now: failure: canary 0.");
     // The failed requests were the canary's: about a fifth of its half.
     let count = load.stop();
     println!("under load: {count:?}");

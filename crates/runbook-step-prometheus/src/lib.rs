@@ -214,9 +214,11 @@ struct Taken {
 
 impl Prometheus {
     /// Takes one measurement.
+    /// Takes one measurement; its conditions read `data` (the step's
+    /// template data) besides what the queries returned.
     async fn measure(
         &self,
-        ctx: &StepContext,
+        data: &runbook_core::template::Data,
         client: &reqwest::Client,
         p: &PrometheusParams,
     ) -> Result<Taken, StepError> {
@@ -261,7 +263,7 @@ impl Prometheus {
         };
         let value = canary.first().and_then(Series::last);
         let samples = canary.iter().map(|s| s.values.len()).sum();
-        let (verdict, note) = decide(&p_rules(p), p.compare.as_ref(), &ctx.data, &canary, baseline.as_deref())?;
+        let (verdict, note) = decide(&p_rules(p), p.compare.as_ref(), data, &canary, baseline.as_deref())?;
         Ok(Taken {
             measurement: Measurement {
                 at,
@@ -411,6 +413,31 @@ impl StepKind for Prometheus {
         format!("measure `{}`{against} {times} at {}", p.query, p.url)
     }
 
+    fn can_preview(&self, _with: &Json) -> bool {
+        true
+    }
+
+    /// `plan --live`: one measurement now, as the step's first would be.
+    async fn preview(
+        &self,
+        with: Json,
+        cancel: &runbook_core::kind::CancellationToken,
+    ) -> Result<Option<Vec<String>>, StepError> {
+        let p: PrometheusParams = params(with)?;
+        let client = self.clients.get(&p.tls.clone().unwrap_or_default())?;
+        let data = runbook_core::template::Data::new(json!({}));
+        let look = self.measure(&data, &client, &p);
+        let m = tokio::select! {
+            t = look => t?.measurement,
+            () = cancel.cancelled() => return Err(StepError::cancelled()),
+        };
+        Ok(Some(vec![format!(
+            "now: {}: {}",
+            m.verdict.map_or("the query failed", Verdict::as_str),
+            m.note
+        )]))
+    }
+
     async fn run(&self, ctx: &StepContext, with: Json) -> Result<Outputs, StepError> {
         let p: PrometheusParams = params(with)?;
         // An inconclusive verdict a person answered: going on is theirs.
@@ -451,7 +478,7 @@ impl StepKind for Prometheus {
             if i > 0 {
                 pause(ctx, interval).await?;
             }
-            let t = self.measure(ctx, &client, &p).await?;
+            let t = self.measure(&ctx.data, &client, &p).await?;
             let m = t.measurement;
             let what = m.verdict.map_or("error", Verdict::as_str);
             ctx.log.line(
