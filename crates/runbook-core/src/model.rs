@@ -390,7 +390,8 @@ pub struct Step {
     /// A human name for plans and progress (default: the id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// The step kind: `shell`, `ssh`, `http-check`, `lb`, `pg`, `sleep`, `wait`, `approve`.
+    /// The step kind: `shell`, `ssh`, `http-check`, `lb`, `pg`, `sleep`, `wait`, `approve`,
+    /// `prometheus`, a plugin's, or `playbook` (another playbook of the library).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uses: Option<String>,
     /// The kind's parameters, checked against its schema.
