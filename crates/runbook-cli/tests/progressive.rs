@@ -326,4 +326,16 @@ fn without_prometheus_a_ramp_is_judged_by_sampling_each_instance_against_its_obj
         .exit(0)
         .stdout_has("✓ roll[web2].slo");
     assert_eq!(versions(&lab, 2), ["v3", "v3"]);
+    // v4 fails nothing and answers 300 ms later: its p95 stops it at the
+    // canary.
+    let slow = lab.dir.path().join("artifacts/v4");
+    std::fs::create_dir_all(&slow).unwrap();
+    std::fs::write(slow.join("SLOW_MS"), "300").unwrap();
+    let mut sets = vec!["release=v4", "slo_p95=200ms"];
+    sets.extend(slo);
+    lab.play(&run, "rolling-deploy", &keys, &sets)
+        .exit(1)
+        .stdout_has("✗ roll[web1].slo")
+        .stdout_has("p95");
+    assert_eq!(versions(&lab, 2), ["v3", "v3"]);
 }
