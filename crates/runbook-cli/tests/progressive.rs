@@ -338,4 +338,18 @@ fn without_prometheus_a_ramp_is_judged_by_sampling_each_instance_against_its_obj
         .stdout_has("✗ roll[web1].slo")
         .stdout_has("p95");
     assert_eq!(versions(&lab, 2), ["v3", "v3"]);
+    // A metrics server that does not answer: the canary's analysis is
+    // inconclusive and the ramp waits for a person, never rolls on.
+    let down = format!("prometheus_url=http://127.0.0.1:{}", support::free_port());
+    let waits = lab
+        .play(
+            &run,
+            "rolling-deploy",
+            &keys,
+            &["release=v5", "batches=[1, 100%]", &down, "analysis_interval=100ms"],
+        )
+        .exit(3);
+    let waits = waits.stdout_has("roll[web1].analysis waits for an approval: the analysis is inconclusive");
+    assert_eq!(versions(&lab, 2), ["v5", "v3"], "the canary only: {}", waits.stdout);
+    run.exec(["cancel", &waits.run_id()]).exit(0);
 }
