@@ -19,6 +19,8 @@ ROOT/config/env names DATABASE_URL and REDIS_URL, checks both for real (the
 database must accept writes) and answers 503 with the failed check otherwise.
 With --tls-cert/--tls-key it serves https only; with --no-version-endpoint
 the release is only at /api/build (as `build.release`), as some services have it.
+GET /metrics gives the latency of /api/ requests as a Prometheus histogram
+(`http_request_duration_seconds`).
 SIGTERM stops accepting, lets requests in flight finish, then exits.
 Prints `listening <port>` once it accepts connections. The readiness checks need
 psycopg (the lab's venv); everything else is the standard library.
@@ -107,6 +109,32 @@ def error_rate():
     return rate if not hosts or STATE["name"] in hosts else 0.0
 
 
+# The latency of /api/ requests as a Prometheus histogram (GET /metrics).
+BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
+LATENCY = {"counts": [0] * (len(BUCKETS) + 1), "sum": 0.0}
+
+
+def observe(seconds):
+    with LOCK:
+        i = next((k for k, b in enumerate(BUCKETS) if seconds <= b), len(BUCKETS))
+        LATENCY["counts"][i] += 1
+        LATENCY["sum"] += seconds
+
+
+def metrics():
+    """The histogram in Prometheus's text format (cumulative buckets)."""
+    name = "http_request_duration_seconds"
+    with LOCK:
+        counts, total = list(LATENCY["counts"]), LATENCY["sum"]
+    lines = [f"# HELP {name} Latency of /api/ requests.", f"# TYPE {name} histogram"]
+    seen = 0
+    for b, c in zip(BUCKETS + ["+Inf"], counts):
+        seen += c
+        lines.append(f'{name}_bucket{{le="{b}"}} {seen}')
+    lines += [f"{name}_sum {total}", f"{name}_count {seen}"]
+    return ("\n".join(lines) + "\n").encode()
+
+
 def in_maintenance():
     root = STATE["root"]
     return bool(root) and os.path.exists(os.path.join(root, "MAINTENANCE"))
@@ -144,12 +172,28 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+        if self.path.startswith("/api/") and hasattr(self, "started"):
+            observe(time.monotonic() - self.started)
 
     def do_HEAD(self):
         self.do_GET()
 
     def do_GET(self):
+        self.started = time.monotonic()
         path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            body = metrics()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            # A scrape a second would keep a connection busy for ever, and a
+            # stop waits for the connections in flight.
+            self.send_header("Connection", "close")
+            self.close_connection = True
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+            return None
         if path == "/health/":
             if broken():
                 return self.send(500, {"status": "unhealthy", "release": version()})

@@ -657,15 +657,22 @@ backend green
 
     def prometheus(self):
         """Prometheus on 127.0.0.1:<port>, scraping HAProxy's exporter (per
-        backend and per server: responses by code, response times) every
-        second, its data in DIR/prometheus."""
+        backend and per server: responses by code, response times) and each
+        host's app (its latency histogram, label `host`) every second, its
+        data in DIR/prometheus."""
         d = self.dir
         port = free_port(["127.0.0.1"])
         metrics = self.info["haproxy"]["metrics_port"]
+        # Each host's app too (its latency histogram), labelled with its name.
+        scheme = "https" if self.app_ca else "http"
+        tls = f"    tls_config:\n      ca_file: {self.app_ca}\n" if self.app_ca else ""
+        apps = "".join(f"      - targets: ['{h['address']}:{h['app_port']}']\n        labels: {{host: {h['name']}}}\n"
+                       for h in self.hosts)
         with open(f"{d}/prometheus.yml", "w") as f:
             f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
                     "scrape_configs:\n  - job_name: haproxy\n"
-                    f"    static_configs:\n      - targets: ['127.0.0.1:{metrics}']\n")
+                    f"    static_configs:\n      - targets: ['127.0.0.1:{metrics}']\n"
+                    f"  - job_name: app\n    scheme: {scheme}\n{tls}    static_configs:\n{apps}")
         p = self.spawn("prometheus", ["prometheus", f"--config.file={d}/prometheus.yml",
                                       f"--storage.tsdb.path={d}/prometheus", f"--web.listen-address=127.0.0.1:{port}",
                                       "--storage.tsdb.retention.time=1d", "--log.level=warn"], f"{d}/prometheus.log")

@@ -353,3 +353,31 @@ fn without_prometheus_a_ramp_is_judged_by_sampling_each_instance_against_its_obj
     assert_eq!(versions(&lab, 2), ["v5", "v3"], "the canary only: {}", waits.stdout);
     run.exec(["cancel", &waits.run_id()]).exit(0);
 }
+
+/// The p95 latency of one host's /api/ requests over the last 5 s, from the
+/// app's own histogram.
+fn p95(host: &str) -> String {
+    format!("histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{{host=\"{host}\"}}[5s])))")
+}
+
+#[test]
+fn a_slower_canary_is_failed_by_its_latency_quantile_against_the_baseline() {
+    let lab = Lab::start_with(&["--hosts", "2", "--prometheus"]);
+    let prom = lab.info["prometheus"]["url"].as_str().unwrap().to_owned();
+    let lb = u16::try_from(lab.info["haproxy"]["port"].as_u64().unwrap()).unwrap();
+    let slow = lab.dir.path().join("artifacts/v2");
+    std::fs::create_dir_all(&slow).unwrap();
+    std::fs::write(slow.join("SLOW_MS"), "300").unwrap();
+    deploy(&lab, 0, "v2");
+    let load = Load::start(lb, "/api/accounts", 4);
+    let yaml = format!(
+        "apiVersion: runbook/v1\nname: gate\nversion: 1\ninputs:\n  prom: {{ type: string }}\nsteps:\n  - id: p95\n    uses: prometheus\n    with:\n      url: \"{{{{inputs.prom}}}}\"\n      query: '{canary}'\n      compare: {{ baseline: '{baseline}', max_increase: 0.1 }}\n      initial_delay: 6s\n      count: 2\n      interval: 1s\n",
+        canary = p95("web1"),
+        baseline = p95("web2"),
+    );
+    let run = Run::new().playbook("gate", &yaml);
+    let out = run.exec(["run", "gate", "--set", &format!("prom={prom}")]).exit(1);
+    load.stop();
+    out.stdout_has("measurement 1/2: failure: canary 0.")
+        .stdout_has("more than max_increase 0.1");
+}
