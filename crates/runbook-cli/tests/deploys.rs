@@ -10,19 +10,6 @@ use support::{Lab, Load};
 
 const ROLLING: &[&str] = &["lb_socket", "app_port", "deploy_cmd", "restart_cmd", "rollback_cmd"];
 
-fn versions(lab: &Lab, hosts: usize) -> Vec<String> {
-    (0..hosts)
-        .map(|i| {
-            let v: serde_json::Value = serde_json::from_str(&lab.get(i, "/version/")).unwrap();
-            v["version"].as_str().unwrap().to_owned()
-        })
-        .collect()
-}
-
-fn deploys(lab: &Lab, i: usize) -> Vec<String> {
-    lab.host_file(i, "deploys.log").lines().map(str::to_owned).collect()
-}
-
 #[test]
 fn rolling_deploy_under_load_serves_the_release_everywhere_with_no_failed_request() {
     let lab = Lab::stack(3);
@@ -33,11 +20,11 @@ fn rolling_deploy_under_load_serves_the_release_everywhere_with_no_failed_reques
     std::thread::sleep(std::time::Duration::from_millis(300));
     let count = load.stop();
     let out = out.exit(0);
-    assert_eq!(versions(&lab, 3), ["v2", "v2", "v2"], "{}", out.stdout);
+    assert_eq!(lab.versions(3), ["v2", "v2", "v2"], "{}", out.stdout);
     for (i, host) in ["web1", "web2", "web3"].iter().enumerate() {
         let (admin, op, _) = lab.server_state("app", host);
         assert_eq!((admin, op), (0, 2), "{host} is back in rotation and UP");
-        assert_eq!(deploys(&lab, i), ["v2"], "{host} was deployed once");
+        assert_eq!(lab.deploys(i), ["v2"], "{host} was deployed once");
     }
     // What users saw: every request answered, none failed, none refused.
     assert_eq!(count.http_errors, 0, "{count:?}");
@@ -60,10 +47,10 @@ fn a_host_that_fails_its_health_gate_is_rolled_back_and_left_out_then_resume_fin
     let out = lab.play(&run, "rolling-deploy", ROLLING, &["release=v3"]).exit(1);
     let id = out.run_id();
     // web1 was done; web2 is back on v1 and out of rotation; web3 was not touched.
-    assert_eq!(versions(&lab, 3), ["v3", "v1", "v1"], "{}", out.stdout);
-    assert_eq!(deploys(&lab, 0), ["v3"]);
-    assert_eq!(deploys(&lab, 1), ["v3", "v1"], "web2 deployed, then rolled back");
-    assert!(deploys(&lab, 2).is_empty(), "web3 untouched");
+    assert_eq!(lab.versions(3), ["v3", "v1", "v1"], "{}", out.stdout);
+    assert_eq!(lab.deploys(0), ["v3"]);
+    assert_eq!(lab.deploys(1), ["v3", "v1"], "web2 deployed, then rolled back");
+    assert!(lab.deploys(2).is_empty(), "web3 untouched");
     assert_eq!(lab.server_state("app", "web1").0, 0, "web1 in rotation");
     assert_eq!(lab.server_state("app", "web2").0 & 1, 1, "web2 left in maint");
     assert_eq!(lab.server_state("app", "web3").0, 0, "web3 in rotation");
@@ -74,10 +61,10 @@ fn a_host_that_fails_its_health_gate_is_rolled_back_and_left_out_then_resume_fin
     // for the first time, web1 not again.
     std::fs::remove_file(artifacts.join("BROKEN")).unwrap();
     let out = run.exec(["resume", &id]).exit(0);
-    assert_eq!(versions(&lab, 3), ["v3", "v3", "v3"], "{}", out.stdout);
-    assert_eq!(deploys(&lab, 0), ["v3"], "web1 not redeployed");
-    assert_eq!(deploys(&lab, 1), ["v3", "v1", "v3"]);
-    assert_eq!(deploys(&lab, 2), ["v3"]);
+    assert_eq!(lab.versions(3), ["v3", "v3", "v3"], "{}", out.stdout);
+    assert_eq!(lab.deploys(0), ["v3"], "web1 not redeployed");
+    assert_eq!(lab.deploys(1), ["v3", "v1", "v3"]);
+    assert_eq!(lab.deploys(2), ["v3"]);
     for host in ["web1", "web2", "web3"] {
         assert_eq!(lab.server_state("app", host).0, 0, "{host} in rotation");
     }
@@ -133,7 +120,7 @@ fn blue_green_switches_after_warm_up_and_bake_and_switches_back_when_the_bake_fa
     assert!(via_bluegreen(&lab).contains("\"v2\""), "{}", out.stdout);
     assert!(via_bluegreen(&lab).contains("web2"), "traffic is on green");
     assert_eq!(
-        versions(&lab, 2),
+        lab.versions(2),
         ["v1", "v2"],
         "blue keeps the old release for a switch back"
     );
@@ -153,7 +140,7 @@ fn blue_green_switches_after_warm_up_and_bake_and_switches_back_when_the_bake_fa
         "{}",
         out.stdout
     );
-    assert_eq!(versions(&lab, 2), ["v1", "v2"], "no colour was touched");
+    assert_eq!(lab.versions(2), ["v1", "v2"], "no colour was touched");
     assert!(via_bluegreen(&lab).contains("web2"), "users still on green");
     let out = lab.play(
         &run,
@@ -196,7 +183,7 @@ fn app_rollback_puts_every_instance_back_on_the_named_release() {
     let lab = Lab::stack(2);
     let run = lab.runbook();
     lab.play(&run, "rolling-deploy", ROLLING, &["release=v2"]).exit(0);
-    assert_eq!(versions(&lab, 2), ["v2", "v2"]);
+    assert_eq!(lab.versions(2), ["v2", "v2"]);
     lab.play(
         &run,
         "app-rollback",
@@ -204,7 +191,7 @@ fn app_rollback_puts_every_instance_back_on_the_named_release() {
         &["to=v1"],
     )
     .exit(0);
-    assert_eq!(versions(&lab, 2), ["v1", "v1"]);
+    assert_eq!(lab.versions(2), ["v1", "v1"]);
     for host in ["web1", "web2"] {
         assert_eq!(lab.server_state("app", host).0, 0, "{host} in rotation");
     }
@@ -263,9 +250,9 @@ fn rolling_deploy_without_a_release_is_refused_and_touches_nothing() {
     for (i, host) in ["web1", "web2", "web3"].iter().enumerate() {
         let (admin, op, _) = lab.server_state("app", host);
         assert_eq!((admin, op), (0, 2), "{host} still in rotation and UP");
-        assert!(deploys(&lab, i).is_empty(), "{host} untouched");
+        assert!(lab.deploys(i).is_empty(), "{host} untouched");
     }
-    assert_eq!(versions(&lab, 3), ["v1", "v1", "v1"]);
+    assert_eq!(lab.versions(3), ["v1", "v1", "v1"]);
 }
 
 #[test]
@@ -274,14 +261,14 @@ fn the_release_gate_reads_the_endpoint_and_field_the_inputs_name() {
     let run = lab.runbook();
     let shape = ["release=v2", "version_path=/api/build", "version_field=build.release"];
     let out = lab.play(&run, "rolling-deploy", ROLLING, &shape).exit(0);
-    assert_eq!(versions(&lab, 2), ["v2", "v2"], "{}", out.stdout);
+    assert_eq!(lab.versions(2), ["v2", "v2"], "{}", out.stdout);
     // A field the answer does not have fails the gate on the first host, which
     // is rolled back and left out; the second is not touched.
     let wrong = ["release=v3", "version_path=/api/build", "version_field=release"];
     let out = lab.play(&run, "rolling-deploy", ROLLING, &wrong).exit(1);
     assert!(out.stdout.contains("JSON has no `release`"), "{}", out.stdout);
-    assert_eq!(versions(&lab, 2), ["v2", "v2"]);
-    assert_eq!(deploys(&lab, 1), ["v2"], "web2 untouched by the failed run");
+    assert_eq!(lab.versions(2), ["v2", "v2"]);
+    assert_eq!(lab.deploys(1), ["v2"], "web2 untouched by the failed run");
     // Without a version endpoint, the gate is skipped, and plan says so.
     let plan = run
         .exec([
@@ -325,8 +312,8 @@ fn a_second_playbook_on_the_same_fleet_is_refused_while_a_deploy_runs() {
         .stderr_has("lock `fleet/app` is held by run");
     let done = deploy.wait_with_output().unwrap();
     assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stdout));
-    assert_eq!(versions(&lab, 2), ["v2", "v2"], "the deploy finished undisturbed");
-    assert!(deploys(&lab, 1) == ["v2"], "blue-green touched nothing");
+    assert_eq!(lab.versions(2), ["v2", "v2"], "the deploy finished undisturbed");
+    assert!(lab.deploys(1) == ["v2"], "blue-green touched nothing");
     // The refused run took nothing with it: no lock is left held.
     let locks = run.exec(["locks"]).exit(0);
     assert!(

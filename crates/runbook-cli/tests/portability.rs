@@ -107,10 +107,6 @@ fn release(lab: &Lab, i: usize) -> String {
     v["build"]["release"].as_str().unwrap().to_owned()
 }
 
-fn deploys(lab: &Lab, i: usize) -> Vec<String> {
-    lab.host_file(i, "deploys.log").lines().map(str::to_owned).collect()
-}
-
 fn lb_port(lab: &Lab, which: &str) -> u16 {
     lab.info["haproxy"][which].as_u64().unwrap() as u16
 }
@@ -141,13 +137,13 @@ fn deploys_and_checks_in_the_other_world() {
     lab.play(&run, "rolling-deploy", &[], &["release=v2"])
         .exit(2)
         .stderr_has("`web`");
-    assert!(deploys(&lab, 0).is_empty() && deploys(&lab, 1).is_empty());
+    assert!(lab.deploys(0).is_empty() && lab.deploys(1).is_empty());
 
     // rolling-deploy: every host serves v2 and is back in rotation.
     play(&lab, &run, "rolling-deploy", &["release=v2"]).exit(0);
     for (i, host) in [&h1, &h2].iter().enumerate() {
         assert_eq!(release(&lab, i), "v2");
-        assert_eq!(deploys(&lab, i), ["v2"]);
+        assert_eq!(lab.deploys(i), ["v2"]);
         let (admin, op, _) = lab.server_state(&backend(&lab), host);
         assert_eq!((admin, op), (0, 2), "{host} in rotation and UP");
     }
@@ -158,8 +154,8 @@ fn deploys_and_checks_in_the_other_world() {
     play(&lab, &run, "deploy-host", &[&one, "release=v2"]).exit(0);
     assert_eq!([release(&lab, 0), release(&lab, 1)], ["v2", "v1"], "only {h1}");
     play(&lab, &run, "deploy-host", &[&one, "release=v1"]).exit(0);
-    assert_eq!(deploys(&lab, 0), ["v2", "v1", "v2", "v1"]);
-    assert_eq!(deploys(&lab, 1), ["v2", "v1"], "only {h1}");
+    assert_eq!(lab.deploys(0), ["v2", "v1", "v2", "v1"]);
+    assert_eq!(lab.deploys(1), ["v2", "v1"], "only {h1}");
 
     // blue-green migrates only with a recent verified backup.
     let backup_dir = format!("dir={}", lab.info["inputs"]["backup_dir"].as_str().unwrap());
@@ -172,7 +168,7 @@ fn deploys_and_checks_in_the_other_world() {
     play(&lab, &run, "blue-green", &args)
         .exit(1)
         .stdout_has("traffic goes to `green`, not `blue`");
-    assert_eq!(deploys(&lab, 0), ["v2", "v1", "v2", "v1"], "blue untouched");
+    assert_eq!(lab.deploys(0), ["v2", "v1", "v2", "v1"], "blue untouched");
     // From the live colour to the idle one: the switch is in the world's map.
     args.extend(["from=green", "to=blue"]);
     play(&lab, &run, "blue-green", &args).exit(0);

@@ -27,6 +27,14 @@ fn gate(extra: &str) -> String {
     )
 }
 
+/// Makes the lab's release `release` with `file` saying `text` (`ERROR_RATE`,
+/// `SLOW_MS`): what a deploy of it installs.
+fn artifact(lab: &Lab, release: &str, file: &str, text: &str) {
+    let dir = lab.dir.path().join("artifacts").join(release);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(file), text).unwrap();
+}
+
 /// Puts `release` on host `i` (from the lab's artifacts) and restarts its app.
 fn deploy(lab: &Lab, i: usize, release: &str) {
     lab.in_host(i, &format!("/srv/app/bin/deploy {release} && /srv/app/bin/app restart"));
@@ -38,9 +46,7 @@ fn a_release_that_fails_users_is_failed_by_its_metrics_and_no_data_is_a_pause() 
     let prom = lab.info["prometheus"]["url"].as_str().unwrap().to_owned();
     let lb = u16::try_from(lab.info["haproxy"]["port"].as_u64().unwrap()).unwrap();
     // v2 answers 500 to one request in five and passes every health check.
-    let bad = lab.dir.path().join("artifacts/v2");
-    std::fs::create_dir_all(&bad).unwrap();
-    std::fs::write(bad.join("ERROR_RATE"), "0.2").unwrap();
+    artifact(&lab, "v2", "ERROR_RATE", "0.2");
     deploy(&lab, 0, "v2");
     assert!(
         lab.get(0, "/health/ready/").contains("ready"),
@@ -142,28 +148,12 @@ const ROLLING: &[&str] = &[
     "prometheus_url",
 ];
 
-/// Each host's release, as it says it.
-fn versions(lab: &Lab, hosts: usize) -> Vec<String> {
-    (0..hosts)
-        .map(|i| {
-            let v: serde_json::Value = serde_json::from_str(&lab.get(i, "/version/")).unwrap();
-            v["version"].as_str().unwrap().to_owned()
-        })
-        .collect()
-}
-
-fn deploys(lab: &Lab, i: usize) -> Vec<String> {
-    lab.host_file(i, "deploys.log").lines().map(str::to_owned).collect()
-}
-
 #[test]
 fn a_ramp_stops_a_bad_release_at_its_canary_rolls_back_and_lets_a_good_one_through() {
     let lab = Lab::start_with(&["--hosts", "3", "--prometheus"]);
     let lb = u16::try_from(lab.info["haproxy"]["port"].as_u64().unwrap()).unwrap();
     // v2 fails one request in five and passes every health check; v3 is good.
-    let bad = lab.dir.path().join("artifacts/v2");
-    std::fs::create_dir_all(&bad).unwrap();
-    std::fs::write(bad.join("ERROR_RATE"), "0.2").unwrap();
+    artifact(&lab, "v2", "ERROR_RATE", "0.2");
     let ramp = [
         "batches=[1, 100%]",
         "bake=3s",
@@ -183,9 +173,9 @@ fn a_ramp_stops_a_bad_release_at_its_canary_rolls_back_and_lets_a_good_one_throu
         .stdout_has("✓ roll[web1].on_failure.rollback");
     // Stopped at the canary: web1 put back, the others never touched, the
     // fleet on v1.
-    assert_eq!(versions(&lab, 3), ["v1", "v1", "v1"], "{}", out.stdout);
-    assert_eq!(deploys(&lab, 0), ["v2", "v1"]);
-    assert!(deploys(&lab, 1).is_empty() && deploys(&lab, 2).is_empty());
+    assert_eq!(lab.versions(3), ["v1", "v1", "v1"], "{}", out.stdout);
+    assert_eq!(lab.deploys(0), ["v2", "v1"]);
+    assert!(lab.deploys(1).is_empty() && lab.deploys(2).is_empty());
     // What users saw: only the canary's share of the traffic, while it ran
     // the bad release, failed (a full rollout would fail a fifth of it all).
     let total = count.ok + count.http_errors;
@@ -214,23 +204,21 @@ fn a_ramp_stops_a_bad_release_at_its_canary_rolls_back_and_lets_a_good_one_throu
             out.stdout
         );
     }
-    assert_eq!(versions(&lab, 3), ["v3", "v3", "v3"]);
+    assert_eq!(lab.versions(3), ["v3", "v3", "v3"]);
     assert_eq!((count.http_errors, count.connection_errors), (0, 0), "{count:?}");
 
     // v4 is bad on web3 only: the canary and web2 pass, web3 fails its
     // analysis; every batch already done is put back, newest first.
-    let bad = lab.dir.path().join("artifacts/v4");
-    std::fs::create_dir_all(&bad).unwrap();
-    std::fs::write(bad.join("ERROR_RATE"), "0.2 web3").unwrap();
+    artifact(&lab, "v4", "ERROR_RATE", "0.2 web3");
     let load = Load::start(lb, "/api/accounts", 4);
     let mut sets = vec!["release=v4"];
     sets.extend(ramp);
     let out = lab.play(&run, "rolling-deploy", ROLLING, &sets).exit(1);
     load.stop();
     let out = out.stdout_has("roll[web3].analysis │ measurement 1/2: failure:");
-    assert_eq!(versions(&lab, 3), ["v3", "v3", "v3"], "{}", out.stdout);
+    assert_eq!(lab.versions(3), ["v3", "v3", "v3"], "{}", out.stdout);
     for i in 0..3 {
-        let d = deploys(&lab, i);
+        let d = lab.deploys(i);
         assert_eq!(d[d.len() - 2..], ["v4", "v3"], "host {i}: deployed, then put back");
     }
     let undone = |host: &str| {
@@ -250,9 +238,7 @@ fn a_flapping_threshold_shows_up_in_backtest() {
     let lab = Lab::start_with(&["--hosts", "2", "--prometheus"]);
     let prom = lab.info["prometheus"]["url"].as_str().unwrap().to_owned();
     let lb = u16::try_from(lab.info["haproxy"]["port"].as_u64().unwrap()).unwrap();
-    let bad = lab.dir.path().join("artifacts/v2");
-    std::fs::create_dir_all(&bad).unwrap();
-    std::fs::write(bad.join("ERROR_RATE"), "0.2").unwrap();
+    artifact(&lab, "v2", "ERROR_RATE", "0.2");
     // The canary goes bad and good again, three times, under load.
     let load = Load::start(lb, "/api/accounts", 4);
     for release in ["v2", "v3", "v2", "v3", "v2", "v3"] {
@@ -302,9 +288,7 @@ fn a_flapping_threshold_shows_up_in_backtest() {
 #[test]
 fn without_prometheus_a_ramp_is_judged_by_sampling_each_instance_against_its_objectives() {
     let lab = Lab::start_with(&["--hosts", "2"]);
-    let bad = lab.dir.path().join("artifacts/v2");
-    std::fs::create_dir_all(&bad).unwrap();
-    std::fs::write(bad.join("ERROR_RATE"), "0.2").unwrap();
+    artifact(&lab, "v2", "ERROR_RATE", "0.2");
     let run = lab.runbook();
     let keys = ["lb_socket", "app_port", "deploy_cmd", "restart_cmd", "rollback_cmd"];
     let slo = [
@@ -318,26 +302,24 @@ fn without_prometheus_a_ramp_is_judged_by_sampling_each_instance_against_its_obj
     sets.extend(slo);
     let out = lab.play(&run, "rolling-deploy", &keys, &sets).exit(1);
     let out = out.stdout_has("✗ roll[web1].slo");
-    assert_eq!(versions(&lab, 2), ["v1", "v1"], "{}", out.stdout);
-    assert!(deploys(&lab, 1).is_empty(), "web2 untouched");
+    assert_eq!(lab.versions(2), ["v1", "v1"], "{}", out.stdout);
+    assert!(lab.deploys(1).is_empty(), "web2 untouched");
     let mut sets = vec!["release=v3"];
     sets.extend(slo);
     lab.play(&run, "rolling-deploy", &keys, &sets)
         .exit(0)
         .stdout_has("✓ roll[web2].slo");
-    assert_eq!(versions(&lab, 2), ["v3", "v3"]);
+    assert_eq!(lab.versions(2), ["v3", "v3"]);
     // v4 fails nothing and answers 300 ms later: its p95 stops it at the
     // canary.
-    let slow = lab.dir.path().join("artifacts/v4");
-    std::fs::create_dir_all(&slow).unwrap();
-    std::fs::write(slow.join("SLOW_MS"), "300").unwrap();
+    artifact(&lab, "v4", "SLOW_MS", "300");
     let mut sets = vec!["release=v4", "slo_p95=200ms"];
     sets.extend(slo);
     lab.play(&run, "rolling-deploy", &keys, &sets)
         .exit(1)
         .stdout_has("✗ roll[web1].slo")
         .stdout_has("p95");
-    assert_eq!(versions(&lab, 2), ["v3", "v3"]);
+    assert_eq!(lab.versions(2), ["v3", "v3"]);
     // A metrics server that does not answer: the canary's analysis is
     // inconclusive and the ramp waits for a person, never rolls on.
     let down = format!("prometheus_url=http://127.0.0.1:{}", support::free_port());
@@ -350,7 +332,7 @@ fn without_prometheus_a_ramp_is_judged_by_sampling_each_instance_against_its_obj
         )
         .exit(3);
     let waits = waits.stdout_has("roll[web1].analysis waits for an approval: the analysis is inconclusive");
-    assert_eq!(versions(&lab, 2), ["v5", "v3"], "the canary only: {}", waits.stdout);
+    assert_eq!(lab.versions(2), ["v5", "v3"], "the canary only: {}", waits.stdout);
     run.exec(["cancel", &waits.run_id()]).exit(0);
 }
 
@@ -365,19 +347,19 @@ fn a_slower_canary_is_failed_by_its_latency_quantile_against_the_baseline() {
     let lab = Lab::start_with(&["--hosts", "2", "--prometheus"]);
     let prom = lab.info["prometheus"]["url"].as_str().unwrap().to_owned();
     let lb = u16::try_from(lab.info["haproxy"]["port"].as_u64().unwrap()).unwrap();
-    let slow = lab.dir.path().join("artifacts/v2");
-    std::fs::create_dir_all(&slow).unwrap();
-    std::fs::write(slow.join("SLOW_MS"), "300").unwrap();
+    artifact(&lab, "v2", "SLOW_MS", "300");
     deploy(&lab, 0, "v2");
     let load = Load::start(lb, "/api/accounts", 4);
     let yaml = format!(
-        "apiVersion: runbook/v1\nname: gate\nversion: 1\ninputs:\n  prom: {{ type: string }}\nsteps:\n  - id: p95\n    uses: prometheus\n    with:\n      url: \"{{{{inputs.prom}}}}\"\n      query: '{canary}'\n      compare: {{ baseline: '{baseline}', max_increase: 0.1 }}\n      initial_delay: 6s\n      count: 2\n      interval: 1s\n",
+        "apiVersion: runbook/v1\nname: gate\nversion: 1\ninputs:\n  prom: {{ type: string }}\nsteps:\n  - id: p95\n    uses: prometheus\n    with:\n      url: \"{{{{inputs.prom}}}}\"\n      query: '{canary}'\n      compare: {{ baseline: '{baseline}', max_increase: 0.1 }}\n      initial_delay: 6s\n      count: 6\n      interval: 1s\n      inconclusive_limit: 4\n",
         canary = p95("web1"),
         baseline = p95("web2"),
     );
     let run = Run::new().playbook("gate", &yaml);
     let out = run.exec(["run", "gate", "--set", &format!("prom={prom}")]).exit(1);
     load.stop();
-    out.stdout_has("measurement 1/2: failure: canary 0.")
+    // Until Prometheus has two scrapes of the restarted canary its rate is
+    // no data (inconclusive, tolerated here); then its p95 fails it.
+    out.stdout_has(": failure: canary 0.")
         .stdout_has("more than max_increase 0.1");
 }

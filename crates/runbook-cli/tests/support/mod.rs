@@ -546,6 +546,21 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The releases host `i` was deployed, oldest first (its deploys.log).
+    pub fn deploys(&self, i: usize) -> Vec<String> {
+        self.host_file(i, "deploys.log").lines().map(str::to_owned).collect()
+    }
+
+    /// The release each of the first `hosts` hosts says it serves (`/version/`).
+    pub fn versions(&self, hosts: usize) -> Vec<String> {
+        (0..hosts)
+            .map(|i| {
+                let v: serde_json::Value = serde_json::from_str(&self.get(i, "/version/")).unwrap();
+                v["version"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+
     /// A file of host `i`'s /srv/app, as the host sees it.
     pub fn host_file(&self, i: usize, rel: &str) -> String {
         let dir = self.host(i)["dir"].as_str().unwrap();
