@@ -142,6 +142,15 @@ fn every_mistake_in_a_call_is_refused_with_its_place_and_nothing_runs() {
     run.exec(["validate", "loop-a"])
         .exit(2)
         .stderr_has("`loop-a` calls itself: loop-a → loop-b → loop-a");
+    // A cycle found through one call does not stand for another callee's own mistake.
+    let both = "apiVersion: runbook/v1\nname: both\nversion: 1\nsteps:\n  - { id: a, uses: playbook, with: { name: loop-a } }\n  - { id: b, uses: playbook, with: { name: broken } }\n";
+    let broken = "apiVersion: runbook/v1\nname: broken\nversion: 1\nsteps:\n  - { id: s, uses: shel, with: { run: \"true\" } }\n";
+    let run = run.playbook("both", both).playbook("broken", broken);
+    run.exec(["validate", "both"])
+        .exit(2)
+        .stderr_has("`loop-a` calls itself: both → loop-a → loop-b → loop-a")
+        .stderr_has("`broken` is invalid (1 error(s)), first at")
+        .stderr_has("`shel`");
     run.exec(["run", "secret"])
         .exit(2)
         .stderr_has("`needs-token` reads the secret `TOKEN`, which this playbook does not declare");

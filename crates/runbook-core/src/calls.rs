@@ -191,11 +191,15 @@ impl Walk {
             validate::load_with(source, &expected, registry, callees)
                 .map(Arc::new)
                 .map_err(|invalid| {
-                    // A cycle is told as itself, not as each file it went through.
-                    if let Some(cycle) = self.cycle.borrow().clone() {
-                        return cycle;
-                    }
                     let first = invalid.diagnostics.iter().find(|d| d.is_error());
+                    // A cycle is told as itself, not as each file it went
+                    // through (the callee's first error is the cycle's own).
+                    let cycle = self.cycle.borrow().clone();
+                    if let (Some(cycle), Some(d)) = (cycle, first) {
+                        if cycle.starts_with(&d.message) {
+                            return cycle;
+                        }
+                    }
                     let at = first
                         .and_then(|d| d.span)
                         .map(|s| format!("{}:{}:{}", invalid.source.name, s.line, s.col))

@@ -913,13 +913,23 @@ impl<'a> Exec<'a> {
     }
 
     /// Computes a step's `outputs:` mapping on top of `outputs`.
-    fn declared_outputs(&self, step: &'a Step, frame: &Rc<Frame>, mut outputs: Outputs) -> Result<Outputs, String> {
+    fn declared_outputs(&self, step: &'a Step, frame: &Rc<Frame>, outputs: Outputs) -> Result<Outputs, String> {
         let Some(map) = &step.outputs else { return Ok(outputs) };
-        let data = self.data(step, frame);
+        self.render_outputs(map, &self.data(step, frame), outputs)
+    }
+
+    /// Renders an `outputs:` mapping (a step's or a playbook's) over `data`,
+    /// masked, on top of `outputs`.
+    fn render_outputs(
+        &self,
+        map: &IndexMap<String, String>,
+        data: &Data,
+        mut outputs: Outputs,
+    ) -> Result<Outputs, String> {
         for (name, tpl) in map {
             let v = self
                 .renderer
-                .render_value(tpl, &data, Mode::Plain)
+                .render_value(tpl, data, Mode::Plain)
                 .map_err(|e| format!("output `{name}`: {e}"))?;
             outputs.insert(name.clone(), self.masker.json(&v));
         }

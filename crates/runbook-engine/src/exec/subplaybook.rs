@@ -146,9 +146,8 @@ impl<'a> Exec<'a> {
 
     /// The callee's `outputs:`, rendered over its steps' results.
     fn callee_outputs(&self, pb: &Playbook, root: &Rc<Frame>) -> Result<Outputs, String> {
-        let mut outputs = Outputs::new();
         if pb.outputs.is_empty() {
-            return Ok(outputs);
+            return Ok(Outputs::new());
         }
         let mut m = self.base.clone();
         for (k, v) in &root.vars {
@@ -161,14 +160,6 @@ impl<'a> Exec<'a> {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         m.insert("steps".into(), Json::Object(steps));
-        let data = Data::new(Json::Object(m));
-        for (name, tpl) in &pb.outputs {
-            let v = self
-                .renderer
-                .render_value(tpl, &data, Mode::Plain)
-                .map_err(|e| format!("output `{name}`: {e}"))?;
-            outputs.insert(name.clone(), self.masker.json(&v));
-        }
-        Ok(outputs)
+        self.render_outputs(&pb.outputs, &Data::new(Json::Object(m)), Outputs::new())
     }
 }
