@@ -544,6 +544,9 @@ impl<'a> Exec<'a> {
         if status == RunStatus::Interrupted {
             self.interrupt_in_flight().await;
         }
+        // The step logs are in the store before the run says it ended, so a
+        // follower that stops at `run_finished` has every line.
+        flush(&*self.engine.store, &self.run_id, &self.logs).await;
         let error = error.map(|e| self.masker.text(&e));
         let event = Event::RunFinished {
             status,
