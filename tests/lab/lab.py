@@ -19,7 +19,8 @@ Each host `webN`:
 HAProxy listens on 127.0.0.1:<lb_port> with backend `app` (one server per host,
 health-checked on /health/), on 127.0.0.1:<bluegreen_port> with backends `blue`
 (the first half of the hosts) and `green` (the rest) chosen by the `active` key
-of DIR/bluegreen.map, and its runtime API on DIR/haproxy.sock and on
+of DIR/bluegreen.map (and `ramp`, both colours' servers, whose weights split
+users during a blue-green ramp), and its runtime API on DIR/haproxy.sock and on
 127.0.0.1:<admin_port>. A server-state-file is configured (DIR/haproxy.state).
 
 With `--postgres`, a PostgreSQL 15 primary and a streaming standby
@@ -294,12 +295,14 @@ FLAVOURS = {
         deploy="deploy", app="app", celery="celery", manage="manage",
         version_path="/version/", version_field="version",
         database="finance", role="app", backend="app", map="bluegreen.map", key="active", live="blue", tls=False,
+        ramp="ramp",
     ),
     "alt": dict(
         root="/srv/ledger", host="ledger-{}", group="frontends", workers="queue", user="labops",
         deploy="install-release", app="svc", celery="jobs", manage="admin",
         version_path="/api/build", version_field="build.release",
         database="ledger", role="ledger_svc", backend="django_pool", map="colours.map", key="live", live="green", tls=True,
+        ramp="colours_ramp",
     ),
 }
 
@@ -589,6 +592,15 @@ class Lab:
         # map's `active` key picks the backend of the `bluegreen` frontend.
         half = max(1, len(self.hosts) // 2)
         blue, green = self.hosts[:half], self.hosts[half:] or self.hosts[:half]
+        # A blue-green ramp: a backend with the servers of both colours, each
+        # following its colour's health check, their weights splitting users.
+        seen = set()
+        ramp = ""
+        for colour, hosts in (("blue", blue), ("green", green)):
+            for h in hosts:
+                if h["name"] not in seen:
+                    seen.add(h["name"])
+                    ramp += f"    server {h['name']} {h['address']}:{h['app_port']} track {colour}/{h['name']}{ssl}\n"
         bg_port = free_port(["127.0.0.1"])
         metrics_port = free_port(["127.0.0.1"])
         bg_map = f"{d}/{fl['map']}"
@@ -633,7 +645,10 @@ backend blue
 backend green
     option httpchk GET /health/
     default-server inter 300ms fall 2 rise 2
-{servers_of(green)}"""
+{servers_of(green)}
+backend {fl['ramp']}
+    balance roundrobin
+{ramp}"""
         with open(f"{d}/haproxy.cfg", "w") as f:
             f.write(cfg)
         p = self.spawn("haproxy", ["haproxy", "-db", "-f", f"{d}/haproxy.cfg"], f"{d}/haproxy.log")
@@ -650,6 +665,7 @@ backend green
             "map": bg_map,
             "map_key": fl["key"],
             "live": fl["live"],
+            "ramp": fl["ramp"],
             "blue": [h["name"] for h in blue],
             "green": [h["name"] for h in green],
             "pid": p.pid,
@@ -928,6 +944,7 @@ INSERT INTO django_migrations (app, name) VALUES ('finance', '0001_initial'), ('
             out["lb_socket"] = self.info["haproxy"]["socket"]
             out["bluegreen_map"] = self.info["haproxy"]["map"]
             out["bluegreen_key"] = self.info["haproxy"]["map_key"]
+            out["ramp_backend"] = self.info["haproxy"]["ramp"]
             out["backend"] = self.info["haproxy"]["backend"]
             out["bluegreen_url"] = f"http://127.0.0.1:{self.info['haproxy']['bluegreen_port']}"
             out["lb_url"] = f"http://127.0.0.1:{self.info['haproxy']['port']}"

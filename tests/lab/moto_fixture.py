@@ -2,7 +2,8 @@
 """AWS fixtures for the lb kind's aws-elbv2 tests, against a local moto server.
 
     moto_fixture.py setup ENDPOINT   -> JSON: vpc, load balancer, blue and green target groups, listener
-    moto_fixture.py show ENDPOINT TG LISTENER -> JSON: the target group's targets and the listener's target group
+    moto_fixture.py show ENDPOINT TG LISTENER -> JSON: the target group's targets, the listener's target group
+                                                (null while split) and its weights
     moto_fixture.py secret ENDPOINT NAME VALUE -> JSON: the secret's ARN (made, or its value replaced: a rotation)
 """
 import json
@@ -33,8 +34,13 @@ def show(endpoint, tg, listener):
     elb = client("elbv2", endpoint)
     targets = [f"{d['Target']['Id']}:{d['Target'].get('Port')}={d['TargetHealth']['State']}"
                for d in elb.describe_target_health(TargetGroupArn=tg)["TargetHealthDescriptions"]]
-    forward = elb.describe_listeners(ListenerArns=[listener])["Listeners"][0]["DefaultActions"][0]["TargetGroupArn"]
-    print(json.dumps({"targets": targets, "listener_forwards_to": forward}))
+    action = elb.describe_listeners(ListenerArns=[listener])["Listeners"][0]["DefaultActions"][0]
+    # A split forwards to several target groups, each with its weight.
+    groups = action.get("ForwardConfig", {}).get("TargetGroups", [])
+    weights = {g["TargetGroupArn"]: g.get("Weight", 1) for g in groups}
+    live = [arn for arn, w in weights.items() if w > 0]
+    forward = action.get("TargetGroupArn") or (live[0] if len(live) == 1 else None)
+    print(json.dumps({"targets": targets, "listener_forwards_to": forward, "weights": weights}))
 
 
 def secret(endpoint, name, value):

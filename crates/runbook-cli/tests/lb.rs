@@ -1,6 +1,7 @@
 //! The `lb` kind against a real HAProxy (the lab's): drain under load with
 //! sessions falling to 0 before `wait-drained` returns, out of and back into
-//! rotation, a blue-green switch, idempotent re-runs, and the reload caveat.
+//! rotation, a blue-green switch, a split of users by server weights,
+//! idempotent re-runs, and the reload caveat.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -166,6 +167,65 @@ fn blue_green_switch_moves_traffic_and_is_idempotent() {
 }
 
 #[test]
+fn a_split_gives_the_new_colour_its_share_of_users_by_server_weights() {
+    // blue: web1, web2; green: web3, web4; the ramp backend holds all four.
+    let lab = Lab::start(4);
+    let bg = lab.info["haproxy"]["bluegreen_port"].as_u64().unwrap() as u16;
+    let map = lab.info["haproxy"]["map"].as_str().unwrap().to_owned();
+    // The share of 200 requests through the blue-green frontend that green served.
+    let green_share = || {
+        let green = (0..200)
+            .filter(|_| {
+                let body = support::http_get("127.0.0.1", bg, "/version/");
+                let host = serde_json::from_str::<serde_json::Value>(&body).unwrap()["host"].clone();
+                host == "web3" || host == "web4"
+            })
+            .count();
+        green as f64 / 200.0
+    };
+    let playbook = |name: &str, backend: &str| {
+        format!(
+            "apiVersion: runbook/v1\nname: {name}\nversion: 1\ninputs:\n  share: {{ type: string }}\nsteps:\n  - {{ id: split, uses: lb, with: {{ action: split, socket: \"{}\", backend: {backend}, from: blue, to: green, share: \"{{{{inputs.share}}}}\" }} }}\n",
+            socket(&lab)
+        )
+    };
+    let run = Run::new()
+        .playbook("ramp", &playbook("ramp", "ramp"))
+        .playbook("wrong", &playbook("wrong", "blue"));
+    run.exec(["run", "ramp", "--set", "share=0"])
+        .exit(0)
+        .stdout_has("haproxy ramp: green 50% -> 0% of the traffic, blue the rest");
+    // Users reach the ramp backend: all still on blue.
+    lab.haproxy(&format!("set map {map} active ramp"));
+    assert!(green_share() == 0.0, "a share of 0 sends nobody to green");
+    let out = run
+        .exec(["run", "ramp", "--set", "share=25%", "--output", "json"])
+        .exit(0);
+    assert_eq!(out.outputs_of("split")["share"].as_f64().unwrap().round(), 25.0);
+    let share = green_share();
+    println!("asked 25%, green served {:.1}%", share * 100.0);
+    assert!((share - 0.25).abs() < 0.05, "green served {share}");
+    run.exec(["run", "ramp", "--set", "share=100"]).exit(0);
+    assert!(green_share() == 1.0, "all on green");
+    // Idempotent: the same share again changes nothing.
+    let again = run
+        .exec(["run", "ramp", "--set", "share=100", "--output", "json"])
+        .exit(0);
+    assert_eq!(again.outputs_of("split")["changed"], false);
+    // A backend that does not hold both colours is refused, its weights
+    // untouched; so is a share beyond 100.
+    let before = lab.haproxy("show servers state blue");
+    run.exec(["run", "wrong", "--set", "share=50"])
+        .exit(1)
+        .stdout_has("backend `blue` has no server of `green`");
+    assert_eq!(lab.haproxy("show servers state blue"), before);
+    run.exec(["run", "ramp", "--set", "share=150"])
+        .exit(1)
+        .stdout_has("`share` must be a percent from 0 to 100");
+    assert!(green_share() == 1.0, "nothing changed");
+}
+
+#[test]
 fn a_missing_server_or_backend_is_named() {
     let lab = Lab::start(1);
     let yaml = format!(
@@ -253,4 +313,56 @@ fn aws_elbv2_register_deregister_and_switch_against_moto() {
     assert_eq!(moto.fixture(&["show", blue, listener])["listener_forwards_to"], green);
     let again = run.exec(["run", "sw", "--output", "json"]).exit(0);
     assert_eq!(again.outputs_of("switch")["changed"], false);
+
+    // A ramp: a quarter of the traffic back to blue, by the listener's
+    // weighted target groups; `active` names both with their shares.
+    let playbook = |name: &str, id: &str, with: &str| {
+        let mut yaml = format!("apiVersion: runbook/v1\nname: {name}\nversion: 1\nsteps:\n");
+        yaml.push_str(&step(id, "", &format!("listener: \"{listener}\", {with}")));
+        yaml
+    };
+    let run = run
+        .playbook(
+            "ramp",
+            &playbook(
+                "ramp",
+                "split",
+                &format!("action: split, from: \"{green}\", to: \"{blue}\", share: \"25%\""),
+            ),
+        )
+        .playbook("where", &playbook("where", "now", "action: active"));
+    let split = run.exec(["run", "ramp", "--output", "json"]).exit(0);
+    assert_eq!(split.outputs_of("split")["share"], 25.0);
+    let shown = moto.fixture(&["show", blue, listener]);
+    assert_eq!(shown["weights"], serde_json::json!({ green: 75, blue: 25 }));
+    assert_eq!(shown["listener_forwards_to"], serde_json::Value::Null);
+    let now = run.exec(["run", "where", "--output", "json"]).exit(0);
+    let target = now.outputs_of("now")["target"].as_str().unwrap().to_owned();
+    assert!(
+        target.contains(&format!("{green} (75%)")) && target.contains(&format!("{blue} (25%)")),
+        "{target}"
+    );
+    // A split that would leave traffic on a third group is refused; nothing changes.
+    let other = green.replace("/green/", "/other/");
+    let run = run.playbook(
+        "stray",
+        &playbook(
+            "stray",
+            "split",
+            &format!("action: split, from: \"{other}\", to: \"{blue}\", share: 50"),
+        ),
+    );
+    run.exec(["run", "stray"]).exit(1).stdout_has("neither `from` nor `to`");
+    assert_eq!(moto.fixture(&["show", blue, listener])["weights"], shown["weights"]);
+    // Switching back from a split between the same two sides is allowed.
+    let run = run.playbook(
+        "back",
+        &playbook(
+            "back",
+            "switch",
+            &format!("action: switch, from: \"{blue}\", to: \"{green}\""),
+        ),
+    );
+    run.exec(["run", "back"]).exit(0);
+    assert_eq!(moto.fixture(&["show", blue, listener])["listener_forwards_to"], green);
 }

@@ -3,10 +3,13 @@
 //! with `port`). Draining is deregistration (ELB drains for the target group's
 //! deregistration delay); `deregister` also waits until the target is `unused`.
 
-use crate::{Admin, Driver, Health, Server};
+use crate::{Admin, Driver, Health, Server, Split};
 use aws_sdk_elasticloadbalancingv2::Client;
 use aws_sdk_elasticloadbalancingv2::error::DisplayErrorContext;
-use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, TargetDescription, TargetHealthStateEnum};
+use aws_sdk_elasticloadbalancingv2::types::{
+    Action, ActionTypeEnum, ForwardActionConfig, TargetDescription, TargetGroupTuple, TargetHealthStateEnum,
+};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 pub(crate) struct Elbv2 {
@@ -47,6 +50,40 @@ impl Elbv2 {
 
     fn target(&self, id: &str) -> Result<TargetDescription, String> {
         Ok(TargetDescription::builder().id(id).set_port(self.port).build())
+    }
+
+    /// The listener ARN, or an error saying `what` needs it.
+    fn listener(&self, what: &str) -> Result<&str, String> {
+        self.listener
+            .as_deref()
+            .ok_or_else(|| format!("aws-elbv2 {what} needs `listener` (the listener ARN)"))
+    }
+
+    /// Where the listener's default action forwards: each target group with
+    /// its weight (one without weights counts as 1).
+    async fn forwards(&self, what: &str) -> Result<BTreeMap<String, u32>, String> {
+        let out = self
+            .client
+            .describe_listeners()
+            .listener_arns(self.listener(what)?)
+            .send()
+            .await
+            .map_err(|e| sdk("DescribeListeners", e))?;
+        let Some(action) = out.listeners().first().and_then(|l| l.default_actions().first()) else {
+            return Ok(BTreeMap::new());
+        };
+        let weighted = action.forward_config().map(ForwardActionConfig::target_groups);
+        Ok(match (weighted, action.target_group_arn()) {
+            (Some(groups), _) if !groups.is_empty() => groups
+                .iter()
+                .filter_map(|g| {
+                    let weight = u32::try_from(g.weight().unwrap_or(1)).unwrap_or(0);
+                    Some((g.target_group_arn()?.to_owned(), weight))
+                })
+                .collect(),
+            (_, Some(arn)) => BTreeMap::from([(arn.to_owned(), 1)]),
+            _ => BTreeMap::new(),
+        })
     }
 
     /// The target group's deregistration delay (how long ELB drains).
@@ -196,32 +233,71 @@ impl Driver for Elbv2 {
         Ok(())
     }
 
+    /// The one target group that gets traffic; during a split, each with its
+    /// share (`ARN (75%), ARN (25%)`).
     async fn active(&self, _map: Option<&str>, _key: Option<&str>) -> Result<String, String> {
-        let listener = self
-            .listener
-            .as_deref()
-            .ok_or("aws-elbv2 needs `listener` (the listener ARN)")?;
-        let out = self
-            .client
-            .describe_listeners()
-            .listener_arns(listener)
+        let live: BTreeMap<String, u32> = self
+            .forwards("`active`")
+            .await?
+            .into_iter()
+            .filter(|g| g.1 > 0)
+            .collect();
+        let total: u32 = live.values().sum();
+        Ok(match live.len() {
+            0 | 1 => live.into_keys().next().unwrap_or_default(),
+            _ => live
+                .iter()
+                .map(|(arn, w)| format!("{arn} ({}%)", f64::from(*w) * 100.0 / f64::from(total)))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
+    async fn split(&self, from: &str, to: &str) -> Result<Split, String> {
+        let weights = self.forwards("`split`").await?;
+        if let Some(other) = weights.iter().find(|(arn, w)| **w > 0 && *arn != from && *arn != to) {
+            return Err(format!(
+                "the listener forwards to {}, neither `from` nor `to`: refusing to split",
+                other.0
+            ));
+        }
+        let total: u32 = weights.values().sum();
+        let of_to = weights.get(to).copied().unwrap_or(0);
+        Ok(Split {
+            to_share: if total > 0 {
+                f64::from(of_to) * 100.0 / f64::from(total)
+            } else {
+                0.0
+            },
+            weights,
+        })
+    }
+
+    async fn set_split(&self, from: &str, to: &str, share: f64) -> Result<(), String> {
+        // Weights 0-999 in AWS: whole percents.
+        #[allow(clippy::cast_possible_truncation)]
+        let to_weight = share.round().clamp(0.0, 100.0) as i32;
+        let group = |arn: &str, weight: i32| TargetGroupTuple::builder().target_group_arn(arn).weight(weight).build();
+        let forward = ForwardActionConfig::builder()
+            .target_groups(group(from, 100 - to_weight))
+            .target_groups(group(to, to_weight))
+            .build();
+        let action = Action::builder()
+            .r#type(ActionTypeEnum::Forward)
+            .forward_config(forward)
+            .build();
+        self.client
+            .modify_listener()
+            .listener_arn(self.listener("`split`")?)
+            .default_actions(action)
             .send()
             .await
-            .map_err(|e| sdk("DescribeListeners", e))?;
-        Ok(out
-            .listeners()
-            .first()
-            .and_then(|l| l.default_actions().first())
-            .and_then(|a| a.target_group_arn())
-            .unwrap_or("")
-            .to_owned())
+            .map_err(|e| sdk("ModifyListener", e))?;
+        Ok(())
     }
 
     async fn switch(&self, map: Option<&str>, key: Option<&str>, to: &str) -> Result<(String, String), String> {
-        let listener = self
-            .listener
-            .as_deref()
-            .ok_or("aws-elbv2 `switch` needs `listener` (the listener ARN)")?;
+        let listener = self.listener("`switch`")?;
         let before = self.active(map, key).await?;
         if before != to {
             let action = Action::builder()

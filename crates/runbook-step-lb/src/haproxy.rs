@@ -2,7 +2,8 @@
 //! a unix socket or TCP: one command per connection, as HAProxy answers it and
 //! closes. Parses `show stat` (CSV) and `show servers state`.
 
-use crate::{Admin, Driver, Health, Server};
+use crate::{Admin, Driver, Health, Server, Split};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -66,6 +67,55 @@ impl HaProxy {
             let _id = f.next()?;
             (f.next()? == key).then(|| f.next().unwrap_or("").to_owned())
         }))
+    }
+
+    /// `show servers state <backend>`, or an error naming the backend.
+    async fn states(&self, backend: &str) -> Result<Vec<(String, u32, u32, u32)>, String> {
+        let state = self.command(&format!("show servers state {backend}")).await?;
+        if state.contains("Can't find backend") || state.contains("No such backend") {
+            return Err(format!("HAProxy has no backend `{backend}`"));
+        }
+        parse_servers_state(&state)
+    }
+
+    /// The servers of the ramp backend (`self.backend`) with their weights,
+    /// each told apart by the backend of `from` or `to` that has a server of
+    /// the same name: (from's, to's). An error when one is in neither or both.
+    async fn sides(&self, from: &str, to: &str) -> Result<(Vec<(String, u32)>, Vec<(String, u32)>), String> {
+        if self.backend.is_empty() {
+            return Err("haproxy `split` needs `backend`: the backend holding the servers of both sides".to_owned());
+        }
+        let names = |states: Vec<(String, u32, u32, u32)>| states.into_iter().map(|s| s.0).collect::<Vec<_>>();
+        let (of_from, of_to) = (names(self.states(from).await?), names(self.states(to).await?));
+        let (mut f, mut t) = (Vec::new(), Vec::new());
+        for (name, _, _, weight) in self.states(&self.backend).await? {
+            match (of_from.contains(&name), of_to.contains(&name)) {
+                (true, false) => f.push((name, weight)),
+                (false, true) => t.push((name, weight)),
+                (true, true) => {
+                    return Err(format!(
+                        "server `{name}` of backend `{}` is in both `{from}` and `{to}`: refusing to split (which side is it?)",
+                        self.backend
+                    ));
+                }
+                (false, false) => {
+                    return Err(format!(
+                        "server `{name}` of backend `{}` is in neither `{from}` nor `{to}`: refusing to split, \
+                         traffic could go elsewhere (hint: the backend must hold the servers of both sides, named \
+                         as in theirs)",
+                        self.backend
+                    ));
+                }
+            }
+        }
+        if f.is_empty() || t.is_empty() {
+            return Err(format!(
+                "backend `{}` has no server of `{}`: it must hold the servers of both `{from}` and `{to}`",
+                self.backend,
+                if f.is_empty() { from } else { to }
+            ));
+        }
+        Ok((f, t))
     }
 
     async fn checked(&self, line: &str) -> Result<(), String> {
@@ -146,6 +196,27 @@ pub(crate) fn parse_stat(text: &str, backend: &str) -> Vec<(String, u64, u64, St
         .collect()
 }
 
+/// HAProxy's largest server weight.
+const MAX_WEIGHT: f64 = 256.0;
+
+/// The server weights (from's, to's) that give `to` `share` percent of the
+/// traffic, spread evenly over each side's servers, as fine as HAProxy's
+/// weights allow (the busiest side's servers near 256). A side with a share
+/// above 0 never rounds to weight 0.
+pub(crate) fn ramp_weights(n_from: usize, n_to: usize, share: f64) -> (u32, u32) {
+    // Each server's part of the traffic.
+    let per_server = |percent: f64, n: usize| percent / n.max(1) as f64;
+    let (f, t) = (per_server(100.0 - share, n_from), per_server(share, n_to));
+    let scale = MAX_WEIGHT / f.max(t);
+    let weight = |per: f64| {
+        let w = (per * scale).round().clamp(0.0, MAX_WEIGHT);
+        if per > 0.0 { w.max(1.0) } else { w }
+    };
+    // Whole numbers from 0 to 256, so the casts cannot truncate.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    (weight(f) as u32, weight(t) as u32)
+}
+
 /// HAProxy's admin-state bits (srv_admin_state in `show servers state`).
 const FORCED_MAINT: u32 = 0x01;
 const INHERITED_MAINT: u32 = 0x02;
@@ -182,11 +253,7 @@ impl Driver for HaProxy {
     }
 
     async fn servers(&self) -> Result<Vec<Server>, String> {
-        let state = self.command(&format!("show servers state {}", self.backend)).await?;
-        if state.contains("Can't find backend") || state.contains("No such backend") {
-            return Err(format!("HAProxy has no backend `{}`", self.backend));
-        }
-        let states = parse_servers_state(&state)?;
+        let states = self.states(&self.backend).await?;
         let stat = self.command(&format!("show stat {} 4 -1", self.backend)).await?;
         let stats = parse_stat(&stat, &self.backend);
         Ok(states
@@ -243,6 +310,29 @@ impl Driver for HaProxy {
         Ok((before.unwrap_or_default(), to.to_owned()))
     }
 
+    async fn split(&self, from: &str, to: &str) -> Result<Split, String> {
+        let (f, t) = self.sides(from, to).await?;
+        let sum = |side: &[(String, u32)]| side.iter().map(|s| f64::from(s.1)).sum::<f64>();
+        let total = sum(&f) + sum(&t);
+        Ok(Split {
+            to_share: if total > 0.0 { sum(&t) * 100.0 / total } else { 0.0 },
+            weights: f.into_iter().chain(t).collect::<BTreeMap<_, _>>(),
+        })
+    }
+
+    async fn set_split(&self, from: &str, to: &str, share: f64) -> Result<(), String> {
+        let (f, t) = self.sides(from, to).await?;
+        let (wf, wt) = ramp_weights(f.len(), t.len(), share);
+        let wanted = f.iter().map(|s| (s, wf)).chain(t.iter().map(|s| (s, wt)));
+        for ((name, now), weight) in wanted {
+            if *now != weight {
+                self.checked(&format!("set weight {}/{name} {weight}", self.backend))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     fn caveat(&self) -> Option<String> {
         match self.config.as_deref().map(std::fs::read_to_string) {
             Some(Ok(cfg)) if keeps_state(&cfg) => None,
@@ -284,6 +374,26 @@ mod tests {
                 ("web2".into(), 0, 1, "DRAIN".into())
             ]
         );
+    }
+
+    #[test]
+    fn ramp_weights_give_the_share_asked() {
+        let share = |n_from: usize, n_to: usize, asked: f64| {
+            let (f, t) = ramp_weights(n_from, n_to, asked);
+            let (f, t) = (f64::from(f) * n_from as f64, f64::from(t) * n_to as f64);
+            t * 100.0 / (f + t)
+        };
+        for (n_from, n_to) in [(1, 1), (3, 3), (2, 3), (3, 1), (1, 5)] {
+            for asked in [0.0, 1.0, 5.0, 25.0, 50.0, 90.0, 100.0] {
+                let got = share(n_from, n_to, asked);
+                assert!((got - asked).abs() < 1.0, "{n_from}+{n_to} at {asked}%: {got}%");
+            }
+        }
+        assert_eq!(ramp_weights(3, 3, 25.0), (256, 85));
+        assert_eq!(ramp_weights(2, 2, 0.0), (256, 0));
+        assert_eq!(ramp_weights(2, 2, 100.0), (0, 256));
+        // A small share never rounds to no traffic.
+        assert_eq!(ramp_weights(1, 1, 0.1).1, 1);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The `lb` step kind: taking servers in and out of a load balancer pool safely.
 //!
 //! Actions (`register`, `deregister`, `drain`, `ready`, `wait-drained`,
-//! `wait-healthy`, `switch`, `status`) are written once, over the [`Driver`]
-//! trait; a driver only reads a pool and changes one server. Every action is
+//! `wait-healthy`, `switch`, `active`, `split`, `status`) are written once,
+//! over the [`Driver`] trait; a driver only reads a pool, changes one server,
+//! points the traffic at one side or splits it between two. Every action is
 //! idempotent (draining a drained server succeeds and says nothing changed) and
 //! reports the server's state before and after.
 //!
@@ -22,6 +23,7 @@ use runbook_core::kind::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Changes or reads a load balancer pool.
@@ -52,6 +54,9 @@ pub struct LbParams {
     /// `switch` with HAProxy: the key in the map (default `active`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// `split`: the percent of the traffic `to` gets (`25` or `"25%"`); `from` gets the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<Share>,
     /// `switch` and `active`: where traffic must go now: `switch` refuses, changing nothing, unless it goes to `from` (or already to `to`); `active` fails unless it goes to `from`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
@@ -81,6 +86,35 @@ pub struct LbParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "duration"))]
     pub interval: Option<String>,
+}
+
+/// A share of the traffic: a number of percent, or a text like `25%`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Share {
+    /// `25`
+    Percent(f64),
+    /// `"25%"`
+    Text(String),
+}
+
+impl Share {
+    /// The percent, from 0 to 100.
+    fn percent(&self) -> Result<f64, StepError> {
+        let n = match self {
+            Share::Percent(n) => Some(*n),
+            Share::Text(t) => t.trim().trim_end_matches('%').trim().parse().ok(),
+        };
+        n.filter(|n: &f64| (0.0..=100.0).contains(n)).ok_or_else(|| {
+            StepError::new(format!(
+                "`share` must be a percent from 0 to 100 (e.g. 25 or \"25%\"), not {}",
+                match self {
+                    Share::Percent(n) => n.to_string(),
+                    Share::Text(t) => format!("`{t}`"),
+                }
+            ))
+        })
+    }
 }
 
 /// The load balancer driver.
@@ -115,6 +149,10 @@ pub enum Action {
     Switch,
     /// Blue-green: read where the traffic goes now (the `target` output); with `from`, fail unless it goes there.
     Active,
+    /// Blue-green ramp: send `share` percent of the traffic to `to` and the rest to `from` (HAProxy: server
+    /// weights in `backend`, a backend holding the servers of both; aws-elbv2: the listener's weighted target
+    /// groups). Refuses, changing nothing, when traffic could go anywhere else.
+    Split,
     /// Report every server of the pool.
     Status,
 }
@@ -139,6 +177,7 @@ impl Action {
             Action::WaitHealthy => "wait-healthy",
             Action::Switch => "switch",
             Action::Active => "active",
+            Action::Split => "split",
             Action::Status => "status",
         }
     }
@@ -228,6 +267,21 @@ impl Server {
     }
 }
 
+/// How the traffic is split between two sides (`split`), as the driver sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Split {
+    /// The percent of the traffic `to` gets, from the weights.
+    to_share: f64,
+    /// The weight of each server (HAProxy) or target group (aws-elbv2).
+    weights: BTreeMap<String, u32>,
+}
+
+impl Split {
+    fn to_json(&self) -> Json {
+        json!({ "share": self.to_share, "weights": self.weights })
+    }
+}
+
 /// What a load balancer must offer; the actions are built on it.
 #[async_trait::async_trait]
 pub(crate) trait Driver: Send + Sync {
@@ -253,6 +307,17 @@ pub(crate) trait Driver: Send + Sync {
     async fn active(&self, map: Option<&str>, key: Option<&str>) -> Result<String, String>;
     /// Blue-green: points the traffic at `to`; returns (before, after).
     async fn switch(&self, map: Option<&str>, key: Option<&str>, to: &str) -> Result<(String, String), String>;
+    /// Blue-green ramp: how the traffic is split between `from` and `to`; an
+    /// error when it could go anywhere else.
+    async fn split(&self, from: &str, to: &str) -> Result<Split, String> {
+        let _ = (from, to);
+        Err(format!("{} cannot split traffic", self.pool()))
+    }
+    /// Blue-green ramp: gives `to` `share` percent of the traffic, `from` the rest.
+    async fn set_split(&self, from: &str, to: &str, share: f64) -> Result<(), String> {
+        let _ = (from, to, share);
+        Err(format!("{} cannot split traffic", self.pool()))
+    }
     /// A warning about the pool's configuration, if any (HAProxy's reload caveat).
     fn caveat(&self) -> Option<String>;
 }
@@ -294,6 +359,11 @@ const OUTPUTS: &[OutputDecl] = &[
     ),
     OutputDecl::new("servers", OutputType::List, "status: every server of the pool"),
     OutputDecl::new(
+        "share",
+        OutputType::Number,
+        "split: the percent of the traffic `to` gets afterwards",
+    ),
+    OutputDecl::new(
         "waited_ms",
         OutputType::Integer,
         "wait-drained and wait-healthy: how long it took",
@@ -327,6 +397,7 @@ async fn driver(p: &LbParams) -> Result<Box<dyn Driver>, StepError> {
         DriverName::Haproxy => Ok(Box::new(haproxy::HaProxy {
             socket: p.socket.clone().unwrap_or_else(|| "/run/haproxy/admin.sock".to_owned()),
             // A switch rewrites a map; it names no backend of its own.
+            // (A split's backend is the one holding both sides' servers.)
             backend: p
                 .backend
                 .clone()
@@ -373,7 +444,11 @@ impl StepKind for Lb {
         ];
         require_by_action(
             schema_for::<LbParams>(),
-            &[(server_actions, &["server"]), (&["switch"], &["to"])],
+            &[
+                (server_actions, &["server"]),
+                (&["switch"], &["to"]),
+                (&["split"], &["from", "to", "share"]),
+            ],
         )
     }
 
@@ -406,6 +481,20 @@ impl StepKind for Lb {
             (Action::Switch, None) => format!("{driver}: switch traffic to {}", or_unknown(&p.to)),
             (Action::Active, Some(from)) => format!("{driver}: check traffic goes to {from}"),
             (Action::Active, None) => format!("{driver}: where traffic goes"),
+            (Action::Split, from) => {
+                let share = p.share.as_ref().and_then(|s| s.percent().ok());
+                format!(
+                    "{driver}{}: send {} of the traffic to {}, the rest to {}",
+                    p.backend
+                        .as_ref()
+                        .filter(|b| !b.is_empty())
+                        .map(|b| format!(" {b}"))
+                        .unwrap_or_default(),
+                    share.map_or_else(|| "?%".to_owned(), |s| format!("{s}%")),
+                    or_unknown(&p.to),
+                    or_unknown(from),
+                )
+            }
             (action, _) => format!("{driver}: {} {pool}/{}", action.as_str(), or_unknown(&p.server)),
         }
     }
@@ -420,6 +509,19 @@ impl StepKind for Lb {
             return Ok(None);
         }
         let d = driver(&p).await?;
+        if let (Action::Split, Some(from), Some(to)) = (p.action, &p.from, &p.to) {
+            let look = async {
+                let now = d.split(from, to).await.map_err(StepError::new)?;
+                Ok(Some(vec![format!(
+                    "now: {to} gets {} of the traffic, {from} the rest",
+                    percent(now.to_share)
+                )]))
+            };
+            return tokio::select! {
+                r = look => r,
+                () = cancel.cancelled() => Err(StepError::cancelled()),
+            };
+        }
         let look = async {
             let all = d.servers().await.map_err(StepError::new)?;
             let lines = all
@@ -494,6 +596,38 @@ async fn act(ctx: &StepContext, p: &LbParams, d: &dyn Driver) -> Result<Outputs,
             out.insert("target".into(), json!(now));
             Ok(out)
         }
+        Action::Split => {
+            let (from, to) = match (p.from.as_deref(), p.to.as_deref()) {
+                (Some(from), Some(to)) if from != to => (from, to),
+                _ => return Err(StepError::new("`split` needs `from` and `to`, two different sides")),
+            };
+            let share = p
+                .share
+                .as_ref()
+                .ok_or_else(|| StepError::new("`split` needs `share`"))?
+                .percent()?;
+            let before = d.split(from, to).await.map_err(StepError::new)?;
+            d.set_split(from, to, share).await.map_err(StepError::new)?;
+            let after = d.split(from, to).await.map_err(StepError::new)?;
+            say(format!(
+                "{}: {to} {} -> {} of the traffic, {from} the rest ({})",
+                d.pool(),
+                percent(before.to_share),
+                percent(after.to_share),
+                after
+                    .weights
+                    .iter()
+                    .map(|(k, w)| format!("{k} {w}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            let mut out = Outputs::new();
+            out.insert("share".into(), json!(after.to_share));
+            out.insert("changed".into(), json!(before.weights != after.weights));
+            out.insert("before".into(), before.to_json());
+            out.insert("after".into(), after.to_json());
+            Ok(out)
+        }
         Action::Switch => {
             let to = p.to.as_deref().ok_or_else(|| StepError::new("`switch` needs `to`"))?;
             if let Some(from) = p.from.as_deref() {
@@ -501,7 +635,8 @@ async fn act(ctx: &StepContext, p: &LbParams, d: &dyn Driver) -> Result<Outputs,
                     .active(p.map.as_deref(), p.key.as_deref())
                     .await
                     .map_err(StepError::new)?;
-                if now != from && now != to {
+                // A split between the two (a ramp under way) is theirs too.
+                if now != from && now != to && d.split(from, to).await.is_err() {
                     return Err(StepError::new(format!(
                         "traffic goes to `{now}`, neither `{from}` nor `{to}`: refusing to switch (someone else \
                          changed it)"
@@ -523,6 +658,12 @@ async fn act(ctx: &StepContext, p: &LbParams, d: &dyn Driver) -> Result<Outputs,
             Ok(out)
         }
     }
+}
+
+/// `25%`, `2.5%`: a share as people write it.
+fn percent(share: f64) -> String {
+    let rounded = (share * 10.0).round() / 10.0;
+    format!("{rounded}%")
 }
 
 /// Puts a server in `admin` state unless it already is; before and after.
