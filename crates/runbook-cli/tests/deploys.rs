@@ -81,12 +81,6 @@ const BLUE_GREEN: &[&str] = &[
     "backup_dir",
 ];
 
-/// A verified off-site backup, as `backup` makes it, in the lab's backup_dir.
-fn backup(lab: &Lab, run: &support::Run) {
-    let dir = format!("dir={}", lab.info["inputs"]["backup_dir"].as_str().unwrap());
-    lab.play(run, "backup", &["copy_cmd", "verify_cmd"], &[&dir]).exit(0);
-}
-
 fn via_bluegreen(lab: &Lab) -> String {
     let port = lab.info["haproxy"]["bluegreen_port"].as_u64().unwrap() as u16;
     support::http_get("127.0.0.1", port, "/version/")
@@ -112,7 +106,7 @@ fn blue_green_switches_after_warm_up_and_bake_and_switches_back_when_the_bake_fa
         .exit(1)
         .stdout_has("no verified backup");
     assert!(lab.host_file(1, "deploys.log").is_empty(), "green untouched");
-    backup(&lab, &run);
+    lab.verified_backup(&run);
     // The migration waits for a person; --yes answers for a pipeline.
     let waits = lab.play(&run, "blue-green", BLUE_GREEN, &args).exit(3);
     assert!(waits.stdout.contains("approve-migrate"), "{}", waits.stdout);
@@ -303,7 +297,7 @@ fn a_second_playbook_on_the_same_fleet_is_refused_while_a_deploy_runs() {
     args.extend(["--set".to_owned(), slow]);
     let mut deploy = run.spawn(&args);
     support::wait_for_lock(&run, "fleet/app", &mut deploy);
-    backup(&lab, &run);
+    lab.verified_backup(&run);
     lab.play(&run, "blue-green", BLUE_GREEN, &["release=v3", "--yes"])
         .exit(4)
         .stderr_has("lock `fleet/app` is held by run");

@@ -169,9 +169,13 @@ fn deploys_and_checks_in_the_other_world() {
         .exit(1)
         .stdout_has("traffic goes to `green`, not `blue`");
     assert_eq!(lab.deploys(0), ["v2", "v1", "v2", "v1"], "blue untouched");
-    // From the live colour to the idle one: the switch is in the world's map.
-    args.extend(["from=green", "to=blue"]);
-    play(&lab, &run, "blue-green", &args).exit(0);
+    // From the live colour to the idle one, half the users first (the world's
+    // ramp backend, its servers speaking TLS): the switch is in the world's map.
+    args.extend(["from=green", "to=blue", "ramp=[50]", "ramp_bake=1s"]);
+    play(&lab, &run, "blue-green", &args)
+        .exit(0)
+        .stdout_has("haproxy colours_ramp: blue 0% -> 50% of the traffic, green the rest")
+        .stdout_has("traffic: colours_ramp -> blue");
     let map = lab.info["haproxy"]["map"].as_str().unwrap();
     assert!(lab.haproxy(&format!("show map {map}")).contains("live blue"));
     let via = support::http_get("127.0.0.1", lb_port(&lab, "bluegreen_port"), "/api/build");

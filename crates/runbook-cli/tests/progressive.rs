@@ -363,3 +363,104 @@ fn a_slower_canary_is_failed_by_its_latency_quantile_against_the_baseline() {
     out.stdout_has(": failure: canary 0.")
         .stdout_has("more than max_increase 0.1");
 }
+
+/// blue-green's inputs that point it at the lab, with its ramp backend and
+/// Prometheus.
+const BLUE_GREEN: &[&str] = &[
+    "lb_socket",
+    "app_port",
+    "deploy_cmd",
+    "restart_cmd",
+    "migrate_cmd",
+    "bluegreen_map",
+    "bluegreen_url",
+    "backup_dir",
+    "ramp_backend",
+    "prometheus_url",
+];
+
+#[test]
+fn a_blue_green_ramp_stops_a_bad_release_at_its_first_share_and_lets_a_good_one_through() {
+    // blue: web1, web2 (live); green: web3, web4.
+    let lab = Lab::start_with(&["--hosts", "4", "--stack", "--prometheus"]);
+    let bg = u16::try_from(lab.info["haproxy"]["bluegreen_port"].as_u64().unwrap()).unwrap();
+    let map = lab.info["haproxy"]["map"].as_str().unwrap().to_owned();
+    let run = lab.runbook();
+    lab.verified_backup(&run);
+    artifact(&lab, "v2", "ERROR_RATE", "0.2");
+    let ramp = [
+        "ramp=[10, 50]",
+        "ramp_bake=3s",
+        "analysis_window=5s",
+        "analysis_count=2",
+        "analysis_interval=1s",
+        "bake_samples=10",
+        "bake_rate=20",
+        "p95=1s",
+        "--yes",
+    ];
+    // A ramp without a backend to split users in is refused before anything
+    // changes.
+    let mut sets = vec!["release=v2"];
+    sets.extend(ramp);
+    let keys: Vec<&str> = BLUE_GREEN.iter().copied().filter(|k| *k != "ramp_backend").collect();
+    lab.play(&run, "blue-green", &keys, &sets)
+        .exit(1)
+        .stdout_has("✗ ramp-ready")
+        .stdout_has("haproxy `split` needs `backend`");
+    assert!(
+        lab.deploys(2).is_empty() && lab.deploys(3).is_empty(),
+        "green untouched"
+    );
+
+    let load = Load::start(bg, "/api/accounts", 4);
+    let out = lab.play(&run, "blue-green", BLUE_GREEN, &sets).exit(1);
+    let count = load.stop();
+    // Judged at its first share and sent back: every user on blue again.
+    let out = out
+        .stdout_has("ramp[10].analysis │ measurement 1/2: failure: canary 0.")
+        .stdout_has("✓ enter-ramp.undo.leave-ramp")
+        .stdout_lacks("ramp[50]");
+    assert!(
+        lab.haproxy(&format!("show map {map}")).contains("active blue"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        lab.versions(4),
+        ["v1", "v1", "v2", "v2"],
+        "green keeps the release, idle"
+    );
+    // What users saw: only the tenth of the traffic green had failed, a fifth
+    // of it (a switch at once would have failed a fifth of everything).
+    let total = count.ok + count.http_errors;
+    let share = count.http_errors as f64 / total as f64;
+    println!(
+        "bad release stopped at a 10% share: {} of {total} requests failed ({:.2}%)",
+        count.http_errors,
+        share * 100.0
+    );
+    assert!(count.http_errors > 0 && count.connection_errors == 0, "{count:?}");
+    assert!(
+        share < 0.2 * 0.1 + 0.02,
+        "more failed than a 10% share could cause: {share:.3}"
+    );
+
+    // A good release goes through every share, each judged, then takes all users.
+    let load = Load::start(bg, "/api/accounts", 4);
+    let mut sets = vec!["release=v3"];
+    sets.extend(ramp);
+    let out = lab.play(&run, "blue-green", BLUE_GREEN, &sets).exit(0);
+    let count = load.stop();
+    let out = out
+        .stdout_has("✓ ramp[10].analysis")
+        .stdout_has("✓ ramp[50].analysis")
+        .stdout_has("-> 50% of the traffic, blue the rest");
+    assert!(
+        lab.haproxy(&format!("show map {map}")).contains("active green"),
+        "{}",
+        out.stdout
+    );
+    assert!(support::http_get("127.0.0.1", bg, "/version/").contains("\"v3\""));
+    assert_eq!((count.http_errors, count.connection_errors), (0, 0), "{count:?}");
+}

@@ -546,6 +546,13 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// A verified off-site backup, as the `backup` playbook makes it, in the
+    /// lab's backup_dir (what blue-green needs before it migrates).
+    pub fn verified_backup(&self, run: &Run) {
+        let dir = format!("dir={}", self.info["inputs"]["backup_dir"].as_str().unwrap());
+        self.play(run, "backup", &["copy_cmd", "verify_cmd"], &[&dir]).exit(0);
+    }
+
     /// The releases host `i` was deployed, oldest first (its deploys.log).
     pub fn deploys(&self, i: usize) -> Vec<String> {
         self.host_file(i, "deploys.log").lines().map(str::to_owned).collect()
