@@ -362,6 +362,31 @@ fn a_slower_canary_is_failed_by_its_latency_quantile_against_the_baseline() {
     // no data (inconclusive, tolerated here); then its p95 fails it.
     out.stdout_has(": failure: canary 0.")
         .stdout_has("more than max_increase 0.1");
+
+    // The library does the same with `latency_metric`: a ramp stops the slow
+    // release at its canary by its p95 (the series named by Prometheus's own
+    // `instance` label, address and port), though it fails no request.
+    deploy(&lab, 0, "v1");
+    let run = lab.runbook();
+    let load = Load::start(lb, "/api/accounts", 4);
+    let sets = [
+        "release=v2",
+        "batches=[1, 100%]",
+        "bake=3s",
+        "analysis_window=5s",
+        "analysis_count=2",
+        "analysis_interval=1s",
+        "latency_metric=http_request_duration_seconds",
+        "latency_selector=job=\"app\"",
+    ];
+    let out = lab.play(&run, "rolling-deploy", ROLLING, &sets).exit(1);
+    load.stop();
+    let out = out
+        .stdout_has("✓ roll[web1].analysis")
+        .stdout_has("roll[web1].latency │ measurement 1/2: failure: canary 0.")
+        .stdout_has("✓ roll[web1].on_failure.rollback");
+    assert_eq!(lab.versions(2), ["v1", "v1"], "{}", out.stdout);
+    assert!(lab.deploys(1).is_empty(), "web2 untouched");
 }
 
 /// blue-green's inputs that point it at the lab, with its ramp backend and
