@@ -59,6 +59,9 @@ class Load:
 
 def runbook(*args):
     env = dict(os.environ, RUNBOOK_STATE=f"{OUT}/state.db")
+    if "postgres" in LAB:
+        # The backup blue-green needs reads the database.
+        env.update(PRIMARY_DSN=LAB["postgres"]["primary"]["dsn"], STANDBY_DSN=LAB["postgres"]["standby"]["dsn"])
     cmd = [BIN, "--inventory", f"{OUT}/lab/inventory.yaml", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True)
 

@@ -231,6 +231,22 @@ fn a_ramp_stops_a_bad_release_at_its_canary_rolls_back_and_lets_a_good_one_throu
         "{}",
         out.stdout
     );
+
+    // v5 is bad on both instances of the last batch. Each is compared with
+    // the instances outside its batch (web1), not with its batch mate: about
+    // 0.2 against 0, not against a baseline of about 0.1 that a tolerance of
+    // 0.15 would let through.
+    artifact(&lab, "v5", "ERROR_RATE", "0.2 web2 web3");
+    let load = Load::start(lb, "/api/accounts", 4);
+    let mut sets = vec!["release=v5", "max_error_increase=0.15"];
+    sets.extend(ramp);
+    let out = lab.play(&run, "rolling-deploy", ROLLING, &sets).exit(1);
+    load.stop();
+    let out = out
+        .stdout_has("✓ roll[web1].analysis")
+        .stdout_has("against baseline 0.000000 (difference +0.1")
+        .stdout_has("more than max_increase 0.15");
+    assert_eq!(lab.versions(3), ["v3", "v3", "v3"], "{}", out.stdout);
 }
 
 #[test]

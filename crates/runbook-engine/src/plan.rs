@@ -490,8 +490,10 @@ impl Planner<'_> {
             });
             match items {
                 Some(items) => {
-                    for (i, item) in items.iter().enumerate() {
+                    let batches = crate::exec::batch_values(&self.renderer, step.concurrency.as_ref(), ctx, &items);
+                    for (i, (item, batch)) in items.iter().zip(batches).enumerate() {
                         let mut ictx = ctx.clone();
+                        insert_at(ictx.json_mut(), "batch", batch);
                         insert_at(ictx.json_mut(), &var, item.clone());
                         let ipath = format!("{path}[{}]", item_key(item, i));
                         p.children.push(self.item(step, &ictx, &ipath));
@@ -499,6 +501,7 @@ impl Planner<'_> {
                 }
                 None => {
                     let mut ictx = ctx.clone();
+                    insert_at(ictx.json_mut(), "batch", placeholder("batch", "list"));
                     insert_at(ictx.json_mut(), &var, placeholder(&var, "item"));
                     p.children.push(self.item(step, &ictx, &format!("{path}[<{var}>]")));
                 }

@@ -140,9 +140,13 @@ impl Checker<'_> {
                 Some(items) => {
                     let mut inner = roots.clone();
                     inner.insert(var.clone());
-                    for (i, item) in items.iter().take(ITEMS).enumerate() {
+                    inner.insert("batch".to_owned());
+                    let items: Vec<Json> = items.into_iter().take(ITEMS).collect();
+                    let batches = crate::exec::batch_values(&self.renderer, step.concurrency.as_ref(), data, &items);
+                    for (i, (item, batch)) in items.iter().zip(batches).enumerate() {
                         let mut d = data.clone();
                         if let Json::Object(m) = d.json_mut() {
+                            m.insert("batch".to_owned(), batch);
                             m.insert(var.clone(), item.clone());
                         }
                         let ipath = format!("{path}[{}]", crate::plan::item_key(item, i));

@@ -367,6 +367,8 @@ impl<'a> Check<'a> {
         let mut inner = scope.clone();
         if step.get("for_each").is_some() {
             let var = step.get("as").and_then(Node::as_str).unwrap_or("item").to_owned();
+            // `batch`: the items started with this one (a ramp's batch).
+            inner.items.push(("batch".to_owned(), id.clone().unwrap_or_default()));
             inner.items.push((var, id.clone().unwrap_or_default()));
             if let Some(id) = &id {
                 inner.for_each.push(id.clone());

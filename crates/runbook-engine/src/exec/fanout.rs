@@ -81,6 +81,9 @@ impl<'a> Exec<'a> {
                 } else {
                     0
                 };
+                // `{{batch}}`: the items started together (a ramp's batch), or
+                // the item alone under a window.
+                let members = (!windowed).then(|| Json::Array(items[next..(next + room).min(n)].to_vec()));
                 for _ in 0..room {
                     if next >= n {
                         break;
@@ -88,7 +91,8 @@ impl<'a> Exec<'a> {
                     let i = next;
                     next += 1;
                     let p = format!("{path}[{}]", keys[i]);
-                    let item_frame = Frame::child(frame, var, items[i].clone());
+                    let batch = members.clone().unwrap_or_else(|| Json::Array(vec![items[i].clone()]));
+                    let item_frame = Frame::item(frame, var, items[i].clone(), batch);
                     let (item_key, keep) = (&item_key, !names.is_empty());
                     running.push(async move {
                         let o = self.item(step, &item_frame, p, cancel, restore).await;
@@ -294,6 +298,28 @@ fn count(renderer: &Renderer, c: &CountOrPercent, data: &Data, n: usize) -> Resu
         .map_err(|_| format!("`{text}` is not a count or a percentage"))
 }
 
+/// `{{batch}}` for each of `items`, as the executor gives it: the items
+/// started together with it (its batch in a ramp), or the item alone under a
+/// window or when the concurrency is not known yet.
+pub(crate) fn batch_values(renderer: &Renderer, c: Option<&Concurrency>, data: &Data, items: &[Json]) -> Vec<Json> {
+    let n = items.len();
+    let sizes = c.and_then(|c| concurrency(renderer, c, data, n).ok());
+    let alone = || items.iter().map(|i| Json::Array(vec![i.clone()])).collect();
+    let Some(sizes) = sizes.filter(|s| s.len() > 1) else {
+        return alone();
+    };
+    let mut out = Vec::with_capacity(n);
+    let (mut start, mut k) = (0, 0);
+    while start < n {
+        let end = (start + sizes[k.min(sizes.len() - 1)].max(1)).min(n);
+        let members = Json::Array(items[start..end].to_vec());
+        out.extend(std::iter::repeat_n(members, end - start));
+        start = end;
+        k += 1;
+    }
+    out
+}
+
 /// The batch sizes a `concurrency:` means for `n` items: one window, or a
 /// ramp of batches (each at least 1). A template that gives a list (an input
 /// `batches: [1, 25%, 100%]`) is a ramp.
@@ -352,6 +378,24 @@ mod tests {
         assert_eq!(of(CountOrPercent::Text("{{inputs.n}}".into()), 5), Ok(3));
         let err = of(CountOrPercent::Text("many".into()), 5).unwrap_err();
         assert!(err.contains("`many` is not a count or a percentage"), "{err}");
+    }
+
+    #[test]
+    fn batch_is_the_items_started_together() {
+        let r = Renderer::new();
+        let items: Vec<Json> = ["a", "b", "c", "d"].iter().map(|s| json!(s)).collect();
+        let ramp = Concurrency::Ramp(vec![CountOrPercent::Count(1), CountOrPercent::Text("50%".into())]);
+        assert_eq!(
+            batch_values(&r, Some(&ramp), &data(), &items),
+            [json!(["a"]), json!(["b", "c"]), json!(["b", "c"]), json!(["d"])]
+        );
+        let window = Concurrency::One(CountOrPercent::Count(2));
+        assert_eq!(
+            batch_values(&r, Some(&window), &data(), &items)[1],
+            json!(["b"]),
+            "a window has no batches"
+        );
+        assert_eq!(batch_values(&r, None, &data(), &items)[3], json!(["d"]));
     }
 
     #[test]

@@ -61,6 +61,7 @@ use std::time::Duration;
 
 mod call;
 mod fanout;
+pub(crate) use fanout::batch_values;
 mod subplaybook;
 mod writer;
 
@@ -199,10 +200,12 @@ struct Frame {
 }
 
 impl Frame {
-    fn child(parent: &Rc<Frame>, var: &str, value: Json) -> Rc<Frame> {
+    /// A `for_each` item's frame: its variable, and `batch` (the items
+    /// started with it), which an item variable named `batch` hides.
+    fn item(parent: &Rc<Frame>, var: &str, value: Json, batch: Json) -> Rc<Frame> {
         Rc::new(Frame {
             parent: Some(parent.clone()),
-            vars: vec![(var.to_owned(), value)],
+            vars: vec![("batch".to_owned(), batch), (var.to_owned(), value)],
             results: RefCell::default(),
             callee: None,
         })
