@@ -128,8 +128,10 @@ def measure(label, release, analysis, good):
     return watch(label, LB, lambda: deploy(release, analysis), fleet)
 
 
-def measure_bg(label, release, ramp):
-    # Users on blue, which serves the good release it had (green is idle).
+def measure_bg(label, release, ramp, good):
+    # Every host on a good release, users on blue (green idle).
+    r = deploy(good, False)
+    assert r.returncode == 0, r.stdout + r.stderr
     r = runbook("run", "backup", "--set", f"dir={INPUTS['backup_dir']}", "--set", f"copy_cmd={INPUTS['copy_cmd']}",
                 "--set", f"verify_cmd={INPUTS['verify_cmd']}")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -145,6 +147,8 @@ def watch(label, port, run, state):
     start = time.time()
     r = run()
     end = time.time()
+    if r.returncode not in (0, 1):
+        print(f"{label}: exit {r.returncode}\n{r.stdout[-2000:]}{r.stderr[-2000:]}", flush=True)
     time.sleep(AFTER)
     seen = load.end()
     during = [s for s in seen if start <= s[0] <= end]
@@ -172,8 +176,8 @@ with open(f"{OUT}/lab/artifacts/bad/ERROR_RATE", "w") as f:
 rows = [
     measure("rolling-deploy with analysis", "bad", True, "good1"),
     measure("rolling-deploy without analysis", "bad", False, "good2"),
-    measure_bg("blue-green ramp [10, 50] with analysis", "bad", True),
-    measure_bg("blue-green switched at once", "bad", False),
+    measure_bg("blue-green ramp [10, 50] with analysis", "bad", True, "good3"),
+    measure_bg("blue-green switched at once", "bad", False, "good4"),
 ]
 with open(f"{OUT}/results.json", "w") as f:
     json.dump(rows, f, indent=2)

@@ -36,7 +36,9 @@ playbook library is portable (FLAVOURS below): hosts ledger-N in group
 jobs and admin; the app serves https only (a certificate from the lab's CA,
 DIR/tls/ca.crt) and says its release at /api/build as `build.release`; the
 database is `ledger` owned by `ledger_svc`; HAProxy's backend is `django_pool`
-and blue-green's map DIR/colours.map has `live green`. lab.json's `inputs`
+and blue-green's map DIR/colours.map has `live green`; its Prometheus
+(--prometheus) wants TLS and a password, which clients read from
+DIR/prometheus-client.yml (Prometheus's HTTP client format). lab.json's `inputs`
 has the values that point the library at whichever flavour is up.
 
 `--bare` is for benchmarks: sshd only (several addresses per sshd, --per-sshd),
@@ -44,6 +46,7 @@ no app or HAProxy. In every mode, root's dotfiles are hidden on the hosts. Needs
 openssh-server and haproxy: scripts/setup installs them.
 """
 import argparse
+import base64
 import json
 import os
 import random
@@ -52,12 +55,14 @@ import shutil
 import shlex
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
 import urllib.parse
 import urllib.request
+import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VENV = os.path.join(HERE, ".venv")
@@ -689,16 +694,41 @@ backend {fl['ramp']}
                     "scrape_configs:\n  - job_name: haproxy\n"
                     f"    static_configs:\n      - targets: ['127.0.0.1:{metrics}']\n"
                     f"  - job_name: app\n    scheme: {scheme}\n{tls}    static_configs:\n{apps}")
-        p = self.spawn("prometheus", ["prometheus", f"--config.file={d}/prometheus.yml",
-                                      f"--storage.tsdb.path={d}/prometheus", f"--web.listen-address=127.0.0.1:{port}",
-                                      "--storage.tsdb.retention.time=1d", "--log.level=warn"], f"{d}/prometheus.log")
+        argv = ["prometheus", f"--config.file={d}/prometheus.yml", f"--storage.tsdb.path={d}/prometheus",
+                f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1d", "--log.level=warn"]
+        # The other world's Prometheus wants TLS (the lab's CA) and a
+        # password, as one run by a platform team does; its clients read both
+        # from DIR/prometheus-client.yml (Prometheus's HTTP client format).
+        scheme, context, headers, client_config = "http", None, {}, None
+        if self.f["tls"]:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                import crypt
+            password = secrets.token_hex(12)
+            with open(f"{d}/prometheus.password", "w") as f:
+                f.write(password + "\n")
+            ca = self.certificate(f"{d}/tls", "prometheus", ["127.0.0.1"], "root")
+            with open(f"{d}/prometheus-web.yml", "w") as f:
+                f.write(f"tls_server_config:\n  cert_file: {d}/tls/prometheus.crt\n  key_file: {d}/tls/prometheus.key\n"
+                        f"basic_auth_users:\n  runbook: '{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))}'\n")
+            client_config = f"{d}/prometheus-client.yml"
+            with open(client_config, "w") as f:
+                # Relative paths, read from this file's folder.
+                f.write("basic_auth:\n  username: runbook\n  password_file: prometheus.password\n"
+                        "tls_config:\n  ca_file: tls/ca.crt\n")
+            argv.append(f"--web.config.file={d}/prometheus-web.yml")
+            scheme, context = "https", ssl.create_default_context(cafile=ca)
+            token = base64.b64encode(f"runbook:{password}".encode()).decode()
+            headers = {"Authorization": f"Basic {token}"}
+        p = self.spawn("prometheus", argv, f"{d}/prometheus.log")
         wait_listening("127.0.0.1", port, p, "prometheus")
         # Up once it has scraped HAProxy twice (a rate needs two points).
         deadline = time.time() + 30
         query = urllib.parse.quote("count_over_time(haproxy_process_uptime_seconds[1m])")
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/query?query={query}", timeout=2) as r:
+                ask = urllib.request.Request(f"{scheme}://127.0.0.1:{port}/api/v1/query?query={query}", headers=headers)
+                with urllib.request.urlopen(ask, timeout=2, context=context) as r:
                     result = json.load(r)["data"]["result"]
                 if result and float(result[0]["value"][1]) >= 2:
                     break
@@ -707,8 +737,9 @@ backend {fl['ramp']}
             if time.time() > deadline or p.poll() is not None:
                 die(f"prometheus did not scrape HAProxy within 30 s (see {d}/prometheus.log)")
             time.sleep(0.2)
-        self.info["prometheus"] = {"port": port, "url": f"http://127.0.0.1:{port}", "pid": p.pid,
-                                   "config": f"{d}/prometheus.yml", "log": f"{d}/prometheus.log"}
+        self.info["prometheus"] = {"port": port, "url": f"{scheme}://127.0.0.1:{port}", "pid": p.pid,
+                                   "config": f"{d}/prometheus.yml", "log": f"{d}/prometheus.log",
+                                   "http_config": client_config or ""}
 
     def certificate(self, folder, name, addresses, owner):
         """FOLDER/NAME.crt and NAME.key (owned by `owner`, 0600) for `addresses`,
@@ -950,6 +981,7 @@ INSERT INTO django_migrations (app, name) VALUES ('finance', '0001_initial'), ('
             out["lb_url"] = f"http://127.0.0.1:{self.info['haproxy']['port']}"
         if "prometheus" in self.info:
             out["prometheus_url"] = self.info["prometheus"]["url"]
+            out["prometheus_http_config"] = self.info["prometheus"]["http_config"]
         if "redis" in self.info:
             out["redis_url"] = self.info["redis"]["url"]
         if "postgres" in self.info:

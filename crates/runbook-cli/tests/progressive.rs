@@ -505,3 +505,84 @@ fn a_blue_green_ramp_stops_a_bad_release_at_its_first_share_and_lets_a_good_one_
     assert!(support::http_get("127.0.0.1", bg, "/version/").contains("\"v3\""));
     assert_eq!((count.http_errors, count.connection_errors), (0, 0), "{count:?}");
 }
+
+#[test]
+fn in_the_other_world_prometheus_wants_tls_and_a_password_read_from_its_client_file() {
+    // alt: names of its own, the app on https, and a Prometheus that wants
+    // TLS (the lab's CA) and basic auth, kept in DIR/prometheus-client.yml.
+    let lab = Lab::start_with(&["--hosts", "2", "--prometheus", "--flavor", "alt"]);
+    let prom = lab.info["prometheus"]["url"].as_str().unwrap().to_owned();
+    assert!(prom.starts_with("https://"), "{prom}");
+    let lb = u16::try_from(lab.info["haproxy"]["port"].as_u64().unwrap()).unwrap();
+    let dir = lab.dir.path().to_owned();
+
+    // The kind alone: an Authorization header from a secret and the CA.
+    let password = std::fs::read_to_string(dir.join("prometheus.password")).unwrap();
+    let token = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("runbook:{}", password.trim()))
+    };
+    let yaml = format!(
+        "apiVersion: runbook/v1\nname: up\nversion: 1\nsecrets: [PROM_AUTH]\nsteps:\n  - id: up\n    uses: prometheus\n    with:\n      url: \"{prom}\"\n      query: 'up{{job=\"haproxy\"}}'\n      min: 1\n      headers: {{ Authorization: \"Basic {{{{secrets.PROM_AUTH}}}}\" }}\n      tls: {{ ca_file: \"{}\" }}\n",
+        dir.join("tls/ca.crt").display()
+    );
+    let run = Run::new().playbook("up", &yaml).env("PROM_AUTH", &token);
+    let out = run
+        .exec(["run", "up"])
+        .exit(0)
+        .stdout_has("measurement 1/1: success: 1");
+    support::assert_absent(&out.stdout, &[&token]);
+
+    // The library, given only the file: a bad release fails its analysis
+    // and is put back.
+    artifact(&lab, "v2", "ERROR_RATE", "0.2");
+    let keys = [
+        "lb_socket",
+        "app_port",
+        "deploy_cmd",
+        "restart_cmd",
+        "rollback_cmd",
+        "group",
+        "backend",
+        "version_path",
+        "version_field",
+        "app_scheme",
+        "ca_file",
+        "prometheus_url",
+        "prometheus_http_config",
+    ];
+    let ramp = [
+        "batches=[1, 100%]",
+        "bake=3s",
+        "analysis_window=5s",
+        "analysis_count=2",
+        "analysis_interval=1s",
+        "roll_back=all",
+    ];
+    let run = lab.runbook();
+    let load = Load::start(lb, "/api/accounts", 4);
+    let mut sets = vec!["release=v2"];
+    sets.extend(ramp);
+    let out = lab.play(&run, "rolling-deploy", &keys, &sets).exit(1);
+    load.stop();
+    let first = lab.host(0)["name"].as_str().unwrap().to_owned();
+    out.stdout_has(&format!("roll[{first}].analysis │ measurement 1/2: failure: canary 0."))
+        .stdout_has(&format!("✓ roll[{first}].on_failure.rollback"));
+    assert!(lab.deploys(1).is_empty(), "the second instance untouched");
+
+    // Without the file, Prometheus cannot be asked: inconclusive, and the
+    // ramp waits after its canary, saying why.
+    let keys: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| *k != "prometheus_http_config")
+        .collect();
+    let mut sets = vec!["release=v3"];
+    sets.extend(ramp);
+    let waits = lab.play(&run, "rolling-deploy", &keys, &sets).exit(3);
+    let waits = waits
+        .stdout_has("TLS: invalid peer certificate")
+        .stdout_has(&format!("roll[{first}].analysis waits for an approval"));
+    assert!(lab.deploys(1).is_empty(), "{}", waits.stdout);
+    run.exec(["cancel", &waits.run_id()]).exit(0);
+}

@@ -154,6 +154,7 @@ pub async fn from_with(
 ) -> Result<Backtest, String> {
     let p: PrometheusParams =
         serde_json::from_value(with).map_err(|e| format!("its `with:` is not a prometheus call: {e}"))?;
+    let p = p.connection()?;
     let client = runbook_step_http::client(&p.tls.clone().unwrap_or_default()).map_err(|e| e.message)?;
     run(&client, &p, data, since, every).await
 }

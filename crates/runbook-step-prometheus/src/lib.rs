@@ -17,7 +17,8 @@
 //! With `compare`, each measurement also runs a baseline query (the servers
 //! on the old release) and judges the canary by how much worse it is.
 //!
-//! This crate owns the kind's parameters, the API client and the judging
+//! This crate owns the kind's parameters, the API client (with
+//! Prometheus's HTTP client file for credentials and TLS, `http_config`) and the judging
 //! (`verdict`); it depends on `runbook-core` and, for HTTP and TLS, on
 //! `runbook-step-http`.
 
@@ -35,6 +36,7 @@ use serde_json::{Value as Json, json};
 use std::time::Duration;
 
 pub mod backtest;
+mod http_config;
 pub mod query;
 pub mod verdict;
 
@@ -143,10 +145,44 @@ pub struct PrometheusParams {
     /// TLS options, as `http-check`'s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<Tls>,
+    /// A file in Prometheus's HTTP client format (promtool's
+    /// `--http.config.file`): `basic_auth`, `authorization` or `bearer_token`
+    /// (each with a `_file` form) and `tls_config` (`ca_file`,
+    /// `insecure_skip_verify`); relative paths from the file's folder. Empty
+    /// means none. `headers` and `tls` given here win over it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_config: Option<String>,
     /// The longest one query may take (default `10s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "duration"))]
     pub timeout: Option<String>,
+}
+
+impl PrometheusParams {
+    /// These parameters with their `http_config` file read into `headers`
+    /// and `tls` (what they give themselves wins).
+    pub fn connection(mut self) -> Result<Self, String> {
+        let Some(path) = self.http_config.take().filter(|p| !p.is_empty()) else {
+            return Ok(self);
+        };
+        let http = http_config::load(&path)?;
+        if let Some(value) = http.authorization {
+            if self.headers.keys().any(|k| k.eq_ignore_ascii_case("authorization")) {
+                return Err(format!(
+                    "both `headers` and `http_config` `{path}` give an Authorization header: keep one"
+                ));
+            }
+            self.headers.insert("Authorization".to_owned(), value);
+        }
+        let given = self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.insecure || t.ca_file.as_deref().is_some_and(|f| !f.is_empty()));
+        if !given && http.tls.is_some() {
+            self.tls = http.tls;
+        }
+        Ok(self)
+    }
 }
 
 /// The `prometheus` kind.
@@ -423,7 +459,7 @@ impl StepKind for Prometheus {
         with: Json,
         cancel: &runbook_core::kind::CancellationToken,
     ) -> Result<Option<Vec<String>>, StepError> {
-        let p: PrometheusParams = params(with)?;
+        let p = params::<PrometheusParams>(with)?.connection().map_err(StepError::new)?;
         let client = self.clients.get(&p.tls.clone().unwrap_or_default())?;
         let data = runbook_core::template::Data::new(json!({}));
         let look = self.measure(&data, &client, &p);
@@ -457,6 +493,7 @@ impl StepKind for Prometheus {
             );
             return Ok(out);
         }
+        let p = p.connection().map_err(StepError::new)?;
         let client = self.clients.get(&p.tls.clone().unwrap_or_default())?;
         let count = p.count.unwrap_or(1).max(1);
         let interval = duration("interval", p.interval.as_deref(), Duration::from_secs(30))?;

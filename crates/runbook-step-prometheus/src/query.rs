@@ -73,6 +73,11 @@ pub async fn run(client: &reqwest::Client, ask: &Ask<'_>) -> Result<Vec<Series>,
     let resp = req.send().await.map_err(|e| {
         if e.is_timeout() {
             format!("{url}: no answer within {}", humantime::format_duration(ask.timeout))
+        } else if e.is_connect() && root_cause(&e).contains("certificate") {
+            format!(
+                "{url}: TLS: {} (hint: trust its CA with `tls.ca_file` or `http_config`'s `tls_config.ca_file`)",
+                root_cause(&e)
+            )
         } else if e.is_connect() {
             format!("{url}: cannot connect (is Prometheus up?): {}", root_cause(&e))
         } else {
@@ -80,6 +85,12 @@ pub async fn run(client: &reqwest::Client, ask: &Ask<'_>) -> Result<Vec<Series>,
         }
     })?;
     let status = resp.status();
+    if matches!(status.as_u16(), 401 | 403) {
+        return Err(format!(
+            "{url}: HTTP {status}: Prometheus wants credentials (hint: `http_config` with `basic_auth` or \
+             `authorization`, or an Authorization header in `headers`)"
+        ));
+    }
     let body = resp.bytes().await.map_err(|e| format!("{url}: {}", root_cause(&e)))?;
     let answer: Json = serde_json::from_slice(&body).map_err(|_| {
         let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
