@@ -139,6 +139,17 @@ fn a_metrics_server_that_is_down_is_inconclusive_never_a_failure() {
 }
 
 /// What rolling-deploy needs of the lab, its Prometheus included.
+/// A ramp of a canary then the rest, each judged after a short bake; every
+/// instance put back when one fails.
+const RAMP: [&str; 6] = [
+    "batches=[1, 100%]",
+    "bake=3s",
+    "analysis_window=5s",
+    "analysis_count=2",
+    "analysis_interval=1s",
+    "roll_back=all",
+];
+
 const ROLLING: &[&str] = &[
     "lb_socket",
     "app_port",
@@ -154,14 +165,7 @@ fn a_ramp_stops_a_bad_release_at_its_canary_rolls_back_and_lets_a_good_one_throu
     let lb = u16::try_from(lab.info["haproxy"]["port"].as_u64().unwrap()).unwrap();
     // v2 fails one request in five and passes every health check; v3 is good.
     artifact(&lab, "v2", "ERROR_RATE", "0.2");
-    let ramp = [
-        "batches=[1, 100%]",
-        "bake=3s",
-        "analysis_window=5s",
-        "analysis_count=2",
-        "analysis_interval=1s",
-        "roll_back=all",
-    ];
+    let ramp = RAMP;
     let run = lab.runbook();
     let load = Load::start(lb, "/api/accounts", 4);
     let mut sets = vec!["release=v2"];
@@ -551,14 +555,7 @@ fn in_the_other_world_prometheus_wants_tls_and_a_password_read_from_its_client_f
         "prometheus_url",
         "prometheus_http_config",
     ];
-    let ramp = [
-        "batches=[1, 100%]",
-        "bake=3s",
-        "analysis_window=5s",
-        "analysis_count=2",
-        "analysis_interval=1s",
-        "roll_back=all",
-    ];
+    let ramp = RAMP;
     let run = lab.runbook();
     let load = Load::start(lb, "/api/accounts", 4);
     let mut sets = vec!["release=v2"];
