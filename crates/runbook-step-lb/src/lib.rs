@@ -93,8 +93,8 @@ pub struct LbParams {
 #[serde(untagged)]
 pub enum Share {
     /// `25`
-    Percent(f64),
-    /// `"25%"`
+    Percent(#[schemars(range(min = 0, max = 100))] f64),
+    /// `"25%"`, or a template that gives a share
     Text(String),
 }
 
@@ -309,15 +309,9 @@ pub(crate) trait Driver: Send + Sync {
     async fn switch(&self, map: Option<&str>, key: Option<&str>, to: &str) -> Result<(String, String), String>;
     /// Blue-green ramp: how the traffic is split between `from` and `to`; an
     /// error when it could go anywhere else.
-    async fn split(&self, from: &str, to: &str) -> Result<Split, String> {
-        let _ = (from, to);
-        Err(format!("{} cannot split traffic", self.pool()))
-    }
+    async fn split(&self, from: &str, to: &str) -> Result<Split, String>;
     /// Blue-green ramp: gives `to` `share` percent of the traffic, `from` the rest.
-    async fn set_split(&self, from: &str, to: &str, share: f64) -> Result<(), String> {
-        let _ = (from, to, share);
-        Err(format!("{} cannot split traffic", self.pool()))
-    }
+    async fn set_split(&self, from: &str, to: &str, share: f64) -> Result<(), String>;
     /// A warning about the pool's configuration, if any (HAProxy's reload caveat).
     fn caveat(&self) -> Option<String>;
 }
