@@ -192,6 +192,10 @@ fn a_split_gives_the_new_colour_its_share_of_users_by_server_weights() {
     let run = Run::new()
         .playbook("ramp", &playbook("ramp", "ramp"))
         .playbook("wrong", &playbook("wrong", "blue"));
+    // `plan --live` reads the split as it is, changing nothing.
+    run.exec(["plan", "ramp", "--live", "--set", "share=25"])
+        .exit(0)
+        .stdout_has("now: green gets 50% of the traffic, blue the rest");
     run.exec(["run", "ramp", "--set", "share=0"])
         .exit(0)
         .stdout_has("haproxy ramp: green 50% -> 0% of the traffic, blue the rest");
