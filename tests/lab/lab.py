@@ -623,6 +623,10 @@ defaults
     timeout connect 2s
     timeout client 30s
     timeout server 30s
+    # A health check may take as long as a slow release answers (without it
+    # HAProxy allows only `inter`, 300 ms, and a release 300 ms slower flaps
+    # DOWN and takes no traffic).
+    timeout check 2s
     option redispatch
     retries 2
 
