@@ -56,6 +56,7 @@ pub struct LbParams {
     pub key: Option<String>,
     /// `split`: the percent of the traffic `to` gets (`25` or `"25%"`); `from` gets the rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "share_schema")]
     pub share: Option<Share>,
     /// `switch` and `active`: where traffic must go now: `switch` refuses, changing nothing, unless it goes to `from` (or already to `to`); `active` fails unless it goes to `from`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -89,13 +90,26 @@ pub struct LbParams {
 }
 
 /// A share of the traffic: a number of percent, or a text like `25%`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Share {
     /// `25`
-    Percent(#[schemars(range(min = 0, max = 100))] f64),
-    /// `"25%"`, or a template that gives a share
+    Percent(f64),
+    /// `"25%"`
     Text(String),
+}
+
+/// One schema for both forms of a share (so that a wrong one is told in
+/// words, not as "none of anyOf"): a number from 0 to 100, or its text with
+/// an optional `%`.
+fn share_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "`split`: the percent of the traffic `to` gets (`25` or `\"25%\"`); `from` gets the rest.",
+        "type": ["number", "string"],
+        "minimum": 0,
+        "maximum": 100,
+        "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*%?\\s*$"
+    })
 }
 
 impl Share {
