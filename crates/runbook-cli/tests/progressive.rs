@@ -456,10 +456,20 @@ fn a_blue_green_ramp_stops_a_bad_release_at_its_first_share_and_lets_a_good_one_
         .exit(1)
         .stdout_has("✗ ramp-ready")
         .stdout_has("haproxy `split` needs `backend`");
-    assert!(
-        lab.deploys(2).is_empty() && lab.deploys(3).is_empty(),
-        "green untouched"
-    );
+    let green_untouched = || {
+        assert!(
+            lab.deploys(2).is_empty() && lab.deploys(3).is_empty(),
+            "green untouched"
+        )
+    };
+    green_untouched();
+    // So is a share beyond 100, before anything runs.
+    let mut wrong = vec!["release=v2", "ramp=[10, 150]"];
+    wrong.extend(&ramp[1..]);
+    lab.play(&run, "blue-green", BLUE_GREEN, &wrong)
+        .exit(2)
+        .stderr_has("`ramp[150].shift`, `with.share`: 150 is greater than the maximum of 100");
+    green_untouched();
 
     let load = Load::start(bg, "/api/accounts", 4);
     let out = lab.play(&run, "blue-green", BLUE_GREEN, &sets).exit(1);
