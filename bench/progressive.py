@@ -69,7 +69,8 @@ def runbook(*args):
 def deploy(release, analysis):
     sets = [f"release={release}", "batches=[1, 100%]", "roll_back=all"]
     if analysis:
-        sets += [f"bake={BAKE}", "analysis_window=5s", "analysis_count=2", "analysis_interval=1s"]
+        sets += [f"bake={BAKE}", "analysis_window=5s", "analysis_count=2", "analysis_interval=1s",
+                 "analysis_min_requests=5"]
     for k in KEYS:
         if k == "prometheus_url" and not analysis:
             continue
@@ -98,7 +99,7 @@ def blue_green(release, ramp):
             "backup_dir"]
     if ramp:
         sets += ["ramp=[10, 50]", f"ramp_bake={BAKE}", "analysis_window=5s", "analysis_count=2",
-                 "analysis_interval=1s"]
+                 "analysis_interval=1s", "analysis_min_requests=5"]
         keys += ["ramp_backend", "prometheus_url"]
     sets += [f"{k}={INPUTS[k]}" for k in keys]
     args = ["run", "blue-green", "--yes"]

@@ -140,13 +140,15 @@ fn a_metrics_server_that_is_down_is_inconclusive_never_a_failure() {
 
 /// What rolling-deploy needs of the lab, its Prometheus included.
 /// A ramp of a canary then the rest, each judged after a short bake; every
-/// instance put back when one fails.
-const RAMP: [&str; 6] = [
+/// instance put back when one fails. (A 5 s window on a loaded test machine
+/// may hold fewer than the default 20 requests per instance.)
+const RAMP: [&str; 7] = [
     "batches=[1, 100%]",
     "bake=3s",
     "analysis_window=5s",
     "analysis_count=2",
     "analysis_interval=1s",
+    "analysis_min_requests=5",
     "roll_back=all",
 ];
 
@@ -399,6 +401,7 @@ fn a_slower_canary_is_failed_by_its_latency_quantile_against_the_baseline() {
         "analysis_window=5s",
         "analysis_count=2",
         "analysis_interval=1s",
+        "analysis_min_requests=5",
         "latency_metric=http_request_duration_seconds",
         "latency_selector=job=\"app\"",
     ];
@@ -440,6 +443,7 @@ fn a_blue_green_ramp_stops_a_bad_release_at_its_first_share_and_lets_a_good_one_
         "ramp=[10, 50]",
         "ramp_bake=3s",
         "analysis_window=5s",
+        "analysis_min_requests=5",
         "analysis_count=2",
         "analysis_interval=1s",
         "bake_samples=10",
@@ -520,6 +524,29 @@ fn a_blue_green_ramp_stops_a_bad_release_at_its_first_share_and_lets_a_good_one_
         out.stdout
     );
     assert!(support::http_get("127.0.0.1", bg, "/version/").contains("\"v3\""));
+    assert_eq!((count.http_errors, count.connection_errors), (0, 0), "{count:?}");
+
+    // Back the other way, green live now: a share that serves fewer requests
+    // than the analysis needs is no data, not a verdict. The ramp waits at
+    // its share; rejecting it sends every user back to green.
+    let load = Load::start(bg, "/api/accounts", 4);
+    let mut sets = vec!["release=v4", "from=green", "to=blue"];
+    sets.extend(&ramp[1..]);
+    sets.extend(["ramp=[10]", "analysis_min_requests=1000000"]);
+    let waits = lab.play(&run, "blue-green", BLUE_GREEN, &sets).exit(3);
+    let waits = waits
+        .stdout_has("ramp[10].analysis │ measurement 1/2: inconclusive: no data")
+        .stdout_has("ramp[10].analysis waits for an approval");
+    assert!(
+        lab.haproxy(&format!("show map {map}")).contains("active ramp"),
+        "{}",
+        waits.stdout
+    );
+    run.exec(["reject", &waits.run_id()])
+        .exit(1)
+        .stdout_has("✓ enter-ramp.undo.leave-ramp");
+    let count = load.stop();
+    assert!(lab.haproxy(&format!("show map {map}")).contains("active green"));
     assert_eq!((count.http_errors, count.connection_errors), (0, 0), "{count:?}");
 }
 
