@@ -140,11 +140,14 @@ fn a_metrics_server_that_is_down_is_inconclusive_never_a_failure() {
 
 /// What rolling-deploy needs of the lab, its Prometheus included.
 /// A ramp of a canary then the rest, each judged after a short bake; every
-/// instance put back when one fails. (A 5 s window on a loaded test machine
-/// may hold fewer than the default 20 requests per instance.)
+/// instance put back when one fails. The bake is as long as the analysis
+/// window, so that the window holds only the new release's requests (not the
+/// last ones of the release before, on a run right after another); a 5 s
+/// window on a loaded test machine may hold fewer than the default 20
+/// requests per instance.
 const RAMP: [&str; 7] = [
     "batches=[1, 100%]",
-    "bake=3s",
+    "bake=5s",
     "analysis_window=5s",
     "analysis_count=2",
     "analysis_interval=1s",
@@ -350,7 +353,14 @@ fn without_prometheus_a_ramp_is_judged_by_sampling_each_instance_against_its_obj
             &run,
             "rolling-deploy",
             &keys,
-            &["release=v5", "batches=[1, 100%]", &down, "analysis_interval=100ms"],
+            // No bake: the analysis first waits one window (2 s here).
+            &[
+                "release=v5",
+                "batches=[1, 100%]",
+                &down,
+                "analysis_window=2s",
+                "analysis_interval=100ms",
+            ],
         )
         .exit(3);
     let waits = waits.stdout_has("roll[web1].analysis waits for an approval: the analysis is inconclusive");

@@ -446,7 +446,13 @@ impl StepKind for Prometheus {
             format!("{count} times, {} apart", p.interval.as_deref().unwrap_or("30s"))
         };
         let against = p.compare.as_ref().map_or("", |_| " against a baseline");
-        format!("measure `{}`{against} {times} at {}", p.query, p.url)
+        let after = p
+            .initial_delay
+            .as_deref()
+            .filter(|d| parse_duration(d).is_ok_and(|d| !d.is_zero()))
+            .map(|d| format!(", the first after {d},"))
+            .unwrap_or_default();
+        format!("measure `{}`{against} {times}{after} at {}", p.query, p.url)
     }
 
     fn can_preview(&self, _with: &Json) -> bool {
