@@ -253,7 +253,7 @@ fn a_ramp_stops_a_bad_release_at_its_canary_rolls_back_and_lets_a_good_one_throu
     load.stop();
     let out = out
         .stdout_has("✓ roll[web1].analysis")
-        .stdout_has("against baseline 0.000000 (difference +0.1")
+        .stdout_has("against baseline 0.000000 (difference +0.")
         .stdout_has("more than max_increase 0.15");
     assert_eq!(lab.versions(3), ["v3", "v3", "v3"], "{}", out.stdout);
 }
