@@ -23,7 +23,7 @@ LB = LAB["haproxy"]["port"]
 HOSTS = [h["name"] for h in LAB["hosts"]]
 INPUTS = LAB["inputs"]
 KEYS = ["lb_socket", "app_port", "deploy_cmd", "restart_cmd", "rollback_cmd", "prometheus_url"]
-BAKE = os.environ.get("BAKE", "3s")
+BAKE = os.environ.get("BAKE", "5s")
 # How long users are watched after each deploy ends.
 AFTER = 10
 

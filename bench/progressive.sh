@@ -11,7 +11,7 @@
 # bench/progressive.py.
 #
 #   bench/progressive.sh              # builds the release binary; writes bench/out/progressive/
-#   HOSTS=4 BAKE=3s bench/progressive.sh
+#   HOSTS=4 BAKE=10s bench/progressive.sh   # bake (default 5s) no shorter than the 5 s window
 #
 # Needs what the lab needs, Prometheus included (scripts/setup).
 set -euo pipefail
