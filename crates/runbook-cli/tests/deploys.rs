@@ -70,17 +70,6 @@ fn a_host_that_fails_its_health_gate_is_rolled_back_and_left_out_then_resume_fin
     }
 }
 
-const BLUE_GREEN: &[&str] = &[
-    "lb_socket",
-    "app_port",
-    "deploy_cmd",
-    "restart_cmd",
-    "migrate_cmd",
-    "bluegreen_map",
-    "bluegreen_url",
-    "backup_dir",
-];
-
 fn via_bluegreen(lab: &Lab) -> String {
     let port = lab.info["haproxy"]["bluegreen_port"].as_u64().unwrap() as u16;
     support::http_get("127.0.0.1", port, "/version/")
@@ -102,13 +91,13 @@ fn blue_green_switches_after_warm_up_and_bake_and_switches_back_when_the_bake_fa
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // Without a recent verified backup, the migrations do not run: refused
     // before either colour is touched.
-    lab.play(&run, "blue-green", BLUE_GREEN, &args)
+    lab.play(&run, "blue-green", support::BLUE_GREEN, &args)
         .exit(1)
         .stdout_has("no verified backup");
     assert!(lab.host_file(1, "deploys.log").is_empty(), "green untouched");
     lab.verified_backup(&run);
     // The migration waits for a person; --yes answers for a pipeline.
-    let waits = lab.play(&run, "blue-green", BLUE_GREEN, &args).exit(3);
+    let waits = lab.play(&run, "blue-green", support::BLUE_GREEN, &args).exit(3);
     assert!(waits.stdout.contains("approve-migrate"), "{}", waits.stdout);
     let out = run.exec(["approve", &waits.run_id()]).exit(0);
     assert!(via_bluegreen(&lab).contains("\"v2\""), "{}", out.stdout);
@@ -127,7 +116,7 @@ fn blue_green_switches_after_warm_up_and_bake_and_switches_back_when_the_bake_fa
     // Live is green now: a release "to green" is refused before anything is
     // touched.
     let out = lab
-        .play(&run, "blue-green", BLUE_GREEN, &["release=v9", "--yes"])
+        .play(&run, "blue-green", support::BLUE_GREEN, &["release=v9", "--yes"])
         .exit(1);
     assert!(
         out.stdout.contains("traffic goes to `green`, not `blue`"),
@@ -139,7 +128,7 @@ fn blue_green_switches_after_warm_up_and_bake_and_switches_back_when_the_bake_fa
     let out = lab.play(
         &run,
         "blue-green",
-        BLUE_GREEN,
+        support::BLUE_GREEN,
         &[
             "--yes",
             "release=v1",
@@ -159,7 +148,7 @@ fn blue_green_switches_after_warm_up_and_bake_and_switches_back_when_the_bake_fa
         .play(
             &run,
             "blue-green",
-            BLUE_GREEN,
+            support::BLUE_GREEN,
             &["--yes", "release=v3", "bake_samples=3", "bake_rate=20", "p95=1s"],
         )
         .exit(1);
@@ -298,7 +287,7 @@ fn a_second_playbook_on_the_same_fleet_is_refused_while_a_deploy_runs() {
     let mut deploy = run.spawn(&args);
     support::wait_for_lock(&run, "fleet/app", &mut deploy);
     lab.verified_backup(&run);
-    lab.play(&run, "blue-green", BLUE_GREEN, &["release=v3", "--yes"])
+    lab.play(&run, "blue-green", support::BLUE_GREEN, &["release=v3", "--yes"])
         .exit(4)
         .stderr_has("lock `fleet/app` is held by run");
     lab.play(&run, "graceful-shutdown", &["lb_socket"], &["--yes"])

@@ -427,18 +427,9 @@ fn a_slower_canary_is_failed_by_its_latency_quantile_against_the_baseline() {
 
 /// blue-green's inputs that point it at the lab, with its ramp backend and
 /// Prometheus.
-const BLUE_GREEN: &[&str] = &[
-    "lb_socket",
-    "app_port",
-    "deploy_cmd",
-    "restart_cmd",
-    "migrate_cmd",
-    "bluegreen_map",
-    "bluegreen_url",
-    "backup_dir",
-    "ramp_backend",
-    "prometheus_url",
-];
+fn blue_green_keys() -> Vec<&'static str> {
+    [support::BLUE_GREEN, &["ramp_backend", "prometheus_url"]].concat()
+}
 
 #[test]
 fn a_blue_green_ramp_stops_a_bad_release_at_its_first_share_and_lets_a_good_one_through() {
@@ -447,6 +438,7 @@ fn a_blue_green_ramp_stops_a_bad_release_at_its_first_share_and_lets_a_good_one_
     let bg = u16::try_from(lab.info["haproxy"]["bluegreen_port"].as_u64().unwrap()).unwrap();
     let map = lab.info["haproxy"]["map"].as_str().unwrap().to_owned();
     let run = lab.runbook();
+    let bg_keys = blue_green_keys();
     lab.verified_backup(&run);
     artifact(&lab, "v2", "ERROR_RATE", "0.2");
     let ramp = [
@@ -465,7 +457,7 @@ fn a_blue_green_ramp_stops_a_bad_release_at_its_first_share_and_lets_a_good_one_
     // changes.
     let mut sets = vec!["release=v2"];
     sets.extend(ramp);
-    let keys: Vec<&str> = BLUE_GREEN.iter().copied().filter(|k| *k != "ramp_backend").collect();
+    let keys: Vec<&str> = bg_keys.iter().copied().filter(|k| *k != "ramp_backend").collect();
     lab.play(&run, "blue-green", &keys, &sets)
         .exit(1)
         .stdout_has("✗ ramp-ready")
@@ -480,13 +472,13 @@ fn a_blue_green_ramp_stops_a_bad_release_at_its_first_share_and_lets_a_good_one_
     // So is a share beyond 100, before anything runs.
     let mut wrong = vec!["release=v2", "ramp=[10, 150]"];
     wrong.extend(&ramp[1..]);
-    lab.play(&run, "blue-green", BLUE_GREEN, &wrong)
+    lab.play(&run, "blue-green", &bg_keys, &wrong)
         .exit(2)
         .stderr_has("`ramp[150].shift`, `with.share`: 150 is greater than the maximum of 100");
     green_untouched();
 
     let load = Load::start(bg, "/api/accounts", 4);
-    let out = lab.play(&run, "blue-green", BLUE_GREEN, &sets).exit(1);
+    let out = lab.play(&run, "blue-green", &bg_keys, &sets).exit(1);
     let count = load.stop();
     // Judged at its first share and sent back: every user on blue again.
     let out = out
@@ -522,7 +514,7 @@ fn a_blue_green_ramp_stops_a_bad_release_at_its_first_share_and_lets_a_good_one_
     let load = Load::start(bg, "/api/accounts", 4);
     let mut sets = vec!["release=v3"];
     sets.extend(ramp);
-    let out = lab.play(&run, "blue-green", BLUE_GREEN, &sets).exit(0);
+    let out = lab.play(&run, "blue-green", &bg_keys, &sets).exit(0);
     let count = load.stop();
     let out = out
         .stdout_has("✓ ramp[10].analysis")
@@ -543,7 +535,7 @@ fn a_blue_green_ramp_stops_a_bad_release_at_its_first_share_and_lets_a_good_one_
     let mut sets = vec!["release=v4", "from=green", "to=blue"];
     sets.extend(&ramp[1..]);
     sets.extend(["ramp=[10]", "analysis_min_requests=1000000"]);
-    let waits = lab.play(&run, "blue-green", BLUE_GREEN, &sets).exit(3);
+    let waits = lab.play(&run, "blue-green", &bg_keys, &sets).exit(3);
     let waits = waits
         .stdout_has("ramp[10].analysis │ measurement 1/2: inconclusive: no data")
         .stdout_has("ramp[10].analysis waits for an approval");

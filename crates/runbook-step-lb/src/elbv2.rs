@@ -86,6 +86,18 @@ impl Elbv2 {
         })
     }
 
+    /// Makes `action` the listener's default action (ModifyListener).
+    async fn forward(&self, listener: &str, action: Action) -> Result<(), String> {
+        self.client
+            .modify_listener()
+            .listener_arn(listener)
+            .default_actions(action)
+            .send()
+            .await
+            .map_err(|e| sdk("ModifyListener", e))?;
+        Ok(())
+    }
+
     /// The target group's deregistration delay (how long ELB drains).
     async fn deregistration_delay(&self) -> Result<Duration, String> {
         let out = self
@@ -286,14 +298,7 @@ impl Driver for Elbv2 {
             .r#type(ActionTypeEnum::Forward)
             .forward_config(forward)
             .build();
-        self.client
-            .modify_listener()
-            .listener_arn(self.listener("`split`")?)
-            .default_actions(action)
-            .send()
-            .await
-            .map_err(|e| sdk("ModifyListener", e))?;
-        Ok(())
+        self.forward(self.listener("`split`")?, action).await
     }
 
     async fn switch(&self, map: Option<&str>, key: Option<&str>, to: &str) -> Result<(String, String), String> {
@@ -304,13 +309,7 @@ impl Driver for Elbv2 {
                 .r#type(ActionTypeEnum::Forward)
                 .target_group_arn(to)
                 .build();
-            self.client
-                .modify_listener()
-                .listener_arn(listener)
-                .default_actions(action)
-                .send()
-                .await
-                .map_err(|e| sdk("ModifyListener", e))?;
+            self.forward(listener, action).await?;
         }
         Ok((before, to.to_owned()))
     }

@@ -846,6 +846,19 @@ impl Drop for Moto {
 
 /// A TCP port free on 127.0.0.1 now.
 #[allow(dead_code)]
+/// blue-green's inputs that point it at the lab (its HAProxy, its map, the
+/// hosts' scripts, the backup folder its migration guard reads).
+pub const BLUE_GREEN: &[&str] = &[
+    "lb_socket",
+    "app_port",
+    "deploy_cmd",
+    "restart_cmd",
+    "migrate_cmd",
+    "bluegreen_map",
+    "bluegreen_url",
+    "backup_dir",
+];
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("a free port")
