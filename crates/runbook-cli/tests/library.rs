@@ -83,7 +83,8 @@ fn pinned_versions_and_paths() {
         .args(["plan", "playbooks/hello/v1.yaml"])
         .run()
         .exit(0)
-        .stdout_has("run `echo hello world`");
+        .stdout_has(r#"run `echo hello "${RUNBOOK_INPUTS_WHO}"`"#)
+        .stdout_has("env: {RUNBOOK_INPUTS_WHO: world}");
     Run::new()
         .playbook("hello", HELLO)
         .args(["plan", "helo"])

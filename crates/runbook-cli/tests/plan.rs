@@ -28,14 +28,15 @@ fn rolling_deploy_plan() {
     .exit(0)
     // for_each known from inputs: expanded per host, nested for_each per unit.
     .stdout_has("roll[web2].components[celery]")
-    .stdout_has("run `ssh web2 systemctl restart celery`")
-    // outputs of earlier steps as typed placeholders, shell-quoted.
-    .stdout_has("rollback web1 '<steps.fetch.outputs.stdout: string>'")
+    .stdout_has(r#"run `ssh "${RUNBOOK_HOST}" systemctl restart "${RUNBOOK_UNIT}"`"#)
+    .stdout_has("env: {RUNBOOK_HOST: web2, RUNBOOK_UNIT: celery}")
+    // outputs of earlier steps as typed placeholders, in the variables.
+    .stdout_has(r#"RUNBOOK_STEPS_FETCH_OUTPUTS_STDOUT: "<steps.fetch.outputs.stdout: string>""#)
     // parallel stage: preflight and fetch both start at once.
     .stdout_has(" 1∥  preflight")
     .stdout_has(" 1∥  fetch")
     // `when` decided from inputs.
-    .stdout_has("announce   unknown  shell       run `notify 'deployed v42'`")
+    .stdout_has(r#"announce   unknown  shell       run `notify 'deployed '"${RUNBOOK_INPUTS_RELEASE}"''`"#)
     .stdout_lacks("skipped");
     insta::assert_snapshot!(out.stdout);
 }

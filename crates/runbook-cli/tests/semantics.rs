@@ -77,9 +77,9 @@ fn values_in_backticks_and_parameter_expansions_are_refused_before_anything_runs
     let run = run.playbook("t", &yaml);
     run.exec(["validate", "t"])
         .exit(2)
-        .stderr_has("a value inside backticks cannot be quoted safely")
+        .stderr_has("a value inside backticks cannot be kept data")
         .stderr_has("use `$(...)` instead of backticks")
-        .stderr_has("a value inside `${...}` cannot be quoted safely")
+        .stderr_has("a value inside `${...}` cannot be kept data")
         .stderr_has("t/v1.yaml:7:63")
         .stderr_has("t/v1.yaml:8:54");
     run.exec(["run", "t", "--set", "x=1"]).exit(2);

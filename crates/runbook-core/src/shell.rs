@@ -1,18 +1,29 @@
-//! Where a value lands in a shell command, and how it is quoted there.
+//! The shell contract: a value is never spliced into script text.
 //!
-//! A key design decision: a template's values are marked while it renders,
-//! then one pass reads the command the way `sh` will, with a stack of the
-//! contexts it opens (quotes, `$(...)`, backticks, `$((...))`, `${...}`,
-//! comments, here-documents), and quotes each value for the context it lands
-//! in. Where no quoting can keep a value data (inside backticks, `$'...'` or
-//! `${...}`, a value that would end a here-document), the command is refused
-//! with a hint instead of guessed at; `validate` finds those places before
-//! anything runs ([`refusals`]).
+//! A key design decision: in a field that a shell runs, each `{{...}}` value
+//! is bound to an environment variable of the command (`RUNBOOK_INPUTS_TAG`)
+//! and the script gets a *reference* to it (`"${RUNBOOK_INPUTS_TAG}"`), never
+//! the value's text. A shell expands a parameter once and never reads its
+//! result as code, so whatever the value holds it reaches the command as data.
+//! The reference's text is fixed (`'`, `"`, `$`, braces, letters, digits) and
+//! balanced in every quoting context, so a mistake of the reader below can
+//! only give a wrong value (a literal `${...}`, a split word), never run code.
+//!
+//! The reader still follows the command the way `sh` will (quotes, `$(...)`,
+//! backticks, `$((...))`, `${...}`, comments, here-documents), but only to
+//! choose the reference's spelling and to refuse the places where a shell
+//! would not expand it as data: arithmetic (bash evaluates a value there, and
+//! array subscripts in it run commands), backticks, `$'...'`, `${...}` words
+//! and quoted here-documents. `validate` finds those before anything runs
+//! ([`refusals`]).
 
 /// Marks where a value starts and ends in a shell field's first rendering.
 pub(crate) const OPEN: char = '\u{E000}';
 /// See [`OPEN`].
 pub(crate) const CLOSE: char = '\u{E001}';
+
+/// The prefix of the environment variables that carry values into commands.
+pub const VAR_PREFIX: &str = "RUNBOOK_";
 
 /// A place where a value cannot be inserted safely.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +44,9 @@ impl std::fmt::Display for Refusal {
 
 const VIA_ENV: &str = "pass the value through the step's `env:` and use \"$NAME\" in the command";
 
-/// Quotes a value for a POSIX shell, leaving plain words as they are.
+/// Quotes a value for a POSIX shell, leaving plain words as they are: for the
+/// few places the engine itself writes a script (`export NAME=...` ahead of an
+/// ssh command), never for a template's values.
 pub fn quote(s: &str) -> String {
     if s.is_empty() {
         "''".to_owned()
@@ -63,7 +76,7 @@ pub(crate) enum Ctx {
     QuotedHeredoc,
     /// In a `#` comment.
     Comment,
-    /// Inside `$((...))`.
+    /// Inside `$((...))`, `$[...]` or a `((...))` command.
     Arith,
     /// Inside `${...}`.
     Param,
@@ -86,6 +99,7 @@ enum Frame {
     AnsiC,
     Arith {
         parens: usize,
+        end: ArithEnd,
     },
     Param {
         braces: usize,
@@ -96,6 +110,19 @@ enum Frame {
         strip_tabs: bool,
         quoted: bool,
     },
+}
+
+/// What ends an arithmetic context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ArithEnd {
+    /// `$((...))` and the `((...))` command.
+    DoubleParen,
+    /// bash's old `$[...]`.
+    Bracket,
+    /// A `[[ ... ]]` test that compares numbers (`-eq`, `-lt`, ...).
+    DoubleBracket,
+    /// The end of a `let` command.
+    Command,
 }
 
 impl Frame {
@@ -115,22 +142,16 @@ impl Frame {
     }
 }
 
-/// Quotes one value for the context it lands in.
-fn quote_for(ctx: Ctx, value: &str, index: usize) -> Result<String, Refusal> {
+/// The reference to variable `name` for the context it lands in: one quoted
+/// word where words are read, the bare expansion inside double quotes and
+/// here-documents, and a closed-then-reopened quote inside `'...'`. Each form
+/// is balanced, so the context after it is the one before it, and each is a
+/// plain parameter expansion wherever a shell really is.
+fn reference(ctx: Ctx, name: &str, value: &str, index: usize) -> Result<String, Refusal> {
     let refuse = |message: String, hint: &'static str| Refusal {
         message,
         hint,
         value: index,
-    };
-    let escaped = |specials: &[char]| {
-        let mut out = String::with_capacity(value.len() + 4);
-        for c in value.chars() {
-            if specials.contains(&c) {
-                out.push('\\');
-            }
-            out.push(c);
-        }
-        out
     };
     if value.contains('\0') {
         return Err(refuse(
@@ -139,35 +160,39 @@ fn quote_for(ctx: Ctx, value: &str, index: usize) -> Result<String, Refusal> {
         ));
     }
     Ok(match ctx {
-        Ctx::Word => quote(value),
-        Ctx::Single => value.replace('\'', r"'\''"),
-        Ctx::Double => escaped(&['"', '\\', '$', '`']),
-        Ctx::Heredoc => escaped(&['\\', '$', '`']),
-        Ctx::QuotedHeredoc => value.to_owned(),
-        // A comment is never run; a line break in it would end it.
-        Ctx::Comment => value.replace(['\n', '\r'], " "),
+        Ctx::Word | Ctx::Comment => format!("\"${{{name}}}\""),
+        Ctx::Double | Ctx::Heredoc => format!("${{{name}}}"),
+        Ctx::Single => format!("'\"${{{name}}}\"'"),
+        // An integer is inserted as its digits: bash evaluates a variable's
+        // text in arithmetic (and runs the commands of an array subscript).
         Ctx::Arith if is_integer(value) => value.to_owned(),
         Ctx::Arith => {
             return Err(refuse(
-                format!("a value inside `$((...))` must be an integer, got `{value}`"),
+                format!("a value inside arithmetic must be an integer, got `{value}`"),
                 "check the input's type (`type: integer`), or compute in the shell from a variable set by `env:`",
+            ));
+        }
+        Ctx::QuotedHeredoc => {
+            return Err(refuse(
+                "a value inside a quoted here-document (`<<'EOF'`) is never expanded".to_owned(),
+                "use an unquoted delimiter (`<<EOF`): the value is inserted as `${NAME}`, which expands to the value and nothing else",
             ));
         }
         Ctx::Param => {
             return Err(refuse(
-                "a value inside `${...}` cannot be quoted safely".to_owned(),
+                "a value inside `${...}` cannot be kept data".to_owned(),
                 VIA_ENV,
             ));
         }
         Ctx::Backtick => {
             return Err(refuse(
-                "a value inside backticks cannot be quoted safely".to_owned(),
+                "a value inside backticks cannot be kept data".to_owned(),
                 "use `$(...)` instead of backticks",
             ));
         }
         Ctx::AnsiC => {
             return Err(refuse(
-                "a value inside `$'...'` cannot be quoted safely".to_owned(),
+                "a value inside `$'...'` cannot be kept data".to_owned(),
                 "use '...' or \"...\" around it",
             ));
         }
@@ -189,7 +214,15 @@ struct Lexer {
     line: String,
     line_has_value: bool,
     word_start: bool,
+    /// Where a command's first word may stand: only there are `case`,
+    /// `esac`, `let`, `((` and `[[` keywords.
+    cmd_start: bool,
+    /// The current word of a command, to know a reserved word when it ends.
+    word: String,
 }
+
+/// The reserved words after which a command's first word stands.
+const LEADING: [&str; 10] = ["then", "do", "else", "elif", "if", "while", "until", "{", "!", "time"];
 
 impl Lexer {
     fn top(&self) -> &Frame {
@@ -237,7 +270,14 @@ impl Lexer {
             return Ok(());
         }
         if value_index.is_none() {
-            if matches!(self.top(), Frame::Comment) {
+            if matches!(
+                self.top(),
+                Frame::Comment
+                    | Frame::Arith {
+                        end: ArithEnd::Command,
+                        ..
+                    }
+            ) {
                 self.pop();
             }
             if matches!(self.top(), Frame::Cmd { .. }) && !self.pending.is_empty() {
@@ -265,6 +305,8 @@ fn lex(s: &str, mut insert: impl FnMut(Ctx, &str, usize) -> Result<String, Refus
         line: String::new(),
         line_has_value: false,
         word_start: true,
+        cmd_start: true,
+        word: String::new(),
     };
     let mut values = 0usize;
     let mut i = 0usize;
@@ -302,6 +344,7 @@ fn lex(s: &str, mut insert: impl FnMut(Ctx, &str, usize) -> Result<String, Refus
             }
             out.push_str(&text);
             lx.word_start = false;
+            lx.word.push('x');
             i = end + 1;
             continue;
         }
@@ -310,8 +353,19 @@ fn lex(s: &str, mut insert: impl FnMut(Ctx, &str, usize) -> Result<String, Refus
         let next = at(i + 1);
         let dollar_opens = |lx: &mut Lexer, n: &mut usize| match (at(i + 1), at(i + 2)) {
             (Some('('), Some('(')) => {
-                lx.push(Frame::Arith { parens: 0 });
+                lx.push(Frame::Arith {
+                    parens: 0,
+                    end: ArithEnd::DoubleParen,
+                });
                 *n = 3;
+                true
+            }
+            (Some('['), _) => {
+                lx.push(Frame::Arith {
+                    parens: 0,
+                    end: ArithEnd::Bracket,
+                });
+                *n = 2;
                 true
             }
             (Some('('), _) => {
@@ -321,6 +375,8 @@ fn lex(s: &str, mut insert: impl FnMut(Ctx, &str, usize) -> Result<String, Refus
                     cases: 0,
                 });
                 lx.word_start = true;
+                lx.cmd_start = true;
+                lx.word.clear();
                 *n = 2;
                 true
             }
@@ -335,6 +391,22 @@ fn lex(s: &str, mut insert: impl FnMut(Ctx, &str, usize) -> Result<String, Refus
             Frame::Cmd { nested, parens, cases } => {
                 let was_word_start = lx.word_start;
                 lx.word_start = c.is_whitespace() || ";&|()".contains(c);
+                let at_command = was_word_start && lx.cmd_start;
+                if c == '\n' || ";&|(".contains(c) {
+                    lx.cmd_start = true;
+                    lx.word.clear();
+                } else if c.is_whitespace() {
+                    if !lx.word.is_empty() {
+                        lx.cmd_start = LEADING.contains(&lx.word.as_str());
+                        lx.word.clear();
+                    }
+                } else if c == ')' {
+                    // A case pattern's end: its commands follow.
+                    lx.cmd_start = cases > 0 && parens == 0;
+                    lx.word.clear();
+                } else {
+                    lx.word.push(c);
+                }
                 match c {
                     '\\' => n = 2,
                     '\'' => lx.push(Frame::Single),
@@ -348,19 +420,49 @@ fn lex(s: &str, mut insert: impl FnMut(Ctx, &str, usize) -> Result<String, Refus
                     '$' => {
                         dollar_opens(&mut lx, &mut n);
                     }
+                    '(' if at_command && next == Some('(') => {
+                        lx.push(Frame::Arith {
+                            parens: 0,
+                            end: ArithEnd::DoubleParen,
+                        });
+                        n = 2;
+                    }
                     '(' => {
                         set_cmd(&mut lx, parens + 1, cases);
                         lx.word_start = true;
                     }
+                    'l' if at_command && starts(i, "let") => {
+                        lx.push(Frame::Arith {
+                            parens: 0,
+                            end: ArithEnd::Command,
+                        });
+                        n = 3;
+                    }
+                    '[' if at_command && next == Some('[') && numeric_test(&chars[i..]) => {
+                        lx.push(Frame::Arith {
+                            parens: 0,
+                            end: ArithEnd::DoubleBracket,
+                        });
+                        n = 2;
+                    }
                     ')' if parens > 0 => set_cmd(&mut lx, parens - 1, cases),
                     ')' if cases > 0 => {}
-                    ')' if nested => lx.pop(),
-                    'c' if was_word_start && starts(i, "case") => {
+                    ')' if nested => {
+                        // `$(...)` ends inside a word: a `#` right after it
+                        // does not start a comment.
+                        lx.pop();
+                        lx.word_start = false;
+                        lx.cmd_start = false;
+                        lx.word.push('x');
+                    }
+                    'c' if at_command && starts(i, "case") => {
                         set_cmd(&mut lx, parens, cases + 1);
+                        lx.word = "case".to_owned();
                         n = 4;
                     }
-                    'e' if was_word_start && starts(i, "esac") => {
+                    'e' if at_command && starts(i, "esac") => {
                         set_cmd(&mut lx, parens, cases.saturating_sub(1));
+                        lx.word = "esac".to_owned();
                         n = 4;
                     }
                     '<' if next == Some('<') && at(i + 2) == Some('<') => n = 3,
@@ -400,21 +502,33 @@ fn lex(s: &str, mut insert: impl FnMut(Ctx, &str, usize) -> Result<String, Refus
                 '\'' => lx.pop(),
                 _ => {}
             },
-            Frame::Arith { parens } => match c {
+            Frame::Arith { parens, end } => match c {
                 '(' => {
                     lx.pop();
-                    lx.push(Frame::Arith { parens: parens + 1 });
+                    lx.push(Frame::Arith {
+                        parens: parens + 1,
+                        end,
+                    });
                 }
                 ')' if parens > 0 => {
                     lx.pop();
-                    lx.push(Frame::Arith { parens: parens - 1 });
+                    lx.push(Frame::Arith {
+                        parens: parens - 1,
+                        end,
+                    });
                 }
-                ')' => {
+                ')' if end == ArithEnd::DoubleParen => {
                     lx.pop();
                     if next == Some(')') {
                         n = 2;
                     }
                 }
+                ']' if end == ArithEnd::Bracket => lx.pop(),
+                ']' if end == ArithEnd::DoubleBracket && next == Some(']') => {
+                    lx.pop();
+                    n = 2;
+                }
+                ';' | '&' | '|' | ')' if end == ArithEnd::Command => lx.pop(),
                 '$' => {
                     dollar_opens(&mut lx, &mut n);
                 }
@@ -460,6 +574,16 @@ fn lex(s: &str, mut insert: impl FnMut(Ctx, &str, usize) -> Result<String, Refus
         i += n;
     }
     Ok(out)
+}
+
+/// True if the `[[ ... ]]` test starting here compares numbers, which bash
+/// does by evaluating both sides as arithmetic.
+fn numeric_test(rest: &[char]) -> bool {
+    let text: String = rest.iter().collect();
+    let body = text.find("]]").map_or(text.as_str(), |e| &text[..e]);
+    ["-eq", "-ne", "-lt", "-le", "-gt", "-ge"]
+        .iter()
+        .any(|op| body.split_whitespace().any(|w| w == *op))
 }
 
 /// Copies `n` characters from `start` as they are.
@@ -537,18 +661,58 @@ fn heredoc_word(rest: &[char]) -> Result<(Frame, usize), Refusal> {
     ))
 }
 
-/// Replaces each marked value with its text quoted for where it stands.
-pub(crate) fn quote_marked(s: &str) -> Result<String, Refusal> {
-    lex(s, quote_for)
+/// A shell field rendered under the contract: the script, whose values are
+/// references, and the variables that carry them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bound {
+    /// The script as the shell will read it.
+    pub script: String,
+    /// Each variable the script references, with its value, in first-use order.
+    pub vars: Vec<(String, String)>,
 }
 
-/// The places in a shell field's template where no value could be inserted
-/// safely (for `validate`): each `{{...}}` is read as a value in the command
-/// around it. Block helpers and raw insertions are left out. Each refusal comes
-/// with the `{{...}}` it is about, as written.
-pub fn refusals(template: &str) -> Vec<(Refusal, &str)> {
+/// Replaces each marked value with a reference to a variable that carries it.
+/// `names[i]` is the variable name wanted for the i-th value (from the
+/// template's text, [`value_names`]); a value without one gets `RUNBOOK_V<n>`.
+/// The same name with another value gets a suffix.
+pub(crate) fn bind_marked(s: &str, names: &[Option<String>]) -> Result<Bound, Refusal> {
+    let mut vars: Vec<(String, String)> = Vec::new();
+    let script = lex(s, |ctx, value, index| {
+        let base = names
+            .get(index)
+            .cloned()
+            .flatten()
+            .unwrap_or_else(|| format!("{VAR_PREFIX}V{}", index + 1));
+        let mut name = base.clone();
+        let mut k = 1;
+        loop {
+            match vars.iter().find(|(n, _)| *n == name) {
+                Some((_, v)) if v == value => break,
+                Some(_) => {
+                    k += 1;
+                    name = format!("{base}_{k}");
+                }
+                None => {
+                    // Arithmetic takes the digits themselves: no variable.
+                    if ctx != Ctx::Arith {
+                        vars.push((name.clone(), value.to_owned()));
+                    }
+                    break;
+                }
+            }
+        }
+        reference(ctx, &name, value, index)
+    })?;
+    Ok(Bound { script, vars })
+}
+
+/// The `{{...}}` value expressions of a template in text order (block helpers,
+/// comments and raw `{{{...}}}` left out), and the template with each replaced
+/// by a marked probe value.
+fn value_expressions(template: &str) -> (String, Vec<&str>, bool) {
     let mut probe = String::with_capacity(template.len());
     let mut values: Vec<&str> = Vec::new();
+    let mut blocks = false;
     let mut rest = template;
     while let Some(start) = rest.find("{{") {
         probe.push_str(&rest[..start]);
@@ -565,6 +729,7 @@ pub fn refusals(template: &str) -> Vec<(Refusal, &str)> {
         };
         let inner = after[len..len + end].trim_start_matches('~').trim_start();
         let is_value = len == 2 && !inner.starts_with(['#', '/', '^', '!', '>']) && inner.trim() != "else";
+        blocks |= inner.starts_with(['#', '/', '^']) || inner.trim() == "else";
         if is_value {
             probe.push(OPEN);
             probe.push('0');
@@ -574,8 +739,61 @@ pub fn refusals(template: &str) -> Vec<(Refusal, &str)> {
         rest = &after[len + end + close.len()..];
     }
     probe.push_str(rest);
+    (probe, values, blocks)
+}
+
+/// The variable name for each value of a template, in the order its values
+/// render: `{{inputs.release}}` is `RUNBOOK_INPUTS_RELEASE`, a helper call has
+/// none. A template with blocks renders its values in another order (or
+/// repeats them): none of its values is named.
+pub(crate) fn value_names(template: &str) -> Vec<Option<String>> {
+    let (_, values, blocks) = value_expressions(template);
+    if blocks {
+        return Vec::new();
+    }
+    values
+        .iter()
+        .map(|written| {
+            let inner = written
+                .trim_start_matches('{')
+                .trim_end_matches('}')
+                .trim_matches(['~', ' ']);
+            let simple = !inner.is_empty()
+                && inner
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-[]/@".contains(c))
+                && inner
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '@');
+            simple.then(|| {
+                let mut name = VAR_PREFIX.to_owned();
+                let mut gap = false;
+                for c in inner.chars() {
+                    if c.is_ascii_alphanumeric() {
+                        if gap && !name.ends_with('_') {
+                            name.push('_');
+                        }
+                        gap = false;
+                        name.push(c.to_ascii_uppercase());
+                    } else {
+                        gap = true;
+                    }
+                }
+                name
+            })
+        })
+        .collect()
+}
+
+/// The places in a shell field's template where no value could be inserted
+/// safely (for `validate`): each `{{...}}` is read as a value in the command
+/// around it. Block helpers and raw insertions are left out. Each refusal comes
+/// with the `{{...}}` it is about, as written.
+pub fn refusals(template: &str) -> Vec<(Refusal, &str)> {
+    let (probe, values, _) = value_expressions(template);
     let mut found = Vec::new();
-    let result = lex(&probe, |ctx, v, i| match quote_for(ctx, v, i) {
+    let result = lex(&probe, |ctx, v, i| match reference(ctx, "V", v, i) {
         Ok(t) => Ok(t),
         // Arithmetic takes integers; whether this one is shows at run time.
         Err(_) if ctx == Ctx::Arith => Ok(v.to_owned()),
@@ -604,38 +822,67 @@ mod tests {
         format!("{OPEN}{v}{CLOSE}")
     }
 
+    fn bind(s: String) -> Result<String, String> {
+        bind_marked(&s, &[]).map(|b| b.script).map_err(|r| r.to_string())
+    }
+
     #[test]
-    fn contexts() {
+    fn each_context_gets_a_reference_spelled_for_it() {
         let x = mark("a b");
-        let q = |s: String| quote_marked(&s).map_err(|r| r.to_string());
-        assert_eq!(q(format!("echo {x}")), Ok("echo 'a b'".into()));
+        assert_eq!(bind(format!("echo {x}")), Ok("echo \"${RUNBOOK_V1}\"".into()));
+        assert_eq!(bind(format!("echo 'a {x}'")), Ok("echo 'a '\"${RUNBOOK_V1}\"''".into()));
+        assert_eq!(bind(format!("echo \"a {x}\"")), Ok("echo \"a ${RUNBOOK_V1}\"".into()));
         assert_eq!(
-            q(format!("echo \"r: $(echo {x})\"")),
-            Ok("echo \"r: $(echo 'a b')\"".into())
+            bind(format!("echo \"$(echo {x})\"")),
+            Ok("echo \"$(echo \"${RUNBOOK_V1}\")\"".into())
         );
         assert_eq!(
-            q(format!("echo \"$(echo \"{x}\")\"")),
-            Ok("echo \"$(echo \"a b\")\"".into())
+            bind(format!("cat <<EOF\n{x} $HOME\nEOF\necho {x}")),
+            Ok("cat <<EOF\n${RUNBOOK_V1} $HOME\nEOF\necho \"${RUNBOOK_V2}\"".into())
+        );
+        assert!(bind(format!("cat <<'EOF'\n{x}\nEOF")).is_err_and(|e| e.contains("quoted here-document")));
+        assert!(bind(format!("echo `echo {x}`")).is_err_and(|e| e.contains("backticks")));
+        assert!(bind(format!("echo $(( {x} + 1 ))")).is_err_and(|e| e.contains("integer")));
+        assert!(bind(format!("echo $[ {x} + 1 ]")).is_err_and(|e| e.contains("integer")));
+        assert!(bind(format!("(( {x} > 1 ))")).is_err_and(|e| e.contains("integer")));
+        assert!(bind(format!("let n={x}+1")).is_err_and(|e| e.contains("integer")));
+        assert!(bind(format!("[[ {x} -eq 1 ]]")).is_err_and(|e| e.contains("integer")));
+        assert_eq!(
+            bind(format!("[[ {x} == a* ]]")),
+            Ok("[[ \"${RUNBOOK_V1}\" == a* ]]".into())
         );
         assert_eq!(
-            q(format!("cat <<EOF\n{x} $HOME\nEOF\necho {x}")),
-            Ok("cat <<EOF\na b $HOME\nEOF\necho 'a b'".into())
-        );
-        assert_eq!(q(format!("cat <<'EOF'\n{x}\nEOF")), Ok("cat <<'EOF'\na b\nEOF".into()));
-        assert_eq!(
-            q(format!("echo hi # {}", mark("x\ntouch p"))),
-            Ok("echo hi # x touch p".into())
-        );
-        assert!(q(format!("echo `echo {x}`")).is_err_and(|e| e.contains("backticks")));
-        assert!(q(format!("echo $(( {x} + 1 ))")).is_err_and(|e| e.contains("integer")));
-        assert_eq!(
-            q(format!("echo $(( {} + 1 ))", mark("41"))),
+            bind(format!("echo $(( {} + 1 ))", mark("41"))),
             Ok("echo $(( 41 + 1 ))".into())
         );
-        assert!(q(format!("cat <<EOF\n{}\nEOF", mark("x\nEOF\nrm -rf /"))).is_err_and(|e| e.contains("here-document")));
+        assert!(bind(format!("echo ${{X:-{x}}}")).is_err());
+    }
+
+    #[test]
+    fn names_come_from_the_template_and_never_clash() {
+        let names = value_names("deploy {{inputs.release}} {{steps.wait-drained.outputs.n}} {{join inputs.l}}");
         assert_eq!(
-            q(format!("echo \"$(case y in y) echo {x};; esac)\"")),
-            Ok("echo \"$(case y in y) echo 'a b';; esac)\"".into())
+            names,
+            vec![
+                Some("RUNBOOK_INPUTS_RELEASE".to_owned()),
+                Some("RUNBOOK_STEPS_WAIT_DRAINED_OUTPUTS_N".to_owned()),
+                None
+            ]
+        );
+        assert!(value_names("{{#each x}}{{this}}{{/each}}").is_empty());
+        let same = Some("RUNBOOK_X".to_owned());
+        let b = bind_marked(
+            &format!("{} {} {}", mark("1"), mark("1"), mark("2")),
+            &[same.clone(), same.clone(), same],
+        )
+        .expect("binds");
+        assert_eq!(b.script, "\"${RUNBOOK_X}\" \"${RUNBOOK_X}\" \"${RUNBOOK_X_2}\"");
+        assert_eq!(
+            b.vars,
+            vec![
+                ("RUNBOOK_X".to_owned(), "1".to_owned()),
+                ("RUNBOOK_X_2".to_owned(), "2".to_owned())
+            ]
         );
     }
 
@@ -646,5 +893,6 @@ mod tests {
         assert_eq!((r[0].0.value, r[0].1), (1, "{{inputs.b}}"));
         assert!(refusals("echo \"$(echo {{inputs.x}})\" {{#if a}}`date`{{/if}}").is_empty());
         assert_eq!(refusals("echo ${X:-{{inputs.x}}}").len(), 1);
+        assert_eq!(refusals("cat <<'EOF'\n{{inputs.x}}\nEOF").len(), 1);
     }
 }

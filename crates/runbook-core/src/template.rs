@@ -5,12 +5,11 @@
 //!   keeps the type of its result (a `lookup` that finds a list gives the list);
 //!   text results are read as YAML scalars (`3` is an integer).
 //!   Anything else renders to a string.
-//! - **Shell fields** (the fields a kind runs through a shell) insert `{{x}}`
-//!   quoted for where it stands: as one word when unquoted (`deploy {{x}}`),
-//!   escaped for single quotes inside `'...'` and for double quotes inside
-//!   `"..."`, so a value can never end the quotes around it. `{{{x}}}` inserts raw
-//!   text and is flagged by `validate`. A shell field is always rendered as text,
-//!   so an input can never become shell code by being the whole command.
+//! - **Shell fields** (the fields a kind runs through a shell) never hold a
+//!   value's text: `{{x}}` becomes a reference to an environment variable of
+//!   the command (`deploy "${RUNBOOK_INPUTS_RELEASE}"`), set in the step's
+//!   `env:` beside the field (see [`crate::shell`]). `{{{x}}}` inserts raw text,
+//!   code by the playbook's choice, and is flagged by `validate`.
 //! - **Conditions** must render `true` or `false`; anything else is an error.
 //! - **Strict**: an undefined reference is an error, never an empty string.
 //!
@@ -58,8 +57,9 @@ pub enum TemplateError {
     Render(String),
 }
 
+pub use crate::shell::Bound;
 pub use crate::shell::quote as shell_quote;
-use crate::shell::{CLOSE, OPEN, quote_marked};
+use crate::shell::{CLOSE, OPEN, bind_marked, value_names};
 
 fn mark_value(v: &str) -> String {
     let clean: String = v.chars().filter(|c| *c != OPEN && *c != CLOSE).collect();
@@ -126,7 +126,7 @@ impl Default for Renderer {
 
 /// A helper that maps its parameters (missing ones are null) to a text. The
 /// text is a value, so handlebars escapes it like any other: in a shell field it
-/// is quoted for where it stands (`{{{...}}}` alone inserts it raw).
+/// is bound to a variable of the command (`{{{...}}}` alone inserts it raw).
 struct TextHelper(fn(&[Json]) -> String);
 
 impl handlebars::HelperDef for TextHelper {
@@ -207,7 +207,35 @@ impl Renderer {
         self.render_compiled(&tpl, text, data, mode)
     }
 
+    /// Renders a shell field under the contract: the script with a reference
+    /// for each value, and the variables that carry the values.
+    pub fn render_shell(&self, text: &str, data: &Data) -> Result<Bound, TemplateError> {
+        if !is_template(text) {
+            return Ok(Bound {
+                script: text.to_owned(),
+                vars: Vec::new(),
+            });
+        }
+        let tpl = compile(text)?;
+        let marked = self.render_marked(&tpl, text, data, Mode::Shell)?;
+        bind_marked(&marked, &value_names(text)).map_err(|r| TemplateError::Render(r.to_string()))
+    }
+
+    /// Renders a text; in shell mode the script alone (its values' variables
+    /// come from [`Renderer::render_shell`]).
     fn render_compiled(&self, tpl: &Template, text: &str, data: &Data, mode: Mode) -> Result<String, TemplateError> {
+        let out = self.render_marked(tpl, text, data, mode)?;
+        Ok(match mode {
+            Mode::Plain => out,
+            Mode::Shell => {
+                bind_marked(&out, &value_names(text))
+                    .map_err(|r| TemplateError::Render(r.to_string()))?
+                    .script
+            }
+        })
+    }
+
+    fn render_marked(&self, tpl: &Template, text: &str, data: &Data, mode: Mode) -> Result<String, TemplateError> {
         let hb = match mode {
             Mode::Plain => &self.plain,
             Mode::Shell => &self.shell,
@@ -220,11 +248,7 @@ impl Renderer {
         let mut out = StringOutput::new();
         let mut rc = RenderContext::new(None);
         tpl.render(hb, &data.0, &mut rc, &mut out).map_err(render_error)?;
-        let out = out.into_string().map_err(|e| TemplateError::Render(e.to_string()))?;
-        Ok(match mode {
-            Mode::Plain => out,
-            Mode::Shell => quote_marked(&out).map_err(|r| TemplateError::Render(r.to_string()))?,
-        })
+        out.into_string().map_err(|e| TemplateError::Render(e.to_string()))
     }
 
     /// Renders a text to a typed value (see the module docs).
@@ -283,7 +307,7 @@ impl Renderer {
     }
 
     /// Renders a step's `with:` for its kind: strings at `shell` pointers in shell
-    /// mode, and the `deferred` pointers (fields the kind renders itself, such as
+    /// mode (their values' variables added to the `env` object beside each), and the `deferred` pointers (fields the kind renders itself, such as
     /// `wait`'s `until`) left exactly as written.
     pub fn render_params(
         &self,
@@ -322,14 +346,51 @@ impl Renderer {
     }
 
     /// Renders every string inside a JSON value (a step's `with:`), typed; strings
-    /// at `shell_fields` (JSON pointers) are rendered in shell mode.
+    /// at `shell_fields` (JSON pointers) are rendered in shell mode, and the
+    /// variables their values travel in are added to the `env` object beside
+    /// each (created if missing; a variable of the playbook's own `env:` with the
+    /// same name is refused).
     pub fn render_tree(
         &self,
         value: &Json,
         ctx: &Data,
         shell_fields: &[&str],
     ) -> Result<Json, (String, TemplateError)> {
-        self.render_tree_at(value, ctx, shell_fields, &mut String::new())
+        let mut bound = Vec::new();
+        let mut out = self.render_tree_at(value, ctx, shell_fields, &mut String::new(), &mut bound)?;
+        for (at, vars) in bound {
+            let parent = at.rsplit_once('/').map_or("", |(p, _)| p);
+            let env_at = format!("{parent}/env");
+            let Some(Json::Object(owner)) = out.pointer_mut(parent) else {
+                continue;
+            };
+            let env = owner
+                .entry("env")
+                .or_insert_with(|| Json::Object(serde_json::Map::new()));
+            let Json::Object(env) = env else {
+                return Err((
+                    env_at,
+                    TemplateError::Render("`env` must be a map of names to values".to_owned()),
+                ));
+            };
+            for (name, value) in vars {
+                match env.get(&name) {
+                    Some(Json::String(v)) if *v == value => {}
+                    Some(_) => {
+                        return Err((
+                            format!("{env_at}/{name}"),
+                            TemplateError::Render(format!(
+                                "`{name}` is the name of a variable that carries a value into the command; name yours otherwise"
+                            )),
+                        ));
+                    }
+                    None => {
+                        env.insert(name, Json::String(value));
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn render_tree_at(
@@ -338,22 +399,23 @@ impl Renderer {
         ctx: &Data,
         shell_fields: &[&str],
         at: &mut String,
+        bound: &mut Vec<(String, Vec<(String, String)>)>,
     ) -> Result<Json, (String, TemplateError)> {
         Ok(match value {
-            Json::String(s) => {
-                let mode = if shell_fields.contains(&at.as_str()) {
-                    Mode::Shell
-                } else {
-                    Mode::Plain
-                };
-                self.render_value(s, ctx, mode).map_err(|e| (at.clone(), e))?
+            Json::String(s) if shell_fields.contains(&at.as_str()) => {
+                let b = self.render_shell(s, ctx).map_err(|e| (at.clone(), e))?;
+                if !b.vars.is_empty() {
+                    bound.push((at.clone(), b.vars));
+                }
+                Json::String(b.script)
             }
+            Json::String(s) => self.render_value(s, ctx, Mode::Plain).map_err(|e| (at.clone(), e))?,
             Json::Array(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
                     let len = at.len();
                     at.push_str(&format!("/{i}"));
-                    out.push(self.render_tree_at(item, ctx, shell_fields, at)?);
+                    out.push(self.render_tree_at(item, ctx, shell_fields, at, bound)?);
                     at.truncate(len);
                 }
                 Json::Array(out)
@@ -364,7 +426,7 @@ impl Renderer {
                     let len = at.len();
                     at.push('/');
                     at.push_str(&k.replace('~', "~0").replace('/', "~1"));
-                    out.insert(k.clone(), self.render_tree_at(v, ctx, shell_fields, at)?);
+                    out.insert(k.clone(), self.render_tree_at(v, ctx, shell_fields, at, bound)?);
                     at.truncate(len);
                 }
                 Json::Object(out)
@@ -620,24 +682,33 @@ mod tests {
     }
 
     #[test]
-    fn shell_mode_quotes_and_never_types() {
+    fn shell_mode_binds_values_to_variables_and_never_types() {
         let r = Renderer::new();
         assert_eq!(
-            r.render_str("echo {{inputs.msg}}", &ctx(), Mode::Shell),
-            Ok(r"echo 'it'\''s; rm -rf /'".to_owned())
+            r.render_shell("echo {{inputs.msg}}", &ctx()),
+            Ok(Bound {
+                script: "echo \"${RUNBOOK_INPUTS_MSG}\"".to_owned(),
+                vars: vec![("RUNBOOK_INPUTS_MSG".to_owned(), "it's; rm -rf /".to_owned())],
+            })
         );
         assert_eq!(
-            r.render_str("deploy {{inputs.release}}", &ctx(), Mode::Shell),
-            Ok("deploy v42".to_owned())
-        );
-        assert_eq!(
-            r.render_value("{{inputs.msg}}", &ctx(), Mode::Shell),
-            Ok(json!(r"'it'\''s; rm -rf /'"))
+            r.render_value("{{inputs.batch}}", &ctx(), Mode::Shell),
+            Ok(json!("\"${RUNBOOK_INPUTS_BATCH}\""))
         );
         assert_eq!(
             r.render_str("{{{inputs.msg}}}", &ctx(), Mode::Shell),
             Ok("it's; rm -rf /".to_owned())
         );
+        let with = json!({ "run": "deploy {{inputs.release}}", "env": { "A": "{{inputs.batch}}" } });
+        assert_eq!(
+            r.render_tree(&with, &ctx(), &["/run"]),
+            Ok(json!({
+                "run": "deploy \"${RUNBOOK_INPUTS_RELEASE}\"",
+                "env": { "A": 2, "RUNBOOK_INPUTS_RELEASE": "v42" }
+            }))
+        );
+        let clash = json!({ "run": "deploy {{inputs.release}}", "env": { "RUNBOOK_INPUTS_RELEASE": "x" } });
+        assert!(r.render_tree(&clash, &ctx(), &["/run"]).is_err());
     }
 
     #[test]
@@ -697,24 +768,6 @@ mod tests {
         assert_eq!(
             r.render_value("{{steps.wait-drained.outputs.n}}", &c, Mode::Plain),
             Ok(json!(0))
-        );
-    }
-
-    #[test]
-    fn values_cannot_escape_surrounding_quotes() {
-        let r = Renderer::new();
-        let c = Data::new(json!({ "x": "$(id)'\"`" }));
-        assert_eq!(
-            r.render_str("echo '{{x}}'", &c, Mode::Shell),
-            Ok(r#"echo '$(id)'\''"`'"#.to_owned())
-        );
-        assert_eq!(
-            r.render_str("echo \"{{x}}\"", &c, Mode::Shell),
-            Ok(r#"echo "\$(id)'\"\`""#.to_owned())
-        );
-        assert_eq!(
-            r.render_str("echo a{{x}}b", &c, Mode::Shell),
-            Ok(r#"echo a'$(id)'\''"`'b"#.to_owned())
         );
     }
 

@@ -7,26 +7,141 @@ use serde_json::Value as Json;
 /// What replaces a secret value.
 pub const MASK: &str = "***";
 
-/// The forms of a secret that tools print: the value, its base64 (standard
-/// and URL-safe, padded or not, with or without a trailing newline), its
-/// URL-encoding and its JSON-escaped text.
-/// A step that runs `printf %s "$TOKEN" | base64` or puts it in a URL or a
-/// JSON document prints one of them.
+/// The shortest derived form that is masked on its own: a shorter run of
+/// base64 or hex characters would match ordinary text.
+const MIN_PARTIAL: usize = 6;
+
+/// The forms of a secret that tools print, each masked wherever it appears:
+/// - the value itself;
+/// - base64, standard and URL-safe, padded or not, of the value and of the
+///   value with a line break (`echo "$T" | base64`), and the characters that
+///   encode only the secret when it stands at each of the three alignments
+///   behind a prefix (`base64("user:" + secret)`);
+/// - URL encodings: every character but letters and digits, RFC 3986's
+///   component (`-._~` kept), with `/` kept (Python's `quote`), the form
+///   encoding (`+` for space), each in upper- and lower-case hex;
+/// - JSON string escapes: as serde and JavaScript write them, ASCII-only
+///   (`\uXXXX`, surrogate pairs, either hex case) and with `\/`;
+/// - hex of its bytes, in both cases.
+///
+/// Not masked: transformations that are not encodings (reversed, spaced,
+/// split across lines, hashed, encrypted, compressed).
 pub fn forms(value: &str) -> Vec<String> {
     use base64::Engine as _;
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
     let mut out = vec![value.to_owned()];
-    // `echo "$TOKEN" | base64` encodes the newline too.
     for text in [value.to_owned(), format!("{value}\n")] {
         for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
             out.push(engine.encode(&text));
         }
     }
-    out.push(percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string());
-    let json = serde_json::to_string(value).unwrap_or_default();
-    out.push(json.get(1..json.len().saturating_sub(1)).unwrap_or_default().to_owned());
+    // Behind a prefix of k bytes, the characters from ceil(8k/6) to
+    // floor(8(k+n)/6) depend on the secret's bytes alone.
+    let n = value.len();
+    for k in 0..3usize {
+        let mut bytes = vec![0u8; k];
+        bytes.extend_from_slice(value.as_bytes());
+        for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+            let text = engine.encode(&bytes);
+            let (start, end) = ((8 * k).div_ceil(6), (8 * (k + n)) / 6);
+            if let Some(middle) = text.get(start..end).filter(|m| m.len() >= MIN_PARTIAL) {
+                out.push(middle.to_owned());
+            }
+        }
+    }
+    out.extend(url_forms(value));
+    out.extend(json_forms(value));
+    let hex: String = value.bytes().map(|b| format!("{b:02x}")).collect();
+    out.push(hex.to_uppercase());
+    out.push(hex);
+    out.retain(|f| !f.is_empty());
     out.sort();
     out.dedup();
+    out
+}
+
+/// The URL encodings tools produce: which characters they keep as they are,
+/// whether a space is `+`, and the case of the hex digits.
+fn url_forms(value: &str) -> Vec<String> {
+    // Everything but letters and digits; RFC 3986 (jq, curl); Python's
+    // `quote` (keeps `/`); JavaScript's `encodeURIComponent`; HTML forms.
+    const KEEP: [&str; 5] = ["", "-._~", "-._~/", "-_.!~*'()", "-._*"];
+    let mut out = Vec::new();
+    for keep in KEEP {
+        for plus in [false, true] {
+            let mut upper = String::with_capacity(value.len() * 3);
+            for b in value.bytes() {
+                if b.is_ascii_alphanumeric() || keep.as_bytes().contains(&b) {
+                    upper.push(char::from(b));
+                } else if b == b' ' && plus {
+                    upper.push('+');
+                } else {
+                    upper.push_str(&format!("%{b:02X}"));
+                }
+            }
+            out.push(lower_hex_escapes(&upper, '%', 2));
+            out.push(upper);
+        }
+    }
+    out
+}
+
+/// JSON string escapes as serde and JavaScript write them, ASCII-only
+/// (`\u00e9`, surrogate pairs for the rest) in either hex case, and with `/`
+/// escaped.
+fn json_forms(value: &str) -> Vec<String> {
+    let plain = serde_json::to_string(value).unwrap_or_default();
+    let plain = plain
+        .get(1..plain.len().saturating_sub(1))
+        .unwrap_or_default()
+        .to_owned();
+    let mut ascii = String::with_capacity(plain.len());
+    for c in plain.chars() {
+        if c.is_ascii() {
+            ascii.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                ascii.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    let upper = upper_hex_escapes(&ascii);
+    let mut out = vec![plain, ascii, upper];
+    let slashed: Vec<String> = out.iter().map(|f| f.replace('/', "\\/")).collect();
+    out.extend(slashed);
+    out
+}
+
+/// The text with each `\uXXXX` escape's hex in upper case.
+fn upper_hex_escapes(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("\\u") {
+        out.push_str(&rest[..i + 2]);
+        let hex = rest.get(i + 2..i + 6).unwrap_or_default();
+        out.push_str(&hex.to_uppercase());
+        rest = &rest[(i + 2 + hex.len()).min(rest.len())..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The text with the hex digits after each `marker` in lower case.
+fn lower_hex_escapes(s: &str, marker: char, digits: usize) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut left = 0;
+    for c in s.chars() {
+        if c == marker {
+            left = digits;
+            out.push(c);
+        } else if left > 0 {
+            left -= 1;
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
     out
 }
 
@@ -66,7 +181,7 @@ impl Masker {
     /// ignored). Longer values are matched first, so a secret containing
     /// another is masked whole.
     pub fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Masker {
-        let all = values.into_iter().filter(|v| !v.is_empty()).flat_map(forms).collect();
+        let all = values.into_iter().flat_map(all_forms).collect();
         Masker {
             inner: std::sync::RwLock::new(Inner::build(all)),
         }
@@ -80,7 +195,7 @@ impl Masker {
         }
         if let Ok(mut inner) = self.inner.write() {
             let mut values = std::mem::take(&mut inner.values);
-            values.extend(forms(value));
+            values.extend(all_forms(value));
             *inner = Inner::build(values);
         }
     }
@@ -93,6 +208,28 @@ impl Masker {
         }
     }
 
+    /// Masks a text that was cut short (a step's output kept up to
+    /// `max_output`): a secret the cut went through leaves its first part at
+    /// the end, which is masked too.
+    pub fn text_cut(&self, s: &str) -> String {
+        let masked = self.text(s);
+        let Ok(inner) = self.inner.read() else { return masked };
+        let tail = inner
+            .values
+            .iter()
+            .filter_map(|v| {
+                (1..v.len())
+                    .rev()
+                    .filter(|&k| v.is_char_boundary(k))
+                    .find(|&k| masked.ends_with(&v[..k]))
+            })
+            .max();
+        match tail {
+            Some(k) => format!("{}{MASK}", &masked[..masked.len() - k]),
+            None => masked,
+        }
+    }
+
     /// Masks every string in a JSON value (keys included).
     pub fn json(&self, v: &Json) -> Json {
         match v {
@@ -102,6 +239,25 @@ impl Masker {
             other => other.clone(),
         }
     }
+}
+
+/// A value's forms, and those of each of its lines when it has several (a
+/// key file): logs come line by line.
+fn all_forms(value: &str) -> Vec<String> {
+    if value.is_empty() {
+        return Vec::new();
+    }
+    let mut out = forms(value);
+    if value.contains('\n') {
+        for line in value
+            .lines()
+            .map(|l| l.trim_end_matches('\r'))
+            .filter(|l| l.len() >= MIN_PARTIAL)
+        {
+            out.extend(forms(line));
+        }
+    }
+    out
 }
 
 /// A log line by which a step registers a value it produced as secret
@@ -145,36 +301,97 @@ mod tests {
         }
     }
 
-    /// A secret's derived forms, as the tools a step pipes it through print
-    /// them.
-    fn encodings(s: &str) -> [String; 4] {
+    /// A secret's encodings as the tools a step pipes it through print
+    /// them, each computed here the way that tool does it.
+    fn encodings(s: &str) -> Vec<String> {
         use base64::Engine as _;
         use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        let url = |keep: &str, plus: bool, lower: bool| -> String {
+            s.bytes()
+                .map(|b| match b {
+                    b' ' if plus => "+".to_owned(),
+                    b if b.is_ascii_alphanumeric() || keep.as_bytes().contains(&b) => char::from(b).to_string(),
+                    b if lower => format!("%{b:02x}"),
+                    b => format!("%{b:02X}"),
+                })
+                .collect()
+        };
         let json = serde_json::to_string(s).unwrap();
-        [
+        let ascii: String = json[1..json.len() - 1]
+            .chars()
+            .flat_map(|c| {
+                if c.is_ascii() {
+                    vec![c.to_string()]
+                } else {
+                    let mut u = [0u16; 2];
+                    c.encode_utf16(&mut u).iter().map(|x| format!("\\u{x:04x}")).collect()
+                }
+            })
+            .collect();
+        vec![
             STANDARD.encode(s),
-            URL_SAFE_NO_PAD.encode(s),
-            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string(),
-            json[1..json.len() - 1].to_owned(),
+            URL_SAFE_NO_PAD.encode(format!("{s}\n")),
+            url("-._~/", false, false),         // Python's quote
+            url("-._~", true, false),           // Python's quote_plus
+            url("-._~", false, false),          // jq @uri, curl
+            url("-_.!~*'()", false, false),     // encodeURIComponent
+            url("-._~", false, true),           // lower-case hex
+            json[1..json.len() - 1].to_owned(), // serde, JSON.stringify
+            ascii.clone(),                      // json.dumps (ASCII only)
+            ascii.replace('/', "\\/"),          // PHP's json_encode
+            s.bytes().map(|b| format!("{b:02x}")).collect(),
+            s.bytes().map(|b| format!("{b:02X}")).collect(),
         ]
     }
 
     proptest! {
-        /// Whatever the secret, its base64 (standard and URL-safe), its
-        /// URL-encoding and its JSON-escaped text are masked wherever they
-        /// appear in a line.
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        /// Whatever the secret (ASCII or not, with the characters URL and
+        /// JSON encoders treat specially), each of its encodings is masked
+        /// wherever it appears in a line; and behind a prefix, base64 keeps
+        /// no character that only the secret determines.
         #[test]
-        fn no_masked_line_contains_a_derived_form(
-            secret in "[ -~]{6,24}|[\\PC]{4,12}",
+        fn every_encoding_of_a_secret_is_masked_wherever_it_stands(
+            secret in "[A-Za-z0-9/+=&%~._ -]{6,24}|[\\PC]{4,12}",
             before in "[ -~]{0,10}",
             after in "[ -~]{0,10}",
-            which in 0..4usize,
+            prefix in "[ -~]{0,5}",
+            which in 0..12usize,
         ) {
+            use base64::Engine as _;
             let m = Masker::new([secret.as_str()]);
             let form = encodings(&secret)[which].clone();
             let masked = m.text(&format!("{before}{form}{after}"));
             prop_assert!(!masked.contains(&form), "{:?} (form {}) still in {:?}", form, which, masked);
+            for engine in [&base64::engine::general_purpose::STANDARD, &base64::engine::general_purpose::URL_SAFE] {
+                let text = engine.encode(format!("{prefix}{secret}"));
+                let (k, n) = (prefix.len(), secret.len());
+                let only_secret = &text[(8 * k).div_ceil(6)..(8 * (k + n)) / 6];
+                let masked = m.text(&format!("{before}{text}{after}"));
+                prop_assert!(!masked.contains(only_secret), "{:?} still in {:?}", only_secret, masked);
+            }
         }
+
+        /// Cut anywhere, a line keeps no first part of a secret at its end.
+        #[test]
+        fn a_cut_through_a_secret_leaves_none_of_it(
+            secret in "[A-Za-z0-9]{8,20}",
+            before in "[ -~]{0,10}",
+            cut in 1..8usize,
+        ) {
+            let m = Masker::new([secret.as_str()]);
+            let line = format!("{before}{}", &secret[..cut.min(secret.len() - 1)]);
+            let masked = m.text_cut(&line);
+            prop_assert!(masked.ends_with(MASK), "{:?}", masked);
+            prop_assert!(!masked.contains(&secret[..cut.min(secret.len() - 1)].to_owned()) || before.contains(&secret[..cut.min(secret.len() - 1)]));
+        }
+    }
+
+    #[test]
+    fn a_secret_of_several_lines_is_masked_line_by_line() {
+        let m = Masker::new(["-----BEGIN KEY-----\nAAAAB3NzaC1yc2EAAAADAQAB\n-----END KEY-----\n"]);
+        assert_eq!(m.text("AAAAB3NzaC1yc2EAAAADAQAB"), "***");
+        assert_eq!(m.text("-----END KEY-----"), "***");
     }
 
     #[test]

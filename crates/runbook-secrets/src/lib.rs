@@ -46,6 +46,9 @@ pub fn resolve(
                 .ok_or_else(|| format!("secret `{n}` is not set (hint: export {n}=... before running)")),
             SecretSpec::Full(s) => from_source(s, env),
         };
+        // Every source is trimmed the same way: a file saved by an editor on
+        // Windows or a command that prints `\r\n` gives the value alone.
+        let value = value.map(|v| trim_line_ends(&v).to_owned());
         match value {
             Ok(v) if v.is_empty() => missing.push(MissingSecret {
                 message: format!("secret `{name}` is empty"),
@@ -63,9 +66,7 @@ pub fn resolve(
 /// The value of a secret declared in full.
 fn from_source(s: &SecretSource, env: &IndexMap<String, String>) -> Result<String, String> {
     if let Some(path) = &s.file {
-        return std::fs::read_to_string(path)
-            .map(|v| v.strip_suffix('\n').unwrap_or(&v).to_owned())
-            .map_err(|e| format!("secret `{}`: cannot read `{path}`: {e}", s.name));
+        return std::fs::read_to_string(path).map_err(|e| format!("secret `{}`: cannot read `{path}`: {e}", s.name));
     }
     if let Some(command) = &s.command {
         return from_command(&s.name, command, env);
@@ -163,7 +164,12 @@ fn from_command(name: &str, command: &str, env: &IndexMap<String, String>) -> Re
     }
     let text = String::from_utf8(out.stdout)
         .map_err(|_| format!("secret `{name}`: its command printed bytes that are not UTF-8"))?;
-    Ok(text.strip_suffix('\n').unwrap_or(&text).to_owned())
+    Ok(text)
+}
+
+/// A value without the line breaks (`\n`, `\r\n`, `\r`) at its end.
+pub fn trim_line_ends(v: &str) -> &str {
+    v.trim_end_matches(['\r', '\n'])
 }
 
 #[cfg(test)]

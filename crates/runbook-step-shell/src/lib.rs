@@ -4,9 +4,10 @@
 //! Schema and the book's reference are generated, and what `plan` says about a
 //! call. It depends only on `runbook-core`, never on the engine.
 //!
-//! A key design decision: `run` is a shell-run field, so `{{x}}` in it inserts
-//! the value shell-quoted; an input is data, never shell code, unless the
-//! playbook writes `{{{x}}}` (which `validate` flags).
+//! A key design decision: `run` is a shell-run field, so `{{x}}` in it becomes
+//! a reference to a variable of `env` that carries the value (the engine adds
+//! it): an input is data, never shell code, unless the playbook writes
+//! `{{{x}}}` (which `validate` flags).
 
 pub mod process;
 
@@ -23,7 +24,7 @@ use serde_json::Value as Json;
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShellParams {
-    /// The command, run by `/bin/sh -c`. `{{x}}` inserts a value quoted for where it stands (a word, or inside quotes).
+    /// The command, run by `/bin/sh -c`. `{{x}}` passes a value in an environment variable and writes a reference to it (`"${RUNBOOK_INPUTS_X}"`): a value is never script text.
     pub run: String,
     /// Environment variables added to the runner's environment.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]

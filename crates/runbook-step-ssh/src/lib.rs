@@ -36,7 +36,7 @@ use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore};
 pub struct SshParams {
     /// An inventory host name, or `[user@]host[:port]`.
     pub host: String,
-    /// The command, run by `sh -c` on the host. `{{x}}` inserts a value quoted for where it stands.
+    /// The command, run by `sh -c` on the host. `{{x}}` passes a value in an environment variable (sent on stdin) and writes a reference to it: a value is never script text.
     pub run: String,
     /// Environment variables set for the command.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]

@@ -282,33 +282,11 @@ impl<'a> Check<'a> {
             );
         }
         if shell {
-            // A command line is readable by every user of the host (`ps`).
-            // (An undeclared one is its own error.)
-            let declared = |r: &&template::Reference| {
-                !r.in_block
-                    && r.segments.first().is_some_and(|s| s == "secrets")
-                    && r.segments.get(1).is_some_and(|n| self.secrets.contains(n))
-            };
-            if let Some(r) = usage.references.iter().find(declared) {
-                let name = r.segments.get(1).map_or("NAME", String::as_str);
-                self.diags.push(
-                    Diagnostic::warning(
-                        "secret-in-command",
-                        format!("`{}` puts a secret into the command text", r.raw),
-                        Some(self.sub_span(node, &r.raw)),
-                    )
-                    .label("part of the command line")
-                    .hint(format!(
-                        "pass it through `env:` (e.g. `env: {{ {up}: \"{{{{secrets.{name}}}}}\" }}`) and write `\"${up}\"` in the command",
-                        up = name.to_uppercase()
-                    )),
-                );
-            }
             for (r, written) in crate::shell::refusals(text) {
                 let at = self.sub_span(node, written);
                 self.diags.push(
                     Diagnostic::error("unsafe-in-shell", r.message, Some(at))
-                        .label("no quoting keeps this value data here")
+                        .label("a value here would not stay data")
                         .hint(r.hint),
                 );
             }
@@ -503,20 +481,10 @@ mod tests {
     }
 
     #[test]
-    fn a_declared_secret_in_a_command_text_is_a_warning_and_env_is_the_way() {
+    fn a_declared_secret_in_a_command_text_travels_in_the_environment_so_nothing_warns() {
         let inline = format!(
             "{HEAD}secrets: [PW]\nsteps:\n  - {{ id: a, uses: shell, with: {{ run: \"login -p {{{{secrets.PW}}}}\" }} }}\n"
         );
-        let found = check(&inline);
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert_eq!(
-            (found[0].0, found[0].1),
-            ("secret-in-command", false),
-            "a warning, not an error"
-        );
-        let env = format!(
-            "{HEAD}secrets: [PW]\nsteps:\n  - {{ id: a, uses: shell, with: {{ run: \"login -p \\\"$PW\\\"\", env: {{ PW: \"{{{{secrets.PW}}}}\" }} }} }}\n"
-        );
-        assert!(codes(&env).is_empty(), "{:?}", codes(&env));
+        assert!(codes(&inline).is_empty(), "{:?}", codes(&inline));
     }
 }
