@@ -19,73 +19,116 @@ impl Nested for NestedRunner {
     }
 }
 
-/// Masks and forwards a step's log lines; the store gets them in batches.
+/// How long a step's line waits before it goes to the writer (which masks
+/// it): a value registered with `::add-mask::` on one stream masks the lines
+/// of the other stream that came this shortly before it (the two pipes are
+/// read apart, so their order is not known closer than this).
+const HOLD: Duration = Duration::from_millis(150);
+
+/// Holds and forwards a step's log lines to the writer, which masks them;
+/// registers the values a step marks as secret the moment they come.
 pub(super) struct Sink {
     step: String,
     masker: Arc<Masker>,
     writer: tokio::sync::mpsc::UnboundedSender<Msg>,
-    buffer: Arc<Mutex<Vec<LogLine>>>,
-    /// For a step with secret outputs: its lines, held until it ends (its
-    /// output is only known to be secret then), with when each came.
-    held: Option<Arc<Mutex<Vec<Held>>>>,
+    /// Lines not yet forwarded, with when each came.
+    held: Mutex<std::collections::VecDeque<Held>>,
+    /// For a step with secret outputs: nothing is forwarded before it ends
+    /// (its output is only known to be secret then).
+    until_end: bool,
 }
 
-/// A line held back: its stream, when it came, its text.
-type Held = (LogStream, String, String);
+/// A line held back: its stream, when it came (wall clock, and monotonic), its
+/// text.
+type Held = (LogStream, String, std::time::Instant, String);
 
 impl Sink {
-    /// Sends the held lines on, masked with all that is known by now.
-    fn release(&self) {
-        let lines = self
-            .held
-            .as_ref()
-            .and_then(|h| h.lock().ok().map(|mut h| std::mem::take(&mut *h)))
-            .unwrap_or_default();
-        for (stream, at, text) in lines {
-            self.send(stream, &text, at);
+    pub(super) fn new(
+        step: &str,
+        masker: Arc<Masker>,
+        writer: tokio::sync::mpsc::UnboundedSender<Msg>,
+        until_end: bool,
+    ) -> Arc<Sink> {
+        let sink = Arc::new(Sink {
+            step: step.to_owned(),
+            masker,
+            writer,
+            held: Mutex::new(std::collections::VecDeque::new()),
+            until_end,
+        });
+        if !until_end {
+            // Lines of a step that goes quiet still leave once they are old
+            // enough; the task ends with the sink.
+            let weak = Arc::downgrade(&sink);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(HOLD / 2).await;
+                    match weak.upgrade() {
+                        Some(sink) => sink.forward(Some(HOLD)),
+                        None => break,
+                    }
+                }
+            });
         }
+        sink
     }
 
-    fn send(&self, stream: LogStream, text: &str, at: String) {
-        let line = LogLine {
-            step: self.step.clone(),
-            at,
-            stream: match stream {
-                LogStream::Stdout => Stream::Stdout,
-                LogStream::Stderr => Stream::Stderr,
-            },
-            line: match crate::secrets::add_mask(text) {
-                // The step registers a value as secret: masked from here on,
-                // this line included.
-                Some(value) => {
-                    self.masker.add(value);
-                    format!("::add-mask::{}", crate::secrets::MASK)
-                }
-                None => self.masker.text(text),
-            },
-        };
-        if let Ok(mut b) = self.buffer.lock() {
-            b.push(line.clone());
+    /// Sends every held line on: the step has ended.
+    fn release(&self) {
+        self.forward(None);
+    }
+
+    /// Sends on the held lines older than `age` (all with `None`), in order.
+    fn forward(&self, age: Option<Duration>) {
+        let Ok(mut held) = self.held.lock() else { return };
+        let now = std::time::Instant::now();
+        while let Some((_, _, came, _)) = held.front() {
+            if age.is_some_and(|a| now.duration_since(*came) < a) {
+                break;
+            }
+            let Some((stream, at, _, text)) = held.pop_front() else {
+                break;
+            };
+            let line = LogLine {
+                step: self.step.clone(),
+                at,
+                stream: match stream {
+                    LogStream::Stdout => Stream::Stdout,
+                    LogStream::Stderr => Stream::Stderr,
+                },
+                line: text,
+            };
+            // Through the writer, so people see lines and events in journal
+            // order, masked with all that is known by then.
+            let _ = self.writer.send(Msg::Log(line));
         }
-        // Through the writer, so people see lines and events in journal order.
-        let _ = self.writer.send(Msg::Log(line));
     }
 }
 
 impl LogSink for Sink {
     fn line(&self, stream: LogStream, text: &str) {
         let at = runbook_state::now();
-        match &self.held {
-            Some(held) => {
-                if let Some(value) = crate::secrets::add_mask(text) {
-                    self.masker.add(value);
-                }
-                if let Ok(mut h) = held.lock() {
-                    h.push((stream, at, text.to_owned()));
-                }
+        // The step registers a value as secret: masked from here on, in
+        // both streams, this line included.
+        let text = match crate::secrets::add_mask(text) {
+            Some(value) => {
+                self.masker.add(value);
+                format!("::add-mask::{}", crate::secrets::MASK)
             }
-            None => self.send(stream, text, at),
+            None => text.to_owned(),
+        };
+        if let Ok(mut held) = self.held.lock() {
+            held.push_back((stream, at, std::time::Instant::now(), text));
         }
+        if !self.until_end {
+            self.forward(Some(HOLD));
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.forward(None);
     }
 }
 
@@ -210,13 +253,12 @@ impl<'a> Exec<'a> {
                 // start (and everything before it) is durable.
                 return Outcome::Interrupted;
             }
-            let sink = Arc::new(Sink {
-                step: path.to_owned(),
-                masker: self.masker.clone(),
-                writer: self.writer.clone(),
-                buffer: self.logs.clone(),
-                held: (!step.secret_outputs.is_empty()).then(Default::default),
-            });
+            let sink = Sink::new(
+                path,
+                self.masker.clone(),
+                self.writer.clone(),
+                !step.secret_outputs.is_empty(),
+            );
             let ctx = StepContext {
                 run_id: self.run_id.clone(),
                 step: path.to_owned(),
@@ -266,17 +308,13 @@ impl<'a> Exec<'a> {
                         Ok(o) => Json::Object(o),
                         Err(e) => return self.call_failed(frame, id, path, attempt, e).await,
                     };
-                    if step.secret_outputs.is_empty() {
-                        frame.set(id, "succeeded", &self.masker.json(&outputs));
-                    } else {
-                        // Those of its `outputs:` too; the steps after it read
-                        // them in clear.
-                        if let Json::Object(o) = &outputs {
-                            self.register_secrets(step, o);
-                        }
-                        frame.set(id, "succeeded", &outputs);
+                    // Those of its `outputs:` too. The steps after it read
+                    // every output as it is; what leaves the run is masked.
+                    if let Json::Object(o) = &outputs {
+                        self.register_secrets(step, o);
                     }
-                    let outputs = self.masker.json(&outputs);
+                    frame.set(id, "succeeded", &outputs);
+                    let outputs = self.masker.json(&self.cut_masked(outputs));
                     self.journal_soon(Event::StepSucceeded {
                         step: path.to_owned(),
                         attempt,
@@ -295,7 +333,7 @@ impl<'a> Exec<'a> {
                     return Outcome::Waiting(path.to_owned(), question);
                 }
                 Err(e) if e.cancelled => {
-                    frame.set(id, "interrupted", &self.masker.json(&Json::Object(e.outputs)));
+                    frame.set(id, "interrupted", &Json::Object(e.outputs));
                     self.journal_soon(Event::StepInterrupted {
                         step: path.to_owned(),
                         attempt,
@@ -305,7 +343,7 @@ impl<'a> Exec<'a> {
                 Err(e) => {
                     let message = self.masker.text(&e.message);
                     let will_retry = n + 1 < policy.attempts && !cancel.is_cancelled();
-                    frame.set(id, "failed", &self.masker.json(&Json::Object(e.outputs)));
+                    frame.set(id, "failed", &Json::Object(e.outputs));
                     self.journal_soon(Event::StepFailed {
                         step: path.to_owned(),
                         attempt,
@@ -325,6 +363,28 @@ impl<'a> Exec<'a> {
             }
         }
         Outcome::Failed(format!("step `{path}` failed"))
+    }
+
+    /// The outputs a kind cut short (`X` with `X_truncated: true`) with any
+    /// first part of a secret at their end masked: the writer's masker sees
+    /// only whole values.
+    fn cut_masked(&self, mut outputs: Json) -> Json {
+        if let Json::Object(map) = &mut outputs {
+            let cut: Vec<String> = map
+                .iter()
+                .filter_map(|(k, v)| {
+                    (v == &Json::Bool(true))
+                        .then(|| k.strip_suffix("_truncated").map(str::to_owned))
+                        .flatten()
+                })
+                .collect();
+            for name in cut {
+                if let Some(Json::String(s)) = map.get_mut(&name) {
+                    *s = self.masker.text_cut(s);
+                }
+            }
+        }
+        outputs
     }
 
     /// Masks the values of a step's secret outputs from now on.
@@ -443,43 +503,37 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
-    fn sink(masker: &Arc<Masker>) -> (Sink, tokio::sync::mpsc::UnboundedReceiver<Msg>) {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let sink = Sink {
-            step: "deploy".into(),
-            masker: masker.clone(),
-            held: None,
-            writer: tx,
-            buffer: Arc::new(Mutex::new(Vec::new())),
-        };
-        (sink, rx)
-    }
-
-    fn lines(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Msg>) -> Vec<String> {
+    fn lines(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Msg>, masker: &Masker) -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(Msg::Log(l)) = rx.try_recv() {
-            out.push(l.line);
+            out.push(masker.text(&l.line));
         }
         out
     }
 
-    #[test]
-    fn a_step_line_is_masked_before_anyone_sees_it_and_registered_values_too() {
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_value_registered_on_one_stream_masks_what_the_other_said_just_before() {
         let masker = Arc::new(Masker::new(["hunter2"]));
-        let (sink, mut rx) = sink(&masker);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let sink = Sink::new("deploy", masker.clone(), tx, false);
         sink.line(LogStream::Stdout, "password is hunter2");
-        sink.line(LogStream::Stdout, "made tok-991");
-        sink.line(LogStream::Stdout, "::add-mask::tok-991");
+        // Read from stderr before stdout's registration was: held, so the
+        // writer masks it with the registered value.
         sink.line(LogStream::Stderr, "using tok-991 now");
-        assert_eq!(
-            lines(&mut rx),
-            ["password is ***", "made tok-991", "::add-mask::***", "using *** now"]
+        sink.line(LogStream::Stdout, "::add-mask::tok-991");
+        assert!(
+            lines(&mut rx, &masker).is_empty(),
+            "nothing leaves before it is old enough"
         );
-        // The batch for the store holds the same masked lines.
-        let kept: Vec<String> = sink.buffer.lock().unwrap().iter().map(|l| l.line.clone()).collect();
-        assert_eq!(kept[2..], ["::add-mask::***".to_owned(), "using *** now".to_owned()]);
-        // And the outputs recorded at the step's end are masked by the same masker.
-        assert_eq!(masker.text("tok-991"), "***");
+        tokio::time::sleep(HOLD * 3).await;
+        assert_eq!(
+            lines(&mut rx, &masker),
+            ["password is ***", "using *** now", "::add-mask::***"],
+            "a quiet step's lines leave once old enough, in order"
+        );
+        sink.line(LogStream::Stdout, "tok-991 again");
+        sink.release();
+        assert_eq!(lines(&mut rx, &masker), ["*** again"], "the step's end sends the rest");
     }
 
     #[test]

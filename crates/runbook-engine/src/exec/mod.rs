@@ -344,12 +344,14 @@ pub async fn execute(engine: &Engine, input: RunInput<'_>, signals: &Signals) ->
     let store_error = Arc::new(Mutex::new(None));
     let abort = CancellationToken::new();
     let durable = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let logs: writer::LogBuffer = Arc::new(Mutex::new(Vec::new()));
     let (writer, writer_task) = spawn_writer(
         engine.store.clone(),
         engine.observer.clone(),
         input.run_id.clone(),
         (store_error.clone(), abort.clone()),
         durable.clone(),
+        (masker.clone(), logs.clone()),
     );
     let exec = Exec {
         engine,
@@ -364,7 +366,7 @@ pub async fn execute(engine: &Engine, input: RunInput<'_>, signals: &Signals) ->
         replay: input.replay,
         auto_approve: input.auto_approve,
         permits: tokio::sync::Semaphore::new(input.max_parallel.max(1)),
-        logs: Arc::new(Mutex::new(Vec::new())),
+        logs,
         nested: Arc::new(NestedRunner {
             registry: engine.registry.clone(),
         }),
@@ -548,7 +550,9 @@ impl<'a> Exec<'a> {
             self.interrupt_in_flight().await;
         }
         // The step logs are in the store before the run says it ended, so a
-        // follower that stops at `run_finished` has every line.
+        // follower that stops at `run_finished` has every line (those still
+        // queued pass the writer, which masks them, first).
+        self.sync().await;
         flush(&*self.engine.store, &self.run_id, &self.logs).await;
         let error = error.map(|e| self.masker.text(&e));
         let event = Event::RunFinished {
@@ -925,7 +929,7 @@ impl<'a> Exec<'a> {
     }
 
     /// Renders an `outputs:` mapping (a step's or a playbook's) over `data`,
-    /// masked, on top of `outputs`.
+    /// on top of `outputs` (what leaves the run is masked by the writer).
     fn render_outputs(
         &self,
         map: &IndexMap<String, String>,
@@ -937,7 +941,7 @@ impl<'a> Exec<'a> {
                 .renderer
                 .render_value(tpl, data, Mode::Plain)
                 .map_err(|e| format!("output `{name}`: {e}"))?;
-            outputs.insert(name.clone(), self.masker.json(&v));
+            outputs.insert(name.clone(), v);
         }
         Ok(outputs)
     }

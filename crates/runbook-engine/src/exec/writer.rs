@@ -2,6 +2,11 @@
 //! transaction (group commit), tells the observer, and answers the appenders
 //! that wait for durability; the executor's side of it (journal, sync,
 //! journal_soon, durable).
+//!
+//! It is also the run's one masking choke point: every event and every log
+//! line leaves the engine through it (to the journal, the log store, the
+//! observer's terminal, events and reports), and each is masked here with
+//! every value known to be secret at that moment.
 
 use super::*;
 
@@ -26,15 +31,20 @@ enum Slot {
     Sync(Ack),
 }
 
+/// Where masked lines go, besides the observer: the buffer the log flusher
+/// stores.
+pub(super) type LogBuffer = Arc<Mutex<Vec<LogLine>>>;
+
 /// Commits queued events in order, a batch per transaction, then tells the
 /// observer (events and log lines in order) and the awaiting appenders. A
-/// failure stops the run.
+/// failure stops the run. Events and lines are masked first.
 pub(super) fn spawn_writer(
     store: Arc<dyn Store>,
     observer: Arc<dyn Observer>,
     run: String,
     (error, abort): (Arc<Mutex<Option<StoreError>>>, CancellationToken),
     durable: Arc<std::sync::atomic::AtomicU64>,
+    (masker, logs): (Arc<Masker>, LogBuffer),
 ) -> (tokio::sync::mpsc::UnboundedSender<Msg>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Msg>();
     let task = tokio::spawn(async move {
@@ -50,10 +60,16 @@ pub(super) fn spawn_writer(
                 .into_iter()
                 .map(|m| match m {
                     Msg::Event(e, ack) => {
-                        events.push(e);
+                        events.push(masker.event(e));
                         Slot::Event(ack)
                     }
-                    Msg::Log(line) => Slot::Log(line),
+                    Msg::Log(mut line) => {
+                        line.line = masker.text(&line.line);
+                        if let Ok(mut b) = logs.lock() {
+                            b.push(line.clone());
+                        }
+                        Slot::Log(line)
+                    }
                     Msg::Sync(ack) => Slot::Sync(ack),
                 })
                 .collect();
@@ -216,7 +232,14 @@ mod tests {
         let seen = Arc::new(Seen::default());
         let durable = Arc::new(AtomicU64::new(0));
         let failed = (Arc::new(Mutex::new(None)), CancellationToken::new());
-        let (tx, task) = spawn_writer(store.clone(), seen.clone(), "r".into(), failed, durable.clone());
+        let (tx, task) = spawn_writer(
+            store.clone(),
+            seen.clone(),
+            "r".into(),
+            failed,
+            durable.clone(),
+            (Arc::new(Masker::new([])), Default::default()),
+        );
         // Two queued events and a line, then one that is awaited.
         tx.send(Msg::Event(started("a"), None)).unwrap();
         tx.send(Msg::Log(line("hello"))).unwrap();
@@ -264,6 +287,7 @@ mod tests {
             "ghost".into(),
             (error.clone(), abort.clone()),
             durable,
+            (Arc::new(Masker::new([])), Default::default()),
         );
         let (ack, done) = tokio::sync::oneshot::channel();
         tx.send(Msg::Event(started("a"), Some(ack))).unwrap();
