@@ -9,17 +9,18 @@
 #
 # Prints, per seed, the programs run and refused and the contexts covered; a
 # failure prints the seed, the program, the rendered script and the value.
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 seeds=${SEEDS:-$(seq 1 20)}
 cases=${CASES:-5000}
-cargo test -q -p runbook-core --test shell_contract --no-run
+cargo test -q -p runbook-core --test shell_contract --no-run || exit 1
 failed=0
 for seed in $seeds; do
-  if RUNBOOK_FUZZ_SEED=$seed RUNBOOK_FUZZ_CASES=$cases \
-    cargo test -q -p runbook-core --test shell_contract -- --nocapture 2>&1 | grep -E "^shell contract|^ +[0-9]+ |^case|^program|^rendered|^value|^with"; then :; fi
-  if ! RUNBOOK_FUZZ_SEED=$seed RUNBOOK_FUZZ_CASES=$cases cargo test -q -p runbook-core --test shell_contract >/dev/null 2>&1; then
-    failed=$((failed + 1))
-  fi
+  out=$(RUNBOOK_FUZZ_SEED=$seed RUNBOOK_FUZZ_CASES=$cases \
+    cargo test -q -p runbook-core --test shell_contract -- --nocapture 2>&1)
+  status=$?
+  grep -E "^shell contract|^ +[0-9]+  |^case|^program|^rendered|^value|^with" <<<"$out"
+  [ "$status" = 0 ] || failed=$((failed + 1))
 done
 echo "seeds with a failure: $failed"
+[ "$failed" = 0 ]

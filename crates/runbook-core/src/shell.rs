@@ -212,7 +212,6 @@ struct Lexer {
     stack: Vec<Frame>,
     pending: Vec<Frame>,
     line: String,
-    line_has_value: bool,
     word_start: bool,
     /// Where a command's first word may stand: only there are `case`,
     /// `esac`, `let`, `((` and `[[` keywords.
@@ -246,9 +245,18 @@ impl Lexer {
 
     /// A line ended (literal text or a value's line break): it may end a
     /// here-document, and the here-documents it announced begin.
-    fn newline(&mut self, value_index: Option<usize>) -> Result<(), Refusal> {
+    fn newline(&mut self) {
+        // In an unquoted here-document's body, `\` at a line's end joins it
+        // with the next: the delimiter must stand alone on the joined line.
+        if matches!(self.stack.last(), Some(Frame::Heredoc { quoted: false, .. }))
+            && self.line.chars().rev().take_while(|c| *c == '\\').count() % 2 == 1
+        {
+            self.line.pop();
+            return;
+        }
         let line = std::mem::take(&mut self.line);
-        let had_value = std::mem::replace(&mut self.line_has_value, value_index.is_some());
+        // A here-document's body is read line by line as raw text first: a
+        // line equal to its delimiter ends it, whatever is open inside it.
         if let Some(at) = self.stack.iter().rposition(|f| matches!(f, Frame::Heredoc { .. })) {
             if let Frame::Heredoc { delim, strip_tabs, .. } = &self.stack[at] {
                 let text = if *strip_tabs {
@@ -257,36 +265,36 @@ impl Lexer {
                     &line
                 };
                 if text == delim {
-                    if had_value || value_index.is_some() {
-                        return Err(Refusal {
-                            message: format!("a value would end the here-document `{delim}` early"),
-                            hint: "the value holds a line equal to the delimiter; choose another delimiter",
-                            value: value_index.unwrap_or(0),
-                        });
-                    }
                     self.stack.truncate(at);
+                    return;
                 }
             }
-            return Ok(());
-        }
-        if value_index.is_none() {
-            if matches!(
-                self.top(),
-                Frame::Comment
-                    | Frame::Arith {
-                        end: ArithEnd::Command,
-                        ..
-                    }
-            ) {
-                self.pop();
+            if at + 1 == self.stack.len() {
+                return;
             }
-            if matches!(self.top(), Frame::Cmd { .. }) && !self.pending.is_empty() {
+        }
+        // Otherwise the line ends a comment or a `let`, and the next starts
+        // a new command (and the here-documents this one announced).
+        if matches!(
+            self.top(),
+            Frame::Comment
+                | Frame::Arith {
+                    end: ArithEnd::Command,
+                    ..
+                }
+        ) {
+            self.pop();
+        }
+        if matches!(self.top(), Frame::Cmd { .. }) {
+            self.word_start = true;
+            self.cmd_start = true;
+            self.word.clear();
+            if !self.pending.is_empty() {
                 let mut pending = std::mem::take(&mut self.pending);
                 pending.reverse();
                 self.stack.extend(pending);
             }
         }
-        Ok(())
     }
 }
 
@@ -303,7 +311,6 @@ fn lex(s: &str, mut insert: impl FnMut(Ctx, &str, usize) -> Result<String, Refus
         }],
         pending: Vec::new(),
         line: String::new(),
-        line_has_value: false,
         word_start: true,
         cmd_start: true,
         word: String::new(),
@@ -331,17 +338,9 @@ fn lex(s: &str, mut insert: impl FnMut(Ctx, &str, usize) -> Result<String, Refus
             let value: String = chars[i + 1..end].iter().collect();
             let index = values;
             values += 1;
+            // A reference or an integer: never a line break.
             let text = insert(lx.top().ctx(), &value, index)?;
-            lx.line_has_value = true;
-            for piece in text.split_inclusive('\n') {
-                match piece.strip_suffix('\n') {
-                    Some(body) => {
-                        lx.line.push_str(body);
-                        lx.newline(Some(index))?;
-                    }
-                    None => lx.line.push_str(piece),
-                }
-            }
+            lx.line.push_str(&text);
             out.push_str(&text);
             lx.word_start = false;
             lx.word.push('x');
@@ -467,10 +466,10 @@ fn lex(s: &str, mut insert: impl FnMut(Ctx, &str, usize) -> Result<String, Refus
                     }
                     '<' if next == Some('<') && at(i + 2) == Some('<') => n = 3,
                     '<' if next == Some('<') => {
-                        take(&chars, i, 2, &mut out, &mut lx)?;
+                        take(&chars, i, 2, &mut out, &mut lx);
                         i += 2;
                         let (heredoc, used) = heredoc_word(&chars[i..])?;
-                        take(&chars, i, used, &mut out, &mut lx)?;
+                        take(&chars, i, used, &mut out, &mut lx);
                         i += used;
                         lx.pending.push(heredoc);
                         continue;
@@ -570,10 +569,35 @@ fn lex(s: &str, mut insert: impl FnMut(Ctx, &str, usize) -> Result<String, Refus
         if n == 2 && c == '\\' && at(i + 1) == Some(OPEN) {
             n = 1;
         }
-        take(&chars, i, n, &mut out, &mut lx)?;
+        take(&chars, i, n, &mut out, &mut lx);
         i += n;
     }
     Ok(out)
+}
+
+/// Whether a command's text (its values left out) evaluates arithmetic
+/// anywhere, as far as its words show: `$((`, `((`, `$[`, `let`,
+/// `declare`/`typeset` (`-i`), a numeric test. Read as plain text, without
+/// the reader's contexts, so that a mistake of the reader cannot hide one.
+fn uses_arithmetic(s: &str) -> bool {
+    let text: String = {
+        let mut out = String::with_capacity(s.len());
+        let mut inside = false;
+        for c in s.chars() {
+            match c {
+                OPEN => inside = true,
+                CLOSE => inside = false,
+                c if !inside => out.push(c),
+                _ => {}
+            }
+        }
+        out
+    };
+    text.contains("((")
+        || text.contains("$[")
+        || text
+            .split(|c: char| c.is_whitespace() || ";&|()`\"'".contains(c))
+            .any(|w| ["let", "-eq", "-ne", "-lt", "-le", "-gt", "-ge", "declare", "typeset"].contains(&w))
 }
 
 /// True if the `[[ ... ]]` test starting here compares numbers, which bash
@@ -587,16 +611,15 @@ fn numeric_test(rest: &[char]) -> bool {
 }
 
 /// Copies `n` characters from `start` as they are.
-fn take(chars: &[char], start: usize, n: usize, out: &mut String, lx: &mut Lexer) -> Result<(), Refusal> {
+fn take(chars: &[char], start: usize, n: usize, out: &mut String, lx: &mut Lexer) {
     for &ch in chars.iter().skip(start).take(n) {
         out.push(ch);
         if ch == '\n' {
-            lx.newline(None)?;
+            lx.newline();
         } else {
             lx.line.push(ch);
         }
     }
-    Ok(())
 }
 
 fn set_cmd(lx: &mut Lexer, parens: usize, cases: usize) {
@@ -677,7 +700,19 @@ pub struct Bound {
 /// The same name with another value gets a suffix.
 pub(crate) fn bind_marked(s: &str, names: &[Option<String>]) -> Result<Bound, Refusal> {
     let mut vars: Vec<(String, String)> = Vec::new();
+    let arithmetic = uses_arithmetic(s);
     let script = lex(s, |ctx, value, index| {
+        // Independent of the reader: bash runs the commands of an array
+        // subscript in a value it evaluates as arithmetic, so a command that
+        // evaluates arithmetic anywhere takes no value that could hold one.
+        if arithmetic && value.contains('[') && value.contains(['$', '`']) {
+            return Err(Refusal {
+                message: "a value holding `[` with `$` or a backquote, in a command that evaluates arithmetic"
+                    .to_owned(),
+                hint: "bash runs the commands of an array subscript in arithmetic: compute with the value outside arithmetic, or check the input's type",
+                value: index,
+            });
+        }
         let base = names
             .get(index)
             .cloned()
@@ -856,6 +891,19 @@ mod tests {
             Ok("echo $(( 41 + 1 ))".into())
         );
         assert!(bind(format!("echo ${{X:-{x}}}")).is_err());
+        // Whatever the reader makes of the rest, a command that evaluates
+        // arithmetic anywhere takes no value that could run a subscript.
+        let sub = mark("a[$(touch p)]");
+        assert!(bind(format!("echo {sub}; echo $((1))")).is_err_and(|e| e.contains("array subscript")));
+        assert!(bind(format!("x=$(( 1 )); [[ {x} -eq 1 ]]")).is_err());
+        assert_eq!(bind(format!("echo {sub}")), Ok("echo \"${RUNBOOK_V1}\"".into()));
+        // Found by the fuzzer: a line after a comment starts a command.
+        assert!(bind(format!("echo a # note\nlet n={x}")).is_err_and(|e| e.contains("integer")));
+        // `\` at a line's end in a here-document joins the delimiter's line.
+        assert_eq!(
+            bind(format!("cat <<EOF\na \\\nEOF\n{x}\nEOF")),
+            Ok("cat <<EOF\na \\\nEOF\n${RUNBOOK_V1}\nEOF".into())
+        );
     }
 
     #[test]

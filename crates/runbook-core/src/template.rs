@@ -216,23 +216,21 @@ impl Renderer {
                 vars: Vec::new(),
             });
         }
-        let tpl = compile(text)?;
-        let marked = self.render_marked(&tpl, text, data, Mode::Shell)?;
+        self.bound(&compile(text)?, text, data)
+    }
+
+    fn bound(&self, tpl: &Template, text: &str, data: &Data) -> Result<Bound, TemplateError> {
+        let marked = self.render_marked(tpl, text, data, Mode::Shell)?;
         bind_marked(&marked, &value_names(text)).map_err(|r| TemplateError::Render(r.to_string()))
     }
 
     /// Renders a text; in shell mode the script alone (its values' variables
     /// come from [`Renderer::render_shell`]).
     fn render_compiled(&self, tpl: &Template, text: &str, data: &Data, mode: Mode) -> Result<String, TemplateError> {
-        let out = self.render_marked(tpl, text, data, mode)?;
-        Ok(match mode {
-            Mode::Plain => out,
-            Mode::Shell => {
-                bind_marked(&out, &value_names(text))
-                    .map_err(|r| TemplateError::Render(r.to_string()))?
-                    .script
-            }
-        })
+        match mode {
+            Mode::Plain => self.render_marked(tpl, text, data, mode),
+            Mode::Shell => Ok(self.bound(tpl, text, data)?.script),
+        }
     }
 
     fn render_marked(&self, tpl: &Template, text: &str, data: &Data, mode: Mode) -> Result<String, TemplateError> {
@@ -306,9 +304,10 @@ impl Renderer {
         }
     }
 
-    /// Renders a step's `with:` for its kind: strings at `shell` pointers in shell
-    /// mode (their values' variables added to the `env` object beside each), and the `deferred` pointers (fields the kind renders itself, such as
-    /// `wait`'s `until`) left exactly as written.
+    /// Renders a step's `with:` for its kind: strings at `shell` pointers in
+    /// shell mode (their values' variables added to the `env` object beside
+    /// each), and the `deferred` pointers (fields the kind renders itself, such
+    /// as `wait`'s `until`) left exactly as written.
     pub fn render_params(
         &self,
         with: &Json,

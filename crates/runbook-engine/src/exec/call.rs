@@ -36,6 +36,11 @@ pub(super) struct Sink {
     /// For a step with secret outputs: nothing is forwarded before it ends
     /// (its output is only known to be secret then).
     until_end: bool,
+    /// Whether the task that forwards a quiet step's lines is running (it
+    /// starts with the first line: most steps print nothing).
+    ticking: std::sync::atomic::AtomicBool,
+    /// The sink itself, for that task (which ends when the sink is gone).
+    me: std::sync::Weak<Sink>,
 }
 
 /// A line held back: its stream, when it came (wall clock, and monotonic), its
@@ -49,28 +54,33 @@ impl Sink {
         writer: tokio::sync::mpsc::UnboundedSender<Msg>,
         until_end: bool,
     ) -> Arc<Sink> {
-        let sink = Arc::new(Sink {
+        Arc::new_cyclic(|me| Sink {
             step: step.to_owned(),
             masker,
             writer,
             held: Mutex::new(std::collections::VecDeque::new()),
             until_end,
-        });
-        if !until_end {
-            // Lines of a step that goes quiet still leave once they are old
-            // enough; the task ends with the sink.
-            let weak = Arc::downgrade(&sink);
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(HOLD / 2).await;
-                    match weak.upgrade() {
-                        Some(sink) => sink.forward(Some(HOLD)),
-                        None => break,
-                    }
-                }
-            });
+            ticking: std::sync::atomic::AtomicBool::new(false),
+            me: me.clone(),
+        })
+    }
+
+    /// Lines of a step that goes quiet still leave once they are old enough:
+    /// a task forwards them until the sink is gone.
+    fn tick(&self) {
+        if self.until_end || self.ticking.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return;
         }
-        sink
+        let weak = self.me.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HOLD / 2).await;
+                match weak.upgrade() {
+                    Some(sink) => sink.forward(Some(HOLD)),
+                    None => break,
+                }
+            }
+        });
     }
 
     /// Sends every held line on: the step has ended.
@@ -121,6 +131,7 @@ impl LogSink for Sink {
             held.push_back((stream, at, std::time::Instant::now(), text));
         }
         if !self.until_end {
+            self.tick();
             self.forward(Some(HOLD));
         }
     }
@@ -314,7 +325,8 @@ impl<'a> Exec<'a> {
                         self.register_secrets(step, o);
                     }
                     frame.set(id, "succeeded", &outputs);
-                    let outputs = self.masker.json(&self.cut_masked(outputs));
+                    // The writer masks whole values; a cut leaves a part.
+                    let outputs = self.cut_masked(outputs);
                     self.journal_soon(Event::StepSucceeded {
                         step: path.to_owned(),
                         attempt,
