@@ -245,6 +245,8 @@ impl Observer for Text {
                 self.bar_start(step, Some(items.len() as u64));
                 self.out(&format!("  {step}: {} items", items.len()));
             }
+            // Bookkeeping for resume, nothing a person follows.
+            Event::Sealed { .. } => {}
             Event::StepWaiting { step, message, .. } => {
                 self.bar_end(step);
                 self.out(&format!("⏸ {step} waits for an approval: {message}"));

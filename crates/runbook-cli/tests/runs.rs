@@ -813,3 +813,88 @@ fn logs_and_history_speak_json_on_request() {
     assert_eq!(runs.as_array().map(Vec::len), Some(1));
     assert_eq!(runs[0]["id"], id.as_str());
 }
+
+/// language.md (secrets): "an input or a `for_each` item that holds a secret
+/// reaches its steps as it is, on resume too; the journal keeps the secret's
+/// name in its place, never its value".
+#[test]
+fn inputs_and_items_holding_a_secret_reach_their_steps_as_they_are_after_a_kill_too() {
+    let run = Run::new();
+    let (got, gate, marker) = (
+        run.path().join("got"),
+        run.path().join("gate"),
+        run.path().join("marker"),
+    );
+    let yaml = format!(
+        r#"{HEAD}secrets: [DB_PASSWORD]
+inputs:
+  url: {{ type: string }}
+steps:
+  - id: each
+    for_each: [plain, "{{{{inputs.url}}}}"]
+    as: u
+    concurrency: 1
+    steps:
+      - id: use
+        uses: shell
+        idempotent: true
+        with: {{ run: "printf '%s\n' {{{{u}}}} >> {got}; test -f {gate} || {{ touch {marker}; sleep 30; }}" }}
+  - {{ id: after, uses: shell, needs: [each], with: {{ run: "printf '%s\n' {{{{inputs.url}}}} >> {got}" }} }}
+"#,
+        got = got.display(),
+        gate = gate.display(),
+        marker = marker.display()
+    );
+    let secret = "s3cr3t-Pw/9";
+    let url = format!("postgres://app:{secret}@db1/app");
+    let run = run.playbook("t", &yaml).env("DB_PASSWORD", secret);
+    let set = format!("url={url}");
+    let out = support::kill_when(&run, &["run", "t", "--set", &set], &marker);
+    let id = support::started_id(&out);
+    std::fs::write(&gate, "").unwrap();
+    run.exec(["resume", &id]).exit(0);
+    assert_eq!(
+        lines(&got),
+        ["plain", "plain", url.as_str(), url.as_str()],
+        "every step got the real values, the resumed fan-out's item and input included"
+    );
+    let logs = run.exec(["logs", &id]).exit(0).stdout;
+    let status = run.exec(["status", &id, "--output", "json"]).exit(0).stdout;
+    let state = String::from_utf8_lossy(&std::fs::read(run.path().join("state.db")).unwrap()).into_owned();
+    let wal = String::from_utf8_lossy(&std::fs::read(run.path().join("state.db-wal")).unwrap_or_default()).into_owned();
+    for (place, text) in [("logs", &logs), ("status", &status), ("state", &state), ("wal", &wal)] {
+        assert!(!text.contains(secret), "{place} shows the secret:\n{text}");
+    }
+    assert!(status.contains("postgres://app:***@db1/app"), "{status}");
+}
+
+/// language.md (secrets): "`secret_outputs` covers every output, a `json`
+/// structure included".
+#[test]
+fn a_secret_json_output_is_masked_everywhere_and_read_in_clear_by_later_steps() {
+    let run = Run::new();
+    let got = run.path().join("got");
+    let yaml = format!(
+        r#"{HEAD}steps:
+  - id: login
+    uses: shell
+    secret_outputs: [json]
+    with: {{ run: "printf '{{\"token\": \"tok-%s\", \"ttl\": 3600}}' $((5550000 + 123))", json: true }}
+  - {{ id: use, uses: shell, needs: [login], with: {{ run: "printf '%s\n' {{{{steps.login.outputs.json.token}}}} > {got}; echo used tok-$((5550000 + 123))" }} }}
+"#,
+        got = got.display()
+    );
+    // The token is made by the step: the playbook's text never holds it.
+    let run = run.playbook("t", &yaml);
+    let out = run.exec(["run", "t", "--output", "json"]).exit(0);
+    assert_eq!(lines(&got), ["tok-5550123"], "the step after it reads the value");
+    let state = String::from_utf8_lossy(&std::fs::read(run.path().join("state.db")).unwrap()).into_owned();
+    let wal = String::from_utf8_lossy(&std::fs::read(run.path().join("state.db-wal")).unwrap_or_default()).into_owned();
+    for (place, text) in [("events", &out.stdout), ("state", &state), ("wal", &wal)] {
+        assert!(
+            !text.contains("tok-5550123"),
+            "{place} shows the secret output:\n{text}"
+        );
+    }
+    assert!(out.stdout.contains("used ***"), "{}", out.stdout);
+}

@@ -331,7 +331,23 @@ impl SecretSpec {
             SecretSpec::Full(s) => &s.name,
         }
     }
+
+    /// The environment variable the value is read from, when it is read from
+    /// one (not from a file, a command, Vault or AWS).
+    pub fn env_var(&self) -> Option<&str> {
+        match self {
+            SecretSpec::Name(n) => Some(n),
+            SecretSpec::Full(s) if s.file.is_none() && s.command.is_none() && s.vault.is_none() && s.aws.is_none() => {
+                Some(s.env.as_deref().unwrap_or(&s.name))
+            }
+            SecretSpec::Full(_) => None,
+        }
+    }
 }
+
+/// Environment variables that hold the credentials of the secret backends
+/// themselves: never shown where a secret would not be.
+pub const CREDENTIAL_VARS: &[&str] = &["VAULT_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"];
 
 /// Objectives a run is measured against.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -211,9 +211,23 @@ fn start_data(playbook: &Playbook, inputs: &IndexMap<String, Json>, pctx: &PlanC
         .iter()
         .map(|s| (s.name().to_owned(), Json::String(format!("<secret {}>", s.name()))))
         .collect();
+    // A secret read from the environment is as secret as `secrets.X`: a plan
+    // (which viewers of the API see too) shows `env.X` as the same
+    // placeholder, never the value.
+    let mut env = pctx.env.clone();
+    for spec in &playbook.secrets {
+        if let Some(slot) = spec.env_var().and_then(|var| env.get_mut(var)) {
+            *slot = format!("<secret {}>", spec.name());
+        }
+    }
+    for var in runbook_core::model::CREDENTIAL_VARS {
+        if let Some(slot) = env.get_mut(*var) {
+            *slot = format!("<secret {var}>");
+        }
+    }
     Data::new(json!({
         "inputs": inputs,
-        "env": pctx.env,
+        "env": env,
         "secrets": secrets,
         "steps": {},
         "run": { "id": "<run id>", "user": pctx.user, "started_at": "<run start>" },

@@ -190,13 +190,45 @@ impl Masker {
     /// Masks `value` (and its forms) from now on: a value a step registered
     /// as secret (`::add-mask::VALUE`).
     pub fn add(&self, value: &str) {
-        if value.is_empty() {
+        self.extend(&[value.to_owned()]);
+    }
+
+    /// Masks a whole value from now on: a text, or each text and number
+    /// inside a structure (a secret `json` output is journalled as a
+    /// structure, not as its text) and its JSON text.
+    pub fn add_all(&self, value: &Json) {
+        fn texts(v: &Json, out: &mut Vec<String>) {
+            match v {
+                Json::String(s) => out.push(s.clone()),
+                Json::Null | Json::Bool(_) => {}
+                // A short number would mask every count in the run.
+                Json::Number(n) if n.to_string().len() < MIN_PARTIAL => {}
+                Json::Number(n) => out.push(n.to_string()),
+                Json::Array(items) => {
+                    items.iter().for_each(|x| texts(x, out));
+                    out.push(v.to_string());
+                }
+                Json::Object(map) => {
+                    map.values().for_each(|x| texts(x, out));
+                    out.push(v.to_string());
+                }
+            }
+        }
+        let mut all = Vec::new();
+        texts(value, &mut all);
+        self.extend(&all);
+    }
+
+    /// Masks each of these values (and their forms) from now on.
+    fn extend(&self, values: &[String]) {
+        let forms: Vec<String> = values.iter().flat_map(|v| all_forms(v)).collect();
+        if forms.is_empty() {
             return;
         }
         if let Ok(mut inner) = self.inner.write() {
-            let mut values = std::mem::take(&mut inner.values);
-            values.extend(all_forms(value));
-            *inner = Inner::build(values);
+            let mut known = std::mem::take(&mut inner.values);
+            known.extend(forms);
+            *inner = Inner::build(known);
         }
     }
 
@@ -274,6 +306,64 @@ fn all_forms(value: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// How a sealed value refers to a secret: `SEAL` + name + `SEAL`.
+const SEAL: char = '\u{1}';
+
+/// A value with each occurrence of a secret's value replaced by a reference
+/// to the secret's name (what the journal keeps so that resume can give steps
+/// the real value: [`unseal`] with the secrets fetched again); `None` when it
+/// holds no secret. Other forms of a secret in it (its base64...) are masked,
+/// for good.
+pub fn seal(value: &Json, secrets: &indexmap::IndexMap<String, String>) -> Option<Json> {
+    let mut named: Vec<(&str, &str)> = secrets
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    // A secret that contains another is replaced whole.
+    named.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+    let mut found = false;
+    let masker = Masker::new(named.iter().map(|(_, v)| *v));
+    let sealed = map_strings(value, &mut |s| {
+        let mut out = s.to_owned();
+        for (name, secret) in &named {
+            if out.contains(secret) {
+                found = true;
+                out = out.replace(secret, &format!("{SEAL}{name}{SEAL}"));
+            }
+        }
+        // What is left of a secret is a derived form: masked.
+        let masked = masker.text(&out);
+        found |= masked != out;
+        masked
+    });
+    found.then_some(sealed)
+}
+
+/// A sealed value ([`seal`]) with each reference replaced by the secret's
+/// value now; a secret no longer declared reads [`MASK`].
+pub fn unseal(value: &Json, secrets: &indexmap::IndexMap<String, String>) -> Json {
+    map_strings(value, &mut |s| {
+        let mut parts = s.split(SEAL);
+        let mut out = parts.next().unwrap_or_default().to_owned();
+        while let Some(name) = parts.next() {
+            out.push_str(secrets.get(name).map_or(MASK, String::as_str));
+            out.push_str(parts.next().unwrap_or_default());
+        }
+        out
+    })
+}
+
+/// The value with every string (keys left as they are) mapped by `f`.
+fn map_strings(v: &Json, f: &mut impl FnMut(&str) -> String) -> Json {
+    match v {
+        Json::String(s) => Json::String(f(s)),
+        Json::Array(a) => Json::Array(a.iter().map(|x| map_strings(x, f)).collect()),
+        Json::Object(m) => Json::Object(m.iter().map(|(k, x)| (k.clone(), map_strings(x, f))).collect()),
+        other => other.clone(),
+    }
 }
 
 /// A log line by which a step registers a value it produced as secret
@@ -404,6 +494,35 @@ mod tests {
             prop_assert!(masked.ends_with(MASK), "{:?}", masked);
             prop_assert!(!masked.contains(&secret[..cut.min(secret.len() - 1)].to_owned()) || before.contains(&secret[..cut.min(secret.len() - 1)]));
         }
+    }
+
+    proptest! {
+        /// Whatever the value and where a secret stands in it, sealing keeps
+        /// no secret and unsealing with the same secrets gives the value back.
+        #[test]
+        fn a_sealed_value_holds_no_secret_and_unseals_to_itself(
+            secret in "[A-Za-z0-9/+=&%~._ -]{6,20}",
+            parts in proptest::collection::vec("[ -~]{0,8}", 1..4),
+        ) {
+            let secrets: indexmap::IndexMap<String, String> = [("DB_PASSWORD".to_owned(), secret.clone())].into();
+            let text = parts.join(&secret);
+            let value = json!({ "url": text, "items": [text.clone(), 3] });
+            match seal(&value, &secrets) {
+                Some(sealed) => {
+                    prop_assert!(!sealed.to_string().contains(&secret), "{}", sealed);
+                    prop_assert_eq!(unseal(&sealed, &secrets), value);
+                }
+                None => prop_assert!(!text.contains(&secret)),
+            }
+        }
+    }
+
+    #[test]
+    fn a_sealed_secret_that_is_gone_reads_as_masked() {
+        let secrets: indexmap::IndexMap<String, String> = [("PW".to_owned(), "hunter2".to_owned())].into();
+        let sealed = seal(&json!("u:hunter2@db"), &secrets).expect("holds one");
+        assert_eq!(unseal(&sealed, &indexmap::IndexMap::new()), json!("u:***@db"));
+        assert_eq!(seal(&json!("nothing here"), &secrets), None);
     }
 
     #[test]

@@ -33,8 +33,13 @@ pub struct Replay {
     pub steps: HashMap<String, Prior>,
     /// The highest attempt seen per step path.
     pub attempts: HashMap<String, u32>,
-    /// `for_each` lists as first resolved.
+    /// `for_each` lists as first resolved (secrets masked).
     pub items: HashMap<String, Vec<Json>>,
+    /// The same lists where they held a secret, secrets as references
+    /// (`Event::Sealed`): what resume gives the steps, the secrets fetched again.
+    pub sealed_items: HashMap<String, Json>,
+    /// The run's inputs where they held a secret, secrets as references.
+    pub sealed_inputs: Option<Json>,
     /// Paths an operator said to run again although they were in flight.
     pub rerun: HashSet<String>,
     /// How the run last ended, if it did and was not resumed since.
@@ -75,7 +80,7 @@ impl Replay {
                     Event::StepStarted { attempt, .. } => {
                         r.unended.insert(step.to_owned(), *attempt);
                     }
-                    Event::OperatorAction { .. } | Event::ItemsResolved { .. } => {}
+                    Event::OperatorAction { .. } | Event::ItemsResolved { .. } | Event::Sealed { .. } => {}
                     _ => {
                         r.unended.remove(step);
                     }
@@ -127,6 +132,15 @@ impl Replay {
                 }
                 Event::ItemsResolved { step, items } => {
                     r.items.entry(step.clone()).or_insert_with(|| items.clone());
+                }
+                Event::Sealed {
+                    step: Some(step),
+                    value,
+                } => {
+                    r.sealed_items.entry(step.clone()).or_insert_with(|| value.clone());
+                }
+                Event::Sealed { step: None, value } => {
+                    r.sealed_inputs.get_or_insert_with(|| value.clone());
                 }
                 Event::OperatorAction {
                     action,

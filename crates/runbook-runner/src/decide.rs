@@ -223,6 +223,23 @@ pub fn stored_inputs(record: &RunRecord) -> IndexMap<String, Json> {
         .unwrap_or_default()
 }
 
+/// A run's inputs as its first attempt had them: where they held a secret,
+/// the journal's sealed copy with the secrets fetched again; else as stored.
+pub(crate) fn real_inputs(
+    record: &RunRecord,
+    replay: &Replay,
+    secrets: &IndexMap<String, String>,
+) -> IndexMap<String, Json> {
+    match replay
+        .sealed_inputs
+        .as_ref()
+        .map(|v| runbook_engine::secrets::unseal(v, secrets))
+    {
+        Some(Json::Object(m)) => m.into_iter().collect(),
+        _ => stored_inputs(record),
+    }
+}
+
 /// The current file of a run's playbook (same name and version), its text,
 /// and the hash of that text with the current texts of the playbooks the run
 /// calls ([`text_hash`]).

@@ -6,7 +6,7 @@
 //! lock; `resume` claims it atomically (`claim_runner`), so of two resumes
 //! started together one runs it and the other is told who does.
 
-use crate::decide::{self, Answer, Decisions, load_stored, stored_inputs};
+use crate::decide::{self, Answer, Decisions, load_stored};
 use crate::leases::{self, LeaseOptions, WAITING_TTL};
 use crate::notice::{Notice, Watcher};
 use crate::notify::Notifier;
@@ -362,6 +362,15 @@ impl Runner {
             let _ = self.store.release_locks(&run_id).await;
             return Err(e.into());
         }
+        // The stored inputs are masked; where they hold a secret, resume
+        // needs its place (the secret's name, never its value).
+        if let Some(value) = runbook_engine::secrets::seal(&serde_json::json!(inputs), &secrets) {
+            let sealed = [Event::Sealed { step: None, value }];
+            if let Err(e) = self.store.append_all(&run_id, &sealed).await {
+                let _ = self.store.release_locks(&run_id).await;
+                return Err(e.into());
+            }
+        }
         let notifier = self.notifier(pb, &secrets);
         self.watching(notifier.as_ref()).event(&run_id, &first);
         let x = Execute {
@@ -502,7 +511,7 @@ impl Runner {
         } else {
             self.secrets(&loaded.playbook)?
         };
-        let inputs = stored_inputs(&record);
+        let inputs = decide::real_inputs(&record, &replay, &secrets);
         // The run takes its lock again (it may have been freed when it stopped),
         // once what was asked is known to be valid.
         let keys = leases::keys(&loaded, &inputs, &self.env)?;

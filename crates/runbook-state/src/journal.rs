@@ -159,6 +159,18 @@ pub enum Event {
         /// The items.
         items: Vec<Json>,
     },
+    /// The run's inputs (no `step`) or a `for_each`'s items (its `step`) with
+    /// each secret value they hold written as a reference to the secret's
+    /// name, never the value: resume fetches the secrets again and gives
+    /// the steps the values the first attempt had. Journalled only where a
+    /// secret occurs (elsewhere the journal's copy is the value itself).
+    Sealed {
+        /// The step path of the `for_each` step; absent for the inputs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+        /// The value, secrets as references.
+        value: Json,
+    },
     /// A person decided something about the run.
     OperatorAction {
         /// `rerun`, `mark-done`, `cancel`, `approve`, `reject`, `unlock`.
@@ -208,7 +220,7 @@ impl Event {
             | Event::StepUndone { step }
             | Event::StepWaiting { step, .. }
             | Event::ItemsResolved { step, .. } => Some(step),
-            Event::OperatorAction { step, .. } => step.as_deref(),
+            Event::OperatorAction { step, .. } | Event::Sealed { step, .. } => step.as_deref(),
             Event::RunQueued { .. }
             | Event::RunStarted { .. }
             | Event::RunResumed { .. }
@@ -230,6 +242,7 @@ impl Event {
             Event::StepUndone { .. } => "step_undone",
             Event::StepWaiting { .. } => "step_waiting",
             Event::ItemsResolved { .. } => "items_resolved",
+            Event::Sealed { .. } => "sealed",
             Event::OperatorAction { .. } => "operator_action",
             Event::RunFinished { .. } => "run_finished",
         }

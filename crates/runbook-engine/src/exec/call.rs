@@ -402,10 +402,8 @@ impl<'a> Exec<'a> {
     /// Masks the values of a step's secret outputs from now on.
     fn register_secrets(&self, step: &Step, outputs: &Outputs) {
         for name in &step.secret_outputs {
-            match outputs.get(name) {
-                Some(Json::String(v)) => self.masker.add(v),
-                Some(Json::Null) | None => {}
-                Some(v) => self.masker.add(&v.to_string()),
+            if let Some(v) = outputs.get(name) {
+                self.masker.add_all(v);
             }
         }
     }

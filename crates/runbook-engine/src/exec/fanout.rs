@@ -170,6 +170,11 @@ impl<'a> Exec<'a> {
     /// The items of a `for_each`: as first resolved (on resume), else rendered now.
     pub(super) async fn items(&self, step: &'a Step, frame: &Rc<Frame>, path: &str) -> Result<Vec<Json>, String> {
         if let Some(items) = self.replay.items.get(path) {
+            // Where they held a secret, the journal's references give the
+            // values back (the secrets fetched again for this attempt).
+            if let Some(Json::Array(real)) = self.replay.sealed_items.get(path).map(|v| unseal(v, &self.secrets())) {
+                return Ok(real);
+            }
             return Ok(items.clone());
         }
         let items = match &step.for_each {
@@ -195,11 +200,18 @@ impl<'a> Exec<'a> {
             }
             None => Vec::new(),
         };
-        // Items reach their steps as they are; the writer masks the journal's copy.
+        // Items reach their steps as they are; the writer masks the journal's
+        // copy, and a sealed one keeps what resume needs.
         self.journal_soon(Event::ItemsResolved {
             step: path.to_owned(),
             items: items.clone(),
         });
+        if let Some(value) = seal(&Json::Array(items.clone()), &self.secrets()) {
+            self.journal_soon(Event::Sealed {
+                step: Some(path.to_owned()),
+                value,
+            });
+        }
         Ok(items)
     }
 

@@ -38,7 +38,7 @@
 use crate::order::dependencies;
 use crate::plan::item_key;
 use crate::replay::{Prior, Replay};
-use crate::secrets::Masker;
+use crate::secrets::{Masker, seal, unseal};
 use futures::future::LocalBoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use indexmap::IndexMap;
@@ -969,6 +969,19 @@ impl<'a> Exec<'a> {
     /// if its templates name it: it is copied into each step's data), the
     /// item variables in scope, and the results of the steps its templates
     /// read.
+    /// The run's secrets by name, as fetched for this attempt.
+    fn secrets(&self) -> IndexMap<String, String> {
+        self.base
+            .get("secrets")
+            .and_then(Json::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn data(&self, step: &Step, frame: &Frame) -> Data {
         let mut m = self.base.clone();
         let reads = self.refs(step);
