@@ -246,7 +246,7 @@ impl Observer for Text {
                 self.out(&format!("  {step}: {} items", items.len()));
             }
             // Bookkeeping for resume, nothing a person follows.
-            Event::Sealed { .. } => {}
+            Event::Sealed { .. } | Event::MaskRegistered { .. } => {}
             Event::StepWaiting { step, message, .. } => {
                 self.bar_end(step);
                 self.out(&format!("⏸ {step} waits for an approval: {message}"));

@@ -898,3 +898,60 @@ fn a_secret_json_output_is_masked_everywhere_and_read_in_clear_by_later_steps() 
     }
     assert!(out.stdout.contains("used ***"), "{}", out.stdout);
 }
+
+/// language.md (secrets): "a value a step registers is masked from then on,
+/// after a kill and resume too: the journal keeps it sealed under the
+/// runner's mask key, never in clear".
+#[test]
+fn a_registered_value_stays_masked_after_a_kill_and_resume_and_is_never_journalled() {
+    let run = Run::new();
+    let (made, gate, marker) = (
+        run.path().join("made"),
+        run.path().join("gate"),
+        run.path().join("marker"),
+    );
+    let yaml = format!(
+        r#"{HEAD}steps:
+  - {{ id: gen, uses: shell, with: {{ run: "pw=made-$$-pw; echo ::add-mask::$pw; echo $pw > {made}" }} }}
+  - {{ id: hold, uses: shell, idempotent: true, with: {{ run: "test -f {gate} || {{ touch {marker}; sleep 30; }}" }} }}
+  - {{ id: use, uses: shell, with: {{ run: "echo using $(cat {made}); cat {made} >&2" }} }}
+"#,
+        made = made.display(),
+        gate = gate.display(),
+        marker = marker.display()
+    );
+    let key = run.path().join("mask.key");
+    let run = run
+        .playbook("t", &yaml)
+        .env("RUNBOOK_MASK_KEY_FILE", key.to_str().unwrap());
+    let out = support::kill_when(&run, &["run", "t"], &marker);
+    let id = support::started_id(&out);
+    std::fs::write(&gate, "").unwrap();
+    // Another runner's key cannot open what was registered: refused, nothing runs.
+    let other = run.path().join("other.key");
+    let run = run.env("RUNBOOK_MASK_KEY_FILE", other.to_str().unwrap());
+    let refused = run.exec(["resume", &id]).exit(2);
+    assert!(
+        refused.stderr.contains("cannot be opened with the mask key"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("RUNBOOK_MASK_KEY_FILE"), "{}", refused.stderr);
+    let run = run.env("RUNBOOK_MASK_KEY_FILE", key.to_str().unwrap());
+    run.exec(["resume", &id]).exit(0);
+    let value = std::fs::read_to_string(&made).unwrap().trim().to_owned();
+    assert!(value.starts_with("made-"), "{value}");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the key is its owner's alone");
+    let logs = run.exec(["logs", &id]).exit(0).stdout;
+    assert!(
+        logs.contains("use │ using ***"),
+        "masked in the resumed process too:\n{logs}"
+    );
+    let state = String::from_utf8_lossy(&std::fs::read(run.path().join("state.db")).unwrap()).into_owned();
+    let wal = String::from_utf8_lossy(&std::fs::read(run.path().join("state.db-wal")).unwrap_or_default()).into_owned();
+    for (place, text) in [("logs", &logs), ("state", &state), ("wal", &wal)] {
+        assert!(!text.contains(&value), "{place} shows the registered value:\n{text}");
+    }
+}

@@ -151,6 +151,9 @@ fn lower_hex_escapes(s: &str, marker: char, digits: usize) -> String {
 #[derive(Debug, Default)]
 pub struct Masker {
     inner: std::sync::RwLock<Inner>,
+    /// Values registered while the run goes on, not yet journalled (sealed
+    /// under the mask key, so that resume masks them again).
+    fresh: std::sync::Mutex<Vec<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -162,7 +165,7 @@ struct Inner {
 impl Inner {
     fn build(values: Vec<String>) -> Inner {
         let mut values: Vec<String> = values.into_iter().filter(|v| !v.is_empty()).collect();
-        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        values.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         values.dedup();
         let matcher = (!values.is_empty())
             .then(|| {
@@ -184,7 +187,16 @@ impl Masker {
         let all = values.into_iter().flat_map(all_forms).collect();
         Masker {
             inner: std::sync::RwLock::new(Inner::build(all)),
+            fresh: std::sync::Mutex::default(),
         }
+    }
+
+    /// The values registered since the last call (for the journal).
+    pub fn take_fresh(&self) -> Vec<String> {
+        self.fresh
+            .lock()
+            .map(|mut f| std::mem::take(&mut *f))
+            .unwrap_or_default()
     }
 
     /// Masks `value` (and its forms) from now on: a value a step registered
@@ -224,6 +236,9 @@ impl Masker {
         let forms: Vec<String> = values.iter().flat_map(|v| all_forms(v)).collect();
         if forms.is_empty() {
             return;
+        }
+        if let Ok(mut fresh) = self.fresh.lock() {
+            fresh.extend(values.iter().filter(|v| !v.is_empty()).cloned());
         }
         if let Ok(mut inner) = self.inner.write() {
             let mut known = std::mem::take(&mut inner.values);
@@ -306,6 +321,66 @@ fn all_forms(value: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// The runner's key for the values a run registers as secret: they are
+/// journalled sealed with it (ChaCha20-Poly1305, a random nonce each), never in
+/// clear, and resume opens them to mask them again.
+pub struct MaskKey(ring::aead::LessSafeKey);
+
+impl std::fmt::Debug for MaskKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MaskKey(..)")
+    }
+}
+
+impl MaskKey {
+    /// The key's length in bytes.
+    pub const LEN: usize = 32;
+
+    /// A key from its bytes.
+    pub fn new(bytes: &[u8; Self::LEN]) -> Option<MaskKey> {
+        let key = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, bytes).ok()?;
+        Some(MaskKey(ring::aead::LessSafeKey::new(key)))
+    }
+
+    /// A new random key's bytes.
+    pub fn generate() -> Option<[u8; Self::LEN]> {
+        use ring::rand::SecureRandom as _;
+        let mut bytes = [0u8; Self::LEN];
+        ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
+        Some(bytes)
+    }
+
+    /// The value sealed: base64 of the nonce and the ciphertext.
+    pub fn seal(&self, value: &str) -> Option<String> {
+        use base64::Engine as _;
+        use ring::rand::SecureRandom as _;
+        let mut nonce = [0u8; ring::aead::NONCE_LEN];
+        ring::rand::SystemRandom::new().fill(&mut nonce).ok()?;
+        let mut data = value.as_bytes().to_vec();
+        self.0
+            .seal_in_place_append_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::empty(),
+                &mut data,
+            )
+            .ok()?;
+        let mut out = nonce.to_vec();
+        out.extend(data);
+        Some(base64::engine::general_purpose::STANDARD.encode(out))
+    }
+
+    /// A sealed value opened; `None` when it was sealed under another key.
+    pub fn open(&self, sealed: &str) -> Option<String> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(sealed).ok()?;
+        let (nonce, data) = bytes.split_at_checked(ring::aead::NONCE_LEN)?;
+        let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut data = data.to_vec();
+        let plain = self.0.open_in_place(nonce, ring::aead::Aad::empty(), &mut data).ok()?;
+        String::from_utf8(plain.to_vec()).ok()
+    }
 }
 
 /// How a sealed value refers to a secret: `SEAL` + name + `SEAL`.
@@ -515,6 +590,27 @@ mod tests {
                 None => prop_assert!(!text.contains(&secret)),
             }
         }
+    }
+
+    #[test]
+    fn a_registered_value_is_sealed_under_the_key_and_opens_only_with_it() {
+        let key = MaskKey::new(&MaskKey::generate().expect("random")).expect("key");
+        let other = MaskKey::new(&MaskKey::generate().expect("random")).expect("key");
+        let sealed = key.seal("gen-pw-99").expect("seals");
+        assert!(!sealed.contains("gen-pw-99"));
+        assert_ne!(
+            key.seal("gen-pw-99"),
+            Some(sealed.clone()),
+            "a nonce of its own each time"
+        );
+        assert_eq!(key.open(&sealed).as_deref(), Some("gen-pw-99"));
+        assert_eq!(other.open(&sealed), None);
+        let m = Masker::new(["hunter2"]);
+        assert!(m.take_fresh().is_empty(), "declared secrets are not journalled");
+        m.add("gen-pw-99");
+        m.add_all(&json!({ "token": "tok-1", "n": 1234567 }));
+        assert_eq!(m.take_fresh()[0], "gen-pw-99");
+        assert!(m.take_fresh().is_empty(), "each once");
     }
 
     #[test]

@@ -128,7 +128,7 @@ fn moment(event: &Event) -> Option<String> {
             status.as_str(),
             error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
         ),
-        Event::ItemsResolved { .. } | Event::Sealed { .. } => return None,
+        Event::ItemsResolved { .. } | Event::Sealed { .. } | Event::MaskRegistered { .. } => return None,
     })
 }
 

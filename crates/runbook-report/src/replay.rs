@@ -40,6 +40,8 @@ pub struct Replay {
     pub sealed_items: HashMap<String, Json>,
     /// The run's inputs where they held a secret, secrets as references.
     pub sealed_inputs: Option<Json>,
+    /// The values steps registered as secret, sealed under the mask key.
+    pub registered: Vec<String>,
     /// Paths an operator said to run again although they were in flight.
     pub rerun: HashSet<String>,
     /// How the run last ended, if it did and was not resumed since.
@@ -142,6 +144,7 @@ impl Replay {
                 Event::Sealed { step: None, value } => {
                     r.sealed_inputs.get_or_insert_with(|| value.clone());
                 }
+                Event::MaskRegistered { sealed } => r.registered.push(sealed.clone()),
                 Event::OperatorAction {
                     action,
                     step,

@@ -115,6 +115,10 @@ pub enum RunnerError {
     /// The current text cannot take over the run.
     #[error("{0}")]
     NotUpgradable(String),
+    /// Values the run's steps registered as secret cannot be opened with this
+    /// runner's mask key: resumed, they would be shown in clear.
+    #[error("{0}")]
+    MaskKey(String),
     /// The run ended; it cannot continue.
     #[error("run {id} finished as {}; it cannot be resumed", status.as_str())]
     Finished {
@@ -269,6 +273,9 @@ impl RunnerError {
             }
             RunnerError::OtherPlan { id, .. } => format!("`runbook status {id}` shows what it runs"),
             RunnerError::Journal { run, .. } => format!("fix the state location, then `runbook resume {run}`"),
+            RunnerError::MaskKey(_) => {
+                "resume where the run started, or point RUNBOOK_MASK_KEY_FILE at the key it started with".to_owned()
+            }
             _ => return None,
         })
     }

@@ -17,7 +17,7 @@ use runbook_core::model::Playbook;
 use runbook_core::validate::Loaded;
 use runbook_engine::exec::{self, Engine, EngineError, RunInput, Signals};
 use runbook_engine::replay::Replay;
-use runbook_engine::secrets::Masker;
+use runbook_engine::secrets::{MaskKey, Masker};
 use runbook_report::plan_hash;
 use runbook_state::{Event, LockHolder, NewRun, RunRecord, RunStatus, Store, StoreError};
 use serde_json::Value as Json;
@@ -511,6 +511,7 @@ impl Runner {
         } else {
             self.secrets(&loaded.playbook)?
         };
+        check_mask_key(&self.env, &replay)?;
         let inputs = decide::real_inputs(&record, &replay, &secrets);
         // The run takes its lock again (it may have been freed when it stopped),
         // once what was asked is known to be valid.
@@ -730,6 +731,7 @@ impl Runner {
             replay: x.replay,
             max_parallel: opts.max_parallel,
             auto_approve: opts.auto_approve.then(|| self.user.clone()),
+            mask_key: mask_key(&self.env).map(Arc::new),
         };
         let result = exec::execute(&engine, input, &opts.signals).await;
         let _ = self.store.set_runner(&run_id, None).await;
@@ -767,4 +769,78 @@ pub async fn unlock(
     };
     let unjournalled = store.append(&lock.run_id, &action).await.err();
     Ok(Some((lock, unjournalled)))
+}
+
+/// Where the mask key is: `RUNBOOK_MASK_KEY_FILE`, else
+/// `$XDG_STATE_HOME/runbook/mask.key` (`~/.local/state/runbook/mask.key`).
+pub(crate) fn mask_key_path(env: &IndexMap<String, String>) -> Option<std::path::PathBuf> {
+    if let Some(p) = env.get("RUNBOOK_MASK_KEY_FILE").filter(|p| !p.is_empty()) {
+        return Some(p.into());
+    }
+    let state = env
+        .get("XDG_STATE_HOME")
+        .filter(|p| !p.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| env.get("HOME").map(|h| std::path::Path::new(h).join(".local/state")))?;
+    Some(state.join("runbook/mask.key"))
+}
+
+/// The runner's mask key (64 hex digits in its file), made (readable by its
+/// owner alone) the first time; `None` when it can be neither read nor made:
+/// registered values are then masked in this process only.
+pub(crate) fn mask_key(env: &IndexMap<String, String>) -> Option<MaskKey> {
+    use std::io::Write as _;
+    let path = mask_key_path(env)?;
+    let parse = |text: &str| -> Option<MaskKey> {
+        let text = text.trim();
+        let bytes: Vec<u8> = (0..text.len())
+            .step_by(2)
+            .map(|i| text.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .collect::<Option<_>>()?;
+        MaskKey::new(&<[u8; MaskKey::LEN]>::try_from(bytes).ok()?)
+    };
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return parse(&text);
+    }
+    let bytes = MaskKey::generate()?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::create_dir_all(path.parent()?).ok()?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    match options.open(&path) {
+        Ok(mut f) => {
+            f.write_all(format!("{hex}\n").as_bytes()).ok()?;
+            f.sync_all().ok()?;
+            parse(&hex)
+        }
+        // Another process made it first: theirs.
+        Err(_) => parse(&std::fs::read_to_string(&path).ok()?),
+    }
+}
+
+/// Refuses to resume a run whose registered values this runner cannot open:
+/// they would be shown in clear.
+fn check_mask_key(env: &IndexMap<String, String>, replay: &Replay) -> Result<(), RunnerError> {
+    if replay.registered.is_empty() {
+        return Ok(());
+    }
+    let key = mask_key(env);
+    if key
+        .as_ref()
+        .is_some_and(|k| replay.registered.iter().all(|s| k.open(s).is_some()))
+    {
+        return Ok(());
+    }
+    let at = mask_key_path(env).map_or_else(
+        || "(no path: set RUNBOOK_MASK_KEY_FILE)".to_owned(),
+        |p| p.display().to_string(),
+    );
+    Err(RunnerError::MaskKey(format!(
+        "{} value(s) this run's steps registered as secret cannot be opened with the mask key at {at}, so they would be shown in clear; nothing was resumed",
+        replay.registered.len()
+    )))
 }

@@ -171,6 +171,13 @@ pub enum Event {
         /// The value, secrets as references.
         value: Json,
     },
+    /// A value a step registered as secret (`::add-mask::`, `secret_outputs`),
+    /// sealed under the runner's mask key (never in clear): resume opens it
+    /// and masks it again.
+    MaskRegistered {
+        /// Base64 of the nonce and the ciphertext (ChaCha20-Poly1305).
+        sealed: String,
+    },
     /// A person decided something about the run.
     OperatorAction {
         /// `rerun`, `mark-done`, `cancel`, `approve`, `reject`, `unlock`.
@@ -224,7 +231,8 @@ impl Event {
             Event::RunQueued { .. }
             | Event::RunStarted { .. }
             | Event::RunResumed { .. }
-            | Event::RunFinished { .. } => None,
+            | Event::RunFinished { .. }
+            | Event::MaskRegistered { .. } => None,
         }
     }
 
@@ -243,6 +251,7 @@ impl Event {
             Event::StepWaiting { .. } => "step_waiting",
             Event::ItemsResolved { .. } => "items_resolved",
             Event::Sealed { .. } => "sealed",
+            Event::MaskRegistered { .. } => "mask_registered",
             Event::OperatorAction { .. } => "operator_action",
             Event::RunFinished { .. } => "run_finished",
         }

@@ -100,6 +100,8 @@ impl Run {
             .env("XDG_CONFIG_HOME", self.dir.path())
             // Nor its cache of plugin descriptions.
             .env("XDG_CACHE_HOME", self.dir.path().join(".cache"))
+            // Nor its mask key.
+            .env("XDG_STATE_HOME", self.dir.path().join(".state"))
             .env("RUNBOOK_STATE", self.dir.path().join("state.db"));
         for (k, v) in &self.env {
             cmd.env(k, v);

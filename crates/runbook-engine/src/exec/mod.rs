@@ -124,6 +124,10 @@ pub struct RunInput<'a> {
     pub max_parallel: usize,
     /// `--yes`: approval steps approve as this user without waiting.
     pub auto_approve: Option<String>,
+    /// The key the values steps register as secret are journalled under
+    /// (and opened with on resume); without one they are masked in this
+    /// process only.
+    pub mask_key: Option<Arc<crate::secrets::MaskKey>>,
 }
 
 /// How a run ended.
@@ -325,7 +329,15 @@ fn lose_secret_outputs(step: &Step, outputs: &Json) -> Json {
 
 /// Runs (or resumes) a run to its end, recording everything in the journal.
 pub async fn execute(engine: &Engine, input: RunInput<'_>, signals: &Signals) -> Result<Finished, EngineError> {
-    let masker = Arc::new(Masker::new(input.secrets.values().map(String::as_str)));
+    // What steps registered before this attempt is masked again from the start.
+    let registered: Vec<String> = input
+        .mask_key
+        .as_ref()
+        .map(|key| input.replay.registered.iter().filter_map(|s| key.open(s)).collect())
+        .unwrap_or_default();
+    let masker = Arc::new(Masker::new(
+        input.secrets.values().chain(registered.iter()).map(String::as_str),
+    ));
     let mut base = serde_json::Map::new();
     base.insert("inputs".into(), json!(input.inputs));
     base.insert("env".into(), json!(input.env));
@@ -351,7 +363,7 @@ pub async fn execute(engine: &Engine, input: RunInput<'_>, signals: &Signals) ->
         input.run_id.clone(),
         (store_error.clone(), abort.clone()),
         durable.clone(),
-        (masker.clone(), logs.clone()),
+        (masker.clone(), logs.clone(), input.mask_key.clone()),
     );
     let exec = Exec {
         engine,

@@ -9,6 +9,7 @@
 //! every value known to be secret at that moment.
 
 use super::*;
+use crate::secrets::MaskKey;
 
 /// Tells an awaiting appender whether its batch was committed.
 pub(super) type Ack = tokio::sync::oneshot::Sender<bool>;
@@ -44,7 +45,7 @@ pub(super) fn spawn_writer(
     run: String,
     (error, abort): (Arc<Mutex<Option<StoreError>>>, CancellationToken),
     durable: Arc<std::sync::atomic::AtomicU64>,
-    (masker, logs): (Arc<Masker>, LogBuffer),
+    (masker, logs, key): (Arc<Masker>, LogBuffer, Option<Arc<MaskKey>>),
 ) -> (tokio::sync::mpsc::UnboundedSender<Msg>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Msg>();
     let task = tokio::spawn(async move {
@@ -73,12 +74,25 @@ pub(super) fn spawn_writer(
                     Msg::Sync(ack) => Slot::Sync(ack),
                 })
                 .collect();
+            // Values registered since the last batch are journalled with it,
+            // sealed: resume masks them again.
+            let sent = events.len();
+            if let Some(key) = &key {
+                events.extend(
+                    masker
+                        .take_fresh()
+                        .iter()
+                        .filter_map(|v| key.seal(v))
+                        .map(|sealed| Event::MaskRegistered { sealed }),
+                );
+            }
             let failed = error.lock().map(|e| e.is_some()).unwrap_or(true);
             let ok = events.is_empty()
                 || (!failed
                     && match store.append_all(&run, &events).await {
                         Ok(_) => {
-                            let n = u64::try_from(events.len()).unwrap_or(u64::MAX);
+                            // What the executor sent: it counts those alone.
+                            let n = u64::try_from(sent).unwrap_or(u64::MAX);
                             durable.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
                             true
                         }
@@ -238,7 +252,7 @@ mod tests {
             "r".into(),
             failed,
             durable.clone(),
-            (Arc::new(Masker::new([])), Default::default()),
+            (Arc::new(Masker::new([])), Default::default(), None),
         );
         // Two queued events and a line, then one that is awaited.
         tx.send(Msg::Event(started("a"), None)).unwrap();
@@ -287,7 +301,7 @@ mod tests {
             "ghost".into(),
             (error.clone(), abort.clone()),
             durable,
-            (Arc::new(Masker::new([])), Default::default()),
+            (Arc::new(Masker::new([])), Default::default(), None),
         );
         let (ack, done) = tokio::sync::oneshot::channel();
         tx.send(Msg::Event(started("a"), Some(ack))).unwrap();
