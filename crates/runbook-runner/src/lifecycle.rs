@@ -225,6 +225,7 @@ pub fn check_start(
         });
     }
     let keys = leases::keys(loaded, &inputs, env)?;
+    no_secret_in(&keys, &masker)?;
     Ok(Checked { inputs, secrets, keys })
 }
 
@@ -516,6 +517,7 @@ impl Runner {
         // The run takes its lock again (it may have been freed when it stopped),
         // once what was asked is known to be valid.
         let keys = leases::keys(&loaded, &inputs, &self.env)?;
+        no_secret_in(&keys, &Masker::new(secrets.values().map(String::as_str)))?;
         let who = &self.user;
         // A submitted run goes back to the queue: a worker continues it.
         let mut journal = vec![if record.submitted {
@@ -819,6 +821,20 @@ pub(crate) fn mask_key(env: &IndexMap<String, String>) -> Option<MaskKey> {
         }
         // Another process made it first: theirs.
         Err(_) => parse(&std::fs::read_to_string(&path).ok()?),
+    }
+}
+
+/// Refuses lock keys that would hold a secret (an input that holds one): a
+/// lock's key is shown to everyone who lists locks, and stored.
+fn no_secret_in(keys: &[String], masker: &Masker) -> Result<(), RunnerError> {
+    match keys.iter().find(|k| masker.text(k) != **k) {
+        Some(k) => Err(RunnerError::LockKey {
+            template: masker.text(k),
+            message: "it would hold a secret, and lock keys are shown to everyone who lists locks; \
+                      nothing was run (give the lock an input that names the target without the secret)"
+                .to_owned(),
+        }),
+        None => Ok(()),
     }
 }
 

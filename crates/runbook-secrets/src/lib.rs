@@ -60,7 +60,16 @@ pub fn resolve(
             Err(message) => missing.push(MissingSecret { name, message }),
         }
     }
-    if missing.is_empty() { Ok(out) } else { Err(missing) }
+    if missing.is_empty() {
+        return Ok(out);
+    }
+    // What a failing command said may hold the others' values.
+    for m in &mut missing {
+        for v in out.values() {
+            m.message = m.message.replace(v.as_str(), "***");
+        }
+    }
+    Err(missing)
 }
 
 /// The value of a secret declared in full.

@@ -43,7 +43,9 @@ impl<'a> Exec<'a> {
             .iter()
             .enumerate()
             .map(|(i, item)| {
-                let k = item_key(item, i);
+                // A path never holds a secret (an item may): the masked key,
+                // the same on every attempt since the secrets are.
+                let k = self.masker.text(&item_key(item, i));
                 let count = seen.entry(k.clone()).or_default();
                 *count += 1;
                 if *count > 1 { format!("{k}#{i}") } else { k }

@@ -66,6 +66,7 @@ pub(super) fn spawn_writer(
                     }
                     Msg::Log(mut line) => {
                         line.line = masker.text(&line.line);
+                        line.step = masker.text(&line.step);
                         if let Ok(mut b) = logs.lock() {
                             b.push(line.clone());
                         }
