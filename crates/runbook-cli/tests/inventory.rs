@@ -29,7 +29,7 @@ fn plan_expands_groups_and_run_reads_hosts() {
     run.exec(["plan", "t"])
         .exit(0)
         .stdout_has("for each host in [web1, web2]")
-        .stdout_has("run `echo web2 at 127.0.1.2 as deploy`");
+        .stdout_has("env: {RUNBOOK_HOST: web2, RUNBOOK_V2: 127.0.1.2, RUNBOOK_INVENTORY_HOSTS_WEB1_USER: deploy}");
     run.exec(["run", "t"])
         .exit(0)
         .stdout_has("roll[web1].show │ web1 at 127.0.1.1 as deploy");

@@ -593,6 +593,21 @@ fn lex(s: &str, mut insert: impl FnMut(Ctx, &str, usize) -> Result<String, Refus
     Ok(out)
 }
 
+/// Whether a value could run a command if bash evaluated it as arithmetic:
+/// a name followed by `[` (an array subscript, which bash expands) and a `$`
+/// or a backquote to expand. A command line (`[ -f "$x" ]`, `grep '^[0-9]$'`)
+/// has no name right before its `[`.
+fn holds_subscript(value: &str) -> bool {
+    let named = value.char_indices().any(|(i, c)| {
+        c == '['
+            && value[..i]
+                .chars()
+                .next_back()
+                .is_some_and(|p| p.is_ascii_alphanumeric() || p == '_')
+    });
+    named && value.contains(['$', '`'])
+}
+
 /// Whether a command's text (its values left out) evaluates arithmetic
 /// anywhere, as far as its words show: `$((`, `((`, `$[`, `let`,
 /// `declare`/`typeset` (`-i`), a numeric test. Read as plain text, without
@@ -723,9 +738,9 @@ pub(crate) fn bind_marked(s: &str, names: &[Option<String>]) -> Result<Bound, Re
         // Independent of the reader: bash runs the commands of an array
         // subscript in a value it evaluates as arithmetic, so a command that
         // evaluates arithmetic anywhere takes no value that could hold one.
-        if arithmetic && value.contains('[') && value.contains(['$', '`']) {
+        if arithmetic && holds_subscript(value) {
             return Err(Refusal {
-                message: "a value holding `[` with `$` or a backquote, in a command that evaluates arithmetic"
+                message: "a value holding an array subscript with an expansion (`a[$(...)]`), in a command that evaluates arithmetic"
                     .to_owned(),
                 hint: "bash runs the commands of an array subscript in arithmetic: compute with the value outside arithmetic, or check the input's type",
                 value: index,
@@ -917,6 +932,9 @@ mod tests {
         // arithmetic anywhere takes no value that could run a subscript.
         let sub = mark("a[$(touch p)]");
         assert!(bind(format!("echo {sub}; echo $((1))")).is_err_and(|e| e.contains("array subscript")));
+        // A command given as an input is not a subscript.
+        let cmd = mark("for f in *; do [ -f \"$f\" ] && grep -E '^[0-9]+$' \"$f\"; done");
+        assert!(bind(format!("sh -c {cmd}; echo $(( 1 + 1 ))")).is_ok());
         assert!(bind(format!("x=$(( 1 )); [[ {x} -eq 1 ]]")).is_err());
         assert_eq!(bind(format!("echo {sub}")), Ok("echo \"${RUNBOOK_V1}\"".into()));
         // Found by the fuzzer: a line after a comment starts a command.
