@@ -62,7 +62,7 @@ steps:
     uses: shell
     with: { run: "v=reg-$$-$(date +%N); echo ::add-mask::$v; echo using $v >&2; printf '%s' $v > reg.txt" }
   - { id: cut, uses: shell, with: { run: "printf 'AAAAAAAAAA%s\\n' {{secrets.TOKEN}}", max_output: 13B } }
-  - { id: url, uses: shell, with: { run: "echo got {{inputs.url}}" } }
+  - { id: url, uses: shell, with: { run: "echo got {{inputs.url}} {{steps.cut.outputs.stdout}}" } }
   - id: each
     for_each: ["{{inputs.url}}", plain]
     steps:

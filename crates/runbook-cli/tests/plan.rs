@@ -183,12 +183,14 @@ fn graph_formats() {
 /// whichever way a template reads it (`secrets.X`, `env.X`)".
 #[test]
 fn a_plan_never_shows_a_secret_read_through_the_environment() {
-    let yaml = "apiVersion: runbook/v1\nname: e\nversion: 1\nsecrets: [TOKEN, { name: DB, env: PGPASS }]\nsteps:\n  - { id: a, uses: shell, with: { run: \"curl -H 'X: {{env.TOKEN}}' -u {{env.PGPASS}} {{secrets.DB}} {{env.VAULT_TOKEN}}\", env: { T: \"{{env.TOKEN}}\" } } }\n";
+    let yaml = "apiVersion: runbook/v1\nname: e\nversion: 1\nsecrets: [TOKEN, { name: DB, env: PGPASS }]\nsteps:\n  - { id: a, uses: shell, with: { run: \"curl -H 'X: {{env.TOKEN}}' -u {{env.PGPASS}} {{secrets.DB}} {{env.VAULT_TOKEN}} {{env.OTHER}}\", env: { T: \"{{env.TOKEN}}\" } } }\n";
     let run = Run::new()
         .playbook("e", yaml)
         .env("TOKEN", "tok-abc-7741")
         .env("PGPASS", "pg-pass-9981")
-        .env("VAULT_TOKEN", "hvs.vault-5512");
+        .env("VAULT_TOKEN", "hvs.vault-5512")
+        // The same value under another name (PGPASSWORD beside DB_PASSWORD).
+        .env("OTHER", "tok-abc-7741");
     for args in [vec!["plan", "e"], vec!["plan", "e", "--output", "json"]] {
         let out = run.exec(args).exit(0);
         for secret in ["tok-abc-7741", "pg-pass-9981", "hvs.vault-5512"] {

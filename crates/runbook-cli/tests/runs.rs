@@ -981,3 +981,32 @@ fn secrets_never_reach_lock_keys_or_the_errors_of_other_secrets() {
     assert!(out.stderr.contains("oops ***"), "{}", out.stderr);
     assert!(!out.stderr.contains(secret), "{}", out.stderr);
 }
+
+/// language.md (secrets): "a runner without a mask key keeps no registered
+/// value, and a resume of its run is refused".
+#[test]
+fn a_run_whose_registered_values_were_not_kept_is_not_resumed() {
+    let run = Run::new();
+    let (gate, marker) = (run.path().join("gate"), run.path().join("marker"));
+    let yaml = format!(
+        r#"{HEAD}steps:
+  - {{ id: gen, uses: shell, with: {{ run: "echo ::add-mask::made-$$-pw" }} }}
+  - {{ id: hold, uses: shell, idempotent: true, with: {{ run: "test -f {gate} || {{ touch {marker}; sleep 30; }}" }} }}
+"#,
+        gate = gate.display(),
+        marker = marker.display()
+    );
+    // A key file that cannot be made: no key.
+    let run = run
+        .playbook("t", &yaml)
+        .env("RUNBOOK_MASK_KEY_FILE", "/proc/runbook-no-such/mask.key");
+    let id = support::started_id(&support::kill_when(&run, &["run", "t"], &marker));
+    std::fs::write(&gate, "").unwrap();
+    let out = run.exec(["resume", &id]).exit(2);
+    assert!(out.stderr.contains("were not kept"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("HOME"),
+        "the hint says what to give: {}",
+        out.stderr
+    );
+}

@@ -310,6 +310,7 @@ impl Lexer {
 /// makes of it for its context.
 fn lex(s: &str, mut insert: impl FnMut(Ctx, &str, usize) -> Result<String, Refusal>) -> Result<String, Refusal> {
     let chars: Vec<char> = s.chars().collect();
+    let has_values = s.contains(OPEN);
     let mut out = String::with_capacity(s.len() + 16);
     let mut lx = Lexer {
         stack: vec![Frame::Cmd {
@@ -424,6 +425,16 @@ fn lex(s: &str, mut insert: impl FnMut(Ctx, &str, usize) -> Result<String, Refus
                     '"' => lx.push(Frame::Double),
                     '`' => lx.push(Frame::Backtick),
                     '#' if was_word_start => lx.push(Frame::Comment),
+                    // bash reads `$'...'` as a quote with escapes, dash (sh)
+                    // as `$` and a plain quote: they disagree on where it
+                    // ends, so no value in the command could be kept data.
+                    '$' if next == Some('\'') && has_values => {
+                        return Err(Refusal {
+                            message: "`$'...'` is read differently by bash and by dash (sh): no value in this command can be kept data".to_owned(),
+                            hint: "write the text with '...' or \"...\" (printf '\\t' for escapes)",
+                            value: 0,
+                        });
+                    }
                     '$' if next == Some('\'') => {
                         lx.push(Frame::AnsiC);
                         n = 2;
@@ -928,6 +939,14 @@ mod tests {
             Ok("printf '%s' \"${x-'}\" '}' \"${RUNBOOK_V1}\"".into())
         );
         assert!(bind(format!("echo ${{X:-{x}}}")).is_err());
+        // Found by a hostile review: dash has no `$'...'`, so bash's reading
+        // and sh's disagree; with a value in the command it is refused.
+        assert!(bind(format!("echo $'\\' \" '\"; {x}; echo \" \"")).is_err_and(|e| e.contains("read differently")));
+        assert_eq!(
+            bind(format!("grep -E '^'{x}'-[0-9]$' f")),
+            Ok("grep -E '^'\"${RUNBOOK_V1}\"'-[0-9]$' f".into()),
+            "a `$` before a closing quote is no `$'`"
+        );
         // Whatever the reader makes of the rest, a command that evaluates
         // arithmetic anywhere takes no value that could run a subscript.
         let sub = mark("a[$(touch p)]");

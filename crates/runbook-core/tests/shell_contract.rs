@@ -1,6 +1,7 @@
 //! A differential fuzzer of the shell contract: random POSIX sh programs with
 //! template placeholders in every position, random hostile values, each
-//! program run by real `dash` and `bash`.
+//! program run by real `dash` and `bash`, each called `sh` as the shell and
+//! ssh kinds call it (bash so called reads in POSIX mode).
 //!
 //! For every program, either the renderer refuses it (the place cannot keep a
 //! value data), or:
@@ -155,6 +156,10 @@ impl Gen<'_> {
                 self.rng.pick(&["d", "'e f'", PH, "'{{inputs.v}}'"])
             ),
             12 => format!("$(( {} + 1 ))", self.rng.pick(&["1", PH, "(2)"])),
+            13 if self.rng.chance(20) => {
+                // bash's `$'...'`, which dash reads otherwise.
+                format!("$'\\' \" '{}", self.rng.pick(&["", "\"", "'"]))
+            }
             _ => format!("\\{}", self.rng.pick(&["#", "'", "\"", "$", "(", "`"])),
         }
     }
@@ -177,11 +182,21 @@ impl Gen<'_> {
     /// A simple command that prints, followed by nothing or a comment.
     fn stmt(&mut self, depth: usize) -> String {
         let deep = depth < 3;
-        let s = match self.rng.below(if deep { 9 } else { 4 }) {
+        match self.rng.below(if deep { 9 } else { 4 }) {
             0 | 1 => {
                 let n = 1 + self.rng.below(3);
                 let args: Vec<String> = (0..n).map(|_| self.word(depth)).collect();
                 format!("printf '[%s]' {}", args.join(" "))
+            }
+            2 if self.rng.chance(30) => {
+                // A value in the command's name: one word, whatever it holds
+                // (no such command; its message is not compared).
+                let name = if self.rng.chance(50) {
+                    format!("\"{}\"", self.dq(depth))
+                } else {
+                    self.word(depth)
+                };
+                format!("{name} 2>/dev/null; printf '|'")
             }
             2 => format!("x={}; printf '<%s>' \"$x\"", self.word(depth)),
             // A match that does not depend on what the value holds: the
@@ -196,7 +211,14 @@ impl Gen<'_> {
             6 => format!("if true; then {}; fi", self.stmt(depth + 1)),
             7 => format!("f() {{ {}; }}; f", self.stmt(depth + 1)),
             _ => format!("{} && {}", self.stmt(depth + 1), self.stmt(depth + 1)),
-        };
+        }
+    }
+
+    /// A statement, maybe with a comment after it (only a program adds one,
+    /// and a line break follows it: what a comment swallows would make
+    /// another program than the one generated).
+    fn commented(&mut self, depth: usize) -> String {
+        let s = self.stmt(depth);
         if self.rng.chance(15) {
             let c = if self.rng.chance(50) {
                 self.ph("comment")
@@ -253,7 +275,7 @@ impl Gen<'_> {
                 };
                 out.push_str(sep);
             }
-            out.push_str(&self.stmt(depth));
+            out.push_str(&self.commented(depth));
         }
         if out.rsplit('\n').next().is_some_and(has_comment) {
             out.push('\n');
@@ -286,6 +308,8 @@ fn hostile(rng: &mut Rng, sentinel: &str) -> String {
         format!("$(({t}))"),
         format!("# '\n{t} #"),
         format!("\u{e9}t\u{e9} \u{1F600} $({t})\t"),
+        // Bare words: they run only at a command's start, unquoted.
+        t.clone(),
         "42".to_owned(),
         "-7".to_owned(),
         String::new(),
@@ -303,9 +327,13 @@ fn hostile(rng: &mut Rng, sentinel: &str) -> String {
     v
 }
 
-/// Runs a rendered script with its variables; stdout and the exit status.
+/// Runs a rendered script with its variables, the shell called `sh` as the
+/// kinds call it (bash so called reads in POSIX mode, as it does where it is
+/// /bin/sh); stdout and the exit status.
 fn run(shell: &str, script: &str, vars: &[(String, String)], dir: &Path) -> (Vec<u8>, Option<i32>) {
+    use std::os::unix::process::CommandExt as _;
     let out = Command::new(shell)
+        .arg0("sh")
         .arg("-c")
         .arg(script)
         .env_clear()

@@ -232,7 +232,8 @@ fn start_data(playbook: &Playbook, inputs: &IndexMap<String, Json>, pctx: &PlanC
     // A secret read from the environment is as secret as `secrets.X`: a plan
     // (which viewers of the API see too) shows `env.X` as the same
     // placeholder, never the value.
-    let mut env = pctx.env.clone();
+    let masker = crate::secrets::Masker::new(known_secrets(playbook, &pctx.env).iter().map(String::as_str));
+    let mut env: IndexMap<String, String> = pctx.env.iter().map(|(k, v)| (k.clone(), masker.text(v))).collect();
     for spec in &playbook.secrets {
         if let Some(slot) = spec.env_var().and_then(|var| env.get_mut(var)) {
             *slot = format!("<secret {}>", spec.name());

@@ -287,10 +287,25 @@ impl Masker {
         if self.is_empty() {
             return event;
         }
-        match serde_json::to_value(&event) {
-            Ok(v) => serde_json::from_value(self.json(&v)).unwrap_or(event),
-            Err(_) => event,
-        }
+        // The event's own field names and its kind and status are the
+        // engine's words, kept (a secret spelled like one of them would make
+        // the event unreadable); everything else is masked, keys of the
+        // values it carries included. So reading it back cannot fail.
+        let Ok(Json::Object(fields)) = serde_json::to_value(&event) else {
+            return event;
+        };
+        let masked: serde_json::Map<String, Json> = fields
+            .into_iter()
+            .map(|(k, v)| {
+                let v = if k == "event" || k == "status" {
+                    v
+                } else {
+                    self.json(&v)
+                };
+                (k, v)
+            })
+            .collect();
+        serde_json::from_value(Json::Object(masked)).unwrap_or(event)
     }
 
     /// Masks every string in a JSON value (keys included).
@@ -611,6 +626,24 @@ mod tests {
         m.add_all(&json!({ "token": "tok-1", "n": 1234567 }));
         assert_eq!(m.take_fresh()[0], "gen-pw-99");
         assert!(m.take_fresh().is_empty(), "each once");
+    }
+
+    #[test]
+    fn an_event_is_masked_whatever_the_secret_is_spelled_like() {
+        for secret in ["step", "attempt", "error", "succeeded", "s3cret"] {
+            let m = Masker::new([secret]);
+            let e = m.event(runbook_state::Event::StepFailed {
+                step: format!("deploy-{secret}"),
+                attempt: 1,
+                error: format!("bad {secret}"),
+                will_retry: false,
+            });
+            let text = serde_json::to_string(&e).expect("json");
+            assert!(
+                text.contains("deploy-***") && text.contains("bad ***"),
+                "{secret}: {text}"
+            );
+        }
     }
 
     #[test]

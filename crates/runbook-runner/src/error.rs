@@ -273,9 +273,10 @@ impl RunnerError {
             }
             RunnerError::OtherPlan { id, .. } => format!("`runbook status {id}` shows what it runs"),
             RunnerError::Journal { run, .. } => format!("fix the state location, then `runbook resume {run}`"),
-            RunnerError::MaskKey(_) => {
-                "resume where the run started, or point RUNBOOK_MASK_KEY_FILE at the key it started with".to_owned()
-            }
+            RunnerError::MaskKey(_) => "resume where the run started, or point RUNBOOK_MASK_KEY_FILE at the key it \
+                                         started with; give runners started by cron or systemd a HOME or \
+                                         RUNBOOK_MASK_KEY_FILE so that their values are kept"
+                .to_owned(),
             _ => return None,
         })
     }

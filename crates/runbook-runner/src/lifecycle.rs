@@ -844,6 +844,12 @@ fn check_mask_key(env: &IndexMap<String, String>, replay: &Replay) -> Result<(),
     if replay.registered.is_empty() {
         return Ok(());
     }
+    let lost = replay.registered.iter().filter(|s| s.is_empty()).count();
+    if lost > 0 {
+        return Err(RunnerError::MaskKey(format!(
+            "{lost} value(s) this run's steps registered as secret were not kept (the runner that ran them had no mask key: no HOME, XDG_STATE_HOME or RUNBOOK_MASK_KEY_FILE), so they would be shown in clear; nothing was resumed"
+        )));
+    }
     let key = mask_key(env);
     if key
         .as_ref()

@@ -324,9 +324,12 @@ impl<'a> Exec<'a> {
                     if let Json::Object(o) = &outputs {
                         self.register_secrets(step, o);
                     }
-                    frame.set(id, "succeeded", &outputs);
-                    // The writer masks whole values; a cut leaves a part.
+                    // A cut output is not the value anyway: the part of a
+                    // secret the cut left is masked in it, for the steps
+                    // after it too (one of them printing it would show a
+                    // text the writer cannot know as a secret's).
                     let outputs = self.cut_masked(outputs);
+                    frame.set(id, "succeeded", &outputs);
                     self.journal_soon(Event::StepSucceeded {
                         step: path.to_owned(),
                         attempt,

@@ -76,17 +76,12 @@ pub(super) fn spawn_writer(
                 })
                 .collect();
             // Values registered since the last batch are journalled with it,
-            // sealed: resume masks them again.
+            // sealed: resume masks them again. Without a key, that there was
+            // one (empty): resume knows it cannot mask it and refuses.
             let sent = events.len();
-            if let Some(key) = &key {
-                events.extend(
-                    masker
-                        .take_fresh()
-                        .iter()
-                        .filter_map(|v| key.seal(v))
-                        .map(|sealed| Event::MaskRegistered { sealed }),
-                );
-            }
+            events.extend(masker.take_fresh().iter().map(|v| Event::MaskRegistered {
+                sealed: key.as_ref().and_then(|k| k.seal(v)).unwrap_or_default(),
+            }));
             let failed = error.lock().map(|e| e.is_some()).unwrap_or(true);
             let ok = events.is_empty()
                 || (!failed
