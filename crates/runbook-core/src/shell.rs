@@ -6,8 +6,12 @@
 //! the value's text. A shell expands a parameter once and never reads its
 //! result as code, so whatever the value holds it reaches the command as data.
 //! The reference's text is fixed (`'`, `"`, `$`, braces, letters, digits) and
-//! balanced in every quoting context, so a mistake of the reader below can
-//! only give a wrong value (a literal `${...}`, a split word), never run code.
+//! balanced in every quoting context, so a mistake of the reader below mostly
+//! gives a wrong value (a literal `${...}`, a split word). One mistake is
+//! worse: a reference the reader believes quoted that stands unquoted at a
+//! command's start runs the value's first word. So the reader follows POSIX
+//! `sh` (bash called `sh` agrees), refuses what shells read differently
+//! (`$'...'`), and a differential fuzzer holds it to dash and bash.
 //!
 //! The reader still follows the command the way `sh` will (quotes, `$(...)`,
 //! backticks, `$((...))`, `${...}`, comments, here-documents), but only to
