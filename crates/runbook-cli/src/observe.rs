@@ -245,6 +245,13 @@ impl Observer for Text {
                 self.bar_start(step, Some(items.len() as u64));
                 self.out(&format!("  {step}: {} items", items.len()));
             }
+            Event::Contained { stopped, .. } => {
+                for cgroup in stopped {
+                    self.out(&format!(
+                        "stopped the processes an earlier runner of this run left running (cgroup {cgroup})"
+                    ));
+                }
+            }
             // Bookkeeping for resume, nothing a person follows.
             Event::Sealed { .. } | Event::MaskRegistered { .. } => {}
             Event::StepWaiting { step, message, .. } => {

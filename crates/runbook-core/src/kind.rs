@@ -157,6 +157,9 @@ pub struct StepContext {
     pub nested: Arc<dyn Nested>,
     /// Answers of people to this step (approvals).
     pub approval: Approval,
+    /// The run's cgroup, where a kind that starts local processes holds
+    /// them (`runbook-contain`); `None` where the host has none to give.
+    pub contain: Option<Arc<std::path::Path>>,
 }
 
 impl std::fmt::Debug for StepContext {
@@ -309,6 +312,14 @@ pub trait StepKind: Send + Sync + 'static {
 
     /// The outputs it produces.
     fn outputs(&self) -> &[OutputDecl];
+
+    /// True when a person's answer to it approves what comes after it (an
+    /// approval): the answer is bound to the step and to the steps that wait
+    /// for it, and a playbook text that changes one of them
+    /// (`resume --to-current`) asks again.
+    fn guards(&self) -> bool {
+        false
+    }
 
     /// True when the kind takes secrets granted by the step's `secrets:`
     /// (external kinds); built-in kinds take them through templates.

@@ -12,6 +12,7 @@
 
 pub mod exec;
 pub mod graph;
+pub mod lease;
 pub mod order;
 pub mod plan;
 pub mod plan_text;

@@ -217,6 +217,7 @@ async fn a_dependent_never_starts_before_its_dependency_is_recorded() {
         max_parallel: 8,
         auto_approve: None,
         mask_key: None,
+        lease: None,
     };
     let result = execute(&engine, input, &Signals::default()).await;
     assert!(matches!(result, Err(EngineError::Store(_))), "{result:?}");

@@ -128,7 +128,9 @@ fn moment(event: &Event) -> Option<String> {
             status.as_str(),
             error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
         ),
-        Event::ItemsResolved { .. } | Event::Sealed { .. } | Event::MaskRegistered { .. } => return None,
+        Event::ItemsResolved { .. } | Event::Sealed { .. } | Event::MaskRegistered { .. } | Event::Contained { .. } => {
+            return None;
+        }
     })
 }
 

@@ -42,16 +42,24 @@ pub struct Replay {
     pub sealed_inputs: Option<Json>,
     /// The values steps registered as secret, sealed under the mask key.
     pub registered: Vec<String>,
+    /// The cgroups earlier runners held the run's processes in, with their
+    /// host (`Event::Contained`).
+    pub contained: Vec<(String, String)>,
     /// Paths an operator said to run again although they were in flight.
     pub rerun: HashSet<String>,
     /// How the run last ended, if it did and was not resumed since.
     pub finished: Option<RunStatus>,
     /// Someone asked for the run to be cancelled.
     pub cancel_requested: bool,
-    /// Answers to steps that waited (approvals), by step path; the last wins.
+    /// Answers to steps that waited (approvals), by step path: the last one,
+    /// until the step waits again (then it did not count).
     pub decisions: HashMap<String, runbook_core::kind::Decision>,
-    /// When each step first waited (RFC 3339), and when its question expires.
+    /// When each step's question was put (RFC 3339: when it first waited, or
+    /// was asked again), and when it expires (as last journalled).
     pub waiting: HashMap<String, (String, Option<String>)>,
+    /// Questions asked again (`ask-again`): they are for a person, `--yes`
+    /// does not answer them.
+    pub asked_again: HashSet<String>,
     /// The journal position of each step path's latest event.
     pub last_seq: HashMap<String, i64>,
     /// The journal position of each step path's latest success (the order in
@@ -128,9 +136,11 @@ impl Replay {
                 }
                 Event::StepWaiting { step, expires_at, .. } => {
                     r.steps.insert(step.clone(), Prior::Waiting);
-                    r.waiting
-                        .entry(step.clone())
-                        .or_insert_with(|| (rec.at.clone(), expires_at.clone()));
+                    let asked = r.waiting.entry(step.clone()).or_insert_with(|| (rec.at.clone(), None));
+                    asked.1.clone_from(expires_at);
+                    // Asked after an answer: the answer did not count (not
+                    // an approver, four eyes), it is not the one in force.
+                    r.decisions.remove(step);
                 }
                 Event::ItemsResolved { step, items } => {
                     r.items.entry(step.clone()).or_insert_with(|| items.clone());
@@ -145,6 +155,7 @@ impl Replay {
                     r.sealed_inputs.get_or_insert_with(|| value.clone());
                 }
                 Event::MaskRegistered { sealed } => r.registered.push(sealed.clone()),
+                Event::Contained { host, cgroup, .. } => r.contained.push((host.clone(), cgroup.clone())),
                 Event::OperatorAction {
                     action,
                     step,
@@ -173,6 +184,15 @@ impl Replay {
                                 at: rec.at.clone(),
                             },
                         );
+                    }
+                    // A fresh question from now on: the old answer and
+                    // expiry no longer count, and the step runs again.
+                    ("ask-again", Some(s)) => {
+                        r.decisions.remove(s);
+                        r.waiting.insert(s.clone(), (rec.at.clone(), None));
+                        r.asked_again.insert(s.clone());
+                        r.steps.insert(s.clone(), Prior::Waiting);
+                        r.succeeded_seq.remove(s);
                     }
                     ("cancel", _) => r.cancel_requested = true,
                     _ => {}
@@ -289,6 +309,7 @@ mod tests {
                     who: "a".into(),
                     comment: None,
                     plan_hash: None,
+                    covers: None,
                 },
             ),
         ];

@@ -51,6 +51,14 @@ fn list(paths: &[String]) -> String {
     }
 }
 
+/// Step paths as `a`, `b`.
+fn quoted(paths: &[String]) -> String {
+    if paths.is_empty() {
+        return "none".to_owned();
+    }
+    paths.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+}
+
 fn outputs(names: &[String]) -> String {
     names
         .iter()
@@ -192,6 +200,34 @@ pub enum RunnerError {
         /// Its status.
         status: RunStatus,
     },
+    /// `approve`/`reject` that names no question, of a run that waits at
+    /// several.
+    #[error(
+        "run {id} waits at {} questions ({}); name the one you {verb}, nothing was recorded",
+        waiting.len(),
+        quoted(waiting)
+    )]
+    WhichQuestion {
+        /// The run.
+        id: String,
+        /// `approve` or `reject`.
+        verb: &'static str,
+        /// The questions it waits at, by step path.
+        waiting: Vec<String>,
+    },
+    /// `approve`/`reject` names a step the run does not wait at.
+    #[error(
+        "run {id} does not wait at `{step}` (it waits at {}); nothing was recorded",
+        quoted(waiting)
+    )]
+    NotAsked {
+        /// The run.
+        id: String,
+        /// The step named.
+        step: String,
+        /// The questions it waits at, by step path.
+        waiting: Vec<String>,
+    },
     /// The answerer reviewed another plan than the run runs.
     #[error("you reviewed plan {reviewed}, but run {id} runs plan {bound}")]
     OtherPlan {
@@ -221,6 +257,18 @@ pub enum RunnerError {
     /// Another worker took the run over; this one wrote nothing more.
     #[error("stopped: {0}")]
     TakenOver(StoreError),
+    /// The run's lock leases were lost before it started.
+    #[error("run {run} did not start: {why}")]
+    LeaseLost {
+        /// The run.
+        run: String,
+        /// Why.
+        why: String,
+    },
+    /// What an earlier runner of the run left running would not stop;
+    /// nothing ran.
+    #[error("{0}")]
+    Previous(String),
     /// A worker's options make no sense.
     #[error("{0}")]
     Options(String),
@@ -251,7 +299,10 @@ impl RunnerError {
     pub fn class(&self) -> ErrorClass {
         match self {
             RunnerError::Locked { .. } | RunnerError::Busy { .. } => ErrorClass::Locked,
-            RunnerError::Journal { .. } | RunnerError::TakenOver(_) => ErrorClass::Interrupted,
+            RunnerError::Journal { .. }
+            | RunnerError::TakenOver(_)
+            | RunnerError::Previous(_)
+            | RunnerError::LeaseLost { .. } => ErrorClass::Interrupted,
             RunnerError::Signal { .. } => ErrorClass::Failed,
             _ => ErrorClass::Invalid,
         }
@@ -272,7 +323,20 @@ impl RunnerError {
                 format!("give each with `--set-output {step}.{example}=VALUE`")
             }
             RunnerError::OtherPlan { id, .. } => format!("`runbook status {id}` shows what it runs"),
+            RunnerError::WhichQuestion { id, verb, waiting } => {
+                let first = waiting
+                    .first()
+                    .map_or_else(|| "STEP".to_owned(), |s| runbook_core::shell::quote(s));
+                format!(
+                    "`runbook {verb} {id} {first}` answers `{}` alone; `runbook {verb} {id} --all` answers every one",
+                    waiting.first().map_or("STEP", String::as_str)
+                )
+            }
+            RunnerError::NotAsked { id, .. } => format!("`runbook status {id}` shows its questions"),
             RunnerError::Journal { run, .. } => format!("fix the state location, then `runbook resume {run}`"),
+            RunnerError::Previous(_) => "a process that ignores SIGKILL is in uninterruptible sleep (a hung NFS \
+                                         mount, a device): find it in the cgroup named, then resume again"
+                .to_owned(),
             RunnerError::MaskKey(_) => "resume where the run started, or point RUNBOOK_MASK_KEY_FILE at the key it \
                                          started with; give runners started by cron or systemd a HOME or \
                                          RUNBOOK_MASK_KEY_FILE so that their values are kept"

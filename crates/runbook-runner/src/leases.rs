@@ -9,7 +9,8 @@ use runbook_core::calls;
 use runbook_core::model::Playbook;
 use runbook_core::template::{Data, Mode, Renderer};
 use runbook_core::validate::Loaded;
-use runbook_state::{Lock, LockHolder, Store};
+use runbook_engine::lease::LeaseClock;
+use runbook_state::{Lock, LockHolder, Store, StoreError};
 use serde_json::{Value as Json, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -197,15 +198,89 @@ async fn ended(store: &dyn Store, id: &str) -> bool {
     )
 }
 
-/// Renews the run's leases every third of the TTL until the task is aborted.
-pub fn heartbeat(store: Arc<dyn Store>, run_id: String, ttl: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+/// The runner's heartbeats: a thread of their own with its own runtime, so
+/// that no other work of the process (a long request, a busy step) can keep
+/// a renewal from being sent. It lives as long as the process: connections a
+/// store opens from it stay usable by the rest.
+fn heartbeats() -> Option<&'static tokio::runtime::Handle> {
+    static RUNTIME: std::sync::OnceLock<Option<tokio::runtime::Handle>> = std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            let handle = rt.handle().clone();
+            std::thread::Builder::new()
+                .name("runbook-leases".into())
+                .spawn(move || rt.block_on(std::future::pending::<()>()))
+                .ok()?;
+            Some(handle)
+        })
+        .as_ref()
+}
+
+/// Renews the run's leases on `keys` until dropped: every third of the TTL,
+/// each renewal given a third of the TTL to answer. Each one that succeeds,
+/// with every key still the run's, moves `clock` on; a key another run holds
+/// loses the leases at once; renewals that fail leave the clock to run out.
+pub struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts the heartbeat of run `run_id` (see [`Heartbeat`]).
+pub fn heartbeat(
+    store: Arc<dyn Store>,
+    run_id: String,
+    keys: Vec<String>,
+    ttl: Duration,
+    clock: Arc<LeaseClock>,
+) -> Heartbeat {
+    let beat = async move {
         let every = (ttl / 3).max(Duration::from_millis(100));
         loop {
             tokio::time::sleep(every).await;
-            let _ = store.renew_locks(&run_id, ttl).await;
+            let sent = Instant::now();
+            match tokio::time::timeout(every, renew(store.as_ref(), &run_id, &keys, ttl)).await {
+                Ok(Ok(None)) => clock.renewed(sent, ttl),
+                Ok(Ok(Some(why))) => {
+                    clock.lose(why);
+                    return;
+                }
+                // The state did not answer in time: the clock runs on, and
+                // the engine stops the run if it runs out.
+                Ok(Err(_)) | Err(_) => {}
+            }
+            if !clock.valid() {
+                return;
+            }
         }
+    };
+    Heartbeat(match heartbeats() {
+        Some(h) => h.spawn(beat),
+        None => tokio::spawn(beat),
     })
+}
+
+/// Renews the run's leases, then checks that each key is still the run's:
+/// why it is not, if one is not.
+pub async fn renew(
+    store: &dyn Store,
+    run_id: &str,
+    keys: &[String],
+    ttl: Duration,
+) -> Result<Option<String>, StoreError> {
+    store.renew_locks(run_id, ttl).await?;
+    let held = store.locks().await?;
+    Ok(keys.iter().find_map(|k| match held.iter().find(|l| l.key == *k) {
+        Some(l) if l.run_id == run_id => None,
+        Some(l) => Some(format!("its lock `{k}` is held by {}", crate::error::describe(l))),
+        None => Some(format!("its lock `{k}` was freed (`runbook unlock --force`)")),
+    }))
 }
 
 #[cfg(test)]
@@ -295,17 +370,46 @@ mod tests {
         acquire_all(&store, &["db/main".into()], &holder("a"), short, &quiet)
             .await
             .unwrap();
-        let beat = heartbeat(store.clone(), "a".into(), short.ttl);
+        let clock = Arc::new(LeaseClock::new(Instant::now(), short.ttl));
+        let beat = heartbeat(store.clone(), "a".into(), vec!["db/main".into()], short.ttl, clock.clone());
         tokio::time::sleep(Duration::from_millis(1200)).await;
-        // Three lifetimes later, still a's.
+        // Three lifetimes later, still a's, and valid by a's own clock.
         let err = acquire_all(&store, &["db/main".into()], &holder("b"), short, &quiet).await;
         assert!(matches!(err, Err(RunnerError::Locked { .. })));
+        assert!(clock.valid(), "{:?}", clock.why());
         // Without its heartbeat, the lease expires and b takes the key.
-        beat.abort();
+        drop(beat);
         tokio::time::sleep(Duration::from_millis(600)).await;
         acquire_all(&store, &["db/main".into()], &holder("b"), short, &quiet)
             .await
             .unwrap();
+        assert!(!clock.valid(), "a's clock ran out too");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_heartbeat_that_finds_its_key_taken_loses_the_leases_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let quiet = |_: &str, _: &Lock| {};
+        let short = LeaseOptions {
+            ttl: Duration::from_millis(600),
+            wait: Duration::ZERO,
+        };
+        acquire_all(&store, &["db/main".into()], &holder("a"), short, &quiet)
+            .await
+            .unwrap();
+        let clock = Arc::new(LeaseClock::new(Instant::now(), short.ttl));
+        // Another run took the key (a's lease had lapsed meanwhile).
+        store.release_locks("a").await.unwrap();
+        acquire_all(&store, &["db/main".into()], &holder("b"), short, &quiet)
+            .await
+            .unwrap();
+        let _beat = heartbeat(store.clone(), "a".into(), vec!["db/main".into()], short.ttl, clock.clone());
+        tokio::time::timeout(Duration::from_secs(5), clock.lost().cancelled())
+            .await
+            .expect("lost at the first renewal");
+        let why = clock.why().unwrap();
+        assert!(why.contains("`db/main` is held by run b"), "{why}");
     }
 
     #[test]

@@ -16,13 +16,14 @@ use runbook_core::kind::Registry;
 use runbook_core::model::Playbook;
 use runbook_core::validate::Loaded;
 use runbook_engine::exec::{self, Engine, EngineError, RunInput, Signals};
+use runbook_engine::lease::LeaseClock;
 use runbook_engine::replay::Replay;
 use runbook_engine::secrets::{MaskKey, Masker};
 use runbook_report::plan_hash;
 use runbook_state::{Event, LockHolder, NewRun, RunRecord, RunStatus, Store, StoreError};
 use serde_json::Value as Json;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What every run of this front end shares.
 #[derive(Clone)]
@@ -151,9 +152,9 @@ pub(crate) struct Execute<'a> {
     pub(crate) secrets: IndexMap<String, String>,
     pub(crate) started_at: String,
     pub(crate) replay: Replay,
-    /// The run holds its playbook's lock: renew it while running, then keep
-    /// it (waiting for a person) or give it back.
-    pub(crate) locked: bool,
+    /// The lock keys the run holds: renewed while it runs, then kept
+    /// (waiting for a person) or given back.
+    pub(crate) keys: Vec<String>,
     /// The playbook's `notify:` hooks, if it has any.
     pub(crate) notifier: Option<Arc<Notifier>>,
 }
@@ -179,6 +180,7 @@ fn cancel_event(who: &str) -> Event {
         who: who.to_owned(),
         comment: None,
         plan_hash: None,
+        covers: None,
     }
 }
 
@@ -218,7 +220,7 @@ pub fn check_start(
     let secrets = resolve_secrets(pb, env)?;
     let masker = Masker::new(secrets.values().map(String::as_str));
     let data = runbook_engine::precheck::start_data(pb, &inputs, env, &secrets, inventory, user);
-    let refused = runbook_engine::precheck::check(pb, registry, &data);
+    let refused = runbook_engine::precheck::check(loaded, registry, &data);
     if !refused.is_empty() {
         return Err(RunnerError::Refused {
             refused: refused.iter().map(|r| masker.text(&r.to_string())).collect(),
@@ -381,7 +383,7 @@ impl Runner {
             secrets,
             started_at: runbook_state::now(),
             replay: Replay::default(),
-            locked: !keys.is_empty(),
+            keys: keys.to_vec(),
             notifier,
         };
         Ok(Started { runner: self, x })
@@ -482,13 +484,18 @@ impl Runner {
         // The playbook file may have changed since the run started: say so, and
         // with `--to-current` continue on the new text if it agrees with what ran.
         let mut upgraded: Option<(String, String)> = None;
+        // Questions asked anew: those whose approval does not cover the new
+        // text, then those rejected or expired.
+        let mut ask_again = Vec::new();
         let current = d
             .library
             .and_then(|lib| decide::current_text(lib, &record).map(|c| (lib, c)));
         let loaded = match current {
             Some((lib, (path, text, hash))) if hash != record.hash => {
                 if d.to_current {
-                    let new = decide::upgrade(lib, &loaded, &path, &text, &replay, &self.registry, &record)?;
+                    let (new, uncovered) =
+                        decide::upgrade(lib, &loaded, &path, &text, &replay, &self.registry, &record)?;
+                    ask_again = uncovered;
                     upgraded = Some((record.hash.clone(), hash));
                     self.watcher.notice(&Notice::OnCurrentText {
                         run: record.id.clone(),
@@ -505,7 +512,20 @@ impl Runner {
             }
             _ => loaded,
         };
-        let given = decide::check_steps(d, &replay, &loaded.playbook)?;
+        let given = decide::check_steps(d, &replay, &loaded)?;
+        let answering = match d.answer {
+            Some(a) => self.answering(&record, &replay, a)?,
+            None => Vec::new(),
+        };
+        // A cancelled run asks nothing; an answer given now is judged by the
+        // step (an approval after its question expired fails it).
+        if !d.cancel {
+            for q in decide::to_ask_again(&replay, std::time::SystemTime::now()) {
+                if !answering.contains(&q.step) && !ask_again.iter().any(|a: &decide::AskAgain| a.step == q.step) {
+                    ask_again.push(q);
+                }
+            }
+        }
         // A worker resolves a submitted run's secrets in its own environment.
         let secrets = if record.submitted {
             IndexMap::new()
@@ -535,10 +555,17 @@ impl Runner {
                 who: who.clone(),
                 comment: Some(format!("playbook text {old} -> {new}")),
                 plan_hash: None,
+                covers: None,
             });
         }
+        journal.extend(ask_again.iter().map(|q| q.event(who)));
         let answered = match d.answer {
-            Some(a) => self.answered(&record, &replay, a)?,
+            Some(a) => {
+                let inputs = &record.inputs;
+                a.events(&answering, &plan_hash(&record), |step| {
+                    decide::covers(&loaded, step, inputs)
+                })
+            }
             None => Vec::new(),
         };
         journal.extend(decide::events(d, who, &replay, answered, given));
@@ -591,14 +618,14 @@ impl Runner {
             secrets,
             started_at: record.created_at.clone(),
             replay: Replay::new(&events),
-            locked: !keys.is_empty(),
+            keys: keys.to_vec(),
             notifier,
         })
     }
 
-    /// The journal entries of an answer to the approval the run waits at,
-    /// bound to the run's plan.
-    fn answered(&self, record: &RunRecord, replay: &Replay, a: &Answer) -> Result<Vec<Event>, RunnerError> {
+    /// The questions an answer answers, checked against the run (it waits,
+    /// at them) and against the plan the answerer reviewed.
+    fn answering(&self, record: &RunRecord, replay: &Replay, a: &Answer) -> Result<Vec<String>, RunnerError> {
         let waiting = replay.waiting();
         if record.status != RunStatus::Waiting || waiting.is_empty() {
             return Err(RunnerError::NotWaiting {
@@ -614,7 +641,7 @@ impl Runner {
                 bound,
             });
         }
-        Ok(a.events(&waiting, &bound))
+        a.targets(&record.id, &waiting)
     }
 
     /// Cancels a run: a run being executed is signalled (or its worker asked);
@@ -689,16 +716,33 @@ impl Runner {
     /// back.
     pub(crate) async fn execute(&self, x: Execute<'_>, opts: &RunOptions) -> Result<Outcome, RunnerError> {
         let run_id = x.run_id.clone();
-        let heartbeat = x
-            .locked
-            .then(|| leases::heartbeat(self.store.clone(), run_id.clone(), opts.lease.ttl));
+        // The leases were taken moments ago; renewed once more now, the
+        // clock the engine goes by starts from a moment this process knows.
+        let lease = if !x.keys.is_empty() {
+            let sent = Instant::now();
+            if let Some(why) = leases::renew(self.store.as_ref(), &run_id, &x.keys, opts.lease.ttl).await? {
+                return Err(RunnerError::LeaseLost { run: run_id, why });
+            }
+            Some(Arc::new(LeaseClock::new(sent, opts.lease.ttl)))
+        } else {
+            None
+        };
+        let heartbeat = lease.as_ref().map(|clock| {
+            leases::heartbeat(
+                self.store.clone(),
+                run_id.clone(),
+                x.keys.clone(),
+                opts.lease.ttl,
+                clock.clone(),
+            )
+        });
         let notifier = x.notifier.clone();
-        let result = self.engine_run(x, opts).await;
+        let result = self.engine_run(x, lease, opts).await;
         if let Some(n) = notifier {
             n.drain().await;
         }
         if let Some(h) = heartbeat {
-            h.abort();
+            drop(h);
             let waiting = matches!(self.store.run(&run_id).await, Ok(r) if r.status == RunStatus::Waiting);
             let kept = if waiting {
                 self.store.renew_locks(&run_id, WAITING_TTL).await
@@ -712,7 +756,12 @@ impl Runner {
         result
     }
 
-    async fn engine_run(&self, x: Execute<'_>, opts: &RunOptions) -> Result<Outcome, RunnerError> {
+    async fn engine_run(
+        &self,
+        x: Execute<'_>,
+        lease: Option<Arc<LeaseClock>>,
+        opts: &RunOptions,
+    ) -> Result<Outcome, RunnerError> {
         let engine = Engine {
             registry: self.registry.clone(),
             store: self.store.clone(),
@@ -734,6 +783,7 @@ impl Runner {
             max_parallel: opts.max_parallel,
             auto_approve: opts.auto_approve.then(|| self.user.clone()),
             mask_key: mask_key(&self.env).map(Arc::new),
+            lease,
         };
         let result = exec::execute(&engine, input, &opts.signals).await;
         let _ = self.store.set_runner(&run_id, None).await;
@@ -745,6 +795,7 @@ impl Runner {
             // Another worker owns the run now; this one wrote nothing more.
             Err(EngineError::Store(e @ StoreError::Fenced { .. })) => Err(RunnerError::TakenOver(e)),
             Err(EngineError::Store(source)) => Err(RunnerError::Journal { run: run_id, source }),
+            Err(e @ EngineError::Previous(_)) => Err(RunnerError::Previous(e.to_string())),
         }
     }
 }
@@ -768,6 +819,7 @@ pub async fn unlock(
         who: who.to_owned(),
         comment: Some(format!("lock `{key}` freed with --force")),
         plan_hash: None,
+        covers: None,
     };
     let unjournalled = store.append(&lock.run_id, &action).await.err();
     Ok(Some((lock, unjournalled)))

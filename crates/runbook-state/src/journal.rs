@@ -178,9 +178,25 @@ pub enum Event {
         /// Base64 of the nonce and the ciphertext (ChaCha20-Poly1305).
         sealed: String,
     },
+    /// The runner holds the processes of its steps in this cgroup (on
+    /// `host`): a later runner of the run on that host stops whatever is
+    /// left in it before it decides anything.
+    Contained {
+        /// The host's name.
+        host: String,
+        /// The run's cgroup folder.
+        cgroup: String,
+        /// Folders of earlier runners of this run on this host in which
+        /// processes were still running, and were stopped.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        stopped: Vec<String>,
+    },
     /// A person decided something about the run.
     OperatorAction {
-        /// `rerun`, `mark-done`, `cancel`, `approve`, `reject`, `unlock`.
+        /// `rerun`, `mark-done`, `cancel`, `approve`, `reject`, `unlock`,
+        /// `to-current`, or `ask-again` (a question asked anew: it expired,
+        /// was rejected, or its approval no longer covers the playbook's text;
+        /// the comment says which).
         action: String,
         /// The step it concerns.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -194,6 +210,11 @@ pub enum Event {
         /// inputs, hashed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         plan_hash: Option<String>,
+        /// What an approval approved (approvals): the SHA-256 of the
+        /// question's step, the steps it guards (those that wait for it) and
+        /// the run's inputs. A text where one of them differs asks again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        covers: Option<String>,
     },
     /// The run stopped, for good or until resumed.
     RunFinished {
@@ -232,7 +253,8 @@ impl Event {
             | Event::RunStarted { .. }
             | Event::RunResumed { .. }
             | Event::RunFinished { .. }
-            | Event::MaskRegistered { .. } => None,
+            | Event::MaskRegistered { .. }
+            | Event::Contained { .. } => None,
         }
     }
 
@@ -252,6 +274,7 @@ impl Event {
             Event::ItemsResolved { .. } => "items_resolved",
             Event::Sealed { .. } => "sealed",
             Event::MaskRegistered { .. } => "mask_registered",
+            Event::Contained { .. } => "contained",
             Event::OperatorAction { .. } => "operator_action",
             Event::RunFinished { .. } => "run_finished",
         }

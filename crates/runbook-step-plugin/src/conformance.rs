@@ -220,6 +220,7 @@ async fn run_once(
         inventory: Arc::new(json!({})),
         nested: Arc::new(NoNested),
         approval: Approval::default(),
+        contain: None,
     };
     if let Some(after) = cancel_after {
         let token = ctx.cancel.clone();

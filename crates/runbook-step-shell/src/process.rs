@@ -1,23 +1,30 @@
 //! Running a local command so that nothing outlives it.
 //!
-//! The command gets a session of its own (through util-linux's `setsid`, which
-//! execs in place; a process group where there is none), so a process it starts
-//! that makes its own group (`timeout 300 cmd`) is still found and killed. Its
-//! output is streamed line by line to the step log. When it exits:
-//! - if nothing else is left in its group, the step is done at once;
-//! - otherwise the stragglers get [`SETTLE`] to finish or to leave the group (a
-//!   daemon started with `setsid cmd &` does exactly that), then what remains in
-//!   the group is killed, so no orphan is left behind;
-//! - output is read until the pipes close, or for at most [`DRAIN`] after that (a
-//!   detached daemon that kept our stdout must not hold the step open).
+//! The command is held where the kernel keeps everything it starts: the
+//! step's own cgroup (see `runbook-contain`), entered between fork and exec,
+//! so neither a fork, a process group of its own (`timeout 300 cmd`) nor a
+//! session of its own leaves it. It also leads a session of its own, and gets
+//! SIGKILL from the kernel if its runner dies (the parent-death signal; the
+//! runner's keeper then kills the rest of its cgroup). Its output is streamed
+//! line by line to the step log. When it exits:
+//! - if nothing else is left in its cgroup, the step is done at once;
+//! - otherwise the stragglers get [`SETTLE`] to finish or to leave the
+//!   command's session (a daemon started with `setsid cmd &` does exactly
+//!   that: it is moved out, to the runner's own cgroup, and lives on), then
+//!   what remains is killed, so no orphan is left behind;
+//! - output is read until the pipes close, or for at most [`DRAIN`] after that
+//!   (a detached daemon that kept our stdout must not hold the step open).
 //!
-//! When the step is cancelled, the group gets SIGTERM, then SIGKILL after
-//! [`GRACE`]; when the step's future is dropped (a timeout, or a second Ctrl-C), a
-//! guard kills the group at once. A daemon meant to outlive its step must leave the
-//! group (`setsid`) or be started by a service manager.
+//! When the step is cancelled or times out, each of its processes gets
+//! SIGTERM once, then everything is killed after [`GRACE`]; when the step's
+//! future is dropped (a second Ctrl-C), its cgroup is killed at once. Every
+//! check is a read of the cgroup's own files: O(1) in the processes of the
+//! host. Where no cgroup can be used, the session's process group stands in
+//! (what left the group is then not found).
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use runbook_contain::Slot;
 use runbook_core::kind::{LogStream, StepContext, StepError};
 use std::process::Stdio;
 use std::sync::Mutex;
@@ -53,94 +60,87 @@ impl Done {
     }
 }
 
-/// Kills the command's process group and session when dropped.
-struct GroupGuard {
-    pgid: Option<Pid>,
-    /// The command leads a session of its own.
-    session: bool,
+/// Where the command's processes are: its cgroup, or (without one) its
+/// session's process group. Dropping it kills them all.
+struct Held {
+    /// The command's pid, which is also its session's and group's id.
+    leader: Option<Pid>,
+    slot: Option<Slot>,
 }
 
-impl GroupGuard {
+impl Held {
+    /// Sends `sig` once to each process of the command.
     fn signal(&self, sig: Signal) {
-        if let Some(pgid) = self.pgid {
+        match (&self.slot, self.leader) {
+            (Some(slot), _) => slot.signal(sig),
             // ESRCH (already gone) is the normal case once it has exited.
-            let _ = killpg(pgid, sig);
-            if self.session {
-                for pid in session_members(pgid) {
-                    let _ = nix::sys::signal::kill(pid, sig);
+            (None, Some(leader)) => {
+                let _ = killpg(leader, sig);
+            }
+            (None, None) => {}
+        }
+    }
+
+    fn kill(&self) {
+        match &self.slot {
+            Some(slot) => slot.kill(),
+            None => self.signal(Signal::SIGKILL),
+        }
+    }
+
+    /// True if any process of the command is still there.
+    fn occupied(&self) -> bool {
+        match (&self.slot, self.leader) {
+            (Some(slot), _) => slot.populated(),
+            (None, Some(leader)) => killpg(leader, None::<Signal>).is_ok(),
+            (None, None) => false,
+        }
+    }
+
+    /// Moves out what left the command's session (a daemon meant to outlive
+    /// the step); true if anything is left in the session.
+    fn release_detached(&self) -> bool {
+        let (Some(slot), Some(leader)) = (&self.slot, self.leader) else {
+            return self.occupied();
+        };
+        let mut left = false;
+        for pid in slot.members() {
+            match runbook_contain::session_of(pid) {
+                Some(sid) if sid != leader.as_raw() => {
+                    let _ = slot.release(pid);
                 }
+                // Gone meanwhile, or still in the session.
+                None => {}
+                Some(_) => left = true,
             }
         }
+        left || slot.populated()
     }
 
-    /// True if any process is still in the group (or the session).
-    fn occupied(&self) -> bool {
-        self.pgid.is_some_and(|pgid| {
-            killpg(pgid, None::<Signal>).is_ok() || (self.session && !session_members(pgid).is_empty())
-        })
-    }
-
-    /// After the command exited: give what it left in the group a moment to end
-    /// or detach, then kill the rest.
+    /// After the command exited: give what it left a moment to end or
+    /// detach, then kill the rest.
     async fn settle(&self) {
+        if !self.occupied() {
+            return;
+        }
         let deadline = tokio::time::Instant::now() + SETTLE;
-        while self.occupied() && tokio::time::Instant::now() < deadline {
+        while self.release_detached() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.signal(Signal::SIGKILL);
+        self.kill();
     }
 }
 
-impl Drop for GroupGuard {
+impl Drop for Held {
     fn drop(&mut self) {
-        self.signal(Signal::SIGKILL);
+        // The slot kills its cgroup as it goes; without one, the group.
+        if self.slot.is_none() {
+            self.kill();
+        }
     }
 }
 
-/// The live processes of session `sid` (from /proc; empty where there is none).
-fn session_members(sid: Pid) -> Vec<Pid> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                // After `(comm)`: state, ppid, pgrp, session. A zombie is dead.
-                let mut f = stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace();
-                let state = f.next();
-                f.nth(2).and_then(|s| s.parse::<i32>().ok()) == Some(sid.as_raw()) && state != Some("Z")
-            })
-        })
-        .map(Pid::from_raw)
-        .collect()
-}
-
-/// Where util-linux's `setsid` is, if it is.
-fn setsid_program() -> Option<&'static str> {
-    ["/usr/bin/setsid", "/bin/setsid"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-}
-
-/// The same command, started in a session of its own: `setsid` (not a group
-/// leader here, so it does not fork) makes the session and execs the command.
-fn in_session(cmd: &tokio::process::Command, setsid: &str) -> tokio::process::Command {
-    let std = cmd.as_std();
-    let mut wrapped = tokio::process::Command::new(setsid);
-    wrapped.arg(std.get_program()).args(std.get_args());
-    for (k, v) in std.get_envs() {
-        match v {
-            Some(v) => wrapped.env(k, v),
-            None => wrapped.env_remove(k),
-        };
-    }
-    if let Some(dir) = std.get_current_dir() {
-        wrapped.current_dir(dir);
-    }
-    wrapped
-}
-
-/// Runs `cmd` in its own session (or process group), streaming its output to
+/// Runs `cmd` held as the module says, streaming its output to
 /// the step log and keeping up to `keep` bytes of each stream.
 pub(crate) async fn run(
     cmd: tokio::process::Command,
@@ -190,36 +190,29 @@ pub(crate) async fn run(
     })
 }
 
-/// Runs `cmd` in its own session (or process group) and hands each line of
-/// its output, as it comes, to `on_line`; its exit code (minus the signal
-/// number when a signal ended it). Cancelling the step stops it as the module
-/// says: SIGTERM to its session, SIGKILL after [`GRACE`].
+/// Runs `cmd` held as the module says and hands each line of its output, as
+/// it comes, to `on_line`; its exit code (minus the signal number when a
+/// signal ended it). Cancelling the step stops it as the module says:
+/// SIGTERM once to each of its processes, SIGKILL after [`GRACE`].
 pub async fn run_lines(
-    cmd: tokio::process::Command,
+    mut cmd: tokio::process::Command,
     stdin: Option<&str>,
     ctx: &StepContext,
     on_line: &(dyn Fn(LogStream, &str) + Sync),
 ) -> Result<i32, StepError> {
     let program = cmd.as_std().get_program().to_string_lossy().into_owned();
-    let session = setsid_program();
-    let mut cmd = match session {
-        Some(setsid) => in_session(&cmd, setsid),
-        None => {
-            let mut cmd = cmd;
-            cmd.process_group(0);
-            cmd
-        }
-    };
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    let slot = ctx.contain.as_deref().and_then(|run| Slot::create(run).ok());
+    runbook_contain::prepare(cmd.as_std_mut(), slot.as_ref());
     let mut child = cmd
         .spawn()
         .map_err(|e| StepError::new(format!("cannot start `{program}`: {e}")))?;
-    let guard = GroupGuard {
-        pgid: child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw),
-        session: session.is_some(),
+    let guard = Held {
+        leader: child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw),
+        slot,
     };
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
         let text = text.to_owned();
@@ -272,7 +265,7 @@ pub async fn run_lines(
             () = ctx.cancel.cancelled() => {
                 guard.signal(Signal::SIGTERM);
                 if tokio::time::timeout(GRACE, &mut work).await.is_err() {
-                    guard.signal(Signal::SIGKILL);
+                    guard.kill();
                     let _ = tokio::time::timeout(Duration::from_secs(2), &mut work).await;
                 }
                 return Err(StepError::cancelled());

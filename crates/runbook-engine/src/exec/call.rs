@@ -160,6 +160,38 @@ fn lost_secret(with: &Json) -> Option<String> {
     }
 }
 
+/// How long a step stopped by its `timeout:` has to end once told, as a
+/// cancelled one is (a kind sends SIGTERM, then SIGKILL after its 5 s
+/// grace), before it is dropped, which kills what is left at once.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// Runs a step for at most `limit`; then stops it through its token, as a
+/// cancel does, and fails it with what it said while stopping (a plugin's
+/// `failed` result, the outputs it had sent).
+async fn timed<F>(run: F, limit: Duration, stop: &CancellationToken) -> Result<Outputs, StepError>
+where
+    F: std::future::Future<Output = Result<Outputs, StepError>>,
+{
+    let mut run = std::pin::pin!(run);
+    if let Ok(result) = tokio::time::timeout(limit, &mut run).await {
+        return result;
+    }
+    stop.cancel();
+    let (said, outputs) = match tokio::time::timeout(STOP_WAIT, &mut run).await {
+        Ok(Err(e)) if e.cancelled && e.message != StepError::cancelled().message => {
+            (format!(": {}", e.message), e.outputs)
+        }
+        Ok(Err(e)) => (String::new(), e.outputs),
+        Ok(Ok(outputs)) => (String::new(), outputs),
+        Err(_) => (String::new(), Outputs::new()),
+    };
+    Err(StepError::new(format!(
+        "timed out after {}; the step was stopped (a local command's whole session is killed){said}",
+        humantime::format_duration(limit)
+    ))
+    .with_outputs(outputs))
+}
+
 pub(super) struct Policy {
     attempts: u32,
     delay: Duration,
@@ -244,6 +276,10 @@ impl<'a> Exec<'a> {
             if self.backlog() >= 256 {
                 self.sync().await;
             }
+            // Under the lock it holds, or not at all.
+            if !self.lease_valid() {
+                return Outcome::Interrupted;
+            }
             let started = Event::StepStarted {
                 step: path.to_owned(),
                 attempt,
@@ -264,6 +300,12 @@ impl<'a> Exec<'a> {
                 // start (and everything before it) is durable.
                 return Outcome::Interrupted;
             }
+            // This attempt's token: the run's stop, or its own `timeout:`.
+            let stop = cancel.child_token();
+            // Its start may have waited for the disk: still under the lock?
+            if !self.lease_valid() {
+                return Outcome::Interrupted;
+            }
             let sink = Sink::new(
                 path,
                 self.masker.clone(),
@@ -275,7 +317,7 @@ impl<'a> Exec<'a> {
                 step: path.to_owned(),
                 attempt,
                 secrets: self.granted(step),
-                cancel: cancel.child_token(),
+                cancel: stop.clone(),
                 log: sink.clone(),
                 data: data.clone(),
                 inventory: self.inventory.clone(),
@@ -283,19 +325,19 @@ impl<'a> Exec<'a> {
                 approval: Approval {
                     decision: self.replay.decisions.get(path).cloned(),
                     waiting_since: self.replay.waiting.get(path).map(|(at, _)| at.clone()),
-                    auto_approve: self.auto_approve.clone(),
+                    // A question asked again is for a person: `--yes`
+                    // does not answer it.
+                    auto_approve: self
+                        .auto_approve
+                        .clone()
+                        .filter(|_| !self.replay.asked_again.contains(path)),
                     started_by: self.started_by.clone(),
                 },
+                contain: self.contain_path.clone(),
             };
             let run = kind.run(&ctx, with.clone());
             let result = match timeout {
-                Some(t) => match tokio::time::timeout(t, run).await {
-                    Ok(r) => r,
-                    Err(_) => Err(StepError::new(format!(
-                        "timed out after {}; the step was stopped (a local command's whole session is killed)",
-                        humantime::format_duration(t)
-                    ))),
-                },
+                Some(t) => timed(run, t, &stop).await,
                 None => run.await,
             };
             drop(permit);
@@ -329,6 +371,16 @@ impl<'a> Exec<'a> {
                     // after it too (one of them printing it would show a
                     // text the writer cannot know as a secret's).
                     let outputs = self.cut_masked(outputs);
+                    // A success is journalled under a valid lease only: a
+                    // runner that woke past its lease records nothing as done.
+                    if !self.lease_valid() {
+                        frame.set(id, "interrupted", &json!({}));
+                        self.journal_soon(Event::StepInterrupted {
+                            step: path.to_owned(),
+                            attempt,
+                        });
+                        return Outcome::Interrupted;
+                    }
                     frame.set(id, "succeeded", &outputs);
                     self.journal_soon(Event::StepSucceeded {
                         step: path.to_owned(),
@@ -345,7 +397,7 @@ impl<'a> Exec<'a> {
                         message: question.clone(),
                         expires_at: e.waiting.as_ref().and_then(|w| w.expires_at.clone()),
                     });
-                    return Outcome::Waiting(path.to_owned(), question);
+                    return Outcome::Waiting(vec![(path.to_owned(), question)]);
                 }
                 Err(e) if e.cancelled => {
                     frame.set(id, "interrupted", &Json::Object(e.outputs));

@@ -128,6 +128,9 @@ pub struct RunInput<'a> {
     /// (and opened with on resume); without one they are masked in this
     /// process only.
     pub mask_key: Option<Arc<crate::secrets::MaskKey>>,
+    /// The validity of the run's lock leases, where it holds any: no step
+    /// starts and no success is journalled without it.
+    pub lease: Option<Arc<crate::lease::LeaseClock>>,
 }
 
 /// How a run ended.
@@ -145,6 +148,10 @@ pub enum EngineError {
     /// The journal could not be written; the run stopped.
     #[error("the journal could not be written, so the run stopped: {0}")]
     Store(#[from] StoreError),
+    /// Processes an earlier runner of the run left would not stop: nothing
+    /// ran.
+    #[error("an earlier attempt of this run is still running and did not stop: {0}")]
+    Previous(String),
 }
 
 /// How a step (or a list of steps) ended.
@@ -156,8 +163,8 @@ enum Outcome {
     Tolerated,
     Failed(String),
     Interrupted,
-    /// A step waits for a person's answer (path, question).
-    Waiting(String, String),
+    /// Steps wait for a person's answer (path, question), each named.
+    Waiting(Vec<(String, String)>),
     /// Non-idempotent steps were in flight; an operator must decide.
     Uncertain(Vec<String>),
 }
@@ -178,12 +185,16 @@ impl Outcome {
     }
 
     /// The more serious of two outcomes (the first failure wins among
-    /// failures; every uncertain step is named).
+    /// failures; every uncertain step, and every question, is named).
     fn merge(self, other: Outcome) -> Outcome {
         match (self, other) {
             (Outcome::Uncertain(mut a), Outcome::Uncertain(b)) => {
                 a.extend(b);
                 Outcome::Uncertain(a)
+            }
+            (Outcome::Waiting(mut a), Outcome::Waiting(b)) => {
+                a.extend(b);
+                Outcome::Waiting(a)
             }
             (this, other) if other.rank() > this.rank() => other,
             (this, _) => this,
@@ -292,6 +303,12 @@ struct Exec<'a> {
     store_error: Arc<Mutex<Option<StoreError>>>,
     /// Stops everything when the journal fails.
     abort: CancellationToken,
+    /// The run's cgroup in this process, where steps hold their processes.
+    contain: Option<runbook_contain::Run>,
+    /// Its path, as steps get it.
+    contain_path: Option<Arc<std::path::Path>>,
+    /// The run's lock leases, where it holds any.
+    lease: Option<Arc<crate::lease::LeaseClock>>,
 }
 
 /// A completed step that has an `undo`.
@@ -303,6 +320,45 @@ struct Done<'a> {
     path: String,
     step: &'a Step,
     frame: Rc<Frame>,
+}
+
+/// Where a step's own `on_failure` steps are journalled: `ID.on_failure`,
+/// or for a call `ID.call.on_failure` (`ID.on_failure` is the called
+/// playbook's own, as its steps are `ID.STEP`).
+pub fn own_handlers(step: &Step, path: &str) -> String {
+    if runbook_core::calls::call_of(step).is_some() {
+        format!("{path}.call.on_failure")
+    } else {
+        format!("{path}.on_failure")
+    }
+}
+
+/// Why a run waits: every question, each with the commands that answer it.
+fn waiting_for(run_id: &str, questions: &[(String, String)]) -> String {
+    let mut questions = questions.to_vec();
+    questions.sort();
+    questions.dedup_by(|a, b| a.0 == b.0);
+    match questions.as_slice() {
+        [(step, question)] => {
+            let step_word = runbook_core::shell::quote(step);
+            format!(
+                "step `{step}` waits for an approval: {question} (hint: `runbook approve {run_id} {step_word}` or \
+                 `runbook reject {run_id} {step_word}`)"
+            )
+        }
+        _ => {
+            let each: Vec<String> = questions.iter().map(|(s, q)| format!("`{s}`: {q}")).collect();
+            let first = questions
+                .first()
+                .map_or_else(|| "STEP".to_owned(), |(s, _)| runbook_core::shell::quote(s));
+            format!(
+                "{} steps wait for an approval: {} (hint: `runbook approve {run_id} STEP` or `runbook reject \
+                 {run_id} STEP` answers one, e.g. `runbook approve {run_id} {first}`; `--all` answers every one)",
+                questions.len(),
+                each.join("; ")
+            )
+        }
+    }
 }
 
 fn join_path(prefix: &str, seg: &str) -> String {
@@ -365,6 +421,12 @@ pub async fn execute(engine: &Engine, input: RunInput<'_>, signals: &Signals) ->
         durable.clone(),
         (masker.clone(), logs.clone(), input.mask_key.clone()),
     );
+    // What an earlier runner of this run on this host left running is
+    // stopped before anything is decided: an attempt it started must be over
+    // before this one runs or judges it.
+    let stopped = stop_previous(&input.replay.contained).await;
+    let contain = runbook_contain::Run::create(&input.run_id);
+    let contain_path: Option<Arc<std::path::Path>> = contain.as_ref().map(|c| Arc::from(c.path()));
     let exec = Exec {
         engine,
         run_id: input.run_id.clone(),
@@ -389,7 +451,29 @@ pub async fn execute(engine: &Engine, input: RunInput<'_>, signals: &Signals) ->
         durable,
         store_error,
         abort,
+        contain,
+        contain_path,
+        lease: input.lease.clone(),
     };
+    let stopped = match stopped {
+        Ok(stopped) => stopped,
+        Err(e) => {
+            drop(exec);
+            let _ = writer_task.await;
+            return Err(e);
+        }
+    };
+    if exec.contain.is_some() || !stopped.is_empty() {
+        exec.journal_soon(Event::Contained {
+            host: runbook_contain::hostname(),
+            cgroup: exec
+                .contain
+                .as_ref()
+                .map(|c| c.path().display().to_string())
+                .unwrap_or_default(),
+            stopped,
+        });
+    }
     // Log lines reach the store in batches, not one fsync each. The flusher
     // stops only between batches: aborting it inside a write would lose the
     // lines it had taken.
@@ -423,6 +507,44 @@ pub async fn execute(engine: &Engine, input: RunInput<'_>, signals: &Signals) ->
     result
 }
 
+impl Exec<'_> {
+    /// True unless the run holds lock leases that are no longer valid for
+    /// the next action (then they are lost, and the run stops).
+    fn lease_valid(&self) -> bool {
+        self.lease.as_ref().is_none_or(|l| l.valid())
+    }
+}
+
+/// Stops what is left in the cgroups earlier runners of the run recorded on
+/// this host; the ones that still held processes.
+async fn stop_previous(contained: &[(String, String)]) -> Result<Vec<String>, EngineError> {
+    let here = runbook_contain::hostname();
+    let mine: Vec<String> = contained
+        .iter()
+        .filter(|(host, cgroup)| *host == here && !cgroup.is_empty())
+        .map(|(_, cgroup)| cgroup.clone())
+        .collect();
+    if mine.is_empty() {
+        return Ok(Vec::new());
+    }
+    let stopping = tokio::task::spawn_blocking(move || {
+        let mut stopped = Vec::new();
+        for cgroup in mine {
+            match runbook_contain::stop(std::path::Path::new(&cgroup), Duration::from_secs(10)) {
+                Ok(true) => stopped.push(cgroup),
+                Ok(false) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(stopped)
+    });
+    match stopping.await {
+        Ok(Ok(stopped)) => Ok(stopped),
+        Ok(Err(e)) => Err(EngineError::Previous(e)),
+        Err(e) => Err(EngineError::Previous(e.to_string())),
+    }
+}
+
 impl<'a> Exec<'a> {
     async fn run(&self, signals: &Signals) -> Result<Finished, EngineError> {
         let root = Rc::new(Frame::default());
@@ -443,14 +565,25 @@ impl<'a> Exec<'a> {
                 () = aborted => Outcome::Interrupted,
             }
         };
+        // Lost leases stop the run as a kill does: another run may hold the
+        // lock and act now, so nothing of this one goes on, handlers neither.
+        let lost = async {
+            match &self.lease {
+                Some(l) => l.lost().cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
         let outcome = tokio::select! {
             o = main => Some(o),
             () = signals.kill.cancelled() => None,
+            () = lost => None,
         };
         let Some(mut outcome) = outcome else {
-            return self
-                .finish(RunStatus::Interrupted, Some("killed (second interrupt)".into()))
-                .await;
+            let why = match self.lease.as_ref().and_then(|l| l.why()) {
+                Some(why) => format!("stopped: {why}"),
+                None => "killed (second interrupt)".into(),
+            };
+            return self.finish(RunStatus::Interrupted, Some(why)).await;
         };
         // The journal failed (the store is unreachable, or a worker lost its
         // lease): nothing more can be recorded, so no handler runs either.
@@ -520,14 +653,7 @@ impl<'a> Exec<'a> {
                     )
                 }
             }
-            Outcome::Waiting(step, question) => (
-                RunStatus::Waiting,
-                Some(format!(
-                    "step `{step}` waits for an approval: {question} (hint: `runbook approve {id}` or \
-                     `runbook reject {id}`)",
-                    id = self.run_id
-                )),
-            ),
+            Outcome::Waiting(questions) => (RunStatus::Waiting, Some(waiting_for(&self.run_id, &questions))),
             Outcome::Uncertain(steps) => {
                 let names = steps.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ");
                 let (one, verb) = if steps.len() == 1 {
@@ -672,8 +798,9 @@ impl<'a> Exec<'a> {
                         let seg = steps[i].id.clone().unwrap_or_else(|| format!("{}", i + 1));
                         let path = join_path(prefix, &seg);
                         // Once stopped, only what already finished is restored
-                        // (so that handlers see its results); nothing new starts.
-                        if cancel.is_cancelled() && !(restore && self.finished_before(&steps[i], &path)) {
+                        // (so that handlers see its results), and a call that
+                        // began goes on to its handlers; nothing new starts.
+                        if cancel.is_cancelled() && !(restore && self.enters_stopped(&steps[i], &path)) {
                             continue;
                         }
                         state[i] = State::Running;
@@ -705,6 +832,29 @@ impl<'a> Exec<'a> {
             Some(Prior::Skipped) => true,
             _ => false,
         }
+    }
+
+    /// True if a resume that is stopped before it starts (`cancel` of a run
+    /// that waits) still enters the step at `path`: it finished (it is
+    /// restored, for the handlers to read), or a playbook it calls began and
+    /// has not ended (its `on_failure` and `finally` have yet to run, as
+    /// the run's own do).
+    fn enters_stopped(&self, step: &Step, path: &str) -> bool {
+        if self.finished_before(step, path) {
+            return true;
+        }
+        let (inside, items) = (format!("{path}."), format!("{path}["));
+        self.calls_inside(step)
+            && self
+                .replay
+                .last_seq
+                .keys()
+                .any(|k| k.starts_with(&inside) || k.starts_with(&items))
+    }
+
+    /// True if the step calls a playbook, or a step inside it does.
+    fn calls_inside(&self, step: &Step) -> bool {
+        runbook_core::calls::call_of(step).is_some() || self.inner(step).iter().any(|s| self.calls_inside(s))
     }
 
     /// True if a step that reads one of `step`'s secret outputs has not
@@ -864,7 +1014,7 @@ impl<'a> Exec<'a> {
         }
         // Handlers outlive a graceful stop; only the journal failing stops them.
         let token = self.abort.child_token();
-        let prefix = format!("{path}.on_failure");
+        let prefix = own_handlers(step, path);
         self.run_handlers(&step.on_failure, frame, &prefix, &token).await;
     }
 
@@ -891,15 +1041,18 @@ impl<'a> Exec<'a> {
             return false;
         }
         let handlers = format!("{path}.on_failure.");
-        // A called playbook's `finally` runs after its `on_failure`.
+        // A called playbook's `finally` runs after its `on_failure`, and the
+        // call's own `on_failure` after both.
+        let call = runbook_core::calls::call_of(step).is_some();
         let finally = format!("{path}.finally.");
+        let own = format!("{}.", own_handlers(step, path));
         let (inside, items) = (format!("{path}."), format!("{path}["));
         let (mut handled, mut other) = (None, None);
         for (k, seq) in &self.replay.last_seq {
-            if k.starts_with(&finally) && runbook_core::calls::call_of(step).is_some() {
+            if k.starts_with(&finally) && call {
                 continue;
             }
-            if k.starts_with(&handlers) {
+            if k.starts_with(&handlers) || k.starts_with(&own) {
                 handled = handled.max(Some(*seq));
             } else if k == path || k.starts_with(&inside) || k.starts_with(&items) {
                 other = other.max(Some(*seq));

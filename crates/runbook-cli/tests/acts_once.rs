@@ -1,0 +1,321 @@
+//! A run acts once: nothing a step started outlives its runner, a resumed
+//! run stops what an earlier runner left before it runs a step again, and a
+//! runner killed at random points, resumed as an operator would, leaves
+//! every effect done exactly once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+use support::Run;
+
+const HEAD: &str = "apiVersion: runbook/v1\nname: t\nversion: 1\n";
+
+/// True while `pid` is a live process (a zombie is dead).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
+}
+
+fn pid_in(path: &Path) -> i32 {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .parse()
+        .expect("a pid")
+}
+
+fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// True once `pred` holds, or false after `within`.
+fn until(within: Duration, pred: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if pred() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pred()
+}
+
+fn sigkill(pid: i32) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+}
+
+/// The runner's keeper: its child `sh` whose arguments name `runbook-keeper`.
+fn keeper_of(runner: i32) -> i32 {
+    let tasks = std::fs::read_dir(format!("/proc/{runner}/task")).expect("the runner's threads");
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("runbook-keeper"))
+        })
+        .expect("the runner has a keeper (cgroup v2 is writable here)")
+}
+
+/// A step that starts a child in the background, a child in a session of
+/// its own, and a late write, then waits.
+fn lingering(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"{HEAD}steps:
+  - id: work
+    uses: shell
+    idempotent: true
+    with:
+      run: |
+        if [ -f {d}/gate ]; then
+          for p in $(cat {d}/pids); do
+            s=$(cut -d' ' -f3 /proc/$p/stat 2>/dev/null)
+            if [ -n "$s" ] && [ "$s" != Z ]; then echo "$p alive" >> {d}/violations; fi
+          done
+          exit 0
+        fi
+        sleep 60 & echo $! >> {d}/pids
+        setsid sleep 60 < /dev/null > /dev/null 2>&1 & echo $! >> {d}/pids
+        ( sleep 2; echo late >> {d}/effects ) & echo $! >> {d}/pids
+        echo $$ >> {d}/pids
+        touch {d}/marker
+        wait
+"#
+    )
+}
+
+fn pids(dir: &Path) -> Vec<i32> {
+    support::lines(&dir.join("pids"))
+        .iter()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// runs.md (Stopping): "SIGKILL of runbook itself: ... every process of
+/// the step that was running is killed by the kernel".
+#[test]
+fn a_runner_killed_mid_step_leaves_none_of_the_step_s_processes_running() {
+    let run = Run::new();
+    let dir = run.path().to_owned();
+    let run = run.playbook("t", &lingering(&dir));
+    support::kill_when(&run, &["run", "t"], &dir.join("marker"));
+    let pids = pids(&dir);
+    assert_eq!(pids.len(), 4, "{pids:?}");
+    assert!(
+        until(Duration::from_secs(5), || pids.iter().all(|p| !alive(*p))),
+        "still running after the runner's death: {:?}",
+        pids.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        !dir.join("effects").exists(),
+        "the killed attempt's late write landed after its runner died"
+    );
+}
+
+/// runs.md (Resume): "resume stops what an earlier runner of the run left
+/// running before it decides anything" (here the keeper was killed too, so
+/// only the journal knows where the processes are).
+#[test]
+fn resume_stops_what_an_earlier_runner_left_before_the_step_runs_again() {
+    let run = Run::new();
+    let dir = run.path().to_owned();
+    let run = run.playbook("t", &lingering(&dir));
+    let mut child = run.spawn(["run", "t"]);
+    wait_for(&dir.join("marker"));
+    let runner = i32::try_from(child.id()).unwrap();
+    sigkill(keeper_of(runner));
+    sigkill(runner);
+    let _ = child.wait();
+    let left = pids(&dir);
+    // The shell itself died with its runner (the parent-death signal); what
+    // it started in the background is still there, with no keeper.
+    assert!(
+        until(Duration::from_secs(3), || !alive(left[3])),
+        "the step's shell outlived its runner"
+    );
+    assert!(
+        alive(left[0]) && alive(left[1]),
+        "the background children should still run before the resume: {left:?}"
+    );
+    std::fs::write(dir.join("gate"), "").unwrap();
+    let listed = run.exec(["status", "--output", "json"]).exit(0);
+    let listed: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    let id = listed[0]["id"].as_str().unwrap().to_owned();
+    let out = run.exec(["resume", &id]).exit(0);
+    assert!(
+        out.stdout
+            .contains("stopped the processes an earlier runner of this run left running"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !dir.join("violations").exists(),
+        "processes of the earlier attempt were alive when the step ran again: {:?}",
+        support::lines(&dir.join("violations"))
+    );
+    assert!(left.iter().all(|p| !alive(*p)), "{left:?}");
+    std::thread::sleep(Duration::from_millis(2000));
+    assert!(!dir.join("effects").exists(), "the earlier attempt's late write landed");
+}
+
+/// runs.md (Stopping): "without a cgroup, the step's command still dies
+/// with its runner".
+#[test]
+fn without_a_cgroup_a_step_s_command_still_dies_with_its_runner() {
+    let run = Run::new();
+    let d = run.path().to_owned();
+    let yaml = format!(
+        "{HEAD}steps:\n  - id: work\n    uses: shell\n    with:\n      run: |\n        echo $$ > {d}/shell\n        \
+         touch {d}/marker\n        sleep 2\n        echo end >> {d}/effects\n",
+        d = d.display()
+    );
+    let run = run.playbook("t", &yaml).env("RUNBOOK_CONTAIN", "session");
+    support::kill_when(&run, &["run", "t"], &d.join("marker"));
+    let shell = pid_in(&d.join("shell"));
+    assert!(
+        until(Duration::from_secs(3), || !alive(shell)),
+        "the shell outlived its runner"
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(!d.join("effects").exists(), "the killed attempt went on");
+}
+
+/// A tiny random source (xorshift), seeded from `RUNBOOK_CHAOS_SEED` or the clock.
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> Rng {
+        let seed = std::env::var("RUNBOOK_CHAOS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            });
+        eprintln!("chaos seed {seed} (RUNBOOK_CHAOS_SEED repeats it)");
+        Rng(seed | 1)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+const STEPS: usize = 4;
+
+/// Four steps in a chain, each appending its line once and sleeping, with a
+/// child in the background; each first checks that no process of any
+/// earlier attempt is alive.
+fn chain(dir: &Path) -> String {
+    let d = dir.display();
+    let mut yaml = format!("{HEAD}steps:\n");
+    for i in 1..=STEPS {
+        yaml.push_str(&format!(
+            r#"  - id: s{i}
+    uses: shell
+    with:
+      run: |
+        for p in $(cat {d}/pids 2>/dev/null); do
+          s=$(cut -d' ' -f3 /proc/$p/stat 2>/dev/null)
+          if [ -n "$s" ] && [ "$s" != Z ]; then echo "s{i}: $p alive" >> {d}/violations; fi
+        done
+        sleep 30 & echo $! >> {d}/pids
+        echo $$ >> {d}/pids
+        echo s{i} >> {d}/effects
+        sleep 0.3
+        kill $! 2>/dev/null
+"#
+        ));
+    }
+    yaml
+}
+
+/// One round: run, SIGKILL at a random moment, then carry the run to its
+/// end as an operator would (an uncertain step is decided from the file).
+fn round(rng: &mut Rng, k: usize) {
+    let run = Run::new();
+    let dir = run.path().to_owned();
+    let run = run.playbook("t", &chain(&dir));
+    let mut child = run.spawn(["run", "t"]);
+    std::thread::sleep(Duration::from_millis(rng.below(1600)));
+    sigkill(i32::try_from(child.id()).unwrap());
+    let _ = child.wait();
+    let effects = |dir: &Path| support::lines(&dir.join("effects"));
+    for _ in 0..10 {
+        let listed = run.exec(["status", "--output", "json"]).exit(0);
+        let listed: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+        let Some(id) = listed[0]["id"].as_str().map(str::to_owned) else {
+            // Killed before the run was recorded: nothing may have run.
+            assert!(effects(&dir).is_empty(), "round {k}: effects without a run");
+            run.exec(["run", "t"]).exit(0);
+            continue;
+        };
+        let v = support::status_json(&run, &id);
+        match v["run"]["status"].as_str() {
+            Some("succeeded") => break,
+            Some("uncertain") => {
+                let error = v["error"].as_str().unwrap_or_default();
+                let path = error.split('`').nth(1).expect("uncertain names the step").to_owned();
+                // The earlier attempt is over (resume stopped it), so the
+                // file is the whole evidence.
+                let happened = effects(&dir).contains(&path);
+                let decision = if happened { "--mark-done" } else { "--rerun" };
+                let out = run.exec(["resume", &id, decision, &path]);
+                assert!(matches!(out.code, 0 | 3 | 5), "round {k}: {} {}", out.code, out.stderr);
+            }
+            Some("running" | "interrupted") => {
+                let out = run.exec(["resume", &id]);
+                assert!(matches!(out.code, 0 | 3 | 5), "round {k}: {} {}", out.code, out.stderr);
+            }
+            other => panic!("round {k}: unexpected status {other:?}"),
+        }
+    }
+    let got = effects(&dir);
+    for i in 1..=STEPS {
+        let n = got.iter().filter(|l| **l == format!("s{i}")).count();
+        assert_eq!(n, 1, "round {k}: s{i} took effect {n} times: {got:?}");
+    }
+    assert!(
+        !dir.join("violations").exists(),
+        "round {k}: a process of an earlier attempt was alive when a new one started: {:?}",
+        support::lines(&dir.join("violations"))
+    );
+}
+
+/// runs.md (Resume): "a runner killed at any moment and resumed leaves
+/// every effect done once, and no process of an earlier attempt alive when
+/// a new one starts" (`RUNBOOK_CHAOS_ROUNDS`, default 6; bench/chaos.sh runs
+/// a thousand).
+#[test]
+fn a_runner_killed_at_random_moments_leaves_every_effect_done_once() {
+    let rounds: usize = std::env::var("RUNBOOK_CHAOS_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6);
+    let mut rng = Rng::new();
+    for k in 0..rounds {
+        round(&mut rng, k);
+    }
+}
