@@ -319,3 +319,159 @@ fn a_runner_killed_at_random_moments_leaves_every_effect_done_once() {
         round(&mut rng, k);
     }
 }
+
+/// Steps that record when they act (by this host's clock), under one lock.
+fn locked_chain(dir: &Path) -> String {
+    let d = dir.display();
+    let mut yaml = format!("{HEAD}inputs:\n  who: {{ type: string }}\nlock: shared\nsteps:\n");
+    for i in 1..=6 {
+        yaml.push_str(&format!(
+            r#"  - id: s{i}
+    uses: shell
+    with:
+      run: |
+        echo "start {{{{inputs.who}}}} $(date +%s%N)" >> {d}/acts
+        touch {d}/{{{{inputs.who}}}}-s{i}
+        sleep 0.4
+        echo "end {{{{inputs.who}}}} $(date +%s%N)" >> {d}/acts
+"#
+        ));
+    }
+    yaml
+}
+
+/// The journal's events of a run, with when each was recorded.
+fn journal(state: &Path, id: &str) -> Vec<(std::time::SystemTime, runbook_state::Event)> {
+    use runbook_state::Journal as _;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = runbook_state::SqliteStore::open(state).await.unwrap();
+        store
+            .events(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (humantime::parse_rfc3339(&r.at).unwrap(), r.event))
+            .collect()
+    })
+}
+
+fn signal(child: &std::process::Child, sig: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, sig).unwrap();
+}
+
+/// One try: A paused at step `at` past its lease while B waits for the
+/// lock, then continued.
+fn paused_past_the_lease(at: usize) {
+    use nix::sys::signal::Signal;
+    let run = Run::new();
+    let dir = run.path().to_owned();
+    let run = run.playbook("t", &locked_chain(&dir));
+    let mut a = run.spawn(["run", "t", "--set", "who=A", "--lock-ttl", "1500ms"]);
+    wait_for(&dir.join(format!("A-s{at}")));
+    signal(&a, Signal::SIGSTOP);
+    let b = run.spawn([
+        "run",
+        "t",
+        "--set",
+        "who=B",
+        "--lock-ttl",
+        "1500ms",
+        "--wait-lock",
+        "60s",
+    ]);
+    wait_for(&dir.join("B-s2"));
+    signal(&a, Signal::SIGCONT);
+    let a_out = {
+        let status = a.wait().unwrap();
+        let mut out = String::new();
+        if let Some(mut o) = a.stdout.take() {
+            use std::io::Read;
+            let _ = o.read_to_string(&mut out);
+        }
+        (status.code(), out)
+    };
+    let b_out = b.wait_with_output().unwrap();
+    assert_eq!(
+        b_out.status.code(),
+        Some(0),
+        "B: {}",
+        String::from_utf8_lossy(&b_out.stdout)
+    );
+    assert_eq!(a_out.0, Some(5), "A ends interrupted:\n{}", a_out.1);
+    // What the steps did, by their own clock: nothing of A after B began.
+    let acts = support::lines(&dir.join("acts"));
+    let at = |who: &str| -> Vec<u128> {
+        acts.iter()
+            .filter(|l| l.split(' ').nth(1) == Some(who))
+            .filter_map(|l| l.split(' ').nth(2)?.parse().ok())
+            .collect()
+    };
+    let b_first = at("B").into_iter().min().expect("B acted");
+    let a_last = at("A").into_iter().max().expect("A acted");
+    assert!(
+        a_last < b_first,
+        "A acted at {a_last}, after B began at {b_first}: {acts:#?}"
+    );
+    // And by the journal: A started no step, and recorded no success, once
+    // B had started one.
+    let state = dir.join("state.db");
+    let ids: Vec<String> = {
+        let listed = run.exec(["status", "--output", "json"]).exit(0);
+        let v: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let runs: Vec<_> = ids.iter().map(|id| journal(&state, id)).collect();
+    let is_a = |events: &[(std::time::SystemTime, runbook_state::Event)]| {
+        events.iter().any(|(_, e)| matches!(e, runbook_state::Event::RunFinished { status, .. } if *status == runbook_state::RunStatus::Interrupted))
+    };
+    let (a_events, b_events) = if is_a(&runs[0]) {
+        (&runs[0], &runs[1])
+    } else {
+        (&runs[1], &runs[0])
+    };
+    let b_start = b_events
+        .iter()
+        .filter(|(_, e)| matches!(e, runbook_state::Event::StepStarted { .. }))
+        .map(|(t, _)| *t)
+        .min()
+        .unwrap();
+    for (t, e) in a_events {
+        if matches!(
+            e,
+            runbook_state::Event::StepStarted { .. } | runbook_state::Event::StepSucceeded { .. }
+        ) {
+            assert!(
+                *t < b_start,
+                "A journalled {e:?} at {t:?}, after B's first step at {b_start:?}"
+            );
+        }
+    }
+    let why = a_events.iter().find_map(|(_, e)| match e {
+        runbook_state::Event::RunFinished { error, .. } => error.clone(),
+        _ => None,
+    });
+    assert!(
+        why.as_deref()
+            .is_some_and(|w| w.contains("lock leases were not renewed in time") || w.contains("is held by")),
+        "{why:?}"
+    );
+}
+
+/// runs.md (Locks): "a runner paused past its lease acts no more: it
+/// starts no step and records no success once another run holds the lock,
+/// and what it still ran is stopped before that run acts".
+#[test]
+fn a_runner_paused_past_its_lease_acts_no_more_once_another_run_holds_the_lock() {
+    for at in [2, 3, 5] {
+        paused_past_the_lease(at);
+    }
+}

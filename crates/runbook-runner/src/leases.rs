@@ -159,8 +159,18 @@ async fn acquire(
     let until = Instant::now() + opts.wait;
     let mut said = false;
     loop {
+        let lapsed = store
+            .locks()
+            .await?
+            .into_iter()
+            .find(|l| l.key == key && l.expired && l.run_id != holder.run_id);
         match store.acquire_lock(key, holder, opts.ttl).await? {
-            None => return Ok(()),
+            None => {
+                if let Some(prior) = lapsed {
+                    fence(store.as_ref(), &prior.run_id).await?;
+                }
+                return Ok(());
+            }
             // A run that ended gives its leases back as it ends; one that
             // holds a lease anyway died between the two (a crash, kill -9):
             // its leases are stale, and freed at once, not after their TTL.
@@ -182,6 +192,21 @@ async fn acquire(
             }
         }
     }
+}
+
+/// The key was taken from run `id`, whose lease had lapsed (its runner
+/// paused, or cut off from the state): what it still runs on this host is
+/// stopped before this run acts, so the two never act at once. Its runner,
+/// on waking, finds its lease gone and records the run interrupted.
+async fn fence(store: &dyn Store, id: &str) -> Result<(), RunnerError> {
+    if ended(store, id).await {
+        return Ok(());
+    }
+    let replay = runbook_engine::replay::Replay::new(&store.events(id).await?);
+    runbook_engine::exec::stop_previous(&replay.contained)
+        .await
+        .map(|_| ())
+        .map_err(|e| RunnerError::Previous(format!("run {id}, whose lock lease lapsed: {e}")))
 }
 
 /// Whether the run `id` has ended (a status its runner records just before
@@ -371,7 +396,13 @@ mod tests {
             .await
             .unwrap();
         let clock = Arc::new(LeaseClock::new(Instant::now(), short.ttl));
-        let beat = heartbeat(store.clone(), "a".into(), vec!["db/main".into()], short.ttl, clock.clone());
+        let beat = heartbeat(
+            store.clone(),
+            "a".into(),
+            vec!["db/main".into()],
+            short.ttl,
+            clock.clone(),
+        );
         tokio::time::sleep(Duration::from_millis(1200)).await;
         // Three lifetimes later, still a's, and valid by a's own clock.
         let err = acquire_all(&store, &["db/main".into()], &holder("b"), short, &quiet).await;
@@ -404,7 +435,13 @@ mod tests {
         acquire_all(&store, &["db/main".into()], &holder("b"), short, &quiet)
             .await
             .unwrap();
-        let _beat = heartbeat(store.clone(), "a".into(), vec!["db/main".into()], short.ttl, clock.clone());
+        let _beat = heartbeat(
+            store.clone(),
+            "a".into(),
+            vec!["db/main".into()],
+            short.ttl,
+            clock.clone(),
+        );
         tokio::time::timeout(Duration::from_secs(5), clock.lost().cancelled())
             .await
             .expect("lost at the first renewal");

@@ -515,9 +515,12 @@ impl Exec<'_> {
     }
 }
 
-/// Stops what is left in the cgroups earlier runners of the run recorded on
-/// this host; the ones that still held processes.
-async fn stop_previous(contained: &[(String, String)]) -> Result<Vec<String>, EngineError> {
+/// Stops what is left in the cgroups earlier runners of a run recorded on
+/// this host (`Replay::contained`); the ones that still held processes. A
+/// resume does it before it decides anything; a run that takes a lock whose
+/// holder's lease lapsed does it to the holder (fencing: the holder lost its
+/// right to act).
+pub async fn stop_previous(contained: &[(String, String)]) -> Result<Vec<String>, EngineError> {
     let here = runbook_contain::hostname();
     let mine: Vec<String> = contained
         .iter()
@@ -585,6 +588,10 @@ impl<'a> Exec<'a> {
             };
             return self.finish(RunStatus::Interrupted, Some(why)).await;
         };
+        // A step that found the leases lost stopped the run the same way.
+        if let Some(why) = self.lease.as_ref().filter(|l| l.lost().is_cancelled()).and_then(|l| l.why()) {
+            return self.finish(RunStatus::Interrupted, Some(format!("stopped: {why}"))).await;
+        }
         // The journal failed (the store is unreachable, or a worker lost its
         // lease): nothing more can be recorded, so no handler runs either.
         if let Some(e) = self.take_store_error() {
