@@ -27,7 +27,9 @@ const POLL: Duration = Duration::from_millis(200);
 /// defaults), sorted and without repeats: a key a callee shares with its
 /// caller is taken once, and every run takes its keys in the same order.
 /// Empty without `lock:`. A callee's key must be known when the run starts:
-/// one that depends on a step's result or a `for_each` item is refused.
+/// a call repeated over a list known at start gives one key per item; one
+/// that depends on a step's result (or an item of a list a step computes)
+/// is refused, never guessed from the callee's defaults.
 pub fn keys(
     loaded: &Loaded,
     inputs: &IndexMap<String, Json>,
@@ -48,15 +50,15 @@ fn collect(
     keys: &mut Vec<String>,
     depth: usize,
 ) -> Result<(), RunnerError> {
-    let data = Data::new(json!({
+    let data = json!({
         "inputs": inputs,
         "env": env,
         "playbook": { "name": pb.name, "version": pb.version },
-    }));
+    });
     let renderer = Renderer::new();
     for t in pb.lock.as_ref().map(|l| l.as_slice()).unwrap_or_default() {
         let key = renderer
-            .render_str(t, &data, Mode::Plain)
+            .render_str(t, &Data::new(data.clone()), Mode::Plain)
             .map_err(|e| RunnerError::LockKey {
                 template: t.clone(),
                 message: e.to_string(),
@@ -67,48 +69,127 @@ fn collect(
     if depth > 16 {
         return Ok(());
     }
-    for step in pb.all_steps() {
-        let Some(callee) = calls::call_of(step).and_then(|k| root.calls.get(&k)) else {
-            continue;
-        };
-        if !locks_anything(root, &callee.playbook) {
-            continue;
-        }
-        // Each input the call gives, where it is known at start (one that
-        // reads an item or a step's result is left out: a key that needs it
-        // does not render, and says so), then the callee's defaults.
-        let mut callee_inputs: IndexMap<String, Json> = IndexMap::new();
-        let given = step
-            .with
-            .as_ref()
-            .and_then(|w| w.get("inputs"))
-            .and_then(Json::as_object);
-        for (name, value) in given.into_iter().flatten() {
-            if let Ok(v) = renderer.render_tree(value, &data, &[]) {
-                callee_inputs.insert(name.clone(), v);
-            }
-        }
-        for (name, spec) in &callee.playbook.inputs {
-            if let (false, Some(d)) = (callee_inputs.contains_key(name), &spec.default) {
-                callee_inputs.insert(name.clone(), d.clone());
-            }
-        }
-        let callee_keys = collect(root, &callee.playbook, &callee_inputs, env, keys, depth + 1);
-        callee_keys.map_err(|e| match e {
-            RunnerError::LockKey { template, message } => RunnerError::LockKey {
-                template,
-                message: format!(
-                    "`{}` (called by step `{}`) takes this lock, and its key must be known when the run starts: \
-                     {message} (hint: give the inputs it reads from the run's inputs, not from a step's result or \
-                     an item)",
-                    callee.playbook.name,
-                    step.id.as_deref().unwrap_or("?")
-                ),
-            },
-            other => other,
-        })?;
+    let top = pb.steps.iter().chain(&pb.on_failure).chain(&pb.finally);
+    for step in top {
+        calls_in(root, step, &data, env, keys, depth)?;
     }
     Ok(())
+}
+
+/// The keys of the playbooks `step` (and the steps in it) call, each call
+/// rendered with what it will really get: once per item where the step or a
+/// group around it repeats over a list known at start (`data` holds the
+/// item), and refused where an input it gives is not known at start (an item
+/// of a list computed by a step, a step's result). A callee's default
+/// applies only to an input the call does not give.
+fn calls_in(
+    root: &Loaded,
+    step: &runbook_core::model::Step,
+    data: &Json,
+    env: &IndexMap<String, String>,
+    keys: &mut Vec<String>,
+    depth: usize,
+) -> Result<(), RunnerError> {
+    let renderer = Renderer::new();
+    // Each item the step repeats over, bound in the data; one pass without.
+    let scopes: Vec<Json> = match &step.for_each {
+        None => vec![data.clone()],
+        Some(each) => {
+            let var = step.as_.as_deref().unwrap_or("item");
+            let items = match each {
+                runbook_core::model::ForEach::Template(t) => renderer
+                    .render_tree(&Json::String(t.clone()), &Data::new(data.clone()), &[])
+                    .ok()
+                    .and_then(|v| v.as_array().cloned()),
+                runbook_core::model::ForEach::List(items) => items
+                    .iter()
+                    .map(|i| renderer.render_tree(i, &Data::new(data.clone()), &[]).ok())
+                    .collect(),
+            };
+            match items {
+                Some(items) => items
+                    .into_iter()
+                    .map(|item| {
+                        let mut d = data.clone();
+                        if let Json::Object(m) = &mut d {
+                            m.insert(var.to_owned(), item);
+                        }
+                        d
+                    })
+                    .collect(),
+                // Not known at start: the item is absent, and a call that
+                // gives an input from it cannot render it (refused below).
+                None => vec![data.clone()],
+            }
+        }
+    };
+    let callee = calls::call_of(step).and_then(|k| root.calls.get(&k));
+    for scope in &scopes {
+        if let Some(callee) = callee.filter(|c| locks_anything(root, &c.playbook)) {
+            call_keys(root, step, callee, scope, env, keys, depth)?;
+        }
+        for child in step.children().iter().chain(&step.on_failure).chain(step.undo_steps()) {
+            calls_in(root, child, scope, env, keys, depth)?;
+        }
+    }
+    Ok(())
+}
+
+/// The keys of one call of `callee` by `step`, with `scope` as its data.
+fn call_keys(
+    root: &Loaded,
+    step: &runbook_core::model::Step,
+    callee: &Loaded,
+    scope: &Json,
+    env: &IndexMap<String, String>,
+    keys: &mut Vec<String>,
+    depth: usize,
+) -> Result<(), RunnerError> {
+    let renderer = Renderer::new();
+    let refused = |message: String| RunnerError::LockKey {
+        template: format!(
+            "{} (called by step `{}`)",
+            callee.playbook.name,
+            step.id.as_deref().unwrap_or("?")
+        ),
+        message: format!(
+            "`{}` takes a lock, and its key must be known when the run starts: {message} (hint: give the inputs \
+             it reads from the run's inputs or a list known at start, not from a step's result)",
+            callee.playbook.name
+        ),
+    };
+    let mut callee_inputs: IndexMap<String, Json> = IndexMap::new();
+    let mut unknown: Vec<String> = Vec::new();
+    let given = step
+        .with
+        .as_ref()
+        .and_then(|w| w.get("inputs"))
+        .and_then(Json::as_object);
+    for (name, value) in given.into_iter().flatten() {
+        match renderer.render_tree(value, &Data::new(scope.clone()), &[]) {
+            Ok(v) => {
+                callee_inputs.insert(name.clone(), v);
+            }
+            Err(_) => unknown.push(name.clone()),
+        }
+    }
+    for (name, spec) in &callee.playbook.inputs {
+        if let (false, false, Some(d)) = (callee_inputs.contains_key(name), unknown.contains(name), &spec.default) {
+            callee_inputs.insert(name.clone(), d.clone());
+        }
+    }
+    let mut callee_keys = Vec::new();
+    match collect(root, &callee.playbook, &callee_inputs, env, &mut callee_keys, depth + 1) {
+        Ok(()) => {
+            keys.extend(callee_keys);
+            Ok(())
+        }
+        Err(RunnerError::LockKey { message, .. }) => Err(refused(match unknown.first() {
+            Some(input) => format!("the call gives input `{input}` from a value not known at start ({message})"),
+            None => message,
+        })),
+        Err(other) => Err(other),
+    }
 }
 
 /// True if `pb` or a playbook it calls takes a lock.
@@ -511,5 +592,44 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("must be known when the run starts"), "{err}");
+    }
+
+    #[test]
+    fn a_callee_s_key_that_reads_an_item_is_rendered_per_item_or_refused() {
+        let callee: Playbook = serde_json::from_value(json!({
+            "apiVersion": "runbook/v1", "name": "deploy-host", "version": 1,
+            "inputs": { "host": { "type": "string", "default": "web1" } },
+            "lock": "host/{{inputs.host}}",
+            "steps": [],
+        }))
+        .expect("a playbook");
+        let call = |each: Json| {
+            let pb: Playbook = serde_json::from_value(json!({
+                "apiVersion": "runbook/v1", "name": "roll", "version": 1,
+                "inputs": { "hosts": { "type": "list" } },
+                "steps": [
+                    { "id": "list", "uses": "noop" },
+                    { "id": "each", "for_each": each, "as": "h", "steps": [
+                        { "id": "one", "uses": "playbook",
+                          "with": { "name": "deploy-host", "inputs": { "host": "{{h}}" } } },
+                    ] },
+                ],
+            }))
+            .expect("a playbook");
+            let calls = [(
+                "deploy-host".to_owned(),
+                Arc::new(loaded(callee.clone(), IndexMap::new())),
+            )];
+            loaded(pb, calls.into_iter().collect())
+        };
+        let inputs: IndexMap<String, Json> = [("hosts".to_owned(), json!(["web2", "web3"]))].into_iter().collect();
+        let got = keys(&call(json!("{{inputs.hosts}}")), &inputs, &IndexMap::new()).unwrap();
+        assert_eq!(got, ["host/web2", "host/web3"], "one key per item, never the default's");
+        let got = keys(&call(json!(["web4"])), &inputs, &IndexMap::new()).unwrap();
+        assert_eq!(got, ["host/web4"]);
+        let err = keys(&call(json!("{{steps.list.outputs.hosts}}")), &inputs, &IndexMap::new()).unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("must be known when the run starts"), "{err}");
+        assert!(err.contains("input `host`"), "{err}");
     }
 }
