@@ -185,14 +185,16 @@ pub(crate) enum Command {
         #[command(flatten)]
         exec: ExecArgs,
     },
-    /// Approve the step a run waits at, and continue the run.
+    /// Approve the question a run waits at (or those named, or `--all`),
+    /// and continue the run.
     Approve {
         #[command(flatten)]
         answer: AnswerArgs,
         #[command(flatten)]
         exec: ExecArgs,
     },
-    /// Reject the step a run waits at: the run fails (its handlers run).
+    /// Reject the question a run waits at (or those named, or `--all`): the
+    /// run fails (its handlers run).
     Reject {
         #[command(flatten)]
         answer: AnswerArgs,
@@ -370,8 +372,10 @@ pub(crate) struct ExecArgs {
     /// No live progress bars, only lines (they are off anyway when stdout is not a terminal).
     #[arg(long)]
     pub(crate) no_progress: bool,
-    /// Approve every `approve` step as the current user, without waiting
-    /// (refused where the step names other approvers).
+    /// Approve every `approve` step as the current user, without waiting,
+    /// where its approvers allow it (else the run waits at it, saying why);
+    /// never a question that expired or is asked again: that waits for a
+    /// person.
     #[arg(long)]
     pub(crate) yes: bool,
     /// When the playbook's lock is held by another run, wait up to this long
@@ -489,6 +493,14 @@ pub(crate) enum StateAction {
 pub(crate) struct AnswerArgs {
     /// The run id (a unique prefix is enough).
     pub(crate) run: String,
+    /// The questions answered, by step path (`runbook status RUN` lists
+    /// them); none: the only one the run waits at (with several, name them
+    /// or give `--all`).
+    #[arg(value_name = "STEP")]
+    pub(crate) steps: Vec<String>,
+    /// Answer every question the run waits at.
+    #[arg(long, conflicts_with = "steps")]
+    pub(crate) all: bool,
     /// Who answers (default: $RUNBOOK_USER, else $USER).
     #[arg(long = "as", value_name = "NAME")]
     pub(crate) who: Option<String>,

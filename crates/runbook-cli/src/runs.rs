@@ -72,19 +72,14 @@ fn interactive(exec: &ExecArgs) -> bool {
         && !crate::observe::in_ci()
 }
 
-/// Asks at the terminal about the step(s) the run waits at: the answer, or
-/// `None` to leave the run waiting.
+/// Asks at the terminal about the first question the run waits at (the
+/// next one is asked once the run waits again): the answer, or `None` to
+/// leave the run waiting.
 async fn ask(store: &dyn Store, run_id: &str) -> Option<Answer> {
     let events = store.events(run_id).await.ok()?;
-    let waiting = Replay::new(&events).waiting();
-    if waiting.is_empty() {
-        return None;
-    }
+    let step = Replay::new(&events).waiting().into_iter().next()?;
     let who = user();
-    eprint!(
-        "approve {} as {who}? [y = approve, n = reject, Enter = leave it waiting]: ",
-        waiting.join(", ")
-    );
+    eprint!("approve {step} as {who}? [y = approve, n = reject, Enter = leave it waiting]: ");
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).ok()?;
     let approve = match line.trim() {
@@ -97,6 +92,8 @@ async fn ask(store: &dyn Store, run_id: &str) -> Option<Answer> {
         who,
         comment: Some("answered at the terminal".into()),
         plan_hash: None,
+        steps: vec![step],
+        all: false,
     })
 }
 
@@ -200,7 +197,14 @@ impl Session {
             RunStatus::Interrupted | RunStatus::Failed | RunStatus::Uncertain
         );
         if resumable && self.flags.output == Output::Text {
-            eprintln!("hint: `runbook resume {}` continues this run", o.run_id);
+            let replay = match self.runner.store.events(&o.run_id).await {
+                Ok(events) => Replay::new(&events),
+                Err(_) => Replay::default(),
+            };
+            match runbook_runner::text::asks_again(&o.run_id, &replay, std::time::SystemTime::now()) {
+                Some(again) => eprintln!("hint: {again}"),
+                None => eprintln!("hint: `runbook resume {}` continues this run", o.run_id),
+            }
         }
         Ok(exit_for(o.status))
     }
@@ -364,6 +368,8 @@ pub(crate) fn answer(
         who: args.who.clone().unwrap_or_else(user),
         comment: args.comment.clone(),
         plan_hash: args.plan_hash.clone(),
+        steps: args.steps.clone(),
+        all: args.all,
     };
     continuing(state, registry, Flags::new(exec)?, inventory, async |s: &Session| {
         s.runner.answer(&args.run, &answer, &s.flags.opts).await

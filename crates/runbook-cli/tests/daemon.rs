@@ -260,7 +260,7 @@ steps:
         "To: oncall@example.com, lead@example.com",
         "From: runbook@ops.example.com",
         &format!("Subject: runbook: mailed run {id} waits for an approval at `ask`"),
-        &format!("To answer: runbook approve {id}"),
+        &format!("To answer: runbook approve {id} ask (or runbook reject {id} ask)"),
     ] {
         assert!(
             waiting.contains(text),

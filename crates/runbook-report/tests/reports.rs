@@ -69,6 +69,7 @@ fn journal() -> (RunRecord, Vec<Recorded>, Vec<LogLine>) {
                 who: "alice".into(),
                 comment: Some("go <now> & | then".into()),
                 plan_hash: None,
+                covers: None,
             },
         ),
         (

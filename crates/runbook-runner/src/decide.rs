@@ -16,6 +16,7 @@ use runbook_report::sha256_hex;
 use runbook_state::{Event, RunRecord};
 use serde_json::Value as Json;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 /// An answer to an approval.
 #[derive(Debug, Clone)]
@@ -28,23 +29,140 @@ pub struct Answer {
     pub comment: Option<String>,
     /// The plan the answerer reviewed, if they said.
     pub plan_hash: Option<String>,
+    /// The questions it answers, by step path; none named: the only one the
+    /// run waits at (several waiting is refused, naming them).
+    pub steps: Vec<String>,
+    /// Answers every question the run waits at.
+    pub all: bool,
 }
 
 impl Answer {
-    /// The journal entries that record it for each waiting step, bound to the
-    /// run's plan.
-    pub(crate) fn events(&self, waiting: &[String], plan: &str) -> Vec<Event> {
-        waiting
+    /// The command that gives this answer (`approve` or `reject`).
+    fn verb(&self) -> &'static str {
+        if self.approve { "approve" } else { "reject" }
+    }
+
+    /// The questions it answers among those the run `id` waits at: those it
+    /// names, every one if asked, else the only one; refused (naming them)
+    /// when it names a step that does not wait, or names none of several.
+    pub(crate) fn targets(&self, id: &str, waiting: &[String]) -> Result<Vec<String>, RunnerError> {
+        if self.all && !self.steps.is_empty() {
+            return Err(RunnerError::Options(format!(
+                "`{}` names questions and asks for all of them; do one or the other",
+                self.verb()
+            )));
+        }
+        if self.all {
+            return Ok(waiting.to_vec());
+        }
+        if let Some(step) = self.steps.iter().find(|s| !waiting.contains(s)) {
+            return Err(RunnerError::NotAsked {
+                id: id.to_owned(),
+                step: step.clone(),
+                waiting: waiting.to_vec(),
+            });
+        }
+        match (self.steps.as_slice(), waiting) {
+            ([], [one]) => Ok(vec![one.clone()]),
+            ([], _) => Err(RunnerError::WhichQuestion {
+                id: id.to_owned(),
+                verb: self.verb(),
+                waiting: waiting.to_vec(),
+            }),
+            (named, _) => {
+                let mut named = named.to_vec();
+                named.sort();
+                named.dedup();
+                Ok(named)
+            }
+        }
+    }
+
+    /// The journal entries that record it for each step it answers, bound to
+    /// the run's plan and to what each question covers ([`covers`]).
+    pub(crate) fn events(&self, steps: &[String], plan: &str, covers: impl Fn(&str) -> Option<String>) -> Vec<Event> {
+        steps
             .iter()
             .map(|step| Event::OperatorAction {
-                action: if self.approve { "approve" } else { "reject" }.into(),
+                action: self.verb().into(),
                 step: Some(step.clone()),
                 who: self.who.clone(),
                 comment: self.comment.clone(),
                 plan_hash: Some(plan.to_owned()),
+                covers: covers(step),
             })
             .collect()
     }
+}
+
+/// A question resume asks again (a fresh question, for a person), and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AskAgain {
+    /// The step path of the question.
+    pub step: String,
+    /// Why, in words: it expired, was rejected, or what it approved changed.
+    pub why: String,
+}
+
+impl AskAgain {
+    /// Its journal entry, by `who` (who resumes).
+    pub(crate) fn event(&self, who: &str) -> Event {
+        Event::OperatorAction {
+            action: "ask-again".into(),
+            step: Some(self.step.clone()),
+            who: who.to_owned(),
+            comment: Some(format!(
+                "{}; asked anew, with a fresh expiry, for a person (`--yes` does not answer it)",
+                self.why
+            )),
+            plan_hash: None,
+            covers: None,
+        }
+    }
+}
+
+/// The questions a resume at `now` asks again, from the journal: those
+/// rejected, those whose approval came after they expired, and those that
+/// expired unanswered. An approval given in time stands (its gates are
+/// checked again), and so does an answer the step has not seen yet.
+pub fn to_ask_again(replay: &Replay, now: SystemTime) -> Vec<AskAgain> {
+    let mut again: Vec<AskAgain> = replay
+        .steps
+        .iter()
+        .filter_map(|(step, prior)| {
+            let failed = match prior {
+                Prior::Failed => true,
+                Prior::Waiting => false,
+                _ => return None,
+            };
+            let expires = replay.waiting.get(step).and_then(|(_, e)| e.clone());
+            let expiry = expires.as_deref().and_then(|e| humantime::parse_rfc3339_weak(e).ok());
+            let expires = expires.unwrap_or_default();
+            let why = match replay.decisions.get(step) {
+                Some(d) if failed && !d.approved => format!("{} rejected it", d.who),
+                Some(d) if failed => {
+                    let at = humantime::parse_rfc3339_weak(&d.at).ok();
+                    match (at, expiry) {
+                        (Some(at), Some(until)) if at > until => {
+                            format!("the approval by {} came after it expired ({expires})", d.who)
+                        }
+                        _ => return None,
+                    }
+                }
+                Some(_) => return None,
+                None => match expiry {
+                    Some(until) if now > until => format!("nobody answered it before it expired ({expires})"),
+                    _ => return None,
+                },
+            };
+            Some(AskAgain {
+                step: step.clone(),
+                why,
+            })
+        })
+        .collect();
+    again.sort_by(|a, b| a.step.cmp(&b.step));
+    again
 }
 
 /// What an operator decided about a run being continued.
@@ -162,6 +280,7 @@ pub(crate) fn events(
         who: who.to_owned(),
         comment: None,
         plan_hash: None,
+        covers: None,
     };
     let mut journal = Vec::new();
     if d.cancel {
@@ -258,9 +377,10 @@ pub(crate) fn current_text(lib: &Library, record: &RunRecord) -> Option<(PathBuf
     Some((located.path, text, hash))
 }
 
-/// The step at a step path (`roll[web1].deploy`, `finally.notify`), into
-/// the playbooks it calls (`failover.promote`).
-fn step_at<'p>(loaded: &'p Loaded, path: &str) -> Option<&'p Step> {
+/// The steps on the way to a step path, each as the list it is in and its
+/// place there (`roll[web1].deploy`: `roll` in the playbook's steps, then
+/// `deploy` in roll's), into the playbooks it calls (`failover.promote`).
+fn chain<'p>(loaded: &'p Loaded, path: &str) -> Option<Vec<(&'p [Step], usize)>> {
     let pb = &loaded.playbook;
     let mut segs = path.split('.').peekable();
     let mut list: &[Step] = match segs.peek() {
@@ -274,14 +394,15 @@ fn step_at<'p>(loaded: &'p Loaded, path: &str) -> Option<&'p Step> {
         }
         _ => &pb.steps,
     };
-    let mut found = None;
+    let mut found = Vec::new();
     while let Some(seg) = segs.next() {
         let id = seg.split('[').next().unwrap_or(seg);
-        let step = match id.parse::<usize>() {
-            Ok(n) => list.get(n.checked_sub(1)?)?,
-            Err(_) => list.iter().find(|s| s.id.as_deref() == Some(id))?,
+        let at = match id.parse::<usize>() {
+            Ok(n) => n.checked_sub(1)?,
+            Err(_) => list.iter().position(|s| s.id.as_deref() == Some(id))?,
         };
-        found = Some(step);
+        let step = list.get(at)?;
+        found.push((list, at));
         list = match segs.peek() {
             Some(&"on_failure") => {
                 segs.next();
@@ -307,12 +428,91 @@ fn step_at<'p>(loaded: &'p Loaded, path: &str) -> Option<&'p Step> {
             },
         };
     }
+    (!found.is_empty()).then_some(found)
+}
+
+/// The step at a step path (`roll[web1].deploy`, `finally.notify`), into
+/// the playbooks it calls (`failover.promote`).
+fn step_at<'p>(loaded: &'p Loaded, path: &str) -> Option<&'p Step> {
+    let (list, at) = *chain(loaded, path)?.last()?;
+    list.get(at)
+}
+
+/// The places of the steps of `list` that wait for its step `at`, directly
+/// or through others.
+fn dependents(list: &[Step], at: usize) -> Vec<usize> {
+    let deps = runbook_engine::order::dependencies(list);
+    let mut found = vec![at];
+    // Each pass adds at least one step, or ends.
+    for _ in 0..list.len() {
+        let more: Vec<usize> = (0..list.len())
+            .filter(|j| !found.contains(j) && deps.get(*j).is_some_and(|d| d.iter().any(|k| found.contains(k))))
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        found.extend(more);
+    }
+    found.retain(|j| *j != at);
+    found.sort_unstable();
     found
+}
+
+/// What an answer to the question at `path` approves: the SHA-256 of the
+/// question's step, of every step that waits for it (after it in its list,
+/// and after what holds it, up to the playbook's steps; with the text of a
+/// playbook such a step calls) and of the run's `inputs`. `None` when the
+/// path names no step of this text.
+pub(crate) fn covers(loaded: &Loaded, path: &str, inputs: &Json) -> Option<String> {
+    let chain = chain(loaded, path)?;
+    let (list, at) = *chain.last()?;
+    let step = list.get(at)?;
+    let guarded: Vec<Json> = chain
+        .iter()
+        .rev()
+        .flat_map(|(list, at)| dependents(list, *at).into_iter().filter_map(|j| list.get(j)))
+        .map(|s| {
+            let callee = calls::call_of(s).and_then(|k| loaded.calls.get(&k));
+            serde_json::json!({ "step": s, "calls": callee.map(|c| &c.playbook) })
+        })
+        .collect();
+    let all = serde_json::json!({ "step": step, "guards": guarded, "inputs": inputs });
+    Some(sha256_hex(&all.to_string()))
+}
+
+/// The questions of a run whose approval does not cover `new`, the text
+/// it moves to: each step of a kind that guards (an approval) that asked or
+/// was answered, where what it approves ([`covers`]) differs between `old`
+/// and `new`.
+fn uncovered(old: &Loaded, new: &Loaded, replay: &Replay, registry: &Registry, inputs: &Json) -> Vec<AskAgain> {
+    let mut again: Vec<AskAgain> = replay
+        .steps
+        .iter()
+        .filter(|(_, prior)| !matches!(prior, Prior::Skipped))
+        .filter_map(|(path, _)| {
+            let step = step_at(old, path)?;
+            let kind = step.uses.as_deref().and_then(|u| registry.get(u))?;
+            if !kind.guards() {
+                return None;
+            }
+            // A question the new text no longer has is not asked: the
+            // check of what already finished names it.
+            step_at(new, path)?;
+            (covers(old, path, inputs) != covers(new, path, inputs)).then(|| AskAgain {
+                step: path.clone(),
+                why: "the current text changes what it approved (the step, or a step that waits for it)".to_owned(),
+            })
+        })
+        .collect();
+    again.sort_by(|a, b| a.step.cmp(&b.step));
+    again
 }
 
 /// The new text of a run's playbook, loaded, if every step the run already
 /// finished is the same in it (its definition, children included) and it
-/// takes the run's inputs; else what differs.
+/// takes the run's inputs; else what differs. With it, the questions whose
+/// approval does not cover the new text: they are asked again (an approval
+/// that finished is no reason to refuse).
 pub(crate) fn upgrade(
     lib: &Library,
     old: &Loaded,
@@ -321,7 +521,7 @@ pub(crate) fn upgrade(
     replay: &Replay,
     registry: &Registry,
     record: &RunRecord,
-) -> Result<Loaded, RunnerError> {
+) -> Result<(Loaded, Vec<AskAgain>), RunnerError> {
     let source = Source::new(path.display().to_string(), text.to_owned());
     let expected = Expected {
         name: Some(record.playbook.clone()),
@@ -334,10 +534,11 @@ pub(crate) fn upgrade(
             invalid: Box::new(inv),
         }
     })?;
+    let again = uncovered(old, &new, replay, registry, &record.inputs);
     let mut done: Vec<&String> = replay
         .steps
         .iter()
-        .filter(|(_, p)| matches!(p, Prior::Succeeded(_) | Prior::Skipped))
+        .filter(|(k, p)| matches!(p, Prior::Succeeded(_) | Prior::Skipped) && !again.iter().any(|a| a.step == **k))
         .map(|(k, _)| k)
         .collect();
     done.sort();
@@ -365,7 +566,7 @@ pub(crate) fn upgrade(
             why.join("; ")
         )));
     }
-    Ok(new)
+    Ok((new, again))
 }
 
 #[cfg(test)]

@@ -203,7 +203,7 @@ pub enum RunnerError {
     /// `approve`/`reject` that names no question, of a run that waits at
     /// several.
     #[error(
-        "run {id} waits at {} questions ({}); name the one you {verb}, nothing was recorded",
+        "run {id} waits at {} questions ({}); name the one you {verb}",
         waiting.len(),
         quoted(waiting)
     )]
@@ -216,10 +216,7 @@ pub enum RunnerError {
         waiting: Vec<String>,
     },
     /// `approve`/`reject` names a step the run does not wait at.
-    #[error(
-        "run {id} does not wait at `{step}` (it waits at {}); nothing was recorded",
-        quoted(waiting)
-    )]
+    #[error("run {id} does not wait at `{step}` (it waits at {})", quoted(waiting))]
     NotAsked {
         /// The run.
         id: String,

@@ -293,7 +293,10 @@ impl Observer for Notifier {
         })
         .to_string();
         let next = match moment {
-            RunMoment::Waiting => format!("\nTo answer: runbook approve {run} (or runbook reject {run})\n"),
+            RunMoment::Waiting => {
+                let step = step.as_deref().map(runbook_core::shell::quote).unwrap_or_default();
+                format!("\nTo answer: runbook approve {run} {step} (or runbook reject {run} {step})\n")
+            }
             RunMoment::Failed => format!("\nWhat happened: runbook status {run}; runbook logs {run}\n"),
             _ => String::new(),
         };

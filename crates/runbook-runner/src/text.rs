@@ -293,7 +293,29 @@ pub fn status(record: &RunRecord, events: &[Recorded]) -> String {
     if let Some(e) = runbook_report::last_error(events) {
         out.push_str(&format!("\n{}: {e}\n", record.status.as_str()));
     }
+    let replay = runbook_engine::replay::Replay::new(events);
+    if let Some(again) =
+        asks_again(&record.id, &replay, std::time::SystemTime::now()).filter(|_| record.status.resumable())
+    {
+        out.push_str(&format!("hint: {again}\n"));
+    }
     out
+}
+
+/// What `runbook resume RUN` does with the questions it asks again (they
+/// were rejected, or expired), in words for a hint; `None` when it asks
+/// none.
+pub fn asks_again(run_id: &str, replay: &runbook_engine::replay::Replay, now: std::time::SystemTime) -> Option<String> {
+    let again = crate::decide::to_ask_again(replay, now);
+    if again.is_empty() {
+        return None;
+    }
+    let each: Vec<String> = again.iter().map(|q| format!("`{}` ({})", q.step, q.why)).collect();
+    Some(format!(
+        "`runbook resume {run_id}` asks again {}: a fresh question with a fresh expiry, for a person (`--yes` does \
+         not answer it); the run waits for the answer",
+        each.join("; ")
+    ))
 }
 
 /// `runbook locks`: each lease of a `lock:` key, who holds it and until when.

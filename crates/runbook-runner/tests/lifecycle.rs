@@ -368,6 +368,8 @@ async fn an_approval_waits_and_only_an_answer_to_the_plan_it_runs_continues_it()
         who: "bob".into(),
         comment: Some("looks right".into()),
         plan_hash: Some("0000".into()),
+        steps: Vec::new(),
+        all: false,
     };
     let err = w.runner.answer(&out.run_id, &answer, &opts).await.unwrap_err();
     assert!(matches!(err, RunnerError::OtherPlan { .. }), "{err}");
@@ -662,6 +664,8 @@ async fn a_playbooks_hooks_hear_of_its_runs_signed_and_retried_from_any_runner()
         who: "bob".into(),
         comment: None,
         plan_hash: None,
+        steps: Vec::new(),
+        all: false,
     };
     w.runner.answer(&out.run_id, &answer, &opts).await.unwrap();
     // The runner waited for its notifications before letting the run go.

@@ -456,10 +456,19 @@ fn svg_response(svg: String) -> Response {
     (headers, svg).into_response()
 }
 
-/// An answer to the approval a run waits at.
+/// An answer to the approval a run waits at: the one named in `steps`,
+/// every one with `all`, or, naming none, the only one (a run waiting at
+/// several refuses, naming them).
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AnswerRequest {
+    /// The questions answered, by step path (`status`'s steps in state
+    /// `waiting`).
+    #[serde(default)]
+    steps: Vec<String>,
+    /// Answer every question the run waits at.
+    #[serde(default)]
+    all: bool,
     /// Why, in the answerer's words (journalled).
     comment: Option<String>,
     /// The plan the answerer reviewed (`status`'s `plan_hash`): refused if
@@ -501,6 +510,8 @@ async fn answer(
         who: who.clone(),
         comment: req.comment,
         plan_hash: req.plan_hash,
+        steps: req.steps,
+        all: req.all,
     };
     continue_run(&s, &who, &id, How::Answer(answer)).await
 }

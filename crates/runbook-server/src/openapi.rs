@@ -171,14 +171,14 @@ pub fn document() -> Json {
         route(
             "post",
             "/api/v1/runs/{id}/approve",
-            "Approve the step(s) it waits at, bound to the plan hash reviewed",
+            "Approve the question it waits at (or those in `steps`, or `all`), bound to the plan hash reviewed",
             Some(of(&mut g, s::<AnswerRequest>)),
             ("200", of(&mut g, s::<Continued>)),
         ),
         route(
             "post",
             "/api/v1/runs/{id}/reject",
-            "Reject the step(s) it waits at (they fail; handlers run)",
+            "Reject the question it waits at (or those in `steps`, or `all`): it fails, handlers run",
             Some(of(&mut g, s::<AnswerRequest>)),
             ("200", of(&mut g, s::<Continued>)),
         ),

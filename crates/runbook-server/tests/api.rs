@@ -55,7 +55,7 @@ async fn the_library_and_plans_are_read_and_bad_requests_refused_with_reasons() 
         .collect();
     assert_eq!(
         names,
-        ["broken", "chatty", "fanned", "gated", "hello", "paired", "slow"]
+        ["broken", "chatty", "fanned", "gated", "hello", "paired", "slow", "two"]
     );
     let broken = &list["playbooks"][0];
     assert_eq!(broken["valid"], false);
@@ -208,6 +208,66 @@ async fn an_approval_is_bound_to_the_plan_and_a_cancel_stops_only_its_run() {
     // A finished run cannot be approved again.
     let (code, _) = post(&format!("{}/runs/{gated}/approve", s.base), json!({})).await;
     assert_eq!(code, 422);
+}
+
+/// The state of each step of a run, once `step` is in state `want`.
+async fn until_step(base: &str, run: &str, step: &str, want: &str) -> Vec<(String, String)> {
+    for _ in 0..300 {
+        let (_, s) = get(&format!("{base}/runs/{run}")).await;
+        let steps: Vec<(String, String)> = s["steps"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| {
+                        (
+                            r["step"].as_str().unwrap_or("").to_owned(),
+                            r["state"].as_str().unwrap_or("").to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if steps.iter().any(|(p, st)| p == step && st == want) && s["run"]["status"] != "running" {
+            return steps;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("step {step} of run {run} never became {want}");
+}
+
+#[tokio::test]
+async fn an_answer_names_its_question_when_a_run_waits_at_several() {
+    let s = serve();
+    let (_, started) = post(&format!("{}/runs", s.base), json!({ "playbook": "two" })).await;
+    let id = started["run"].as_str().unwrap().to_owned();
+    let status = until_status(&s.base, &id, "waiting").await;
+    let error = status["error"].as_str().unwrap_or("");
+    assert!(error.contains("`ok_db`") && error.contains("`ok_web`"), "{status:#}");
+    let approve = format!("{}/runs/{id}/approve", s.base);
+    // None named of two: refused, naming them; nothing recorded.
+    let (code, refused) = post(&approve, json!({})).await;
+    assert_eq!(code, 422, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("waits at 2 questions (`ok_db`, `ok_web`)"),
+        "{refused}"
+    );
+    let (code, refused) = post(&approve, json!({ "steps": ["nope"] })).await;
+    assert_eq!(code, 422, "{refused}");
+    // The one named, alone.
+    let (code, answered) = post(&approve, json!({ "steps": ["ok_db"] })).await;
+    assert!(code == 200 || code == 202, "{code} {answered}");
+    let steps = until_step(&s.base, &id, "ok_db", "succeeded").await;
+    assert!(
+        steps.contains(&("ok_web".to_owned(), "waiting".to_owned())),
+        "{steps:?}"
+    );
+    // Every one, asked for explicitly.
+    let (code, answered) = post(&approve, json!({ "all": true })).await;
+    assert!(code == 200 || code == 202, "{code} {answered}");
+    until_status(&s.base, &id, "succeeded").await;
 }
 
 /// Every `$ref` in a JSON document.

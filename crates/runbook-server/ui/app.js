@@ -354,7 +354,7 @@ async function run(id) {
     const p = await api("POST", "/playbooks/" + encodeURIComponent(status.run.playbook + "@" + status.run.version) + "/plan", { inputs: status.run.inputs });
     const comment = el("input", { type: "text", id: "comment", placeholder: "why (journalled)" });
     const answer = async (how) => {
-      const a = await api("POST", "/runs/" + status.run.id + "/" + how, { plan_hash: status.plan_hash, comment: comment.value || null });
+      const a = await api("POST", "/runs/" + status.run.id + "/" + how, { plan_hash: status.plan_hash, comment: comment.value || null, steps: waiting });
       if (!a.ok) approval.append(refusal(a.data));
       approvalFor = null;
       refresh();

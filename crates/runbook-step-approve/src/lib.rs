@@ -7,7 +7,11 @@
 //! the step then finds the answer in its context ([`Approval`]). The kind
 //! enforces what the answer must satisfy: it came before the question expired,
 //! from one of the `approvers` if they are named, and the gates in `recheck`
-//! still hold after it (a cluster can change while a person reads).
+//! still hold after it (a cluster can change while a person reads). `--yes`
+//! answers only where a person could: from someone who may not answer, it
+//! leaves the question waiting (saying why), and it never answers a question
+//! that expired. The kind [`guards`](StepKind::guards) the steps after it:
+//! the runner binds an answer to them, and asks again when they change.
 //!
 //! This crate depends only on `runbook-core`, never on the engine.
 
@@ -103,6 +107,10 @@ impl StepKind for Approve {
         OUTPUTS
     }
 
+    fn guards(&self) -> bool {
+        true
+    }
+
     fn describe(&self, with: &Json) -> String {
         let Some(p) = plan_params::<ApproveParams>(with) else {
             return format!("wait for an approval {UNKNOWN_YET}");
@@ -192,15 +200,8 @@ fn answer(a: &Approval, p: &ApproveParams, timeout: Duration) -> Result<(String,
             Some(expires_text),
         ));
     }
-    if let Some(user) = a.auto_approve.as_ref().filter(|_| !p.four_eyes) {
-        if may(user) {
-            return Ok((user.clone(), Some("--yes".to_owned()), true));
-        }
-        return Err(StepError::new(format!(
-            "--yes cannot approve as {user}: the approvers are {}",
-            approvers()
-        )));
-    }
+    // An expired question is never answered by `--yes`: resume asks it
+    // again (a fresh question), and the run waits for a person.
     if SystemTime::now() > expires {
         return Err(StepError::new(format!(
             "nobody approved before the question expired ({expires_text}): {}",
@@ -214,6 +215,28 @@ fn answer(a: &Approval, p: &ApproveParams, timeout: Duration) -> Result<(String,
     };
     if p.four_eyes {
         who.push_str(&format!(" (four eyes: not {})", a.started_by));
+    }
+    if let Some(user) = &a.auto_approve {
+        // `--yes` from someone who may not answer leaves the question to
+        // those who may: the run waits, it does not fail.
+        let why = if p.four_eyes {
+            Some(format!(
+                "`--yes` cannot approve as {user}: four eyes, a second person must answer"
+            ))
+        } else if !may(user) {
+            Some(format!(
+                "`--yes` cannot approve as {user}, who is not one of the approvers"
+            ))
+        } else {
+            None
+        };
+        let Some(why) = why else {
+            return Ok((user.clone(), Some("--yes".to_owned()), true));
+        };
+        return Err(StepError::waiting(
+            format!("{}{who}; {why}", p.message),
+            Some(expires_text),
+        ));
     }
     Err(StepError::waiting(format!("{}{who}", p.message), Some(expires_text)))
 }
@@ -287,7 +310,19 @@ mod tests {
             ..Approval::default()
         };
         assert!(answer(&auto, &params(&[]), hour).unwrap().2);
-        assert!(answer(&auto, &params(&["alice"]), hour).is_err());
+        let e = answer(&auto, &params(&["alice"]), hour).unwrap_err();
+        assert!(
+            e.waiting.is_some() && e.message.contains("`--yes` cannot approve as ci"),
+            "--yes from someone else leaves it waiting: {}",
+            e.message
+        );
+        // An expired question is not answered by `--yes`.
+        let expired = Approval {
+            waiting_since: Some(humantime::format_rfc3339_millis(now - 2 * hour).to_string()),
+            ..auto
+        };
+        let e = answer(&expired, &params(&[]), hour).unwrap_err();
+        assert!(e.waiting.is_none() && e.message.contains("expired"), "{}", e.message);
     }
 
     #[test]
@@ -313,6 +348,10 @@ mod tests {
             ..Approval::default()
         };
         let e = answer(&auto, &p, hour).unwrap_err();
-        assert!(e.waiting.is_some(), "--yes cannot be the second person: {}", e.message);
+        assert!(
+            e.waiting.is_some() && e.message.contains("four eyes, a second person must answer"),
+            "--yes cannot be the second person: {}",
+            e.message
+        );
     }
 }

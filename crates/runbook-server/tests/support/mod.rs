@@ -49,6 +49,16 @@ steps:
   - { id: after, uses: shell, needs: [ok], with: { run: "echo promoted" } }
 "#;
 
+/// Two questions asked at once.
+pub const TWO: &str = r#"apiVersion: runbook/v1
+name: two
+version: 1
+steps:
+  - { id: ok_db, uses: approve, with: { message: "migrate?" } }
+  - { id: ok_web, uses: approve, needs: [], with: { message: "switch?" } }
+  - { id: after, uses: shell, needs: [ok_db, ok_web], with: { run: "echo after" } }
+"#;
+
 /// 25 log lines.
 pub const CHATTY: &str = r#"apiVersion: runbook/v1
 name: chatty
@@ -149,6 +159,7 @@ pub fn serve_full(
         ("paired", PAIRED),
         ("chatty", CHATTY),
         ("fanned", FANNED),
+        ("two", TWO),
     ] {
         write(dir.path(), name, text);
     }
