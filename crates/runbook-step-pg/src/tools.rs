@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+/// How long a stopped tool gets between SIGTERM and SIGKILL (as every kind).
+const GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `name` in `bin_dir`, else on PATH, else in the newest /usr/lib/postgresql/*/bin.
 fn find_tool(name: &str, bin_dir: Option<&str>) -> Result<PathBuf, StepError> {
     if let Some(dir) = bin_dir {
@@ -159,9 +162,17 @@ pub(crate) async fn run(ctx: &StepContext, p: &PgParams) -> Result<Outputs, Step
         LogStream::Stdout,
         &format!("{} {} (connection {})", path.display(), args.join(" "), shown(&config)),
     );
+    // Held like a shell step's command: in a cgroup of its own, dying with
+    // its runner.
+    let slot = ctx
+        .contain
+        .as_deref()
+        .and_then(|run| runbook_contain::Slot::create(run).ok());
+    runbook_contain::prepare(cmd.as_std_mut(), slot.as_ref());
     let mut child = cmd
         .spawn()
         .map_err(|e| StepError::new(format!("cannot start {}: {e}", path.display())))?;
+    let leader = child.id().and_then(|id| i32::try_from(id).ok());
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let read_out = async {
@@ -189,10 +200,23 @@ pub(crate) async fn run(ctx: &StepContext, p: &PgParams) -> Result<Outputs, Step
         let (out, err) = tokio::join!(read_out, read_err);
         (child.wait().await, out, err)
     };
+    let mut work = std::pin::pin!(work);
     let (status, out, err) = tokio::select! {
-        r = work => r,
-        // Dropping the child kills it (kill_on_drop).
-        () = ctx.cancel.cancelled() => return Err(StepError::cancelled()),
+        r = &mut work => r,
+        () = ctx.cancel.cancelled() => {
+            // SIGTERM once (the tool stops cleanly), then the grace; what is
+            // left is killed as the slot and the child drop.
+            let term = nix::sys::signal::Signal::SIGTERM;
+            match (&slot, leader) {
+                (Some(slot), _) => slot.signal(term),
+                (None, Some(pid)) => {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), term);
+                }
+                (None, None) => {}
+            }
+            let _ = tokio::time::timeout(GRACE, &mut work).await;
+            return Err(StepError::cancelled());
+        }
     };
     let status = status.map_err(|e| StepError::new(format!("{tool}: {e}")))?;
     if !status.success() {
