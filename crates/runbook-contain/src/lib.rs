@@ -95,6 +95,9 @@ impl Host {
             .arg(KEEPER)
             .arg("runbook-keeper")
             .arg(&base)
+            // Nothing of the runner's environment (its secrets) reaches it.
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
