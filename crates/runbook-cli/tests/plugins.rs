@@ -528,3 +528,66 @@ fn a_changed_plugin_is_described_again() {
         .exit(0)
         .stdout_has("plugins    playbooks/plugins:/opt/runbook-plugins  (the library's plugins/, then environment)");
 }
+
+#[test]
+fn a_plugin_s_timeout_is_sigterm_then_the_grace_and_what_it_said_while_stopping_is_kept() {
+    let run = Run::new();
+    let started = run.path().join("started");
+    // On SIGTERM it says where it stopped and writes a `failed` result.
+    let body = format!(
+        "stop() {{ echo '{{\"type\":\"log\",\"message\":\"stopping at stage 2\"}}'; echo '{{\"type\":\"result\",\"status\":\"failed\",\"error\":\"stopped at stage 2 of 3\"}}'; exit 1; }}\ntrap stop TERM\necho '{{\"type\":\"output\",\"name\":\"n\",\"value\":2}}'\necho '{{\"type\":\"log\",\"message\":\"at stage 2\"}}'\ntouch {s}\nsleep 30 & wait\n",
+        s = started.display()
+    );
+    scripted(run.path(), "stages", "write", &body);
+    // It ignores SIGTERM.
+    scripted(run.path(), "stubborn", "write", "trap '' TERM\nsleep 30\n");
+    let playbook = |kind: &str, timeout: &str| {
+        format!("apiVersion: runbook/v1\nname: p\nversion: 1\nsteps:\n  - {{ id: flip, uses: {kind}{timeout} }}\n")
+    };
+    let run = run.playbook("p", &playbook("stages", ", timeout: 1s"));
+    let begun = Instant::now();
+    let out = run.exec(["run", "p"]).exit(1);
+    assert!(
+        begun.elapsed() < Duration::from_secs(5),
+        "SIGTERM ended it, no wait for the grace"
+    );
+    let id = out.run_id();
+    out.stdout_has("timed out after 1s")
+        .stdout_has("stopped at stage 2 of 3");
+    assert!(
+        status_json(&run, &id).to_string().contains("stopped at stage 2 of 3"),
+        "the journal keeps its result"
+    );
+    run.exec(["logs", &id, "flip"])
+        .exit(0)
+        .stdout_has("at stage 2")
+        .stdout_has("stopping at stage 2")
+        .stdout_has("it stopped with a `failed` result: stopped at stage 2 of 3");
+    // Ctrl-C: the same words in the step's log; the step is interrupted.
+    std::fs::remove_file(&started).ok();
+    let run = run.playbook("p", &playbook("stages", ""));
+    let child = run.spawn_logged(["run", "p"], &run.path().join("out"));
+    let mut child = support::Killed(child);
+    support::until("the plugin to start", Duration::from_secs(20), || started.exists());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let code = support::exits_within("the interrupted run", &mut child.0, Duration::from_secs(20)).code();
+    assert_eq!(code, Some(5));
+    let id = started_run(&run);
+    run.exec(["logs", &id, "flip"])
+        .exit(0)
+        .stdout_has("stopping at stage 2")
+        .stdout_has("it stopped with a `failed` result: stopped at stage 2 of 3");
+    // One that ignores SIGTERM is killed after the 5 s grace.
+    let run = run.playbook("p", &playbook("stubborn", ", timeout: 1s"));
+    let begun = Instant::now();
+    run.exec(["run", "p"]).exit(1).stdout_has("timed out after 1s");
+    let took = begun.elapsed();
+    assert!(
+        took >= Duration::from_millis(5500) && took < Duration::from_secs(15),
+        "SIGKILL came after the grace: {took:?}"
+    );
+}

@@ -1010,3 +1010,64 @@ fn a_run_whose_registered_values_were_not_kept_is_not_resumed() {
         out.stderr
     );
 }
+
+/// A run of a step that counts each SIGTERM it gets and ignores it (the
+/// playbook `t`, with `timeout` after its `uses`), and where it counts.
+fn counting_step(timeout: &str) -> (Run, std::path::PathBuf, std::path::PathBuf) {
+    let run = Run::new();
+    let (script, terms, up) = (
+        run.path().join("count.py"),
+        run.path().join("terms"),
+        run.path().join("up"),
+    );
+    std::fs::write(
+        &script,
+        "import os, signal, sys, time\n\
+         def term(*_):\n    with open(sys.argv[1], 'a') as f:\n        f.write('term\\n')\n\
+         signal.signal(signal.SIGTERM, term)\n\
+         with open(sys.argv[2], 'w') as f:\n    f.write(str(os.getpid()))\n\
+         end = time.time() + 60\n\
+         while time.time() < end:\n    time.sleep(0.05)\n",
+    )
+    .unwrap();
+    let yaml = format!(
+        "{HEAD}steps:\n  - {{ id: count, uses: shell{timeout}, with: {{ run: \"exec python3 {s} {t} {u}\" }} }}\n",
+        s = script.display(),
+        t = terms.display(),
+        u = up.display(),
+    );
+    (run.playbook("t", &yaml), terms, up)
+}
+
+/// The step counted one SIGTERM, and was killed no sooner than `grace`
+/// after it was stopped (`took` is how long the run took since).
+fn stopped_once(terms: &std::path::Path, up: &std::path::Path, took: Duration, grace: Duration) {
+    assert_eq!(lines(terms), ["term"], "SIGTERM once");
+    assert!(took >= grace, "SIGKILL only after the grace: {took:?}");
+    let pid = std::fs::read_to_string(up).unwrap();
+    assert!(!pid_alive(&pid), "killed after the grace");
+}
+
+#[test]
+fn a_stopped_step_gets_sigterm_once_then_sigkill_after_the_grace() {
+    // One Ctrl-C.
+    let (run, terms, up) = counting_step("");
+    let mut child = support::Killed(run.spawn(["run", "t"]));
+    support::until("the step to listen", Duration::from_secs(20), || {
+        std::fs::read_to_string(&up).is_ok_and(|p| !p.is_empty())
+    });
+    let sent = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.0.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let code = support::exits_within("the interrupted run", &mut child.0, Duration::from_secs(20)).code();
+    assert_eq!(code, Some(5));
+    stopped_once(&terms, &up, sent.elapsed(), Duration::from_millis(4500));
+    // A timeout of 1 s: the same.
+    let (run, terms, up) = counting_step(", timeout: 1s");
+    let begun = std::time::Instant::now();
+    run.exec(["run", "t"]).exit(1).stdout_has("timed out after 1s");
+    stopped_once(&terms, &up, begun.elapsed(), Duration::from_millis(5500));
+}

@@ -310,13 +310,15 @@ fn a_timeout_kills_what_the_command_started_in_its_own_process_group() {
     let run = run.playbook("t", &yaml);
     run.exec(["run", "t"]).exit(1).stdout_has("timed out after 1s");
     let pid = std::fs::read_to_string(&pidfile).unwrap();
-    // SIGKILL was sent before the run ended; the kernel takes a moment to
-    // tear the process down on a loaded machine.
+    // It was stopped before the run ended (SIGTERM, which `timeout` passes
+    // on and then reaps it, or SIGKILL); the kernel takes a moment to tear
+    // the process down on a loaded machine. Gone, or a zombie, is dead.
     let alive = || {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-        stat.rsplit(')')
-            .next()
-            .is_some_and(|r| !r.trim_start().starts_with('Z'))
+        std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).is_ok_and(|stat| {
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|r| !r.trim_start().starts_with('Z'))
+        })
     };
     let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while alive() && std::time::Instant::now() < until {

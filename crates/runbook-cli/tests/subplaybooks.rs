@@ -160,3 +160,180 @@ fn every_mistake_in_a_call_is_refused_with_its_place_and_nothing_runs() {
         "no run was recorded"
     );
 }
+
+/// A callee whose step has an `undo` (so resume walks into the call to know
+/// what it could undo), a `finally`, and marks in `marks`.
+fn undoable(marks: &std::path::Path) -> String {
+    format!(
+        "apiVersion: runbook/v1\nname: undoable\nversion: 1\nsteps:\n  - id: change\n    uses: shell\n    with: {{ run: \"echo change >> {m}\" }}\n    undo: {{ uses: shell, with: {{ run: \"echo undo >> {m}\" }} }}\nfinally:\n  - {{ id: bye, uses: shell, with: {{ run: \"echo bye >> {m}\" }} }}\n",
+        m = marks.display(),
+    )
+}
+
+#[test]
+fn a_call_that_succeeded_does_not_run_its_finally_again_on_resume() {
+    let run = Run::new();
+    let (marks, flag) = (run.path().join("marks"), run.path().join("flag"));
+    let holding = run.path().join("holding");
+    let parent = format!(
+        "apiVersion: runbook/v1\nname: parent\nversion: 1\nsteps:\n  - {{ id: sub, uses: playbook, with: {{ name: undoable }} }}\n  - {{ id: hold, uses: shell, idempotent: true, with: {{ run: \"echo hold >> {m}; touch {h}; while ! test -e {f}; do sleep 0.05; done\" }} }}\n",
+        m = marks.display(),
+        h = holding.display(),
+        f = flag.display(),
+    );
+    let run = run.playbook("undoable", &undoable(&marks)).playbook("parent", &parent);
+    // Killed after the call ended (its `finally` ran), in the step after it.
+    let id = started_id(&kill_when(&run, &["run", "parent"], &holding));
+    assert_eq!(lines(&marks), ["change", "bye", "hold"]);
+    std::fs::write(&flag, "").unwrap();
+    run.exec(["resume", &id])
+        .exit(0)
+        .stdout_lacks("sub.finally.bye")
+        .stdout_lacks("sub.change");
+    // The call's `finally` ran once, when the call ended; its step never again.
+    assert_eq!(lines(&marks), ["change", "bye", "hold", "hold"]);
+    assert_eq!(status_json(&run, &id)["run"]["status"], "succeeded");
+}
+
+#[test]
+fn cancelling_a_run_that_waits_inside_a_call_runs_the_call_s_finally() {
+    let run = Run::new();
+    let marks = run.path().join("marks");
+    let asking = format!(
+        "apiVersion: runbook/v1\nname: asking\nversion: 1\nsteps:\n  - {{ id: greet, uses: shell, with: {{ run: \"echo greet >> {m}\" }} }}\n  - {{ id: ask, uses: approve, with: {{ message: go on? }} }}\nfinally:\n  - {{ id: bye, uses: shell, with: {{ run: \"echo bye >> {m}\" }} }}\n",
+        m = marks.display(),
+    );
+    let parent = |steps: &str| {
+        format!(
+            "apiVersion: runbook/v1\nname: parent\nversion: 1\nsteps:\n{steps}finally:\n  - {{ id: end, uses: shell, with: {{ run: \"echo end >> {m}\" }} }}\n",
+            m = marks.display(),
+        )
+    };
+    let mut run = run.playbook("asking", &asking);
+    // The call itself, then a call for each item of a fan-out.
+    for steps in [
+        "  - { id: sub, uses: playbook, with: { name: asking } }\n",
+        "  - { id: each, for_each: [web1], uses: playbook, with: { name: asking } }\n",
+    ] {
+        std::fs::remove_file(&marks).ok();
+        run = run.playbook("parent", &parent(steps));
+        let id = run.exec(["run", "parent"]).exit(3).run_id();
+        assert_eq!(lines(&marks), ["greet"], "it waits inside the call");
+        run.exec(["cancel", &id]).exit(0);
+        // The called playbook's `finally` ran, then the run's, once each.
+        assert_eq!(lines(&marks), ["greet", "bye", "end"], "{steps}");
+        assert_eq!(status_json(&run, &id)["run"]["status"], "cancelled");
+        run.exec(["resume", &id]).exit(2).stderr_has("finished as cancelled");
+        assert_eq!(lines(&marks), ["greet", "bye", "end"], "nothing ran again");
+    }
+}
+
+#[test]
+fn a_called_playbook_s_templates_are_checked_at_start_with_the_inputs_the_call_gives() {
+    let run = Run::new();
+    let marks = run.path().join("marks");
+    let arith = format!(
+        "apiVersion: runbook/v1\nname: arith\nversion: 1\ninputs:\n  n: {{ type: string }}\nsteps:\n  - {{ id: math, uses: shell, with: {{ run: \"echo $(( {{{{inputs.n}}}} + 1 )) >> {m}\" }} }}\n",
+        m = marks.display(),
+    );
+    let parent = |n: &str| {
+        format!(
+            "apiVersion: runbook/v1\nname: parent\nversion: 1\ninputs:\n  n: {{ type: string, default: x }}\nsteps:\n  - {{ id: drain, uses: shell, with: {{ run: \"echo drain >> {m}; echo 41\" }} }}\n  - {{ id: sub, uses: playbook, with: {{ name: arith, inputs: {{ n: \"{n}\" }} }} }}\n",
+            m = marks.display(),
+        )
+    };
+    let run = run
+        .playbook("arith", &arith)
+        .playbook("parent", &parent("{{inputs.n}}"));
+    // As the same step inline would be: refused before the drain, exit 2.
+    run.exec(["run", "parent"])
+        .exit(2)
+        .stderr_has("step `sub.math`, `with.run`: ")
+        .stderr_has("must be an integer")
+        .stderr_has("nothing was run");
+    assert!(!marks.exists(), "no step ran");
+    run.exec(["run", "parent", "--set", "n=41"]).exit(0);
+    assert_eq!(lines(&marks), ["drain", "42"]);
+    // An input known only once a step ran is checked when the call starts.
+    let run = run.playbook("parent", &parent("{{steps.drain.outputs.stdout}}"));
+    run.exec(["run", "parent"]).exit(0);
+    assert_eq!(lines(&marks), ["drain", "42", "drain", "42"]);
+}
+
+#[test]
+fn mark_done_inside_a_call_asks_for_the_outputs_its_later_steps_read() {
+    let run = Run::new();
+    let (started, marks) = (run.path().join("started"), run.path().join("marks"));
+    let deploying = format!(
+        "apiVersion: runbook/v1\nname: deploying\nversion: 1\noutputs:\n  said: \"{{{{steps.deploy.outputs.stderr}}}}\"\nsteps:\n  - {{ id: deploy, uses: shell, with: {{ run: \"touch {st}; sleep 2; echo v1\" }} }}\n  - {{ id: check, uses: shell, with: {{ run: \"test {{{{steps.deploy.outputs.stdout}}}} = v1 && echo ok >> {m}\" }} }}\n",
+        st = started.display(),
+        m = marks.display(),
+    );
+    let parent = "apiVersion: runbook/v1\nname: parent\nversion: 1\nsteps:\n  - { id: sub, uses: playbook, with: { name: deploying } }\n";
+    let run = run.playbook("deploying", &deploying).playbook("parent", parent);
+    let id = started_id(&kill_when(&run, &["run", "parent"], &started));
+    run.exec(["resume", &id]).exit(5).stdout_has("`sub.deploy`");
+    // As at the top level: refused until each output read after it is given
+    // (by its playbook's steps and by its `outputs:`).
+    run.exec(["resume", &id, "--mark-done", "sub.deploy"])
+        .exit(2)
+        .stderr_has("output `stdout`, output `stderr` of `sub.deploy`")
+        .stderr_has("--set-output sub.deploy.stdout=VALUE");
+    assert!(!marks.exists(), "nothing ran");
+    run.exec([
+        "resume",
+        &id,
+        "--mark-done",
+        "sub.deploy",
+        "--set-output",
+        "sub.deploy.stdout=v1",
+        "--set-output",
+        "sub.deploy.stderr=",
+    ])
+    .exit(0);
+    assert_eq!(lines(&marks), ["ok"]);
+}
+
+#[test]
+fn a_call_s_own_on_failure_and_its_playbook_s_are_journalled_apart() {
+    let run = Run::new();
+    let marks = run.path().join("marks");
+    let failing = format!(
+        "apiVersion: runbook/v1\nname: failing\nversion: 1\nsteps:\n  - {{ id: boom, uses: shell, with: {{ run: \"exit 3\" }} }}\non_failure:\n  - {{ id: notify, uses: shell, with: {{ run: \"echo callee >> {m}\" }} }}\n",
+        m = marks.display(),
+    );
+    let parent = format!(
+        "apiVersion: runbook/v1\nname: parent\nversion: 1\nsteps:\n  - id: sub\n    uses: playbook\n    with: {{ name: failing }}\n    on_failure:\n      - {{ id: notify, uses: shell, with: {{ run: \"echo caller >> {m}\" }} }}\n",
+        m = marks.display(),
+    );
+    let run = run.playbook("failing", &failing).playbook("parent", &parent);
+    run.exec(["plan", "parent", "--output", "json"])
+        .exit(0)
+        .stdout_has("\"sub.on_failure.notify\"")
+        .stdout_has("\"sub.call.on_failure.notify\"");
+    let id = run.exec(["run", "parent"]).exit(1).run_id();
+    assert_eq!(lines(&marks), ["callee", "caller"]);
+    // Two handlers, two paths: each with its own record.
+    let v = status_json(&run, &id);
+    let rows: Vec<(String, String, u64)> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["step"].as_str().unwrap().ends_with("notify"))
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap().to_owned(),
+                s["state"].as_str().unwrap().to_owned(),
+                s["attempts"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("sub.on_failure.notify".to_owned(), "succeeded".to_owned(), 1),
+            ("sub.call.on_failure.notify".to_owned(), "succeeded".to_owned(), 1),
+        ],
+        "{v:#}"
+    );
+}

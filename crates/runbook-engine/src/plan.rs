@@ -558,7 +558,7 @@ impl Planner<'_> {
             p.notes.extend(body.notes);
         }
         p.on_failure
-            .extend(self.list(&step.on_failure, ctx, &format!("{path}.on_failure")));
+            .extend(self.list(&step.on_failure, ctx, &crate::exec::own_handlers(step, path)));
         p.undo = self.list(step.undo_steps(), ctx, &format!("{path}.undo"));
         p
     }
@@ -567,7 +567,7 @@ impl Planner<'_> {
     fn item(&self, step: &Step, ctx: &Data, path: &str) -> PlanStep {
         let mut p = self.body(step, ctx, path);
         p.on_failure
-            .extend(self.list(&step.on_failure, ctx, &format!("{path}.on_failure")));
+            .extend(self.list(&step.on_failure, ctx, &crate::exec::own_handlers(step, path)));
         p.undo = self.list(step.undo_steps(), ctx, &format!("{path}.undo"));
         p
     }

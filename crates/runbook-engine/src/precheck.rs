@@ -7,10 +7,16 @@
 //!
 //! A step whose `when` is known to be false at start is not checked: it will
 //! not run.
+//!
+//! A called playbook (`uses: playbook`) is checked as its steps will run: in
+//! its own frame, with the inputs the call gives where they are known at
+//! start (typed and defaulted by its declarations); a template of it that
+//! reads an input only known later waits for run time.
 
 use runbook_core::kind::Registry;
 use runbook_core::model::{ForEach, Playbook, Step};
 use runbook_core::template::{self, Data, Mode, Renderer, TemplateError};
+use runbook_core::validate::Loaded;
 use serde_json::{Value as Json, json};
 use std::collections::HashSet;
 
@@ -34,29 +40,53 @@ impl std::fmt::Display for Refused {
 /// The most items of one list checked (each item's templates are rendered).
 const ITEMS: usize = 1000;
 
-/// Renders every template of `playbook` known at start against `data` (the
-/// run's `inputs`, `env`, `secrets`, `run`, `playbook` and `inventory`).
-pub fn check(playbook: &Playbook, registry: &Registry, data: &Json) -> Vec<Refused> {
-    let roots: HashSet<String> = ["inputs", "env", "secrets", "run", "playbook", "inventory"]
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
+/// How deep a check follows calls (validation refuses cycles by name).
+const DEPTH: usize = 16;
+
+/// Renders every template of the playbook `loaded` (and of the playbooks it
+/// calls) known at start against `data` (the run's `inputs`, `env`,
+/// `secrets`, `run`, `playbook` and `inventory`).
+pub fn check(loaded: &Loaded, registry: &Registry, data: &Json) -> Vec<Refused> {
     let mut c = Checker {
         registry,
+        calls: &loaded.calls,
         renderer: Renderer::new(),
         out: Vec::new(),
+        depth: 0,
     };
-    let data = Data::new(data.clone());
-    c.list(&playbook.steps, &data, &roots, "");
-    c.list(&playbook.on_failure, &data, &roots, "on_failure");
-    c.list(&playbook.finally, &data, &roots, "finally");
+    c.playbook(&loaded.playbook, &Data::new(data.clone()), &Scope::start(), "");
     c.out
+}
+
+/// What a template may read at start: its roots (`inputs`, an item
+/// variable...), less the inputs of a called playbook that are only known
+/// at run time.
+#[derive(Clone)]
+struct Scope {
+    roots: HashSet<String>,
+    late: HashSet<String>,
+}
+
+impl Scope {
+    fn start() -> Scope {
+        Scope {
+            roots: ["inputs", "env", "secrets", "run", "playbook", "inventory"]
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            late: HashSet::new(),
+        }
+    }
 }
 
 struct Checker<'a> {
     registry: &'a Registry,
+    /// The playbooks the run calls, by call key.
+    calls: &'a indexmap::IndexMap<String, std::sync::Arc<Loaded>>,
     renderer: Renderer,
     out: Vec<Refused>,
+    /// How many calls deep the check is.
+    depth: usize,
 }
 
 /// True if every template in a literal `for_each` list passes `known`.
@@ -65,23 +95,25 @@ pub(crate) fn literal_known(items: &[Json], known: impl Fn(&str) -> bool) -> boo
 }
 
 /// True if every name the template reads is known (no `steps.*`, no item
-/// variable of a list known only at run time).
-fn known(text: &str, roots: &HashSet<String>) -> bool {
+/// variable of a list known only at run time, no input a call gives only
+/// at run time).
+fn known(text: &str, scope: &Scope) -> bool {
     match template::compile(text) {
-        Ok(t) => template::usage(&t)
-            .references
-            .iter()
-            .all(|r| r.in_block || roots.contains(&r.segments[0])),
+        Ok(t) => template::usage(&t).references.iter().all(|r| {
+            r.in_block
+                || (scope.roots.contains(&r.segments[0])
+                    && !(r.segments[0] == "inputs" && r.segments.get(1).is_some_and(|n| scope.late.contains(n))))
+        }),
         Err(_) => false,
     }
 }
 
 /// True if every template in a `with:` reads only what is known at start.
-fn all_known(v: &Json, roots: &HashSet<String>) -> bool {
+fn all_known(v: &Json, scope: &Scope) -> bool {
     match v {
-        Json::String(s) => !template::is_template(s) || known(s, roots),
-        Json::Array(a) => a.iter().all(|x| all_known(x, roots)),
-        Json::Object(m) => m.values().all(|x| all_known(x, roots)),
+        Json::String(s) => !template::is_template(s) || known(s, scope),
+        Json::Array(a) => a.iter().all(|x| all_known(x, scope)),
+        Json::Object(m) => m.values().all(|x| all_known(x, scope)),
         _ => true,
     }
 }
@@ -95,7 +127,84 @@ impl Checker<'_> {
         });
     }
 
-    fn list(&mut self, steps: &[Step], data: &Data, roots: &HashSet<String>, prefix: &str) {
+    /// A playbook's steps and handlers, under `prefix` (a call's path).
+    fn playbook(&mut self, pb: &Playbook, data: &Data, scope: &Scope, prefix: &str) {
+        let under = |list: &str| {
+            if prefix.is_empty() {
+                list.to_owned()
+            } else {
+                format!("{prefix}.{list}")
+            }
+        };
+        self.list(&pb.steps, data, scope, prefix);
+        self.list(&pb.on_failure, data, scope, &under("on_failure"));
+        self.list(&pb.finally, data, scope, &under("finally"));
+    }
+
+    /// A called playbook, in its own frame: its inputs are those the call
+    /// gives that are known at start (rendered in the caller's frame), typed
+    /// and defaulted by its declarations; its secrets, its name and version.
+    fn callee(&mut self, step: &Step, pb: &Playbook, data: &Data, scope: &Scope, path: &str) {
+        if self.depth >= DEPTH {
+            return;
+        }
+        let given = step
+            .with
+            .as_ref()
+            .and_then(|w| w.get("inputs"))
+            .and_then(Json::as_object);
+        let mut late = HashSet::new();
+        let mut values = serde_json::Map::new();
+        for (name, value) in given.into_iter().flatten() {
+            if !all_known(value, scope) {
+                late.insert(name.clone());
+                continue;
+            }
+            match self.renderer.render_tree(value, data, &[]) {
+                Ok(v) => {
+                    values.insert(name.clone(), v);
+                }
+                // Refused with the call's own parameters already.
+                Err(_) => return,
+            }
+        }
+        let mut inputs = serde_json::Map::new();
+        let before = self.out.len();
+        for (name, spec) in pb.inputs.iter().filter(|(name, _)| !late.contains(*name)) {
+            let Some(value) = values.get(name).or(spec.default.as_ref()) else {
+                continue;
+            };
+            match runbook_core::inputs::check(name, spec, value) {
+                Ok(v) => {
+                    inputs.insert(name.clone(), v);
+                }
+                Err(e) => {
+                    let why = format!("`{}` input `{name}`: {}", pb.name, e.message);
+                    self.refuse(path, &format!("with.inputs.{name}"), why);
+                }
+            }
+        }
+        if self.out.len() > before {
+            return;
+        }
+        let secrets: serde_json::Map<String, Json> = pb
+            .secrets
+            .iter()
+            .filter_map(|s| Some((s.name().to_owned(), data.json().get("secrets")?.get(s.name())?.clone())))
+            .collect();
+        let mut frame = data.json().clone();
+        if let Json::Object(m) = &mut frame {
+            m.insert("inputs".to_owned(), Json::Object(inputs));
+            m.insert("secrets".to_owned(), Json::Object(secrets));
+            m.insert("playbook".to_owned(), json!({ "name": pb.name, "version": pb.version }));
+        }
+        let inner = Scope { late, ..Scope::start() };
+        self.depth += 1;
+        self.playbook(pb, &Data::new(frame), &inner, path);
+        self.depth -= 1;
+    }
+
+    fn list(&mut self, steps: &[Step], data: &Data, scope: &Scope, prefix: &str) {
         for (i, step) in steps.iter().enumerate() {
             let seg = step.id.clone().unwrap_or_else(|| format!("{}", i + 1));
             let path = if prefix.is_empty() {
@@ -103,15 +212,15 @@ impl Checker<'_> {
             } else {
                 format!("{prefix}.{seg}")
             };
-            self.step(step, data, roots, &path);
+            self.step(step, data, scope, &path);
         }
     }
 
-    fn step(&mut self, step: &Step, data: &Data, roots: &HashSet<String>, path: &str) {
+    fn step(&mut self, step: &Step, data: &Data, scope: &Scope, path: &str) {
         if let Some(each) = &step.for_each {
             let var = step.as_.clone().unwrap_or_else(|| "item".to_owned());
             let items = match each {
-                ForEach::List(items) if literal_known(items, |t| known(t, roots)) => {
+                ForEach::List(items) if literal_known(items, |t| known(t, scope)) => {
                     match self.renderer.render_items(items, data) {
                         Ok(items) => Some(items),
                         Err((at, e)) => {
@@ -121,7 +230,7 @@ impl Checker<'_> {
                     }
                 }
                 ForEach::List(_) => None,
-                ForEach::Template(t) if known(t, roots) => match self.renderer.render_value(t, data, Mode::Plain) {
+                ForEach::Template(t) if known(t, scope) => match self.renderer.render_value(t, data, Mode::Plain) {
                     Ok(Json::Array(items)) => Some(items),
                     Ok(other) => {
                         let message = format!("gave {}, not a list", runbook_core::inputs::json_type(&other));
@@ -138,9 +247,9 @@ impl Checker<'_> {
             };
             match items {
                 Some(items) => {
-                    let mut inner = roots.clone();
-                    inner.insert(var.clone());
-                    inner.insert("batch".to_owned());
+                    let mut inner = scope.clone();
+                    inner.roots.insert(var.clone());
+                    inner.roots.insert("batch".to_owned());
                     let items: Vec<Json> = items.into_iter().take(ITEMS).collect();
                     let batches = crate::exec::batch_values(&self.renderer, step.concurrency.as_ref(), data, &items);
                     for (i, (item, batch)) in items.iter().zip(batches).enumerate() {
@@ -153,17 +262,17 @@ impl Checker<'_> {
                         self.body(step, &d, &inner, &ipath);
                     }
                 }
-                None => self.body(step, data, roots, &format!("{path}[<{var}>]")),
+                None => self.body(step, data, scope, &format!("{path}[<{var}>]")),
             }
             return;
         }
-        self.body(step, data, roots, path);
+        self.body(step, data, scope, path);
     }
 
     /// The step itself (once per item of a fan-out): its condition, timeout,
     /// parameters, children and handlers.
-    fn body(&mut self, step: &Step, data: &Data, roots: &HashSet<String>, path: &str) {
-        if let Some(cond) = step.when.as_deref().filter(|c| known(c, roots)) {
+    fn body(&mut self, step: &Step, data: &Data, scope: &Scope, path: &str) {
+        if let Some(cond) = step.when.as_deref().filter(|c| known(c, scope)) {
             match self.renderer.condition(cond, data) {
                 // It will be skipped: nothing in it renders.
                 Ok(false) => return,
@@ -171,7 +280,7 @@ impl Checker<'_> {
                 Err(e) => self.refuse(path, "when", describe(&e)),
             }
         }
-        if let Some(t) = step.timeout.as_deref().filter(|t| known(t, roots)) {
+        if let Some(t) = step.timeout.as_deref().filter(|t| known(t, scope)) {
             match self.renderer.render_str(t, data, Mode::Plain) {
                 Ok(text) => {
                     if let Err(e) = runbook_core::inputs::parse_duration(&text) {
@@ -187,10 +296,10 @@ impl Checker<'_> {
                 let shell = self.registry.shell_pointers(kind.name(), &with);
                 let deferred = kind.deferred_fields();
                 let before = self.out.len();
-                self.params(&with, String::new(), data, roots, path, (&shell, deferred));
+                self.params(&with, String::new(), data, scope, path, (&shell, deferred));
                 // All of it known now: the rendered parameters must fit the
                 // kind (a duration input that is not a duration).
-                if self.out.len() == before && all_known(&with, roots) {
+                if self.out.len() == before && all_known(&with, scope) {
                     let shell: Vec<&str> = shell.iter().map(String::as_str).collect();
                     if let Ok(rendered) = self.renderer.render_params(&with, data, &shell, deferred) {
                         for (field, why) in self.registry.check_params(uses, &rendered) {
@@ -200,9 +309,13 @@ impl Checker<'_> {
                 }
             }
         }
-        self.list(step.children(), data, roots, path);
-        self.list(&step.on_failure, data, roots, &format!("{path}.on_failure"));
-        self.list(step.undo_steps(), data, roots, &format!("{path}.undo"));
+        if let Some(callee) = runbook_core::calls::call_of(step).and_then(|k| self.calls.get(&k)) {
+            let callee = callee.clone();
+            self.callee(step, &callee.playbook, data, scope, path);
+        }
+        self.list(step.children(), data, scope, path);
+        self.list(&step.on_failure, data, scope, &crate::exec::own_handlers(step, path));
+        self.list(step.undo_steps(), data, scope, &format!("{path}.undo"));
     }
 
     fn params(
@@ -210,7 +323,7 @@ impl Checker<'_> {
         value: &Json,
         at: String,
         data: &Data,
-        roots: &HashSet<String>,
+        scope: &Scope,
         path: &str,
         (shell, deferred): (&[String], &[&str]),
     ) {
@@ -218,7 +331,7 @@ impl Checker<'_> {
             return;
         }
         match value {
-            Json::String(s) if template::is_template(s) && known(s, roots) => {
+            Json::String(s) if template::is_template(s) && known(s, scope) => {
                 let mode = if shell.contains(&at) { Mode::Shell } else { Mode::Plain };
                 if let Err(e) = self.renderer.render_value(s, data, mode) {
                     let field = format!("with{}", at.replace('/', "."));
@@ -227,12 +340,12 @@ impl Checker<'_> {
             }
             Json::Array(items) => {
                 for (i, v) in items.iter().enumerate() {
-                    self.params(v, format!("{at}/{i}"), data, roots, path, (shell, deferred));
+                    self.params(v, format!("{at}/{i}"), data, scope, path, (shell, deferred));
                 }
             }
             Json::Object(m) => {
                 for (k, v) in m {
-                    self.params(v, format!("{at}/{k}"), data, roots, path, (shell, deferred));
+                    self.params(v, format!("{at}/{k}"), data, scope, path, (shell, deferred));
                 }
             }
             _ => {}

@@ -215,7 +215,7 @@ fn step_id(path: &str) -> &str {
 pub(crate) fn check_steps(
     d: &Decisions<'_>,
     replay: &Replay,
-    pb: &Playbook,
+    loaded: &Loaded,
 ) -> Result<IndexMap<String, serde_json::Map<String, Json>>, RunnerError> {
     let in_flight = replay.in_flight();
     if let Some(step) = d.mark_done.iter().find(|s| !in_flight.contains(s)) {
@@ -243,11 +243,20 @@ pub(crate) fn check_steps(
         return Err(RunnerError::SetOutputNotMarked(step.clone()));
     }
     // A step marked done has the outputs the operator gives; every output a
-    // later step reads must be given, or that step would fail on it.
-    let steps = pb.all_steps();
+    // later step reads must be given, or that step would fail on it. Inside
+    // a called playbook, its readers are that playbook's steps and its
+    // `outputs:` (what the call hands back).
     for step in d.mark_done {
         let have = given.get(step);
-        let missing: Vec<String> = runbook_core::template::outputs_read(steps.iter().copied(), step_id(step))
+        let scope = scope_of(loaded, step);
+        let called = !std::ptr::eq(scope, &loaded.playbook);
+        let handed_back = Step {
+            outputs: called.then(|| scope.outputs.clone()),
+            ..Step::default()
+        };
+        let mut readers = scope.all_steps();
+        readers.push(&handed_back);
+        let missing: Vec<String> = runbook_core::template::outputs_read(readers, step_id(step))
             .into_iter()
             .filter(|name| match have {
                 None => true,
@@ -403,11 +412,19 @@ fn chain<'p>(loaded: &'p Loaded, path: &str) -> Option<Vec<(&'p [Step], usize)>>
         };
         let step = list.get(at)?;
         found.push((list, at));
+        // A call's own handlers are `ID.call.on_failure` (`ID.on_failure`
+        // is the called playbook's).
+        let own: &[&str] = if calls::call_of(step).is_some() {
+            &["call", "on_failure"]
+        } else {
+            &["on_failure"]
+        };
+        if segs.clone().take(own.len()).eq(own.iter().copied()) {
+            segs.nth(own.len() - 1);
+            list = &step.on_failure;
+            continue;
+        }
         list = match segs.peek() {
-            Some(&"on_failure") => {
-                segs.next();
-                &step.on_failure
-            }
             Some(&"undo") => {
                 segs.next();
                 step.undo_steps()
@@ -429,6 +446,22 @@ fn chain<'p>(loaded: &'p Loaded, path: &str) -> Option<Vec<(&'p [Step], usize)>>
         };
     }
     (!found.is_empty()).then_some(found)
+}
+
+/// The playbook a step path's step is written in: the run's, or one it
+/// calls (`failover.promote` is dr-failover's).
+fn scope_of<'p>(loaded: &'p Loaded, path: &str) -> &'p Playbook {
+    let mut pb = &loaded.playbook;
+    for pair in chain(loaded, path).unwrap_or_default().windows(2) {
+        let ((list, at), (next, _)) = (pair[0], pair[1]);
+        let Some(step) = list.get(at) else { break };
+        // After a call: its own handlers, or the called playbook's steps.
+        let own = std::ptr::eq(next, step.on_failure.as_slice()) || std::ptr::eq(next, step.undo_steps());
+        if let Some(callee) = calls::call_of(step).and_then(|k| loaded.calls.get(&k)).filter(|_| !own) {
+            pb = &callee.playbook;
+        }
+    }
+    pb
 }
 
 /// The step at a step path (`roll[web1].deploy`, `finally.notify`), into

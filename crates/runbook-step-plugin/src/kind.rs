@@ -160,9 +160,16 @@ impl StepKind for External {
                 cmd.env_remove(name);
             }
         }
-        let code = runbook_step_shell::process::run_lines(cmd, Some(&text), ctx, &on_line).await?;
+        let ran = runbook_step_shell::process::run_lines(cmd, Some(&text), ctx, &on_line).await;
         let heard = heard.into_inner().unwrap_or_default();
         let plugin = format!("plugin `{}`", self.path.display());
+        let code = match ran {
+            Ok(code) => code,
+            // Stopped (a cancel, a `timeout:`): what it said while stopping
+            // is kept, its result in the step log and in the error.
+            Err(e) if e.cancelled => return Err(stopped(heard, ctx)),
+            Err(e) => return Err(e),
+        };
         let protocol = |why: String| {
             StepError::new(format!(
                 "{plugin} broke the protocol: {why} (hint: `runbook plugin test {}`)",
@@ -189,6 +196,25 @@ impl StepKind for External {
             .with_outputs(heard.outputs)),
         }
     }
+}
+
+/// A plugin stopped by SIGTERM: a cancelled step, with the outputs it sent
+/// and the `failed` result it wrote while stopping (also in the step log).
+fn stopped(heard: Heard, ctx: &StepContext) -> StepError {
+    let mut e = StepError::cancelled().with_outputs(heard.outputs);
+    if let Some((status, why)) = heard.result {
+        let status = match status {
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+        };
+        let said = match why.filter(|w| !w.trim().is_empty()) {
+            Some(why) => format!("it stopped with a `{status}` result: {why}"),
+            None => format!("it stopped with a `{status}` result"),
+        };
+        ctx.log.line(LogStream::Stderr, &format!("runbook: {said}"));
+        e.message = said;
+    }
+    e
 }
 
 impl External {

@@ -71,7 +71,33 @@ impl<'a> Exec<'a> {
         // rest); a single value is a sliding window of that many items.
         let ramp = ramp.unwrap_or_else(|| vec![n.max(1)]);
         let windowed = ramp.len() == 1;
+        // One item, in its own frame.
+        let launch = |i: usize, p: String, batch: Json| {
+            let item_frame = Frame::item(frame, var, items[i].clone(), batch);
+            let (item_key, keep) = (&item_key, !names.is_empty());
+            async move {
+                let o = self.item(step, &item_frame, p, cancel, restore).await;
+                let outputs = keep
+                    .then(|| item_frame.results.borrow().get(item_key).map(|r| r["outputs"].clone()))
+                    .flatten();
+                (i, o, outputs)
+            }
+        };
+        // Once stopped before it resumed (a `cancel` of a run that waits),
+        // the items that finished are restored and those whose called
+        // playbook began go on to its handlers; nothing new starts.
+        let mut entered = false;
         loop {
+            if cancel.is_cancelled() && restore && !entered {
+                entered = true;
+                for (i, key) in keys.iter().enumerate().skip(next) {
+                    let p = format!("{path}[{key}]");
+                    let finished = matches!(self.replay.steps.get(&p), Some(Prior::Succeeded(_) | Prior::Skipped));
+                    if finished || self.enters_stopped(step, &p) {
+                        running.push(launch(i, p, Json::Array(vec![items[i].clone()])));
+                    }
+                }
+            }
             let may_launch = !stopped && !cancel.is_cancelled() && failures <= max_failures;
             if may_launch && next < n {
                 // How many to start now: fill the window, or start the next batch.
@@ -94,15 +120,7 @@ impl<'a> Exec<'a> {
                     next += 1;
                     let p = format!("{path}[{}]", keys[i]);
                     let batch = members.clone().unwrap_or_else(|| Json::Array(vec![items[i].clone()]));
-                    let item_frame = Frame::item(frame, var, items[i].clone(), batch);
-                    let (item_key, keep) = (&item_key, !names.is_empty());
-                    running.push(async move {
-                        let o = self.item(step, &item_frame, p, cancel, restore).await;
-                        let outputs = keep
-                            .then(|| item_frame.results.borrow().get(item_key).map(|r| r["outputs"].clone()))
-                            .flatten();
-                        (i, o, outputs)
-                    });
+                    running.push(launch(i, p, batch));
                 }
             }
             match running.next().await {

@@ -589,8 +589,15 @@ impl<'a> Exec<'a> {
             return self.finish(RunStatus::Interrupted, Some(why)).await;
         };
         // A step that found the leases lost stopped the run the same way.
-        if let Some(why) = self.lease.as_ref().filter(|l| l.lost().is_cancelled()).and_then(|l| l.why()) {
-            return self.finish(RunStatus::Interrupted, Some(format!("stopped: {why}"))).await;
+        if let Some(why) = self
+            .lease
+            .as_ref()
+            .filter(|l| l.lost().is_cancelled())
+            .and_then(|l| l.why())
+        {
+            return self
+                .finish(RunStatus::Interrupted, Some(format!("stopped: {why}")))
+                .await;
         }
         // The journal failed (the store is unreachable, or a worker lost its
         // lease): nothing more can be recorded, so no handler runs either.
@@ -844,19 +851,29 @@ impl<'a> Exec<'a> {
     /// True if a resume that is stopped before it starts (`cancel` of a run
     /// that waits) still enters the step at `path`: it finished (it is
     /// restored, for the handlers to read), or a playbook it calls began and
-    /// has not ended (its `on_failure` and `finally` have yet to run, as
-    /// the run's own do).
+    /// did something since its handlers last ran (its `on_failure` and
+    /// `finally` have yet to run, as the run's own have).
     fn enters_stopped(&self, step: &Step, path: &str) -> bool {
         if self.finished_before(step, path) {
             return true;
         }
+        if !self.calls_inside(step) {
+            return false;
+        }
         let (inside, items) = (format!("{path}."), format!("{path}["));
-        self.calls_inside(step)
-            && self
-                .replay
-                .last_seq
-                .keys()
-                .any(|k| k.starts_with(&inside) || k.starts_with(&items))
+        let (mut acted, mut handled) = (None, None);
+        for (k, seq) in &self.replay.last_seq {
+            if !(k.starts_with(&inside) || k.starts_with(&items)) {
+                continue;
+            }
+            let rest = &k[path.len()..];
+            if rest.contains(".finally.") || rest.contains(".on_failure.") {
+                handled = handled.max(Some(*seq));
+            } else {
+                acted = acted.max(Some(*seq));
+            }
+        }
+        acted > handled
     }
 
     /// True if the step calls a playbook, or a step inside it does.

@@ -98,27 +98,46 @@ impl<'a> Exec<'a> {
                 self.run_handlers(&pb.finally, &root, &finally, &token).await;
                 Outcome::Interrupted
             }
+            // A call the journal has succeeded (resume walked into it for its
+            // `undo`s) ran its `finally` then: it does not run again.
+            Outcome::Succeeded | Outcome::Skipped | Outcome::Tolerated if self.recorded(path, restore) => {
+                self.finish_call(step, frame, path, pb, &root, restore).await
+            }
             Outcome::Succeeded | Outcome::Skipped | Outcome::Tolerated => {
                 if let Outcome::Failed(e) = self.run_handlers(&pb.finally, &root, &finally, &token).await {
                     let e = format!("playbook `{}`: a `finally` step failed: {e}", pb.name);
                     return self.group_failed(step, frame, path, e).await;
                 }
-                let outputs = match self.callee_outputs(pb, &root) {
-                    Ok(o) => o,
-                    Err(e) => {
-                        return self
-                            .group_failed(step, frame, path, format!("`{}`: {e}", pb.name))
-                            .await;
-                    }
-                };
-                let outputs = match self.declared_outputs(step, frame, outputs) {
-                    Ok(o) => o,
-                    Err(e) => return self.group_failed(step, frame, path, e).await,
-                };
-                self.group_succeeded(step, frame, path, Json::Object(outputs), restore)
+                self.finish_call(step, frame, path, pb, &root, restore).await
             }
             other => other,
         }
+    }
+
+    /// A call whose steps (and `finally`) succeeded: its outputs, read from
+    /// its frame, are the step's.
+    async fn finish_call(
+        &self,
+        step: &'a Step,
+        frame: &Rc<Frame>,
+        path: &str,
+        pb: &Playbook,
+        root: &Rc<Frame>,
+        restore: bool,
+    ) -> Outcome {
+        let outputs = match self.callee_outputs(pb, root) {
+            Ok(o) => o,
+            Err(e) => {
+                return self
+                    .group_failed(step, frame, path, format!("`{}`: {e}", pb.name))
+                    .await;
+            }
+        };
+        let outputs = match self.declared_outputs(step, frame, outputs) {
+            Ok(o) => o,
+            Err(e) => return self.group_failed(step, frame, path, e).await,
+        };
+        self.group_succeeded(step, frame, path, Json::Object(outputs), restore)
     }
 
     /// The callee's inputs: the call's `with.inputs`, rendered in the
