@@ -475,3 +475,153 @@ fn a_runner_paused_past_its_lease_acts_no_more_once_another_run_holds_the_lock()
         paused_past_the_lease(at);
     }
 }
+
+/// runs.md (Stopping): "when its main process exits, what it left in its
+/// session is killed; a daemon that started a session of its own lives on"
+/// (a hostile review found every leftover taken for a daemon: the session
+/// was read from the wrong field).
+#[test]
+fn a_job_a_step_leaves_behind_dies_with_it_and_only_a_daemon_of_its_own_session_lives_on() {
+    let run = Run::new();
+    let d = run.path().to_owned();
+    let yaml = format!(
+        "{HEAD}steps:\n  - id: work\n    uses: shell\n    with:\n      run: |\n        \
+         sleep 60 & echo $! > {d}/job\n        \
+         ( trap '' TERM; while :; do sleep 0.2; done ) & echo $! > {d}/stubborn\n        \
+         setsid sleep 60 < /dev/null > /dev/null 2>&1 & echo $! > {d}/daemon\n        \
+         sleep 0.3\n",
+        d = d.display()
+    );
+    let run = run.playbook("t", &yaml);
+    run.exec(["run", "t"]).exit(0);
+    let (job, stubborn, daemon) = (
+        pid_in(&d.join("job")),
+        pid_in(&d.join("stubborn")),
+        pid_in(&d.join("daemon")),
+    );
+    let daemon_alive = alive(daemon);
+    sigkill(daemon);
+    assert!(!alive(job), "a background job of the step outlived it");
+    assert!(!alive(stubborn), "a job that ignores SIGTERM outlived the step");
+    assert!(
+        daemon_alive,
+        "a daemon in a session of its own is let go, as documented"
+    );
+}
+
+/// runs.md (Stopping): "a stop sends SIGTERM once to each process in the
+/// step's cgroup, then kills the cgroup after 5 s": nothing is let go as a
+/// daemon while a step is being stopped.
+#[test]
+fn a_stopped_step_s_processes_all_end_even_one_in_a_session_of_its_own() {
+    let run = Run::new();
+    let d = run.path().to_owned();
+    let yaml = format!(
+        "{HEAD}steps:\n  - id: work\n    uses: shell\n    timeout: 1s\n    with:\n      run: |\n        \
+         setsid sh -c 'trap \"\" TERM; while :; do sleep 0.2; done' < /dev/null > /dev/null 2>&1 & echo $! > {d}/stubborn\n        \
+         ( trap 'sleep 1; echo cleaned >> {d}/cleanup' TERM; sleep 30 & wait ) & echo $! > {d}/child\n        \
+         sleep 30\n",
+        d = d.display()
+    );
+    let run = run.playbook("t", &yaml);
+    let started = Instant::now();
+    run.exec(["run", "t"]).exit(1);
+    let (stubborn, child) = (pid_in(&d.join("stubborn")), pid_in(&d.join("child")));
+    let still = alive(stubborn);
+    sigkill(stubborn);
+    assert!(
+        !still,
+        "a process that left the session and ignores SIGTERM outlived the stop"
+    );
+    assert!(!alive(child));
+    assert_eq!(
+        support::lines(&d.join("cleanup")),
+        ["cleaned"],
+        "a child's SIGTERM cleanup ran once, within the grace, before the run ended"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "the stubborn one had the whole grace"
+    );
+}
+
+/// A loopback HTTP server that records who sent each request (`X-Who`)
+/// and when, answering 200.
+/// Who sent each request, and when.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, Instant)>>>;
+
+fn recording_server() -> (u16, Seen) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+            let who = text
+                .lines()
+                .find_map(|l| l.strip_prefix("x-who:"))
+                .map(|w| w.trim().to_uppercase())
+                .unwrap_or_default();
+            log.lock().unwrap().push((who, Instant::now()));
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    (port, seen)
+}
+
+/// runs.md (Locks): "a runner woken past its lease takes no further action,
+/// also in a kind that works in runbook's own process (a request)".
+#[test]
+fn a_runner_woken_past_its_lease_sends_no_more_requests() {
+    use nix::sys::signal::Signal;
+    let (port, seen) = recording_server();
+    let yaml = format!(
+        "{HEAD}inputs:\n  who: {{ type: string }}\nlock: shared\nsteps:\n  - id: poke\n    uses: http-check\n    with:\n      \
+         url: http://127.0.0.1:{port}/\n      method: POST\n      headers: {{ X-Who: \"{{{{inputs.who}}}}\" }}\n      \
+         samples: 30\n      rate: 4\n"
+    );
+    let run = Run::new().playbook("t", &yaml);
+    let mut a = run.spawn(["run", "t", "--set", "who=A", "--lock-ttl", "1500ms"]);
+    let count = |who: &str| seen.lock().unwrap().iter().filter(|(w, _)| w == who).count();
+    assert!(until(Duration::from_secs(20), || count("A") >= 2), "A never sent");
+    signal(&a, Signal::SIGSTOP);
+    let b = run.spawn([
+        "run",
+        "t",
+        "--set",
+        "who=B",
+        "--lock-ttl",
+        "1500ms",
+        "--wait-lock",
+        "60s",
+    ]);
+    assert!(
+        until(Duration::from_secs(20), || count("B") >= 2),
+        "B never took the lock"
+    );
+    signal(&a, Signal::SIGCONT);
+    let a_code = a.wait().unwrap().code();
+    let b_out = b.wait_with_output().unwrap();
+    assert_eq!(
+        b_out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&b_out.stdout)
+    );
+    assert_eq!(a_code, Some(5), "A ends interrupted");
+    let seen = seen.lock().unwrap();
+    let b_first = seen.iter().find(|(w, _)| w == "B").map(|(_, t)| *t).unwrap();
+    let late: Vec<_> = seen.iter().filter(|(w, t)| w == "A" && *t > b_first).collect();
+    assert!(late.is_empty(), "A sent {} requests after B began", late.len());
+}

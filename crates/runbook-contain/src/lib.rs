@@ -326,7 +326,8 @@ pub fn prepare(cmd: &mut Command, slot: Option<&Slot>) {
 pub fn session_of(pid: i32) -> Option<i32> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(4)?.parse().ok()
+    // After `(comm)`: state, ppid, pgrp, session.
+    rest.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// This host's name, journalled beside a run's folder: only a runner on

@@ -66,6 +66,9 @@ struct Held {
     /// The command's pid, which is also its session's and group's id.
     leader: Option<Pid>,
     slot: Option<Slot>,
+    /// Set when the step is being stopped: nothing is released as a daemon
+    /// then, and what is left gets the whole grace, not [`SETTLE`].
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Held {
@@ -121,6 +124,13 @@ impl Held {
     /// detach, then kill the rest.
     async fn settle(&self) {
         if !self.occupied() {
+            return;
+        }
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            // The stop's grace bounds this; the stop kills what is left.
+            while self.occupied() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             return;
         }
         let deadline = tokio::time::Instant::now() + SETTLE;
@@ -213,6 +223,7 @@ pub async fn run_lines(
     let guard = Held {
         leader: child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw),
         slot,
+        stopping: std::sync::atomic::AtomicBool::new(false),
     };
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
         let text = text.to_owned();
@@ -263,6 +274,7 @@ pub async fn run_lines(
         let status = tokio::select! {
             s = &mut work => s,
             () = ctx.cancel.cancelled() => {
+                guard.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
                 guard.signal(Signal::SIGTERM);
                 if tokio::time::timeout(GRACE, &mut work).await.is_err() {
                     guard.kill();

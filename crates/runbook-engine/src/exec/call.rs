@@ -335,7 +335,17 @@ impl<'a> Exec<'a> {
                 },
                 contain: self.contain_path.clone(),
             };
-            let run = kind.run(&ctx, with.clone());
+            // Fenced: each time the step is woken to go on (a timer, an
+            // answer), the leases are checked first, so a runner woken past
+            // its lease does not take one more action in a kind that works
+            // in this process (a request, a query): the step stops instead.
+            let mut kind_run = std::pin::pin!(kind.run(&ctx, with.clone()));
+            let run = std::future::poll_fn(|cx| {
+                if !self.lease_valid() {
+                    return std::task::Poll::Ready(Err(StepError::cancelled()));
+                }
+                kind_run.as_mut().poll(cx)
+            });
             let result = match timeout {
                 Some(t) => timed(run, t, &stop).await,
                 None => run.await,
