@@ -68,6 +68,8 @@ struct Host {
 static HOST: OnceLock<Option<Host>> = OnceLock::new();
 /// Numbers the folders this process creates.
 static NEXT: AtomicU64 = AtomicU64::new(0);
+/// Empty step folders, by run folder, for the run's next steps.
+static SPARE: Mutex<std::collections::BTreeMap<PathBuf, Vec<Slot>>> = Mutex::new(std::collections::BTreeMap::new());
 
 fn host() -> Option<&'static Host> {
     HOST.get_or_init(|| Host::create().ok()).as_ref()
@@ -218,6 +220,12 @@ impl Run {
 
 impl Drop for Run {
     fn drop(&mut self) {
+        // Its spare folders go with it (taken out before they drop: a
+        // spare dropped while the lock is held would give itself back).
+        let spares = SPARE.lock().ok().and_then(|mut s| s.remove(&self.dir));
+        for mut spare in spares.into_iter().flatten() {
+            spare.dir.clear();
+        }
         kill(&self.dir);
         remove_tree(&self.dir, Duration::from_millis(200));
     }
@@ -232,8 +240,13 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// A new folder in the run's folder `run`.
+    /// A folder in the run's folder `run`: an empty one a finished step
+    /// gave back, or a new one (creating and removing a cgroup costs more
+    /// than the rest of holding a step).
     pub fn create(run: &Path) -> io::Result<Slot> {
+        if let Some(slot) = SPARE.lock().ok().and_then(|mut s| s.get_mut(run).and_then(Vec::pop)) {
+            return Ok(slot);
+        }
         let dir = run.join(NEXT.fetch_add(1, Ordering::Relaxed).to_string());
         fs::create_dir(&dir)?;
         match OpenOptions::new().write(true).open(dir.join("cgroup.procs")) {
@@ -284,9 +297,24 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        // A spare its run let go of: the run removes the folder.
+        if self.dir.as_os_str().is_empty() {
+            return;
+        }
         // The usual case: the step's processes have all ended, and the
-        // folder goes at once.
-        if fs::remove_dir(&self.dir).is_ok() {
+        // empty folder waits for the run's next step.
+        if !populated(&self.dir) {
+            let run = self.dir.parent().map(Path::to_path_buf).unwrap_or_default();
+            let spare = Slot {
+                dir: std::mem::take(&mut self.dir),
+                procs: match self.procs.try_clone() {
+                    Ok(f) => f,
+                    Err(_) => return remove_tree(&self.dir, Duration::ZERO),
+                },
+            };
+            if let Ok(mut s) = SPARE.lock() {
+                s.entry(run).or_default().push(spare);
+            }
             return;
         }
         kill(&self.dir);
@@ -371,6 +399,11 @@ pub fn stop(dir: &Path, wait: Duration) -> io::Result<bool> {
         }
     }
     remove_tree(dir, Duration::from_secs(1));
+    // The dead runner's own folder goes too once it is empty (a keeper that
+    // was killed could not remove it); one still in use is not empty.
+    if let Some(parent) = dir.parent().filter(|p| named(Some(p))) {
+        let _ = fs::remove_dir(parent);
+    }
     Ok(was)
 }
 
