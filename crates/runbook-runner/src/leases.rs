@@ -347,6 +347,11 @@ pub fn heartbeat(
     clock: Arc<LeaseClock>,
 ) -> Heartbeat {
     let beat = async move {
+        // Connections of its own, made in this runtime.
+        let store = match store.detached().await {
+            Ok(Some(own)) => own,
+            _ => store,
+        };
         let every = (ttl / 3).max(Duration::from_millis(100));
         loop {
             tokio::time::sleep(every).await;
@@ -631,5 +636,33 @@ mod tests {
         let err = err.to_string();
         assert!(err.contains("must be known when the run starts"), "{err}");
         assert!(err.contains("input `host`"), "{err}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_heartbeat_renews_while_the_runner_s_own_thread_is_blocked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let quiet = |_: &str, _: &Lock| {};
+        let short = LeaseOptions {
+            ttl: Duration::from_millis(600),
+            wait: Duration::ZERO,
+        };
+        acquire_all(&store, &["db/main".into()], &holder("a"), short, &quiet)
+            .await
+            .unwrap();
+        let clock = Arc::new(LeaseClock::new(Instant::now(), short.ttl));
+        let _beat = heartbeat(
+            store.clone(),
+            "a".into(),
+            vec!["db/main".into()],
+            short.ttl,
+            clock.clone(),
+        );
+        // One long piece of work holds the only thread of this runtime (a
+        // slow request in a server), three lifetimes of the lease.
+        std::thread::sleep(Duration::from_millis(1800));
+        assert!(clock.valid(), "renewed meanwhile: {:?}", clock.why());
+        let err = acquire_all(&store, &["db/main".into()], &holder("b"), short, &quiet).await;
+        assert!(matches!(err, Err(RunnerError::Locked { .. })), "still a's");
     }
 }

@@ -104,6 +104,11 @@ impl Journal for Fenced {
 
 #[async_trait]
 impl Leases for Fenced {
+    async fn detached(&self) -> Result<Option<Arc<dyn Store>>> {
+        let inner = self.inner.detached().await?;
+        Ok(inner.map(|d| Arc::new(Fenced::new(d, self.lease.clone())) as Arc<dyn Store>))
+    }
+
     async fn acquire_lock(&self, key: &str, holder: &LockHolder, ttl: Duration) -> Result<Option<Lock>> {
         self.inner.acquire_lock(key, holder, ttl).await
     }

@@ -240,6 +240,15 @@ pub trait Leases: Send + Sync {
 
     /// Removes the lease on `key`, whoever holds it; returns what it was.
     async fn remove_lock(&self, key: &str) -> Result<Option<Lock>>;
+
+    /// The same store through connections of its own, opened in the calling
+    /// runtime: what a heartbeat renews through, so that nothing the rest of
+    /// the process does with its connections (a thread blocked while one is
+    /// being given back to the pool) can hold a renewal up. `None` where
+    /// there is no such thing; the renewal then shares the store.
+    async fn detached(&self) -> Result<Option<std::sync::Arc<dyn Store>>> {
+        Ok(None)
+    }
 }
 
 /// The queue and its workers (PostgreSQL); SQLite answers that it has none.

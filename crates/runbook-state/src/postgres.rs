@@ -556,6 +556,18 @@ impl Journal for PgStore {
 
 #[async_trait]
 impl Leases for PgStore {
+    async fn detached(&self) -> Result<Option<std::sync::Arc<dyn crate::Store>>> {
+        let pool = self.targets.connect().await.map_err(|e| self.db(e))?;
+        Ok(Some(Arc::new(PgStore {
+            pool: Arc::new(std::sync::RwLock::new(pool)),
+            targets: self.targets.clone(),
+            stale: Arc::default(),
+            looked: Arc::default(),
+            shown: self.shown.clone(),
+            listener: Arc::default(),
+        })))
+    }
+
     async fn acquire_lock(&self, key: &str, holder: &LockHolder, ttl: Duration) -> Result<Option<Lock>> {
         let now = rows::unix_ms(SystemTime::now());
         let until = rows::expiry(ttl);

@@ -515,6 +515,19 @@ impl Leases for SqliteStore {
         }
     }
 
+    async fn detached(&self) -> Result<Option<std::sync::Arc<dyn crate::Store>>> {
+        let options = (*self.pool.connect_options()).clone();
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(Some(std::sync::Arc::new(SqliteStore {
+            pool,
+            path: self.path.clone(),
+        })))
+    }
+
     async fn renew_locks(&self, run: &str, ttl: Duration) -> Result<()> {
         let until = rows::expiry(ttl);
         sqlx::query(sql::RENEW_LOCKS)
