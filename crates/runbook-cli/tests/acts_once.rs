@@ -144,8 +144,12 @@ fn resume_stops_what_an_earlier_runner_left_before_the_step_runs_again() {
     sigkill(runner);
     let _ = child.wait();
     let left = pids(&dir);
-    // With no keeper, what the step started in the background is still
-    // there (only the journal knows where).
+    // The shell itself died with its runner (the parent-death signal); what
+    // it started in the background is still there, with no keeper.
+    assert!(
+        until(Duration::from_secs(3), || !alive(left[3])),
+        "the step's shell outlived its runner"
+    );
     assert!(
         alive(left[0]) && alive(left[1]),
         "the background children should still run before the resume: {left:?}"

@@ -264,30 +264,6 @@ impl Slot {
         self.procs.as_raw_fd()
     }
 
-    /// Moves process `pid`, just started outside the folder, into it, then
-    /// every process it started meanwhile (and theirs), until none is left
-    /// out: once moved, a process can only start processes inside. For a
-    /// command started with `posix_spawn` (no fork of the runner, whose
-    /// copy-on-write faults cost more than the command's own start): it is
-    /// moved as soon as the spawn returns, while its program is still being
-    /// loaded, long before it could start anything, and the walk is the
-    /// guard for the rest.
-    pub fn adopt(&self, pid: u32) -> io::Result<()> {
-        (&self.procs).write_all(pid.to_string().as_bytes())?;
-        let mut todo = vec![pid];
-        let mut seen = std::collections::BTreeSet::from([pid]);
-        while let Some(p) = todo.pop() {
-            for child in children_of(p) {
-                if seen.insert(child) {
-                    // One that is gone meanwhile (ESRCH) needs no moving.
-                    let _ = (&self.procs).write_all(child.to_string().as_bytes());
-                    todo.push(child);
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// True while any process is in the folder (or in one below it).
     pub fn populated(&self) -> bool {
         populated(&self.dir)
@@ -429,31 +405,6 @@ pub fn stop(dir: &Path, wait: Duration) -> io::Result<bool> {
         let _ = fs::remove_dir(parent);
     }
     Ok(was)
-}
-
-/// The children of every thread of `pid` (`/proc/PID/task/TID/children`).
-fn children_of(pid: u32) -> Vec<u32> {
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|c| {
-            c.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .collect()
-}
-
-/// True if this process has a controlling terminal (a person at a
-/// terminal started it): then a command gets a session of its own, so that
-/// one asking for a password on the terminal fails at once instead of being
-/// stopped for reading it from the background.
-pub fn has_terminal() -> bool {
-    static TTY: OnceLock<bool> = OnceLock::new();
-    *TTY.get_or_init(|| OpenOptions::new().read(true).open("/dev/tty").is_ok())
 }
 
 /// Moves process `pid` into the cgroup `dir`.

@@ -1,15 +1,11 @@
 //! Running a local command so that nothing outlives it.
 //!
 //! The command is held where the kernel keeps everything it starts: the
-//! step's own cgroup (see `runbook-contain`), so neither a fork, a process
-//! group of its own (`timeout 300 cmd`) nor a session of its own leaves it;
-//! the runner's keeper kills it if the runner dies. Where the runner has no
-//! terminal (CI, a service, a worker), the command is spawned without a fork
-//! of the runner (`posix_spawn`, in a process group of its own) and moved into
-//! its cgroup as soon as the spawn returns, while its program still loads.
-//! Where a person's terminal is the runner's, it takes a session of its own
-//! (so a password prompt fails at once rather than stopping in the
-//! background), the parent-death signal and its cgroup between fork and exec. Its output is streamed
+//! step's own cgroup (see `runbook-contain`), entered between fork and exec,
+//! so neither a fork, a process group of its own (`timeout 300 cmd`) nor a
+//! session of its own leaves it. It also leads a session of its own, and gets
+//! SIGKILL from the kernel if its runner dies (the parent-death signal; the
+//! runner's keeper then kills the rest of its cgroup). Its output is streamed
 //! line by line to the step log. When it exits:
 //! - if nothing else is left in its cgroup, the step is done at once;
 //! - otherwise the stragglers get [`SETTLE`] to finish or to leave the
@@ -69,8 +65,6 @@ impl Done {
 struct Held {
     /// The command's pid, which is also its session's and group's id.
     leader: Option<Pid>,
-    /// The session the command runs in; a process that left it is a daemon.
-    session: Option<i32>,
     slot: Option<Slot>,
     /// Set when the step is being stopped: nothing is released as a daemon
     /// then, and what is left gets the whole grace, not [`SETTLE`].
@@ -109,13 +103,13 @@ impl Held {
     /// Moves out what left the command's session (a daemon meant to outlive
     /// the step); true if anything is left in the session.
     fn release_detached(&self) -> bool {
-        let (Some(slot), Some(session)) = (&self.slot, self.session) else {
+        let (Some(slot), Some(leader)) = (&self.slot, self.leader) else {
             return self.occupied();
         };
         let mut left = false;
         for pid in slot.members() {
             match runbook_contain::session_of(pid) {
-                Some(sid) if sid != session => {
+                Some(sid) if sid != leader.as_raw() => {
                     let _ = slot.release(pid);
                 }
                 // Gone meanwhile, or still in the session.
@@ -222,35 +216,12 @@ pub async fn run_lines(
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let slot = ctx.contain.as_deref().and_then(|run| Slot::create(run).ok());
-    // Without a terminal and with a cgroup, the command is spawned without
-    // a fork of the runner (a process group of its own, then moved into its
-    // cgroup; the keeper stands for the parent-death signal). Otherwise it
-    // takes its session, the parent-death signal and its cgroup between
-    // fork and exec.
-    let spawned = slot.is_some() && !runbook_contain::has_terminal();
-    if spawned {
-        cmd.process_group(0);
-    } else {
-        runbook_contain::prepare(cmd.as_std_mut(), slot.as_ref());
-    }
+    runbook_contain::prepare(cmd.as_std_mut(), slot.as_ref());
     let mut child = cmd
         .spawn()
         .map_err(|e| StepError::new(format!("cannot start `{program}`: {e}")))?;
-    if let (true, Some(slot), Some(pid)) = (spawned, &slot, child.id()) {
-        if let Err(e) = slot.adopt(pid) {
-            let _ = child.start_kill();
-            return Err(StepError::new(format!("cannot hold `{program}` in its cgroup: {e}")));
-        }
-    }
-    let leader = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
     let guard = Held {
-        // What counts as the command's session: its own, or the runner's.
-        session: if spawned {
-            nix::unistd::getsid(None).ok().map(Pid::as_raw)
-        } else {
-            leader.map(Pid::as_raw)
-        },
-        leader,
+        leader: child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw),
         slot,
         stopping: std::sync::atomic::AtomicBool::new(false),
     };
