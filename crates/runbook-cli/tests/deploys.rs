@@ -180,18 +180,34 @@ fn app_rollback_puts_every_instance_back_on_the_named_release() {
     }
 }
 
+/// The columns the migrations after 0005 add (accounts.note, transactions.memo).
+fn migration_columns(lab: &Lab) -> String {
+    lab.psql(
+        "primary",
+        "SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns WHERE table_name IN ('accounts', 'transactions') AND column_name IN ('note', 'memo')",
+    )
+}
+
+/// A rolling-deploy of `release` that takes a while on each host, running.
+fn slow_deploy(lab: &Lab, run: &support::Run, release: &str) -> std::process::Child {
+    let mut args: Vec<String> = ["run", "rolling-deploy", "--set"].map(str::to_owned).to_vec();
+    args.push(format!("release={release}"));
+    args.extend(lab.sets(&["lb_socket", "app_port", "restart_cmd", "rollback_cmd"]));
+    let slow = format!(
+        "deploy_cmd=sleep 3 && {}",
+        lab.info["inputs"]["deploy_cmd"].as_str().unwrap()
+    );
+    args.extend(["--set".to_owned(), slow]);
+    run.spawn(&args)
+}
+
 #[test]
 fn db_rollback_waits_for_an_approval_then_unapplies_the_later_migrations() {
     let lab = Lab::stack(1);
     let run = lab.runbook();
     // The schema is at 0007 (accounts.note and transactions.memo exist).
     lab.in_host(0, "/srv/app/bin/manage migrate finance 0007");
-    let columns = || {
-        lab.psql(
-            "primary",
-            "SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns WHERE table_name IN ('accounts', 'transactions') AND column_name IN ('note', 'memo')",
-        )
-    };
+    let columns = || migration_columns(&lab);
     assert_eq!(columns(), "memo,note");
     let keys = &["showmigrations_cmd", "migrate_to_cmd"];
     // It waits for an approval; a rejection changes nothing.
@@ -275,16 +291,7 @@ fn a_second_playbook_on_the_same_fleet_is_refused_while_a_deploy_runs() {
     let lab = Lab::stack(2);
     let run = lab.runbook();
     // A deploy that takes a while on each host.
-    let mut args: Vec<String> = ["run", "rolling-deploy", "--set", "release=v2"]
-        .map(str::to_owned)
-        .to_vec();
-    args.extend(lab.sets(&["lb_socket", "app_port", "restart_cmd", "rollback_cmd"]));
-    let slow = format!(
-        "deploy_cmd=sleep 3 && {}",
-        lab.info["inputs"]["deploy_cmd"].as_str().unwrap()
-    );
-    args.extend(["--set".to_owned(), slow]);
-    let mut deploy = run.spawn(&args);
+    let mut deploy = slow_deploy(&lab, &run, "v2");
     support::wait_for_lock(&run, "fleet/app", &mut deploy);
     lab.verified_backup(&run);
     lab.play(&run, "blue-green", support::BLUE_GREEN, &["release=v3", "--yes"])
@@ -304,4 +311,84 @@ fn a_second_playbook_on_the_same_fleet_is_refused_while_a_deploy_runs() {
         "{}",
         locks.stdout
     );
+}
+
+#[test]
+fn blue_green_under_load_switches_only_once_haproxy_counts_the_new_colour_up() {
+    let lab = Lab::stack(2); // blue: web1, green: web2
+    let run = lab.runbook();
+    lab.verified_backup(&run);
+    // The idle colour was shut down after the last release: HAProxy counts
+    // green/web2 DOWN, and needs a few good checks after the restart before it
+    // sends green anything.
+    let restart = lab.info["inputs"]["restart_cmd"].as_str().unwrap();
+    lab.in_host(1, &restart.replace(" restart", " stop"));
+    let down = std::time::Instant::now();
+    while lab.server_state("green", "web2").1 == 2 {
+        assert!(down.elapsed().as_secs() < 10, "HAProxy never saw green/web2 down");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let port = lab.info["haproxy"]["bluegreen_port"].as_u64().unwrap() as u16;
+    let load = Load::start(port, "/version/", 4);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = lab.play(
+        &run,
+        "blue-green",
+        support::BLUE_GREEN,
+        &[
+            "--yes",
+            "release=v2",
+            "version_path=",
+            "bake_samples=10",
+            "bake_rate=20",
+            "p95=1s",
+        ],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let count = load.stop();
+    // What users saw: no request failed at the switch (no 503 "No server is
+    // available" from a backend whose servers HAProxy still counts down).
+    assert_eq!(count.http_errors, 0, "{count:?}\n{}", out.stdout);
+    assert_eq!(count.connection_errors, 0, "{count:?}");
+    assert!(count.ok > 50, "the load ran throughout: {count:?}");
+    // The switch waited for HAProxy's own view of green, and said so.
+    out.exit(0).stdout_has("haproxy green/web2: healthy");
+    assert!(via_bluegreen(&lab).contains("web2"), "traffic is on green");
+    assert!(via_bluegreen(&lab).contains("\"v2\""));
+}
+
+#[test]
+fn db_rollback_and_a_deploy_of_the_same_fleet_exclude_each_other() {
+    let lab = Lab::stack(2);
+    let run = lab.runbook();
+    lab.in_host(0, "/srv/app/bin/manage migrate finance 0007");
+    let columns = || migration_columns(&lab);
+    assert_eq!(columns(), "memo,note");
+    let keys = &["showmigrations_cmd", "migrate_to_cmd"];
+    // A deploy that takes a while on each host, of a release written for the
+    // schema it finds.
+    let mut deploy = slow_deploy(&lab, &run, "v2");
+    support::wait_for_lock(&run, "fleet/app", &mut deploy);
+    // A schema rollback meanwhile is refused before it shows or asks anything.
+    lab.play(&run, "db-rollback", keys, &["migration=0005", "--yes"])
+        .exit(4)
+        .stderr_has("lock `fleet/app` is held by run");
+    assert_eq!(columns(), "memo,note", "the schema the deploy found is kept");
+    let done = deploy.wait_with_output().unwrap();
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stdout));
+    assert_eq!(lab.versions(2), ["v2", "v2"], "the deploy finished undisturbed");
+    // The other way round: a rollback waiting for its approval holds the
+    // fleet, and a deploy is refused until it ends.
+    let id = lab
+        .play(&run, "db-rollback", keys, &["migration=0005"])
+        .exit(3)
+        .run_id();
+    lab.play(&run, "rolling-deploy", ROLLING, &["release=v3"])
+        .exit(4)
+        .stderr_has("lock `fleet/app` is held by run");
+    assert_eq!(lab.versions(2), ["v2", "v2"], "nothing was deployed");
+    run.exec(["approve", &id]).exit(0);
+    assert_eq!(columns(), "");
+    lab.play(&run, "rolling-deploy", ROLLING, &["release=v3"]).exit(0);
+    assert_eq!(lab.versions(2), ["v3", "v3"]);
 }
