@@ -154,8 +154,10 @@ fn a_server_over_postgres_hands_its_runs_to_the_workers() {
     // The journal says `waiting` a moment before the worker lets the run go;
     // meanwhile the server refuses the answer (409), and it is given again.
     let mut answer = (0, serde_json::Value::Null);
+    let (_, view) = http(port, "GET", &format!("/api/v1/runs/{id}"), "").unwrap();
+    let answered = serde_json::json!({ "plan_hash": view["plan_hash"] }).to_string();
     until("the approval is taken", Duration::from_secs(30), || {
-        answer = http(port, "POST", &format!("/api/v1/runs/{id}/approve"), "{}").unwrap();
+        answer = http(port, "POST", &format!("/api/v1/runs/{id}/approve"), &answered).unwrap();
         answer.0 != 409
     });
     let (code, answered) = answer;

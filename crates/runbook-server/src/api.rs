@@ -85,17 +85,16 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             shared.clone(),
             crate::identity::identify,
         ))
+        .layer(axum::middleware::from_fn(crate::error::contract))
         .with_state(shared)
 }
 
 /// A file of the web UI, embedded in the binary at build time (it works
 /// offline; nothing is fetched from elsewhere).
 fn ui(content_type: &'static str, body: &'static str) -> Response {
-    let headers = [
-        (header::CONTENT_TYPE, content_type),
-        (header::CONTENT_SECURITY_POLICY, "default-src 'self'"),
-    ];
-    (headers, body).into_response()
+    // The CSP (its own scripts only, never framed) and `nosniff` are
+    // every answer's: see `error::contract`.
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 async fn health() -> Json<Health> {
@@ -111,8 +110,32 @@ async fn playbooks(State(s): S) -> Answered {
     Ok(Json(list).into_response())
 }
 
-/// A playbook of the library, checked.
+/// Refuses (422) what is not a library entry's name (`NAME` or
+/// `NAME@VERSION`): a path is read only at the operator's own terminal,
+/// never for a request.
+fn name_only(name: &str) -> Result<(), ApiError> {
+    let lower = name.to_ascii_lowercase();
+    let pathlike = lower.ends_with(".yaml") || lower.ends_with(".yml") || name.contains(['/', '\\']);
+    if pathlike || name.starts_with('.') || name.contains('\0') {
+        let mut e = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("`{name}` is not a playbook name: the API takes names from the library, never paths"),
+        );
+        e.hint = Some("`GET /api/v1/playbooks` lists the names (`NAME` or `NAME@VERSION`)".into());
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// The library entry's name in `NAME` or `NAME@VERSION`: what roles are
+/// granted on (not the `name:` its text declares).
+fn entry_name(spec: &str) -> &str {
+    spec.split_once('@').map_or(spec, |(name, _)| name)
+}
+
+/// A playbook of the library, by name, checked.
 fn load(s: &Shared, name: &str) -> Result<Loaded, ApiError> {
+    name_only(name)?;
     let located = s
         .library
         .locate(name)
@@ -140,6 +163,7 @@ struct HistoryQuery {
 /// `limit`, at most 500) as a chart of durations and outcomes, with the
 /// recovery time each drill measured against the RTO objective.
 async fn history_chart(State(s): S, Path(name): Path<String>, Query(q): Query<HistoryQuery>) -> Answered {
+    name_only(&name)?;
     let limit = q.limit.unwrap_or(50).min(500);
     let points = catalog::history(s.runner.store.as_ref(), &name, limit).await?;
     // The objective of the playbook as it is now (none if it does not load).
@@ -180,10 +204,9 @@ fn resolve(loaded: &Loaded, given: &IndexMap<String, Json_>) -> Result<IndexMap<
     })
 }
 
-async fn plan(State(s): S, Path(name): Path<String>, body: Option<Json<Inputs>>) -> Answered {
+async fn plan(State(s): S, Path(name): Path<String>, Json(body): Json<Inputs>) -> Answered {
     let loaded = load(&s, &name)?;
-    let given = body.map(|Json(b)| b.inputs).unwrap_or_default();
-    let inputs = resolve(&loaded, &given)?;
+    let inputs = resolve(&loaded, &body.inputs)?;
     let pctx = runbook_engine::plan::PlanContext {
         env: s.runner.env.clone(),
         user: s.runner.user.clone(),
@@ -239,7 +262,8 @@ pub(crate) struct StartRequest {
 
 async fn start(State(s): S, Extension(caller): Extension<Caller>, Json(req): Json<StartRequest>) -> Answered {
     let loaded = load(&s, &req.playbook)?;
-    let name = loaded.playbook.name.as_str();
+    // The role is the library entry's, whatever name its text declares.
+    let name = entry_name(&req.playbook);
     allow(&s, &caller, Some(name), Role::Operator, "starting a run")?;
     if req.yes {
         allow(&s, &caller, Some(name), Role::Approver, "approving with `yes`")?;
@@ -289,6 +313,21 @@ fn created(id: String) -> Response {
     (StatusCode::CREATED, headers, Json(Started { run: id })).into_response()
 }
 
+/// The run `id`, named whole: over HTTP a prefix is no run (a page could
+/// otherwise find runs it never knew by sweeping prefixes).
+async fn run_of(s: &Shared, id: &str) -> Result<runbook_state::RunRecord, ApiError> {
+    let none = || {
+        let mut e = ApiError::new(StatusCode::NOT_FOUND, format!("no run `{id}`"));
+        e.hint = Some("the API takes whole run ids (`GET /api/v1/runs` lists them)".into());
+        e
+    };
+    match s.runner.store.run(id).await {
+        Ok(record) if record.id == id => Ok(record),
+        Ok(_) | Err(runbook_state::StoreError::NoRun(_) | runbook_state::StoreError::Ambiguous(_)) => Err(none()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Hands a job to the executor and waits for its reply.
 async fn ask<T>(s: &Shared, job: Job, reply: oneshot::Receiver<T>) -> Result<T, ApiError> {
     let stopping = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping");
@@ -299,7 +338,7 @@ async fn ask<T>(s: &Shared, job: Job, reply: oneshot::Receiver<T>) -> Result<T, 
 }
 
 async fn status(State(s): S, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Answered {
-    let record = s.runner.store.run(&id).await?;
+    let record = run_of(&s, &id).await?;
     let events = s.runner.store.events(&record.id).await?;
     let role = caller.role(s.options.roles.as_ref(), Some(&record.playbook));
     let may = May {
@@ -340,7 +379,7 @@ const PAGE: u32 = 10_000;
 /// number (a run with a million lines opens at its tail at once).
 async fn logs(State(s): S, Path(id): Path<String>, Query(q): Query<LogsQuery>) -> Answered {
     use runbook_state::Page;
-    let record = s.runner.store.run(&id).await?;
+    let record = run_of(&s, &id).await?;
     let (page, limit) = match (q.tail, q.after) {
         (Some(n), _) => (Page::Before(q.before.unwrap_or(i64::MAX)), n.min(PAGE)),
         (None, after) => (Page::After(after.unwrap_or(0)), q.limit.unwrap_or(PAGE).min(PAGE)),
@@ -385,7 +424,7 @@ struct EventsQuery {
 /// as Server-Sent Events (`journal`, `log`, and a last `end` with the status
 /// it stopped at), each with the id a reconnecting client sends back.
 async fn events(State(s): S, Path(id): Path<String>, Query(q): Query<EventsQuery>, headers: HeaderMap) -> Answered {
-    let record = s.runner.store.run(&id).await?;
+    let record = run_of(&s, &id).await?;
     let given = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -429,21 +468,21 @@ async fn report(State(s): S, Path(id): Path<String>, Query(q): Query<ReportQuery
             return Err(ApiError::new(StatusCode::BAD_REQUEST, message));
         }
     };
-    let report = catalog::report(s.runner.store.as_ref(), &s.runner.registry, &id).await?;
+    let report = catalog::report(s.runner.store.as_ref(), &s.runner.registry, &run_of(&s, &id).await?.id).await?;
     Ok(([(header::CONTENT_TYPE, content_type)], report.render(format)).into_response())
 }
 
 /// `GET /api/v1/runs/{id}/timeline.svg`: the run's Gantt chart, as the
 /// HTML report draws it (a live run's bars reach now).
 async fn timeline(State(s): S, Path(id): Path<String>) -> Answered {
-    let svg = catalog::timeline(s.runner.store.as_ref(), &s.runner.registry, &id).await?;
+    let svg = catalog::timeline(s.runner.store.as_ref(), &s.runner.registry, &run_of(&s, &id).await?.id).await?;
     Ok(svg_response(svg))
 }
 
 /// `GET /api/v1/runs/{id}/graph.svg`: the run's step DAG, each step
 /// coloured by its state.
 async fn graph(State(s): S, Path(id): Path<String>) -> Answered {
-    let svg = catalog::graph(s.runner.store.as_ref(), &s.runner.registry, &id).await?;
+    let svg = catalog::graph(s.runner.store.as_ref(), &s.runner.registry, &run_of(&s, &id).await?.id).await?;
     Ok(svg_response(svg))
 }
 
@@ -472,7 +511,7 @@ pub(crate) struct AnswerRequest {
     /// Why, in the answerer's words (journalled).
     comment: Option<String>,
     /// The plan the answerer reviewed (`status`'s `plan_hash`): refused if
-    /// the run's plan is not that one.
+    /// the run's plan is not that one. Required to approve.
     plan_hash: Option<String>,
 }
 
@@ -480,18 +519,13 @@ async fn approve(
     state: S,
     who: Extension<Caller>,
     Path(id): Path<String>,
-    body: Option<Json<AnswerRequest>>,
+    Json(body): Json<AnswerRequest>,
 ) -> Answered {
-    answer(state, who, id, true, body.map(|Json(b)| b).unwrap_or_default()).await
+    answer(state, who, id, true, body).await
 }
 
-async fn reject(
-    state: S,
-    who: Extension<Caller>,
-    Path(id): Path<String>,
-    body: Option<Json<AnswerRequest>>,
-) -> Answered {
-    answer(state, who, id, false, body.map(|Json(b)| b).unwrap_or_default()).await
+async fn reject(state: S, who: Extension<Caller>, Path(id): Path<String>, Json(body): Json<AnswerRequest>) -> Answered {
+    answer(state, who, id, false, body).await
 }
 
 async fn answer(
@@ -501,9 +535,18 @@ async fn answer(
     approve: bool,
     req: AnswerRequest,
 ) -> Answered {
-    let record = s.runner.store.run(&id).await?;
+    let record = run_of(&s, &id).await?;
     let what = if approve { "approving" } else { "rejecting" };
     allow(&s, &caller, Some(&record.playbook), Role::Approver, what)?;
+    // Over HTTP an approval names the plan the answerer reviewed.
+    if approve && req.plan_hash.as_deref().is_none_or(str::is_empty) {
+        let mut e = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("approving run {} needs the plan hash you reviewed", record.id),
+        );
+        e.hint = Some("send `plan_hash` as `GET /api/v1/runs/{id}` gives it".into());
+        return Err(e);
+    }
     let who = caller.name().to_owned();
     let answer = Answer {
         approve,
@@ -532,10 +575,9 @@ async fn resume(
     State(s): S,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    body: Option<Json<ResumeRequest>>,
+    Json(req): Json<ResumeRequest>,
 ) -> Answered {
-    let req = body.map(|Json(b)| b).unwrap_or_default();
-    let record = s.runner.store.run(&id).await?;
+    let record = run_of(&s, &id).await?;
     allow(&s, &caller, Some(&record.playbook), Role::Operator, "resuming")?;
     if !req.rerun.is_empty() || !req.mark_done.is_empty() {
         let what = "deciding about steps (`rerun`, `mark_done`)";
@@ -549,11 +591,22 @@ async fn resume(
     continue_run(&s, &who, &id, how).await
 }
 
+/// `POST /api/v1/runs/{id}/cancel`: nothing to say but `{}` (a JSON body,
+/// as every change sends).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CancelRequest {}
+
 /// `POST /api/v1/runs/{id}/cancel`: a run executing here is stopped through
 /// its own signals (never this process's); any other goes through the
 /// runner's cancel, as `runbook cancel` does.
-async fn cancel(State(s): S, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Answered {
-    let record = s.runner.store.run(&id).await?;
+async fn cancel(
+    State(s): S,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Json(_): Json<CancelRequest>,
+) -> Answered {
+    let record = run_of(&s, &id).await?;
     allow(&s, &caller, Some(&record.playbook), Role::Operator, "cancelling")?;
     let who = caller.name().to_owned();
     if let Some(signals) = s.signals_of(&record.id) {
@@ -576,7 +629,7 @@ async fn cancel(State(s): S, Extension(caller): Extension<Caller>, Path(id): Pat
 /// Continues a run on the executor: its outcome if it stops within
 /// [`SETTLE`], else 202 while it goes on.
 async fn continue_run(s: &Shared, who: &str, id: &str, how: How) -> Answered {
-    let record = s.runner.store.run(id).await?;
+    let record = run_of(s, id).await?;
     let (reply, mut answer) = oneshot::channel();
     let job = Job::Continue {
         id: record.id.clone(),

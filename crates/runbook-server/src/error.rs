@@ -92,3 +92,81 @@ impl From<RunnerError> for ApiError {
         out
     }
 }
+
+/// The largest framework refusal read back to be put in the JSON contract.
+const REFUSAL_TEXT: usize = 16 * 1024;
+
+/// What every answer goes through: the framework's own refusals (a body
+/// that is not JSON or too large, a method a route does not take, a path or
+/// query that does not parse) get the JSON contract `{ "error" }` as the
+/// server's own do; a 401 says how to authenticate (`WWW-Authenticate`);
+/// and no answer is sniffed as another type, nor an HTML page or SVG
+/// picture framed by another page or allowed a script it did not bring.
+pub(crate) async fn contract(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::{HeaderValue, header};
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut resp = next.run(req).await;
+    let status = resp.status();
+    let media = |r: &Response| {
+        r.headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .unwrap_or_default()
+    };
+    if (status.is_client_error() || status.is_server_error()) && media(&resp) != "application/json" {
+        let (parts, body) = resp.into_parts();
+        let text = axum::body::to_bytes(body, REFUSAL_TEXT).await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&text).trim().to_owned();
+        let mut refused = match status {
+            StatusCode::METHOD_NOT_ALLOWED => ApiError::new(status, format!("{path} does not take {method}")),
+            _ if text.is_empty() => ApiError::new(
+                status,
+                status.canonical_reason().unwrap_or("refused").to_ascii_lowercase(),
+            ),
+            _ => ApiError::new(status, text),
+        };
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            // `Allow` (added past this layer) names the methods it takes.
+            refused.hint = Some("the `Allow` header and /api/v1/openapi.json say which methods it takes".into());
+        }
+        if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+            refused.hint = Some(
+                "send a JSON body with `Content-Type: application/json` (`{}` when there is nothing to say)".into(),
+            );
+        }
+        let mut json = refused.into_response();
+        for (name, value) in &parts.headers {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                json.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+        resp = json;
+    }
+    let kind = media(&resp);
+    let headers = resp.headers_mut();
+    if status == StatusCode::UNAUTHORIZED {
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"runbook\""),
+        );
+    }
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    let csp = match kind.as_str() {
+        // The UI: its own scripts and styles only.
+        "text/html" if !path.starts_with("/api/") => {
+            Some("default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+        }
+        // A report or a picture: no script at all, its own inline styles.
+        "text/html" | "image/svg+xml" => Some(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        ),
+        _ => None,
+    };
+    if let Some(csp) = csp {
+        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    }
+    resp
+}

@@ -120,15 +120,17 @@ struct Session {
 #[derive(Default)]
 pub(crate) struct Sessions {
     by_id: Mutex<HashMap<String, Session>>,
-    /// The CSRF token of proxy-mode browsers (one per server).
-    pub(crate) proxy_csrf: String,
+    /// The CSRF token of the browsers of the server's own user and of
+    /// those behind the proxy (one per server; only a page of this origin
+    /// can read it, from `GET /api/v1/session`).
+    pub(crate) browser_csrf: String,
 }
 
 impl Sessions {
     pub(crate) fn new() -> Sessions {
         Sessions {
             by_id: Mutex::default(),
-            proxy_csrf: random().unwrap_or_default(),
+            browser_csrf: random().unwrap_or_default(),
         }
     }
 }
@@ -187,11 +189,13 @@ async fn caller_of(s: &Shared, peer: &Peer, headers: &HeaderMap) -> Result<Optio
         )
     };
     if let Some(value) = headers.get(header::AUTHORIZATION) {
+        // The scheme is case-insensitive (RFC 9110): `bearer` is `Bearer`.
         let secret = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, secret)| secret.trim());
         let Some(secret) = secret else {
             return Err(refuse(
                 StatusCode::UNAUTHORIZED,
@@ -256,21 +260,104 @@ async fn caller_of(s: &Shared, peer: &Peer, headers: &HeaderMap) -> Result<Optio
     }
 }
 
+/// Whether a request changes anything (every method but the reading ones).
+fn changes(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Whether the request's body is declared JSON: a web page elsewhere cannot
+/// send that without the server's leave (it is not one of the types a
+/// cross-origin `fetch` or form may send without asking first).
+fn json_body(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Whether `origin` (an `Origin` header) is this server's own: its scheme
+/// and the `Host` the request was sent to (or, behind the proxy, the host
+/// the proxy says the browser asked for).
+fn own_origin(s: &Shared, origin: &str, headers: &HeaderMap) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false; // `null`: a sandboxed frame, a file, a redirect
+    };
+    let proxied = matches!(s.options.identity, Identity::TrustedProxy { .. });
+    let tls = s.secure.load(std::sync::atomic::Ordering::Relaxed);
+    let scheme_ok = match scheme {
+        "https" => tls || proxied,
+        "http" => !tls,
+        _ => false,
+    };
+    let names = |h: &str| headers.get(h).and_then(|v| v.to_str().ok()).map(str::trim);
+    let mut hosts = vec![names("host")];
+    if proxied {
+        hosts.push(names("x-forwarded-host"));
+    }
+    scheme_ok && hosts.into_iter().flatten().any(|h| h.eq_ignore_ascii_case(authority))
+}
+
+/// The refusal (403) of a change a web page of another origin sent: its `Origin`
+/// is not this server's, or the browser says it comes from another site
+/// (`Sec-Fetch-Site`).
+fn cross_site(s: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if let Some(site @ ("cross-site" | "same-site")) = site {
+        let message = format!("a change sent by a page of another origin is refused (Sec-Fetch-Site: {site})");
+        return Some(refuse(StatusCode::FORBIDDEN, message, None));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let text = origin.to_str().unwrap_or("?");
+        if !own_origin(s, text, headers) {
+            let message = format!("a change sent by a page of another origin (`{text}`) is refused");
+            return Some(refuse(
+                StatusCode::FORBIDDEN,
+                message,
+                Some("use this server's own pages, or a client that is not a browser"),
+            ));
+        }
+    }
+    None
+}
+
+/// 415: a change whose body is not declared JSON, without the CSRF header.
+fn not_json() -> Response {
+    refuse(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "a change needs a JSON body sent as `Content-Type: application/json` (or the page's X-CSRF-Token)",
+        Some("send `{}` when there is nothing to say"),
+    )
+}
+
 /// Says who the request acts as, or refuses it: unknown callers (401)
-/// except on public routes, and browser changes without their CSRF token.
+/// except on public routes, and any change a web page elsewhere could have
+/// sent: from another origin or site, or without either a JSON body or its
+/// CSRF token (a browser signed in with a cookie, or behind the proxy,
+/// always needs the token).
 pub(crate) async fn identify(
     State(s): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
     mut req: Request,
     next: Next,
 ) -> Response {
+    let changes = changes(req.method());
+    if changes {
+        if let Some(refused) = cross_site(&s, req.headers()) {
+            return refused;
+        }
+    }
     let found = match caller_of(&s, &peer, req.headers()).await {
         Ok(found) => found,
         Err(refused) => return refused,
     };
     let is_public = public(req.method(), req.uri().path());
+    let json = json_body(req.headers());
     let Some((caller, via)) = found else {
         if is_public {
+            if changes && !json {
+                return not_json();
+            }
             return next.run(req).await;
         }
         return refuse(
@@ -279,20 +366,23 @@ pub(crate) async fn identify(
             Some("`runbook token create NAME --role ROLE` makes one"),
         );
     };
-    let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let expected = match &via {
-        Via::Session(csrf) => Some(csrf.as_str()),
-        Via::Proxy => Some(s.sessions.proxy_csrf.as_str()),
-        Via::Local | Via::Bearer => None,
-    };
-    if let Some(expected) = expected.filter(|_| changes) {
+    if changes {
+        let expected = match &via {
+            Via::Session(csrf) => Some(csrf.as_str()),
+            Via::Proxy | Via::Local => Some(s.sessions.browser_csrf.as_str()),
+            Via::Bearer => None,
+        };
         let given = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok());
-        if given != Some(expected) {
+        let token = expected.is_some_and(|e| !e.is_empty() && given == Some(e));
+        if matches!(via, Via::Session(_) | Via::Proxy) && !token {
             return refuse(
                 StatusCode::FORBIDDEN,
                 "a change from a browser needs its X-CSRF-Token (GET /api/v1/session gives it)",
                 None,
             );
+        }
+        if !token && !json {
+            return not_json();
         }
     }
     req.extensions_mut().insert(caller);
@@ -353,10 +443,10 @@ pub(crate) struct Me {
 
 fn me(s: &Shared, caller: &Caller, via: &Via) -> Me {
     let (via, csrf) = match via {
-        Via::Local => ("local", None),
+        Via::Local => ("local", Some(s.sessions.browser_csrf.clone())),
         Via::Bearer => ("token", None),
         Via::Session(csrf) => ("session", Some(csrf.clone())),
-        Via::Proxy => ("proxy", Some(s.sessions.proxy_csrf.clone())),
+        Via::Proxy => ("proxy", Some(s.sessions.browser_csrf.clone())),
     };
     Me {
         user: caller.name().to_owned(),

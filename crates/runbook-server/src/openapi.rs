@@ -4,7 +4,7 @@
 //! (JSON Schema 2020-12, as OpenAPI 3.1 takes it); the table of routes below
 //! is the one place that says which type each route takes and answers.
 
-use crate::api::{AnswerRequest, Inputs, ResumeRequest, StartRequest, UnlockRequest};
+use crate::api::{AnswerRequest, CancelRequest, Inputs, ResumeRequest, StartRequest, UnlockRequest};
 use crate::bodies::{Continued, ErrorBody, Health, LogsPage, PlanDoc, RunView, Started};
 use crate::identity::{Me, SignIn};
 use runbook_runner::catalog::{List, Show};
@@ -193,7 +193,7 @@ pub fn document() -> Json {
             "post",
             "/api/v1/runs/{id}/cancel",
             "Cancel a run (handlers run)",
-            None,
+            Some(of(&mut g, s::<CancelRequest>)),
             ("200", of(&mut g, s::<Continued>)),
         ),
         route(
@@ -230,7 +230,7 @@ pub fn document() -> Json {
         if r.method == "post" && r.path.contains("/runs/") {
             responses.insert("202".into(), json!({ "description": "accepted: the run goes on", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Continued" } } } }));
         }
-        responses.insert("default".into(), json!({ "description": "refused (400, 401, 403, 404, 409, 421, 422, 501, 503)", "content": { "application/json": { "schema": error.clone() } } }));
+        responses.insert("default".into(), json!({ "description": "refused (400, 401, 403, 404, 405, 409, 413, 415, 421, 422, 501, 503)", "content": { "application/json": { "schema": error.clone() } } }));
         let mut op = json!({ "summary": r.summary, "responses": responses });
         let public = ["/api/v1/health", "/api/v1/openapi.json"].contains(&r.path)
             || (r.path == "/api/v1/session" && r.method != "delete");
@@ -246,8 +246,7 @@ pub fn document() -> Json {
             op["parameters"] = params.into();
         }
         if let Some(body) = r.request {
-            op["requestBody"] =
-                json!({ "required": r.path == "/api/v1/runs", "content": { "application/json": { "schema": body } } });
+            op["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": body } } });
         }
         let entry = paths.entry(r.path).or_insert_with(|| json!({}));
         entry[r.method] = op;

@@ -89,7 +89,14 @@ async fn tokens_and_roles_decide_who_reads_starts_and_approves() {
     assert_eq!(still["may"], json!({ "answer": false, "operate": false }));
 
     // The lead approves on `gated` (its grant), as itself.
-    let (code, _) = with(&lead, Method::POST, &approve, Some(json!({ "comment": "ok" }))).await;
+    let hash = still["plan_hash"].clone();
+    let (code, _) = with(
+        &lead,
+        Method::POST,
+        &approve,
+        Some(json!({ "comment": "ok", "plan_hash": hash })),
+    )
+    .await;
     assert!(code == 200 || code == 202, "{code}");
     until(&s, &lead, &id, "succeeded").await;
     let (_, report) = with(&lead, Method::GET, &format!("{runs}/{id}/report?format=json"), None).await;
@@ -128,9 +135,9 @@ async fn four_eyes_the_starter_cannot_approve_a_second_person_can() {
     let (code, started) = with(&lead, Method::POST, &runs, Some(json!({ "playbook": "paired" }))).await;
     assert_eq!(code, 201, "{started}");
     let id = started["run"].as_str().unwrap().to_owned();
-    until(&s, &lead, &id, "waiting").await;
+    let hash = until(&s, &lead, &id, "waiting").await["plan_hash"].clone();
     let approve = format!("{runs}/{id}/approve");
-    with(&lead, Method::POST, &approve, Some(json!({}))).await;
+    with(&lead, Method::POST, &approve, Some(json!({ "plan_hash": hash }))).await;
     let view = until(&s, &lead, &id, "waiting").await;
     let steps = view["steps"].to_string();
     assert!(
@@ -138,7 +145,13 @@ async fn four_eyes_the_starter_cannot_approve_a_second_person_can() {
         "the starter's approval does not count: {steps}"
     );
     // A second person approves; the run goes on.
-    with(&second, Method::POST, &approve, Some(json!({ "comment": "checked" }))).await;
+    with(
+        &second,
+        Method::POST,
+        &approve,
+        Some(json!({ "comment": "checked", "plan_hash": hash })),
+    )
+    .await;
     until(&s, &second, &id, "succeeded").await;
     // `yes` on a start cannot be the second person either (once the lock
     // the first run held is free).

@@ -244,8 +244,9 @@ async fn an_answer_names_its_question_when_a_run_waits_at_several() {
     let error = status["error"].as_str().unwrap_or("");
     assert!(error.contains("`ok_db`") && error.contains("`ok_web`"), "{status:#}");
     let approve = format!("{}/runs/{id}/approve", s.base);
+    let hash = status["plan_hash"].clone();
     // None named of two: refused, naming them; nothing recorded.
-    let (code, refused) = post(&approve, json!({})).await;
+    let (code, refused) = post(&approve, json!({ "plan_hash": hash })).await;
     assert_eq!(code, 422, "{refused}");
     assert!(
         refused["error"]
@@ -254,10 +255,10 @@ async fn an_answer_names_its_question_when_a_run_waits_at_several() {
             .contains("waits at 2 questions (`ok_db`, `ok_web`)"),
         "{refused}"
     );
-    let (code, refused) = post(&approve, json!({ "steps": ["nope"] })).await;
+    let (code, refused) = post(&approve, json!({ "steps": ["nope"], "plan_hash": hash })).await;
     assert_eq!(code, 422, "{refused}");
     // The one named, alone.
-    let (code, answered) = post(&approve, json!({ "steps": ["ok_db"] })).await;
+    let (code, answered) = post(&approve, json!({ "steps": ["ok_db"], "plan_hash": hash })).await;
     assert!(code == 200 || code == 202, "{code} {answered}");
     let steps = until_step(&s.base, &id, "ok_db", "succeeded").await;
     assert!(
@@ -265,7 +266,7 @@ async fn an_answer_names_its_question_when_a_run_waits_at_several() {
         "{steps:?}"
     );
     // Every one, asked for explicitly.
-    let (code, answered) = post(&approve, json!({ "all": true })).await;
+    let (code, answered) = post(&approve, json!({ "all": true, "plan_hash": hash })).await;
     assert!(code == 200 || code == 202, "{code} {answered}");
     until_status(&s.base, &id, "succeeded").await;
 }
