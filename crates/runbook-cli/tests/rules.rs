@@ -1,5 +1,5 @@
 //! The book's rules and their tests: every rule listed under "Rules, each with
-//! its test" in language.md, runs.md and templates.md names at least one test,
+//! its test" in language.md, runs.md, templates.md and server.md names at least one test,
 //! and every test it names exists. A rule added without a test, or a test
 //! renamed away from its rule, fails here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -33,7 +33,7 @@ fn every_rule_in_the_book_names_tests_that_exist() {
     let mut fns = Vec::new();
     functions(&root.join("crates"), &mut fns);
     let mut rules = 0;
-    for page in ["language.md", "runs.md", "templates.md"] {
+    for page in ["language.md", "runs.md", "templates.md", "server.md"] {
         let text = std::fs::read_to_string(root.join("book/src").join(page)).unwrap();
         let section = text
             .split("\n## Rules, each with its test\n")
