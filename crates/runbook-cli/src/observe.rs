@@ -7,7 +7,7 @@
 
 use runbook_engine::exec::Observer;
 use runbook_report::short;
-use runbook_runner::{Notice, Watcher};
+use runbook_runner::{Notice, Watcher, text};
 use runbook_state::{Event, LogLine, RunStatus, Stream};
 use std::collections::HashMap;
 use std::io::Write;
@@ -245,13 +245,7 @@ impl Observer for Text {
                 self.bar_start(step, Some(items.len() as u64));
                 self.out(&format!("  {step}: {} items", items.len()));
             }
-            Event::Contained { stopped, .. } => {
-                for cgroup in stopped {
-                    self.out(&format!(
-                        "stopped the processes an earlier runner of this run left running (cgroup {cgroup})"
-                    ));
-                }
-            }
+            Event::Contained { stopped, .. } => stopped.iter().for_each(|c| self.out(&text::stopped_earlier(c))),
             // Bookkeeping for resume, nothing a person follows.
             Event::Sealed { .. } | Event::MaskRegistered { .. } => {}
             Event::StepWaiting { step, message, .. } => {

@@ -197,14 +197,7 @@ impl Session {
             RunStatus::Interrupted | RunStatus::Failed | RunStatus::Uncertain
         );
         if resumable && self.flags.output == Output::Text {
-            let replay = match self.runner.store.events(&o.run_id).await {
-                Ok(events) => Replay::new(&events),
-                Err(_) => Replay::default(),
-            };
-            match runbook_runner::text::asks_again(&o.run_id, &replay, std::time::SystemTime::now()) {
-                Some(again) => eprintln!("hint: {again}"),
-                None => eprintln!("hint: `runbook resume {}` continues this run", o.run_id),
-            }
+            eprintln!("hint: {}", self.runner.resume_hint(&o.run_id).await);
         }
         Ok(exit_for(o.status))
     }

@@ -240,6 +240,18 @@ pub fn resolve_secrets(pb: &Playbook, env: &IndexMap<String, String>) -> Result<
 }
 
 impl Runner {
+    /// What to tell a person about continuing run `id`, which stopped
+    /// resumable: the questions a resume asks again, if it does, else that
+    /// `resume` continues it.
+    pub async fn resume_hint(&self, id: &str) -> String {
+        let replay = match self.store.events(id).await {
+            Ok(events) => Replay::new(&events),
+            Err(_) => Replay::default(),
+        };
+        crate::text::asks_again(id, &replay, std::time::SystemTime::now())
+            .unwrap_or_else(|| format!("`runbook resume {id}` continues this run"))
+    }
+
     /// A copy that writes through `store` (a worker's fenced store).
     pub fn with_store(&self, store: Arc<dyn Store>) -> Runner {
         Runner { store, ..self.clone() }

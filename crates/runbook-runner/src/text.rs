@@ -302,6 +302,11 @@ pub fn status(record: &RunRecord, events: &[Recorded]) -> String {
     out
 }
 
+/// What a resumed run says of an earlier runner's processes it stopped.
+pub fn stopped_earlier(cgroup: &str) -> String {
+    format!("stopped the processes an earlier runner of this run left running (cgroup {cgroup})")
+}
+
 /// What `runbook resume RUN` does with the questions it asks again (they
 /// were rejected, or expired), in words for a hint; `None` when it asks
 /// none.
