@@ -3,7 +3,8 @@
 //! sees. A form generated from the playbook's inputs refuses a bad value as
 //! it is typed, shows the plan, starts the run and opens its live view,
 //! which follows it to the end with its log; an approval is answered from
-//! the run's page, bound to the plan hash it shows.
+//! the run's page, bound to the plan hash it shows; a hostile page of
+//! another origin open in the same browser cannot answer, cancel or resume.
 //!
 //! Needs `chromium` and `chromedriver` (Debian: `apt-get install chromium
 //! chromium-driver`; `scripts/setup` installs them).
@@ -297,9 +298,9 @@ async fn a_form_checks_as_you_type_shows_the_plan_and_starts_a_run_followed_live
     assert!(plans.as_str().unwrap().contains("carol"), "{plans}");
 }
 
-#[tokio::test]
-async fn an_approval_is_answered_from_the_run_page_bound_to_the_plan_it_shows() {
-    let s = serve();
+/// A gated run started, and a browser at its page showing the approval:
+/// the UI's root, the run's id, its status document and the browser.
+async fn at_a_waiting_run(s: &support::Served) -> (String, String, Json, Browser) {
     let root = s.base.trim_end_matches("/api/v1").to_owned();
     let (_, started) = post(&format!("{}/runs", s.base), json!({ "playbook": "gated" })).await;
     let id = started["run"].as_str().unwrap().to_owned();
@@ -308,6 +309,13 @@ async fn an_approval_is_answered_from_the_run_page_bound_to_the_plan_it_shows() 
     b.until("the approval panel", "return document.getElementById('approve')")
         .await;
     let (_, status) = get(&format!("{}/runs/{id}", s.base)).await;
+    (root, id, status, b)
+}
+
+#[tokio::test]
+async fn an_approval_is_answered_from_the_run_page_bound_to_the_plan_it_shows() {
+    let s = serve();
+    let (_, id, status, b) = at_a_waiting_run(&s).await;
     let shown = b.js("return document.getElementById('plan-hash').innerText").await;
     assert_eq!(
         shown, status["plan_hash"],
@@ -484,4 +492,105 @@ async fn a_fan_out_is_a_grid_of_items_and_steps_with_what_each_gate_measured() {
         .await;
     assert_eq!(drain, "ok");
     b.shot("fan-out-grid").await;
+}
+
+/// A hostile page's server: answers every request with `page`, from
+/// 127.0.0.1 on a port of its own (an origin other than the server's; a
+/// thread that ends with the test).
+fn hostile(page: String) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_hostile_page_in_the_operator_s_browser_cannot_approve_cancel_or_resume() {
+    let s = serve();
+    // The operator has the UI open (and so, in the default mode, is the
+    // server's user to any request this browser makes).
+    let (root, id, status, b) = at_a_waiting_run(&s).await;
+    let hash = status["plan_hash"].as_str().unwrap().to_owned();
+    // The worst case: the page knows the run and its plan hash. It tries
+    // each way a page can send a POST without the server's leave, and
+    // frames the UI.
+    let page = format!(
+        r#"<!doctype html><html><body>
+<iframe id="framed" src="{root}/#/runs/{id}"></iframe>
+<iframe name="sink"></iframe>
+<form id="form" method="POST" enctype="text/plain" target="sink" action="{root}/api/v1/runs/{id}/approve">
+<input name='{{"plan_hash":"{hash}","comment":"' value='"}}'></form>
+<script>
+const base = "{root}/api/v1/runs/{id}/";
+const body = JSON.stringify({{ plan_hash: "{hash}" }});
+const tries = [];
+for (const how of ["approve", "reject", "resume", "cancel"]) {{
+  tries.push(fetch(base + how, {{ method: "POST", mode: "no-cors", credentials: "include" }}));
+  tries.push(fetch(base + how, {{ method: "POST", mode: "no-cors", credentials: "include",
+    headers: {{ "content-type": "text/plain" }}, body }}));
+  tries.push(fetch(base + how, {{ method: "POST", credentials: "include",
+    headers: {{ "content-type": "application/json" }}, body }}));
+  navigator.sendBeacon(base + how, body);
+}}
+for (let n = 1; n < 26; n++) {{
+  tries.push(fetch("{root}/api/v1/runs/" + "{id}".slice(0, n) + "/approve",
+    {{ method: "POST", mode: "no-cors", credentials: "include", body }}));
+}}
+Promise.allSettled(tries).then((r) => {{
+  window.refused = r.filter((x) => x.status === "rejected").length;
+  document.getElementById("form").submit();
+  setTimeout(() => {{ document.title = "done"; }}, 1000);
+}});
+</script></body></html>"#
+    );
+    let port = hostile(page);
+    // Another site (`localhost` is not `127.0.0.1`), then the same site on
+    // another port.
+    for origin in [format!("http://localhost:{port}/"), format!("http://127.0.0.1:{port}/")] {
+        b.goto(&origin).await;
+        b.until("the hostile page to finish", "return document.title === 'done'")
+            .await;
+        // The JSON `fetch` never left the browser: its preflight was refused.
+        let refused = b.js("return window.refused").await;
+        assert_eq!(refused, json!(4), "{origin}");
+        let (_, view) = get(&format!("{}/runs/{id}", s.base)).await;
+        assert_eq!(view["run"]["status"], "waiting", "{origin}: {view:#}");
+    }
+    // Nothing was answered or asked of the run.
+    use runbook_state::Journal;
+    let store = runbook_state::SqliteStore::open(&s.dir.path().join("state.db"))
+        .await
+        .unwrap();
+    let events = serde_json::to_string(&store.events(&id).await.unwrap()).unwrap();
+    assert!(
+        !events.contains("operator_action") && !events.contains("run_resumed"),
+        "{events}"
+    );
+    // The operator's own page still approves it.
+    b.goto(&format!("{root}/#/runs/{id}")).await;
+    b.until("the approval panel", "return document.getElementById('approve')")
+        .await;
+    b.click("#approve").await;
+    b.until(
+        "the run to succeed",
+        "return document.getElementById('run-status')?.innerText === 'succeeded'",
+    )
+    .await;
 }
