@@ -161,6 +161,22 @@ fn every_mistake_in_a_call_is_refused_with_its_place_and_nothing_runs() {
     );
 }
 
+#[test]
+fn a_call_names_a_playbook_of_the_library_never_a_file() {
+    let run = Run::new();
+    let marks = run.path().join("marks");
+    let evil = run.path().join("evil.yaml");
+    let text = "apiVersion: runbook/v1\nname: evil\nversion: 1\nsteps:\n  - { id: s, uses: shell, with: { run: \"echo ran >> MARKS\" } }\n";
+    std::fs::write(&evil, text.replace("MARKS", &marks.display().to_string())).unwrap();
+    let caller = format!(
+        "apiVersion: runbook/v1\nname: caller\nversion: 1\nsteps:\n  - {{ id: sub, uses: playbook, with: {{ name: \"{}\" }} }}\n",
+        evil.display()
+    );
+    let run = run.playbook("caller", &caller);
+    run.exec(["run", "caller"]).exit(2).stderr_has("invalid name `");
+    assert!(!marks.exists(), "nothing ran");
+}
+
 /// A callee whose step has an `undo` (so resume walks into the call to know
 /// what it could undo), a `finally`, and marks in `marks`.
 fn undoable(marks: &std::path::Path) -> String {

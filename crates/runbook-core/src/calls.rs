@@ -247,7 +247,7 @@ impl Callees for LibraryCallees<'_> {
             key.clone(),
             registry,
             || {
-                let located = self.library.locate(&key).map_err(|e| e.to_string())?;
+                let located = self.library.locate_entry(&key).map_err(|e| e.to_string())?;
                 let text = std::fs::read_to_string(&located.path).map_err(|e| {
                     LibraryError::Io {
                         path: located.path.display().to_string(),

@@ -20,6 +20,9 @@ pub enum LibraryError {
         "`{0}` is not a playbook name (hint: names use letters, digits, `-` and `_`; give a path ending in `.yaml` to run a file)"
     )]
     BadName(String),
+    /// A path where only a library name is taken.
+    #[error("`{0}` is a path, not a playbook name: only a name from the library is taken here")]
+    NotAName(String),
     /// No such playbook.
     #[error("no playbook `{name}` in `{dir}`{hint}")]
     NotFound {
@@ -150,6 +153,17 @@ impl Library {
         Ok(versions)
     }
 
+    /// Finds `NAME` or `NAME@N` in the library, never a file by its path:
+    /// what a playbook calls and what a schedule names (only the operator's
+    /// own command line runs a file by its path).
+    pub fn locate_entry(&self, spec: &str) -> Result<Located, LibraryError> {
+        let lower = spec.to_ascii_lowercase();
+        if lower.ends_with(".yaml") || lower.ends_with(".yml") || spec.contains(['/', '\\']) {
+            return Err(LibraryError::NotAName(spec.to_owned()));
+        }
+        self.locate(spec)
+    }
+
     /// Finds `NAME`, `NAME@N`, or a path ending in `.yaml`/`.yml`.
     pub fn locate(&self, spec: &str) -> Result<Located, LibraryError> {
         if spec.ends_with(".yaml") || spec.ends_with(".yml") {
@@ -273,6 +287,20 @@ mod tests {
         let lib = Library::new("/nonexistent");
         assert!(matches!(lib.locate("../../etc/passwd"), Err(LibraryError::BadName(_))));
         assert!(matches!(lib.locate("x@two"), Err(LibraryError::BadName(_))));
+    }
+
+    #[test]
+    fn what_a_playbook_calls_is_a_name_never_a_path() {
+        let lib = Library::new("/nonexistent");
+        for path in ["/tmp/evil.yaml", "evil.yml", "x/v1", "EVIL.YAML", "a\\b"] {
+            assert!(
+                matches!(lib.locate_entry(path), Err(LibraryError::NotAName(_))),
+                "{path}"
+            );
+        }
+        // The operator's own command line still runs a file by its path.
+        assert!(lib.locate("/tmp/evil.yaml").is_ok());
+        assert!(matches!(lib.locate_entry("nope"), Err(LibraryError::NotFound { .. })));
     }
 
     #[test]

@@ -236,7 +236,7 @@ impl Schedule {
 
 /// Loads a playbook for a check that reports its own errors.
 fn load_playbook(lib: &Library, registry: &Registry, spec: &str) -> Result<runbook_core::model::Playbook, String> {
-    let located = lib.locate(spec).map_err(|e| e.to_string())?;
+    let located = lib.locate_entry(spec).map_err(|e| e.to_string())?;
     match library::load(lib, &located, registry) {
         Ok(loaded) => Ok(loaded.playbook),
         Err(LoadError::Library(e)) => Err(e.to_string()),
@@ -347,6 +347,25 @@ mod tests {
         assert_eq!(queue.fire(), Fire::Dropped, "at most {MAX_QUEUED} wait");
         assert!(queue.ended(), "the next queued fire starts when the run ends");
         assert_eq!(queue.queued, MAX_QUEUED - 1);
+    }
+
+    #[test]
+    fn a_schedule_names_a_playbook_of_the_library_never_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("evil.yaml");
+        std::fs::write(&file, "apiVersion: runbook/v1\nname: evil\nversion: 1\nsteps: []\n").unwrap();
+        let schedules = dir.path().join("schedules.yaml");
+        let text = format!(
+            "schedules:\n  - {{ name: x, playbook: \"{}\", cron: \"* * * * *\" }}\n",
+            file.display()
+        );
+        std::fs::write(&schedules, text).unwrap();
+        let lib = Library::new(dir.path().join("playbooks"));
+        let refused = load(&schedules, &lib, &Registry::new()).err().unwrap_or_default();
+        assert!(
+            refused.iter().any(|e| e.contains("is a path, not a playbook name")),
+            "{refused:?}"
+        );
     }
 
     #[test]
