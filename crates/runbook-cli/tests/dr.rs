@@ -519,3 +519,149 @@ fn region_failover_promotes_the_dr_standby_starts_the_dr_region_and_moves_the_na
     let zone = std::fs::read_to_string(lab.dir.path().join("dns.zone")).unwrap();
     assert_eq!(zone.trim(), "finance.example.test dr-lb.example.test");
 }
+
+/// Waits until `sql` on `server` answers `want` (at most 30 s).
+fn wait_psql(lab: &Lab, server: &str, sql: &str, want: &str) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while lab.psql(server, sql) != want {
+        assert!(std::time::Instant::now() < until, "{server}: `{sql}` never gave {want}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn dr_failover_refuses_when_the_primary_sees_no_streaming_standby_and_fences_nothing() {
+    let lab = Lab::stack(1);
+    let standby_app = lab.info["postgres"]["standby"]["app_dsn"].as_str().unwrap().to_owned();
+    let run = lab.runbook().env("NEW_DATABASE_URL", &standby_app);
+    // The standby runs, but its WAL receiver is cut: it has replayed all it
+    // received, so by its own view it is 0 bytes behind, while the primary
+    // goes on taking writes it never sees.
+    lab.psql("standby", "ALTER SYSTEM SET primary_conninfo = ''");
+    lab.psql("standby", "SELECT pg_reload_conf()");
+    wait_psql(&lab, "standby", "SELECT count(*) FROM pg_stat_wal_receiver", "0");
+    wait_psql(&lab, "primary", "SELECT count(*) FROM pg_stat_replication", "0");
+    lab.psql(
+        "primary",
+        "CREATE TABLE after_the_cut AS SELECT g FROM generate_series(1, 100) g",
+    );
+    let out = lab
+        .play(&run, "dr-failover", FAILOVER, &["--yes"])
+        .exit(1)
+        .stdout_has("no WAL receiver")
+        .stdout_has("no standby is streaming from this primary");
+    // Nothing was fenced or promoted: production still takes writes.
+    assert_eq!(
+        lab.psql("primary", "SHOW default_transaction_read_only"),
+        "off",
+        "{}",
+        out.stdout
+    );
+    lab.psql("primary", "INSERT INTO after_the_cut VALUES (101)");
+    assert_eq!(
+        lab.psql("standby", "SELECT pg_is_in_recovery()"),
+        "t",
+        "nothing was promoted"
+    );
+}
+
+#[test]
+fn dr_failover_undoes_the_fence_when_the_standby_does_not_catch_up_and_says_so() {
+    let lab = Lab::stack(1);
+    let standby_app = lab.info["postgres"]["standby"]["app_dsn"].as_str().unwrap().to_owned();
+    let run = lab.runbook().env("NEW_DATABASE_URL", &standby_app);
+    // The standby streams, a little behind (within the gate), but never
+    // replays the fenced primary's final position: its replay is paused.
+    lab.psql("standby", "SELECT pg_wal_replay_pause()");
+    lab.psql(
+        "primary",
+        "CREATE TABLE before_the_fence AS SELECT g FROM generate_series(1, 100) g",
+    );
+    let out = lab
+        .play(
+            &run,
+            "dr-failover",
+            FAILOVER,
+            &["--yes", "max_lag=1h", "catchup_timeout=3s"],
+        )
+        .exit(1)
+        .stdout_has("✓ fence")
+        .stdout_has("replayed");
+    // The run's last lines say where the old primary was left.
+    let tail: Vec<&str> = out.stdout.lines().rev().take(6).collect();
+    assert!(
+        tail.iter()
+            .any(|l| l.contains("the old primary was put back to read-write")),
+        "{}",
+        out.stdout
+    );
+    // And it is so: read-write, writes from the app's role go through.
+    assert_eq!(lab.psql("primary", "SHOW default_transaction_read_only"), "off");
+    let app = lab.info["postgres"]["primary"]["app_dsn"].as_str().unwrap();
+    let psql = format!("{}/psql", lab.info["postgres"]["bin"].as_str().unwrap());
+    let write = std::process::Command::new(psql)
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-d", app, "-c"])
+        .arg("INSERT INTO accounts (name) SELECT 'after the failed failover' WHERE false")
+        .output()
+        .unwrap();
+    assert!(write.status.success(), "{}", String::from_utf8_lossy(&write.stderr));
+    assert_eq!(
+        lab.psql("standby", "SELECT pg_is_in_recovery()"),
+        "t",
+        "nothing was promoted"
+    );
+}
+
+#[test]
+fn full_restore_refuses_a_dump_of_another_database_or_without_its_counts_before_stopping_anything() {
+    let lab = Lab::stack(1);
+    let run = lab.runbook();
+    let keys = &["app_port", "lb_url", "stop_app_cmd", "deploy_cmd", "start_app_cmd"];
+    // A good, verified backup of another database on the same server.
+    lab.psql("primary", "CREATE DATABASE ledger OWNER app");
+    lab.psql_in(
+        "primary",
+        "ledger",
+        "CREATE TABLE entries AS SELECT g AS id FROM generate_series(1, 10) g",
+    );
+    let other = lab.dir.path().join("other");
+    let dir = format!("dir={}", other.display());
+    lab.play(&run, "backup", &OFFSITE[..2], &[&dir, "database=ledger"])
+        .exit(0);
+    let wrong = other.join(dumps(&other).into_iter().find(|f| f.ends_with(".dump")).unwrap());
+    let file = format!("file={}", wrong.display());
+    let out = lab
+        .play(&run, "full-restore", keys, &[&file, "release=v1", "--yes"])
+        .exit(1)
+        .stdout_has("is a dump of ledger, not of finance");
+    // Refused before anything was stopped or restored.
+    assert!(!out.stdout.contains("stop-app"), "{}", out.stdout);
+    assert!(lab.get(0, "/health/ready/").contains("\"ready\""), "the app still runs");
+    assert_eq!(lab.psql("primary", "SELECT count(*) FROM transactions"), "5000");
+    assert_eq!(
+        lab.psql("primary", "SELECT count(*) FROM pg_tables WHERE tablename = 'entries'"),
+        "0",
+        "the other database's table was not loaded into production"
+    );
+    // A dump of this database without the counts `backup` writes beside it:
+    // nothing says what the restore must hold.
+    let backups = lab.dir.path().join("backups");
+    let dir = format!("dir={}", backups.display());
+    lab.play(&run, "backup", &OFFSITE[..2], &[&dir]).exit(0);
+    let good = backups.join(dumps(&backups).into_iter().find(|f| f.ends_with(".dump")).unwrap());
+    let counts = format!("{}.counts.json", good.display());
+    std::fs::rename(&counts, format!("{counts}.aside")).unwrap();
+    let file = format!("file={}", good.display());
+    lab.play(&run, "full-restore", keys, &[&file, "release=v1", "--yes"])
+        .exit(1)
+        .stdout_has("without the counts `backup` writes beside a dump");
+    assert!(lab.get(0, "/health/ready/").contains("\"ready\""), "the app still runs");
+    // With them, the restore goes through and its rows are checked.
+    std::fs::rename(format!("{counts}.aside"), &counts).unwrap();
+    lab.psql("primary", "DELETE FROM transactions WHERE id > 1000");
+    lab.play(&run, "full-restore", keys, &[&file, "release=v1", "--yes"])
+        .exit(0)
+        .stdout_has("its tables those")
+        .stdout_has("✓ rows");
+    assert_eq!(lab.psql("primary", "SELECT count(*) FROM transactions"), "5000");
+}

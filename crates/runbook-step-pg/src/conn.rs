@@ -354,7 +354,8 @@ impl Db {
             .query(
                 "SELECT application_name, coalesce(client_addr::text, 'local'), state, \
                  coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::int8, \
-                 coalesce(extract(epoch FROM replay_lag), 0)::float8 \
+                 coalesce(extract(epoch FROM replay_lag), 0)::float8, \
+                 coalesce(sent_lsn::text, ''), coalesce(replay_lsn::text, '') \
                  FROM pg_stat_replication ORDER BY application_name",
                 &[],
             )
@@ -378,9 +379,30 @@ impl Db {
                     "state": r.get::<_, String>(2),
                     "lag_bytes": bytes,
                     "lag_seconds": secs,
+                    "sent_lsn": r.get::<_, String>(5),
+                    "replay_lsn": r.get::<_, String>(6),
                 })
             })
             .collect();
+        // A standby still starting or catching up is connected but not
+        // following: its replay position says nothing of the writes to come.
+        if !standbys.iter().any(|s| s["state"] == "streaming") {
+            let states: Vec<String> = standbys
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} {}",
+                        s["name"].as_str().unwrap_or("?"),
+                        s["state"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            return Err(StepError::new(format!(
+                "{}: no standby is streaming from this primary ({})",
+                self.shown,
+                states.join(", ")
+            )));
+        }
         let bytes = standbys
             .iter()
             .filter_map(|s| s["lag_bytes"].as_u64())

@@ -49,15 +49,17 @@ pub struct PgParams {
     pub file: Option<String>,
     /// dump: also write the row count of every table, counted in the dump's
     /// own snapshot, to this JSON file (what a restore must hold). verify-counts:
-    /// the file to compare `database` with.
+    /// the file to compare `database` with. verify-dump: the counts must be of
+    /// this dump and its database, and count exactly the tables it holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counts_file: Option<String>,
     /// dump and restore: parallel jobs (dump then writes the directory format).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jobs: Option<u32>,
     /// create-db, drop-db: the database to create or drop; terminate-idle: only
-    /// sessions on it; every other action: connect to it instead of the dsn's
-    /// (restore: the target).
+    /// sessions on it; verify-dump: the database the dump must have been taken
+    /// of; every other action: connect to it instead of the dsn's (restore:
+    /// the target).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
     /// create-db: the template database (default template1).
@@ -210,6 +212,11 @@ const OUTPUTS: &[OutputDecl] = &[
         "dump with counts_file, verify-counts: rows in all tables",
     ),
     OutputDecl::new("counts_file", OutputType::String, "dump: the counts file written"),
+    OutputDecl::new(
+        "dump_database",
+        OutputType::String,
+        "verify-dump: the database the dump was taken of (its header's dbname)",
+    ),
     OutputDecl::new(
         "changed",
         OutputType::Boolean,
@@ -548,8 +555,17 @@ async fn act(db: &Db, p: &PgParams, say: &(dyn Fn(String) + Sync)) -> Result<Out
         Action::Replication => {
             let lag = db.replication().await?;
             for s in &lag.standbys {
+                // Where the position comes from: the standby's WAL receiver
+                // (none: it receives nothing, and "0 bytes behind" is only
+                // what it has), or the primary's walsender and its state.
+                let source = match (s.get("receiver"), s.get("state")) {
+                    (Some(Json::String(r)), _) => format!(", WAL receiver {r}"),
+                    (Some(_), _) => ", no WAL receiver: nothing is being received".to_owned(),
+                    (None, Some(Json::String(st))) => format!(", {st}"),
+                    _ => String::new(),
+                };
                 say(format!(
-                    "{}: {} bytes behind, {:.1}s{}",
+                    "{}: {} bytes behind, {:.1}s{}{source}",
                     s["name"].as_str().unwrap_or("standby"),
                     s["lag_bytes"],
                     s["lag_seconds"].as_f64().unwrap_or(0.0),

@@ -273,6 +273,20 @@ pub(crate) async fn run(ctx: &StepContext, p: &PgParams) -> Result<Outputs, Step
             );
             outputs.insert("entries".into(), json!(entries.len()));
             outputs.insert("tables".into(), json!(tables));
+            let identity = dump_identity(&out);
+            outputs.insert("dump_database".into(), json!(identity.database));
+            if let Err(e) = check_identity(&file, &identity, p.database.as_deref(), p.counts_file.as_deref()) {
+                return Err(StepError::new(e).with_outputs(outputs));
+            }
+            if let Some(c) = &p.counts_file {
+                ctx.log.line(
+                    LogStream::Stdout,
+                    &format!(
+                        "a dump of {}, its tables those {c} counts",
+                        identity.database.as_deref().unwrap_or("?")
+                    ),
+                );
+            }
         }
         _ => {
             ctx.log
@@ -280,4 +294,111 @@ pub(crate) async fn run(ctx: &StepContext, p: &PgParams) -> Result<Outputs, Step
         }
     }
     Ok(outputs)
+}
+
+/// What `pg_restore --list` says a dump is: the database it was taken of
+/// and the tables it holds data for (`schema.table`).
+struct DumpIdentity {
+    database: Option<String>,
+    tables: std::collections::BTreeSet<String>,
+}
+
+fn dump_identity(list: &[String]) -> DumpIdentity {
+    let database = list.iter().find_map(|l| {
+        l.strip_prefix(';')
+            .map(str::trim_start)
+            .and_then(|l| l.strip_prefix("dbname:"))
+            .map(|d| d.trim().to_owned())
+    });
+    let tables = list
+        .iter()
+        .filter(|l| !l.starts_with(';'))
+        .filter_map(|l| l.split_once(" TABLE DATA ").map(|(_, rest)| rest))
+        .filter_map(|rest| {
+            let mut w = rest.split_whitespace();
+            Some(format!("{}.{}", w.next()?, w.next()?))
+        })
+        .collect();
+    DumpIdentity { database, tables }
+}
+
+/// verify-dump with `database`: the dump is of that database; with
+/// `counts_file` (as `backup` writes it): the counts are of this dump, of the
+/// same database, and count exactly the tables the dump holds.
+fn check_identity(
+    file: &str,
+    id: &DumpIdentity,
+    database: Option<&str>,
+    counts_file: Option<&str>,
+) -> Result<(), String> {
+    let of = id.database.as_deref().unwrap_or("an unnamed database");
+    if let Some(want) = database {
+        if id.database.as_deref() != Some(want) {
+            return Err(format!(
+                "{file} is a dump of {of}, not of {want}: restoring it would replace {want}'s tables with another database's"
+            ));
+        }
+    }
+    let Some(counts_file) = counts_file else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(counts_file).map_err(|e| {
+        format!("cannot read {counts_file} ({e}): without the counts `backup` writes beside a dump, nothing says what a restore of it must hold")
+    })?;
+    let manifest: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{counts_file} is not the counts `backup` writes: {e}"))?;
+    if let Some(db) = manifest["database"].as_str() {
+        if id.database.as_deref() != Some(db) {
+            return Err(format!(
+                "{counts_file} counts database {db}, but {file} is a dump of {of}"
+            ));
+        }
+    }
+    let base = |p: &str| Path::new(p).file_name().map(|n| n.to_string_lossy().into_owned());
+    if let Some(dump) = manifest["dump"].as_str() {
+        if base(dump) != base(file) {
+            return Err(format!("{counts_file} counts the dump {dump}, not {file}"));
+        }
+    }
+    let counted: std::collections::BTreeSet<String> = manifest["tables"]
+        .as_object()
+        .ok_or_else(|| format!("{counts_file} has no `tables`"))?
+        .keys()
+        .cloned()
+        .collect();
+    if counted != id.tables {
+        let missing: Vec<&String> = counted.difference(&id.tables).collect();
+        let extra: Vec<&String> = id.tables.difference(&counted).collect();
+        return Err(format!(
+            "{file} does not hold the tables {counts_file} counts (not in the dump: {missing:?}; not counted: {extra:?})"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dump_names_its_database_and_tables() {
+        let list: Vec<String> = [
+            ";     dbname: finance",
+            "; Selected TOC Entries:",
+            "3375; 0 16396 TABLE DATA public accounts app",
+            "3376; 0 16400 TABLE DATA public transactions app",
+            "215; 1259 16396 TABLE public accounts app",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let id = dump_identity(&list);
+        assert_eq!(id.database.as_deref(), Some("finance"));
+        assert_eq!(
+            id.tables.iter().collect::<Vec<_>>(),
+            ["public.accounts", "public.transactions"]
+        );
+        assert!(check_identity("f.dump", &id, Some("finance"), None).is_ok());
+        let wrong = check_identity("f.dump", &id, Some("ledger"), None).unwrap_err();
+        assert!(wrong.contains("is a dump of finance, not of ledger"), "{wrong}");
+    }
 }
