@@ -243,6 +243,16 @@ async fn caller_of(s: &Shared, peer: &Peer, headers: &HeaderMap) -> Result<Optio
                     Some("go through the proxy's address"),
                 ));
             }
+            // Two names is no name: which one the proxy meant is unknown
+            // (a browser's own header may have reached us beside it).
+            if headers.get_all(header.as_str()).iter().count() > 1 {
+                let message = format!("the proxy named more than one user (`{header}` given more than once)");
+                return Err(refuse(
+                    StatusCode::UNAUTHORIZED,
+                    message,
+                    Some("the proxy must set the header itself, replacing the browser's"),
+                ));
+            }
             let name = headers
                 .get(header.as_str())
                 .and_then(|v| v.to_str().ok())

@@ -317,3 +317,48 @@ async fn a_401_says_how_to_authenticate_and_the_scheme_is_case_insensitive() {
     .await;
     assert_eq!(code, 415, "{refused}");
 }
+
+#[tokio::test]
+async fn behind_the_proxy_two_names_are_no_name_and_a_foreign_origin_is_refused() {
+    let proxy = runbook_server::Identity::TrustedProxy {
+        header: "X-Forwarded-User".into(),
+        from: vec!["127.0.0.1".parse().unwrap()],
+    };
+    let s = serve_with(|_| None, proxy);
+    let url = format!("{}/session", s.base);
+    let mut req = reqwest::Client::new().get(&url);
+    req = req
+        .header("X-Forwarded-User", "mallory")
+        .header("X-Forwarded-User", "alice");
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let refused: Json = resp.json().await.unwrap();
+    assert!(
+        refused["error"].as_str().unwrap().contains("more than one user"),
+        "{refused}"
+    );
+    // One name: who it is, and the token its browser's changes carry.
+    let (code, _, me) = request(Method::GET, &url, &[("X-Forwarded-User", "alice")], None).await;
+    assert_eq!(code, 200, "{me}");
+    let csrf = me["csrf"].as_str().unwrap().to_owned();
+    // With its token, from a page the proxy's host did not serve, then from
+    // one it did (a viewer without a roles file: refused for its role then,
+    // not its origin).
+    let runs = format!("{}/runs", s.base);
+    let body = r#"{"playbook": "hello", "inputs": {"who": "x"}}"#;
+    for (origin, why) in [
+        ("https://evil.example", "another origin"),
+        ("https://runbook.example", "starting a run needs operator"),
+    ] {
+        let headers = [
+            ("X-Forwarded-User", "alice"),
+            ("x-csrf-token", csrf.as_str()),
+            ("content-type", "application/json"),
+            ("origin", origin),
+            ("x-forwarded-host", "runbook.example"),
+        ];
+        let (code, _, refused) = raw(Method::POST, &runs, &headers, body).await;
+        assert_eq!(code, 403, "{origin}: {refused}");
+        assert!(refused["error"].as_str().unwrap().contains(why), "{origin}: {refused}");
+    }
+}
