@@ -7,7 +7,7 @@ use crate::Shared;
 use crate::bodies::{Continued, Health, LogEntry, LogsPage, May, PlanDoc, RunView, Started};
 use crate::error::ApiError;
 use crate::executor::{How, Job, Streamed};
-use crate::identity::allow;
+use crate::identity::{Credential, allow, still_valid};
 use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -423,7 +423,13 @@ struct EventsQuery {
 /// `GET /api/v1/runs/{id}/events`: the run's journal events and log lines
 /// as Server-Sent Events (`journal`, `log`, and a last `end` with the status
 /// it stopped at), each with the id a reconnecting client sends back.
-async fn events(State(s): S, Path(id): Path<String>, Query(q): Query<EventsQuery>, headers: HeaderMap) -> Answered {
+async fn events(
+    State(s): S,
+    credential: Option<Extension<Credential>>,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Answered {
     let record = run_of(&s, &id).await?;
     let given = headers
         .get("last-event-id")
@@ -443,12 +449,52 @@ async fn events(State(s): S, Path(id): Path<String>, Query(q): Query<EventsQuery
     }) {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping"));
     }
+    let credential = credential.map_or(Credential::Lasting, |Extension(c)| c);
+    let from_executor = lasting_while_valid(s.clone(), credential, from_executor);
     let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(from_executor);
     let stream = tokio_stream::StreamExt::map(stream, |item: Streamed| {
         let id = format!("{}.{}", item.cursor.event, item.cursor.log);
         Ok::<_, Infallible>(SseEvent::default().id(id).event(item.kind).data(item.data.to_string()))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// How often an event stream checks that its token or session still
+/// authenticates.
+const RECHECK: Duration = Duration::from_secs(5);
+
+/// The events of `from`, until the token or session that opened the stream
+/// ends (revoked, expired, signed out): checked every [`RECHECK`].
+fn lasting_while_valid(
+    s: Arc<Shared>,
+    credential: Credential,
+    mut from: mpsc::UnboundedReceiver<Streamed>,
+) -> mpsc::UnboundedReceiver<Streamed> {
+    if matches!(credential, Credential::Lasting) {
+        return from;
+    }
+    let (to, out) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut check = tokio::time::interval(RECHECK);
+        check.tick().await;
+        loop {
+            tokio::select! {
+                item = from.recv() => {
+                    let Some(item) = item else { break };
+                    if to.send(item).is_err() {
+                        break;
+                    }
+                }
+                _ = check.tick() => {
+                    if !still_valid(&s, &credential).await {
+                        break;
+                    }
+                }
+                () = to.closed() => break,
+            }
+        }
+    });
+    out
 }
 
 #[derive(Debug, Deserialize)]

@@ -179,6 +179,48 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, v)| v)
 }
 
+/// The secret of `Authorization: Bearer SECRET` (the scheme is
+/// case-insensitive, RFC 9110: `bearer` is `Bearer`).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, secret)| secret.trim())
+}
+
+/// What a request was authenticated with that can end while it is served
+/// (an event stream): a token, or a browser's session.
+#[derive(Debug, Clone)]
+pub(crate) enum Credential {
+    /// Nothing that ends: the server's own user, the proxy's word.
+    Lasting,
+    /// An API token, by its hash.
+    Token(String),
+    /// A browser's session, by its cookie.
+    Session(String),
+}
+
+/// Whether `credential` still authenticates: its token neither revoked nor
+/// expired, its session not signed out nor past its end.
+pub(crate) async fn still_valid(s: &Shared, credential: &Credential) -> bool {
+    let hash = match credential {
+        Credential::Lasting => return true,
+        Credential::Token(hash) => Some(hash.clone()),
+        Credential::Session(id) => s.sessions.by_id.lock().ok().and_then(|m| {
+            m.get(id)
+                .filter(|x| x.until > Instant::now())
+                .map(|x| x.token_hash.clone())
+        }),
+    };
+    match hash {
+        Some(hash) => access::authenticate_hash(s.runner.store.as_ref(), &hash).await.is_ok(),
+        None => false,
+    }
+}
+
 /// The caller of a request, or why it is refused (before any handler runs).
 async fn caller_of(s: &Shared, peer: &Peer, headers: &HeaderMap) -> Result<Option<(Caller, Via)>, Response> {
     let unauthorized = |e: access::TokenError| {
@@ -188,15 +230,8 @@ async fn caller_of(s: &Shared, peer: &Peer, headers: &HeaderMap) -> Result<Optio
             Some("`runbook token create NAME --role ROLE` makes one"),
         )
     };
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        // The scheme is case-insensitive (RFC 9110): `bearer` is `Bearer`.
-        let secret = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, secret)| secret.trim());
-        let Some(secret) = secret else {
+    if headers.contains_key(header::AUTHORIZATION) {
+        let Some(secret) = bearer(headers) else {
             return Err(refuse(
                 StatusCode::UNAUTHORIZED,
                 "the Authorization header is not `Bearer TOKEN`",
@@ -395,6 +430,12 @@ pub(crate) async fn identify(
             return not_json();
         }
     }
+    let credential = match &via {
+        Via::Bearer => bearer(req.headers()).map(|secret| Credential::Token(access::hash(secret))),
+        Via::Session(_) => cookie(req.headers(), COOKIE).map(|id| Credential::Session(id.to_owned())),
+        Via::Local | Via::Proxy => None,
+    };
+    req.extensions_mut().insert(credential.unwrap_or(Credential::Lasting));
     req.extensions_mut().insert(caller);
     req.extensions_mut().insert(via);
     next.run(req).await

@@ -270,3 +270,39 @@ async fn a_local_server_answers_only_for_localhost() {
         (Some("alice"), Some("local"), Some("admin"))
     );
 }
+
+#[tokio::test]
+async fn an_event_stream_ends_when_its_token_is_revoked() {
+    let s = tokens_only();
+    let ops = s.token("ops", "operator").await;
+    let runs = format!("{}/runs", s.base);
+    let dir = s.dir.path().display().to_string();
+    let body = json!({ "playbook": "slow", "inputs": { "dir": dir } });
+    let (code, started) = with(&ops, Method::POST, &runs, Some(body)).await;
+    assert_eq!(code, 201, "{started}");
+    let id = started["run"].as_str().unwrap().to_owned();
+    let (k, v) = bearer(&ops);
+    let mut stream = reqwest::Client::new()
+        .get(format!("{runs}/{id}/events"))
+        .header(k, v)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    // It streams while the token lives (the run sleeps for 30 s).
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.chunk()).await;
+    assert!(matches!(first, Ok(Ok(Some(_)))), "{first:?}");
+    use runbook_state::Tokens;
+    let store = runbook_state::SqliteStore::open(&s.dir.path().join("state.db"))
+        .await
+        .unwrap();
+    assert!(store.revoke_token("ops", &runbook_state::now()).await.unwrap());
+    // Revoked: the stream ends within the server's next check, the run going on.
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its token");
+    let (code, _) = with(&ops, Method::GET, &format!("{runs}/{id}/events"), None).await;
+    assert_eq!(code, 401, "and cannot be opened again");
+}
