@@ -594,6 +594,9 @@ async fn answer(
         return Err(e);
     }
     let who = caller.name().to_owned();
+    if approve && who == record.user {
+        four_eyes(&s, &record, &req.steps).await?;
+    }
     let answer = Answer {
         approve,
         who: who.clone(),
@@ -603,6 +606,60 @@ async fn answer(
         all: req.all,
     };
     continue_run(&s, &who, &id, How::Answer(answer)).await
+}
+
+/// Refuses (403), before anything is recorded, the approval by whoever
+/// started the run of a question that needs four eyes: among `named`, or,
+/// naming none, among those the run waits at.
+async fn four_eyes(s: &Shared, record: &runbook_state::RunRecord, named: &[String]) -> Result<(), ApiError> {
+    let Ok(loaded) = runbook_runner::decide::load_stored(record, &s.runner.registry) else {
+        return Ok(()); // the step itself still says no
+    };
+    let paths: Vec<String> = if named.is_empty() {
+        let events = s.runner.store.events(&record.id).await?;
+        let status = catalog::Status::of(record.clone(), &events);
+        status
+            .steps
+            .into_iter()
+            .filter(|r| r.state == "waiting")
+            .map(|r| r.step)
+            .collect()
+    } else {
+        named.to_vec()
+    };
+    let pb = &loaded.playbook;
+    let everywhere = pb.steps.iter().chain(&pb.on_failure).chain(&pb.finally);
+    for path in paths {
+        // `roll[web-1].ok` is the step `ok`.
+        let tail = path.rsplit_once(']').map_or(path.as_str(), |(_, t)| t);
+        let id = tail.rsplit('.').next().unwrap_or(tail);
+        if everywhere.clone().any(|step| needs_four_eyes(step, id)) {
+            let message = format!(
+                "{} started run {} and may not approve `{path}` too (four eyes): a second person must",
+                record.user, record.id
+            );
+            return Err(ApiError::new(StatusCode::FORBIDDEN, message));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `step`, or a step within it, is the approval `id` with
+/// `four_eyes: true`.
+fn needs_four_eyes(step: &runbook_core::model::Step, id: &str) -> bool {
+    let own = step.id.as_deref() == Some(id)
+        && step.uses.as_deref() == Some("approve")
+        && step
+            .with
+            .as_ref()
+            .and_then(|w| w.get("four_eyes"))
+            .is_some_and(|v| v == &Json_::Bool(true));
+    own || step
+        .steps
+        .iter()
+        .flatten()
+        .chain(&step.on_failure)
+        .any(|inner| needs_four_eyes(inner, id))
 }
 
 /// The operator's decisions about a stopped run.

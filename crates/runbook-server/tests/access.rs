@@ -137,7 +137,22 @@ async fn four_eyes_the_starter_cannot_approve_a_second_person_can() {
     let id = started["run"].as_str().unwrap().to_owned();
     let hash = until(&s, &lead, &id, "waiting").await["plan_hash"].clone();
     let approve = format!("{runs}/{id}/approve");
-    with(&lead, Method::POST, &approve, Some(json!({ "plan_hash": hash }))).await;
+    let (code, refused) = with(&lead, Method::POST, &approve, Some(json!({ "plan_hash": hash }))).await;
+    assert_eq!(code, 403, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("may not approve `ok` too (four eyes)"),
+        "{refused}"
+    );
+    // Nothing was recorded as an approval.
+    use runbook_state::Journal;
+    let store = runbook_state::SqliteStore::open(&s.dir.path().join("state.db"))
+        .await
+        .unwrap();
+    let events = serde_json::to_string(&store.events(&id).await.unwrap()).unwrap();
+    assert!(!events.contains("operator_action"), "{events}");
     let view = until(&s, &lead, &id, "waiting").await;
     let steps = view["steps"].to_string();
     assert!(
