@@ -425,6 +425,7 @@ struct EventsQuery {
 /// it stopped at), each with the id a reconnecting client sends back.
 async fn events(
     State(s): S,
+    Extension(caller): Extension<Caller>,
     credential: Option<Extension<Credential>>,
     Path(id): Path<String>,
     Query(q): Query<EventsQuery>,
@@ -441,6 +442,7 @@ async fn events(
             .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("event id `{text}` is not EVENT.LOG")))?,
         None => Cursor::default(),
     };
+    let open = StreamSlot::take(&s, caller.name())?;
     let (to, from_executor) = mpsc::unbounded_channel::<Streamed>();
     if !s.submit(Job::Follow {
         id: record.id,
@@ -452,11 +454,57 @@ async fn events(
     let credential = credential.map_or(Credential::Lasting, |Extension(c)| c);
     let from_executor = lasting_while_valid(s.clone(), credential, from_executor);
     let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(from_executor);
-    let stream = tokio_stream::StreamExt::map(stream, |item: Streamed| {
+    let stream = tokio_stream::StreamExt::map(stream, move |item: Streamed| {
+        // Held for as long as the stream is: its end frees the caller's slot.
+        let _open = &open;
         let id = format!("{}.{}", item.cursor.event, item.cursor.log);
         Ok::<_, Infallible>(SseEvent::default().id(id).event(item.kind).data(item.data.to_string()))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// One of a caller's event streams, counted while it is open.
+struct StreamSlot {
+    streams: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    caller: String,
+}
+
+impl StreamSlot {
+    /// A slot for `caller`, or 429 when it holds as many streams as it may.
+    fn take(s: &Shared, caller: &str) -> Result<StreamSlot, ApiError> {
+        let most = s.options.streams_per_caller;
+        let mut open = s
+            .streams
+            .lock()
+            .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping"))?;
+        let count = open.entry(caller.to_owned()).or_default();
+        if *count >= most {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("{caller} has {most} event streams open, as many as one caller may"),
+            );
+            e.hint = Some("close one (a run's page) first".into());
+            return Err(e);
+        }
+        *count += 1;
+        Ok(StreamSlot {
+            streams: s.streams.clone(),
+            caller: caller.to_owned(),
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.streams.lock() {
+            if let Some(count) = open.get_mut(&self.caller) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    open.remove(&self.caller);
+                }
+            }
+        }
+    }
 }
 
 /// How often an event stream checks that its token or session still

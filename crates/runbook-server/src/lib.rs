@@ -56,6 +56,8 @@ pub struct ServeOptions {
     /// Hand the runs it starts to the workers' queue (PostgreSQL state)
     /// instead of executing them in this process.
     pub queue: bool,
+    /// At most this many event streams open at once per caller (429 past it).
+    pub streams_per_caller: usize,
 }
 
 impl Default for ServeOptions {
@@ -68,6 +70,7 @@ impl Default for ServeOptions {
             identity: Identity::Process,
             roles: None,
             queue: false,
+            streams_per_caller: 64,
         }
     }
 }
@@ -92,6 +95,8 @@ pub(crate) struct Shared {
     pub(crate) sessions: identity::Sessions,
     /// Served over TLS: cookies are `Secure`.
     pub(crate) secure: std::sync::atomic::AtomicBool,
+    /// The event streams open, by caller.
+    pub(crate) streams: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl Shared {
@@ -129,6 +134,7 @@ impl Server {
                 inbox: Mutex::new(Some(inbox)),
                 sessions: identity::Sessions::new(),
                 secure: std::sync::atomic::AtomicBool::new(false),
+                streams: Arc::default(),
             }),
         }
     }

@@ -230,7 +230,7 @@ pub fn document() -> Json {
         if r.method == "post" && r.path.contains("/runs/") {
             responses.insert("202".into(), json!({ "description": "accepted: the run goes on", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Continued" } } } }));
         }
-        responses.insert("default".into(), json!({ "description": "refused (400, 401, 403, 404, 405, 409, 413, 415, 421, 422, 501, 503)", "content": { "application/json": { "schema": error.clone() } } }));
+        responses.insert("default".into(), json!({ "description": "refused (400, 401, 403, 404, 405, 409, 413, 415, 421, 422, 429, 501, 503)", "content": { "application/json": { "schema": error.clone() } } }));
         let mut op = json!({ "summary": r.summary, "responses": responses });
         let public = ["/api/v1/health", "/api/v1/openapi.json"].contains(&r.path)
             || (r.path == "/api/v1/session" && r.method != "delete");

@@ -10,7 +10,7 @@ mod support;
 use reqwest::Method;
 use serde_json::{Value as Json, json};
 use std::time::Duration;
-use support::{Served, request, serve, serve_full};
+use support::{Served, request, serve, serve_full, serve_tuned};
 
 /// The roles of these tests: `ops` runs anything, `lead` approves the
 /// gated and paired playbooks only, `second` approves anything.
@@ -320,4 +320,54 @@ async fn an_event_stream_ends_when_its_token_is_revoked() {
     assert!(ended.is_ok(), "the stream outlived its token");
     let (code, _) = with(&ops, Method::GET, &format!("{runs}/{id}/events"), None).await;
     assert_eq!(code, 401, "and cannot be opened again");
+}
+
+#[tokio::test]
+async fn a_caller_holds_a_bounded_number_of_event_streams() {
+    let s = serve_tuned(
+        |_| None,
+        runbook_server::Identity::Tokens,
+        Some(ROLES),
+        |o| {
+            o.streams_per_caller = 2;
+        },
+    );
+    let ops = s.token("ops", "operator").await;
+    let other = s.token("second", "approver").await;
+    let runs = format!("{}/runs", s.base);
+    let dir = s.dir.path().display().to_string();
+    let body = json!({ "playbook": "slow", "inputs": { "dir": dir } });
+    let (_, started) = with(&ops, Method::POST, &runs, Some(body)).await;
+    let events = format!("{runs}/{}/events", started["run"].as_str().unwrap());
+    let open = |token: &str| {
+        let (k, v) = bearer(token);
+        reqwest::Client::new().get(&events).header(k, v).send()
+    };
+    let first = open(&ops).await.unwrap();
+    let second = open(&ops).await.unwrap();
+    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    let third = open(&ops).await.unwrap();
+    assert_eq!(third.status().as_u16(), 429);
+    let refused: Json = third.json().await.unwrap();
+    assert!(
+        refused["error"].as_str().unwrap().contains("2 event streams open"),
+        "{refused}"
+    );
+    // Another caller is not held back by it.
+    assert_eq!(open(&other).await.unwrap().status().as_u16(), 200);
+    // A stream closed frees its place.
+    drop(first);
+    let mut again = 0;
+    for _ in 0..50 {
+        again = open(&ops).await.unwrap().status().as_u16();
+        if again == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(again, 200);
+    // The streams close before the server stops (it waits for its
+    // connections): their client tasks run while this one sleeps.
+    drop(second);
+    tokio::time::sleep(Duration::from_millis(300)).await;
 }

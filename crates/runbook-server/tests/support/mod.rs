@@ -151,6 +151,16 @@ pub fn serve_full(
     identity: runbook_server::Identity,
     roles: Option<&str>,
 ) -> Served {
+    serve_tuned(tls, identity, roles, |_| ())
+}
+
+/// A server whose options `tune` changes last.
+pub fn serve_tuned(
+    tls: impl FnOnce(&Path) -> Option<runbook_server::Tls>,
+    identity: runbook_server::Identity,
+    roles: Option<&str>,
+    tune: impl FnOnce(&mut ServeOptions) + Send + 'static,
+) -> Served {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in [
         ("hello", HELLO),
@@ -197,13 +207,14 @@ pub fn serve_full(
                 env: IndexMap::new(),
                 inventory: Json::Null,
             };
-            let options = ServeOptions {
+            let mut options = ServeOptions {
                 poll: Duration::from_millis(50),
                 grace: Duration::from_secs(10),
                 identity,
                 roles,
                 ..ServeOptions::default()
             };
+            tune(&mut options);
             let server = Server::new(runner, library, options);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
