@@ -340,7 +340,15 @@ fn own_origin(s: &Shared, origin: &str, headers: &HeaderMap) -> bool {
     if proxied {
         hosts.push(names("x-forwarded-host"));
     }
-    scheme_ok && hosts.into_iter().flatten().any(|h| h.eq_ignore_ascii_case(authority))
+    let origin = same_authority(scheme, authority);
+    scheme_ok && hosts.into_iter().flatten().any(|h| same_authority(scheme, h) == origin)
+}
+
+/// `host[:port]` as compared: lower case, without the scheme's default port.
+fn same_authority(scheme: &str, authority: &str) -> String {
+    let lower = authority.to_ascii_lowercase();
+    let default = if scheme == "https" { ":443" } else { ":80" };
+    lower.strip_suffix(default).map_or(lower.clone(), str::to_owned)
 }
 
 /// The refusal (403) of a change a web page of another origin sent: its `Origin`
@@ -581,6 +589,20 @@ mod tests {
         ] {
             assert!(!loopback_host(host), "{host}");
         }
+    }
+
+    #[test]
+    fn an_origin_s_authority_is_compared_without_its_default_port() {
+        assert_eq!(
+            same_authority("http", "LocalHost:80"),
+            same_authority("http", "localhost")
+        );
+        assert_eq!(same_authority("https", "runbook.example:443"), "runbook.example");
+        assert_ne!(
+            same_authority("http", "localhost:8080"),
+            same_authority("http", "localhost")
+        );
+        assert_ne!(same_authority("https", "runbook.example:80"), "runbook.example");
     }
 
     #[test]
