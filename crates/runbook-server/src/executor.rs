@@ -79,17 +79,24 @@ pub(crate) async fn run(
     stop: runbook_core::kind::CancellationToken,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
+    // The event streams it feeds: they end as the server stops (a client
+    // reconnects with its cursor), rather than hold it up for the grace
+    // period while the runs they follow stop.
+    let mut follows = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
             job = inbox.recv() => match job {
+                Some(job @ Job::Follow { .. }) => { follows.spawn_local(one(shared.clone(), job)); }
                 Some(job) => { tasks.spawn_local(one(shared.clone(), job)); }
                 None => break,
             },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            Some(_) = follows.join_next(), if !follows.is_empty() => {}
         }
     }
     inbox.close();
+    follows.abort_all();
     if let Ok(running) = shared.running.lock() {
         for signals in running.values() {
             signals.stop.cancel();
@@ -259,6 +266,15 @@ impl Follower for Stream {
     }
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn follow(shared: &Shared, id: &str, from: Cursor, to: mpsc::UnboundedSender<Streamed>) {
     let stop = runbook_core::kind::CancellationToken::new();
     let gone = stop.clone();
@@ -267,6 +283,9 @@ async fn follow(shared: &Shared, id: &str, from: Cursor, to: mpsc::UnboundedSend
         closed.closed().await;
         gone.cancel();
     });
+    // It holds a sender of the stream: aborted with this follow (a stopping
+    // server aborts it), else the stream would never end.
+    let _watch = AbortOnDrop(watch.abort_handle());
     let stream = Stream {
         to,
         at: Mutex::new(from),
@@ -280,5 +299,4 @@ async fn follow(shared: &Shared, id: &str, from: Cursor, to: mpsc::UnboundedSend
     if !end.is_null() {
         stream.send("end", end, |_| {});
     }
-    watch.abort();
 }

@@ -627,3 +627,44 @@ async fn a_long_log_is_read_from_its_end_a_page_at_a_time() {
     assert_eq!(text(&next), ["6", "7", "8"]);
     assert_eq!(next["next"], next["lines"][2]["seq"]);
 }
+
+/// Not a `tokio::test`: the client reads its stream on a runtime of its own
+/// while this thread stops the server.
+#[test]
+fn a_stopping_server_ends_its_event_streams_at_once() {
+    let s = serve();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = s.dir.path().display().to_string();
+    let base = s.base.clone();
+    let id = rt.block_on(async {
+        let body = json!({ "playbook": "slow", "inputs": { "dir": dir } });
+        let (code, started) = post(&format!("{base}/runs"), body).await;
+        assert_eq!(code, 201, "{started}");
+        started["run"].as_str().unwrap().to_owned()
+    });
+    let url = format!("{}/runs/{id}/events", s.base);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut stream = reqwest::get(url).await.unwrap();
+            let first = stream.chunk().await;
+            tx.send(matches!(first, Ok(Some(_)))).unwrap();
+            while let Ok(Some(_)) = stream.chunk().await {}
+        });
+    });
+    assert!(rx.recv_timeout(Duration::from_secs(20)).unwrap(), "the stream streams");
+    // The run sleeps for 30 s; the server stops it and its stream at once,
+    // well within its grace period (10 s here).
+    let stopping = std::time::Instant::now();
+    drop(s);
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_secs(6), "the server took {took:?} to stop");
+    reader.join().unwrap();
+}
