@@ -317,6 +317,9 @@ fn a_runner_killed_at_random_moments_leaves_every_effect_done_once() {
     let mut rng = Rng::new();
     for k in 0..rounds {
         round(&mut rng, k);
+        if (k + 1) % 100 == 0 {
+            eprintln!("{} rounds done, every effect once", k + 1);
+        }
     }
 }
 
