@@ -628,3 +628,29 @@ fn a_runner_woken_past_its_lease_sends_no_more_requests() {
     let late: Vec<_> = seen.iter().filter(|(w, t)| w == "A" && *t > b_first).collect();
     assert!(late.is_empty(), "A sent {} requests after B began", late.len());
 }
+
+/// language.md (secrets): "a command a step starts is not given the
+/// variables runbook read the run's secrets from; it sees a secret where
+/// its step names it" (a hostile review found every shell step's
+/// environment holding them).
+#[test]
+fn a_step_s_command_gets_a_secret_only_where_its_step_names_it() {
+    let run = Run::new();
+    let d = run.path().to_owned();
+    let yaml = format!(
+        "{HEAD}secrets: [API_KEY]\nsteps:\n  - id: plain\n    uses: shell\n    with:\n      run: |\n        \
+         cat /proc/$$/environ | tr '\\0' '\\n' > {d}/plain\n  - id: named\n    uses: shell\n    with:\n      \
+         env: {{ KEY: \"{{{{secrets.API_KEY}}}}\" }}\n      run: |\n        \
+         cat /proc/$$/environ | tr '\\0' '\\n' > {d}/named\n",
+        d = d.display()
+    );
+    let secret = "s3cr3t-Value-91f";
+    let run = run.playbook("t", &yaml).env("API_KEY", secret);
+    run.exec(["run", "t"]).exit(0);
+    let plain = std::fs::read_to_string(d.join("plain")).unwrap();
+    assert!(!plain.contains(secret), "a step that names no secret got it:\n{plain}");
+    assert!(plain.contains("PATH="), "the rest of the environment is there");
+    let named = std::fs::read_to_string(d.join("named")).unwrap();
+    assert!(named.contains(&format!("KEY={secret}")), "{named}");
+    assert!(!named.contains(&format!("API_KEY={secret}")), "{named}");
+}

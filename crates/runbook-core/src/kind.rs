@@ -162,6 +162,28 @@ pub struct StepContext {
     pub contain: Option<Arc<std::path::Path>>,
 }
 
+impl StepContext {
+    /// The variables of runbook's own environment that hold one of the
+    /// run's secrets (those it read them from): a command a step starts is
+    /// not given them; a step sees a secret only where its templates name
+    /// it (`{{secrets.X}}`).
+    pub fn secret_env_vars(&self) -> Vec<std::ffi::OsString> {
+        let data = self.data.json();
+        let values: Vec<&str> = data
+            .get("secrets")
+            .and_then(Json::as_object)
+            .map(|m| m.values().filter_map(Json::as_str).filter(|v| !v.is_empty()).collect())
+            .unwrap_or_default();
+        if values.is_empty() {
+            return Vec::new();
+        }
+        std::env::vars_os()
+            .filter(|(_, v)| v.to_str().is_some_and(|v| values.contains(&v)))
+            .map(|(k, _)| k)
+            .collect()
+    }
+}
+
 impl std::fmt::Debug for StepContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StepContext")

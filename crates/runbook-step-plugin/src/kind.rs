@@ -146,20 +146,9 @@ impl StepKind for External {
         };
         let mut cmd = tokio::process::Command::new(&self.path);
         cmd.arg("run");
-        // A plugin gets the secrets its step grants, in the request: the
-        // variables runbook read the run's secrets from are not passed on.
-        let secrets: Vec<&str> = ctx
-            .data
-            .json()
-            .get("secrets")
-            .and_then(Json::as_object)
-            .map(|m| m.values().filter_map(Json::as_str).filter(|v| !v.is_empty()).collect())
-            .unwrap_or_default();
-        for (name, value) in std::env::vars_os() {
-            if value.to_str().is_some_and(|v| secrets.contains(&v)) {
-                cmd.env_remove(name);
-            }
-        }
+        // A plugin gets the secrets its step grants, in the request; the
+        // variables runbook read the run's secrets from are not passed on
+        // (`run_lines` leaves them out, as for every command).
         let ran = runbook_step_shell::process::run_lines(cmd, Some(&text), ctx, &on_line).await;
         let heard = heard.into_inner().unwrap_or_default();
         let plugin = format!("plugin `{}`", self.path.display());
