@@ -367,37 +367,30 @@ fn signal(child: &std::process::Child, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(pid, sig).unwrap();
 }
 
-/// One try: A paused at step `at` past its lease while B waits for the
-/// lock, then continued.
-fn paused_past_the_lease(at: usize) {
+/// Runs `t` as A (`--set who=A`, a 1.5 s lease) until `a_acted`, pauses A
+/// (SIGSTOP) past its lease while B waits for the lock, continues A once
+/// `b_acted`, and checks how both ended: B succeeded, A was stopped
+/// (`interrupted`, exit 5).
+fn pause_a_while_b_takes_the_lock(run: &Run, a_acted: impl Fn() -> bool, b_acted: impl Fn() -> bool) {
     use nix::sys::signal::Signal;
-    let run = Run::new();
-    let dir = run.path().to_owned();
-    let run = run.playbook("t", &locked_chain(&dir));
-    let mut a = run.spawn(["run", "t", "--set", "who=A", "--lock-ttl", "1500ms"]);
-    wait_for(&dir.join(format!("A-s{at}")));
+    let lease = ["--lock-ttl", "1500ms"];
+    let mut a = run.spawn(["run", "t", "--set", "who=A"].iter().chain(&lease));
+    assert!(until(Duration::from_secs(20), a_acted), "A never acted");
     signal(&a, Signal::SIGSTOP);
-    let b = run.spawn([
-        "run",
-        "t",
-        "--set",
-        "who=B",
-        "--lock-ttl",
-        "1500ms",
-        "--wait-lock",
-        "60s",
-    ]);
-    wait_for(&dir.join("B-s2"));
+    let b = run.spawn(
+        ["run", "t", "--set", "who=B", "--wait-lock", "60s"]
+            .iter()
+            .chain(&lease),
+    );
+    let b_took = until(Duration::from_secs(20), b_acted);
     signal(&a, Signal::SIGCONT);
-    let a_out = {
-        let status = a.wait().unwrap();
-        let mut out = String::new();
-        if let Some(mut o) = a.stdout.take() {
-            use std::io::Read;
-            let _ = o.read_to_string(&mut out);
-        }
-        (status.code(), out)
-    };
+    assert!(b_took, "B never took the lock");
+    let a_code = a.wait().unwrap().code();
+    let mut a_out = String::new();
+    if let Some(mut o) = a.stdout.take() {
+        use std::io::Read;
+        let _ = o.read_to_string(&mut a_out);
+    }
     let b_out = b.wait_with_output().unwrap();
     assert_eq!(
         b_out.status.code(),
@@ -405,7 +398,20 @@ fn paused_past_the_lease(at: usize) {
         "B: {}",
         String::from_utf8_lossy(&b_out.stdout)
     );
-    assert_eq!(a_out.0, Some(5), "A ends interrupted:\n{}", a_out.1);
+    assert_eq!(a_code, Some(5), "A ends interrupted:\n{a_out}");
+}
+
+/// One try: A paused at step `at` past its lease while B waits for the
+/// lock, then continued.
+fn paused_past_the_lease(at: usize) {
+    let run = Run::new();
+    let dir = run.path().to_owned();
+    let run = run.playbook("t", &locked_chain(&dir));
+    pause_a_while_b_takes_the_lock(
+        &run,
+        || dir.join(format!("A-s{at}")).exists(),
+        || dir.join("B-s2").exists(),
+    );
     // What the steps did, by their own clock: nothing of A after B began.
     let acts = support::lines(&dir.join("acts"));
     let at = |who: &str| -> Vec<u128> {
@@ -474,8 +480,10 @@ fn paused_past_the_lease(at: usize) {
 /// and what it still ran is stopped before that run acts".
 #[test]
 fn a_runner_paused_past_its_lease_acts_no_more_once_another_run_holds_the_lock() {
-    for at in [2, 3, 5] {
-        paused_past_the_lease(at);
+    // Paused at random steps (`RUNBOOK_CHAOS_SEED` repeats a choice).
+    let mut rng = Rng::new();
+    for _ in 0..3 {
+        paused_past_the_lease(1 + rng.below(5) as usize);
     }
 }
 
@@ -587,7 +595,6 @@ fn recording_server() -> (u16, Seen) {
 /// also in a kind that works in runbook's own process (a request)".
 #[test]
 fn a_runner_woken_past_its_lease_sends_no_more_requests() {
-    use nix::sys::signal::Signal;
     let (port, seen) = recording_server();
     let yaml = format!(
         "{HEAD}inputs:\n  who: {{ type: string }}\nlock: shared\nsteps:\n  - id: poke\n    uses: http-check\n    with:\n      \
@@ -595,34 +602,8 @@ fn a_runner_woken_past_its_lease_sends_no_more_requests() {
          samples: 30\n      rate: 4\n"
     );
     let run = Run::new().playbook("t", &yaml);
-    let mut a = run.spawn(["run", "t", "--set", "who=A", "--lock-ttl", "1500ms"]);
     let count = |who: &str| seen.lock().unwrap().iter().filter(|(w, _)| w == who).count();
-    assert!(until(Duration::from_secs(20), || count("A") >= 2), "A never sent");
-    signal(&a, Signal::SIGSTOP);
-    let b = run.spawn([
-        "run",
-        "t",
-        "--set",
-        "who=B",
-        "--lock-ttl",
-        "1500ms",
-        "--wait-lock",
-        "60s",
-    ]);
-    assert!(
-        until(Duration::from_secs(20), || count("B") >= 2),
-        "B never took the lock"
-    );
-    signal(&a, Signal::SIGCONT);
-    let a_code = a.wait().unwrap().code();
-    let b_out = b.wait_with_output().unwrap();
-    assert_eq!(
-        b_out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&b_out.stdout)
-    );
-    assert_eq!(a_code, Some(5), "A ends interrupted");
+    pause_a_while_b_takes_the_lock(&run, || count("A") >= 2, || count("B") >= 2);
     let seen = seen.lock().unwrap();
     let b_first = seen.iter().find(|(w, _)| w == "B").map(|(_, t)| *t).unwrap();
     let late: Vec<_> = seen.iter().filter(|(w, t)| w == "A" && *t > b_first).collect();
