@@ -163,11 +163,11 @@ pub struct StepContext {
 }
 
 impl StepContext {
-    /// The variables of runbook's own environment that hold one of the
-    /// run's secrets (those it read them from): a command a step starts is
-    /// not given them; a step sees a secret only where its templates name
-    /// it (`{{secrets.X}}`).
-    pub fn secret_env_vars(&self) -> Vec<std::ffi::OsString> {
+    /// Leaves out of `cmd`'s environment the variables of runbook's own
+    /// that hold one of the run's secrets (those it read them from), unless
+    /// the command sets them itself: a command a step starts gets a secret
+    /// only where its step names it (`{{secrets.X}}` in its `env:`).
+    pub fn withhold_secrets(&self, cmd: &mut std::process::Command) {
         let data = self.data.json();
         let values: Vec<&str> = data
             .get("secrets")
@@ -175,12 +175,14 @@ impl StepContext {
             .map(|m| m.values().filter_map(Json::as_str).filter(|v| !v.is_empty()).collect())
             .unwrap_or_default();
         if values.is_empty() {
-            return Vec::new();
+            return;
         }
-        std::env::vars_os()
-            .filter(|(_, v)| v.to_str().is_some_and(|v| values.contains(&v)))
-            .map(|(k, _)| k)
-            .collect()
+        let given: Vec<std::ffi::OsString> = cmd.get_envs().map(|(k, _)| k.to_owned()).collect();
+        for (name, value) in std::env::vars_os() {
+            if value.to_str().is_some_and(|v| values.contains(&v)) && !given.contains(&name) {
+                cmd.env_remove(name);
+            }
+        }
     }
 }
 

@@ -164,10 +164,7 @@ pub(crate) async fn run(ctx: &StepContext, p: &PgParams) -> Result<Outputs, Step
     );
     // Not the variables runbook read the run's secrets from: the
     // connection is given above.
-    let given: Vec<std::ffi::OsString> = cmd.as_std().get_envs().map(|(k, _)| k.to_owned()).collect();
-    for name in ctx.secret_env_vars().into_iter().filter(|n| !given.contains(n)) {
-        cmd.env_remove(name);
-    }
+    ctx.withhold_secrets(cmd.as_std_mut());
     // Held like a shell step's command: in a cgroup of its own, dying with
     // its runner.
     let slot = ctx

@@ -213,10 +213,7 @@ pub async fn run_lines(
     let program = cmd.as_std().get_program().to_string_lossy().into_owned();
     // What runbook read the run's secrets from is not the command's: it
     // gets a secret where its step's templates name one (its own `env:`).
-    let given: Vec<std::ffi::OsString> = cmd.as_std().get_envs().map(|(k, _)| k.to_owned()).collect();
-    for name in ctx.secret_env_vars().into_iter().filter(|n| !given.contains(n)) {
-        cmd.env_remove(name);
-    }
+    ctx.withhold_secrets(cmd.as_std_mut());
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
